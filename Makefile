@@ -1,0 +1,50 @@
+# sevvo developer entry points. Every target installs what it needs into .venv first.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: install dev test lint protos protos-check bench lock clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
+	@touch $(STAMP)
+
+## Run the whole system on embedded defaults (Postgres, Temporal, services) until Ctrl-C.
+dev: install
+	$(PY) -m devstack
+
+## Run the test suite against real Postgres, Temporal and gRPC-over-TLS servers.
+test: install
+	$(PY) -m pytest
+
+lint: install
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy
+	$(VENV)/bin/lint-imports
+
+protos: install
+	$(PY) scripts/gen_protos.py
+
+## Fails when the committed generated code differs from what protos/ generates.
+protos-check: install
+	$(PY) scripts/gen_protos.py --check
+
+bench: install
+	$(PY) -m bench
+
+## Re-pin every dependency to what resolves today (run on Python 3.11, then commit constraints.txt).
+lock:
+	rm -rf .lockvenv && $(PYTHON) -m venv .lockvenv
+	.lockvenv/bin/pip install --quiet --upgrade pip
+	.lockvenv/bin/pip install --quiet -e '.[dev]'
+	.lockvenv/bin/pip freeze --exclude-editable | grep -v '^-e' > constraints.txt
+	rm -rf .lockvenv
+
+clean:
+	rm -rf $(VENV) .dev .mypy_cache .ruff_cache .pytest_cache

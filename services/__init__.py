@@ -1,0 +1,1 @@
+"""The control-plane services: auth, connections and orchestrator."""

@@ -1,0 +1,1 @@
+"""auth: orgs, users, signed sessions, agent deployments and the keys that sign their tokens."""

@@ -1,0 +1,86 @@
+"""The auth process's configuration, read once from the environment at start."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from sevvo.runtime import config as c
+from sevvo.runtime.grpc_server import TlsFiles
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    """Everything auth needs; built by ``load`` so tests can pass a dict."""
+
+    database_url: str
+    tls: TlsFiles
+    key_encryption_key: bytes
+    host: str = "0.0.0.0"  # noqa: S104 - a service in a pod listens on its pod address.
+    port: int = 8443
+    session_ttl_seconds: int = 3600
+    bearer_ttl_seconds: int = 600
+    leeway_seconds: int = 10
+    refresh_seconds: float = 2.0
+    key_rotation_days: int = 30
+    log_level: str = "INFO"
+
+    @property
+    def max_token_ttl_seconds(self) -> int:
+        """The longest any token auth issues can live."""
+        return max(self.session_ttl_seconds, self.bearer_ttl_seconds)
+
+    @classmethod
+    def load(cls, env: Mapping[str, str]) -> AuthConfig:
+        """Reads and validates the configuration; raises ConfigError naming a bad variable."""
+        return cls(
+            database_url=c.required_secret(env, "SEVVO_DATABASE_URL"),
+            tls=TlsFiles(
+                cert=c.existing_file(env, "SEVVO_TLS_CERT_FILE"),
+                key=c.existing_file(env, "SEVVO_TLS_KEY_FILE"),
+            ),
+            key_encryption_key=parse_key_encryption_key(
+                c.required_secret(env, "SEVVO_AUTH_KEK"), "SEVVO_AUTH_KEK"
+            ),
+            host=c.string(env, "SEVVO_GRPC_HOST", "0.0.0.0"),  # noqa: S104
+            port=c.integer(env, "SEVVO_GRPC_PORT", 8443, minimum=0, maximum=65535),
+            session_ttl_seconds=c.integer(
+                env, "SEVVO_AUTH_SESSION_TTL_SECONDS", 3600, minimum=300, maximum=86400
+            ),
+            # DESIGN.md: agent bearers live minutes; the issue pins 5 to 15.
+            bearer_ttl_seconds=c.integer(
+                env, "SEVVO_AUTH_BEARER_TTL_SECONDS", 600, minimum=300, maximum=900
+            ),
+            leeway_seconds=c.integer(env, "SEVVO_TOKEN_LEEWAY_SECONDS", 10, minimum=0, maximum=30),
+            refresh_seconds=c.number(
+                env, "SEVVO_TOKEN_REFRESH_SECONDS", 2.0, minimum=0.05, maximum=2.0
+            ),
+            key_rotation_days=c.integer(
+                env, "SEVVO_AUTH_KEY_ROTATION_DAYS", 30, minimum=1, maximum=365
+            ),
+            log_level=c.log_level(env),
+        )
+
+
+def parse_key_encryption_key(value: str, variable: str) -> bytes:
+    """Decodes a base64 256-bit key; the error names the variable, never the value."""
+    try:
+        key = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise c.ConfigError(f"{variable} must be base64") from None
+    if len(key) != 32:
+        raise c.ConfigError(f"{variable} must decode to 32 bytes, got {len(key)}")
+    return key
+
+
+def write_key_encryption_key(path: Path) -> None:
+    """Writes a fresh random key-encryption key, readable by the owner only."""
+    import os
+    import secrets
+
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(base64.b64encode(secrets.token_bytes(32)).decode())

@@ -1,0 +1,283 @@
+"""auth's rules: sign-in, sessions, deployments and the token exchange.
+
+Every method that acts for a caller takes the verified Principal and uses its ``org_id``;
+no org id is ever read from a request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import unicodedata
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TypeVar
+
+from services.auth import passwords
+from services.auth.keys import SigningKeys
+from services.auth.store import AuthStore, DeploymentRow, OrgRow, UserRow
+from sevvo.runtime import deployment_token, paging
+from sevvo.runtime.errors import InvalidArgument, NotFound, Unauthenticated
+from sevvo.runtime.logs import get_logger
+from sevvo.runtime.tokens import ISSUER, Principal, PrincipalKind
+
+log = get_logger(__name__)
+
+_EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}\.[^@\s]{1,63}$")
+ROLES = ("admin", "member")
+MAX_NAME_LENGTH = 100
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    """A freshly signed token and its expiry."""
+
+    token: str
+    expires_at: datetime
+    org_id: str
+    subject_id: str
+
+
+@dataclass(frozen=True)
+class NewDeployment:
+    """A created deployment and its token, which exists only in this response."""
+
+    deployment: DeploymentRow
+    token: str
+
+
+def _secret_hash(secret: str) -> bytes:
+    # The secret is 256 random bits, so a fast hash is enough; a KDF would only slow exchange.
+    return hashlib.sha256(secret.encode()).digest()
+
+
+def normalize_email(email: str) -> str:
+    """Lower-cases and validates an email address."""
+    email = email.strip().lower()
+    if not _EMAIL_RE.match(email):
+        raise InvalidArgument("email", "must be an email address such as ada@example.com")
+    return email
+
+
+def validate_display_name(field: str, name: str) -> str:
+    """A name of 1-100 printable characters, trimmed."""
+    name = name.strip()
+    if not name:
+        raise InvalidArgument(field, "must not be empty")
+    if len(name) > MAX_NAME_LENGTH:
+        raise InvalidArgument(field, f"must be at most {MAX_NAME_LENGTH} characters")
+    if any(unicodedata.category(ch)[0] == "C" for ch in name):
+        raise InvalidArgument(field, "must not contain control or invisible format characters")
+    return name
+
+
+def validate_password(password: str) -> None:
+    """Enforces the length rules for a new password."""
+    if len(password) < passwords.MIN_LENGTH:
+        raise InvalidArgument("password", f"must be at least {passwords.MIN_LENGTH} characters")
+    if len(password) > passwords.MAX_LENGTH:
+        raise InvalidArgument("password", f"must be at most {passwords.MAX_LENGTH} characters")
+
+
+def _parse_id(field: str, value: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise InvalidArgument(field, "must be a UUID") from None
+
+
+class AuthDomain:
+    """The operations behind AuthService, UserService and DeploymentService."""
+
+    def __init__(
+        self,
+        store: AuthStore,
+        keys: SigningKeys,
+        *,
+        session_ttl: timedelta,
+        bearer_ttl: timedelta,
+        on_revoke: Callable[[], None] = lambda: None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._store = store
+        self._keys = keys
+        self._session_ttl = session_ttl
+        self._bearer_ttl = bearer_ttl
+        self._on_revoke = on_revoke
+        self._clock = clock
+
+    def _issue(
+        self,
+        kind: PrincipalKind,
+        org_id: uuid.UUID,
+        subject: uuid.UUID,
+        ttl: timedelta,
+        role: str | None = None,
+    ) -> IssuedToken:
+        now = self._clock()
+        expires = now + ttl
+        claims: dict[str, object] = {
+            "iss": ISSUER,
+            "aud": kind.audience,
+            "sub": str(subject),
+            "org_id": str(org_id),
+            "kind": kind.value,
+            "iat": int(now.timestamp()),
+            "exp": int(expires.timestamp()),
+            "jti": uuid.uuid4().hex,
+        }
+        if role is not None:
+            claims["role"] = role
+        return IssuedToken(self._keys.sign(claims), expires, str(org_id), str(subject))
+
+    # Orgs and users.
+
+    def create_org_with_admin(self, org_name: str, email: str, password: str) -> UserRow:
+        """Bootstraps an org and its first admin user."""
+        name = validate_display_name("org_name", org_name)
+        email = normalize_email(email)
+        validate_password(password)
+        now = self._clock()
+        org = OrgRow(id=uuid.uuid4(), name=name, created_at=now)
+        admin = UserRow(
+            id=uuid.uuid4(),
+            org_id=org.id,
+            email=email,
+            password_hash=passwords.hash_password(password),
+            role="admin",
+            created_at=now,
+        )
+        self._store.create_org_with_admin(org, admin)
+        log.info("org created", org_id=str(org.id), admin_user_id=str(admin.id))
+        return admin
+
+    def sign_in(self, email: str, password: str) -> IssuedToken:
+        """Checks email and password; the error never says which of the two was wrong."""
+        failure = Unauthenticated("email or password is incorrect", reason="INVALID_CREDENTIALS")
+        if not email.strip() or not password:
+            raise failure
+        user = self._store.user_by_email(email.strip())
+        if user is None:
+            passwords.verify_password(password, passwords.DUMMY_HASH)
+            raise failure
+        if not passwords.verify_password(password, user.password_hash):
+            log.info("sign-in failed", user_id=str(user.id))
+            raise failure
+        log.info("signed in", user_id=str(user.id), org_id=str(user.org_id))
+        return self._issue(PrincipalKind.USER, user.org_id, user.id, self._session_ttl, user.role)
+
+    def create_user(self, caller: Principal, email: str, password: str, role: str) -> UserRow:
+        """Creates a user in the caller's org."""
+        email = normalize_email(email)
+        validate_password(password)
+        if role not in ROLES:
+            raise InvalidArgument("role", "must be USER_ROLE_MEMBER or USER_ROLE_ADMIN")
+        user = UserRow(
+            id=uuid.uuid4(),
+            org_id=uuid.UUID(caller.org_id),
+            email=email,
+            password_hash=passwords.hash_password(password),
+            role=role,
+            created_at=self._clock(),
+        )
+        self._store.create_user(user)
+        log.info("user created", user_id=str(user.id), role=role)
+        return user
+
+    def get_user(self, caller: Principal, user_id: str) -> UserRow:
+        """A user of the caller's org; other orgs' users are indistinguishable from missing."""
+        user = self._store.get_user(uuid.UUID(caller.org_id), _parse_id("id", user_id))
+        if user is None:
+            raise NotFound("user not found", reason="USER_NOT_FOUND")
+        return user
+
+    def list_users(
+        self, caller: Principal, page_size: int, page_token: str
+    ) -> tuple[list[UserRow], str]:
+        """One page of the caller's org's users, and the next page token."""
+        limit = paging.page_size(page_size)
+        rows = self._store.list_users(
+            uuid.UUID(caller.org_id), limit + 1, paging.decode_cursor(page_token)
+        )
+        return _page(rows, limit)
+
+    # Deployments.
+
+    def create_deployment(self, caller: Principal, display_name: str) -> NewDeployment:
+        """Creates a deployment; its token is returned here and never again."""
+        name = validate_display_name("display_name", display_name)
+        secret = deployment_token.new_secret()
+        row = DeploymentRow(
+            id=uuid.uuid4(),
+            org_id=uuid.UUID(caller.org_id),
+            display_name=name,
+            secret_hash=_secret_hash(secret),
+            creator_user_id=uuid.UUID(caller.subject_id),
+            created_at=self._clock(),
+            revoked_at=None,
+        )
+        self._store.create_deployment(row)
+        log.info("deployment created", deployment_id=str(row.id))
+        token = deployment_token.wrap(
+            deployment_token.DeploymentCredentials(deployment_id=str(row.id), secret=secret)
+        )
+        return NewDeployment(row, token)
+
+    def get_deployment(self, caller: Principal, deployment_id: str) -> DeploymentRow:
+        """A deployment of the caller's org."""
+        row = self._store.get_deployment(uuid.UUID(caller.org_id), _parse_id("id", deployment_id))
+        if row is None:
+            raise NotFound("deployment not found", reason="DEPLOYMENT_NOT_FOUND")
+        return row
+
+    def list_deployments(
+        self, caller: Principal, page_size: int, page_token: str
+    ) -> tuple[list[DeploymentRow], str]:
+        """One page of the caller's org's deployments, and the next page token."""
+        limit = paging.page_size(page_size)
+        rows = self._store.list_deployments(
+            uuid.UUID(caller.org_id), limit + 1, paging.decode_cursor(page_token)
+        )
+        return _page(rows, limit)
+
+    def revoke_deployment(self, caller: Principal, deployment_id: str) -> DeploymentRow:
+        """Revokes a deployment of the caller's org; revoking twice keeps the first time."""
+        row = self._store.revoke_deployment(
+            uuid.UUID(caller.org_id), _parse_id("id", deployment_id), self._clock()
+        )
+        if row is None:
+            raise NotFound("deployment not found", reason="DEPLOYMENT_NOT_FOUND")
+        log.info("deployment revoked", deployment_id=str(row.id))
+        self._on_revoke()
+        return row
+
+    def exchange(self, token: str) -> IssuedToken:
+        """Trades a deployment token for a short-lived agent bearer."""
+        credentials = deployment_token.unwrap(token)
+        failure = Unauthenticated(
+            "deployment token is not valid", reason="INVALID_DEPLOYMENT_TOKEN"
+        )
+        row = self._store.deployment_by_id(uuid.UUID(credentials.deployment_id))
+        if row is None:
+            raise failure
+        if not hmac.compare_digest(row.secret_hash, _secret_hash(credentials.secret)):
+            log.info("deployment token rejected", deployment_id=str(row.id))
+            raise failure
+        if row.revoked_at is not None:
+            log.info("revoked deployment tried to exchange", deployment_id=str(row.id))
+            raise Unauthenticated("deployment has been revoked", reason="DEPLOYMENT_REVOKED")
+        return self._issue(PrincipalKind.AGENT, row.org_id, row.id, self._bearer_ttl)
+
+
+_Row = TypeVar("_Row", UserRow, DeploymentRow)
+
+
+def _page(rows: list[_Row], limit: int) -> tuple[list[_Row], str]:
+    if len(rows) <= limit:
+        return rows, ""
+    rows = rows[:limit]
+    last = rows[-1]
+    return rows, paging.encode_cursor(last.created_at, str(last.id))

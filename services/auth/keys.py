@@ -1,0 +1,221 @@
+"""Ed25519 signing keys: creation, sealing at rest, rotation without failed requests.
+
+A new key is published (GetPublicKeys) as soon as it is stored but signs only from
+``activates_at``, a little more than two verifier refresh intervals later, so every verifier
+already knows it when the first token signed by it arrives. The key it replaces keeps
+verifying until the last token it signed has expired, then leaves the published set.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import jwt
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    NoEncryption,
+    PrivateFormat,
+    PublicFormat,
+)
+
+from services.auth.store import AuthStore, SigningKeyRow
+from sevvo.runtime.errors import Unavailable
+from sevvo.runtime.logs import get_logger
+from sevvo.runtime.tokens import ALGORITHM, TrustState, VerificationKey
+
+log = get_logger(__name__)
+_NONCE_BYTES = 12
+
+
+class KeyEncryptionKey:
+    """Seals private keys at rest with AES-256-GCM; the kid is bound as associated data."""
+
+    def __init__(self, key: bytes) -> None:
+        self._aead = AESGCM(key)
+        # Identifies which key sealed a row without revealing anything about the key.
+        self.key_id = hashlib.sha256(b"sevvo-kek-id" + key).hexdigest()[:16]
+
+    def seal(self, plaintext: bytes, associated: bytes) -> bytes:
+        """Encrypts with a fresh nonce; returns nonce || ciphertext."""
+        nonce = secrets.token_bytes(_NONCE_BYTES)
+        return nonce + self._aead.encrypt(nonce, plaintext, associated)
+
+    def open(self, sealed: bytes, associated: bytes) -> bytes:
+        """Decrypts what ``seal`` produced for the same associated data."""
+        return self._aead.decrypt(sealed[:_NONCE_BYTES], sealed[_NONCE_BYTES:], associated)
+
+
+def _raw_public(key: Ed25519PublicKey) -> bytes:
+    return key.public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+
+@dataclass(frozen=True)
+class _LoadedKey:
+    kid: str
+    private_key: Ed25519PrivateKey
+    activates_at: datetime
+
+
+class SigningKeys:
+    """Auth's signing keys: signs tokens with the active key and rotates on schedule."""
+
+    def __init__(
+        self,
+        store: AuthStore,
+        kek: KeyEncryptionKey,
+        *,
+        max_token_ttl: timedelta,
+        leeway: timedelta,
+        refresh_interval: float,
+        rotation_period: timedelta,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._store = store
+        self._kek = kek
+        self._max_token_ttl = max_token_ttl
+        self._leeway = leeway
+        self._refresh_interval = refresh_interval
+        # Two refresh intervals plus a second: every verifier has polled at least once.
+        self.publish_delay = timedelta(seconds=2 * refresh_interval + 1)
+        self._rotation_period = rotation_period
+        self._clock = clock
+        self._loaded: list[_LoadedKey] = []
+        self._loaded_at = 0.0
+        self._lock = threading.Lock()
+
+    def ensure_key(self) -> None:
+        """Creates a first key, active at once, when the store has none."""
+        with self._store.key_rotation() as tx:
+            if not tx.keys():
+                now = self._clock()
+                tx.insert(self._new_row(now, activates_at=now))
+                log.info("first signing key created")
+        self._reload()
+
+    def rotate(self) -> str:
+        """Publishes a new key that takes over after the publish delay; returns its kid.
+
+        A rotation already pending is returned instead of starting another, so repeated calls
+        (or two replicas on schedule) converge on one new key.
+        """
+        now = self._clock()
+        with self._store.key_rotation() as tx:
+            keys = tx.keys()
+            pending = [k for k in keys if k.activates_at > now]
+            if pending:
+                return pending[0].kid
+            row = self._new_row(now, activates_at=now + self.publish_delay)
+            tx.insert(row)
+            # Tokens from the old key are signed until activation and live max_token_ttl.
+            tx.retire_all_but(row.kid, row.activates_at + self._max_token_ttl + self._leeway)
+            removed = tx.delete_expired(now - timedelta(days=1))
+        log.info("signing key rotation started", kid=row.kid, removed_keys=removed)
+        self._reload()
+        return row.kid
+
+    def _new_row(self, now: datetime, *, activates_at: datetime) -> SigningKeyRow:
+        private = Ed25519PrivateKey.generate()
+        kid = f"k{int(now.timestamp())}-{secrets.token_hex(4)}"
+        raw_private = private.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+        return SigningKeyRow(
+            kid=kid,
+            public_key=_raw_public(private.public_key()),
+            sealed_private_key=self._kek.seal(raw_private, kid.encode()),
+            kek_id=self._kek.key_id,
+            created_at=now,
+            activates_at=activates_at,
+            verify_until=None,
+        )
+
+    def _reload(self) -> None:
+        loaded: list[_LoadedKey] = []
+        now = self._clock()
+        for row in self._store.signing_keys():
+            if row.verify_until is not None and row.verify_until <= now:
+                continue  # Expired keys neither sign nor verify.
+            if row.kek_id != self._kek.key_id:
+                raise Unavailable(
+                    f"signing key {row.kid} is sealed under another key-encryption key",
+                    reason="SIGNING_KEY_SEALED_ELSEWHERE",
+                )
+            try:
+                raw = self._kek.open(row.sealed_private_key, row.kid.encode())
+            except InvalidTag:
+                raise Unavailable(
+                    f"signing key {row.kid} failed to decrypt", reason="SIGNING_KEY_CORRUPT"
+                ) from None
+            loaded.append(
+                _LoadedKey(row.kid, Ed25519PrivateKey.from_private_bytes(raw), row.activates_at)
+            )
+        self._loaded = loaded
+        self._loaded_at = time.monotonic()
+
+    def _active(self) -> _LoadedKey:
+        with self._lock:
+            if time.monotonic() - self._loaded_at > self._refresh_interval:
+                self._reload()
+                self._maybe_rotate_on_schedule()
+        now = self._clock()
+        usable = [k for k in self._loaded if k.activates_at <= now]
+        if not usable:
+            raise Unavailable("no signing key is active", reason="NO_SIGNING_KEY")
+        return max(usable, key=lambda k: k.activates_at)
+
+    def _maybe_rotate_on_schedule(self) -> None:
+        now = self._clock()
+        if self._loaded and all(k.activates_at <= now for k in self._loaded):
+            newest = max(k.activates_at for k in self._loaded)
+            if now - newest > self._rotation_period:
+                self.rotate()
+
+    def sign(self, claims: Mapping[str, Any]) -> str:
+        """Signs claims with the active key, naming it in the ``kid`` header."""
+        key = self._active()
+        return jwt.encode(
+            dict(claims), key.private_key, algorithm=ALGORITHM, headers={"kid": key.kid}
+        )
+
+
+class StoreTrustSource:
+    """The trust state as auth's store holds it: published keys and recent revocations."""
+
+    def __init__(self, store: AuthStore, *, revocation_window: timedelta) -> None:
+        self._store = store
+        self._revocation_window = revocation_window
+
+    def published_keys(self, now: datetime | None = None) -> list[VerificationKey]:
+        """Keys a verifier should accept: current and pending ones, and retired ones still valid."""
+        now = now or datetime.now(UTC)
+        return [
+            VerificationKey(
+                kid=row.kid,
+                public_key=Ed25519PublicKey.from_public_bytes(row.public_key),
+                not_before=row.activates_at,
+                verify_until=row.verify_until,
+            )
+            for row in self._store.signing_keys()
+            if row.verify_until is None or row.verify_until > now
+        ]
+
+    def revoked(self, now: datetime | None = None) -> dict[str, datetime]:
+        """Deployments revoked within the longest bearer lifetime, by id."""
+        now = now or datetime.now(UTC)
+        return {
+            str(deployment_id): at
+            for deployment_id, at in self._store.revoked_since(now - self._revocation_window)
+        }
+
+    def fetch(self) -> TrustState:
+        """Reads keys and revocations for the in-process verifier."""
+        keys = self.published_keys()
+        return TrustState(keys={k.kid: k for k in keys}, revoked_deployments=self.revoked())

@@ -1,0 +1,146 @@
+"""Wires auth together: store, signing keys, domain, token verifier and gRPC servicers."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from datetime import timedelta
+
+import grpc
+
+from services.auth.config import AuthConfig
+from services.auth.domain import AuthDomain
+from services.auth.keys import KeyEncryptionKey, SigningKeys, StoreTrustSource
+from services.auth.servicer import AuthServicer, DeploymentServicer, UserServicer
+from services.auth.store import AuthStore
+from sevvo.auth.v1 import (
+    auth_pb2,
+    auth_pb2_grpc,
+    deployments_pb2,
+    deployments_pb2_grpc,
+    users_pb2,
+    users_pb2_grpc,
+)
+from sevvo.runtime.grpc_server import Access, ServerSpec, start_server
+from sevvo.runtime.logs import get_logger
+from sevvo.runtime.tokens import TokenVerifier
+
+log = get_logger(__name__)
+
+
+def _methods(service: str, access: dict[str, Access]) -> dict[str, Access]:
+    return {f"/{service}/{name}": level for name, level in access.items()}
+
+
+_AUTH = auth_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name
+_USERS = users_pb2.DESCRIPTOR.services_by_name["UserService"].full_name
+_DEPLOYMENTS = deployments_pb2.DESCRIPTOR.services_by_name["DeploymentService"].full_name
+
+ACCESS: dict[str, Access] = {
+    **_methods(
+        _AUTH,
+        {
+            # Sign-in and exchange are how a caller gets a token; keys and revocations are
+            # public data every verifier polls.
+            "SignIn": Access.PUBLIC,
+            "ExchangeDeploymentToken": Access.PUBLIC,
+            "GetPublicKeys": Access.PUBLIC,
+            "ListRevokedDeployments": Access.PUBLIC,
+            "GetCaller": Access.USER_OR_AGENT,
+        },
+    ),
+    **_methods(
+        _USERS, {"CreateUser": Access.ADMIN, "GetUser": Access.USER, "ListUsers": Access.USER}
+    ),
+    **_methods(
+        _DEPLOYMENTS,
+        {
+            "CreateDeployment": Access.ADMIN,
+            "GetDeployment": Access.USER,
+            "ListDeployments": Access.USER,
+            "RevokeDeployment": Access.ADMIN,
+        },
+    ),
+}
+
+
+class AuthApp:
+    """auth's long-lived parts, opened once per process."""
+
+    def __init__(self, config: AuthConfig) -> None:
+        self.config = config
+        self.store = AuthStore(config.database_url)
+        leeway = timedelta(seconds=config.leeway_seconds)
+        max_ttl = timedelta(seconds=config.max_token_ttl_seconds)
+        self.keys = SigningKeys(
+            self.store,
+            KeyEncryptionKey(config.key_encryption_key),
+            max_token_ttl=max_ttl,
+            leeway=leeway,
+            refresh_interval=config.refresh_seconds,
+            rotation_period=timedelta(days=config.key_rotation_days),
+        )
+        self.trust = StoreTrustSource(
+            self.store, revocation_window=timedelta(seconds=config.bearer_ttl_seconds) + leeway
+        )
+        self.verifier = TokenVerifier(
+            self.trust,
+            refresh_interval=config.refresh_seconds,
+            max_staleness=max(5.0, 3 * config.refresh_seconds),
+            leeway_seconds=config.leeway_seconds,
+        )
+        self.domain = AuthDomain(
+            self.store,
+            self.keys,
+            session_ttl=timedelta(seconds=config.session_ttl_seconds),
+            bearer_ttl=timedelta(seconds=config.bearer_ttl_seconds),
+            # auth itself rejects a revoked bearer at once; other services within a refresh.
+            on_revoke=self.verifier.refresh,
+        )
+
+    def open(self) -> None:
+        """Migrates the schema, ensures a signing key and starts the verifier."""
+        self.store.open()
+        self.keys.ensure_key()
+        self.verifier.start()
+
+    def close(self) -> None:
+        """Stops the verifier and closes the store."""
+        self.verifier.stop()
+        self.store.close()
+
+    def spec(self) -> ServerSpec:
+        """The services auth adds to a gRPC server."""
+
+        def register(server: grpc.aio.Server) -> None:
+            auth_pb2_grpc.add_AuthServiceServicer_to_server(
+                AuthServicer(self.domain, self.trust, self.config.refresh_seconds), server
+            )
+            users_pb2_grpc.add_UserServiceServicer_to_server(UserServicer(self.domain), server)
+            deployments_pb2_grpc.add_DeploymentServiceServicer_to_server(
+                DeploymentServicer(self.domain), server
+            )
+
+        return ServerSpec(
+            name="auth",
+            register=register,
+            service_names=[_AUTH, _USERS, _DEPLOYMENTS],
+            access=ACCESS,
+        )
+
+
+async def serve(config: AuthConfig) -> None:
+    """Runs auth until SIGINT or SIGTERM, then drains in-flight calls."""
+    app = AuthApp(config)
+    await asyncio.to_thread(app.open)
+    server, port = await start_server(
+        [app.spec()], verifier=app.verifier, tls=config.tls, host=config.host, port=config.port
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    log.info("auth serving", port=port)
+    await stop.wait()
+    await server.stop(grace=5)
+    app.close()

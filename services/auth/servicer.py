@@ -1,0 +1,224 @@
+"""Thin gRPC servicers for auth: protobuf in, domain call, protobuf out.
+
+Domain calls are blocking (Postgres, scrypt), so they run in worker threads; the caller's
+verified principal travels with them through the copied context.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import datetime
+from typing import ParamSpec, TypeVar
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from services.auth.domain import AuthDomain
+from services.auth.keys import StoreTrustSource
+from services.auth.store import DeploymentRow, UserRow
+from sevvo.auth.v1 import (
+    auth_pb2,
+    auth_pb2_grpc,
+    deployments_pb2,
+    deployments_pb2_grpc,
+    users_pb2,
+    users_pb2_grpc,
+)
+from sevvo.runtime.grpc_server import current_principal
+from sevvo.runtime.tokens import PrincipalKind
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+async def _blocking(fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+    return await asyncio.to_thread(fn, *args, **kwargs)
+
+
+def _ts(value: datetime | None) -> Timestamp | None:
+    if value is None:
+        return None
+    ts = Timestamp()
+    ts.FromDatetime(value)
+    return ts
+
+
+_ROLE_TO_PB = {"admin": users_pb2.USER_ROLE_ADMIN, "member": users_pb2.USER_ROLE_MEMBER}
+_ROLE_FROM_PB = {
+    users_pb2.USER_ROLE_UNSPECIFIED: "member",
+    users_pb2.USER_ROLE_MEMBER: "member",
+    users_pb2.USER_ROLE_ADMIN: "admin",
+}
+
+
+def user_pb(row: UserRow) -> users_pb2.User:
+    """A user as the API shows it: never the password hash."""
+    return users_pb2.User(
+        id=str(row.id),
+        org_id=str(row.org_id),
+        email=row.email,
+        role=_ROLE_TO_PB[row.role],
+        create_time=_ts(row.created_at),
+    )
+
+
+def deployment_pb(row: DeploymentRow) -> deployments_pb2.Deployment:
+    """A deployment as the API shows it: never the secret hash."""
+    return deployments_pb2.Deployment(
+        id=str(row.id),
+        org_id=str(row.org_id),
+        display_name=row.display_name,
+        state=(
+            deployments_pb2.DEPLOYMENT_STATE_REVOKED
+            if row.revoked_at
+            else deployments_pb2.DEPLOYMENT_STATE_ACTIVE
+        ),
+        create_time=_ts(row.created_at),
+        revoke_time=_ts(row.revoked_at),
+        creator_user_id=str(row.creator_user_id) if row.creator_user_id else "",
+    )
+
+
+class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
+    """sevvo.auth.v1.AuthService."""
+
+    def __init__(self, domain: AuthDomain, trust: StoreTrustSource, refresh_seconds: float) -> None:
+        self._domain = domain
+        self._trust = trust
+        self._refresh_seconds = refresh_seconds
+
+    async def SignIn(
+        self, request: auth_pb2.SignInRequest, context: grpc.aio.ServicerContext
+    ) -> auth_pb2.SignInResponse:
+        issued = await _blocking(self._domain.sign_in, request.email, request.password)
+        return auth_pb2.SignInResponse(
+            session_token=issued.token,
+            expire_time=_ts(issued.expires_at),
+            org_id=issued.org_id,
+            user_id=issued.subject_id,
+        )
+
+    async def ExchangeDeploymentToken(
+        self, request: auth_pb2.ExchangeDeploymentTokenRequest, context: grpc.aio.ServicerContext
+    ) -> auth_pb2.ExchangeDeploymentTokenResponse:
+        issued = await _blocking(self._domain.exchange, request.deployment_token)
+        return auth_pb2.ExchangeDeploymentTokenResponse(
+            bearer_token=issued.token,
+            expire_time=_ts(issued.expires_at),
+            org_id=issued.org_id,
+            deployment_id=issued.subject_id,
+        )
+
+    async def GetPublicKeys(
+        self, request: auth_pb2.GetPublicKeysRequest, context: grpc.aio.ServicerContext
+    ) -> auth_pb2.GetPublicKeysResponse:
+        keys = await _blocking(self._trust.published_keys)
+        return auth_pb2.GetPublicKeysResponse(
+            keys=[
+                auth_pb2.PublicKey(
+                    kid=k.kid,
+                    algorithm="EdDSA",
+                    public_key=k.public_key.public_bytes_raw(),
+                    not_before=_ts(k.not_before),
+                    verify_until=_ts(k.verify_until),
+                )
+                for k in keys
+            ],
+            refresh_interval_seconds=max(1, int(self._refresh_seconds)),
+        )
+
+    async def ListRevokedDeployments(
+        self, request: auth_pb2.ListRevokedDeploymentsRequest, context: grpc.aio.ServicerContext
+    ) -> auth_pb2.ListRevokedDeploymentsResponse:
+        revoked = await _blocking(self._trust.revoked)
+        return auth_pb2.ListRevokedDeploymentsResponse(
+            deployments=[
+                auth_pb2.RevokedDeployment(deployment_id=d, revoke_time=_ts(at))
+                for d, at in revoked.items()
+            ]
+        )
+
+    async def GetCaller(
+        self, request: auth_pb2.GetCallerRequest, context: grpc.aio.ServicerContext
+    ) -> auth_pb2.GetCallerResponse:
+        caller = current_principal()
+        kind = (
+            auth_pb2.PRINCIPAL_KIND_USER
+            if caller.kind is PrincipalKind.USER
+            else auth_pb2.PRINCIPAL_KIND_AGENT
+        )
+        return auth_pb2.GetCallerResponse(
+            kind=kind, org_id=caller.org_id, subject_id=caller.subject_id
+        )
+
+
+class UserServicer(users_pb2_grpc.UserServiceServicer):
+    """sevvo.auth.v1.UserService."""
+
+    def __init__(self, domain: AuthDomain) -> None:
+        self._domain = domain
+
+    async def CreateUser(
+        self, request: users_pb2.CreateUserRequest, context: grpc.aio.ServicerContext
+    ) -> users_pb2.User:
+        role = _ROLE_FROM_PB.get(request.role, "")
+        row = await _blocking(
+            self._domain.create_user, current_principal(), request.email, request.password, role
+        )
+        return user_pb(row)
+
+    async def GetUser(
+        self, request: users_pb2.GetUserRequest, context: grpc.aio.ServicerContext
+    ) -> users_pb2.User:
+        return user_pb(await _blocking(self._domain.get_user, current_principal(), request.id))
+
+    async def ListUsers(
+        self, request: users_pb2.ListUsersRequest, context: grpc.aio.ServicerContext
+    ) -> users_pb2.ListUsersResponse:
+        rows, token = await _blocking(
+            self._domain.list_users, current_principal(), request.page_size, request.page_token
+        )
+        return users_pb2.ListUsersResponse(users=[user_pb(r) for r in rows], next_page_token=token)
+
+
+class DeploymentServicer(deployments_pb2_grpc.DeploymentServiceServicer):
+    """sevvo.auth.v1.DeploymentService."""
+
+    def __init__(self, domain: AuthDomain) -> None:
+        self._domain = domain
+
+    async def CreateDeployment(
+        self, request: deployments_pb2.CreateDeploymentRequest, context: grpc.aio.ServicerContext
+    ) -> deployments_pb2.CreateDeploymentResponse:
+        created = await _blocking(
+            self._domain.create_deployment, current_principal(), request.display_name
+        )
+        return deployments_pb2.CreateDeploymentResponse(
+            deployment=deployment_pb(created.deployment), deployment_token=created.token
+        )
+
+    async def GetDeployment(
+        self, request: deployments_pb2.GetDeploymentRequest, context: grpc.aio.ServicerContext
+    ) -> deployments_pb2.Deployment:
+        row = await _blocking(self._domain.get_deployment, current_principal(), request.id)
+        return deployment_pb(row)
+
+    async def ListDeployments(
+        self, request: deployments_pb2.ListDeploymentsRequest, context: grpc.aio.ServicerContext
+    ) -> deployments_pb2.ListDeploymentsResponse:
+        rows, token = await _blocking(
+            self._domain.list_deployments,
+            current_principal(),
+            request.page_size,
+            request.page_token,
+        )
+        return deployments_pb2.ListDeploymentsResponse(
+            deployments=[deployment_pb(r) for r in rows], next_page_token=token
+        )
+
+    async def RevokeDeployment(
+        self, request: deployments_pb2.RevokeDeploymentRequest, context: grpc.aio.ServicerContext
+    ) -> deployments_pb2.Deployment:
+        row = await _blocking(self._domain.revoke_deployment, current_principal(), request.id)
+        return deployment_pb(row)

@@ -1,0 +1,300 @@
+"""Every SQL statement auth runs, against its own schema in the control-plane Postgres."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import psycopg
+from psycopg import errors as pg_errors
+from psycopg.rows import class_row
+from psycopg_pool import ConnectionPool
+
+from sevvo.runtime import migrations
+from sevvo.runtime.errors import AlreadyExists
+
+SCHEMA = "auth"
+MIGRATIONS = Path(__file__).parent / "migrations"
+_ROTATION_LOCK = 0x5E7700A1  # pg_advisory_xact_lock key serialising key rotation.
+
+
+@dataclass(frozen=True)
+class OrgRow:
+    """An org."""
+
+    id: uuid.UUID
+    name: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class UserRow:
+    """A user, including the password hash (never leaves the domain layer)."""
+
+    id: uuid.UUID
+    org_id: uuid.UUID
+    email: str
+    password_hash: str
+    role: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class DeploymentRow:
+    """An agent deployment, including the hash of its secret."""
+
+    id: uuid.UUID
+    org_id: uuid.UUID
+    display_name: str
+    secret_hash: bytes
+    creator_user_id: uuid.UUID | None
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+@dataclass(frozen=True)
+class SigningKeyRow:
+    """A signing key with its sealed private half."""
+
+    kid: str
+    public_key: bytes
+    sealed_private_key: bytes
+    kek_id: str
+    created_at: datetime
+    activates_at: datetime
+    verify_until: datetime | None
+
+
+class AuthStore:
+    """Auth's data access; one method per query, connections from a pool."""
+
+    def __init__(self, conninfo: str, *, min_size: int = 1, max_size: int = 8) -> None:
+        self._conninfo = conninfo
+        self._pool = ConnectionPool(
+            conninfo,
+            min_size=min_size,
+            max_size=max_size,
+            open=False,
+            kwargs={"options": f"-c search_path={SCHEMA}"},
+        )
+
+    def open(self) -> None:
+        """Applies migrations and opens the pool."""
+        migrations.apply(self._conninfo, SCHEMA, MIGRATIONS)
+        self._pool.open(wait=True, timeout=30)
+
+    def close(self) -> None:
+        """Closes the pool."""
+        self._pool.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
+        with self._pool.connection() as conn, conn.transaction():
+            yield conn
+
+    # Orgs and users.
+
+    def create_org_with_admin(self, org: OrgRow, admin: UserRow) -> None:
+        """Inserts an org and its first admin in one transaction."""
+        try:
+            with self._tx() as conn:
+                conn.execute(
+                    "insert into orgs (id, name, created_at) values (%s, %s, %s)",
+                    (org.id, org.name, org.created_at),
+                )
+                self._insert_user(conn, admin)
+        except pg_errors.UniqueViolation:
+            raise AlreadyExists(
+                "a user with this email already exists", reason="EMAIL_TAKEN"
+            ) from None
+
+    def create_user(self, user: UserRow) -> None:
+        """Inserts a user; raises AlreadyExists when the email is taken."""
+        try:
+            with self._tx() as conn:
+                self._insert_user(conn, user)
+        except pg_errors.UniqueViolation:
+            raise AlreadyExists(
+                "a user with this email already exists", reason="EMAIL_TAKEN"
+            ) from None
+
+    @staticmethod
+    def _insert_user(conn: psycopg.Connection[tuple[object, ...]], user: UserRow) -> None:
+        conn.execute(
+            "insert into users (id, org_id, email, password_hash, role, created_at)"
+            " values (%s, %s, %s, %s, %s, %s)",
+            (user.id, user.org_id, user.email, user.password_hash, user.role, user.created_at),
+        )
+
+    def user_by_email(self, email: str) -> UserRow | None:
+        """Finds a user by email, case-insensitively, across orgs."""
+        with self._pool.connection() as conn, conn.cursor(row_factory=class_row(UserRow)) as cur:
+            cur.execute("select * from users where lower(email) = lower(%s)", (email,))
+            return cur.fetchone()
+
+    def get_user(self, org_id: uuid.UUID, user_id: uuid.UUID) -> UserRow | None:
+        """Finds a user of one org."""
+        with self._pool.connection() as conn, conn.cursor(row_factory=class_row(UserRow)) as cur:
+            cur.execute("select * from users where org_id = %s and id = %s", (org_id, user_id))
+            return cur.fetchone()
+
+    def list_users(
+        self, org_id: uuid.UUID, limit: int, after: tuple[datetime, str] | None
+    ) -> list[UserRow]:
+        """One page of an org's users in creation order."""
+        with self._pool.connection() as conn, conn.cursor(row_factory=class_row(UserRow)) as cur:
+            if after is None:
+                cur.execute(
+                    "select * from users where org_id = %s order by created_at, id limit %s",
+                    (org_id, limit),
+                )
+            else:
+                cur.execute(
+                    "select * from users where org_id = %s and (created_at, id) > (%s, %s::uuid)"
+                    " order by created_at, id limit %s",
+                    (org_id, after[0], after[1], limit),
+                )
+            return cur.fetchall()
+
+    # Deployments.
+
+    def create_deployment(self, deployment: DeploymentRow) -> None:
+        """Inserts a deployment."""
+        with self._tx() as conn:
+            conn.execute(
+                "insert into deployments"
+                " (id, org_id, display_name, secret_hash, creator_user_id, created_at)"
+                " values (%s, %s, %s, %s, %s, %s)",
+                (
+                    deployment.id,
+                    deployment.org_id,
+                    deployment.display_name,
+                    deployment.secret_hash,
+                    deployment.creator_user_id,
+                    deployment.created_at,
+                ),
+            )
+
+    def deployment_by_id(self, deployment_id: uuid.UUID) -> DeploymentRow | None:
+        """Finds a deployment by id alone: only the token exchange, which proves the secret."""
+        with (
+            self._pool.connection() as conn,
+            conn.cursor(row_factory=class_row(DeploymentRow)) as cur,
+        ):
+            cur.execute("select * from deployments where id = %s", (deployment_id,))
+            return cur.fetchone()
+
+    def get_deployment(self, org_id: uuid.UUID, deployment_id: uuid.UUID) -> DeploymentRow | None:
+        """Finds a deployment of one org."""
+        with (
+            self._pool.connection() as conn,
+            conn.cursor(row_factory=class_row(DeploymentRow)) as cur,
+        ):
+            cur.execute(
+                "select * from deployments where org_id = %s and id = %s", (org_id, deployment_id)
+            )
+            return cur.fetchone()
+
+    def list_deployments(
+        self, org_id: uuid.UUID, limit: int, after: tuple[datetime, str] | None
+    ) -> list[DeploymentRow]:
+        """One page of an org's deployments in creation order."""
+        with (
+            self._pool.connection() as conn,
+            conn.cursor(row_factory=class_row(DeploymentRow)) as cur,
+        ):
+            if after is None:
+                cur.execute(
+                    "select * from deployments where org_id = %s order by created_at, id limit %s",
+                    (org_id, limit),
+                )
+            else:
+                cur.execute(
+                    "select * from deployments where org_id = %s"
+                    " and (created_at, id) > (%s, %s::uuid) order by created_at, id limit %s",
+                    (org_id, after[0], after[1], limit),
+                )
+            return cur.fetchall()
+
+    def revoke_deployment(
+        self, org_id: uuid.UUID, deployment_id: uuid.UUID, at: datetime
+    ) -> DeploymentRow | None:
+        """Marks a deployment revoked (keeping the first revocation time); None if not found."""
+        with self._tx() as conn, conn.cursor(row_factory=class_row(DeploymentRow)) as cur:
+            cur.execute(
+                "update deployments set revoked_at = coalesce(revoked_at, %s)"
+                " where org_id = %s and id = %s returning *",
+                (at, org_id, deployment_id),
+            )
+            return cur.fetchone()
+
+    def revoked_since(self, since: datetime) -> list[tuple[uuid.UUID, datetime]]:
+        """Deployments revoked at or after ``since``."""
+        with self._pool.connection() as conn:
+            rows = conn.execute(
+                "select id, revoked_at from deployments where revoked_at >= %s", (since,)
+            ).fetchall()
+        return [(row[0], row[1]) for row in rows]
+
+    # Signing keys.
+
+    def signing_keys(self) -> list[SigningKeyRow]:
+        """Every stored signing key, newest activation first."""
+        with (
+            self._pool.connection() as conn,
+            conn.cursor(row_factory=class_row(SigningKeyRow)) as cur,
+        ):
+            cur.execute("select * from signing_keys order by activates_at desc")
+            return cur.fetchall()
+
+    @contextmanager
+    def key_rotation(self) -> Iterator[KeyRotationTx]:
+        """A transaction holding the rotation lock, so replicas never rotate twice at once."""
+        with self._tx() as conn:
+            conn.execute("select pg_advisory_xact_lock(%s)", (_ROTATION_LOCK,))
+            yield KeyRotationTx(conn)
+
+
+class KeyRotationTx:
+    """The statements of one key rotation, all inside the rotation lock's transaction."""
+
+    def __init__(self, conn: psycopg.Connection[tuple[object, ...]]) -> None:
+        self._conn = conn
+
+    def keys(self) -> list[SigningKeyRow]:
+        """Every stored key, newest activation first."""
+        with self._conn.cursor(row_factory=class_row(SigningKeyRow)) as cur:
+            cur.execute("select * from signing_keys order by activates_at desc")
+            return cur.fetchall()
+
+    def insert(self, row: SigningKeyRow) -> None:
+        """Stores a new key."""
+        self._conn.execute(
+            "insert into signing_keys"
+            " (kid, public_key, sealed_private_key, kek_id, created_at, activates_at)"
+            " values (%s, %s, %s, %s, %s, %s)",
+            (
+                row.kid,
+                row.public_key,
+                row.sealed_private_key,
+                row.kek_id,
+                row.created_at,
+                row.activates_at,
+            ),
+        )
+
+    def retire_all_but(self, kid: str, verify_until: datetime) -> None:
+        """Sets the end of validity on every current key other than ``kid``."""
+        self._conn.execute(
+            "update signing_keys set verify_until = %s where verify_until is null and kid <> %s",
+            (verify_until, kid),
+        )
+
+    def delete_expired(self, before: datetime) -> int:
+        """Deletes keys whose last token expired before ``before``; returns how many."""
+        cur = self._conn.execute("delete from signing_keys where verify_until < %s", (before,))
+        return cur.rowcount

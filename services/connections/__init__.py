@@ -1,0 +1,1 @@
+"""connections: Postgres connection metadata and sealed credentials (issue #3, not built yet)."""

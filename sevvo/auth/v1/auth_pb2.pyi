@@ -1,0 +1,116 @@
+import datetime
+
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class PrincipalKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PRINCIPAL_KIND_UNSPECIFIED: _ClassVar[PrincipalKind]
+    PRINCIPAL_KIND_USER: _ClassVar[PrincipalKind]
+    PRINCIPAL_KIND_AGENT: _ClassVar[PrincipalKind]
+PRINCIPAL_KIND_UNSPECIFIED: PrincipalKind
+PRINCIPAL_KIND_USER: PrincipalKind
+PRINCIPAL_KIND_AGENT: PrincipalKind
+
+class SignInRequest(_message.Message):
+    __slots__ = ("email", "password")
+    EMAIL_FIELD_NUMBER: _ClassVar[int]
+    PASSWORD_FIELD_NUMBER: _ClassVar[int]
+    email: str
+    password: str
+    def __init__(self, email: _Optional[str] = ..., password: _Optional[str] = ...) -> None: ...
+
+class SignInResponse(_message.Message):
+    __slots__ = ("session_token", "expire_time", "org_id", "user_id")
+    SESSION_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    EXPIRE_TIME_FIELD_NUMBER: _ClassVar[int]
+    ORG_ID_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    session_token: str
+    expire_time: _timestamp_pb2.Timestamp
+    org_id: str
+    user_id: str
+    def __init__(self, session_token: _Optional[str] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., org_id: _Optional[str] = ..., user_id: _Optional[str] = ...) -> None: ...
+
+class ExchangeDeploymentTokenRequest(_message.Message):
+    __slots__ = ("deployment_token",)
+    DEPLOYMENT_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    deployment_token: str
+    def __init__(self, deployment_token: _Optional[str] = ...) -> None: ...
+
+class ExchangeDeploymentTokenResponse(_message.Message):
+    __slots__ = ("bearer_token", "expire_time", "org_id", "deployment_id")
+    BEARER_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    EXPIRE_TIME_FIELD_NUMBER: _ClassVar[int]
+    ORG_ID_FIELD_NUMBER: _ClassVar[int]
+    DEPLOYMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    bearer_token: str
+    expire_time: _timestamp_pb2.Timestamp
+    org_id: str
+    deployment_id: str
+    def __init__(self, bearer_token: _Optional[str] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., org_id: _Optional[str] = ..., deployment_id: _Optional[str] = ...) -> None: ...
+
+class GetPublicKeysRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class PublicKey(_message.Message):
+    __slots__ = ("kid", "algorithm", "public_key", "not_before", "verify_until")
+    KID_FIELD_NUMBER: _ClassVar[int]
+    ALGORITHM_FIELD_NUMBER: _ClassVar[int]
+    PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    NOT_BEFORE_FIELD_NUMBER: _ClassVar[int]
+    VERIFY_UNTIL_FIELD_NUMBER: _ClassVar[int]
+    kid: str
+    algorithm: str
+    public_key: bytes
+    not_before: _timestamp_pb2.Timestamp
+    verify_until: _timestamp_pb2.Timestamp
+    def __init__(self, kid: _Optional[str] = ..., algorithm: _Optional[str] = ..., public_key: _Optional[bytes] = ..., not_before: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., verify_until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class GetPublicKeysResponse(_message.Message):
+    __slots__ = ("keys", "refresh_interval_seconds")
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    REFRESH_INTERVAL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    keys: _containers.RepeatedCompositeFieldContainer[PublicKey]
+    refresh_interval_seconds: int
+    def __init__(self, keys: _Optional[_Iterable[_Union[PublicKey, _Mapping]]] = ..., refresh_interval_seconds: _Optional[int] = ...) -> None: ...
+
+class ListRevokedDeploymentsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class RevokedDeployment(_message.Message):
+    __slots__ = ("deployment_id", "revoke_time")
+    DEPLOYMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    REVOKE_TIME_FIELD_NUMBER: _ClassVar[int]
+    deployment_id: str
+    revoke_time: _timestamp_pb2.Timestamp
+    def __init__(self, deployment_id: _Optional[str] = ..., revoke_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ListRevokedDeploymentsResponse(_message.Message):
+    __slots__ = ("deployments",)
+    DEPLOYMENTS_FIELD_NUMBER: _ClassVar[int]
+    deployments: _containers.RepeatedCompositeFieldContainer[RevokedDeployment]
+    def __init__(self, deployments: _Optional[_Iterable[_Union[RevokedDeployment, _Mapping]]] = ...) -> None: ...
+
+class GetCallerRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class GetCallerResponse(_message.Message):
+    __slots__ = ("kind", "org_id", "subject_id")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    ORG_ID_FIELD_NUMBER: _ClassVar[int]
+    SUBJECT_ID_FIELD_NUMBER: _ClassVar[int]
+    kind: PrincipalKind
+    org_id: str
+    subject_id: str
+    def __init__(self, kind: _Optional[_Union[PrincipalKind, str]] = ..., org_id: _Optional[str] = ..., subject_id: _Optional[str] = ...) -> None: ...

@@ -1,0 +1,1 @@
+"""Shared runtime for every sevvo process: config, logging, errors, gRPC, tokens."""

@@ -1,0 +1,45 @@
+"""How services other than auth learn auth's keys and revocations: over gRPC, by polling."""
+
+from __future__ import annotations
+
+from datetime import UTC as _UTC
+
+import grpc
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from sevvo.auth.v1 import auth_pb2, auth_pb2_grpc
+from sevvo.runtime.tokens import TrustState, VerificationKey
+
+
+class RemoteTrustSource:
+    """A TrustSource that asks auth's GetPublicKeys and ListRevokedDeployments."""
+
+    def __init__(self, channel: grpc.Channel, *, timeout: float = 3.0) -> None:
+        self._stub = auth_pb2_grpc.AuthServiceStub(channel)
+        self._timeout = timeout
+
+    def fetch(self) -> TrustState:
+        """Fetches both lists; raises grpc.RpcError when auth is unreachable."""
+        keys = self._stub.GetPublicKeys(auth_pb2.GetPublicKeysRequest(), timeout=self._timeout)
+        revoked = self._stub.ListRevokedDeployments(
+            auth_pb2.ListRevokedDeploymentsRequest(), timeout=self._timeout
+        )
+        return TrustState(
+            keys={
+                k.kid: VerificationKey(
+                    kid=k.kid,
+                    public_key=Ed25519PublicKey.from_public_bytes(k.public_key),
+                    not_before=k.not_before.ToDatetime(tzinfo=_UTC),
+                    verify_until=(
+                        k.verify_until.ToDatetime(tzinfo=_UTC)
+                        if k.HasField("verify_until")
+                        else None
+                    ),
+                )
+                for k in keys.keys
+                if k.algorithm == "EdDSA"
+            },
+            revoked_deployments={
+                d.deployment_id: d.revoke_time.ToDatetime(tzinfo=_UTC) for d in revoked.deployments
+            },
+        )

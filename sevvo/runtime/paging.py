@@ -1,0 +1,40 @@
+"""Opaque page tokens for List methods (AIP-158): keyset cursors, not offsets."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from datetime import datetime
+
+from sevvo.runtime.errors import InvalidArgument
+
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 500
+
+
+def page_size(requested: int) -> int:
+    """Clamps a requested page size: 0 means the default, large values mean the maximum."""
+    if requested < 0:
+        raise InvalidArgument("page_size", "must not be negative")
+    if requested == 0:
+        return DEFAULT_PAGE_SIZE
+    return min(requested, MAX_PAGE_SIZE)
+
+
+def encode_cursor(created_at: datetime, row_id: str) -> str:
+    """Encodes the position after the last row of a page."""
+    raw = json.dumps([created_at.isoformat(), row_id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(token: str) -> tuple[datetime, str] | None:
+    """Decodes a page token; empty means the first page."""
+    if not token:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        created, row_id = json.loads(raw)
+        return datetime.fromisoformat(created), str(row_id)
+    except (binascii.Error, ValueError, TypeError):
+        raise InvalidArgument("page_token", "is not a token returned by this method") from None

@@ -1,0 +1,253 @@
+"""Verifying the JWTs that auth issues: user sessions and agent bearers.
+
+Auth alone holds the Ed25519 private keys. Every service verifies locally with the public keys
+auth publishes (keys by ``kid``) and with auth's list of recently revoked deployments; both are
+refreshed in the background, so a revoked agent's bearer stops working within seconds rather
+than at its expiry. See DESIGN.md, "The three services".
+"""
+
+from __future__ import annotations
+
+import enum
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import jwt
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from sevvo.runtime.errors import Unauthenticated, Unavailable
+from sevvo.runtime.logs import get_logger
+
+ALGORITHM = "EdDSA"
+ISSUER = "sevvo-auth"
+MAX_LEEWAY_SECONDS = 30
+REQUIRED_CLAIMS = ("exp", "iat", "iss", "aud", "sub", "jti", "org_id", "kind")
+
+log = get_logger(__name__)
+
+
+class PrincipalKind(enum.StrEnum):
+    """Who a token speaks for; each kind has its own audience, so one is never taken for another."""
+
+    USER = "user"
+    AGENT = "agent"
+
+    @property
+    def audience(self) -> str:
+        """The ``aud`` claim that tokens of this kind carry."""
+        return f"sevvo:{self.value}"
+
+
+@dataclass(frozen=True)
+class Principal:
+    """A verified caller. ``org_id`` here is the only org a request may act on."""
+
+    kind: PrincipalKind
+    org_id: str
+    subject_id: str
+    token_id: str
+    expires_at: datetime
+    role: str | None = None
+
+    @property
+    def is_admin(self) -> bool:
+        """Whether this is a user holding the org's admin role."""
+        return self.kind is PrincipalKind.USER and self.role == "admin"
+
+
+@dataclass(frozen=True)
+class VerificationKey:
+    """One published public key and the window in which tokens it signed are valid."""
+
+    kid: str
+    public_key: Ed25519PublicKey
+    not_before: datetime
+    verify_until: datetime | None = None
+
+
+@dataclass(frozen=True)
+class TrustState:
+    """What a verifier trusts right now: keys by kid and revoked deployments by id."""
+
+    keys: Mapping[str, VerificationKey]
+    revoked_deployments: Mapping[str, datetime]
+    fetched_at: float = field(default_factory=time.monotonic)
+
+
+class TrustSource(Protocol):
+    """Where a verifier learns keys and revocations (auth's store locally, or auth over gRPC)."""
+
+    def fetch(self) -> TrustState:
+        """Returns the current keys and revocations; raises on failure."""
+        ...
+
+
+@dataclass
+class _CachedToken:
+    principal: Principal
+    kid: str
+
+
+class TokenVerifier:
+    """Verifies session and bearer tokens against a periodically refreshed TrustState.
+
+    Signature checks cost far more than a gRPC call's other work, so a verified token is cached
+    until it expires; the cheap checks that can change (revocation, key retirement, expiry) run
+    on every call, cached or not.
+    """
+
+    def __init__(
+        self,
+        source: TrustSource,
+        *,
+        refresh_interval: float = 2.0,
+        max_staleness: float = 5.0,
+        leeway_seconds: int = 10,
+        cache_size: int = 10_000,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if not 0 <= leeway_seconds <= MAX_LEEWAY_SECONDS:
+            raise ValueError(f"leeway must be between 0 and {MAX_LEEWAY_SECONDS} seconds")
+        self._source = source
+        self._refresh_interval = refresh_interval
+        self._max_staleness = max_staleness
+        self._leeway = leeway_seconds
+        self._cache_size = cache_size
+        self._clock = clock
+        self._state: TrustState | None = None
+        self._cache: dict[str, _CachedToken] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._refresh_lock = threading.Lock()
+
+    def refresh(self) -> None:
+        """Fetches keys and revocations now; raises if the source fails."""
+        with self._refresh_lock:
+            state = self._source.fetch()
+            self._state = state
+
+    def start(self) -> None:
+        """Starts background refreshing; the first fetch is attempted before returning."""
+        try:
+            self.refresh()
+        except Exception as exc:  # The source may come up after us; the loop keeps trying.
+            log.warning("token trust state not yet available", error=type(exc).__name__)
+        self._thread = threading.Thread(target=self._run, name="token-trust-refresh", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stops background refreshing."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        failures = 0
+        while not self._stop.wait(self._refresh_interval if failures == 0 else 0.5):
+            try:
+                self.refresh()
+                if failures:
+                    log.info("token trust state refreshed again", failed_attempts=failures)
+                failures = 0
+            except Exception as exc:  # Keep serving with the last state until it goes stale.
+                failures += 1
+                log.warning("token trust state refresh failed", error=type(exc).__name__)
+
+    def _current_state(self) -> TrustState:
+        state = self._state
+        if state is None:
+            raise Unavailable(
+                "token verification keys are not loaded yet", reason="AUTH_UNAVAILABLE"
+            )
+        if time.monotonic() - state.fetched_at > self._max_staleness:
+            # Fail closed: without fresh revocations a revoked agent could keep working.
+            raise Unavailable(
+                "token verification state is stale; auth is unreachable", reason="AUTH_UNAVAILABLE"
+            )
+        return state
+
+    def verify(self, token: str, kind: PrincipalKind) -> Principal:
+        """Returns the principal a token speaks for, or raises Unauthenticated.
+
+        ``kind`` is what the caller's method accepts; a user session presented where an agent
+        bearer is expected (or the reverse) fails on its audience.
+        """
+        state = self._current_state()
+        cached = self._cache.get(token)
+        if cached is not None and cached.principal.kind is kind:
+            principal = cached.principal
+            kid = cached.kid
+        else:
+            principal, kid = self._verify_signature(token, kind, state)
+            if len(self._cache) >= self._cache_size:
+                self._cache.clear()
+            self._cache[token] = _CachedToken(principal, kid)
+        self._check_still_valid(principal, kid, state)
+        return principal
+
+    def _verify_signature(
+        self, token: str, kind: PrincipalKind, state: TrustState
+    ) -> tuple[Principal, str]:
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.InvalidTokenError:
+            raise Unauthenticated("token is malformed", reason="TOKEN_MALFORMED") from None
+        kid = header.get("kid")
+        if header.get("alg") != ALGORITHM or not isinstance(kid, str):
+            raise Unauthenticated("token is not signed by auth", reason="TOKEN_ALGORITHM")
+        key = state.keys.get(kid)
+        if key is None:
+            raise Unauthenticated("token signed by an unknown key", reason="TOKEN_UNKNOWN_KEY")
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                key.public_key,
+                algorithms=[ALGORITHM],
+                audience=kind.audience,
+                issuer=ISSUER,
+                leeway=self._leeway,
+                options={"require": list(REQUIRED_CLAIMS)},
+            )
+        except jwt.ExpiredSignatureError:
+            raise Unauthenticated("token has expired", reason="TOKEN_EXPIRED") from None
+        except jwt.InvalidAudienceError:
+            raise Unauthenticated(
+                f"token is not a {kind.value} token", reason="TOKEN_WRONG_AUDIENCE"
+            ) from None
+        except jwt.InvalidTokenError as exc:
+            raise Unauthenticated(
+                f"token is invalid ({type(exc).__name__})", reason="TOKEN_INVALID"
+            ) from None
+        if claims.get("kind") != kind.value:
+            raise Unauthenticated(
+                f"token is not a {kind.value} token", reason="TOKEN_WRONG_AUDIENCE"
+            )
+        role = claims.get("role")
+        principal = Principal(
+            kind=kind,
+            org_id=str(claims["org_id"]),
+            subject_id=str(claims["sub"]),
+            token_id=str(claims["jti"]),
+            expires_at=datetime.fromtimestamp(float(claims["exp"]), UTC),
+            role=str(role) if role is not None else None,
+        )
+        return principal, kid
+
+    def _check_still_valid(self, principal: Principal, kid: str, state: TrustState) -> None:
+        now = self._clock()
+        if now > principal.expires_at.timestamp() + self._leeway:
+            raise Unauthenticated("token has expired", reason="TOKEN_EXPIRED")
+        key = state.keys.get(kid)
+        if key is None or (
+            key.verify_until is not None and now > key.verify_until.timestamp() + self._leeway
+        ):
+            raise Unauthenticated("token signed by a retired key", reason="TOKEN_UNKNOWN_KEY")
+        if (
+            principal.kind is PrincipalKind.AGENT
+            and principal.subject_id in state.revoked_deployments
+        ):
+            raise Unauthenticated("deployment has been revoked", reason="DEPLOYMENT_REVOKED")

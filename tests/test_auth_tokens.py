@@ -1,0 +1,180 @@
+"""Token verification: every forged, expired or misused token is rejected over real gRPC."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import time
+import uuid
+from typing import Any
+
+import grpc
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from sevvo.auth.v1 import auth_pb2, auth_pb2_grpc, users_pb2
+from sevvo.runtime.errors import Unauthenticated
+from sevvo.runtime.grpc_client import error_details
+from sevvo.runtime.tokens import ISSUER, PrincipalKind
+from tests.plugins.auth_stack import AuthStack
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+def _claims(org: str, **changes: Any) -> dict[str, Any]:
+    now = int(time.time())
+    claims: dict[str, Any] = {
+        "iss": ISSUER,
+        "aud": PrincipalKind.USER.audience,
+        "sub": str(uuid.uuid4()),
+        "org_id": org,
+        "kind": "user",
+        "role": "admin",
+        "iat": now,
+        "exp": now + 300,
+        "jti": uuid.uuid4().hex,
+    }
+    for key, value in changes.items():
+        if value is None:
+            claims.pop(key, None)
+        else:
+            claims[key] = value
+    return claims
+
+
+def _caller_error(stack: AuthStack, token: str) -> str | None:
+    with pytest.raises(grpc.RpcError) as caught:
+        stack.auth(token).GetCaller(auth_pb2.GetCallerRequest())
+    assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    return error_details(caught.value).reason
+
+
+def test_valid_session_identifies_the_caller(auth_stack: AuthStack) -> None:
+    """A genuine session token passes and names the caller's org."""
+    org = auth_stack.create_org()
+    caller = auth_stack.auth(org.admin_token).GetCaller(auth_pb2.GetCallerRequest())
+    assert caller.kind == auth_pb2.PRINCIPAL_KIND_USER
+    assert caller.org_id == org.org_id
+
+
+def test_alg_none_is_rejected(auth_stack: AuthStack) -> None:
+    """An unsigned token (alg none) is rejected."""
+    org = auth_stack.create_org()
+    kid = jwt.get_unverified_header(org.admin_token)["kid"]
+    header = _b64(json.dumps({"alg": "none", "typ": "JWT", "kid": kid}).encode())
+    payload = _b64(json.dumps(_claims(org.org_id)).encode())
+    assert _caller_error(auth_stack, f"{header}.{payload}.") == "TOKEN_ALGORITHM"
+
+
+def test_hs256_signed_with_the_public_key_is_rejected(auth_stack: AuthStack) -> None:
+    """The classic key-confusion forgery (HMAC keyed with the public key) is rejected."""
+    org = auth_stack.create_org()
+    kid = jwt.get_unverified_header(org.admin_token)["kid"]
+    public = auth_stack.app.trust.published_keys()[0].public_key.public_bytes_raw()
+    header = _b64(json.dumps({"alg": "HS256", "typ": "JWT", "kid": kid}).encode())
+    payload = _b64(json.dumps(_claims(org.org_id)).encode())
+    signature = hmac.new(public, f"{header}.{payload}".encode(), hashlib.sha256).digest()
+    assert _caller_error(auth_stack, f"{header}.{payload}.{_b64(signature)}") == "TOKEN_ALGORITHM"
+
+
+@pytest.mark.parametrize(
+    ("changes", "reason"),
+    [
+        ({"exp": int(time.time()) - 120}, "TOKEN_EXPIRED"),
+        ({"exp": None}, "TOKEN_INVALID"),
+        ({"iss": None}, "TOKEN_INVALID"),
+        ({"aud": None}, "TOKEN_INVALID"),
+        ({"iss": "someone-else"}, "TOKEN_INVALID"),
+        ({"aud": "sevvo:somewhere-else"}, "TOKEN_WRONG_AUDIENCE"),
+        ({"org_id": None}, "TOKEN_INVALID"),
+        ({"kind": "agent"}, "TOKEN_WRONG_AUDIENCE"),
+    ],
+    ids=["expired", "no-exp", "no-iss", "no-aud", "wrong-iss", "wrong-aud", "no-org", "kind"],
+)
+def test_signed_tokens_with_bad_claims_are_rejected(
+    auth_stack: AuthStack, changes: dict[str, Any], reason: str
+) -> None:
+    """Tokens signed by auth's real key but with missing or wrong claims are rejected."""
+    org = auth_stack.create_org()
+    token = auth_stack.app.keys.sign(_claims(org.org_id, **changes))
+    assert _caller_error(auth_stack, token) == reason
+
+
+def test_unknown_kid_is_rejected(auth_stack: AuthStack) -> None:
+    """A token signed by a key auth never published is rejected."""
+    org = auth_stack.create_org()
+    rogue = Ed25519PrivateKey.generate()
+    token = jwt.encode(_claims(org.org_id), rogue, algorithm="EdDSA", headers={"kid": "rogue"})
+    assert _caller_error(auth_stack, token) == "TOKEN_UNKNOWN_KEY"
+
+
+def test_known_kid_with_a_foreign_signature_is_rejected(auth_stack: AuthStack) -> None:
+    """A token naming auth's kid but signed by another key fails its signature check."""
+    org = auth_stack.create_org()
+    kid = jwt.get_unverified_header(org.admin_token)["kid"]
+    rogue = Ed25519PrivateKey.generate()
+    token = jwt.encode(_claims(org.org_id), rogue, algorithm="EdDSA", headers={"kid": kid})
+    assert _caller_error(auth_stack, token) == "TOKEN_INVALID"
+
+
+def test_tampered_payload_is_rejected(auth_stack: AuthStack) -> None:
+    """Changing the org in a genuine token's payload breaks its signature."""
+    org = auth_stack.create_org()
+    header, payload, signature = org.admin_token.split(".")
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    claims["org_id"] = str(uuid.uuid4())
+    forged = f"{header}.{_b64(json.dumps(claims).encode())}.{signature}"
+    assert _caller_error(auth_stack, forged) == "TOKEN_INVALID"
+
+
+@pytest.mark.parametrize("token", ["", "garbage", "a.b.c", "Bearer"])
+def test_malformed_tokens_are_rejected(auth_stack: AuthStack, token: str) -> None:
+    """Missing or malformed bearers get UNAUTHENTICATED, not an internal error."""
+    with pytest.raises(grpc.RpcError) as caught:
+        auth_pb2_grpc.AuthServiceStub(auth_stack.channel()).GetCaller(
+            auth_pb2.GetCallerRequest(), metadata=(("authorization", f"Bearer {token}"),)
+        )
+    assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_user_session_is_not_an_agent_bearer(auth_stack: AuthStack) -> None:
+    """A user session presented where an agent bearer is required is rejected."""
+    org = auth_stack.create_org()
+    with pytest.raises(Unauthenticated) as caught:
+        auth_stack.app.verifier.verify(org.admin_token, PrincipalKind.AGENT)
+    assert caught.value.reason == "TOKEN_WRONG_AUDIENCE"
+
+
+def test_agent_bearer_is_not_a_user_session(auth_stack: AuthStack) -> None:
+    """An agent bearer cannot call user methods, in the verifier or over gRPC."""
+    org = auth_stack.create_org()
+    _, token = auth_stack.new_deployment(org)
+    bearer = auth_stack.agent_bearer(token)
+    with pytest.raises(Unauthenticated):
+        auth_stack.app.verifier.verify(bearer, PrincipalKind.USER)
+    with pytest.raises(grpc.RpcError) as caught:
+        auth_stack.users(bearer).ListUsers(users_pb2.ListUsersRequest())
+    assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert error_details(caught.value).reason == "TOKEN_WRONG_AUDIENCE"
+
+
+def test_agent_bearer_carries_required_claims(auth_stack: AuthStack) -> None:
+    """An exchanged bearer is EdDSA with kid, iss, aud, iat, exp, jti, org and deployment."""
+    org = auth_stack.create_org()
+    deployment_id, token = auth_stack.new_deployment(org)
+    bearer = auth_stack.agent_bearer(token)
+    header = jwt.get_unverified_header(bearer)
+    claims = jwt.decode(bearer, options={"verify_signature": False})
+    assert header["alg"] == "EdDSA"
+    assert header["kid"]
+    assert claims["org_id"] == org.org_id
+    assert claims["sub"] == deployment_id
+    assert claims["iss"] == ISSUER
+    assert claims["aud"] == PrincipalKind.AGENT.audience
+    assert 300 <= claims["exp"] - claims["iat"] <= 900
+    assert claims["jti"]

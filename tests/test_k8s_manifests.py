@@ -1,0 +1,538 @@
+"""The Helm charts in deploy/k8s render with the real Helm SDK, pass strict Kubernetes schema
+validation, and keep every pod restricted."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import helm_python as helm
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+
+K8S = Path(__file__).resolve().parents[1] / "deploy" / "k8s"
+CONTROL_PLANE = K8S / "sevvo-control-plane"
+AGENT = K8S / "sevvo-agent"
+KUBE_VERSION = "1.31"
+COMPONENTS = ("auth", "connections", "orchestrator")
+SECRETS_DIR = "/var/run/secrets/sevvo/"
+COMPONENT_LABEL = "app.kubernetes.io/component"
+
+# The agent refuses to render without these two; everything else has a default.
+AGENT_REQUIRED: dict[str, Any] = {
+    "controlPlane": {"host": "api.sevvo.example"},
+    "temporal": {"address": "temporal.sevvo.example:443"},
+}
+AGENT_ALL_OPTIONS: dict[str, Any] = {
+    "controlPlane": {"host": "api.sevvo.example"},
+    "temporal": {"address": "temporal.sevvo.example:443", "clientTls": {"enabled": True}},
+    "caBundle": {"enabled": True, "kind": "Secret"},
+    "imagePullSecrets": ["regcred"],
+    "extraEnv": [{"name": "SEVVO_EXTRA", "value": "1"}],
+}
+CONTROL_PLANE_ALL_OPTIONS: dict[str, Any] = {
+    "global": {"imagePullSecrets": ["regcred"], "image": {"tag": "1.2.3"}},
+    **{
+        name: {
+            "replicas": 3,
+            "extraEnv": [{"name": "SEVVO_EXTRA", "value": "1"}],
+            "nodeSelector": {"kubernetes.io/os": "linux"},
+            "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "sevvo"}],
+            "affinity": {
+                "podAntiAffinity": {
+                    "preferredDuringSchedulingIgnoredDuringExecution": [
+                        {
+                            "weight": 100,
+                            "podAffinityTerm": {
+                                "topologyKey": "kubernetes.io/hostname",
+                                "labelSelector": {"matchLabels": {COMPONENT_LABEL: name}},
+                            },
+                        }
+                    ]
+                }
+            },
+        }
+        for name in COMPONENTS
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def control_plane() -> Iterator[helm.Chart]:
+    with helm.Chart.load(CONTROL_PLANE) as chart:
+        yield chart
+
+
+@pytest.fixture(scope="module")
+def agent() -> Iterator[helm.Chart]:
+    with helm.Chart.load(AGENT) as chart:
+        yield chart
+
+
+def render(chart: helm.Chart, values: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Render a chart offline and parse every Kubernetes object it produces."""
+    manifests = chart.render(values, name="sevvo", namespace="sevvo")
+    return [
+        doc
+        for path, text in sorted(manifests.items())
+        if path.endswith(".yaml")
+        for doc in yaml.safe_load_all(text)
+        if doc
+    ]
+
+
+def of_kind(objects: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [obj for obj in objects if obj["kind"] == kind]
+
+
+def component(obj: dict[str, Any]) -> str:
+    return str(obj["metadata"]["labels"][COMPONENT_LABEL])
+
+
+def deployment_for(objects: list[dict[str, Any]], name: str) -> dict[str, Any]:
+    (deployment,) = [d for d in of_kind(objects, "Deployment") if component(d) == name]
+    return deployment
+
+
+def pod_spec(deployment: dict[str, Any]) -> dict[str, Any]:
+    spec: dict[str, Any] = deployment["spec"]["template"]["spec"]
+    return spec
+
+
+def only_container(deployment: dict[str, Any]) -> dict[str, Any]:
+    (container,) = pod_spec(deployment)["containers"]
+    return dict(container)
+
+
+def env_of(container: dict[str, Any]) -> dict[str, str]:
+    return {e["name"]: e.get("value", "") for e in container.get("env", [])}
+
+
+def all_deployments(control_plane: helm.Chart, agent: helm.Chart) -> list[dict[str, Any]]:
+    """Every Deployment either chart renders, with every optional feature switched on."""
+    return of_kind(render(control_plane, CONTROL_PLANE_ALL_OPTIONS), "Deployment") + of_kind(
+        render(agent, AGENT_ALL_OPTIONS), "Deployment"
+    )
+
+
+def effective(pod: dict[str, Any], container: dict[str, Any], key: str) -> Any:
+    """A security setting as the kubelet applies it: the container's, else the pod's."""
+    own = container.get("securityContext", {})
+    return own[key] if key in own else pod.get("securityContext", {}).get(key)
+
+
+# --- both charts ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("chart_name", "values"),
+    [
+        ("control_plane", None),
+        ("control_plane", CONTROL_PLANE_ALL_OPTIONS),
+        ("control_plane", {"auth": {"enabled": False}, "connections": {"replicas": 2}}),
+        ("agent", AGENT_REQUIRED),
+        ("agent", AGENT_ALL_OPTIONS),
+        ("agent", {**AGENT_REQUIRED, "networkPolicy": {"enabled": False}}),
+    ],
+    ids=["cp-defaults", "cp-all-options", "cp-mixed", "agent-min", "agent-all", "agent-no-np"],
+)
+def test_rendered_objects_pass_strict_kubernetes_validation(
+    request: pytest.FixtureRequest, chart_name: str, values: dict[str, Any] | None
+) -> None:
+    """Every rendered object validates against the Kubernetes 1.31 schema in strict mode."""
+    objects = render(request.getfixturevalue(chart_name), values)
+    assert objects
+    for obj in objects:
+        assert kubernetes_validate.validate(obj, KUBE_VERSION, strict=True) == KUBE_VERSION
+
+
+@pytest.mark.parametrize(
+    ("path", "values"),
+    [(CONTROL_PLANE, None), (AGENT, AGENT_REQUIRED)],
+    ids=["control-plane", "agent"],
+)
+def test_chart_passes_helm_lint_strict(path: Path, values: dict[str, Any] | None) -> None:
+    """`helm lint --strict` for Kubernetes 1.31 finds no warning and no error."""
+    report = helm.lint(path, values, strict=True, kube_version=f"v{KUBE_VERSION}.0")
+    assert report["errors"] == []
+    assert [m for m in report["messages"] if m["severity"] >= 2] == []
+
+
+@pytest.mark.parametrize("path", [CONTROL_PLANE, AGENT], ids=["control-plane", "agent"])
+def test_default_values_satisfy_the_schema(path: Path) -> None:
+    """The chart's own values.yaml validates against its values.schema.json."""
+    schema = json.loads((path / "values.schema.json").read_text())
+    jsonschema.Draft7Validator.check_schema(schema)
+    jsonschema.Draft7Validator(schema).validate(yaml.safe_load((path / "values.yaml").read_text()))
+
+
+BAD_VALUES = [
+    ("control_plane", {"auth": {"replicas": "two"}}, "replicas"),
+    ("control_plane", {"orchestrator": {"port": 70000}}, "port"),
+    ("control_plane", {"orchestrator": {"port": 443}}, "port"),
+    ("control_plane", {"global": {"logLevel": "verbose"}}, "logLevel"),
+    ("control_plane", {"connections": {"replicsa": 2}}, "replicsa"),
+    ("control_plane", {"global": {"database": {"existingSecret": "Bad_Name"}}}, "existingSecret"),
+    (
+        "control_plane",
+        {"auth": {"extraEnv": [{"name": "X", "valueFrom": {"secretKeyRef": {"name": "s"}}}]}},
+        "valueFrom",
+    ),
+    ("agent", {"replicas": "two"}, "replicas"),
+    ("agent", {"controlPlane": {"host": "https://api.example"}}, "host"),
+    ("agent", {"temporal": {"address": "temporal.example"}}, "address"),
+    ("agent", {"caBundle": {"kind": "Volume"}}, "kind"),
+    ("agent", {"extraEnv": [{"name": "X", "valueFrom": {"secretKeyRef": {}}}]}, "valueFrom"),
+]
+
+
+@pytest.mark.parametrize(
+    ("chart_name", "override", "where"), BAD_VALUES, ids=[f"{c}-{w}" for c, _, w in BAD_VALUES]
+)
+def test_schema_rejects_bad_values(
+    request: pytest.FixtureRequest, chart_name: str, override: dict[str, Any], where: str
+) -> None:
+    """values.schema.json rejects a wrong type, range, enum, name or an unknown key."""
+    chart: helm.Chart = request.getfixturevalue(chart_name)
+    schema, merged = chart.schema, chart.merge_values(override)
+    assert schema is not None
+    with pytest.raises(jsonschema.ValidationError) as caught:
+        jsonschema.Draft7Validator(schema).validate(merged)
+    # The offending key is in the error's path, or in its message for an unknown key; an
+    # allOf failure carries the branch's own errors as its context.
+    failures = [caught.value, *caught.value.context]
+    assert any(where in "/".join(map(str, e.absolute_path)) or where in e.message for e in failures)
+
+
+def test_helm_refuses_to_render_values_the_schema_rejects(control_plane: helm.Chart) -> None:
+    """Helm itself checks the schema: replicas "two" fails the render, naming the key."""
+    with pytest.raises(helm.HelmValuesError, match="replicas"):
+        render(control_plane, {"auth": {"replicas": "two"}})
+
+
+RESTRICTED: list[tuple[str, Callable[[dict[str, Any], dict[str, Any]], bool]]] = [
+    ("runAsNonRoot", lambda pod, c: effective(pod, c, "runAsNonRoot") is True),
+    ("runAsUser 10001", lambda pod, c: effective(pod, c, "runAsUser") == 10001),
+    (
+        "seccomp RuntimeDefault",
+        lambda pod, c: effective(pod, c, "seccompProfile") == {"type": "RuntimeDefault"},
+    ),
+    (
+        "readOnlyRootFilesystem",
+        lambda pod, c: c["securityContext"].get("readOnlyRootFilesystem") is True,
+    ),
+    (
+        "no privilege escalation",
+        lambda pod, c: c["securityContext"].get("allowPrivilegeEscalation") is False,
+    ),
+    ("not privileged", lambda pod, c: c["securityContext"].get("privileged") is not True),
+    (
+        "capabilities drop ALL, add none",
+        lambda pod, c: c["securityContext"].get("capabilities") == {"drop": ["ALL"]},
+    ),
+    ("no service-account token", lambda pod, c: pod.get("automountServiceAccountToken") is False),
+    ("no host namespaces", lambda pod, c: not any(pod.get(k) for k in ("hostNetwork", "hostPID"))),
+]
+
+
+@pytest.mark.parametrize(("rule", "holds"), RESTRICTED, ids=[rule for rule, _ in RESTRICTED])
+def test_every_container_runs_restricted(
+    control_plane: helm.Chart,
+    agent: helm.Chart,
+    rule: str,
+    holds: Callable[[dict[str, Any], dict[str, Any]], bool],
+) -> None:
+    """Each restricted-pod rule holds for every container of every Deployment."""
+    deployments = all_deployments(control_plane, agent)
+    assert len(deployments) == 4
+    for deployment in deployments:
+        pod = pod_spec(deployment)
+        for container in pod["containers"] + pod.get("initContainers", []):
+            assert holds(pod, container), f"{rule}: {deployment['metadata']['name']}"
+
+
+def test_only_tmp_is_writable_and_it_is_an_empty_dir(
+    control_plane: helm.Chart, agent: helm.Chart
+) -> None:
+    """Every volume mount is read-only except /tmp, which is an emptyDir."""
+    for deployment in all_deployments(control_plane, agent):
+        volumes = {v["name"]: v for v in pod_spec(deployment)["volumes"]}
+        mounts = only_container(deployment)["volumeMounts"]
+        writable = [m for m in mounts if not m.get("readOnly")]
+        assert [m["mountPath"] for m in writable] == ["/tmp"]
+        assert "emptyDir" in volumes[writable[0]["name"]]
+
+
+def test_file_env_vars_name_files_in_read_only_secret_mounts(
+    control_plane: helm.Chart, agent: helm.Chart
+) -> None:
+    """Each env value under /var/run/secrets/sevvo/ is a file a read-only volume projects."""
+    checked = 0
+    for deployment in all_deployments(control_plane, agent):
+        volumes = {v["name"]: v for v in pod_spec(deployment)["volumes"]}
+        container = only_container(deployment)
+        for name, value in env_of(container).items():
+            if not value.startswith(SECRETS_DIR):
+                continue
+            directory, _, filename = value.rpartition("/")
+            (mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == directory]
+            assert mount["readOnly"] is True, name
+            volume = volumes[mount["name"]]
+            source = volume.get("secret") or volume["configMap"]
+            assert filename in [item["path"] for item in source["items"]], name
+            checked += 1
+    # Database URL, TLS cert and key per service, auth's KEK, and the agent's token, mTLS
+    # cert and key and CA bundle.
+    assert checked == 3 * 3 + 1 + 4
+
+
+SECRET_NAME_WORDS = ("TOKEN", "SECRET", "PASSWORD", "KEY", "KEK", "DATABASE_URL", "DSN", "CERT")
+
+
+def test_no_secret_value_is_passed_in_env(control_plane: helm.Chart, agent: helm.Chart) -> None:
+    """Secret-looking env vars carry file paths only; no env comes from a Secret directly."""
+    for deployment in all_deployments(control_plane, agent):
+        container = only_container(deployment)
+        assert "envFrom" not in container
+        for entry in container["env"]:
+            assert "secretKeyRef" not in entry.get("valueFrom", {}), entry["name"]
+            if any(word in entry["name"] for word in SECRET_NAME_WORDS):
+                assert entry["value"].startswith(SECRETS_DIR), entry["name"]
+
+
+# --- control plane --------------------------------------------------------------------------
+
+
+def test_control_plane_defaults_render_each_component_once(control_plane: helm.Chart) -> None:
+    """Defaults give each component a Deployment, a Service and a ServiceAccount, no PDB."""
+    objects = render(control_plane)
+    for kind in ("Deployment", "Service", "ServiceAccount"):
+        assert sorted(component(obj) for obj in of_kind(objects, kind)) == sorted(COMPONENTS)
+    assert of_kind(objects, "PodDisruptionBudget") == []
+
+
+@pytest.mark.parametrize("name", COMPONENTS)
+def test_each_component_runs_its_own_service_module(control_plane: helm.Chart, name: str) -> None:
+    """The container command is `python -m services.<component> serve`."""
+    container = only_container(deployment_for(render(control_plane), name))
+    assert container["command"] == ["python", "-m", f"services.{name}", "serve"]
+    assert container["image"] == "registry.example.com/sevvo/sevvo:0.1.0"
+
+
+@pytest.mark.parametrize("name", COMPONENTS)
+def test_service_routes_grpc_8443_to_its_own_pods(control_plane: helm.Chart, name: str) -> None:
+    """Each Service exposes 8443 to the named container port of its component's pods only."""
+    objects = render(control_plane)
+    (service,) = [s for s in of_kind(objects, "Service") if component(s) == name]
+    deployment = deployment_for(objects, name)
+    assert service["spec"]["ports"] == [
+        {"name": "grpc", "port": 8443, "targetPort": "grpc", "protocol": "TCP"}
+    ]
+    assert only_container(deployment)["ports"] == [
+        {"name": "grpc", "containerPort": 8443, "protocol": "TCP"}
+    ]
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    assert service["spec"]["selector"][COMPONENT_LABEL] == name
+
+
+def test_probes_check_the_tls_grpc_port(control_plane: helm.Chart) -> None:
+    """Startup, readiness and liveness all probe the serving gRPC port over TCP."""
+    for name in COMPONENTS:
+        container = only_container(deployment_for(render(control_plane), name))
+        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+            assert container[probe]["tcpSocket"] == {"port": "grpc"}, (name, probe)
+
+
+@pytest.mark.parametrize("name", COMPONENTS)
+def test_replicas_above_one_add_a_disruption_budget(control_plane: helm.Chart, name: str) -> None:
+    """replicas: 2 adds a PodDisruptionBudget selecting exactly that component's pods."""
+    objects = render(control_plane, {name: {"replicas": 2}})
+    (pdb,) = of_kind(objects, "PodDisruptionBudget")
+    deployment = deployment_for(objects, name)
+    assert deployment["spec"]["replicas"] == 2
+    assert pdb["spec"]["selector"] == deployment["spec"]["selector"]
+    assert pdb["spec"]["maxUnavailable"] == 1
+
+
+@pytest.mark.parametrize("name", COMPONENTS)
+def test_disabled_component_renders_no_objects(control_plane: helm.Chart, name: str) -> None:
+    """enabled: false removes every object of that component and keeps the others."""
+    objects = render(control_plane, {name: {"enabled": False, "replicas": 3}})
+    assert [obj for obj in objects if component(obj) == name] == []
+    assert {component(obj) for obj in objects} == set(COMPONENTS) - {name}
+
+
+def test_auth_alone_mounts_the_key_encryption_key(control_plane: helm.Chart) -> None:
+    """Only auth gets SEVVO_AUTH_KEK_FILE and the KEK Secret, under the key it is told."""
+    objects = render(control_plane, {"auth": {"kek": {"existingSecret": "k", "key": "v2"}}})
+    for name in COMPONENTS:
+        deployment = deployment_for(objects, name)
+        kek = [v for v in pod_spec(deployment)["volumes"] if v["name"] == "auth-kek"]
+        has_env = "SEVVO_AUTH_KEK_FILE" in env_of(only_container(deployment))
+        if name == "auth":
+            assert has_env
+            assert kek[0]["secret"]["secretName"] == "k"
+            assert kek[0]["secret"]["items"] == [{"key": "v2", "path": "kek"}]
+        else:
+            assert not has_env
+            assert kek == []
+
+
+def test_database_url_comes_from_the_configured_secret_key(control_plane: helm.Chart) -> None:
+    """global.database picks the Secret and key; the file is always named url."""
+    values = {"global": {"database": {"existingSecret": "pg", "key": "dsn"}}}
+    for name in COMPONENTS:
+        deployment = deployment_for(render(control_plane, values), name)
+        (volume,) = [v for v in pod_spec(deployment)["volumes"] if v["name"] == "database"]
+        assert volume["secret"]["secretName"] == "pg"
+        assert volume["secret"]["items"] == [{"key": "dsn", "path": "url"}]
+        env = env_of(only_container(deployment))
+        assert env["SEVVO_DATABASE_URL_FILE"] == "/var/run/secrets/sevvo/database/url"
+
+
+def test_other_services_find_auth_through_its_service(control_plane: helm.Chart) -> None:
+    """connections and orchestrator get SEVVO_AUTH_ENDPOINT naming auth's Service and port."""
+    objects = render(control_plane, {"auth": {"port": 9443}})
+    (auth_service,) = [s for s in of_kind(objects, "Service") if component(s) == "auth"]
+    expected = f"{auth_service['metadata']['name']}:9443"
+    for name in ("connections", "orchestrator"):
+        env = env_of(only_container(deployment_for(objects, name)))
+        assert env["SEVVO_AUTH_ENDPOINT"] == expected
+
+
+def test_global_settings_reach_every_component(control_plane: helm.Chart) -> None:
+    """Log level, Temporal address and image tag from global apply to all three services."""
+    values = {
+        "global": {
+            "logLevel": "debug",
+            "temporal": {"address": "temporal.internal:7233"},
+            "image": {"tag": "9.9.9", "pullPolicy": "Always"},
+        }
+    }
+    for name in COMPONENTS:
+        container = only_container(deployment_for(render(control_plane, values), name))
+        env = env_of(container)
+        assert env["SEVVO_LOG_LEVEL"] == "debug"
+        assert env["SEVVO_TEMPORAL_ADDRESS"] == "temporal.internal:7233"
+        assert container["image"].endswith(":9.9.9")
+        assert container["imagePullPolicy"] == "Always"
+
+
+# --- agent ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("missing", ["controlPlane.host", "temporal.address"])
+def test_agent_refuses_to_render_without_its_endpoints(agent: helm.Chart, missing: str) -> None:
+    """Leaving the control-plane host or the Temporal address empty fails, naming the key."""
+    section, key = missing.split(".")
+    values = {k: dict(v) for k, v in AGENT_REQUIRED.items()}
+    values[section][key] = ""
+    with pytest.raises(helm.HelmRenderError, match=missing.replace(".", r"\.")):
+        render(agent, values)
+
+
+def test_agent_renders_no_service_and_listens_on_nothing(agent: helm.Chart) -> None:
+    """The agent chart is a Deployment, a NetworkPolicy and a ServiceAccount; no ports."""
+    objects = render(agent, AGENT_ALL_OPTIONS)
+    assert sorted(obj["kind"] for obj in objects) == [
+        "Deployment",
+        "NetworkPolicy",
+        "ServiceAccount",
+    ]
+    (deployment,) = of_kind(objects, "Deployment")
+    assert "ports" not in only_container(deployment)
+
+
+def test_agent_runs_python_m_agent_with_its_endpoints(agent: helm.Chart) -> None:
+    """The agent runs `python -m agent`; the control-plane endpoint defaults to port 443."""
+    (deployment,) = of_kind(render(agent, AGENT_REQUIRED), "Deployment")
+    container = only_container(deployment)
+    env = env_of(container)
+    assert container["command"] == ["python", "-m", "agent"]
+    assert env["SEVVO_CONTROL_PLANE_ENDPOINT"] == "api.sevvo.example:443"
+    assert env["SEVVO_TEMPORAL_ADDRESS"] == "temporal.sevvo.example:443"
+    assert env["SEVVO_DEPLOYMENT_TOKEN_FILE"] == "/var/run/secrets/sevvo/deployment-token/token"
+
+
+@pytest.mark.parametrize("enabled", [False, True])
+def test_agent_temporal_client_certificate_is_optional(agent: helm.Chart, enabled: bool) -> None:
+    """temporal.clientTls.enabled toggles the mTLS cert/key files and their env vars."""
+    values = {**AGENT_REQUIRED, "temporal": {**AGENT_REQUIRED["temporal"]}}
+    values["temporal"]["clientTls"] = {"enabled": enabled, "existingSecret": "mtls"}
+    (deployment,) = of_kind(render(agent, values), "Deployment")
+    env = env_of(only_container(deployment))
+    volumes = [v for v in pod_spec(deployment)["volumes"] if v["name"] == "temporal-tls"]
+    if enabled:
+        assert env["SEVVO_TEMPORAL_TLS_CERT"] == "/var/run/secrets/sevvo/temporal-tls/tls.crt"
+        assert env["SEVVO_TEMPORAL_TLS_KEY"] == "/var/run/secrets/sevvo/temporal-tls/tls.key"
+        assert volumes[0]["secret"]["secretName"] == "mtls"
+    else:
+        assert not {"SEVVO_TEMPORAL_TLS_CERT", "SEVVO_TEMPORAL_TLS_KEY"} & env.keys()
+        assert volumes == []
+
+
+@pytest.mark.parametrize(("kind", "source"), [("ConfigMap", "configMap"), ("Secret", "secret")])
+def test_agent_ca_bundle_comes_from_a_configmap_or_secret(
+    agent: helm.Chart, kind: str, source: str
+) -> None:
+    """caBundle mounts the named ConfigMap or Secret key as ca.crt."""
+    values = {**AGENT_REQUIRED, "caBundle": {"enabled": True, "kind": kind, "name": "corp-ca"}}
+    (deployment,) = of_kind(render(agent, values), "Deployment")
+    (volume,) = [v for v in pod_spec(deployment)["volumes"] if v["name"] == "ca-bundle"]
+    ref = volume[source]
+    assert ref.get("name", ref.get("secretName")) == "corp-ca"
+    assert ref["items"] == [{"key": "ca.crt", "path": "ca.crt"}]
+    assert env_of(only_container(deployment))["SEVVO_CA_BUNDLE_FILE"] == (
+        "/var/run/secrets/sevvo/ca/ca.crt"
+    )
+
+
+def egress_ports(policy: dict[str, Any]) -> set[tuple[str, int]]:
+    return {
+        (port["protocol"], port["port"])
+        for rule in policy["spec"]["egress"]
+        for port in rule["ports"]
+    }
+
+
+def test_agent_network_policy_denies_all_ingress(agent: helm.Chart) -> None:
+    """The NetworkPolicy selects the agent pods, enforces Ingress, and allows none."""
+    objects = render(agent, AGENT_REQUIRED)
+    (policy,) = of_kind(objects, "NetworkPolicy")
+    (deployment,) = of_kind(objects, "Deployment")
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= pod_labels.items()
+    assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
+    assert policy["spec"].get("ingress", []) == []
+
+
+def test_agent_network_policy_allows_egress_only_to_443_and_dns(agent: helm.Chart) -> None:
+    """By default egress is open to TCP 443 and DNS (UDP and TCP 53), nothing else."""
+    (policy,) = of_kind(render(agent, AGENT_REQUIRED), "NetworkPolicy")
+    assert egress_ports(policy) == {("TCP", 443), ("UDP", 53), ("TCP", 53)}
+
+
+def test_agent_network_policy_follows_a_non_default_temporal_port(agent: helm.Chart) -> None:
+    """A Temporal frontend on 7233 opens TCP 7233 as well, so the policy never blocks it."""
+    values = {**AGENT_REQUIRED, "temporal": {"address": "temporal.sevvo.example:7233"}}
+    (policy,) = of_kind(render(agent, values), "NetworkPolicy")
+    assert egress_ports(policy) == {("TCP", 443), ("TCP", 7233), ("UDP", 53), ("TCP", 53)}
+
+
+def test_agent_network_policy_appends_extra_egress_for_customer_databases(
+    agent: helm.Chart,
+) -> None:
+    """networkPolicy.extraEgress rules are added after the built-in ones, unchanged."""
+    rule = {
+        "to": [{"ipBlock": {"cidr": "10.20.0.0/16"}}],
+        "ports": [{"protocol": "TCP", "port": 5432}],
+    }
+    values = {**AGENT_REQUIRED, "networkPolicy": {"enabled": True, "extraEgress": [rule]}}
+    (policy,) = of_kind(render(agent, values), "NetworkPolicy")
+    assert policy["spec"]["egress"][-1] == rule
+    assert len(policy["spec"]["egress"]) == 3
