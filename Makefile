@@ -27,6 +27,7 @@ lint: install
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
 	$(VENV)/bin/lint-imports
+	cd protos && ../$(VENV)/bin/buf lint
 
 protos: install
 	$(PY) scripts/gen_protos.py

@@ -9,12 +9,12 @@ from collections.abc import Callable, Iterator
 
 import grpc
 import pytest
-import structlog
 
 from sevvo.auth.v1 import auth_pb2, deployments_pb2
 from sevvo.runtime import deployment_token
 from sevvo.runtime.logs import configure_logging
 from tests.plugins.auth_stack import PASSWORD, AuthStack
+from tests.plugins.log_setup import configure_test_logging
 
 JWT_SHAPE = re.compile(r"eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
 
@@ -25,8 +25,7 @@ def captured_logs() -> Iterator[io.StringIO]:
     stream = io.StringIO()
     configure_logging("canary", level="DEBUG", json=True, stream=stream)
     yield stream
-    structlog.reset_defaults()
-    logging.getLogger().handlers.clear()
+    configure_test_logging()
 
 
 def test_no_secret_reaches_the_logs(captured_logs: io.StringIO, auth_stack: AuthStack) -> None:

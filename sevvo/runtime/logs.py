@@ -9,8 +9,8 @@ import re
 import sys
 import threading
 import uuid
-from collections.abc import Mapping
-from typing import Any, TextIO
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple, TextIO
 from urllib.parse import quote, quote_plus
 
 import structlog
@@ -31,7 +31,7 @@ REDACTED = "[REDACTED]"
 # Substrings of a lowercased key (hyphens read as underscores) whose value is never logged.
 # Deliberately broad: `token_count` or `credential_mode` lose their values too, which is a
 # cheaper mistake than one leaked secret.
-SECRET_KEY_WORDS = (
+_SECRET_KEY_WORDS = (
     "password",
     "passwd",
     "secret",
@@ -52,21 +52,53 @@ _MAX_DEPTH = 16
 # The same key words inside free text (reprs, libpq strings, query strings), minus `dsn`:
 # a DSN's secret is its password, which the URI and key=value rules remove while keeping the
 # host and database readable.
-# (No leading name characters: scanning for them at every offset is quadratic on long words,
-# and `sslpassword=` is still found at `password=`.)
-_TEXT_KEY = (
-    r"(?:password|passwd|secret|token|authorization|cookie|private[_-]key|api[_-]key"
-    r"|credential)[A-Za-z0-9_-]*"
+_TEXT_KEY_WORDS = (
+    "password",
+    "passwd",
+    "secret",
+    "token",
+    "authorization",
+    "cookie",
+    "private_key",
+    "private-key",
+    "api_key",
+    "api-key",
+    "credential",
 )
+# Name characters are bounded and only follow the key word: an unbounded scan at every offset
+# would be quadratic on long words (`sslpassword=` is still found at `password=`).
+_TEXT_KEY = f"(?:{'|'.join(_TEXT_KEY_WORDS)})[A-Za-z0-9_-]{{0,64}}"
 # Quoted values: SQL/libpq/Python single quotes (doubled or backslash-escaped quotes), JSON
 # double quotes, optional bytes prefix; a missing closing quote (truncated text) runs to the end.
 _QUOTED = r"""b?'(?:[^'\\]|\\.|'')*'?|b?"(?:[^"\\]|\\.)*"?"""
 # Keeps a second pass from redacting "[REDACTED" and leaving a stray "]".
 _NOT_REDACTED = rf"(?!{re.escape(REDACTED)})"
 
-_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
+
+class _Rule(NamedTuple):
+    # Casefolded literals of which every match contains one: most strings contain none, and
+    # checking them is far cheaper than running the regex.
+    needles: tuple[str, ...]
+    pattern: re.Pattern[str]
+    replacement: str | Callable[[re.Match[str]], str]
+
+
+def _redact_userinfo(match: re.Match[str]) -> str:
+    # The password runs from the first `:` after `//` to the last `@` of the token, so an
+    # unencoded `@`, `/` or `#` in it is still covered; at worst more than the password goes.
+    uri = match.group(0)
+    start = uri.index("://") + 3
+    at = uri.rfind("@")
+    colon = uri.find(":", start, at) if at > start else -1
+    if colon == -1:
+        return uri
+    return f"{uri[:colon]}:{REDACTED}{uri[at:]}"
+
+
+_RULES = (
     # PEM private keys, also a truncated block with no END line.
-    (
+    _Rule(
+        ("-----begin",),
         re.compile(
             r"(-----BEGIN ([A-Z0-9 ]*)PRIVATE KEY-----)"
             r".*?(?:-----END [A-Z0-9 ]*PRIVATE KEY-----|\Z)",
@@ -74,52 +106,71 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
         ),
         rf"\1{REDACTED}-----END \2PRIVATE KEY-----",
     ),
-    # URI userinfo for any scheme. The password runs to the last `@` before whitespace, so an
-    # unencoded `@`, `/` or `#` in it is still covered (at worst more than the password goes).
-    # The lookbehind keeps the scheme scan linear on long alphanumeric runs.
-    (
-        re.compile(r"(?<![A-Za-z0-9+.-])([A-Za-z][A-Za-z0-9+.-]*://[^:\s/@?#]*):\S*@"),
-        rf"\1:{REDACTED}@",
+    # URI userinfo for any scheme, see _redact_userinfo. The match is the whole
+    # whitespace-delimited token, so hostile text cannot make the search quadratic.
+    _Rule(
+        ("://",),
+        re.compile(r"(?<![A-Za-z0-9+.-])[A-Za-z][A-Za-z0-9+.-]*://\S*"),
+        _redact_userinfo,
     ),
     # SQL: PASSWORD '...' (doubled quotes), E'...' (backslash escapes) or $tag$...$tag$.
-    (
+    _Rule(
+        ("password",),
         re.compile(
-            r"\b(PASSWORD\s+)(?:[Ee]'(?:[^'\\]|\\.|'')*'?|'(?:[^']|'')*'?|\$(\w*)\$.*?\$\2\$)",
+            r"\b(PASSWORD\s+)"
+            r"(?:[Ee]'(?:[^'\\]|\\.|'')*'?"
+            r"|'(?:[^']|'')*'?"
+            r"|\$(\w*)\$.{0,1024}?\$\2\$)",
             re.IGNORECASE,
         ),
         rf"\1'{REDACTED}'",
     ),
     # Secret-named query parameters end at `&` or `#`, so the following parameters survive.
-    (
-        re.compile(rf"([?&][A-Za-z0-9_.-]*?{_TEXT_KEY}=){_NOT_REDACTED}[^&#\s]*", re.IGNORECASE),
-        rf"\1{REDACTED}",
-    ),
-    # key=value (libpq conninfo, reprs, CLI flags): quoted, or unquoted up to whitespace.
-    (
+    _Rule(
+        _TEXT_KEY_WORDS,
         re.compile(
-            rf"({_TEXT_KEY}['\"]?\s*=\s*){_NOT_REDACTED}(?:{_QUOTED}|\S+)",
-            re.IGNORECASE,
+            rf"([?&][A-Za-z0-9_.-]{{0,64}}?{_TEXT_KEY}=){_NOT_REDACTED}[^&#\s]*", re.IGNORECASE
         ),
         rf"\1{REDACTED}",
     ),
+    # key=value (libpq conninfo, reprs, CLI flags): quoted, or unquoted up to whitespace.
+    _Rule(
+        _TEXT_KEY_WORDS,
+        re.compile(rf"({_TEXT_KEY}['\"]?\s*=\s*){_NOT_REDACTED}(?:{_QUOTED}|\S+)", re.IGNORECASE),
+        rf"\1{REDACTED}",
+    ),
     # key: 'value' and "key": "value" (dict reprs, JSON); quoted only, so prose survives.
-    (
+    _Rule(
+        _TEXT_KEY_WORDS,
         re.compile(rf"({_TEXT_KEY}['\"]?\s*:\s*)(?:{_QUOTED})", re.IGNORECASE),
         rf"\1{REDACTED}",
     ),
     # Bearer credentials of any shape; "bearer token(s)" is prose, not a credential.
-    (
+    _Rule(
+        ("bearer",),
         re.compile(r"\b(bearer)\s+(?!tokens?\b)[^\s'\",;]+", re.IGNORECASE),
         rf"\1 {REDACTED}",
     ),
     # JWTs (JWS has three segments, JWE five); the header always encodes as `eyJ`.
-    (re.compile(r"eyJ[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+){2,4}"), REDACTED),
+    _Rule(
+        ("eyj",),
+        re.compile(r"(?<![A-Za-z0-9_-])eyJ[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+){2,4}"),
+        REDACTED,
+    ),
     # Deployment tokens, see sevvo/runtime/deployment_token.py.
-    (re.compile(r"sevvo_dt_[A-Za-z0-9_-]+=*"), f"sevvo_dt_{REDACTED}"),
+    _Rule(("sevvo_dt_",), re.compile(r"sevvo_dt_[A-Za-z0-9_-]+=*"), f"sevvo_dt_{REDACTED}"),
     # Postgres password verifiers (pg_authid.rolpassword): SCRAM and legacy md5.
-    (re.compile(r"SCRAM-SHA-256\$[^\s'\",]+"), f"SCRAM-SHA-256${REDACTED}"),
-    (re.compile(r"\bmd5[0-9a-f]{32}\b"), f"md5{REDACTED}"),
+    _Rule(
+        ("scram-sha-256$",),
+        re.compile(r"SCRAM-SHA-256\$[^\s'\",]+"),
+        f"SCRAM-SHA-256${REDACTED}",
+    ),
+    _Rule(("md5",), re.compile(r"\bmd5[0-9a-f]{32}\b"), f"md5{REDACTED}"),
 )
+
+
+# One scan that clears the common case, a string no rule can match, in a single pass.
+_ANY_NEEDLE = re.compile("|".join(re.escape(needle) for rule in _RULES for needle in rule.needles))
 
 
 class _SecretRegistry:
@@ -176,15 +227,19 @@ def redact_text(text: str) -> str:
     """
     # Registered values first: a pattern could remove part of one and leave the rest unmatched.
     text = _secrets.redact(text)
-    for pattern, replacement in _PATTERNS:
-        text = pattern.sub(replacement, text)
+    lowered = text.casefold()
+    if _ANY_NEEDLE.search(lowered) is None:
+        return text
+    for rule in _RULES:
+        if any(needle in lowered for needle in rule.needles):
+            text = rule.pattern.sub(rule.replacement, text)
     return text
 
 
 def is_secret_key(key: str) -> bool:
     """Tells whether a field named `key` holds a secret whose value must never be logged."""
     normalized = key.lower().replace("-", "_")
-    return any(word in normalized for word in SECRET_KEY_WORDS)
+    return any(word in normalized for word in _SECRET_KEY_WORDS)
 
 
 def _redact_value(value: object, depth: int) -> object:
@@ -246,8 +301,7 @@ def _take_foreign_stack(
 ) -> EventDict:
     # stdlib records carry their stack already formatted; StackInfoRenderer would replace it
     # with the stack of the logging handler that is formatting the record.
-    stack = event_dict.get("stack_info")
-    if isinstance(stack, str):
+    if isinstance(event_dict.get("stack_info"), str):
         event_dict["stack"] = event_dict.pop("stack_info")
     return event_dict
 
@@ -342,8 +396,9 @@ def configure_logging(
         ],
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,
-        # Caching would pin a module-level logger used before configure_logging to the
-        # unredacted defaults for good, and would ignore a later reconfiguration.
+        # A cached logger keeps the processor chain it was first used with, so a later
+        # configure_logging (tests, a process hosting several services) would not reach
+        # module-level loggers. The cost is a few microseconds per call.
         cache_logger_on_first_use=False,
     )
 
