@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import grpc
 import pytest
@@ -145,3 +145,39 @@ def test_client_rejects_a_server_it_does_not_trust(
     with pytest.raises(grpc.RpcError) as caught:
         stub.SignIn(auth_pb2.SignInRequest(), timeout=3)
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_streaming_methods_cannot_bypass_authentication(
+    dev_pki: DevPki, background_loop: BackgroundLoop
+) -> None:
+    """A server-streaming method, even declared public, is refused rather than run unchecked."""
+    called: list[bytes] = []
+
+    async def stream(request: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
+        called.append(request)
+        yield b"rows"
+
+    handler = grpc.method_handlers_generic_handler(
+        "test.Streamer", {"Stream": grpc.unary_stream_rpc_method_handler(stream)}
+    )
+    spec = ServerSpec(
+        name="streamer",
+        register=lambda server: server.add_generic_rpc_handlers((handler,)),
+        service_names=["test.Streamer"],
+        access={"/test.Streamer/Stream": Access.PUBLIC},
+    )
+    verifier = TokenVerifier(_NoKeys())
+    verifier.refresh()
+    server, port = background_loop.run(
+        start_server(
+            [spec], verifier=verifier, tls=TlsFiles(dev_pki.server_cert, dev_pki.server_key)
+        )
+    )
+    try:
+        channel = secure_channel(f"localhost:{port}", ClientTls(dev_pki.ca_cert))
+        with pytest.raises(grpc.RpcError) as caught:
+            list(channel.unary_stream("/test.Streamer/Stream")(b"hello", timeout=5))
+        assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        assert called == []
+    finally:
+        background_loop.run(server.stop(grace=0))

@@ -161,7 +161,7 @@ class AuthDomain:
             raise failure
         user = self._store.user_by_email(email.strip())
         if user is None:
-            passwords.verify_password(password, passwords.DUMMY_HASH)
+            passwords.verify_password(password, passwords.dummy_hash())
             raise failure
         if not passwords.verify_password(password, user.password_hash):
             log.info("sign-in failed", user_id=str(user.id))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import secrets
@@ -41,6 +42,7 @@ def verify_password(password: str, encoded: str) -> bool:
     return hmac.compare_digest(actual, expected)
 
 
-# Hashing against this when the email is unknown keeps sign-in time independent of whether
-# the account exists.
-DUMMY_HASH = hash_password(secrets.token_urlsafe(16))
+@functools.cache
+def dummy_hash() -> str:
+    """A hash to check against when the email is unknown, so sign-in takes as long either way."""
+    return hash_password(secrets.token_urlsafe(16))

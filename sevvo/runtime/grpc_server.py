@@ -85,10 +85,21 @@ Behavior = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
 Wrapper = Callable[[Behavior, str], Behavior]
 
 
+async def _streaming_refused(request: Any, context: grpc.aio.ServicerContext) -> None:
+    await context.abort(
+        grpc.StatusCode.UNIMPLEMENTED, "streaming methods are not served by sevvo services"
+    )
+
+
 def _wrap_unary(handler: grpc.RpcMethodHandler | None, method: str, wrap: Wrapper) -> Any:
-    # Only unary-unary methods carry sevvo's API; streaming system services pass unchanged.
-    if handler is None or handler.request_streaming or handler.response_streaming:
-        return handler
+    if handler is None:
+        return None
+    if handler.request_streaming or handler.response_streaming:
+        if method.startswith(_SYSTEM_PREFIXES):
+            return handler  # Health Watch and reflection stream; they carry no tenant data.
+        # Fail closed: the interceptors below only understand unary calls, so a streaming
+        # method would otherwise skip authentication.
+        return grpc.unary_unary_rpc_method_handler(_streaming_refused)
     return grpc.unary_unary_rpc_method_handler(
         wrap(handler.unary_unary, method),
         request_deserializer=handler.request_deserializer,
