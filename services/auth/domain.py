@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
-import unicodedata
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ from typing import TypeVar
 from services.auth import passwords
 from services.auth.keys import SigningKeys
 from services.auth.store import AuthStore, DeploymentRow, OrgRow, UserRow
-from sevvo.runtime import deployment_token, paging
+from sevvo.runtime import deployment_token, paging, validation
 from sevvo.runtime.errors import InvalidArgument, NotFound, Unauthenticated
 from sevvo.runtime.logs import get_logger
 from sevvo.runtime.tokens import ISSUER, Principal, PrincipalKind
@@ -28,7 +27,6 @@ log = get_logger(__name__)
 
 _EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}\.[^@\s]{1,63}$")
 ROLES = ("admin", "member")
-MAX_NAME_LENGTH = 100
 
 
 @dataclass(frozen=True)
@@ -62,31 +60,12 @@ def normalize_email(email: str) -> str:
     return email
 
 
-def validate_display_name(field: str, name: str) -> str:
-    """A name of 1-100 printable characters, trimmed."""
-    name = name.strip()
-    if not name:
-        raise InvalidArgument(field, "must not be empty")
-    if len(name) > MAX_NAME_LENGTH:
-        raise InvalidArgument(field, f"must be at most {MAX_NAME_LENGTH} characters")
-    if any(unicodedata.category(ch)[0] == "C" for ch in name):
-        raise InvalidArgument(field, "must not contain control or invisible format characters")
-    return name
-
-
 def validate_password(password: str) -> None:
     """Enforces the length rules for a new password."""
     if len(password) < passwords.MIN_LENGTH:
         raise InvalidArgument("password", f"must be at least {passwords.MIN_LENGTH} characters")
     if len(password) > passwords.MAX_LENGTH:
         raise InvalidArgument("password", f"must be at most {passwords.MAX_LENGTH} characters")
-
-
-def _parse_id(field: str, value: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(value)
-    except ValueError:
-        raise InvalidArgument(field, "must be a UUID") from None
 
 
 class AuthDomain:
@@ -137,7 +116,7 @@ class AuthDomain:
 
     def create_org_with_admin(self, org_name: str, email: str, password: str) -> UserRow:
         """Bootstraps an org and its first admin user."""
-        name = validate_display_name("org_name", org_name)
+        name = validation.display_name("org_name", org_name)
         email = normalize_email(email)
         validate_password(password)
         now = self._clock()
@@ -189,7 +168,7 @@ class AuthDomain:
 
     def get_user(self, caller: Principal, user_id: str) -> UserRow:
         """A user of the caller's org; other orgs' users are indistinguishable from missing."""
-        user = self._store.get_user(uuid.UUID(caller.org_id), _parse_id("id", user_id))
+        user = self._store.get_user(uuid.UUID(caller.org_id), validation.resource_id("id", user_id))
         if user is None:
             raise NotFound("user not found", reason="USER_NOT_FOUND")
         return user
@@ -208,7 +187,7 @@ class AuthDomain:
 
     def create_deployment(self, caller: Principal, display_name: str) -> NewDeployment:
         """Creates a deployment; its token is returned here and never again."""
-        name = validate_display_name("display_name", display_name)
+        name = validation.display_name("display_name", display_name)
         secret = deployment_token.new_secret()
         row = DeploymentRow(
             id=uuid.uuid4(),
@@ -228,7 +207,9 @@ class AuthDomain:
 
     def get_deployment(self, caller: Principal, deployment_id: str) -> DeploymentRow:
         """A deployment of the caller's org."""
-        row = self._store.get_deployment(uuid.UUID(caller.org_id), _parse_id("id", deployment_id))
+        row = self._store.get_deployment(
+            uuid.UUID(caller.org_id), validation.resource_id("id", deployment_id)
+        )
         if row is None:
             raise NotFound("deployment not found", reason="DEPLOYMENT_NOT_FOUND")
         return row
@@ -246,7 +227,7 @@ class AuthDomain:
     def revoke_deployment(self, caller: Principal, deployment_id: str) -> DeploymentRow:
         """Revokes a deployment of the caller's org; revoking twice keeps the first time."""
         row = self._store.revoke_deployment(
-            uuid.UUID(caller.org_id), _parse_id("id", deployment_id), self._clock()
+            uuid.UUID(caller.org_id), validation.resource_id("id", deployment_id), self._clock()
         )
         if row is None:
             raise NotFound("deployment not found", reason="DEPLOYMENT_NOT_FOUND")
