@@ -24,10 +24,13 @@ from devstack.postgres import EmbeddedPostgres
 from devstack.temporal import TemporalDevServer
 from services.auth.config import AuthConfig, write_key_encryption_key
 from services.auth.server import AuthApp
+from services.connections.config import ConnectionsConfig
+from services.connections.server import ConnectionsApp
 from sevvo.runtime import config as c
 from sevvo.runtime.errors import AlreadyExists
 from sevvo.runtime.grpc_server import start_server
 from sevvo.runtime.logs import get_logger
+from sevvo.runtime.sealing import Keyring, write_keyring_file
 
 log = get_logger(__name__)
 
@@ -68,6 +71,7 @@ class RunningStack:
     admin_email: str
     admin_password_file: Path
     auth: AuthApp
+    connections: ConnectionsApp
     _server: grpc.aio.Server
     _postgres: EmbeddedPostgres | None = None
     _temporal: TemporalDevServer | None = None
@@ -79,6 +83,7 @@ class RunningStack:
             return
         self._closed = True
         await self._server.stop(grace=3)
+        self.connections.close()
         self.auth.close()
         if self._temporal is not None:
             self._temporal.stop()
@@ -116,6 +121,8 @@ async def start_stack(
     state.chmod(0o711)
     postgres: EmbeddedPostgres | None = None
     temporal: TemporalDevServer | None = None
+    auth: AuthApp | None = None
+    connections: ConnectionsApp | None = None
     try:
         if settings.database_url:
             database_url = settings.database_url
@@ -134,6 +141,9 @@ async def start_stack(
         kek_file = state / "auth-kek"
         if not kek_file.exists():
             write_key_encryption_key(kek_file)
+        keyring_file = state / "connections-keyring.json"
+        if not keyring_file.exists():
+            write_keyring_file(keyring_file, Keyring.generate())
 
         service_env = {
             **env,
@@ -141,6 +151,9 @@ async def start_stack(
             "SEVVO_TLS_CERT_FILE": str(pki.server_cert),
             "SEVVO_TLS_KEY_FILE": str(pki.server_key),
             "SEVVO_AUTH_KEK_FILE": str(kek_file),
+            "SEVVO_CONNECTIONS_KEYRING_FILE": str(keyring_file),
+            "SEVVO_CA_FILE": str(pki.ca_cert),
+            "SEVVO_AUTH_ENDPOINT": f"localhost:{settings.grpc_port}",
             "SEVVO_GRPC_HOST": "127.0.0.1",
             "SEVVO_GRPC_PORT": str(settings.grpc_port),
         }
@@ -156,14 +169,21 @@ async def start_stack(
                 _write_private(password_file, password + "\n")
             except AlreadyExists:
                 log.warning("dev admin exists but its password file is gone; reset the state dir")
+        connections = ConnectionsApp(ConnectionsConfig.load(service_env))
+        connections.open()
+        # One process, one server: every service shares auth's in-process verifier, which
+        # reads keys and revocations straight from auth's store.
         server, port = await start_server(
-            [auth.spec()],
+            [auth.spec(), connections.spec()],
             verifier=auth.verifier,
             tls=auth_config.tls,
             host="127.0.0.1",
             port=settings.grpc_port,
         )
     except BaseException:
+        for app in (connections, auth):
+            if app is not None:
+                app.close()
         if temporal is not None:
             temporal.stop()
         if postgres is not None:
@@ -177,6 +197,7 @@ async def start_stack(
         admin_email=DEV_ADMIN_EMAIL,
         admin_password_file=password_file,
         auth=auth,
+        connections=connections,
         _server=server,
         _postgres=postgres,
         _temporal=temporal,

@@ -21,6 +21,9 @@ KUBE_VERSION = "1.31"
 COMPONENTS = ("auth", "connections", "orchestrator")
 SECRETS_DIR = "/var/run/secrets/sevvo/"
 COMPONENT_LABEL = "app.kubernetes.io/component"
+KEYRING_FILE = "/var/run/secrets/sevvo/connections-keyring/keyring.json"
+CA_FILE = "/var/run/secrets/sevvo/ca/ca.crt"
+MODE_0440 = 0o440
 
 # The agent refuses to render without these two; everything else has a default.
 AGENT_REQUIRED: dict[str, Any] = {
@@ -35,7 +38,11 @@ AGENT_ALL_OPTIONS: dict[str, Any] = {
     "extraEnv": [{"name": "SEVVO_EXTRA", "value": "1"}],
 }
 CONTROL_PLANE_ALL_OPTIONS: dict[str, Any] = {
-    "global": {"imagePullSecrets": ["regcred"], "image": {"tag": "1.2.3"}},
+    "global": {
+        "imagePullSecrets": ["regcred"],
+        "image": {"tag": "1.2.3"},
+        "tls": {"caSecret": "corp-ca"},
+    },
     **{
         name: {
             "replicas": 3,
@@ -182,6 +189,12 @@ BAD_VALUES = [
         {"auth": {"extraEnv": [{"name": "X", "valueFrom": {"secretKeyRef": {"name": "s"}}}]}},
         "valueFrom",
     ),
+    ("control_plane", {"connections": {"keyring": {"existingSecret": None}}}, "existingSecret"),
+    ("control_plane", {"connections": {"keyring": {"existingSecret": "Bad_Name"}}}, "keyring"),
+    ("control_plane", {"connections": {"keyring": {"secretName": "k"}}}, "secretName"),
+    ("control_plane", {"auth": {"keyring": {"existingSecret": "k", "key": "k"}}}, "keyring"),
+    ("control_plane", {"global": {"tls": {"caSecret": "Corp_CA"}}}, "caSecret"),
+    ("control_plane", {"global": {"tls": {"caKey": "ca/crt"}}}, "caKey"),
     ("agent", {"replicas": "two"}, "replicas"),
     ("agent", {"controlPlane": {"host": "https://api.example"}}, "host"),
     ("agent", {"temporal": {"address": "temporal.example"}}, "address"),
@@ -285,9 +298,10 @@ def test_file_env_vars_name_files_in_read_only_secret_mounts(
             source = volume.get("secret") or volume["configMap"]
             assert filename in [item["path"] for item in source["items"]], name
             checked += 1
-    # Database URL, TLS cert and key per service, auth's KEK, and the agent's token, mTLS
-    # cert and key and CA bundle.
-    assert checked == 3 * 3 + 1 + 4
+    # Database URL, TLS cert and key per service, auth's KEK, connections' keyring, the CA
+    # bundle of connections and orchestrator, and the agent's token, mTLS cert and key and CA
+    # bundle.
+    assert checked == 3 * 3 + 1 + 1 + 2 + 4
 
 
 SECRET_NAME_WORDS = ("TOKEN", "SECRET", "PASSWORD", "KEY", "KEK", "DATABASE_URL", "DSN", "CERT")
@@ -381,6 +395,89 @@ def test_auth_alone_mounts_the_key_encryption_key(control_plane: helm.Chart) -> 
         else:
             assert not has_env
             assert kek == []
+
+
+def test_connections_alone_mounts_its_keyring_read_only(control_plane: helm.Chart) -> None:
+    """Only connections gets SEVVO_CONNECTIONS_KEYRING_FILE, a 0440 file from the keyring
+    Secret and key it is told, in a read-only mount; auth and orchestrator get neither."""
+    values = {"connections": {"keyring": {"existingSecret": "ring", "key": "v3.json"}}}
+    objects = render(control_plane, values)
+    for name in COMPONENTS:
+        deployment = deployment_for(objects, name)
+        container = only_container(deployment)
+        volumes = [v for v in pod_spec(deployment)["volumes"] if v["name"] == "connections-keyring"]
+        mounts = [m for m in container["volumeMounts"] if m["name"] == "connections-keyring"]
+        env = env_of(container)
+        if name == "connections":
+            assert env["SEVVO_CONNECTIONS_KEYRING_FILE"] == KEYRING_FILE
+            assert volumes[0]["secret"] == {
+                "secretName": "ring",
+                "defaultMode": MODE_0440,
+                "items": [{"key": "v3.json", "path": "keyring.json"}],
+            }
+            directory, _, filename = KEYRING_FILE.rpartition("/")
+            assert mounts == [
+                {"name": "connections-keyring", "mountPath": directory, "readOnly": True}
+            ]
+            # The env names the very file the Secret volume projects.
+            assert filename == volumes[0]["secret"]["items"][0]["path"]
+        else:
+            assert "SEVVO_CONNECTIONS_KEYRING_FILE" not in env
+            assert volumes == []
+            assert mounts == []
+
+
+def test_keyring_defaults_to_the_documented_secret(control_plane: helm.Chart) -> None:
+    """By default the keyring comes from Secret sevvo-connections-keyring, key keyring.json."""
+    (volume,) = [
+        v
+        for v in pod_spec(deployment_for(render(control_plane), "connections"))["volumes"]
+        if v["name"] == "connections-keyring"
+    ]
+    assert volume["secret"]["secretName"] == "sevvo-connections-keyring"
+    assert volume["secret"]["items"] == [{"key": "keyring.json", "path": "keyring.json"}]
+
+
+def test_helm_refuses_a_keyring_without_its_secret(control_plane: helm.Chart) -> None:
+    """A keyring block with no existingSecret fails the render instead of mounting nothing."""
+    with pytest.raises(helm.HelmValuesError, match="existingSecret"):
+        render(control_plane, {"connections": {"keyring": {"existingSecret": None}}})
+
+
+@pytest.mark.parametrize("auth_enabled", [True, False], ids=["auth-on", "auth-off"])
+@pytest.mark.parametrize("ca_secret", ["", "corp-ca"], ids=["no-ca", "ca"])
+def test_ca_bundle_only_when_set_and_only_for_auth_callers(
+    control_plane: helm.Chart, ca_secret: str, auth_enabled: bool
+) -> None:
+    """SEVVO_CA_FILE and its read-only 0440 mount exist exactly when global.tls.caSecret is
+    set, on connections and orchestrator only; auth calls no one and never gets them."""
+    values = {
+        "global": {"tls": {"caSecret": ca_secret, "caKey": "bundle.pem"}},
+        "auth": {"enabled": auth_enabled},
+    }
+    objects = render(control_plane, values)
+    for name in COMPONENTS:
+        if name == "auth" and not auth_enabled:
+            continue
+        deployment = deployment_for(objects, name)
+        container = only_container(deployment)
+        volumes = [v for v in pod_spec(deployment)["volumes"] if v["name"] == "ca"]
+        mounts = [m for m in container["volumeMounts"] if m["name"] == "ca"]
+        env = env_of(container)
+        if ca_secret and name != "auth":
+            assert env["SEVVO_CA_FILE"] == CA_FILE
+            assert volumes[0]["secret"] == {
+                "secretName": "corp-ca",
+                "defaultMode": MODE_0440,
+                "items": [{"key": "bundle.pem", "path": "ca.crt"}],
+            }
+            assert mounts == [
+                {"name": "ca", "mountPath": CA_FILE.rpartition("/")[0], "readOnly": True}
+            ]
+        else:
+            assert "SEVVO_CA_FILE" not in env, name
+            assert volumes == [], name
+            assert mounts == [], name
 
 
 def test_database_url_comes_from_the_configured_secret_key(control_plane: helm.Chart) -> None:

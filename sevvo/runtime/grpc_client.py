@@ -37,9 +37,9 @@ class _BearerPlugin(grpc.AuthMetadataPlugin):  # type: ignore[misc]
 
 @dataclass(frozen=True)
 class ClientTls:
-    """Trust anchors, and a client certificate when the server requires mTLS."""
+    """Trust anchors (the system's when ``ca_file`` is None), and a client cert for mTLS."""
 
-    ca_file: Path
+    ca_file: Path | None
     cert_file: Path | None = None
     key_file: Path | None = None
 
@@ -49,7 +49,7 @@ def channel_credentials(
 ) -> grpc.ChannelCredentials:
     """TLS credentials verifying the server against ``tls.ca_file``, with an optional bearer."""
     creds = grpc.ssl_channel_credentials(
-        root_certificates=tls.ca_file.read_bytes(),
+        root_certificates=tls.ca_file.read_bytes() if tls.ca_file else None,
         private_key=tls.key_file.read_bytes() if tls.key_file else None,
         certificate_chain=tls.cert_file.read_bytes() if tls.cert_file else None,
     )

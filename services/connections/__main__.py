@@ -1,0 +1,61 @@
+"""connections' command line: ``serve`` and ``rewrap`` (re-seal payloads under the primary key).
+
+Key rotation: add a new key to the keyring file and make it primary, restart the services so
+they seal under it, run ``rewrap``, and remove the old key once rewrap reports none left.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+
+from services.connections.config import ConnectionsConfig
+from services.connections.server import ConnectionsApp, serve
+from sevvo.runtime.config import ConfigError
+from sevvo.runtime.errors import SevvoError
+from sevvo.runtime.logs import configure_logging
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parses the command line and runs one command."""
+    parser = argparse.ArgumentParser(prog="python -m services.connections", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("serve", help="run the connections gRPC service")
+    rewrap = commands.add_parser(
+        "rewrap", help="re-wrap every sealed payload under the keyring's primary key"
+    )
+    rewrap.add_argument("--batch-size", type=int, default=200, help="rows per transaction")
+    args = parser.parse_args(argv)
+    try:
+        config = ConnectionsConfig.load(os.environ)
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    configure_logging("connections", level=config.log_level)
+    if args.command == "serve":
+        asyncio.run(serve(config))
+        return 0
+    app = ConnectionsApp(config)
+    app.open()
+    try:
+        moved = app.domain.rewrap_all(batch_size=args.batch_size)
+        remaining = {
+            k: n for k, n in app.store.count_by_kek().items() if k != config.keyring.primary_id
+        }
+    except SevvoError as exc:
+        print(f"error: {exc.message} ({exc.reason})", file=sys.stderr)
+        return 1
+    finally:
+        app.close()
+    print(f"re-wrapped {moved} payloads under {config.keyring.primary_id}")
+    if remaining:
+        print(f"still under older keys (being edited; run again): {remaining}", file=sys.stderr)
+        return 1
+    print("no payload remains under an older key; older keys may be removed from the keyring")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,52 @@
+"""The connections process's configuration, read once from the environment at start."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from sevvo.runtime import config as c
+from sevvo.runtime.grpc_server import TlsFiles
+from sevvo.runtime.sealing import Keyring
+
+KEYRING_VARIABLE = "SEVVO_CONNECTIONS_KEYRING"
+
+
+@dataclass(frozen=True)
+class ConnectionsConfig:
+    """Everything connections needs; built by ``load`` so tests can pass a dict."""
+
+    database_url: str
+    tls: TlsFiles
+    keyring: Keyring
+    auth_endpoint: str
+    ca_file: Path | None = None
+    host: str = "0.0.0.0"  # noqa: S104 - a service in a pod listens on its pod address.
+    port: int = 8443
+    refresh_seconds: float = 2.0
+    leeway_seconds: int = 10
+    log_level: str = "INFO"
+
+    @classmethod
+    def load(cls, env: Mapping[str, str]) -> ConnectionsConfig:
+        """Reads and validates the configuration; raises ConfigError naming a bad variable."""
+        return cls(
+            database_url=c.required_secret(env, "SEVVO_DATABASE_URL"),
+            tls=TlsFiles(
+                cert=c.existing_file(env, "SEVVO_TLS_CERT_FILE"),
+                key=c.existing_file(env, "SEVVO_TLS_KEY_FILE"),
+            ),
+            keyring=Keyring.from_json(
+                c.required_secret(env, KEYRING_VARIABLE), f"{KEYRING_VARIABLE}_FILE"
+            ),
+            auth_endpoint=c.string(env, "SEVVO_AUTH_ENDPOINT"),
+            ca_file=c.optional_file(env, "SEVVO_CA_FILE"),
+            host=c.string(env, "SEVVO_GRPC_HOST", "0.0.0.0"),  # noqa: S104
+            port=c.integer(env, "SEVVO_GRPC_PORT", 8443, minimum=0, maximum=65535),
+            refresh_seconds=c.number(
+                env, "SEVVO_TOKEN_REFRESH_SECONDS", 2.0, minimum=0.05, maximum=2.0
+            ),
+            leeway_seconds=c.integer(env, "SEVVO_TOKEN_LEEWAY_SECONDS", 10, minimum=0, maximum=30),
+            log_level=c.log_level(env),
+        )

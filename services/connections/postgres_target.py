@@ -1,0 +1,470 @@
+"""A Postgres connection target: what a user typed (form or DSN) turned into one validated value."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, NoReturn
+from urllib.parse import unquote
+
+from psycopg.conninfo import conninfo_to_dict
+
+from sevvo.runtime.errors import InvalidArgument
+from sevvo.runtime.sealing import CredentialsUnreadable
+from sevvo.runtime.validation import has_control_characters
+
+DEFAULT_PORT = 5432
+SSL_MODES = ("disable", "require")
+MAX_HOST_LENGTH = 253
+# Postgres truncates identifiers to NAMEDATALEN - 1 bytes; rejecting longer names up front beats
+# connecting to a silently truncated name.
+MAX_NAME_BYTES = 63
+MAX_PASSWORD_LENGTH = 1024
+MAX_DSN_LENGTH = 4096
+PAYLOAD_VERSION = 1
+
+_SCHEMES = ("postgresql://", "postgres://")
+_SSL_CHOICES = "'disable' or 'require'"
+_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+_DIGITS = re.compile(r"[0-9]{1,10}")
+_KEYWORD = re.compile(r"[a-z_]{1,40}")  # the shape of every libpq keyword
+# Query parameters that would override a part of the URI itself; libpq lets the query win
+# silently, which would make the URI say one thing and the connection do another.
+_URI_PART_PARAMETERS = {
+    "host": "host",
+    "hostaddr": "host",
+    "port": "port",
+    "dbname": "database name",
+    "user": "user name",
+    "password": "password",
+}
+_PAYLOAD_FIELDS = ("host", "port", "database", "username", "password", "ssl_mode")
+
+
+@dataclass(frozen=True)
+class PostgresTarget:
+    """One Postgres server, database and login; build it with ``from_fields`` or ``from_dsn``.
+
+    ``ssl_mode`` is ``"disable"`` or ``"require"``. The password never appears in ``repr``
+    or ``str``, so a target can be logged or put in an exception without leaking it.
+    """
+
+    host: str
+    port: int
+    database: str
+    username: str
+    password: str
+    ssl_mode: str
+
+    def __repr__(self) -> str:
+        return (
+            f"PostgresTarget(host={self.host!r}, port={self.port!r}, "
+            f"database={self.database!r}, username={self.username!r}, "
+            f"password='<redacted>', ssl_mode={self.ssl_mode!r})"
+        )
+
+    __str__ = __repr__
+
+    def safe_metadata(self) -> dict[str, str | int]:
+        """The non-secret part, for the UI and the connection row: everything but the password."""
+        return {
+            "host": self.host,
+            "port": self.port,
+            "database": self.database,
+            "username": self.username,
+            "ssl_mode": self.ssl_mode,
+        }
+
+    def to_json(self) -> bytes:
+        """The plaintext of the sealed credential payload (versioned JSON, UTF-8)."""
+        payload: dict[str, Any] = {"version": PAYLOAD_VERSION, **self.safe_metadata()}
+        payload["password"] = self.password
+        return json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> PostgresTarget:
+        """Reads what ``to_json`` wrote, checking its shape and every field rule again.
+
+        Raises ``CredentialsUnreadable`` (reason ``CREDENTIALS_PAYLOAD_MALFORMED``): a payload
+        that unsealed but does not hold a valid target is stored data nobody can use until the
+        credentials are saved again, not a bad request. The message never quotes the payload.
+        """
+        try:
+            payload = json.loads(data.decode("utf-8"), object_pairs_hook=_unique_keys)
+        except (UnicodeDecodeError, ValueError):
+            # ValueError covers JSONDecodeError and duplicate keys; neither message is kept
+            # because JSON errors can quote the document.
+            raise _malformed("it is not a JSON object") from None
+        if not isinstance(payload, dict):
+            raise _malformed("it is not a JSON object")
+        if payload.get("version") != PAYLOAD_VERSION:
+            raise _malformed(f"its version is not {PAYLOAD_VERSION}")
+        expected = {"version", *_PAYLOAD_FIELDS}
+        if set(payload) != expected:
+            missing = sorted(expected - set(payload))
+            extra = len(set(payload) - expected)
+            raise _malformed(f"missing fields {missing}" if missing else f"{extra} unknown fields")
+        port = payload["port"]
+        # bool is an int subclass; JSON true must not become port 1.
+        if not isinstance(port, int) or isinstance(port, bool):
+            raise _malformed("port is not an integer")
+        for name in ("host", "database", "username", "password", "ssl_mode"):
+            if not isinstance(payload[name], str):
+                raise _malformed(f"{name} is not a string")
+        try:
+            return from_fields(
+                host=payload["host"],
+                port=port,
+                database=payload["database"],
+                username=payload["username"],
+                password=payload["password"],
+                ssl_mode=payload["ssl_mode"],
+                prefix="payload",
+            )
+        except InvalidArgument as error:
+            raise _malformed(f"{error.field} {error.description}") from None
+
+
+def from_fields(
+    *,
+    host: str,
+    port: int | None,
+    database: str,
+    username: str,
+    password: str,
+    ssl_mode: str,
+    prefix: str = "fields",
+) -> PostgresTarget:
+    """The target a user entered in the form; ``port=None`` means 5432.
+
+    Raises ``InvalidArgument`` on ``f"{prefix}.<field>"`` for the first field that breaks a
+    rule. Messages state the rule and never echo the password.
+    """
+
+    def fail(part: str, message: str) -> NoReturn:
+        raise InvalidArgument(f"{prefix}.{part}", message)
+
+    if port is not None and (not isinstance(port, int) or isinstance(port, bool)):
+        fail("port", "must be an integer between 1 and 65535")
+    mode = _ssl_mode(ssl_mode)
+    return _validated(
+        host=host,
+        port=DEFAULT_PORT if port is None else port,
+        database=database,
+        username=username,
+        password=password,
+        ssl_mode=mode,
+        fail=fail,
+        ssl_problem=lambda message: fail("ssl_mode", message),
+    )
+
+
+def from_dsn(dsn: str, ssl_mode: str | None, *, prefix: str = "dsn") -> PostgresTarget:
+    """The target in a ``postgresql://`` (or ``postgres://``) URI, for programmatic use.
+
+    The URI must name exactly one host, a user, a password and a database; its only allowed
+    query parameter is ``sslmode``. The SSL mode comes from the URI or from ``ssl_mode``
+    (``None`` when not given; an empty string is an invalid value, not an absent one), and
+    the two must agree when both are given. Percent-decoding is libpq's, via psycopg.
+
+    Raises ``InvalidArgument`` on ``f"{prefix}.uri"`` for anything about the URI and on
+    ``f"{prefix}.ssl_mode"`` for the separate argument. No message quotes the URI or any
+    part of it: a malformed URI could put the password anywhere.
+    """
+    uri_field = f"{prefix}.uri"
+
+    def fail_uri(message: str) -> NoReturn:
+        raise InvalidArgument(uri_field, message)
+
+    def fail_part(part: str, message: str) -> NoReturn:
+        fail_uri(f"{_PART_LABELS[part]} {message}")
+
+    # Surrounding whitespace is copy-paste residue, never meaningful in a URI.
+    dsn = dsn.strip()
+    if not dsn:
+        fail_uri("is required")
+    if len(dsn) > MAX_DSN_LENGTH:
+        fail_uri(f"must be at most {MAX_DSN_LENGTH} characters")
+    if has_control_characters(dsn):
+        # libpq reads a C string, so a NUL would silently cut the URI short.
+        fail_uri("must not contain control characters; percent-encode them")
+    if not dsn.startswith(_SCHEMES):
+        if "=" in dsn and "://" not in dsn:
+            fail_uri("key=value connection strings are not supported; use a postgresql:// URI")
+        fail_uri("must start with postgresql:// or postgres://")
+    try:
+        # Parsed from a string, every value is a str; the dict type also allows kwargs' ints.
+        parsed = {key: str(value) for key, value in conninfo_to_dict(dsn).items()}
+    except Exception:  # any parse failure is the same user mistake
+        # psycopg's message can quote the URI, password included; it is dropped on purpose.
+        fail_uri(
+            "is not a valid postgresql:// URI; check its percent-encoding and that "
+            "sslmode is its only query parameter"
+        )
+
+    # Every key here passed libpq's parser, so it is a libpq keyword (or JDBC's "ssl") and
+    # naming it cannot echo anything the user typed as a secret. The pattern check guards that
+    # promise should the query scan ever disagree with libpq.
+    query_keys = _query_keys(dsn)
+    for key in query_keys:
+        if not _KEYWORD.fullmatch(key):
+            fail_uri("has unsupported query parameters; sslmode is the only supported parameter")
+        if key in _URI_PART_PARAMETERS:
+            part = _URI_PART_PARAMETERS[key]
+            fail_uri(
+                f"parameter '{key}' conflicts with the {part} in the URI; "
+                f"give the {part} only in the URI itself"
+            )
+        if key != "sslmode":
+            fail_uri(f"unsupported parameter '{key}'; sslmode is the only supported parameter")
+    if query_keys.count("sslmode") > 1:
+        fail_uri("parameter 'sslmode' is given more than once")
+    if set(parsed) - {"host", "port", "dbname", "user", "password", "sslmode"}:
+        # Defence in depth: a key libpq produced that the query scan above did not see.
+        fail_uri("has unsupported parameters; sslmode is the only supported parameter")
+
+    host = parsed.get("host", "")
+    port_text = parsed.get("port", "")
+    if "," in host or "," in port_text:
+        fail_uri("must name a single host; multiple hosts are not supported")
+    for key, what in (
+        ("user", "user name"),
+        ("password", "password"),
+        ("host", "host"),
+        ("dbname", "database name"),
+    ):
+        if not parsed.get(key):
+            fail_uri(f"is missing the {what}; expected postgresql://user:password@host/database")
+
+    port: int = DEFAULT_PORT
+    if port_text:
+        if not _DIGITS.fullmatch(port_text):
+            fail_part("port", "must be a number between 1 and 65535")
+        port = int(port_text)
+
+    mode = _dsn_ssl_mode(parsed.get("sslmode"), ssl_mode, prefix)
+    return _validated(
+        host=host,
+        port=port,
+        database=parsed["dbname"],
+        username=parsed["user"],
+        password=parsed["password"],
+        ssl_mode=mode,
+        fail=fail_part,
+        # Unreachable in practice: _dsn_ssl_mode already checked the mode.
+        ssl_problem=lambda message: fail_part("ssl_mode", message),
+    )
+
+
+_PART_LABELS = {
+    "host": "host",
+    "port": "port",
+    "database": "database name",
+    "username": "user name",
+    "password": "password",
+    "ssl_mode": "sslmode",
+}
+
+
+def _validated(
+    *,
+    host: str,
+    port: int,
+    database: str,
+    username: str,
+    password: str,
+    ssl_mode: str,
+    fail: Callable[[str, str], NoReturn],
+    ssl_problem: Callable[[str], NoReturn],
+) -> PostgresTarget:
+    """Applies every field rule in form order; ``fail(part, message)`` reports the first."""
+    for part, problem in (
+        ("host", _host_problem(host)),
+        ("port", _port_problem(port)),
+        ("database", _name_problem(database)),
+        ("username", _name_problem(username)),
+        ("password", _password_problem(password)),
+    ):
+        if problem is not None:
+            fail(part, problem)
+    problem = _ssl_mode_problem(ssl_mode)
+    if problem is not None:
+        ssl_problem(problem)
+    return PostgresTarget(
+        host=host,
+        port=port,
+        database=database,
+        username=username,
+        password=password,
+        ssl_mode=ssl_mode,
+    )
+
+
+def _host_problem(host: str) -> str | None:
+    """What is wrong with a host (None if nothing); messages never quote the host."""
+    if not host.strip():
+        return "is required"
+    if len(host) > MAX_HOST_LENGTH:
+        return f"must be at most {MAX_HOST_LENGTH} characters"
+    if has_control_characters(host):
+        return "must not contain control characters"
+    if any(ch.isspace() for ch in host):
+        return "must not contain whitespace"
+    if "," in host:
+        return "must be a single host; multiple hosts are not supported"
+    if "/" in host:
+        return "must be a hostname or IP address, not a Unix socket path; the agent uses TCP"
+    if host.startswith("["):
+        return "must be written without [ ]; brackets around IPv6 addresses belong in a URI"
+    if _is_ip_address(host) or _is_hostname(host):
+        return None
+    name, colon, port = host.partition(":")
+    if colon and port.isdecimal() and (_is_ip_address(name) or _is_hostname(name)):
+        return "must not include a port; enter the port in its own field"
+    if "%" in host and _is_ip_address(host.split("%", 1)[0]):
+        # A zone id (fe80::1%eth0) names an interface on whichever machine runs the agent,
+        # which the user cannot know; refuse rather than connect somewhere surprising.
+        return "must not carry an IPv6 zone id (%...); zone ids name a local interface"
+    return (
+        "must be a hostname (letters, digits, hyphens and dots; internationalized names "
+        "in punycode) or an IPv4 or IPv6 address"
+    )
+
+
+def _is_ip_address(host: str) -> bool:
+    """An IPv4 or IPv6 literal without a zone id."""
+    if "%" in host:
+        return False
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_hostname(host: str) -> bool:
+    """RFC 1123 labels, one optional trailing dot, and a final label that is not all digits."""
+    name = host.removesuffix(".")
+    labels = name.split(".")
+    if not all(_LABEL.fullmatch(label) for label in labels):
+        return False
+    # An all-digit last label means a mistyped IPv4 address (256.1.1.1, 127.1), not a name.
+    return not labels[-1].isdigit()
+
+
+def _port_problem(port: int) -> str | None:
+    if not 1 <= port <= 65535:
+        return "must be between 1 and 65535"
+    return None
+
+
+def _name_problem(name: str) -> str | None:
+    """Rules shared by the database name and the user name."""
+    if not name.strip():
+        return "is required"
+    # Checked before the byte length: lone surrogates (category Cs) cannot be encoded.
+    if has_control_characters(name):
+        return "must not contain control or invisible format characters"
+    if len(name.encode("utf-8")) > MAX_NAME_BYTES:
+        return f"must be at most {MAX_NAME_BYTES} bytes in UTF-8 (the Postgres name limit)"
+    return None
+
+
+def _password_problem(password: str) -> str | None:
+    # Only NUL is refused: libpq sends the password as a C string. Every other character is
+    # legal in a Postgres password, and refusing it would lock out existing users.
+    if not password:
+        return "is required"
+    if len(password) > MAX_PASSWORD_LENGTH:
+        return f"must be at most {MAX_PASSWORD_LENGTH} characters"
+    if "\x00" in password:
+        return "must not contain NUL characters"
+    try:
+        password.encode("utf-8")
+    except UnicodeEncodeError:
+        # A lone surrogate can come from a Python caller (never from protobuf); libpq could
+        # not send it, and the payload would seal a password nobody can use.
+        return "must be valid Unicode text (no unpaired surrogates)"
+    return None
+
+
+def _ssl_mode(value: str) -> str:
+    """Normalizes case and surrounding spaces; the rule itself is in ``_ssl_mode_problem``."""
+    return value.strip().lower()
+
+
+def _ssl_mode_problem(mode: str) -> str | None:
+    if mode in SSL_MODES:
+        return None
+    if mode in ("verify-ca", "verify-full"):
+        return f"{mode} (certificate verification) is not supported yet; must be {_SSL_CHOICES}"
+    if not mode:
+        return f"is required; must be {_SSL_CHOICES}"
+    return f"must be {_SSL_CHOICES}"
+
+
+def _dsn_ssl_mode(in_uri: str | None, argument: str | None, prefix: str) -> str:
+    """The one SSL mode of a DSN request, from the URI's sslmode and/or the separate field."""
+    uri_mode = None if in_uri is None else _ssl_mode(in_uri)
+    if uri_mode is not None:
+        problem = _ssl_mode_problem(uri_mode)
+        if problem is not None:
+            raise InvalidArgument(f"{prefix}.uri", f"sslmode {problem}")
+    arg_mode = None if argument is None else _ssl_mode(argument)
+    if arg_mode is not None:
+        problem = _ssl_mode_problem(arg_mode)
+        if problem is not None:
+            raise InvalidArgument(f"{prefix}.ssl_mode", problem)
+    if uri_mode is not None and arg_mode is not None and uri_mode != arg_mode:
+        raise InvalidArgument(f"{prefix}.ssl_mode", "conflicts with sslmode in the URI")
+    mode = uri_mode or arg_mode
+    if mode is None:
+        raise InvalidArgument(
+            f"{prefix}.ssl_mode",
+            f"is required: set it, or add sslmode to the URI; must be {_SSL_CHOICES}",
+        )
+    return mode
+
+
+def _query_keys(uri: str) -> list[str]:
+    """The percent-decoded parameter names in a URI's query, in order, duplicates kept.
+
+    ``conninfo_to_dict`` merges the query into the URI's own parts, so it cannot say where a
+    value came from. This finds the query the way libpq's URI parser does: user info runs to
+    the first '@' before any '/', a bracketed IPv6 host to its ']', and the query starts at
+    the next '?'. Only called on URIs libpq has already parsed.
+    """
+    rest = uri.split("://", 1)[1]
+    start = 0
+    stop = next((i for i, ch in enumerate(rest) if ch in "@/"), len(rest))
+    if stop < len(rest) and rest[stop] == "@":
+        start = stop + 1
+    if rest.startswith("[", start):
+        close = rest.find("]", start)
+        start = len(rest) if close == -1 else close + 1
+    mark = rest.find("?", start)
+    if mark == -1:
+        return []
+    return [
+        unquote(pair.split("=", 1)[0], errors="replace")
+        for pair in rest[mark + 1 :].split("&")
+        if pair
+    ]
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """JSON object hook refusing duplicate keys, which would make a payload ambiguous."""
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        raise ValueError("duplicate key")
+    return result
+
+
+def _malformed(problem: str) -> CredentialsUnreadable:
+    return CredentialsUnreadable(
+        f"the stored credential payload is malformed: {problem}",
+        reason="CREDENTIALS_PAYLOAD_MALFORMED",
+    )

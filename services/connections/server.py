@@ -1,0 +1,113 @@
+"""Wires connections together: store, keyring, domain, token verifier and gRPC servicers."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+import grpc
+
+from services.connections.config import ConnectionsConfig
+from services.connections.domain import ConnectionsDomain
+from services.connections.servicer import AuditServicer, ConnectionServicer, CredentialServicer
+from services.connections.store import ConnectionStore
+from sevvo.audit.v1 import audit_pb2, audit_pb2_grpc
+from sevvo.connections.v1 import connections_pb2, connections_pb2_grpc
+from sevvo.runtime.auth_client import RemoteTrustSource
+from sevvo.runtime.grpc_client import ClientTls, secure_channel
+from sevvo.runtime.grpc_server import Access, ServerSpec, start_server
+from sevvo.runtime.logs import get_logger
+from sevvo.runtime.tokens import TokenVerifier
+
+log = get_logger(__name__)
+
+_CONNECTIONS = connections_pb2.DESCRIPTOR.services_by_name["ConnectionService"].full_name
+_CREDENTIALS = connections_pb2.DESCRIPTOR.services_by_name["ConnectionCredentialService"].full_name
+_AUDIT = audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name
+
+ACCESS: dict[str, Access] = {
+    **{
+        f"/{_CONNECTIONS}/{method}": Access.USER
+        for method in (
+            "CreateConnection",
+            "GetConnection",
+            "ListConnections",
+            "UpdateConnection",
+            "DeleteConnection",
+        )
+    },
+    # Only the org's own agents may see credentials; user sessions are refused outright.
+    f"/{_CREDENTIALS}/ResolveConnectionCredentials": Access.AGENT,
+    f"/{_AUDIT}/ListAuditEvents": Access.ADMIN,
+}
+
+
+class ConnectionsApp:
+    """The connections service's long-lived parts, opened once per process."""
+
+    def __init__(self, config: ConnectionsConfig) -> None:
+        self.config = config
+        self.store = ConnectionStore(config.database_url)
+        self.domain = ConnectionsDomain(self.store, config.keyring)
+        self._auth_channel: grpc.Channel | None = None
+
+    def open(self) -> None:
+        """Migrates the schema and opens the store."""
+        self.store.open()
+
+    def close(self) -> None:
+        """Closes the store and the channel to auth."""
+        self.store.close()
+        if self._auth_channel is not None:
+            self._auth_channel.close()
+
+    def remote_verifier(self) -> TokenVerifier:
+        """A verifier that learns keys and revocations from auth over TLS."""
+        self._auth_channel = secure_channel(
+            self.config.auth_endpoint, ClientTls(ca_file=self.config.ca_file)
+        )
+        return TokenVerifier(
+            RemoteTrustSource(self._auth_channel),
+            refresh_interval=self.config.refresh_seconds,
+            max_staleness=max(5.0, 3 * self.config.refresh_seconds),
+            leeway_seconds=self.config.leeway_seconds,
+        )
+
+    def spec(self) -> ServerSpec:
+        """The services connections adds to a gRPC server."""
+
+        def register(server: grpc.aio.Server) -> None:
+            connections_pb2_grpc.add_ConnectionServiceServicer_to_server(
+                ConnectionServicer(self.domain), server
+            )
+            connections_pb2_grpc.add_ConnectionCredentialServiceServicer_to_server(
+                CredentialServicer(self.domain), server
+            )
+            audit_pb2_grpc.add_AuditServiceServicer_to_server(AuditServicer(self.store), server)
+
+        return ServerSpec(
+            name="connections",
+            register=register,
+            service_names=[_CONNECTIONS, _CREDENTIALS, _AUDIT],
+            access=ACCESS,
+        )
+
+
+async def serve(config: ConnectionsConfig) -> None:
+    """Runs connections until SIGINT or SIGTERM, then drains in-flight calls."""
+    app = ConnectionsApp(config)
+    await asyncio.to_thread(app.open)
+    verifier = app.remote_verifier()
+    verifier.start()
+    server, port = await start_server(
+        [app.spec()], verifier=verifier, tls=config.tls, host=config.host, port=config.port
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    log.info("connections serving", port=port)
+    await stop.wait()
+    await server.stop(grace=5)
+    verifier.stop()
+    app.close()
