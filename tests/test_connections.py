@@ -461,3 +461,23 @@ def test_audit_log_is_admin_only_and_append_only(control_plane: ControlPlane) ->
             with pytest.raises(psycopg.errors.InsufficientPrivilege), conn.transaction():
                 conn.execute(statement)
         assert conn.execute("select count(*) from audit.events").fetchone() == (1,)
+
+
+def test_audit_events_page_newest_first(control_plane: ControlPlane) -> None:
+    """ListAuditEvents pages through every event once, newest first."""
+    org = control_plane.auth.create_org()
+    for i in range(5):
+        control_plane.create(org, f"c{i}", SECRET)
+    stub = control_plane.audit(org.admin_token)
+    seen: list[audit_pb2.AuditEvent] = []
+    token = ""
+    while True:
+        page = stub.ListAuditEvents(audit_pb2.ListAuditEventsRequest(page_size=2, page_token=token))
+        assert len(page.events) <= 2
+        seen.extend(page.events)
+        token = page.next_page_token
+        if not token:
+            break
+    assert len({e.id for e in seen}) == len(seen) == 5
+    times = [e.occur_time.ToDatetime() for e in seen]
+    assert times == sorted(times, reverse=True)

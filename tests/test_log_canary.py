@@ -11,9 +11,11 @@ import grpc
 import pytest
 
 from sevvo.auth.v1 import auth_pb2, deployments_pb2
+from sevvo.connections.v1 import connections_pb2
 from sevvo.runtime import deployment_token
 from sevvo.runtime.logs import configure_logging
 from tests.plugins.auth_stack import PASSWORD, AuthStack
+from tests.plugins.control_plane import ControlPlane
 from tests.plugins.log_setup import configure_test_logging
 
 JWT_SHAPE = re.compile(r"eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
@@ -61,3 +63,33 @@ def test_no_secret_reaches_the_logs(captured_logs: io.StringIO, auth_stack: Auth
     for leaked in (PASSWORD, wrong_password, token, secret, bearer, org.admin_token):
         assert leaked not in output
     assert JWT_SHAPE.search(output) is None
+
+
+def test_no_connection_secret_reaches_the_logs(
+    captured_logs: io.StringIO, control_plane: ControlPlane
+) -> None:
+    """Creating, updating, resolving and mistyping connections logs no password or DSN."""
+    org = control_plane.auth.create_org()
+    password = "canary-Pg-password-42"
+    dsn = f"postgresql://reader:{password}@db.acme.internal:5432/app?sslmode=require"
+    stub = control_plane.connections(org.admin_token)
+    created = control_plane.create(org, "form", password)
+    stub.CreateConnection(
+        connections_pb2.CreateConnectionRequest(
+            display_name="dsn", dsn=connections_pb2.PostgresDsn(uri=dsn)
+        )
+    )
+    for bad in (dsn + "&options=x", dsn.replace("sslmode=require", "sslmode=verify-full")):
+        with pytest.raises(grpc.RpcError):
+            stub.CreateConnection(
+                connections_pb2.CreateConnectionRequest(
+                    display_name="bad", dsn=connections_pb2.PostgresDsn(uri=bad)
+                )
+            )
+    control_plane.credentials(control_plane.agent_for(org)).ResolveConnectionCredentials(
+        connections_pb2.ResolveConnectionCredentialsRequest(connection_id=created.id)
+    )
+    output = captured_logs.getvalue()
+    assert "credentials resolved" in output, "logs were not captured"
+    assert password not in output
+    assert dsn not in output
