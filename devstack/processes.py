@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import os
 import pwd
 import signal
@@ -105,26 +103,19 @@ def check_traversable(path: Path, user: ServiceUser) -> None:
             )
 
 
-def _pdeathsig_preexec(death_signal: signal.Signals) -> Callable[[], None]:
-    """Build a preexec_fn that asks the kernel to signal the child when its parent dies.
+def _launcher_prefix(death_signal: signal.Signals, run_as: ServiceUser | None) -> list[str]:
+    """``setpriv`` arguments that drop privileges and set the parent-death signal.
 
-    Everything that can allocate or fail (loading libc) happens here, before fork; the
-    returned function only makes two system calls in the child.
+    Doing this in setpriv (util-linux, on every Debian) rather than in a Python preexec_fn
+    lets subprocess start children with vfork, which never runs fork handlers in the
+    child: with gRPC threads alive in this process, gRPC's fork handlers can abort a
+    forked child before it reaches exec. setpriv applies the signal after changing user,
+    since a credential change would clear it.
     """
-    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-    prctl = libc.prctl
-    parent = os.getpid()
-
-    def preexec() -> None:
-        # Popen has already applied user/group, and a credential change clears the
-        # parent-death signal, so setting it here (last) is what makes it stick.
-        if prctl(_PR_SET_PDEATHSIG, int(death_signal), 0, 0, 0) != 0:
-            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
-        # The parent may have died between fork and prctl; then nobody would signal us.
-        if os.getppid() != parent:
-            os._exit(1)
-
-    return preexec
+    prefix = ["setpriv", f"--pdeathsig={death_signal.name}"]
+    if run_as is not None:
+        prefix += [f"--reuid={run_as.uid}", f"--regid={run_as.gid}", "--clear-groups"]
+    return [*prefix, "--"]
 
 
 def spawn(
@@ -146,17 +137,12 @@ def spawn(
     so call this from a thread that lives as long as the server should (the main thread).
     """
     return subprocess.Popen(
-        list(argv),
+        [*_launcher_prefix(death_signal, run_as), *argv],
         stdin=subprocess.DEVNULL,
         stdout=output if output is not None else subprocess.DEVNULL,
         stderr=subprocess.STDOUT if output is not None else subprocess.DEVNULL,
         env=dict(env) if env is not None else None,
         process_group=0,
-        user=run_as.uid if run_as is not None else None,
-        group=run_as.gid if run_as is not None else None,
-        # Drop root's supplementary groups too, or the server keeps their file access.
-        extra_groups=[] if run_as is not None else None,
-        preexec_fn=_pdeathsig_preexec(death_signal),
         close_fds=True,
     )
 

@@ -1,36 +1,44 @@
-"""The embedded dev stack: control-plane Postgres, Temporal dev server and the services.
+"""The embedded dev stack: control-plane Postgres, Temporal, the services and an agent.
 
-Used by ``make dev`` (``python -m devstack``) and by the tests. Everything listens on
-loopback; gRPC is TLS with a development CA generated under the state directory. Existing
-servers are used instead of the embedded ones when ``SEVVO_DATABASE_URL`` or
-``SEVVO_TEMPORAL_ADDRESS`` is set.
+Used by ``make dev`` (``python -m devstack``) and by the end-to-end tests. Everything listens
+on loopback; gRPC is TLS with a development CA generated under the state directory, and the
+agent reaches Temporal through a TLS-terminating proxy (mTLS with a dev client certificate),
+because the Temporal dev server speaks plaintext only. Existing servers are used instead of
+the embedded ones when ``SEVVO_DATABASE_URL`` or ``SEVVO_TEMPORAL_ADDRESS`` is set.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 from collections.abc import Mapping
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
-import grpc
 import psycopg
 from psycopg import sql
 
+from devstack.agent_process import READY_EVENT, AgentProcess, AgentSettings
 from devstack.pki import DevPki, ensure_dev_pki
 from devstack.postgres import EmbeddedPostgres
+from devstack.processes import free_port
 from devstack.temporal import TemporalDevServer
+from devstack.tls_proxy import TlsProxy
 from services.auth.config import AuthConfig, write_key_encryption_key
 from services.auth.server import AuthApp
 from services.connections.config import ConnectionsConfig
 from services.connections.server import ConnectionsApp
+from services.orchestrator.config import OrchestratorConfig
+from services.orchestrator.server import OrchestratorApp
 from sevvo.runtime import config as c
 from sevvo.runtime.errors import AlreadyExists
 from sevvo.runtime.grpc_server import start_server
 from sevvo.runtime.logs import get_logger
 from sevvo.runtime.sealing import Keyring, write_keyring_file
+from sevvo.runtime.tokens import Principal, PrincipalKind
 
 log = get_logger(__name__)
 
@@ -48,6 +56,7 @@ class StackSettings:
     database_url: str | None
     temporal_address: str | None
     durable: bool = True
+    start_agent: bool = True
 
     @classmethod
     def load(cls, env: Mapping[str, str], default_state_dir: Path) -> StackSettings:
@@ -57,43 +66,60 @@ class StackSettings:
             grpc_port=c.integer(env, "SEVVO_GRPC_PORT", 8443, minimum=0, maximum=65535),
             database_url=c.secret(env, "SEVVO_DATABASE_URL", required=False),
             temporal_address=c.optional_string(env, "SEVVO_TEMPORAL_ADDRESS"),
+            start_agent=c.boolean(env, "SEVVO_DEV_AGENT", True),
         )
 
 
 @dataclass
 class RunningStack:
-    """Endpoints of a running stack, for users and tests."""
+    """Endpoints of a running stack, and ways to start agents against it."""
 
+    state_dir: Path
     grpc_target: str
     pki: DevPki
     database_url: str
     temporal_address: str
+    agent_temporal_address: str
     admin_email: str
     admin_password_file: Path
     auth: AuthApp
     connections: ConnectionsApp
-    _server: grpc.aio.Server
-    _postgres: EmbeddedPostgres | None = None
-    _temporal: TemporalDevServer | None = None
-    _closed: bool = field(default=False)
+    orchestrator: OrchestratorApp
+    _exit: AsyncExitStack
+    agents: list[AgentProcess] = field(default_factory=list)
+    _closed: bool = False
+
+    def agent_settings(self, token_file: Path, *, mtls: bool = True) -> AgentSettings:
+        """How an agent with this token reaches this stack (mTLS to Temporal by default)."""
+        return AgentSettings(
+            token_file=token_file,
+            control_plane_endpoint=self.grpc_target,
+            temporal_address=self.agent_temporal_address,
+            ca_file=self.pki.ca_cert,
+            temporal_client_cert=self.pki.client_cert if mtls else None,
+            temporal_client_key=self.pki.client_key if mtls else None,
+        )
+
+    def start_agent(
+        self, deployment_token: str, *, name: str = "agent", wait: bool = True
+    ) -> AgentProcess:
+        """Starts ``python -m agent`` for a deployment token (written to a 0600 file)."""
+        token_file = self.state_dir / f"{name}-deployment-token"
+        token_file.unlink(missing_ok=True)
+        _write_private(token_file, deployment_token + "\n")
+        agent = AgentProcess(self.agent_settings(token_file), self.state_dir / f"{name}.log")
+        self.agents.append(agent)
+        return agent.start(wait=wait)
 
     async def stop(self) -> None:
-        """Stops the services, then Temporal, then Postgres; safe to call twice."""
+        """Stops agents, services, proxy, Temporal and Postgres, in that order; idempotent."""
         if self._closed:
             return
         self._closed = True
-        await self._server.stop(grace=3)
-        self.connections.close()
-        self.auth.close()
-        if self._temporal is not None:
-            self._temporal.stop()
-        if self._postgres is not None:
-            self._postgres.stop()
+        for agent in self.agents:
+            agent.stop()
+        await self._exit.aclose()
         log.info("dev stack stopped")
-
-
-def _with_database(url: str, dbname: str) -> str:
-    return urlunsplit(urlsplit(url)._replace(path=f"/{dbname}"))
 
 
 def _ensure_database(admin_url: str, dbname: str) -> None:
@@ -109,6 +135,32 @@ def _write_private(path: Path, text: str) -> None:
         f.write(text)
 
 
+def _bootstrap_dev_org(auth: AuthApp, state: Path) -> tuple[Path, Path | None]:
+    """Creates the dev org, admin and agent deployment once; returns their secret files."""
+    password_file = state / "admin-password"
+    token_file = state / "dev-deployment-token"
+    if password_file.exists():
+        return password_file, token_file if token_file.exists() else None
+    password = secrets.token_urlsafe(18)
+    try:
+        admin = auth.domain.create_org_with_admin(DEV_ORG, DEV_ADMIN_EMAIL, password)
+    except AlreadyExists:
+        log.warning("dev admin exists but its password file is gone; reset the state dir")
+        return password_file, None
+    _write_private(password_file, password + "\n")
+    as_admin = Principal(
+        kind=PrincipalKind.USER,
+        org_id=str(admin.org_id),
+        subject_id=str(admin.id),
+        token_id="devstack-bootstrap",
+        expires_at=datetime.now(UTC) + timedelta(minutes=1),
+        role="admin",
+    )
+    created = auth.domain.create_deployment(as_admin, "dev-agent")
+    _write_private(token_file, created.token + "\n")
+    return password_file, token_file
+
+
 async def start_stack(
     settings: StackSettings, env: Mapping[str, str] | None = None
 ) -> RunningStack:
@@ -119,15 +171,14 @@ async def start_stack(
     # reach its data directory below; every secret file in here is 0600 on its own.
     state.mkdir(mode=0o711, parents=True, exist_ok=True)
     state.chmod(0o711)
-    postgres: EmbeddedPostgres | None = None
-    temporal: TemporalDevServer | None = None
-    auth: AuthApp | None = None
-    connections: ConnectionsApp | None = None
-    try:
+    # Known before the server binds it: connections must dial the orchestrator on it.
+    port = settings.grpc_port or free_port()
+    async with AsyncExitStack() as exit_stack:
         if settings.database_url:
             database_url = settings.database_url
         else:
             postgres = EmbeddedPostgres(state / "postgres", durable=settings.durable).start()
+            exit_stack.callback(postgres.stop)
             _ensure_database(postgres.url, CONTROL_PLANE_DATABASE)
             database_url = postgres.admin_url(CONTROL_PLANE_DATABASE)
         if settings.temporal_address:
@@ -136,69 +187,90 @@ async def start_stack(
             temporal = TemporalDevServer(
                 db_filename=state / "temporal.sqlite", log_file=state / "temporal.log"
             ).start()
+            exit_stack.callback(temporal.stop)
             temporal_address = temporal.address
         pki = ensure_dev_pki(state / "pki")
-        kek_file = state / "auth-kek"
-        if not kek_file.exists():
-            write_key_encryption_key(kek_file)
-        keyring_file = state / "connections-keyring.json"
-        if not keyring_file.exists():
-            write_keyring_file(keyring_file, Keyring.generate())
-
+        secrets_files = {
+            "SEVVO_AUTH_KEK_FILE": state / "auth-kek",
+            "SEVVO_CONNECTIONS_KEYRING_FILE": state / "connections-keyring.json",
+            "SEVVO_ORCHESTRATOR_KEYRING_FILE": state / "orchestrator-keyring.json",
+        }
+        if not secrets_files["SEVVO_AUTH_KEK_FILE"].exists():
+            write_key_encryption_key(secrets_files["SEVVO_AUTH_KEK_FILE"])
+        for name in ("SEVVO_CONNECTIONS_KEYRING_FILE", "SEVVO_ORCHESTRATOR_KEYRING_FILE"):
+            if not secrets_files[name].exists():
+                write_keyring_file(secrets_files[name], Keyring.generate())
         service_env = {
             **env,
+            **{name: str(path) for name, path in secrets_files.items()},
             "SEVVO_DATABASE_URL": database_url,
             "SEVVO_TLS_CERT_FILE": str(pki.server_cert),
             "SEVVO_TLS_KEY_FILE": str(pki.server_key),
-            "SEVVO_AUTH_KEK_FILE": str(kek_file),
-            "SEVVO_CONNECTIONS_KEYRING_FILE": str(keyring_file),
             "SEVVO_CA_FILE": str(pki.ca_cert),
-            "SEVVO_AUTH_ENDPOINT": f"localhost:{settings.grpc_port}",
+            "SEVVO_AUTH_ENDPOINT": f"localhost:{port}",
+            "SEVVO_ORCHESTRATOR_ENDPOINT": f"localhost:{port}",
+            "SEVVO_TEMPORAL_ADDRESS": temporal_address,
             "SEVVO_GRPC_HOST": "127.0.0.1",
-            "SEVVO_GRPC_PORT": str(settings.grpc_port),
+            "SEVVO_GRPC_PORT": str(port),
         }
-        service_env.pop("SEVVO_DATABASE_URL_FILE", None)
-        auth_config = AuthConfig.load(service_env)
-        auth = AuthApp(auth_config)
+        for name in ("SEVVO_DATABASE_URL_FILE", "SEVVO_TEMPORAL_TLS"):
+            service_env.pop(name, None)
+
+        auth = AuthApp(AuthConfig.load(service_env))
         auth.open()
-        password_file = state / "admin-password"
-        if not password_file.exists():
-            password = secrets.token_urlsafe(18)
-            try:
-                auth.domain.create_org_with_admin(DEV_ORG, DEV_ADMIN_EMAIL, password)
-                _write_private(password_file, password + "\n")
-            except AlreadyExists:
-                log.warning("dev admin exists but its password file is gone; reset the state dir")
+        exit_stack.callback(auth.close)
         connections = ConnectionsApp(ConnectionsConfig.load(service_env))
         connections.open()
+        exit_stack.callback(connections.close)
+        orchestrator = OrchestratorApp(OrchestratorConfig.load(service_env))
+        await orchestrator.open()
+        exit_stack.callback(orchestrator.close)
+        password_file, dev_token_file = _bootstrap_dev_org(auth, state)
+
         # One process, one server: every service shares auth's in-process verifier, which
         # reads keys and revocations straight from auth's store.
-        server, port = await start_server(
-            [auth.spec(), connections.spec()],
+        server, _ = await start_server(
+            [auth.spec(), connections.spec(), orchestrator.spec()],
             verifier=auth.verifier,
-            tls=auth_config.tls,
+            tls=auth.config.tls,
             host="127.0.0.1",
-            port=settings.grpc_port,
+            port=port,
         )
-    except BaseException:
-        for app in (connections, auth):
-            if app is not None:
-                app.close()
-        if temporal is not None:
-            temporal.stop()
-        if postgres is not None:
-            postgres.stop()
-        raise
-    return RunningStack(
-        grpc_target=f"localhost:{port}",
-        pki=pki,
-        database_url=database_url,
-        temporal_address=temporal_address,
-        admin_email=DEV_ADMIN_EMAIL,
-        admin_password_file=password_file,
-        auth=auth,
-        connections=connections,
-        _server=server,
-        _postgres=postgres,
-        _temporal=temporal,
-    )
+        exit_stack.push_async_callback(server.stop, 3)
+
+        host, _, temporal_port = temporal_address.rpartition(":")
+        proxy = TlsProxy(
+            (host, int(temporal_port)), pki.server_cert, pki.server_key, client_ca=pki.ca_cert
+        )
+        await proxy.start()
+        exit_stack.push_async_callback(proxy.stop)
+
+        stack = RunningStack(
+            state_dir=state,
+            grpc_target=f"localhost:{port}",
+            pki=pki,
+            database_url=database_url,
+            temporal_address=temporal_address,
+            agent_temporal_address=f"localhost:{proxy.address.rpartition(':')[2]}",
+            admin_email=DEV_ADMIN_EMAIL,
+            admin_password_file=password_file,
+            auth=auth,
+            connections=connections,
+            orchestrator=orchestrator,
+            _exit=exit_stack.pop_all(),
+        )
+    if settings.start_agent and dev_token_file is not None:
+        try:
+            # Spawned here (this thread outlives it), awaited off the loop: the loop must
+            # keep serving the agent's own token exchange while we wait for it.
+            agent = stack.start_agent(
+                dev_token_file.read_text().strip(), name="dev-agent", wait=False
+            )
+            await asyncio.to_thread(agent.wait_for, READY_EVENT, timeout=60)
+        except BaseException:
+            await stack.stop()
+            raise
+    return stack
+
+
+__all__ = ["RunningStack", "StackSettings", "start_stack"]

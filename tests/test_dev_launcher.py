@@ -41,7 +41,11 @@ def _pids(lines: list[str]) -> dict[str, int]:
     for line in lines:
         if line.startswith("{"):
             event = json.loads(line)
-            if event.get("event") in {"devstack.postgres.started", "devstack.temporal.started"}:
+            if event.get("event") in {
+                "devstack.postgres.started",
+                "devstack.temporal.started",
+                "devstack.agent.started",
+            }:
                 found[event["event"].split(".")[1]] = int(event["pid"])
     return found
 
@@ -53,7 +57,7 @@ def state_dir() -> Path:
 
 
 def test_launcher_serves_and_stops_cleanly_on_ctrl_c(state_dir: Path) -> None:
-    """`python -m devstack` serves auth over TLS, and SIGINT leaves no process behind."""
+    """`python -m devstack` serves over TLS with an agent polling; SIGINT leaves nothing behind."""
     port = free_port()
     env = {
         **os.environ,
@@ -75,7 +79,9 @@ def test_launcher_serves_and_stops_cleanly_on_ctrl_c(state_dir: Path) -> None:
     try:
         _wait_for_banner(proc, lines)
         children = _pids(lines)
-        assert set(children) == {"postgres", "temporal"}
+        assert set(children) == {"postgres", "temporal", "agent"}
+        agent_log = (state_dir / "dev-agent.log").read_text()
+        assert "agent polling" in agent_log
         ca = ClientTls(ca_file=state_dir / "pki" / "ca.crt")
         channel = secure_channel(f"localhost:{port}", ca)
         health = health_pb2_grpc.HealthStub(channel).Check(

@@ -1,1 +1,1 @@
-"""connections: Postgres connection metadata and sealed credentials (issue #3, not built yet)."""
+"""connections: Postgres connection metadata, sealed credentials, test-before-save, audit."""

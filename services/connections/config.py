@@ -22,6 +22,7 @@ class ConnectionsConfig:
     keyring: Keyring
     auth_endpoint: str
     ca_file: Path | None = None
+    orchestrator_endpoint: str | None = None
     host: str = "0.0.0.0"  # noqa: S104 - a service in a pod listens on its pod address.
     port: int = 8443
     refresh_seconds: float = 2.0
@@ -42,6 +43,8 @@ class ConnectionsConfig:
             ),
             auth_endpoint=c.string(env, "SEVVO_AUTH_ENDPOINT"),
             ca_file=c.optional_file(env, "SEVVO_CA_FILE"),
+            # Test-before-save goes through the orchestrator; unset, saves are untested.
+            orchestrator_endpoint=c.optional_string(env, "SEVVO_ORCHESTRATOR_ENDPOINT"),
             host=c.string(env, "SEVVO_GRPC_HOST", "0.0.0.0"),  # noqa: S104
             port=c.integer(env, "SEVVO_GRPC_PORT", 8443, minimum=0, maximum=65535),
             refresh_seconds=c.number(

@@ -11,15 +11,16 @@ import re
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import psycopg
 
 from services.connections.postgres_target import PostgresTarget, from_fields
-from services.connections.store import ConnectionRow, ConnectionStore
+from services.connections.store import ConnectionRow, ConnectionStore, DraftRow
+from services.connections.tester import CredentialTester, TestOutcome
 from sevvo.runtime import audit, paging, validation
-from sevvo.runtime.errors import InvalidArgument, NotFound, SevvoError
+from sevvo.runtime.errors import FailedPrecondition, InvalidArgument, NotFound, SevvoError
 from sevvo.runtime.logs import get_logger
 from sevvo.runtime.sealing import Keyring, Sealed, rewrap, seal, unseal
 from sevvo.runtime.tokens import Principal
@@ -59,6 +60,21 @@ def _aad(org_id: uuid.UUID, connection_id: uuid.UUID) -> bytes:
     return f"sevvo.connections.v1|{org_id}|{connection_id}".encode()
 
 
+def _draft_aad(org_id: uuid.UUID, draft_id: uuid.UUID) -> bytes:
+    return f"sevvo.connections.v1.draft|{org_id}|{draft_id}".encode()
+
+
+DRAFT_LIFETIME = timedelta(minutes=10)
+
+
+def _test_failed(outcome: TestOutcome) -> FailedPrecondition:
+    return FailedPrecondition(
+        f"credential test failed ({outcome.category}): {outcome.message}",
+        reason="CREDENTIAL_TEST_FAILED",
+        metadata={"category": outcome.category, "run_id": outcome.run_id},
+    )
+
+
 def _not_found() -> NotFound:
     return NotFound("connection not found", reason="CONNECTION_NOT_FOUND")
 
@@ -71,10 +87,13 @@ class ConnectionsDomain:
         store: ConnectionStore,
         keyring: Keyring,
         *,
+        tester: CredentialTester | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._store = store
         self._keyring = keyring
+        # Without a tester (no orchestrator configured) saves skip the test: status pending.
+        self._tester = tester
         self._clock = clock
 
     # Sealing.
@@ -87,6 +106,38 @@ class ConnectionsDomain:
             self._keyring, Sealed(row.kek_id, row.sealed_credentials), _aad(row.org_id, row.id)
         )
         return PostgresTarget.from_json(plaintext)
+
+    # Test-before-save.
+
+    def _test_draft(self, caller: Principal, bearer: str, target: PostgresTarget) -> TestOutcome:
+        """Seals ``target`` as a short-lived draft, has the agent test it, then drops it."""
+        assert self._tester is not None
+        org_id, draft_id, now = uuid.UUID(caller.org_id), uuid.uuid4(), self._clock()
+        sealed = seal(self._keyring, target.to_json(), _draft_aad(org_id, draft_id))
+        draft = DraftRow(draft_id, org_id, sealed.key_id, sealed.blob, now, now + DRAFT_LIFETIME)
+        with self._store.transaction() as conn:
+            self._store.insert_draft(conn, draft)
+        try:
+            return self._tester.test(bearer, draft_id=str(draft_id))
+        finally:
+            with self._store.transaction() as conn:
+                self._store.delete_draft(conn, draft_id)
+
+    def _record_failure(
+        self, caller: Principal, action: str, target_id: str, outcome: TestOutcome
+    ) -> None:
+        with self._store.transaction() as conn:
+            audit.record(
+                conn,
+                org_id=caller.org_id,
+                actor=audit.Actor.of(caller),
+                action=action,
+                target_type=TARGET_TYPE,
+                target_id=target_id,
+                outcome="failure",
+                reason="CREDENTIAL_TEST_FAILED",
+                details={"category": outcome.category},
+            )
 
     # Auditing.
 
@@ -136,11 +187,28 @@ class ConnectionsDomain:
     # User-facing operations.
 
     def create(
-        self, caller: Principal, display_name: str, target: PostgresTarget, credential_mode: str
+        self,
+        caller: Principal,
+        display_name: str,
+        target: PostgresTarget,
+        credential_mode: str,
+        bearer: str = "",
     ) -> ConnectionRow:
-        """Creates a connection with status pending; its credentials are sealed before storing."""
+        """Tests the credentials through the agent, then stores the connection sealed.
+
+        A failed test stores nothing and reports the category; with no tester configured the
+        connection is stored untested (status pending).
+        """
         name = validation.display_name("display_name", display_name)
-        org_id, connection_id, now = uuid.UUID(caller.org_id), uuid.uuid4(), self._clock()
+        org_id, connection_id = uuid.UUID(caller.org_id), uuid.uuid4()
+        status, tested_at = "pending", None
+        if self._tester is not None:
+            outcome = self._test_draft(caller, bearer, target)
+            if not outcome.ok:
+                self._record_failure(caller, "connection.create", str(connection_id), outcome)
+                raise _test_failed(outcome)
+            status, tested_at = "connected", self._clock()
+        now = self._clock()
         sealed = self._seal(org_id, connection_id, target)
         row = ConnectionRow(
             id=connection_id,
@@ -155,8 +223,8 @@ class ConnectionsDomain:
             ssl_mode=target.ssl_mode,
             kek_id=sealed.key_id,
             sealed_credentials=sealed.blob,
-            status="pending",
-            last_test_at=None,
+            status=status,
+            last_test_at=tested_at,
             last_test_category=None,
             created_at=now,
             updated_at=now,
@@ -195,9 +263,16 @@ class ConnectionsDomain:
         return rows, paging.encode_cursor(rows[-1].created_at, str(rows[-1].id))
 
     def update(
-        self, caller: Principal, connection_id: str, update: ConnectionUpdate
+        self,
+        caller: Principal,
+        connection_id: str,
+        update: ConnectionUpdate,
+        bearer: str = "",
     ) -> ConnectionRow:
-        """Applies the masked fields; any change to connection fields re-seals and resets status."""
+        """Applies the masked fields. Changed connection fields are tested first, then sealed.
+
+        A failed test leaves the stored credentials exactly as they were.
+        """
         cid = validation.resource_id("id", connection_id)
         paths = _check_mask(update.mask)
         name = (
@@ -207,29 +282,53 @@ class ConnectionsDomain:
         )
         changes_credentials = bool(paths & CREDENTIAL_PATHS)
         action = "connection.credentials.update" if changes_credentials else "connection.update"
+        org_id = uuid.UUID(caller.org_id)
+        new_target: PostgresTarget | None = None
+        seen_update: datetime | None = None
+        status = "pending"
+        if paths & set(FIELD_PATHS):
+            with self._store.connection() as conn:
+                current = self._store.get(conn, org_id, cid)
+            if current is None:
+                self._audited(caller, action, str(cid), _raise_not_found)
+                raise _not_found()  # Unreachable: _audited re-raises.
+            new_target = _apply_fields(self._unseal(current), update, paths)
+            seen_update = current.updated_at
+            if self._tester is not None:
+                # Tested outside any transaction: a test takes seconds and must hold no lock.
+                outcome = self._test_draft(caller, bearer, new_target)
+                if not outcome.ok:
+                    self._record_failure(caller, action, str(cid), outcome)
+                    raise _test_failed(outcome)
+                status = "connected"
 
         def work(conn: psycopg.Connection[Any]) -> ConnectionRow:
-            current = self._store.get(conn, uuid.UUID(caller.org_id), cid, for_update=True)
+            current = self._store.get(conn, org_id, cid, for_update=True)
             if current is None:
                 raise _not_found()
-            row = replace(current, updated_at=self._clock())
+            if seen_update is not None and current.updated_at != seen_update:
+                raise FailedPrecondition(
+                    "the connection changed while its new credentials were tested; try again",
+                    reason="CONCURRENT_UPDATE",
+                )
+            now = self._clock()
+            row = replace(current, updated_at=now)
             if name is not None:
                 row = replace(row, display_name=name)
-            if paths & set(FIELD_PATHS):
-                target = _apply_fields(self._unseal(current), update, paths)
-                sealed = self._seal(row.org_id, row.id, target)
+            if new_target is not None:
+                sealed = self._seal(row.org_id, row.id, new_target)
                 row = replace(
                     row,
-                    host=target.host,
-                    port=target.port,
-                    database=target.database,
-                    username=target.username,
-                    ssl_mode=target.ssl_mode,
+                    host=new_target.host,
+                    port=new_target.port,
+                    database=new_target.database,
+                    username=new_target.username,
+                    ssl_mode=new_target.ssl_mode,
                     kek_id=sealed.key_id,
                     sealed_credentials=sealed.blob,
                     credential_mode="fields",
-                    status="pending",
-                    last_test_at=None,
+                    status=status,
+                    last_test_at=now if status == "connected" else None,
                     last_test_category=None,
                 )
             self._store.update(conn, row)
@@ -250,25 +349,76 @@ class ConnectionsDomain:
         self._audited(caller, "connection.delete", str(cid), work)
         log.info("connection deleted", connection_id=str(cid))
 
+    def test(self, caller: Principal, connection_id: str, bearer: str) -> ConnectionRow:
+        """Tests a saved connection through the agent and records the outcome as its status."""
+        cid = validation.resource_id("id", connection_id)
+        if self._tester is None:
+            raise FailedPrecondition(
+                "credential tests are not configured on this control plane",
+                reason="TESTS_NOT_CONFIGURED",
+            )
+        self.get(caller, connection_id)  # NOT_FOUND before anything starts on the org's queue.
+        outcome = self._tester.test(bearer, connection_id=str(cid))
+
+        def work(conn: psycopg.Connection[Any]) -> ConnectionRow:
+            current = self._store.get(conn, uuid.UUID(caller.org_id), cid, for_update=True)
+            if current is None:
+                raise _not_found()
+            row = replace(
+                current,
+                status="connected" if outcome.ok else "error",
+                last_test_at=self._clock(),
+                last_test_category=None if outcome.ok else outcome.category,
+            )
+            self._store.update(conn, row)
+            return row
+
+        row = self._audited(
+            caller,
+            "connection.test",
+            str(cid),
+            work,
+            {"category": outcome.category, "run_id": outcome.run_id},
+        )
+        log.info("connection tested", connection_id=str(cid), category=outcome.category)
+        return row
+
     # Agent-only.
 
-    def resolve(self, caller: Principal, connection_id: str, purpose: str) -> PostgresTarget:
-        """Unseals a connection's credentials for an agent of the same org, and audits it."""
-        cid = validation.resource_id("connection_id", connection_id)
+    def resolve(
+        self, caller: Principal, connection_id: str, purpose: str, draft_id: str = ""
+    ) -> PostgresTarget:
+        """Unseals a connection's (or draft's) credentials for an agent of the same org."""
+        if bool(connection_id) == bool(draft_id):
+            raise InvalidArgument("connection_id", "set exactly one of connection_id or draft_id")
+        is_draft = bool(draft_id)
+        target_id = validation.resource_id(
+            "draft_id" if is_draft else "connection_id", draft_id or connection_id
+        )
         purpose = purpose or "unspecified"
         if not _PURPOSE_RE.match(purpose):
             raise InvalidArgument("purpose", "must be lower_snake_case, at most 64 characters")
+        org_id = uuid.UUID(caller.org_id)
 
         def work(conn: psycopg.Connection[Any]) -> PostgresTarget:
-            row = self._store.get(conn, uuid.UUID(caller.org_id), cid)
+            if is_draft:
+                draft = self._store.get_draft(conn, org_id, target_id)
+                if draft is None:
+                    raise NotFound("draft not found or expired", reason="DRAFT_NOT_FOUND")
+                plaintext = unseal(
+                    self._keyring,
+                    Sealed(draft.kek_id, draft.sealed_credentials),
+                    _draft_aad(org_id, target_id),
+                )
+                return PostgresTarget.from_json(plaintext)
+            row = self._store.get(conn, org_id, target_id)
             if row is None:
                 raise _not_found()
             return self._unseal(row)
 
-        target = self._audited(
-            caller, "connection.credentials.resolve", str(cid), work, {"purpose": purpose}
-        )
-        log.info("credentials resolved", connection_id=str(cid), purpose=purpose)
+        action = "draft.credentials.resolve" if is_draft else "connection.credentials.resolve"
+        target = self._audited(caller, action, str(target_id), work, {"purpose": purpose})
+        log.info("credentials resolved", target_id=str(target_id), purpose=purpose)
         return target
 
     # Operator tasks.
@@ -295,6 +445,10 @@ class ConnectionsDomain:
                 break
         log.info("rewrap finished", moved=moved, primary=self._keyring.primary_id)
         return moved
+
+
+def _raise_not_found(conn: psycopg.Connection[Any]) -> None:
+    raise _not_found()
 
 
 def _check_mask(mask: Iterable[str]) -> set[str]:

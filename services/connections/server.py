@@ -11,6 +11,7 @@ from services.connections.config import ConnectionsConfig
 from services.connections.domain import ConnectionsDomain
 from services.connections.servicer import AuditServicer, ConnectionServicer, CredentialServicer
 from services.connections.store import ConnectionStore
+from services.connections.tester import OrchestratorTester
 from sevvo.audit.v1 import audit_pb2, audit_pb2_grpc
 from sevvo.connections.v1 import connections_pb2, connections_pb2_grpc
 from sevvo.runtime.auth_client import RemoteTrustSource
@@ -34,6 +35,7 @@ ACCESS: dict[str, Access] = {
             "ListConnections",
             "UpdateConnection",
             "DeleteConnection",
+            "TestConnection",
         )
     },
     # Only the org's own agents may see credentials; user sessions are refused outright.
@@ -48,7 +50,14 @@ class ConnectionsApp:
     def __init__(self, config: ConnectionsConfig) -> None:
         self.config = config
         self.store = ConnectionStore(config.database_url)
-        self.domain = ConnectionsDomain(self.store, config.keyring)
+        self.tester = (
+            OrchestratorTester(config.orchestrator_endpoint, ClientTls(ca_file=config.ca_file))
+            if config.orchestrator_endpoint
+            else None
+        )
+        if self.tester is None:
+            log.warning("no SEVVO_ORCHESTRATOR_ENDPOINT: connections are saved without a test")
+        self.domain = ConnectionsDomain(self.store, config.keyring, tester=self.tester)
         self._auth_channel: grpc.Channel | None = None
 
     def open(self) -> None:
@@ -58,6 +67,8 @@ class ConnectionsApp:
     def close(self) -> None:
         """Closes the store and the channel to auth."""
         self.store.close()
+        if self.tester is not None:
+            self.tester.close()
         if self._auth_channel is not None:
             self._auth_channel.close()
 

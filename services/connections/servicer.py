@@ -24,7 +24,7 @@ from sevvo.connections.v1 import connections_pb2 as pb
 from sevvo.connections.v1 import connections_pb2_grpc as pb_grpc
 from sevvo.runtime import audit
 from sevvo.runtime.errors import InvalidArgument
-from sevvo.runtime.grpc_server import current_principal
+from sevvo.runtime.grpc_server import current_bearer, current_principal
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -109,7 +109,12 @@ class ConnectionServicer(pb_grpc.ConnectionServiceServicer):
     ) -> pb.Connection:
         target, mode = target_from_request(request)
         row = await _blocking(
-            self._domain.create, current_principal(), request.display_name, target, mode
+            self._domain.create,
+            current_principal(),
+            request.display_name,
+            target,
+            mode,
+            current_bearer(),
         )
         return connection_pb(row)
 
@@ -142,7 +147,15 @@ class ConnectionServicer(pb_grpc.ConnectionServiceServicer):
             password=f.password,
             ssl_mode=_ssl(f.ssl_mode),
         )
-        row = await _blocking(self._domain.update, current_principal(), request.id, update)
+        row = await _blocking(
+            self._domain.update, current_principal(), request.id, update, current_bearer()
+        )
+        return connection_pb(row)
+
+    async def TestConnection(
+        self, request: pb.TestConnectionRequest, context: grpc.aio.ServicerContext
+    ) -> pb.Connection:
+        row = await _blocking(self._domain.test, current_principal(), request.id, current_bearer())
         return connection_pb(row)
 
     async def DeleteConnection(
@@ -162,7 +175,11 @@ class CredentialServicer(pb_grpc.ConnectionCredentialServiceServicer):
         self, request: pb.ResolveConnectionCredentialsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ResolveConnectionCredentialsResponse:
         target = await _blocking(
-            self._domain.resolve, current_principal(), request.connection_id, request.purpose
+            self._domain.resolve,
+            current_principal(),
+            request.connection_id,
+            request.purpose,
+            request.draft_id,
         )
         return pb.ResolveConnectionCredentialsResponse(
             postgres=pb.PostgresCredentials(

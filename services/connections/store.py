@@ -45,6 +45,18 @@ class ConnectionRow:
     updated_at: datetime
 
 
+@dataclass(frozen=True)
+class DraftRow:
+    """Credentials being tested before they are saved; sealed, and gone within minutes."""
+
+    id: uuid.UUID
+    org_id: uuid.UUID
+    kek_id: str
+    sealed_credentials: bytes
+    created_at: datetime
+    expires_at: datetime
+
+
 _NAME_TAKEN = AlreadyExists(
     "a connection with this display name already exists", reason="CONNECTION_NAME_TAKEN"
 )
@@ -217,6 +229,40 @@ class ConnectionStore:
             "update connections set kek_id = %s, sealed_credentials = %s where id = %s",
             (kek_id, sealed, connection_id),
         )
+
+    @staticmethod
+    def insert_draft(conn: psycopg.Connection[Any], draft: DraftRow) -> None:
+        """Stores a sealed draft and drops drafts that have expired."""
+        conn.execute("delete from drafts where expires_at < now()")
+        conn.execute(
+            "insert into drafts (id, org_id, kek_id, sealed_credentials, created_at, expires_at)"
+            " values (%s, %s, %s, %s, %s, %s)",
+            (
+                draft.id,
+                draft.org_id,
+                draft.kek_id,
+                draft.sealed_credentials,
+                draft.created_at,
+                draft.expires_at,
+            ),
+        )
+
+    @staticmethod
+    def get_draft(
+        conn: psycopg.Connection[Any], org_id: uuid.UUID, draft_id: uuid.UUID
+    ) -> DraftRow | None:
+        """An unexpired draft of one org."""
+        with conn.cursor(row_factory=class_row(DraftRow)) as cur:
+            cur.execute(
+                "select * from drafts where org_id = %s and id = %s and expires_at > now()",
+                (org_id, draft_id),
+            )
+            return cur.fetchone()
+
+    @staticmethod
+    def delete_draft(conn: psycopg.Connection[Any], draft_id: uuid.UUID) -> None:
+        """Removes a draft once its test is over."""
+        conn.execute("delete from drafts where id = %s", (draft_id,))
 
     def count_by_kek(self) -> dict[str, int]:
         """How many payloads each key-encryption key seals."""

@@ -1,1 +1,1 @@
-"""orchestrator: starts Temporal workflows on tenant task queues (issue #4, not built yet)."""
+"""orchestrator: starts Temporal workflows on tenant task queues and keeps run metadata."""

@@ -41,6 +41,9 @@ log = get_logger(__name__)
 _principal: contextvars.ContextVar[Principal | None] = contextvars.ContextVar(
     "sevvo_principal", default=None
 )
+_bearer_token: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "sevvo_bearer", default=None
+)
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 # Health checks and reflection carry no tenant data; probes and grpcurl call them unauthenticated.
 _SYSTEM_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
@@ -54,6 +57,14 @@ class Access(enum.Enum):
     ADMIN = "admin"
     AGENT = "agent"
     USER_OR_AGENT = "user_or_agent"
+
+
+def current_bearer() -> str:
+    """The verified bearer of the current RPC, for calls made on the caller's behalf."""
+    token = _bearer_token.get()
+    if token is None:
+        raise Unauthenticated("this method requires a signed-in caller")
+    return token
 
 
 def current_principal() -> Principal:
@@ -228,6 +239,7 @@ class AuthInterceptor(_WrappingInterceptor):
             principal = self._authenticate(token, access)
             # Each RPC runs in its own task, so this binding ends with the call.
             _principal.set(principal)
+            _bearer_token.set(token)
             structlog.contextvars.bind_contextvars(org_id=principal.org_id)
             return await behavior(request, context)
 

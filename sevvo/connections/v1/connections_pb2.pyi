@@ -162,6 +162,12 @@ class UpdateConnectionRequest(_message.Message):
     update_mask: _field_mask_pb2.FieldMask
     def __init__(self, id: _Optional[str] = ..., connection: _Optional[_Union[ConnectionUpdate, _Mapping]] = ..., update_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ...) -> None: ...
 
+class TestConnectionRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...
+
 class DeleteConnectionRequest(_message.Message):
     __slots__ = ("id",)
     ID_FIELD_NUMBER: _ClassVar[int]
@@ -169,12 +175,14 @@ class DeleteConnectionRequest(_message.Message):
     def __init__(self, id: _Optional[str] = ...) -> None: ...
 
 class ResolveConnectionCredentialsRequest(_message.Message):
-    __slots__ = ("connection_id", "purpose")
+    __slots__ = ("connection_id", "purpose", "draft_id")
     CONNECTION_ID_FIELD_NUMBER: _ClassVar[int]
     PURPOSE_FIELD_NUMBER: _ClassVar[int]
+    DRAFT_ID_FIELD_NUMBER: _ClassVar[int]
     connection_id: str
     purpose: str
-    def __init__(self, connection_id: _Optional[str] = ..., purpose: _Optional[str] = ...) -> None: ...
+    draft_id: str
+    def __init__(self, connection_id: _Optional[str] = ..., purpose: _Optional[str] = ..., draft_id: _Optional[str] = ...) -> None: ...
 
 class PostgresCredentials(_message.Message):
     __slots__ = ("host", "port", "database", "username", "password", "ssl_mode")

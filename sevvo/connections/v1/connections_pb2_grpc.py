@@ -63,6 +63,11 @@ class ConnectionServiceStub:
                 request_serializer=sevvo_dot_connections_dot_v1_dot_connections__pb2.DeleteConnectionRequest.SerializeToString,
                 response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
                 _registered_method=True)
+        self.TestConnection = channel.unary_unary(
+                '/sevvo.connections.v1.ConnectionService/TestConnection',
+                request_serializer=sevvo_dot_connections_dot_v1_dot_connections__pb2.TestConnectionRequest.SerializeToString,
+                response_deserializer=sevvo_dot_connections_dot_v1_dot_connections__pb2.Connection.FromString,
+                _registered_method=True)
 
 
 class ConnectionServiceServicer:
@@ -106,6 +111,13 @@ class ConnectionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def TestConnection(self, request, context):
+        """Tests a saved connection through the org's agent and records the outcome as its status.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ConnectionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -133,6 +145,11 @@ def add_ConnectionServiceServicer_to_server(servicer, server):
                     servicer.DeleteConnection,
                     request_deserializer=sevvo_dot_connections_dot_v1_dot_connections__pb2.DeleteConnectionRequest.FromString,
                     response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+            ),
+            'TestConnection': grpc.unary_unary_rpc_method_handler(
+                    servicer.TestConnection,
+                    request_deserializer=sevvo_dot_connections_dot_v1_dot_connections__pb2.TestConnectionRequest.FromString,
+                    response_serializer=sevvo_dot_connections_dot_v1_dot_connections__pb2.Connection.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -273,6 +290,33 @@ class ConnectionService:
             '/sevvo.connections.v1.ConnectionService/DeleteConnection',
             sevvo_dot_connections_dot_v1_dot_connections__pb2.DeleteConnectionRequest.SerializeToString,
             google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TestConnection(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sevvo.connections.v1.ConnectionService/TestConnection',
+            sevvo_dot_connections_dot_v1_dot_connections__pb2.TestConnectionRequest.SerializeToString,
+            sevvo_dot_connections_dot_v1_dot_connections__pb2.Connection.FromString,
             options,
             channel_credentials,
             insecure,

@@ -47,6 +47,8 @@ class ConnectionServiceStub:
     """Updates the fields named in update_mask; a changed credential is sealed anew."""
     DeleteConnection: _grpc.UnaryUnaryMultiCallable[_connections_pb2.DeleteConnectionRequest, _empty_pb2.Empty]
     """Deletes a connection and its sealed credentials."""
+    TestConnection: _grpc.UnaryUnaryMultiCallable[_connections_pb2.TestConnectionRequest, _connections_pb2.Connection]
+    """Tests a saved connection through the org's agent and records the outcome as its status."""
 
 @_typing.type_check_only
 class ConnectionServiceAsyncStub(ConnectionServiceStub):
@@ -66,6 +68,8 @@ class ConnectionServiceAsyncStub(ConnectionServiceStub):
     """Updates the fields named in update_mask; a changed credential is sealed anew."""
     DeleteConnection: _aio.UnaryUnaryMultiCallable[_connections_pb2.DeleteConnectionRequest, _empty_pb2.Empty]  # type: ignore[assignment]
     """Deletes a connection and its sealed credentials."""
+    TestConnection: _aio.UnaryUnaryMultiCallable[_connections_pb2.TestConnectionRequest, _connections_pb2.Connection]  # type: ignore[assignment]
+    """Tests a saved connection through the org's agent and records the outcome as its status."""
 
 class ConnectionServiceServicer(metaclass=_abc_1.ABCMeta):
     """ConnectionService manages the Postgres connections of the caller's org.
@@ -112,6 +116,14 @@ class ConnectionServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]:
         """Deletes a connection and its sealed credentials."""
+
+    @_abc_1.abstractmethod
+    def TestConnection(
+        self,
+        request: _connections_pb2.TestConnectionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_connections_pb2.Connection, _abc.Awaitable[_connections_pb2.Connection]]:
+        """Tests a saved connection through the org's agent and records the outcome as its status."""
 
 def add_ConnectionServiceServicer_to_server(servicer: ConnectionServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
 

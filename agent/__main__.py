@@ -1,0 +1,43 @@
+"""``python -m agent``: run the sevvo agent until SIGINT or SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+
+from agent.config import AgentConfig
+from agent.worker import EXIT_REVOKED, run_agent
+from sevvo.runtime.config import ConfigError
+from sevvo.runtime.logs import configure_logging
+
+
+async def _main(config: AgentConfig) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    return await run_agent(config, stop)
+
+
+def main() -> int:
+    """Loads configuration, runs the agent, and explains a revoked token on exit."""
+    try:
+        config = AgentConfig.load(os.environ)
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    configure_logging("agent", level=config.log_level)
+    code = asyncio.run(_main(config))
+    if code == EXIT_REVOKED:
+        print(
+            "sevvo agent: the control plane no longer accepts this deployment token "
+            "(revoked or unknown). Create a new deployment and configure its token.",
+            file=sys.stderr,
+        )
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

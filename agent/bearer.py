@@ -1,0 +1,124 @@
+"""The agent's bearer: exchanged from the deployment token, renewed before it expires.
+
+The control plane may be unreachable (network, deploys), so exchanges back off and retry; a
+revoked or unknown deployment is final, and the agent stops with a clear message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Callable
+
+import grpc
+
+from sevvo.auth.v1 import auth_pb2, auth_pb2_grpc
+from sevvo.runtime.deployment_token import DeploymentCredentials, wrap
+from sevvo.runtime.grpc_client import error_details
+from sevvo.runtime.logs import get_logger
+
+log = get_logger(__name__)
+
+_FINAL_REASONS = {"DEPLOYMENT_REVOKED", "INVALID_DEPLOYMENT_TOKEN"}
+_RETRYABLE = {
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.INTERNAL,
+    grpc.StatusCode.UNKNOWN,
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+}
+
+
+class DeploymentRevoked(Exception):
+    """The control plane no longer accepts this deployment; only a new token helps."""
+
+
+class BearerSession:
+    """Holds the current bearer for every outgoing call and keeps it fresh."""
+
+    def __init__(
+        self,
+        auth: auth_pb2_grpc.AuthServiceStub,
+        credentials: DeploymentCredentials,
+        *,
+        max_backoff: float = 30.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._auth = auth
+        self._token = wrap(credentials)
+        self._max_backoff = max_backoff
+        self._clock = clock
+        self._bearer: str | None = None
+        self._expires_at = 0.0
+        self._issued_at = 0.0
+        self.org_id = ""
+        self.deployment_id = credentials.deployment_id
+
+    def bearer(self) -> str | None:
+        """The current bearer (None before the first exchange); read on every call."""
+        return self._bearer
+
+    async def _exchange_once(self) -> None:
+        response = await self._auth.ExchangeDeploymentToken(
+            auth_pb2.ExchangeDeploymentTokenRequest(deployment_token=self._token), timeout=10
+        )
+        self._bearer = response.bearer_token
+        self._issued_at = self._clock()
+        self._expires_at = response.expire_time.seconds + response.expire_time.nanos / 1e9
+        self.org_id = response.org_id
+
+    async def exchange(self) -> None:
+        """Exchanges the token, retrying with backoff while the control plane is unreachable."""
+        delay = 1.0
+        while True:
+            try:
+                await self._exchange_once()
+                log.info(
+                    "deployment token exchanged",
+                    org_id=self.org_id,
+                    deployment_id=self.deployment_id,
+                )
+                return
+            except grpc.aio.AioRpcError as exc:
+                details = error_details(exc)
+                if details.reason in _FINAL_REASONS or exc.code() in {
+                    grpc.StatusCode.UNAUTHENTICATED,
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                }:
+                    raise DeploymentRevoked(
+                        "the control plane rejected this agent's deployment token "
+                        f"({details.reason or exc.code().name}): it was revoked or is not "
+                        "valid; create a new deployment and configure its token"
+                    ) from None
+                if exc.code() not in _RETRYABLE:
+                    raise
+                log.warning(
+                    "control plane unreachable; retrying",
+                    code=exc.code().name,
+                    retry_in_s=round(delay, 1),
+                )
+            await asyncio.sleep(delay * random.uniform(0.8, 1.2))  # noqa: S311 - jitter only
+            delay = min(delay * 2, self._max_backoff)
+
+    async def keep_fresh(self, check_interval: float = 15.0) -> None:
+        """Renews the bearer at two thirds of its lifetime and checks it in between.
+
+        The check (GetCaller) notices a revoked deployment within ``check_interval`` instead
+        of at the next renewal; the exchange that follows then raises DeploymentRevoked.
+        """
+        while True:
+            lifetime = max(self._expires_at - self._issued_at, 30.0)
+            renew_at = self._issued_at + lifetime * 2 / 3
+            await asyncio.sleep(max(min(renew_at - self._clock(), check_interval), 0.5))
+            if self._clock() >= renew_at:
+                await self.exchange()
+                continue
+            try:
+                await self._auth.GetCaller(auth_pb2.GetCallerRequest(), timeout=10)
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() == grpc.StatusCode.UNAUTHENTICATED:
+                    log.warning(
+                        "bearer rejected; exchanging again", reason=error_details(exc).reason
+                    )
+                    await self.exchange()

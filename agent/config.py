@@ -1,0 +1,99 @@
+"""The agent's configuration: a deployment token and where the control plane and Temporal are.
+
+The agent only dials out, so everything here is an address to reach or a credential to
+present; it opens no listening port.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from sevvo.runtime import config as c
+from sevvo.runtime.deployment_token import DeploymentCredentials, unwrap
+from sevvo.runtime.errors import InvalidArgument
+
+DEFAULT_PORT = 443
+
+
+def _with_default_port(variable: str, address: str) -> str:
+    """Appends :443 to a bare host; validates an explicit port."""
+    if address.startswith("["):  # [IPv6]:port or [IPv6]
+        host, _, rest = address.partition("]")
+        port = rest.removeprefix(":")
+        host += "]"
+    elif address.count(":") == 1:
+        host, _, port = address.partition(":")
+    else:
+        host, port = address, ""
+    if not host or host == "[]":
+        raise c.ConfigError(f"{variable} must be host or host:port, got {address!r}")
+    if not port:
+        return f"{host}:{DEFAULT_PORT}"
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise c.ConfigError(f"{variable} has an invalid port in {address!r}")
+    return f"{host}:{port}"
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    """Everything the agent needs; built by ``load`` so tests can pass a dict."""
+
+    deployment_token: str
+    control_plane_endpoint: str
+    temporal_address: str
+    ca_file: Path | None = None
+    temporal_tls_cert: Path | None = None
+    temporal_tls_key: Path | None = None
+    temporal_namespace: str = "default"
+    temporal_server_name: str | None = None
+    bearer_check_seconds: float = 15.0
+    log_level: str = "INFO"
+
+    def __repr__(self) -> str:  # The token is a secret; keep it out of any repr.
+        return (
+            f"AgentConfig(control_plane_endpoint={self.control_plane_endpoint!r}, "
+            f"temporal_address={self.temporal_address!r})"
+        )
+
+    @property
+    def credentials(self) -> DeploymentCredentials:
+        """The deployment id and secret inside the token."""
+        return unwrap(self.deployment_token)
+
+    @classmethod
+    def load(cls, env: Mapping[str, str]) -> AgentConfig:
+        """Reads and validates the configuration; raises ConfigError naming a bad variable."""
+        token = c.required_secret(env, "SEVVO_DEPLOYMENT_TOKEN")
+        try:
+            unwrap(token)
+        except InvalidArgument:
+            raise c.ConfigError(
+                "SEVVO_DEPLOYMENT_TOKEN is not a sevvo deployment token (sevvo_dt_...)"
+            ) from None
+        cert = c.optional_file(env, "SEVVO_TEMPORAL_TLS_CERT")
+        key = c.optional_file(env, "SEVVO_TEMPORAL_TLS_KEY")
+        if (cert is None) != (key is None):
+            raise c.ConfigError(
+                "SEVVO_TEMPORAL_TLS_CERT and SEVVO_TEMPORAL_TLS_KEY must be set together"
+            )
+        return cls(
+            deployment_token=token,
+            control_plane_endpoint=_with_default_port(
+                "SEVVO_CONTROL_PLANE_ENDPOINT", c.string(env, "SEVVO_CONTROL_PLANE_ENDPOINT")
+            ),
+            temporal_address=_with_default_port(
+                "SEVVO_TEMPORAL_ADDRESS", c.string(env, "SEVVO_TEMPORAL_ADDRESS")
+            ),
+            ca_file=c.optional_file(env, "SEVVO_CA_FILE"),
+            temporal_tls_cert=cert,
+            temporal_tls_key=key,
+            temporal_namespace=c.string(env, "SEVVO_TEMPORAL_NAMESPACE", "default"),
+            temporal_server_name=c.optional_string(env, "SEVVO_TEMPORAL_SERVER_NAME"),
+            # How soon a revoked deployment is noticed between bearer renewals.
+            bearer_check_seconds=c.number(
+                env, "SEVVO_BEARER_CHECK_SECONDS", 15.0, minimum=1, maximum=300
+            ),
+            log_level=c.log_level(env),
+        )

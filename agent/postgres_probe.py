@@ -1,0 +1,294 @@
+"""Credential test: one short-lived connection to a customer's Postgres, reported safely.
+
+The result goes upstream to the control plane, so it follows DESIGN.md's data boundary: a
+category from the user's troubleshooting guide and a fixed sentence for it, never the server's
+error text (which echoes role and database names), the host or any credential.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import re
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Final
+
+import psycopg
+from psycopg import errors
+
+from sevvo.connections.v1 import connections_pb2
+from sevvo.runtime.validation import has_control_characters
+from sevvo.workflows.v1 import workflows_pb2
+
+APPLICATION_NAME: Final = "sevvo-agent"
+
+_OK = workflows_pb2.TEST_CATEGORY_OK
+_CONNECTION_REFUSED_OR_TIMEOUT = workflows_pb2.TEST_CATEGORY_CONNECTION_REFUSED_OR_TIMEOUT
+_PASSWORD_AUTHENTICATION_FAILED = workflows_pb2.TEST_CATEGORY_PASSWORD_AUTHENTICATION_FAILED
+_SSL_REQUIRED_NOT_OFFERED = workflows_pb2.TEST_CATEGORY_SSL_REQUIRED_NOT_OFFERED
+_DATABASE_DOES_NOT_EXIST = workflows_pb2.TEST_CATEGORY_DATABASE_DOES_NOT_EXIST
+_PERMISSION_DENIED = workflows_pb2.TEST_CATEGORY_PERMISSION_DENIED
+_INVALID_STORED_CREDENTIALS = workflows_pb2.TEST_CATEGORY_INVALID_STORED_CREDENTIALS
+_OTHER = workflows_pb2.TEST_CATEGORY_OTHER
+
+CATEGORY_HINTS: Final[Mapping[int, str]] = MappingProxyType(
+    {
+        _OK: "connected: the agent logged in and ran a test query",
+        _CONNECTION_REFUSED_OR_TIMEOUT: (
+            "connection refused or timed out: the agent could not reach the server — check the"
+            " host and port, and that firewalls and the server's listen_addresses accept TCP"
+            " connections from the agent's network"
+        ),
+        _PASSWORD_AUTHENTICATION_FAILED: (
+            "password authentication failed: the username or password is wrong, or the role"
+            " lacks LOGIN — test from the agent's host with psql using the same credentials"
+        ),
+        _SSL_REQUIRED_NOT_OFFERED: (
+            "SSL required but not offered: the connection's SSL mode is require and the server"
+            " does not accept TLS — turn on ssl on the server, or use SSL mode disable only on"
+            " a trusted network"
+        ),
+        _DATABASE_DOES_NOT_EXIST: (
+            "database does not exist: check the database name, which is case-sensitive — list"
+            " the server's databases from the agent's host with psql -l"
+        ),
+        _PERMISSION_DENIED: (
+            "permission denied: the role can log in but lacks CONNECT on the database — grant"
+            " it with GRANT CONNECT ON DATABASE"
+        ),
+        _INVALID_STORED_CREDENTIALS: (
+            "invalid stored credentials: the host, port, database, username, password or SSL"
+            " mode is missing or malformed — edit the connection and save it again"
+        ),
+        _OTHER: (
+            "the credential test failed for another reason — test from the agent's host with"
+            " psql using the same credentials and check the server's log"
+        ),
+    }
+)
+"""The fixed, human sentence sent upstream for each category (from the troubleshooting guide)."""
+
+_SSL_MODES: Final[Mapping[int, str]] = MappingProxyType(
+    {
+        connections_pb2.SSL_MODE_DISABLE: "disable",
+        connections_pb2.SSL_MODE_REQUIRE: "require",
+    }
+)
+
+# Mapping by SQLSTATE, as STYLE.md asks (psycopg's exception class for each code is named).
+# psycopg raises these classes for errors the server reports on an established session; see
+# _STARTUP_ERROR_SQLSTATES for errors during connection start-up.
+_SQLSTATE_CATEGORIES: Final[Mapping[str, workflows_pb2.TestCategory]] = MappingProxyType(
+    {
+        "28P01": _PASSWORD_AUTHENTICATION_FAILED,  # errors.InvalidPassword
+        # errors.InvalidAuthorizationSpecification: also a role without LOGIN, and a
+        # pg_hba.conf rejection.
+        "28000": _PASSWORD_AUTHENTICATION_FAILED,
+        "3D000": _DATABASE_DOES_NOT_EXIST,  # errors.InvalidCatalogName
+        "42501": _PERMISSION_DENIED,  # errors.InsufficientPrivilege
+    }
+)
+# Class 08, "connection exception": the session could not be established or was lost.
+_CONNECTION_EXCEPTION_CLASS: Final = "08"
+
+# libpq and psycopg do not expose the SQLSTATE of an error the server sends before the
+# connection is established: AsyncConnection.connect raises a bare OperationalError whose
+# sqlstate is None, with the server's message in its text (psycopg/psycopg#1188). So for
+# start-up errors alone we recover the SQLSTATE from the server's own wording, anchored on
+# the "FATAL:  " prefix that libpq puts before a server-reported error. The wording is the
+# server's English message catalogue, stable across releases; a server running with a
+# translated lc_messages does not match and its errors fall back to OTHER, never to a wrong
+# category.
+_STARTUP_ERROR_SQLSTATES: Final = (
+    # auth.c auth_failed(): "<method> authentication failed for user ..." (28P01 for
+    # password methods, 28000 for the others; both are the same category).
+    (re.compile(r'FATAL:  \S+ authentication failed for user "'), "28P01"),
+    # miscinit.c InitializeSessionUserId(): a role without LOGIN, or (under trust or peer
+    # authentication, which never asks for a password) a role that does not exist.
+    (re.compile(r'FATAL:  role ".*" is not permitted to log in'), "28000"),
+    (re.compile(r'FATAL:  role ".*" does not exist'), "28000"),
+    # auth.c ClientAuthentication(): pg_hba.conf has no line for this client or rejects it.
+    (
+        re.compile(r"FATAL:  (?:no pg_hba\.conf entry|pg_hba\.conf rejects connection) for "),
+        "28000",
+    ),
+    # postinit.c InitPostgres() and CheckMyDatabase().
+    (re.compile(r'FATAL:  database ".*" does not exist'), "3D000"),
+    (re.compile(r'FATAL:  permission denied for database ".*"'), "42501"),
+)
+
+# TLS refusal is decided by libpq itself, which assigns no SQLSTATE and has no other way to
+# report it than this text (fe-connect.c). The agent never calls setlocale(LC_MESSAGES), so
+# libpq's client-side messages stay in English.
+_SSL_NOT_OFFERED_TEXT: Final = "server does not support SSL, but SSL was required"
+
+# Client-side failures to reach a server: libpq's and psycopg's own wording plus the C
+# library's strerror() texts that libpq appends (also untranslated, as above). A connect
+# timeout needs no entry: psycopg raises errors.ConnectionTimeout for it.
+_UNREACHABLE_TEXTS: Final = (
+    "Connection refused",
+    "Connection timed out",
+    "Connection reset by peer",
+    "No route to host",
+    "Network is unreachable",
+    "timeout expired",
+    "could not translate host name",  # libpq's DNS failure
+    "failed to resolve host",  # psycopg's DNS failure (it resolves names itself in async mode)
+    # A listener (often a load balancer or proxy) that accepts and then drops the connection.
+    "server closed the connection unexpectedly",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _Target:
+    """Connection parameters that passed validation, in libpq's keyword names."""
+
+    host: str
+    port: int
+    dbname: str
+    user: str
+    password: str
+    sslmode: str
+
+
+async def probe_postgres(
+    credentials: connections_pb2.PostgresCredentials, *, connect_timeout: float = 10.0
+) -> workflows_pb2.CredentialTestResult:
+    """Test ``credentials`` from the agent's network and return a category and a safe message.
+
+    Opens one connection with the SSL mode exactly as stored (``require`` refuses a server
+    without TLS, ``disable`` is plaintext), runs ``select 1``, reads the server version and
+    closes the connection. ``connect_timeout`` bounds the whole test, name resolution and
+    every address tried included. Malformed credentials are reported without connecting.
+
+    Failures of the database, the network or the credentials are results, not exceptions;
+    anything else (a bug) propagates, and so does cancellation.
+    """
+    if not (connect_timeout > 0 and math.isfinite(connect_timeout)):
+        raise ValueError("connect_timeout must be a positive, finite number of seconds")
+    target = _validated_target(credentials)
+    if target is None:
+        return _result(_INVALID_STORED_CREDENTIALS, duration_ms=0)
+
+    started = time.monotonic()
+    try:
+        # libpq's connect_timeout applies per address tried and leaves out name resolution
+        # and the query, so the asyncio deadline is what bounds the test as a whole.
+        async with asyncio.timeout(connect_timeout):
+            server_version = await _connect_and_query(target, math.ceil(connect_timeout))
+    except TimeoutError:
+        category = _CONNECTION_REFUSED_OR_TIMEOUT
+    except psycopg.Error as exc:
+        category = _categorize(exc)
+    else:
+        return _result(_OK, duration_ms=_elapsed_ms(started), server_version=server_version)
+    return _result(category, duration_ms=_elapsed_ms(started))
+
+
+def _validated_target(credentials: connections_pb2.PostgresCredentials) -> _Target | None:
+    """Return the parameters to connect with, or None when the stored ones are unusable."""
+    sslmode = _SSL_MODES.get(credentials.ssl_mode)
+    if sslmode is None or not 1 <= credentials.port <= 65535:
+        return None
+    names = (credentials.host, credentials.database, credentials.username)
+    if any(not name.strip() or has_control_characters(name) for name in names):
+        return None
+    # libpq cannot carry a NUL; any other character is a legitimate part of a password.
+    if not credentials.password or "\0" in credentials.password:
+        return None
+    # One network host only: libpq would read "a,b" as a list of hosts to try, and a path
+    # as a unix socket on the agent's own machine, which no stored connection points at.
+    if any(ch in credentials.host for ch in ", ") or credentials.host.startswith(("/", "@")):
+        return None
+    return _Target(
+        host=credentials.host,
+        port=credentials.port,
+        dbname=credentials.database,
+        user=credentials.username,
+        password=credentials.password,
+        sslmode=sslmode,
+    )
+
+
+async def _connect_and_query(target: _Target, libpq_timeout: int) -> str:
+    """Connect, run ``select 1``, close; return the server's version as "major.minor"."""
+    # Keyword arguments, never a DSN string: psycopg quotes each value, so a password or
+    # name with spaces, quotes or "=" cannot change the meaning of another parameter.
+    conn = await psycopg.AsyncConnection.connect(
+        host=target.host,
+        port=target.port,
+        dbname=target.dbname,
+        user=target.user,
+        password=target.password,
+        sslmode=target.sslmode,
+        # The product offers TLS or plaintext, nothing else; GSSAPI encryption ("prefer"
+        # by default) would make the outcome depend on Kerberos tickets on the agent host.
+        gssencmode="disable",
+        connect_timeout=libpq_timeout,
+        application_name=APPLICATION_NAME,
+        # No transaction left open by the test query, whatever close() does.
+        autocommit=True,
+    )
+    try:
+        await conn.execute("select 1")
+        return _format_server_version(conn.info.server_version)
+    finally:
+        await conn.close()
+
+
+def _categorize(exc: psycopg.Error) -> workflows_pb2.TestCategory:
+    """Map a psycopg error to a category from structured facts wherever libpq offers them."""
+    text = str(exc)
+    sqlstate = exc.sqlstate or _startup_error_sqlstate(text)
+    if sqlstate is not None:
+        if sqlstate.startswith(_CONNECTION_EXCEPTION_CLASS):
+            return _CONNECTION_REFUSED_OR_TIMEOUT
+        return _SQLSTATE_CATEGORIES.get(sqlstate, _OTHER)
+    if isinstance(exc, errors.ConnectionTimeout):
+        return _CONNECTION_REFUSED_OR_TIMEOUT
+    if _SSL_NOT_OFFERED_TEXT in text:
+        return _SSL_REQUIRED_NOT_OFFERED
+    if any(marker in text for marker in _UNREACHABLE_TEXTS):
+        return _CONNECTION_REFUSED_OR_TIMEOUT
+    return _OTHER
+
+
+def _startup_error_sqlstate(text: str) -> str | None:
+    """Return the SQLSTATE the server sent with a start-up error quoted in ``text``, if known.
+
+    Server-reported errors are checked before client-side ones because, when a host name
+    resolves to several addresses, psycopg's message lists every attempt, and an address
+    where a server answered says more than one that refused the connection.
+    """
+    for pattern, sqlstate in _STARTUP_ERROR_SQLSTATES:
+        if pattern.search(text):
+            return sqlstate
+    return None
+
+
+def _format_server_version(version: int) -> str:
+    """Render libpq's integer server version (180006, 90624) as "18.6" or "9.6.24"."""
+    if version <= 0:
+        return ""
+    major = version // 10000
+    if major >= 10:
+        return f"{major}.{version % 10000}"
+    return f"{major}.{version // 100 % 100}.{version % 100}"
+
+
+def _elapsed_ms(started: float) -> int:
+    return round((time.monotonic() - started) * 1000)
+
+
+def _result(
+    category: workflows_pb2.TestCategory, *, duration_ms: int, server_version: str = ""
+) -> workflows_pb2.CredentialTestResult:
+    return workflows_pb2.CredentialTestResult(
+        category=category,
+        message=CATEGORY_HINTS[category],
+        duration_ms=duration_ms,
+        server_version=server_version,
+    )

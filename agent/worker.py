@@ -1,0 +1,153 @@
+"""The agent's life: get a bearer and payload keys, then poll ``tenant-{orgId}`` until stopped.
+
+It listens on no port. Every connection it makes is outbound: the control plane's gRPC
+endpoint and the Temporal frontend, both over TLS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable
+from typing import TypeVar
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from agent.activities import AgentActivities
+from agent.bearer import BearerSession, DeploymentRevoked
+from agent.config import AgentConfig
+from agent.workflows import CredentialTestWorkflow
+from sevvo.auth.v1 import auth_pb2_grpc
+from sevvo.connections.v1 import connections_pb2_grpc
+from sevvo.orchestrator.v1 import orchestrator_pb2, orchestrator_pb2_grpc
+from sevvo.runtime import temporal
+from sevvo.runtime.grpc_client import ClientTls, secure_aio_channel
+from sevvo.runtime.logs import get_logger
+from sevvo.runtime.payload_codec import OrgPayloadKeys, PayloadKey, data_converter
+
+log = get_logger(__name__)
+T = TypeVar("T")
+
+EXIT_REVOKED = 3
+KEY_REFRESH_SECONDS = 300.0
+SHUTDOWN_SECONDS = 5.0
+
+
+async def _fetch_keys(
+    stub: orchestrator_pb2_grpc.PayloadKeyServiceStub,
+) -> tuple[list[PayloadKey], str]:
+    response = await stub.GetPayloadKeys(orchestrator_pb2.GetPayloadKeysRequest(), timeout=10)
+    return [PayloadKey(k.key_id, k.key) for k in response.keys], response.current_key_id
+
+
+async def _refresh_keys(
+    stub: orchestrator_pb2_grpc.PayloadKeyServiceStub, keys: OrgPayloadKeys
+) -> None:
+    # Rotated keys reach a long-running agent without a restart.
+    while True:
+        await asyncio.sleep(KEY_REFRESH_SECONDS)
+        try:
+            keys.update(*await _fetch_keys(stub))
+        except Exception as exc:  # Keep the keys we have; try again next period.
+            log.warning("payload key refresh failed", error=type(exc).__name__)
+
+
+async def _connect_temporal(config: AgentConfig, keys: OrgPayloadKeys) -> Client:
+    """Connects to the Temporal frontend, backing off while it is unreachable or refuses TLS."""
+    delay = 1.0
+    while True:
+        try:
+            return await Client.connect(
+                config.temporal_address,
+                namespace=config.temporal_namespace,
+                tls=temporal.tls_config(
+                    ca_file=config.ca_file,
+                    cert_file=config.temporal_tls_cert,
+                    key_file=config.temporal_tls_key,
+                    server_name=config.temporal_server_name,
+                ),
+                data_converter=data_converter(keys),
+            )
+        except RuntimeError as exc:  # temporalio reports connect failures as RuntimeError.
+            log.warning(
+                "temporal unreachable; retrying",
+                address=config.temporal_address,
+                mtls=config.temporal_tls_cert is not None,
+                error=str(exc)[:200],
+                retry_in_s=delay,
+            )
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 30.0)
+
+
+class _Stopped(Exception):
+    """Asked to stop before the agent finished starting."""
+
+
+async def _unless_stopped(awaitable: Awaitable[T], stop: asyncio.Event) -> T:
+    """Awaits ``awaitable`` unless ``stop`` is set first (then cancels it, raises _Stopped)."""
+    work = asyncio.ensure_future(awaitable)
+    stopper = asyncio.create_task(stop.wait())
+    await asyncio.wait({work, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    stopper.cancel()
+    if work.done():
+        return work.result()
+    work.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await work
+    raise _Stopped
+
+
+async def run_agent(config: AgentConfig, stop: asyncio.Event) -> int:
+    """Runs until ``stop`` is set (0) or the deployment is revoked (EXIT_REVOKED)."""
+    tls = ClientTls(ca_file=config.ca_file)
+    session: BearerSession
+    channel = secure_aio_channel(config.control_plane_endpoint, tls, lambda: session.bearer())
+    session = BearerSession(auth_pb2_grpc.AuthServiceStub(channel), config.credentials)
+    try:
+        # Each start-up step may wait a long time on an unreachable peer; a stop request
+        # (SIGTERM from Kubernetes) must still end the process promptly.
+        await _unless_stopped(session.exchange(), stop)
+        key_stub = orchestrator_pb2_grpc.PayloadKeyServiceStub(channel)
+        keys = OrgPayloadKeys(session.org_id, *await _unless_stopped(_fetch_keys(key_stub), stop))
+        client = await _unless_stopped(_connect_temporal(config, keys), stop)
+        activities = AgentActivities(connections_pb2_grpc.ConnectionCredentialServiceStub(channel))
+        queue = temporal.task_queue(session.org_id)
+        worker = Worker(
+            client,
+            task_queue=queue,
+            workflows=[CredentialTestWorkflow],
+            activities=[activities.test_credentials],
+        )
+        log.info("agent polling", task_queue=queue, deployment_id=session.deployment_id)
+        tasks = {
+            asyncio.create_task(worker.run(), name="worker"),
+            asyncio.create_task(session.keep_fresh(config.bearer_check_seconds), name="bearer"),
+            asyncio.create_task(_refresh_keys(key_stub, keys), name="payload-keys"),
+            asyncio.create_task(stop.wait(), name="stop"),
+        }
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        log.info("agent stopping", reason=next(iter(done)).get_name())
+        try:
+            # Running activities are cancelled; a stuck poll must not keep the process alive.
+            await asyncio.wait_for(worker.shutdown(), timeout=SHUTDOWN_SECONDS)
+        except TimeoutError:
+            log.warning("worker did not shut down in time", timeout_s=SHUTDOWN_SECONDS)
+        for task in tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, DeploymentRevoked):
+                await task
+        for task in done:
+            if task.get_name() != "stop" and not task.cancelled() and task.exception():
+                raise task.exception()  # type: ignore[misc]
+        log.info("agent stopped")
+        return 0
+    except _Stopped:
+        log.info("agent stopped before it finished starting")
+        return 0
+    except DeploymentRevoked as exc:
+        log.error("agent shut out", reason=str(exc))
+        return EXIT_REVOKED
+    finally:
+        await channel.close()

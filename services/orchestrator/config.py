@@ -1,0 +1,62 @@
+"""The orchestrator process's configuration, read once from the environment at start."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from sevvo.runtime import config as c
+from sevvo.runtime.grpc_server import TlsFiles
+from sevvo.runtime.sealing import Keyring
+
+KEYRING_VARIABLE = "SEVVO_ORCHESTRATOR_KEYRING"
+
+
+@dataclass(frozen=True)
+class OrchestratorConfig:
+    """Everything the orchestrator needs; built by ``load`` so tests can pass a dict."""
+
+    database_url: str
+    tls: TlsFiles
+    keyring: Keyring
+    temporal_address: str
+    auth_endpoint: str
+    ca_file: Path | None = None
+    temporal_namespace: str = "default"
+    temporal_tls: bool = False
+    host: str = "0.0.0.0"  # noqa: S104 - a service in a pod listens on its pod address.
+    port: int = 8443
+    test_timeout_seconds: float = 60.0
+    refresh_seconds: float = 2.0
+    leeway_seconds: int = 10
+    log_level: str = "INFO"
+
+    @classmethod
+    def load(cls, env: Mapping[str, str]) -> OrchestratorConfig:
+        """Reads and validates the configuration; raises ConfigError naming a bad variable."""
+        return cls(
+            database_url=c.required_secret(env, "SEVVO_DATABASE_URL"),
+            tls=TlsFiles(
+                cert=c.existing_file(env, "SEVVO_TLS_CERT_FILE"),
+                key=c.existing_file(env, "SEVVO_TLS_KEY_FILE"),
+            ),
+            keyring=Keyring.from_json(
+                c.required_secret(env, KEYRING_VARIABLE), f"{KEYRING_VARIABLE}_FILE"
+            ),
+            temporal_address=c.string(env, "SEVVO_TEMPORAL_ADDRESS"),
+            auth_endpoint=c.string(env, "SEVVO_AUTH_ENDPOINT"),
+            ca_file=c.optional_file(env, "SEVVO_CA_FILE"),
+            temporal_namespace=c.string(env, "SEVVO_TEMPORAL_NAMESPACE", "default"),
+            temporal_tls=c.boolean(env, "SEVVO_TEMPORAL_TLS", False),
+            host=c.string(env, "SEVVO_GRPC_HOST", "0.0.0.0"),  # noqa: S104
+            port=c.integer(env, "SEVVO_GRPC_PORT", 8443, minimum=0, maximum=65535),
+            test_timeout_seconds=c.number(
+                env, "SEVVO_CREDENTIAL_TEST_TIMEOUT_SECONDS", 60.0, minimum=5, maximum=600
+            ),
+            refresh_seconds=c.number(
+                env, "SEVVO_TOKEN_REFRESH_SECONDS", 2.0, minimum=0.05, maximum=2.0
+            ),
+            leeway_seconds=c.integer(env, "SEVVO_TOKEN_LEEWAY_SECONDS", 10, minimum=0, maximum=30),
+            log_level=c.log_level(env),
+        )

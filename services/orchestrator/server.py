@@ -1,0 +1,124 @@
+"""Wires the orchestrator together: store, payload keys, Temporal client and servicers."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from datetime import timedelta
+
+import grpc
+from temporalio.client import Client
+
+from services.orchestrator.config import OrchestratorConfig
+from services.orchestrator.domain import OrchestratorDomain, PayloadKeys
+from services.orchestrator.servicer import OrchestratorServicer, PayloadKeyServicer
+from services.orchestrator.store import OrchestratorStore
+from sevvo.orchestrator.v1 import orchestrator_pb2, orchestrator_pb2_grpc
+from sevvo.runtime import temporal
+from sevvo.runtime.auth_client import RemoteTrustSource
+from sevvo.runtime.grpc_client import ClientTls, secure_channel
+from sevvo.runtime.grpc_server import Access, ServerSpec, start_server
+from sevvo.runtime.logs import get_logger
+from sevvo.runtime.tokens import TokenVerifier
+
+log = get_logger(__name__)
+
+_ORCHESTRATOR = orchestrator_pb2.DESCRIPTOR.services_by_name["OrchestratorService"].full_name
+_KEYS = orchestrator_pb2.DESCRIPTOR.services_by_name["PayloadKeyService"].full_name
+
+ACCESS: dict[str, Access] = {
+    f"/{_ORCHESTRATOR}/TestConnection": Access.USER,
+    f"/{_ORCHESTRATOR}/GetRun": Access.USER,
+    f"/{_ORCHESTRATOR}/ListRuns": Access.USER,
+    # Payload keys decrypt the org's workflow history: its own agents only.
+    f"/{_KEYS}/GetPayloadKeys": Access.AGENT,
+}
+
+
+class OrchestratorApp:
+    """The orchestrator's long-lived parts."""
+
+    def __init__(self, config: OrchestratorConfig) -> None:
+        self.config = config
+        self.store = OrchestratorStore(config.database_url)
+        self.payload_keys = PayloadKeys(self.store, config.keyring)
+        self.domain: OrchestratorDomain | None = None
+        self._auth_channel: grpc.Channel | None = None
+
+    async def open(self) -> None:
+        """Migrates the schema and connects to Temporal."""
+        await asyncio.to_thread(self.store.open)
+        client = await Client.connect(
+            self.config.temporal_address,
+            namespace=self.config.temporal_namespace,
+            tls=(
+                temporal.tls_config(ca_file=self.config.ca_file)
+                if self.config.temporal_tls
+                else False
+            ),
+        )
+        self.domain = OrchestratorDomain(
+            self.store,
+            self.payload_keys,
+            client,
+            test_timeout=timedelta(seconds=self.config.test_timeout_seconds),
+        )
+
+    def close(self) -> None:
+        """Closes the store and the channel to auth."""
+        self.store.close()
+        if self._auth_channel is not None:
+            self._auth_channel.close()
+
+    def remote_verifier(self) -> TokenVerifier:
+        """A verifier that learns keys and revocations from auth over TLS."""
+        self._auth_channel = secure_channel(
+            self.config.auth_endpoint, ClientTls(ca_file=self.config.ca_file)
+        )
+        return TokenVerifier(
+            RemoteTrustSource(self._auth_channel),
+            refresh_interval=self.config.refresh_seconds,
+            max_staleness=max(5.0, 3 * self.config.refresh_seconds),
+            leeway_seconds=self.config.leeway_seconds,
+        )
+
+    def spec(self) -> ServerSpec:
+        """The services the orchestrator adds to a gRPC server."""
+        domain = self.domain
+        if domain is None:
+            raise RuntimeError("open() the orchestrator before serving it")
+
+        def register(server: grpc.aio.Server) -> None:
+            orchestrator_pb2_grpc.add_OrchestratorServiceServicer_to_server(
+                OrchestratorServicer(domain), server
+            )
+            orchestrator_pb2_grpc.add_PayloadKeyServiceServicer_to_server(
+                PayloadKeyServicer(domain), server
+            )
+
+        return ServerSpec(
+            name="orchestrator",
+            register=register,
+            service_names=[_ORCHESTRATOR, _KEYS],
+            access=ACCESS,
+        )
+
+
+async def serve(config: OrchestratorConfig) -> None:
+    """Runs the orchestrator until SIGINT or SIGTERM."""
+    app = OrchestratorApp(config)
+    await app.open()
+    verifier = app.remote_verifier()
+    verifier.start()
+    server, port = await start_server(
+        [app.spec()], verifier=verifier, tls=config.tls, host=config.host, port=config.port
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    log.info("orchestrator serving", port=port)
+    await stop.wait()
+    await server.stop(grace=5)
+    verifier.stop()
+    app.close()

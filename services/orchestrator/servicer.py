@@ -1,0 +1,87 @@
+"""Thin gRPC servicers for the orchestrator: protobuf in, domain call, protobuf out."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from services.orchestrator.domain import OrchestratorDomain
+from services.orchestrator.store import RunRow
+from sevvo.orchestrator.v1 import orchestrator_pb2 as pb
+from sevvo.orchestrator.v1 import orchestrator_pb2_grpc as pb_grpc
+from sevvo.runtime.grpc_server import current_principal
+
+_STATE_TO_PB = {
+    "running": pb.RUN_STATE_RUNNING,
+    "succeeded": pb.RUN_STATE_SUCCEEDED,
+    "failed": pb.RUN_STATE_FAILED,
+    "timed_out": pb.RUN_STATE_TIMED_OUT,
+}
+
+
+def _ts(value: datetime | None) -> Timestamp | None:
+    if value is None:
+        return None
+    ts = Timestamp()
+    ts.FromDatetime(value)
+    return ts
+
+
+def run_pb(row: RunRow) -> pb.Run:
+    """A run's metadata as the API shows it."""
+    return pb.Run(
+        id=str(row.id),
+        kind=pb.RUN_KIND_CREDENTIAL_TEST,
+        state=_STATE_TO_PB[row.state],
+        connection_id=str(row.connection_id) if row.connection_id else "",
+        draft_id=str(row.draft_id) if row.draft_id else "",
+        outcome_category=row.outcome_category or "",
+        message=row.message or "",
+        start_time=_ts(row.started_at),
+        finish_time=_ts(row.finished_at),
+        duration_ms=row.duration_ms or 0,
+    )
+
+
+class OrchestratorServicer(pb_grpc.OrchestratorServiceServicer):
+    """sevvo.orchestrator.v1.OrchestratorService."""
+
+    def __init__(self, domain: OrchestratorDomain) -> None:
+        self._domain = domain
+
+    async def TestConnection(
+        self, request: pb.TestConnectionRequest, context: grpc.aio.ServicerContext
+    ) -> pb.Run:
+        row = await self._domain.test_connection(
+            current_principal(), connection_id=request.connection_id, draft_id=request.draft_id
+        )
+        return run_pb(row)
+
+    async def GetRun(self, request: pb.GetRunRequest, context: grpc.aio.ServicerContext) -> pb.Run:
+        return run_pb(await self._domain.get_run(current_principal(), request.id))
+
+    async def ListRuns(
+        self, request: pb.ListRunsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListRunsResponse:
+        rows, token = await self._domain.list_runs(
+            current_principal(), request.page_size, request.page_token
+        )
+        return pb.ListRunsResponse(runs=[run_pb(r) for r in rows], next_page_token=token)
+
+
+class PayloadKeyServicer(pb_grpc.PayloadKeyServiceServicer):
+    """sevvo.orchestrator.v1.PayloadKeyService (agent bearers only)."""
+
+    def __init__(self, domain: OrchestratorDomain) -> None:
+        self._domain = domain
+
+    async def GetPayloadKeys(
+        self, request: pb.GetPayloadKeysRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetPayloadKeysResponse:
+        keys = await self._domain.payload_keys(current_principal())
+        return pb.GetPayloadKeysResponse(
+            keys=[pb.PayloadKey(key_id=k, key=keys.get(k).key) for k in sorted(keys.key_ids)],
+            current_key_id=keys.current_id,
+        )

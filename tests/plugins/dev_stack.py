@@ -1,0 +1,149 @@
+"""pytest plugin: the whole system from the dev launcher, shared by the end-to-end tests.
+
+One stack per test module (control-plane Postgres, Temporal, the three services, the TLS proxy in
+front of Temporal); each test makes its own orgs and starts real ``python -m agent``
+processes for them, so tests never share a tenant.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import pytest
+
+from devstack.agent_process import AgentProcess
+from devstack.source_db import SourceDatabase
+from devstack.stack import RunningStack, StackSettings, start_stack
+from sevvo.auth.v1 import auth_pb2, auth_pb2_grpc, deployments_pb2, deployments_pb2_grpc
+from sevvo.connections.v1 import connections_pb2 as cpb
+from sevvo.connections.v1 import connections_pb2_grpc as cpb_grpc
+from sevvo.orchestrator.v1 import orchestrator_pb2_grpc
+from sevvo.runtime.grpc_client import ClientTls, secure_channel
+from tests.plugins.auth_stack import PASSWORD, BackgroundLoop
+
+TEST_TIMEOUT_SECONDS = 45
+
+
+@dataclass
+class Tenant:
+    """An org with a signed-in admin, one deployment and (usually) its running agent."""
+
+    org_id: str
+    admin_token: str
+    deployment_id: str
+    deployment_token: str
+    agent: AgentProcess | None = None
+
+
+@dataclass
+class EndToEnd:
+    """The running system and ways to call it as users and agents do."""
+
+    stack: RunningStack
+    _channels: list[grpc.Channel]
+
+    def _channel(self, bearer: str | None) -> grpc.Channel:
+        channel = secure_channel(
+            self.stack.grpc_target,
+            ClientTls(self.stack.pki.ca_cert),
+            (lambda: bearer) if bearer else None,
+        )
+        self._channels.append(channel)
+        return channel
+
+    def connections(self, bearer: str) -> cpb_grpc.ConnectionServiceStub:
+        """ConnectionService as the given caller."""
+        return cpb_grpc.ConnectionServiceStub(self._channel(bearer))
+
+    def orchestrator(self, bearer: str) -> orchestrator_pb2_grpc.OrchestratorServiceStub:
+        """OrchestratorService as the given caller."""
+        return orchestrator_pb2_grpc.OrchestratorServiceStub(self._channel(bearer))
+
+    def deployments(self, bearer: str) -> deployments_pb2_grpc.DeploymentServiceStub:
+        """DeploymentService as the given caller."""
+        return deployments_pb2_grpc.DeploymentServiceStub(self._channel(bearer))
+
+    def new_tenant(self, *, start_agent: bool = True) -> Tenant:
+        """A new org and admin, a deployment, and (by default) its agent polling."""
+        name = f"org-{uuid.uuid4().hex[:8]}"
+        email = f"admin@{name}.example"
+        self.stack.auth.domain.create_org_with_admin(name, email, PASSWORD)
+        signed_in = auth_pb2_grpc.AuthServiceStub(self._channel(None)).SignIn(
+            auth_pb2.SignInRequest(email=email, password=PASSWORD)
+        )
+        created = self.deployments(signed_in.session_token).CreateDeployment(
+            deployments_pb2.CreateDeploymentRequest(display_name=f"{name}-agent")
+        )
+        tenant = Tenant(
+            org_id=signed_in.org_id,
+            admin_token=signed_in.session_token,
+            deployment_id=created.deployment.id,
+            deployment_token=created.deployment_token,
+        )
+        if start_agent:
+            tenant.agent = self.start_agent(tenant)
+        return tenant
+
+    def start_agent(self, tenant: Tenant, *, wait: bool = True) -> AgentProcess:
+        """Starts (or restarts) the tenant's agent as a separate process."""
+        return self.stack.start_agent(
+            tenant.deployment_token, name=f"agent-{tenant.org_id[:8]}", wait=wait
+        )
+
+    @staticmethod
+    def fields(
+        source: SourceDatabase,
+        *,
+        password: str | None = None,
+        ssl: cpb.SslMode = cpb.SSL_MODE_REQUIRE,
+        port: int | None = None,
+    ) -> cpb.PostgresFields:
+        """The connection form for a source database (see tests.plugins.source_db)."""
+        return cpb.PostgresFields(
+            host="localhost",
+            port=port if port is not None else source.port,
+            database=source.database,
+            username=source.reader,
+            password=password if password is not None else source.reader_password,
+            ssl_mode=ssl,
+        )
+
+
+@pytest.fixture(scope="module")
+def e2e(background_loop: BackgroundLoop) -> Iterator[EndToEnd]:
+    """The whole system from the dev launcher (no dev agent), one per test module.
+
+    Module scope keeps its background logging and processes from outliving the module that
+    needs it, while tests within a module share its start-up cost.
+    """
+    state = Path(tempfile.mkdtemp(prefix="sevvo-e2e-"))
+    settings = StackSettings(
+        state_dir=state,
+        grpc_port=0,
+        database_url=None,
+        temporal_address=None,
+        durable=False,
+        start_agent=False,
+    )
+    env = {
+        **os.environ,
+        "SEVVO_CREDENTIAL_TEST_TIMEOUT_SECONDS": str(TEST_TIMEOUT_SECONDS),
+        "SEVVO_TOKEN_REFRESH_SECONDS": "0.5",
+    }
+    env.pop("SEVVO_DATABASE_URL", None)
+    stack = background_loop.run(start_stack(settings, env), timeout=120)
+    harness = EndToEnd(stack, [])
+    try:
+        yield harness
+    finally:
+        for channel in harness._channels:
+            channel.close()
+        background_loop.run(stack.stop(), timeout=120)
+        shutil.rmtree(state, ignore_errors=True)
