@@ -3,7 +3,10 @@ validation, and keep every pod restricted."""
 
 from __future__ import annotations
 
+import ast
+import copy
 import json
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +17,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-K8S = Path(__file__).resolve().parents[1] / "deploy" / "k8s"
+ROOT = Path(__file__).resolve().parents[1]
+K8S = ROOT / "deploy" / "k8s"
 CONTROL_PLANE = K8S / "sevvo-control-plane"
 AGENT = K8S / "sevvo-agent"
 KUBE_VERSION = "1.31"
@@ -22,6 +26,7 @@ COMPONENTS = ("auth", "connections", "orchestrator")
 SECRETS_DIR = "/var/run/secrets/sevvo/"
 COMPONENT_LABEL = "app.kubernetes.io/component"
 KEYRING_FILE = "/var/run/secrets/sevvo/connections-keyring/keyring.json"
+ORCHESTRATOR_KEYRING_FILE = "/var/run/secrets/sevvo/orchestrator-keyring/keyring.json"
 CA_FILE = "/var/run/secrets/sevvo/ca/ca.crt"
 MODE_0440 = 0o440
 
@@ -32,7 +37,12 @@ AGENT_REQUIRED: dict[str, Any] = {
 }
 AGENT_ALL_OPTIONS: dict[str, Any] = {
     "controlPlane": {"host": "api.sevvo.example"},
-    "temporal": {"address": "temporal.sevvo.example:443", "clientTls": {"enabled": True}},
+    "temporal": {
+        "address": "temporal.sevvo.example:443",
+        "namespace": "acme",
+        "serverName": "temporal.internal.example",
+        "clientTls": {"enabled": True},
+    },
     "caBundle": {"enabled": True, "kind": "Secret"},
     "imagePullSecrets": ["regcred"],
     "extraEnv": [{"name": "SEVVO_EXTRA", "value": "1"}],
@@ -42,6 +52,7 @@ CONTROL_PLANE_ALL_OPTIONS: dict[str, Any] = {
         "imagePullSecrets": ["regcred"],
         "image": {"tag": "1.2.3"},
         "tls": {"caSecret": "corp-ca"},
+        "temporal": {"namespace": "sevvo", "tls": True},
     },
     **{
         name: {
@@ -195,11 +206,21 @@ BAD_VALUES = [
     ("control_plane", {"auth": {"keyring": {"existingSecret": "k", "key": "k"}}}, "keyring"),
     ("control_plane", {"global": {"tls": {"caSecret": "Corp_CA"}}}, "caSecret"),
     ("control_plane", {"global": {"tls": {"caKey": "ca/crt"}}}, "caKey"),
+    ("control_plane", {"global": {"temporal": {"tls": "true"}}}, "tls"),
+    ("control_plane", {"global": {"temporal": {"namespace": ""}}}, "namespace"),
+    ("control_plane", {"orchestrator": {"credentialTestTimeoutSeconds": 4}}, "credentialTest"),
+    ("control_plane", {"orchestrator": {"credentialTestTimeoutSeconds": 601}}, "credentialTest"),
+    ("control_plane", {"orchestrator": {"keyring": {"existingSecret": "Bad_Name"}}}, "keyring"),
+    ("control_plane", {"connections": {"credentialTestTimeoutSeconds": 60}}, "credentialTest"),
     ("agent", {"replicas": "two"}, "replicas"),
     ("agent", {"controlPlane": {"host": "https://api.example"}}, "host"),
     ("agent", {"temporal": {"address": "temporal.example"}}, "address"),
     ("agent", {"caBundle": {"kind": "Volume"}}, "kind"),
     ("agent", {"extraEnv": [{"name": "X", "valueFrom": {"secretKeyRef": {}}}]}, "valueFrom"),
+    ("agent", {"bearerCheckSeconds": 0}, "bearerCheckSeconds"),
+    ("agent", {"bearerCheckSeconds": 301}, "bearerCheckSeconds"),
+    ("agent", {"temporal": {"serverName": "https://temporal.example"}}, "serverName"),
+    ("agent", {"temporal": {"namespace": "a b"}}, "namespace"),
 ]
 
 
@@ -298,10 +319,10 @@ def test_file_env_vars_name_files_in_read_only_secret_mounts(
             source = volume.get("secret") or volume["configMap"]
             assert filename in [item["path"] for item in source["items"]], name
             checked += 1
-    # Database URL, TLS cert and key per service, auth's KEK, connections' keyring, the CA
-    # bundle of connections and orchestrator, and the agent's token, mTLS cert and key and CA
-    # bundle.
-    assert checked == 3 * 3 + 1 + 1 + 2 + 4
+    # Database URL, TLS cert and key per service, auth's KEK, the keyrings of connections and
+    # orchestrator, the CA bundle of connections and orchestrator, and the agent's token, mTLS
+    # cert and key and CA bundle.
+    assert checked == 3 * 3 + 1 + 2 + 2 + 4
 
 
 SECRET_NAME_WORDS = ("TOKEN", "SECRET", "PASSWORD", "KEY", "KEK", "DATABASE_URL", "DSN", "CERT")
@@ -444,6 +465,110 @@ def test_helm_refuses_a_keyring_without_its_secret(control_plane: helm.Chart) ->
         render(control_plane, {"connections": {"keyring": {"existingSecret": None}}})
 
 
+def test_orchestrator_alone_mounts_its_keyring_read_only(control_plane: helm.Chart) -> None:
+    """Only the orchestrator gets SEVVO_ORCHESTRATOR_KEYRING_FILE, a 0440 file from the keyring
+    Secret and key it is told, in a read-only mount; auth and connections get neither."""
+    values = {"orchestrator": {"keyring": {"existingSecret": "orch-ring", "key": "v4.json"}}}
+    objects = render(control_plane, values)
+    for name in COMPONENTS:
+        deployment = deployment_for(objects, name)
+        container = only_container(deployment)
+        volumes = [
+            v for v in pod_spec(deployment)["volumes"] if v["name"] == "orchestrator-keyring"
+        ]
+        mounts = [m for m in container["volumeMounts"] if m["name"] == "orchestrator-keyring"]
+        env = env_of(container)
+        if name == "orchestrator":
+            assert env["SEVVO_ORCHESTRATOR_KEYRING_FILE"] == ORCHESTRATOR_KEYRING_FILE
+            assert "SEVVO_CONNECTIONS_KEYRING_FILE" not in env
+            assert volumes[0]["secret"] == {
+                "secretName": "orch-ring",
+                "defaultMode": MODE_0440,
+                "items": [{"key": "v4.json", "path": "keyring.json"}],
+            }
+            directory, _, filename = ORCHESTRATOR_KEYRING_FILE.rpartition("/")
+            assert mounts == [
+                {"name": "orchestrator-keyring", "mountPath": directory, "readOnly": True}
+            ]
+            assert filename == volumes[0]["secret"]["items"][0]["path"]
+        else:
+            assert "SEVVO_ORCHESTRATOR_KEYRING_FILE" not in env
+            assert volumes == []
+            assert mounts == []
+
+
+def test_orchestrator_keyring_defaults_to_the_documented_secret(control_plane: helm.Chart) -> None:
+    """By default the orchestrator keyring is Secret sevvo-orchestrator-keyring, keyring.json."""
+    (volume,) = [
+        v
+        for v in pod_spec(deployment_for(render(control_plane), "orchestrator"))["volumes"]
+        if v["name"] == "orchestrator-keyring"
+    ]
+    assert volume["secret"]["secretName"] == "sevvo-orchestrator-keyring"
+    assert volume["secret"]["items"] == [{"key": "keyring.json", "path": "keyring.json"}]
+
+
+def test_helm_refuses_an_orchestrator_keyring_without_its_secret(
+    control_plane: helm.Chart,
+) -> None:
+    """An orchestrator keyring with no existingSecret fails the render."""
+    with pytest.raises(helm.HelmValuesError, match="existingSecret"):
+        render(control_plane, {"orchestrator": {"keyring": {"existingSecret": None}}})
+
+
+def test_orchestrator_defaults_for_temporal_and_credential_tests(
+    control_plane: helm.Chart,
+) -> None:
+    """By default the orchestrator uses Temporal namespace default without TLS, and gives a
+    credential test 60 seconds."""
+    env = env_of(only_container(deployment_for(render(control_plane), "orchestrator")))
+    assert env["SEVVO_TEMPORAL_ADDRESS"] == "temporal-frontend.temporal.svc:7233"
+    assert env["SEVVO_TEMPORAL_NAMESPACE"] == "default"
+    assert env["SEVVO_TEMPORAL_TLS"] == "false"
+    assert env["SEVVO_CREDENTIAL_TEST_TIMEOUT_SECONDS"] == "60"
+    assert env["SEVVO_DATABASE_URL_FILE"] == "/var/run/secrets/sevvo/database/url"
+    assert env["SEVVO_TLS_CERT_FILE"] == "/var/run/secrets/sevvo/tls/tls.crt"
+    assert env["SEVVO_TLS_KEY_FILE"] == "/var/run/secrets/sevvo/tls/tls.key"
+    assert "SEVVO_CA_FILE" not in env
+
+
+def test_orchestrator_temporal_tls_trusts_the_ca_bundle(control_plane: helm.Chart) -> None:
+    """global.temporal.tls and namespace and the test timeout reach the orchestrator; with
+    TLS on and a CA Secret set, SEVVO_CA_FILE names the CA Temporal is verified against."""
+    values = {
+        "global": {
+            "temporal": {"namespace": "sevvo-prod", "tls": True},
+            "tls": {"caSecret": "corp-ca"},
+        },
+        "orchestrator": {"credentialTestTimeoutSeconds": 120},
+    }
+    env = env_of(only_container(deployment_for(render(control_plane, values), "orchestrator")))
+    assert env["SEVVO_TEMPORAL_NAMESPACE"] == "sevvo-prod"
+    assert env["SEVVO_TEMPORAL_TLS"] == "true"
+    assert env["SEVVO_CREDENTIAL_TEST_TIMEOUT_SECONDS"] == "120"
+    assert env["SEVVO_CA_FILE"] == CA_FILE
+
+
+@pytest.mark.parametrize("orchestrator_enabled", [True, False], ids=["orch-on", "orch-off"])
+def test_connections_tests_saves_through_the_orchestrator_only_when_enabled(
+    control_plane: helm.Chart, orchestrator_enabled: bool
+) -> None:
+    """connections gets SEVVO_ORCHESTRATOR_ENDPOINT naming the orchestrator's Service and port
+    exactly when the orchestrator is enabled; no other component ever gets it."""
+    values = {"orchestrator": {"enabled": orchestrator_enabled, "port": 9444}}
+    objects = render(control_plane, values)
+    env = env_of(only_container(deployment_for(objects, "connections")))
+    if orchestrator_enabled:
+        (service,) = [s for s in of_kind(objects, "Service") if component(s) == "orchestrator"]
+        assert env["SEVVO_ORCHESTRATOR_ENDPOINT"] == f"{service['metadata']['name']}:9444"
+        assert service["spec"]["ports"][0]["port"] == 9444
+    else:
+        assert "SEVVO_ORCHESTRATOR_ENDPOINT" not in env
+    for deployment in of_kind(objects, "Deployment"):
+        if component(deployment) != "connections":
+            assert "SEVVO_ORCHESTRATOR_ENDPOINT" not in env_of(only_container(deployment))
+
+
 @pytest.mark.parametrize("auth_enabled", [True, False], ids=["auth-on", "auth-off"])
 @pytest.mark.parametrize("ca_secret", ["", "corp-ca"], ids=["no-ca", "ca"])
 def test_ca_bundle_only_when_set_and_only_for_auth_callers(
@@ -503,7 +628,8 @@ def test_other_services_find_auth_through_its_service(control_plane: helm.Chart)
 
 
 def test_global_settings_reach_every_component(control_plane: helm.Chart) -> None:
-    """Log level, Temporal address and image tag from global apply to all three services."""
+    """Log level and image tag from global apply to all three services; the Temporal
+    settings reach the orchestrator, the only one that talks to Temporal."""
     values = {
         "global": {
             "logLevel": "debug",
@@ -515,7 +641,10 @@ def test_global_settings_reach_every_component(control_plane: helm.Chart) -> Non
         container = only_container(deployment_for(render(control_plane, values), name))
         env = env_of(container)
         assert env["SEVVO_LOG_LEVEL"] == "debug"
-        assert env["SEVVO_TEMPORAL_ADDRESS"] == "temporal.internal:7233"
+        if name == "orchestrator":
+            assert env["SEVVO_TEMPORAL_ADDRESS"] == "temporal.internal:7233"
+        else:
+            assert not {k for k in env if k.startswith("SEVVO_TEMPORAL_")}, name
         assert container["image"].endswith(":9.9.9")
         assert container["imagePullPolicy"] == "Always"
 
@@ -584,9 +713,37 @@ def test_agent_ca_bundle_comes_from_a_configmap_or_secret(
     ref = volume[source]
     assert ref.get("name", ref.get("secretName")) == "corp-ca"
     assert ref["items"] == [{"key": "ca.crt", "path": "ca.crt"}]
-    assert env_of(only_container(deployment))["SEVVO_CA_BUNDLE_FILE"] == (
-        "/var/run/secrets/sevvo/ca/ca.crt"
-    )
+    env = env_of(only_container(deployment))
+    assert env["SEVVO_CA_FILE"] == CA_FILE
+    assert "SEVVO_CA_BUNDLE_FILE" not in env
+
+
+def test_agent_temporal_and_bearer_defaults(agent: helm.Chart) -> None:
+    """By default the agent polls namespace default, checks its bearer every 15 seconds, sets
+    no TLS server name override and no CA file."""
+    (deployment,) = of_kind(render(agent, AGENT_REQUIRED), "Deployment")
+    env = env_of(only_container(deployment))
+    assert env["SEVVO_TEMPORAL_NAMESPACE"] == "default"
+    assert env["SEVVO_BEARER_CHECK_SECONDS"] == "15"
+    assert not {"SEVVO_TEMPORAL_SERVER_NAME", "SEVVO_CA_FILE", "SEVVO_CA_BUNDLE_FILE"} & env.keys()
+
+
+def test_agent_temporal_settings_reach_the_agent(agent: helm.Chart) -> None:
+    """temporal.namespace, temporal.serverName and bearerCheckSeconds become its env."""
+    values = {
+        **AGENT_REQUIRED,
+        "temporal": {
+            **AGENT_REQUIRED["temporal"],
+            "namespace": "acme",
+            "serverName": "temporal.internal.example",
+        },
+        "bearerCheckSeconds": 30,
+    }
+    (deployment,) = of_kind(render(agent, values), "Deployment")
+    env = env_of(only_container(deployment))
+    assert env["SEVVO_TEMPORAL_NAMESPACE"] == "acme"
+    assert env["SEVVO_TEMPORAL_SERVER_NAME"] == "temporal.internal.example"
+    assert env["SEVVO_BEARER_CHECK_SECONDS"] == "30"
 
 
 def egress_ports(policy: dict[str, Any]) -> set[tuple[str, int]]:
@@ -633,3 +790,105 @@ def test_agent_network_policy_appends_extra_egress_for_customer_databases(
     (policy,) = of_kind(render(agent, values), "NetworkPolicy")
     assert policy["spec"]["egress"][-1] == rule
     assert len(policy["spec"]["egress"]) == 3
+
+
+# --- the charts and the code read the same variables ---------------------------------------
+
+CONFIG_MODULES = {
+    "auth": ROOT / "services" / "auth" / "config.py",
+    "connections": ROOT / "services" / "connections" / "config.py",
+    "orchestrator": ROOT / "services" / "orchestrator" / "config.py",
+    "agent": ROOT / "agent" / "config.py",
+}
+RUNTIME_CONFIG = ROOT / "sevvo" / "runtime" / "config.py"
+SEVVO_VARIABLE = re.compile(r"SEVVO_[A-Z_]+")
+# Readers in sevvo.runtime.config that take a secret's name and also read NAME_FILE.
+SECRET_READERS = {"secret", "required_secret"}
+
+
+def _called(call: ast.Call) -> str:
+    func = call.func
+    if isinstance(func, ast.Attribute):
+        return func.attr
+    return func.id if isinstance(func, ast.Name) else ""
+
+
+def variables_read_by(path: Path) -> set[str]:
+    """Every SEVVO_* variable a config module can read: the names in its source, the _FILE
+    variant of each secret it reads, and those of the shared readers it calls (log_level)."""
+    source = path.read_text()
+    tree = ast.parse(source)
+    names = set(SEVVO_VARIABLE.findall(source))
+    constants = {
+        target.id: node.value.value
+        for node in tree.body
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant)
+        for target in node.targets
+        if isinstance(target, ast.Name) and isinstance(node.value.value, str)
+    }
+    runtime_source = RUNTIME_CONFIG.read_text()
+    runtime_functions = {
+        node.name: ast.get_source_segment(runtime_source, node) or ""
+        for node in ast.parse(runtime_source).body
+        if isinstance(node, ast.FunctionDef)
+    }
+    for call in (n for n in ast.walk(tree) if isinstance(n, ast.Call)):
+        called = _called(call)
+        if called in SECRET_READERS and len(call.args) >= 2:
+            arg = call.args[1]
+            if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+                names.add(f"{arg.value}_FILE")
+            elif isinstance(arg, ast.Name):
+                names.add(f"{constants[arg.id]}_FILE")
+        elif called in runtime_functions:
+            names |= set(SEVVO_VARIABLE.findall(runtime_functions[called]))
+    return names
+
+
+def test_config_variables_are_parsed_from_the_code() -> None:
+    """The parser finds what each config.py really reads, including the _FILE secrets and
+    SEVVO_LOG_LEVEL, which only the shared reader names."""
+    read = {name: variables_read_by(path) for name, path in CONFIG_MODULES.items()}
+    assert {"SEVVO_DATABASE_URL_FILE", "SEVVO_AUTH_KEK_FILE", "SEVVO_LOG_LEVEL"} <= read["auth"]
+    assert "SEVVO_CONNECTIONS_KEYRING_FILE" in read["connections"]
+    assert "SEVVO_ORCHESTRATOR_ENDPOINT" in read["connections"]
+    assert {"SEVVO_ORCHESTRATOR_KEYRING_FILE", "SEVVO_TEMPORAL_TLS"} <= read["orchestrator"]
+    assert {"SEVVO_DEPLOYMENT_TOKEN_FILE", "SEVVO_CA_FILE", "SEVVO_LOG_LEVEL"} <= read["agent"]
+    assert "SEVVO_CA_BUNDLE_FILE" not in read["agent"]
+    assert "SEVVO_TEMPORAL_ADDRESS" not in read["auth"] | read["connections"]
+
+
+def without_extra_env(values: dict[str, Any]) -> dict[str, Any]:
+    """The values with every extraEnv dropped: the drift check covers the chart's own env."""
+    values = copy.deepcopy(values)
+    values.pop("extraEnv", None)
+    for name in COMPONENTS:
+        values.get(name, {}).pop("extraEnv", None)
+    return values
+
+
+@pytest.mark.parametrize(
+    ("chart_name", "values"),
+    [
+        ("control_plane", None),
+        ("control_plane", without_extra_env(CONTROL_PLANE_ALL_OPTIONS)),
+        ("control_plane", {"auth": {"enabled": False}, "orchestrator": {"enabled": False}}),
+        ("agent", AGENT_REQUIRED),
+        ("agent", without_extra_env(AGENT_ALL_OPTIONS)),
+    ],
+    ids=["cp-defaults", "cp-all-options", "cp-partial", "agent-min", "agent-all"],
+)
+def test_every_sevvo_variable_is_one_the_code_reads(
+    request: pytest.FixtureRequest, chart_name: str, values: dict[str, Any] | None
+) -> None:
+    """For each rendered container, every SEVVO_* env name is read by its config.py, so the
+    chart and the code cannot drift apart."""
+    deployments = of_kind(render(request.getfixturevalue(chart_name), values), "Deployment")
+    assert deployments
+    for deployment in deployments:
+        container = only_container(deployment)
+        read = variables_read_by(CONFIG_MODULES[container["name"]])
+        names = [e["name"] for e in container["env"]]
+        assert len(names) == len(set(names)), container["name"]
+        unread = {n for n in names if n.startswith("SEVVO_")} - read
+        assert not unread, f"{container['name']} is given {sorted(unread)} but never reads them"
