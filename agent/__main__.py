@@ -31,6 +31,7 @@ def main() -> int:
         return 2
     configure_logging("agent", level=config.log_level)
     code = asyncio.run(_main(config))
+    logging.getLogger(__name__).debug("event loop closed")
     if code == EXIT_REVOKED:
         print(
             "sevvo agent: the control plane no longer accepts this deployment token "

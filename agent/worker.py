@@ -151,3 +151,4 @@ async def run_agent(config: AgentConfig, stop: asyncio.Event) -> int:
         return EXIT_REVOKED
     finally:
         await channel.close()
+        log.debug("control plane channel closed")

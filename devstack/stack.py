@@ -116,8 +116,8 @@ class RunningStack:
         if self._closed:
             return
         self._closed = True
-        for agent in self.agents:
-            agent.stop()
+        # Agents stop independently, each up to its worker's shutdown timeout: in parallel.
+        await asyncio.gather(*(asyncio.to_thread(agent.stop) for agent in self.agents))
         await self._exit.aclose()
         log.info("dev stack stopped")
 
