@@ -7,6 +7,7 @@ import hashlib
 import os
 import socket
 import ssl
+import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -20,6 +21,8 @@ from temporalio.service import TLSConfig
 from devstack.pki import DevPki
 from devstack.temporal import TemporalDevServer
 from devstack.tls_proxy import ThreadedTlsProxy, TlsProxy
+from sevvo.runtime.logs import configure_logging
+from tests.plugins.log_setup import configure_test_logging
 
 
 def _upstream(server: TemporalDevServer) -> tuple[str, int]:
@@ -167,9 +170,16 @@ def test_mtls_handshake_failure_is_logged_at_debug(
     mtls_proxy: ThreadedTlsProxy, dev_pki: DevPki
 ) -> None:
     """A client without a certificate is logged at debug with the TLS reason."""
-    with structlog.testing.capture_logs() as events, pytest.raises(RuntimeError):
-        _healthy(mtls_proxy.address, _tls(dev_pki))
-    event = _wait_for_event(events, "devstack.tls_proxy.handshake_failed")
+    # The suite logs at INFO; debug events must reach the capture for this one test.
+    configure_logging("tests", level="DEBUG", json=True, stream=sys.stderr)
+    try:
+        with structlog.testing.capture_logs() as events:
+            with pytest.raises(RuntimeError):
+                _healthy(mtls_proxy.address, _tls(dev_pki))
+            # The proxy logs from its own thread, possibly after the client gave up.
+            event = _wait_for_event(events, "devstack.tls_proxy.handshake_failed")
+    finally:
+        configure_test_logging()
     assert (event["log_level"], event["reason"]) == ("debug", "PEER_DID_NOT_RETURN_A_CERTIFICATE")
 
 
