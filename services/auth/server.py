@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import signal
 from datetime import timedelta
 
 import grpc
@@ -21,7 +20,7 @@ from sevvo.auth.v1 import (
     users_pb2,
     users_pb2_grpc,
 )
-from sevvo.runtime.grpc_server import Access, ServerSpec, start_server
+from sevvo.runtime.grpc_server import Access, ServerSpec, run_until_signalled, start_server
 from sevvo.runtime.logs import get_logger
 from sevvo.runtime.tokens import TokenVerifier
 
@@ -136,11 +135,6 @@ async def serve(config: AuthConfig) -> None:
     server, port = await start_server(
         [app.spec()], verifier=app.verifier, tls=config.tls, host=config.host, port=config.port
     )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     log.info("auth serving", port=port)
-    await stop.wait()
-    await server.stop(grace=5)
+    await run_until_signalled(server)
     app.close()

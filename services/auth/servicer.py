@@ -6,13 +6,7 @@ verified principal travels with them through the copied context.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable
-from datetime import datetime
-from typing import ParamSpec, TypeVar
-
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from services.auth.domain import AuthDomain
 from services.auth.keys import StoreTrustSource
@@ -26,23 +20,8 @@ from sevvo.auth.v1 import (
     users_pb2_grpc,
 )
 from sevvo.runtime.grpc_server import current_principal
+from sevvo.runtime.servicing import blocking, timestamp
 from sevvo.runtime.tokens import PrincipalKind
-
-P = ParamSpec("P")
-T = TypeVar("T")
-
-
-async def _blocking(fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-    return await asyncio.to_thread(fn, *args, **kwargs)
-
-
-def _ts(value: datetime | None) -> Timestamp | None:
-    if value is None:
-        return None
-    ts = Timestamp()
-    ts.FromDatetime(value)
-    return ts
-
 
 _ROLE_TO_PB = {"admin": users_pb2.USER_ROLE_ADMIN, "member": users_pb2.USER_ROLE_MEMBER}
 _ROLE_FROM_PB = {
@@ -59,7 +38,7 @@ def user_pb(row: UserRow) -> users_pb2.User:
         org_id=str(row.org_id),
         email=row.email,
         role=_ROLE_TO_PB[row.role],
-        create_time=_ts(row.created_at),
+        create_time=timestamp(row.created_at),
     )
 
 
@@ -74,8 +53,8 @@ def deployment_pb(row: DeploymentRow) -> deployments_pb2.Deployment:
             if row.revoked_at
             else deployments_pb2.DEPLOYMENT_STATE_ACTIVE
         ),
-        create_time=_ts(row.created_at),
-        revoke_time=_ts(row.revoked_at),
+        create_time=timestamp(row.created_at),
+        revoke_time=timestamp(row.revoked_at),
         creator_user_id=str(row.creator_user_id) if row.creator_user_id else "",
     )
 
@@ -91,10 +70,10 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
     async def SignIn(
         self, request: auth_pb2.SignInRequest, context: grpc.aio.ServicerContext
     ) -> auth_pb2.SignInResponse:
-        issued = await _blocking(self._domain.sign_in, request.email, request.password)
+        issued = await blocking(self._domain.sign_in, request.email, request.password)
         return auth_pb2.SignInResponse(
             session_token=issued.token,
-            expire_time=_ts(issued.expires_at),
+            expire_time=timestamp(issued.expires_at),
             org_id=issued.org_id,
             user_id=issued.subject_id,
         )
@@ -102,10 +81,10 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
     async def ExchangeDeploymentToken(
         self, request: auth_pb2.ExchangeDeploymentTokenRequest, context: grpc.aio.ServicerContext
     ) -> auth_pb2.ExchangeDeploymentTokenResponse:
-        issued = await _blocking(self._domain.exchange, request.deployment_token)
+        issued = await blocking(self._domain.exchange, request.deployment_token)
         return auth_pb2.ExchangeDeploymentTokenResponse(
             bearer_token=issued.token,
-            expire_time=_ts(issued.expires_at),
+            expire_time=timestamp(issued.expires_at),
             org_id=issued.org_id,
             deployment_id=issued.subject_id,
         )
@@ -113,15 +92,15 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
     async def GetPublicKeys(
         self, request: auth_pb2.GetPublicKeysRequest, context: grpc.aio.ServicerContext
     ) -> auth_pb2.GetPublicKeysResponse:
-        keys = await _blocking(self._trust.published_keys)
+        keys = await blocking(self._trust.published_keys)
         return auth_pb2.GetPublicKeysResponse(
             keys=[
                 auth_pb2.PublicKey(
                     kid=k.kid,
                     algorithm="EdDSA",
                     public_key=k.public_key.public_bytes_raw(),
-                    not_before=_ts(k.not_before),
-                    verify_until=_ts(k.verify_until),
+                    not_before=timestamp(k.not_before),
+                    verify_until=timestamp(k.verify_until),
                 )
                 for k in keys
             ],
@@ -131,10 +110,10 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
     async def ListRevokedDeployments(
         self, request: auth_pb2.ListRevokedDeploymentsRequest, context: grpc.aio.ServicerContext
     ) -> auth_pb2.ListRevokedDeploymentsResponse:
-        revoked = await _blocking(self._trust.revoked)
+        revoked = await blocking(self._trust.revoked)
         return auth_pb2.ListRevokedDeploymentsResponse(
             deployments=[
-                auth_pb2.RevokedDeployment(deployment_id=d, revoke_time=_ts(at))
+                auth_pb2.RevokedDeployment(deployment_id=d, revoke_time=timestamp(at))
                 for d, at in revoked.items()
             ]
         )
@@ -163,7 +142,7 @@ class UserServicer(users_pb2_grpc.UserServiceServicer):
         self, request: users_pb2.CreateUserRequest, context: grpc.aio.ServicerContext
     ) -> users_pb2.User:
         role = _ROLE_FROM_PB.get(request.role, "")
-        row = await _blocking(
+        row = await blocking(
             self._domain.create_user, current_principal(), request.email, request.password, role
         )
         return user_pb(row)
@@ -171,12 +150,12 @@ class UserServicer(users_pb2_grpc.UserServiceServicer):
     async def GetUser(
         self, request: users_pb2.GetUserRequest, context: grpc.aio.ServicerContext
     ) -> users_pb2.User:
-        return user_pb(await _blocking(self._domain.get_user, current_principal(), request.id))
+        return user_pb(await blocking(self._domain.get_user, current_principal(), request.id))
 
     async def ListUsers(
         self, request: users_pb2.ListUsersRequest, context: grpc.aio.ServicerContext
     ) -> users_pb2.ListUsersResponse:
-        rows, token = await _blocking(
+        rows, token = await blocking(
             self._domain.list_users, current_principal(), request.page_size, request.page_token
         )
         return users_pb2.ListUsersResponse(users=[user_pb(r) for r in rows], next_page_token=token)
@@ -191,7 +170,7 @@ class DeploymentServicer(deployments_pb2_grpc.DeploymentServiceServicer):
     async def CreateDeployment(
         self, request: deployments_pb2.CreateDeploymentRequest, context: grpc.aio.ServicerContext
     ) -> deployments_pb2.CreateDeploymentResponse:
-        created = await _blocking(
+        created = await blocking(
             self._domain.create_deployment, current_principal(), request.display_name
         )
         return deployments_pb2.CreateDeploymentResponse(
@@ -201,13 +180,13 @@ class DeploymentServicer(deployments_pb2_grpc.DeploymentServiceServicer):
     async def GetDeployment(
         self, request: deployments_pb2.GetDeploymentRequest, context: grpc.aio.ServicerContext
     ) -> deployments_pb2.Deployment:
-        row = await _blocking(self._domain.get_deployment, current_principal(), request.id)
+        row = await blocking(self._domain.get_deployment, current_principal(), request.id)
         return deployment_pb(row)
 
     async def ListDeployments(
         self, request: deployments_pb2.ListDeploymentsRequest, context: grpc.aio.ServicerContext
     ) -> deployments_pb2.ListDeploymentsResponse:
-        rows, token = await _blocking(
+        rows, token = await blocking(
             self._domain.list_deployments,
             current_principal(),
             request.page_size,
@@ -220,5 +199,5 @@ class DeploymentServicer(deployments_pb2_grpc.DeploymentServiceServicer):
     async def RevokeDeployment(
         self, request: deployments_pb2.RevokeDeploymentRequest, context: grpc.aio.ServicerContext
     ) -> deployments_pb2.Deployment:
-        row = await _blocking(self._domain.revoke_deployment, current_principal(), request.id)
+        row = await blocking(self._domain.revoke_deployment, current_principal(), request.id)
         return deployment_pb(row)

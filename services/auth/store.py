@@ -12,10 +12,9 @@ from pathlib import Path
 import psycopg
 from psycopg import errors as pg_errors
 from psycopg.rows import class_row
-from psycopg_pool import ConnectionPool
 
-from sevvo.runtime import migrations
 from sevvo.runtime.errors import AlreadyExists
+from sevvo.runtime.store import SchemaStore
 
 SCHEMA = "auth"
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -69,39 +68,18 @@ class SigningKeyRow:
     verify_until: datetime | None
 
 
-class AuthStore:
-    """Auth's data access; one method per query, connections from a pool."""
+class AuthStore(SchemaStore):
+    """Auth's data access; one method per query."""
 
-    def __init__(self, conninfo: str, *, min_size: int = 1, max_size: int = 8) -> None:
-        self._conninfo = conninfo
-        self._pool = ConnectionPool(
-            conninfo,
-            min_size=min_size,
-            max_size=max_size,
-            open=False,
-            kwargs={"options": f"-c search_path={SCHEMA}"},
-        )
-
-    def open(self) -> None:
-        """Applies migrations and opens the pool."""
-        migrations.apply(self._conninfo, SCHEMA, MIGRATIONS)
-        self._pool.open(wait=True, timeout=30)
-
-    def close(self) -> None:
-        """Closes the pool."""
-        self._pool.close()
-
-    @contextmanager
-    def _tx(self) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
-        with self._pool.connection() as conn, conn.transaction():
-            yield conn
+    schema = SCHEMA
+    migrations_dir = MIGRATIONS
 
     # Orgs and users.
 
     def create_org_with_admin(self, org: OrgRow, admin: UserRow) -> None:
         """Inserts an org and its first admin in one transaction."""
         try:
-            with self._tx() as conn:
+            with self.transaction() as conn:
                 conn.execute(
                     "insert into orgs (id, name, created_at) values (%s, %s, %s)",
                     (org.id, org.name, org.created_at),
@@ -115,7 +93,7 @@ class AuthStore:
     def create_user(self, user: UserRow) -> None:
         """Inserts a user; raises AlreadyExists when the email is taken."""
         try:
-            with self._tx() as conn:
+            with self.transaction() as conn:
                 self._insert_user(conn, user)
         except pg_errors.UniqueViolation:
             raise AlreadyExists(
@@ -132,13 +110,13 @@ class AuthStore:
 
     def user_by_email(self, email: str) -> UserRow | None:
         """Finds a user by email, case-insensitively, across orgs."""
-        with self._pool.connection() as conn, conn.cursor(row_factory=class_row(UserRow)) as cur:
+        with self.connection() as conn, conn.cursor(row_factory=class_row(UserRow)) as cur:
             cur.execute("select * from users where lower(email) = lower(%s)", (email,))
             return cur.fetchone()
 
     def get_user(self, org_id: uuid.UUID, user_id: uuid.UUID) -> UserRow | None:
         """Finds a user of one org."""
-        with self._pool.connection() as conn, conn.cursor(row_factory=class_row(UserRow)) as cur:
+        with self.connection() as conn, conn.cursor(row_factory=class_row(UserRow)) as cur:
             cur.execute("select * from users where org_id = %s and id = %s", (org_id, user_id))
             return cur.fetchone()
 
@@ -146,7 +124,7 @@ class AuthStore:
         self, org_id: uuid.UUID, limit: int, after: tuple[datetime, str] | None
     ) -> list[UserRow]:
         """One page of an org's users in creation order."""
-        with self._pool.connection() as conn, conn.cursor(row_factory=class_row(UserRow)) as cur:
+        with self.connection() as conn, conn.cursor(row_factory=class_row(UserRow)) as cur:
             if after is None:
                 cur.execute(
                     "select * from users where org_id = %s order by created_at, id limit %s",
@@ -164,7 +142,7 @@ class AuthStore:
 
     def create_deployment(self, deployment: DeploymentRow) -> None:
         """Inserts a deployment."""
-        with self._tx() as conn:
+        with self.transaction() as conn:
             conn.execute(
                 "insert into deployments"
                 " (id, org_id, display_name, secret_hash, creator_user_id, created_at)"
@@ -182,7 +160,7 @@ class AuthStore:
     def deployment_by_id(self, deployment_id: uuid.UUID) -> DeploymentRow | None:
         """Finds a deployment by id alone: only the token exchange, which proves the secret."""
         with (
-            self._pool.connection() as conn,
+            self.connection() as conn,
             conn.cursor(row_factory=class_row(DeploymentRow)) as cur,
         ):
             cur.execute("select * from deployments where id = %s", (deployment_id,))
@@ -191,7 +169,7 @@ class AuthStore:
     def get_deployment(self, org_id: uuid.UUID, deployment_id: uuid.UUID) -> DeploymentRow | None:
         """Finds a deployment of one org."""
         with (
-            self._pool.connection() as conn,
+            self.connection() as conn,
             conn.cursor(row_factory=class_row(DeploymentRow)) as cur,
         ):
             cur.execute(
@@ -204,7 +182,7 @@ class AuthStore:
     ) -> list[DeploymentRow]:
         """One page of an org's deployments in creation order."""
         with (
-            self._pool.connection() as conn,
+            self.connection() as conn,
             conn.cursor(row_factory=class_row(DeploymentRow)) as cur,
         ):
             if after is None:
@@ -224,7 +202,7 @@ class AuthStore:
         self, org_id: uuid.UUID, deployment_id: uuid.UUID, at: datetime
     ) -> DeploymentRow | None:
         """Marks a deployment revoked (keeping the first revocation time); None if not found."""
-        with self._tx() as conn, conn.cursor(row_factory=class_row(DeploymentRow)) as cur:
+        with self.transaction() as conn, conn.cursor(row_factory=class_row(DeploymentRow)) as cur:
             cur.execute(
                 "update deployments set revoked_at = coalesce(revoked_at, %s)"
                 " where org_id = %s and id = %s returning *",
@@ -234,7 +212,7 @@ class AuthStore:
 
     def revoked_since(self, since: datetime) -> list[tuple[uuid.UUID, datetime]]:
         """Deployments revoked at or after ``since``."""
-        with self._pool.connection() as conn:
+        with self.connection() as conn:
             rows = conn.execute(
                 "select id, revoked_at from deployments where revoked_at >= %s", (since,)
             ).fetchall()
@@ -245,7 +223,7 @@ class AuthStore:
     def signing_keys(self) -> list[SigningKeyRow]:
         """Every stored signing key, newest activation first."""
         with (
-            self._pool.connection() as conn,
+            self.connection() as conn,
             conn.cursor(row_factory=class_row(SigningKeyRow)) as cur,
         ):
             cur.execute("select * from signing_keys order by activates_at desc")
@@ -254,7 +232,7 @@ class AuthStore:
     @contextmanager
     def key_rotation(self) -> Iterator[KeyRotationTx]:
         """A transaction holding the rotation lock, so replicas never rotate twice at once."""
-        with self._tx() as conn:
+        with self.transaction() as conn:
             conn.execute("select pg_advisory_xact_lock(%s)", (_ROTATION_LOCK,))
             yield KeyRotationTx(conn)
 

@@ -6,15 +6,10 @@ carry a password, except the agent-only ResolveConnectionCredentials.
 
 from __future__ import annotations
 
-import asyncio
 import uuid
-from collections.abc import Callable
-from datetime import datetime
-from typing import ParamSpec, TypeVar
 
 import grpc
 from google.protobuf import empty_pb2
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from services.connections.domain import ConnectionsDomain, ConnectionUpdate
 from services.connections.postgres_target import PostgresTarget, from_dsn, from_fields
@@ -25,9 +20,7 @@ from sevvo.connections.v1 import connections_pb2_grpc as pb_grpc
 from sevvo.runtime import audit
 from sevvo.runtime.errors import InvalidArgument
 from sevvo.runtime.grpc_server import current_bearer, current_principal
-
-P = ParamSpec("P")
-T = TypeVar("T")
+from sevvo.runtime.servicing import blocking, timestamp
 
 _SSL_TO_PB = {"disable": pb.SSL_MODE_DISABLE, "require": pb.SSL_MODE_REQUIRE}
 _SSL_FROM_PB: dict[int, str] = {pb.SSL_MODE_DISABLE: "disable", pb.SSL_MODE_REQUIRE: "require"}
@@ -37,18 +30,6 @@ _STATUS_TO_PB = {
     "connected": pb.CONNECTION_STATUS_CONNECTED,
     "error": pb.CONNECTION_STATUS_ERROR,
 }
-
-
-async def _blocking(fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-    return await asyncio.to_thread(fn, *args, **kwargs)
-
-
-def _ts(value: datetime | None) -> Timestamp | None:
-    if value is None:
-        return None
-    ts = Timestamp()
-    ts.FromDatetime(value)
-    return ts
 
 
 def connection_pb(row: ConnectionRow) -> pb.Connection:
@@ -67,10 +48,10 @@ def connection_pb(row: ConnectionRow) -> pb.Connection:
         credential_mode=_MODE_TO_PB[row.credential_mode],
         has_password=bool(row.sealed_credentials),
         status=_STATUS_TO_PB[row.status],
-        last_test_time=_ts(row.last_test_at),
+        last_test_time=timestamp(row.last_test_at),
         last_test_category=row.last_test_category or "",
-        create_time=_ts(row.created_at),
-        update_time=_ts(row.updated_at),
+        create_time=timestamp(row.created_at),
+        update_time=timestamp(row.updated_at),
     )
 
 
@@ -108,7 +89,7 @@ class ConnectionServicer(pb_grpc.ConnectionServiceServicer):
         self, request: pb.CreateConnectionRequest, context: grpc.aio.ServicerContext
     ) -> pb.Connection:
         target, mode = target_from_request(request)
-        row = await _blocking(
+        row = await blocking(
             self._domain.create,
             current_principal(),
             request.display_name,
@@ -121,12 +102,12 @@ class ConnectionServicer(pb_grpc.ConnectionServiceServicer):
     async def GetConnection(
         self, request: pb.GetConnectionRequest, context: grpc.aio.ServicerContext
     ) -> pb.Connection:
-        return connection_pb(await _blocking(self._domain.get, current_principal(), request.id))
+        return connection_pb(await blocking(self._domain.get, current_principal(), request.id))
 
     async def ListConnections(
         self, request: pb.ListConnectionsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListConnectionsResponse:
-        rows, token = await _blocking(
+        rows, token = await blocking(
             self._domain.list, current_principal(), request.page_size, request.page_token
         )
         return pb.ListConnectionsResponse(
@@ -147,7 +128,7 @@ class ConnectionServicer(pb_grpc.ConnectionServiceServicer):
             password=f.password,
             ssl_mode=_ssl(f.ssl_mode),
         )
-        row = await _blocking(
+        row = await blocking(
             self._domain.update, current_principal(), request.id, update, current_bearer()
         )
         return connection_pb(row)
@@ -155,13 +136,13 @@ class ConnectionServicer(pb_grpc.ConnectionServiceServicer):
     async def TestConnection(
         self, request: pb.TestConnectionRequest, context: grpc.aio.ServicerContext
     ) -> pb.Connection:
-        row = await _blocking(self._domain.test, current_principal(), request.id, current_bearer())
+        row = await blocking(self._domain.test, current_principal(), request.id, current_bearer())
         return connection_pb(row)
 
     async def DeleteConnection(
         self, request: pb.DeleteConnectionRequest, context: grpc.aio.ServicerContext
     ) -> empty_pb2.Empty:
-        await _blocking(self._domain.delete, current_principal(), request.id)
+        await blocking(self._domain.delete, current_principal(), request.id)
         return empty_pb2.Empty()
 
 
@@ -174,7 +155,7 @@ class CredentialServicer(pb_grpc.ConnectionCredentialServiceServicer):
     async def ResolveConnectionCredentials(
         self, request: pb.ResolveConnectionCredentialsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ResolveConnectionCredentialsResponse:
-        target = await _blocking(
+        target = await blocking(
             self._domain.resolve,
             current_principal(),
             request.connection_id,
@@ -219,7 +200,7 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
     async def ListAuditEvents(
         self, request: audit_pb2.ListAuditEventsRequest, context: grpc.aio.ServicerContext
     ) -> audit_pb2.ListAuditEventsResponse:
-        events, token = await _blocking(
+        events, token = await blocking(
             self._list,
             current_principal().org_id,
             request.page_size,
@@ -230,7 +211,7 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
             events=[
                 audit_pb2.AuditEvent(
                     id=str(e.id),
-                    occur_time=_ts(e.occurred_at),
+                    occur_time=timestamp(e.occurred_at),
                     actor_kind=_ACTOR_TO_PB[e.actor_kind],
                     actor_id=e.actor_id,
                     action=e.action,

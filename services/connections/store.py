@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -13,10 +11,10 @@ from typing import Any
 import psycopg
 from psycopg import errors as pg_errors
 from psycopg.rows import class_row
-from psycopg_pool import ConnectionPool
 
-from sevvo.runtime import audit, migrations
+from sevvo.runtime import audit
 from sevvo.runtime.errors import AlreadyExists
+from sevvo.runtime.store import SchemaStore
 
 SCHEMA = "connections"
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -62,40 +60,16 @@ _NAME_TAKEN = AlreadyExists(
 )
 
 
-class ConnectionStore:
+class ConnectionStore(SchemaStore):
     """Data access for connections; writes take the transaction the domain opens."""
 
-    def __init__(self, conninfo: str, *, min_size: int = 1, max_size: int = 8) -> None:
-        self._conninfo = conninfo
-        self._pool = ConnectionPool(
-            conninfo,
-            min_size=min_size,
-            max_size=max_size,
-            open=False,
-            kwargs={"options": f"-c search_path={SCHEMA}"},
-        )
+    schema = SCHEMA
+    migrations_dir = MIGRATIONS
 
     def open(self) -> None:
-        """Applies migrations (connections' and the shared audit log's) and opens the pool."""
-        migrations.apply(self._conninfo, SCHEMA, MIGRATIONS)
+        """Applies connections' and the shared audit log's migrations, then opens the pool."""
         audit.apply_migrations(self._conninfo)
-        self._pool.open(wait=True, timeout=30)
-
-    def close(self) -> None:
-        """Closes the pool."""
-        self._pool.close()
-
-    @contextmanager
-    def transaction(self) -> Iterator[psycopg.Connection[Any]]:
-        """A connection inside one transaction: committed on success, rolled back on error."""
-        with self._pool.connection() as conn, conn.transaction():
-            yield conn
-
-    @contextmanager
-    def connection(self) -> Iterator[psycopg.Connection[Any]]:
-        """A pooled connection for reads."""
-        with self._pool.connection() as conn:
-            yield conn
+        super().open()
 
     @staticmethod
     def insert(conn: psycopg.Connection[Any], row: ConnectionRow) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import signal
 from datetime import timedelta
 
 import grpc
@@ -15,9 +14,9 @@ from services.orchestrator.servicer import OrchestratorServicer, PayloadKeyServi
 from services.orchestrator.store import OrchestratorStore
 from sevvo.orchestrator.v1 import orchestrator_pb2, orchestrator_pb2_grpc
 from sevvo.runtime import temporal
-from sevvo.runtime.auth_client import RemoteTrustSource
-from sevvo.runtime.grpc_client import ClientTls, secure_channel
-from sevvo.runtime.grpc_server import Access, ServerSpec, start_server
+from sevvo.runtime.auth_client import remote_verifier
+from sevvo.runtime.grpc_client import ClientTls
+from sevvo.runtime.grpc_server import Access, ServerSpec, run_until_signalled, start_server
 from sevvo.runtime.logs import get_logger
 from sevvo.runtime.tokens import TokenVerifier
 
@@ -72,15 +71,13 @@ class OrchestratorApp:
 
     def remote_verifier(self) -> TokenVerifier:
         """A verifier that learns keys and revocations from auth over TLS."""
-        self._auth_channel = secure_channel(
-            self.config.auth_endpoint, ClientTls(ca_file=self.config.ca_file)
-        )
-        return TokenVerifier(
-            RemoteTrustSource(self._auth_channel),
-            refresh_interval=self.config.refresh_seconds,
-            max_staleness=max(5.0, 3 * self.config.refresh_seconds),
+        verifier, self._auth_channel = remote_verifier(
+            self.config.auth_endpoint,
+            ClientTls(ca_file=self.config.ca_file),
+            refresh_seconds=self.config.refresh_seconds,
             leeway_seconds=self.config.leeway_seconds,
         )
+        return verifier
 
     def spec(self) -> ServerSpec:
         """The services the orchestrator adds to a gRPC server."""
@@ -113,12 +110,7 @@ async def serve(config: OrchestratorConfig) -> None:
     server, port = await start_server(
         [app.spec()], verifier=verifier, tls=config.tls, host=config.host, port=config.port
     )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     log.info("orchestrator serving", port=port)
-    await stop.wait()
-    await server.stop(grace=5)
+    await run_until_signalled(server)
     verifier.stop()
     app.close()

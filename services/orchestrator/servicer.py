@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from services.orchestrator.domain import OrchestratorDomain
 from services.orchestrator.store import RunRow
 from sevvo.orchestrator.v1 import orchestrator_pb2 as pb
 from sevvo.orchestrator.v1 import orchestrator_pb2_grpc as pb_grpc
 from sevvo.runtime.grpc_server import current_principal
+from sevvo.runtime.servicing import timestamp
 
 _STATE_TO_PB = {
     "running": pb.RUN_STATE_RUNNING,
@@ -19,14 +17,6 @@ _STATE_TO_PB = {
     "failed": pb.RUN_STATE_FAILED,
     "timed_out": pb.RUN_STATE_TIMED_OUT,
 }
-
-
-def _ts(value: datetime | None) -> Timestamp | None:
-    if value is None:
-        return None
-    ts = Timestamp()
-    ts.FromDatetime(value)
-    return ts
 
 
 def run_pb(row: RunRow) -> pb.Run:
@@ -39,8 +29,8 @@ def run_pb(row: RunRow) -> pb.Run:
         draft_id=str(row.draft_id) if row.draft_id else "",
         outcome_category=row.outcome_category or "",
         message=row.message or "",
-        start_time=_ts(row.started_at),
-        finish_time=_ts(row.finished_at),
+        start_time=timestamp(row.started_at),
+        finish_time=timestamp(row.finished_at),
         duration_ms=row.duration_ms or 0,
     )
 

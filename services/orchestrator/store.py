@@ -3,18 +3,13 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
-import psycopg
 from psycopg.rows import class_row
-from psycopg_pool import ConnectionPool
 
-from sevvo.runtime import migrations
+from sevvo.runtime.store import SchemaStore
 
 SCHEMA = "orchestrator"
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -50,36 +45,15 @@ class PayloadKeyRow:
     created_at: datetime
 
 
-class OrchestratorStore:
+class OrchestratorStore(SchemaStore):
     """Data access for runs and payload keys."""
 
-    def __init__(self, conninfo: str, *, min_size: int = 1, max_size: int = 8) -> None:
-        self._conninfo = conninfo
-        self._pool = ConnectionPool(
-            conninfo,
-            min_size=min_size,
-            max_size=max_size,
-            open=False,
-            kwargs={"options": f"-c search_path={SCHEMA}"},
-        )
-
-    def open(self) -> None:
-        """Applies migrations and opens the pool."""
-        migrations.apply(self._conninfo, SCHEMA, MIGRATIONS)
-        self._pool.open(wait=True, timeout=30)
-
-    def close(self) -> None:
-        """Closes the pool."""
-        self._pool.close()
-
-    @contextmanager
-    def _tx(self) -> Iterator[psycopg.Connection[Any]]:
-        with self._pool.connection() as conn, conn.transaction():
-            yield conn
+    schema = SCHEMA
+    migrations_dir = MIGRATIONS
 
     def insert_run(self, run: RunRow) -> None:
         """Records a run that is starting."""
-        with self._tx() as conn:
+        with self.transaction() as conn:
             conn.execute(
                 "insert into runs (id, org_id, kind, state, connection_id, draft_id, workflow_id,"
                 " started_at) values (%s, %s, %s, %s, %s, %s, %s, %s)",
@@ -106,7 +80,7 @@ class OrchestratorStore:
         duration_ms: int,
     ) -> RunRow | None:
         """Records a run's outcome once; a run already finished keeps its first outcome."""
-        with self._tx() as conn, conn.cursor(row_factory=class_row(RunRow)) as cur:
+        with self.transaction() as conn, conn.cursor(row_factory=class_row(RunRow)) as cur:
             cur.execute(
                 "update runs set state = %s, outcome_category = %s, message = %s,"
                 " finished_at = %s, duration_ms = %s where id = %s and state = 'running'"
@@ -117,7 +91,7 @@ class OrchestratorStore:
 
     def get_run(self, org_id: uuid.UUID, run_id: uuid.UUID) -> RunRow | None:
         """One run of one org."""
-        with self._pool.connection() as conn, conn.cursor(row_factory=class_row(RunRow)) as cur:
+        with self.connection() as conn, conn.cursor(row_factory=class_row(RunRow)) as cur:
             cur.execute("select * from runs where org_id = %s and id = %s", (org_id, run_id))
             return cur.fetchone()
 
@@ -125,7 +99,7 @@ class OrchestratorStore:
         self, org_id: uuid.UUID, limit: int, before: tuple[datetime, str] | None
     ) -> list[RunRow]:
         """One page of an org's runs, newest first."""
-        with self._pool.connection() as conn, conn.cursor(row_factory=class_row(RunRow)) as cur:
+        with self.connection() as conn, conn.cursor(row_factory=class_row(RunRow)) as cur:
             if before is None:
                 cur.execute(
                     "select * from runs where org_id = %s"
@@ -143,7 +117,7 @@ class OrchestratorStore:
     def payload_keys(self, org_id: uuid.UUID) -> list[PayloadKeyRow]:
         """An org's payload keys, oldest first."""
         with (
-            self._pool.connection() as conn,
+            self.connection() as conn,
             conn.cursor(row_factory=class_row(PayloadKeyRow)) as cur,
         ):
             cur.execute(
@@ -154,7 +128,7 @@ class OrchestratorStore:
 
     def insert_payload_key_if_none(self, row: PayloadKeyRow) -> None:
         """Stores an org's first key, unless a concurrent caller already did."""
-        with self._tx() as conn:
+        with self.transaction() as conn:
             conn.execute(
                 "select pg_advisory_xact_lock(%s, hashtext(%s))",
                 (_KEY_CREATION_LOCK, str(row.org_id)),

@@ -8,7 +8,8 @@ import grpc
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from sevvo.auth.v1 import auth_pb2, auth_pb2_grpc
-from sevvo.runtime.tokens import TrustState, VerificationKey
+from sevvo.runtime.grpc_client import ClientTls, secure_channel
+from sevvo.runtime.tokens import TokenVerifier, TrustState, VerificationKey
 
 
 class RemoteTrustSource:
@@ -43,3 +44,25 @@ class RemoteTrustSource:
                 d.deployment_id: d.revoke_time.ToDatetime(tzinfo=_UTC) for d in revoked.deployments
             },
         )
+
+
+def remote_verifier(
+    auth_endpoint: str,
+    tls: ClientTls,
+    *,
+    refresh_seconds: float,
+    leeway_seconds: int,
+) -> tuple[TokenVerifier, grpc.Channel]:
+    """A verifier for a service other than auth, and the channel it polls auth on.
+
+    Fails closed once auth has been unreachable for three refresh intervals (at least 5 s),
+    so a revoked agent cannot keep working against a service that lost touch with auth.
+    """
+    channel = secure_channel(auth_endpoint, tls)
+    verifier = TokenVerifier(
+        RemoteTrustSource(channel),
+        refresh_interval=refresh_seconds,
+        max_staleness=max(5.0, 3 * refresh_seconds),
+        leeway_seconds=leeway_seconds,
+    )
+    return verifier, channel

@@ -8,9 +8,11 @@ from ``current_principal()``.
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import enum
 import re
+import signal
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -319,6 +321,17 @@ async def start_server(
     return server, bound
 
 
+async def run_until_signalled(server: grpc.aio.Server, *, grace: float = 5.0) -> None:
+    """Serves until SIGINT or SIGTERM, then lets in-flight calls finish for ``grace`` seconds."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("stopping on signal", grace_s=grace)
+    await server.stop(grace=grace)
+
+
 __all__ = [
     "Access",
     "AuthInterceptor",
@@ -326,7 +339,9 @@ __all__ = [
     "LoggingInterceptor",
     "ServerSpec",
     "TlsFiles",
+    "current_bearer",
     "current_principal",
+    "run_until_signalled",
     "start_server",
     "status_for",
 ]

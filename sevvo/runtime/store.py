@@ -1,0 +1,54 @@
+"""The one way a service reaches its schema in the control-plane Postgres: a pool and migrations."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg_pool import ConnectionPool
+
+from sevvo.runtime import migrations
+
+
+class SchemaStore:
+    """A connection pool whose sessions use one service's schema, migrated on open.
+
+    Each service subclasses it with its own queries; SQL stays in the service's store module.
+    """
+
+    schema: str
+    migrations_dir: Path
+
+    def __init__(self, conninfo: str, *, min_size: int = 1, max_size: int = 8) -> None:
+        self._conninfo = conninfo
+        self._pool = ConnectionPool(
+            conninfo,
+            min_size=min_size,
+            max_size=max_size,
+            open=False,
+            kwargs={"options": f"-c search_path={self.schema}"},
+        )
+
+    def open(self) -> None:
+        """Applies pending migrations, then opens the pool."""
+        migrations.apply(self._conninfo, self.schema, self.migrations_dir)
+        self._pool.open(wait=True, timeout=30)
+
+    def close(self) -> None:
+        """Closes the pool."""
+        self._pool.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[psycopg.Connection[Any]]:
+        """A pooled connection inside one transaction: committed on success, else rolled back."""
+        with self._pool.connection() as conn, conn.transaction():
+            yield conn
+
+    @contextmanager
+    def connection(self) -> Iterator[psycopg.Connection[Any]]:
+        """A pooled connection for reads."""
+        with self._pool.connection() as conn:
+            yield conn
