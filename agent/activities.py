@@ -10,6 +10,8 @@ import grpc
 from temporalio import activity
 
 from agent.postgres_probe import CATEGORY_HINTS, probe_postgres
+from agent.preview_executor import run_preview
+from agent.preview_validator import QueryRejected, validate_preview_sql
 from sevvo.connections.v1 import connections_pb2, connections_pb2_grpc
 from sevvo.runtime import temporal
 from sevvo.runtime.grpc_client import error_details
@@ -32,33 +34,84 @@ class AgentActivities:
     def __init__(self, credentials: connections_pb2_grpc.ConnectionCredentialServiceStub) -> None:
         self._credentials = credentials
 
+    async def _resolve(
+        self, purpose: str, *, connection_id: str = "", draft_id: str = ""
+    ) -> connections_pb2.PostgresCredentials | None:
+        """Fetches credentials by reference; None when the control plane says they are unusable.
+
+        Unreachable or unauthenticated control planes raise, so Temporal retries the activity.
+        """
+        request = connections_pb2.ResolveConnectionCredentialsRequest(
+            purpose=purpose, connection_id=connection_id, draft_id=draft_id
+        )
+        try:
+            resolved: connections_pb2.ResolveConnectionCredentialsResponse = (
+                await self._credentials.ResolveConnectionCredentials(request, timeout=10)
+            )
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() not in _UNUSABLE:
+                raise
+            log.info("stored credentials unusable", reason=error_details(exc).reason)
+            return None
+        return resolved.postgres
+
     @activity.defn(name=temporal.TEST_CREDENTIALS_ACTIVITY)
     async def test_credentials(
         self, request: workflows_pb2.CredentialTestInput
     ) -> workflows_pb2.CredentialTestResult:
         """Resolves the credentials and probes the database with them."""
         log.info("credential test started", run_id=request.run_id)
-        resolve = connections_pb2.ResolveConnectionCredentialsRequest(purpose="credential_test")
-        if request.WhichOneof("target") == "draft_id":
-            resolve.draft_id = request.draft_id
-        else:
-            resolve.connection_id = request.connection_id
-        try:
-            resolved = await self._credentials.ResolveConnectionCredentials(resolve, timeout=10)
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() not in _UNUSABLE:
-                raise  # Unreachable or unauthenticated: let Temporal retry the activity.
-            reason = error_details(exc).reason
-            log.info("stored credentials unusable", run_id=request.run_id, reason=reason)
+        target = request.WhichOneof("target")
+        resolved = await self._resolve(
+            "credential_test",
+            connection_id=request.connection_id if target == "connection_id" else "",
+            draft_id=request.draft_id if target == "draft_id" else "",
+        )
+        if resolved is None:
             category = workflows_pb2.TEST_CATEGORY_INVALID_STORED_CREDENTIALS
             return workflows_pb2.CredentialTestResult(
                 category=category, message=CATEGORY_HINTS[category]
             )
-        result = await probe_postgres(resolved.postgres)
+        result = await probe_postgres(resolved)
         log.info(
             "credential test done",
             run_id=request.run_id,
             category=workflows_pb2.TestCategory.Name(result.category),
+            duration_ms=result.duration_ms,
+        )
+        return result
+
+    @activity.defn(name=temporal.PREVIEW_ACTIVITY)
+    async def preview_query(
+        self, request: workflows_pb2.PreviewQueryInput
+    ) -> workflows_pb2.PreviewQueryResult:
+        """Validates the SQL with the Postgres parser, then runs it read-only, bounded.
+
+        A rejected statement never fetches credentials or reaches the database. The SQL is
+        never logged.
+        """
+        try:
+            statement = validate_preview_sql(request.sql)
+        except QueryRejected as exc:
+            log.info("preview rejected", run_id=request.run_id, reason=exc.reason)
+            return workflows_pb2.PreviewQueryResult(
+                category=workflows_pb2.PREVIEW_CATEGORY_QUERY_REJECTED,
+                message=exc.message,
+                position=exc.position or 0,
+            )
+        credentials = await self._resolve("preview", connection_id=request.connection_id)
+        if credentials is None:
+            return workflows_pb2.PreviewQueryResult(
+                category=workflows_pb2.PREVIEW_CATEGORY_INVALID_STORED_CREDENTIALS,
+                message="the connection's stored credentials are missing or unreadable",
+            )
+        result = await run_preview(credentials, statement)
+        log.info(
+            "preview done",
+            run_id=request.run_id,
+            category=workflows_pb2.PreviewCategory.Name(result.category),
+            rows=len(result.rows),
+            truncated=result.truncated,
             duration_ms=result.duration_ms,
         )
         return result

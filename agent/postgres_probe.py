@@ -18,6 +18,7 @@ from typing import Final
 
 import psycopg
 from psycopg import errors
+from psycopg.rows import TupleRow
 
 from sevvo.connections.v1 import connections_pb2
 from sevvo.runtime.validation import has_control_characters
@@ -154,6 +155,10 @@ class _Target:
     sslmode: str
 
 
+class InvalidStoredCredentials(ValueError):
+    """The stored credentials are missing or malformed, so nothing was dialled."""
+
+
 async def probe_postgres(
     credentials: connections_pb2.PostgresCredentials, *, connect_timeout: float = 10.0
 ) -> workflows_pb2.CredentialTestResult:
@@ -167,25 +172,87 @@ async def probe_postgres(
     Failures of the database, the network or the credentials are results, not exceptions;
     anything else (a bug) propagates, and so does cancellation.
     """
-    if not (connect_timeout > 0 and math.isfinite(connect_timeout)):
-        raise ValueError("connect_timeout must be a positive, finite number of seconds")
-    target = _validated_target(credentials)
-    if target is None:
-        return _result(_INVALID_STORED_CREDENTIALS, duration_ms=0)
-
+    _check_connect_timeout(connect_timeout)
     started = time.monotonic()
     try:
-        # libpq's connect_timeout applies per address tried and leaves out name resolution
-        # and the query, so the asyncio deadline is what bounds the test as a whole.
+        # connect() bounds the connection alone; this deadline takes in the query too.
         async with asyncio.timeout(connect_timeout):
-            server_version = await _connect_and_query(target, math.ceil(connect_timeout))
-    except TimeoutError:
-        category = _CONNECTION_REFUSED_OR_TIMEOUT
-    except psycopg.Error as exc:
-        category = _categorize(exc)
+            server_version = await _connect_and_query(credentials, connect_timeout)
+    except InvalidStoredCredentials:
+        return _result(_INVALID_STORED_CREDENTIALS, duration_ms=0)
+    except (TimeoutError, psycopg.Error) as exc:
+        category = connection_failure_category(exc)
     else:
         return _result(_OK, duration_ms=_elapsed_ms(started), server_version=server_version)
     return _result(category, duration_ms=_elapsed_ms(started))
+
+
+async def connect(
+    credentials: connections_pb2.PostgresCredentials, *, connect_timeout: float
+) -> psycopg.AsyncConnection[TupleRow]:
+    """Open one autocommit connection with ``credentials``; the caller closes it.
+
+    The SSL mode is used exactly as stored and GSSAPI encryption is off. ``connect_timeout``
+    bounds the whole attempt, name resolution and every address tried included.
+
+    Raises InvalidStoredCredentials before dialling when the stored fields are unusable,
+    TimeoutError when the deadline passes, and psycopg.Error for what libpq or the server
+    reports; connection_failure_category() maps the last two to a category.
+    """
+    _check_connect_timeout(connect_timeout)
+    target = _validated_target(credentials)
+    if target is None:
+        raise InvalidStoredCredentials("the stored credentials are missing or malformed")
+    # libpq's connect_timeout applies per address tried and leaves out name resolution, so
+    # the asyncio deadline is what bounds the attempt as a whole.
+    async with asyncio.timeout(connect_timeout):
+        # Keyword arguments, never a DSN string: psycopg quotes each value, so a password or
+        # name with spaces, quotes or "=" cannot change the meaning of another parameter.
+        return await psycopg.AsyncConnection.connect(
+            host=target.host,
+            port=target.port,
+            dbname=target.dbname,
+            user=target.user,
+            password=target.password,
+            sslmode=target.sslmode,
+            # The product offers TLS or plaintext, nothing else; GSSAPI encryption ("prefer"
+            # by default) would make the outcome depend on Kerberos tickets on the agent host.
+            gssencmode="disable",
+            connect_timeout=math.ceil(connect_timeout),
+            application_name=APPLICATION_NAME,
+            # No transaction is left open by accident; callers that want one begin it.
+            autocommit=True,
+        )
+
+
+def connection_failure_category(
+    exc: psycopg.Error | TimeoutError,
+) -> workflows_pb2.TestCategory:
+    """Map a failure to connect (or a lost connection) to a credential test category.
+
+    Uses structured facts wherever libpq offers them: the SQLSTATE, psycopg's exception
+    class, and libpq's own client-side wording only where it assigns no SQLSTATE.
+    """
+    if isinstance(exc, TimeoutError):
+        return _CONNECTION_REFUSED_OR_TIMEOUT
+    text = str(exc)
+    sqlstate = exc.sqlstate or _startup_error_sqlstate(text)
+    if sqlstate is not None:
+        if sqlstate.startswith(_CONNECTION_EXCEPTION_CLASS):
+            return _CONNECTION_REFUSED_OR_TIMEOUT
+        return _SQLSTATE_CATEGORIES.get(sqlstate, _OTHER)
+    if isinstance(exc, errors.ConnectionTimeout):
+        return _CONNECTION_REFUSED_OR_TIMEOUT
+    if _SSL_NOT_OFFERED_TEXT in text:
+        return _SSL_REQUIRED_NOT_OFFERED
+    if any(marker in text for marker in _UNREACHABLE_TEXTS):
+        return _CONNECTION_REFUSED_OR_TIMEOUT
+    return _OTHER
+
+
+def _check_connect_timeout(connect_timeout: float) -> None:
+    if not (connect_timeout > 0 and math.isfinite(connect_timeout)):
+        raise ValueError("connect_timeout must be a positive, finite number of seconds")
 
 
 def _validated_target(credentials: connections_pb2.PostgresCredentials) -> _Target | None:
@@ -213,47 +280,16 @@ def _validated_target(credentials: connections_pb2.PostgresCredentials) -> _Targ
     )
 
 
-async def _connect_and_query(target: _Target, libpq_timeout: int) -> str:
+async def _connect_and_query(
+    credentials: connections_pb2.PostgresCredentials, connect_timeout: float
+) -> str:
     """Connect, run ``select 1``, close; return the server's version as "major.minor"."""
-    # Keyword arguments, never a DSN string: psycopg quotes each value, so a password or
-    # name with spaces, quotes or "=" cannot change the meaning of another parameter.
-    conn = await psycopg.AsyncConnection.connect(
-        host=target.host,
-        port=target.port,
-        dbname=target.dbname,
-        user=target.user,
-        password=target.password,
-        sslmode=target.sslmode,
-        # The product offers TLS or plaintext, nothing else; GSSAPI encryption ("prefer"
-        # by default) would make the outcome depend on Kerberos tickets on the agent host.
-        gssencmode="disable",
-        connect_timeout=libpq_timeout,
-        application_name=APPLICATION_NAME,
-        # No transaction left open by the test query, whatever close() does.
-        autocommit=True,
-    )
+    conn = await connect(credentials, connect_timeout=connect_timeout)
     try:
         await conn.execute("select 1")
         return _format_server_version(conn.info.server_version)
     finally:
         await conn.close()
-
-
-def _categorize(exc: psycopg.Error) -> workflows_pb2.TestCategory:
-    """Map a psycopg error to a category from structured facts wherever libpq offers them."""
-    text = str(exc)
-    sqlstate = exc.sqlstate or _startup_error_sqlstate(text)
-    if sqlstate is not None:
-        if sqlstate.startswith(_CONNECTION_EXCEPTION_CLASS):
-            return _CONNECTION_REFUSED_OR_TIMEOUT
-        return _SQLSTATE_CATEGORIES.get(sqlstate, _OTHER)
-    if isinstance(exc, errors.ConnectionTimeout):
-        return _CONNECTION_REFUSED_OR_TIMEOUT
-    if _SSL_NOT_OFFERED_TEXT in text:
-        return _SSL_REQUIRED_NOT_OFFERED
-    if any(marker in text for marker in _UNREACHABLE_TEXTS):
-        return _CONNECTION_REFUSED_OR_TIMEOUT
-    return _OTHER
 
 
 def _startup_error_sqlstate(text: str) -> str | None:

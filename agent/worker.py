@@ -17,7 +17,7 @@ from temporalio.worker import Worker
 from agent.activities import AgentActivities
 from agent.bearer import BearerSession, DeploymentRevoked
 from agent.config import AgentConfig
-from agent.workflows import CredentialTestWorkflow
+from agent.workflows import CredentialTestWorkflow, PreviewQueryWorkflow
 from sevvo.auth.v1 import auth_pb2_grpc
 from sevvo.connections.v1 import connections_pb2_grpc
 from sevvo.orchestrator.v1 import orchestrator_pb2, orchestrator_pb2_grpc
@@ -117,8 +117,8 @@ async def run_agent(config: AgentConfig, stop: asyncio.Event) -> int:
         worker = Worker(
             client,
             task_queue=queue,
-            workflows=[CredentialTestWorkflow],
-            activities=[activities.test_credentials],
+            workflows=[CredentialTestWorkflow, PreviewQueryWorkflow],
+            activities=[activities.test_credentials, activities.preview_query],
         )
         log.info("agent polling", task_queue=queue, deployment_id=session.deployment_id)
         tasks = {

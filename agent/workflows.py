@@ -34,3 +34,32 @@ class CredentialTestWorkflow:
             ),
         )
         return result
+
+
+@workflow.defn(name=temporal.PREVIEW_WORKFLOW)
+class PreviewQueryWorkflow:
+    """Runs one user preview query next to the data and returns at most 100 rows."""
+
+    @workflow.run
+    async def run(
+        self, request: workflows_pb2.PreviewQueryInput
+    ) -> workflows_pb2.PreviewQueryResult:
+        """Runs the preview as a local activity, retrying only infrastructure failures.
+
+        The user is waiting, and a local activity skips a round trip through the task queue.
+        Query outcomes are results, not errors; the statement is read-only, so a retry after
+        a lost worker is harmless.
+        """
+        result: workflows_pb2.PreviewQueryResult = await workflow.execute_local_activity(
+            temporal.PREVIEW_ACTIVITY,
+            request,
+            result_type=workflows_pb2.PreviewQueryResult,
+            # 10 s statement timeout plus connecting; the orchestrator waits 40 s in all.
+            start_to_close_timeout=timedelta(seconds=25),
+            retry_policy=RetryPolicy(
+                initial_interval=timedelta(milliseconds=200),
+                maximum_interval=timedelta(seconds=2),
+                maximum_attempts=3,
+            ),
+        )
+        return result

@@ -12,7 +12,11 @@ import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import TypeVar
 
+from google.protobuf.message import Message
+from temporalio.api.common.v1 import WorkflowExecution
+from temporalio.api.workflowservice.v1 import DeleteWorkflowExecutionRequest
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.common import WorkflowIDReusePolicy
 
@@ -31,6 +35,33 @@ _CATEGORY_NAMES = {
     value: name.removeprefix("TEST_CATEGORY_").lower()
     for name, value in workflows_pb2.TestCategory.items()
 }
+
+
+_PREVIEW_CATEGORY_NAMES = {
+    value: name.removeprefix("PREVIEW_CATEGORY_").lower()
+    for name, value in workflows_pb2.PreviewCategory.items()
+}
+MAX_PREVIEW_SQL_BYTES = 100 * 1024
+# The statement timeout is 10 s; connecting and the round trips get the rest.
+PREVIEW_TIMEOUT = timedelta(seconds=40)
+
+_Failure = tuple[str, str, str]
+_TIMED_OUT: _Failure = (
+    "timed_out",
+    "agent_unavailable",
+    "no agent of this org finished the work in time: check that an agent is running",
+)
+_FAILED: _Failure = (
+    "failed",
+    "workflow_failed",
+    "the work failed inside the agent; see the agent's logs",
+)
+ResultT = TypeVar("ResultT", bound=Message)
+
+
+def preview_category_name(category: int) -> str:
+    """The stable lower_snake name of a preview category."""
+    return _PREVIEW_CATEGORY_NAMES.get(category, "other")
 
 
 def category_name(category: int) -> str:
@@ -95,6 +126,7 @@ class OrchestratorDomain:
         self._test_timeout = test_timeout
         self._clock = clock
         self._clients: dict[uuid.UUID, Client] = {}
+        self._background: set[asyncio.Task[None]] = set()
 
     def _client_for(self, org_id: uuid.UUID) -> Client:
         # One service connection; each org gets its own data converter so its payloads are
@@ -107,6 +139,67 @@ class OrchestratorDomain:
             self._clients[org_id] = client
         return client
 
+    async def _insert_run(
+        self,
+        caller: Principal,
+        kind: str,
+        *,
+        connection_id: uuid.UUID | None = None,
+        draft_id: uuid.UUID | None = None,
+    ) -> RunRow:
+        run_id = uuid.uuid4()
+        prefix = kind.replace("_", "-")
+        run = RunRow(
+            id=run_id,
+            org_id=uuid.UUID(caller.org_id),
+            kind=kind,
+            state="running",
+            connection_id=connection_id,
+            draft_id=draft_id,
+            workflow_id=f"{prefix}-{run_id}",
+            outcome_category=None,
+            message=None,
+            started_at=self._clock(),
+            finished_at=None,
+            duration_ms=None,
+        )
+        await asyncio.to_thread(self._store.insert_run, run)
+        return run
+
+    async def _execute(
+        self,
+        caller: Principal,
+        run: RunRow,
+        workflow_name: str,
+        request: Message,
+        result_type: type[ResultT],
+        timeout: timedelta,
+    ) -> tuple[ResultT | None, _Failure | None, int]:
+        """Runs ``workflow_name`` on the caller's queue; returns its result or why there is none.
+
+        Ids and categories only: the workflow id and queue hold no host, database or SQL, and
+        the input travels encrypted with the org's payload key.
+        """
+        client = await asyncio.to_thread(self._client_for, run.org_id)
+        started = time.monotonic()
+        handle = await client.start_workflow(
+            workflow_name,
+            request,
+            id=run.workflow_id,
+            task_queue=temporal.task_queue(caller.org_id),
+            execution_timeout=timeout,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            result_type=result_type,
+        )
+        log.info("workflow started", run_id=str(run.id), kind=run.kind)
+        try:
+            result = await asyncio.wait_for(handle.result(), timeout=timeout.total_seconds() + 5)
+            return result, None, int((time.monotonic() - started) * 1000)
+        except (TimeoutError, WorkflowFailureError) as exc:
+            timed_out = isinstance(exc, TimeoutError) or "timed out" in str(exc.cause).lower()
+            failure = _TIMED_OUT if timed_out else _FAILED
+            return None, failure, int((time.monotonic() - started) * 1000)
+
     async def test_connection(
         self, caller: Principal, *, connection_id: str = "", draft_id: str = ""
     ) -> RunRow:
@@ -115,68 +208,122 @@ class OrchestratorDomain:
             raise InvalidArgument("target", "set exactly one of connection_id or draft_id")
         field = "connection_id" if connection_id else "draft_id"
         target = validation.resource_id(field, connection_id or draft_id)
-        org_id = uuid.UUID(caller.org_id)
-        run_id = uuid.uuid4()
-        workflow_id = f"credential-test-{run_id}"
-        run = RunRow(
-            id=run_id,
-            org_id=org_id,
-            kind="credential_test",
-            state="running",
+        run = await self._insert_run(
+            caller,
+            "credential_test",
             connection_id=target if connection_id else None,
             draft_id=target if draft_id else None,
-            workflow_id=workflow_id,
-            outcome_category=None,
-            message=None,
-            started_at=self._clock(),
-            finished_at=None,
-            duration_ms=None,
         )
-        await asyncio.to_thread(self._store.insert_run, run)
-        request = workflows_pb2.CredentialTestInput(run_id=str(run_id))
+        request = workflows_pb2.CredentialTestInput(run_id=str(run.id))
         if connection_id:
             request.connection_id = str(target)
         else:
             request.draft_id = str(target)
-        client = await asyncio.to_thread(self._client_for, org_id)
-        started = time.monotonic()
-        # Ids and categories only: the workflow id, queue and input hold no host, database or SQL.
-        handle = await client.start_workflow(
+        result, failure, elapsed_ms = await self._execute(
+            caller,
+            run,
             temporal.CREDENTIAL_TEST_WORKFLOW,
             request,
-            id=workflow_id,
-            task_queue=temporal.task_queue(caller.org_id),
-            execution_timeout=self._test_timeout,
-            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-            result_type=workflows_pb2.CredentialTestResult,
+            workflows_pb2.CredentialTestResult,
+            self._test_timeout,
         )
-        log.info("credential test started", run_id=str(run_id), workflow_id=workflow_id)
-        state, category, message = "succeeded", None, None
-        try:
-            result = await asyncio.wait_for(
-                handle.result(), timeout=self._test_timeout.total_seconds() + 5
-            )
-            category, message = category_name(result.category), result.message
-        except (TimeoutError, WorkflowFailureError) as exc:
-            timed_out = isinstance(exc, TimeoutError) or "timed out" in str(exc.cause).lower()
-            state = "timed_out" if timed_out else "failed"
-            category = "agent_unavailable" if timed_out else "workflow_failed"
-            message = (
-                "no agent of this org finished the test in time: check that an agent is running"
-                if timed_out
-                else "the credential test failed inside the agent; see the agent's logs"
-            )
+        if result is not None:
+            state, category, message = "succeeded", category_name(result.category), result.message
+        else:
+            assert failure is not None
+            state, category, message = failure
         finished = await asyncio.to_thread(
             self._store.finish_run,
-            run_id,
+            run.id,
             state=state,
             category=category,
             message=message,
             finished_at=self._clock(),
-            duration_ms=int((time.monotonic() - started) * 1000),
+            duration_ms=elapsed_ms,
         )
-        log.info("credential test finished", run_id=str(run_id), state=state, category=category)
-        return finished or await self.get_run(caller, str(run_id))
+        log.info("credential test finished", run_id=str(run.id), state=state, category=category)
+        return finished or await self.get_run(caller, str(run.id))
+
+    async def preview_query(
+        self, caller: Principal, connection_id: str, sql: str
+    ) -> tuple[RunRow, workflows_pb2.PreviewQueryResult]:
+        """Runs a user's preview through the agent; the rows go back to the caller only.
+
+        The run keeps the category, SQLSTATE, row count and truncated flag, never the rows or
+        the database's message (which can quote a value). The workflow's history, the only
+        other place the (encrypted) rows passed through, is deleted once the result is read.
+        """
+        target = validation.resource_id("connection_id", connection_id)
+        if not sql.strip():
+            raise InvalidArgument("sql", "must not be empty")
+        if len(sql.encode()) > MAX_PREVIEW_SQL_BYTES:
+            raise InvalidArgument("sql", f"must be at most {MAX_PREVIEW_SQL_BYTES // 1024} KB")
+        run = await self._insert_run(caller, "preview", connection_id=target)
+        request = workflows_pb2.PreviewQueryInput(
+            run_id=str(run.id), connection_id=str(target), sql=sql
+        )
+        result, failure, elapsed_ms = await self._execute(
+            caller,
+            run,
+            temporal.PREVIEW_WORKFLOW,
+            request,
+            workflows_pb2.PreviewQueryResult,
+            PREVIEW_TIMEOUT,
+        )
+        message: str | None
+        if result is None:
+            assert failure is not None
+            state, category, message = failure
+            result = workflows_pb2.PreviewQueryResult(
+                category=workflows_pb2.PREVIEW_CATEGORY_OTHER, message=message
+            )
+            row_count, truncated = 0, False
+        else:
+            category = preview_category_name(result.category)
+            state = "succeeded"
+            message = f"sqlstate {result.sqlstate}" if result.sqlstate else None
+            row_count, truncated = len(result.rows), result.truncated
+            self._forget(run)
+        finished = await asyncio.to_thread(
+            self._store.finish_run,
+            run.id,
+            state=state,
+            category=category,
+            message=message,
+            finished_at=self._clock(),
+            duration_ms=elapsed_ms,
+            row_count=row_count,
+            truncated=truncated,
+        )
+        log.info(
+            "preview finished",
+            run_id=str(run.id),
+            category=category,
+            rows=row_count,
+            duration_ms=elapsed_ms,
+        )
+        return finished or await self.get_run(caller, str(run.id)), result
+
+    def _forget(self, run: RunRow) -> None:
+        """Deletes a finished preview's workflow history in the background."""
+
+        async def delete() -> None:
+            try:
+                await self._temporal.workflow_service.delete_workflow_execution(
+                    DeleteWorkflowExecutionRequest(
+                        namespace=self._temporal.namespace,
+                        workflow_execution=WorkflowExecution(workflow_id=run.workflow_id),
+                    )
+                )
+                log.info("preview history deletion requested", run_id=str(run.id))
+            except Exception as exc:  # The history then ages out with the namespace retention.
+                log.warning(
+                    "preview history not deleted", run_id=str(run.id), error=type(exc).__name__
+                )
+
+        task = asyncio.get_running_loop().create_task(delete())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def get_run(self, caller: Principal, run_id: str) -> RunRow:
         """A run of the caller's org."""

@@ -27,6 +27,8 @@ _KEYS = orchestrator_pb2.DESCRIPTOR.services_by_name["PayloadKeyService"].full_n
 
 ACCESS: dict[str, Access] = {
     f"/{_ORCHESTRATOR}/TestConnection": Access.USER,
+    # User-triggered only: no agent, schedule or service identity may start a preview.
+    f"/{_ORCHESTRATOR}/PreviewQuery": Access.USER,
     f"/{_ORCHESTRATOR}/GetRun": Access.USER,
     f"/{_ORCHESTRATOR}/ListRuns": Access.USER,
     # Payload keys decrypt the org's workflow history: its own agents only.

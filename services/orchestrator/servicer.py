@@ -11,6 +11,7 @@ from sevvo.orchestrator.v1 import orchestrator_pb2_grpc as pb_grpc
 from sevvo.runtime.grpc_server import current_principal
 from sevvo.runtime.servicing import timestamp
 
+_KIND_TO_PB = {"credential_test": pb.RUN_KIND_CREDENTIAL_TEST, "preview": pb.RUN_KIND_PREVIEW}
 _STATE_TO_PB = {
     "running": pb.RUN_STATE_RUNNING,
     "succeeded": pb.RUN_STATE_SUCCEEDED,
@@ -23,7 +24,7 @@ def run_pb(row: RunRow) -> pb.Run:
     """A run's metadata as the API shows it."""
     return pb.Run(
         id=str(row.id),
-        kind=pb.RUN_KIND_CREDENTIAL_TEST,
+        kind=_KIND_TO_PB[row.kind],
         state=_STATE_TO_PB[row.state],
         connection_id=str(row.connection_id) if row.connection_id else "",
         draft_id=str(row.draft_id) if row.draft_id else "",
@@ -32,6 +33,8 @@ def run_pb(row: RunRow) -> pb.Run:
         start_time=timestamp(row.started_at),
         finish_time=timestamp(row.finished_at),
         duration_ms=row.duration_ms or 0,
+        row_count=row.row_count or 0,
+        truncated=bool(row.truncated),
     )
 
 
@@ -48,6 +51,14 @@ class OrchestratorServicer(pb_grpc.OrchestratorServiceServicer):
             current_principal(), connection_id=request.connection_id, draft_id=request.draft_id
         )
         return run_pb(row)
+
+    async def PreviewQuery(
+        self, request: pb.PreviewQueryRequest, context: grpc.aio.ServicerContext
+    ) -> pb.PreviewQueryResponse:
+        row, result = await self._domain.preview_query(
+            current_principal(), request.connection_id, request.sql
+        )
+        return pb.PreviewQueryResponse(run=run_pb(row), result=result)
 
     async def GetRun(self, request: pb.GetRunRequest, context: grpc.aio.ServicerContext) -> pb.Run:
         return run_pb(await self._domain.get_run(current_principal(), request.id))

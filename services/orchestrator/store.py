@@ -32,6 +32,8 @@ class RunRow:
     started_at: datetime
     finished_at: datetime | None
     duration_ms: int | None
+    row_count: int | None = None
+    truncated: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -78,14 +80,25 @@ class OrchestratorStore(SchemaStore):
         message: str | None,
         finished_at: datetime,
         duration_ms: int,
+        row_count: int | None = None,
+        truncated: bool | None = None,
     ) -> RunRow | None:
         """Records a run's outcome once; a run already finished keeps its first outcome."""
         with self.transaction() as conn, conn.cursor(row_factory=class_row(RunRow)) as cur:
             cur.execute(
                 "update runs set state = %s, outcome_category = %s, message = %s,"
-                " finished_at = %s, duration_ms = %s where id = %s and state = 'running'"
-                " returning *",
-                (state, category, message, finished_at, duration_ms, run_id),
+                " finished_at = %s, duration_ms = %s, row_count = %s, truncated = %s"
+                " where id = %s and state = 'running' returning *",
+                (
+                    state,
+                    category,
+                    message,
+                    finished_at,
+                    duration_ms,
+                    row_count,
+                    truncated,
+                    run_id,
+                ),
             )
             return cur.fetchone()
 

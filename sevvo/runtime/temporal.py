@@ -13,6 +13,8 @@ from temporalio.service import TLSConfig
 
 CREDENTIAL_TEST_WORKFLOW = "CredentialTestWorkflow"
 TEST_CREDENTIALS_ACTIVITY = "test_credentials"
+PREVIEW_WORKFLOW = "PreviewQueryWorkflow"
+PREVIEW_ACTIVITY = "preview_query"
 
 
 def task_queue(org_id: str) -> str:

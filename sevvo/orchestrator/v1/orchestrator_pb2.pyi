@@ -1,6 +1,7 @@
 import datetime
 
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from sevvo.workflows.v1 import workflows_pb2 as _workflows_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -14,6 +15,7 @@ class RunKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     RUN_KIND_UNSPECIFIED: _ClassVar[RunKind]
     RUN_KIND_CREDENTIAL_TEST: _ClassVar[RunKind]
+    RUN_KIND_PREVIEW: _ClassVar[RunKind]
 
 class RunState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -24,6 +26,7 @@ class RunState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     RUN_STATE_TIMED_OUT: _ClassVar[RunState]
 RUN_KIND_UNSPECIFIED: RunKind
 RUN_KIND_CREDENTIAL_TEST: RunKind
+RUN_KIND_PREVIEW: RunKind
 RUN_STATE_UNSPECIFIED: RunState
 RUN_STATE_RUNNING: RunState
 RUN_STATE_SUCCEEDED: RunState
@@ -31,7 +34,7 @@ RUN_STATE_FAILED: RunState
 RUN_STATE_TIMED_OUT: RunState
 
 class Run(_message.Message):
-    __slots__ = ("id", "kind", "state", "connection_id", "draft_id", "outcome_category", "message", "start_time", "finish_time", "duration_ms")
+    __slots__ = ("id", "kind", "state", "connection_id", "draft_id", "outcome_category", "message", "start_time", "finish_time", "duration_ms", "row_count", "truncated")
     ID_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -42,6 +45,8 @@ class Run(_message.Message):
     START_TIME_FIELD_NUMBER: _ClassVar[int]
     FINISH_TIME_FIELD_NUMBER: _ClassVar[int]
     DURATION_MS_FIELD_NUMBER: _ClassVar[int]
+    ROW_COUNT_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATED_FIELD_NUMBER: _ClassVar[int]
     id: str
     kind: RunKind
     state: RunState
@@ -52,7 +57,25 @@ class Run(_message.Message):
     start_time: _timestamp_pb2.Timestamp
     finish_time: _timestamp_pb2.Timestamp
     duration_ms: int
-    def __init__(self, id: _Optional[str] = ..., kind: _Optional[_Union[RunKind, str]] = ..., state: _Optional[_Union[RunState, str]] = ..., connection_id: _Optional[str] = ..., draft_id: _Optional[str] = ..., outcome_category: _Optional[str] = ..., message: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finish_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., duration_ms: _Optional[int] = ...) -> None: ...
+    row_count: int
+    truncated: bool
+    def __init__(self, id: _Optional[str] = ..., kind: _Optional[_Union[RunKind, str]] = ..., state: _Optional[_Union[RunState, str]] = ..., connection_id: _Optional[str] = ..., draft_id: _Optional[str] = ..., outcome_category: _Optional[str] = ..., message: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finish_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., duration_ms: _Optional[int] = ..., row_count: _Optional[int] = ..., truncated: _Optional[bool] = ...) -> None: ...
+
+class PreviewQueryRequest(_message.Message):
+    __slots__ = ("connection_id", "sql")
+    CONNECTION_ID_FIELD_NUMBER: _ClassVar[int]
+    SQL_FIELD_NUMBER: _ClassVar[int]
+    connection_id: str
+    sql: str
+    def __init__(self, connection_id: _Optional[str] = ..., sql: _Optional[str] = ...) -> None: ...
+
+class PreviewQueryResponse(_message.Message):
+    __slots__ = ("run", "result")
+    RUN_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    run: Run
+    result: _workflows_pb2.PreviewQueryResult
+    def __init__(self, run: _Optional[_Union[Run, _Mapping]] = ..., result: _Optional[_Union[_workflows_pb2.PreviewQueryResult, _Mapping]] = ...) -> None: ...
 
 class TestConnectionRequest(_message.Message):
     __slots__ = ("connection_id", "draft_id")

@@ -44,6 +44,11 @@ class OrchestratorServiceStub:
                 request_serializer=sevvo_dot_orchestrator_dot_v1_dot_orchestrator__pb2.TestConnectionRequest.SerializeToString,
                 response_deserializer=sevvo_dot_orchestrator_dot_v1_dot_orchestrator__pb2.Run.FromString,
                 _registered_method=True)
+        self.PreviewQuery = channel.unary_unary(
+                '/sevvo.orchestrator.v1.OrchestratorService/PreviewQuery',
+                request_serializer=sevvo_dot_orchestrator_dot_v1_dot_orchestrator__pb2.PreviewQueryRequest.SerializeToString,
+                response_deserializer=sevvo_dot_orchestrator_dot_v1_dot_orchestrator__pb2.PreviewQueryResponse.FromString,
+                _registered_method=True)
         self.GetRun = channel.unary_unary(
                 '/sevvo.orchestrator.v1.OrchestratorService/GetRun',
                 request_serializer=sevvo_dot_orchestrator_dot_v1_dot_orchestrator__pb2.GetRunRequest.SerializeToString,
@@ -71,6 +76,14 @@ class OrchestratorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PreviewQuery(self, request, context):
+        """Runs one read-only SQL statement on a connection through the org's agent and returns at
+        most 100 rows. User-triggered only; the rows are returned here and stored nowhere.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetRun(self, request, context):
         """Returns one run of the caller's org.
         """
@@ -92,6 +105,11 @@ def add_OrchestratorServiceServicer_to_server(servicer, server):
                     servicer.TestConnection,
                     request_deserializer=sevvo_dot_orchestrator_dot_v1_dot_orchestrator__pb2.TestConnectionRequest.FromString,
                     response_serializer=sevvo_dot_orchestrator_dot_v1_dot_orchestrator__pb2.Run.SerializeToString,
+            ),
+            'PreviewQuery': grpc.unary_unary_rpc_method_handler(
+                    servicer.PreviewQuery,
+                    request_deserializer=sevvo_dot_orchestrator_dot_v1_dot_orchestrator__pb2.PreviewQueryRequest.FromString,
+                    response_serializer=sevvo_dot_orchestrator_dot_v1_dot_orchestrator__pb2.PreviewQueryResponse.SerializeToString,
             ),
             'GetRun': grpc.unary_unary_rpc_method_handler(
                     servicer.GetRun,
@@ -136,6 +154,33 @@ class OrchestratorService:
             '/sevvo.orchestrator.v1.OrchestratorService/TestConnection',
             sevvo_dot_orchestrator_dot_v1_dot_orchestrator__pb2.TestConnectionRequest.SerializeToString,
             sevvo_dot_orchestrator_dot_v1_dot_orchestrator__pb2.Run.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PreviewQuery(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sevvo.orchestrator.v1.OrchestratorService/PreviewQuery',
+            sevvo_dot_orchestrator_dot_v1_dot_orchestrator__pb2.PreviewQueryRequest.SerializeToString,
+            sevvo_dot_orchestrator_dot_v1_dot_orchestrator__pb2.PreviewQueryResponse.FromString,
             options,
             channel_credentials,
             insecure,

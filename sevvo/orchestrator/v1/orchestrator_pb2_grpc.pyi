@@ -40,6 +40,10 @@ class OrchestratorServiceStub:
     def __new__(cls, channel: _aio.Channel) -> OrchestratorServiceAsyncStub: ...
     TestConnection: _grpc.UnaryUnaryMultiCallable[_orchestrator_pb2.TestConnectionRequest, _orchestrator_pb2.Run]
     """Tests a saved connection or an unsaved draft through the org's agent and waits for the outcome."""
+    PreviewQuery: _grpc.UnaryUnaryMultiCallable[_orchestrator_pb2.PreviewQueryRequest, _orchestrator_pb2.PreviewQueryResponse]
+    """Runs one read-only SQL statement on a connection through the org's agent and returns at
+    most 100 rows. User-triggered only; the rows are returned here and stored nowhere.
+    """
     GetRun: _grpc.UnaryUnaryMultiCallable[_orchestrator_pb2.GetRunRequest, _orchestrator_pb2.Run]
     """Returns one run of the caller's org."""
     ListRuns: _grpc.UnaryUnaryMultiCallable[_orchestrator_pb2.ListRunsRequest, _orchestrator_pb2.ListRunsResponse]
@@ -57,6 +61,10 @@ class OrchestratorServiceAsyncStub(OrchestratorServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     TestConnection: _aio.UnaryUnaryMultiCallable[_orchestrator_pb2.TestConnectionRequest, _orchestrator_pb2.Run]  # type: ignore[assignment]
     """Tests a saved connection or an unsaved draft through the org's agent and waits for the outcome."""
+    PreviewQuery: _aio.UnaryUnaryMultiCallable[_orchestrator_pb2.PreviewQueryRequest, _orchestrator_pb2.PreviewQueryResponse]  # type: ignore[assignment]
+    """Runs one read-only SQL statement on a connection through the org's agent and returns at
+    most 100 rows. User-triggered only; the rows are returned here and stored nowhere.
+    """
     GetRun: _aio.UnaryUnaryMultiCallable[_orchestrator_pb2.GetRunRequest, _orchestrator_pb2.Run]  # type: ignore[assignment]
     """Returns one run of the caller's org."""
     ListRuns: _aio.UnaryUnaryMultiCallable[_orchestrator_pb2.ListRunsRequest, _orchestrator_pb2.ListRunsResponse]  # type: ignore[assignment]
@@ -77,6 +85,16 @@ class OrchestratorServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_orchestrator_pb2.Run, _abc.Awaitable[_orchestrator_pb2.Run]]:
         """Tests a saved connection or an unsaved draft through the org's agent and waits for the outcome."""
+
+    @_abc_1.abstractmethod
+    def PreviewQuery(
+        self,
+        request: _orchestrator_pb2.PreviewQueryRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_orchestrator_pb2.PreviewQueryResponse, _abc.Awaitable[_orchestrator_pb2.PreviewQueryResponse]]:
+        """Runs one read-only SQL statement on a connection through the org's agent and returns at
+        most 100 rows. User-triggered only; the rows are returned here and stored nowhere.
+        """
 
     @_abc_1.abstractmethod
     def GetRun(

@@ -1,6 +1,8 @@
+from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
@@ -16,6 +18,21 @@ class TestCategory(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     TEST_CATEGORY_PERMISSION_DENIED: _ClassVar[TestCategory]
     TEST_CATEGORY_INVALID_STORED_CREDENTIALS: _ClassVar[TestCategory]
     TEST_CATEGORY_OTHER: _ClassVar[TestCategory]
+
+class PreviewCategory(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PREVIEW_CATEGORY_UNSPECIFIED: _ClassVar[PreviewCategory]
+    PREVIEW_CATEGORY_OK: _ClassVar[PreviewCategory]
+    PREVIEW_CATEGORY_QUERY_REJECTED: _ClassVar[PreviewCategory]
+    PREVIEW_CATEGORY_QUERY_TIMEOUT: _ClassVar[PreviewCategory]
+    PREVIEW_CATEGORY_PERMISSION_DENIED: _ClassVar[PreviewCategory]
+    PREVIEW_CATEGORY_QUERY_ERROR: _ClassVar[PreviewCategory]
+    PREVIEW_CATEGORY_CONNECTION_REFUSED_OR_TIMEOUT: _ClassVar[PreviewCategory]
+    PREVIEW_CATEGORY_PASSWORD_AUTHENTICATION_FAILED: _ClassVar[PreviewCategory]
+    PREVIEW_CATEGORY_SSL_REQUIRED_NOT_OFFERED: _ClassVar[PreviewCategory]
+    PREVIEW_CATEGORY_DATABASE_DOES_NOT_EXIST: _ClassVar[PreviewCategory]
+    PREVIEW_CATEGORY_INVALID_STORED_CREDENTIALS: _ClassVar[PreviewCategory]
+    PREVIEW_CATEGORY_OTHER: _ClassVar[PreviewCategory]
 TEST_CATEGORY_UNSPECIFIED: TestCategory
 TEST_CATEGORY_OK: TestCategory
 TEST_CATEGORY_CONNECTION_REFUSED_OR_TIMEOUT: TestCategory
@@ -25,6 +42,18 @@ TEST_CATEGORY_DATABASE_DOES_NOT_EXIST: TestCategory
 TEST_CATEGORY_PERMISSION_DENIED: TestCategory
 TEST_CATEGORY_INVALID_STORED_CREDENTIALS: TestCategory
 TEST_CATEGORY_OTHER: TestCategory
+PREVIEW_CATEGORY_UNSPECIFIED: PreviewCategory
+PREVIEW_CATEGORY_OK: PreviewCategory
+PREVIEW_CATEGORY_QUERY_REJECTED: PreviewCategory
+PREVIEW_CATEGORY_QUERY_TIMEOUT: PreviewCategory
+PREVIEW_CATEGORY_PERMISSION_DENIED: PreviewCategory
+PREVIEW_CATEGORY_QUERY_ERROR: PreviewCategory
+PREVIEW_CATEGORY_CONNECTION_REFUSED_OR_TIMEOUT: PreviewCategory
+PREVIEW_CATEGORY_PASSWORD_AUTHENTICATION_FAILED: PreviewCategory
+PREVIEW_CATEGORY_SSL_REQUIRED_NOT_OFFERED: PreviewCategory
+PREVIEW_CATEGORY_DATABASE_DOES_NOT_EXIST: PreviewCategory
+PREVIEW_CATEGORY_INVALID_STORED_CREDENTIALS: PreviewCategory
+PREVIEW_CATEGORY_OTHER: PreviewCategory
 
 class CredentialTestInput(_message.Message):
     __slots__ = ("run_id", "connection_id", "draft_id")
@@ -47,3 +76,59 @@ class CredentialTestResult(_message.Message):
     duration_ms: int
     server_version: str
     def __init__(self, category: _Optional[_Union[TestCategory, str]] = ..., message: _Optional[str] = ..., duration_ms: _Optional[int] = ..., server_version: _Optional[str] = ...) -> None: ...
+
+class PreviewQueryInput(_message.Message):
+    __slots__ = ("run_id", "connection_id", "sql")
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    CONNECTION_ID_FIELD_NUMBER: _ClassVar[int]
+    SQL_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    connection_id: str
+    sql: str
+    def __init__(self, run_id: _Optional[str] = ..., connection_id: _Optional[str] = ..., sql: _Optional[str] = ...) -> None: ...
+
+class PreviewColumn(_message.Message):
+    __slots__ = ("name", "type_name")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TYPE_NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    type_name: str
+    def __init__(self, name: _Optional[str] = ..., type_name: _Optional[str] = ...) -> None: ...
+
+class PreviewCell(_message.Message):
+    __slots__ = ("text", "is_null", "truncated")
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    IS_NULL_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATED_FIELD_NUMBER: _ClassVar[int]
+    text: str
+    is_null: bool
+    truncated: bool
+    def __init__(self, text: _Optional[str] = ..., is_null: _Optional[bool] = ..., truncated: _Optional[bool] = ...) -> None: ...
+
+class PreviewRow(_message.Message):
+    __slots__ = ("cells",)
+    CELLS_FIELD_NUMBER: _ClassVar[int]
+    cells: _containers.RepeatedCompositeFieldContainer[PreviewCell]
+    def __init__(self, cells: _Optional[_Iterable[_Union[PreviewCell, _Mapping]]] = ...) -> None: ...
+
+class PreviewQueryResult(_message.Message):
+    __slots__ = ("category", "message", "sqlstate", "position", "columns", "rows", "truncated", "columns_truncated", "duration_ms")
+    CATEGORY_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    SQLSTATE_FIELD_NUMBER: _ClassVar[int]
+    POSITION_FIELD_NUMBER: _ClassVar[int]
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATED_FIELD_NUMBER: _ClassVar[int]
+    COLUMNS_TRUNCATED_FIELD_NUMBER: _ClassVar[int]
+    DURATION_MS_FIELD_NUMBER: _ClassVar[int]
+    category: PreviewCategory
+    message: str
+    sqlstate: str
+    position: int
+    columns: _containers.RepeatedCompositeFieldContainer[PreviewColumn]
+    rows: _containers.RepeatedCompositeFieldContainer[PreviewRow]
+    truncated: bool
+    columns_truncated: bool
+    duration_ms: int
+    def __init__(self, category: _Optional[_Union[PreviewCategory, str]] = ..., message: _Optional[str] = ..., sqlstate: _Optional[str] = ..., position: _Optional[int] = ..., columns: _Optional[_Iterable[_Union[PreviewColumn, _Mapping]]] = ..., rows: _Optional[_Iterable[_Union[PreviewRow, _Mapping]]] = ..., truncated: _Optional[bool] = ..., columns_truncated: _Optional[bool] = ..., duration_ms: _Optional[int] = ...) -> None: ...

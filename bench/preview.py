@@ -1,0 +1,171 @@
+"""Preview latency end to end, against the two floors it cannot beat, all measured in one run.
+
+- direct: the same query with psycopg from this process (new connection each time, as the
+  agent does for every preview);
+- bare Temporal: a workflow with one no-op activity on the same dev server, through the same
+  TLS proxy the agent uses — the round trip any Temporal-routed request pays;
+- sevvo preview: user → orchestrator (gRPC/TLS) → Temporal → agent → Postgres → back.
+
+Dev server tuning: ``history.transferProcessorMaxPollRPS=1000`` (devstack.temporal); the agent
+runs the preview as a local activity, which skips one task-queue round trip.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import statistics
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import psycopg
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from bench.bare_workflow import BareWorkflow, noop
+from devstack.agent_process import READY_EVENT
+from devstack.postgres import EmbeddedPostgres
+from devstack.source_db import create_source_database
+from devstack.stack import StackSettings, start_stack
+from sevvo.auth.v1 import auth_pb2, auth_pb2_grpc, deployments_pb2, deployments_pb2_grpc
+from sevvo.connections.v1 import connections_pb2 as cpb
+from sevvo.connections.v1 import connections_pb2_grpc as cpb_grpc
+from sevvo.orchestrator.v1 import orchestrator_pb2 as opb
+from sevvo.orchestrator.v1 import orchestrator_pb2_grpc as opb_grpc
+from sevvo.runtime import temporal
+from sevvo.runtime.grpc_client import ClientTls, secure_aio_channel
+from sevvo.runtime.logs import configure_logging
+from sevvo.workflows.v1 import workflows_pb2 as wpb
+
+WARMUP = 10
+SAMPLES = 100
+QUERY = "select id, name, email from customers order by id"
+PASSWORD = "bench-password-123"
+
+
+async def _measure(call: Callable[[], Awaitable[object]]) -> list[float]:
+    for _ in range(WARMUP):
+        await call()
+    samples = []
+    for _ in range(SAMPLES):
+        started = time.perf_counter()
+        await call()
+        samples.append((time.perf_counter() - started) * 1000)
+    return samples
+
+
+def _p(samples: list[float], q: float) -> float:
+    return statistics.quantiles(samples, n=100, method="inclusive")[int(q) - 1]
+
+
+async def _run(state: Path) -> None:
+    source_dir = Path(tempfile.mkdtemp(prefix="sevvo-bench-src-"))
+    source_pg = EmbeddedPostgres(source_dir, durable=False).start()
+    stack = await start_stack(StackSettings(state, 0, None, None, durable=False, start_agent=False))
+    try:
+        source = create_source_database(
+            source_pg.url, database="shop", reader="shop_reader", reader_password=PASSWORD
+        )
+        stack.auth.domain.create_org_with_admin("Bench", "bench@sevvo.dev", PASSWORD)
+        tls = ClientTls(stack.pki.ca_cert)
+        anonymous = secure_aio_channel(stack.grpc_target, tls)
+        session = await auth_pb2_grpc.AuthServiceStub(anonymous).SignIn(
+            auth_pb2.SignInRequest(email="bench@sevvo.dev", password=PASSWORD)
+        )
+        user = secure_aio_channel(stack.grpc_target, tls, lambda: session.session_token)
+        created = await deployments_pb2_grpc.DeploymentServiceStub(user).CreateDeployment(
+            deployments_pb2.CreateDeploymentRequest(display_name="bench")
+        )
+        agent = stack.start_agent(created.deployment_token, name="bench-agent", wait=False)
+        await asyncio.to_thread(agent.wait_for, READY_EVENT, timeout=60)
+        connection = await cpb_grpc.ConnectionServiceStub(user).CreateConnection(
+            cpb.CreateConnectionRequest(
+                display_name="shop",
+                fields=cpb.PostgresFields(
+                    host="localhost",
+                    port=source_pg.port,
+                    database=source.database,
+                    username=source.reader,
+                    password=PASSWORD,
+                    ssl_mode=cpb.SSL_MODE_DISABLE,
+                ),
+            )
+        )
+        orchestrator = opb_grpc.OrchestratorServiceStub(user)
+
+        async def preview() -> None:
+            response = await orchestrator.PreviewQuery(
+                opb.PreviewQueryRequest(connection_id=connection.id, sql=QUERY)
+            )
+            assert response.result.category == wpb.PREVIEW_CATEGORY_OK, response.result
+
+        async def direct() -> None:
+            async with await psycopg.AsyncConnection.connect(
+                host="localhost",
+                port=source_pg.port,
+                dbname=source.database,
+                user=source.reader,
+                password=PASSWORD,
+                sslmode="disable",
+            ) as conn:
+                cur = await conn.execute(
+                    "select * from (\n" + QUERY + "\n) as preview_query limit 101"
+                )
+                await cur.fetchall()
+
+        pki = stack.pki
+        bare_client = await Client.connect(
+            stack.agent_temporal_address,
+            tls=temporal.tls_config(
+                ca_file=pki.ca_cert, cert_file=pki.client_cert, key_file=pki.client_key
+            ),
+        )
+        queue = f"bench-{uuid.uuid4()}"
+
+        async def bare() -> None:
+            await bare_client.execute_workflow(
+                BareWorkflow.run, id=f"bare-{uuid.uuid4()}", task_queue=queue
+            )
+
+        async with Worker(
+            bare_client, task_queue=queue, workflows=[BareWorkflow], activities=[noop]
+        ):
+            results = {
+                "direct psycopg (connect + query)": await _measure(direct),
+                "bare Temporal workflow (1 no-op activity)": await _measure(bare),
+                "sevvo preview (end to end)": await _measure(preview),
+            }
+        floor = statistics.median(results["bare Temporal workflow (1 no-op activity)"])
+        print(f"{SAMPLES} samples each after {WARMUP} warm-up calls; query: {QUERY}")
+        print(f"{'path':<44}{'p50 ms':>9}{'p95 ms':>9}{'p50 vs bare Temporal':>23}")
+        for name, samples in results.items():
+            p50 = statistics.median(samples)
+            print(f"{name:<44}{p50:>9.1f}{_p(samples, 95):>9.1f}{p50 / floor:>22.2f}x")
+        added = statistics.median(results["sevvo preview (end to end)"]) / floor - 1
+        verdict = "within" if added <= 0.25 else "OVER"
+        print(
+            f"preview adds {added:+.0%} to the bare Temporal round trip ({verdict} the 25% target)"
+        )
+        await anonymous.close()
+        await user.close()
+    finally:
+        await stack.stop()
+        source_pg.stop()
+        shutil.rmtree(source_dir, ignore_errors=True)
+
+
+def main() -> None:
+    """Starts a throwaway stack, measures the three paths, prints p50/p95 and ratios."""
+    configure_logging("bench", level="WARNING", json=True)
+    state = Path(tempfile.mkdtemp(prefix="sevvo-bench-"))
+    try:
+        asyncio.run(_run(state))
+    finally:
+        shutil.rmtree(state, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,158 @@
+"""End to end: preview queries through the orchestrator, Temporal and a real agent."""
+
+from __future__ import annotations
+
+import time
+
+import grpc
+import psycopg
+import pytest
+from psycopg import sql
+
+from devstack.postgres import EmbeddedPostgres
+from devstack.source_db import SourceDatabase
+from sevvo.connections.v1 import connections_pb2 as cpb
+from sevvo.orchestrator.v1 import orchestrator_pb2 as opb
+from sevvo.workflows.v1 import workflows_pb2 as wpb
+from tests.plugins.dev_stack import EndToEnd, Tenant
+from tests.plugins.source_db import SourceTargetFactory
+
+
+def _connection(e2e: EndToEnd, tenant: Tenant, source: SourceDatabase) -> str:
+    created: cpb.Connection = e2e.connections(tenant.admin_token).CreateConnection(
+        cpb.CreateConnectionRequest(display_name="shop", fields=e2e.fields(source))
+    )
+    return created.id
+
+
+def _preview(
+    e2e: EndToEnd, tenant: Tenant, connection_id: str, text: str
+) -> opb.PreviewQueryResponse:
+    response: opb.PreviewQueryResponse = e2e.orchestrator(tenant.admin_token).PreviewQuery(
+        opb.PreviewQueryRequest(connection_id=connection_id, sql=text)
+    )
+    return response
+
+
+@pytest.fixture
+def shop(
+    e2e: EndToEnd, tls_source_pg: EmbeddedPostgres, source_target: SourceTargetFactory
+) -> tuple[Tenant, SourceDatabase, str]:
+    """A tenant with its agent and a saved connection to a seeded shop database."""
+    tenant = e2e.new_tenant()
+    source = source_target(tls_source_pg)
+    return tenant, source, _connection(e2e, tenant, source)
+
+
+def test_preview_returns_at_most_100_rows_and_records_metadata_only(
+    e2e: EndToEnd, shop: tuple[Tenant, SourceDatabase, str]
+) -> None:
+    """200 orders come back as 100 rows flagged truncated; the run keeps counts, not rows."""
+    tenant, _, connection_id = shop
+    response = _preview(e2e, tenant, connection_id, "select * from orders order by id")
+    result = response.result
+    assert result.category == wpb.PREVIEW_CATEGORY_OK
+    assert len(result.rows) == 100
+    assert result.truncated
+    assert [c.name for c in result.columns][:1] == ["id"]
+    assert response.run.kind == opb.RUN_KIND_PREVIEW
+    assert (response.run.row_count, response.run.truncated) == (100, True)
+    emails = _preview(e2e, tenant, connection_id, "select email from customers").result
+    values = [row.cells[0].text for row in emails.rows]
+    assert len(values) == 50
+    assert all("@" in v for v in values)
+    with psycopg.connect(e2e.stack.database_url) as conn:
+        stored = conn.execute(
+            "select coalesce(json_agg(r)::text, '') || coalesce("
+            "(select json_agg(e)::text from audit.events e), '') from orchestrator.runs r"
+        ).fetchone()
+    assert stored is not None
+    assert not [v for v in values if v in stored[0]]
+
+
+def test_preview_of_fewer_rows_is_not_truncated(
+    e2e: EndToEnd, shop: tuple[Tenant, SourceDatabase, str]
+) -> None:
+    """50 customers come back whole."""
+    tenant, _, connection_id = shop
+    result = _preview(e2e, tenant, connection_id, "TABLE customers").result
+    assert (len(result.rows), result.truncated) == (50, False)
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "delete from orders",
+        "with gone as (delete from orders returning *) select * from gone",
+        "select * from orders for update",
+        "select 1; delete from orders",
+    ],
+)
+def test_write_attempts_are_rejected_and_change_nothing(
+    e2e: EndToEnd,
+    shop: tuple[Tenant, SourceDatabase, str],
+    tls_source_pg: EmbeddedPostgres,
+    statement: str,
+) -> None:
+    """Writes in any disguise come back query_rejected and the table keeps every row."""
+    tenant, source, connection_id = shop
+    result = _preview(e2e, tenant, connection_id, statement).result
+    assert result.category == wpb.PREVIEW_CATEGORY_QUERY_REJECTED
+    assert result.message
+    with psycopg.connect(tls_source_pg.admin_url(source.database)) as conn:
+        assert conn.execute("select count(*) from orders").fetchone() == (200,)
+
+
+def test_long_query_times_out_within_eleven_seconds_and_leaves_no_backend(
+    e2e: EndToEnd, shop: tuple[Tenant, SourceDatabase, str], tls_source_pg: EmbeddedPostgres
+) -> None:
+    """pg_sleep(60) is cancelled by the 10 s statement timeout; no session of the role stays."""
+    tenant, source, connection_id = shop
+    started = time.monotonic()
+    result = _preview(e2e, tenant, connection_id, "select pg_sleep(60)").result
+    elapsed = time.monotonic() - started
+    assert result.category == wpb.PREVIEW_CATEGORY_QUERY_TIMEOUT
+    assert elapsed < 11, elapsed
+    with psycopg.connect(tls_source_pg.url) as conn:
+        left = conn.execute(
+            "select count(*) from pg_stat_activity where usename = %s", (source.reader,)
+        ).fetchone()
+    assert left == (0,)
+
+
+def test_permission_denied_names_the_relation(
+    e2e: EndToEnd, shop: tuple[Tenant, SourceDatabase, str], tls_source_pg: EmbeddedPostgres
+) -> None:
+    """A table the reader may not select from gives permission_denied naming it."""
+    tenant, source, connection_id = shop
+    with psycopg.connect(tls_source_pg.admin_url(source.database), autocommit=True) as conn:
+        conn.execute(sql.SQL("create table payroll (salary int)"))
+    result = _preview(e2e, tenant, connection_id, "select * from payroll").result
+    assert result.category == wpb.PREVIEW_CATEGORY_PERMISSION_DENIED
+    assert "payroll" in result.message
+
+
+def test_invalid_preview_requests_are_refused_up_front(
+    e2e: EndToEnd, shop: tuple[Tenant, SourceDatabase, str]
+) -> None:
+    """Empty or oversized SQL and bad ids are INVALID_ARGUMENT before any work starts."""
+    tenant, _, connection_id = shop
+    for connection, text in (
+        (connection_id, ""),
+        (connection_id, "select 1 " + "-" * (100 * 1024)),
+        ("not-a-uuid", "select 1"),
+    ):
+        with pytest.raises(grpc.RpcError) as caught:
+            _preview(e2e, tenant, connection, text)
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_other_org_cannot_preview_a_connection(
+    e2e: EndToEnd, shop: tuple[Tenant, SourceDatabase, str]
+) -> None:
+    """Org B's preview of org A's connection finds no credentials on B's own agent."""
+    _, _, connection_id = shop
+    other = e2e.new_tenant()
+    result = _preview(e2e, other, connection_id, "select * from customers").result
+    assert result.category == wpb.PREVIEW_CATEGORY_INVALID_STORED_CREDENTIALS
+    assert not result.rows
