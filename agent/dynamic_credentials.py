@@ -1,0 +1,719 @@
+"""The database side of dynamic credentials: mint, renew and revoke per-workload Postgres roles.
+
+DESIGN.md ("Dynamic credentials") has the product story; this module is the narrow interface
+Vault's database plugin keeps — new user (``mint``), update user (``renew``,
+``rotate_root``), delete user (``revoke``, idempotent) — plus the reaper's query
+(``find_expired``). Every function runs on an autocommit connection (as
+``agent.postgres_probe.connect`` opens) of the connection's *privileged* role: LOGIN
+CREATEROLE, never superuser, holding ADMIN OPTION on the read-only group role that minted
+roles join.
+
+Templates
+---------
+Creation and revocation statements are lists of SQL strings, one statement each (no
+transaction control), with three placeholders written exactly as below. They are substituted
+as psycopg ``sql`` objects, never by string formatting:
+
+``{{name}}``
+    The minted role's name as a quoted identifier, e.g. ``"sevvo_dyn_preview_k3x9q2m7ab"``.
+    Write it bare: ``"{{name}}"`` or ``'{{name}}'`` is rejected.
+``{{password}}``
+    A string literal holding the SCRAM-SHA-256 *verifier* of the password
+    (``'SCRAM-SHA-256$4096:…'``), computed on the agent. The plaintext never appears in SQL,
+    so ``log_statement = all``, ``pg_stat_statements`` and replication streams never see it;
+    the server stores the verifier as is, whatever its ``password_encryption`` says.
+``{{expiration}}``
+    A ``timestamptz`` string literal with an explicit UTC offset, e.g.
+    ``'2026-11-21 12:00:00.123456+00:00'``, so the server's TimeZone cannot shift it.
+
+A revocation runs long after the password and the expiry are forgotten (a lease carries only
+what it needs to be revoked), so there ``{{password}}`` is the verifier of a fresh password
+nobody learns and ``{{expiration}}`` is the server's current time.
+
+Revocation is staged, so a failure part-way leaves the role harmless rather than usable:
+1. ``ALTER ROLE … NOLOGIN``, committed on its own: no new session can start.
+2. Terminate the role's sessions, waiting for them to end (their TEMP objects die with them).
+3. In one transaction, the revocation statements (by default ``REASSIGN OWNED BY … TO
+   CURRENT_USER`` and ``DROP OWNED BY …``), then always ``DROP ROLE IF EXISTS …``.
+Stages 1 and 2 and the final drop are not templated: a template can neither weaken the
+cut-off nor leave the role behind. A role that no longer exists, whatever stage finds it
+gone, was revoked by someone else first, which counts as done.
+
+CREATEROLE on PostgreSQL 16+ (checked on 18)
+--------------------------------------------
+Creating a role grants it to its creator WITH ADMIN OPTION but INHERIT FALSE, SET FALSE
+(``createrole_self_grant`` is empty by default). ADMIN OPTION is enough to ALTER and DROP the
+role, but not for the revocation steps that check ``has_privs_of_role``:
+``pg_terminate_backend`` ("permission denied to terminate process"), ``REASSIGN OWNED`` and
+``DROP OWNED`` (42501 each). So ``mint`` also runs ``GRANT <role> TO CURRENT_USER WITH INHERIT
+TRUE, SET FALSE`` in the creating transaction; the privileged role gains only what the
+minted role has (membership of the group it already administers) and cannot SET ROLE to it.
+On PostgreSQL 15, CREATEROLE may alter, grant and drop every non-superuser role but gets no
+automatic membership, so the grant is a plain ``GRANT <role> TO CURRENT_USER``.
+``pg_signal_backend`` is not needed and should not be granted: it would let the privileged
+role terminate every non-superuser's sessions, not just those of the roles it minted.
+
+Limits: ``REASSIGN OWNED`` and ``DROP OWNED`` act on the current database only. The default
+template's minted role can create nothing outside TEMP (PUBLIC has no CREATE on ``public``
+since PostgreSQL 15), and TEMP objects end with the sessions stage 2 terminates; a template
+that grants more must revoke it in the databases concerned, or ``DROP ROLE`` fails with
+2BP01 and the role stays NOLOGIN for the caller to retry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import functools
+import hashlib
+import hmac
+import re
+import secrets
+import string
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
+
+import psycopg
+from pglast import ast as pg_ast
+from pglast import parser as pg_parser
+from psycopg import errors, sql
+from psycopg.rows import TupleRow
+
+from agent.postgres_probe import InvalidStoredCredentials, connect, connection_failure_category
+from sevvo.connections.v1 import connections_pb2
+from sevvo.runtime.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from sevvo.runtime.logs import get_logger
+
+log = get_logger(__name__)
+
+ROLE_PREFIX: Final = "sevvo_dyn_"
+"""Every minted role's name starts with this; the reaper and ``revoke`` touch no other role."""
+
+DEFAULT_GROUP: Final = "sevvo_readers"
+"""The NOLOGIN group whose membership grants read-only access in the default template."""
+
+PLACEHOLDERS: Final = frozenset({"name", "password", "expiration"})
+
+DEFAULT_REVOCATION: Final[tuple[str, ...]] = (
+    "REASSIGN OWNED BY {{name}} TO CURRENT_USER",
+    "DROP OWNED BY {{name}}",
+)
+"""Stage 3's cleanup when a connection gives none; ``DROP ROLE IF EXISTS`` always follows."""
+
+DEFAULT_TERMINATE_TIMEOUT: Final = timedelta(seconds=5)
+
+# Postgres truncates identifiers to NAMEDATALEN - 1 bytes; a truncated name would not be the
+# one the lease records.
+_MAX_ROLE_NAME_BYTES: Final = 63
+_PURPOSE_CHARS: Final = 20
+_RANDOM_CHARS: Final = 10
+_RANDOM_ALPHABET: Final = string.ascii_lowercase + string.digits
+_ROLE_NAME_PATTERN: Final = re.compile(
+    re.escape(ROLE_PREFIX) + r"(?:[a-z0-9]+(?:_[a-z0-9]+)*_)?[a-z0-9]{" + f"{_RANDOM_CHARS}}}"
+)
+# Exactly {{name}}, {{password}} or {{expiration}}; anything else between braces is refused.
+_PLACEHOLDER: Final = re.compile(r"\{\{([^{}]*)\}\}")
+# Vault renders {{name}} bare, so its templates quote it themselves: "{{name}}".
+_QUOTED_PLACEHOLDER: Final = re.compile(r"""(["'])\{\{[^{}]*\}\}\1""")
+_STAND_ALONE: Final = 'a placeholder must stand alone, unquoted: write {{name}}, not "{{name}}"'
+_SCRAM_ALGORITHM: Final = b"scram-sha-256"
+_SCRAM_PREFIX: Final = "SCRAM-SHA-256$"
+_SCRAM_SALT_BYTES: Final = 16  # what libpq and the server use
+_DEFAULT_SCRAM_ITERATIONS: Final = 4096
+# Server versions as libpq reports them (180006 is 18.6).
+_PG16: Final = 160000
+
+# Stand-ins used to check that a template parses; shaped like what mint() renders.
+_DUMMY_NAME: Final = sql.Identifier(ROLE_PREFIX + "template_check_0123456789").as_string()
+_DUMMY_PASSWORD: Final = sql.Literal("SCRAM-SHA-256$4096:c2FsdA==$c3RvcmVk:c2VydmVy").as_string()
+_DUMMY_EXPIRATION: Final = sql.Literal("2000-01-01 00:00:00+00:00").as_string()
+# The token each placeholder must render as, so it cannot land inside a literal or a name.
+_DUMMIES: Final = {
+    "name": (_DUMMY_NAME, "IDENT"),
+    "password": (_DUMMY_PASSWORD, "SCONST"),
+    "expiration": (_DUMMY_EXPIRATION, "SCONST"),
+}
+
+
+class TemplateError(InvalidArgument, ValueError):
+    """A creation or revocation template is unusable; ``field`` names the statement."""
+
+    default_reason = "INVALID_CREDENTIAL_TEMPLATE"
+
+
+class RenewalRefused(FailedPrecondition):
+    """The renewal would take the lease past its maximum TTL."""
+
+    default_reason = "LEASE_PAST_MAX_TTL"
+
+
+class RoleNotFound(NotFound):
+    """The minted role no longer exists (revoked, reaped or never created)."""
+
+    default_reason = "DYNAMIC_ROLE_NOT_FOUND"
+
+
+class SessionsStillOpen(Unavailable):
+    """The role is NOLOGIN but some of its sessions outlived the wait; revoke again."""
+
+    default_reason = "DYNAMIC_ROLE_SESSIONS_OPEN"
+
+
+class RootRotationFailed(FailedPrecondition):
+    """A login with the new root password failed; ``restored`` says if the old one is back."""
+
+    default_reason = "ROOT_ROTATION_UNVERIFIED"
+
+    def __init__(self, message: str, *, restored: bool) -> None:
+        super().__init__(message)
+        self.restored = restored
+
+
+@dataclass(frozen=True, slots=True)
+class MintedRole:
+    """A freshly minted login role; only ``name`` and ``valid_until`` may leave the agent."""
+
+    name: str
+    password: str = field(repr=False)
+    valid_until: datetime
+
+
+def default_creation(group: str = DEFAULT_GROUP) -> tuple[str, ...]:
+    """The default creation template: a login role that reads through ``group``'s grants.
+
+    Membership in the NOLOGIN group carries every privilege, so revocation needs no per-role
+    REVOKE and churn leaves table ACLs untouched. The privileged role must hold ADMIN OPTION
+    on ``group`` to put the new role in it.
+    """
+    if not group or "\0" in group or len(group.encode()) > _MAX_ROLE_NAME_BYTES:
+        raise ValueError("group must be a role name of 1 to 63 bytes")
+    return (
+        "CREATE ROLE {{name}} LOGIN PASSWORD {{password}} VALID UNTIL {{expiration}}"
+        " CONNECTION LIMIT 5 IN ROLE " + sql.Identifier(group).as_string(),
+    )
+
+
+DEFAULT_CREATION: Final = default_creation()
+
+
+def validate_templates(creation: Sequence[str], revocation: Sequence[str]) -> None:
+    """Raise TemplateError unless both templates are usable by ``mint`` and ``revoke``.
+
+    Each entry must be exactly one statement, not transaction control, that parses once its
+    placeholders are filled, with every placeholder written exactly (``{{name}}``) and
+    standing alone as a token. Creation must use ``{{name}}``; revocation may be empty
+    (the default cleanup is then used).
+    """
+    _validate_statements("creation_statements", creation, may_be_empty=False, needs_name=True)
+    _validate_statements("revocation_statements", revocation, may_be_empty=True, needs_name=False)
+
+
+def role_name(purpose: str) -> str:
+    """A fresh role name: the prefix, a slug of ``purpose`` and 10 random characters.
+
+    The slug only helps a DBA reading ``pg_stat_activity``; uniqueness comes from the random
+    part (36^10 values). Lower-case ASCII, so the name never needs case-folding thoughts.
+    """
+    slug = re.sub(r"[^a-z0-9]+", "_", purpose.lower())[:_PURPOSE_CHARS].strip("_")
+    random_part = "".join(secrets.choice(_RANDOM_ALPHABET) for _ in range(_RANDOM_CHARS))
+    name = f"{ROLE_PREFIX}{slug}_{random_part}" if slug else ROLE_PREFIX + random_part
+    assert len(name.encode()) <= _MAX_ROLE_NAME_BYTES  # the lengths above guarantee it
+    return name
+
+
+def is_minted_role_name(name: str) -> bool:
+    """Whether ``name`` has the shape ``role_name`` produces."""
+    return _ROLE_NAME_PATTERN.fullmatch(name) is not None
+
+
+def generate_password() -> str:
+    """A fresh password: 32 random bytes, URL-safe base64 (43 characters, no quoting needed)."""
+    return secrets.token_urlsafe(32)
+
+
+def scram_verifier(
+    conn: psycopg.AsyncConnection[Any] | psycopg.Connection[Any], password: str, role: str
+) -> str:
+    """The SCRAM-SHA-256 verifier of ``password``, computed on this machine (RFC 5802, 7677).
+
+    The iteration count is the server's ``scram_iterations`` (reported by PostgreSQL 16+),
+    else 4096, its default: the same choice libpq's PQencryptPasswordConn makes. The
+    verifier lets the server check a password but not log in as the role; ``role`` only
+    matters to MD5, which is never used, and is kept for parity with libpq.
+
+    An ASCII password is hashed with hashlib (OpenSSL's PBKDF2, twice as fast as libpq's
+    and free of the connection, so mint() runs it off the event loop). Any other password
+    goes through libpq, which applies SASLprep (RFC 4013) exactly as the server and libpq's
+    login do; for ASCII, SASLprep is the identity in PostgreSQL's implementation.
+    """
+    if password.isascii():
+        return _scram_sha_256(password, scram_iterations(conn))
+    verifier = conn.pgconn.encrypt_password(password.encode(), role.encode(), _SCRAM_ALGORITHM)
+    text = verifier.decode("ascii")
+    if not text.startswith(_SCRAM_PREFIX):  # a libpq that ignored the algorithm
+        raise RuntimeError("libpq did not produce a SCRAM-SHA-256 verifier")
+    return text
+
+
+def scram_iterations(conn: psycopg.AsyncConnection[Any] | psycopg.Connection[Any]) -> int:
+    """The server's ``scram_iterations``, or PostgreSQL's default when it does not say."""
+    reported = conn.info.parameter_status("scram_iterations")
+    if reported is None or not reported.isdigit() or int(reported) < 1:
+        return _DEFAULT_SCRAM_ITERATIONS
+    return int(reported)
+
+
+async def _verifier(admin: psycopg.AsyncConnection[Any], password: str, role: str) -> str:
+    """scram_verifier(), with PBKDF2 off the event loop whenever it can be."""
+    if password.isascii():
+        # Milliseconds of PBKDF2; hashlib releases the GIL, so other activities keep running.
+        return await asyncio.to_thread(_scram_sha_256, password, scram_iterations(admin))
+    return scram_verifier(admin, password, role)  # libpq needs the connection's thread
+
+
+def _scram_sha_256(password: str, iterations: int, salt: bytes | None = None) -> str:
+    """``SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>``, as the server stores it."""
+    if not password.isascii():
+        raise ValueError("only ASCII passwords skip SASLprep")
+    salt = secrets.token_bytes(_SCRAM_SALT_BYTES) if salt is None else salt
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
+    stored_key = hashlib.sha256(hmac.digest(salted, b"Client Key", "sha256")).digest()
+    server_key = hmac.digest(salted, b"Server Key", "sha256")
+    b64 = base64.b64encode
+    return (
+        f"{_SCRAM_PREFIX}{iterations}:{b64(salt).decode()}"
+        f"${b64(stored_key).decode()}:{b64(server_key).decode()}"
+    )
+
+
+async def mint(
+    admin: psycopg.AsyncConnection[TupleRow],
+    *,
+    creation: Sequence[str],
+    ttl: timedelta,
+    purpose: str,
+    before_create: Callable[[str, datetime], Awaitable[None]] | None = None,
+) -> MintedRole:
+    """Create a login role from ``creation`` that expires ``ttl`` from now by the server's clock.
+
+    ``before_create(name, valid_until)`` runs before any role exists, so the caller can
+    record its intent first: a crash after it leaves at worst an intent for a role that
+    never appeared, never a role nobody knows about. If it raises, nothing is created. The
+    expiry is fixed before the hook runs, so time spent in it comes out of the TTL.
+
+    The creation statements and the self-grant that revocation needs (see the module
+    docstring) run in one transaction: the role exists completely or not at all.
+    """
+    _check_autocommit(admin)
+    if ttl <= timedelta(0):
+        raise ValueError("ttl must be positive")
+    _validate_statements("creation_statements", creation, may_be_empty=False, needs_name=True)
+    name = role_name(purpose)
+    password = generate_password()
+    # The server's clock decides when VALID UNTIL passes, so it also decides the expiry;
+    # the agent host's clock may be off by minutes.
+    cur = await admin.execute("SELECT now() + %s", (ttl,))
+    valid_until = _one(await cur.fetchone()).astimezone(UTC)
+    if before_create is not None:
+        await before_create(name, valid_until)
+    values = {
+        "name": sql.Identifier(name),
+        "password": sql.Literal(await _verifier(admin, password, name)),
+        "expiration": sql.Literal(_timestamptz_literal(valid_until)),
+    }
+    rendered = [_render(template, values) for template in creation]
+    await admin.execute(_one_transaction([*rendered, _self_grant(admin, name)]))
+    log.info("dynamic_credentials.minted", role=name, valid_until=valid_until.isoformat())
+    return MintedRole(name=name, password=password, valid_until=valid_until)
+
+
+async def renew(
+    admin: psycopg.AsyncConnection[TupleRow], name: str, *, new_valid_until: datetime
+) -> None:
+    """Move the role's VALID UNTIL to ``new_valid_until``; the max-TTL policy is the caller's.
+
+    Use plan_renewal() to compute ``new_valid_until``. Raises RoleNotFound when the role is
+    gone, so a lease cannot be renewed after it was revoked or reaped.
+    """
+    _check_minted_name(name)
+    _check_autocommit(admin)
+    if new_valid_until.tzinfo is None:
+        raise ValueError("new_valid_until must be timezone-aware")
+    statement = sql.SQL("ALTER ROLE {} VALID UNTIL {}").format(
+        sql.Identifier(name), sql.Literal(_timestamptz_literal(new_valid_until))
+    )
+    try:
+        await admin.execute(_one_transaction([_lock_role(name), statement]))
+    except errors.UndefinedObject:
+        raise RoleNotFound(f"role {name} no longer exists; mint a new one") from None
+    log.info("dynamic_credentials.renewed", role=name, valid_until=new_valid_until.isoformat())
+
+
+def plan_renewal(
+    created_at: datetime, requested_ttl: timedelta, max_ttl: timedelta, now: datetime
+) -> datetime:
+    """The expiry a renewal for ``requested_ttl`` gives, or RenewalRefused past ``max_ttl``.
+
+    A lease may live at most ``max_ttl`` from ``created_at``, however often it is renewed,
+    so a leaked credential cannot be kept alive forever by renewing it.
+    """
+    for label, value in (("created_at", created_at), ("now", now)):
+        if value.tzinfo is None:
+            raise ValueError(f"{label} must be timezone-aware")
+    if requested_ttl <= timedelta(0) or max_ttl <= timedelta(0):
+        raise ValueError("requested_ttl and max_ttl must be positive")
+    new_valid_until = now + requested_ttl
+    ceiling = created_at + max_ttl
+    if new_valid_until > ceiling:
+        raise RenewalRefused(
+            f"renewing for {requested_ttl} would end the lease at {_utc(new_valid_until)},"
+            f" past max_ttl ({max_ttl} after its creation at {_utc(created_at)}, so"
+            f" {_utc(ceiling)} at the latest); renew for less, or mint a new credential"
+        )
+    return new_valid_until
+
+
+async def revoke(
+    admin: psycopg.AsyncConnection[TupleRow],
+    name: str,
+    *,
+    revocation: Sequence[str] | None = None,
+    terminate_timeout: timedelta = DEFAULT_TERMINATE_TIMEOUT,
+) -> None:
+    """Disable, disconnect and drop a minted role; a role that is already gone is done.
+
+    Stages as in the module docstring; ``revocation`` None or empty means
+    DEFAULT_REVOCATION. Safe to repeat and to race with another revoker:
+    whatever fails, a role that no longer exists counts as revoked.
+    Raises SessionsStillOpen when a session outlives ``terminate_timeout`` (the role is
+    NOLOGIN by then, so retrying later is safe), ValueError for a name ``mint`` would never
+    produce, TemplateError for a broken ``revocation`` (after the cut-off), and psycopg
+    errors for anything else (the role stays NOLOGIN).
+    """
+    _check_minted_name(name)
+    _check_autocommit(admin)
+    statements = tuple(revocation) if revocation else DEFAULT_REVOCATION
+    role = sql.Identifier(name)
+    try:
+        nologin = sql.SQL("ALTER ROLE {} NOLOGIN").format(role)
+        await admin.execute(_one_transaction([_lock_role(name), nologin]))
+        await _terminate_sessions(admin, name, terminate_timeout)
+        # Checked only now, so that even a broken template cannot delay the cut-off.
+        used = _validate_statements(
+            "revocation_statements", statements, may_be_empty=True, needs_name=False
+        )
+        values = await _revocation_values(admin, role, used)
+        cleanup = [_render(template, values) for template in statements]
+        drop = sql.SQL("DROP ROLE IF EXISTS {}").format(role)
+        await admin.execute(_one_transaction([_lock_role(name), *cleanup, drop]))
+    except psycopg.Error:
+        # The role may be gone: never minted, or revoked before, perhaps by a racing
+        # revoker (an activity retry and the reaper) while we waited for the lock. Gone is
+        # what revoking is for. Anything else, such as a template naming a missing table,
+        # is an error.
+        if admin.closed or await _role_exists(admin, name):
+            raise
+    log.info("dynamic_credentials.revoked", role=name)
+
+
+async def find_expired(
+    admin: psycopg.AsyncConnection[TupleRow], *, now: datetime | None = None
+) -> list[str]:
+    """Minted roles to reap: expired (VALID UNTIL before ``now``) or left NOLOGIN by a revoke.
+
+    ``now`` defaults to the server's clock, the one VALID UNTIL is checked against. Only
+    roles this privileged role can revoke are listed, so agents of several connections
+    sharing a cluster (and the ``sevvo_dyn_`` prefix) do not trip over each other's roles.
+    Oldest expiry first.
+    """
+    if now is not None and now.tzinfo is None:
+        raise ValueError("now must be timezone-aware")
+    cur = await admin.execute(
+        # A prefixed NOLOGIN role can only come from a revoke that stopped after stage 1:
+        # mint creates the role with LOGIN in one transaction.
+        "SELECT rolname FROM pg_roles"
+        " WHERE starts_with(rolname, %s)"
+        " AND (rolvaliduntil < coalesce(%s, now()) OR NOT rolcanlogin)"
+        " AND pg_has_role(oid, 'USAGE')"
+        " ORDER BY rolvaliduntil, rolname",
+        (ROLE_PREFIX, now),
+    )
+    return [row[0] for row in await cur.fetchall() if is_minted_role_name(row[0])]
+
+
+async def rotate_root(
+    admin: psycopg.AsyncConnection[TupleRow],
+    credentials: connections_pb2.PostgresCredentials,
+    *,
+    before_alter: Callable[[str], Awaitable[None]] | None = None,
+    connect_timeout: float = 10.0,
+) -> str:
+    """Give the privileged role a new password, prove it with a fresh login, and return it.
+
+    ``admin`` must be logged in as ``credentials.username``. Crash safety is the caller's,
+    through ``before_alter(new_password)``: seal the new password as *pending* next to the
+    current one there, before the server changes. After a crash, try the current password
+    and then the pending one and keep whichever logs in; once this returns, promote the
+    pending one. If ``before_alter`` raises, nothing changed.
+
+    When the fresh login fails (a pooler caching auth, a load balancer reaching another
+    server, pg_hba rules the admin session did not go through), the old password is put
+    back over ``admin`` and RootRotationFailed is raised with ``restored=True``; keep the
+    old sealed payload. ``restored=False`` means the old password could not be put back
+    either: the pending one is the one the server holds.
+    """
+    _check_autocommit(admin)
+    cur = await admin.execute("SELECT current_user")
+    if _one(await cur.fetchone()) != credentials.username:
+        raise ValueError("admin must be logged in as credentials.username")
+    new_password = generate_password()
+    new_verifier = await _verifier(admin, new_password, credentials.username)
+    if before_alter is not None:
+        await before_alter(new_password)
+    await admin.execute(_set_own_password(new_verifier))
+    pending = connections_pb2.PostgresCredentials()
+    pending.CopyFrom(credentials)
+    pending.password = new_password
+    try:
+        conn = await connect(pending, connect_timeout=connect_timeout)
+        try:
+            await conn.execute("SELECT 1")
+        finally:
+            await conn.close()
+    except (psycopg.Error, TimeoutError, InvalidStoredCredentials) as exc:
+        category = (
+            "invalid stored credentials"
+            if isinstance(exc, InvalidStoredCredentials)
+            else connection_failure_category(exc)
+        )
+        restored = await _restore_password(admin, credentials)
+        log.warning("dynamic_credentials.root_rotation_unverified", restored=restored)
+        raise RootRotationFailed(
+            f"a fresh login with the new password failed ({category}); "
+            + (
+                "the old password was restored"
+                if restored
+                else "the old password could NOT be restored: the new one is in force"
+            ),
+            restored=restored,
+        ) from None
+    log.info("dynamic_credentials.root_rotated", role=credentials.username)
+    return new_password
+
+
+async def _restore_password(
+    admin: psycopg.AsyncConnection[TupleRow], credentials: connections_pb2.PostgresCredentials
+) -> bool:
+    try:
+        old_verifier = await _verifier(admin, credentials.password, credentials.username)
+        await admin.execute(_set_own_password(old_verifier))
+    except psycopg.Error:
+        return False
+    return True
+
+
+async def _revocation_values(
+    admin: psycopg.AsyncConnection[TupleRow], role: sql.Identifier, used: frozenset[str]
+) -> dict[str, sql.Composable]:
+    """Values for revocation templates; only ``{{name}}`` comes from the lease.
+
+    A revocation runs without the password or the expiry (the lease keeps neither), so
+    ``{{password}}`` is the verifier of a fresh password nobody learns (scrambling the
+    role's) and ``{{expiration}}`` is the server's current time (expiring it now).
+    """
+    values: dict[str, sql.Composable] = {"name": role}
+    if "password" in used:
+        values["password"] = sql.Literal(await _verifier(admin, generate_password(), ""))
+    if "expiration" in used:
+        cur = await admin.execute("SELECT now()")
+        values["expiration"] = sql.Literal(_timestamptz_literal(_one(await cur.fetchone())))
+    return values
+
+
+def _set_own_password(verifier: str) -> sql.Composed:
+    # CURRENT_USER, not a name: a role may always change its own password, while a
+    # CREATEROLE role may not alter its own other attributes on PostgreSQL 16+.
+    return sql.SQL("ALTER ROLE CURRENT_USER PASSWORD {}").format(sql.Literal(verifier))
+
+
+def _self_grant(admin: psycopg.AsyncConnection[TupleRow], name: str) -> sql.Composed:
+    """The grant that lets the privileged role terminate, reassign and drop for ``name``."""
+    if admin.info.server_version >= _PG16:
+        # Membership with privileges (INHERIT) but no SET ROLE: enough for has_privs_of_role.
+        return sql.SQL("GRANT {} TO CURRENT_USER WITH INHERIT TRUE, SET FALSE").format(
+            sql.Identifier(name)
+        )
+    return sql.SQL("GRANT {} TO CURRENT_USER").format(sql.Identifier(name))
+
+
+async def _terminate_sessions(
+    admin: psycopg.AsyncConnection[TupleRow], name: str, timeout: timedelta
+) -> None:
+    """Terminate the role's sessions and wait for them to end (so their TEMP objects go too).
+
+    The role is NOLOGIN by now, so no session can start after this scan; one that passed
+    authentication just before the NOLOGIN commit but is not yet listed is the one gap,
+    microseconds wide; once the role is dropped such a session keeps only what PUBLIC may
+    do, because the role's grants and group membership go with it.
+    """
+    timeout_ms = max(1, round(timeout.total_seconds() * 1000))
+    cur = await admin.execute(
+        "SELECT count(*) FILTER (WHERE NOT pg_terminate_backend(pid, %s))"
+        " FROM pg_stat_activity WHERE usename = %s",
+        (timeout_ms, name),
+    )
+    if _one(await cur.fetchone()) == 0:
+        return
+    # false also means the session ended on its own between the scan and the signal.
+    cur = await admin.execute("SELECT count(*) FROM pg_stat_activity WHERE usename = %s", (name,))
+    if _one(await cur.fetchone()) > 0:
+        raise SessionsStillOpen(
+            f"role {name} is NOLOGIN but sessions outlived {timeout}; revoke again"
+        )
+
+
+def _lock_role(name: str) -> sql.Composed:
+    """A statement serializing changes to role ``name`` across sessions until its commit.
+
+    Role DDL takes no lock on the role: two sessions altering or dropping the same role at
+    once fail with XX000 "tuple concurrently updated" or "could not find tuple for role".
+    That is exactly what a revoke racing the reaper, or a renewal, would do. The key is a
+    hash of the name, so it needs no catalog lookup and works for a role already dropped.
+    """
+    digest = hashlib.blake2b(name.encode(), digest_size=8, person=b"sevvo.dyn").digest()
+    key = int.from_bytes(digest, "big", signed=True)
+    return sql.SQL("SELECT pg_advisory_xact_lock({})").format(sql.Literal(key))
+
+
+def _one_transaction(statements: Sequence[sql.Composable]) -> sql.Composed:
+    """``statements`` as one simple query: one round trip, run as one implicit transaction.
+
+    On an autocommit connection the server commits all of them or none. That is what an
+    explicit transaction gives, at a third of the latency of sending them one by one, which
+    matters for the 2x budget against a bare CREATE ROLE (bench/dynamic_credentials.py).
+    Without parameters psycopg uses the simple query protocol, which allows several
+    statements. The newline before each semicolon keeps a template's trailing ``--``
+    comment from swallowing it; each template was checked to be exactly one statement.
+    """
+    return sql.SQL("\n;\n").join(statements)
+
+
+async def _role_exists(admin: psycopg.AsyncConnection[TupleRow], name: str) -> bool:
+    cur = await admin.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (name,))
+    return await cur.fetchone() is not None
+
+
+def _check_autocommit(admin: psycopg.AsyncConnection[TupleRow]) -> None:
+    # Each stage must commit by itself (NOLOGIN before sessions are terminated, a new root
+    # password before the fresh login); inside a caller's transaction none would.
+    if not admin.autocommit:
+        raise ValueError("admin must be an autocommit connection, as connect() opens")
+
+
+def _check_minted_name(name: str) -> None:
+    # A bug that passed the privileged role's own name (or a customer's role) must not
+    # reach ALTER ROLE ... NOLOGIN.
+    if not is_minted_role_name(name):
+        raise ValueError(f"{name!r} is not a role name mint() produces")
+
+
+def _one(row: TupleRow | None) -> Any:
+    if row is None:
+        raise RuntimeError("the query returned no row")
+    return row[0]
+
+
+def _timestamptz_literal(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat(sep=" ")
+
+
+def _utc(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat(sep=" ", timespec="seconds")
+
+
+def _render(template: str, values: dict[str, sql.Composable]) -> sql.Composed:
+    """``template`` with each placeholder replaced by its sql object; the rest is verbatim."""
+    parts: list[sql.Composable] = []
+    position = 0
+    for match in _PLACEHOLDER.finditer(template):
+        parts.append(sql.SQL(template[position : match.start()]))
+        parts.append(values[match.group(1).strip()])
+        position = match.end()
+    parts.append(sql.SQL(template[position:]))
+    return sql.Composed(parts)
+
+
+def _validate_statements(
+    field_name: str, statements: Sequence[str], *, may_be_empty: bool, needs_name: bool
+) -> frozenset[str]:
+    """Check a list of templates; return the placeholders they use."""
+    if isinstance(statements, str):
+        raise TemplateError(field_name, "must be a list of statements, not one string")
+    # mint() and revoke() check their templates on every call; a connection's templates
+    # rarely change, so the parse is done once per distinct list.
+    return _validate_statements_once(field_name, tuple(statements), may_be_empty, needs_name)
+
+
+@functools.lru_cache(maxsize=64)
+def _validate_statements_once(
+    field_name: str, statements: tuple[str, ...], may_be_empty: bool, needs_name: bool
+) -> frozenset[str]:
+    if not statements and not may_be_empty:
+        raise TemplateError(field_name, "must hold at least one statement")
+    used: set[str] = set()
+    for index, statement in enumerate(statements):
+        used |= _validate_statement(f"{field_name}[{index}]", statement)
+    if needs_name and "name" not in used:
+        raise TemplateError(field_name, "no statement uses {{name}}, so no role would be created")
+    return frozenset(used)
+
+
+def _validate_statement(field_name: str, statement: str) -> set[str]:
+    """Check one template and return the placeholders it uses."""
+    if "\0" in statement:
+        raise TemplateError(field_name, "must not contain NUL")
+    if _QUOTED_PLACEHOLDER.search(statement):
+        raise TemplateError(field_name, _STAND_ALONE)
+    rendered: list[str] = []
+    spans: list[tuple[int, int, str]] = []  # (start, end inclusive, token kind) per placeholder
+    length = 0
+    position = 0
+    used: set[str] = set()
+    for match in _PLACEHOLDER.finditer(statement):
+        placeholder = match.group(1)
+        if placeholder not in PLACEHOLDERS:
+            raise TemplateError(
+                field_name,
+                f"unknown placeholder {match.group(0)!r};"
+                " use only {{name}}, {{password}} and {{expiration}}",
+            )
+        used.add(placeholder)
+        literal = statement[position : match.start()]
+        dummy, kind = _DUMMIES[placeholder]
+        rendered += (literal, dummy)
+        length += len(literal)
+        spans.append((length, length + len(dummy) - 1, kind))
+        length += len(dummy)
+        position = match.end()
+    rendered.append(statement[position:])
+    text = "".join(rendered)
+    if "{{" in text or "}}" in text:
+        raise TemplateError(field_name, "has an unterminated placeholder")
+    try:
+        parsed = pg_parser.parse_sql(text)
+        tokens = {(token.start, token.end, token.name) for token in pg_parser.scan(text)}
+    except pg_parser.ParseError as exc:
+        raise TemplateError(field_name, f"is not valid SQL: {exc}") from None
+    except RecursionError:
+        raise TemplateError(field_name, "nests too deeply to check") from None
+    if len(parsed) != 1:
+        raise TemplateError(field_name, f"must be exactly one statement, found {len(parsed)}")
+    if isinstance(parsed[0].stmt, pg_ast.TransactionStmt):
+        # mint() and revoke() run each list as one transaction; a COMMIT inside would
+        # make half a role permanent.
+        raise TemplateError(field_name, "must not begin or end a transaction")
+    if not all(span in tokens for span in spans):
+        raise TemplateError(field_name, _STAND_ALONE)
+    return used
