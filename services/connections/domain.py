@@ -7,6 +7,7 @@ row does not open.
 
 from __future__ import annotations
 
+import hmac
 import re
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -16,7 +17,7 @@ from typing import Any, TypeVar
 
 import psycopg
 
-from services.connections.postgres_target import PostgresTarget, from_fields
+from services.connections.postgres_target import PostgresTarget, from_fields, password_problem
 from services.connections.store import ConnectionRow, ConnectionStore, DraftRow
 from services.connections.tester import CredentialTester, TestOutcome
 from sevvo.runtime import audit, paging, validation
@@ -40,6 +41,8 @@ FIELD_PATHS = (
 UPDATABLE_PATHS = ("display_name", *FIELD_PATHS)
 CREDENTIAL_PATHS = {"fields.username", "fields.password"}
 _PURPOSE_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+# Failure reasons are stable tokens, never error text: messages can quote SQL and passwords.
+_REASON_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
 
 
 @dataclass(frozen=True)
@@ -149,40 +152,9 @@ class ConnectionsDomain:
         work: Callable[[psycopg.Connection[Any]], T],
         details: Mapping[str, str] | None = None,
     ) -> T:
-        """Runs ``work`` and its success record in one transaction; records refusals apart.
-
-        Malformed requests (InvalidArgument) change nothing and are not recorded.
-        """
-        actor = audit.Actor.of(caller)
-        try:
-            with self._store.transaction() as conn:
-                result = work(conn)
-                audit.record(
-                    conn,
-                    org_id=caller.org_id,
-                    actor=actor,
-                    action=action,
-                    target_type=TARGET_TYPE,
-                    target_id=target_id,
-                    details=details,
-                )
-                return result
-        except InvalidArgument:
-            raise
-        except SevvoError as error:
-            with self._store.transaction() as conn:
-                audit.record(
-                    conn,
-                    org_id=caller.org_id,
-                    actor=actor,
-                    action=action,
-                    target_type=TARGET_TYPE,
-                    target_id=target_id,
-                    outcome="failure",
-                    reason=error.reason,
-                    details=details,
-                )
-            raise
+        return run_audited(
+            self._store, caller, action, TARGET_TYPE, target_id, work, details, record=True
+        )
 
     # User-facing operations.
 
@@ -197,7 +169,9 @@ class ConnectionsDomain:
         """Tests the credentials through the agent, then stores the connection sealed.
 
         A failed test stores nothing and reports the category; with no tester configured the
-        connection is stored untested (status pending).
+        connection is stored untested (status pending). For a dynamic connection the test is
+        the same login test, of the privileged role; a dry run of the creation and revocation
+        statements is left to the agent's lease workflow.
         """
         name = validation.display_name("display_name", display_name)
         org_id, connection_id = uuid.UUID(caller.org_id), uuid.uuid4()
@@ -228,6 +202,7 @@ class ConnectionsDomain:
             last_test_category=None,
             created_at=now,
             updated_at=now,
+            **dynamic_columns(target),
         )
         self._audited(
             caller,
@@ -319,6 +294,7 @@ class ConnectionsDomain:
                 sealed = self._seal(row.org_id, row.id, new_target)
                 row = replace(
                     row,
+                    **dynamic_columns(new_target),
                     host=new_target.host,
                     port=new_target.port,
                     database=new_target.database,
@@ -326,7 +302,8 @@ class ConnectionsDomain:
                     ssl_mode=new_target.ssl_mode,
                     kek_id=sealed.key_id,
                     sealed_credentials=sealed.blob,
-                    credential_mode="fields",
+                    # A dynamic connection's fields are its privileged login; it stays dynamic.
+                    credential_mode="dynamic" if new_target.dynamic else "fields",
                     status=status,
                     last_test_at=now if status == "connected" else None,
                     last_test_category=None,
@@ -338,15 +315,30 @@ class ConnectionsDomain:
         log.info("connection updated", connection_id=str(cid), fields=sorted(paths))
         return row
 
-    def delete(self, caller: Principal, connection_id: str) -> None:
-        """Deletes a connection of the caller's org together with its sealed credentials."""
+    def delete(self, caller: Principal, connection_id: str, force: bool = False) -> None:
+        """Deletes a connection of the caller's org together with its sealed credentials.
+
+        While leases may still have roles in the database, only a forced delete goes ahead:
+        afterwards no agent could resolve the privileged login to drop them.
+        """
         cid = validation.resource_id("id", connection_id)
+        org_id = uuid.UUID(caller.org_id)
 
         def work(conn: psycopg.Connection[Any]) -> None:
-            if not self._store.delete(conn, uuid.UUID(caller.org_id), cid):
+            if self._store.get(conn, org_id, cid, for_update=True) is None:
                 raise _not_found()
+            live = self._store.count_unrevoked_leases(conn, org_id, cid)
+            if live and not force:
+                raise FailedPrecondition(
+                    f"the connection has {live} leases not yet revoked; revoke them and let the"
+                    " agent drop their roles, or delete with force",
+                    reason="CONNECTION_HAS_LEASES",
+                    metadata={"unrevoked_leases": str(live)},
+                )
+            self._store.delete(conn, org_id, cid)
 
-        self._audited(caller, "connection.delete", str(cid), work)
+        details = {"force": "true"} if force else None
+        self._audited(caller, "connection.delete", str(cid), work, details)
         log.info("connection deleted", connection_id=str(cid))
 
     def test(self, caller: Principal, connection_id: str, bearer: str) -> ConnectionRow:
@@ -395,9 +387,7 @@ class ConnectionsDomain:
         target_id = validation.resource_id(
             "draft_id" if is_draft else "connection_id", draft_id or connection_id
         )
-        purpose = purpose or "unspecified"
-        if not _PURPOSE_RE.match(purpose):
-            raise InvalidArgument("purpose", "must be lower_snake_case, at most 64 characters")
+        purpose = check_purpose("purpose", purpose or "unspecified")
         org_id = uuid.UUID(caller.org_id)
 
         def work(conn: psycopg.Connection[Any]) -> PostgresTarget:
@@ -420,6 +410,131 @@ class ConnectionsDomain:
         target = self._audited(caller, action, str(target_id), work, {"purpose": purpose})
         log.info("credentials resolved", target_id=str(target_id), purpose=purpose)
         return target
+
+    # Rotation of a dynamic connection's privileged password (agent-only).
+
+    def _change_privileged(
+        self,
+        caller: Principal,
+        connection_id: str,
+        action: str,
+        change: Callable[[PostgresTarget], PostgresTarget],
+        details: Mapping[str, str],
+    ) -> None:
+        """Re-seals a dynamic connection's payload as ``change`` makes it, audited."""
+        cid = validation.resource_id("connection_id", connection_id)
+        org_id = uuid.UUID(caller.org_id)
+
+        def work(conn: psycopg.Connection[Any]) -> None:
+            current = self._store.get(conn, org_id, cid, for_update=True)
+            if current is None:
+                raise _not_found()
+            if current.credential_mode != "dynamic":
+                raise _not_dynamic()
+            target = change(self._unseal(current))
+            sealed = self._seal(org_id, cid, target)
+            self._store.update(
+                conn,
+                replace(
+                    current,
+                    kek_id=sealed.key_id,
+                    sealed_credentials=sealed.blob,
+                    updated_at=self._clock(),
+                ),
+            )
+
+        self._audited(caller, action, str(cid), work, details)
+        log.info("privileged credentials changed", connection_id=str(cid), step=details["step"])
+
+    def replace_password(self, caller: Principal, connection_id: str, new_password: str) -> None:
+        """Stores a new privileged password already in effect; drops any staged one."""
+        self._check_password("new_password", new_password)
+        self._change_privileged(
+            caller,
+            connection_id,
+            "connection.credentials.rotate",
+            lambda target: target.with_password(new_password, field="new_password"),
+            {"step": "replace"},
+        )
+
+    def stage_password(
+        self, caller: Principal, connection_id: str, pending_password: str, replace_pending: bool
+    ) -> None:
+        """Stores a rotation's new password beside the current one, before the database has it.
+
+        Staging the same password again is a retry and succeeds. A different staged password
+        is kept unless ``replace_pending``: the database may already use it.
+        """
+        self._check_password("pending_password", pending_password)
+
+        def change(target: PostgresTarget) -> PostgresTarget:
+            staged = target.pending_password
+            if (
+                staged is not None
+                and not hmac.compare_digest(staged.encode(), pending_password.encode())
+                and not replace_pending
+            ):
+                raise FailedPrecondition(
+                    "another password is staged and may already be in effect; try it, then"
+                    " commit it, or stage again with replace_pending once the current one works",
+                    reason="PENDING_PASSWORD_EXISTS",
+                )
+            return target.with_pending_password(pending_password, field="pending_password")
+
+        self._change_privileged(
+            caller, connection_id, "connection.credentials.rotate.stage", change, {"step": "stage"}
+        )
+
+    def commit_password(self, caller: Principal, connection_id: str) -> None:
+        """Makes the staged password the current one."""
+
+        def change(target: PostgresTarget) -> PostgresTarget:
+            if target.pending_password is None:
+                raise FailedPrecondition(
+                    "no password is staged for this connection", reason="NO_PENDING_PASSWORD"
+                )
+            return target.with_password(target.pending_password, field="pending_password")
+
+        self._change_privileged(
+            caller, connection_id, "connection.credentials.rotate", change, {"step": "commit"}
+        )
+
+    def record_root_rotation(
+        self, caller: Principal, connection_id: str, succeeded: bool, failure_reason: str
+    ) -> None:
+        """Audits how a rotation of a dynamic connection's privileged password ended."""
+        cid = validation.resource_id("connection_id", connection_id)
+        reason = reason_token("failure_reason", failure_reason, required=not succeeded)
+        if succeeded and reason:
+            raise InvalidArgument("failure_reason", "must be empty when the rotation succeeded")
+        org_id = uuid.UUID(caller.org_id)
+        action = "connection.root.rotate"
+
+        def work(conn: psycopg.Connection[Any]) -> None:
+            current = self._store.get(conn, org_id, cid)
+            if current is None:
+                raise _not_found()
+            if current.credential_mode != "dynamic":
+                raise _not_dynamic()
+            audit.record(
+                conn,
+                org_id=org_id,
+                actor=audit.Actor.of(caller),
+                action=action,
+                target_type=TARGET_TYPE,
+                target_id=str(cid),
+                outcome="success" if succeeded else "failure",
+                reason=reason or None,
+            )
+
+        run_audited(self._store, caller, action, TARGET_TYPE, str(cid), work, record=False)
+        log.info("root rotation recorded", connection_id=str(cid), succeeded=succeeded)
+
+    @staticmethod
+    def _check_password(field: str, password: str) -> None:
+        problem = password_problem(password)
+        if problem is not None:
+            raise InvalidArgument(field, problem)
 
     # Operator tasks.
 
@@ -447,6 +562,107 @@ class ConnectionsDomain:
         return moved
 
 
+def run_audited(
+    store: ConnectionStore,
+    caller: Principal,
+    action: str,
+    target_type: str,
+    target_id: str,
+    work: Callable[[psycopg.Connection[Any]], T],
+    details: Mapping[str, str] | None = None,
+    *,
+    record: bool,
+) -> T:
+    """Runs ``work`` in one transaction; records refusals apart, and success when ``record``.
+
+    With ``record=False`` the work writes its own success records (several, or none for a
+    retried call that changed nothing). Malformed requests (InvalidArgument) change nothing
+    and are not recorded.
+    """
+    actor = audit.Actor.of(caller)
+    try:
+        with store.transaction() as conn:
+            result = work(conn)
+            if record:
+                audit.record(
+                    conn,
+                    org_id=caller.org_id,
+                    actor=actor,
+                    action=action,
+                    target_type=target_type,
+                    target_id=target_id,
+                    details=details,
+                )
+            return result
+    except InvalidArgument:
+        raise
+    except SevvoError as error:
+        with store.transaction() as conn:
+            audit.record(
+                conn,
+                org_id=caller.org_id,
+                actor=actor,
+                action=action,
+                target_type=target_type,
+                target_id=target_id,
+                outcome="failure",
+                reason=error.reason,
+                details=details,
+            )
+        raise
+
+
+def dynamic_columns(target: PostgresTarget) -> dict[str, Any]:
+    """The connection row's display copies of a target's dynamic settings (all None if none)."""
+    settings = target.dynamic
+    if settings is None:
+        return dict.fromkeys(_DYNAMIC_COLUMNS)
+    return {
+        "default_ttl_seconds": settings.default_ttl_seconds,
+        "max_ttl_seconds": settings.max_ttl_seconds,
+        "group_role": settings.group_role,
+        "creation_statement_count": len(settings.creation_statements),
+        "revocation_statement_count": len(settings.revocation_statements),
+    }
+
+
+_DYNAMIC_COLUMNS = (
+    "default_ttl_seconds",
+    "max_ttl_seconds",
+    "group_role",
+    "creation_statement_count",
+    "revocation_statement_count",
+)
+
+
+def _not_dynamic() -> FailedPrecondition:
+    return FailedPrecondition(
+        "this connection does not use dynamic credentials", reason="NOT_DYNAMIC_CONNECTION"
+    )
+
+
+def check_purpose(field: str, value: str) -> str:
+    """A purpose recorded with resolves and leases: lower_snake_case, at most 64 characters."""
+    if not _PURPOSE_RE.match(value):
+        raise InvalidArgument(field, "must be lower_snake_case, at most 64 characters")
+    return value
+
+
+def reason_token(field: str, value: str, *, required: bool) -> str:
+    """A stable failure reason: letters, digits and underscores, at most 64; '' if unset."""
+    if not value:
+        if required:
+            raise InvalidArgument(field, "is required")
+        return ""
+    if not _REASON_RE.match(value):
+        raise InvalidArgument(
+            field,
+            "must be a stable reason token (letters, digits, underscores; at most 64),"
+            " not an error message",
+        )
+    return value
+
+
 def _raise_not_found(conn: psycopg.Connection[Any]) -> None:
     raise _not_found()
 
@@ -470,7 +686,7 @@ def _apply_fields(
     def pick(path: str, new: Any, old: Any) -> Any:
         return new if path in paths else old
 
-    return from_fields(
+    target = from_fields(
         host=pick("fields.host", update.host, current.host),
         port=pick("fields.port", update.port, current.port),
         database=pick("fields.database", update.database, current.database),
@@ -479,3 +695,6 @@ def _apply_fields(
         ssl_mode=pick("fields.ssl_mode", update.ssl_mode, current.ssl_mode),
         prefix="connection.fields",
     )
+    # A user who sets the password decides it; otherwise a staged rotation stays staged.
+    pending = None if "fields.password" in paths else current.pending_password
+    return replace(target, dynamic=current.dynamic, pending_password=pending)

@@ -5,13 +5,14 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from typing import Any, NoReturn
 from urllib.parse import unquote
 
 from psycopg.conninfo import conninfo_to_dict
 
+from services.connections.dynamic import DynamicSettings, dynamic_settings
 from sevvo.runtime.errors import InvalidArgument
 from sevvo.runtime.sealing import CredentialsUnreadable
 from sevvo.runtime.validation import has_control_characters
@@ -42,14 +43,19 @@ _URI_PART_PARAMETERS = {
     "password": "password",
 }
 _PAYLOAD_FIELDS = ("host", "port", "database", "username", "password", "ssl_mode")
+# Sections a payload may hold beyond the login itself; payloads written before they existed
+# simply lack them.
+_OPTIONAL_PAYLOAD_FIELDS = ("dynamic", "pending_password")
 
 
 @dataclass(frozen=True)
 class PostgresTarget:
     """One Postgres server, database and login; build it with ``from_fields`` or ``from_dsn``.
 
-    ``ssl_mode`` is ``"disable"`` or ``"require"``. The password never appears in ``repr``
-    or ``str``, so a target can be logged or put in an exception without leaking it.
+    ``ssl_mode`` is ``"disable"`` or ``"require"``. For a dynamic connection the login is the
+    privileged role's, ``dynamic`` holds the lease settings, and ``pending_password`` a
+    rotation's staged password. No password ever appears in ``repr`` or ``str``, so a target
+    can be logged or put in an exception without leaking it.
     """
 
     host: str
@@ -58,12 +64,16 @@ class PostgresTarget:
     username: str
     password: str
     ssl_mode: str
+    dynamic: DynamicSettings | None = None
+    pending_password: str | None = None
 
     def __repr__(self) -> str:
         return (
             f"PostgresTarget(host={self.host!r}, port={self.port!r}, "
             f"database={self.database!r}, username={self.username!r}, "
-            f"password='<redacted>', ssl_mode={self.ssl_mode!r})"
+            f"password='<redacted>', ssl_mode={self.ssl_mode!r}, "
+            f"dynamic={self.dynamic!r}, "
+            f"pending_password={None if self.pending_password is None else '<redacted>'!r})"
         )
 
     __str__ = __repr__
@@ -82,6 +92,10 @@ class PostgresTarget:
         """The plaintext of the sealed credential payload (versioned JSON, UTF-8)."""
         payload: dict[str, Any] = {"version": PAYLOAD_VERSION, **self.safe_metadata()}
         payload["password"] = self.password
+        if self.dynamic is not None:
+            payload["dynamic"] = self.dynamic.to_payload()
+        if self.pending_password is not None:
+            payload["pending_password"] = self.pending_password
         return json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
 
     @classmethod
@@ -103,9 +117,9 @@ class PostgresTarget:
         if payload.get("version") != PAYLOAD_VERSION:
             raise _malformed(f"its version is not {PAYLOAD_VERSION}")
         expected = {"version", *_PAYLOAD_FIELDS}
-        if set(payload) != expected:
+        if not expected <= set(payload) <= expected | set(_OPTIONAL_PAYLOAD_FIELDS):
             missing = sorted(expected - set(payload))
-            extra = len(set(payload) - expected)
+            extra = len(set(payload) - expected - set(_OPTIONAL_PAYLOAD_FIELDS))
             raise _malformed(f"missing fields {missing}" if missing else f"{extra} unknown fields")
         port = payload["port"]
         # bool is an int subclass; JSON true must not become port 1.
@@ -114,8 +128,11 @@ class PostgresTarget:
         for name in ("host", "database", "username", "password", "ssl_mode"):
             if not isinstance(payload[name], str):
                 raise _malformed(f"{name} is not a string")
+        pending = payload.get("pending_password")
+        if pending is not None and not isinstance(pending, str):
+            raise _malformed("pending_password is not a string")
         try:
-            return from_fields(
+            target = from_fields(
                 host=payload["host"],
                 port=port,
                 database=payload["database"],
@@ -124,8 +141,31 @@ class PostgresTarget:
                 ssl_mode=payload["ssl_mode"],
                 prefix="payload",
             )
+            if pending is not None:
+                problem = password_problem(pending)
+                if problem is not None:
+                    raise InvalidArgument("payload.pending_password", problem)
+            dynamic = (
+                DynamicSettings.from_payload(payload["dynamic"]) if "dynamic" in payload else None
+            )
         except InvalidArgument as error:
             raise _malformed(f"{error.field} {error.description}") from None
+        return replace(target, dynamic=dynamic, pending_password=pending)
+
+    def with_password(self, password: str, *, field: str) -> PostgresTarget:
+        """The target with a new password and nothing staged; InvalidArgument on ``field``."""
+        problem = password_problem(password)
+        if problem is not None:
+            raise InvalidArgument(field, problem)
+        return replace(self, password=password, pending_password=None)
+
+    def with_pending_password(self, password: str | None, *, field: str) -> PostgresTarget:
+        """The same target with ``password`` staged beside the current one (None: unstaged)."""
+        if password is not None:
+            problem = password_problem(password)
+            if problem is not None:
+                raise InvalidArgument(field, problem)
+        return replace(self, pending_password=password)
 
 
 def from_fields(
@@ -160,6 +200,53 @@ def from_fields(
         fail=fail,
         ssl_problem=lambda message: fail("ssl_mode", message),
     )
+
+
+def from_dynamic(
+    *,
+    host: str,
+    port: int | None,
+    database: str,
+    ssl_mode: str,
+    privileged_username: str,
+    privileged_password: str,
+    default_ttl_seconds: int,
+    max_ttl_seconds: int,
+    creation_statements: Sequence[str],
+    revocation_statements: Sequence[str],
+    group_role: str,
+    prefix: str = "dynamic",
+) -> PostgresTarget:
+    """A dynamic connection: the privileged role's login under the form's rules, plus settings.
+
+    Raises ``InvalidArgument`` naming ``f"{prefix}.<field>"`` with the request's own field
+    names (``privileged_username``, ``privileged_password``).
+    """
+    renamed = {
+        f"{prefix}.username": f"{prefix}.privileged_username",
+        f"{prefix}.password": f"{prefix}.privileged_password",
+    }
+    try:
+        login = from_fields(
+            host=host,
+            port=port,
+            database=database,
+            username=privileged_username,
+            password=privileged_password,
+            ssl_mode=ssl_mode,
+            prefix=prefix,
+        )
+    except InvalidArgument as error:
+        raise InvalidArgument(renamed.get(error.field, error.field), error.description) from None
+    settings = dynamic_settings(
+        default_ttl_seconds=default_ttl_seconds,
+        max_ttl_seconds=max_ttl_seconds,
+        creation_statements=creation_statements,
+        revocation_statements=revocation_statements,
+        group_role=group_role,
+        prefix=prefix,
+    )
+    return replace(login, dynamic=settings)
 
 
 def from_dsn(dsn: str, ssl_mode: str | None, *, prefix: str = "dsn") -> PostgresTarget:
@@ -286,7 +373,7 @@ def _validated(
         ("port", _port_problem(port)),
         ("database", _name_problem(database)),
         ("username", _name_problem(username)),
-        ("password", _password_problem(password)),
+        ("password", password_problem(password)),
     ):
         if problem is not None:
             fail(part, problem)
@@ -373,7 +460,8 @@ def _name_problem(name: str) -> str | None:
     return None
 
 
-def _password_problem(password: str) -> str | None:
+def password_problem(password: str) -> str | None:
+    """What is wrong with a password (None if nothing); never quotes it."""
     # Only NUL is refused: libpq sends the password as a C string. Every other character is
     # legal in a Postgres password, and refusing it would lock out existing users.
     if not password:

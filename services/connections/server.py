@@ -8,7 +8,13 @@ import grpc
 
 from services.connections.config import ConnectionsConfig
 from services.connections.domain import ConnectionsDomain
-from services.connections.servicer import AuditServicer, ConnectionServicer, CredentialServicer
+from services.connections.leases import LeasesDomain
+from services.connections.servicer import (
+    AuditServicer,
+    ConnectionServicer,
+    CredentialServicer,
+    LeaseServicer,
+)
 from services.connections.store import ConnectionStore
 from services.connections.tester import OrchestratorTester
 from sevvo.audit.v1 import audit_pb2, audit_pb2_grpc
@@ -23,6 +29,7 @@ log = get_logger(__name__)
 
 _CONNECTIONS = connections_pb2.DESCRIPTOR.services_by_name["ConnectionService"].full_name
 _CREDENTIALS = connections_pb2.DESCRIPTOR.services_by_name["ConnectionCredentialService"].full_name
+_LEASES = connections_pb2.DESCRIPTOR.services_by_name["LeaseService"].full_name
 _AUDIT = audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name
 
 ACCESS: dict[str, Access] = {
@@ -37,8 +44,26 @@ ACCESS: dict[str, Access] = {
             "TestConnection",
         )
     },
-    # Only the org's own agents may see credentials; user sessions are refused outright.
-    f"/{_CREDENTIALS}/ResolveConnectionCredentials": Access.AGENT,
+    # Only the org's own agents may see or rotate credentials; user sessions are refused.
+    **{
+        f"/{_CREDENTIALS}/{method}": Access.AGENT
+        for method in (
+            "ResolveConnectionCredentials",
+            "ReplaceConnectionCredentials",
+            "StagePrivilegedPassword",
+            "CommitPrivilegedPassword",
+            "RecordRootRotation",
+        )
+    },
+    # Lease records are written by the agent that creates and drops the roles...
+    **{
+        f"/{_LEASES}/{method}": Access.AGENT
+        for method in ("CreateLease", "UpdateLease", "ListLeasesToReap")
+    },
+    # ...read by the org's users, and revoked at an admin's request.
+    f"/{_LEASES}/ListLeases": Access.USER,
+    f"/{_LEASES}/CountLeases": Access.USER,
+    f"/{_LEASES}/RevokeLeases": Access.ADMIN,
     f"/{_AUDIT}/ListAuditEvents": Access.ADMIN,
 }
 
@@ -57,6 +82,7 @@ class ConnectionsApp:
         if self.tester is None:
             log.warning("no SEVVO_ORCHESTRATOR_ENDPOINT: connections are saved without a test")
         self.domain = ConnectionsDomain(self.store, config.keyring, tester=self.tester)
+        self.leases = LeasesDomain(self.store)
         self._auth_channel: grpc.Channel | None = None
 
     def open(self) -> None:
@@ -91,12 +117,15 @@ class ConnectionsApp:
             connections_pb2_grpc.add_ConnectionCredentialServiceServicer_to_server(
                 CredentialServicer(self.domain), server
             )
+            connections_pb2_grpc.add_LeaseServiceServicer_to_server(
+                LeaseServicer(self.leases), server
+            )
             audit_pb2_grpc.add_AuditServiceServicer_to_server(AuditServicer(self.store), server)
 
         return ServerSpec(
             name="connections",
             register=register,
-            service_names=[_CONNECTIONS, _CREDENTIALS, _AUDIT],
+            service_names=[_CONNECTIONS, _CREDENTIALS, _LEASES, _AUDIT],
             access=ACCESS,
         )
 

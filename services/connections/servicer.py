@@ -7,13 +7,21 @@ carry a password, except the agent-only ResolveConnectionCredentials.
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 
 import grpc
-from google.protobuf import empty_pb2
+from google.protobuf import empty_pb2, timestamp_pb2
+from google.protobuf.message import Message
 
 from services.connections.domain import ConnectionsDomain, ConnectionUpdate
-from services.connections.postgres_target import PostgresTarget, from_dsn, from_fields
-from services.connections.store import ConnectionRow, ConnectionStore
+from services.connections.leases import LeasesDomain
+from services.connections.postgres_target import (
+    PostgresTarget,
+    from_dsn,
+    from_dynamic,
+    from_fields,
+)
+from services.connections.store import ConnectionRow, ConnectionStore, LeaseRow
 from sevvo.audit.v1 import audit_pb2, audit_pb2_grpc
 from sevvo.connections.v1 import connections_pb2 as pb
 from sevvo.connections.v1 import connections_pb2_grpc as pb_grpc
@@ -24,7 +32,21 @@ from sevvo.runtime.servicing import blocking, timestamp
 
 _SSL_TO_PB = {"disable": pb.SSL_MODE_DISABLE, "require": pb.SSL_MODE_REQUIRE}
 _SSL_FROM_PB: dict[int, str] = {pb.SSL_MODE_DISABLE: "disable", pb.SSL_MODE_REQUIRE: "require"}
-_MODE_TO_PB = {"fields": pb.CREDENTIAL_MODE_FIELDS, "dsn": pb.CREDENTIAL_MODE_DSN}
+_MODE_TO_PB = {
+    "fields": pb.CREDENTIAL_MODE_FIELDS,
+    "dsn": pb.CREDENTIAL_MODE_DSN,
+    "dynamic": pb.CREDENTIAL_MODE_DYNAMIC,
+}
+_LEASE_STATE_TO_PB = {
+    "creating": pb.LEASE_STATE_CREATING,
+    "active": pb.LEASE_STATE_ACTIVE,
+    "revoke_requested": pb.LEASE_STATE_REVOKE_REQUESTED,
+    "revoking": pb.LEASE_STATE_REVOKING,
+    "revoked": pb.LEASE_STATE_REVOKED,
+    "failing": pb.LEASE_STATE_FAILING,
+}
+# Unknown or unset values become "", which the domain rejects (or reads as "no filter").
+_LEASE_STATE_FROM_PB: dict[int, str] = {v: k for k, v in _LEASE_STATE_TO_PB.items()}
 _STATUS_TO_PB = {
     "pending": pb.CONNECTION_STATUS_PENDING,
     "connected": pb.CONNECTION_STATUS_CONNECTED,
@@ -52,11 +74,50 @@ def connection_pb(row: ConnectionRow) -> pb.Connection:
         last_test_category=row.last_test_category or "",
         create_time=timestamp(row.created_at),
         update_time=timestamp(row.updated_at),
+        dynamic=_dynamic_summary(row),
+    )
+
+
+def _dynamic_summary(row: ConnectionRow) -> pb.DynamicSettingsSummary | None:
+    if row.credential_mode != "dynamic":
+        return None
+    return pb.DynamicSettingsSummary(
+        default_ttl_seconds=row.default_ttl_seconds or 0,
+        max_ttl_seconds=row.max_ttl_seconds or 0,
+        group_role=row.group_role or "",
+        creation_statement_count=row.creation_statement_count or 0,
+        revocation_statement_count=row.revocation_statement_count or 0,
+    )
+
+
+def lease_pb(row: LeaseRow) -> pb.Lease:
+    """A lease's metadata; there is no secret to leave out."""
+    return pb.Lease(
+        id=str(row.id),
+        connection_id=str(row.connection_id),
+        role_name=row.role_name,
+        purpose=row.purpose,
+        state=_LEASE_STATE_TO_PB[row.state],
+        create_time=timestamp(row.created_at),
+        update_time=timestamp(row.updated_at),
+        expire_time=timestamp(row.expires_at),
+        max_expire_time=timestamp(row.max_expires_at),
+        revoke_time=timestamp(row.revoked_at),
+        failure_reason=row.failure_reason or "",
+        failure_count=row.failure_count,
     )
 
 
 def _ssl(value: int) -> str:
     return _SSL_FROM_PB.get(value, "")
+
+
+def _time(message: Message, field: str) -> datetime | None:
+    """An optional Timestamp field as an aware datetime (None when unset)."""
+    if not message.HasField(field):
+        return None
+    value: timestamp_pb2.Timestamp = getattr(message, field)
+    return value.ToDatetime(tzinfo=UTC)
 
 
 def target_from_request(request: pb.CreateConnectionRequest) -> tuple[PostgresTarget, str]:
@@ -76,7 +137,24 @@ def target_from_request(request: pb.CreateConnectionRequest) -> tuple[PostgresTa
         return target, "fields"
     if which == "dsn":
         return from_dsn(request.dsn.uri, _ssl(request.dsn.ssl_mode) or None, prefix="dsn"), "dsn"
-    raise InvalidArgument("credentials", "one of fields or dsn is required")
+    if which == "dynamic":
+        d = request.dynamic
+        target = from_dynamic(
+            host=d.host,
+            port=d.port if d.HasField("port") else None,
+            database=d.database,
+            ssl_mode=_ssl(d.ssl_mode),
+            privileged_username=d.privileged_username,
+            privileged_password=d.privileged_password,
+            default_ttl_seconds=d.default_ttl_seconds,
+            max_ttl_seconds=d.max_ttl_seconds,
+            creation_statements=list(d.creation_statements),
+            revocation_statements=list(d.revocation_statements),
+            group_role=d.group_role,
+            prefix="dynamic",
+        )
+        return target, "dynamic"
+    raise InvalidArgument("credentials", "one of fields, dsn or dynamic is required")
 
 
 class ConnectionServicer(pb_grpc.ConnectionServiceServicer):
@@ -142,7 +220,7 @@ class ConnectionServicer(pb_grpc.ConnectionServiceServicer):
     async def DeleteConnection(
         self, request: pb.DeleteConnectionRequest, context: grpc.aio.ServicerContext
     ) -> empty_pb2.Empty:
-        await blocking(self._domain.delete, current_principal(), request.id)
+        await blocking(self._domain.delete, current_principal(), request.id, request.force)
         return empty_pb2.Empty()
 
 
@@ -162,6 +240,7 @@ class CredentialServicer(pb_grpc.ConnectionCredentialServiceServicer):
             request.purpose,
             request.draft_id,
         )
+        settings = target.dynamic
         return pb.ResolveConnectionCredentialsResponse(
             postgres=pb.PostgresCredentials(
                 host=target.host,
@@ -170,8 +249,147 @@ class CredentialServicer(pb_grpc.ConnectionCredentialServiceServicer):
                 username=target.username,
                 password=target.password,
                 ssl_mode=_SSL_TO_PB[target.ssl_mode],
-            )
+                pending_password=target.pending_password,
+            ),
+            dynamic=None
+            if settings is None
+            else pb.DynamicSettings(
+                default_ttl_seconds=settings.default_ttl_seconds,
+                max_ttl_seconds=settings.max_ttl_seconds,
+                creation_statements=settings.creation_statements,
+                revocation_statements=settings.revocation_statements,
+                group_role=settings.group_role,
+            ),
         )
+
+    async def ReplaceConnectionCredentials(
+        self, request: pb.ReplaceConnectionCredentialsRequest, context: grpc.aio.ServicerContext
+    ) -> empty_pb2.Empty:
+        await blocking(
+            self._domain.replace_password,
+            current_principal(),
+            request.connection_id,
+            request.new_password,
+        )
+        return empty_pb2.Empty()
+
+    async def StagePrivilegedPassword(
+        self, request: pb.StagePrivilegedPasswordRequest, context: grpc.aio.ServicerContext
+    ) -> empty_pb2.Empty:
+        await blocking(
+            self._domain.stage_password,
+            current_principal(),
+            request.connection_id,
+            request.pending_password,
+            request.replace_pending,
+        )
+        return empty_pb2.Empty()
+
+    async def CommitPrivilegedPassword(
+        self, request: pb.CommitPrivilegedPasswordRequest, context: grpc.aio.ServicerContext
+    ) -> empty_pb2.Empty:
+        await blocking(self._domain.commit_password, current_principal(), request.connection_id)
+        return empty_pb2.Empty()
+
+    async def RecordRootRotation(
+        self, request: pb.RecordRootRotationRequest, context: grpc.aio.ServicerContext
+    ) -> empty_pb2.Empty:
+        if request.outcome not in (pb.ROTATION_OUTCOME_SUCCEEDED, pb.ROTATION_OUTCOME_FAILED):
+            raise InvalidArgument("outcome", "must be succeeded or failed")
+        await blocking(
+            self._domain.record_root_rotation,
+            current_principal(),
+            request.connection_id,
+            request.outcome == pb.ROTATION_OUTCOME_SUCCEEDED,
+            request.failure_reason,
+        )
+        return empty_pb2.Empty()
+
+
+class LeaseServicer(pb_grpc.LeaseServiceServicer):
+    """sevvo.connections.v1.LeaseService (agent methods and user methods; see server.ACCESS)."""
+
+    def __init__(self, domain: LeasesDomain) -> None:
+        self._domain = domain
+
+    async def CreateLease(
+        self, request: pb.CreateLeaseRequest, context: grpc.aio.ServicerContext
+    ) -> pb.Lease:
+        row = await blocking(
+            self._domain.create,
+            current_principal(),
+            connection_id=request.connection_id,
+            role_name=request.role_name,
+            purpose=request.purpose,
+            expire_time=_time(request, "expire_time"),
+            max_expire_time=_time(request, "max_expire_time"),
+            lease_id=request.lease_id,
+        )
+        return lease_pb(row)
+
+    async def UpdateLease(
+        self, request: pb.UpdateLeaseRequest, context: grpc.aio.ServicerContext
+    ) -> pb.Lease:
+        row = await blocking(
+            self._domain.update,
+            current_principal(),
+            lease_id=request.lease_id,
+            state=_LEASE_STATE_FROM_PB.get(request.state, ""),
+            expire_time=_time(request, "expire_time"),
+            failure_reason=request.failure_reason,
+        )
+        return lease_pb(row)
+
+    async def ListLeasesToReap(
+        self, request: pb.ListLeasesToReapRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListLeasesToReapResponse:
+        rows, token = await blocking(
+            self._domain.list_to_reap,
+            current_principal(),
+            request.connection_id,
+            request.page_size,
+            request.page_token,
+        )
+        return pb.ListLeasesToReapResponse(
+            leases=[lease_pb(r) for r in rows], next_page_token=token
+        )
+
+    async def ListLeases(
+        self, request: pb.ListLeasesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListLeasesResponse:
+        if request.state and request.state not in _LEASE_STATE_FROM_PB:
+            raise InvalidArgument("state", "is not a known lease state")
+        rows, token = await blocking(
+            self._domain.list_page,
+            current_principal(),
+            request.connection_id,
+            _LEASE_STATE_FROM_PB.get(request.state, ""),
+            request.page_size,
+            request.page_token,
+        )
+        return pb.ListLeasesResponse(leases=[lease_pb(r) for r in rows], next_page_token=token)
+
+    async def CountLeases(
+        self, request: pb.CountLeasesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CountLeasesResponse:
+        by_state, by_purpose = await blocking(
+            self._domain.count, current_principal(), request.connection_id
+        )
+        return pb.CountLeasesResponse(
+            by_state=[
+                pb.LeaseStateCount(state=_LEASE_STATE_TO_PB[state], count=n)
+                for state, n in sorted(by_state.items(), key=lambda i: _LEASE_STATE_TO_PB[i[0]])
+            ],
+            by_purpose=[pb.LeasePurposeCount(purpose=p, count=n) for p, n in by_purpose.items()],
+        )
+
+    async def RevokeLeases(
+        self, request: pb.RevokeLeasesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RevokeLeasesResponse:
+        rows = await blocking(
+            self._domain.revoke, current_principal(), request.connection_id, request.lease_id
+        )
+        return pb.RevokeLeasesResponse(leases=[lease_pb(r) for r in rows])
 
 
 _ACTOR_TO_PB = {

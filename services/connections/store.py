@@ -10,10 +10,11 @@ from typing import Any
 
 import psycopg
 from psycopg import errors as pg_errors
+from psycopg import sql
 from psycopg.rows import class_row
 
 from sevvo.runtime import audit
-from sevvo.runtime.errors import AlreadyExists
+from sevvo.runtime.errors import AlreadyExists, NotFound
 from sevvo.runtime.store import SchemaStore
 
 SCHEMA = "connections"
@@ -41,6 +42,12 @@ class ConnectionRow:
     last_test_category: str | None
     created_at: datetime
     updated_at: datetime
+    # Copies of the sealed dynamic settings, set only for credential_mode "dynamic".
+    default_ttl_seconds: int | None = None
+    max_ttl_seconds: int | None = None
+    group_role: str | None = None
+    creation_statement_count: int | None = None
+    revocation_statement_count: int | None = None
 
 
 @dataclass(frozen=True)
@@ -54,6 +61,30 @@ class DraftRow:
     created_at: datetime
     expires_at: datetime
 
+
+@dataclass(frozen=True)
+class LeaseRow:
+    """The metadata of one lease role; there is no password to hold."""
+
+    id: uuid.UUID
+    org_id: uuid.UUID
+    connection_id: uuid.UUID
+    role_name: str
+    purpose: str
+    state: str
+    created_at: datetime
+    updated_at: datetime
+    expires_at: datetime
+    max_expires_at: datetime
+    revoked_at: datetime | None
+    failure_reason: str | None
+    failure_count: int
+
+
+# Leases whose role may exist and that the reaper still has to drop.
+LIVE_STATES = ("creating", "active", "revoke_requested", "failing")
+# A reaper that claimed a lease (revoking) and went quiet this long is presumed dead.
+STALE_REVOKING = "5 minutes"
 
 _NAME_TAKEN = AlreadyExists(
     "a connection with this display name already exists", reason="CONNECTION_NAME_TAKEN"
@@ -79,8 +110,10 @@ class ConnectionStore(SchemaStore):
                 conn.execute(
                     "insert into connections (id, org_id, display_name, type, credential_mode,"
                     " host, port, database, username, ssl_mode, kek_id, sealed_credentials,"
-                    " status, created_at, updated_at) values"
-                    " (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                    " status, created_at, updated_at, default_ttl_seconds, max_ttl_seconds,"
+                    " group_role, creation_statement_count, revocation_statement_count) values"
+                    " (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,"
+                    " %s, %s, %s, %s, %s)",
                     (
                         row.id,
                         row.org_id,
@@ -97,6 +130,11 @@ class ConnectionStore(SchemaStore):
                         row.status,
                         row.created_at,
                         row.updated_at,
+                        row.default_ttl_seconds,
+                        row.max_ttl_seconds,
+                        row.group_role,
+                        row.creation_statement_count,
+                        row.revocation_statement_count,
                     ),
                 )
         except pg_errors.UniqueViolation:
@@ -151,7 +189,9 @@ class ConnectionStore(SchemaStore):
                     "update connections set display_name = %s, credential_mode = %s, host = %s,"
                     " port = %s, database = %s, username = %s, ssl_mode = %s, kek_id = %s,"
                     " sealed_credentials = %s, status = %s, last_test_at = %s,"
-                    " last_test_category = %s, updated_at = %s where org_id = %s and id = %s",
+                    " last_test_category = %s, updated_at = %s, default_ttl_seconds = %s,"
+                    " max_ttl_seconds = %s, group_role = %s, creation_statement_count = %s,"
+                    " revocation_statement_count = %s where org_id = %s and id = %s",
                     (
                         row.display_name,
                         row.credential_mode,
@@ -166,6 +206,11 @@ class ConnectionStore(SchemaStore):
                         row.last_test_at,
                         row.last_test_category,
                         row.updated_at,
+                        row.default_ttl_seconds,
+                        row.max_ttl_seconds,
+                        row.group_role,
+                        row.creation_statement_count,
+                        row.revocation_statement_count,
                         row.org_id,
                         row.id,
                     ),
@@ -175,7 +220,10 @@ class ConnectionStore(SchemaStore):
 
     @staticmethod
     def delete(conn: psycopg.Connection[Any], org_id: uuid.UUID, connection_id: uuid.UUID) -> bool:
-        """Deletes a connection with its sealed credentials; False if it was not there."""
+        """Deletes a connection with its sealed credentials and lease records.
+
+        False if it was not there.
+        """
         cur = conn.execute(
             "delete from connections where org_id = %s and id = %s", (org_id, connection_id)
         )
@@ -237,6 +285,202 @@ class ConnectionStore(SchemaStore):
     def delete_draft(conn: psycopg.Connection[Any], draft_id: uuid.UUID) -> None:
         """Removes a draft once its test is over."""
         conn.execute("delete from drafts where id = %s", (draft_id,))
+
+    # Leases. Every query is scoped by org_id, the caller's org.
+
+    @staticmethod
+    def insert_lease(conn: psycopg.Connection[Any], lease: LeaseRow) -> bool:
+        """Inserts a lease; False when its id exists already (a retried create).
+
+        A role name taken on the connection by another lease is AlreadyExists.
+        """
+        try:
+            with conn.transaction():
+                cur = conn.execute(
+                    "insert into leases (id, org_id, connection_id, role_name, purpose, state,"
+                    " created_at, updated_at, expires_at, max_expires_at, revoked_at,"
+                    " failure_reason, failure_count) values"
+                    " (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                    " on conflict (id) do nothing",
+                    (
+                        lease.id,
+                        lease.org_id,
+                        lease.connection_id,
+                        lease.role_name,
+                        lease.purpose,
+                        lease.state,
+                        lease.created_at,
+                        lease.updated_at,
+                        lease.expires_at,
+                        lease.max_expires_at,
+                        lease.revoked_at,
+                        lease.failure_reason,
+                        lease.failure_count,
+                    ),
+                )
+        except pg_errors.UniqueViolation:
+            raise AlreadyExists(
+                "the connection already has a lease for this role name",
+                reason="LEASE_ROLE_NAME_TAKEN",
+            ) from None
+        except pg_errors.ForeignKeyViolation:
+            # The connection was deleted between the caller's check and this insert.
+            raise NotFound("connection not found", reason="CONNECTION_NOT_FOUND") from None
+        return cur.rowcount == 1
+
+    @staticmethod
+    def get_lease(
+        conn: psycopg.Connection[Any],
+        org_id: uuid.UUID,
+        lease_id: uuid.UUID,
+        *,
+        for_update: bool = False,
+    ) -> LeaseRow | None:
+        """One lease of one org; ``for_update`` locks it until the transaction ends."""
+        query = (
+            "select * from leases where org_id = %s and id = %s for update"
+            if for_update
+            else "select * from leases where org_id = %s and id = %s"
+        )
+        with conn.cursor(row_factory=class_row(LeaseRow)) as cur:
+            cur.execute(query, (org_id, lease_id))
+            return cur.fetchone()
+
+    @staticmethod
+    def update_lease(conn: psycopg.Connection[Any], lease: LeaseRow) -> None:
+        """Writes back a lease's mutable columns."""
+        conn.execute(
+            "update leases set state = %s, updated_at = %s, expires_at = %s, revoked_at = %s,"
+            " failure_reason = %s, failure_count = %s where org_id = %s and id = %s",
+            (
+                lease.state,
+                lease.updated_at,
+                lease.expires_at,
+                lease.revoked_at,
+                lease.failure_reason,
+                lease.failure_count,
+                lease.org_id,
+                lease.id,
+            ),
+        )
+
+    @staticmethod
+    def list_leases(
+        conn: psycopg.Connection[Any],
+        org_id: uuid.UUID,
+        *,
+        connection_id: uuid.UUID | None,
+        state: str | None,
+        limit: int,
+        before: tuple[datetime, str] | None,
+    ) -> list[LeaseRow]:
+        """One page of an org's leases, newest first, optionally of one connection or state."""
+        conditions = [sql.SQL("org_id = %s")]
+        params: list[Any] = [org_id]
+        if connection_id is not None:
+            conditions.append(sql.SQL("connection_id = %s"))
+            params.append(connection_id)
+        if state is not None:
+            conditions.append(sql.SQL("state = %s"))
+            params.append(state)
+        if before is not None:
+            conditions.append(sql.SQL("(created_at, id) < (%s, %s::uuid)"))
+            params.extend(before)
+        params.append(limit)
+        query = sql.SQL(
+            "select * from leases where {} order by created_at desc, id desc limit %s"
+        ).format(sql.SQL(" and ").join(conditions))
+        with conn.cursor(row_factory=class_row(LeaseRow)) as cur:
+            cur.execute(query, params)
+            return cur.fetchall()
+
+    @staticmethod
+    def list_leases_to_reap(
+        conn: psycopg.Connection[Any],
+        org_id: uuid.UUID,
+        *,
+        connection_id: uuid.UUID | None,
+        now: datetime,
+        limit: int,
+        after: tuple[datetime, str] | None,
+    ) -> list[LeaseRow]:
+        """Live leases past expiry or asked to revoke, and stale revoking ones, by expiry."""
+        conditions = [
+            sql.SQL("org_id = %s"),
+            sql.SQL(
+                "((state = any(%s) and (expires_at <= %s or state = 'revoke_requested'))"
+                " or (state = 'revoking' and updated_at <= %s - interval {}))"
+            ).format(sql.Literal(STALE_REVOKING)),
+        ]
+        params: list[Any] = [org_id, list(LIVE_STATES), now, now]
+        if connection_id is not None:
+            conditions.append(sql.SQL("connection_id = %s"))
+            params.append(connection_id)
+        if after is not None:
+            conditions.append(sql.SQL("(expires_at, id) > (%s, %s::uuid)"))
+            params.extend(after)
+        params.append(limit)
+        query = sql.SQL("select * from leases where {} order by expires_at, id limit %s").format(
+            sql.SQL(" and ").join(conditions)
+        )
+        with conn.cursor(row_factory=class_row(LeaseRow)) as cur:
+            cur.execute(query, params)
+            return cur.fetchall()
+
+    @staticmethod
+    def count_leases(
+        conn: psycopg.Connection[Any], org_id: uuid.UUID, connection_id: uuid.UUID | None
+    ) -> tuple[dict[str, int], dict[str, int]]:
+        """Lease counts by state (all) and by purpose (unrevoked only)."""
+        scope = sql.SQL("org_id = %s")
+        params: list[Any] = [org_id]
+        if connection_id is not None:
+            scope = sql.SQL("org_id = %s and connection_id = %s")
+            params.append(connection_id)
+        by_state = conn.execute(
+            sql.SQL("select state, count(*) from leases where {} group by state").format(scope),
+            params,
+        ).fetchall()
+        by_purpose = conn.execute(
+            sql.SQL(
+                "select purpose, count(*) from leases where {} and state <> 'revoked'"
+                " group by purpose order by purpose"
+            ).format(scope),
+            params,
+        ).fetchall()
+        return (
+            {str(state): int(n) for state, n in by_state},
+            {str(purpose): int(n) for purpose, n in by_purpose},
+        )
+
+    @staticmethod
+    def lock_revocable_leases(
+        conn: psycopg.Connection[Any],
+        org_id: uuid.UUID,
+        connection_id: uuid.UUID,
+        lease_id: uuid.UUID | None,
+    ) -> list[LeaseRow]:
+        """Locks a connection's creating and active leases (or just ``lease_id``'s)."""
+        with conn.cursor(row_factory=class_row(LeaseRow)) as cur:
+            cur.execute(
+                "select * from leases where org_id = %s and connection_id = %s"
+                " and state in ('creating', 'active') and (%s::uuid is null or id = %s::uuid)"
+                " order by created_at, id for update",
+                (org_id, connection_id, lease_id, lease_id),
+            )
+            return cur.fetchall()
+
+    @staticmethod
+    def count_unrevoked_leases(
+        conn: psycopg.Connection[Any], org_id: uuid.UUID, connection_id: uuid.UUID
+    ) -> int:
+        """How many of a connection's leases may still have a role in the database."""
+        row = conn.execute(
+            "select count(*) from leases where org_id = %s and connection_id = %s"
+            " and state <> 'revoked'",
+            (org_id, connection_id),
+        ).fetchone()
+        return int(row[0]) if row else 0
 
     def count_by_kek(self) -> dict[str, int]:
         """How many payloads each key-encryption key seals."""

@@ -52,6 +52,10 @@ class ControlPlane:
         """A ConnectionCredentialService stub calling with ``bearer``."""
         return pb_grpc.ConnectionCredentialServiceStub(self._channel(bearer))
 
+    def leases(self, bearer: str) -> pb_grpc.LeaseServiceStub:
+        """A LeaseService stub calling with ``bearer``."""
+        return pb_grpc.LeaseServiceStub(self._channel(bearer))
+
     def audit(self, bearer: str) -> audit_pb2_grpc.AuditServiceStub:
         """An AuditService stub calling with ``bearer``."""
         return audit_pb2_grpc.AuditServiceStub(self._channel(bearer))
@@ -73,6 +77,23 @@ class ControlPlane:
         values.update(fields)
         created: pb.Connection = self.connections(org.admin_token).CreateConnection(
             pb.CreateConnectionRequest(display_name=name, fields=pb.PostgresFields(**values))
+        )
+        return created
+
+    def create_dynamic(
+        self, org: Org, name: str, privileged_password: str, **settings: Any
+    ) -> pb.Connection:
+        """Creates a dynamic connection (defaults: TTLs, statements and group role unset)."""
+        values: dict[str, Any] = {
+            "host": "db.acme.internal",
+            "database": "analytics",
+            "privileged_username": "sevvo_admin",
+            "privileged_password": privileged_password,
+            "ssl_mode": pb.SSL_MODE_REQUIRE,
+        }
+        values.update(settings)
+        created: pb.Connection = self.connections(org.admin_token).CreateConnection(
+            pb.CreateConnectionRequest(display_name=name, dynamic=pb.PostgresDynamic(**values))
         )
         return created
 

@@ -28,6 +28,7 @@ class CredentialMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CREDENTIAL_MODE_UNSPECIFIED: _ClassVar[CredentialMode]
     CREDENTIAL_MODE_FIELDS: _ClassVar[CredentialMode]
     CREDENTIAL_MODE_DSN: _ClassVar[CredentialMode]
+    CREDENTIAL_MODE_DYNAMIC: _ClassVar[CredentialMode]
 
 class ConnectionStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -35,6 +36,22 @@ class ConnectionStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CONNECTION_STATUS_PENDING: _ClassVar[ConnectionStatus]
     CONNECTION_STATUS_CONNECTED: _ClassVar[ConnectionStatus]
     CONNECTION_STATUS_ERROR: _ClassVar[ConnectionStatus]
+
+class RotationOutcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ROTATION_OUTCOME_UNSPECIFIED: _ClassVar[RotationOutcome]
+    ROTATION_OUTCOME_SUCCEEDED: _ClassVar[RotationOutcome]
+    ROTATION_OUTCOME_FAILED: _ClassVar[RotationOutcome]
+
+class LeaseState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    LEASE_STATE_UNSPECIFIED: _ClassVar[LeaseState]
+    LEASE_STATE_CREATING: _ClassVar[LeaseState]
+    LEASE_STATE_ACTIVE: _ClassVar[LeaseState]
+    LEASE_STATE_REVOKE_REQUESTED: _ClassVar[LeaseState]
+    LEASE_STATE_REVOKING: _ClassVar[LeaseState]
+    LEASE_STATE_REVOKED: _ClassVar[LeaseState]
+    LEASE_STATE_FAILING: _ClassVar[LeaseState]
 CONNECTION_TYPE_UNSPECIFIED: ConnectionType
 CONNECTION_TYPE_POSTGRES: ConnectionType
 SSL_MODE_UNSPECIFIED: SslMode
@@ -43,10 +60,21 @@ SSL_MODE_REQUIRE: SslMode
 CREDENTIAL_MODE_UNSPECIFIED: CredentialMode
 CREDENTIAL_MODE_FIELDS: CredentialMode
 CREDENTIAL_MODE_DSN: CredentialMode
+CREDENTIAL_MODE_DYNAMIC: CredentialMode
 CONNECTION_STATUS_UNSPECIFIED: ConnectionStatus
 CONNECTION_STATUS_PENDING: ConnectionStatus
 CONNECTION_STATUS_CONNECTED: ConnectionStatus
 CONNECTION_STATUS_ERROR: ConnectionStatus
+ROTATION_OUTCOME_UNSPECIFIED: RotationOutcome
+ROTATION_OUTCOME_SUCCEEDED: RotationOutcome
+ROTATION_OUTCOME_FAILED: RotationOutcome
+LEASE_STATE_UNSPECIFIED: LeaseState
+LEASE_STATE_CREATING: LeaseState
+LEASE_STATE_ACTIVE: LeaseState
+LEASE_STATE_REVOKE_REQUESTED: LeaseState
+LEASE_STATE_REVOKING: LeaseState
+LEASE_STATE_REVOKED: LeaseState
+LEASE_STATE_FAILING: LeaseState
 
 class PostgresMetadata(_message.Message):
     __slots__ = ("host", "port", "database", "username", "ssl_mode")
@@ -63,7 +91,7 @@ class PostgresMetadata(_message.Message):
     def __init__(self, host: _Optional[str] = ..., port: _Optional[int] = ..., database: _Optional[str] = ..., username: _Optional[str] = ..., ssl_mode: _Optional[_Union[SslMode, str]] = ...) -> None: ...
 
 class Connection(_message.Message):
-    __slots__ = ("id", "display_name", "type", "safe_metadata", "credential_mode", "has_password", "status", "last_test_time", "last_test_category", "create_time", "update_time")
+    __slots__ = ("id", "display_name", "type", "safe_metadata", "credential_mode", "has_password", "status", "last_test_time", "last_test_category", "create_time", "update_time", "dynamic")
     ID_FIELD_NUMBER: _ClassVar[int]
     DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
@@ -75,6 +103,7 @@ class Connection(_message.Message):
     LAST_TEST_CATEGORY_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    DYNAMIC_FIELD_NUMBER: _ClassVar[int]
     id: str
     display_name: str
     type: ConnectionType
@@ -86,7 +115,22 @@ class Connection(_message.Message):
     last_test_category: str
     create_time: _timestamp_pb2.Timestamp
     update_time: _timestamp_pb2.Timestamp
-    def __init__(self, id: _Optional[str] = ..., display_name: _Optional[str] = ..., type: _Optional[_Union[ConnectionType, str]] = ..., safe_metadata: _Optional[_Union[PostgresMetadata, _Mapping]] = ..., credential_mode: _Optional[_Union[CredentialMode, str]] = ..., has_password: _Optional[bool] = ..., status: _Optional[_Union[ConnectionStatus, str]] = ..., last_test_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_test_category: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    dynamic: DynamicSettingsSummary
+    def __init__(self, id: _Optional[str] = ..., display_name: _Optional[str] = ..., type: _Optional[_Union[ConnectionType, str]] = ..., safe_metadata: _Optional[_Union[PostgresMetadata, _Mapping]] = ..., credential_mode: _Optional[_Union[CredentialMode, str]] = ..., has_password: _Optional[bool] = ..., status: _Optional[_Union[ConnectionStatus, str]] = ..., last_test_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_test_category: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., dynamic: _Optional[_Union[DynamicSettingsSummary, _Mapping]] = ...) -> None: ...
+
+class DynamicSettingsSummary(_message.Message):
+    __slots__ = ("default_ttl_seconds", "max_ttl_seconds", "group_role", "creation_statement_count", "revocation_statement_count")
+    DEFAULT_TTL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    MAX_TTL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    GROUP_ROLE_FIELD_NUMBER: _ClassVar[int]
+    CREATION_STATEMENT_COUNT_FIELD_NUMBER: _ClassVar[int]
+    REVOCATION_STATEMENT_COUNT_FIELD_NUMBER: _ClassVar[int]
+    default_ttl_seconds: int
+    max_ttl_seconds: int
+    group_role: str
+    creation_statement_count: int
+    revocation_statement_count: int
+    def __init__(self, default_ttl_seconds: _Optional[int] = ..., max_ttl_seconds: _Optional[int] = ..., group_role: _Optional[str] = ..., creation_statement_count: _Optional[int] = ..., revocation_statement_count: _Optional[int] = ...) -> None: ...
 
 class PostgresFields(_message.Message):
     __slots__ = ("host", "port", "database", "username", "password", "ssl_mode")
@@ -112,15 +156,43 @@ class PostgresDsn(_message.Message):
     ssl_mode: SslMode
     def __init__(self, uri: _Optional[str] = ..., ssl_mode: _Optional[_Union[SslMode, str]] = ...) -> None: ...
 
+class PostgresDynamic(_message.Message):
+    __slots__ = ("host", "port", "database", "ssl_mode", "privileged_username", "privileged_password", "default_ttl_seconds", "max_ttl_seconds", "creation_statements", "revocation_statements", "group_role")
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    PORT_FIELD_NUMBER: _ClassVar[int]
+    DATABASE_FIELD_NUMBER: _ClassVar[int]
+    SSL_MODE_FIELD_NUMBER: _ClassVar[int]
+    PRIVILEGED_USERNAME_FIELD_NUMBER: _ClassVar[int]
+    PRIVILEGED_PASSWORD_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_TTL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    MAX_TTL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    CREATION_STATEMENTS_FIELD_NUMBER: _ClassVar[int]
+    REVOCATION_STATEMENTS_FIELD_NUMBER: _ClassVar[int]
+    GROUP_ROLE_FIELD_NUMBER: _ClassVar[int]
+    host: str
+    port: int
+    database: str
+    ssl_mode: SslMode
+    privileged_username: str
+    privileged_password: str
+    default_ttl_seconds: int
+    max_ttl_seconds: int
+    creation_statements: _containers.RepeatedScalarFieldContainer[str]
+    revocation_statements: _containers.RepeatedScalarFieldContainer[str]
+    group_role: str
+    def __init__(self, host: _Optional[str] = ..., port: _Optional[int] = ..., database: _Optional[str] = ..., ssl_mode: _Optional[_Union[SslMode, str]] = ..., privileged_username: _Optional[str] = ..., privileged_password: _Optional[str] = ..., default_ttl_seconds: _Optional[int] = ..., max_ttl_seconds: _Optional[int] = ..., creation_statements: _Optional[_Iterable[str]] = ..., revocation_statements: _Optional[_Iterable[str]] = ..., group_role: _Optional[str] = ...) -> None: ...
+
 class CreateConnectionRequest(_message.Message):
-    __slots__ = ("display_name", "fields", "dsn")
+    __slots__ = ("display_name", "fields", "dsn", "dynamic")
     DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
     FIELDS_FIELD_NUMBER: _ClassVar[int]
     DSN_FIELD_NUMBER: _ClassVar[int]
+    DYNAMIC_FIELD_NUMBER: _ClassVar[int]
     display_name: str
     fields: PostgresFields
     dsn: PostgresDsn
-    def __init__(self, display_name: _Optional[str] = ..., fields: _Optional[_Union[PostgresFields, _Mapping]] = ..., dsn: _Optional[_Union[PostgresDsn, _Mapping]] = ...) -> None: ...
+    dynamic: PostgresDynamic
+    def __init__(self, display_name: _Optional[str] = ..., fields: _Optional[_Union[PostgresFields, _Mapping]] = ..., dsn: _Optional[_Union[PostgresDsn, _Mapping]] = ..., dynamic: _Optional[_Union[PostgresDynamic, _Mapping]] = ...) -> None: ...
 
 class GetConnectionRequest(_message.Message):
     __slots__ = ("id",)
@@ -169,10 +241,12 @@ class TestConnectionRequest(_message.Message):
     def __init__(self, id: _Optional[str] = ...) -> None: ...
 
 class DeleteConnectionRequest(_message.Message):
-    __slots__ = ("id",)
+    __slots__ = ("id", "force")
     ID_FIELD_NUMBER: _ClassVar[int]
+    FORCE_FIELD_NUMBER: _ClassVar[int]
     id: str
-    def __init__(self, id: _Optional[str] = ...) -> None: ...
+    force: bool
+    def __init__(self, id: _Optional[str] = ..., force: _Optional[bool] = ...) -> None: ...
 
 class ResolveConnectionCredentialsRequest(_message.Message):
     __slots__ = ("connection_id", "purpose", "draft_id")
@@ -185,23 +259,213 @@ class ResolveConnectionCredentialsRequest(_message.Message):
     def __init__(self, connection_id: _Optional[str] = ..., purpose: _Optional[str] = ..., draft_id: _Optional[str] = ...) -> None: ...
 
 class PostgresCredentials(_message.Message):
-    __slots__ = ("host", "port", "database", "username", "password", "ssl_mode")
+    __slots__ = ("host", "port", "database", "username", "password", "ssl_mode", "pending_password")
     HOST_FIELD_NUMBER: _ClassVar[int]
     PORT_FIELD_NUMBER: _ClassVar[int]
     DATABASE_FIELD_NUMBER: _ClassVar[int]
     USERNAME_FIELD_NUMBER: _ClassVar[int]
     PASSWORD_FIELD_NUMBER: _ClassVar[int]
     SSL_MODE_FIELD_NUMBER: _ClassVar[int]
+    PENDING_PASSWORD_FIELD_NUMBER: _ClassVar[int]
     host: str
     port: int
     database: str
     username: str
     password: str
     ssl_mode: SslMode
-    def __init__(self, host: _Optional[str] = ..., port: _Optional[int] = ..., database: _Optional[str] = ..., username: _Optional[str] = ..., password: _Optional[str] = ..., ssl_mode: _Optional[_Union[SslMode, str]] = ...) -> None: ...
+    pending_password: str
+    def __init__(self, host: _Optional[str] = ..., port: _Optional[int] = ..., database: _Optional[str] = ..., username: _Optional[str] = ..., password: _Optional[str] = ..., ssl_mode: _Optional[_Union[SslMode, str]] = ..., pending_password: _Optional[str] = ...) -> None: ...
 
 class ResolveConnectionCredentialsResponse(_message.Message):
-    __slots__ = ("postgres",)
+    __slots__ = ("postgres", "dynamic")
     POSTGRES_FIELD_NUMBER: _ClassVar[int]
+    DYNAMIC_FIELD_NUMBER: _ClassVar[int]
     postgres: PostgresCredentials
-    def __init__(self, postgres: _Optional[_Union[PostgresCredentials, _Mapping]] = ...) -> None: ...
+    dynamic: DynamicSettings
+    def __init__(self, postgres: _Optional[_Union[PostgresCredentials, _Mapping]] = ..., dynamic: _Optional[_Union[DynamicSettings, _Mapping]] = ...) -> None: ...
+
+class DynamicSettings(_message.Message):
+    __slots__ = ("default_ttl_seconds", "max_ttl_seconds", "creation_statements", "revocation_statements", "group_role")
+    DEFAULT_TTL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    MAX_TTL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    CREATION_STATEMENTS_FIELD_NUMBER: _ClassVar[int]
+    REVOCATION_STATEMENTS_FIELD_NUMBER: _ClassVar[int]
+    GROUP_ROLE_FIELD_NUMBER: _ClassVar[int]
+    default_ttl_seconds: int
+    max_ttl_seconds: int
+    creation_statements: _containers.RepeatedScalarFieldContainer[str]
+    revocation_statements: _containers.RepeatedScalarFieldContainer[str]
+    group_role: str
+    def __init__(self, default_ttl_seconds: _Optional[int] = ..., max_ttl_seconds: _Optional[int] = ..., creation_statements: _Optional[_Iterable[str]] = ..., revocation_statements: _Optional[_Iterable[str]] = ..., group_role: _Optional[str] = ...) -> None: ...
+
+class ReplaceConnectionCredentialsRequest(_message.Message):
+    __slots__ = ("connection_id", "new_password")
+    CONNECTION_ID_FIELD_NUMBER: _ClassVar[int]
+    NEW_PASSWORD_FIELD_NUMBER: _ClassVar[int]
+    connection_id: str
+    new_password: str
+    def __init__(self, connection_id: _Optional[str] = ..., new_password: _Optional[str] = ...) -> None: ...
+
+class StagePrivilegedPasswordRequest(_message.Message):
+    __slots__ = ("connection_id", "pending_password", "replace_pending")
+    CONNECTION_ID_FIELD_NUMBER: _ClassVar[int]
+    PENDING_PASSWORD_FIELD_NUMBER: _ClassVar[int]
+    REPLACE_PENDING_FIELD_NUMBER: _ClassVar[int]
+    connection_id: str
+    pending_password: str
+    replace_pending: bool
+    def __init__(self, connection_id: _Optional[str] = ..., pending_password: _Optional[str] = ..., replace_pending: _Optional[bool] = ...) -> None: ...
+
+class CommitPrivilegedPasswordRequest(_message.Message):
+    __slots__ = ("connection_id",)
+    CONNECTION_ID_FIELD_NUMBER: _ClassVar[int]
+    connection_id: str
+    def __init__(self, connection_id: _Optional[str] = ...) -> None: ...
+
+class RecordRootRotationRequest(_message.Message):
+    __slots__ = ("connection_id", "outcome", "failure_reason")
+    CONNECTION_ID_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    FAILURE_REASON_FIELD_NUMBER: _ClassVar[int]
+    connection_id: str
+    outcome: RotationOutcome
+    failure_reason: str
+    def __init__(self, connection_id: _Optional[str] = ..., outcome: _Optional[_Union[RotationOutcome, str]] = ..., failure_reason: _Optional[str] = ...) -> None: ...
+
+class Lease(_message.Message):
+    __slots__ = ("id", "connection_id", "role_name", "purpose", "state", "create_time", "update_time", "expire_time", "max_expire_time", "revoke_time", "failure_reason", "failure_count")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    CONNECTION_ID_FIELD_NUMBER: _ClassVar[int]
+    ROLE_NAME_FIELD_NUMBER: _ClassVar[int]
+    PURPOSE_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    EXPIRE_TIME_FIELD_NUMBER: _ClassVar[int]
+    MAX_EXPIRE_TIME_FIELD_NUMBER: _ClassVar[int]
+    REVOKE_TIME_FIELD_NUMBER: _ClassVar[int]
+    FAILURE_REASON_FIELD_NUMBER: _ClassVar[int]
+    FAILURE_COUNT_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    connection_id: str
+    role_name: str
+    purpose: str
+    state: LeaseState
+    create_time: _timestamp_pb2.Timestamp
+    update_time: _timestamp_pb2.Timestamp
+    expire_time: _timestamp_pb2.Timestamp
+    max_expire_time: _timestamp_pb2.Timestamp
+    revoke_time: _timestamp_pb2.Timestamp
+    failure_reason: str
+    failure_count: int
+    def __init__(self, id: _Optional[str] = ..., connection_id: _Optional[str] = ..., role_name: _Optional[str] = ..., purpose: _Optional[str] = ..., state: _Optional[_Union[LeaseState, str]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., max_expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., revoke_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., failure_reason: _Optional[str] = ..., failure_count: _Optional[int] = ...) -> None: ...
+
+class CreateLeaseRequest(_message.Message):
+    __slots__ = ("connection_id", "role_name", "purpose", "expire_time", "max_expire_time", "lease_id")
+    CONNECTION_ID_FIELD_NUMBER: _ClassVar[int]
+    ROLE_NAME_FIELD_NUMBER: _ClassVar[int]
+    PURPOSE_FIELD_NUMBER: _ClassVar[int]
+    EXPIRE_TIME_FIELD_NUMBER: _ClassVar[int]
+    MAX_EXPIRE_TIME_FIELD_NUMBER: _ClassVar[int]
+    LEASE_ID_FIELD_NUMBER: _ClassVar[int]
+    connection_id: str
+    role_name: str
+    purpose: str
+    expire_time: _timestamp_pb2.Timestamp
+    max_expire_time: _timestamp_pb2.Timestamp
+    lease_id: str
+    def __init__(self, connection_id: _Optional[str] = ..., role_name: _Optional[str] = ..., purpose: _Optional[str] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., max_expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., lease_id: _Optional[str] = ...) -> None: ...
+
+class UpdateLeaseRequest(_message.Message):
+    __slots__ = ("lease_id", "state", "expire_time", "failure_reason")
+    LEASE_ID_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    EXPIRE_TIME_FIELD_NUMBER: _ClassVar[int]
+    FAILURE_REASON_FIELD_NUMBER: _ClassVar[int]
+    lease_id: str
+    state: LeaseState
+    expire_time: _timestamp_pb2.Timestamp
+    failure_reason: str
+    def __init__(self, lease_id: _Optional[str] = ..., state: _Optional[_Union[LeaseState, str]] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., failure_reason: _Optional[str] = ...) -> None: ...
+
+class ListLeasesToReapRequest(_message.Message):
+    __slots__ = ("connection_id", "page_size", "page_token")
+    CONNECTION_ID_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    connection_id: str
+    page_size: int
+    page_token: str
+    def __init__(self, connection_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListLeasesToReapResponse(_message.Message):
+    __slots__ = ("leases", "next_page_token")
+    LEASES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    leases: _containers.RepeatedCompositeFieldContainer[Lease]
+    next_page_token: str
+    def __init__(self, leases: _Optional[_Iterable[_Union[Lease, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class ListLeasesRequest(_message.Message):
+    __slots__ = ("connection_id", "state", "page_size", "page_token")
+    CONNECTION_ID_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    connection_id: str
+    state: LeaseState
+    page_size: int
+    page_token: str
+    def __init__(self, connection_id: _Optional[str] = ..., state: _Optional[_Union[LeaseState, str]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListLeasesResponse(_message.Message):
+    __slots__ = ("leases", "next_page_token")
+    LEASES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    leases: _containers.RepeatedCompositeFieldContainer[Lease]
+    next_page_token: str
+    def __init__(self, leases: _Optional[_Iterable[_Union[Lease, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class CountLeasesRequest(_message.Message):
+    __slots__ = ("connection_id",)
+    CONNECTION_ID_FIELD_NUMBER: _ClassVar[int]
+    connection_id: str
+    def __init__(self, connection_id: _Optional[str] = ...) -> None: ...
+
+class LeaseStateCount(_message.Message):
+    __slots__ = ("state", "count")
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    state: LeaseState
+    count: int
+    def __init__(self, state: _Optional[_Union[LeaseState, str]] = ..., count: _Optional[int] = ...) -> None: ...
+
+class LeasePurposeCount(_message.Message):
+    __slots__ = ("purpose", "count")
+    PURPOSE_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    purpose: str
+    count: int
+    def __init__(self, purpose: _Optional[str] = ..., count: _Optional[int] = ...) -> None: ...
+
+class CountLeasesResponse(_message.Message):
+    __slots__ = ("by_state", "by_purpose")
+    BY_STATE_FIELD_NUMBER: _ClassVar[int]
+    BY_PURPOSE_FIELD_NUMBER: _ClassVar[int]
+    by_state: _containers.RepeatedCompositeFieldContainer[LeaseStateCount]
+    by_purpose: _containers.RepeatedCompositeFieldContainer[LeasePurposeCount]
+    def __init__(self, by_state: _Optional[_Iterable[_Union[LeaseStateCount, _Mapping]]] = ..., by_purpose: _Optional[_Iterable[_Union[LeasePurposeCount, _Mapping]]] = ...) -> None: ...
+
+class RevokeLeasesRequest(_message.Message):
+    __slots__ = ("connection_id", "lease_id")
+    CONNECTION_ID_FIELD_NUMBER: _ClassVar[int]
+    LEASE_ID_FIELD_NUMBER: _ClassVar[int]
+    connection_id: str
+    lease_id: str
+    def __init__(self, connection_id: _Optional[str] = ..., lease_id: _Optional[str] = ...) -> None: ...
+
+class RevokeLeasesResponse(_message.Message):
+    __slots__ = ("leases",)
+    LEASES_FIELD_NUMBER: _ClassVar[int]
+    leases: _containers.RepeatedCompositeFieldContainer[Lease]
+    def __init__(self, leases: _Optional[_Iterable[_Union[Lease, _Mapping]]] = ...) -> None: ...

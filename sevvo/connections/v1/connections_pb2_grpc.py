@@ -343,6 +343,26 @@ class ConnectionCredentialServiceStub:
                 request_serializer=sevvo_dot_connections_dot_v1_dot_connections__pb2.ResolveConnectionCredentialsRequest.SerializeToString,
                 response_deserializer=sevvo_dot_connections_dot_v1_dot_connections__pb2.ResolveConnectionCredentialsResponse.FromString,
                 _registered_method=True)
+        self.ReplaceConnectionCredentials = channel.unary_unary(
+                '/sevvo.connections.v1.ConnectionCredentialService/ReplaceConnectionCredentials',
+                request_serializer=sevvo_dot_connections_dot_v1_dot_connections__pb2.ReplaceConnectionCredentialsRequest.SerializeToString,
+                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                _registered_method=True)
+        self.StagePrivilegedPassword = channel.unary_unary(
+                '/sevvo.connections.v1.ConnectionCredentialService/StagePrivilegedPassword',
+                request_serializer=sevvo_dot_connections_dot_v1_dot_connections__pb2.StagePrivilegedPasswordRequest.SerializeToString,
+                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                _registered_method=True)
+        self.CommitPrivilegedPassword = channel.unary_unary(
+                '/sevvo.connections.v1.ConnectionCredentialService/CommitPrivilegedPassword',
+                request_serializer=sevvo_dot_connections_dot_v1_dot_connections__pb2.CommitPrivilegedPasswordRequest.SerializeToString,
+                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                _registered_method=True)
+        self.RecordRootRotation = channel.unary_unary(
+                '/sevvo.connections.v1.ConnectionCredentialService/RecordRootRotation',
+                request_serializer=sevvo_dot_connections_dot_v1_dot_connections__pb2.RecordRootRotationRequest.SerializeToString,
+                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                _registered_method=True)
 
 
 class ConnectionCredentialServiceServicer:
@@ -356,6 +376,38 @@ class ConnectionCredentialServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReplaceConnectionCredentials(self, request, context):
+        """Replaces a dynamic connection's privileged password in one step, dropping any staged
+        one. Audited as connection.credentials.rotate.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StagePrivilegedPassword(self, request, context):
+        """Step one of a crash-safe rotation: stores a new privileged password beside the current
+        one, before the agent changes it in the database. Resolve returns both until commit.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CommitPrivilegedPassword(self, request, context):
+        """Step two: makes the staged password the current one, once the database uses it.
+        Audited as connection.credentials.rotate.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RecordRootRotation(self, request, context):
+        """Records the outcome of a scheduled rotation of the privileged password in the audit log
+        (action connection.root.rotate). Changes nothing else.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ConnectionCredentialServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -363,6 +415,26 @@ def add_ConnectionCredentialServiceServicer_to_server(servicer, server):
                     servicer.ResolveConnectionCredentials,
                     request_deserializer=sevvo_dot_connections_dot_v1_dot_connections__pb2.ResolveConnectionCredentialsRequest.FromString,
                     response_serializer=sevvo_dot_connections_dot_v1_dot_connections__pb2.ResolveConnectionCredentialsResponse.SerializeToString,
+            ),
+            'ReplaceConnectionCredentials': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReplaceConnectionCredentials,
+                    request_deserializer=sevvo_dot_connections_dot_v1_dot_connections__pb2.ReplaceConnectionCredentialsRequest.FromString,
+                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+            ),
+            'StagePrivilegedPassword': grpc.unary_unary_rpc_method_handler(
+                    servicer.StagePrivilegedPassword,
+                    request_deserializer=sevvo_dot_connections_dot_v1_dot_connections__pb2.StagePrivilegedPasswordRequest.FromString,
+                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+            ),
+            'CommitPrivilegedPassword': grpc.unary_unary_rpc_method_handler(
+                    servicer.CommitPrivilegedPassword,
+                    request_deserializer=sevvo_dot_connections_dot_v1_dot_connections__pb2.CommitPrivilegedPasswordRequest.FromString,
+                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+            ),
+            'RecordRootRotation': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordRootRotation,
+                    request_deserializer=sevvo_dot_connections_dot_v1_dot_connections__pb2.RecordRootRotationRequest.FromString,
+                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -393,6 +465,425 @@ class ConnectionCredentialService:
             '/sevvo.connections.v1.ConnectionCredentialService/ResolveConnectionCredentials',
             sevvo_dot_connections_dot_v1_dot_connections__pb2.ResolveConnectionCredentialsRequest.SerializeToString,
             sevvo_dot_connections_dot_v1_dot_connections__pb2.ResolveConnectionCredentialsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReplaceConnectionCredentials(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sevvo.connections.v1.ConnectionCredentialService/ReplaceConnectionCredentials',
+            sevvo_dot_connections_dot_v1_dot_connections__pb2.ReplaceConnectionCredentialsRequest.SerializeToString,
+            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StagePrivilegedPassword(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sevvo.connections.v1.ConnectionCredentialService/StagePrivilegedPassword',
+            sevvo_dot_connections_dot_v1_dot_connections__pb2.StagePrivilegedPasswordRequest.SerializeToString,
+            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CommitPrivilegedPassword(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sevvo.connections.v1.ConnectionCredentialService/CommitPrivilegedPassword',
+            sevvo_dot_connections_dot_v1_dot_connections__pb2.CommitPrivilegedPasswordRequest.SerializeToString,
+            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordRootRotation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sevvo.connections.v1.ConnectionCredentialService/RecordRootRotation',
+            sevvo_dot_connections_dot_v1_dot_connections__pb2.RecordRootRotationRequest.SerializeToString,
+            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class LeaseServiceStub:
+    """LeaseService keeps the metadata of dynamic-credential leases: which login roles an agent
+    created, for what, and until when. It never stores or returns a password.
+
+    The agent records a lease before it creates the role and updates it as the role lives
+    and dies; users list, count and ask to revoke leases; the agent's reaper does the revoking.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.CreateLease = channel.unary_unary(
+                '/sevvo.connections.v1.LeaseService/CreateLease',
+                request_serializer=sevvo_dot_connections_dot_v1_dot_connections__pb2.CreateLeaseRequest.SerializeToString,
+                response_deserializer=sevvo_dot_connections_dot_v1_dot_connections__pb2.Lease.FromString,
+                _registered_method=True)
+        self.UpdateLease = channel.unary_unary(
+                '/sevvo.connections.v1.LeaseService/UpdateLease',
+                request_serializer=sevvo_dot_connections_dot_v1_dot_connections__pb2.UpdateLeaseRequest.SerializeToString,
+                response_deserializer=sevvo_dot_connections_dot_v1_dot_connections__pb2.Lease.FromString,
+                _registered_method=True)
+        self.ListLeasesToReap = channel.unary_unary(
+                '/sevvo.connections.v1.LeaseService/ListLeasesToReap',
+                request_serializer=sevvo_dot_connections_dot_v1_dot_connections__pb2.ListLeasesToReapRequest.SerializeToString,
+                response_deserializer=sevvo_dot_connections_dot_v1_dot_connections__pb2.ListLeasesToReapResponse.FromString,
+                _registered_method=True)
+        self.ListLeases = channel.unary_unary(
+                '/sevvo.connections.v1.LeaseService/ListLeases',
+                request_serializer=sevvo_dot_connections_dot_v1_dot_connections__pb2.ListLeasesRequest.SerializeToString,
+                response_deserializer=sevvo_dot_connections_dot_v1_dot_connections__pb2.ListLeasesResponse.FromString,
+                _registered_method=True)
+        self.CountLeases = channel.unary_unary(
+                '/sevvo.connections.v1.LeaseService/CountLeases',
+                request_serializer=sevvo_dot_connections_dot_v1_dot_connections__pb2.CountLeasesRequest.SerializeToString,
+                response_deserializer=sevvo_dot_connections_dot_v1_dot_connections__pb2.CountLeasesResponse.FromString,
+                _registered_method=True)
+        self.RevokeLeases = channel.unary_unary(
+                '/sevvo.connections.v1.LeaseService/RevokeLeases',
+                request_serializer=sevvo_dot_connections_dot_v1_dot_connections__pb2.RevokeLeasesRequest.SerializeToString,
+                response_deserializer=sevvo_dot_connections_dot_v1_dot_connections__pb2.RevokeLeasesResponse.FromString,
+                _registered_method=True)
+
+
+class LeaseServiceServicer:
+    """LeaseService keeps the metadata of dynamic-credential leases: which login roles an agent
+    created, for what, and until when. It never stores or returns a password.
+
+    The agent records a lease before it creates the role and updates it as the role lives
+    and dies; users list, count and ask to revoke leases; the agent's reaper does the revoking.
+    """
+
+    def CreateLease(self, request, context):
+        """Records the intent to create a login role (state creating), before CREATE ROLE runs.
+        Agent only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateLease(self, request, context):
+        """Moves a lease to a new state along the legal transitions, or renews it. Agent only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListLeasesToReap(self, request, context):
+        """Lists the org's leases whose role must be dropped now: expired ones still live, and
+        those a user asked to revoke. Agent only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListLeases(self, request, context):
+        """Lists the org's leases, newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CountLeases(self, request, context):
+        """Counts the org's leases by state and by purpose.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeLeases(self, request, context):
+        """Asks the agent to revoke one lease, or every live lease of a connection. Admins only.
+        Idempotent: revoking a lease already being revoked is not an error.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_LeaseServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'CreateLease': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateLease,
+                    request_deserializer=sevvo_dot_connections_dot_v1_dot_connections__pb2.CreateLeaseRequest.FromString,
+                    response_serializer=sevvo_dot_connections_dot_v1_dot_connections__pb2.Lease.SerializeToString,
+            ),
+            'UpdateLease': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateLease,
+                    request_deserializer=sevvo_dot_connections_dot_v1_dot_connections__pb2.UpdateLeaseRequest.FromString,
+                    response_serializer=sevvo_dot_connections_dot_v1_dot_connections__pb2.Lease.SerializeToString,
+            ),
+            'ListLeasesToReap': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListLeasesToReap,
+                    request_deserializer=sevvo_dot_connections_dot_v1_dot_connections__pb2.ListLeasesToReapRequest.FromString,
+                    response_serializer=sevvo_dot_connections_dot_v1_dot_connections__pb2.ListLeasesToReapResponse.SerializeToString,
+            ),
+            'ListLeases': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListLeases,
+                    request_deserializer=sevvo_dot_connections_dot_v1_dot_connections__pb2.ListLeasesRequest.FromString,
+                    response_serializer=sevvo_dot_connections_dot_v1_dot_connections__pb2.ListLeasesResponse.SerializeToString,
+            ),
+            'CountLeases': grpc.unary_unary_rpc_method_handler(
+                    servicer.CountLeases,
+                    request_deserializer=sevvo_dot_connections_dot_v1_dot_connections__pb2.CountLeasesRequest.FromString,
+                    response_serializer=sevvo_dot_connections_dot_v1_dot_connections__pb2.CountLeasesResponse.SerializeToString,
+            ),
+            'RevokeLeases': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeLeases,
+                    request_deserializer=sevvo_dot_connections_dot_v1_dot_connections__pb2.RevokeLeasesRequest.FromString,
+                    response_serializer=sevvo_dot_connections_dot_v1_dot_connections__pb2.RevokeLeasesResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'sevvo.connections.v1.LeaseService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('sevvo.connections.v1.LeaseService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class LeaseService:
+    """LeaseService keeps the metadata of dynamic-credential leases: which login roles an agent
+    created, for what, and until when. It never stores or returns a password.
+
+    The agent records a lease before it creates the role and updates it as the role lives
+    and dies; users list, count and ask to revoke leases; the agent's reaper does the revoking.
+    """
+
+    @staticmethod
+    def CreateLease(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sevvo.connections.v1.LeaseService/CreateLease',
+            sevvo_dot_connections_dot_v1_dot_connections__pb2.CreateLeaseRequest.SerializeToString,
+            sevvo_dot_connections_dot_v1_dot_connections__pb2.Lease.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateLease(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sevvo.connections.v1.LeaseService/UpdateLease',
+            sevvo_dot_connections_dot_v1_dot_connections__pb2.UpdateLeaseRequest.SerializeToString,
+            sevvo_dot_connections_dot_v1_dot_connections__pb2.Lease.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListLeasesToReap(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sevvo.connections.v1.LeaseService/ListLeasesToReap',
+            sevvo_dot_connections_dot_v1_dot_connections__pb2.ListLeasesToReapRequest.SerializeToString,
+            sevvo_dot_connections_dot_v1_dot_connections__pb2.ListLeasesToReapResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListLeases(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sevvo.connections.v1.LeaseService/ListLeases',
+            sevvo_dot_connections_dot_v1_dot_connections__pb2.ListLeasesRequest.SerializeToString,
+            sevvo_dot_connections_dot_v1_dot_connections__pb2.ListLeasesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CountLeases(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sevvo.connections.v1.LeaseService/CountLeases',
+            sevvo_dot_connections_dot_v1_dot_connections__pb2.CountLeasesRequest.SerializeToString,
+            sevvo_dot_connections_dot_v1_dot_connections__pb2.CountLeasesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeLeases(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sevvo.connections.v1.LeaseService/RevokeLeases',
+            sevvo_dot_connections_dot_v1_dot_connections__pb2.RevokeLeasesRequest.SerializeToString,
+            sevvo_dot_connections_dot_v1_dot_connections__pb2.RevokeLeasesResponse.FromString,
             options,
             channel_credentials,
             insecure,

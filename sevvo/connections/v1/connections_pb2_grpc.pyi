@@ -136,6 +136,22 @@ class ConnectionCredentialServiceStub:
     def __new__(cls, channel: _aio.Channel) -> ConnectionCredentialServiceAsyncStub: ...
     ResolveConnectionCredentials: _grpc.UnaryUnaryMultiCallable[_connections_pb2.ResolveConnectionCredentialsRequest, _connections_pb2.ResolveConnectionCredentialsResponse]
     """Returns a connection's credentials to an agent bearer of the connection's org. Audited."""
+    ReplaceConnectionCredentials: _grpc.UnaryUnaryMultiCallable[_connections_pb2.ReplaceConnectionCredentialsRequest, _empty_pb2.Empty]
+    """Replaces a dynamic connection's privileged password in one step, dropping any staged
+    one. Audited as connection.credentials.rotate.
+    """
+    StagePrivilegedPassword: _grpc.UnaryUnaryMultiCallable[_connections_pb2.StagePrivilegedPasswordRequest, _empty_pb2.Empty]
+    """Step one of a crash-safe rotation: stores a new privileged password beside the current
+    one, before the agent changes it in the database. Resolve returns both until commit.
+    """
+    CommitPrivilegedPassword: _grpc.UnaryUnaryMultiCallable[_connections_pb2.CommitPrivilegedPasswordRequest, _empty_pb2.Empty]
+    """Step two: makes the staged password the current one, once the database uses it.
+    Audited as connection.credentials.rotate.
+    """
+    RecordRootRotation: _grpc.UnaryUnaryMultiCallable[_connections_pb2.RecordRootRotationRequest, _empty_pb2.Empty]
+    """Records the outcome of a scheduled rotation of the privileged password in the audit log
+    (action connection.root.rotate). Changes nothing else.
+    """
 
 @_typing.type_check_only
 class ConnectionCredentialServiceAsyncStub(ConnectionCredentialServiceStub):
@@ -144,6 +160,22 @@ class ConnectionCredentialServiceAsyncStub(ConnectionCredentialServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     ResolveConnectionCredentials: _aio.UnaryUnaryMultiCallable[_connections_pb2.ResolveConnectionCredentialsRequest, _connections_pb2.ResolveConnectionCredentialsResponse]  # type: ignore[assignment]
     """Returns a connection's credentials to an agent bearer of the connection's org. Audited."""
+    ReplaceConnectionCredentials: _aio.UnaryUnaryMultiCallable[_connections_pb2.ReplaceConnectionCredentialsRequest, _empty_pb2.Empty]  # type: ignore[assignment]
+    """Replaces a dynamic connection's privileged password in one step, dropping any staged
+    one. Audited as connection.credentials.rotate.
+    """
+    StagePrivilegedPassword: _aio.UnaryUnaryMultiCallable[_connections_pb2.StagePrivilegedPasswordRequest, _empty_pb2.Empty]  # type: ignore[assignment]
+    """Step one of a crash-safe rotation: stores a new privileged password beside the current
+    one, before the agent changes it in the database. Resolve returns both until commit.
+    """
+    CommitPrivilegedPassword: _aio.UnaryUnaryMultiCallable[_connections_pb2.CommitPrivilegedPasswordRequest, _empty_pb2.Empty]  # type: ignore[assignment]
+    """Step two: makes the staged password the current one, once the database uses it.
+    Audited as connection.credentials.rotate.
+    """
+    RecordRootRotation: _aio.UnaryUnaryMultiCallable[_connections_pb2.RecordRootRotationRequest, _empty_pb2.Empty]  # type: ignore[assignment]
+    """Records the outcome of a scheduled rotation of the privileged password in the audit log
+    (action connection.root.rotate). Changes nothing else.
+    """
 
 class ConnectionCredentialServiceServicer(metaclass=_abc_1.ABCMeta):
     """ConnectionCredentialService hands credentials to the org's own agents, and to no one else."""
@@ -156,4 +188,168 @@ class ConnectionCredentialServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_connections_pb2.ResolveConnectionCredentialsResponse, _abc.Awaitable[_connections_pb2.ResolveConnectionCredentialsResponse]]:
         """Returns a connection's credentials to an agent bearer of the connection's org. Audited."""
 
+    @_abc_1.abstractmethod
+    def ReplaceConnectionCredentials(
+        self,
+        request: _connections_pb2.ReplaceConnectionCredentialsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]:
+        """Replaces a dynamic connection's privileged password in one step, dropping any staged
+        one. Audited as connection.credentials.rotate.
+        """
+
+    @_abc_1.abstractmethod
+    def StagePrivilegedPassword(
+        self,
+        request: _connections_pb2.StagePrivilegedPasswordRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]:
+        """Step one of a crash-safe rotation: stores a new privileged password beside the current
+        one, before the agent changes it in the database. Resolve returns both until commit.
+        """
+
+    @_abc_1.abstractmethod
+    def CommitPrivilegedPassword(
+        self,
+        request: _connections_pb2.CommitPrivilegedPasswordRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]:
+        """Step two: makes the staged password the current one, once the database uses it.
+        Audited as connection.credentials.rotate.
+        """
+
+    @_abc_1.abstractmethod
+    def RecordRootRotation(
+        self,
+        request: _connections_pb2.RecordRootRotationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]:
+        """Records the outcome of a scheduled rotation of the privileged password in the audit log
+        (action connection.root.rotate). Changes nothing else.
+        """
+
 def add_ConnectionCredentialServiceServicer_to_server(servicer: ConnectionCredentialServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
+
+class LeaseServiceStub:
+    """LeaseService keeps the metadata of dynamic-credential leases: which login roles an agent
+    created, for what, and until when. It never stores or returns a password.
+
+    The agent records a lease before it creates the role and updates it as the role lives
+    and dies; users list, count and ask to revoke leases; the agent's reaper does the revoking.
+    """
+
+    @_typing.overload
+    def __new__(cls, channel: _grpc.Channel) -> _Self: ...
+    @_typing.overload
+    def __new__(cls, channel: _aio.Channel) -> LeaseServiceAsyncStub: ...
+    CreateLease: _grpc.UnaryUnaryMultiCallable[_connections_pb2.CreateLeaseRequest, _connections_pb2.Lease]
+    """Records the intent to create a login role (state creating), before CREATE ROLE runs.
+    Agent only.
+    """
+    UpdateLease: _grpc.UnaryUnaryMultiCallable[_connections_pb2.UpdateLeaseRequest, _connections_pb2.Lease]
+    """Moves a lease to a new state along the legal transitions, or renews it. Agent only."""
+    ListLeasesToReap: _grpc.UnaryUnaryMultiCallable[_connections_pb2.ListLeasesToReapRequest, _connections_pb2.ListLeasesToReapResponse]
+    """Lists the org's leases whose role must be dropped now: expired ones still live, and
+    those a user asked to revoke. Agent only.
+    """
+    ListLeases: _grpc.UnaryUnaryMultiCallable[_connections_pb2.ListLeasesRequest, _connections_pb2.ListLeasesResponse]
+    """Lists the org's leases, newest first."""
+    CountLeases: _grpc.UnaryUnaryMultiCallable[_connections_pb2.CountLeasesRequest, _connections_pb2.CountLeasesResponse]
+    """Counts the org's leases by state and by purpose."""
+    RevokeLeases: _grpc.UnaryUnaryMultiCallable[_connections_pb2.RevokeLeasesRequest, _connections_pb2.RevokeLeasesResponse]
+    """Asks the agent to revoke one lease, or every live lease of a connection. Admins only.
+    Idempotent: revoking a lease already being revoked is not an error.
+    """
+
+@_typing.type_check_only
+class LeaseServiceAsyncStub(LeaseServiceStub):
+    """LeaseService keeps the metadata of dynamic-credential leases: which login roles an agent
+    created, for what, and until when. It never stores or returns a password.
+
+    The agent records a lease before it creates the role and updates it as the role lives
+    and dies; users list, count and ask to revoke leases; the agent's reaper does the revoking.
+    """
+
+    def __init__(self, channel: _aio.Channel) -> None: ...
+    CreateLease: _aio.UnaryUnaryMultiCallable[_connections_pb2.CreateLeaseRequest, _connections_pb2.Lease]  # type: ignore[assignment]
+    """Records the intent to create a login role (state creating), before CREATE ROLE runs.
+    Agent only.
+    """
+    UpdateLease: _aio.UnaryUnaryMultiCallable[_connections_pb2.UpdateLeaseRequest, _connections_pb2.Lease]  # type: ignore[assignment]
+    """Moves a lease to a new state along the legal transitions, or renews it. Agent only."""
+    ListLeasesToReap: _aio.UnaryUnaryMultiCallable[_connections_pb2.ListLeasesToReapRequest, _connections_pb2.ListLeasesToReapResponse]  # type: ignore[assignment]
+    """Lists the org's leases whose role must be dropped now: expired ones still live, and
+    those a user asked to revoke. Agent only.
+    """
+    ListLeases: _aio.UnaryUnaryMultiCallable[_connections_pb2.ListLeasesRequest, _connections_pb2.ListLeasesResponse]  # type: ignore[assignment]
+    """Lists the org's leases, newest first."""
+    CountLeases: _aio.UnaryUnaryMultiCallable[_connections_pb2.CountLeasesRequest, _connections_pb2.CountLeasesResponse]  # type: ignore[assignment]
+    """Counts the org's leases by state and by purpose."""
+    RevokeLeases: _aio.UnaryUnaryMultiCallable[_connections_pb2.RevokeLeasesRequest, _connections_pb2.RevokeLeasesResponse]  # type: ignore[assignment]
+    """Asks the agent to revoke one lease, or every live lease of a connection. Admins only.
+    Idempotent: revoking a lease already being revoked is not an error.
+    """
+
+class LeaseServiceServicer(metaclass=_abc_1.ABCMeta):
+    """LeaseService keeps the metadata of dynamic-credential leases: which login roles an agent
+    created, for what, and until when. It never stores or returns a password.
+
+    The agent records a lease before it creates the role and updates it as the role lives
+    and dies; users list, count and ask to revoke leases; the agent's reaper does the revoking.
+    """
+
+    @_abc_1.abstractmethod
+    def CreateLease(
+        self,
+        request: _connections_pb2.CreateLeaseRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_connections_pb2.Lease, _abc.Awaitable[_connections_pb2.Lease]]:
+        """Records the intent to create a login role (state creating), before CREATE ROLE runs.
+        Agent only.
+        """
+
+    @_abc_1.abstractmethod
+    def UpdateLease(
+        self,
+        request: _connections_pb2.UpdateLeaseRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_connections_pb2.Lease, _abc.Awaitable[_connections_pb2.Lease]]:
+        """Moves a lease to a new state along the legal transitions, or renews it. Agent only."""
+
+    @_abc_1.abstractmethod
+    def ListLeasesToReap(
+        self,
+        request: _connections_pb2.ListLeasesToReapRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_connections_pb2.ListLeasesToReapResponse, _abc.Awaitable[_connections_pb2.ListLeasesToReapResponse]]:
+        """Lists the org's leases whose role must be dropped now: expired ones still live, and
+        those a user asked to revoke. Agent only.
+        """
+
+    @_abc_1.abstractmethod
+    def ListLeases(
+        self,
+        request: _connections_pb2.ListLeasesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_connections_pb2.ListLeasesResponse, _abc.Awaitable[_connections_pb2.ListLeasesResponse]]:
+        """Lists the org's leases, newest first."""
+
+    @_abc_1.abstractmethod
+    def CountLeases(
+        self,
+        request: _connections_pb2.CountLeasesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_connections_pb2.CountLeasesResponse, _abc.Awaitable[_connections_pb2.CountLeasesResponse]]:
+        """Counts the org's leases by state and by purpose."""
+
+    @_abc_1.abstractmethod
+    def RevokeLeases(
+        self,
+        request: _connections_pb2.RevokeLeasesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_connections_pb2.RevokeLeasesResponse, _abc.Awaitable[_connections_pb2.RevokeLeasesResponse]]:
+        """Asks the agent to revoke one lease, or every live lease of a connection. Admins only.
+        Idempotent: revoking a lease already being revoked is not an error.
+        """
+
+def add_LeaseServiceServicer_to_server(servicer: LeaseServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

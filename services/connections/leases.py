@@ -1,0 +1,370 @@
+"""Lease metadata of dynamic credentials: the state machine, its checks and its audit trail.
+
+The agent records a lease before it creates a login role (state ``creating``), then moves it
+along the legal transitions as the role lives and dies; users list, count and ask to revoke
+leases, and the agent's reaper drops the roles. Every method acts only inside
+``caller.org_id``. Leases hold metadata only; no password ever reaches this module.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+import psycopg
+
+from services.connections.domain import check_purpose, reason_token, run_audited
+from services.connections.store import ConnectionStore, LeaseRow
+from sevvo.runtime import audit, paging, validation
+from sevvo.runtime.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from sevvo.runtime.logs import get_logger
+from sevvo.runtime.tokens import Principal
+
+log = get_logger(__name__)
+T = TypeVar("T")
+
+TARGET_TYPE = "lease"
+STATES = ("creating", "active", "revoke_requested", "revoking", "revoked", "failing")
+# Where each state may go through UpdateLease. revoke_requested is reached only through
+# RevokeLeases. Self-transitions: active renews, failing counts another failure, revoking
+# lets a reaper take over a stale claim, revoked absorbs a retried call.
+TRANSITIONS: dict[str, frozenset[str]] = {
+    "creating": frozenset({"active", "revoking", "revoked", "failing"}),
+    "active": frozenset({"active", "revoking", "revoked", "failing"}),
+    "revoke_requested": frozenset({"revoking", "revoked", "failing"}),
+    "revoking": frozenset({"revoking", "revoked", "failing"}),
+    "failing": frozenset({"revoking", "revoked", "failing"}),
+    "revoked": frozenset({"revoked"}),
+}
+# The audit action of a move into each state (active from creating is "lease.activate").
+_ACTIONS = {
+    "active": "lease.renew",
+    "revoking": "lease.revoke.start",
+    "revoked": "lease.revoke",
+    "failing": "lease.fail",
+}
+# The agent's clock may run a little ahead of ours; a max expiry this far past the
+# connection's max TTL is still accepted.
+CLOCK_LEEWAY = timedelta(seconds=60)
+_ROLE_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]{0,62}$")
+
+
+def _lease_not_found() -> NotFound:
+    return NotFound("lease not found", reason="LEASE_NOT_FOUND")
+
+
+def _connection_not_found() -> NotFound:
+    return NotFound("connection not found", reason="CONNECTION_NOT_FOUND")
+
+
+def _past_max(max_expires_at: datetime) -> FailedPrecondition:
+    return FailedPrecondition(
+        "the expiry would pass the lease's maximum lifetime",
+        reason="LEASE_PAST_MAX_TTL",
+        metadata={"max_expire_time": max_expires_at.isoformat()},
+    )
+
+
+def _details(lease: LeaseRow, **extra: str) -> dict[str, str]:
+    return {
+        "connection_id": str(lease.connection_id),
+        "role_name": lease.role_name,
+        "purpose": lease.purpose,
+        "state": lease.state,
+        "expire_time": lease.expires_at.isoformat(),
+        **extra,
+    }
+
+
+def _state(field: str, value: str, *, allow_empty: bool = False) -> str | None:
+    if not value and allow_empty:
+        return None
+    if value not in STATES:
+        raise InvalidArgument(field, f"must be one of {', '.join(STATES)}")
+    return value
+
+
+def _optional_id(field: str, value: str) -> uuid.UUID | None:
+    return validation.resource_id(field, value) if value else None
+
+
+class LeasesDomain:
+    """The operations behind LeaseService."""
+
+    def __init__(
+        self,
+        store: ConnectionStore,
+        *,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._store = store
+        self._clock = clock
+
+    def _run(
+        self,
+        caller: Principal,
+        action: str,
+        target_id: str,
+        work: Callable[[psycopg.Connection[Any]], T],
+    ) -> T:
+        """Runs ``work`` (which audits its own changes) and audits refusals."""
+        return run_audited(self._store, caller, action, TARGET_TYPE, target_id, work, record=False)
+
+    def _record(
+        self,
+        conn: psycopg.Connection[Any],
+        caller: Principal,
+        action: str,
+        lease: LeaseRow,
+        *,
+        outcome: str = "success",
+        reason: str | None = None,
+        **extra: str,
+    ) -> None:
+        audit.record(
+            conn,
+            org_id=caller.org_id,
+            actor=audit.Actor.of(caller),
+            action=action,
+            target_type=TARGET_TYPE,
+            target_id=str(lease.id),
+            outcome=outcome,
+            reason=reason,
+            details=_details(lease, **extra),
+        )
+
+    # Agent-only.
+
+    def create(
+        self,
+        caller: Principal,
+        *,
+        connection_id: str,
+        role_name: str,
+        purpose: str,
+        expire_time: datetime | None,
+        max_expire_time: datetime | None,
+        lease_id: str = "",
+    ) -> LeaseRow:
+        """Records the intent to create ``role_name`` through a dynamic connection.
+
+        Written before CREATE ROLE runs, so a crash after it leaves a record the reaper finds.
+        A retry with the same ``lease_id`` returns the lease already recorded.
+        """
+        cid = validation.resource_id("connection_id", connection_id)
+        if not _ROLE_NAME_RE.match(role_name):
+            raise InvalidArgument(
+                "role_name",
+                "must be 1-63 letters, digits, '_', '-' or '.', starting with a letter or '_'",
+            )
+        check_purpose("purpose", purpose)
+        if expire_time is None:
+            raise InvalidArgument("expire_time", "is required")
+        if max_expire_time is None:
+            raise InvalidArgument("max_expire_time", "is required")
+        if expire_time > max_expire_time:
+            raise InvalidArgument("expire_time", "must not be after max_expire_time")
+        lid = _optional_id("lease_id", lease_id) or uuid.uuid4()
+        org_id = uuid.UUID(caller.org_id)
+
+        def work(conn: psycopg.Connection[Any]) -> LeaseRow:
+            connection = self._store.get(conn, org_id, cid)
+            if connection is None:
+                raise _connection_not_found()
+            if connection.credential_mode != "dynamic" or connection.max_ttl_seconds is None:
+                raise FailedPrecondition(
+                    "this connection does not use dynamic credentials",
+                    reason="NOT_DYNAMIC_CONNECTION",
+                )
+            now = self._clock()
+            limit = now + timedelta(seconds=connection.max_ttl_seconds) + CLOCK_LEEWAY
+            if max_expire_time > limit:
+                raise _past_max(limit)
+            lease = LeaseRow(
+                id=lid,
+                org_id=org_id,
+                connection_id=cid,
+                role_name=role_name,
+                purpose=purpose,
+                state="creating",
+                created_at=now,
+                updated_at=now,
+                expires_at=expire_time,
+                max_expires_at=max_expire_time,
+                revoked_at=None,
+                failure_reason=None,
+                failure_count=0,
+            )
+            if self._store.insert_lease(conn, lease):
+                self._record(conn, caller, "lease.create", lease)
+                return lease
+            existing = self._store.get_lease(conn, org_id, lid)
+            if existing is None or (existing.connection_id, existing.role_name) != (
+                cid,
+                role_name,
+            ):
+                raise AlreadyExists("lease_id is taken by another lease", reason="LEASE_ID_TAKEN")
+            return existing
+
+        lease = self._run(caller, "lease.create", str(lid), work)
+        log.info("lease recorded", lease_id=str(lease.id), connection_id=str(cid))
+        return lease
+
+    def update(
+        self,
+        caller: Principal,
+        *,
+        lease_id: str,
+        state: str,
+        expire_time: datetime | None,
+        failure_reason: str,
+    ) -> LeaseRow:
+        """Moves a lease along a legal transition; active to active renews it."""
+        lid = validation.resource_id("lease_id", lease_id)
+        new_state = _state("state", state)
+        assert new_state is not None
+        reason = reason_token("failure_reason", failure_reason, required=new_state == "failing")
+        if expire_time is not None and new_state != "active":
+            raise InvalidArgument("expire_time", "may only be set with state active")
+        org_id = uuid.UUID(caller.org_id)
+        action = _ACTIONS.get(new_state, "lease.update")
+
+        def work(conn: psycopg.Connection[Any]) -> LeaseRow:
+            nonlocal action
+            lease = self._store.get_lease(conn, org_id, lid, for_update=True)
+            if lease is None:
+                raise _lease_not_found()
+            if new_state == "active" and lease.state == "creating":
+                action = "lease.activate"
+            if new_state not in TRANSITIONS[lease.state]:
+                raise FailedPrecondition(
+                    f"a lease cannot go from {lease.state} to {new_state}",
+                    reason="ILLEGAL_LEASE_TRANSITION",
+                    metadata={"from": lease.state, "to": new_state},
+                )
+            if lease.state == new_state == "revoked":
+                return lease  # A retried call: nothing changes and nothing more is recorded.
+            now = self._clock()
+            updated = replace(lease, state=new_state, updated_at=now)
+            if reason:
+                updated = replace(updated, failure_reason=reason)
+            if new_state == "failing":
+                updated = replace(updated, failure_count=lease.failure_count + 1)
+            if new_state == "revoked":
+                updated = replace(updated, revoked_at=now)
+            if new_state == "active":
+                updated = replace(updated, expires_at=self._new_expiry(lease, expire_time))
+            self._store.update_lease(conn, updated)
+            self._record(
+                conn,
+                caller,
+                action,
+                updated,
+                outcome="failure" if new_state == "failing" else "success",
+                reason=reason if new_state == "failing" else None,
+                previous_state=lease.state,
+            )
+            return updated
+
+        lease = self._run(caller, action, str(lid), work)
+        log.info("lease updated", lease_id=str(lid), state=lease.state)
+        return lease
+
+    @staticmethod
+    def _new_expiry(lease: LeaseRow, expire_time: datetime | None) -> datetime:
+        """The expiry after a move to active: activation may set it, a renewal must."""
+        if expire_time is None:
+            if lease.state == "active":
+                raise InvalidArgument("expire_time", "is required to renew a lease")
+            return lease.expires_at
+        if expire_time > lease.max_expires_at:
+            raise _past_max(lease.max_expires_at)
+        if lease.state == "active" and expire_time < lease.expires_at:
+            raise FailedPrecondition(
+                "a renewal cannot move the expiry earlier", reason="LEASE_RENEWAL_EARLIER"
+            )
+        return expire_time
+
+    def list_to_reap(
+        self, caller: Principal, connection_id: str, page_size: int, page_token: str
+    ) -> tuple[list[LeaseRow], str]:
+        """Leases whose role must be dropped now, soonest expired first, and the next token."""
+        cid = _optional_id("connection_id", connection_id)
+        limit = paging.page_size(page_size)
+        with self._store.connection() as conn:
+            rows = self._store.list_leases_to_reap(
+                conn,
+                uuid.UUID(caller.org_id),
+                connection_id=cid,
+                now=self._clock(),
+                limit=limit + 1,
+                after=paging.decode_cursor(page_token),
+            )
+        if len(rows) <= limit:
+            return rows, ""
+        rows = rows[:limit]
+        return rows, paging.encode_cursor(rows[-1].expires_at, str(rows[-1].id))
+
+    # User-facing.
+
+    def list_page(
+        self, caller: Principal, connection_id: str, state: str, page_size: int, page_token: str
+    ) -> tuple[list[LeaseRow], str]:
+        """One page of the org's leases, newest first, and the next page token."""
+        cid = _optional_id("connection_id", connection_id)
+        wanted = _state("state", state, allow_empty=True)
+        limit = paging.page_size(page_size)
+        with self._store.connection() as conn:
+            rows = self._store.list_leases(
+                conn,
+                uuid.UUID(caller.org_id),
+                connection_id=cid,
+                state=wanted,
+                limit=limit + 1,
+                before=paging.decode_cursor(page_token),
+            )
+        if len(rows) <= limit:
+            return rows, ""
+        rows = rows[:limit]
+        return rows, paging.encode_cursor(rows[-1].created_at, str(rows[-1].id))
+
+    def count(self, caller: Principal, connection_id: str) -> tuple[dict[str, int], dict[str, int]]:
+        """Lease counts by state (all leases) and by purpose (unrevoked leases)."""
+        cid = _optional_id("connection_id", connection_id)
+        with self._store.connection() as conn:
+            return self._store.count_leases(conn, uuid.UUID(caller.org_id), cid)
+
+    def revoke(self, caller: Principal, connection_id: str, lease_id: str) -> list[LeaseRow]:
+        """Marks creating and active leases revoke_requested for the agent's reaper.
+
+        Idempotent: leases already on their way out are left alone, and the call succeeds.
+        """
+        cid = validation.resource_id("connection_id", connection_id)
+        lid = _optional_id("lease_id", lease_id)
+        org_id = uuid.UUID(caller.org_id)
+
+        def work(conn: psycopg.Connection[Any]) -> list[LeaseRow]:
+            if self._store.get(conn, org_id, cid) is None:
+                raise _connection_not_found()
+            if lid is not None:
+                lease = self._store.get_lease(conn, org_id, lid)
+                if lease is None or lease.connection_id != cid:
+                    raise _lease_not_found()
+            now = self._clock()
+            marked = []
+            for lease in self._store.lock_revocable_leases(conn, org_id, cid, lid):
+                updated = replace(lease, state="revoke_requested", updated_at=now)
+                self._store.update_lease(conn, updated)
+                self._record(
+                    conn, caller, "lease.revoke.request", updated, previous_state=lease.state
+                )
+                marked.append(updated)
+            return marked
+
+        marked = self._run(caller, "lease.revoke.request", str(lid or cid), work)
+        log.info("lease revocation requested", connection_id=str(cid), count=len(marked))
+        return marked
