@@ -9,6 +9,7 @@ from __future__ import annotations
 import grpc
 from temporalio import activity
 
+from agent.leases import LeaseManager
 from agent.postgres_probe import CATEGORY_HINTS, probe_postgres
 from agent.preview_executor import run_preview
 from agent.preview_validator import QueryRejected, validate_preview_sql
@@ -31,12 +32,17 @@ _UNUSABLE = {
 class AgentActivities:
     """The agent's activities, sharing one channel to the control plane."""
 
-    def __init__(self, credentials: connections_pb2_grpc.ConnectionCredentialServiceStub) -> None:
+    def __init__(
+        self,
+        credentials: connections_pb2_grpc.ConnectionCredentialServiceStub,
+        leases: LeaseManager,
+    ) -> None:
         self._credentials = credentials
+        self._leases = leases
 
     async def _resolve(
         self, purpose: str, *, connection_id: str = "", draft_id: str = ""
-    ) -> connections_pb2.PostgresCredentials | None:
+    ) -> connections_pb2.ResolveConnectionCredentialsResponse | None:
         """Fetches credentials by reference; None when the control plane says they are unusable.
 
         Unreachable or unauthenticated control planes raise, so Temporal retries the activity.
@@ -53,7 +59,7 @@ class AgentActivities:
                 raise
             log.info("stored credentials unusable", reason=error_details(exc).reason)
             return None
-        return resolved.postgres
+        return resolved
 
     @activity.defn(name=temporal.TEST_CREDENTIALS_ACTIVITY)
     async def test_credentials(
@@ -72,7 +78,15 @@ class AgentActivities:
             return workflows_pb2.CredentialTestResult(
                 category=category, message=CATEGORY_HINTS[category]
             )
-        result = await probe_postgres(resolved)
+        if target == "draft_id":
+            # A draft is not a connection yet: test the login it would use (for a dynamic
+            # connection, the privileged role's), without minting.
+            result = await probe_postgres(resolved.postgres)
+        else:
+            async with self._leases.workload_credentials(
+                request.connection_id, "credential_test", resolved
+            ) as workload:
+                result = await probe_postgres(workload)
         log.info(
             "credential test done",
             run_id=request.run_id,
@@ -99,13 +113,16 @@ class AgentActivities:
                 message=exc.message,
                 position=exc.position or 0,
             )
-        credentials = await self._resolve("preview", connection_id=request.connection_id)
-        if credentials is None:
+        resolved = await self._resolve("preview", connection_id=request.connection_id)
+        if resolved is None:
             return workflows_pb2.PreviewQueryResult(
                 category=workflows_pb2.PREVIEW_CATEGORY_INVALID_STORED_CREDENTIALS,
                 message="the connection's stored credentials are missing or unreadable",
             )
-        result = await run_preview(credentials, statement)
+        async with self._leases.workload_credentials(
+            request.connection_id, "preview", resolved
+        ) as workload:
+            result = await run_preview(workload, statement)
         log.info(
             "preview done",
             run_id=request.run_id,

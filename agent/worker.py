@@ -17,6 +17,7 @@ from temporalio.worker import Worker
 from agent.activities import AgentActivities
 from agent.bearer import BearerSession, DeploymentRevoked
 from agent.config import AgentConfig
+from agent.leases import LeaseManager
 from agent.workflows import CredentialTestWorkflow, PreviewQueryWorkflow
 from sevvo.auth.v1 import auth_pb2_grpc
 from sevvo.connections.v1 import connections_pb2_grpc
@@ -112,7 +113,10 @@ async def run_agent(config: AgentConfig, stop: asyncio.Event) -> int:
         key_stub = orchestrator_pb2_grpc.PayloadKeyServiceStub(channel)
         keys = OrgPayloadKeys(session.org_id, *await _unless_stopped(_fetch_keys(key_stub), stop))
         client = await _unless_stopped(_connect_temporal(config, keys), stop)
-        activities = AgentActivities(connections_pb2_grpc.ConnectionCredentialServiceStub(channel))
+        activities = AgentActivities(
+            connections_pb2_grpc.ConnectionCredentialServiceStub(channel),
+            LeaseManager(connections_pb2_grpc.LeaseServiceStub(channel)),
+        )
         queue = temporal.task_queue(session.org_id)
         worker = Worker(
             client,

@@ -1,0 +1,122 @@
+"""Per-workload credentials: a minted role per workload when the connection is dynamic.
+
+The lease's metadata (id, role name, purpose, expiry, state) is recorded in the control plane
+before the role exists, so a crash leaves a record the reaper can act on. Passwords never
+leave the agent's process.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import datetime, timedelta
+
+import psycopg
+from google.protobuf.timestamp_pb2 import Timestamp
+from psycopg.rows import TupleRow
+
+from agent.dynamic_credentials import mint, revoke
+from agent.postgres_probe import connect
+from sevvo.connections.v1 import connections_pb2, connections_pb2_grpc
+from sevvo.runtime.logs import get_logger
+
+log = get_logger(__name__)
+
+
+def _ts(value: datetime) -> Timestamp:
+    ts = Timestamp()
+    ts.FromDatetime(value)
+    return ts
+
+
+class LeaseManager:
+    """Mints, records and revokes the role each workload on a dynamic connection runs as."""
+
+    def __init__(self, leases: connections_pb2_grpc.LeaseServiceStub) -> None:
+        self._leases = leases
+
+    @asynccontextmanager
+    async def workload_credentials(
+        self,
+        connection_id: str,
+        purpose: str,
+        resolved: connections_pb2.ResolveConnectionCredentialsResponse,
+    ) -> AsyncIterator[connections_pb2.PostgresCredentials]:
+        """Yields the credentials a workload uses; for dynamic connections a fresh role.
+
+        The role is revoked when the workload ends, however it ends; a revoke that fails is
+        recorded as failing so the reaper retries it instead of forgetting it.
+        """
+        if not resolved.HasField("dynamic"):
+            yield resolved.postgres
+            return
+        settings = resolved.dynamic
+        ttl = timedelta(seconds=settings.default_ttl_seconds)
+        headroom = timedelta(seconds=settings.max_ttl_seconds - settings.default_ttl_seconds)
+        lease_id = str(uuid.uuid4())
+        admin = await connect(resolved.postgres, connect_timeout=10.0)
+        try:
+
+            async def record_intent(name: str, valid_until: datetime) -> None:
+                await self._leases.CreateLease(
+                    connections_pb2.CreateLeaseRequest(
+                        lease_id=lease_id,
+                        connection_id=connection_id,
+                        role_name=name,
+                        purpose=purpose,
+                        expire_time=_ts(valid_until),
+                        max_expire_time=_ts(valid_until + headroom),
+                    ),
+                    timeout=10,
+                )
+
+            minted = await mint(
+                admin,
+                creation=list(settings.creation_statements),
+                ttl=ttl,
+                purpose=purpose,
+                before_create=record_intent,
+            )
+            await self._update(lease_id, connections_pb2.LEASE_STATE_ACTIVE)
+            log.info("lease minted", lease_id=lease_id, role=minted.name, purpose=purpose)
+            try:
+                workload = connections_pb2.PostgresCredentials()
+                workload.CopyFrom(resolved.postgres)
+                workload.ClearField("pending_password")
+                workload.username, workload.password = minted.name, minted.password
+                yield workload
+            finally:
+                await self._revoke(lease_id, minted.name, settings, admin)
+        finally:
+            await admin.close()
+
+    async def _revoke(
+        self,
+        lease_id: str,
+        name: str,
+        settings: connections_pb2.DynamicSettings,
+        admin: psycopg.AsyncConnection[TupleRow],
+    ) -> None:
+        try:
+            await self._update(lease_id, connections_pb2.LEASE_STATE_REVOKING)
+            await revoke(admin, name, revocation=list(settings.revocation_statements) or None)
+            await self._update(lease_id, connections_pb2.LEASE_STATE_REVOKED)
+            log.info("lease revoked", lease_id=lease_id, role=name)
+        except Exception as exc:  # Recorded, never dropped: the reaper retries failing leases.
+            log.warning("lease revoke failed", lease_id=lease_id, error=type(exc).__name__)
+            await self._update(
+                lease_id, connections_pb2.LEASE_STATE_FAILING, failure_reason=type(exc).__name__
+            )
+
+    async def _update(
+        self, lease_id: str, state: connections_pb2.LeaseState, *, failure_reason: str = ""
+    ) -> None:
+        await self._leases.UpdateLease(
+            connections_pb2.UpdateLeaseRequest(
+                lease_id=lease_id,
+                state=state,
+                failure_reason=failure_reason,
+            ),
+            timeout=10,
+        )

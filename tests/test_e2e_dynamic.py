@@ -1,0 +1,123 @@
+"""End to end: workloads on a dynamic connection run as a fresh role minted for each one."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from devstack.postgres import EmbeddedPostgres
+from devstack.source_db import SourceDatabase
+from sevvo.connections.v1 import connections_pb2 as cpb
+from sevvo.connections.v1 import connections_pb2_grpc as cpb_grpc
+from sevvo.orchestrator.v1 import orchestrator_pb2 as opb
+from sevvo.workflows.v1 import workflows_pb2 as wpb
+from tests.plugins.dev_stack import EndToEnd, Tenant
+from tests.plugins.source_db import SourceTargetFactory
+
+PRIVILEGED_PASSWORD = "privileged-pw-4242"
+
+
+@pytest.fixture
+def dynamic_source(
+    tls_source_pg: EmbeddedPostgres, source_target: SourceTargetFactory
+) -> Iterator[tuple[SourceDatabase, str, str]]:
+    """A source database, a NOLOGIN reader group, and a CREATEROLE (not superuser) role."""
+    source = source_target(tls_source_pg)
+    suffix = uuid.uuid4().hex[:8]
+    group, privileged = f"readers_{suffix}", f"minter_{suffix}"
+    with psycopg.connect(tls_source_pg.admin_url(source.database), autocommit=True) as conn:
+        conn.execute(sql.SQL("create role {} nologin").format(sql.Identifier(group)))
+        conn.execute(
+            sql.SQL("grant connect on database {} to {}").format(
+                sql.Identifier(source.database), sql.Identifier(group)
+            )
+        )
+        conn.execute(sql.SQL("grant usage on schema public to {}").format(sql.Identifier(group)))
+        conn.execute(
+            sql.SQL("grant select on all tables in schema public to {}").format(
+                sql.Identifier(group)
+            )
+        )
+        conn.execute(
+            sql.SQL("create role {} login createrole password {}").format(
+                sql.Identifier(privileged), sql.Literal(PRIVILEGED_PASSWORD)
+            )
+        )
+        conn.execute(
+            sql.SQL("grant {} to {} with admin option").format(
+                sql.Identifier(group), sql.Identifier(privileged)
+            )
+        )
+        conn.execute(
+            sql.SQL("grant connect on database {} to {}").format(
+                sql.Identifier(source.database), sql.Identifier(privileged)
+            )
+        )
+    yield source, group, privileged
+    with psycopg.connect(tls_source_pg.admin_url(source.database), autocommit=True) as conn:
+        for role in (privileged, group):
+            conn.execute(sql.SQL("drop owned by {}").format(sql.Identifier(role)))
+            conn.execute(sql.SQL("drop role if exists {}").format(sql.Identifier(role)))
+
+
+def _minted_roles(server: EmbeddedPostgres) -> list[str]:
+    with psycopg.connect(server.url) as conn:
+        rows = conn.execute("select rolname from pg_roles where rolname like 'sevvo_dyn_%'")
+        return [r[0] for r in rows.fetchall()]
+
+
+def test_preview_on_a_dynamic_connection_runs_as_a_minted_role_that_is_then_gone(
+    e2e: EndToEnd,
+    tls_source_pg: EmbeddedPostgres,
+    dynamic_source: tuple[SourceDatabase, str, str],
+) -> None:
+    """Each workload mints a role, reads as it, and leaves no role behind; leases say so."""
+    source, group, privileged = dynamic_source
+    tenant: Tenant = e2e.new_tenant()
+    created = e2e.connections(tenant.admin_token).CreateConnection(
+        cpb.CreateConnectionRequest(
+            display_name="dynamic-shop",
+            dynamic=cpb.PostgresDynamic(
+                host="localhost",
+                port=source.port,
+                database=source.database,
+                ssl_mode=cpb.SSL_MODE_REQUIRE,
+                privileged_username=privileged,
+                privileged_password=PRIVILEGED_PASSWORD,
+                default_ttl_seconds=300,
+                max_ttl_seconds=900,
+                group_role=group,
+            ),
+        )
+    )
+    assert created.credential_mode == cpb.CREDENTIAL_MODE_DYNAMIC
+    tested = e2e.connections(tenant.admin_token).TestConnection(
+        cpb.TestConnectionRequest(id=created.id)
+    )
+    assert tested.status == cpb.CONNECTION_STATUS_CONNECTED
+    preview = (
+        e2e.orchestrator(tenant.admin_token)
+        .PreviewQuery(
+            opb.PreviewQueryRequest(connection_id=created.id, sql="select count(*) from orders")
+        )
+        .result
+    )
+    assert preview.category == wpb.PREVIEW_CATEGORY_OK, preview.message
+    assert preview.rows[0].cells[0].text == "200"
+    assert _minted_roles(tls_source_pg) == []
+
+    leases = (
+        cpb_grpc.LeaseServiceStub(e2e._channel(tenant.admin_token))
+        .ListLeases(cpb.ListLeasesRequest(connection_id=created.id))
+        .leases
+    )
+    assert sorted(lease.purpose for lease in leases) == ["credential_test", "preview"]
+    assert all(lease.state == cpb.LEASE_STATE_REVOKED for lease in leases)
+    assert all(lease.role_name.startswith("sevvo_dyn_") for lease in leases)
+    assert PRIVILEGED_PASSWORD not in str(leases)
+    assert tenant.agent is not None
+    assert PRIVILEGED_PASSWORD not in tenant.agent.output()
