@@ -49,6 +49,7 @@ class AgentConfig:
     temporal_namespace: str = "default"
     temporal_server_name: str | None = None
     bearer_check_seconds: float = 15.0
+    reaper_seconds: float = 60.0
     log_level: str = "INFO"
 
     def __repr__(self) -> str:  # The token is a secret; keep it out of any repr.
@@ -95,5 +96,7 @@ class AgentConfig:
             bearer_check_seconds=c.number(
                 env, "SEVVO_BEARER_CHECK_SECONDS", 15.0, minimum=1, maximum=300
             ),
+            # How often leftover minted roles are looked for and revoked.
+            reaper_seconds=c.number(env, "SEVVO_REAPER_SECONDS", 60.0, minimum=1, maximum=3600),
             log_level=c.log_level(env),
         )

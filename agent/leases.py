@@ -7,6 +7,7 @@ leave the agent's process.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -16,7 +17,7 @@ import psycopg
 from google.protobuf.timestamp_pb2 import Timestamp
 from psycopg.rows import TupleRow
 
-from agent.dynamic_credentials import mint, revoke
+from agent.dynamic_credentials import find_expired, mint, revoke
 from agent.postgres_probe import connect
 from sevvo.connections.v1 import connections_pb2, connections_pb2_grpc
 from sevvo.runtime.logs import get_logger
@@ -87,17 +88,18 @@ class LeaseManager:
                 workload.username, workload.password = minted.name, minted.password
                 yield workload
             finally:
-                await self._revoke(lease_id, minted.name, settings, admin)
+                await self.revoke_lease(lease_id, minted.name, settings, admin)
         finally:
             await admin.close()
 
-    async def _revoke(
+    async def revoke_lease(
         self,
         lease_id: str,
         name: str,
         settings: connections_pb2.DynamicSettings,
         admin: psycopg.AsyncConnection[TupleRow],
     ) -> None:
+        """Revokes a lease's role and records the outcome; never raises for a failed revoke."""
         try:
             await self._update(lease_id, connections_pb2.LEASE_STATE_REVOKING)
             await revoke(admin, name, revocation=list(settings.revocation_statements) or None)
@@ -120,3 +122,79 @@ class LeaseManager:
             ),
             timeout=10,
         )
+
+
+class Reaper:
+    """Revokes what workloads left behind: requested, expired or failing leases, and
+    expired ``sevvo_dyn_`` roles that no lease knows about (a crash before the intent landed
+    cannot happen, but a crash mid-revoke can leave a NOLOGIN role).
+
+    Runs periodically in the agent; every pass starts from the control plane's lease list,
+    so a restarted agent picks up where a dead one stopped.
+    """
+
+    def __init__(
+        self,
+        credentials: connections_pb2_grpc.ConnectionCredentialServiceStub,
+        leases: connections_pb2_grpc.LeaseServiceStub,
+    ) -> None:
+        self._credentials = credentials
+        self._leases = leases
+        self._manager = LeaseManager(leases)
+
+    async def _to_reap(self) -> list[connections_pb2.Lease]:
+        found: list[connections_pb2.Lease] = []
+        token = ""
+        while True:
+            page = await self._leases.ListLeasesToReap(
+                connections_pb2.ListLeasesToReapRequest(page_size=200, page_token=token),
+                timeout=10,
+            )
+            found.extend(page.leases)
+            token = page.next_page_token
+            if not token:
+                return found
+
+    async def reap_once(self) -> int:
+        """One pass; returns how many roles were revoked."""
+        by_connection: dict[str, list[connections_pb2.Lease]] = {}
+        for lease in await self._to_reap():
+            by_connection.setdefault(lease.connection_id, []).append(lease)
+        revoked = 0
+        for connection_id, leases in by_connection.items():
+            resolved = await self._credentials.ResolveConnectionCredentials(
+                connections_pb2.ResolveConnectionCredentialsRequest(
+                    connection_id=connection_id, purpose="reaper"
+                ),
+                timeout=10,
+            )
+            if not resolved.HasField("dynamic"):
+                continue
+            admin = await connect(resolved.postgres, connect_timeout=10.0)
+            try:
+                for lease in leases:
+                    await self._manager.revoke_lease(
+                        lease.id, lease.role_name, resolved.dynamic, admin
+                    )
+                    revoked += 1
+                # Roles past their expiry that no listed lease names (e.g. left NOLOGIN by a
+                # revoke that died half-way) go too; revoke is idempotent.
+                known = {lease.role_name for lease in leases}
+                for name in await find_expired(admin):
+                    if name not in known:
+                        await revoke(admin, name)
+                        revoked += 1
+            finally:
+                await admin.close()
+        if revoked:
+            log.info("reaper revoked roles", count=revoked)
+        return revoked
+
+    async def run(self, interval: float) -> None:
+        """Reaps every ``interval`` seconds until cancelled; a failed pass is retried later."""
+        while True:
+            try:
+                await self.reap_once()
+            except Exception as exc:  # The next pass retries; failing leases stay listed.
+                log.warning("reaper pass failed", error=type(exc).__name__)
+            await asyncio.sleep(interval)

@@ -17,7 +17,7 @@ from temporalio.worker import Worker
 from agent.activities import AgentActivities
 from agent.bearer import BearerSession, DeploymentRevoked
 from agent.config import AgentConfig
-from agent.leases import LeaseManager
+from agent.leases import LeaseManager, Reaper
 from agent.workflows import CredentialTestWorkflow, PreviewQueryWorkflow
 from sevvo.auth.v1 import auth_pb2_grpc
 from sevvo.connections.v1 import connections_pb2_grpc
@@ -129,6 +129,13 @@ async def run_agent(config: AgentConfig, stop: asyncio.Event) -> int:
             asyncio.create_task(worker.run(), name="worker"),
             asyncio.create_task(session.keep_fresh(config.bearer_check_seconds), name="bearer"),
             asyncio.create_task(_refresh_keys(key_stub, keys), name="payload-keys"),
+            asyncio.create_task(
+                Reaper(
+                    connections_pb2_grpc.ConnectionCredentialServiceStub(channel),
+                    connections_pb2_grpc.LeaseServiceStub(channel),
+                ).run(config.reaper_seconds),
+                name="reaper",
+            ),
             asyncio.create_task(stop.wait(), name="stop"),
         }
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)

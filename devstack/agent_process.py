@@ -34,6 +34,7 @@ class AgentSettings:
     temporal_client_cert: Path | None = None
     temporal_client_key: Path | None = None
     bearer_check_seconds: float = 15.0
+    reaper_seconds: float = 60.0
 
     def environment(self) -> dict[str, str]:
         """The agent's environment, secrets passed as file paths only."""
@@ -45,6 +46,7 @@ class AgentSettings:
             "SEVVO_CA_FILE": str(self.ca_file),
             "SEVVO_LOG_LEVEL": os.environ.get("SEVVO_LOG_LEVEL", "info"),
             "SEVVO_BEARER_CHECK_SECONDS": str(self.bearer_check_seconds),
+            "SEVVO_REAPER_SECONDS": str(self.reaper_seconds),
         }
         if self.temporal_client_cert and self.temporal_client_key:
             env["SEVVO_TEMPORAL_TLS_CERT"] = str(self.temporal_client_cert)

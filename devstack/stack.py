@@ -89,7 +89,9 @@ class RunningStack:
     agents: list[AgentProcess] = field(default_factory=list)
     _closed: bool = False
 
-    def agent_settings(self, token_file: Path, *, mtls: bool = True) -> AgentSettings:
+    def agent_settings(
+        self, token_file: Path, *, mtls: bool = True, reaper_seconds: float = 60.0
+    ) -> AgentSettings:
         """How an agent with this token reaches this stack (mTLS to Temporal by default)."""
         return AgentSettings(
             token_file=token_file,
@@ -98,16 +100,25 @@ class RunningStack:
             ca_file=self.pki.ca_cert,
             temporal_client_cert=self.pki.client_cert if mtls else None,
             temporal_client_key=self.pki.client_key if mtls else None,
+            reaper_seconds=reaper_seconds,
         )
 
     def start_agent(
-        self, deployment_token: str, *, name: str = "agent", wait: bool = True
+        self,
+        deployment_token: str,
+        *,
+        name: str = "agent",
+        wait: bool = True,
+        reaper_seconds: float = 60.0,
     ) -> AgentProcess:
         """Starts ``python -m agent`` for a deployment token (written to a 0600 file)."""
         token_file = self.state_dir / f"{name}-deployment-token"
         token_file.unlink(missing_ok=True)
         _write_private(token_file, deployment_token + "\n")
-        agent = AgentProcess(self.agent_settings(token_file), self.state_dir / f"{name}.log")
+        agent = AgentProcess(
+            self.agent_settings(token_file, reaper_seconds=reaper_seconds),
+            self.state_dir / f"{name}.log",
+        )
         self.agents.append(agent)
         return agent.start(wait=wait)
 

@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 
 import psycopg
 import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
 from psycopg import sql
 
+from agent.dynamic_credentials import default_creation, mint
+from agent.postgres_probe import connect
 from devstack.postgres import EmbeddedPostgres
 from devstack.source_db import SourceDatabase
 from sevvo.connections.v1 import connections_pb2 as cpb
 from sevvo.connections.v1 import connections_pb2_grpc as cpb_grpc
 from sevvo.orchestrator.v1 import orchestrator_pb2 as opb
 from sevvo.workflows.v1 import workflows_pb2 as wpb
+from tests.plugins.auth_stack import BackgroundLoop
 from tests.plugins.dev_stack import EndToEnd, Tenant
 from tests.plugins.source_db import SourceTargetFactory
 
@@ -121,3 +128,95 @@ def test_preview_on_a_dynamic_connection_runs_as_a_minted_role_that_is_then_gone
     assert PRIVILEGED_PASSWORD not in str(leases)
     assert tenant.agent is not None
     assert PRIVILEGED_PASSWORD not in tenant.agent.output()
+
+
+def test_reaper_revokes_requested_leases_and_expired_orphans(
+    e2e: EndToEnd,
+    tls_source_pg: EmbeddedPostgres,
+    dynamic_source: tuple[SourceDatabase, str, str],
+    background_loop: BackgroundLoop,
+) -> None:
+    """An admin's revoke request and an expired role with no lease are both cleaned up."""
+    source, group, privileged = dynamic_source
+    tenant = e2e.new_tenant()
+    created = e2e.connections(tenant.admin_token).CreateConnection(
+        cpb.CreateConnectionRequest(
+            display_name="dynamic-reap",
+            dynamic=cpb.PostgresDynamic(
+                host="localhost",
+                port=source.port,
+                database=source.database,
+                ssl_mode=cpb.SSL_MODE_REQUIRE,
+                privileged_username=privileged,
+                privileged_password=PRIVILEGED_PASSWORD,
+                default_ttl_seconds=300,
+                max_ttl_seconds=900,
+                group_role=group,
+            ),
+        )
+    )
+    agent_bearer = e2e.stack.auth.domain.exchange(tenant.deployment_token).token
+    leases_as_agent = cpb_grpc.LeaseServiceStub(e2e._channel(agent_bearer))
+    privileged_credentials = cpb.PostgresCredentials(
+        host="localhost",
+        port=source.port,
+        database=source.database,
+        username=privileged,
+        password=PRIVILEGED_PASSWORD,
+        ssl_mode=cpb.SSL_MODE_REQUIRE,
+    )
+    lease_id = str(uuid.uuid4())
+
+    async def leave_roles_behind() -> None:
+        # As a crashed agent would: one leased role still active, one expired orphan.
+        admin = await connect(privileged_credentials, connect_timeout=10)
+        try:
+
+            async def intent(name: str, valid_until: datetime) -> None:
+                await asyncio.to_thread(
+                    leases_as_agent.CreateLease,
+                    cpb.CreateLeaseRequest(
+                        lease_id=lease_id,
+                        connection_id=created.id,
+                        role_name=name,
+                        purpose="preview",
+                        expire_time=_ts(valid_until),
+                        max_expire_time=_ts(valid_until),
+                    ),
+                )
+
+            await mint(
+                admin,
+                creation=default_creation(group),
+                ttl=timedelta(minutes=5),
+                purpose="preview",
+                before_create=intent,
+            )
+            await mint(
+                admin, creation=default_creation(group), ttl=timedelta(seconds=1), purpose="orphan"
+            )
+        finally:
+            await admin.close()
+
+    background_loop.run(leave_roles_behind())
+    assert len(_minted_roles(tls_source_pg)) == 2
+    time.sleep(1.5)  # The orphan's VALID UNTIL passes.
+    cpb_grpc.LeaseServiceStub(e2e._channel(tenant.admin_token)).RevokeLeases(
+        cpb.RevokeLeasesRequest(connection_id=created.id)
+    )
+    deadline = time.monotonic() + 20
+    while _minted_roles(tls_source_pg):
+        assert time.monotonic() < deadline, _minted_roles(tls_source_pg)
+        time.sleep(0.2)
+    leases = (
+        cpb_grpc.LeaseServiceStub(e2e._channel(tenant.admin_token))
+        .ListLeases(cpb.ListLeasesRequest(connection_id=created.id))
+        .leases
+    )
+    assert [lease.state for lease in leases] == [cpb.LEASE_STATE_REVOKED]
+
+
+def _ts(value: datetime) -> Timestamp:
+    ts = Timestamp()
+    ts.FromDatetime(value)
+    return ts

@@ -29,6 +29,7 @@ from sevvo.runtime.grpc_client import ClientTls, secure_channel
 from tests.plugins.auth_stack import PASSWORD, BackgroundLoop
 
 TEST_TIMEOUT_SECONDS = 45
+REAPER_SECONDS = 2.0
 
 
 @dataclass
@@ -94,7 +95,10 @@ class EndToEnd:
     def start_agent(self, tenant: Tenant, *, wait: bool = True) -> AgentProcess:
         """Starts (or restarts) the tenant's agent as a separate process."""
         return self.stack.start_agent(
-            tenant.deployment_token, name=f"agent-{tenant.org_id[:8]}", wait=wait
+            tenant.deployment_token,
+            name=f"agent-{tenant.org_id[:8]}",
+            wait=wait,
+            reaper_seconds=REAPER_SECONDS,
         )
 
     @staticmethod
