@@ -150,8 +150,9 @@ async def run_agent(config: AgentConfig, stop: asyncio.Event) -> int:
             with contextlib.suppress(asyncio.CancelledError, DeploymentRevoked):
                 await task
         for task in done:
-            if task.get_name() != "stop" and not task.cancelled() and task.exception():
-                raise task.exception()  # type: ignore[misc]
+            failure = None if task.cancelled() else task.exception()
+            if task.get_name() != "stop" and failure is not None:
+                raise failure
         log.info("agent stopped")
         return 0
     except _Stopped:

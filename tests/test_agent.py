@@ -9,6 +9,7 @@ import pytest
 
 from agent.config import AgentConfig
 from devstack.agent_process import AgentProcess, AgentSettings
+from devstack.postgres import EmbeddedPostgres
 from devstack.processes import free_port
 from devstack.tls_proxy import ThreadedTlsProxy
 from sevvo.auth.v1 import deployments_pb2
@@ -146,7 +147,10 @@ def test_revoked_agent_exits_with_a_clear_message(e2e: EndToEnd) -> None:
 
 
 def test_agent_works_over_plain_tls_to_temporal(
-    e2e: EndToEnd, tls_source_pg: object, source_target: SourceTargetFactory, tmp_path: Path
+    e2e: EndToEnd,
+    tls_source_pg: EmbeddedPostgres,
+    source_target: SourceTargetFactory,
+    tmp_path: Path,
 ) -> None:
     """Without a client certificate, through a TLS-only proxy, the agent runs tests too."""
     tenant = e2e.new_tenant(start_agent=False)
@@ -161,7 +165,7 @@ def test_agent_works_over_plain_tls_to_temporal(
         )
         agent = AgentProcess(settings, tmp_path / "agent.log").start()
         try:
-            source = source_target(tls_source_pg)  # type: ignore[arg-type]
+            source = source_target(tls_source_pg)
             created = e2e.connections(tenant.admin_token).CreateConnection(
                 cpb.CreateConnectionRequest(display_name="over-tls", fields=e2e.fields(source))
             )
