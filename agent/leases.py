@@ -14,21 +14,15 @@ from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 
 import psycopg
-from google.protobuf.timestamp_pb2 import Timestamp
 from psycopg.rows import TupleRow
 
 from agent.dynamic_credentials import find_expired, mint, revoke
 from agent.postgres_probe import connect
 from sevvo.connections.v1 import connections_pb2, connections_pb2_grpc
 from sevvo.runtime.logs import get_logger
+from sevvo.runtime.servicing import timestamp
 
 log = get_logger(__name__)
-
-
-def _ts(value: datetime) -> Timestamp:
-    ts = Timestamp()
-    ts.FromDatetime(value)
-    return ts
 
 
 class LeaseManager:
@@ -66,8 +60,8 @@ class LeaseManager:
                         connection_id=connection_id,
                         role_name=name,
                         purpose=purpose,
-                        expire_time=_ts(valid_until),
-                        max_expire_time=_ts(valid_until + headroom),
+                        expire_time=timestamp(valid_until),
+                        max_expire_time=timestamp(valid_until + headroom),
                     ),
                     timeout=10,
                 )

@@ -35,6 +35,7 @@ from services.orchestrator.config import OrchestratorConfig
 from services.orchestrator.server import OrchestratorApp
 from sevvo.runtime import config as c
 from sevvo.runtime.errors import AlreadyExists
+from sevvo.runtime.files import write_private_file
 from sevvo.runtime.grpc_server import start_server
 from sevvo.runtime.logs import get_logger
 from sevvo.runtime.sealing import Keyring, write_keyring_file
@@ -113,8 +114,7 @@ class RunningStack:
     ) -> AgentProcess:
         """Starts ``python -m agent`` for a deployment token (written to a 0600 file)."""
         token_file = self.state_dir / f"{name}-deployment-token"
-        token_file.unlink(missing_ok=True)
-        _write_private(token_file, deployment_token + "\n")
+        write_private_file(token_file, deployment_token + "\n")
         agent = AgentProcess(
             self.agent_settings(token_file, reaper_seconds=reaper_seconds),
             self.state_dir / f"{name}.log",
@@ -140,12 +140,6 @@ def _ensure_database(admin_url: str, dbname: str) -> None:
             conn.execute(sql.SQL("create database {}").format(sql.Identifier(dbname)))
 
 
-def _write_private(path: Path, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-
-
 def _bootstrap_dev_org(auth: AuthApp, state: Path) -> tuple[Path, Path | None]:
     """Creates the dev org, admin and agent deployment once; returns their secret files."""
     password_file = state / "admin-password"
@@ -158,7 +152,7 @@ def _bootstrap_dev_org(auth: AuthApp, state: Path) -> tuple[Path, Path | None]:
     except AlreadyExists:
         log.warning("dev admin exists but its password file is gone; reset the state dir")
         return password_file, None
-    _write_private(password_file, password + "\n")
+    write_private_file(password_file, password + "\n")
     as_admin = Principal(
         kind=PrincipalKind.USER,
         org_id=str(admin.org_id),
@@ -168,7 +162,7 @@ def _bootstrap_dev_org(auth: AuthApp, state: Path) -> tuple[Path, Path | None]:
         role="admin",
     )
     created = auth.domain.create_deployment(as_admin, "dev-agent")
-    _write_private(token_file, created.token + "\n")
+    write_private_file(token_file, created.token + "\n")
     return password_file, token_file
 
 

@@ -665,7 +665,6 @@ def test_churn_leaves_roles_acl_and_memberships_as_they_were(
     run_as_admin(privileged, body)
     elapsed = time.perf_counter() - started
     record_property("churn_seconds", round(elapsed, 2))
-    print(f"\nchurn: {CHURN_CYCLES} mint/revoke cycles in {elapsed:.1f} s")
     assert catalog_snapshot(privileged) == before
 
 

@@ -10,7 +10,6 @@ from datetime import datetime, timedelta
 
 import psycopg
 import pytest
-from google.protobuf.timestamp_pb2 import Timestamp
 from psycopg import sql
 
 from agent.dynamic_credentials import default_creation, mint
@@ -20,6 +19,7 @@ from devstack.source_db import SourceDatabase
 from sevvo.connections.v1 import connections_pb2 as cpb
 from sevvo.connections.v1 import connections_pb2_grpc as cpb_grpc
 from sevvo.orchestrator.v1 import orchestrator_pb2 as opb
+from sevvo.runtime.servicing import timestamp
 from sevvo.workflows.v1 import workflows_pb2 as wpb
 from tests.plugins.auth_stack import BackgroundLoop
 from tests.plugins.dev_stack import EndToEnd, Tenant
@@ -180,8 +180,8 @@ def test_reaper_revokes_requested_leases_and_expired_orphans(
                         connection_id=created.id,
                         role_name=name,
                         purpose="preview",
-                        expire_time=_ts(valid_until),
-                        max_expire_time=_ts(valid_until),
+                        expire_time=timestamp(valid_until),
+                        max_expire_time=timestamp(valid_until),
                     ),
                 )
 
@@ -214,9 +214,3 @@ def test_reaper_revokes_requested_leases_and_expired_orphans(
         .leases
     )
     assert [lease.state for lease in leases] == [cpb.LEASE_STATE_REVOKED]
-
-
-def _ts(value: datetime) -> Timestamp:
-    ts = Timestamp()
-    ts.FromDatetime(value)
-    return ts

@@ -14,6 +14,7 @@ import asyncio
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import psycopg
 import pytest
@@ -80,12 +81,14 @@ def target(database_url: str) -> Iterator[Target]:
         conn.execute(sql.SQL("drop role {}").format(sql.Identifier(role)))
 
 
+def _scalar(conn: psycopg.Connection[Any], query: str | sql.Composed) -> str | None:
+    row = conn.execute(query.encode() if isinstance(query, str) else query).fetchone()
+    return None if row is None else row[0]
+
+
 def _snapshot(target: Target) -> dict[str, str | None]:
     with psycopg.connect(target.admin_url, autocommit=True) as conn:
-        state = {
-            name: conn.execute(query.encode()).fetchone()[0]  # type: ignore[index]
-            for name, query in SNAPSHOT_QUERIES.items()
-        }
+        state = {name: _scalar(conn, query) for name, query in SNAPSHOT_QUERIES.items()}
         tables = conn.execute(
             "select relname from pg_class where relkind = 'r'"
             " and relnamespace = 'public'::regnamespace order by relname"
@@ -98,10 +101,11 @@ def _snapshot(target: Target) -> dict[str, str | None]:
                 ).format(sql.Identifier(table))
             ).fetchone()
             state[f"table {table}"] = checksum[0] if checksum else None
-        state["sessions"] = str(
-            conn.execute(
-                "select count(*) from pg_stat_activity where usename = %s", (target.role,)
-            ).fetchone()[0]  # type: ignore[index]
+        state["sessions"] = _scalar(
+            conn,
+            sql.SQL("select count(*)::text from pg_stat_activity where usename = {}").format(
+                sql.Literal(target.role)
+            ),
         )
     return state
 

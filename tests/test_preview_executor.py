@@ -23,6 +23,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from agent.postgres_probe import CATEGORY_HINTS
 from agent.preview_executor import run_preview, safe_text
+from devstack.postgres import EmbeddedPostgres
 from devstack.processes import free_port
 from sevvo.connections.v1.connections_pb2 import SSL_MODE_DISABLE, PostgresCredentials
 from sevvo.workflows.v1 import workflows_pb2
@@ -476,15 +477,16 @@ def test_a_numeric_longer_than_a_cell_is_cut(reader: Reader) -> None:
     assert (cell.text, cell.truncated) == ("1" + "0" * 1023, True)
 
 
-def test_xml_renders_as_text(reader: Reader, pg_server_url: str) -> None:
-    """An xml value comes back as its text (where the server supports xml at all)."""
-    with psycopg.connect(pg_server_url) as conn:
-        try:
-            conn.execute("select '<a/>'::xml")
-        except psycopg.errors.FeatureNotSupported:
-            pytest.skip("the session's server is built without libxml")
+def test_xml_renders_as_text(tls_source_pg: EmbeddedPostgres) -> None:
+    """An xml value comes back as its text.
 
-    result = preview(reader.credentials(), "select '<a b=\"1\">x</a>'::xml")
+    Runs on the OS's PostgreSQL: the embedded server is built without libxml.
+    """
+    xml_reader = create_reader(tls_source_pg.url, "postgres")
+    try:
+        result = preview(xml_reader.credentials(), "select '<a b=\"1\">x</a>'::xml")
+    finally:
+        drop_reader(tls_source_pg.url, tls_source_pg.url, xml_reader)
 
     assert result.columns[0].type_name == "xml"
     assert texts(result) == [['<a b="1">x</a>']]

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from sevvo.runtime import config as c
+from sevvo.runtime.files import write_private_file
 from sevvo.runtime.grpc_server import TlsFiles
 
 
@@ -78,9 +80,4 @@ def parse_key_encryption_key(value: str, variable: str) -> bytes:
 
 def write_key_encryption_key(path: Path) -> None:
     """Writes a fresh random key-encryption key, readable by the owner only."""
-    import os
-    import secrets
-
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(base64.b64encode(secrets.token_bytes(32)).decode())
+    write_private_file(path, base64.b64encode(secrets.token_bytes(32)).decode())

@@ -13,7 +13,6 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TypeVar
 
 from services.auth import passwords
 from services.auth.keys import SigningKeys
@@ -181,7 +180,7 @@ class AuthDomain:
         rows = self._store.list_users(
             uuid.UUID(caller.org_id), limit + 1, paging.decode_cursor(page_token)
         )
-        return _page(rows, limit)
+        return paging.page_of(rows, limit, lambda r: (r.created_at, r.id))
 
     # Deployments.
 
@@ -222,7 +221,7 @@ class AuthDomain:
         rows = self._store.list_deployments(
             uuid.UUID(caller.org_id), limit + 1, paging.decode_cursor(page_token)
         )
-        return _page(rows, limit)
+        return paging.page_of(rows, limit, lambda r: (r.created_at, r.id))
 
     def revoke_deployment(self, caller: Principal, deployment_id: str) -> DeploymentRow:
         """Revokes a deployment of the caller's org; revoking twice keeps the first time."""
@@ -251,14 +250,3 @@ class AuthDomain:
             log.info("revoked deployment tried to exchange", deployment_id=str(row.id))
             raise Unauthenticated("deployment has been revoked", reason="DEPLOYMENT_REVOKED")
         return self._issue(PrincipalKind.AGENT, row.org_id, row.id, self._bearer_ttl)
-
-
-_Row = TypeVar("_Row", UserRow, DeploymentRow)
-
-
-def _page(rows: list[_Row], limit: int) -> tuple[list[_Row], str]:
-    if len(rows) <= limit:
-        return rows, ""
-    rows = rows[:limit]
-    last = rows[-1]
-    return rows, paging.encode_cursor(last.created_at, str(last.id))

@@ -232,10 +232,7 @@ class ConnectionsDomain:
             rows = self._store.list_page(
                 conn, uuid.UUID(caller.org_id), limit + 1, paging.decode_cursor(page_token)
             )
-        if len(rows) <= limit:
-            return rows, ""
-        rows = rows[:limit]
-        return rows, paging.encode_cursor(rows[-1].created_at, str(rows[-1].id))
+        return paging.page_of(rows, limit, lambda r: (r.created_at, r.id))
 
     def update(
         self,

@@ -304,10 +304,7 @@ class LeasesDomain:
                 limit=limit + 1,
                 after=paging.decode_cursor(page_token),
             )
-        if len(rows) <= limit:
-            return rows, ""
-        rows = rows[:limit]
-        return rows, paging.encode_cursor(rows[-1].expires_at, str(rows[-1].id))
+        return paging.page_of(rows, limit, lambda r: (r.expires_at, r.id))
 
     # User-facing.
 
@@ -327,10 +324,7 @@ class LeasesDomain:
                 limit=limit + 1,
                 before=paging.decode_cursor(page_token),
             )
-        if len(rows) <= limit:
-            return rows, ""
-        rows = rows[:limit]
-        return rows, paging.encode_cursor(rows[-1].created_at, str(rows[-1].id))
+        return paging.page_of(rows, limit, lambda r: (r.created_at, r.id))
 
     def count(self, caller: Principal, connection_id: str) -> tuple[dict[str, int], dict[str, int]]:
         """Lease counts by state (all leases) and by purpose (unrevoked leases)."""

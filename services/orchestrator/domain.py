@@ -344,10 +344,7 @@ class OrchestratorDomain:
             limit + 1,
             paging.decode_cursor(page_token),
         )
-        if len(rows) <= limit:
-            return rows, ""
-        rows = rows[:limit]
-        return rows, paging.encode_cursor(rows[-1].started_at, str(rows[-1].id))
+        return paging.page_of(rows, limit, lambda r: (r.started_at, r.id))
 
     async def payload_keys(self, caller: Principal) -> OrgPayloadKeys:
         """The caller's org's payload keys (agents only)."""

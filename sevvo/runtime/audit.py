@@ -137,7 +137,4 @@ def list_page(
         before=paging.decode_cursor(page_token),
         target_id=target_id or None,
     )
-    if len(events) <= limit:
-        return events, ""
-    events = events[:limit]
-    return events, paging.encode_cursor(events[-1].occurred_at, str(events[-1].id))
+    return paging.page_of(events, limit, lambda e: (e.occurred_at, e.id))

@@ -5,9 +5,13 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Callable, Sequence
 from datetime import datetime
+from typing import TypeVar
 
 from sevvo.runtime.errors import InvalidArgument
+
+T = TypeVar("T")
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
@@ -38,3 +42,18 @@ def decode_cursor(token: str) -> tuple[datetime, str] | None:
         return datetime.fromisoformat(created), str(row_id)
     except (binascii.Error, ValueError, TypeError):
         raise InvalidArgument("page_token", "is not a token returned by this method") from None
+
+
+def page_of(
+    rows: Sequence[T], limit: int, position: Callable[[T], tuple[datetime, object]]
+) -> tuple[list[T], str]:
+    """Cuts ``limit + 1`` fetched rows to one page and the token for the next.
+
+    Queries fetch one row more than the page holds; its presence is what says another page
+    exists. ``position`` gives a row's keyset (sort time, id).
+    """
+    if len(rows) <= limit:
+        return list(rows), ""
+    page = list(rows[:limit])
+    when, row_id = position(page[-1])
+    return page, encode_cursor(when, str(row_id))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import os
 import re
 import secrets
 from collections.abc import Mapping
@@ -20,6 +19,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from sevvo.runtime.config import ConfigError
 from sevvo.runtime.errors import SevvoError
+from sevvo.runtime.files import write_private_file
 
 KEY_BYTES = 32
 KEY_ID_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,64}")
@@ -141,27 +141,7 @@ class Keyring:
 
 def write_keyring_file(path: Path, keyring: Keyring) -> None:
     """Writes the keyring to ``path`` with mode 0600, atomically replacing any existing file."""
-    # A temporary file in the same directory, renamed into place, so a reader never sees a
-    # half-written keyring and a crash never leaves the old one truncated.
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        # The umask can only narrow the mode os.open was given; fchmod pins it to exactly 0600.
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as file:
-            file.write(keyring.to_json())
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-    # Persist the rename itself, so the new keyring survives a power loss.
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
+    write_private_file(path, keyring.to_json())
 
 
 @dataclass(frozen=True)
