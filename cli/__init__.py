@@ -1,0 +1,1 @@
+"""The ``sevvo`` command line: one client over every service's gRPC API."""
