@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import random
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 
+import grpc
 import psycopg
 import pytest
 from psycopg import sql
 
 from agent.dynamic_credentials import default_creation, mint
 from agent.postgres_probe import connect
+from devstack.agent_process import AgentProcess
 from devstack.postgres import EmbeddedPostgres
 from devstack.source_db import SourceDatabase
 from sevvo.connections.v1 import connections_pb2 as cpb
@@ -22,7 +27,7 @@ from sevvo.orchestrator.v1 import orchestrator_pb2 as opb
 from sevvo.runtime.servicing import timestamp
 from sevvo.workflows.v1 import workflows_pb2 as wpb
 from tests.plugins.auth_stack import BackgroundLoop
-from tests.plugins.dev_stack import EndToEnd, Tenant
+from tests.plugins.dev_stack import REAPER_SECONDS, EndToEnd, Tenant
 from tests.plugins.source_db import SourceTargetFactory
 
 PRIVILEGED_PASSWORD = "privileged-pw-4242"
@@ -71,6 +76,35 @@ def dynamic_source(
             conn.execute(sql.SQL("drop role if exists {}").format(sql.Identifier(role)))
 
 
+def _create_dynamic(
+    e2e: EndToEnd,
+    tenant: Tenant,
+    dynamic_source: tuple[SourceDatabase, str, str],
+    name: str,
+    *,
+    ttl: int = 300,
+    max_ttl: int = 900,
+) -> cpb.Connection:
+    source, group, privileged = dynamic_source
+    created: cpb.Connection = e2e.connections(tenant.admin_token).CreateConnection(
+        cpb.CreateConnectionRequest(
+            display_name=name,
+            dynamic=cpb.PostgresDynamic(
+                host="localhost",
+                port=source.port,
+                database=source.database,
+                ssl_mode=cpb.SSL_MODE_REQUIRE,
+                privileged_username=privileged,
+                privileged_password=PRIVILEGED_PASSWORD,
+                default_ttl_seconds=ttl,
+                max_ttl_seconds=max_ttl,
+                group_role=group,
+            ),
+        )
+    )
+    return created
+
+
 def _minted_roles(server: EmbeddedPostgres) -> list[str]:
     with psycopg.connect(server.url) as conn:
         rows = conn.execute("select rolname from pg_roles where rolname like 'sevvo_dyn_%'")
@@ -83,24 +117,8 @@ def test_preview_on_a_dynamic_connection_runs_as_a_minted_role_that_is_then_gone
     dynamic_source: tuple[SourceDatabase, str, str],
 ) -> None:
     """Each workload mints a role, reads as it, and leaves no role behind; leases say so."""
-    source, group, privileged = dynamic_source
     tenant: Tenant = e2e.new_tenant()
-    created = e2e.connections(tenant.admin_token).CreateConnection(
-        cpb.CreateConnectionRequest(
-            display_name="dynamic-shop",
-            dynamic=cpb.PostgresDynamic(
-                host="localhost",
-                port=source.port,
-                database=source.database,
-                ssl_mode=cpb.SSL_MODE_REQUIRE,
-                privileged_username=privileged,
-                privileged_password=PRIVILEGED_PASSWORD,
-                default_ttl_seconds=300,
-                max_ttl_seconds=900,
-                group_role=group,
-            ),
-        )
-    )
+    created = _create_dynamic(e2e, tenant, dynamic_source, "dynamic-shop")
     assert created.credential_mode == cpb.CREDENTIAL_MODE_DYNAMIC
     tested = e2e.connections(tenant.admin_token).TestConnection(
         cpb.TestConnectionRequest(id=created.id)
@@ -139,22 +157,7 @@ def test_reaper_revokes_requested_leases_and_expired_orphans(
     """An admin's revoke request and an expired role with no lease are both cleaned up."""
     source, group, privileged = dynamic_source
     tenant = e2e.new_tenant()
-    created = e2e.connections(tenant.admin_token).CreateConnection(
-        cpb.CreateConnectionRequest(
-            display_name="dynamic-reap",
-            dynamic=cpb.PostgresDynamic(
-                host="localhost",
-                port=source.port,
-                database=source.database,
-                ssl_mode=cpb.SSL_MODE_REQUIRE,
-                privileged_username=privileged,
-                privileged_password=PRIVILEGED_PASSWORD,
-                default_ttl_seconds=300,
-                max_ttl_seconds=900,
-                group_role=group,
-            ),
-        )
-    )
+    created = _create_dynamic(e2e, tenant, dynamic_source, "dynamic-reap")
     agent_bearer = e2e.stack.auth.domain.exchange(tenant.deployment_token).token
     leases_as_agent = cpb_grpc.LeaseServiceStub(e2e._channel(agent_bearer))
     privileged_credentials = cpb.PostgresCredentials(
@@ -214,3 +217,92 @@ def test_reaper_revokes_requested_leases_and_expired_orphans(
         .leases
     )
     assert [lease.state for lease in leases] == [cpb.LEASE_STATE_REVOKED]
+
+
+def _prefixed_sessions(server: EmbeddedPostgres) -> int:
+    with psycopg.connect(server.url) as conn:
+        row = conn.execute(
+            "select count(*) from pg_stat_activity where usename like 'sevvo_dyn_%'"
+        ).fetchone()
+        assert row is not None
+        return int(row[0])
+
+
+CRASH_TTL_SECONDS = 60  # The shortest TTL a connection accepts.
+CRASHES = 20
+# A preview that holds its minted role's session for a while, so kills land in "use" too.
+SLOW_PREVIEW = "select pg_sleep(0.4) as slept, count(*) as orders from orders"
+
+
+def _kill_point(agent: AgentProcess, phase: str, submitted: float, rng: random.Random) -> None:
+    """Waits until the agent is in ``phase`` of a workload (give or take a random jitter)."""
+    if phase == "mint":
+        # Anywhere from before the intent is recorded to just after CREATE ROLE.
+        time.sleep(max(0.0, submitted + rng.uniform(0.0, 0.15) - time.monotonic()))
+        return
+    minted_before = agent.output().count("lease minted")
+    deadline = time.monotonic() + 15
+    while agent.output().count("lease minted") == minted_before:
+        if time.monotonic() > deadline:
+            return  # The agent never got there; killing it now is still a random point.
+        time.sleep(0.005)
+    # "use" lands inside the 0.4 s query; "revoke" just after it, while the role is dropped.
+    time.sleep(rng.uniform(0.0, 0.3) if phase == "use" else 0.4 + rng.uniform(0.0, 0.15))
+
+
+@pytest.mark.timeout(360)
+def test_agents_killed_mid_lease_leave_no_role_or_session_after_ttl_and_one_reap(
+    e2e: EndToEnd,
+    tls_source_pg: EmbeddedPostgres,
+    dynamic_source: tuple[SourceDatabase, str, str],
+) -> None:
+    """SIGKILL the agent 20 times during mint, use and revoke; the reaper cleans up after."""
+    tenant = e2e.new_tenant()
+    created = _create_dynamic(
+        e2e, tenant, dynamic_source, "dynamic-crash", ttl=CRASH_TTL_SECONDS, max_ttl=120
+    )
+    orchestrator = e2e.orchestrator(tenant.admin_token)
+    rng = random.Random()  # Different points every run: the property must hold for any.
+    phases = ["mint", "use", "revoke"]
+    assert tenant.agent is not None
+    agent = tenant.agent
+    last_kill = time.monotonic()
+    with ThreadPoolExecutor(max_workers=CRASHES + 1) as pool:
+        previews = []
+        for crash in range(CRASHES):
+            submitted = time.monotonic()
+            previews.append(
+                pool.submit(
+                    orchestrator.PreviewQuery,
+                    opb.PreviewQueryRequest(connection_id=created.id, sql=SLOW_PREVIEW),
+                    timeout=60,
+                )
+            )
+            _kill_point(agent, phases[crash % len(phases)], submitted, rng)
+            agent.kill()
+            last_kill = time.monotonic()
+            agent = e2e.start_agent(tenant)
+        # The interrupted previews are retried by the restarted agent or time out; either
+        # way each ends, and each retry mints (and revokes) a role of its own.
+        for preview in previews:
+            with contextlib.suppress(grpc.RpcError):
+                preview.result(timeout=90)
+
+    # Every role a killed agent minted expires within the TTL of its kill; one reaper pass
+    # after that (plus the reaper's own run time) must leave nothing behind.
+    deadline = last_kill + CRASH_TTL_SECONDS + REAPER_SECONDS + 5
+    while time.monotonic() < deadline and (
+        _minted_roles(tls_source_pg) or _prefixed_sessions(tls_source_pg)
+    ):
+        time.sleep(0.5)
+    assert _minted_roles(tls_source_pg) == []
+    assert _prefixed_sessions(tls_source_pg) == 0
+    leases = (
+        cpb_grpc.LeaseServiceStub(e2e._channel(tenant.admin_token))
+        .ListLeases(cpb.ListLeasesRequest(connection_id=created.id, page_size=500))
+        .leases
+    )
+    # At least one lease per crash was minted (retries add more), and none is left live.
+    assert len(leases) >= CRASHES
+    assert {cpb.LeaseState.Name(lease.state) for lease in leases} == {"LEASE_STATE_REVOKED"}
+    assert PRIVILEGED_PASSWORD not in agent.output()

@@ -383,7 +383,7 @@ def _age_revoking(control_plane: ControlPlane, lease_id: str, minutes: int) -> N
 def test_reap_list_holds_expired_and_requested_leases_only(
     control_plane: ControlPlane, tenant: Tenant
 ) -> None:
-    """Expired live leases, revoke requests and stale revoking claims; nothing else."""
+    """Expired live leases, revoke requests, stale or expired revoking claims; nothing else."""
     expired = -30
     due = {
         "active_expired": tenant.in_state("active", ttl=expired),
@@ -391,6 +391,8 @@ def test_reap_list_holds_expired_and_requested_leases_only(
         "failing_expired": tenant.in_state("failing", ttl=expired),
         "requested": tenant.in_state("revoke_requested", ttl=600),
         "stale_revoking": tenant.in_state("revoking", ttl=600),
+        # An agent killed mid-revoke: the role must not outlive its TTL by the stale delay.
+        "revoking_expired": tenant.in_state("revoking", ttl=expired),
     }
     _age_revoking(control_plane, due["stale_revoking"].id, 6)
     not_due = {
@@ -398,7 +400,7 @@ def test_reap_list_holds_expired_and_requested_leases_only(
         "creating": tenant.in_state("creating", ttl=600),
         "failing": tenant.in_state("failing", ttl=600),
         "revoked_expired": tenant.in_state("revoked", ttl=expired),
-        "revoking_fresh": tenant.in_state("revoking", ttl=expired),
+        "revoking_fresh": tenant.in_state("revoking", ttl=600),
     }
     seen: list[pb.Lease] = []
     token = ""

@@ -404,15 +404,21 @@ class ConnectionStore(SchemaStore):
         limit: int,
         after: tuple[datetime, str] | None,
     ) -> list[LeaseRow]:
-        """Live leases past expiry or asked to revoke, and stale revoking ones, by expiry."""
+        """Live leases past expiry or asked to revoke, and stale revoking ones, by expiry.
+
+        A revoking lease is also listed once expired: an agent killed mid-revoke leaves it
+        revoking, and its role must not outlive the TTL by the stale-claim delay. Revoking
+        twice is harmless.
+        """
         conditions = [
             sql.SQL("org_id = %s"),
             sql.SQL(
                 "((state = any(%s) and (expires_at <= %s or state = 'revoke_requested'))"
-                " or (state = 'revoking' and updated_at <= %s - interval {}))"
+                " or (state = 'revoking'"
+                " and (expires_at <= %s or updated_at <= %s - interval {})))"
             ).format(sql.Literal(STALE_REVOKING)),
         ]
-        params: list[Any] = [org_id, list(LIVE_STATES), now, now]
+        params: list[Any] = [org_id, list(LIVE_STATES), now, now, now]
         if connection_id is not None:
             conditions.append(sql.SQL("connection_id = %s"))
             params.append(connection_id)
