@@ -9,8 +9,9 @@ from __future__ import annotations
 import grpc
 from temporalio import activity
 
+from agent.dynamic_credentials import dry_run
 from agent.leases import LeaseManager
-from agent.postgres_probe import CATEGORY_HINTS, probe_postgres
+from agent.postgres_probe import CATEGORY_HINTS, connect, probe_postgres
 from agent.preview_executor import run_preview
 from agent.preview_validator import QueryRejected, validate_preview_sql
 from sevvo.connections.v1 import connections_pb2, connections_pb2_grpc
@@ -80,8 +81,10 @@ class AgentActivities:
             )
         if target == "draft_id":
             # A draft is not a connection yet: test the login it would use (for a dynamic
-            # connection, the privileged role's), without minting.
+            # connection, the privileged role's), then dry-run its statements, minting nothing.
             result = await probe_postgres(resolved.postgres)
+            if result.category == workflows_pb2.TEST_CATEGORY_OK and resolved.HasField("dynamic"):
+                result = await self._dry_run(resolved, result)
         else:
             async with self._leases.workload_credentials(
                 request.connection_id, "credential_test", resolved
@@ -94,6 +97,31 @@ class AgentActivities:
             duration_ms=result.duration_ms,
         )
         return result
+
+    @staticmethod
+    async def _dry_run(
+        resolved: connections_pb2.ResolveConnectionCredentialsResponse,
+        probed: workflows_pb2.CredentialTestResult,
+    ) -> workflows_pb2.CredentialTestResult:
+        """Creates and drops a scratch role with the draft's statements, inside a rollback."""
+        admin = await connect(resolved.postgres, connect_timeout=10.0)
+        try:
+            failure = await dry_run(
+                admin,
+                creation=list(resolved.dynamic.creation_statements),
+                revocation=list(resolved.dynamic.revocation_statements) or None,
+            )
+        finally:
+            await admin.close()
+        if failure is None:
+            return probed
+        category = workflows_pb2.TEST_CATEGORY_DYNAMIC_STATEMENTS_FAILED
+        return workflows_pb2.CredentialTestResult(
+            category=category,
+            message=f"{failure.describe()} — {CATEGORY_HINTS[category]}",
+            duration_ms=probed.duration_ms,
+            server_version=probed.server_version,
+        )
 
     @activity.defn(name=temporal.PREVIEW_ACTIVITY)
     async def preview_query(

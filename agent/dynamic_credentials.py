@@ -329,6 +329,95 @@ async def mint(
     return MintedRole(name=name, password=password, valid_until=valid_until)
 
 
+@dataclass(frozen=True)
+class DryRunFailure:
+    """Which statement of a dry run failed and why; holds no secret, safe to report upstream."""
+
+    step: str
+    """``creation_statements[i]``, ``revocation_statements[i]`` or a built-in step's name."""
+    sqlstate: str
+    message: str
+    """The server's primary message, the scratch role's name shown as ``{{name}}``."""
+
+    def describe(self) -> str:
+        """One line for the person editing the statements."""
+        return f"{self.step} failed: {self.message} (SQLSTATE {self.sqlstate})"
+
+
+class _DryRunStopped(Exception):
+    """Unwinds the dry run's transaction after the first failing step."""
+
+
+async def dry_run(
+    admin: psycopg.AsyncConnection[TupleRow],
+    *,
+    creation: Sequence[str],
+    revocation: Sequence[str] | None = None,
+    ttl: timedelta = timedelta(minutes=5),
+) -> DryRunFailure | None:
+    """Create and drop a scratch role exactly as ``mint`` and ``revoke`` would, then undo it.
+
+    Every step runs in one transaction that always rolls back. Role DDL is transactional in
+    Postgres, so this finds what the statements or the privileged role's grants would fail
+    on, while nothing it did can outlive it: a crash mid-way needs no lease and no reaper.
+    Terminating sessions is skipped (a role that never committed has none). Returns the
+    first failure, or None when every step worked.
+    """
+    _check_autocommit(admin)
+    _validate_statements("creation_statements", creation, may_be_empty=False, needs_name=True)
+    statements = tuple(revocation) if revocation else DEFAULT_REVOCATION
+    used = _validate_statements(
+        "revocation_statements", statements, may_be_empty=True, needs_name=False
+    )
+    name = role_name("dry_run")
+    role = sql.Identifier(name)
+    verifier = await _verifier(admin, generate_password(), name)
+    failure: DryRunFailure | None = None
+
+    async def step(label: str, statement: sql.Composed) -> None:
+        nonlocal failure
+        try:
+            await admin.execute(statement)
+        except psycopg.Error as exc:
+            primary = exc.diag.message_primary or type(exc).__name__
+            failure = DryRunFailure(
+                step=label,
+                sqlstate=exc.sqlstate or "",
+                message=primary.replace(verifier, "{{password}}").replace(name, "{{name}}")[:300],
+            )
+            raise _DryRunStopped from None
+
+    try:
+        async with admin.transaction(force_rollback=True):
+            await admin.execute("SET LOCAL statement_timeout = '10s'")
+            cur = await admin.execute("SELECT now() + %s", (ttl,))
+            values = {
+                "name": role,
+                "password": sql.Literal(verifier),
+                "expiration": sql.Literal(_timestamptz_literal(_one(await cur.fetchone()))),
+            }
+            for index, template in enumerate(creation):
+                await step(f"creation_statements[{index}]", _render(template, values))
+            await step(
+                "the grant that lets the privileged role revoke (GRANT {{name}} TO CURRENT_USER)",
+                _self_grant(admin, name),
+            )
+            await step("ALTER ROLE {{name}} NOLOGIN", sql.SQL("ALTER ROLE {} NOLOGIN").format(role))
+            revocation_values = await _revocation_values(admin, role, used)
+            labels = (
+                [f"revocation_statements[{i}]" for i in range(len(statements))]
+                if revocation
+                else [f"the built-in revocation {template!r}" for template in statements]
+            )
+            for label, template in zip(labels, statements, strict=True):
+                await step(label, _render(template, revocation_values))
+            await step("DROP ROLE {{name}}", sql.SQL("DROP ROLE {}").format(role))
+    except _DryRunStopped:
+        pass
+    log.info("dynamic_credentials.dry_run", ok=failure is None)
+    return failure
+
+
 async def renew(
     admin: psycopg.AsyncConnection[TupleRow], name: str, *, new_valid_until: datetime
 ) -> None:

@@ -303,6 +303,85 @@ def test_failing_creation_statement_leaves_no_role(privileged: Privileged) -> No
     assert not role_exists(privileged, names[0])
 
 
+def _dry_run(
+    privileged: Privileged, creation: Sequence[str], revocation: Sequence[str] | None = None
+) -> dc.DryRunFailure | None:
+    outcome: list[dc.DryRunFailure | None] = []
+
+    async def body(admin: AdminConnection) -> None:
+        outcome.append(await dc.dry_run(admin, creation=creation, revocation=revocation))
+        # The connection is back to autocommit and idle, ready for the next workload.
+        assert admin.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        await admin.execute("SELECT 1")
+
+    run_as_admin(privileged, body)
+    return outcome[0]
+
+
+def test_dry_run_of_working_statements_passes_and_leaves_the_catalog_as_it_was(
+    privileged: Privileged,
+) -> None:
+    """Default and Vault-style statements run end to end, and nothing of them remains."""
+    before = catalog_snapshot(privileged)
+    assert _dry_run(privileged, privileged.creation) is None
+    assert (
+        _dry_run(
+            privileged,
+            [
+                "CREATE ROLE {{name}} LOGIN PASSWORD {{password}} VALID UNTIL {{expiration}}",
+                "GRANT SELECT ON t TO {{name}}",
+            ],
+            ["REVOKE SELECT ON t FROM {{name}}", "ALTER ROLE {{name}} PASSWORD {{password}}"],
+        )
+        is None
+    )
+    assert catalog_snapshot(privileged) == before
+
+
+@pytest.mark.parametrize(
+    ("creation_extra", "revocation", "step", "sqlstate", "mentions"),
+    [
+        (
+            ["GRANT SELECT ON no_such_table TO {{name}}"],
+            None,
+            "creation_statements[1]",
+            "42P01",
+            "no_such_table",
+        ),
+        (
+            ["GRANT pg_read_server_files TO {{name}}"],
+            None,
+            "creation_statements[1]",
+            "42501",
+            "pg_read_server_files",
+        ),
+        (
+            [],
+            ["REVOKE SELECT ON missing_table FROM {{name}}"],
+            "revocation_statements[0]",
+            "42P01",
+            "missing_table",
+        ),
+    ],
+)
+def test_dry_run_names_the_failing_statement_and_leaves_nothing(
+    privileged: Privileged,
+    creation_extra: list[str],
+    revocation: list[str] | None,
+    step: str,
+    sqlstate: str,
+    mentions: str,
+) -> None:
+    """The first failing statement is reported by position, SQLSTATE and the server's reason."""
+    before = catalog_snapshot(privileged)
+    failure = _dry_run(privileged, [*privileged.creation, *creation_extra], revocation)
+    assert failure is not None
+    assert (failure.step, failure.sqlstate) == (step, sqlstate)
+    assert mentions in failure.message
+    assert dc.ROLE_PREFIX not in failure.describe()  # The scratch name shows as {{name}}.
+    assert catalog_snapshot(privileged) == before
+
+
 def test_vault_style_per_role_grants_are_undone_by_default_revocation(
     privileged: Privileged,
 ) -> None:

@@ -24,6 +24,7 @@ from devstack.source_db import SourceDatabase
 from sevvo.connections.v1 import connections_pb2 as cpb
 from sevvo.connections.v1 import connections_pb2_grpc as cpb_grpc
 from sevvo.orchestrator.v1 import orchestrator_pb2 as opb
+from sevvo.runtime.grpc_client import error_details
 from sevvo.runtime.servicing import timestamp
 from sevvo.workflows.v1 import workflows_pb2 as wpb
 from tests.plugins.auth_stack import BackgroundLoop
@@ -84,6 +85,7 @@ def _create_dynamic(
     *,
     ttl: int = 300,
     max_ttl: int = 900,
+    creation: tuple[str, ...] = (),
 ) -> cpb.Connection:
     source, group, privileged = dynamic_source
     created: cpb.Connection = e2e.connections(tenant.admin_token).CreateConnection(
@@ -99,6 +101,7 @@ def _create_dynamic(
                 default_ttl_seconds=ttl,
                 max_ttl_seconds=max_ttl,
                 group_role=group,
+                creation_statements=creation,
             ),
         )
     )
@@ -217,6 +220,39 @@ def test_reaper_revokes_requested_leases_and_expired_orphans(
         .leases
     )
     assert [lease.state for lease in leases] == [cpb.LEASE_STATE_REVOKED]
+
+
+def test_saving_runs_a_dry_run_that_reports_the_failing_statement_and_saves_nothing(
+    e2e: EndToEnd,
+    tls_source_pg: EmbeddedPostgres,
+    dynamic_source: tuple[SourceDatabase, str, str],
+) -> None:
+    """A statement that would fail at mint time fails the save, named, with no role left."""
+    _, group, _ = dynamic_source
+    tenant = e2e.new_tenant()
+    broken = (
+        *default_creation(group),
+        "GRANT SELECT ON no_such_table TO {{name}}",
+    )
+    with pytest.raises(grpc.RpcError) as refused:
+        _create_dynamic(e2e, tenant, dynamic_source, "dynamic-broken", creation=broken)
+    error = refused.value
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+    details = error_details(error)
+    assert details.reason == "CREDENTIAL_TEST_FAILED"
+    assert (details.metadata or {}).get("category") == "dynamic_statements_failed"
+    assert "creation_statements[1] failed" in error.details()
+    assert "no_such_table" in error.details() and "42P01" in error.details()
+    assert PRIVILEGED_PASSWORD not in error.details()
+    listed = e2e.connections(tenant.admin_token).ListConnections(cpb.ListConnectionsRequest())
+    assert list(listed.connections) == []
+    assert _minted_roles(tls_source_pg) == []
+    # The same statements without the broken one save.
+    saved = _create_dynamic(
+        e2e, tenant, dynamic_source, "dynamic-fixed", creation=default_creation(group)
+    )
+    assert saved.credential_mode == cpb.CREDENTIAL_MODE_DYNAMIC
+    assert _minted_roles(tls_source_pg) == []
 
 
 def _prefixed_sessions(server: EmbeddedPostgres) -> int:

@@ -18,6 +18,7 @@ class TestCategory(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     TEST_CATEGORY_PERMISSION_DENIED: _ClassVar[TestCategory]
     TEST_CATEGORY_INVALID_STORED_CREDENTIALS: _ClassVar[TestCategory]
     TEST_CATEGORY_OTHER: _ClassVar[TestCategory]
+    TEST_CATEGORY_DYNAMIC_STATEMENTS_FAILED: _ClassVar[TestCategory]
 
 class PreviewCategory(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -42,6 +43,7 @@ TEST_CATEGORY_DATABASE_DOES_NOT_EXIST: TestCategory
 TEST_CATEGORY_PERMISSION_DENIED: TestCategory
 TEST_CATEGORY_INVALID_STORED_CREDENTIALS: TestCategory
 TEST_CATEGORY_OTHER: TestCategory
+TEST_CATEGORY_DYNAMIC_STATEMENTS_FAILED: TestCategory
 PREVIEW_CATEGORY_UNSPECIFIED: PreviewCategory
 PREVIEW_CATEGORY_OK: PreviewCategory
 PREVIEW_CATEGORY_QUERY_REJECTED: PreviewCategory
