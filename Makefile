@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install dev test lint protos protos-check bench lock clean
+.PHONY: install dev demo test lint protos protos-check bench lock clean
 
 install: $(STAMP)
 
@@ -17,6 +17,11 @@ $(STAMP): pyproject.toml constraints.txt
 ## Run the whole system on embedded defaults (Postgres, Temporal, services) until Ctrl-C.
 dev: install
 	$(PY) -m devstack
+
+## The end-to-end demo: a fresh stack, an agent and a TLS customer database, driven by the
+## sevvo command line step by step; exits non-zero naming the first step that failed.
+demo: install
+	$(PY) -m devstack.demo
 
 ## Run the test suite against real Postgres, Temporal and gRPC-over-TLS servers.
 test: install

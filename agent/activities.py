@@ -14,6 +14,7 @@ from agent.leases import LeaseManager
 from agent.postgres_probe import CATEGORY_HINTS, connect, probe_postgres
 from agent.preview_executor import run_preview
 from agent.preview_validator import QueryRejected, validate_preview_sql
+from agent.root_rotation import ROTATION_MESSAGES, rotate_privileged_password
 from sevvo.connections.v1 import connections_pb2, connections_pb2_grpc
 from sevvo.runtime import temporal
 from sevvo.runtime.grpc_client import error_details
@@ -157,6 +158,31 @@ class AgentActivities:
             category=workflows_pb2.PreviewCategory.Name(result.category),
             rows=len(result.rows),
             truncated=result.truncated,
+            duration_ms=result.duration_ms,
+        )
+        return result
+
+    @activity.defn(name=temporal.ROOT_ROTATION_ACTIVITY)
+    async def rotate_root_credentials(
+        self, request: workflows_pb2.RootRotationInput
+    ) -> workflows_pb2.RootRotationResult:
+        """Rotates a dynamic connection's privileged password; no password leaves the agent
+        except, sealed, to the control plane's store."""
+        log.info("root rotation started", run_id=request.run_id)
+        resolved = await self._resolve("root_rotation", connection_id=request.connection_id)
+        if resolved is None:
+            category = workflows_pb2.ROOT_ROTATION_CATEGORY_INVALID_STORED_CREDENTIALS
+            return workflows_pb2.RootRotationResult(
+                category=category, message=ROTATION_MESSAGES[category]
+            )
+        result = await rotate_privileged_password(
+            self._credentials, request.connection_id, resolved
+        )
+        log.info(
+            "root rotation done",
+            run_id=request.run_id,
+            category=workflows_pb2.RootRotationCategory.Name(result.category),
+            recovered=result.recovered,
             duration_ms=result.duration_ms,
         )
         return result

@@ -17,7 +17,7 @@ import psycopg
 from psycopg.rows import TupleRow
 
 from agent.dynamic_credentials import find_expired, mint, revoke
-from agent.postgres_probe import connect
+from agent.root_rotation import connect_privileged
 from sevvo.connections.v1 import connections_pb2, connections_pb2_grpc
 from sevvo.runtime.logs import get_logger
 from sevvo.runtime.servicing import timestamp
@@ -28,8 +28,20 @@ log = get_logger(__name__)
 class LeaseManager:
     """Mints, records and revokes the role each workload on a dynamic connection runs as."""
 
-    def __init__(self, leases: connections_pb2_grpc.LeaseServiceStub) -> None:
+    def __init__(
+        self,
+        leases: connections_pb2_grpc.LeaseServiceStub,
+        credentials: connections_pb2_grpc.ConnectionCredentialServiceStub,
+    ) -> None:
         self._leases = leases
+        self._credentials = credentials
+
+    async def privileged(
+        self, connection_id: str, resolved: connections_pb2.ResolveConnectionCredentialsResponse
+    ) -> psycopg.AsyncConnection[TupleRow]:
+        """Logs in as the privileged role, completing an interrupted root rotation first."""
+        admin, _ = await connect_privileged(self._credentials, connection_id, resolved.postgres)
+        return admin
 
     @asynccontextmanager
     async def workload_credentials(
@@ -50,7 +62,7 @@ class LeaseManager:
         ttl = timedelta(seconds=settings.default_ttl_seconds)
         headroom = timedelta(seconds=settings.max_ttl_seconds - settings.default_ttl_seconds)
         lease_id = str(uuid.uuid4())
-        admin = await connect(resolved.postgres, connect_timeout=10.0)
+        admin = await self.privileged(connection_id, resolved)
         try:
 
             async def record_intent(name: str, valid_until: datetime) -> None:
@@ -134,7 +146,7 @@ class Reaper:
     ) -> None:
         self._credentials = credentials
         self._leases = leases
-        self._manager = LeaseManager(leases)
+        self._manager = LeaseManager(leases, credentials)
 
     async def _to_reap(self) -> list[connections_pb2.Lease]:
         found: list[connections_pb2.Lease] = []
@@ -164,7 +176,7 @@ class Reaper:
             )
             if not resolved.HasField("dynamic"):
                 continue
-            admin = await connect(resolved.postgres, connect_timeout=10.0)
+            admin = await self._manager.privileged(connection_id, resolved)
             try:
                 for lease in leases:
                     await self._manager.revoke_lease(

@@ -21,6 +21,7 @@ from psycopg import errors
 from psycopg.rows import TupleRow
 
 from sevvo.connections.v1 import connections_pb2
+from sevvo.runtime.troubleshooting import TEST_CATEGORY_HINTS
 from sevvo.runtime.validation import has_control_characters
 from sevvo.workflows.v1 import workflows_pb2
 
@@ -35,42 +36,9 @@ _PERMISSION_DENIED = workflows_pb2.TEST_CATEGORY_PERMISSION_DENIED
 _INVALID_STORED_CREDENTIALS = workflows_pb2.TEST_CATEGORY_INVALID_STORED_CREDENTIALS
 _OTHER = workflows_pb2.TEST_CATEGORY_OTHER
 
-CATEGORY_HINTS: Final[Mapping[int, str]] = MappingProxyType(
-    {
-        _OK: "connected: the agent logged in and ran a test query",
-        _CONNECTION_REFUSED_OR_TIMEOUT: (
-            "connection refused or timed out: the agent could not reach the server — check the"
-            " host and port, and that firewalls and the server's listen_addresses accept TCP"
-            " connections from the agent's network"
-        ),
-        _PASSWORD_AUTHENTICATION_FAILED: (
-            "password authentication failed: the username or password is wrong, or the role"
-            " lacks LOGIN — test from the agent's host with psql using the same credentials"
-        ),
-        _SSL_REQUIRED_NOT_OFFERED: (
-            "SSL required but not offered: the connection's SSL mode is require and the server"
-            " does not accept TLS — turn on ssl on the server, or use SSL mode disable only on"
-            " a trusted network"
-        ),
-        _DATABASE_DOES_NOT_EXIST: (
-            "database does not exist: check the database name, which is case-sensitive — list"
-            " the server's databases from the agent's host with psql -l"
-        ),
-        _PERMISSION_DENIED: (
-            "permission denied: the role can log in but lacks CONNECT on the database — grant"
-            " it with GRANT CONNECT ON DATABASE"
-        ),
-        _INVALID_STORED_CREDENTIALS: (
-            "invalid stored credentials: the host, port, database, username, password or SSL"
-            " mode is missing or malformed — edit the connection and save it again"
-        ),
-        _OTHER: (
-            "the credential test failed for another reason — test from the agent's host with"
-            " psql using the same credentials and check the server's log"
-        ),
-    }
-)
-"""The fixed, human sentence sent upstream for each category (from the troubleshooting guide)."""
+# The fixed, human sentence sent upstream for each category: the troubleshooting guide's,
+# shared with the command line's hints (sevvo.runtime.troubleshooting).
+CATEGORY_HINTS: Final[Mapping[int, str]] = TEST_CATEGORY_HINTS
 
 _SSL_MODES: Final[Mapping[int, str]] = MappingProxyType(
     {

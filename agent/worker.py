@@ -18,7 +18,7 @@ from agent.activities import AgentActivities
 from agent.bearer import BearerSession, DeploymentRevoked
 from agent.config import AgentConfig
 from agent.leases import LeaseManager, Reaper
-from agent.workflows import CredentialTestWorkflow, PreviewQueryWorkflow
+from agent.workflows import CredentialTestWorkflow, PreviewQueryWorkflow, RootRotationWorkflow
 from sevvo.auth.v1 import auth_pb2_grpc
 from sevvo.connections.v1 import connections_pb2_grpc
 from sevvo.orchestrator.v1 import orchestrator_pb2, orchestrator_pb2_grpc
@@ -113,16 +113,19 @@ async def run_agent(config: AgentConfig, stop: asyncio.Event) -> int:
         key_stub = orchestrator_pb2_grpc.PayloadKeyServiceStub(channel)
         keys = OrgPayloadKeys(session.org_id, *await _unless_stopped(_fetch_keys(key_stub), stop))
         client = await _unless_stopped(_connect_temporal(config, keys), stop)
-        activities = AgentActivities(
-            connections_pb2_grpc.ConnectionCredentialServiceStub(channel),
-            LeaseManager(connections_pb2_grpc.LeaseServiceStub(channel)),
-        )
+        credentials = connections_pb2_grpc.ConnectionCredentialServiceStub(channel)
+        leases = connections_pb2_grpc.LeaseServiceStub(channel)
+        activities = AgentActivities(credentials, LeaseManager(leases, credentials))
         queue = temporal.task_queue(session.org_id)
         worker = Worker(
             client,
             task_queue=queue,
-            workflows=[CredentialTestWorkflow, PreviewQueryWorkflow],
-            activities=[activities.test_credentials, activities.preview_query],
+            workflows=[CredentialTestWorkflow, PreviewQueryWorkflow, RootRotationWorkflow],
+            activities=[
+                activities.test_credentials,
+                activities.preview_query,
+                activities.rotate_root_credentials,
+            ],
         )
         log.info("agent polling", task_queue=queue, deployment_id=session.deployment_id)
         tasks = {
@@ -130,10 +133,7 @@ async def run_agent(config: AgentConfig, stop: asyncio.Event) -> int:
             asyncio.create_task(session.keep_fresh(config.bearer_check_seconds), name="bearer"),
             asyncio.create_task(_refresh_keys(key_stub, keys), name="payload-keys"),
             asyncio.create_task(
-                Reaper(
-                    connections_pb2_grpc.ConnectionCredentialServiceStub(channel),
-                    connections_pb2_grpc.LeaseServiceStub(channel),
-                ).run(config.reaper_seconds),
+                Reaper(credentials, leases).run(config.reaper_seconds),
                 name="reaper",
             ),
             asyncio.create_task(stop.wait(), name="stop"),

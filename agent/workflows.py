@@ -63,3 +63,30 @@ class PreviewQueryWorkflow:
             ),
         )
         return result
+
+
+@workflow.defn(name=temporal.ROOT_ROTATION_WORKFLOW)
+class RootRotationWorkflow:
+    """Rotates a dynamic connection's privileged password inside the customer's network."""
+
+    @workflow.run
+    async def run(
+        self, request: workflows_pb2.RootRotationInput
+    ) -> workflows_pb2.RootRotationResult:
+        """Runs the rotation activity; a retry after a lost worker finishes what it started.
+
+        The activity recovers an interrupted rotation before rotating again, so retrying it
+        never leaves the stored password wrong; three attempts bound a broken environment.
+        """
+        result: workflows_pb2.RootRotationResult = await workflow.execute_activity(
+            temporal.ROOT_ROTATION_ACTIVITY,
+            request,
+            result_type=workflows_pb2.RootRotationResult,
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=RetryPolicy(
+                initial_interval=timedelta(seconds=1),
+                maximum_interval=timedelta(seconds=5),
+                maximum_attempts=3,
+            ),
+        )
+        return result

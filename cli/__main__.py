@@ -1,12 +1,8 @@
-"""Entry point of the ``sevvo`` command."""
+"""Entry point of the ``sevvo`` command (also ``python -m cli``)."""
 
 from __future__ import annotations
 
-
-def main() -> None:
-    """Runs the command line."""
-    raise SystemExit("the sevvo command line is not built yet")
-
+from cli.app import main
 
 if __name__ == "__main__":
     main()

@@ -27,7 +27,7 @@ from devstack.postgres import EmbeddedPostgres
 from devstack.processes import free_port
 from devstack.temporal import TemporalDevServer
 from devstack.tls_proxy import TlsProxy
-from services.auth.config import AuthConfig, write_key_encryption_key
+from services.auth.config import AuthConfig, write_bootstrap_token, write_key_encryption_key
 from services.auth.server import AuthApp
 from services.connections.config import ConnectionsConfig
 from services.connections.server import ConnectionsApp
@@ -83,6 +83,8 @@ class RunningStack:
     agent_temporal_address: str
     admin_email: str
     admin_password_file: Path
+    # The operator's token for AuthService.BootstrapOrg (``sevvo bootstrap``), mode 0600.
+    bootstrap_token_file: Path
     auth: AuthApp
     connections: ConnectionsApp
     orchestrator: OrchestratorApp
@@ -197,11 +199,14 @@ async def start_stack(
         pki = ensure_dev_pki(state / "pki")
         secrets_files = {
             "SEVVO_AUTH_KEK_FILE": state / "auth-kek",
+            "SEVVO_AUTH_BOOTSTRAP_TOKEN_FILE": state / "bootstrap-token",
             "SEVVO_CONNECTIONS_KEYRING_FILE": state / "connections-keyring.json",
             "SEVVO_ORCHESTRATOR_KEYRING_FILE": state / "orchestrator-keyring.json",
         }
         if not secrets_files["SEVVO_AUTH_KEK_FILE"].exists():
             write_key_encryption_key(secrets_files["SEVVO_AUTH_KEK_FILE"])
+        if not secrets_files["SEVVO_AUTH_BOOTSTRAP_TOKEN_FILE"].exists():
+            write_bootstrap_token(secrets_files["SEVVO_AUTH_BOOTSTRAP_TOKEN_FILE"])
         for name in ("SEVVO_CONNECTIONS_KEYRING_FILE", "SEVVO_ORCHESTRATOR_KEYRING_FILE"):
             if not secrets_files[name].exists():
                 write_keyring_file(secrets_files[name], Keyring.generate())
@@ -259,6 +264,7 @@ async def start_stack(
             agent_temporal_address=f"localhost:{proxy.address.rpartition(':')[2]}",
             admin_email=DEV_ADMIN_EMAIL,
             admin_password_file=password_file,
+            bootstrap_token_file=secrets_files["SEVVO_AUTH_BOOTSTRAP_TOKEN_FILE"],
             auth=auth,
             connections=connections,
             orchestrator=orchestrator,

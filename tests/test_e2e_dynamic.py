@@ -15,12 +15,15 @@ import grpc
 import psycopg
 import pytest
 from psycopg import sql
+from temporalio.client import Client
 
 from agent.dynamic_credentials import default_creation, mint
 from agent.postgres_probe import connect
 from devstack.agent_process import AgentProcess
 from devstack.postgres import EmbeddedPostgres
 from devstack.source_db import SourceDatabase
+from sevvo.audit.v1.audit_pb2 import AUDIT_OUTCOME_SUCCESS, ListAuditEventsRequest
+from sevvo.audit.v1.audit_pb2_grpc import AuditServiceStub
 from sevvo.connections.v1 import connections_pb2 as cpb
 from sevvo.connections.v1 import connections_pb2_grpc as cpb_grpc
 from sevvo.orchestrator.v1 import orchestrator_pb2 as opb
@@ -342,3 +345,153 @@ def test_agents_killed_mid_lease_leave_no_role_or_session_after_ttl_and_one_reap
     assert len(leases) >= CRASHES
     assert {cpb.LeaseState.Name(lease.state) for lease in leases} == {"LEASE_STATE_REVOKED"}
     assert PRIVILEGED_PASSWORD not in agent.output()
+
+
+def _agent_view(e2e: EndToEnd, tenant: Tenant, connection_id: str) -> cpb.PostgresCredentials:
+    """The privileged credentials as the tenant's agent resolves them (the test's only
+    window on the stored password, which no user-facing call returns)."""
+    bearer = e2e.stack.auth.domain.exchange(tenant.deployment_token).token
+    resolved: cpb.ResolveConnectionCredentialsResponse = cpb_grpc.ConnectionCredentialServiceStub(
+        e2e._channel(bearer)
+    ).ResolveConnectionCredentials(
+        cpb.ResolveConnectionCredentialsRequest(connection_id=connection_id, purpose="test")
+    )
+    return resolved.postgres
+
+
+def _logs_in(source: SourceDatabase, role: str, password: str) -> bool:
+    try:
+        psycopg.connect(
+            host="localhost",
+            port=source.port,
+            dbname=source.database,
+            user=role,
+            password=password,
+            sslmode="require",
+            connect_timeout=5,
+        ).close()
+    except psycopg.OperationalError:
+        return False
+    return True
+
+
+def _preview_count(e2e: EndToEnd, tenant: Tenant, connection_id: str) -> str:
+    result = (
+        e2e.orchestrator(tenant.admin_token)
+        .PreviewQuery(
+            opb.PreviewQueryRequest(connection_id=connection_id, sql="select count(*) from orders")
+        )
+        .result
+    )
+    assert result.category == wpb.PREVIEW_CATEGORY_OK, result.message
+    return str(result.rows[0].cells[0].text)
+
+
+def test_root_rotation_on_demand_replaces_the_password_and_minting_continues(
+    e2e: EndToEnd,
+    tls_source_pg: EmbeddedPostgres,
+    dynamic_source: tuple[SourceDatabase, str, str],
+    background_loop: BackgroundLoop,
+) -> None:
+    """After rotation the old password fails, the new one works, previews still mint roles;
+    no password is in the run, the agent's log or Temporal's history in clear."""
+    source, _, privileged = dynamic_source
+    tenant = e2e.new_tenant()
+    created = _create_dynamic(e2e, tenant, dynamic_source, "dynamic-rotate")
+    run = e2e.orchestrator(tenant.admin_token).RotateRootCredentials(
+        opb.RotateRootCredentialsRequest(connection_id=created.id)
+    )
+    assert (run.kind, run.outcome_category) == (opb.RUN_KIND_ROOT_ROTATION, "rotated"), run
+    stored = _agent_view(e2e, tenant, created.id)
+    new_password = stored.password
+    assert new_password != PRIVILEGED_PASSWORD and not stored.HasField("pending_password")
+    assert not _logs_in(source, privileged, PRIVILEGED_PASSWORD)
+    assert _logs_in(source, privileged, new_password)
+    assert _preview_count(e2e, tenant, created.id) == "200"
+    assert _minted_roles(tls_source_pg) == []
+
+    async def history() -> bytes:
+        client = await Client.connect(e2e.stack.temporal_address)
+        handle = client.get_workflow_handle(f"root-rotation-{run.id}")
+        events = (await handle.fetch_history()).events
+        return b"".join(e.SerializeToString() for e in events)
+
+    raw = background_loop.run(history())
+    assert tenant.agent is not None
+    for secret in (PRIVILEGED_PASSWORD, new_password):
+        assert secret.encode() not in raw
+        assert secret not in str(run)
+        assert secret not in tenant.agent.output()
+    # Root rotation is an admin's decision, recorded in the audit log.
+    events = (
+        AuditServiceStub(e2e._channel(tenant.admin_token))
+        .ListAuditEvents(ListAuditEventsRequest(page_size=50))
+        .events
+    )
+    rotations = [
+        (e.action, e.outcome)
+        for e in events
+        if e.target_id == created.id and e.action == "connection.root.rotate"
+    ]
+    assert rotations == [("connection.root.rotate", AUDIT_OUTCOME_SUCCESS)]
+
+
+def test_an_interrupted_root_rotation_is_completed_by_the_next_use(
+    e2e: EndToEnd,
+    tls_source_pg: EmbeddedPostgres,
+    dynamic_source: tuple[SourceDatabase, str, str],
+) -> None:
+    """A crash after ALTER ROLE but before the commit: the next workload logs in with the
+    staged password and commits it. A crash before ALTER ROLE: the staged one is dropped."""
+    source, _, privileged = dynamic_source
+    tenant = e2e.new_tenant()
+    created = _create_dynamic(e2e, tenant, dynamic_source, "dynamic-recover")
+    bearer = e2e.stack.auth.domain.exchange(tenant.deployment_token).token
+    as_agent = cpb_grpc.ConnectionCredentialServiceStub(e2e._channel(bearer))
+
+    # Crashed after ALTER ROLE: the database holds the staged password, the store the old.
+    applied = "staged-and-applied-5150"
+    as_agent.StagePrivilegedPassword(
+        cpb.StagePrivilegedPasswordRequest(connection_id=created.id, pending_password=applied)
+    )
+    with psycopg.connect(tls_source_pg.url, autocommit=True) as su:
+        su.execute(
+            sql.SQL("alter role {} password {}").format(
+                sql.Identifier(privileged), sql.Literal(applied)
+            )
+        )
+    assert _preview_count(e2e, tenant, created.id) == "200"
+    stored = _agent_view(e2e, tenant, created.id)
+    assert stored.password == applied and not stored.HasField("pending_password")
+
+    # Crashed before ALTER ROLE: the staged password never reached the database.
+    never = "staged-never-applied-8086"
+    as_agent.StagePrivilegedPassword(
+        cpb.StagePrivilegedPasswordRequest(connection_id=created.id, pending_password=never)
+    )
+    assert _preview_count(e2e, tenant, created.id) == "200"
+    run = e2e.orchestrator(tenant.admin_token).RotateRootCredentials(
+        opb.RotateRootCredentialsRequest(connection_id=created.id)
+    )
+    assert run.outcome_category == "rotated", run
+    stored = _agent_view(e2e, tenant, created.id)
+    assert stored.password not in (applied, never) and not stored.HasField("pending_password")
+    assert _logs_in(source, privileged, stored.password)
+    assert not _logs_in(source, privileged, applied)
+    assert _minted_roles(tls_source_pg) == []
+
+
+def test_root_rotation_of_a_fixed_password_connection_says_so(
+    e2e: EndToEnd, tls_source_pg: EmbeddedPostgres, source_target: SourceTargetFactory
+) -> None:
+    """Only dynamic connections have a privileged password to rotate."""
+    tenant = e2e.new_tenant()
+    source = source_target(tls_source_pg)
+    created = e2e.connections(tenant.admin_token).CreateConnection(
+        cpb.CreateConnectionRequest(display_name="fixed", fields=e2e.fields(source))
+    )
+    run = e2e.orchestrator(tenant.admin_token).RotateRootCredentials(
+        opb.RotateRootCredentialsRequest(connection_id=created.id)
+    )
+    assert run.outcome_category == "not_dynamic"
+    assert _logs_in(source, source.reader, source.reader_password)

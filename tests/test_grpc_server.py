@@ -41,6 +41,9 @@ class _Misbehaving(auth_pb2_grpc.AuthServiceServicer):
     async def GetCaller(self, request, context):  # type: ignore[no-untyped-def]
         return auth_pb2.GetCallerResponse()
 
+    async def BootstrapOrg(self, request, context):  # type: ignore[no-untyped-def]
+        return auth_pb2.BootstrapOrgResponse()
+
 
 _SERVICE = "sevvo.auth.v1.AuthService"
 

@@ -29,6 +29,8 @@ class AuthConfig:
     refresh_seconds: float = 2.0
     key_rotation_days: int = 30
     log_level: str = "INFO"
+    # The operator's token for BootstrapOrg; None turns the RPC off.
+    bootstrap_token: str | None = None
 
     @property
     def max_token_ttl_seconds(self) -> int:
@@ -64,6 +66,10 @@ class AuthConfig:
                 env, "SEVVO_AUTH_KEY_ROTATION_DAYS", 30, minimum=1, maximum=365
             ),
             log_level=c.log_level(env),
+            bootstrap_token=parse_bootstrap_token(
+                c.secret(env, "SEVVO_AUTH_BOOTSTRAP_TOKEN", required=False),
+                "SEVVO_AUTH_BOOTSTRAP_TOKEN",
+            ),
         )
 
 
@@ -76,6 +82,24 @@ def parse_key_encryption_key(value: str, variable: str) -> bytes:
     if len(key) != 32:
         raise c.ConfigError(f"{variable} must decode to 32 bytes, got {len(key)}")
     return key
+
+
+MIN_BOOTSTRAP_TOKEN_CHARS = 32
+
+
+def parse_bootstrap_token(value: str | None, variable: str) -> str | None:
+    """Checks the bootstrap token is long enough to stand in for a password check."""
+    if value is not None and len(value) < MIN_BOOTSTRAP_TOKEN_CHARS:
+        raise c.ConfigError(
+            f"{variable} must be at least {MIN_BOOTSTRAP_TOKEN_CHARS} characters"
+            " (generate one with: openssl rand -base64 32)"
+        )
+    return value
+
+
+def write_bootstrap_token(path: Path) -> None:
+    """Writes a fresh random bootstrap token, readable by the owner only."""
+    write_private_file(path, secrets.token_urlsafe(32) + "\n")
 
 
 def write_key_encryption_key(path: Path) -> None:

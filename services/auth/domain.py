@@ -18,7 +18,13 @@ from services.auth import passwords
 from services.auth.keys import SigningKeys
 from services.auth.store import AuthStore, DeploymentRow, OrgRow, UserRow
 from sevvo.runtime import deployment_token, paging, validation
-from sevvo.runtime.errors import InvalidArgument, NotFound, Unauthenticated
+from sevvo.runtime.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    Unauthenticated,
+)
 from sevvo.runtime.logs import get_logger
 from sevvo.runtime.tokens import ISSUER, Principal, PrincipalKind
 
@@ -26,6 +32,7 @@ log = get_logger(__name__)
 
 _EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}\.[^@\s]{1,63}$")
 ROLES = ("admin", "member")
+_BOOTSTRAP_FIELDS = {"email": "admin_email", "password": "admin_password"}
 
 
 @dataclass(frozen=True)
@@ -79,8 +86,10 @@ class AuthDomain:
         bearer_ttl: timedelta,
         on_revoke: Callable[[], None] = lambda: None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        bootstrap_token: str | None = None,
     ) -> None:
         self._store = store
+        self._bootstrap_token = bootstrap_token
         self._keys = keys
         self._session_ttl = session_ttl
         self._bearer_ttl = bearer_ttl
@@ -113,7 +122,42 @@ class AuthDomain:
 
     # Orgs and users.
 
-    def create_org_with_admin(self, org_name: str, email: str, password: str) -> UserRow:
+    def bootstrap_org(
+        self, presented_token: str | None, org_name: str, email: str, password: str
+    ) -> UserRow:
+        """Creates an org and its admin for the operator, who proves itself with the token.
+
+        Unlike the operator's own ``create-org`` command, an org name already in use is
+        refused, so a repeated bootstrap does not leave two orgs of the same name.
+        """
+        if self._bootstrap_token is None:
+            log.info("bootstrap refused", reason="BOOTSTRAP_DISABLED")
+            raise FailedPrecondition(
+                "bootstrap is disabled: auth has no SEVVO_AUTH_BOOTSTRAP_TOKEN_FILE configured",
+                reason="BOOTSTRAP_DISABLED",
+            )
+        # Digests first, so the comparison takes the same time whatever the lengths.
+        presented = hashlib.sha256((presented_token or "").encode()).digest()
+        expected = hashlib.sha256(self._bootstrap_token.encode()).digest()
+        if not presented_token or not hmac.compare_digest(presented, expected):
+            log.warning(
+                "bootstrap refused",
+                reason="BOOTSTRAP_TOKEN_INVALID",
+                token_present=bool(presented_token),
+            )
+            raise PermissionDenied(
+                "the bootstrap token is missing or wrong", reason="BOOTSTRAP_TOKEN_INVALID"
+            )
+        try:
+            return self.create_org_with_admin(org_name, email, password, unique_name=True)
+        except InvalidArgument as invalid:
+            # Name the field as BootstrapOrgRequest spells it.
+            field = _BOOTSTRAP_FIELDS.get(invalid.field, invalid.field)
+            raise InvalidArgument(field, invalid.description, reason=invalid.reason) from None
+
+    def create_org_with_admin(
+        self, org_name: str, email: str, password: str, *, unique_name: bool = False
+    ) -> UserRow:
         """Bootstraps an org and its first admin user."""
         name = validation.display_name("org_name", org_name)
         email = normalize_email(email)
@@ -128,7 +172,7 @@ class AuthDomain:
             role="admin",
             created_at=now,
         )
-        self._store.create_org_with_admin(org, admin)
+        self._store.create_org_with_admin(org, admin, unique_name=unique_name)
         log.info("org created", org_id=str(org.id), admin_user_id=str(admin.id))
         return admin
 

@@ -46,6 +46,8 @@ ACCESS: dict[str, Access] = {
             "GetPublicKeys": Access.PUBLIC,
             "ListRevokedDeployments": Access.PUBLIC,
             "GetCaller": Access.USER_OR_AGENT,
+            # Public to the interceptor; the domain checks the operator's bootstrap token.
+            "BootstrapOrg": Access.PUBLIC,
         },
     ),
     **_methods(
@@ -95,6 +97,7 @@ class AuthApp:
             bearer_ttl=timedelta(seconds=config.bearer_ttl_seconds),
             # auth itself rejects a revoked bearer at once; other services within a refresh.
             on_revoke=self.verifier.refresh,
+            bootstrap_token=config.bootstrap_token,
         )
 
     def open(self) -> None:

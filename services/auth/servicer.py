@@ -59,6 +59,16 @@ def deployment_pb(row: DeploymentRow) -> deployments_pb2.Deployment:
     )
 
 
+BOOTSTRAP_TOKEN_METADATA = "x-sevvo-bootstrap-token"
+
+
+def _metadata_value(context: grpc.aio.ServicerContext, key: str) -> str | None:
+    for name, value in context.invocation_metadata() or ():
+        if name == key and isinstance(value, str):
+            return value
+    return None
+
+
 class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
     """sevvo.auth.v1.AuthService."""
 
@@ -117,6 +127,18 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
                 for d, at in revoked.items()
             ]
         )
+
+    async def BootstrapOrg(
+        self, request: auth_pb2.BootstrapOrgRequest, context: grpc.aio.ServicerContext
+    ) -> auth_pb2.BootstrapOrgResponse:
+        admin = await blocking(
+            self._domain.bootstrap_org,
+            _metadata_value(context, BOOTSTRAP_TOKEN_METADATA),
+            request.org_name,
+            request.admin_email,
+            request.admin_password,
+        )
+        return auth_pb2.BootstrapOrgResponse(org_id=str(admin.org_id), admin=user_pb(admin))
 
     async def GetCaller(
         self, request: auth_pb2.GetCallerRequest, context: grpc.aio.ServicerContext

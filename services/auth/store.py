@@ -19,6 +19,7 @@ from sevvo.runtime.store import SchemaStore
 SCHEMA = "auth"
 MIGRATIONS = Path(__file__).parent / "migrations"
 _ROTATION_LOCK = 0x5E7700A1  # pg_advisory_xact_lock key serialising key rotation.
+_ORG_NAME_LOCK = 0x5E7700A2  # pg_advisory_xact_lock key serialising name-checked org creation.
 
 
 @dataclass(frozen=True)
@@ -76,10 +77,25 @@ class AuthStore(SchemaStore):
 
     # Orgs and users.
 
-    def create_org_with_admin(self, org: OrgRow, admin: UserRow) -> None:
-        """Inserts an org and its first admin in one transaction."""
+    def create_org_with_admin(
+        self, org: OrgRow, admin: UserRow, *, unique_name: bool = False
+    ) -> None:
+        """Inserts an org and its first admin in one transaction.
+
+        With ``unique_name``, raises AlreadyExists when an org of that name (ignoring case)
+        exists; the lock makes two concurrent bootstraps of one name see each other.
+        """
         try:
             with self.transaction() as conn:
+                if unique_name:
+                    conn.execute("select pg_advisory_xact_lock(%s)", (_ORG_NAME_LOCK,))
+                    taken = conn.execute(
+                        "select 1 from orgs where lower(name) = lower(%s)", (org.name,)
+                    ).fetchone()
+                    if taken:
+                        raise AlreadyExists(
+                            "an org with this name already exists", reason="ORG_EXISTS"
+                        )
                 conn.execute(
                     "insert into orgs (id, name, created_at) values (%s, %s, %s)",
                     (org.id, org.name, org.created_at),

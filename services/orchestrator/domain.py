@@ -45,7 +45,7 @@ MAX_PREVIEW_SQL_BYTES = 100 * 1024
 # The statement timeout is 10 s; connecting and the round trips get the rest.
 PREVIEW_TIMEOUT = timedelta(seconds=40)
 
-_Failure = tuple[str, str, str]
+_Failure = tuple[str, str, str]  # (state, category, message) of a finished run
 _TIMED_OUT: _Failure = (
     "timed_out",
     "agent_unavailable",
@@ -62,6 +62,12 @@ ResultT = TypeVar("ResultT", bound=Message)
 def preview_category_name(category: int) -> str:
     """The stable lower_snake name of a preview category."""
     return _PREVIEW_CATEGORY_NAMES.get(category, "other")
+
+
+_ROTATION_CATEGORY_NAMES = {
+    value: name.removeprefix("ROOT_ROTATION_CATEGORY_").lower()
+    for name, value in workflows_pb2.RootRotationCategory.items()
+}
 
 
 def category_name(category: int) -> str:
@@ -228,10 +234,17 @@ class OrchestratorDomain:
             self._test_timeout,
         )
         if result is not None:
-            state, category, message = "succeeded", category_name(result.category), result.message
+            outcome = ("succeeded", category_name(result.category), result.message)
         else:
             assert failure is not None
-            state, category, message = failure
+            outcome = failure
+        return await self._finish(caller, run, outcome, elapsed_ms)
+
+    async def _finish(
+        self, caller: Principal, run: RunRow, outcome: _Failure, elapsed_ms: int
+    ) -> RunRow:
+        """Records how a run ended: its state, outcome category and safe message."""
+        state, category, message = outcome
         finished = await asyncio.to_thread(
             self._store.finish_run,
             run.id,
@@ -241,8 +254,35 @@ class OrchestratorDomain:
             finished_at=self._clock(),
             duration_ms=elapsed_ms,
         )
-        log.info("credential test finished", run_id=str(run.id), state=state, category=category)
+        log.info("run finished", run_id=str(run.id), kind=run.kind, state=state, category=category)
         return finished or await self.get_run(caller, str(run.id))
+
+    async def rotate_root(self, caller: Principal, connection_id: str) -> RunRow:
+        """Rotates a dynamic connection's privileged password through the org's agent.
+
+        The run records the outcome category; the password is generated, set and proved in
+        the agent and reaches only the connections service's sealed store.
+        """
+        target = validation.resource_id("connection_id", connection_id)
+        run = await self._insert_run(caller, "root_rotation", connection_id=target)
+        result, failure, elapsed_ms = await self._execute(
+            caller,
+            run,
+            temporal.ROOT_ROTATION_WORKFLOW,
+            workflows_pb2.RootRotationInput(run_id=str(run.id), connection_id=str(target)),
+            workflows_pb2.RootRotationResult,
+            self._test_timeout,
+        )
+        if result is not None:
+            outcome = (
+                "succeeded",
+                _ROTATION_CATEGORY_NAMES.get(result.category, "other"),
+                result.message,
+            )
+        else:
+            assert failure is not None
+            outcome = failure
+        return await self._finish(caller, run, outcome, elapsed_ms)
 
     async def preview_query(
         self, caller: Principal, connection_id: str, sql: str

@@ -31,6 +31,7 @@ ACCESS: dict[str, Access] = {
     f"/{_ORCHESTRATOR}/PreviewQuery": Access.USER,
     f"/{_ORCHESTRATOR}/GetRun": Access.USER,
     f"/{_ORCHESTRATOR}/ListRuns": Access.USER,
+    f"/{_ORCHESTRATOR}/RotateRootCredentials": Access.ADMIN,
     # Payload keys decrypt the org's workflow history: its own agents only.
     f"/{_KEYS}/GetPayloadKeys": Access.AGENT,
 }

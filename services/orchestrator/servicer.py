@@ -11,7 +11,11 @@ from sevvo.orchestrator.v1 import orchestrator_pb2_grpc as pb_grpc
 from sevvo.runtime.grpc_server import current_principal
 from sevvo.runtime.servicing import timestamp
 
-_KIND_TO_PB = {"credential_test": pb.RUN_KIND_CREDENTIAL_TEST, "preview": pb.RUN_KIND_PREVIEW}
+_KIND_TO_PB = {
+    "credential_test": pb.RUN_KIND_CREDENTIAL_TEST,
+    "preview": pb.RUN_KIND_PREVIEW,
+    "root_rotation": pb.RUN_KIND_ROOT_ROTATION,
+}
 _STATE_TO_PB = {
     "running": pb.RUN_STATE_RUNNING,
     "succeeded": pb.RUN_STATE_SUCCEEDED,
@@ -59,6 +63,11 @@ class OrchestratorServicer(pb_grpc.OrchestratorServiceServicer):
             current_principal(), request.connection_id, request.sql
         )
         return pb.PreviewQueryResponse(run=run_pb(row), result=result)
+
+    async def RotateRootCredentials(
+        self, request: pb.RotateRootCredentialsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.Run:
+        return run_pb(await self._domain.rotate_root(current_principal(), request.connection_id))
 
     async def GetRun(self, request: pb.GetRunRequest, context: grpc.aio.ServicerContext) -> pb.Run:
         return run_pb(await self._domain.get_run(current_principal(), request.id))

@@ -15,6 +15,8 @@ CREDENTIAL_TEST_WORKFLOW = "CredentialTestWorkflow"
 TEST_CREDENTIALS_ACTIVITY = "test_credentials"
 PREVIEW_WORKFLOW = "PreviewQueryWorkflow"
 PREVIEW_ACTIVITY = "preview_query"
+ROOT_ROTATION_WORKFLOW = "RootRotationWorkflow"
+ROOT_ROTATION_ACTIVITY = "rotate_root_credentials"
 
 
 def task_queue(org_id: str) -> str:

@@ -1,6 +1,7 @@
 import datetime
 
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from sevvo.auth.v1 import users_pb2 as _users_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -114,3 +115,21 @@ class GetCallerResponse(_message.Message):
     org_id: str
     subject_id: str
     def __init__(self, kind: _Optional[_Union[PrincipalKind, str]] = ..., org_id: _Optional[str] = ..., subject_id: _Optional[str] = ...) -> None: ...
+
+class BootstrapOrgRequest(_message.Message):
+    __slots__ = ("org_name", "admin_email", "admin_password")
+    ORG_NAME_FIELD_NUMBER: _ClassVar[int]
+    ADMIN_EMAIL_FIELD_NUMBER: _ClassVar[int]
+    ADMIN_PASSWORD_FIELD_NUMBER: _ClassVar[int]
+    org_name: str
+    admin_email: str
+    admin_password: str
+    def __init__(self, org_name: _Optional[str] = ..., admin_email: _Optional[str] = ..., admin_password: _Optional[str] = ...) -> None: ...
+
+class BootstrapOrgResponse(_message.Message):
+    __slots__ = ("org_id", "admin")
+    ORG_ID_FIELD_NUMBER: _ClassVar[int]
+    ADMIN_FIELD_NUMBER: _ClassVar[int]
+    org_id: str
+    admin: _users_pb2.User
+    def __init__(self, org_id: _Optional[str] = ..., admin: _Optional[_Union[_users_pb2.User, _Mapping]] = ...) -> None: ...

@@ -60,6 +60,11 @@ class AuthServiceStub:
                 request_serializer=sevvo_dot_auth_dot_v1_dot_auth__pb2.GetCallerRequest.SerializeToString,
                 response_deserializer=sevvo_dot_auth_dot_v1_dot_auth__pb2.GetCallerResponse.FromString,
                 _registered_method=True)
+        self.BootstrapOrg = channel.unary_unary(
+                '/sevvo.auth.v1.AuthService/BootstrapOrg',
+                request_serializer=sevvo_dot_auth_dot_v1_dot_auth__pb2.BootstrapOrgRequest.SerializeToString,
+                response_deserializer=sevvo_dot_auth_dot_v1_dot_auth__pb2.BootstrapOrgResponse.FromString,
+                _registered_method=True)
 
 
 class AuthServiceServicer:
@@ -101,6 +106,18 @@ class AuthServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def BootstrapOrg(self, request, context):
+        """Creates an org and its first admin user. Needs no session: the caller proves it is the
+        operator by sending the install's bootstrap token as the `x-sevvo-bootstrap-token`
+        metadata. FAILED_PRECONDITION (reason BOOTSTRAP_DISABLED) when auth has no bootstrap
+        token configured; PERMISSION_DENIED (reason BOOTSTRAP_TOKEN_INVALID) when the token is
+        missing or wrong; ALREADY_EXISTS when the org name (ORG_EXISTS) or the email
+        (EMAIL_TAKEN) is taken.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AuthServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -128,6 +145,11 @@ def add_AuthServiceServicer_to_server(servicer, server):
                     servicer.GetCaller,
                     request_deserializer=sevvo_dot_auth_dot_v1_dot_auth__pb2.GetCallerRequest.FromString,
                     response_serializer=sevvo_dot_auth_dot_v1_dot_auth__pb2.GetCallerResponse.SerializeToString,
+            ),
+            'BootstrapOrg': grpc.unary_unary_rpc_method_handler(
+                    servicer.BootstrapOrg,
+                    request_deserializer=sevvo_dot_auth_dot_v1_dot_auth__pb2.BootstrapOrgRequest.FromString,
+                    response_serializer=sevvo_dot_auth_dot_v1_dot_auth__pb2.BootstrapOrgResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -266,6 +288,33 @@ class AuthService:
             '/sevvo.auth.v1.AuthService/GetCaller',
             sevvo_dot_auth_dot_v1_dot_auth__pb2.GetCallerRequest.SerializeToString,
             sevvo_dot_auth_dot_v1_dot_auth__pb2.GetCallerResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BootstrapOrg(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sevvo.auth.v1.AuthService/BootstrapOrg',
+            sevvo_dot_auth_dot_v1_dot_auth__pb2.BootstrapOrgRequest.SerializeToString,
+            sevvo_dot_auth_dot_v1_dot_auth__pb2.BootstrapOrgResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -43,6 +43,14 @@ class AuthServiceStub:
     """Returns the deployments revoked recently enough that bearers issued to them may still be unexpired."""
     GetCaller: _grpc.UnaryUnaryMultiCallable[_auth_pb2.GetCallerRequest, _auth_pb2.GetCallerResponse]
     """Describes the caller identified by the bearer attached to the call."""
+    BootstrapOrg: _grpc.UnaryUnaryMultiCallable[_auth_pb2.BootstrapOrgRequest, _auth_pb2.BootstrapOrgResponse]
+    """Creates an org and its first admin user. Needs no session: the caller proves it is the
+    operator by sending the install's bootstrap token as the `x-sevvo-bootstrap-token`
+    metadata. FAILED_PRECONDITION (reason BOOTSTRAP_DISABLED) when auth has no bootstrap
+    token configured; PERMISSION_DENIED (reason BOOTSTRAP_TOKEN_INVALID) when the token is
+    missing or wrong; ALREADY_EXISTS when the org name (ORG_EXISTS) or the email
+    (EMAIL_TAKEN) is taken.
+    """
 
 @_typing.type_check_only
 class AuthServiceAsyncStub(AuthServiceStub):
@@ -59,6 +67,14 @@ class AuthServiceAsyncStub(AuthServiceStub):
     """Returns the deployments revoked recently enough that bearers issued to them may still be unexpired."""
     GetCaller: _aio.UnaryUnaryMultiCallable[_auth_pb2.GetCallerRequest, _auth_pb2.GetCallerResponse]  # type: ignore[assignment]
     """Describes the caller identified by the bearer attached to the call."""
+    BootstrapOrg: _aio.UnaryUnaryMultiCallable[_auth_pb2.BootstrapOrgRequest, _auth_pb2.BootstrapOrgResponse]  # type: ignore[assignment]
+    """Creates an org and its first admin user. Needs no session: the caller proves it is the
+    operator by sending the install's bootstrap token as the `x-sevvo-bootstrap-token`
+    metadata. FAILED_PRECONDITION (reason BOOTSTRAP_DISABLED) when auth has no bootstrap
+    token configured; PERMISSION_DENIED (reason BOOTSTRAP_TOKEN_INVALID) when the token is
+    missing or wrong; ALREADY_EXISTS when the org name (ORG_EXISTS) or the email
+    (EMAIL_TAKEN) is taken.
+    """
 
 class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
     """AuthService issues and describes the tokens every other service verifies."""
@@ -102,5 +118,19 @@ class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_auth_pb2.GetCallerResponse, _abc.Awaitable[_auth_pb2.GetCallerResponse]]:
         """Describes the caller identified by the bearer attached to the call."""
+
+    @_abc_1.abstractmethod
+    def BootstrapOrg(
+        self,
+        request: _auth_pb2.BootstrapOrgRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_pb2.BootstrapOrgResponse, _abc.Awaitable[_auth_pb2.BootstrapOrgResponse]]:
+        """Creates an org and its first admin user. Needs no session: the caller proves it is the
+        operator by sending the install's bootstrap token as the `x-sevvo-bootstrap-token`
+        metadata. FAILED_PRECONDITION (reason BOOTSTRAP_DISABLED) when auth has no bootstrap
+        token configured; PERMISSION_DENIED (reason BOOTSTRAP_TOKEN_INVALID) when the token is
+        missing or wrong; ALREADY_EXISTS when the org name (ORG_EXISTS) or the email
+        (EMAIL_TAKEN) is taken.
+        """
 
 def add_AuthServiceServicer_to_server(servicer: AuthServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -16,6 +16,7 @@ class RunKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     RUN_KIND_UNSPECIFIED: _ClassVar[RunKind]
     RUN_KIND_CREDENTIAL_TEST: _ClassVar[RunKind]
     RUN_KIND_PREVIEW: _ClassVar[RunKind]
+    RUN_KIND_ROOT_ROTATION: _ClassVar[RunKind]
 
 class RunState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -27,6 +28,7 @@ class RunState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
 RUN_KIND_UNSPECIFIED: RunKind
 RUN_KIND_CREDENTIAL_TEST: RunKind
 RUN_KIND_PREVIEW: RunKind
+RUN_KIND_ROOT_ROTATION: RunKind
 RUN_STATE_UNSPECIFIED: RunState
 RUN_STATE_RUNNING: RunState
 RUN_STATE_SUCCEEDED: RunState
@@ -84,6 +86,12 @@ class TestConnectionRequest(_message.Message):
     connection_id: str
     draft_id: str
     def __init__(self, connection_id: _Optional[str] = ..., draft_id: _Optional[str] = ...) -> None: ...
+
+class RotateRootCredentialsRequest(_message.Message):
+    __slots__ = ("connection_id",)
+    CONNECTION_ID_FIELD_NUMBER: _ClassVar[int]
+    connection_id: str
+    def __init__(self, connection_id: _Optional[str] = ...) -> None: ...
 
 class GetRunRequest(_message.Message):
     __slots__ = ("id",)

@@ -59,6 +59,11 @@ class OrchestratorServiceStub:
                 request_serializer=sevvo_dot_orchestrator_dot_v1_dot_orchestrator__pb2.ListRunsRequest.SerializeToString,
                 response_deserializer=sevvo_dot_orchestrator_dot_v1_dot_orchestrator__pb2.ListRunsResponse.FromString,
                 _registered_method=True)
+        self.RotateRootCredentials = channel.unary_unary(
+                '/sevvo.orchestrator.v1.OrchestratorService/RotateRootCredentials',
+                request_serializer=sevvo_dot_orchestrator_dot_v1_dot_orchestrator__pb2.RotateRootCredentialsRequest.SerializeToString,
+                response_deserializer=sevvo_dot_orchestrator_dot_v1_dot_orchestrator__pb2.Run.FromString,
+                _registered_method=True)
 
 
 class OrchestratorServiceServicer:
@@ -98,6 +103,15 @@ class OrchestratorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RotateRootCredentials(self, request, context):
+        """Rotates a dynamic connection's privileged password through the org's agent and waits
+        for the outcome. Org admins only. The new password is generated, set and proved by a
+        fresh login inside the agent; the control plane stores it sealed and never returns it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OrchestratorServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -120,6 +134,11 @@ def add_OrchestratorServiceServicer_to_server(servicer, server):
                     servicer.ListRuns,
                     request_deserializer=sevvo_dot_orchestrator_dot_v1_dot_orchestrator__pb2.ListRunsRequest.FromString,
                     response_serializer=sevvo_dot_orchestrator_dot_v1_dot_orchestrator__pb2.ListRunsResponse.SerializeToString,
+            ),
+            'RotateRootCredentials': grpc.unary_unary_rpc_method_handler(
+                    servicer.RotateRootCredentials,
+                    request_deserializer=sevvo_dot_orchestrator_dot_v1_dot_orchestrator__pb2.RotateRootCredentialsRequest.FromString,
+                    response_serializer=sevvo_dot_orchestrator_dot_v1_dot_orchestrator__pb2.Run.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -235,6 +254,33 @@ class OrchestratorService:
             '/sevvo.orchestrator.v1.OrchestratorService/ListRuns',
             sevvo_dot_orchestrator_dot_v1_dot_orchestrator__pb2.ListRunsRequest.SerializeToString,
             sevvo_dot_orchestrator_dot_v1_dot_orchestrator__pb2.ListRunsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RotateRootCredentials(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sevvo.orchestrator.v1.OrchestratorService/RotateRootCredentials',
+            sevvo_dot_orchestrator_dot_v1_dot_orchestrator__pb2.RotateRootCredentialsRequest.SerializeToString,
+            sevvo_dot_orchestrator_dot_v1_dot_orchestrator__pb2.Run.FromString,
             options,
             channel_credentials,
             insecure,

@@ -48,6 +48,11 @@ class OrchestratorServiceStub:
     """Returns one run of the caller's org."""
     ListRuns: _grpc.UnaryUnaryMultiCallable[_orchestrator_pb2.ListRunsRequest, _orchestrator_pb2.ListRunsResponse]
     """Lists the runs of the caller's org, newest first."""
+    RotateRootCredentials: _grpc.UnaryUnaryMultiCallable[_orchestrator_pb2.RotateRootCredentialsRequest, _orchestrator_pb2.Run]
+    """Rotates a dynamic connection's privileged password through the org's agent and waits
+    for the outcome. Org admins only. The new password is generated, set and proved by a
+    fresh login inside the agent; the control plane stores it sealed and never returns it.
+    """
 
 @_typing.type_check_only
 class OrchestratorServiceAsyncStub(OrchestratorServiceStub):
@@ -69,6 +74,11 @@ class OrchestratorServiceAsyncStub(OrchestratorServiceStub):
     """Returns one run of the caller's org."""
     ListRuns: _aio.UnaryUnaryMultiCallable[_orchestrator_pb2.ListRunsRequest, _orchestrator_pb2.ListRunsResponse]  # type: ignore[assignment]
     """Lists the runs of the caller's org, newest first."""
+    RotateRootCredentials: _aio.UnaryUnaryMultiCallable[_orchestrator_pb2.RotateRootCredentialsRequest, _orchestrator_pb2.Run]  # type: ignore[assignment]
+    """Rotates a dynamic connection's privileged password through the org's agent and waits
+    for the outcome. Org admins only. The new password is generated, set and proved by a
+    fresh login inside the agent; the control plane stores it sealed and never returns it.
+    """
 
 class OrchestratorServiceServicer(metaclass=_abc_1.ABCMeta):
     """OrchestratorService starts work on the caller's org's agents and records run metadata.
@@ -111,6 +121,17 @@ class OrchestratorServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_orchestrator_pb2.ListRunsResponse, _abc.Awaitable[_orchestrator_pb2.ListRunsResponse]]:
         """Lists the runs of the caller's org, newest first."""
+
+    @_abc_1.abstractmethod
+    def RotateRootCredentials(
+        self,
+        request: _orchestrator_pb2.RotateRootCredentialsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_orchestrator_pb2.Run, _abc.Awaitable[_orchestrator_pb2.Run]]:
+        """Rotates a dynamic connection's privileged password through the org's agent and waits
+        for the outcome. Org admins only. The new password is generated, set and proved by a
+        fresh login inside the agent; the control plane stores it sealed and never returns it.
+        """
 
 def add_OrchestratorServiceServicer_to_server(servicer: OrchestratorServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
 

@@ -34,6 +34,17 @@ class PreviewCategory(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     PREVIEW_CATEGORY_DATABASE_DOES_NOT_EXIST: _ClassVar[PreviewCategory]
     PREVIEW_CATEGORY_INVALID_STORED_CREDENTIALS: _ClassVar[PreviewCategory]
     PREVIEW_CATEGORY_OTHER: _ClassVar[PreviewCategory]
+
+class RootRotationCategory(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ROOT_ROTATION_CATEGORY_UNSPECIFIED: _ClassVar[RootRotationCategory]
+    ROOT_ROTATION_CATEGORY_ROTATED: _ClassVar[RootRotationCategory]
+    ROOT_ROTATION_CATEGORY_NOT_DYNAMIC: _ClassVar[RootRotationCategory]
+    ROOT_ROTATION_CATEGORY_LOGIN_FAILED: _ClassVar[RootRotationCategory]
+    ROOT_ROTATION_CATEGORY_UNVERIFIED_RESTORED: _ClassVar[RootRotationCategory]
+    ROOT_ROTATION_CATEGORY_UNVERIFIED_NOT_RESTORED: _ClassVar[RootRotationCategory]
+    ROOT_ROTATION_CATEGORY_INVALID_STORED_CREDENTIALS: _ClassVar[RootRotationCategory]
+    ROOT_ROTATION_CATEGORY_OTHER: _ClassVar[RootRotationCategory]
 TEST_CATEGORY_UNSPECIFIED: TestCategory
 TEST_CATEGORY_OK: TestCategory
 TEST_CATEGORY_CONNECTION_REFUSED_OR_TIMEOUT: TestCategory
@@ -56,6 +67,14 @@ PREVIEW_CATEGORY_SSL_REQUIRED_NOT_OFFERED: PreviewCategory
 PREVIEW_CATEGORY_DATABASE_DOES_NOT_EXIST: PreviewCategory
 PREVIEW_CATEGORY_INVALID_STORED_CREDENTIALS: PreviewCategory
 PREVIEW_CATEGORY_OTHER: PreviewCategory
+ROOT_ROTATION_CATEGORY_UNSPECIFIED: RootRotationCategory
+ROOT_ROTATION_CATEGORY_ROTATED: RootRotationCategory
+ROOT_ROTATION_CATEGORY_NOT_DYNAMIC: RootRotationCategory
+ROOT_ROTATION_CATEGORY_LOGIN_FAILED: RootRotationCategory
+ROOT_ROTATION_CATEGORY_UNVERIFIED_RESTORED: RootRotationCategory
+ROOT_ROTATION_CATEGORY_UNVERIFIED_NOT_RESTORED: RootRotationCategory
+ROOT_ROTATION_CATEGORY_INVALID_STORED_CREDENTIALS: RootRotationCategory
+ROOT_ROTATION_CATEGORY_OTHER: RootRotationCategory
 
 class CredentialTestInput(_message.Message):
     __slots__ = ("run_id", "connection_id", "draft_id")
@@ -134,3 +153,23 @@ class PreviewQueryResult(_message.Message):
     columns_truncated: bool
     duration_ms: int
     def __init__(self, category: _Optional[_Union[PreviewCategory, str]] = ..., message: _Optional[str] = ..., sqlstate: _Optional[str] = ..., position: _Optional[int] = ..., columns: _Optional[_Iterable[_Union[PreviewColumn, _Mapping]]] = ..., rows: _Optional[_Iterable[_Union[PreviewRow, _Mapping]]] = ..., truncated: _Optional[bool] = ..., columns_truncated: _Optional[bool] = ..., duration_ms: _Optional[int] = ...) -> None: ...
+
+class RootRotationInput(_message.Message):
+    __slots__ = ("run_id", "connection_id")
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    CONNECTION_ID_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    connection_id: str
+    def __init__(self, run_id: _Optional[str] = ..., connection_id: _Optional[str] = ...) -> None: ...
+
+class RootRotationResult(_message.Message):
+    __slots__ = ("category", "message", "recovered", "duration_ms")
+    CATEGORY_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    RECOVERED_FIELD_NUMBER: _ClassVar[int]
+    DURATION_MS_FIELD_NUMBER: _ClassVar[int]
+    category: RootRotationCategory
+    message: str
+    recovered: bool
+    duration_ms: int
+    def __init__(self, category: _Optional[_Union[RootRotationCategory, str]] = ..., message: _Optional[str] = ..., recovered: _Optional[bool] = ..., duration_ms: _Optional[int] = ...) -> None: ...

@@ -1,0 +1,126 @@
+"""The root ``sevvo`` command: global options, the command groups, and exit codes.
+
+Every failure a command raises (a ``CliError`` or a failed gRPC call) is reported in
+``main``, in one place, on stderr with its reason, category and troubleshooting hint, and
+turned into the documented exit code.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import grpc
+import typer
+
+from cli.client import DEFAULT_ENDPOINT, Cli
+from cli.commands import audit, connections, deployments, leases, preview, runs, session, users
+from cli.errors import EXIT_CODES_HELP, CliError, from_rpc_error
+from cli.output import Output, OutputFormat, default_format
+from cli.session import default_config_dir
+
+app = typer.Typer(
+    name="sevvo",
+    help="Drive sevvo from a terminal: orgs, users, agent deployments, connections,"
+    " previews, runs, leases and the audit log.",
+    epilog=(
+        "Example: sevvo --endpoint localhost:8443 --ca-file .dev/pki/ca.crt login"
+        " --email admin@sevvo.dev\n\n"
+        "Output is a table on a terminal and JSON when piped (--output or SEVVO_OUTPUT"
+        " overrides); data goes to stdout, messages and errors to stderr.\n\n"
+        f"{EXIT_CODES_HELP}"
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    endpoint: Annotated[
+        str | None,
+        typer.Option(
+            "--endpoint",
+            envvar="SEVVO_ENDPOINT",
+            metavar="HOST:PORT",
+            help=f"The control plane's gRPC endpoint \\[default: the session's, else"
+            f" {DEFAULT_ENDPOINT}].",
+            show_default=False,
+        ),
+    ] = None,
+    ca_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--ca-file",
+            envvar="SEVVO_CA_FILE",
+            metavar="PATH",
+            exists=True,
+            dir_okay=False,
+            help="CA bundle that verifies the endpoint's TLS certificate"
+            " \\[default: system roots].",
+            show_default=False,
+        ),
+    ] = None,
+    output: Annotated[
+        OutputFormat | None,
+        typer.Option(
+            "--output",
+            "-o",
+            envvar="SEVVO_OUTPUT",
+            case_sensitive=False,
+            help="table or json \\[default: table on a terminal, json otherwise].",
+            show_default=False,
+        ),
+    ] = None,
+    config_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--config-dir",
+            envvar="SEVVO_CONFIG_DIR",
+            metavar="PATH",
+            file_okay=False,
+            help="Where the session is stored \\[default: the user's config dir for sevvo].",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Drive sevvo from a terminal."""
+    state = Cli.create(
+        endpoint, ca_file, output or default_format(), config_dir or default_config_dir()
+    )
+    ctx.obj = state
+    ctx.call_on_close(state.close)
+
+
+session.register(app)
+app.add_typer(users.app, name="users")
+app.add_typer(deployments.app, name="deployments")
+app.add_typer(connections.app, name="connections")
+preview.register(app)
+app.add_typer(runs.app, name="runs")
+app.add_typer(leases.app, name="leases")
+app.add_typer(audit.app, name="audit")
+
+
+def main() -> None:
+    """Runs the command line; exits with the documented exit code.
+
+    Typer reports usage errors itself (exit 2); every other failure a command raises, a
+    ``CliError`` or a failed gRPC call, is reported here in one place.
+    """
+    try:
+        app(prog_name="sevvo")
+    except CliError as error:
+        report(error)
+    except grpc.RpcError as rpc_error:
+        report(from_rpc_error(rpc_error))
+
+
+def report(error: CliError) -> NoReturn:
+    """Prints the error (message, reason, category, hint) on stderr and exits with its code."""
+    Output(OutputFormat.JSON).error(error)
+    raise SystemExit(int(error.exit_code))

@@ -1,0 +1,322 @@
+"""``sevvo connections``: your org's Postgres connections and their credentials.
+
+Passwords come from a prompt or stdin only. A DSN holding a password is refused before
+anything is sent: the password goes in on stdin and is put into the URI here.
+"""
+
+from __future__ import annotations
+
+import enum
+import sys
+from collections.abc import Callable, Mapping
+from typing import Annotated
+from urllib.parse import parse_qs, quote, urlsplit, urlunsplit
+
+import typer
+from google.protobuf.field_mask_pb2 import FieldMask
+
+from cli.client import AGENT_TIMEOUT, CALL_TIMEOUT, Cli
+from cli.errors import CliError, category_failure, usage_error
+from cli.inputs import cli_of, pages, parse_duration, read_secret
+from cli.output import Column, JsonValue, key, message_dict
+from sevvo.connections.v1 import connections_pb2 as cpb
+
+app = typer.Typer(help="Manage your org's Postgres connections.", no_args_is_help=True)
+
+_ID = "3f1c0b6e-8d0e-4c0e-9d61-6a8f6f1f2a10"
+
+
+def _target(record: Mapping[str, JsonValue]) -> str:
+    meta = record.get("safe_metadata") or {}
+    return f"{meta.get('host')}:{meta.get('port')}/{meta.get('database')}"
+
+
+def _meta(name: str) -> Callable[[Mapping[str, JsonValue]], object]:
+    return lambda record: (record.get("safe_metadata") or {}).get(name)
+
+
+COLUMNS: list[Column] = [
+    ("id", key("id")),
+    ("name", key("display_name")),
+    ("target", _target),
+    ("user", _meta("username")),
+    ("mode", key("credential_mode")),
+    ("status", key("status")),
+    ("last test", key("last_test_category")),
+]
+DETAIL: list[Column] = [
+    ("id", key("id")),
+    ("name", key("display_name")),
+    ("host", _meta("host")),
+    ("port", _meta("port")),
+    ("database", _meta("database")),
+    ("username", _meta("username")),
+    ("ssl mode", _meta("ssl_mode")),
+    ("credentials", key("credential_mode")),
+    ("password stored", key("has_password")),
+    ("status", key("status")),
+    ("last test", key("last_test_category")),
+    ("last tested", key("last_test_time")),
+    ("created", key("create_time")),
+    ("updated", key("update_time")),
+]
+
+
+class SslMode(enum.StrEnum):
+    """How TLS to the database is negotiated."""
+
+    REQUIRE = "require"
+    DISABLE = "disable"
+
+
+_SSL = {SslMode.REQUIRE: cpb.SSL_MODE_REQUIRE, SslMode.DISABLE: cpb.SSL_MODE_DISABLE}
+
+PasswordStdin = Annotated[
+    bool,
+    typer.Option("--password-stdin", help="Read the password from the first line of stdin."),
+]
+
+
+def check_dsn(dsn: str) -> None:
+    """Refuses a DSN that holds a password (or has no user), before any password is read."""
+    parts = urlsplit(dsn)
+    userinfo, at, _ = parts.netloc.rpartition("@")
+    if ":" in userinfo or "password" in parse_qs(parts.query):
+        # Never echo the DSN: it holds the very secret we refuse to take this way.
+        raise usage_error(
+            "the DSN contains a password; remove it and pass the password on stdin"
+            " (--password-stdin) or at the prompt: secrets are never taken as flag values"
+        )
+    if not at or not userinfo:
+        raise usage_error(
+            "the DSN needs a user, as in postgresql://user@host:5432/db?sslmode=require"
+        )
+
+
+def dsn_with_password(dsn: str, password: str) -> str:
+    """The checked DSN with ``password`` put, percent-encoded, into its userinfo."""
+    check_dsn(dsn)
+    parts = urlsplit(dsn)
+    userinfo, _, hostport = parts.netloc.rpartition("@")
+    netloc = f"{userinfo}:{quote(password, safe='')}@{hostport}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _show(cli: Cli, connection: cpb.Connection) -> dict[str, JsonValue]:
+    data = message_dict(connection)
+    cli.output.record(data, data, DETAIL)
+    return data
+
+
+@app.command(
+    epilog=(
+        "Example: sevvo connections create --name shop --host db.internal --database shop"
+        " --username reader --ssl-mode require\n\n"
+        "Example: sevvo connections create --name shop --dsn"
+        " 'postgresql://reader@db.internal:5432/shop?sslmode=require' --password-stdin < pw\n\n"
+        "Example: sevvo connections create --name shop --dynamic --host db.internal"
+        " --database shop --username sevvo_admin --default-ttl 1h --max-ttl 8h"
+    )
+)
+def create(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Option("--name", help="A name for the connection.")],
+    host: Annotated[str | None, typer.Option("--host", help="The server's host.")] = None,
+    port: Annotated[int, typer.Option("--port", help="The server's port.")] = 5432,
+    database: Annotated[str | None, typer.Option("--database", help="The database.")] = None,
+    username: Annotated[
+        str | None,
+        typer.Option(
+            "--username", help="The role to log in as (the privileged role if --dynamic)."
+        ),
+    ] = None,
+    ssl_mode: Annotated[
+        SslMode | None,
+        typer.Option("--ssl-mode", help="require or disable \\[default: require, or the DSN's]."),
+    ] = None,
+    dsn: Annotated[
+        str | None,
+        typer.Option(
+            "--dsn",
+            metavar="URI",
+            help="postgresql://user@host:port/db?sslmode=... instead of the fields;"
+            " without a password.",
+        ),
+    ] = None,
+    dynamic: Annotated[
+        bool,
+        typer.Option(
+            "--dynamic",
+            help="Mint a short-lived login role per workload from this privileged role.",
+        ),
+    ] = False,
+    default_ttl: Annotated[
+        str | None, typer.Option("--default-ttl", help="Dynamic: lease lifetime, such as 1h.")
+    ] = None,
+    max_ttl: Annotated[
+        str | None, typer.Option("--max-ttl", help="Dynamic: longest lease, such as 8h.")
+    ] = None,
+    group_role: Annotated[
+        str | None,
+        typer.Option(
+            "--group-role", help="Dynamic: the role lease roles join \\[default: sevvo_readers]."
+        ),
+    ] = None,
+    password_stdin: PasswordStdin = False,
+) -> None:
+    """Create a connection; the agent tests the credentials before they are saved."""
+    request = cpb.CreateConnectionRequest(display_name=name)
+    if dsn is not None:
+        if dynamic or any(v is not None for v in (host, database, username)):
+            raise usage_error("--dsn replaces --host, --database and --username, and not --dynamic")
+        check_dsn(dsn)
+        password = read_secret("Database password", from_stdin=password_stdin)
+        request.dsn.CopyFrom(
+            cpb.PostgresDsn(
+                uri=dsn_with_password(dsn, password),
+                ssl_mode=_SSL[ssl_mode] if ssl_mode else cpb.SSL_MODE_UNSPECIFIED,
+            )
+        )
+    else:
+        missing = [
+            flag
+            for flag, value in (
+                ("--host", host),
+                ("--database", database),
+                ("--username", username),
+            )
+            if not value
+        ]
+        if missing:
+            raise usage_error(f"missing {', '.join(missing)} (or give --dsn)")
+        password = read_secret("Database password", from_stdin=password_stdin)
+        ssl = _SSL[ssl_mode or SslMode.REQUIRE]
+        if dynamic:
+            request.dynamic.CopyFrom(
+                cpb.PostgresDynamic(
+                    host=host,
+                    port=port,
+                    database=database,
+                    ssl_mode=ssl,
+                    privileged_username=username,
+                    privileged_password=password,
+                    default_ttl_seconds=parse_duration("--default-ttl", default_ttl)
+                    if default_ttl
+                    else 0,
+                    max_ttl_seconds=parse_duration("--max-ttl", max_ttl) if max_ttl else 0,
+                    group_role=group_role or "",
+                )
+            )
+        else:
+            if default_ttl or max_ttl or group_role:
+                raise usage_error("--default-ttl, --max-ttl and --group-role need --dynamic")
+            request.fields.CopyFrom(
+                cpb.PostgresFields(
+                    host=host,
+                    port=port,
+                    database=database,
+                    username=username,
+                    password=password,
+                    ssl_mode=ssl,
+                )
+            )
+    cli = cli_of(ctx)
+    stub = cli.connections()
+    with cli.output.progress("Testing the credentials through your agent…"):
+        connection = stub.CreateConnection(request, timeout=AGENT_TIMEOUT)
+    _show(cli, connection)
+
+
+@app.command(epilog=f"Example: sevvo connections get {_ID}")
+def get(ctx: typer.Context, connection_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
+    """Show one connection (never its password)."""
+    cli = cli_of(ctx)
+    connection = cli.connections().GetConnection(
+        cpb.GetConnectionRequest(id=connection_id), timeout=CALL_TIMEOUT
+    )
+    _show(cli, connection)
+
+
+@app.command("list", epilog="Example: sevvo connections list --output json")
+def list_connections(ctx: typer.Context) -> None:
+    """List your org's connections, oldest first."""
+    cli = cli_of(ctx)
+    stub = cli.connections()
+    connections = [
+        message_dict(c)
+        for page in pages(
+            lambda token: stub.ListConnections(
+                cpb.ListConnectionsRequest(page_size=500, page_token=token), timeout=CALL_TIMEOUT
+            )
+        )
+        for c in page.connections
+    ]
+    cli.output.records({"connections": connections}, connections, COLUMNS)
+
+
+@app.command(epilog=f"Example: sevvo connections test {_ID}")
+def test(ctx: typer.Context, connection_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
+    """Test a saved connection through your agent; exits 1 with a hint when it fails."""
+    cli = cli_of(ctx)
+    stub = cli.connections()
+    with cli.output.progress("Testing the connection through your agent…"):
+        connection = stub.TestConnection(
+            cpb.TestConnectionRequest(id=connection_id), timeout=AGENT_TIMEOUT
+        )
+    _show(cli, connection)
+    if connection.status != cpb.CONNECTION_STATUS_CONNECTED:
+        raise category_failure(
+            "the connection test failed", connection.last_test_category or "other"
+        )
+    cli.output.note("connected")
+
+
+@app.command(
+    "rotate-password",
+    epilog=f"Example: sevvo connections rotate-password {_ID} --password-stdin < new-pw",
+)
+def rotate_password(
+    ctx: typer.Context,
+    connection_id: Annotated[str, typer.Argument(metavar="ID")],
+    password_stdin: PasswordStdin = False,
+) -> None:
+    """Replace the stored password; the agent tests it first and the old one stays on failure."""
+    password = read_secret("New database password", from_stdin=password_stdin, confirm=True)
+    cli = cli_of(ctx)
+    stub = cli.connections()
+    with cli.output.progress("Testing the new password through your agent…"):
+        connection = stub.UpdateConnection(
+            cpb.UpdateConnectionRequest(
+                id=connection_id,
+                connection=cpb.ConnectionUpdate(fields=cpb.PostgresFields(password=password)),
+                update_mask=FieldMask(paths=["fields.password"]),
+            ),
+            timeout=AGENT_TIMEOUT,
+        )
+    _show(cli, connection)
+
+
+@app.command(epilog=f"Example: sevvo connections delete {_ID} --yes")
+def delete(
+    ctx: typer.Context,
+    connection_id: Annotated[str, typer.Argument(metavar="ID")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Delete even while dynamic-credential leases are live."),
+    ] = False,
+) -> None:
+    """Delete a connection and its sealed credentials."""
+    cli = cli_of(ctx)
+    if not yes:
+        if not sys.stdin.isatty():
+            raise usage_error("refusing to delete without confirmation: pass --yes")
+        if not typer.confirm(f"Delete connection {connection_id}?", err=True):
+            raise CliError("not deleted")
+    cli.connections().DeleteConnection(
+        cpb.DeleteConnectionRequest(id=connection_id, force=force), timeout=CALL_TIMEOUT
+    )
+    if cli.output.json:
+        cli.output.emit_json({"deleted": connection_id})
+    else:
+        cli.output.note(f"deleted {connection_id}")

@@ -1,0 +1,104 @@
+"""``sevvo leases``: the login roles agents minted for dynamic connections (no passwords)."""
+
+from __future__ import annotations
+
+import enum
+from typing import Annotated
+
+import typer
+
+from cli.client import CALL_TIMEOUT
+from cli.errors import usage_error
+from cli.inputs import cli_of, pages
+from cli.output import Column, JsonValue, key, message_dict
+from sevvo.connections.v1 import connections_pb2 as cpb
+
+app = typer.Typer(help="Inspect and revoke dynamic-credential leases.", no_args_is_help=True)
+
+COLUMNS: list[Column] = [
+    ("id", key("id")),
+    ("connection", key("connection_id")),
+    ("role", key("role_name")),
+    ("purpose", key("purpose")),
+    ("state", key("state")),
+    ("expires", key("expire_time")),
+    ("failure", key("failure_reason")),
+]
+
+# The LeaseState values users filter by, named as the JSON output names them.
+LeaseState = enum.StrEnum(  # type: ignore[misc]
+    "LeaseState",
+    {
+        name.removeprefix("LEASE_STATE_"): name.removeprefix("LEASE_STATE_").lower()
+        for name, number in cpb.LeaseState.items()
+        if number != cpb.LEASE_STATE_UNSPECIFIED
+    },
+)
+
+
+@app.command(
+    "list",
+    epilog="Example: sevvo leases list --connection 3f1c0b6e-8d0e-4c0e-9d61-6a8f6f1f2a10"
+    " --state active",
+)
+def list_leases(
+    ctx: typer.Context,
+    connection: Annotated[
+        str | None, typer.Option("--connection", metavar="ID", help="Only this connection's.")
+    ] = None,
+    state: Annotated[
+        LeaseState | None, typer.Option("--state", help="Only leases in this state.")
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many leases.")] = 50,
+) -> None:
+    """List your org's leases, newest first."""
+    cli = cli_of(ctx)
+    stub = cli.leases()
+    state_name = f"LEASE_STATE_{state.value.upper()}" if state else None
+    leases: list[dict[str, JsonValue]] = []
+    for page in pages(
+        lambda token: stub.ListLeases(
+            cpb.ListLeasesRequest(
+                connection_id=connection or "",
+                state=state_name,
+                page_size=min(limit, 500),
+                page_token=token,
+            ),
+            timeout=CALL_TIMEOUT,
+        )
+    ):
+        leases.extend(message_dict(lease) for lease in page.leases)
+        if len(leases) >= limit:
+            break
+    leases = leases[:limit]
+    cli.output.records({"leases": leases}, leases, COLUMNS)
+
+
+@app.command(
+    epilog="Example: sevvo leases revoke --connection 3f1c0b6e-8d0e-4c0e-9d61-6a8f6f1f2a10"
+    " --all\n\n"
+    "Example: sevvo leases revoke --connection 3f1c0b6e-8d0e-4c0e-9d61-6a8f6f1f2a10"
+    " --lease 0b0c3a4e-2f7e-4d8c-a1a4-7e3c5a3b9f10"
+)
+def revoke(
+    ctx: typer.Context,
+    connection: Annotated[str, typer.Option("--connection", metavar="ID", help="The connection.")],
+    lease: Annotated[
+        str | None, typer.Option("--lease", metavar="ID", help="Revoke only this lease.")
+    ] = None,
+    all_leases: Annotated[
+        bool, typer.Option("--all", help="Revoke every live lease of the connection.")
+    ] = False,
+) -> None:
+    """Ask the agent to drop lease roles now (admins only); the agent's reaper does it."""
+    if (lease is None) == (not all_leases):
+        raise usage_error("give exactly one of --lease ID or --all")
+    cli = cli_of(ctx)
+    response = cli.leases().RevokeLeases(
+        cpb.RevokeLeasesRequest(connection_id=connection, lease_id=lease or ""),
+        timeout=CALL_TIMEOUT,
+    )
+    leases = [message_dict(item) for item in response.leases]
+    cli.output.records({"leases": leases}, leases, COLUMNS)
+    if not cli.output.json:
+        cli.output.note(f"{len(leases)} lease(s) now wait for the agent to revoke them")

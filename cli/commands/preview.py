@@ -1,0 +1,140 @@
+"""``sevvo preview``: run one read-only query through your agent and see at most 100 rows."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from cli.client import AGENT_TIMEOUT
+from cli.errors import category_failure, usage_error
+from cli.inputs import cli_of
+from cli.output import JsonValue, Output, enum_name, message_dict
+from sevvo.orchestrator.v1 import orchestrator_pb2 as opb
+from sevvo.workflows.v1 import workflows_pb2 as wpb
+
+_CATEGORY_FIELD = wpb.PreviewQueryResult.DESCRIPTOR.fields_by_name["category"]
+CUT_MARK = "…"
+
+
+def preview_data(response: opb.PreviewQueryResponse) -> dict[str, JsonValue]:
+    """The preview as JSON: columns, rows (null for SQL NULL), and what was cut."""
+    result = response.result
+    return {
+        "run_id": response.run.id,
+        "category": response.run.outcome_category or enum_name(_CATEGORY_FIELD, result.category),
+        "message": result.message,
+        "sqlstate": result.sqlstate,
+        "position": result.position,
+        "columns": [{"name": c.name, "type": c.type_name} for c in result.columns],
+        "rows": [[None if c.is_null else c.text for c in row.cells] for row in result.rows],
+        "truncated": result.truncated,
+        "columns_truncated": result.columns_truncated,
+        "truncated_cells": [
+            [r, c]
+            for r, row in enumerate(result.rows)
+            for c, value in enumerate(row.cells)
+            if value.truncated
+        ],
+        "duration_ms": result.duration_ms,
+        "run": message_dict(response.run),
+    }
+
+
+def _table(result: wpb.PreviewQueryResult) -> Table:
+    table = Table(header_style="bold", show_edge=False)
+    for column in result.columns:
+        table.add_column(Text(f"{column.name}\n{column.type_name}"), overflow="fold")
+    for row in result.rows:
+        table.add_row(
+            *(
+                Text("NULL", style="dim")
+                if value.is_null
+                else Text(value.text + (CUT_MARK if value.truncated else ""))
+                for value in row.cells
+            )
+        )
+    return table
+
+
+def _sql_text(sql: str | None, file: Path | None) -> str:
+    if (sql is None) == (file is None):
+        raise usage_error("give the SQL as an argument (or - for stdin), or with --file")
+    if file is not None:
+        try:
+            return file.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise usage_error(f"cannot read {file}: {exc.strerror}") from None
+    assert sql is not None
+    return sys.stdin.read() if sql == "-" else sql
+
+
+def preview(
+    ctx: typer.Context,
+    connection_id: Annotated[str, typer.Argument(metavar="CONNECTION_ID")],
+    sql: Annotated[
+        str | None, typer.Argument(metavar="[SQL]", help="The query, or - to read it from stdin.")
+    ] = None,
+    file: Annotated[
+        Path | None,
+        typer.Option("--file", "-f", metavar="PATH", dir_okay=False, help="Read the query here."),
+    ] = None,
+) -> None:
+    """Preview one read-only query (SELECT, WITH … SELECT, TABLE or VALUES) on a connection.
+
+    Your agent runs it next to the database in a read-only transaction with a 10 s timeout
+    and returns at most 100 rows, every cell cut at 1,024 characters. Nothing is stored.
+    """
+    text = _sql_text(sql, file)
+    cli = cli_of(ctx)
+    stub = cli.orchestrator()
+    with cli.output.progress("Running the preview through your agent…"):
+        response = stub.PreviewQuery(
+            opb.PreviewQueryRequest(connection_id=connection_id, sql=text), timeout=AGENT_TIMEOUT
+        )
+    data = preview_data(response)
+    result = response.result
+    ok = result.category == wpb.PREVIEW_CATEGORY_OK
+    if cli.output.json:
+        cli.output.emit_json(data)
+    elif ok:
+        cli.output.stdout.print(_table(result))
+    if not ok:
+        message = result.message
+        if result.position:
+            message = f"{message} (at character {result.position})"
+        if result.sqlstate:
+            message = f"{message} [SQLSTATE {result.sqlstate}]"
+        what = "query rejected" if data["category"] == "query_rejected" else "preview failed"
+        raise category_failure(what, str(data["category"]), message, preview=True)
+    if not cli.output.json:
+        _footnotes(cli.output, data)
+
+
+def _footnotes(output: Output, data: dict[str, JsonValue]) -> None:
+    rows = len(data["rows"])
+    output.note(f"{rows} row{'s' if rows != 1 else ''} (run {data['run_id']})")
+    if data["truncated"]:
+        output.note("truncated: the query has more rows than the 100 shown")
+    if data["columns_truncated"]:
+        output.note("truncated: the query has more columns than those shown")
+    if data["truncated_cells"]:
+        cut = len(data["truncated_cells"])
+        output.note(f"{CUT_MARK} marks {cut} cell{'s' if cut != 1 else ''} cut at 1,024 characters")
+
+
+def register(app: typer.Typer) -> None:
+    """Adds ``preview`` to the root command."""
+    app.command(
+        epilog=(
+            "Example: sevvo preview 3f1c0b6e-8d0e-4c0e-9d61-6a8f6f1f2a10"
+            " 'select * from orders order by id'\n\n"
+            "Example: sevvo preview 3f1c0b6e-8d0e-4c0e-9d61-6a8f6f1f2a10 --file report.sql\n\n"
+            "Example: echo 'table customers' | sevvo preview"
+            " 3f1c0b6e-8d0e-4c0e-9d61-6a8f6f1f2a10 - --output json"
+        )
+    )(preview)

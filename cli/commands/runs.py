@@ -1,0 +1,77 @@
+"""``sevvo runs``: the metadata of credential tests and previews (never rows)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from cli.client import CALL_TIMEOUT
+from cli.inputs import cli_of, pages
+from cli.output import Column, JsonValue, key, message_dict
+from sevvo.orchestrator.v1 import orchestrator_pb2 as opb
+
+app = typer.Typer(help="Inspect runs: credential tests and previews.", no_args_is_help=True)
+
+COLUMNS: list[Column] = [
+    ("id", key("id")),
+    ("kind", key("kind")),
+    ("state", key("state")),
+    ("connection", key("connection_id")),
+    ("outcome", key("outcome_category")),
+    ("rows", key("row_count")),
+    ("ms", key("duration_ms")),
+    ("started", key("start_time")),
+]
+
+
+@app.command(
+    "list",
+    epilog="Example: sevvo runs list --connection 3f1c0b6e-8d0e-4c0e-9d61-6a8f6f1f2a10 --limit 10",
+)
+def list_runs(
+    ctx: typer.Context,
+    connection: Annotated[
+        str | None, typer.Option("--connection", metavar="ID", help="Only this connection's runs.")
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many runs.")] = 50,
+) -> None:
+    """List your org's runs, newest first."""
+    cli = cli_of(ctx)
+    stub = cli.orchestrator()
+    runs: list[dict[str, JsonValue]] = []
+    for page in pages(
+        lambda token: stub.ListRuns(
+            opb.ListRunsRequest(page_size=min(max(limit, 50), 500), page_token=token),
+            timeout=CALL_TIMEOUT,
+        )
+    ):
+        # ListRuns has no connection filter; filtering here keeps the server's paging simple.
+        runs.extend(
+            message_dict(run)
+            for run in page.runs
+            if connection is None or run.connection_id == connection
+        )
+        if len(runs) >= limit:
+            break
+    runs = runs[:limit]
+    cli.output.records({"runs": runs}, runs, COLUMNS)
+
+
+@app.command(epilog="Example: sevvo runs get 3f1c0b6e-8d0e-4c0e-9d61-6a8f6f1f2a10")
+def get(ctx: typer.Context, run_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
+    """Show one run."""
+    cli = cli_of(ctx)
+    run = cli.orchestrator().GetRun(opb.GetRunRequest(id=run_id), timeout=CALL_TIMEOUT)
+    data = message_dict(run)
+    cli.output.record(
+        data,
+        data,
+        [
+            *COLUMNS,
+            ("draft", key("draft_id")),
+            ("message", key("message")),
+            ("truncated", key("truncated")),
+            ("finished", key("finish_time")),
+        ],
+    )

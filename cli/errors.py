@@ -1,0 +1,104 @@
+"""Exit codes, the command line's one error type, and how gRPC failures map onto both."""
+
+from __future__ import annotations
+
+import enum
+
+import grpc
+
+from sevvo.runtime.grpc_client import error_details
+from sevvo.runtime.troubleshooting import hint_for
+
+
+class ExitCode(enum.IntEnum):
+    """The process exit codes, documented in ``sevvo --help``."""
+
+    OK = 0
+    FAILED = 1
+    USAGE = 2
+    NOT_SIGNED_IN = 3
+    PERMISSION_DENIED = 4
+    NOT_FOUND = 5
+
+
+EXIT_CODES_HELP = (
+    "Exit codes: 0 ok; 1 the operation failed (a failed test or preview, a refused request);"
+    " 2 usage error; 3 not signed in, session expired or unauthenticated; 4 permission"
+    " denied; 5 not found."
+)
+
+_CODE_EXITS = {
+    grpc.StatusCode.UNAUTHENTICATED: ExitCode.NOT_SIGNED_IN,
+    grpc.StatusCode.PERMISSION_DENIED: ExitCode.PERMISSION_DENIED,
+    grpc.StatusCode.NOT_FOUND: ExitCode.NOT_FOUND,
+}
+
+
+class CliError(Exception):
+    """A failure to report on stderr: message, optional reason/category/hint, exit code."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        exit_code: ExitCode = ExitCode.FAILED,
+        reason: str | None = None,
+        category: str | None = None,
+        hint: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.exit_code = exit_code
+        self.reason = reason
+        self.category = category
+        self.hint = hint
+
+
+def usage_error(message: str) -> CliError:
+    """A mistake in how the command was called (exit code 2)."""
+    return CliError(message, exit_code=ExitCode.USAGE)
+
+
+def not_signed_in(message: str = "not signed in: run sevvo login") -> CliError:
+    """No usable session (exit code 3)."""
+    return CliError(message, exit_code=ExitCode.NOT_SIGNED_IN)
+
+
+def category_failure(
+    what: str, category: str, message: str = "", *, preview: bool = False
+) -> CliError:
+    """A test or preview that ran but did not succeed, with the guide's hint (exit code 1)."""
+    text = f"{what} ({category})"
+    if message and message != hint_for(category, preview=preview):
+        text = f"{text}: {message}"
+    return CliError(text, category=category, hint=hint_for(category, preview=preview))
+
+
+def from_rpc_error(error: grpc.RpcError) -> CliError:
+    """Translates a failed call into what the user reads, keeping the stable reason."""
+    details = error_details(error)
+    category = (details.metadata or {}).get("category") or None
+    exit_code = _CODE_EXITS.get(details.code, ExitCode.FAILED)
+    message = details.message or details.code.name.lower()
+    if details.code is grpc.StatusCode.UNAUTHENTICATED and details.reason not in (
+        "INVALID_CREDENTIALS",
+        None,
+    ):
+        # The session was refused after the local expiry check passed (clock skew, a
+        # rotated key, another install at the same address): signing in again fixes it.
+        message = (
+            "session expired: run sevvo login"
+            if details.reason == "TOKEN_EXPIRED"
+            else f"session not accepted ({message}): run sevvo login"
+        )
+    elif details.code is grpc.StatusCode.UNAVAILABLE:
+        message = f"cannot reach sevvo: {message}"
+    elif details.code is grpc.StatusCode.DEADLINE_EXCEEDED:
+        message = "sevvo did not answer in time"
+    return CliError(
+        message,
+        exit_code=exit_code,
+        reason=details.reason,
+        category=category,
+        hint=hint_for(category) if category else None,
+    )

@@ -1,0 +1,76 @@
+"""What commands read from the user: secrets from stdin or a prompt, durations, pages."""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Callable, Iterator
+from typing import Protocol, TypeVar
+
+import typer
+
+from cli.client import Cli
+from cli.errors import usage_error
+
+T = TypeVar("T")
+
+
+def cli_of(ctx: typer.Context) -> Cli:
+    """The invocation's state, set up by the root callback."""
+    state = ctx.find_object(Cli)
+    assert state is not None, "the root callback sets up Cli"
+    return state
+
+
+def read_secret(label: str, *, from_stdin: bool, confirm: bool = False) -> str:
+    """A secret from one line of stdin, or a hidden prompt; never from a flag value.
+
+    Without ``--password-stdin`` and without a terminal to prompt on, this is a usage error
+    rather than a silent read, so a forgotten flag does not hang a script.
+    """
+    if from_stdin:
+        value = sys.stdin.readline().removesuffix("\n").removesuffix("\r")
+        if not value:
+            raise usage_error(f"{label}: standard input was empty")
+        return value
+    if not sys.stdin.isatty():
+        raise usage_error(
+            f"{label} needed: pipe it with --password-stdin, or run in a terminal to be prompted"
+        )
+    value = typer.prompt(label, hide_input=True, confirmation_prompt=confirm, err=True)
+    if not isinstance(value, str) or not value:
+        raise usage_error(f"{label} must not be empty")
+    return value
+
+
+_DURATION = re.compile(r"^(\d+)([smhd]?)$")
+_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(option: str, text: str) -> int:
+    """Seconds in ``90``, ``90s``, ``15m``, ``1h`` or ``7d``."""
+    match = _DURATION.match(text.strip().lower())
+    if not match:
+        raise usage_error(f"{option}: {text!r} is not a duration such as 90s, 15m, 1h or 7d")
+    return int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
+class Page(Protocol):
+    """A List response: its items are in a repeated field; the next page token beside them."""
+
+    @property
+    def next_page_token(self) -> str: ...
+
+
+PageT = TypeVar("PageT", bound=Page)
+
+
+def pages(fetch: Callable[[str], PageT], *, max_pages: int = 1000) -> Iterator[PageT]:
+    """Every page of a List call, following next_page_token."""
+    token = ""
+    for _ in range(max_pages):
+        page = fetch(token)
+        yield page
+        token = page.next_page_token
+        if not token:
+            return

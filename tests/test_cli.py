@@ -1,0 +1,616 @@
+"""The ``sevvo`` command line, run as a real process against the whole stack and a real agent.
+
+One stack, one org (bootstrapped through the CLI), one agent and one source database serve
+the whole module; every test drives the real command (``python -m cli``) and checks its exit
+code, its JSON on stdout and its messages on stderr. The last test is a canary: no password
+or session token appears in anything the command printed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+from typer.testing import CliRunner
+
+from cli.app import app
+from devstack.postgres import EmbeddedPostgres
+from devstack.source_db import SourceDatabase, create_source_database, drop_source_database
+from tests.plugins.dev_stack import EndToEnd
+
+ROOT = Path(__file__).resolve().parent.parent
+PASSWORD_HINT = "the username or password is wrong, or the role lacks LOGIN"
+
+
+@dataclass
+class Result:
+    """What one run of the command did."""
+
+    code: int
+    stdout: str
+    stderr: str
+
+    def json(self) -> Any:
+        """stdout parsed as JSON."""
+        return json.loads(self.stdout)
+
+
+@dataclass
+class Sevvo:
+    """Runs ``sevvo`` against the stack; keeps every output for the canary."""
+
+    endpoint: str
+    ca_file: Path
+    config_dir: Path
+    outputs: list[Result] = field(default_factory=list)
+
+    def env(self, config_dir: Path | None = None) -> dict[str, str]:
+        """The environment a user at this stack would have, with no output override."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SEVVO_")}
+        env.update(
+            SEVVO_ENDPOINT=self.endpoint,
+            SEVVO_CA_FILE=str(self.ca_file),
+            SEVVO_CONFIG_DIR=str(config_dir or self.config_dir),
+        )
+        return env
+
+    def __call__(
+        self, *args: str, stdin: str = "", config_dir: Path | None = None, record: bool = True
+    ) -> Result:
+        """Runs the command; stdout is a pipe, so output is JSON unless --output says not."""
+        done = subprocess.run(
+            [sys.executable, "-m", "cli", *args],
+            cwd=ROOT,
+            env=self.env(config_dir),
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=150,
+            check=False,
+        )
+        result = Result(done.returncode, done.stdout, done.stderr)
+        if record:
+            self.outputs.append(result)
+        return result
+
+    def ok(self, *args: str, stdin: str = "", config_dir: Path | None = None) -> Any:
+        """Runs the command, asserts it succeeded, and returns its JSON."""
+        result = self(*args, stdin=stdin, config_dir=config_dir)
+        assert result.code == 0, result.stderr
+        return result.json()
+
+
+@dataclass
+class Org:
+    """The module's org: its admin's credentials and the secrets the canary looks for."""
+
+    org_id: str
+    email: str
+    password: str
+    secrets: list[str]
+
+
+@pytest.fixture(scope="module")
+def sevvo(e2e: EndToEnd, tmp_path_factory: pytest.TempPathFactory) -> Sevvo:
+    """The command, configured for the module's stack with an empty config dir."""
+    return Sevvo(
+        endpoint=e2e.stack.grpc_target,
+        ca_file=e2e.stack.pki.ca_cert,
+        config_dir=tmp_path_factory.mktemp("sevvo-config") / "sevvo",
+    )
+
+
+@pytest.fixture(scope="module")
+def org(e2e: EndToEnd, sevvo: Sevvo) -> Org:
+    """An org bootstrapped and signed in through the CLI."""
+    name = f"cli-{uuid.uuid4().hex[:8]}"
+    email, password = f"ada@{name}.example", secrets.token_urlsafe(18)
+    created = sevvo.ok(
+        "bootstrap",
+        "--org",
+        name,
+        "--email",
+        email,
+        "--bootstrap-token-file",
+        str(e2e.stack.bootstrap_token_file),
+        "--password-stdin",
+        stdin=password + "\n",
+    )
+    assert created["admin"]["email"] == email
+    assert created["admin"]["role"] == "admin"
+    signed_in = sevvo.ok("login", "--email", email, "--password-stdin", stdin=password + "\n")
+    assert signed_in["org_id"] == created["org_id"]
+    bootstrap_token = e2e.stack.bootstrap_token_file.read_text().strip()
+    return Org(created["org_id"], email, password, [password, bootstrap_token])
+
+
+@pytest.fixture(scope="module")
+def agent(e2e: EndToEnd, sevvo: Sevvo, org: Org) -> str:
+    """The org's agent, running on a deployment token made with ``deployments create``."""
+    created = sevvo.ok("deployments", "create", "--name", "cli-agent")
+    e2e.stack.start_agent(created["token"], name=f"cli-agent-{org.org_id[:8]}", wait=True)
+    return str(created["deployment"]["id"])
+
+
+@pytest.fixture(scope="module")
+def source(tls_source_pg: EmbeddedPostgres, org: Org) -> Iterator[SourceDatabase]:
+    """A seeded database (customers, orders) with a reader role on a TLS server."""
+    suffix = uuid.uuid4().hex[:12]
+    database, reader = f"cli_{suffix}", f"cli_reader_{suffix}"
+    try:
+        db = create_source_database(
+            tls_source_pg.url,
+            database=database,
+            reader=reader,
+            reader_password=secrets.token_urlsafe(24),
+        )
+        org.secrets.append(db.reader_password)
+        yield db
+    finally:
+        drop_source_database(tls_source_pg.url, database=database, reader=reader)
+
+
+def _field_args(db: SourceDatabase, name: str, username: str | None = None) -> list[str]:
+    return [
+        "connections",
+        "create",
+        "--name",
+        name,
+        "--host",
+        "localhost",
+        "--port",
+        str(db.port),
+        "--database",
+        db.database,
+        "--username",
+        username or db.reader,
+        "--ssl-mode",
+        "require",
+        "--password-stdin",
+    ]
+
+
+@pytest.fixture(scope="module")
+def connection_id(sevvo: Sevvo, agent: str, source: SourceDatabase) -> str:
+    """A connection made from flags with the password on stdin (tested by the agent)."""
+    created = sevvo.ok(*_field_args(source, "shop"), stdin=source.reader_password + "\n")
+    assert created["status"] == "connected"
+    return str(created["id"])
+
+
+# --- signing in ------------------------------------------------------------------------------
+
+
+def test_bootstrap_with_a_wrong_token_is_permission_denied(
+    sevvo: Sevvo, tmp_path: Path, org: Org
+) -> None:
+    """A wrong bootstrap token exits 4 naming the reason, and the token is not echoed."""
+    wrong = tmp_path / "token"
+    wrong.write_text("wrong-" + secrets.token_urlsafe(32))
+    result = sevvo(
+        "bootstrap",
+        "--org",
+        "Other",
+        "--email",
+        "eve@other.example",
+        "--bootstrap-token-file",
+        str(wrong),
+        "--password-stdin",
+        stdin=org.password + "\n",
+    )
+    assert result.code == 4
+    assert "BOOTSTRAP_TOKEN_INVALID" in result.stderr
+    assert wrong.read_text() not in result.stdout + result.stderr
+
+
+def test_login_stores_the_session_owner_only(sevvo: Sevvo, org: Org) -> None:
+    """The session file is 0600 in a 0700 dir, and whoami reads the caller from the server."""
+    session_file = sevvo.config_dir / "session.json"
+    assert session_file.stat().st_mode & 0o777 == 0o600
+    assert sevvo.config_dir.stat().st_mode & 0o777 == 0o700
+    org.secrets.append(json.loads(session_file.read_text())["session_token"])
+    me = sevvo.ok("whoami")
+    assert (me["kind"], me["org_id"], me["email"]) == ("user", org.org_id, org.email)
+    assert "session_token" not in me
+
+
+def test_login_with_a_wrong_password_fails_without_echoing_it(
+    sevvo: Sevvo, org: Org, tmp_path: Path
+) -> None:
+    """A wrong password exits 3 with the server's message; nothing is stored or echoed."""
+    wrong = "not-" + org.password
+    result = sevvo(
+        "login", "--email", org.email, "--password-stdin", stdin=wrong + "\n", config_dir=tmp_path
+    )
+    assert result.code == 3
+    assert "email or password is incorrect" in result.stderr
+    assert wrong not in result.stdout + result.stderr
+    assert not (tmp_path / "session.json").exists()
+
+
+def test_commands_need_a_session(sevvo: Sevvo, tmp_path: Path) -> None:
+    """Without a session, a command exits 3 and says to sign in."""
+    result = sevvo("connections", "list", config_dir=tmp_path)
+    assert result.code == 3
+    assert "not signed in: run sevvo login" in result.stderr
+
+
+def test_an_expired_session_says_so(sevvo: Sevvo, tmp_path: Path) -> None:
+    """A session past its expiry exits 3 with "session expired: run sevvo login"."""
+    expired = {
+        "endpoint": sevvo.endpoint,
+        "session_token": "x.y.z",
+        "expire_time": (datetime.now(UTC) - timedelta(minutes=1)).isoformat(),
+        "email": "a@b.example",
+        "org_id": str(uuid.uuid4()),
+        "user_id": str(uuid.uuid4()),
+    }
+    (tmp_path / "session.json").write_text(json.dumps(expired))
+    result = sevvo("users", "list", config_dir=tmp_path)
+    assert result.code == 3
+    assert "session expired: run sevvo login" in result.stderr
+
+
+def test_a_member_is_refused_admin_commands_and_can_log_out(
+    sevvo: Sevvo, org: Org, tmp_path: Path
+) -> None:
+    """users create makes a member; the member's audit list exits 4; logout forgets it."""
+    email, password = f"grace-{uuid.uuid4().hex[:6]}@example.com", secrets.token_urlsafe(18)
+    org.secrets.append(password)
+    user = sevvo.ok(
+        "users",
+        "create",
+        "--email",
+        email,
+        "--role",
+        "member",
+        "--password-stdin",
+        stdin=password + "\n",
+    )
+    assert user["role"] == "member"
+    listed = sevvo.ok("users", "list")["users"]
+    assert {u["email"] for u in listed} == {org.email, email}
+    assert sevvo.ok("users", "get", user["id"])["email"] == email
+    sevvo.ok(
+        "login", "--email", email, "--password-stdin", stdin=password + "\n", config_dir=tmp_path
+    )
+    org.secrets.append(json.loads((tmp_path / "session.json").read_text())["session_token"])
+    refused = sevvo("audit", "list", config_dir=tmp_path)
+    assert refused.code == 4
+    assert "ADMIN_REQUIRED" in refused.stderr
+    assert sevvo.ok("logout", config_dir=tmp_path) == {"signed_out": True}
+    assert sevvo("users", "list", config_dir=tmp_path).code == 3
+
+
+# --- deployments -----------------------------------------------------------------------------
+
+
+def test_deployments_create_list_and_revoke(sevvo: Sevvo, agent: str) -> None:
+    """The token is printed once with a warning; list shows it; revoke marks it revoked."""
+    created = sevvo("deployments", "create", "--name", "spare")
+    assert created.code == 0
+    assert "shown only this once" in created.stderr
+    body = created.json()
+    assert set(body) == {"deployment", "token"}
+    assert body["token"].startswith("sevvo_dt_")
+    spare = body["deployment"]["id"]
+    listed = sevvo.ok("deployments", "list")["deployments"]
+    assert {d["id"]: d["state"] for d in listed} == {agent: "active", spare: "active"}
+    revoked = sevvo.ok("deployments", "revoke", spare)
+    assert revoked["state"] == "revoked"
+    assert revoked["revoke_time"]
+    # The token lives only in that one output; the canary checks the rest.
+    sevvo.outputs.remove(created)
+
+
+def test_table_output_can_be_forced(sevvo: Sevvo, agent: str) -> None:
+    """--output table prints a table with headers and names, not JSON, even into a pipe."""
+    result = sevvo("--output", "table", "deployments", "list")
+    assert result.code == 0
+    assert "name" in result.stdout
+    assert "cli-agent" in result.stdout
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(result.stdout)
+
+
+# --- connections -----------------------------------------------------------------------------
+
+
+def test_connections_get_list_and_test(sevvo: Sevvo, connection_id: str) -> None:
+    """get and list show metadata but never a password; test exits 0 when connected."""
+    got = sevvo.ok("connections", "get", connection_id)
+    assert got["credential_mode"] == "fields"
+    assert got["has_password"] is True
+    assert got["safe_metadata"]["ssl_mode"] == "require"
+    assert "password" not in got["safe_metadata"]
+    listed = sevvo.ok("connections", "list")["connections"]
+    assert connection_id in [c["id"] for c in listed]
+    tested = sevvo.ok("connections", "test", connection_id)
+    assert (tested["status"], tested["last_test_category"]) == ("connected", "")
+
+
+def test_connections_create_from_a_dsn(sevvo: Sevvo, agent: str, source: SourceDatabase) -> None:
+    """A DSN without a password plus the password on stdin makes a dsn-mode connection."""
+    dsn = f"postgresql://{source.reader}@localhost:{source.port}/{source.database}?sslmode=require"
+    created = sevvo.ok(
+        "connections",
+        "create",
+        "--name",
+        "shop-dsn",
+        "--dsn",
+        dsn,
+        "--password-stdin",
+        stdin=source.reader_password + "\n",
+    )
+    assert (created["credential_mode"], created["status"]) == ("dsn", "connected")
+    assert created["safe_metadata"]["database"] == source.database
+
+
+def test_a_dsn_holding_a_password_is_refused(sevvo: Sevvo, org: Org) -> None:
+    """A password inside --dsn is a usage error that says to use stdin and never echoes it."""
+    secret = secrets.token_urlsafe(12)
+    result = sevvo(
+        "connections",
+        "create",
+        "--name",
+        "bad",
+        "--dsn",
+        f"postgresql://reader:{secret}@localhost:5432/db",
+    )
+    assert result.code == 2
+    assert "contains a password" in result.stderr
+    assert "stdin" in result.stderr
+    assert secret not in result.stdout + result.stderr
+
+
+def test_a_wrong_password_shows_the_hint_and_rotation_fixes_it(
+    sevvo: Sevvo, org: Org, agent: str, source: SourceDatabase, tls_source_pg: EmbeddedPostgres
+) -> None:
+    """Creating with a wrong password, or testing after the role's password changed, exits 1
+    with the category and the guide's hint; rotate-password makes the test pass again."""
+    role = f"cli_rot_{uuid.uuid4().hex[:8]}"
+    first, second = secrets.token_urlsafe(18), secrets.token_urlsafe(18)
+    org.secrets += [first, second]
+    with psycopg.connect(tls_source_pg.url, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("create role {} login password {}").format(
+                sql.Identifier(role), sql.Literal(first)
+            )
+        )
+        conn.execute(
+            sql.SQL("grant connect on database {} to {}").format(
+                sql.Identifier(source.database), sql.Identifier(role)
+            )
+        )
+    try:
+        refused = sevvo(*_field_args(source, "rot", role), stdin=second + "\n")
+        assert refused.code == 1
+        assert "password_authentication_failed" in refused.stderr
+        assert PASSWORD_HINT in refused.stderr
+        created = sevvo.ok(*_field_args(source, "rot", role), stdin=first + "\n")
+        with psycopg.connect(tls_source_pg.url, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("alter role {} password {}").format(
+                    sql.Identifier(role), sql.Literal(second)
+                )
+            )
+        failed = sevvo("connections", "test", created["id"])
+        assert failed.code == 1
+        assert failed.json()["status"] == "error"
+        assert "category: password_authentication_failed" in failed.stderr
+        assert f"hint: password authentication failed: {PASSWORD_HINT}" in failed.stderr
+        rotated = sevvo.ok(
+            "connections",
+            "rotate-password",
+            created["id"],
+            "--password-stdin",
+            stdin=second + "\n",
+        )
+        assert rotated["status"] == "connected"
+        assert sevvo("connections", "test", created["id"]).code == 0
+        unconfirmed = sevvo("connections", "delete", created["id"])
+        assert unconfirmed.code == 2
+        assert "--yes" in unconfirmed.stderr
+        assert sevvo.ok("connections", "delete", created["id"], "--yes") == {
+            "deleted": created["id"]
+        }
+        assert sevvo("connections", "get", created["id"]).code == 5
+    finally:
+        with psycopg.connect(tls_source_pg.url, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("revoke all on database {} from {}").format(
+                    sql.Identifier(source.database), sql.Identifier(role)
+                )
+            )
+            conn.execute(sql.SQL("drop role {}").format(sql.Identifier(role)))
+
+
+def test_a_missing_connection_is_not_found(sevvo: Sevvo, org: Org) -> None:
+    """NOT_FOUND exits 5 with the server's reason."""
+    result = sevvo("connections", "get", str(uuid.uuid4()))
+    assert result.code == 5
+    assert "CONNECTION_NOT_FOUND" in result.stderr
+
+
+# --- preview and runs ------------------------------------------------------------------------
+
+WIDE_QUERY = (
+    "select n as id, repeat('x', 2000) as big, null::text as nothing"
+    " from generate_series(1, 150) as n order by n"
+)
+
+
+def test_preview_json_shape(sevvo: Sevvo, connection_id: str) -> None:
+    """JSON has columns with types, rows with null, truncated, the cut cells and the run id."""
+    preview = sevvo.ok("preview", connection_id, WIDE_QUERY)
+    assert preview["category"] == "ok"
+    assert preview["columns"] == [
+        {"name": "id", "type": "integer"},
+        {"name": "big", "type": "text"},
+        {"name": "nothing", "type": "text"},
+    ]
+    assert len(preview["rows"]) == 100
+    assert preview["rows"][0][0] == "1"
+    assert len(preview["rows"][0][1]) == 1024
+    assert preview["rows"][0][2] is None
+    assert preview["truncated"] is True
+    assert preview["truncated_cells"] == [[r, 1] for r in range(100)]
+    run = sevvo.ok("runs", "get", preview["run_id"])
+    assert (run["kind"], run["row_count"], run["truncated"]) == ("preview", 100, True)
+    runs = sevvo.ok("runs", "list", "--connection", connection_id)["runs"]
+    assert preview["run_id"] in [r["id"] for r in runs]
+    assert {r["connection_id"] for r in runs} == {connection_id}
+
+
+def test_preview_table_marks_cut_cells(sevvo: Sevvo, connection_id: str, tmp_path: Path) -> None:
+    """The table marks cut cells with … and explains it, and says the rows were truncated."""
+    query = tmp_path / "q.sql"
+    query.write_text(WIDE_QUERY)
+    result = sevvo("--output", "table", "preview", connection_id, "--file", str(query))
+    assert result.code == 0
+    assert "x…" in result.stdout
+    assert "cut at 1,024 characters" in result.stderr
+    assert "truncated" in result.stderr
+
+
+def test_a_write_is_rejected_with_its_category(sevvo: Sevvo, connection_id: str) -> None:
+    """A DELETE (SQL read from stdin) exits 1 with query_rejected and the guide's hint."""
+    result = sevvo("preview", connection_id, "-", stdin="delete from orders")
+    assert result.code == 1
+    assert result.json()["category"] == "query_rejected"
+    assert "category: query_rejected" in result.stderr
+    assert "hint: query rejected: a preview runs one read-only statement" in result.stderr
+
+
+# --- leases and audit ------------------------------------------------------------------------
+
+
+def test_a_dynamic_connection_previews_through_a_leased_role(
+    sevvo: Sevvo, org: Org, agent: str, source: SourceDatabase, tls_source_pg: EmbeddedPostgres
+) -> None:
+    """--dynamic saves a privileged role; a preview runs as a minted role that leases list
+    shows (no password); leases revoke --all is accepted."""
+    suffix = uuid.uuid4().hex[:8]
+    group, privileged = f"cli_readers_{suffix}", f"cli_minter_{suffix}"
+    password = secrets.token_urlsafe(18)
+    org.secrets.append(password)
+    admin = tls_source_pg.admin_url(source.database)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        for statement in (
+            "create role {group} nologin",
+            "grant connect on database {db} to {group}",
+            "grant usage on schema public to {group}",
+            "grant select on all tables in schema public to {group}",
+            "create role {privileged} login createrole password {password}",
+            "grant {group} to {privileged} with admin option",
+            "grant connect on database {db} to {privileged}",
+        ):
+            conn.execute(
+                sql.SQL(statement).format(
+                    group=sql.Identifier(group),
+                    privileged=sql.Identifier(privileged),
+                    db=sql.Identifier(source.database),
+                    password=sql.Literal(password),
+                )
+            )
+    try:
+        created = sevvo.ok(
+            *_field_args(source, "dyn", privileged)[:-1],
+            "--dynamic",
+            "--default-ttl",
+            "5m",
+            "--max-ttl",
+            "1h",
+            "--group-role",
+            group,
+            "--password-stdin",
+            stdin=password + "\n",
+        )
+        assert created["credential_mode"] == "dynamic"
+        assert created["dynamic"]["default_ttl_seconds"] == 300
+        assert created["dynamic"]["max_ttl_seconds"] == 3600
+        preview = sevvo.ok("preview", created["id"], "select count(*) as n from orders")
+        assert preview["rows"] == [["200"]]
+        leases = sevvo.ok("leases", "list", "--connection", created["id"])["leases"]
+        assert leases
+        assert all(lease["role_name"].startswith("sevvo_dyn_") for lease in leases)
+        assert all("password" not in lease for lease in leases)
+        assert "leases" in sevvo.ok("leases", "revoke", "--connection", created["id"], "--all")
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            for role in (privileged, group):
+                conn.execute(sql.SQL("drop owned by {}").format(sql.Identifier(role)))
+                conn.execute(sql.SQL("drop role {}").format(sql.Identifier(role)))
+
+
+def test_leases_list_and_revoke_usage(sevvo: Sevvo, connection_id: str) -> None:
+    """A fields connection has no leases; revoke needs exactly one of --lease and --all."""
+    assert sevvo.ok("leases", "list", "--connection", connection_id, "--state", "active") == {
+        "leases": []
+    }
+    assert sevvo("leases", "revoke", "--connection", connection_id).code == 2
+
+
+def test_audit_list_follows_the_limit(sevvo: Sevvo, connection_id: str) -> None:
+    """The audit log shows the connection's creation; --limit caps the events returned."""
+    events = sevvo.ok("audit", "list", "--limit", "500")["events"]
+    created = [e for e in events if e["action"] == "connection.create"]
+    assert connection_id in [e["target_id"] for e in created]
+    assert {e["outcome"] for e in created} <= {"success", "failure"}
+    assert len(sevvo.ok("audit", "list", "--limit", "2")["events"]) == 2
+
+
+def test_every_command_has_help_with_an_example(sevvo: Sevvo) -> None:
+    """--help works without a session for every command and shows an example."""
+    commands = [
+        ["bootstrap"],
+        ["login"],
+        ["logout"],
+        ["whoami"],
+        ["preview"],
+        ["users", "create"],
+        ["users", "list"],
+        ["users", "get"],
+        ["deployments", "create"],
+        ["deployments", "list"],
+        ["deployments", "revoke"],
+        ["connections", "create"],
+        ["connections", "get"],
+        ["connections", "list"],
+        ["connections", "test"],
+        ["connections", "rotate-password"],
+        ["connections", "delete"],
+        ["runs", "list"],
+        ["runs", "get"],
+        ["leases", "list"],
+        ["leases", "revoke"],
+        ["audit", "list"],
+    ]
+    # In-process through typer's runner: help needs no stack, and 20 interpreters would not.
+    runner = CliRunner()
+    for command in commands:
+        result = runner.invoke(app, [*command, "--help"], env=sevvo.env())
+        assert result.exit_code == 0, command
+        assert "Example: sevvo" in result.stdout, command
+    top = runner.invoke(app, ["--help"], env=sevvo.env())
+    assert "Exit codes: 0 ok" in top.stdout
+
+
+def test_no_secret_is_ever_printed(sevvo: Sevvo, org: Org) -> None:
+    """Canary: no password, session token or bootstrap token appears in any output."""
+    assert sevvo.outputs
+    printed = "\n".join(r.stdout + r.stderr for r in sevvo.outputs)
+    for secret in org.secrets:
+        assert secret not in printed

@@ -1,0 +1,176 @@
+"""The command line's pure parts: hints, DSN handling, durations, JSON shape, the session file."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from agent import postgres_probe
+from cli.commands.connections import check_dsn, dsn_with_password
+from cli.errors import CliError, ExitCode
+from cli.inputs import parse_duration
+from cli.output import message_dict
+from cli.session import Session, SessionStore
+from sevvo.auth.v1 import deployments_pb2
+from sevvo.runtime.troubleshooting import PREVIEW_CATEGORY_HINTS, TEST_CATEGORY_HINTS, hint_for
+from sevvo.workflows.v1 import workflows_pb2
+
+
+def test_every_category_has_one_hint_shared_with_the_agent() -> None:
+    """Each test and preview category has a sentence; the agent sends the very same ones."""
+    for name, number in workflows_pb2.TestCategory.items():
+        assert (number in TEST_CATEGORY_HINTS) == (not name.endswith("UNSPECIFIED")), name
+    for name, number in workflows_pb2.PreviewCategory.items():
+        assert (number in PREVIEW_CATEGORY_HINTS) == (not name.endswith("UNSPECIFIED")), name
+    assert postgres_probe.CATEGORY_HINTS is TEST_CATEGORY_HINTS
+
+
+@pytest.mark.parametrize(
+    ("category", "preview", "starts"),
+    [
+        ("password_authentication_failed", False, "password authentication failed: the username"),
+        ("permission_denied", False, "permission denied: the role can log in but lacks CONNECT"),
+        ("permission_denied", True, "permission denied for a relation"),
+        ("query_rejected", True, "query rejected: a preview runs one read-only statement"),
+        ("query_rejected", False, "query rejected: a preview runs one read-only statement"),
+        ("agent_unavailable", False, "agent unavailable: no agent of this org"),
+    ],
+)
+def test_hints_are_found_by_the_category_name_runs_carry(
+    category: str, preview: bool, starts: str
+) -> None:
+    """Names as runs, connections and error metadata carry them find the guide's sentence."""
+    hint = hint_for(category, preview=preview)
+    assert hint is not None
+    assert hint.startswith(starts)
+
+
+def test_an_unknown_category_has_no_hint() -> None:
+    """A category the guide does not know gets no made-up hint."""
+    assert hint_for("no_such_category") is None
+
+
+@pytest.mark.parametrize(
+    "dsn",
+    [
+        "postgresql://reader:hunter2@db:5432/shop",
+        "postgresql://reader:@db/shop",
+        "postgresql://reader@db/shop?password=hunter2",
+        "postgresql://reader@db/shop?sslmode=require&password=hunter2",
+    ],
+)
+def test_a_dsn_with_a_password_is_refused_without_echoing_it(dsn: str) -> None:
+    """Any password in the DSN is a usage error whose message does not contain the DSN."""
+    with pytest.raises(CliError) as caught:
+        check_dsn(dsn)
+    assert caught.value.exit_code is ExitCode.USAGE
+    assert "hunter2" not in caught.value.message
+    assert "stdin" in caught.value.message
+
+
+def test_a_dsn_needs_a_user() -> None:
+    """Without a user there is no role to log in as."""
+    with pytest.raises(CliError, match="needs a user"):
+        check_dsn("postgresql://db:5432/shop")
+
+
+@given(st.text(min_size=1, max_size=40).filter(lambda s: "\x00" not in s))
+def test_the_stdin_password_goes_into_the_dsn_percent_encoded(password: str) -> None:
+    """Whatever the password's characters, the URI keeps user, host and query intact."""
+    uri = dsn_with_password("postgresql://reader@db.internal:5433/shop?sslmode=require", password)
+    parts = urlsplit(uri)
+    assert (parts.hostname, parts.port, parts.path, parts.query) == (
+        "db.internal",
+        5433,
+        "/shop",
+        "sslmode=require",
+    )
+    assert parts.username == "reader"
+    assert parts.password is not None
+    assert unquote(parts.password) == password
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("90", 90), ("90s", 90), ("15m", 900), ("1h", 3600), ("7d", 604800)]
+)
+def test_durations(text: str, seconds: int) -> None:
+    """TTL flags take seconds or a unit."""
+    assert parse_duration("--max-ttl", text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "1.5h", "h", "-1m", "1w"])
+def test_a_bad_duration_is_a_usage_error(text: str) -> None:
+    """A malformed duration names the flag and exits 2."""
+    with pytest.raises(CliError, match="--max-ttl") as caught:
+        parse_duration("--max-ttl", text)
+    assert caught.value.exit_code is ExitCode.USAGE
+
+
+def test_json_uses_field_names_short_enum_names_and_rfc3339() -> None:
+    """Enums lose their buf prefix, unset messages are null, timestamps are RFC 3339."""
+    deployment = deployments_pb2.Deployment(
+        id="d1", display_name="prod", state=deployments_pb2.DEPLOYMENT_STATE_REVOKED
+    )
+    deployment.create_time.FromDatetime(datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC))
+    assert message_dict(deployment) == {
+        "id": "d1",
+        "org_id": "",
+        "display_name": "prod",
+        "state": "revoked",
+        "create_time": "2026-01-02T03:04:05Z",
+        "revoke_time": None,
+        "creator_user_id": "",
+    }
+
+
+def _session(endpoint: str = "localhost:8443", minutes: int = 30) -> Session:
+    return Session(
+        endpoint=endpoint,
+        session_token="header.claims.signature",
+        expire_time=datetime.now(UTC) + timedelta(minutes=minutes),
+        email="ada@acme.example",
+        org_id="o1",
+        user_id="u1",
+    )
+
+
+def test_the_session_file_is_private_and_round_trips(tmp_path: Path) -> None:
+    """session.json is 0600 in a 0700 directory, and reads back as written."""
+    store, session = SessionStore(tmp_path / "sevvo"), _session()
+    store.save(session)
+    assert store.path.stat().st_mode & 0o777 == 0o600
+    assert store.config_dir.stat().st_mode & 0o777 == 0o700
+    assert store.current(None) == session
+    assert "header.claims.signature" not in repr(session)
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "minutes", "message"),
+    [
+        ("localhost:8443", -1, "session expired: run sevvo login"),
+        ("elsewhere:443", 30, "not signed in to elsewhere:443"),
+    ],
+)
+def test_a_session_is_refused_when_expired_or_for_another_endpoint(
+    tmp_path: Path, endpoint: str, minutes: int, message: str
+) -> None:
+    """An expired session, or one for another endpoint, is exit 3 with a clear message."""
+    store = SessionStore(tmp_path)
+    store.save(_session(minutes=minutes))
+    with pytest.raises(CliError, match=message) as caught:
+        store.current(endpoint)
+    assert caught.value.exit_code is ExitCode.NOT_SIGNED_IN
+
+
+def test_a_damaged_session_file_asks_to_sign_in_again(tmp_path: Path) -> None:
+    """A file that is not a session is exit 3, not a traceback."""
+    (tmp_path / "session.json").write_text(json.dumps({"endpoint": "x"}))
+    with pytest.raises(CliError, match="damaged") as caught:
+        SessionStore(tmp_path).current(None)
+    assert caught.value.exit_code is ExitCode.NOT_SIGNED_IN
