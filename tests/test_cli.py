@@ -548,11 +548,33 @@ def test_a_dynamic_connection_previews_through_a_leased_role(
         assert all(lease["role_name"].startswith("sevvo_dyn_") for lease in leases)
         assert all("password" not in lease for lease in leases)
         assert "leases" in sevvo.ok("leases", "revoke", "--connection", created["id"], "--all")
+        rotated = sevvo.ok("connections", "rotate-root", created["id"])
+        assert (rotated["kind"], rotated["outcome_category"]) == ("root_rotation", "rotated")
+        with pytest.raises(psycopg.OperationalError):
+            psycopg.connect(
+                host="localhost",
+                port=source.port,
+                dbname=source.database,
+                user=privileged,
+                password=password,
+                sslmode="require",
+            ).close()
+        again = sevvo.ok("preview", created["id"], "select count(*) as n from orders")
+        assert again["rows"] == [["200"]]
     finally:
         with psycopg.connect(admin, autocommit=True) as conn:
             for role in (privileged, group):
                 conn.execute(sql.SQL("drop owned by {}").format(sql.Identifier(role)))
                 conn.execute(sql.SQL("drop role {}").format(sql.Identifier(role)))
+
+
+def test_rotate_root_of_a_fixed_password_connection_fails_clearly(
+    sevvo: Sevvo, connection_id: str
+) -> None:
+    """Only a dynamic connection has a privileged password: exit 1, and the reason."""
+    result = sevvo("connections", "rotate-root", connection_id)
+    assert result.code == 1
+    assert "not_dynamic" in result.stderr
 
 
 def test_leases_list_and_revoke_usage(sevvo: Sevvo, connection_id: str) -> None:

@@ -16,10 +16,12 @@ import typer
 from google.protobuf.field_mask_pb2 import FieldMask
 
 from cli.client import AGENT_TIMEOUT, CALL_TIMEOUT, Cli
+from cli.commands.runs import COLUMNS as RUN_COLUMNS
 from cli.errors import CliError, category_failure, usage_error
 from cli.inputs import cli_of, pages, parse_duration, read_secret
 from cli.output import Column, JsonValue, key, message_dict
 from sevvo.connections.v1 import connections_pb2 as cpb
+from sevvo.orchestrator.v1 import orchestrator_pb2 as opb
 
 app = typer.Typer(help="Manage your org's Postgres connections.", no_args_is_help=True)
 
@@ -294,6 +296,29 @@ def rotate_password(
             timeout=AGENT_TIMEOUT,
         )
     _show(cli, connection)
+
+
+@app.command("rotate-root", epilog=f"Example: sevvo connections rotate-root {_ID}")
+def rotate_root(
+    ctx: typer.Context, connection_id: Annotated[str, typer.Argument(metavar="ID")]
+) -> None:
+    """Rotate a dynamic connection's privileged password (org admins).
+
+    The agent sets a new password, proves it and stores it sealed; nobody ever sees it.
+    """
+    cli = cli_of(ctx)
+    with cli.output.progress("Rotating the privileged password through your agent…"):
+        run = cli.orchestrator().RotateRootCredentials(
+            opb.RotateRootCredentialsRequest(connection_id=connection_id), timeout=AGENT_TIMEOUT
+        )
+    data = message_dict(run)
+    cli.output.record(data, data, RUN_COLUMNS)
+    if run.outcome_category != "rotated":
+        raise CliError(
+            f"the rotation did not happen ({run.outcome_category or 'other'}): {run.message}",
+            category=run.outcome_category or "other",
+        )
+    cli.output.note(run.message)
 
 
 @app.command(epilog=f"Example: sevvo connections delete {_ID} --yes")
