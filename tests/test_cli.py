@@ -577,6 +577,20 @@ def test_rotate_root_of_a_fixed_password_connection_fails_clearly(
     assert "not_dynamic" in result.stderr
 
 
+def test_schedule_root_rotation_sets_and_removes_the_schedule(
+    sevvo: Sevvo, connection_id: str
+) -> None:
+    """--every 30d schedules (next time shown), off removes it, 5m is refused with the range."""
+    scheduled = sevvo.ok("connections", "schedule-root-rotation", connection_id, "--every", "30d")
+    assert scheduled["connection_id"] == connection_id
+    assert scheduled["next_rotation_time"]
+    refused = sevvo("connections", "schedule-root-rotation", connection_id, "--every", "5m")
+    assert refused.code != 0
+    assert "1 hour to 365 days" in refused.stderr
+    removed = sevvo.ok("connections", "schedule-root-rotation", connection_id, "--every", "off")
+    assert removed["next_rotation_time"] is None
+
+
 def test_leases_list_and_revoke_usage(sevvo: Sevvo, connection_id: str) -> None:
     """A fields connection has no leases; revoke needs exactly one of --lease and --all."""
     assert sevvo.ok("leases", "list", "--connection", connection_id, "--state", "active") == {

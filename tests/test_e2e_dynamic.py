@@ -9,13 +9,14 @@ import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import grpc
 import psycopg
 import pytest
 from psycopg import sql
 from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
 
 from agent.dynamic_credentials import default_creation, mint
 from agent.postgres_probe import connect
@@ -495,3 +496,72 @@ def test_root_rotation_of_a_fixed_password_connection_says_so(
     )
     assert run.outcome_category == "not_dynamic"
     assert _logs_in(source, source.reader, source.reader_password)
+
+
+def _schedule_request(
+    connection_id: str, interval: timedelta
+) -> opb.SetRootRotationScheduleRequest:
+    request = opb.SetRootRotationScheduleRequest(connection_id=connection_id)
+    request.interval.FromTimedelta(interval)
+    return request
+
+
+def test_root_rotation_on_a_schedule(
+    e2e: EndToEnd,
+    tls_source_pg: EmbeddedPostgres,
+    dynamic_source: tuple[SourceDatabase, str, str],
+    background_loop: BackgroundLoop,
+) -> None:
+    """A schedule rotates through the agent like the on-demand call; zero removes it."""
+    source, _, privileged = dynamic_source
+    tenant = e2e.new_tenant()
+    created = _create_dynamic(e2e, tenant, dynamic_source, "dynamic-scheduled")
+    orchestrator = e2e.orchestrator(tenant.admin_token)
+    with pytest.raises(grpc.RpcError) as too_often:
+        orchestrator.SetRootRotationSchedule(_schedule_request(created.id, timedelta(minutes=5)))
+    assert too_often.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "1 hour to 365 days" in (too_often.value.details() or "")
+
+    schedule = orchestrator.SetRootRotationSchedule(
+        _schedule_request(created.id, timedelta(days=30))
+    )
+    assert schedule.interval.ToTimedelta() == timedelta(days=30)
+    until_next = schedule.next_rotation_time.ToDatetime(tzinfo=UTC) - datetime.now(UTC)
+    # Temporal aligns intervals to the epoch: the first rotation comes within one interval.
+    assert timedelta(0) < until_next <= timedelta(days=30)
+    schedule_id = f"root-rotation-{tenant.org_id}-{created.id}"
+
+    async def trigger_now() -> list[bytes]:
+        # As the interval passing would; without the org's codec, as Temporal holds it.
+        client = await Client.connect(e2e.stack.temporal_address)
+        handle = client.get_schedule_handle(schedule_id)
+        raw = (await handle.describe()).raw_description
+        action = raw.schedule.action.start_workflow
+        assert action.task_queue.name == f"tenant-{tenant.org_id}"
+        await handle.trigger()
+        return [p.metadata["encoding"] for p in action.input.payloads]
+
+    assert background_loop.run(trigger_now()) == [b"binary/encrypted"]
+    deadline = time.monotonic() + 30
+    while _agent_view(e2e, tenant, created.id).password == PRIVILEGED_PASSWORD:
+        assert time.monotonic() < deadline, "the scheduled rotation did not happen"
+        time.sleep(0.5)
+    stored = _agent_view(e2e, tenant, created.id)
+    assert not stored.HasField("pending_password")
+    assert _logs_in(source, privileged, stored.password)
+    assert not _logs_in(source, privileged, PRIVILEGED_PASSWORD)
+
+    removed = orchestrator.SetRootRotationSchedule(_schedule_request(created.id, timedelta(0)))
+    assert not removed.HasField("next_rotation_time")
+
+    async def gone() -> bool:
+        client = await Client.connect(e2e.stack.temporal_address)
+        try:
+            await client.get_schedule_handle(schedule_id).describe()
+        except RPCError as exc:
+            return exc.status == RPCStatusCode.NOT_FOUND
+        return False
+
+    assert background_loop.run(gone())
+    # Removing a schedule that is not there is not an error.
+    orchestrator.SetRootRotationSchedule(_schedule_request(created.id, timedelta(0)))

@@ -321,6 +321,36 @@ def rotate_root(
     cli.output.note(run.message)
 
 
+@app.command(
+    "schedule-root-rotation",
+    epilog=f"Example: sevvo connections schedule-root-rotation {_ID} --every 30d",
+)
+def schedule_root_rotation(
+    ctx: typer.Context,
+    connection_id: Annotated[str, typer.Argument(metavar="ID")],
+    every: Annotated[
+        str,
+        typer.Option("--every", help="Time between rotations (1h to 365d, such as 30d), or off."),
+    ],
+) -> None:
+    """Rotate a dynamic connection's privileged password on a schedule (org admins)."""
+    seconds = 0 if every.strip().lower() == "off" else parse_duration("--every", every)
+    request = opb.SetRootRotationScheduleRequest(connection_id=connection_id)
+    request.interval.FromSeconds(seconds)
+    cli = cli_of(ctx)
+    schedule = cli.orchestrator().SetRootRotationSchedule(request, timeout=CALL_TIMEOUT)
+    data = message_dict(schedule)
+    cli.output.record(
+        data,
+        data,
+        [
+            ("connection", key("connection_id")),
+            ("interval", key("interval")),
+            ("next rotation", key("next_rotation_time")),
+        ],
+    )
+
+
 @app.command(epilog=f"Example: sevvo connections delete {_ID} --yes")
 def delete(
     ctx: typer.Context,

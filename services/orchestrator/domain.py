@@ -17,8 +17,20 @@ from typing import TypeVar
 from google.protobuf.message import Message
 from temporalio.api.common.v1 import WorkflowExecution
 from temporalio.api.workflowservice.v1 import DeleteWorkflowExecutionRequest
-from temporalio.client import Client, WorkflowFailureError
+from temporalio.client import (
+    Client,
+    Schedule,
+    ScheduleActionStartWorkflow,
+    ScheduleAlreadyRunningError,
+    ScheduleIntervalSpec,
+    ScheduleOverlapPolicy,
+    SchedulePolicy,
+    ScheduleSpec,
+    ScheduleUpdate,
+    WorkflowFailureError,
+)
 from temporalio.common import WorkflowIDReusePolicy
+from temporalio.service import RPCError, RPCStatusCode
 
 from services.orchestrator.store import OrchestratorStore, PayloadKeyRow, RunRow
 from sevvo.runtime import paging, temporal, validation
@@ -41,6 +53,8 @@ _PREVIEW_CATEGORY_NAMES = {
     value: name.removeprefix("PREVIEW_CATEGORY_").lower()
     for name, value in workflows_pb2.PreviewCategory.items()
 }
+MIN_ROTATION_INTERVAL = timedelta(hours=1)
+MAX_ROTATION_INTERVAL = timedelta(days=365)
 MAX_PREVIEW_SQL_BYTES = 100 * 1024
 # The statement timeout is 10 s; connecting and the round trips get the rest.
 PREVIEW_TIMEOUT = timedelta(seconds=40)
@@ -283,6 +297,52 @@ class OrchestratorDomain:
             assert failure is not None
             outcome = failure
         return await self._finish(caller, run, outcome, elapsed_ms)
+
+    async def set_root_rotation_schedule(
+        self, caller: Principal, connection_id: str, interval: timedelta
+    ) -> datetime | None:
+        """Creates, changes or (for a zero interval) removes a connection's rotation schedule.
+
+        The schedule starts the same workflow as an on-demand rotation on the caller's queue.
+        Its id holds the org, so no org can touch another's schedule by naming its
+        connection; its input travels encrypted like any other. Returns the next rotation.
+        """
+        target = validation.resource_id("connection_id", connection_id)
+        if interval and not MIN_ROTATION_INTERVAL <= interval <= MAX_ROTATION_INTERVAL:
+            raise InvalidArgument(
+                "interval", "must be zero (no schedule) or from 1 hour to 365 days"
+            )
+        client = await asyncio.to_thread(self._client_for, uuid.UUID(caller.org_id))
+        schedule_id = f"root-rotation-{caller.org_id}-{target}"
+        handle = client.get_schedule_handle(schedule_id)
+        if not interval:
+            try:
+                await handle.delete()
+            except RPCError as exc:
+                if exc.status != RPCStatusCode.NOT_FOUND:
+                    raise
+            log.info("root rotation schedule removed", connection_id=str(target))
+            return None
+        schedule = Schedule(
+            action=ScheduleActionStartWorkflow(
+                temporal.ROOT_ROTATION_WORKFLOW,
+                workflows_pb2.RootRotationInput(connection_id=str(target)),
+                id=schedule_id,
+                task_queue=temporal.task_queue(caller.org_id),
+                execution_timeout=self._test_timeout,
+            ),
+            spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=interval)]),
+            # An agent that is down for a while rotates once when it is back, not once per
+            # missed interval.
+            policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP, catchup_window=interval),
+        )
+        try:
+            await client.create_schedule(schedule_id, schedule)
+        except ScheduleAlreadyRunningError:
+            await handle.update(lambda _: ScheduleUpdate(schedule=schedule))
+        upcoming = (await handle.describe()).info.next_action_times
+        log.info("root rotation scheduled", connection_id=str(target), interval=str(interval))
+        return upcoming[0] if upcoming else None
 
     async def preview_query(
         self, caller: Principal, connection_id: str, sql: str

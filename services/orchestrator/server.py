@@ -32,6 +32,7 @@ ACCESS: dict[str, Access] = {
     f"/{_ORCHESTRATOR}/GetRun": Access.USER,
     f"/{_ORCHESTRATOR}/ListRuns": Access.USER,
     f"/{_ORCHESTRATOR}/RotateRootCredentials": Access.ADMIN,
+    f"/{_ORCHESTRATOR}/SetRootRotationSchedule": Access.ADMIN,
     # Payload keys decrypt the org's workflow history: its own agents only.
     f"/{_KEYS}/GetPayloadKeys": Access.AGENT,
 }

@@ -69,6 +69,19 @@ class OrchestratorServicer(pb_grpc.OrchestratorServiceServicer):
     ) -> pb.Run:
         return run_pb(await self._domain.rotate_root(current_principal(), request.connection_id))
 
+    async def SetRootRotationSchedule(
+        self, request: pb.SetRootRotationScheduleRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RootRotationSchedule:
+        interval = request.interval.ToTimedelta()
+        next_time = await self._domain.set_root_rotation_schedule(
+            current_principal(), request.connection_id, interval
+        )
+        schedule = pb.RootRotationSchedule(connection_id=request.connection_id)
+        if next_time is not None:
+            schedule.interval.FromTimedelta(interval)
+            schedule.next_rotation_time.FromDatetime(next_time)
+        return schedule
+
     async def GetRun(self, request: pb.GetRunRequest, context: grpc.aio.ServicerContext) -> pb.Run:
         return run_pb(await self._domain.get_run(current_principal(), request.id))
 

@@ -1,5 +1,6 @@
 import datetime
 
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from sevvo.workflows.v1 import workflows_pb2 as _workflows_pb2
 from google.protobuf.internal import containers as _containers
@@ -92,6 +93,24 @@ class RotateRootCredentialsRequest(_message.Message):
     CONNECTION_ID_FIELD_NUMBER: _ClassVar[int]
     connection_id: str
     def __init__(self, connection_id: _Optional[str] = ...) -> None: ...
+
+class SetRootRotationScheduleRequest(_message.Message):
+    __slots__ = ("connection_id", "interval")
+    CONNECTION_ID_FIELD_NUMBER: _ClassVar[int]
+    INTERVAL_FIELD_NUMBER: _ClassVar[int]
+    connection_id: str
+    interval: _duration_pb2.Duration
+    def __init__(self, connection_id: _Optional[str] = ..., interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+
+class RootRotationSchedule(_message.Message):
+    __slots__ = ("connection_id", "interval", "next_rotation_time")
+    CONNECTION_ID_FIELD_NUMBER: _ClassVar[int]
+    INTERVAL_FIELD_NUMBER: _ClassVar[int]
+    NEXT_ROTATION_TIME_FIELD_NUMBER: _ClassVar[int]
+    connection_id: str
+    interval: _duration_pb2.Duration
+    next_rotation_time: _timestamp_pb2.Timestamp
+    def __init__(self, connection_id: _Optional[str] = ..., interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., next_rotation_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class GetRunRequest(_message.Message):
     __slots__ = ("id",)

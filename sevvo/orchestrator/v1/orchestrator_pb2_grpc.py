@@ -64,6 +64,11 @@ class OrchestratorServiceStub:
                 request_serializer=sevvo_dot_orchestrator_dot_v1_dot_orchestrator__pb2.RotateRootCredentialsRequest.SerializeToString,
                 response_deserializer=sevvo_dot_orchestrator_dot_v1_dot_orchestrator__pb2.Run.FromString,
                 _registered_method=True)
+        self.SetRootRotationSchedule = channel.unary_unary(
+                '/sevvo.orchestrator.v1.OrchestratorService/SetRootRotationSchedule',
+                request_serializer=sevvo_dot_orchestrator_dot_v1_dot_orchestrator__pb2.SetRootRotationScheduleRequest.SerializeToString,
+                response_deserializer=sevvo_dot_orchestrator_dot_v1_dot_orchestrator__pb2.RootRotationSchedule.FromString,
+                _registered_method=True)
 
 
 class OrchestratorServiceServicer:
@@ -112,6 +117,14 @@ class OrchestratorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetRootRotationSchedule(self, request, context):
+        """Sets how often a dynamic connection's privileged password is rotated, as a Temporal
+        schedule on the org's task queue; an interval of zero removes the schedule. Org admins only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OrchestratorServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -139,6 +152,11 @@ def add_OrchestratorServiceServicer_to_server(servicer, server):
                     servicer.RotateRootCredentials,
                     request_deserializer=sevvo_dot_orchestrator_dot_v1_dot_orchestrator__pb2.RotateRootCredentialsRequest.FromString,
                     response_serializer=sevvo_dot_orchestrator_dot_v1_dot_orchestrator__pb2.Run.SerializeToString,
+            ),
+            'SetRootRotationSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetRootRotationSchedule,
+                    request_deserializer=sevvo_dot_orchestrator_dot_v1_dot_orchestrator__pb2.SetRootRotationScheduleRequest.FromString,
+                    response_serializer=sevvo_dot_orchestrator_dot_v1_dot_orchestrator__pb2.RootRotationSchedule.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -281,6 +299,33 @@ class OrchestratorService:
             '/sevvo.orchestrator.v1.OrchestratorService/RotateRootCredentials',
             sevvo_dot_orchestrator_dot_v1_dot_orchestrator__pb2.RotateRootCredentialsRequest.SerializeToString,
             sevvo_dot_orchestrator_dot_v1_dot_orchestrator__pb2.Run.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetRootRotationSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sevvo.orchestrator.v1.OrchestratorService/SetRootRotationSchedule',
+            sevvo_dot_orchestrator_dot_v1_dot_orchestrator__pb2.SetRootRotationScheduleRequest.SerializeToString,
+            sevvo_dot_orchestrator_dot_v1_dot_orchestrator__pb2.RootRotationSchedule.FromString,
             options,
             channel_credentials,
             insecure,

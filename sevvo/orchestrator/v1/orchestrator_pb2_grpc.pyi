@@ -53,6 +53,10 @@ class OrchestratorServiceStub:
     for the outcome. Org admins only. The new password is generated, set and proved by a
     fresh login inside the agent; the control plane stores it sealed and never returns it.
     """
+    SetRootRotationSchedule: _grpc.UnaryUnaryMultiCallable[_orchestrator_pb2.SetRootRotationScheduleRequest, _orchestrator_pb2.RootRotationSchedule]
+    """Sets how often a dynamic connection's privileged password is rotated, as a Temporal
+    schedule on the org's task queue; an interval of zero removes the schedule. Org admins only.
+    """
 
 @_typing.type_check_only
 class OrchestratorServiceAsyncStub(OrchestratorServiceStub):
@@ -78,6 +82,10 @@ class OrchestratorServiceAsyncStub(OrchestratorServiceStub):
     """Rotates a dynamic connection's privileged password through the org's agent and waits
     for the outcome. Org admins only. The new password is generated, set and proved by a
     fresh login inside the agent; the control plane stores it sealed and never returns it.
+    """
+    SetRootRotationSchedule: _aio.UnaryUnaryMultiCallable[_orchestrator_pb2.SetRootRotationScheduleRequest, _orchestrator_pb2.RootRotationSchedule]  # type: ignore[assignment]
+    """Sets how often a dynamic connection's privileged password is rotated, as a Temporal
+    schedule on the org's task queue; an interval of zero removes the schedule. Org admins only.
     """
 
 class OrchestratorServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -131,6 +139,16 @@ class OrchestratorServiceServicer(metaclass=_abc_1.ABCMeta):
         """Rotates a dynamic connection's privileged password through the org's agent and waits
         for the outcome. Org admins only. The new password is generated, set and proved by a
         fresh login inside the agent; the control plane stores it sealed and never returns it.
+        """
+
+    @_abc_1.abstractmethod
+    def SetRootRotationSchedule(
+        self,
+        request: _orchestrator_pb2.SetRootRotationScheduleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_orchestrator_pb2.RootRotationSchedule, _abc.Awaitable[_orchestrator_pb2.RootRotationSchedule]]:
+        """Sets how often a dynamic connection's privileged password is rotated, as a Temporal
+        schedule on the org's task queue; an interval of zero removes the schedule. Org admins only.
         """
 
 def add_OrchestratorServiceServicer_to_server(servicer: OrchestratorServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
