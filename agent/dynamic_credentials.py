@@ -318,11 +318,7 @@ async def mint(
     valid_until = _one(await cur.fetchone()).astimezone(UTC)
     if before_create is not None:
         await before_create(name, valid_until)
-    values = {
-        "name": sql.Identifier(name),
-        "password": sql.Literal(await _verifier(admin, password, name)),
-        "expiration": sql.Literal(_timestamptz_literal(valid_until)),
-    }
+    values = _creation_values(name, await _verifier(admin, password, name), valid_until)
     rendered = [_render(template, values) for template in creation]
     await admin.execute(_one_transaction([*rendered, _self_grant(admin, name)]))
     log.info("dynamic_credentials.minted", role=name, valid_until=valid_until.isoformat())
@@ -391,11 +387,7 @@ async def dry_run(
         async with admin.transaction(force_rollback=True):
             await admin.execute("SET LOCAL statement_timeout = '10s'")
             cur = await admin.execute("SELECT now() + %s", (ttl,))
-            values = {
-                "name": role,
-                "password": sql.Literal(verifier),
-                "expiration": sql.Literal(_timestamptz_literal(_one(await cur.fetchone()))),
-            }
+            values = _creation_values(name, verifier, _one(await cur.fetchone()))
             for index, template in enumerate(creation):
                 await step(f"creation_statements[{index}]", _render(template, values))
             await step(
@@ -619,6 +611,15 @@ async def _revocation_values(
         cur = await admin.execute("SELECT now()")
         values["expiration"] = sql.Literal(_timestamptz_literal(_one(await cur.fetchone())))
     return values
+
+
+def _creation_values(name: str, verifier: str, valid_until: datetime) -> dict[str, sql.Composable]:
+    """What creation templates' placeholders stand for (see the module docstring)."""
+    return {
+        "name": sql.Identifier(name),
+        "password": sql.Literal(verifier),
+        "expiration": sql.Literal(_timestamptz_literal(valid_until)),
+    }
 
 
 def _set_own_password(verifier: str) -> sql.Composed:

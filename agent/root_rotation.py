@@ -64,10 +64,7 @@ async def connect_privileged(
             raise
         raise PrivilegedLoginFailed("neither the stored nor the staged password logs in") from None
     try:
-        await credentials.CommitPrivilegedPassword(
-            connections_pb2.CommitPrivilegedPasswordRequest(connection_id=connection_id),
-            timeout=10,
-        )
+        await _commit(credentials, connection_id)
         await _record(credentials, connection_id, connections_pb2.ROTATION_OUTCOME_SUCCEEDED)
     except BaseException:
         await admin.close()
@@ -122,19 +119,14 @@ async def rotate_privileged_password(
         else:
             # The server holds the staged password: storing it is the only way to keep
             # the stored password right, even though the agent could not log in with it.
-            await credentials.CommitPrivilegedPassword(
-                connections_pb2.CommitPrivilegedPasswordRequest(connection_id=connection_id),
-                timeout=10,
-            )
+            await _commit(credentials, connection_id)
             category = _CATEGORY.ROOT_ROTATION_CATEGORY_UNVERIFIED_NOT_RESTORED
         reason = _CATEGORY.Name(category).removeprefix("ROOT_ROTATION_CATEGORY_")
         await _record(credentials, connection_id, connections_pb2.ROTATION_OUTCOME_FAILED, reason)
         return _result(category, started, recovered=recovered)
     finally:
         await admin.close()
-    await credentials.CommitPrivilegedPassword(
-        connections_pb2.CommitPrivilegedPasswordRequest(connection_id=connection_id), timeout=10
-    )
+    await _commit(credentials, connection_id)
     await _record(credentials, connection_id, connections_pb2.ROTATION_OUTCOME_SUCCEEDED)
     return _result(_CATEGORY.ROOT_ROTATION_CATEGORY_ROTATED, started, recovered=recovered)
 
@@ -178,6 +170,15 @@ def _result(
         message=ROTATION_MESSAGES[category],
         recovered=recovered,
         duration_ms=int((time.monotonic() - started) * 1000),
+    )
+
+
+async def _commit(
+    credentials: connections_pb2_grpc.ConnectionCredentialServiceStub, connection_id: str
+) -> None:
+    """Makes the staged password the stored one."""
+    await credentials.CommitPrivilegedPassword(
+        connections_pb2.CommitPrivilegedPasswordRequest(connection_id=connection_id), timeout=10
     )
 
 

@@ -112,6 +112,11 @@ def _create_dynamic(
     return created
 
 
+def _as_agent(e2e: EndToEnd, tenant: Tenant) -> grpc.Channel:
+    """A channel calling as the tenant's agent does, with a bearer from its deployment."""
+    return e2e._channel(e2e.stack.auth.domain.exchange(tenant.deployment_token).token)
+
+
 def _minted_roles(server: EmbeddedPostgres) -> list[str]:
     with psycopg.connect(server.url) as conn:
         rows = conn.execute("select rolname from pg_roles where rolname like 'sevvo_dyn_%'")
@@ -165,8 +170,7 @@ def test_reaper_revokes_requested_leases_and_expired_orphans(
     source, group, privileged = dynamic_source
     tenant = e2e.new_tenant()
     created = _create_dynamic(e2e, tenant, dynamic_source, "dynamic-reap")
-    agent_bearer = e2e.stack.auth.domain.exchange(tenant.deployment_token).token
-    leases_as_agent = cpb_grpc.LeaseServiceStub(e2e._channel(agent_bearer))
+    leases_as_agent = cpb_grpc.LeaseServiceStub(_as_agent(e2e, tenant))
     privileged_credentials = cpb.PostgresCredentials(
         host="localhost",
         port=source.port,
@@ -351,9 +355,8 @@ def test_agents_killed_mid_lease_leave_no_role_or_session_after_ttl_and_one_reap
 def _agent_view(e2e: EndToEnd, tenant: Tenant, connection_id: str) -> cpb.PostgresCredentials:
     """The privileged credentials as the tenant's agent resolves them (the test's only
     window on the stored password, which no user-facing call returns)."""
-    bearer = e2e.stack.auth.domain.exchange(tenant.deployment_token).token
     resolved: cpb.ResolveConnectionCredentialsResponse = cpb_grpc.ConnectionCredentialServiceStub(
-        e2e._channel(bearer)
+        _as_agent(e2e, tenant)
     ).ResolveConnectionCredentials(
         cpb.ResolveConnectionCredentialsRequest(connection_id=connection_id, purpose="test")
     )
@@ -447,8 +450,7 @@ def test_an_interrupted_root_rotation_is_completed_by_the_next_use(
     source, _, privileged = dynamic_source
     tenant = e2e.new_tenant()
     created = _create_dynamic(e2e, tenant, dynamic_source, "dynamic-recover")
-    bearer = e2e.stack.auth.domain.exchange(tenant.deployment_token).token
-    as_agent = cpb_grpc.ConnectionCredentialServiceStub(e2e._channel(bearer))
+    as_agent = cpb_grpc.ConnectionCredentialServiceStub(_as_agent(e2e, tenant))
 
     # Crashed after ALTER ROLE: the database holds the staged password, the store the old.
     applied = "staged-and-applied-5150"
