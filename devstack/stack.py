@@ -219,6 +219,7 @@ async def start_stack(
             "SEVVO_CA_FILE": str(pki.ca_cert),
             "SEVVO_AUTH_ENDPOINT": f"localhost:{port}",
             "SEVVO_ORCHESTRATOR_ENDPOINT": f"localhost:{port}",
+            "SEVVO_CONNECTIONS_ENDPOINT": f"localhost:{port}",
             "SEVVO_TEMPORAL_ADDRESS": temporal_address,
             "SEVVO_GRPC_HOST": "127.0.0.1",
             "SEVVO_GRPC_PORT": str(port),
@@ -231,10 +232,10 @@ async def start_stack(
         exit_stack.callback(auth.close)
         connections = ConnectionsApp(ConnectionsConfig.load(service_env))
         connections.open()
-        exit_stack.callback(connections.close)
+        exit_stack.push_async_callback(connections.aclose)
         orchestrator = OrchestratorApp(OrchestratorConfig.load(service_env))
         await orchestrator.open()
-        exit_stack.callback(orchestrator.close)
+        exit_stack.push_async_callback(orchestrator.aclose)
         password_file, dev_token_file = _bootstrap_dev_org(auth, state)
 
         # One process, one server: every service shares auth's in-process verifier, which

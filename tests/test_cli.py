@@ -561,6 +561,21 @@ def test_a_dynamic_connection_previews_through_a_leased_role(
             ).close()
         again = sevvo.ok("preview", created["id"], "select count(*) as n from orders")
         assert again["rows"] == [["200"]]
+        # --every 30d schedules (next time shown), 5m is refused with the range, the schedule
+        # reads back, and off removes it.
+        scheduled = sevvo.ok(
+            "connections", "schedule-root-rotation", created["id"], "--every", "30d"
+        )
+        assert scheduled["connection_id"] == created["id"]
+        assert scheduled["next_rotation_time"]
+        refused = sevvo("connections", "schedule-root-rotation", created["id"], "--every", "5m")
+        assert refused.code != 0
+        assert "1 hour to 365 days" in refused.stderr
+        shown = sevvo.ok("connections", "schedule-root-rotation", created["id"])
+        assert shown["interval"] == scheduled["interval"]
+        removed = sevvo.ok("connections", "schedule-root-rotation", created["id"], "--every", "off")
+        assert removed["next_rotation_time"] is None
+        assert sevvo.ok("connections", "schedule-root-rotation", created["id"])["interval"] is None
     finally:
         with psycopg.connect(admin, autocommit=True) as conn:
             for role in (privileged, group):
@@ -571,24 +586,15 @@ def test_a_dynamic_connection_previews_through_a_leased_role(
 def test_rotate_root_of_a_fixed_password_connection_fails_clearly(
     sevvo: Sevvo, connection_id: str
 ) -> None:
-    """Only a dynamic connection has a privileged password: exit 1, and the reason."""
-    result = sevvo("connections", "rotate-root", connection_id)
-    assert result.code == 1
-    assert "not_dynamic" in result.stderr
-
-
-def test_schedule_root_rotation_sets_and_removes_the_schedule(
-    sevvo: Sevvo, connection_id: str
-) -> None:
-    """--every 30d schedules (next time shown), off removes it, 5m is refused with the range."""
-    scheduled = sevvo.ok("connections", "schedule-root-rotation", connection_id, "--every", "30d")
-    assert scheduled["connection_id"] == connection_id
-    assert scheduled["next_rotation_time"]
-    refused = sevvo("connections", "schedule-root-rotation", connection_id, "--every", "5m")
-    assert refused.code != 0
-    assert "1 hour to 365 days" in refused.stderr
-    removed = sevvo.ok("connections", "schedule-root-rotation", connection_id, "--every", "off")
-    assert removed["next_rotation_time"] is None
+    """Only a dynamic connection has a privileged password: refused, with the reason."""
+    for args in (
+        ("connections", "rotate-root", connection_id),
+        ("connections", "schedule-root-rotation", connection_id, "--every", "30d"),
+    ):
+        result = sevvo(*args)
+        assert result.code == 1, args
+        assert "NOT_DYNAMIC" in result.stderr
+        assert "not dynamic" in result.stderr
 
 
 def test_leases_list_and_revoke_usage(sevvo: Sevvo, connection_id: str) -> None:

@@ -18,7 +18,7 @@ from pglast import ast
 from devstack import demo_guide as guide
 from devstack.demo_data import TOP_CUSTOMERS_SQL
 from devstack.demo_steps import Cli, CliResult, Narrator, Secrets, StepFailed
-from sevvo.runtime.troubleshooting import hint_for
+from sevvo.runtime.troubleshooting import RUN_OUTCOME_HINTS, hint_for
 from sevvo.workflows.v1 import workflows_pb2 as wpb
 
 CATEGORIES = [
@@ -32,7 +32,10 @@ CATEGORIES = [
     "query_rejected",
     "query_timeout",
     "query_error",
+    "not_started",
     "agent_unavailable",
+    "agent_busy",
+    "workflow_failed",
     "other",
 ]
 
@@ -93,13 +96,13 @@ def test_demo_preview_passes_the_preview_parser_rules() -> None:
 
 
 def test_every_failure_category_the_product_reports_is_in_the_guide() -> None:
-    """A new test or preview category cannot ship without its troubleshooting entry."""
+    """A new test, preview or run-outcome category cannot ship without its guide entry."""
     reported = {
         name.split("_CATEGORY_", 1)[1].lower()
         for enum in (wpb.TestCategory, wpb.PreviewCategory)
         for name in enum.keys()  # noqa: SIM118 (a protobuf enum wrapper, not a dict)
     } - {"unspecified", "ok"}
-    assert reported <= set(CATEGORIES)
+    assert reported | set(RUN_OUTCOME_HINTS) <= set(CATEGORIES)
 
 
 @pytest.mark.parametrize("category", CATEGORIES)

@@ -7,9 +7,10 @@ import contextlib
 import random
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import grpc
 import psycopg
@@ -487,17 +488,56 @@ def test_an_interrupted_root_rotation_is_completed_by_the_next_use(
 def test_root_rotation_of_a_fixed_password_connection_says_so(
     e2e: EndToEnd, tls_source_pg: EmbeddedPostgres, source_target: SourceTargetFactory
 ) -> None:
-    """Only dynamic connections have a privileged password to rotate."""
+    """Only dynamic connections have a privileged password to rotate, now or on a schedule."""
     tenant = e2e.new_tenant()
     source = source_target(tls_source_pg)
     created = e2e.connections(tenant.admin_token).CreateConnection(
         cpb.CreateConnectionRequest(display_name="fixed", fields=e2e.fields(source))
     )
-    run = e2e.orchestrator(tenant.admin_token).RotateRootCredentials(
-        opb.RotateRootCredentialsRequest(connection_id=created.id)
-    )
-    assert run.outcome_category == "not_dynamic"
+    orchestrator = e2e.orchestrator(tenant.admin_token)
+    runs_before = len(orchestrator.ListRuns(opb.ListRunsRequest()).runs)
+    refusals = []
+    calls: list[Callable[[], object]] = [
+        lambda: orchestrator.RotateRootCredentials(
+            opb.RotateRootCredentialsRequest(connection_id=created.id)
+        ),
+        lambda: orchestrator.SetRootRotationSchedule(
+            _schedule_request(created.id, timedelta(days=30))
+        ),
+    ]
+    for call in calls:
+        with pytest.raises(grpc.RpcError) as caught:
+            call()
+        refusals.append((caught.value.code(), error_details(caught.value).reason))
+    assert refusals == [(grpc.StatusCode.FAILED_PRECONDITION, "NOT_DYNAMIC")] * 2
+    # Refused before anything started: no run, and the password is untouched.
+    assert len(orchestrator.ListRuns(opb.ListRunsRequest()).runs) == runs_before
     assert _logs_in(source, source.reader, source.reader_password)
+
+
+def test_root_rotation_of_another_orgs_connection_is_not_found(
+    e2e: EndToEnd, dynamic_source: tuple[SourceDatabase, str, str]
+) -> None:
+    """Rotating, scheduling or reading the schedule of another org's connection is NOT_FOUND."""
+    owner = e2e.new_tenant()
+    created = _create_dynamic(e2e, owner, dynamic_source, "dynamic-foreign")
+    other = e2e.orchestrator(e2e.new_tenant(start_agent=False).admin_token)
+    answers = []
+    for target in (created.id, str(uuid.uuid4())):
+        calls: list[tuple[Callable[[Any], object], object]] = [
+            (other.RotateRootCredentials, opb.RotateRootCredentialsRequest(connection_id=target)),
+            (other.SetRootRotationSchedule, _schedule_request(target, timedelta(days=30))),
+            (
+                other.GetRootRotationSchedule,
+                opb.GetRootRotationScheduleRequest(connection_id=target),
+            ),
+        ]
+        for call, request in calls:
+            with pytest.raises(grpc.RpcError) as caught:
+                call(request)
+            answers.append((caught.value.code(), error_details(caught.value).reason))
+    assert answers == [(grpc.StatusCode.NOT_FOUND, "CONNECTION_NOT_FOUND")] * 6
+    assert list(other.ListRuns(opb.ListRunsRequest()).runs) == []
 
 
 def _schedule_request(
@@ -565,5 +605,46 @@ def test_root_rotation_on_a_schedule(
         return False
 
     assert background_loop.run(gone())
+    read_back = orchestrator.GetRootRotationSchedule(
+        opb.GetRootRotationScheduleRequest(connection_id=created.id)
+    )
+    assert not read_back.HasField("interval")
     # Removing a schedule that is not there is not an error.
     orchestrator.SetRootRotationSchedule(_schedule_request(created.id, timedelta(0)))
+
+
+def test_deleting_a_connection_removes_its_rotation_schedule(
+    e2e: EndToEnd,
+    dynamic_source: tuple[SourceDatabase, str, str],
+    background_loop: BackgroundLoop,
+) -> None:
+    """A schedule reads back as set; deleting its connection (even by a member) removes it."""
+    tenant = e2e.new_tenant()
+    created = _create_dynamic(e2e, tenant, dynamic_source, "dynamic-deleted")
+    orchestrator = e2e.orchestrator(tenant.admin_token)
+    orchestrator.SetRootRotationSchedule(_schedule_request(created.id, timedelta(days=7)))
+    read_back = orchestrator.GetRootRotationSchedule(
+        opb.GetRootRotationScheduleRequest(connection_id=created.id)
+    )
+    assert read_back.interval.ToTimedelta() == timedelta(days=7)
+    assert read_back.HasField("next_rotation_time")
+    member = e2e.new_member(tenant)
+    # A member may not stop an admin's schedule of a live connection...
+    with pytest.raises(grpc.RpcError) as refused:
+        e2e.orchestrator(member).DeleteRootRotationSchedule(
+            opb.DeleteRootRotationScheduleRequest(connection_id=created.id)
+        )
+    assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    # ...but deleting the connection (which members may) takes the schedule with it.
+    e2e.connections(member).DeleteConnection(cpb.DeleteConnectionRequest(id=created.id))
+    schedule_id = f"root-rotation-{tenant.org_id}-{created.id}"
+
+    async def gone() -> bool:
+        client = await Client.connect(e2e.stack.temporal_address)
+        try:
+            await client.get_schedule_handle(schedule_id).describe()
+        except RPCError as exc:
+            return exc.status == RPCStatusCode.NOT_FOUND
+        return False
+
+    assert background_loop.run(gone())

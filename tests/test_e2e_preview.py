@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 
 import grpc
 import psycopg
@@ -13,6 +14,7 @@ from devstack.postgres import EmbeddedPostgres
 from devstack.source_db import SourceDatabase
 from sevvo.connections.v1 import connections_pb2 as cpb
 from sevvo.orchestrator.v1 import orchestrator_pb2 as opb
+from sevvo.runtime.grpc_client import error_details
 from sevvo.workflows.v1 import workflows_pb2 as wpb
 from tests.plugins.dev_stack import EndToEnd, Tenant
 from tests.plugins.source_db import SourceTargetFactory
@@ -150,9 +152,14 @@ def test_invalid_preview_requests_are_refused_up_front(
 def test_other_org_cannot_preview_a_connection(
     e2e: EndToEnd, shop: tuple[Tenant, SourceDatabase, str]
 ) -> None:
-    """Org B's preview of org A's connection finds no credentials on B's own agent."""
+    """Org B's preview of org A's connection is NOT_FOUND, as a random id, and records no run."""
     _, _, connection_id = shop
     other = e2e.new_tenant()
-    result = _preview(e2e, other, connection_id, "select * from customers").result
-    assert result.category == wpb.PREVIEW_CATEGORY_INVALID_STORED_CREDENTIALS
-    assert not result.rows
+    answers = []
+    for target in (connection_id, str(uuid.uuid4())):
+        with pytest.raises(grpc.RpcError) as caught:
+            _preview(e2e, other, target, "select * from customers")
+        answers.append((caught.value.code(), error_details(caught.value).reason))
+    assert answers == [(grpc.StatusCode.NOT_FOUND, "CONNECTION_NOT_FOUND")] * 2
+    runs = e2e.orchestrator(other.admin_token).ListRuns(opb.ListRunsRequest())
+    assert list(runs.runs) == []

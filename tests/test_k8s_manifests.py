@@ -547,6 +547,14 @@ def test_orchestrator_temporal_tls_trusts_the_ca_bundle(control_plane: helm.Char
     assert env["SEVVO_TEMPORAL_TLS"] == "true"
     assert env["SEVVO_CREDENTIAL_TEST_TIMEOUT_SECONDS"] == "120"
     assert env["SEVVO_CA_FILE"] == CA_FILE
+    (service,) = [
+        s
+        for s in of_kind(render(control_plane, values), "Service")
+        if component(s) == "connections"
+    ]
+    assert env["SEVVO_CONNECTIONS_ENDPOINT"] == (
+        f"{service['metadata']['name']}:{service['spec']['ports'][0]['port']}"
+    )
 
 
 @pytest.mark.parametrize("orchestrator_enabled", [True, False], ids=["orch-on", "orch-off"])

@@ -78,6 +78,7 @@ def test_each_service_serves_over_tls_and_stops_on_sigterm(
         },
         "orchestrator": {
             "SEVVO_ORCHESTRATOR_KEYRING_FILE": str(tmp_path / "orchestrator.json"),
+            "SEVVO_CONNECTIONS_ENDPOINT": f"localhost:{ports['connections']}",
             "SEVVO_TEMPORAL_ADDRESS": temporal.address,
         },
     }

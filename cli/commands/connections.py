@@ -323,22 +323,33 @@ def rotate_root(
 
 @app.command(
     "schedule-root-rotation",
-    epilog=f"Example: sevvo connections schedule-root-rotation {_ID} --every 30d",
+    epilog=(
+        f"Example: sevvo connections schedule-root-rotation {_ID} --every 30d"
+        f" (without --every: show the schedule)"
+    ),
 )
 def schedule_root_rotation(
     ctx: typer.Context,
     connection_id: Annotated[str, typer.Argument(metavar="ID")],
     every: Annotated[
-        str,
-        typer.Option("--every", help="Time between rotations (1h to 365d, such as 30d), or off."),
-    ],
+        str | None,
+        typer.Option(
+            "--every",
+            help="Time between rotations (1h to 365d, such as 30d), or off; omit to show it.",
+        ),
+    ] = None,
 ) -> None:
-    """Rotate a dynamic connection's privileged password on a schedule (org admins)."""
-    seconds = 0 if every.strip().lower() == "off" else parse_duration("--every", every)
-    request = opb.SetRootRotationScheduleRequest(connection_id=connection_id)
-    request.interval.FromSeconds(seconds)
+    """Rotate a dynamic connection's privileged password on a schedule (setting it: admins)."""
     cli = cli_of(ctx)
-    schedule = cli.orchestrator().SetRootRotationSchedule(request, timeout=CALL_TIMEOUT)
+    if every is None:
+        schedule = cli.orchestrator().GetRootRotationSchedule(
+            opb.GetRootRotationScheduleRequest(connection_id=connection_id), timeout=CALL_TIMEOUT
+        )
+    else:
+        seconds = 0 if every.strip().lower() == "off" else parse_duration("--every", every)
+        request = opb.SetRootRotationScheduleRequest(connection_id=connection_id)
+        request.interval.FromSeconds(seconds)
+        schedule = cli.orchestrator().SetRootRotationSchedule(request, timeout=CALL_TIMEOUT)
     data = message_dict(schedule)
     cli.output.record(
         data,

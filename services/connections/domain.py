@@ -7,6 +7,7 @@ row does not open.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import re
 import uuid
@@ -17,9 +18,9 @@ from typing import Any, TypeVar
 
 import psycopg
 
+from services.connections.orchestrator_client import Orchestrator, TestOutcome
 from services.connections.postgres_target import PostgresTarget, from_fields, password_problem
 from services.connections.store import ConnectionRow, ConnectionStore, DraftRow
-from services.connections.tester import CredentialTester, TestOutcome
 from sevvo.runtime import audit, paging, validation
 from sevvo.runtime.errors import FailedPrecondition, InvalidArgument, NotFound, SevvoError
 from sevvo.runtime.logs import get_logger
@@ -90,13 +91,13 @@ class ConnectionsDomain:
         store: ConnectionStore,
         keyring: Keyring,
         *,
-        tester: CredentialTester | None = None,
+        orchestrator: Orchestrator | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._store = store
         self._keyring = keyring
-        # Without a tester (no orchestrator configured) saves skip the test: status pending.
-        self._tester = tester
+        # Without an orchestrator configured, saves skip the test: status pending.
+        self._tester = orchestrator
         self._clock = clock
 
     # Sealing.
@@ -112,19 +113,23 @@ class ConnectionsDomain:
 
     # Test-before-save.
 
-    def _test_draft(self, caller: Principal, bearer: str, target: PostgresTarget) -> TestOutcome:
+    async def _test_draft(
+        self, caller: Principal, bearer: str, target: PostgresTarget
+    ) -> TestOutcome:
         """Seals ``target`` as a short-lived draft, has the agent test it, then drops it."""
         assert self._tester is not None
         org_id, draft_id, now = uuid.UUID(caller.org_id), uuid.uuid4(), self._clock()
         sealed = seal(self._keyring, target.to_json(), _draft_aad(org_id, draft_id))
         draft = DraftRow(draft_id, org_id, sealed.key_id, sealed.blob, now, now + DRAFT_LIFETIME)
-        with self._store.transaction() as conn:
-            self._store.insert_draft(conn, draft)
+        await asyncio.to_thread(self._in_transaction, self._store.insert_draft, draft)
         try:
-            return self._tester.test(bearer, draft_id=str(draft_id))
+            return await self._tester.test(bearer, draft_id=str(draft_id))
         finally:
-            with self._store.transaction() as conn:
-                self._store.delete_draft(conn, draft_id)
+            await asyncio.to_thread(self._in_transaction, self._store.delete_draft, draft_id)
+
+    def _in_transaction(self, work: Callable[[psycopg.Connection[Any], T], object], arg: T) -> None:
+        with self._store.transaction() as conn:
+            work(conn, arg)
 
     def _record_failure(
         self, caller: Principal, action: str, target_id: str, outcome: TestOutcome
@@ -158,7 +163,7 @@ class ConnectionsDomain:
 
     # User-facing operations.
 
-    def create(
+    async def create(
         self,
         caller: Principal,
         display_name: str,
@@ -177,9 +182,11 @@ class ConnectionsDomain:
         org_id, connection_id = uuid.UUID(caller.org_id), uuid.uuid4()
         status, tested_at = "pending", None
         if self._tester is not None:
-            outcome = self._test_draft(caller, bearer, target)
+            outcome = await self._test_draft(caller, bearer, target)
             if not outcome.ok:
-                self._record_failure(caller, "connection.create", str(connection_id), outcome)
+                await asyncio.to_thread(
+                    self._record_failure, caller, "connection.create", str(connection_id), outcome
+                )
                 raise _test_failed(outcome)
             status, tested_at = "connected", self._clock()
         now = self._clock()
@@ -204,7 +211,8 @@ class ConnectionsDomain:
             updated_at=now,
             **dynamic_columns(target),
         )
-        self._audited(
+        await asyncio.to_thread(
+            self._audited,
             caller,
             "connection.create",
             str(connection_id),
@@ -213,6 +221,10 @@ class ConnectionsDomain:
         )
         log.info("connection created", connection_id=str(connection_id))
         return row
+
+    def _find(self, org_id: uuid.UUID, connection_id: uuid.UUID) -> ConnectionRow | None:
+        with self._store.connection() as conn:
+            return self._store.get(conn, org_id, connection_id)
 
     def get(self, caller: Principal, connection_id: str) -> ConnectionRow:
         """A connection of the caller's org; another org's looks exactly like a missing one."""
@@ -234,7 +246,7 @@ class ConnectionsDomain:
             )
         return paging.page_of(rows, limit, lambda r: (r.created_at, r.id))
 
-    def update(
+    async def update(
         self,
         caller: Principal,
         connection_id: str,
@@ -259,18 +271,17 @@ class ConnectionsDomain:
         seen_update: datetime | None = None
         status = "pending"
         if paths & set(FIELD_PATHS):
-            with self._store.connection() as conn:
-                current = self._store.get(conn, org_id, cid)
+            current = await asyncio.to_thread(self._find, org_id, cid)
             if current is None:
-                self._audited(caller, action, str(cid), _raise_not_found)
+                await asyncio.to_thread(self._audited, caller, action, str(cid), _raise_not_found)
                 raise _not_found()  # Unreachable: _audited re-raises.
             new_target = _apply_fields(self._unseal(current), update, paths)
             seen_update = current.updated_at
             if self._tester is not None:
                 # Tested outside any transaction: a test takes seconds and must hold no lock.
-                outcome = self._test_draft(caller, bearer, new_target)
+                outcome = await self._test_draft(caller, bearer, new_target)
                 if not outcome.ok:
-                    self._record_failure(caller, action, str(cid), outcome)
+                    await asyncio.to_thread(self._record_failure, caller, action, str(cid), outcome)
                     raise _test_failed(outcome)
                 status = "connected"
 
@@ -308,15 +319,22 @@ class ConnectionsDomain:
             self._store.update(conn, row)
             return row
 
-        row = self._audited(caller, action, str(cid), work, {"fields": ",".join(sorted(paths))})
+        row = await asyncio.to_thread(
+            self._audited, caller, action, str(cid), work, {"fields": ",".join(sorted(paths))}
+        )
         log.info("connection updated", connection_id=str(cid), fields=sorted(paths))
         return row
 
-    def delete(self, caller: Principal, connection_id: str, force: bool = False) -> None:
-        """Deletes a connection of the caller's org together with its sealed credentials.
+    async def delete(
+        self, caller: Principal, connection_id: str, bearer: str = "", force: bool = False
+    ) -> None:
+        """Deletes a connection of the caller's org with its credentials and rotation schedule.
 
         While leases may still have roles in the database, only a forced delete goes ahead:
-        afterwards no agent could resolve the privileged login to drop them.
+        afterwards no agent could resolve the privileged login to drop them. The schedule is
+        removed once the connection is gone (the orchestrator lets a member remove only a
+        deleted connection's schedule); if that fails, the failure is audited and a rotation it
+        starts finds no connection and changes nothing.
         """
         cid = validation.resource_id("id", connection_id)
         org_id = uuid.UUID(caller.org_id)
@@ -335,10 +353,30 @@ class ConnectionsDomain:
             self._store.delete(conn, org_id, cid)
 
         details = {"force": "true"} if force else None
-        self._audited(caller, "connection.delete", str(cid), work, details)
+        await asyncio.to_thread(self._audited, caller, "connection.delete", str(cid), work, details)
         log.info("connection deleted", connection_id=str(cid))
+        if self._tester is None:
+            return
+        try:
+            await self._tester.delete_rotation_schedule(bearer, str(cid))
+        except SevvoError as exc:
+            log.warning("rotation schedule not removed", connection_id=str(cid), reason=exc.reason)
+            await asyncio.to_thread(self._record_schedule_left, caller, str(cid), exc.reason)
 
-    def test(self, caller: Principal, connection_id: str, bearer: str) -> ConnectionRow:
+    def _record_schedule_left(self, caller: Principal, target_id: str, reason: str) -> None:
+        with self._store.transaction() as conn:
+            audit.record(
+                conn,
+                org_id=caller.org_id,
+                actor=audit.Actor.of(caller),
+                action="connection.rotation_schedule.delete",
+                target_type=TARGET_TYPE,
+                target_id=target_id,
+                outcome="failure",
+                reason=reason,
+            )
+
+    async def test(self, caller: Principal, connection_id: str, bearer: str) -> ConnectionRow:
         """Tests a saved connection through the agent and records the outcome as its status."""
         cid = validation.resource_id("id", connection_id)
         if self._tester is None:
@@ -346,8 +384,9 @@ class ConnectionsDomain:
                 "credential tests are not configured on this control plane",
                 reason="TESTS_NOT_CONFIGURED",
             )
-        self.get(caller, connection_id)  # NOT_FOUND before anything starts on the org's queue.
-        outcome = self._tester.test(bearer, connection_id=str(cid))
+        # NOT_FOUND before anything starts on the org's queue.
+        await asyncio.to_thread(self.get, caller, connection_id)
+        outcome = await self._tester.test(bearer, connection_id=str(cid))
 
         def work(conn: psycopg.Connection[Any]) -> ConnectionRow:
             current = self._store.get(conn, uuid.UUID(caller.org_id), cid, for_update=True)
@@ -362,7 +401,8 @@ class ConnectionsDomain:
             self._store.update(conn, row)
             return row
 
-        row = self._audited(
+        row = await asyncio.to_thread(
+            self._audited,
             caller,
             "connection.test",
             str(cid),

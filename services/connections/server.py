@@ -9,6 +9,7 @@ import grpc
 from services.connections.config import ConnectionsConfig
 from services.connections.domain import ConnectionsDomain
 from services.connections.leases import LeasesDomain
+from services.connections.orchestrator_client import OrchestratorClient
 from services.connections.servicer import (
     AuditServicer,
     ConnectionServicer,
@@ -16,7 +17,6 @@ from services.connections.servicer import (
     LeaseServicer,
 )
 from services.connections.store import ConnectionStore
-from services.connections.tester import OrchestratorTester
 from sevvo.audit.v1 import audit_pb2, audit_pb2_grpc
 from sevvo.connections.v1 import connections_pb2, connections_pb2_grpc
 from sevvo.runtime.auth_client import remote_verifier
@@ -74,14 +74,14 @@ class ConnectionsApp:
     def __init__(self, config: ConnectionsConfig) -> None:
         self.config = config
         self.store = ConnectionStore(config.database_url)
-        self.tester = (
-            OrchestratorTester(config.orchestrator_endpoint, ClientTls(ca_file=config.ca_file))
+        self.orchestrator = (
+            OrchestratorClient(config.orchestrator_endpoint, ClientTls(ca_file=config.ca_file))
             if config.orchestrator_endpoint
             else None
         )
-        if self.tester is None:
+        if self.orchestrator is None:
             log.warning("no SEVVO_ORCHESTRATOR_ENDPOINT: connections are saved without a test")
-        self.domain = ConnectionsDomain(self.store, config.keyring, tester=self.tester)
+        self.domain = ConnectionsDomain(self.store, config.keyring, orchestrator=self.orchestrator)
         self.leases = LeasesDomain(self.store)
         self._auth_channel: grpc.Channel | None = None
 
@@ -89,11 +89,15 @@ class ConnectionsApp:
         """Migrates the schema and opens the store."""
         self.store.open()
 
+    async def aclose(self) -> None:
+        """Closes the channel to the orchestrator, then everything ``close`` closes."""
+        if self.orchestrator is not None:
+            await self.orchestrator.close()
+        self.close()
+
     def close(self) -> None:
         """Closes the store and the channel to auth."""
         self.store.close()
-        if self.tester is not None:
-            self.tester.close()
         if self._auth_channel is not None:
             self._auth_channel.close()
 
@@ -142,4 +146,4 @@ async def serve(config: ConnectionsConfig) -> None:
     log.info("connections serving", port=port)
     await run_until_signalled(server)
     verifier.stop()
-    app.close()
+    await app.aclose()

@@ -167,8 +167,7 @@ class ConnectionServicer(pb_grpc.ConnectionServiceServicer):
         self, request: pb.CreateConnectionRequest, context: grpc.aio.ServicerContext
     ) -> pb.Connection:
         target, mode = target_from_request(request)
-        row = await blocking(
-            self._domain.create,
+        row = await self._domain.create(
             current_principal(),
             request.display_name,
             target,
@@ -206,21 +205,21 @@ class ConnectionServicer(pb_grpc.ConnectionServiceServicer):
             password=f.password,
             ssl_mode=_ssl(f.ssl_mode),
         )
-        row = await blocking(
-            self._domain.update, current_principal(), request.id, update, current_bearer()
-        )
+        row = await self._domain.update(current_principal(), request.id, update, current_bearer())
         return connection_pb(row)
 
     async def TestConnection(
         self, request: pb.TestConnectionRequest, context: grpc.aio.ServicerContext
     ) -> pb.Connection:
-        row = await blocking(self._domain.test, current_principal(), request.id, current_bearer())
+        row = await self._domain.test(current_principal(), request.id, current_bearer())
         return connection_pb(row)
 
     async def DeleteConnection(
         self, request: pb.DeleteConnectionRequest, context: grpc.aio.ServicerContext
     ) -> empty_pb2.Empty:
-        await blocking(self._domain.delete, current_principal(), request.id, request.force)
+        await self._domain.delete(
+            current_principal(), request.id, current_bearer(), force=request.force
+        )
         return empty_pb2.Empty()
 
 

@@ -22,12 +22,14 @@ class OrchestratorConfig:
     keyring: Keyring
     temporal_address: str
     auth_endpoint: str
+    connections_endpoint: str
     ca_file: Path | None = None
     temporal_namespace: str = "default"
     temporal_tls: bool = False
     host: str = "0.0.0.0"  # noqa: S104 - a service in a pod listens on its pod address.
     port: int = 8443
     test_timeout_seconds: float = 60.0
+    reconcile_seconds: float = 10.0
     refresh_seconds: float = 2.0
     leeway_seconds: int = 10
     log_level: str = "INFO"
@@ -46,6 +48,7 @@ class OrchestratorConfig:
             ),
             temporal_address=c.string(env, "SEVVO_TEMPORAL_ADDRESS"),
             auth_endpoint=c.string(env, "SEVVO_AUTH_ENDPOINT"),
+            connections_endpoint=c.string(env, "SEVVO_CONNECTIONS_ENDPOINT"),
             ca_file=c.optional_file(env, "SEVVO_CA_FILE"),
             temporal_namespace=c.string(env, "SEVVO_TEMPORAL_NAMESPACE", "default"),
             temporal_tls=c.boolean(env, "SEVVO_TEMPORAL_TLS", False),
@@ -53,6 +56,9 @@ class OrchestratorConfig:
             port=c.integer(env, "SEVVO_GRPC_PORT", 8443, minimum=0, maximum=65535),
             test_timeout_seconds=c.number(
                 env, "SEVVO_CREDENTIAL_TEST_TIMEOUT_SECONDS", 60.0, minimum=5, maximum=600
+            ),
+            reconcile_seconds=c.number(
+                env, "SEVVO_ORCHESTRATOR_RECONCILE_SECONDS", 10.0, minimum=0.2, maximum=300
             ),
             refresh_seconds=c.number(
                 env, "SEVVO_TOKEN_REFRESH_SECONDS", 2.0, minimum=0.05, maximum=2.0

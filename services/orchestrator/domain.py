@@ -1,76 +1,61 @@
-"""The orchestrator's rules: start credential tests on the org's queue and keep run metadata.
+"""The orchestrator's rules: start work on the org's queue, keep run metadata, own schedules.
 
 The org always comes from the caller's verified token, so a user of one org can neither
-start work on another org's task queue nor read its runs.
+start work on another org's task queue nor read its runs. Work on a saved connection starts
+only after the connections service, asked with the caller's own token, confirms the
+connection is the caller's org's (NOT_FOUND otherwise, before any run is recorded).
 """
 
 from __future__ import annotations
 
 import asyncio
 import secrets
-import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import TypeVar
 
+from google.protobuf.internal.enum_type_wrapper import EnumTypeWrapper
 from google.protobuf.message import Message
-from temporalio.api.common.v1 import WorkflowExecution
-from temporalio.api.workflowservice.v1 import DeleteWorkflowExecutionRequest
-from temporalio.client import (
-    Client,
-    Schedule,
-    ScheduleActionStartWorkflow,
-    ScheduleAlreadyRunningError,
-    ScheduleIntervalSpec,
-    ScheduleOverlapPolicy,
-    SchedulePolicy,
-    ScheduleSpec,
-    ScheduleUpdate,
-    WorkflowFailureError,
-)
-from temporalio.common import WorkflowIDReusePolicy
-from temporalio.service import RPCError, RPCStatusCode
+from temporalio.service import RPCError
 
+from services.orchestrator import schedules
+from services.orchestrator.connections_client import ConnectionInfo, ConnectionLookup, not_dynamic
+from services.orchestrator.runs import (
+    OrgClients,
+    Outcome,
+    RunFateUnknown,
+    RunTracker,
+    WorkKind,
+)
+from services.orchestrator.schedules import RotationSchedule
 from services.orchestrator.store import OrchestratorStore, PayloadKeyRow, RunRow
-from sevvo.runtime import paging, temporal, validation
-from sevvo.runtime.errors import InvalidArgument, NotFound
+from sevvo.runtime import paging, validation
+from sevvo.runtime import temporal as names
+from sevvo.runtime.errors import InvalidArgument, NotFound, PermissionDenied, Unavailable
 from sevvo.runtime.logs import get_logger
-from sevvo.runtime.payload_codec import OrgPayloadKeys, PayloadKey, data_converter
+from sevvo.runtime.payload_codec import OrgPayloadKeys, PayloadKey
 from sevvo.runtime.sealing import Keyring, Sealed, seal, unseal
 from sevvo.runtime.tokens import Principal
 from sevvo.workflows.v1 import workflows_pb2
 
 log = get_logger(__name__)
 
-_CATEGORY_NAMES = {
-    value: name.removeprefix("TEST_CATEGORY_").lower()
-    for name, value in workflows_pb2.TestCategory.items()
-}
+
+def _names(enum: EnumTypeWrapper, prefix: str) -> dict[int, str]:
+    return {value: name.removeprefix(prefix).lower() for name, value in enum.items()}
 
 
-_PREVIEW_CATEGORY_NAMES = {
-    value: name.removeprefix("PREVIEW_CATEGORY_").lower()
-    for name, value in workflows_pb2.PreviewCategory.items()
-}
-MIN_ROTATION_INTERVAL = timedelta(hours=1)
-MAX_ROTATION_INTERVAL = timedelta(days=365)
+_CATEGORY_NAMES = _names(workflows_pb2.TestCategory, "TEST_CATEGORY_")
+_PREVIEW_CATEGORY_NAMES = _names(workflows_pb2.PreviewCategory, "PREVIEW_CATEGORY_")
+_ROTATION_CATEGORY_NAMES = _names(workflows_pb2.RootRotationCategory, "ROOT_ROTATION_CATEGORY_")
 MAX_PREVIEW_SQL_BYTES = 100 * 1024
-# The statement timeout is 10 s; connecting and the round trips get the rest.
+# The statement timeout is 10 s; connecting, the round trips and a wait in the queue get the rest.
 PREVIEW_TIMEOUT = timedelta(seconds=40)
 
-_Failure = tuple[str, str, str]  # (state, category, message) of a finished run
-_TIMED_OUT: _Failure = (
-    "timed_out",
-    "agent_unavailable",
-    "no agent of this org finished the work in time: check that an agent is running",
-)
-_FAILED: _Failure = (
-    "failed",
-    "workflow_failed",
-    "the work failed inside the agent; see the agent's logs",
-)
-ResultT = TypeVar("ResultT", bound=Message)
+
+def category_name(category: int) -> str:
+    """The stable lower_snake name of a test category, as runs and connections record it."""
+    return _CATEGORY_NAMES.get(category, "other")
 
 
 def preview_category_name(category: int) -> str:
@@ -78,15 +63,53 @@ def preview_category_name(category: int) -> str:
     return _PREVIEW_CATEGORY_NAMES.get(category, "other")
 
 
-_ROTATION_CATEGORY_NAMES = {
-    value: name.removeprefix("ROOT_ROTATION_CATEGORY_").lower()
-    for name, value in workflows_pb2.RootRotationCategory.items()
-}
+def _test_outcome(result: workflows_pb2.CredentialTestResult) -> Outcome:
+    return Outcome("succeeded", category_name(result.category), result.message)
 
 
-def category_name(category: int) -> str:
-    """The stable lower_snake name of a test category, as runs and connections record it."""
-    return _CATEGORY_NAMES.get(category, "other")
+def _preview_outcome(result: workflows_pb2.PreviewQueryResult) -> Outcome:
+    # Never the rows and never the database's message (it can quote a value): counts only.
+    return Outcome(
+        "succeeded",
+        preview_category_name(result.category),
+        f"sqlstate {result.sqlstate}" if result.sqlstate else None,
+        row_count=len(result.rows),
+        truncated=result.truncated,
+    )
+
+
+def _rotation_outcome(result: workflows_pb2.RootRotationResult) -> Outcome:
+    return Outcome(
+        "succeeded", _ROTATION_CATEGORY_NAMES.get(result.category, "other"), result.message
+    )
+
+
+def work_kinds(test_timeout: timedelta) -> dict[str, WorkKind]:
+    """Every kind of run the orchestrator starts, by the kind name its rows carry."""
+    return {
+        "credential_test": WorkKind(
+            "credential_test",
+            names.CREDENTIAL_TEST_WORKFLOW,
+            workflows_pb2.CredentialTestResult,
+            test_timeout,
+            _test_outcome,
+        ),
+        "preview": WorkKind(
+            "preview",
+            names.PREVIEW_WORKFLOW,
+            workflows_pb2.PreviewQueryResult,
+            PREVIEW_TIMEOUT,
+            _preview_outcome,
+            keep_history=False,
+        ),
+        "root_rotation": WorkKind(
+            "root_rotation",
+            names.ROOT_ROTATION_WORKFLOW,
+            workflows_pb2.RootRotationResult,
+            test_timeout,
+            _rotation_outcome,
+        ),
+    }
 
 
 def _key_aad(org_id: uuid.UUID, key_id: str) -> bytes:
@@ -135,295 +158,200 @@ class OrchestratorDomain:
         self,
         store: OrchestratorStore,
         payload_keys: PayloadKeys,
-        temporal_client: Client,
+        clients: OrgClients,
+        connections: ConnectionLookup,
         *,
         test_timeout: timedelta,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._store = store
         self._keys = payload_keys
-        self._temporal = temporal_client
+        self._clients = clients
+        self._connections = connections
         self._test_timeout = test_timeout
-        self._clock = clock
-        self._clients: dict[uuid.UUID, Client] = {}
-        self._background: set[asyncio.Task[None]] = set()
+        self.runs = RunTracker(store, clients, work_kinds(test_timeout), clock=clock)
 
-    def _client_for(self, org_id: uuid.UUID) -> Client:
-        # One service connection; each org gets its own data converter so its payloads are
-        # encrypted with its own key.
-        client = self._clients.get(org_id)
-        if client is None:
-            config = self._temporal.config()
-            config["data_converter"] = data_converter(self._keys.for_org(org_id))
-            client = Client(**config)
-            self._clients[org_id] = client
-        return client
+    async def _connection(self, bearer: str, connection_id: uuid.UUID) -> ConnectionInfo:
+        return await self._connections.get(bearer, str(connection_id))
 
-    async def _insert_run(
+    async def _run(
         self,
         caller: Principal,
         kind: str,
+        request_for: Callable[[RunRow], Message],
         *,
         connection_id: uuid.UUID | None = None,
         draft_id: uuid.UUID | None = None,
-    ) -> RunRow:
-        run_id = uuid.uuid4()
-        prefix = kind.replace("_", "-")
-        run = RunRow(
-            id=run_id,
-            org_id=uuid.UUID(caller.org_id),
-            kind=kind,
-            state="running",
-            connection_id=connection_id,
-            draft_id=draft_id,
-            workflow_id=f"{prefix}-{run_id}",
-            outcome_category=None,
-            message=None,
-            started_at=self._clock(),
-            finished_at=None,
-            duration_ms=None,
-        )
-        await asyncio.to_thread(self._store.insert_run, run)
-        return run
-
-    async def _execute(
-        self,
-        caller: Principal,
-        run: RunRow,
-        workflow_name: str,
-        request: Message,
-        result_type: type[ResultT],
-        timeout: timedelta,
-    ) -> tuple[ResultT | None, _Failure | None, int]:
-        """Runs ``workflow_name`` on the caller's queue; returns its result or why there is none.
-
-        Ids and categories only: the workflow id and queue hold no host, database or SQL, and
-        the input travels encrypted with the org's payload key.
-        """
-        client = await asyncio.to_thread(self._client_for, run.org_id)
-        started = time.monotonic()
-        handle = await client.start_workflow(
-            workflow_name,
-            request,
-            id=run.workflow_id,
-            task_queue=temporal.task_queue(caller.org_id),
-            execution_timeout=timeout,
-            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-            result_type=result_type,
-        )
-        log.info("workflow started", run_id=str(run.id), kind=run.kind)
+    ) -> tuple[RunRow, object]:
         try:
-            result = await asyncio.wait_for(handle.result(), timeout=timeout.total_seconds() + 5)
-            return result, None, int((time.monotonic() - started) * 1000)
-        except (TimeoutError, WorkflowFailureError) as exc:
-            timed_out = isinstance(exc, TimeoutError) or "timed out" in str(exc.cause).lower()
-            failure = _TIMED_OUT if timed_out else _FAILED
-            return None, failure, int((time.monotonic() - started) * 1000)
+            return await self.runs.run(
+                uuid.UUID(caller.org_id),
+                kind,
+                request_for,
+                connection_id=connection_id,
+                draft_id=draft_id,
+            )
+        except RunFateUnknown as exc:
+            raise Unavailable(
+                "the workflow service could not be reached to learn how the run ended; it is"
+                " recorded and will be settled when the service is back: check it with"
+                " `sevvo runs get`",
+                reason="RUN_OUTCOME_PENDING",
+                metadata={"run_id": str(exc.run.id)},
+            ) from None
 
     async def test_connection(
-        self, caller: Principal, *, connection_id: str = "", draft_id: str = ""
+        self, caller: Principal, bearer: str, *, connection_id: str = "", draft_id: str = ""
     ) -> RunRow:
-        """Starts a credential test on the caller's org's queue and waits for its outcome."""
+        """Tests a connection (or a draft) on the caller's org's queue and waits for its outcome."""
         if bool(connection_id) == bool(draft_id):
             raise InvalidArgument("target", "set exactly one of connection_id or draft_id")
         field = "connection_id" if connection_id else "draft_id"
         target = validation.resource_id(field, connection_id or draft_id)
-        run = await self._insert_run(
+        if connection_id:
+            await self._connection(bearer, target)
+
+        def request_for(run: RunRow) -> workflows_pb2.CredentialTestInput:
+            request = workflows_pb2.CredentialTestInput(run_id=str(run.id))
+            if connection_id:
+                request.connection_id = str(target)
+            else:
+                request.draft_id = str(target)
+            return request
+
+        row, _ = await self._run(
             caller,
             "credential_test",
+            request_for,
             connection_id=target if connection_id else None,
             draft_id=target if draft_id else None,
         )
-        request = workflows_pb2.CredentialTestInput(run_id=str(run.id))
-        if connection_id:
-            request.connection_id = str(target)
-        else:
-            request.draft_id = str(target)
-        result, failure, elapsed_ms = await self._execute(
-            caller,
-            run,
-            temporal.CREDENTIAL_TEST_WORKFLOW,
-            request,
-            workflows_pb2.CredentialTestResult,
-            self._test_timeout,
-        )
-        if result is not None:
-            outcome = ("succeeded", category_name(result.category), result.message)
-        else:
-            assert failure is not None
-            outcome = failure
-        return await self._finish(caller, run, outcome, elapsed_ms)
+        return row
 
-    async def _finish(
-        self, caller: Principal, run: RunRow, outcome: _Failure, elapsed_ms: int
-    ) -> RunRow:
-        """Records how a run ended: its state, outcome category and safe message."""
-        state, category, message = outcome
-        finished = await asyncio.to_thread(
-            self._store.finish_run,
-            run.id,
-            state=state,
-            category=category,
-            message=message,
-            finished_at=self._clock(),
-            duration_ms=elapsed_ms,
-        )
-        log.info("run finished", run_id=str(run.id), kind=run.kind, state=state, category=category)
-        return finished or await self.get_run(caller, str(run.id))
-
-    async def rotate_root(self, caller: Principal, connection_id: str) -> RunRow:
+    async def rotate_root(self, caller: Principal, bearer: str, connection_id: str) -> RunRow:
         """Rotates a dynamic connection's privileged password through the org's agent.
 
         The run records the outcome category; the password is generated, set and proved in
         the agent and reaches only the connections service's sealed store.
         """
         target = validation.resource_id("connection_id", connection_id)
-        run = await self._insert_run(caller, "root_rotation", connection_id=target)
-        result, failure, elapsed_ms = await self._execute(
+        if not (await self._connection(bearer, target)).dynamic:
+            raise not_dynamic()
+        row, _ = await self._run(
             caller,
-            run,
-            temporal.ROOT_ROTATION_WORKFLOW,
-            workflows_pb2.RootRotationInput(run_id=str(run.id), connection_id=str(target)),
-            workflows_pb2.RootRotationResult,
-            self._test_timeout,
-        )
-        if result is not None:
-            outcome = (
-                "succeeded",
-                _ROTATION_CATEGORY_NAMES.get(result.category, "other"),
-                result.message,
-            )
-        else:
-            assert failure is not None
-            outcome = failure
-        return await self._finish(caller, run, outcome, elapsed_ms)
-
-    async def set_root_rotation_schedule(
-        self, caller: Principal, connection_id: str, interval: timedelta
-    ) -> datetime | None:
-        """Creates, changes or (for a zero interval) removes a connection's rotation schedule.
-
-        The schedule starts the same workflow as an on-demand rotation on the caller's queue.
-        Its id holds the org, so no org can touch another's schedule by naming its
-        connection; its input travels encrypted like any other. Returns the next rotation.
-        """
-        target = validation.resource_id("connection_id", connection_id)
-        if interval and not MIN_ROTATION_INTERVAL <= interval <= MAX_ROTATION_INTERVAL:
-            raise InvalidArgument(
-                "interval", "must be zero (no schedule) or from 1 hour to 365 days"
-            )
-        client = await asyncio.to_thread(self._client_for, uuid.UUID(caller.org_id))
-        schedule_id = f"root-rotation-{caller.org_id}-{target}"
-        handle = client.get_schedule_handle(schedule_id)
-        if not interval:
-            try:
-                await handle.delete()
-            except RPCError as exc:
-                if exc.status != RPCStatusCode.NOT_FOUND:
-                    raise
-            log.info("root rotation schedule removed", connection_id=str(target))
-            return None
-        schedule = Schedule(
-            action=ScheduleActionStartWorkflow(
-                temporal.ROOT_ROTATION_WORKFLOW,
-                workflows_pb2.RootRotationInput(connection_id=str(target)),
-                id=schedule_id,
-                task_queue=temporal.task_queue(caller.org_id),
-                execution_timeout=self._test_timeout,
+            "root_rotation",
+            lambda run: workflows_pb2.RootRotationInput(
+                run_id=str(run.id), connection_id=str(target)
             ),
-            spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=interval)]),
-            # An agent that is down for a while rotates once when it is back, not once per
-            # missed interval.
-            policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP, catchup_window=interval),
+            connection_id=target,
         )
-        try:
-            await client.create_schedule(schedule_id, schedule)
-        except ScheduleAlreadyRunningError:
-            await handle.update(lambda _: ScheduleUpdate(schedule=schedule))
-        upcoming = (await handle.describe()).info.next_action_times
-        log.info("root rotation scheduled", connection_id=str(target), interval=str(interval))
-        return upcoming[0] if upcoming else None
+        return row
 
     async def preview_query(
-        self, caller: Principal, connection_id: str, sql: str
+        self, caller: Principal, bearer: str, connection_id: str, sql: str
     ) -> tuple[RunRow, workflows_pb2.PreviewQueryResult]:
         """Runs a user's preview through the agent; the rows go back to the caller only.
 
         The run keeps the category, SQLSTATE, row count and truncated flag, never the rows or
         the database's message (which can quote a value). The workflow's history, the only
-        other place the (encrypted) rows passed through, is deleted once the result is read.
+        other place the (encrypted) rows passed through, is deleted once the run is finished.
         """
         target = validation.resource_id("connection_id", connection_id)
         if not sql.strip():
             raise InvalidArgument("sql", "must not be empty")
         if len(sql.encode()) > MAX_PREVIEW_SQL_BYTES:
             raise InvalidArgument("sql", f"must be at most {MAX_PREVIEW_SQL_BYTES // 1024} KB")
-        run = await self._insert_run(caller, "preview", connection_id=target)
-        request = workflows_pb2.PreviewQueryInput(
-            run_id=str(run.id), connection_id=str(target), sql=sql
-        )
-        result, failure, elapsed_ms = await self._execute(
+        await self._connection(bearer, target)
+        row, result = await self._run(
             caller,
-            run,
-            temporal.PREVIEW_WORKFLOW,
-            request,
-            workflows_pb2.PreviewQueryResult,
-            PREVIEW_TIMEOUT,
+            "preview",
+            lambda run: workflows_pb2.PreviewQueryInput(
+                run_id=str(run.id), connection_id=str(target), sql=sql
+            ),
+            connection_id=target,
         )
-        message: str | None
-        if result is None:
-            assert failure is not None
-            state, category, message = failure
+        if not isinstance(result, workflows_pb2.PreviewQueryResult):
             result = workflows_pb2.PreviewQueryResult(
-                category=workflows_pb2.PREVIEW_CATEGORY_OTHER, message=message
+                category=workflows_pb2.PREVIEW_CATEGORY_OTHER, message=row.message or ""
             )
-            row_count, truncated = 0, False
-        else:
-            category = preview_category_name(result.category)
-            state = "succeeded"
-            message = f"sqlstate {result.sqlstate}" if result.sqlstate else None
-            row_count, truncated = len(result.rows), result.truncated
-            self._forget(run)
-        finished = await asyncio.to_thread(
-            self._store.finish_run,
-            run.id,
-            state=state,
-            category=category,
-            message=message,
-            finished_at=self._clock(),
-            duration_ms=elapsed_ms,
-            row_count=row_count,
-            truncated=truncated,
-        )
         log.info(
             "preview finished",
-            run_id=str(run.id),
-            category=category,
-            rows=row_count,
-            duration_ms=elapsed_ms,
+            run_id=str(row.id),
+            category=row.outcome_category,
+            rows=row.row_count or 0,
+            duration_ms=row.duration_ms,
         )
-        return finished or await self.get_run(caller, str(run.id)), result
+        return row, result
 
-    def _forget(self, run: RunRow) -> None:
-        """Deletes a finished preview's workflow history in the background."""
+    # Rotation schedules.
 
-        async def delete() -> None:
+    async def set_root_rotation_schedule(
+        self, caller: Principal, bearer: str, connection_id: str, interval: timedelta
+    ) -> RotationSchedule:
+        """Creates, changes or (for a zero interval) removes a connection's rotation schedule.
+
+        Only a dynamic connection of the caller's org gets one. Returns the schedule as it
+        now stands.
+        """
+        target = validation.resource_id("connection_id", connection_id)
+        schedules.check_interval(interval)
+        if not (await self._connection(bearer, target)).dynamic:
+            raise not_dynamic()
+        org_id = uuid.UUID(caller.org_id)
+        client = await self._clients.for_org_async(org_id)
+        try:
+            if not interval:
+                await schedules.delete(client, org_id, target)
+                log.info("root rotation schedule removed", connection_id=str(target))
+                return schedules.NO_SCHEDULE
+            current = await schedules.put(client, org_id, target, interval, self._test_timeout)
+        except RPCError as exc:
+            raise _temporal_unavailable(exc) from None
+        log.info("root rotation scheduled", connection_id=str(target), interval=str(interval))
+        return current
+
+    async def get_root_rotation_schedule(
+        self, caller: Principal, bearer: str, connection_id: str
+    ) -> RotationSchedule:
+        """A connection's rotation schedule (interval None when it has none)."""
+        target = validation.resource_id("connection_id", connection_id)
+        await self._connection(bearer, target)
+        org_id = uuid.UUID(caller.org_id)
+        client = await self._clients.for_org_async(org_id)
+        try:
+            return await schedules.get(client, org_id, target)
+        except RPCError as exc:
+            raise _temporal_unavailable(exc) from None
+
+    async def delete_root_rotation_schedule(
+        self, caller: Principal, bearer: str, connection_id: str
+    ) -> bool:
+        """Removes a connection's schedule: any for an admin, a deleted connection's for anyone.
+
+        The connections service calls this after deleting a connection, on the deleting user's
+        behalf; a member may not otherwise stop an admin's rotation schedule.
+        """
+        target = validation.resource_id("connection_id", connection_id)
+        if not caller.is_admin:
             try:
-                await self._temporal.workflow_service.delete_workflow_execution(
-                    DeleteWorkflowExecutionRequest(
-                        namespace=self._temporal.namespace,
-                        workflow_execution=WorkflowExecution(workflow_id=run.workflow_id),
-                    )
+                await self._connection(bearer, target)
+            except NotFound:
+                pass
+            else:
+                raise PermissionDenied(
+                    "only an org admin may remove the rotation schedule of an existing connection",
+                    reason="ADMIN_REQUIRED",
                 )
-                log.info("preview history deletion requested", run_id=str(run.id))
-            except Exception as exc:  # The history then ages out with the namespace retention.
-                log.warning(
-                    "preview history not deleted", run_id=str(run.id), error=type(exc).__name__
-                )
+        org_id = uuid.UUID(caller.org_id)
+        client = await self._clients.for_org_async(org_id)
+        try:
+            deleted = await schedules.delete(client, org_id, target)
+        except RPCError as exc:
+            raise _temporal_unavailable(exc) from None
+        log.info("root rotation schedule deleted", connection_id=str(target), existed=deleted)
+        return deleted
 
-        task = asyncio.get_running_loop().create_task(delete())
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+    # Runs.
 
     async def get_run(self, caller: Principal, run_id: str) -> RunRow:
         """A run of the caller's org."""
@@ -449,3 +377,10 @@ class OrchestratorDomain:
     async def payload_keys(self, caller: Principal) -> OrgPayloadKeys:
         """The caller's org's payload keys (agents only)."""
         return await asyncio.to_thread(self._keys.for_org, uuid.UUID(caller.org_id))
+
+
+def _temporal_unavailable(exc: RPCError) -> Unavailable:
+    log.warning("temporal call failed", status=exc.status.name)
+    return Unavailable(
+        "the workflow service is unreachable; try again", reason="WORKFLOW_SERVICE_UNAVAILABLE"
+    )

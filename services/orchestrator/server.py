@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from datetime import timedelta
 
 import grpc
 from temporalio.client import Client
 
 from services.orchestrator.config import OrchestratorConfig
+from services.orchestrator.connections_client import ConnectionsClient
 from services.orchestrator.domain import OrchestratorDomain, PayloadKeys
+from services.orchestrator.runs import OrgClients
 from services.orchestrator.servicer import OrchestratorServicer, PayloadKeyServicer
 from services.orchestrator.store import OrchestratorStore
 from sevvo.orchestrator.v1 import orchestrator_pb2, orchestrator_pb2_grpc
@@ -33,6 +36,9 @@ ACCESS: dict[str, Access] = {
     f"/{_ORCHESTRATOR}/ListRuns": Access.USER,
     f"/{_ORCHESTRATOR}/RotateRootCredentials": Access.ADMIN,
     f"/{_ORCHESTRATOR}/SetRootRotationSchedule": Access.ADMIN,
+    f"/{_ORCHESTRATOR}/GetRootRotationSchedule": Access.USER,
+    # Members too, but only for a connection that no longer exists (the domain checks).
+    f"/{_ORCHESTRATOR}/DeleteRootRotationSchedule": Access.USER,
     # Payload keys decrypt the org's workflow history: its own agents only.
     f"/{_KEYS}/GetPayloadKeys": Access.AGENT,
 }
@@ -47,9 +53,11 @@ class OrchestratorApp:
         self.payload_keys = PayloadKeys(self.store, config.keyring)
         self.domain: OrchestratorDomain | None = None
         self._auth_channel: grpc.Channel | None = None
+        self._connections: ConnectionsClient | None = None
+        self._reconciler: asyncio.Task[None] | None = None
 
     async def open(self) -> None:
-        """Migrates the schema and connects to Temporal."""
+        """Migrates the schema, connects to Temporal and starts reconciling runs."""
         await asyncio.to_thread(self.store.open)
         client = await Client.connect(
             self.config.temporal_address,
@@ -60,15 +68,38 @@ class OrchestratorApp:
                 else False
             ),
         )
+        self._connections = ConnectionsClient(
+            self.config.connections_endpoint, ClientTls(ca_file=self.config.ca_file)
+        )
         self.domain = OrchestratorDomain(
             self.store,
             self.payload_keys,
-            client,
+            OrgClients(client, self.payload_keys.for_org),
+            self._connections,
             test_timeout=timedelta(seconds=self.config.test_timeout_seconds),
         )
+        # Runs whose watcher died with an earlier process are settled from the first pass on.
+        self._reconciler = asyncio.get_running_loop().create_task(
+            self.domain.runs.reconcile_forever(self.config.reconcile_seconds),
+            name="run-reconciler",
+        )
+
+    async def aclose(self) -> None:
+        """Stops reconciling and closes the store and channels."""
+        if self._reconciler is not None:
+            self._reconciler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reconciler
+        if self.domain is not None:
+            await self.domain.runs.close()
+        if self._connections is not None:
+            await self._connections.close()
+        self.close()
 
     def close(self) -> None:
         """Closes the store and the channel to auth."""
+        if self._reconciler is not None:
+            self._reconciler.cancel()
         self.store.close()
         if self._auth_channel is not None:
             self._auth_channel.close()
@@ -117,4 +148,4 @@ async def serve(config: OrchestratorConfig) -> None:
     log.info("orchestrator serving", port=port)
     await run_until_signalled(server)
     verifier.stop()
-    app.close()
+    await app.aclose()

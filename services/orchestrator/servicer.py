@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import grpc
+from google.protobuf.duration_pb2 import Duration
 
 from services.orchestrator.domain import OrchestratorDomain
+from services.orchestrator.schedules import RotationSchedule
 from services.orchestrator.store import RunRow
 from sevvo.orchestrator.v1 import orchestrator_pb2 as pb
 from sevvo.orchestrator.v1 import orchestrator_pb2_grpc as pb_grpc
-from sevvo.runtime.grpc_server import current_principal
+from sevvo.runtime.errors import InvalidArgument
+from sevvo.runtime.grpc_server import current_bearer, current_principal
 from sevvo.runtime.servicing import timestamp
+
+# protobuf's Duration range (about 10,000 years), which a timedelta also holds.
+_MAX_DURATION_SECONDS = 315_576_000_000
 
 _KIND_TO_PB = {
     "credential_test": pb.RUN_KIND_CREDENTIAL_TEST,
@@ -42,6 +50,25 @@ def run_pb(row: RunRow) -> pb.Run:
     )
 
 
+def _interval(duration: Duration) -> timedelta:
+    """A request's interval as a timedelta; out-of-range values are the caller's error."""
+    if not -_MAX_DURATION_SECONDS <= duration.seconds <= _MAX_DURATION_SECONDS or not (
+        -999_999_999 <= duration.nanos <= 999_999_999
+    ):
+        raise InvalidArgument("interval", "is not a valid duration")
+    return duration.ToTimedelta()
+
+
+def schedule_pb(connection_id: str, schedule: RotationSchedule) -> pb.RootRotationSchedule:
+    """A schedule as the API shows it; interval and next time unset when there is none."""
+    message = pb.RootRotationSchedule(connection_id=connection_id)
+    if schedule.interval is not None:
+        message.interval.FromTimedelta(schedule.interval)
+    if schedule.next_rotation is not None:
+        message.next_rotation_time.FromDatetime(schedule.next_rotation)
+    return message
+
+
 class OrchestratorServicer(pb_grpc.OrchestratorServiceServicer):
     """sevvo.orchestrator.v1.OrchestratorService."""
 
@@ -52,7 +79,10 @@ class OrchestratorServicer(pb_grpc.OrchestratorServiceServicer):
         self, request: pb.TestConnectionRequest, context: grpc.aio.ServicerContext
     ) -> pb.Run:
         row = await self._domain.test_connection(
-            current_principal(), connection_id=request.connection_id, draft_id=request.draft_id
+            current_principal(),
+            current_bearer(),
+            connection_id=request.connection_id,
+            draft_id=request.draft_id,
         )
         return run_pb(row)
 
@@ -60,27 +90,44 @@ class OrchestratorServicer(pb_grpc.OrchestratorServiceServicer):
         self, request: pb.PreviewQueryRequest, context: grpc.aio.ServicerContext
     ) -> pb.PreviewQueryResponse:
         row, result = await self._domain.preview_query(
-            current_principal(), request.connection_id, request.sql
+            current_principal(), current_bearer(), request.connection_id, request.sql
         )
         return pb.PreviewQueryResponse(run=run_pb(row), result=result)
 
     async def RotateRootCredentials(
         self, request: pb.RotateRootCredentialsRequest, context: grpc.aio.ServicerContext
     ) -> pb.Run:
-        return run_pb(await self._domain.rotate_root(current_principal(), request.connection_id))
+        row = await self._domain.rotate_root(
+            current_principal(), current_bearer(), request.connection_id
+        )
+        return run_pb(row)
 
     async def SetRootRotationSchedule(
         self, request: pb.SetRootRotationScheduleRequest, context: grpc.aio.ServicerContext
     ) -> pb.RootRotationSchedule:
-        interval = request.interval.ToTimedelta()
-        next_time = await self._domain.set_root_rotation_schedule(
-            current_principal(), request.connection_id, interval
+        schedule = await self._domain.set_root_rotation_schedule(
+            current_principal(),
+            current_bearer(),
+            request.connection_id,
+            _interval(request.interval),
         )
-        schedule = pb.RootRotationSchedule(connection_id=request.connection_id)
-        if next_time is not None:
-            schedule.interval.FromTimedelta(interval)
-            schedule.next_rotation_time.FromDatetime(next_time)
-        return schedule
+        return schedule_pb(request.connection_id, schedule)
+
+    async def GetRootRotationSchedule(
+        self, request: pb.GetRootRotationScheduleRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RootRotationSchedule:
+        schedule = await self._domain.get_root_rotation_schedule(
+            current_principal(), current_bearer(), request.connection_id
+        )
+        return schedule_pb(request.connection_id, schedule)
+
+    async def DeleteRootRotationSchedule(
+        self, request: pb.DeleteRootRotationScheduleRequest, context: grpc.aio.ServicerContext
+    ) -> pb.DeleteRootRotationScheduleResponse:
+        deleted = await self._domain.delete_root_rotation_schedule(
+            current_principal(), current_bearer(), request.connection_id
+        )
+        return pb.DeleteRootRotationScheduleResponse(deleted=deleted)
 
     async def GetRun(self, request: pb.GetRunRequest, context: grpc.aio.ServicerContext) -> pb.Run:
         return run_pb(await self._domain.get_run(current_principal(), request.id))

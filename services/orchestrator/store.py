@@ -34,6 +34,8 @@ class RunRow:
     duration_ms: int | None
     row_count: int | None = None
     truncated: bool | None = None
+    # For previews: when Temporal confirmed the run's history gone.
+    history_deleted_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -126,6 +128,34 @@ class OrchestratorStore(SchemaStore):
                     (org_id, before[0], before[1], limit),
                 )
             return cur.fetchall()
+
+    def running_runs(self, limit: int) -> list[RunRow]:
+        """Runs of every org not yet finished, oldest first: the reconciler's work list."""
+        with self.connection() as conn, conn.cursor(row_factory=class_row(RunRow)) as cur:
+            cur.execute(
+                "select * from runs where state = 'running' order by started_at limit %s",
+                (limit,),
+            )
+            return cur.fetchall()
+
+    def previews_with_history(self, limit: int) -> list[RunRow]:
+        """Finished previews whose Temporal history is not yet confirmed deleted."""
+        with self.connection() as conn, conn.cursor(row_factory=class_row(RunRow)) as cur:
+            cur.execute(
+                "select * from runs where kind = 'preview' and state <> 'running'"
+                " and history_deleted_at is null order by finished_at limit %s",
+                (limit,),
+            )
+            return cur.fetchall()
+
+    def mark_history_deleted(self, run_id: uuid.UUID, at: datetime) -> None:
+        """Records that Temporal no longer holds a preview's history."""
+        with self.transaction() as conn:
+            conn.execute(
+                "update runs set history_deleted_at = %s where id = %s"
+                " and history_deleted_at is null",
+                (at, run_id),
+            )
 
     def payload_keys(self, org_id: uuid.UUID) -> list[PayloadKeyRow]:
         """An org's payload keys, oldest first."""

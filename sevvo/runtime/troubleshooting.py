@@ -102,17 +102,28 @@ PREVIEW_CATEGORY_HINTS: Final[Mapping[int, str]] = MappingProxyType(
 """The sentence for each preview category (workflows_pb2.PreviewCategory)."""
 
 # Outcomes the orchestrator records when no agent result came back at all.
-_RUN_HINTS: Final[Mapping[str, str]] = MappingProxyType(
+RUN_OUTCOME_HINTS: Final[Mapping[str, str]] = MappingProxyType(
     {
+        "not_started": (
+            "not started: the control plane could not start the work (the workflow service"
+            " was unreachable, or the control plane stopped first), so nothing ran — try again"
+        ),
         "agent_unavailable": (
-            "agent unavailable: no agent of this org finished the work in time — check that"
-            " the org's agent is running and can reach the control plane and Temporal"
+            "agent unavailable: no agent of this org is polling for work — check that the"
+            " org's agent is running and can reach the control plane and Temporal"
+        ),
+        "agent_busy": (
+            "agent busy: the org's agent is connected but did not finish the work in time —"
+            " it is busy with other work or the database is slow; try again, or run more"
+            " agent replicas"
         ),
         "workflow_failed": (
-            "the work failed inside the agent — check the agent's log for the run id"
+            "the work failed inside the agent or was terminated — check the agent's log for"
+            " the run id"
         ),
     }
 )
+"""The sentence for each outcome the orchestrator records without an agent's result."""
 
 
 _PREVIEW_BY_NAME: Final[Mapping[str, str]] = MappingProxyType(
@@ -140,7 +151,7 @@ def hint_for(category: str, *, preview: bool = False) -> str | None:
     first, second = (
         (_PREVIEW_BY_NAME, _TEST_BY_NAME) if preview else (_TEST_BY_NAME, _PREVIEW_BY_NAME)
     )
-    return first.get(category) or second.get(category) or _RUN_HINTS.get(category)
+    return first.get(category) or second.get(category) or RUN_OUTCOME_HINTS.get(category)
 
 
-__all__ = ["PREVIEW_CATEGORY_HINTS", "TEST_CATEGORY_HINTS", "hint_for"]
+__all__ = ["PREVIEW_CATEGORY_HINTS", "RUN_OUTCOME_HINTS", "TEST_CATEGORY_HINTS", "hint_for"]

@@ -21,7 +21,14 @@ import pytest
 from devstack.agent_process import AgentProcess
 from devstack.source_db import SourceDatabase
 from devstack.stack import RunningStack, StackSettings, start_stack
-from sevvo.auth.v1 import auth_pb2, auth_pb2_grpc, deployments_pb2, deployments_pb2_grpc
+from sevvo.auth.v1 import (
+    auth_pb2,
+    auth_pb2_grpc,
+    deployments_pb2,
+    deployments_pb2_grpc,
+    users_pb2,
+    users_pb2_grpc,
+)
 from sevvo.connections.v1 import connections_pb2 as cpb
 from sevvo.connections.v1 import connections_pb2_grpc as cpb_grpc
 from sevvo.orchestrator.v1 import orchestrator_pb2_grpc
@@ -92,6 +99,17 @@ class EndToEnd:
             tenant.agent = self.start_agent(tenant)
         return tenant
 
+    def new_member(self, tenant: Tenant) -> str:
+        """A new member (not admin) of the tenant's org, signed in; returns their session."""
+        email = f"member-{uuid.uuid4().hex[:8]}@{tenant.org_id[:8]}.example"
+        users_pb2_grpc.UserServiceStub(self._channel(tenant.admin_token)).CreateUser(
+            users_pb2.CreateUserRequest(email=email, password=PASSWORD)
+        )
+        signed_in = auth_pb2_grpc.AuthServiceStub(self._channel(None)).SignIn(
+            auth_pb2.SignInRequest(email=email, password=PASSWORD)
+        )
+        return str(signed_in.session_token)
+
     def start_agent(self, tenant: Tenant, *, wait: bool = True) -> AgentProcess:
         """Starts (or restarts) the tenant's agent as a separate process."""
         return self.stack.start_agent(
@@ -140,6 +158,7 @@ def e2e(background_loop: BackgroundLoop) -> Iterator[EndToEnd]:
         **os.environ,
         "SEVVO_CREDENTIAL_TEST_TIMEOUT_SECONDS": str(TEST_TIMEOUT_SECONDS),
         "SEVVO_TOKEN_REFRESH_SECONDS": "0.5",
+        "SEVVO_ORCHESTRATOR_RECONCILE_SECONDS": "1",
     }
     env.pop("SEVVO_DATABASE_URL", None)
     stack = background_loop.run(start_stack(settings, env), timeout=120)

@@ -69,6 +69,16 @@ class OrchestratorServiceStub:
                 request_serializer=sevvo_dot_orchestrator_dot_v1_dot_orchestrator__pb2.SetRootRotationScheduleRequest.SerializeToString,
                 response_deserializer=sevvo_dot_orchestrator_dot_v1_dot_orchestrator__pb2.RootRotationSchedule.FromString,
                 _registered_method=True)
+        self.GetRootRotationSchedule = channel.unary_unary(
+                '/sevvo.orchestrator.v1.OrchestratorService/GetRootRotationSchedule',
+                request_serializer=sevvo_dot_orchestrator_dot_v1_dot_orchestrator__pb2.GetRootRotationScheduleRequest.SerializeToString,
+                response_deserializer=sevvo_dot_orchestrator_dot_v1_dot_orchestrator__pb2.RootRotationSchedule.FromString,
+                _registered_method=True)
+        self.DeleteRootRotationSchedule = channel.unary_unary(
+                '/sevvo.orchestrator.v1.OrchestratorService/DeleteRootRotationSchedule',
+                request_serializer=sevvo_dot_orchestrator_dot_v1_dot_orchestrator__pb2.DeleteRootRotationScheduleRequest.SerializeToString,
+                response_deserializer=sevvo_dot_orchestrator_dot_v1_dot_orchestrator__pb2.DeleteRootRotationScheduleResponse.FromString,
+                _registered_method=True)
 
 
 class OrchestratorServiceServicer:
@@ -81,6 +91,9 @@ class OrchestratorServiceServicer:
 
     def TestConnection(self, request, context):
         """Tests a saved connection or an unsaved draft through the org's agent and waits for the outcome.
+        A saved connection that does not exist in the caller's org is NOT_FOUND before anything starts.
+        Every run reaches a final state: when the caller goes away or the orchestrator restarts,
+        the run is reconciled with Temporal by its workflow id.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -120,6 +133,23 @@ class OrchestratorServiceServicer:
     def SetRootRotationSchedule(self, request, context):
         """Sets how often a dynamic connection's privileged password is rotated, as a Temporal
         schedule on the org's task queue; an interval of zero removes the schedule. Org admins only.
+        A connection that is not dynamic is refused with FAILED_PRECONDITION.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetRootRotationSchedule(self, request, context):
+        """Returns a connection's rotation schedule; the interval is unset when it has none.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteRootRotationSchedule(self, request, context):
+        """Removes a connection's rotation schedule. Org admins may remove any; other users only the
+        schedule of a connection that no longer exists, which is how the connections service
+        cleans up after a deletion on the deleting user's behalf. Removing no schedule succeeds.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -157,6 +187,16 @@ def add_OrchestratorServiceServicer_to_server(servicer, server):
                     servicer.SetRootRotationSchedule,
                     request_deserializer=sevvo_dot_orchestrator_dot_v1_dot_orchestrator__pb2.SetRootRotationScheduleRequest.FromString,
                     response_serializer=sevvo_dot_orchestrator_dot_v1_dot_orchestrator__pb2.RootRotationSchedule.SerializeToString,
+            ),
+            'GetRootRotationSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetRootRotationSchedule,
+                    request_deserializer=sevvo_dot_orchestrator_dot_v1_dot_orchestrator__pb2.GetRootRotationScheduleRequest.FromString,
+                    response_serializer=sevvo_dot_orchestrator_dot_v1_dot_orchestrator__pb2.RootRotationSchedule.SerializeToString,
+            ),
+            'DeleteRootRotationSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteRootRotationSchedule,
+                    request_deserializer=sevvo_dot_orchestrator_dot_v1_dot_orchestrator__pb2.DeleteRootRotationScheduleRequest.FromString,
+                    response_serializer=sevvo_dot_orchestrator_dot_v1_dot_orchestrator__pb2.DeleteRootRotationScheduleResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -326,6 +366,60 @@ class OrchestratorService:
             '/sevvo.orchestrator.v1.OrchestratorService/SetRootRotationSchedule',
             sevvo_dot_orchestrator_dot_v1_dot_orchestrator__pb2.SetRootRotationScheduleRequest.SerializeToString,
             sevvo_dot_orchestrator_dot_v1_dot_orchestrator__pb2.RootRotationSchedule.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetRootRotationSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sevvo.orchestrator.v1.OrchestratorService/GetRootRotationSchedule',
+            sevvo_dot_orchestrator_dot_v1_dot_orchestrator__pb2.GetRootRotationScheduleRequest.SerializeToString,
+            sevvo_dot_orchestrator_dot_v1_dot_orchestrator__pb2.RootRotationSchedule.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteRootRotationSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sevvo.orchestrator.v1.OrchestratorService/DeleteRootRotationSchedule',
+            sevvo_dot_orchestrator_dot_v1_dot_orchestrator__pb2.DeleteRootRotationScheduleRequest.SerializeToString,
+            sevvo_dot_orchestrator_dot_v1_dot_orchestrator__pb2.DeleteRootRotationScheduleResponse.FromString,
             options,
             channel_credentials,
             insecure,

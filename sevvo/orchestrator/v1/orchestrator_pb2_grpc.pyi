@@ -39,7 +39,11 @@ class OrchestratorServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> OrchestratorServiceAsyncStub: ...
     TestConnection: _grpc.UnaryUnaryMultiCallable[_orchestrator_pb2.TestConnectionRequest, _orchestrator_pb2.Run]
-    """Tests a saved connection or an unsaved draft through the org's agent and waits for the outcome."""
+    """Tests a saved connection or an unsaved draft through the org's agent and waits for the outcome.
+    A saved connection that does not exist in the caller's org is NOT_FOUND before anything starts.
+    Every run reaches a final state: when the caller goes away or the orchestrator restarts,
+    the run is reconciled with Temporal by its workflow id.
+    """
     PreviewQuery: _grpc.UnaryUnaryMultiCallable[_orchestrator_pb2.PreviewQueryRequest, _orchestrator_pb2.PreviewQueryResponse]
     """Runs one read-only SQL statement on a connection through the org's agent and returns at
     most 100 rows. User-triggered only; the rows are returned here and stored nowhere.
@@ -56,6 +60,14 @@ class OrchestratorServiceStub:
     SetRootRotationSchedule: _grpc.UnaryUnaryMultiCallable[_orchestrator_pb2.SetRootRotationScheduleRequest, _orchestrator_pb2.RootRotationSchedule]
     """Sets how often a dynamic connection's privileged password is rotated, as a Temporal
     schedule on the org's task queue; an interval of zero removes the schedule. Org admins only.
+    A connection that is not dynamic is refused with FAILED_PRECONDITION.
+    """
+    GetRootRotationSchedule: _grpc.UnaryUnaryMultiCallable[_orchestrator_pb2.GetRootRotationScheduleRequest, _orchestrator_pb2.RootRotationSchedule]
+    """Returns a connection's rotation schedule; the interval is unset when it has none."""
+    DeleteRootRotationSchedule: _grpc.UnaryUnaryMultiCallable[_orchestrator_pb2.DeleteRootRotationScheduleRequest, _orchestrator_pb2.DeleteRootRotationScheduleResponse]
+    """Removes a connection's rotation schedule. Org admins may remove any; other users only the
+    schedule of a connection that no longer exists, which is how the connections service
+    cleans up after a deletion on the deleting user's behalf. Removing no schedule succeeds.
     """
 
 @_typing.type_check_only
@@ -69,7 +81,11 @@ class OrchestratorServiceAsyncStub(OrchestratorServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     TestConnection: _aio.UnaryUnaryMultiCallable[_orchestrator_pb2.TestConnectionRequest, _orchestrator_pb2.Run]  # type: ignore[assignment]
-    """Tests a saved connection or an unsaved draft through the org's agent and waits for the outcome."""
+    """Tests a saved connection or an unsaved draft through the org's agent and waits for the outcome.
+    A saved connection that does not exist in the caller's org is NOT_FOUND before anything starts.
+    Every run reaches a final state: when the caller goes away or the orchestrator restarts,
+    the run is reconciled with Temporal by its workflow id.
+    """
     PreviewQuery: _aio.UnaryUnaryMultiCallable[_orchestrator_pb2.PreviewQueryRequest, _orchestrator_pb2.PreviewQueryResponse]  # type: ignore[assignment]
     """Runs one read-only SQL statement on a connection through the org's agent and returns at
     most 100 rows. User-triggered only; the rows are returned here and stored nowhere.
@@ -86,6 +102,14 @@ class OrchestratorServiceAsyncStub(OrchestratorServiceStub):
     SetRootRotationSchedule: _aio.UnaryUnaryMultiCallable[_orchestrator_pb2.SetRootRotationScheduleRequest, _orchestrator_pb2.RootRotationSchedule]  # type: ignore[assignment]
     """Sets how often a dynamic connection's privileged password is rotated, as a Temporal
     schedule on the org's task queue; an interval of zero removes the schedule. Org admins only.
+    A connection that is not dynamic is refused with FAILED_PRECONDITION.
+    """
+    GetRootRotationSchedule: _aio.UnaryUnaryMultiCallable[_orchestrator_pb2.GetRootRotationScheduleRequest, _orchestrator_pb2.RootRotationSchedule]  # type: ignore[assignment]
+    """Returns a connection's rotation schedule; the interval is unset when it has none."""
+    DeleteRootRotationSchedule: _aio.UnaryUnaryMultiCallable[_orchestrator_pb2.DeleteRootRotationScheduleRequest, _orchestrator_pb2.DeleteRootRotationScheduleResponse]  # type: ignore[assignment]
+    """Removes a connection's rotation schedule. Org admins may remove any; other users only the
+    schedule of a connection that no longer exists, which is how the connections service
+    cleans up after a deletion on the deleting user's behalf. Removing no schedule succeeds.
     """
 
 class OrchestratorServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -102,7 +126,11 @@ class OrchestratorServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _orchestrator_pb2.TestConnectionRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_orchestrator_pb2.Run, _abc.Awaitable[_orchestrator_pb2.Run]]:
-        """Tests a saved connection or an unsaved draft through the org's agent and waits for the outcome."""
+        """Tests a saved connection or an unsaved draft through the org's agent and waits for the outcome.
+        A saved connection that does not exist in the caller's org is NOT_FOUND before anything starts.
+        Every run reaches a final state: when the caller goes away or the orchestrator restarts,
+        the run is reconciled with Temporal by its workflow id.
+        """
 
     @_abc_1.abstractmethod
     def PreviewQuery(
@@ -149,6 +177,26 @@ class OrchestratorServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_orchestrator_pb2.RootRotationSchedule, _abc.Awaitable[_orchestrator_pb2.RootRotationSchedule]]:
         """Sets how often a dynamic connection's privileged password is rotated, as a Temporal
         schedule on the org's task queue; an interval of zero removes the schedule. Org admins only.
+        A connection that is not dynamic is refused with FAILED_PRECONDITION.
+        """
+
+    @_abc_1.abstractmethod
+    def GetRootRotationSchedule(
+        self,
+        request: _orchestrator_pb2.GetRootRotationScheduleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_orchestrator_pb2.RootRotationSchedule, _abc.Awaitable[_orchestrator_pb2.RootRotationSchedule]]:
+        """Returns a connection's rotation schedule; the interval is unset when it has none."""
+
+    @_abc_1.abstractmethod
+    def DeleteRootRotationSchedule(
+        self,
+        request: _orchestrator_pb2.DeleteRootRotationScheduleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_orchestrator_pb2.DeleteRootRotationScheduleResponse, _abc.Awaitable[_orchestrator_pb2.DeleteRootRotationScheduleResponse]]:
+        """Removes a connection's rotation schedule. Org admins may remove any; other users only the
+        schedule of a connection that no longer exists, which is how the connections service
+        cleans up after a deletion on the deleting user's behalf. Removing no schedule succeeds.
         """
 
 def add_OrchestratorServiceServicer_to_server(servicer: OrchestratorServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,106 @@
+"""What the orchestrator asks the connections service before it starts work on a connection.
+
+Connections owns connections; the orchestrator only checks, with the caller's own bearer, that
+the id names a connection of the caller's org (and whether it is dynamic) before recording a
+run or touching Temporal. Forwarding the bearer keeps the tenancy rule in the component that
+owns it: connections answers NOT_FOUND for another org's id exactly as for a random one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import grpc
+
+from sevvo.connections.v1 import connections_pb2, connections_pb2_grpc
+from sevvo.runtime.errors import (
+    FailedPrecondition,
+    NotFound,
+    PermissionDenied,
+    Unauthenticated,
+    Unavailable,
+)
+from sevvo.runtime.grpc_client import ClientTls, error_details, secure_aio_channel
+
+_LOOKUP_TIMEOUT_SECONDS = 10.0
+
+
+@dataclass(frozen=True)
+class ConnectionInfo:
+    """The facts about a connection the orchestrator acts on; no credentials."""
+
+    connection_id: str
+    dynamic: bool
+
+
+class ConnectionLookup(Protocol):
+    """Finds a connection of the caller's org, as the caller."""
+
+    async def get(self, bearer: str, connection_id: str) -> ConnectionInfo:
+        """The connection, or NotFound; Unavailable when connections cannot be asked."""
+        ...
+
+
+def not_dynamic() -> FailedPrecondition:
+    """The error for a dynamic-only operation on a connection with a fixed password."""
+    return FailedPrecondition(
+        "the connection is not dynamic: only a dynamic connection's privileged password is"
+        " rotated by sevvo",
+        reason="NOT_DYNAMIC",
+    )
+
+
+class ConnectionsClient:
+    """A ConnectionLookup over the connections service's gRPC API."""
+
+    def __init__(self, endpoint: str, tls: ClientTls) -> None:
+        self._endpoint = endpoint
+        self._tls = tls
+        self._channel: grpc.aio.Channel | None = None
+
+    @property
+    def _stub(self) -> connections_pb2_grpc.ConnectionServiceStub:
+        # Opened on first use, inside the serving event loop that the channel belongs to.
+        if self._channel is None:
+            self._channel = secure_aio_channel(self._endpoint, self._tls)
+        return connections_pb2_grpc.ConnectionServiceStub(self._channel)
+
+    async def close(self) -> None:
+        """Closes the channel, if it was ever opened."""
+        if self._channel is not None:
+            await self._channel.close()
+            self._channel = None
+
+    async def get(self, bearer: str, connection_id: str) -> ConnectionInfo:
+        """Looks the connection up as the caller; maps the answer to the caller's errors."""
+        try:
+            connection: connections_pb2.Connection = await self._stub.GetConnection(
+                connections_pb2.GetConnectionRequest(id=connection_id),
+                metadata=(("authorization", f"Bearer {bearer}"),),
+                timeout=_LOOKUP_TIMEOUT_SECONDS,
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise _mapped(exc) from None
+        return ConnectionInfo(
+            connection_id=connection.id,
+            dynamic=connection.credential_mode == connections_pb2.CREDENTIAL_MODE_DYNAMIC,
+        )
+
+
+def _mapped(exc: grpc.aio.AioRpcError) -> Exception:
+    reason = error_details(exc).reason
+    code = exc.code()
+    if code == grpc.StatusCode.NOT_FOUND:
+        return NotFound("connection not found", reason=reason or "CONNECTION_NOT_FOUND")
+    if code == grpc.StatusCode.UNAUTHENTICATED:
+        return Unauthenticated("the connections service refused the caller's token", reason=reason)
+    if code == grpc.StatusCode.PERMISSION_DENIED:
+        return PermissionDenied("the caller may not read this connection", reason=reason)
+    return Unavailable(
+        "the connections service could not be asked about the connection; try again",
+        reason="CONNECTIONS_UNAVAILABLE",
+    )
+
+
+__all__ = ["ConnectionInfo", "ConnectionLookup", "ConnectionsClient", "not_dynamic"]

@@ -1,0 +1,432 @@
+"""The life of a run: recorded, started on Temporal, watched, and always brought to an end.
+
+A run is a row in the orchestrator's store and a workflow in Temporal with the id the row
+names. The row is written first and finished exactly once (the store keeps the first outcome),
+so any number of watchers may race to finish it. The RPC that started the work watches it in a
+task of its own, shielded from the caller: a client that goes away does not stop the run
+being recorded. A watcher that dies with its process leaves the row ``running``; the
+reconciler, run periodically by every orchestrator replica, asks Temporal by workflow id what
+became of such runs and records the true outcome. It also deletes finished previews' histories
+(the one place the org's rows passed through Temporal, encrypted) until Temporal confirms each
+is gone, whatever the run's ending: crash, timeout or cancel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from google.protobuf.message import Message
+from temporalio import exceptions as temporal_errors
+from temporalio.api.common.v1 import WorkflowExecution
+from temporalio.api.enums.v1 import TaskQueueType
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import (
+    DeleteWorkflowExecutionRequest,
+    DescribeTaskQueueRequest,
+)
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowFailureError,
+    WorkflowHandle,
+)
+from temporalio.common import WorkflowIDReusePolicy
+from temporalio.service import RPCError, RPCStatusCode
+
+from services.orchestrator.store import OrchestratorStore, RunRow
+from sevvo.runtime import temporal
+from sevvo.runtime.logs import get_logger
+from sevvo.runtime.payload_codec import OrgPayloadKeys, data_converter
+from sevvo.runtime.troubleshooting import RUN_OUTCOME_HINTS
+
+log = get_logger(__name__)
+
+# How long after its row was written a run may still be starting (the start RPC is bounded
+# by START_RPC_TIMEOUT); only older runs that Temporal does not know are "not started".
+START_RPC_TIMEOUT = timedelta(seconds=10)
+START_GRACE = timedelta(seconds=30)
+# A watcher waits this much past the workflow's own execution timeout, which Temporal enforces.
+WATCH_MARGIN = timedelta(seconds=10)
+# An agent seen polling this recently counts as connected (busy rather than absent).
+POLLER_RECENCY = timedelta(seconds=120)
+_BATCH = 200
+_DESCRIBE_TIMEOUT = timedelta(seconds=5)
+_UNREACHABLE_RETRY_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a run ended, as its row records it: never rows, never credentials."""
+
+    state: str
+    category: str
+    message: str | None
+    row_count: int | None = None
+    truncated: bool | None = None
+
+
+def run_outcome(state: str, category: str) -> Outcome:
+    """An outcome the orchestrator records itself, with the guide's sentence as its message."""
+    return Outcome(state, category, RUN_OUTCOME_HINTS[category])
+
+
+NOT_STARTED = run_outcome("failed", "not_started")
+WORKFLOW_FAILED = run_outcome("failed", "workflow_failed")
+AGENT_UNAVAILABLE = run_outcome("timed_out", "agent_unavailable")
+AGENT_BUSY = run_outcome("timed_out", "agent_busy")
+
+
+@dataclass(frozen=True)
+class WorkKind:
+    """One kind of run: its workflow, its result message and how a result becomes an outcome."""
+
+    kind: str
+    workflow: str
+    result_type: type[Message]
+    timeout: timedelta
+    outcome: Callable[[Any], Outcome]
+    # Previews carry the org's rows through Temporal (encrypted): their history is deleted.
+    keep_history: bool = True
+
+
+class OrgClients:
+    """One Temporal connection; a client per org whose data converter holds the org's keys."""
+
+    def __init__(self, base: Client, keys_for: Callable[[uuid.UUID], OrgPayloadKeys]) -> None:
+        self.base = base
+        self._keys_for = keys_for
+        self._clients: dict[uuid.UUID, Client] = {}
+
+    def for_org(self, org_id: uuid.UUID) -> Client:
+        """The org's client (blocking on first use: it may read the org's keys)."""
+        client = self._clients.get(org_id)
+        if client is None:
+            config = self.base.config()
+            config["data_converter"] = data_converter(self._keys_for(org_id))
+            client = Client(**config)
+            self._clients[org_id] = client
+        return client
+
+    async def for_org_async(self, org_id: uuid.UUID) -> Client:
+        """The org's client, reading its keys off the event loop when not cached."""
+        client = self._clients.get(org_id)
+        return client if client is not None else await asyncio.to_thread(self.for_org, org_id)
+
+
+class RunTracker:
+    """Starts runs, watches them to the end, and reconciles the ones nobody is watching."""
+
+    def __init__(
+        self,
+        store: OrchestratorStore,
+        clients: OrgClients,
+        kinds: Mapping[str, WorkKind],
+        *,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        start_rpc_timeout: timedelta = START_RPC_TIMEOUT,
+    ) -> None:
+        self._store = store
+        self._clients = clients
+        self._kinds = dict(kinds)
+        self._clock = clock
+        self._start_rpc_timeout = start_rpc_timeout
+        self._watching: dict[uuid.UUID, asyncio.Task[tuple[RunRow, Any]]] = {}
+        self._background: set[asyncio.Task[None]] = set()
+
+    # Starting and watching.
+
+    async def run(
+        self,
+        org_id: uuid.UUID,
+        kind: str,
+        request_for: Callable[[RunRow], Message],
+        *,
+        connection_id: uuid.UUID | None = None,
+        draft_id: uuid.UUID | None = None,
+    ) -> tuple[RunRow, Any]:
+        """Records a run, starts its workflow and waits for its end; returns the row and result.
+
+        The result is None when the run ended without one (its row says why). Raises
+        Unavailable-mapped ``RunFateUnknown`` when Temporal cannot be reached to learn the
+        end: the run is then left for the reconciler, never reported with a made-up outcome.
+        """
+        spec = self._kinds[kind]
+        run = await self._insert(org_id, kind, connection_id, draft_id)
+        watch = asyncio.get_running_loop().create_task(
+            self._start_and_watch(run, spec, request_for)
+        )
+        self._watching[run.id] = watch
+        watch.add_done_callback(lambda _: self._watching.pop(run.id, None))
+        # The caller may go away (cancel, deadline); the run is still watched to its end.
+        return await asyncio.shield(watch)
+
+    async def _insert(
+        self,
+        org_id: uuid.UUID,
+        kind: str,
+        connection_id: uuid.UUID | None,
+        draft_id: uuid.UUID | None,
+    ) -> RunRow:
+        run_id = uuid.uuid4()
+        run = RunRow(
+            id=run_id,
+            org_id=org_id,
+            kind=kind,
+            state="running",
+            connection_id=connection_id,
+            draft_id=draft_id,
+            workflow_id=f"{kind.replace('_', '-')}-{run_id}",
+            outcome_category=None,
+            message=None,
+            started_at=self._clock(),
+            finished_at=None,
+            duration_ms=None,
+        )
+        await asyncio.to_thread(self._store.insert_run, run)
+        return run
+
+    async def _start_and_watch(
+        self, run: RunRow, spec: WorkKind, request_for: Callable[[RunRow], Message]
+    ) -> tuple[RunRow, Any]:
+        client = await self._clients.for_org_async(run.org_id)
+        try:
+            handle = await client.start_workflow(
+                spec.workflow,
+                request_for(run),
+                id=run.workflow_id,
+                task_queue=temporal.task_queue(str(run.org_id)),
+                execution_timeout=spec.timeout,
+                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                result_type=spec.result_type,
+                rpc_timeout=self._start_rpc_timeout,
+            )
+        except Exception as exc:
+            log.warning("workflow start failed", run_id=str(run.id), error=type(exc).__name__)
+            # The start may have reached Temporal before the error: ask before concluding.
+            handle = client.get_workflow_handle(run.workflow_id, result_type=spec.result_type)
+            settled = await self._settle(run, spec, handle, not_found=NOT_STARTED)
+            if settled is None:
+                raise RunFateUnknown(run) from None
+            return settled
+        log.info("workflow started", run_id=str(run.id), kind=run.kind)
+        return await self._watch(run, spec, handle)
+
+    async def _watch(
+        self, run: RunRow, spec: WorkKind, handle: WorkflowHandle[Any, Any]
+    ) -> tuple[RunRow, Any]:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (spec.timeout + WATCH_MARGIN).total_seconds()
+        while (remaining := deadline - loop.time()) > 0:
+            try:
+                result = await asyncio.wait_for(handle.result(), timeout=remaining)
+            except WorkflowFailureError as exc:
+                return await self._finish(run, spec, await self._failure_outcome(run, exc)), None
+            except TimeoutError:
+                break
+            except RPCError as exc:
+                # Temporal is unreachable or restarting: keep asking until the deadline.
+                log.warning("waiting on temporal", run_id=str(run.id), status=exc.status.name)
+                await asyncio.sleep(min(_UNREACHABLE_RETRY_SECONDS, max(remaining, 0)))
+                continue
+            return await self._finish(run, spec, spec.outcome(result)), result
+        settled = await self._settle(run, spec, handle, not_found=NOT_STARTED)
+        if settled is None:
+            raise RunFateUnknown(run)
+        return settled
+
+    async def _failure_outcome(self, run: RunRow, exc: WorkflowFailureError) -> Outcome:
+        if isinstance(exc.cause, temporal_errors.TimeoutError):
+            return await self._timeout_outcome(run.org_id)
+        return WORKFLOW_FAILED
+
+    async def _timeout_outcome(self, org_id: uuid.UUID) -> Outcome:
+        """Timed out: busy if an agent of the org was polling its queue lately, else unavailable."""
+        return AGENT_BUSY if await self._agent_polling(org_id) else AGENT_UNAVAILABLE
+
+    async def _agent_polling(self, org_id: uuid.UUID) -> bool:
+        base = self._clients.base
+        queue = TaskQueue(name=temporal.task_queue(str(org_id)))
+        recent = self._clock() - POLLER_RECENCY
+        for queue_type in (
+            TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+            TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY,
+        ):
+            try:
+                described = await base.workflow_service.describe_task_queue(
+                    DescribeTaskQueueRequest(
+                        namespace=base.namespace, task_queue=queue, task_queue_type=queue_type
+                    ),
+                    timeout=timedelta(seconds=5),
+                )
+            except RPCError:
+                return False
+            for poller in described.pollers:
+                if poller.last_access_time.ToDatetime(tzinfo=UTC) >= recent:
+                    return True
+        return False
+
+    async def _settle(
+        self,
+        run: RunRow,
+        spec: WorkKind,
+        handle: WorkflowHandle[Any, Any],
+        *,
+        not_found: Outcome | None,
+    ) -> tuple[RunRow, Any] | None:
+        """Asks Temporal how the run's workflow ended and records it; None while unknown."""
+        try:
+            status = (await handle.describe(rpc_timeout=_DESCRIBE_TIMEOUT)).status
+        except RPCError as exc:
+            if exc.status != RPCStatusCode.NOT_FOUND or not_found is None:
+                return None
+            return await self._finish(run, spec, not_found), None
+        if status is None or status in (
+            WorkflowExecutionStatus.RUNNING,
+            WorkflowExecutionStatus.CONTINUED_AS_NEW,
+        ):
+            return None
+        if status is WorkflowExecutionStatus.COMPLETED:
+            try:
+                result = await handle.result()
+            except RPCError:
+                return None
+            return await self._finish(run, spec, spec.outcome(result)), result
+        if status is WorkflowExecutionStatus.TIMED_OUT:
+            return await self._finish(run, spec, await self._timeout_outcome(run.org_id)), None
+        return await self._finish(run, spec, WORKFLOW_FAILED), None
+
+    async def _finish(self, run: RunRow, spec: WorkKind, outcome: Outcome) -> RunRow:
+        """Records the outcome (the first one recorded wins) and forgets a preview's history."""
+        now = self._clock()
+        finished = await asyncio.to_thread(
+            self._store.finish_run,
+            run.id,
+            state=outcome.state,
+            category=outcome.category,
+            message=outcome.message,
+            finished_at=now,
+            duration_ms=max(int((now - run.started_at).total_seconds() * 1000), 0),
+            row_count=outcome.row_count,
+            truncated=outcome.truncated,
+        )
+        if finished is None:  # Another watcher or replica finished it first: theirs stands.
+            finished = await asyncio.to_thread(self._store.get_run, run.org_id, run.id)
+            assert finished is not None
+        else:
+            log.info(
+                "run finished",
+                run_id=str(run.id),
+                kind=run.kind,
+                state=outcome.state,
+                category=outcome.category,
+                duration_ms=finished.duration_ms,
+            )
+        if not spec.keep_history:
+            self._in_background(self._forget_history(finished))
+        return finished
+
+    # Histories.
+
+    def _in_background(self, work: Any) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _forget_history(self, run: RunRow) -> bool:
+        """Asks Temporal to delete a run's history; True once Temporal says it is gone.
+
+        Deletion is asynchronous in Temporal, so success is recorded only when the workflow
+        can no longer be found; until then every reconciliation pass asks again.
+        """
+        base = self._clients.base
+        try:
+            await base.workflow_service.delete_workflow_execution(
+                DeleteWorkflowExecutionRequest(
+                    namespace=base.namespace,
+                    workflow_execution=WorkflowExecution(workflow_id=run.workflow_id),
+                ),
+                timeout=timedelta(seconds=5),
+            )
+        except RPCError as exc:
+            if exc.status != RPCStatusCode.NOT_FOUND:
+                log.warning("history not deleted yet", run_id=str(run.id), status=exc.status.name)
+                return False
+            await asyncio.to_thread(self._store.mark_history_deleted, run.id, self._clock())
+            log.info("preview history gone", run_id=str(run.id))
+            return True
+        return False
+
+    # Reconciliation.
+
+    async def reconcile_once(self) -> int:
+        """Settles every unwatched running run that Temporal has an answer for; returns how many.
+
+        Then deletes the histories of finished previews that Temporal still holds.
+        """
+        settled = 0
+        for run in await asyncio.to_thread(self._store.running_runs, _BATCH):
+            if run.id in self._watching or run.kind not in self._kinds:
+                continue
+            spec = self._kinds[run.kind]
+            too_old_to_start = (
+                self._clock() - run.started_at > START_GRACE + self._start_rpc_timeout
+            )
+            try:
+                client = await self._clients.for_org_async(run.org_id)
+                handle = client.get_workflow_handle(run.workflow_id, result_type=spec.result_type)
+                done = await self._settle(
+                    run, spec, handle, not_found=NOT_STARTED if too_old_to_start else None
+                )
+            except Exception as exc:  # One bad run must not stop the others being settled.
+                log.warning("run not reconciled", run_id=str(run.id), error=type(exc).__name__)
+                continue
+            if done is not None:
+                settled += 1
+                log.info("run reconciled", run_id=str(run.id), state=done[0].state)
+        for run in await asyncio.to_thread(self._store.previews_with_history, _BATCH):
+            await self._forget_history(run)
+        return settled
+
+    async def reconcile_forever(self, interval: float) -> None:
+        """Reconciles every ``interval`` seconds until cancelled; errors wait for the next pass."""
+        while True:
+            try:
+                await self.reconcile_once()
+            except Exception as exc:  # The store or Temporal may be restarting.
+                log.warning("reconciliation pass failed", error=type(exc).__name__)
+            await asyncio.sleep(interval)
+
+    async def close(self) -> None:
+        """Cancels background history deletions (the reconciler finishes them later)."""
+        for task in list(self._background):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+
+class RunFateUnknown(Exception):
+    """Temporal could not be asked how a run ended; the reconciler will settle it."""
+
+    def __init__(self, run: RunRow) -> None:
+        super().__init__(f"run {run.id} is left for reconciliation")
+        self.run = run
+
+
+__all__ = [
+    "AGENT_BUSY",
+    "AGENT_UNAVAILABLE",
+    "NOT_STARTED",
+    "WORKFLOW_FAILED",
+    "OrgClients",
+    "Outcome",
+    "RunFateUnknown",
+    "RunTracker",
+    "WorkKind",
+    "run_outcome",
+]

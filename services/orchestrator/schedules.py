@@ -1,0 +1,110 @@
+"""Root-rotation schedules: one Temporal schedule per dynamic connection on the org's queue.
+
+A schedule's id holds the org, so no org can reach another's schedule by naming its
+connection; its stored input travels encrypted with the org's payload key like any other.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from temporalio.client import (
+    Client,
+    Schedule,
+    ScheduleActionStartWorkflow,
+    ScheduleAlreadyRunningError,
+    ScheduleIntervalSpec,
+    ScheduleOverlapPolicy,
+    SchedulePolicy,
+    ScheduleSpec,
+    ScheduleUpdate,
+)
+from temporalio.service import RPCError, RPCStatusCode
+
+from sevvo.runtime import temporal
+from sevvo.runtime.errors import InvalidArgument
+from sevvo.workflows.v1 import workflows_pb2
+
+MIN_ROTATION_INTERVAL = timedelta(hours=1)
+MAX_ROTATION_INTERVAL = timedelta(days=365)
+
+
+@dataclass(frozen=True)
+class RotationSchedule:
+    """A connection's schedule as Temporal holds it; no interval means none."""
+
+    interval: timedelta | None
+    next_rotation: datetime | None
+
+
+NO_SCHEDULE = RotationSchedule(None, None)
+
+
+def schedule_id(org_id: uuid.UUID, connection_id: uuid.UUID) -> str:
+    """The schedule's id: org and connection, so it is unique and never shared across orgs."""
+    return f"root-rotation-{org_id}-{connection_id}"
+
+
+def check_interval(interval: timedelta) -> None:
+    """Raises InvalidArgument unless the interval is zero or within the allowed range."""
+    if interval and not MIN_ROTATION_INTERVAL <= interval <= MAX_ROTATION_INTERVAL:
+        raise InvalidArgument("interval", "must be zero (no schedule) or from 1 hour to 365 days")
+
+
+async def put(
+    client: Client,
+    org_id: uuid.UUID,
+    connection_id: uuid.UUID,
+    interval: timedelta,
+    execution_timeout: timedelta,
+) -> RotationSchedule:
+    """Creates or replaces the connection's schedule; returns it as it now stands."""
+    sid = schedule_id(org_id, connection_id)
+    schedule = Schedule(
+        action=ScheduleActionStartWorkflow(
+            temporal.ROOT_ROTATION_WORKFLOW,
+            workflows_pb2.RootRotationInput(connection_id=str(connection_id)),
+            id=sid,
+            task_queue=temporal.task_queue(str(org_id)),
+            execution_timeout=execution_timeout,
+        ),
+        spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=interval)]),
+        # An agent that is down for a while rotates once when it is back, not once per
+        # missed interval.
+        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP, catchup_window=interval),
+    )
+    handle = client.get_schedule_handle(sid)
+    try:
+        await client.create_schedule(sid, schedule)
+    except ScheduleAlreadyRunningError:
+        await handle.update(lambda _: ScheduleUpdate(schedule=schedule))
+    return await get(client, org_id, connection_id)
+
+
+async def get(client: Client, org_id: uuid.UUID, connection_id: uuid.UUID) -> RotationSchedule:
+    """The connection's schedule, or NO_SCHEDULE."""
+    try:
+        described = await client.get_schedule_handle(schedule_id(org_id, connection_id)).describe()
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            return NO_SCHEDULE
+        raise
+    intervals = described.schedule.spec.intervals
+    upcoming = described.info.next_action_times
+    return RotationSchedule(
+        interval=intervals[0].every if intervals else None,
+        next_rotation=upcoming[0] if upcoming else None,
+    )
+
+
+async def delete(client: Client, org_id: uuid.UUID, connection_id: uuid.UUID) -> bool:
+    """Removes the connection's schedule; False when there was none."""
+    try:
+        await client.get_schedule_handle(schedule_id(org_id, connection_id)).delete()
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            return False
+        raise
+    return True

@@ -1,0 +1,368 @@
+"""Every run reaches a final state with a true category: the orchestrator's RunTracker.
+
+Against a real Temporal dev server and a real Postgres, with stand-in workflows registered
+under the contract's names by a worker in this process (the agent's real workflows are tested
+end to end elsewhere). The cases are the ways a run used to stay ``running`` forever: a caller
+that goes away, a watcher that dies with its process, a start that never reached Temporal, a
+Temporal that cannot be reached; and the timeouts, whose category says whether an agent was
+polling at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from temporalio import workflow
+from temporalio.client import Client
+from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError, RPCStatusCode
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker
+
+from devstack.processes import free_port
+from devstack.temporal import TemporalDevServer
+from services.orchestrator.domain import work_kinds
+from services.orchestrator.runs import OrgClients, RunFateUnknown, RunTracker
+from services.orchestrator.store import OrchestratorStore, RunRow
+from sevvo.runtime import temporal as names
+from sevvo.runtime.payload_codec import OrgPayloadKeys, PayloadKey, data_converter
+from sevvo.workflows.v1 import workflows_pb2 as wpb
+
+# Stand-in behaviours, chosen by the connection id each workflow input carries.
+SLOW = "00000000-0000-4000-8000-00000000051a"
+FAILING = "00000000-0000-4000-8000-0000000000fa"
+TIMEOUT = timedelta(seconds=3)
+BOUND_SECONDS = 30
+
+
+@workflow.defn(name=names.PREVIEW_WORKFLOW)
+class StandInPreview:
+    """Answers two rows after a second, as an agent's preview would."""
+
+    @workflow.run
+    async def run(self, request: wpb.PreviewQueryInput) -> wpb.PreviewQueryResult:
+        """Sleeps, then returns rows."""
+        await workflow.sleep(1)
+        return wpb.PreviewQueryResult(
+            category=wpb.PREVIEW_CATEGORY_OK,
+            columns=[wpb.PreviewColumn(name="n", type_name="int4")],
+            rows=[wpb.PreviewRow(cells=[wpb.PreviewCell(text="1")])] * 2,
+        )
+
+
+@workflow.defn(name=names.CREDENTIAL_TEST_WORKFLOW)
+class StandInCredentialTest:
+    """Answers at once, sleeps past every timeout, or fails, by connection id."""
+
+    @workflow.run
+    async def run(self, request: wpb.CredentialTestInput) -> wpb.CredentialTestResult:
+        """Behaves as the connection id says."""
+        if request.connection_id == SLOW:
+            await workflow.sleep(600)
+        if request.connection_id == FAILING:
+            raise ApplicationError("broken agent", non_retryable=True)
+        return wpb.CredentialTestResult(
+            category=wpb.TEST_CATEGORY_PASSWORD_AUTHENTICATION_FAILED, message="stand-in"
+        )
+
+
+@pytest.fixture(scope="module")
+def temporal() -> Iterator[TemporalDevServer]:
+    """A throwaway in-memory Temporal dev server for this module."""
+    with TemporalDevServer() as server:
+        yield server
+
+
+@pytest.fixture
+def store(database_url: str) -> Iterator[OrchestratorStore]:
+    """The orchestrator's store on a fresh database."""
+    store = OrchestratorStore(database_url)
+    store.open()
+    yield store
+    store.close()
+
+
+class Clock:
+    """A clock tests can move forward."""
+
+    def __init__(self) -> None:
+        self.offset = timedelta(0)
+
+    def __call__(self) -> datetime:
+        return datetime.now(UTC) + self.offset
+
+
+class Harness:
+    """A RunTracker for one org, its Temporal client and (optionally) a polling stand-in agent."""
+
+    def __init__(self, tracker: RunTracker, client: Client, org_id: uuid.UUID) -> None:
+        self.tracker = tracker
+        self.client = client
+        self.org_id = org_id
+
+    @asynccontextmanager
+    async def agent(self) -> AsyncIterator[None]:
+        """A worker on the org's queue running the stand-in workflows."""
+        async with Worker(
+            self.client,
+            task_queue=names.task_queue(str(self.org_id)),
+            workflows=[StandInPreview, StandInCredentialTest],
+            workflow_runner=UnsandboxedWorkflowRunner(),
+        ):
+            yield
+
+    async def run(
+        self, kind: str, request_for: Callable[[RunRow], Any], connection_id: str
+    ) -> tuple[RunRow, Any]:
+        """Runs one piece of work to its end through the tracker."""
+        return await self.tracker.run(
+            self.org_id, kind, request_for, connection_id=uuid.UUID(connection_id)
+        )
+
+    async def history_gone(self, workflow_id: str) -> bool:
+        """Whether Temporal no longer has the workflow."""
+        try:
+            await self.client.get_workflow_handle(workflow_id).describe()
+        except RPCError as exc:
+            return exc.status == RPCStatusCode.NOT_FOUND
+        return False
+
+
+async def _harness(
+    address: str, store: OrchestratorStore, clock: Clock, timeout: timedelta = TIMEOUT
+) -> Harness:
+    org_id = uuid.uuid4()
+    keys = OrgPayloadKeys(str(org_id), [PayloadKey("pk-test", secrets.token_bytes(32))], "pk-test")
+    base = await Client.connect(address)
+    clients = OrgClients(base, lambda _: keys)
+    tracker = RunTracker(
+        store, clients, work_kinds(timeout), clock=clock, start_rpc_timeout=timedelta(seconds=2)
+    )
+    org_client = await Client.connect(address, data_converter=data_converter(keys))
+    return Harness(tracker, org_client, org_id)
+
+
+def _preview(connection_id: str) -> Callable[[RunRow], wpb.PreviewQueryInput]:
+    return lambda run: wpb.PreviewQueryInput(
+        run_id=str(run.id), connection_id=connection_id, sql="select 1"
+    )
+
+
+def _test(connection_id: str) -> Callable[[RunRow], wpb.CredentialTestInput]:
+    return lambda run: wpb.CredentialTestInput(run_id=str(run.id), connection_id=connection_id)
+
+
+async def _until(check: Callable[[], Any], what: str) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + BOUND_SECONDS
+    while not await check():
+        assert loop.time() < deadline, f"{what} within {BOUND_SECONDS} s"
+        await asyncio.sleep(0.2)
+
+
+def test_a_run_whose_caller_goes_away_is_still_recorded_and_its_history_deleted(
+    temporal: TemporalDevServer, store: OrchestratorStore
+) -> None:
+    """A cancelled caller does not stop the run: it ends `ok` and its preview history goes."""
+
+    async def scenario() -> None:
+        h = await _harness(temporal.address, store, Clock())
+        connection_id = str(uuid.uuid4())
+        async with h.agent():
+            caller = asyncio.create_task(h.run("preview", _preview(connection_id), connection_id))
+            await asyncio.sleep(0.3)
+            caller.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await caller
+            (run,) = store.list_runs(h.org_id, 10, None)
+
+            async def finished() -> bool:
+                row = store.get_run(h.org_id, run.id)
+                return row is not None and row.state != "running"
+
+            await _until(finished, "the run finished")
+            row = store.get_run(h.org_id, run.id)
+            assert row is not None
+            assert (row.state, row.outcome_category, row.row_count) == ("succeeded", "ok", 2)
+
+            async def purged() -> bool:
+                await h.tracker.reconcile_once()
+                row = store.get_run(h.org_id, run.id)
+                return row is not None and row.history_deleted_at is not None
+
+            await _until(purged, "the preview's history was confirmed deleted")
+            assert await h.history_gone(run.workflow_id)
+
+    asyncio.run(scenario())
+
+
+def test_a_run_left_running_by_a_dead_watcher_gets_its_workflows_true_outcome(
+    temporal: TemporalDevServer, store: OrchestratorStore
+) -> None:
+    """A row whose workflow finished while nobody watched is settled from Temporal's result."""
+
+    async def scenario() -> None:
+        h = await _harness(temporal.address, store, Clock())
+        connection_id = str(uuid.uuid4())
+        run_id = uuid.uuid4()
+        row = RunRow(
+            id=run_id,
+            org_id=h.org_id,
+            kind="credential_test",
+            state="running",
+            connection_id=uuid.UUID(connection_id),
+            draft_id=None,
+            workflow_id=f"credential-test-{run_id}",
+            outcome_category=None,
+            message=None,
+            started_at=datetime.now(UTC),
+            finished_at=None,
+            duration_ms=None,
+        )
+        # As the orchestrator did just before it died: row written, workflow started.
+        store.insert_run(row)
+        async with h.agent():
+            handle = await h.client.start_workflow(
+                names.CREDENTIAL_TEST_WORKFLOW,
+                wpb.CredentialTestInput(run_id=str(run_id), connection_id=connection_id),
+                id=row.workflow_id,
+                task_queue=names.task_queue(str(h.org_id)),
+                result_type=wpb.CredentialTestResult,
+            )
+            await handle.result()
+        assert await h.tracker.reconcile_once() == 1
+        settled = store.get_run(h.org_id, run_id)
+        assert settled is not None
+        assert (settled.state, settled.outcome_category) == (
+            "succeeded",
+            "password_authentication_failed",
+        )
+
+    asyncio.run(scenario())
+
+
+def test_a_run_whose_workflow_never_started_ends_not_started_after_the_grace(
+    temporal: TemporalDevServer, store: OrchestratorStore
+) -> None:
+    """A row Temporal never heard of stays running while it may still be starting, then ends."""
+
+    async def scenario() -> None:
+        clock = Clock()
+        h = await _harness(temporal.address, store, clock)
+        run_id = uuid.uuid4()
+        store.insert_run(
+            RunRow(
+                id=run_id,
+                org_id=h.org_id,
+                kind="preview",
+                state="running",
+                connection_id=uuid.uuid4(),
+                draft_id=None,
+                workflow_id=f"preview-{run_id}",
+                outcome_category=None,
+                message=None,
+                started_at=clock(),
+                finished_at=None,
+                duration_ms=None,
+            )
+        )
+        assert await h.tracker.reconcile_once() == 0
+        young = store.get_run(h.org_id, run_id)
+        assert young is not None
+        assert young.state == "running"
+        clock.offset = timedelta(minutes=2)
+        assert await h.tracker.reconcile_once() == 1
+        old = store.get_run(h.org_id, run_id)
+        assert old is not None
+        assert (old.state, old.outcome_category) == ("failed", "not_started")
+        assert old.message is not None
+        assert "nothing ran" in old.message
+
+    asyncio.run(scenario())
+
+
+def test_a_timeout_with_no_agent_polling_says_agent_unavailable(
+    temporal: TemporalDevServer, store: OrchestratorStore
+) -> None:
+    """Nobody polls the org's queue: timed out, agent_unavailable."""
+
+    async def scenario() -> None:
+        h = await _harness(temporal.address, store, Clock())
+        connection_id = str(uuid.uuid4())
+        row, result = await h.run("credential_test", _test(connection_id), connection_id)
+        assert result is None
+        assert (row.state, row.outcome_category) == ("timed_out", "agent_unavailable")
+        assert row.message is not None
+        assert "no agent of this org is polling" in row.message
+
+    asyncio.run(scenario())
+
+
+def test_a_timeout_while_an_agent_polls_says_agent_busy(
+    temporal: TemporalDevServer, store: OrchestratorStore
+) -> None:
+    """An agent polls but does not finish in time: timed out, agent_busy, not "no agent"."""
+
+    async def scenario() -> None:
+        h = await _harness(temporal.address, store, Clock())
+        async with h.agent():
+            row, _ = await h.run("credential_test", _test(SLOW), SLOW)
+        assert (row.state, row.outcome_category) == ("timed_out", "agent_busy")
+
+    asyncio.run(scenario())
+
+
+def test_a_failed_workflow_ends_workflow_failed(
+    temporal: TemporalDevServer, store: OrchestratorStore
+) -> None:
+    """A workflow that fails ends its run failed with workflow_failed."""
+
+    async def scenario() -> None:
+        h = await _harness(temporal.address, store, Clock())
+        async with h.agent():
+            row, result = await h.run("credential_test", _test(FAILING), FAILING)
+        assert result is None
+        assert (row.state, row.outcome_category) == ("failed", "workflow_failed")
+
+    asyncio.run(scenario())
+
+
+def test_a_run_started_while_temporal_is_down_is_settled_when_it_is_back(
+    store: OrchestratorStore,
+) -> None:
+    """Temporal unreachable: the caller learns the fate is pending, never a made-up outcome;
+    once Temporal answers, the reconciler ends the run not_started."""
+    port = free_port()
+
+    async def scenario() -> None:
+        clock = Clock()
+        with TemporalDevServer(port=port) as server:
+            h = await _harness(server.address, store, clock)
+        # The server is gone now.
+        connection_id = str(uuid.uuid4())
+        with pytest.raises(RunFateUnknown) as pending:
+            await h.run("credential_test", _test(connection_id), connection_id)
+        run_id = pending.value.run.id
+        left = store.get_run(h.org_id, run_id)
+        assert left is not None
+        assert left.state == "running"
+        with TemporalDevServer(port=port):
+            clock.offset = timedelta(minutes=2)
+
+            async def settled() -> bool:
+                await h.tracker.reconcile_once()
+                row = store.get_run(h.org_id, run_id)
+                return row is not None and row.state != "running"
+
+            await _until(settled, "the run was settled once Temporal was back")
+        row = store.get_run(h.org_id, run_id)
+        assert row is not None
+        assert (row.state, row.outcome_category) == ("failed", "not_started")
+
+    asyncio.run(scenario())
