@@ -14,9 +14,6 @@ environment, see RouterConfig), or in-process with GrpcRouter.
 
 from __future__ import annotations
 
-import asyncio
-import os
-import signal
 import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -29,10 +26,11 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 
+from devstack.processes import run_from_environment, until_stop_signal
 from sevvo.runtime import config as c
 from sevvo.runtime.grpc_client import ClientTls, channel_credentials
 from sevvo.runtime.grpc_server import TlsFiles
-from sevvo.runtime.logs import configure_logging, get_logger
+from sevvo.runtime.logs import get_logger
 
 log = get_logger(__name__)
 
@@ -261,24 +259,13 @@ async def _serve(config: RouterConfig) -> None:
         port=config.port,
     )
     await router.start()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    await until_stop_signal()
     await router.stop(grace=2)
 
 
 def main() -> int:
     """Runs the router until SIGINT or SIGTERM, configured from the environment."""
-    try:
-        config = RouterConfig.load(os.environ)
-    except c.ConfigError as exc:
-        print(f"configuration error: {exc}", file=sys.stderr)
-        return 2
-    configure_logging("router", level=config.log_level)
-    asyncio.run(_serve(config))
-    return 0
+    return run_from_environment("router", RouterConfig.load, _serve)
 
 
 if __name__ == "__main__":
