@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import pwd
 import signal
 import socket
 import subprocess
+import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any, Protocol, TypeVar
 
 import structlog
+
+from sevvo.runtime.config import ConfigError
+from sevvo.runtime.logs import configure_logging
 
 log = structlog.get_logger(__name__)
 
@@ -223,3 +228,63 @@ def log_tail(log: IO[bytes] | Path, lines: int = 20) -> str:
         return ""
     text = data.decode("utf-8", errors="replace")
     return "\n".join(text.splitlines()[-lines:])
+
+
+def child_pids(pid: int) -> list[int]:
+    """Process ids whose parent is ``pid``, read from /proc (Linux)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            # The command name is in parentheses and may hold spaces or parentheses itself.
+            fields = (entry / "stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue  # It exited while we looked.
+        if len(fields) > 1 and fields[1] == str(pid):
+            found.append(int(entry.name))
+    return found
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether ``pid`` runs; a zombie does not (it holds no memory or sockets any more, and
+    an orphan's may go unreaped here)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+class _ProcessConfig(Protocol):
+    @property
+    def log_level(self) -> str: ...
+
+
+ConfigT = TypeVar("ConfigT", bound=_ProcessConfig)
+
+
+async def until_stop_signal() -> None:
+    """Returns once SIGINT or SIGTERM arrives, the way a dev server run as a process is stopped."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+def run_from_environment(
+    name: str,
+    load: Callable[[Mapping[str, str]], ConfigT],
+    serve: Callable[[ConfigT], Coroutine[Any, Any, None]],
+) -> int:
+    """A dev server's ``main``: configuration from the environment, sevvo's logging, then
+    ``serve`` until it returns; 2 for a configuration error (named, on stderr)."""
+    try:
+        config = load(os.environ)
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(name, level=config.log_level)
+    asyncio.run(serve(config))
+    return 0

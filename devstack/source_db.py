@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import shutil
 import subprocess
 from dataclasses import dataclass, field
@@ -216,6 +217,53 @@ def drop_source_database(admin_url: str, *, database: str, reader: str) -> None:
             sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database))
         )
         admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(reader)))
+
+
+def create_dynamic_roles(
+    admin_url: str, *, database: str, password: str, prefix: str = ""
+) -> tuple[str, str]:
+    """Roles a dynamic connection on ``database`` needs; returns (group, privileged).
+
+    The group is NOLOGIN and may read every table in schema public; minted roles join it.
+    The privileged role logs in with ``password``, has CREATEROLE (not superuser) and may
+    grant the group. Names are ``<prefix>readers_<hex>`` and ``<prefix>minter_<hex>``.
+    ``admin_url`` must be a superuser's URL for ``database`` itself (schema grants are made
+    in it).
+    """
+    suffix = secrets.token_hex(4)
+    group, privileged = f"{prefix}readers_{suffix}", f"{prefix}minter_{suffix}"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        for statement in (
+            "CREATE ROLE {group} NOLOGIN",
+            "GRANT CONNECT ON DATABASE {db} TO {group}",
+            "GRANT USAGE ON SCHEMA public TO {group}",
+            "GRANT SELECT ON ALL TABLES IN SCHEMA public TO {group}",
+            "CREATE ROLE {privileged} LOGIN CREATEROLE PASSWORD {password}",
+            "GRANT {group} TO {privileged} WITH ADMIN OPTION",
+            "GRANT CONNECT ON DATABASE {db} TO {privileged}",
+        ):
+            conn.execute(
+                sql.SQL(statement).format(
+                    group=sql.Identifier(group),
+                    privileged=sql.Identifier(privileged),
+                    db=sql.Identifier(database),
+                    password=sql.Literal(password),
+                )
+            )
+    return group, privileged
+
+
+def drop_roles(admin_url: str, *roles: str) -> None:
+    """Drops what each role owns or was granted in ``admin_url``'s database, then the role.
+
+    Roles that do not exist are skipped. Call it for each database the roles have rights in,
+    or drop those databases first.
+    """
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        for role in roles:
+            if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone():
+                conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
+                conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
 
 
 def _with_dbname(url: str, database: str) -> str:

@@ -12,12 +12,18 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import ssl
+import sys
 import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Self
 
 import structlog
+
+from devstack.processes import run_from_environment, until_stop_signal
+from sevvo.runtime import config as c
 
 log = structlog.get_logger(__name__)
 
@@ -294,3 +300,52 @@ class ThreadedTlsProxy:
             await self._stop_event.wait()
         finally:
             await self.proxy.stop()
+
+
+@dataclass(frozen=True)
+class ProxyConfig:
+    """The proxy as its own process (``python -m devstack.tls_proxy``), read from the environment.
+
+    Run that way, it can be killed and restarted on the same port like any other component
+    of devstack.process_stack.
+    """
+
+    upstream: tuple[str, int]
+    cert: Path
+    key: Path
+    client_ca: Path | None
+    port: int
+    log_level: str = "INFO"
+
+    @classmethod
+    def load(cls, env: Mapping[str, str]) -> ProxyConfig:
+        """Reads SEVVO_PROXY_UPSTREAM (host:port), SEVVO_PROXY_PORT, the TLS files and an
+        optional SEVVO_PROXY_CLIENT_CA_FILE (mutual TLS); raises ConfigError naming a bad one."""
+        upstream = c.string(env, "SEVVO_PROXY_UPSTREAM")
+        host, _, port = upstream.rpartition(":")
+        if not host or not port.isdigit():
+            raise c.ConfigError(f"SEVVO_PROXY_UPSTREAM must be host:port, got {upstream!r}")
+        return cls(
+            upstream=(host, int(port)),
+            cert=c.existing_file(env, "SEVVO_TLS_CERT_FILE"),
+            key=c.existing_file(env, "SEVVO_TLS_KEY_FILE"),
+            client_ca=c.optional_file(env, "SEVVO_PROXY_CLIENT_CA_FILE"),
+            port=c.integer(env, "SEVVO_PROXY_PORT", 0, minimum=0, maximum=65535),
+            log_level=c.log_level(env),
+        )
+
+
+async def _serve(config: ProxyConfig) -> None:
+    proxy = TlsProxy(config.upstream, config.cert, config.key, config.client_ca, port=config.port)
+    await proxy.start()
+    await until_stop_signal()
+    await proxy.stop()
+
+
+def main() -> int:
+    """Runs the proxy until SIGINT or SIGTERM, configured from the environment."""
+    return run_from_environment("tls-proxy", ProxyConfig.load, _serve)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

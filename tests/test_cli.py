@@ -27,7 +27,13 @@ from typer.testing import CliRunner
 
 from cli.app import app
 from devstack.postgres import EmbeddedPostgres
-from devstack.source_db import SourceDatabase, create_source_database, drop_source_database
+from devstack.source_db import (
+    SourceDatabase,
+    create_dynamic_roles,
+    create_source_database,
+    drop_roles,
+    drop_source_database,
+)
 from tests.plugins.dev_stack import EndToEnd
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -502,29 +508,12 @@ def test_a_dynamic_connection_previews_through_a_leased_role(
 ) -> None:
     """--dynamic saves a privileged role; a preview runs as a minted role that leases list
     shows (no password); leases revoke --all is accepted."""
-    suffix = uuid.uuid4().hex[:8]
-    group, privileged = f"cli_readers_{suffix}", f"cli_minter_{suffix}"
     password = secrets.token_urlsafe(18)
     org.secrets.append(password)
     admin = tls_source_pg.admin_url(source.database)
-    with psycopg.connect(admin, autocommit=True) as conn:
-        for statement in (
-            "create role {group} nologin",
-            "grant connect on database {db} to {group}",
-            "grant usage on schema public to {group}",
-            "grant select on all tables in schema public to {group}",
-            "create role {privileged} login createrole password {password}",
-            "grant {group} to {privileged} with admin option",
-            "grant connect on database {db} to {privileged}",
-        ):
-            conn.execute(
-                sql.SQL(statement).format(
-                    group=sql.Identifier(group),
-                    privileged=sql.Identifier(privileged),
-                    db=sql.Identifier(source.database),
-                    password=sql.Literal(password),
-                )
-            )
+    group, privileged = create_dynamic_roles(
+        admin, database=source.database, password=password, prefix="cli_"
+    )
     try:
         created = sevvo.ok(
             *_field_args(source, "dyn", privileged)[:-1],
@@ -577,10 +566,7 @@ def test_a_dynamic_connection_previews_through_a_leased_role(
         assert removed["next_rotation_time"] is None
         assert sevvo.ok("connections", "schedule-root-rotation", created["id"])["interval"] is None
     finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            for role in (privileged, group):
-                conn.execute(sql.SQL("drop owned by {}").format(sql.Identifier(role)))
-                conn.execute(sql.SQL("drop role {}").format(sql.Identifier(role)))
+        drop_roles(admin, privileged, group)
 
 
 def test_rotate_root_of_a_fixed_password_connection_fails_clearly(

@@ -31,6 +31,7 @@ from temporalio.client import Client
 
 from devstack.pki import DevPki, ensure_dev_pki, issue_server_cert
 from devstack.postgres import EmbeddedPostgres
+from devstack.processes import child_pids, pid_alive
 from devstack.temporal import TemporalDevServer
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -39,33 +40,10 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 # --- helpers -------------------------------------------------------------------------
 
 
-def _alive(pid: int) -> bool:
-    """True while ``pid`` exists and is not a zombie (orphans may go unreaped here)."""
-    try:
-        stat_line = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat_line.rpartition(")")[2].split()[0] not in ("Z", "X")
-
-
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rpartition(")")[2].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            found.append(int(entry.name))
-    return found
-
-
 def _wait_gone(pids: list[int], timeout: float = 10.0) -> list[int]:
     """Wait until none of ``pids`` is alive; return those still alive at the deadline."""
     deadline = time.monotonic() + timeout
-    while (left := [p for p in pids if _alive(p)]) and time.monotonic() < deadline:
+    while (left := [p for p in pids if pid_alive(p)]) and time.monotonic() < deadline:
         time.sleep(0.02)
     return left
 
@@ -127,7 +105,7 @@ def _kill_launcher_and_check_server_dies(launcher: subprocess.Popen[str], pid: i
         launcher.wait()
         assert _wait_gone([pid]) == []
     finally:
-        if _alive(pid):
+        if pid_alive(pid):
             os.kill(pid, signal.SIGKILL)
         assert launcher.stdout is not None
         launcher.stdout.close()
@@ -190,9 +168,9 @@ def test_embedded_postgres_never_logs_its_password(pg_dir: Path) -> None:
 def test_embedded_postgres_stop_leaves_no_process(pg_dir: Path) -> None:
     """After stop() neither the postmaster nor any of its children is left."""
     with EmbeddedPostgres(pg_dir, durable=False) as server:
-        pids = [server.pid, *_children(server.pid)]
+        pids = [server.pid, *child_pids(server.pid)]
     assert len(pids) > 1
-    assert [p for p in pids if _alive(p)] == []
+    assert [p for p in pids if pid_alive(p)] == []
 
 
 def test_embedded_postgres_restart_reuses_data_and_password(pg_dir: Path) -> None:
@@ -412,8 +390,8 @@ def test_temporal_dev_server_keeps_state_in_db_filename(tmp_path: Path) -> None:
 def test_temporal_dev_server_stop_leaves_no_process() -> None:
     """After stop() the temporal process is gone."""
     with TemporalDevServer() as server:
-        pids = [server.pid, *_children(server.pid)]
-    assert [p for p in pids if _alive(p)] == []
+        pids = [server.pid, *child_pids(server.pid)]
+    assert [p for p in pids if pid_alive(p)] == []
 
 
 def test_temporal_dev_server_dies_with_its_launcher() -> None:

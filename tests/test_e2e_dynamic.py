@@ -23,7 +23,7 @@ from agent.dynamic_credentials import default_creation, mint
 from agent.postgres_probe import connect
 from devstack.agent_process import AgentProcess
 from devstack.postgres import EmbeddedPostgres
-from devstack.source_db import SourceDatabase
+from devstack.source_db import SourceDatabase, create_dynamic_roles, drop_roles
 from sevvo.audit.v1.audit_pb2 import AUDIT_OUTCOME_SUCCESS, ListAuditEventsRequest
 from sevvo.audit.v1.audit_pb2_grpc import AuditServiceStub
 from sevvo.connections.v1 import connections_pb2 as cpb
@@ -45,41 +45,12 @@ def dynamic_source(
 ) -> Iterator[tuple[SourceDatabase, str, str]]:
     """A source database, a NOLOGIN reader group, and a CREATEROLE (not superuser) role."""
     source = source_target(tls_source_pg)
-    suffix = uuid.uuid4().hex[:8]
-    group, privileged = f"readers_{suffix}", f"minter_{suffix}"
-    with psycopg.connect(tls_source_pg.admin_url(source.database), autocommit=True) as conn:
-        conn.execute(sql.SQL("create role {} nologin").format(sql.Identifier(group)))
-        conn.execute(
-            sql.SQL("grant connect on database {} to {}").format(
-                sql.Identifier(source.database), sql.Identifier(group)
-            )
-        )
-        conn.execute(sql.SQL("grant usage on schema public to {}").format(sql.Identifier(group)))
-        conn.execute(
-            sql.SQL("grant select on all tables in schema public to {}").format(
-                sql.Identifier(group)
-            )
-        )
-        conn.execute(
-            sql.SQL("create role {} login createrole password {}").format(
-                sql.Identifier(privileged), sql.Literal(PRIVILEGED_PASSWORD)
-            )
-        )
-        conn.execute(
-            sql.SQL("grant {} to {} with admin option").format(
-                sql.Identifier(group), sql.Identifier(privileged)
-            )
-        )
-        conn.execute(
-            sql.SQL("grant connect on database {} to {}").format(
-                sql.Identifier(source.database), sql.Identifier(privileged)
-            )
-        )
+    admin_url = tls_source_pg.admin_url(source.database)
+    group, privileged = create_dynamic_roles(
+        admin_url, database=source.database, password=PRIVILEGED_PASSWORD
+    )
     yield source, group, privileged
-    with psycopg.connect(tls_source_pg.admin_url(source.database), autocommit=True) as conn:
-        for role in (privileged, group):
-            conn.execute(sql.SQL("drop owned by {}").format(sql.Identifier(role)))
-            conn.execute(sql.SQL("drop role if exists {}").format(sql.Identifier(role)))
+    drop_roles(admin_url, privileged, group)
 
 
 def _create_dynamic(

@@ -1,0 +1,275 @@
+"""A dev/test gRPC router: one TLS endpoint that forwards each call to the service owning it.
+
+Agents (and users) dial one control-plane endpoint; in production a Gateway API GRPCRoute
+routes by service path (DESIGN.md, "Production shape"). When the services run as separate
+processes (devstack.process_stack), this router plays that part: every unary call is forwarded
+by the package prefix of its method path as raw bytes, with its metadata and deadline, and the
+backend's status code, message and trailing metadata (``grpc-status-details-bin`` included)
+come back unchanged. Health checks are answered by the router itself. It is not a production
+component: no retries, no load balancing, no streaming.
+
+Run it as a process with ``python -m devstack.grpc_router`` (configuration from the
+environment, see RouterConfig), or in-process with GrpcRouter.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+
+from devstack.processes import run_from_environment, until_stop_signal
+from sevvo.runtime import config as c
+from sevvo.runtime.grpc_client import ClientTls, channel_credentials
+from sevvo.runtime.grpc_server import TlsFiles
+from sevvo.runtime.logs import get_logger
+
+log = get_logger(__name__)
+
+# Which backend owns which method paths: the proto packages of each service.
+PREFIXES: Mapping[str, tuple[str, ...]] = {
+    "auth": ("/sevvo.auth.",),
+    "connections": ("/sevvo.connections.", "/sevvo.audit."),
+    "orchestrator": ("/sevvo.orchestrator.",),
+}
+# HTTP/2 and gRPC transport headers: set by each hop itself, never copied from the caller.
+_HOP_HEADERS = frozenset({"user-agent", "content-type", "te", "host"})
+# A restarted backend is found again within about this long: gRPC's default reconnect backoff
+# grows to two minutes, far longer than a dev backend takes to restart.
+_RECONNECT_OPTIONS: Sequence[tuple[str, Any]] = (
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.min_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+)
+
+Metadata = tuple[tuple[str, str | bytes], ...]
+
+
+@dataclass(frozen=True)
+class Route:
+    """Calls whose method path starts with ``prefix`` go to ``backend`` at ``target``."""
+
+    prefix: str
+    backend: str
+    target: str
+
+
+def routes_for(endpoints: Mapping[str, str]) -> list[Route]:
+    """The routes to each named backend's ``host:port`` (names as in PREFIXES)."""
+    unknown = set(endpoints) - set(PREFIXES)
+    if unknown:
+        raise ValueError(f"no routes are defined for {sorted(unknown)}")
+    return [
+        Route(prefix, backend, target)
+        for backend, target in endpoints.items()
+        for prefix in PREFIXES[backend]
+    ]
+
+
+@dataclass(frozen=True)
+class RouterConfig:
+    """The router process's configuration; built by ``load`` so tests can pass a dict."""
+
+    tls: TlsFiles
+    ca_file: Path | None
+    auth_endpoint: str
+    connections_endpoint: str
+    orchestrator_endpoint: str
+    host: str = "127.0.0.1"
+    port: int = 8443
+    log_level: str = "INFO"
+
+    @classmethod
+    def load(cls, env: Mapping[str, str]) -> RouterConfig:
+        """Reads and validates the configuration; raises ConfigError naming a bad variable."""
+        return cls(
+            tls=TlsFiles(
+                cert=c.existing_file(env, "SEVVO_TLS_CERT_FILE"),
+                key=c.existing_file(env, "SEVVO_TLS_KEY_FILE"),
+            ),
+            ca_file=c.optional_file(env, "SEVVO_CA_FILE"),
+            auth_endpoint=c.string(env, "SEVVO_AUTH_ENDPOINT"),
+            connections_endpoint=c.string(env, "SEVVO_CONNECTIONS_ENDPOINT"),
+            orchestrator_endpoint=c.string(env, "SEVVO_ORCHESTRATOR_ENDPOINT"),
+            host=c.string(env, "SEVVO_GRPC_HOST", "127.0.0.1"),
+            port=c.integer(env, "SEVVO_GRPC_PORT", 8443, minimum=0, maximum=65535),
+            log_level=c.log_level(env),
+        )
+
+    def routes(self) -> list[Route]:
+        """The routes this configuration names."""
+        return routes_for(
+            {
+                "auth": self.auth_endpoint,
+                "connections": self.connections_endpoint,
+                "orchestrator": self.orchestrator_endpoint,
+            }
+        )
+
+
+def _forwardable(metadata: Iterable[tuple[str, str | bytes]] | None) -> Metadata:
+    """The caller's own metadata (authorization, x-request-id, ...), without transport headers."""
+    return tuple(
+        (key, value)
+        for key, value in metadata or ()
+        if not key.startswith((":", "grpc-")) or key == "grpc-status-details-bin"
+        if key not in _HOP_HEADERS
+    )
+
+
+class _Forwarder(grpc.GenericRpcHandler):  # type: ignore[misc]
+    """Finds the route of each call and forwards it, bytes in and bytes out."""
+
+    def __init__(self, routes: Sequence[Route], channels: Mapping[str, grpc.aio.Channel]) -> None:
+        # Longest prefix first, so a more specific route can refine a broader one.
+        self._routes = sorted(routes, key=lambda r: len(r.prefix), reverse=True)
+        self._channels = channels
+
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> Any:
+        method: str = handler_call_details.method
+        for route in self._routes:
+            if method.startswith(route.prefix):
+                # No (de)serializers: requests and responses stay the bytes the peers sent.
+                return grpc.unary_unary_rpc_method_handler(partial(self._forward, route, method))
+        return None  # gRPC answers UNIMPLEMENTED.
+
+    async def _forward(
+        self, route: Route, method: str, request: bytes, context: grpc.aio.ServicerContext
+    ) -> bytes:
+        call = self._channels[route.backend].unary_unary(method)(
+            request,
+            metadata=_forwardable(context.invocation_metadata()),
+            timeout=_remaining(context),
+        )
+        started = time.perf_counter()
+        try:
+            response: bytes = await call
+        except grpc.aio.AioRpcError as exc:
+            trailing = _forwardable(exc.trailing_metadata())
+            message = exc.details() or ""
+            if exc.code() == grpc.StatusCode.UNAVAILABLE and not trailing:
+                # The transport failed (nobody listening, connection lost): the backend sent
+                # nothing of its own, so say which service is down instead of a socket error.
+                message = f"the {route.backend} service is unavailable; retry shortly"
+                log.warning(
+                    "backend unavailable", backend=route.backend, method=method, target=route.target
+                )
+            await context.abort(exc.code(), message, trailing_metadata=trailing)
+        initial = _forwardable(await call.initial_metadata())
+        if initial:
+            await context.send_initial_metadata(initial)
+        context.set_trailing_metadata(_forwardable(await call.trailing_metadata()))
+        log.debug(
+            "routed",
+            backend=route.backend,
+            method=method,
+            duration_ms=round((time.perf_counter() - started) * 1000, 2),
+        )
+        return response
+
+
+def _remaining(context: grpc.aio.ServicerContext) -> float | None:
+    """The caller's deadline, passed on so the backend gives up when the caller does."""
+    remaining = context.time_remaining()
+    # gRPC reports "no deadline" as a huge number of seconds.
+    return remaining if remaining is not None and remaining < 10**8 else None
+
+
+class GrpcRouter:
+    """A TLS gRPC server on ``host:port`` forwarding each call along ``routes``.
+
+    Backends are dialled over TLS with ``client_tls`` (the dev CA). ``start`` and ``stop`` run
+    on the caller's event loop.
+    """
+
+    def __init__(
+        self,
+        routes: Sequence[Route],
+        tls: TlsFiles,
+        client_tls: ClientTls,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        self._routes = list(routes)
+        self._tls = tls
+        self._client_tls = client_tls
+        self._host = host
+        self._requested_port = port
+        self._server: grpc.aio.Server | None = None
+        self._channels: dict[str, grpc.aio.Channel] = {}
+        self.port: int | None = None
+
+    async def start(self) -> int:
+        """Binds, starts serving and returns the port."""
+        if self._server is not None:
+            raise RuntimeError("the router is already running")
+        credentials = channel_credentials(self._client_tls)
+        for route in self._routes:
+            if route.backend not in self._channels:
+                self._channels[route.backend] = grpc.aio.secure_channel(
+                    route.target, credentials, options=_RECONNECT_OPTIONS
+                )
+        server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+        health = HealthServicer()
+        # Registered before the forwarder, so health checks are answered here.
+        health_pb2_grpc.add_HealthServicer_to_server(health, server)
+        server.add_generic_rpc_handlers([_Forwarder(self._routes, self._channels)])
+        port: int = server.add_secure_port(
+            f"{self._host}:{self._requested_port}", self._tls.credentials()
+        )
+        if port == 0:
+            raise OSError(f"could not listen on {self._host}:{self._requested_port}")
+        await server.start()
+        await health.set("", health_pb2.HealthCheckResponse.SERVING)
+        self._server, self.port = server, port
+        log.info(
+            "router listening",
+            host=self._host,
+            port=port,
+            routes={r.prefix: f"{r.backend}@{r.target}" for r in self._routes},
+        )
+        return port
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Stops serving (letting calls finish for ``grace`` s) and closes the backend channels."""
+        if self._server is not None:
+            await self._server.stop(grace)
+            self._server = None
+        for channel in self._channels.values():
+            await channel.close()
+        self._channels.clear()
+        self.port = None
+
+
+async def _serve(config: RouterConfig) -> None:
+    router = GrpcRouter(
+        config.routes(),
+        config.tls,
+        ClientTls(ca_file=config.ca_file),
+        host=config.host,
+        port=config.port,
+    )
+    await router.start()
+    await until_stop_signal()
+    await router.stop(grace=2)
+
+
+def main() -> int:
+    """Runs the router until SIGINT or SIGTERM, configured from the environment."""
+    return run_from_environment("router", RouterConfig.load, _serve)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
+__all__ = ["PREFIXES", "GrpcRouter", "Route", "RouterConfig", "main", "routes_for"]
