@@ -47,7 +47,11 @@ from sevvo.orchestrator.v1 import orchestrator_pb2 as opb
 from sevvo.orchestrator.v1 import orchestrator_pb2_grpc as opb_grpc
 from tests.plugins.auth_stack import PASSWORD, BackgroundLoop
 from tests.plugins.dev_stack import EndToEnd, Tenant
-from tests.plugins.process_stack import CREDENTIAL_TEST_TIMEOUT_SECONDS, ProcessHarness
+from tests.plugins.process_stack import (
+    CREDENTIAL_TEST_TIMEOUT_SECONDS,
+    RECONCILE_SECONDS,
+    ProcessHarness,
+)
 from tests.test_e2e_dynamic import _minted_roles, _prefixed_sessions
 
 pytestmark = pytest.mark.timeout(240)
@@ -55,7 +59,10 @@ pytestmark = pytest.mark.timeout(240)
 Outcome = tuple[str, str]  # (RunState name, outcome_category)
 
 # ---- What a run may end as, given what really happened to its work (adjust here) ----------
-TIMED_OUT: frozenset[Outcome] = frozenset({("RUN_STATE_TIMED_OUT", "agent_unavailable")})
+# Whether an agent was polling when the work timed out depends on when the agent was killed.
+TIMED_OUT: frozenset[Outcome] = frozenset(
+    {("RUN_STATE_TIMED_OUT", "agent_unavailable"), ("RUN_STATE_TIMED_OUT", "agent_busy")}
+)
 FAILED: frozenset[Outcome] = frozenset({("RUN_STATE_FAILED", "workflow_failed")})
 ALLOWED: Mapping[str, frozenset[Outcome]] = {
     # Temporal timed the workflow out: no agent finished the work in time.
@@ -76,8 +83,6 @@ ALLOWED: Mapping[str, frozenset[Outcome]] = {
 # The longest a workflow runs: previews time out after 40 s (orchestrator.domain
 # PREVIEW_TIMEOUT), credential tests after 20 s here; the orchestrator waits 5 s longer.
 LONGEST_WORKFLOW_SECONDS = max(40.0, CREDENTIAL_TEST_TIMEOUT_SECONDS) + 5.0
-# How often the orchestrator reconciles unfinished runs with Temporal.
-RECONCILE_SECONDS = 10.0
 BOUND_MARGIN_SECONDS = 10.0
 # A run is final by max(its start + LONGEST_WORKFLOW, the last restart) + RECONCILE + MARGIN.
 
@@ -558,7 +563,7 @@ def test_every_run_reaches_a_true_final_state_within_the_bound(
     campaign: Campaign, background_loop: BackgroundLoop
 ) -> None:
     """Every run of the org ends in the state and category its work really had, by
-    max(start + 45 s, last restart) + 10 s reconciliation + 10 s margin."""
+    max(start + 45 s, last restart) + 2 s reconciliation + 10 s margin."""
     bound = (
         max(campaign.load_stopped_at, campaign.last_restart)
         + LONGEST_WORKFLOW_SECONDS

@@ -28,9 +28,13 @@ from tests.plugins.auth_stack import PASSWORD
 from tests.plugins.dev_stack import Tenant
 
 # The services' settings for fault injection: credential tests give up after 20 s.
-SERVICE_ENV: Mapping[str, str] = {"SEVVO_CREDENTIAL_TEST_TIMEOUT_SECONDS": "20"}
+SERVICE_ENV: Mapping[str, str] = {
+    "SEVVO_CREDENTIAL_TEST_TIMEOUT_SECONDS": "20",
+    "SEVVO_ORCHESTRATOR_RECONCILE_SECONDS": "2",
+}
 StubT = TypeVar("StubT")
 CREDENTIAL_TEST_TIMEOUT_SECONDS = float(SERVICE_ENV["SEVVO_CREDENTIAL_TEST_TIMEOUT_SECONDS"])
+RECONCILE_SECONDS = float(SERVICE_ENV["SEVVO_ORCHESTRATOR_RECONCILE_SECONDS"])
 
 
 @dataclass
