@@ -626,3 +626,43 @@ def test_rotating_a_role_that_two_connections_share_is_refused_naming_the_other(
         .events
     )
     assert [e.reason for e in events if e.action == "connection.root.rotate"] == ["ROLE_SHARED"]
+
+
+def test_a_failing_privileged_login_is_reported_as_such_at_once(
+    e2e: EndToEnd,
+    tls_source_pg: EmbeddedPostgres,
+    dynamic_source: tuple[SourceDatabase, str, str],
+) -> None:
+    """Password changed behind sevvo's back: the test and a preview say
+    password_authentication_failed within seconds, and the test is not retried."""
+    _, _, privileged = dynamic_source
+    tenant = e2e.new_tenant()
+    created = _create_dynamic(e2e, tenant, dynamic_source, "dynamic-locked-out")
+    changed = "changed-behind-sevvos-back-77"
+    with psycopg.connect(tls_source_pg.url, autocommit=True) as su:
+        su.execute(
+            sql.SQL("alter role {} password {}").format(
+                sql.Identifier(privileged), sql.Literal(changed)
+            )
+        )
+    assert tenant.agent is not None
+    before = len(tenant.agent.output())
+    started = time.monotonic()
+    tested = e2e.connections(tenant.admin_token).TestConnection(
+        cpb.TestConnectionRequest(id=created.id)
+    )
+    preview = (
+        e2e.orchestrator(tenant.admin_token)
+        .PreviewQuery(opb.PreviewQueryRequest(connection_id=created.id, sql="select 1"))
+        .result
+    )
+    elapsed = time.monotonic() - started
+    assert (tested.status, tested.last_test_category) == (
+        cpb.CONNECTION_STATUS_ERROR,
+        "password_authentication_failed",
+    )
+    assert preview.category == wpb.PREVIEW_CATEGORY_PASSWORD_AUTHENTICATION_FAILED
+    assert elapsed < 10, elapsed
+    output = tenant.agent.output()[before:]
+    assert output.count("credential test started") == 1
+    assert changed not in output and PRIVILEGED_PASSWORD not in output
