@@ -9,7 +9,7 @@ import signal
 import sys
 
 from agent.config import AgentConfig
-from agent.worker import EXIT_REVOKED, run_agent
+from agent.worker import EXIT_REVOKED, EXIT_UNAUTHORISED, run_agent
 from sevvo.runtime.config import ConfigError
 from sevvo.runtime.logs import configure_logging
 
@@ -38,6 +38,13 @@ def main() -> int:
             "(revoked or unknown). Create a new deployment and configure its token.",
             file=sys.stderr,
         )
+    elif code == EXIT_UNAUTHORISED:
+        print(
+            "sevvo agent: stopped because it could not prove it is still authorised (the"
+            " control plane refused its bearer token, or was unreachable until it expired)."
+            " Its log says which; restart it once the control plane answers.",
+            file=sys.stderr,
+        )
     return code
 
 
@@ -48,5 +55,6 @@ if __name__ == "__main__":
     logging.shutdown()
     # Everything is closed and flushed; skip interpreter teardown, where gRPC's C core can
     # abort (SIGABRT in its epoll poller) while its threads are being torn down, which would
-    # replace the exit code a supervisor relies on (3 = deployment revoked).
+    # replace the exit code a supervisor relies on (3 = deployment revoked, 4 = authorisation
+    # lost; see agent.worker).
     os._exit(exit_code)

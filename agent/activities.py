@@ -12,9 +12,13 @@ from temporalio import activity
 from agent.dynamic_credentials import dry_run
 from agent.leases import LeaseManager
 from agent.postgres_probe import CATEGORY_HINTS, connect, probe_postgres
-from agent.preview_executor import run_preview
+from agent.preview_executor import connection_failure, run_preview
 from agent.preview_validator import QueryRejected, validate_preview_sql
-from agent.root_rotation import ROTATION_MESSAGES, rotate_privileged_password
+from agent.root_rotation import (
+    ROTATION_MESSAGES,
+    PrivilegedLoginFailed,
+    rotate_privileged_password,
+)
 from sevvo.connections.v1 import connections_pb2, connections_pb2_grpc
 from sevvo.runtime import temporal
 from sevvo.runtime.grpc_client import error_details
@@ -87,10 +91,17 @@ class AgentActivities:
             if result.category == workflows_pb2.TEST_CATEGORY_OK and resolved.HasField("dynamic"):
                 result = await self._dry_run(resolved, result)
         else:
-            async with self._leases.workload_credentials(
-                request.connection_id, "credential_test", resolved
-            ) as workload:
-                result = await probe_postgres(workload)
+            try:
+                async with self._leases.workload_credentials(
+                    request.connection_id, "credential_test", resolved
+                ) as workload:
+                    result = await probe_postgres(workload)
+            except PrivilegedLoginFailed as exc:
+                # The privileged role's login is the connection's login: its failure is the
+                # test's outcome, reported at once rather than retried until a timeout.
+                result = workflows_pb2.CredentialTestResult(
+                    category=exc.category, message=CATEGORY_HINTS[exc.category]
+                )
         log.info(
             "credential test done",
             run_id=request.run_id,
@@ -148,10 +159,13 @@ class AgentActivities:
                 category=workflows_pb2.PREVIEW_CATEGORY_INVALID_STORED_CREDENTIALS,
                 message="the connection's stored credentials are missing or unreadable",
             )
-        async with self._leases.workload_credentials(
-            request.connection_id, "preview", resolved
-        ) as workload:
-            result = await run_preview(workload, statement)
+        try:
+            async with self._leases.workload_credentials(
+                request.connection_id, "preview", resolved
+            ) as workload:
+                result = await run_preview(workload, statement)
+        except PrivilegedLoginFailed as exc:
+            result = connection_failure(exc.category, duration_ms=0)
         log.info(
             "preview done",
             run_id=request.run_id,

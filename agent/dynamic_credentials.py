@@ -64,13 +64,15 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import functools
 import hashlib
 import hmac
 import re
 import secrets
 import string
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
@@ -103,6 +105,11 @@ DEFAULT_REVOCATION: Final[tuple[str, ...]] = (
 """Stage 3's cleanup when a connection gives none; ``DROP ROLE IF EXISTS`` always follows."""
 
 DEFAULT_TERMINATE_TIMEOUT: Final = timedelta(seconds=5)
+DEFAULT_ROOT_LOCK_TIMEOUT: Final = timedelta(seconds=20)
+"""How long a rotation waits for another to finish; rotations take well under a second."""
+DEFAULT_ROOT_LOCK_ABANDON: Final = timedelta(seconds=60)
+"""Idle time after which the server ends a lock holder's session; a rotation never idles
+this long (its every step is bounded at 10 s)."""
 
 # Postgres truncates identifiers to NAMEDATALEN - 1 bytes; a truncated name would not be the
 # one the lease records.
@@ -123,6 +130,7 @@ _SCRAM_PREFIX: Final = "SCRAM-SHA-256$"
 _SCRAM_SALT_BYTES: Final = 16  # what libpq and the server use
 _DEFAULT_SCRAM_ITERATIONS: Final = 4096
 # Server versions as libpq reports them (180006 is 18.6).
+_PG14: Final = 140000
 _PG16: Final = 160000
 
 # Stand-ins used to check that a template parses; shaped like what mint() renders.
@@ -569,7 +577,7 @@ async def rotate_root(
             if isinstance(exc, InvalidStoredCredentials)
             else connection_failure_category(exc)
         )
-        restored = await _restore_password(admin, credentials)
+        restored = await restore_password(admin, credentials)
         log.warning("dynamic_credentials.root_rotation_unverified", restored=restored)
         raise RootRotationFailed(
             f"a fresh login with the new password failed ({category}); "
@@ -584,9 +592,11 @@ async def rotate_root(
     return new_password
 
 
-async def _restore_password(
+async def restore_password(
     admin: psycopg.AsyncConnection[TupleRow], credentials: connections_pb2.PostgresCredentials
 ) -> bool:
+    """Sets the password of ``admin``'s role back to ``credentials.password``; False if the
+    server refused. The session stays logged in through any change of its password."""
     try:
         old_verifier = await _verifier(admin, credentials.password, credentials.username)
         await admin.execute(_set_own_password(old_verifier))
@@ -672,9 +682,57 @@ def _lock_role(name: str) -> sql.Composed:
     That is exactly what a revoke racing the reaper, or a renewal, would do. The key is a
     hash of the name, so it needs no catalog lookup and works for a role already dropped.
     """
-    digest = hashlib.blake2b(name.encode(), digest_size=8, person=b"sevvo.dyn").digest()
-    key = int.from_bytes(digest, "big", signed=True)
+    key = _advisory_key(name, b"sevvo.dyn")
     return sql.SQL("SELECT pg_advisory_xact_lock({})").format(sql.Literal(key))
+
+
+def _advisory_key(name: str, person: bytes) -> int:
+    """A 64-bit advisory lock key for ``name`` in the key space ``person`` names."""
+    digest = hashlib.blake2b(name.encode(), digest_size=8, person=person).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+@asynccontextmanager
+async def root_rotation_lock(
+    admin: psycopg.AsyncConnection[TupleRow],
+    *,
+    timeout: timedelta = DEFAULT_ROOT_LOCK_TIMEOUT,
+    abandon_after: timedelta = DEFAULT_ROOT_LOCK_ABANDON,
+) -> AsyncIterator[None]:
+    """Holds the lock that serialises changes to the privileged role's password.
+
+    A session-level advisory lock of the customer's database, keyed by the role's name and
+    taken as that role: every agent of every org that rotates (or finishes a rotation of) this
+    role in this database waits for it, whatever started the work (a schedule, an on-demand
+    call, a workload recovering a crash). It ends with the session, so an agent that dies
+    cannot keep it; ``abandon_after`` (PostgreSQL 14+ ``idle_session_timeout``) also ends a
+    session whose agent vanished without closing its socket, instead of TCP's hours.
+
+    Raises psycopg.errors.LockNotAvailable after ``timeout``. Limits: a pooler in transaction
+    mode between agent and server breaks session locks, and the lock is per database, so
+    connections reaching the same role through two databases are not serialised (the control
+    plane refuses rotating a role two connections share).
+    """
+    _check_autocommit(admin)
+    cur = await admin.execute("SELECT current_user")
+    key = _advisory_key(_one(await cur.fetchone()), b"sevvo.root")
+    await admin.execute("SELECT set_config('lock_timeout', %s, false)", (_milliseconds(timeout),))
+    try:
+        await admin.execute("SELECT pg_advisory_lock(%s)", (key,))
+    finally:
+        await admin.execute("RESET lock_timeout")
+    if admin.info.server_version >= _PG14:
+        await admin.execute(
+            "SELECT set_config('idle_session_timeout', %s, false)", (_milliseconds(abandon_after),)
+        )
+    try:
+        yield
+    finally:
+        # A session that broke meanwhile took its lock with it; nothing is left to release.
+        with contextlib.suppress(psycopg.OperationalError):
+            await admin.execute("SELECT pg_advisory_unlock(%s)", (key,))
+            if admin.info.server_version >= _PG14:
+                await admin.execute("RESET idle_session_timeout")
 
 
 def _one_transaction(statements: Sequence[sql.Composable]) -> sql.Composed:
@@ -713,6 +771,10 @@ def _one(row: TupleRow | None) -> Any:
     if row is None:
         raise RuntimeError("the query returned no row")
     return row[0]
+
+
+def _milliseconds(value: timedelta) -> str:
+    return f"{max(1, round(value.total_seconds() * 1000))}ms"
 
 
 def _timestamptz_literal(value: datetime) -> str:

@@ -207,10 +207,10 @@ async def run_preview(
     try:
         conn = await postgres_probe.connect(credentials, connect_timeout=connect_timeout)
     except postgres_probe.InvalidStoredCredentials:
-        return _connection_failure(workflows_pb2.TEST_CATEGORY_INVALID_STORED_CREDENTIALS, 0)
+        return connection_failure(workflows_pb2.TEST_CATEGORY_INVALID_STORED_CREDENTIALS, 0)
     except (TimeoutError, psycopg.Error) as exc:
         category = postgres_probe.connection_failure_category(exc)
-        return _connection_failure(category, _elapsed_ms(started))
+        return connection_failure(category, _elapsed_ms(started))
 
     started = time.monotonic()
     try:
@@ -463,7 +463,7 @@ def _database_failure(
     sqlstate = exc.sqlstate
     if sqlstate is None or sqlstate.startswith(_CONNECTION_EXCEPTION_CLASS):
         # Raised by libpq, not the server: the connection was lost.
-        return _connection_failure(postgres_probe.connection_failure_category(exc), duration_ms)
+        return connection_failure(postgres_probe.connection_failure_category(exc), duration_ms)
     if sqlstate == _QUERY_CANCELED:
         return _timeout(limits, duration_ms, sqlstate=sqlstate)
     if sqlstate == _READ_ONLY_SQL_TRANSACTION:
@@ -500,9 +500,10 @@ def _timeout(
     )
 
 
-def _connection_failure(
+def connection_failure(
     category: workflows_pb2.TestCategory, duration_ms: int
 ) -> workflows_pb2.PreviewQueryResult:
+    """The preview result for a failure to log in, reported as the credential test would."""
     preview_category = _CONNECTION_CATEGORIES.get(category)
     if preview_category is None:
         return _result(_OTHER, _OTHER_MESSAGE, duration_ms=duration_ms)

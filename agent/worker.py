@@ -15,7 +15,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from agent.activities import AgentActivities
-from agent.bearer import BearerSession, DeploymentRevoked
+from agent.bearer import AuthorisationLost, BearerSession, DeploymentRevoked
 from agent.config import AgentConfig
 from agent.leases import LeaseManager, Reaper
 from agent.workflows import CredentialTestWorkflow, PreviewQueryWorkflow, RootRotationWorkflow
@@ -30,7 +30,14 @@ from sevvo.runtime.payload_codec import OrgPayloadKeys, PayloadKey, data_convert
 log = get_logger(__name__)
 T = TypeVar("T")
 
+# Exit codes a supervisor can act on. Both mean the agent stopped polling and running work
+# because it could not prove it is still authorised; restarting helps only for the second.
 EXIT_REVOKED = 3
+"""The control plane rejected the deployment token: revoked or unknown. Needs a new token."""
+EXIT_UNAUTHORISED = 4
+"""The control plane refused the agent's authorisation check or renewal for another reason,
+or stayed unreachable until the bearer expired. A restart retries from the exchange, which
+waits (without running work) until the control plane answers."""
 KEY_REFRESH_SECONDS = 300.0
 SHUTDOWN_SECONDS = 5.0
 
@@ -101,7 +108,8 @@ async def _unless_stopped(awaitable: Awaitable[T], stop: asyncio.Event) -> T:
 
 
 async def run_agent(config: AgentConfig, stop: asyncio.Event) -> int:
-    """Runs until ``stop`` is set (0) or the deployment is revoked (EXIT_REVOKED)."""
+    """Runs until ``stop`` is set (0), the deployment is revoked (EXIT_REVOKED), or the agent
+    can no longer prove it is authorised (EXIT_UNAUTHORISED)."""
     tls = ClientTls(ca_file=config.ca_file)
     session: BearerSession
     channel = secure_aio_channel(config.control_plane_endpoint, tls, lambda: session.bearer())
@@ -147,7 +155,7 @@ async def run_agent(config: AgentConfig, stop: asyncio.Event) -> int:
             log.warning("worker did not shut down in time", timeout_s=SHUTDOWN_SECONDS)
         for task in tasks:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, DeploymentRevoked):
+            with contextlib.suppress(asyncio.CancelledError, DeploymentRevoked, AuthorisationLost):
                 await task
         for task in done:
             failure = None if task.cancelled() else task.exception()
@@ -161,6 +169,10 @@ async def run_agent(config: AgentConfig, stop: asyncio.Event) -> int:
     except DeploymentRevoked as exc:
         log.error("agent shut out", reason=str(exc))
         return EXIT_REVOKED
+    except AuthorisationLost as exc:
+        # Fail safe: work stopped above (the worker was shut down) before this line.
+        log.error("agent stopped: authorisation lost", reason=str(exc))
+        return EXIT_UNAUTHORISED
     finally:
         await channel.close()
         log.debug("control plane channel closed")

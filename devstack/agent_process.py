@@ -15,7 +15,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from devstack.processes import ServerStartError, log_tail, spawn, stop_process
+from devstack.processes import (
+    ServerStartError,
+    log_tail,
+    open_private_log,
+    spawn,
+    stop_process,
+)
 from sevvo.runtime.logs import get_logger
 
 log = get_logger(__name__)
@@ -73,7 +79,8 @@ class AgentProcess:
     def start(self, *, wait: bool = True, timeout: float = 30.0) -> AgentProcess:
         """Starts the agent; with ``wait``, returns once it polls its task queue."""
         self._offset = self.log_file.stat().st_size if self.log_file.exists() else 0
-        with self.log_file.open("ab") as output:
+        # The agent's log names hosts, roles and connection ids: owner-only from the start.
+        with open_private_log(self.log_file) as output:
             self._proc = spawn(
                 [sys.executable, "-m", "agent"],
                 death_signal=signal.SIGTERM,

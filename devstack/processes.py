@@ -130,13 +130,16 @@ def spawn(
     run_as: ServiceUser | None = None,
     env: Mapping[str, str] | None = None,
     output: IO[bytes] | None = None,
+    umask: int = -1,
 ) -> subprocess.Popen[bytes]:
     """Start ``argv`` as a child that cannot outlive this process.
 
     The child gets its own process group (so a terminal's Ctrl-C reaches only the
     launcher, which then stops it in order, and so a group kill also reaches its
     helpers), runs as ``run_as`` when given, and receives ``death_signal`` from the kernel
-    if this process dies, even by SIGKILL. Stdout and stderr both go to ``output``.
+    if this process dies, even by SIGKILL. Stdout and stderr both go to ``output``. A
+    ``umask`` (such as 0o077) applies to the child alone, so every file it creates is born
+    with the narrower mode; this process's own umask, shared by its threads, stays as it is.
 
     Linux delivers the parent-death signal when the *thread* that forked the child exits,
     so call this from a thread that lives as long as the server should (the main thread).
@@ -149,7 +152,19 @@ def spawn(
         env=dict(env) if env is not None else None,
         process_group=0,
         close_fds=True,
+        umask=umask,
     )
+
+
+def open_private_log(path: Path) -> IO[bytes]:
+    """Opens ``path`` for appending, created owner-only (0600) so it is never readable by others.
+
+    Server and agent logs can quote failing statements, role names and hosts. os.open gives
+    a new file its mode at creation; fchmod narrows a file an older version left wider.
+    """
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.fchmod(fd, 0o600)
+    return os.fdopen(fd, "ab")
 
 
 def stop_process(

@@ -21,6 +21,7 @@ from devstack.processes import (
     ServerStartError,
     free_port,
     log_tail,
+    open_private_log,
     spawn,
     stop_process,
     wait_until_ready,
@@ -113,7 +114,7 @@ class TemporalDevServer:
         executable = temporal_executable()
         if self.log_file is not None:
             self.log_file.parent.mkdir(parents=True, exist_ok=True)
-            self._log = self.log_file.open("ab")
+            self._log = open_private_log(self.log_file)
         else:
             self._log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in stop()
         # The CLI has no "port 0", so a port is chosen here; if another process takes it
@@ -125,6 +126,9 @@ class TemporalDevServer:
                 self._argv(executable),
                 death_signal=self._stop_signal,
                 output=self._log,
+                # The SQLite file (and its -wal, -shm) holds every workflow's history:
+                # created owner-only by the server itself, never readable for a moment.
+                umask=0o077,
             )
             try:
                 wait_until_ready(
@@ -196,6 +200,10 @@ class TemporalDevServer:
         ]
         if self.db_filename is not None:
             self.db_filename.parent.mkdir(parents=True, exist_ok=True)
+            # A file an older version created world-readable is narrowed before reuse;
+            # a new one is created 0600 under the server's umask (see start()).
+            if self.db_filename.exists():
+                self.db_filename.chmod(0o600)
             argv += ["--db-filename", str(self.db_filename)]
         for namespace in self._namespaces:
             argv += ["--namespace", namespace]

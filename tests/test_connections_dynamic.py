@@ -407,6 +407,174 @@ def test_commit_without_a_staged_password_fails(control_plane: ControlPlane) -> 
     assert _resolve(control_plane, org, created.id).postgres.password == SECRET
 
 
+STAGE_A = "5f0c3d1e-2a4b-4c6d-8e9f-0a1b2c3d4e5f"
+STAGE_B = "6a1d4e2f-3b5c-4d7e-9fa0-1b2c3d4e5f60"
+
+
+def _stage(stub: Any, connection_id: str, password: str, stage_id: str) -> None:
+    stub.StagePrivilegedPassword(
+        pb.StagePrivilegedPasswordRequest(
+            connection_id=connection_id,
+            pending_password=password,
+            stage_id=stage_id,
+            replace_pending=True,
+        )
+    )
+
+
+def _commit(stub: Any, connection_id: str, stage_id: str) -> None:
+    stub.CommitPrivilegedPassword(
+        pb.CommitPrivilegedPasswordRequest(connection_id=connection_id, stage_id=stage_id)
+    )
+
+
+def _staged(control_plane: ControlPlane) -> tuple[Org, pb.Connection, Any]:
+    """A dynamic connection with NEW_SECRET staged under STAGE_A, and its org's agent stub."""
+    org = control_plane.auth.create_org()
+    created = control_plane.create_dynamic(org, "dyn", SECRET)
+    stub = control_plane.credentials(control_plane.agent_for(org))
+    _stage(stub, created.id, NEW_SECRET, STAGE_A)
+    return org, created, stub
+
+
+def test_a_commit_commits_only_the_password_of_its_own_stage(control_plane: ControlPlane) -> None:
+    """A commit naming a replaced stage is STAGED_PASSWORD_SUPERSEDED and changes nothing."""
+    org, created, stub = _staged(control_plane)
+    _stage(stub, created.id, OTHER_SECRET, STAGE_B)
+    with pytest.raises(grpc.RpcError) as caught:
+        _commit(stub, created.id, STAGE_A)
+    details = error_details(caught.value)
+    assert (details.code, details.reason) == (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "STAGED_PASSWORD_SUPERSEDED",
+    )
+    unchanged = _resolve(control_plane, org, created.id).postgres
+    assert (unchanged.password, unchanged.pending_password) == (SECRET, OTHER_SECRET)
+    assert unchanged.pending_stage_id == STAGE_B
+    _commit(stub, created.id, STAGE_B)
+    assert _resolve(control_plane, org, created.id).postgres.password == OTHER_SECRET
+
+
+def test_committing_a_stage_again_succeeds_and_changes_nothing(
+    control_plane: ControlPlane,
+) -> None:
+    """A retried commit (or one a recovering agent made first) is not an error."""
+    org, created, stub = _staged(control_plane)
+    _commit(stub, created.id, STAGE_A)
+    _, sealed = _raw_row(control_plane, created.id)
+    _commit(stub, created.id, STAGE_A)
+    assert _raw_row(control_plane, created.id)[1] == sealed
+    resolved = _resolve(control_plane, org, created.id).postgres
+    assert resolved.password == NEW_SECRET and not resolved.HasField("pending_password")
+
+
+def test_a_users_password_edit_supersedes_a_running_rotations_stage(
+    control_plane: ControlPlane,
+) -> None:
+    """The user's password wins: the rotation's later commit is refused."""
+    org, created, stub = _staged(control_plane)
+    control_plane.connections(org.admin_token).UpdateConnection(
+        pb.UpdateConnectionRequest(
+            id=created.id,
+            connection=pb.ConnectionUpdate(fields=pb.PostgresFields(password=OTHER_SECRET)),
+            update_mask=field_mask_pb2.FieldMask(paths=["fields.password"]),
+        )
+    )
+    with pytest.raises(grpc.RpcError) as caught:
+        _commit(stub, created.id, STAGE_A)
+    assert error_details(caught.value).reason == "STAGED_PASSWORD_SUPERSEDED"
+    assert _resolve(control_plane, org, created.id).postgres.password == OTHER_SECRET
+
+
+def test_an_edit_that_keeps_the_password_keeps_the_stage(control_plane: ControlPlane) -> None:
+    """Changing the host leaves a staged rotation, stage id included, to be committed."""
+    org, created, stub = _staged(control_plane)
+    control_plane.connections(org.admin_token).UpdateConnection(
+        pb.UpdateConnectionRequest(
+            id=created.id,
+            connection=pb.ConnectionUpdate(fields=pb.PostgresFields(host="db2.acme.internal")),
+            update_mask=field_mask_pb2.FieldMask(paths=["fields.host"]),
+        )
+    )
+    assert _resolve(control_plane, org, created.id).postgres.pending_stage_id == STAGE_A
+    _commit(stub, created.id, STAGE_A)
+    assert _resolve(control_plane, org, created.id).postgres.password == NEW_SECRET
+
+
+@pytest.mark.parametrize("rpc", ["stage", "commit"])
+def test_a_stage_id_must_be_a_uuid(control_plane: ControlPlane, rpc: str) -> None:
+    """A stage id that is not a UUID is INVALID_ARGUMENT on stage_id."""
+    org = control_plane.auth.create_org()
+    created = control_plane.create_dynamic(org, "dyn", SECRET)
+    stub = control_plane.credentials(control_plane.agent_for(org))
+    calls: dict[str, Callable[[], None]] = {
+        "stage": lambda: _stage(stub, created.id, NEW_SECRET, "' or 1=1 --"),
+        "commit": lambda: _commit(stub, created.id, "' or 1=1 --"),
+    }
+    with pytest.raises(grpc.RpcError) as caught:
+        calls[rpc]()
+    details = error_details(caught.value)
+    assert (details.code, details.field) == (grpc.StatusCode.INVALID_ARGUMENT, "stage_id")
+
+
+@pytest.mark.parametrize(
+    ("other", "shared"),
+    [
+        ({"mode": "dynamic"}, True),
+        ({"mode": "fields"}, True),
+        ({"mode": "dynamic", "host": "DB.Acme.Internal."}, True),
+        ({"mode": "dynamic", "port": 6432}, False),
+        ({"mode": "dynamic", "username": "other_admin"}, False),
+        ({"mode": "dynamic", "host": "10.0.0.5"}, False),  # Same server? Not recognised.
+    ],
+)
+def test_staging_is_refused_while_another_connection_logs_in_as_the_role(
+    control_plane: ControlPlane, other: dict[str, Any], shared: bool
+) -> None:
+    """Same host (any case, trailing dot), port and username: refused, naming the other."""
+    org = control_plane.auth.create_org()
+    created = control_plane.create_dynamic(org, "dyn", SECRET)
+    login = {
+        "host": other.get("host", "db.acme.internal"),
+        "port": other.get("port", 5432),
+    }
+    username = other.get("username", "sevvo_admin")
+    if other["mode"] == "dynamic":
+        twin = control_plane.create_dynamic(
+            org, "twin", OTHER_SECRET, privileged_username=username, **login
+        )
+    else:
+        twin = control_plane.create(org, "twin", OTHER_SECRET, username=username, **login)
+    stub = control_plane.credentials(control_plane.agent_for(org))
+    if not shared:
+        _stage(stub, created.id, NEW_SECRET, STAGE_A)
+        assert _resolve(control_plane, org, created.id).postgres.pending_password == NEW_SECRET
+        return
+    with pytest.raises(grpc.RpcError) as caught:
+        _stage(stub, created.id, NEW_SECRET, STAGE_A)
+    details = error_details(caught.value)
+    assert (details.code, details.reason) == (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "PRIVILEGED_ROLE_SHARED",
+    )
+    assert f'"twin" ({twin.id})' in details.message
+    assert (details.metadata or {}).get("connection_ids") == twin.id
+    assert NEW_SECRET not in details.message and OTHER_SECRET not in details.message
+    assert not _resolve(control_plane, org, created.id).postgres.HasField("pending_password")
+
+
+def test_a_connection_of_another_org_on_the_same_role_is_not_named(
+    control_plane: ControlPlane,
+) -> None:
+    """Detection stays inside the org: another org's connection is neither seen nor named."""
+    org, stranger = control_plane.auth.create_org("Acme"), control_plane.auth.create_org("Else")
+    created = control_plane.create_dynamic(org, "dyn", SECRET)
+    control_plane.create_dynamic(stranger, "theirs", OTHER_SECRET)
+    stub = control_plane.credentials(control_plane.agent_for(org))
+    _stage(stub, created.id, NEW_SECRET, STAGE_A)
+    assert _resolve(control_plane, org, created.id).postgres.pending_stage_id == STAGE_A
+
+
 def test_replace_sets_the_password_and_drops_a_staged_one(control_plane: ControlPlane) -> None:
     """ReplaceConnectionCredentials re-seals with the new password and clears pending."""
     org = control_plane.auth.create_org()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import os
 import pwd
@@ -29,9 +30,10 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
 from temporalio.client import Client
 
+from devstack.agent_process import AgentProcess, AgentSettings
 from devstack.pki import DevPki, ensure_dev_pki, issue_server_cert
 from devstack.postgres import EmbeddedPostgres
-from devstack.processes import child_pids, pid_alive
+from devstack.processes import child_pids, free_port, pid_alive
 from devstack.temporal import TemporalDevServer
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -385,6 +387,55 @@ def test_temporal_dev_server_keeps_state_in_db_filename(tmp_path: Path) -> None:
     db = tmp_path / "temporal.db"
     with TemporalDevServer(db_filename=db):
         assert db.stat().st_size > 0
+
+
+@contextlib.contextmanager
+def _permissive_umask() -> Iterator[None]:
+    """The usual 022, so a file created without care would be world-readable (0644)."""
+    previous = os.umask(0o022)
+    try:
+        yield
+    finally:
+        os.umask(previous)
+
+
+def _modes(directory: Path, prefix: str) -> dict[str, str]:
+    return {
+        path.name: oct(stat.S_IMODE(path.stat().st_mode))
+        for path in directory.iterdir()
+        if path.name.startswith(prefix)
+    }
+
+
+def test_temporal_dev_server_state_and_log_are_owner_only(tmp_path: Path) -> None:
+    """temporal.sqlite (with its -wal/-shm) and temporal.log are created 0600."""
+    with (
+        _permissive_umask(),
+        TemporalDevServer(
+            db_filename=tmp_path / "temporal.sqlite", log_file=tmp_path / "temporal.log"
+        ),
+    ):
+        created = _modes(tmp_path, "temporal.")
+    assert "temporal.sqlite" in created and "temporal.log" in created
+    assert set(created.values()) == {"0o600"}, created
+
+
+def test_dev_agent_log_is_owner_only(tmp_path: Path, dev_pki: DevPki) -> None:
+    """The agent's log file is created 0600: it names hosts, roles and connections."""
+    token = tmp_path / "token"
+    token.write_text("sevvo_dt_unused")
+    settings = AgentSettings(
+        token_file=token,
+        control_plane_endpoint=f"localhost:{free_port()}",
+        temporal_address=f"localhost:{free_port()}",
+        ca_file=dev_pki.ca_cert,
+    )
+    with _permissive_umask():
+        agent = AgentProcess(settings, tmp_path / "agent.log").start(wait=False)
+    try:
+        assert _modes(tmp_path, "agent.log") == {"agent.log": "0o600"}
+    finally:
+        agent.stop()
 
 
 def test_temporal_dev_server_stop_leaves_no_process() -> None:

@@ -828,6 +828,64 @@ def test_rotate_root_refuses_credentials_of_another_role(privileged: Privileged)
     run_as_admin(privileged, body)
 
 
+def test_root_rotation_lock_holds_back_a_second_session_until_released(
+    privileged: Privileged,
+) -> None:
+    """Two sessions of the role: the second gets the rotation lock only after the first."""
+
+    async def body(first: AdminConnection) -> None:
+        second = await connect(privileged.admin, connect_timeout=10)
+        released = asyncio.Event()
+
+        async def wait_for_lock() -> bool:
+            async with dc.root_rotation_lock(second):
+                return released.is_set()
+
+        try:
+            async with dc.root_rotation_lock(first):
+                waiter = asyncio.create_task(wait_for_lock())
+                await asyncio.sleep(0.3)
+                assert not waiter.done()
+                released.set()
+            assert await asyncio.wait_for(waiter, 5)
+        finally:
+            await second.close()
+
+    run_as_admin(privileged, body)
+
+
+def test_root_rotation_lock_gives_up_after_its_timeout(privileged: Privileged) -> None:
+    """A rotation waiting longer than its timeout fails with LockNotAvailable, holding nothing."""
+
+    async def body(first: AdminConnection) -> None:
+        second = await connect(privileged.admin, connect_timeout=10)
+        try:
+            async with dc.root_rotation_lock(first):
+                with pytest.raises(errors.LockNotAvailable):
+                    async with dc.root_rotation_lock(second, timeout=timedelta(milliseconds=200)):
+                        pass
+            # The failed wait left the session usable and its lock_timeout as it was.
+            cur = await second.execute("SHOW lock_timeout")
+            assert await cur.fetchone() == ("0",)
+        finally:
+            await second.close()
+
+    run_as_admin(privileged, body)
+
+
+def test_root_rotation_lock_dies_with_the_session_holding_it(privileged: Privileged) -> None:
+    """An agent that dies mid-rotation (its session closes) does not keep the lock."""
+
+    async def body(admin: AdminConnection) -> None:
+        crashed = await connect(privileged.admin, connect_timeout=10)
+        await dc.root_rotation_lock(crashed).__aenter__()
+        await crashed.close()  # No unlock: as a killed agent's session ends.
+        async with dc.root_rotation_lock(admin, timeout=timedelta(seconds=5)):
+            pass
+
+    run_as_admin(privileged, body)
+
+
 # --- passwords and names -------------------------------------------------------------------
 
 

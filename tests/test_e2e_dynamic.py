@@ -619,3 +619,103 @@ def test_deleting_a_connection_removes_its_rotation_schedule(
         return False
 
     assert background_loop.run(gone())
+
+
+CONCURRENT_ROTATIONS = 3
+ROTATION_ROUNDS = 20
+
+
+@pytest.mark.timeout(90)
+def test_concurrent_root_rotations_always_leave_a_stored_password_that_logs_in(
+    e2e: EndToEnd,
+    dynamic_source: tuple[SourceDatabase, str, str],
+) -> None:
+    """Three rotations at once, 20 times: the stored password logs in and no older one does."""
+    source, _, privileged = dynamic_source
+    tenant = e2e.new_tenant()
+    created = _create_dynamic(e2e, tenant, dynamic_source, "dynamic-race")
+    orchestrator = e2e.orchestrator(tenant.admin_token)
+    request = opb.RotateRootCredentialsRequest(connection_id=created.id)
+    retired = [PRIVILEGED_PASSWORD]
+    with ThreadPoolExecutor(max_workers=CONCURRENT_ROTATIONS) as pool:
+        for round_ in range(ROTATION_ROUNDS):
+            runs = list(
+                pool.map(
+                    lambda _: orchestrator.RotateRootCredentials(request, timeout=60),
+                    range(CONCURRENT_ROTATIONS),
+                )
+            )
+            assert [run.outcome_category for run in runs] == ["rotated"] * len(runs), runs
+            stored = _agent_view(e2e, tenant, created.id)
+            assert not stored.HasField("pending_password"), round_
+            assert _logs_in(source, privileged, stored.password), f"round {round_}"
+            assert not any(_logs_in(source, privileged, old) for old in retired), round_
+            retired.append(stored.password)
+
+
+def test_rotating_a_role_that_two_connections_share_is_refused_naming_the_other(
+    e2e: EndToEnd,
+    dynamic_source: tuple[SourceDatabase, str, str],
+) -> None:
+    """The rotation reports role_shared and names the other connection; both keep working."""
+    source, _, privileged = dynamic_source
+    tenant = e2e.new_tenant()
+    first = _create_dynamic(e2e, tenant, dynamic_source, "dynamic-first")
+    second = _create_dynamic(e2e, tenant, dynamic_source, "dynamic-second")
+    run = e2e.orchestrator(tenant.admin_token).RotateRootCredentials(
+        opb.RotateRootCredentialsRequest(connection_id=first.id)
+    )
+    assert run.outcome_category == "role_shared", run
+    assert f'"dynamic-second" ({second.id})' in run.message
+    assert PRIVILEGED_PASSWORD not in run.message
+    stored = _agent_view(e2e, tenant, first.id)
+    assert stored.password == PRIVILEGED_PASSWORD and not stored.HasField("pending_password")
+    assert _logs_in(source, privileged, PRIVILEGED_PASSWORD)
+    assert _preview_count(e2e, tenant, second.id) == "200"
+    events = (
+        AuditServiceStub(e2e._channel(tenant.admin_token))
+        .ListAuditEvents(ListAuditEventsRequest(target_id=first.id, page_size=50))
+        .events
+    )
+    assert [e.reason for e in events if e.action == "connection.root.rotate"] == ["ROLE_SHARED"]
+
+
+def test_a_failing_privileged_login_is_reported_as_such_at_once(
+    e2e: EndToEnd,
+    tls_source_pg: EmbeddedPostgres,
+    dynamic_source: tuple[SourceDatabase, str, str],
+) -> None:
+    """Password changed behind sevvo's back: the test and a preview say
+    password_authentication_failed within seconds, and the test is not retried."""
+    _, _, privileged = dynamic_source
+    tenant = e2e.new_tenant()
+    created = _create_dynamic(e2e, tenant, dynamic_source, "dynamic-locked-out")
+    changed = "changed-behind-sevvos-back-77"
+    with psycopg.connect(tls_source_pg.url, autocommit=True) as su:
+        su.execute(
+            sql.SQL("alter role {} password {}").format(
+                sql.Identifier(privileged), sql.Literal(changed)
+            )
+        )
+    assert tenant.agent is not None
+    before = len(tenant.agent.output())
+    started = time.monotonic()
+    tested = e2e.connections(tenant.admin_token).TestConnection(
+        cpb.TestConnectionRequest(id=created.id)
+    )
+    preview = (
+        e2e.orchestrator(tenant.admin_token)
+        .PreviewQuery(opb.PreviewQueryRequest(connection_id=created.id, sql="select 1"))
+        .result
+    )
+    elapsed = time.monotonic() - started
+    assert (tested.status, tested.last_test_category) == (
+        cpb.CONNECTION_STATUS_ERROR,
+        "password_authentication_failed",
+    )
+    assert preview.category == wpb.PREVIEW_CATEGORY_PASSWORD_AUTHENTICATION_FAILED
+    # Well inside the orchestrator's 45 s wait that used to end in workflow_failed.
+    assert elapsed < 30, elapsed
+    output = tenant.agent.output()[before:]
+    assert output.count("credential test started") == 1
+    assert changed not in output and PRIVILEGED_PASSWORD not in output

@@ -325,6 +325,20 @@ def test_json_round_trip() -> None:
     assert PostgresTarget.from_json(data) == TARGET
 
 
+STAGE_ID = "5f0c3d1e-2a4b-4c6d-8e9f-0a1b2c3d4e5f"
+
+
+def test_a_staged_rotation_round_trips_and_commits_with_its_stage() -> None:
+    """Stage ids survive the payload; committing moves the stage to the current password."""
+    staged = TARGET.with_pending_password("n3w-Pa55", field="p", stage_id=STAGE_ID)
+    assert PostgresTarget.from_json(staged.to_json()) == staged
+    committed = staged.with_staged_committed()
+    assert (committed.password, committed.password_stage_id) == ("n3w-Pa55", STAGE_ID)
+    assert (committed.pending_password, committed.pending_stage_id) == (None, None)
+    assert PostgresTarget.from_json(committed.to_json()) == committed
+    assert committed.with_password("typed-Pa55", field="p").password_stage_id is None
+
+
 def _payload(**changes: Any) -> bytes:
     document = {**json.loads(TARGET.to_json()), **changes}
     return json.dumps({k: v for k, v in document.items() if v is not ...}).encode()
@@ -350,6 +364,19 @@ def _payload(**changes: Any) -> bytes:
         pytest.param(_payload(password="a\x00" + PASSWORD), "payload.password", id="rule-nul"),
         pytest.param(
             b'{"password":"' + PASSWORD.encode() + b'","password":"x"}', "not a JSON", id="dup-key"
+        ),
+        pytest.param(
+            _payload(pending_stage_id=STAGE_ID), "without pending_password", id="stage-no-pending"
+        ),
+        pytest.param(
+            _payload(pending_password="n3w-Pa55", pending_stage_id="' or 1=1 --"),
+            "pending_stage_id is not a stage id",
+            id="stage-not-uuid",
+        ),
+        pytest.param(
+            _payload(password_stage_id=STAGE_ID.upper()),
+            "password_stage_id is not a stage id",
+            id="stage-not-canonical",
         ),
     ],
 )

@@ -455,10 +455,14 @@ class ConnectionsDomain:
         caller: Principal,
         connection_id: str,
         action: str,
-        change: Callable[[PostgresTarget], PostgresTarget],
+        change: Callable[[psycopg.Connection[Any], ConnectionRow, PostgresTarget], PostgresTarget],
         details: Mapping[str, str],
     ) -> None:
-        """Re-seals a dynamic connection's payload as ``change`` makes it, audited."""
+        """Re-seals a dynamic connection's payload as ``change`` makes it, audited.
+
+        ``change`` sees the locked row and its unsealed target; returning the target itself
+        means the change is already in place (a retry), and nothing is written.
+        """
         cid = validation.resource_id("connection_id", connection_id)
         org_id = uuid.UUID(caller.org_id)
 
@@ -468,7 +472,10 @@ class ConnectionsDomain:
                 raise _not_found()
             if current.credential_mode != "dynamic":
                 raise _not_dynamic()
-            target = change(self._unseal(current))
+            before = self._unseal(current)
+            target = change(conn, current, before)
+            if target is before:
+                return
             sealed = self._seal(org_id, cid, target)
             self._store.update(
                 conn,
@@ -490,25 +497,39 @@ class ConnectionsDomain:
             caller,
             connection_id,
             "connection.credentials.rotate",
-            lambda target: target.with_password(new_password, field="new_password"),
+            lambda conn, row, target: target.with_password(new_password, field="new_password"),
             {"step": "replace"},
         )
 
     def stage_password(
-        self, caller: Principal, connection_id: str, pending_password: str, replace_pending: bool
+        self,
+        caller: Principal,
+        connection_id: str,
+        pending_password: str,
+        replace_pending: bool,
+        stage_id: str = "",
     ) -> None:
         """Stores a rotation's new password beside the current one, before the database has it.
 
-        Staging the same password again is a retry and succeeds. A different staged password
-        is kept unless ``replace_pending``: the database may already use it.
+        Staging the same password under the same ``stage_id`` again is a retry and succeeds.
+        A different staged password is kept unless ``replace_pending``: the database may
+        already use it. Refused while another connection of the org logs in as the same role
+        on the same server, whose login the new password would break.
         """
         self._check_password("pending_password", pending_password)
+        stage = _stage_id(stage_id)
 
-        def change(target: PostgresTarget) -> PostgresTarget:
+        def change(
+            conn: psycopg.Connection[Any], row: ConnectionRow, target: PostgresTarget
+        ) -> PostgresTarget:
+            self._refuse_shared_role(conn, row, target)
             staged = target.pending_password
             if (
                 staged is not None
-                and not hmac.compare_digest(staged.encode(), pending_password.encode())
+                and not (
+                    hmac.compare_digest(staged.encode(), pending_password.encode())
+                    and target.pending_stage_id == stage
+                )
                 and not replace_pending
             ):
                 raise FailedPrecondition(
@@ -516,21 +537,60 @@ class ConnectionsDomain:
                     " commit it, or stage again with replace_pending once the current one works",
                     reason="PENDING_PASSWORD_EXISTS",
                 )
-            return target.with_pending_password(pending_password, field="pending_password")
+            return target.with_pending_password(
+                pending_password, field="pending_password", stage_id=stage
+            )
 
         self._change_privileged(
             caller, connection_id, "connection.credentials.rotate.stage", change, {"step": "stage"}
         )
 
-    def commit_password(self, caller: Principal, connection_id: str) -> None:
-        """Makes the staged password the current one."""
+    def _refuse_shared_role(
+        self, conn: psycopg.Connection[Any], row: ConnectionRow, target: PostgresTarget
+    ) -> None:
+        """Raises PRIVILEGED_ROLE_SHARED when another connection of the org has this login.
 
-        def change(target: PostgresTarget) -> PostgresTarget:
-            if target.pending_password is None:
+        A role is recognised by host, port and username, so this misses the same server
+        reached under another name (an IP address and a host name, a DNS alias, a pooler in
+        front) and connections of other orgs; see the user's guide.
+        """
+        login = (target.host, target.port, target.username)
+        others = self._store.others_with_login(conn, row.org_id, row.id, login)
+        if not others:
+            return
+        named = ", ".join(f'"{name}" ({other_id})' for other_id, name in others)
+        raise FailedPrecondition(
+            f'role "{target.username}" on {target.host}:{target.port} is also the login of'
+            f" connection {named}; a new password would break it — give each connection a"
+            " privileged role of its own",
+            reason="PRIVILEGED_ROLE_SHARED",
+            metadata={"connection_ids": ",".join(str(other_id) for other_id, _ in others)},
+        )
+
+    def commit_password(self, caller: Principal, connection_id: str, stage_id: str = "") -> None:
+        """Makes the password staged under ``stage_id`` the current one, and no other.
+
+        Committing a stage whose password is already current succeeds and changes nothing
+        (a retry, or a rotation whose password a recovering agent committed first).
+        """
+        stage = _stage_id(stage_id)
+
+        def change(
+            conn: psycopg.Connection[Any], row: ConnectionRow, target: PostgresTarget
+        ) -> PostgresTarget:
+            if target.pending_password is not None and target.pending_stage_id == stage:
+                return target.with_staged_committed()
+            if stage is not None and target.password_stage_id == stage:
+                return target
+            if target.pending_password is None and stage is None:
                 raise FailedPrecondition(
                     "no password is staged for this connection", reason="NO_PENDING_PASSWORD"
                 )
-            return target.with_password(target.pending_password, field="pending_password")
+            raise FailedPrecondition(
+                "the password of this stage is no longer staged: another rotation or a user's"
+                " edit replaced it, so nothing was committed",
+                reason="STAGED_PASSWORD_SUPERSEDED",
+            )
 
         self._change_privileged(
             caller, connection_id, "connection.credentials.rotate", change, {"step": "commit"}
@@ -678,6 +738,11 @@ def _not_dynamic() -> FailedPrecondition:
     )
 
 
+def _stage_id(value: str) -> str | None:
+    """A stage id in canonical form, or None for a stage without one."""
+    return str(validation.resource_id("stage_id", value)) if value else None
+
+
 def check_purpose(field: str, value: str) -> str:
     """A purpose recorded with resolves and leases: lower_snake_case, at most 64 characters."""
     if not _PURPOSE_RE.match(value):
@@ -733,5 +798,6 @@ def _apply_fields(
         prefix="connection.fields",
     )
     # A user who sets the password decides it; otherwise a staged rotation stays staged.
-    pending = None if "fields.password" in paths else current.pending_password
-    return replace(target, dynamic=current.dynamic, pending_password=pending)
+    if "fields.password" in paths:
+        return replace(target, dynamic=current.dynamic)
+    return current.with_login_of(target)

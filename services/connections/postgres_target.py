@@ -5,9 +5,10 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, NoReturn
+from typing import Any, Final, NoReturn
 from urllib.parse import unquote
 
 from psycopg.conninfo import conninfo_to_dict
@@ -45,7 +46,7 @@ _URI_PART_PARAMETERS = {
 _PAYLOAD_FIELDS = ("host", "port", "database", "username", "password", "ssl_mode")
 # Sections a payload may hold beyond the login itself; payloads written before they existed
 # simply lack them.
-_OPTIONAL_PAYLOAD_FIELDS = ("dynamic", "pending_password")
+_OPTIONAL_PAYLOAD_FIELDS = ("dynamic", "pending_password", "pending_stage_id", "password_stage_id")
 
 
 @dataclass(frozen=True)
@@ -54,8 +55,10 @@ class PostgresTarget:
 
     ``ssl_mode`` is ``"disable"`` or ``"require"``. For a dynamic connection the login is the
     privileged role's, ``dynamic`` holds the lease settings, and ``pending_password`` a
-    rotation's staged password. No password ever appears in ``repr`` or ``str``, so a target
-    can be logged or put in an exception without leaking it.
+    rotation's staged password, staged under ``pending_stage_id`` (None when staged without
+    one). ``password_stage_id`` names the stage the current password was committed from, so a
+    retried commit can tell it already happened. No password ever appears in ``repr`` or
+    ``str``, so a target can be logged or put in an exception without leaking it.
     """
 
     host: str
@@ -66,6 +69,8 @@ class PostgresTarget:
     ssl_mode: str
     dynamic: DynamicSettings | None = None
     pending_password: str | None = None
+    pending_stage_id: str | None = None
+    password_stage_id: str | None = None
 
     def __repr__(self) -> str:
         return (
@@ -96,6 +101,9 @@ class PostgresTarget:
             payload["dynamic"] = self.dynamic.to_payload()
         if self.pending_password is not None:
             payload["pending_password"] = self.pending_password
+        for name in ("pending_stage_id", "password_stage_id"):
+            if getattr(self, name) is not None:
+                payload[name] = getattr(self, name)
         return json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
 
     @classmethod
@@ -131,6 +139,11 @@ class PostgresTarget:
         pending = payload.get("pending_password")
         if pending is not None and not isinstance(pending, str):
             raise _malformed("pending_password is not a string")
+        pending_stage_id, password_stage_id = (
+            _stage_id_field(payload, name) for name in ("pending_stage_id", "password_stage_id")
+        )
+        if pending_stage_id is not None and pending is None:
+            raise _malformed("pending_stage_id is set without pending_password")
         try:
             target = from_fields(
                 host=payload["host"],
@@ -150,22 +163,75 @@ class PostgresTarget:
             )
         except InvalidArgument as error:
             raise _malformed(f"{error.field} {error.description}") from None
-        return replace(target, dynamic=dynamic, pending_password=pending)
+        return replace(
+            target,
+            dynamic=dynamic,
+            pending_password=pending,
+            pending_stage_id=pending_stage_id,
+            password_stage_id=password_stage_id,
+        )
 
     def with_password(self, password: str, *, field: str) -> PostgresTarget:
-        """The target with a new password and nothing staged; InvalidArgument on ``field``."""
+        """The target with a new password, from no stage, and nothing staged; InvalidArgument
+        on ``field``."""
         problem = password_problem(password)
         if problem is not None:
             raise InvalidArgument(field, problem)
-        return replace(self, password=password, pending_password=None)
+        return replace(self, password=password, password_stage_id=None, **_UNSTAGED)
 
-    def with_pending_password(self, password: str | None, *, field: str) -> PostgresTarget:
-        """The same target with ``password`` staged beside the current one (None: unstaged)."""
-        if password is not None:
-            problem = password_problem(password)
-            if problem is not None:
-                raise InvalidArgument(field, problem)
-        return replace(self, pending_password=password)
+    def with_pending_password(
+        self, password: str | None, *, field: str, stage_id: str | None = None
+    ) -> PostgresTarget:
+        """The same target with ``password`` staged beside the current one under ``stage_id``
+        (None: staged without an id); ``password=None`` unstages."""
+        if password is None:
+            return replace(self, **_UNSTAGED)
+        problem = password_problem(password)
+        if problem is not None:
+            raise InvalidArgument(field, problem)
+        if stage_id is not None and not _is_stage_id(stage_id):
+            raise InvalidArgument("stage_id", "must be a UUID")
+        return replace(self, pending_password=password, pending_stage_id=stage_id)
+
+    def with_staged_committed(self) -> PostgresTarget:
+        """The staged password made current, remembering its stage; ValueError if none."""
+        if self.pending_password is None:
+            raise ValueError("no password is staged")
+        return replace(
+            self,
+            password=self.pending_password,
+            password_stage_id=self.pending_stage_id,
+            **_UNSTAGED,
+        )
+
+    def with_login_of(self, edited: PostgresTarget) -> PostgresTarget:
+        """``edited``'s server and login, keeping this target's dynamic settings, its staged
+        rotation and the stage its password came from (for an edit that kept the password)."""
+        return replace(
+            edited,
+            dynamic=self.dynamic,
+            pending_password=self.pending_password,
+            pending_stage_id=self.pending_stage_id,
+            password_stage_id=self.password_stage_id,
+        )
+
+
+_UNSTAGED: Final[dict[str, Any]] = {"pending_password": None, "pending_stage_id": None}
+
+
+def _stage_id_field(payload: dict[str, Any], name: str) -> str | None:
+    value = payload.get(name)
+    if value is not None and not (isinstance(value, str) and _is_stage_id(value)):
+        raise _malformed(f"{name} is not a stage id")
+    return value
+
+
+def _is_stage_id(value: str) -> bool:
+    """Whether ``value`` is a stage id: a UUID in its canonical lower-case form."""
+    try:
+        return str(uuid.UUID(value)) == value
+    except ValueError:
+        return False
 
 
 def from_fields(

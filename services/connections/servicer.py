@@ -249,6 +249,7 @@ class CredentialServicer(pb_grpc.ConnectionCredentialServiceServicer):
                 password=target.password,
                 ssl_mode=_SSL_TO_PB[target.ssl_mode],
                 pending_password=target.pending_password,
+                pending_stage_id=target.pending_stage_id or "",
             ),
             dynamic=None
             if settings is None
@@ -281,13 +282,19 @@ class CredentialServicer(pb_grpc.ConnectionCredentialServiceServicer):
             request.connection_id,
             request.pending_password,
             request.replace_pending,
+            request.stage_id,
         )
         return empty_pb2.Empty()
 
     async def CommitPrivilegedPassword(
         self, request: pb.CommitPrivilegedPasswordRequest, context: grpc.aio.ServicerContext
     ) -> empty_pb2.Empty:
-        await blocking(self._domain.commit_password, current_principal(), request.connection_id)
+        await blocking(
+            self._domain.commit_password,
+            current_principal(),
+            request.connection_id,
+            request.stage_id,
+        )
         return empty_pb2.Empty()
 
     async def RecordRootRotation(

@@ -219,6 +219,28 @@ class ConnectionStore(SchemaStore):
             raise _NAME_TAKEN from None
 
     @staticmethod
+    def others_with_login(
+        conn: psycopg.Connection[Any],
+        org_id: uuid.UUID,
+        connection_id: uuid.UUID,
+        login: tuple[str, int, str],
+        limit: int = 5,
+    ) -> list[tuple[uuid.UUID, str]]:
+        """(id, display name) of the org's other connections with the same ``login``.
+
+        ``login`` is (host, port, username); hosts match without case or a trailing dot, as
+        DNS names do. Oldest first, at most ``limit``.
+        """
+        host, port, username = login
+        cur = conn.execute(
+            "select id, display_name from connections where org_id = %s and id <> %s"
+            " and port = %s and username = %s and lower(rtrim(host, '.')) = lower(rtrim(%s, '.'))"
+            " order by created_at, id limit %s",
+            (org_id, connection_id, port, username, host, limit),
+        )
+        return [(row[0], row[1]) for row in cur.fetchall()]
+
+    @staticmethod
     def delete(conn: psycopg.Connection[Any], org_id: uuid.UUID, connection_id: uuid.UUID) -> bool:
         """Deletes a connection with its sealed credentials and lease records.
 

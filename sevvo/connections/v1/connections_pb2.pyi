@@ -259,7 +259,7 @@ class ResolveConnectionCredentialsRequest(_message.Message):
     def __init__(self, connection_id: _Optional[str] = ..., purpose: _Optional[str] = ..., draft_id: _Optional[str] = ...) -> None: ...
 
 class PostgresCredentials(_message.Message):
-    __slots__ = ("host", "port", "database", "username", "password", "ssl_mode", "pending_password")
+    __slots__ = ("host", "port", "database", "username", "password", "ssl_mode", "pending_password", "pending_stage_id")
     HOST_FIELD_NUMBER: _ClassVar[int]
     PORT_FIELD_NUMBER: _ClassVar[int]
     DATABASE_FIELD_NUMBER: _ClassVar[int]
@@ -267,6 +267,7 @@ class PostgresCredentials(_message.Message):
     PASSWORD_FIELD_NUMBER: _ClassVar[int]
     SSL_MODE_FIELD_NUMBER: _ClassVar[int]
     PENDING_PASSWORD_FIELD_NUMBER: _ClassVar[int]
+    PENDING_STAGE_ID_FIELD_NUMBER: _ClassVar[int]
     host: str
     port: int
     database: str
@@ -274,7 +275,8 @@ class PostgresCredentials(_message.Message):
     password: str
     ssl_mode: SslMode
     pending_password: str
-    def __init__(self, host: _Optional[str] = ..., port: _Optional[int] = ..., database: _Optional[str] = ..., username: _Optional[str] = ..., password: _Optional[str] = ..., ssl_mode: _Optional[_Union[SslMode, str]] = ..., pending_password: _Optional[str] = ...) -> None: ...
+    pending_stage_id: str
+    def __init__(self, host: _Optional[str] = ..., port: _Optional[int] = ..., database: _Optional[str] = ..., username: _Optional[str] = ..., password: _Optional[str] = ..., ssl_mode: _Optional[_Union[SslMode, str]] = ..., pending_password: _Optional[str] = ..., pending_stage_id: _Optional[str] = ...) -> None: ...
 
 class ResolveConnectionCredentialsResponse(_message.Message):
     __slots__ = ("postgres", "dynamic")
@@ -307,20 +309,24 @@ class ReplaceConnectionCredentialsRequest(_message.Message):
     def __init__(self, connection_id: _Optional[str] = ..., new_password: _Optional[str] = ...) -> None: ...
 
 class StagePrivilegedPasswordRequest(_message.Message):
-    __slots__ = ("connection_id", "pending_password", "replace_pending")
+    __slots__ = ("connection_id", "pending_password", "replace_pending", "stage_id")
     CONNECTION_ID_FIELD_NUMBER: _ClassVar[int]
     PENDING_PASSWORD_FIELD_NUMBER: _ClassVar[int]
     REPLACE_PENDING_FIELD_NUMBER: _ClassVar[int]
+    STAGE_ID_FIELD_NUMBER: _ClassVar[int]
     connection_id: str
     pending_password: str
     replace_pending: bool
-    def __init__(self, connection_id: _Optional[str] = ..., pending_password: _Optional[str] = ..., replace_pending: _Optional[bool] = ...) -> None: ...
+    stage_id: str
+    def __init__(self, connection_id: _Optional[str] = ..., pending_password: _Optional[str] = ..., replace_pending: _Optional[bool] = ..., stage_id: _Optional[str] = ...) -> None: ...
 
 class CommitPrivilegedPasswordRequest(_message.Message):
-    __slots__ = ("connection_id",)
+    __slots__ = ("connection_id", "stage_id")
     CONNECTION_ID_FIELD_NUMBER: _ClassVar[int]
+    STAGE_ID_FIELD_NUMBER: _ClassVar[int]
     connection_id: str
-    def __init__(self, connection_id: _Optional[str] = ...) -> None: ...
+    stage_id: str
+    def __init__(self, connection_id: _Optional[str] = ..., stage_id: _Optional[str] = ...) -> None: ...
 
 class RecordRootRotationRequest(_message.Message):
     __slots__ = ("connection_id", "outcome", "failure_reason")

@@ -387,14 +387,17 @@ class ConnectionCredentialServiceServicer:
     def StagePrivilegedPassword(self, request, context):
         """Step one of a crash-safe rotation: stores a new privileged password beside the current
         one, before the agent changes it in the database. Resolve returns both until commit.
+        Refused with FAILED_PRECONDITION, reason PRIVILEGED_ROLE_SHARED, when another connection
+        of the org logs in as the same role on the same server (same host, port and username),
+        since rotating the password would break that connection; the message names it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def CommitPrivilegedPassword(self, request, context):
-        """Step two: makes the staged password the current one, once the database uses it.
-        Audited as connection.credentials.rotate.
+        """Step two: makes the staged password the current one, once the database uses it; only the
+        password staged under the request's stage_id. Audited as connection.credentials.rotate.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -143,10 +143,13 @@ class ConnectionCredentialServiceStub:
     StagePrivilegedPassword: _grpc.UnaryUnaryMultiCallable[_connections_pb2.StagePrivilegedPasswordRequest, _empty_pb2.Empty]
     """Step one of a crash-safe rotation: stores a new privileged password beside the current
     one, before the agent changes it in the database. Resolve returns both until commit.
+    Refused with FAILED_PRECONDITION, reason PRIVILEGED_ROLE_SHARED, when another connection
+    of the org logs in as the same role on the same server (same host, port and username),
+    since rotating the password would break that connection; the message names it.
     """
     CommitPrivilegedPassword: _grpc.UnaryUnaryMultiCallable[_connections_pb2.CommitPrivilegedPasswordRequest, _empty_pb2.Empty]
-    """Step two: makes the staged password the current one, once the database uses it.
-    Audited as connection.credentials.rotate.
+    """Step two: makes the staged password the current one, once the database uses it; only the
+    password staged under the request's stage_id. Audited as connection.credentials.rotate.
     """
     RecordRootRotation: _grpc.UnaryUnaryMultiCallable[_connections_pb2.RecordRootRotationRequest, _empty_pb2.Empty]
     """Records the outcome of a scheduled rotation of the privileged password in the audit log
@@ -167,10 +170,13 @@ class ConnectionCredentialServiceAsyncStub(ConnectionCredentialServiceStub):
     StagePrivilegedPassword: _aio.UnaryUnaryMultiCallable[_connections_pb2.StagePrivilegedPasswordRequest, _empty_pb2.Empty]  # type: ignore[assignment]
     """Step one of a crash-safe rotation: stores a new privileged password beside the current
     one, before the agent changes it in the database. Resolve returns both until commit.
+    Refused with FAILED_PRECONDITION, reason PRIVILEGED_ROLE_SHARED, when another connection
+    of the org logs in as the same role on the same server (same host, port and username),
+    since rotating the password would break that connection; the message names it.
     """
     CommitPrivilegedPassword: _aio.UnaryUnaryMultiCallable[_connections_pb2.CommitPrivilegedPasswordRequest, _empty_pb2.Empty]  # type: ignore[assignment]
-    """Step two: makes the staged password the current one, once the database uses it.
-    Audited as connection.credentials.rotate.
+    """Step two: makes the staged password the current one, once the database uses it; only the
+    password staged under the request's stage_id. Audited as connection.credentials.rotate.
     """
     RecordRootRotation: _aio.UnaryUnaryMultiCallable[_connections_pb2.RecordRootRotationRequest, _empty_pb2.Empty]  # type: ignore[assignment]
     """Records the outcome of a scheduled rotation of the privileged password in the audit log
@@ -206,6 +212,9 @@ class ConnectionCredentialServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]:
         """Step one of a crash-safe rotation: stores a new privileged password beside the current
         one, before the agent changes it in the database. Resolve returns both until commit.
+        Refused with FAILED_PRECONDITION, reason PRIVILEGED_ROLE_SHARED, when another connection
+        of the org logs in as the same role on the same server (same host, port and username),
+        since rotating the password would break that connection; the message names it.
         """
 
     @_abc_1.abstractmethod
@@ -214,8 +223,8 @@ class ConnectionCredentialServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _connections_pb2.CommitPrivilegedPasswordRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]:
-        """Step two: makes the staged password the current one, once the database uses it.
-        Audited as connection.credentials.rotate.
+        """Step two: makes the staged password the current one, once the database uses it; only the
+        password staged under the request's stage_id. Audited as connection.credentials.rotate.
         """
 
     @_abc_1.abstractmethod

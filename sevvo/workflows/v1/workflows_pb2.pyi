@@ -45,6 +45,8 @@ class RootRotationCategory(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ROOT_ROTATION_CATEGORY_UNVERIFIED_NOT_RESTORED: _ClassVar[RootRotationCategory]
     ROOT_ROTATION_CATEGORY_INVALID_STORED_CREDENTIALS: _ClassVar[RootRotationCategory]
     ROOT_ROTATION_CATEGORY_OTHER: _ClassVar[RootRotationCategory]
+    ROOT_ROTATION_CATEGORY_ROLE_SHARED: _ClassVar[RootRotationCategory]
+    ROOT_ROTATION_CATEGORY_SUPERSEDED: _ClassVar[RootRotationCategory]
 TEST_CATEGORY_UNSPECIFIED: TestCategory
 TEST_CATEGORY_OK: TestCategory
 TEST_CATEGORY_CONNECTION_REFUSED_OR_TIMEOUT: TestCategory
@@ -75,6 +77,8 @@ ROOT_ROTATION_CATEGORY_UNVERIFIED_RESTORED: RootRotationCategory
 ROOT_ROTATION_CATEGORY_UNVERIFIED_NOT_RESTORED: RootRotationCategory
 ROOT_ROTATION_CATEGORY_INVALID_STORED_CREDENTIALS: RootRotationCategory
 ROOT_ROTATION_CATEGORY_OTHER: RootRotationCategory
+ROOT_ROTATION_CATEGORY_ROLE_SHARED: RootRotationCategory
+ROOT_ROTATION_CATEGORY_SUPERSEDED: RootRotationCategory
 
 class CredentialTestInput(_message.Message):
     __slots__ = ("run_id", "connection_id", "draft_id")
