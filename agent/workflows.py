@@ -56,10 +56,12 @@ class PreviewQueryWorkflow:
             result_type=workflows_pb2.PreviewQueryResult,
             # 10 s statement timeout plus connecting; the orchestrator waits 40 s in all.
             start_to_close_timeout=timedelta(seconds=25),
+            # A control plane restarting for a few seconds (the resolve call fails) is retried
+            # rather than ending the preview at once; the whole is bounded inside the 40 s.
+            schedule_to_close_timeout=timedelta(seconds=35),
             retry_policy=RetryPolicy(
                 initial_interval=timedelta(milliseconds=200),
                 maximum_interval=timedelta(seconds=2),
-                maximum_attempts=3,
             ),
         )
         return result
