@@ -8,8 +8,10 @@ import logging
 import re
 import sys
 import threading
+import traceback
 import uuid
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any, NamedTuple, TextIO
 from urllib.parse import quote, quote_plus
 
@@ -19,6 +21,7 @@ from structlog.typing import EventDict, Processor, WrappedLogger
 __all__ = [
     "REDACTED",
     "configure_logging",
+    "exception_chain",
     "get_logger",
     "is_secret_key",
     "redact_processor",
@@ -284,6 +287,46 @@ def redact_processor(logger: WrappedLogger, method_name: str, event_dict: EventD
     Runs last before rendering, so it also sees formatted exceptions and stack traces.
     """
     return _redact_mapping(event_dict, depth=0)
+
+
+# Frames are named relative to the project or to site-packages: shorter, and no home paths.
+_PROJECT_ROOT = str(Path(__file__).resolve().parents[2]) + "/"
+_MAX_CHAIN = 8
+
+
+def _frame_path(filename: str) -> str:
+    if filename.startswith(_PROJECT_ROOT):
+        return filename[len(_PROJECT_ROOT) :]
+    _, found, rest = filename.rpartition("site-packages/")
+    return rest if found else filename
+
+
+def exception_chain(error: BaseException) -> list[dict[str, object]]:
+    """Where an exception came from, without what it says: for errors that may quote input.
+
+    One entry per exception of the chain (``raise ... from``, or raised while handling),
+    outermost first, each with its type and its frames as ``file:line function``. No
+    message is included: a driver's message quotes the caller's input, SQL or a DSN.
+    """
+    chain: list[dict[str, object]] = []
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen and len(chain) < _MAX_CHAIN:
+        seen.add(id(current))
+        kind = type(current)
+        chain.append(
+            {
+                "type": f"{kind.__module__}.{kind.__qualname__}",
+                "frames": [
+                    f"{_frame_path(frame.f_code.co_filename)}:{line} {frame.f_code.co_name}"
+                    for frame, line in traceback.walk_tb(current.__traceback__)
+                ],
+            }
+        )
+        current = current.__cause__ or (
+            None if current.__suppress_context__ else current.__context__
+        )
+    return chain
 
 
 def _add_service(service: str) -> Processor:
