@@ -1,18 +1,19 @@
 """``make bench``: every benchmark, each printing ratios against a baseline from the same run.
 
-``python -m bench tokens`` (or ``preview``, ``dynamic_credentials``) runs one.
+``python -m bench tokens`` (or ``preview``, ``dynamic_credentials``, ``request_log``) runs one.
 """
 
 from __future__ import annotations
 
 import sys
 
-from bench import dynamic_credentials, preview, tokens
+from bench import dynamic_credentials, preview, request_log, tokens
 
 BENCHMARKS = {
     "tokens": tokens.main,
     "preview": preview.main,
     "dynamic_credentials": dynamic_credentials.main,
+    "request_log": request_log.main,
 }
 
 
