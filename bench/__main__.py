@@ -1,18 +1,20 @@
 """``make bench``: every benchmark, each printing ratios against a baseline from the same run.
 
-``python -m bench tokens`` (or ``preview``, ``dynamic_credentials``, ``load``) runs one.
+``python -m bench tokens`` (or ``preview``, ``dynamic_credentials``, ``request_log``, ``load``)
+runs one.
 """
 
 from __future__ import annotations
 
 import sys
 
-from bench import dynamic_credentials, load, preview, tokens
+from bench import dynamic_credentials, load, preview, request_log, tokens
 
 BENCHMARKS = {
     "tokens": tokens.main,
     "preview": preview.main,
     "dynamic_credentials": dynamic_credentials.main,
+    "request_log": request_log.main,
     "load": load.main,
 }
 

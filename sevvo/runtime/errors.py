@@ -8,8 +8,12 @@ into ``google.rpc.Status`` with an ``ErrorInfo`` (domain ``sevvo.dev``).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import grpc
+
+if TYPE_CHECKING:
+    import psycopg
 
 ERROR_DOMAIN = "sevvo.dev"
 
@@ -85,3 +89,69 @@ class Unavailable(SevvoError):
 
     code = grpc.StatusCode.UNAVAILABLE
     default_reason = "UNAVAILABLE"
+
+
+class Aborted(SevvoError):
+    """A concurrent change got in the way; the caller may retry the whole request."""
+
+    code = grpc.StatusCode.ABORTED
+    default_reason = "ABORTED"
+
+
+class Unimplemented(SevvoError):
+    """The server declares the method but does not serve it."""
+
+    code = grpc.StatusCode.UNIMPLEMENTED
+    default_reason = "UNIMPLEMENTED"
+
+
+DATABASE_UNAVAILABLE = "DATABASE_UNAVAILABLE"
+# SQLSTATE classes (the first two characters) that mean the database could not serve the
+# request at all: connection exception, insufficient resources, operator intervention
+# (shutdown, restart, cancel), system error.
+_UNAVAILABLE_CLASSES = frozenset({"08", "53", "57", "58"})
+
+
+def database_error(error: psycopg.Error) -> SevvoError | None:
+    """The domain error for a Postgres error no domain code handled, by SQLSTATE class.
+
+    Decided by the SQLSTATE psycopg carries (one exception class per code), never by the
+    message, which can quote the offending input. None means a fault of ours (e.g. class
+    42, a query that does not parse), which stays INTERNAL. Client-side errors carry no
+    SQLSTATE: a value psycopg cannot send is a data error, a lost connection (or no pooled
+    connection in time) an operational one.
+    """
+    # Imported here: clients such as the CLI import this module and never talk to Postgres.
+    import psycopg
+
+    state = error.sqlstate or ""
+    if state.startswith("40"):
+        # Serialization failure or deadlock: checked first, it is also an OperationalError.
+        return Aborted(
+            "the request collided with a concurrent change; retry it", reason="CONCURRENT_CHANGE"
+        )
+    if state[:2] in _UNAVAILABLE_CLASSES or (
+        not state and isinstance(error, psycopg.OperationalError)
+    ):
+        return Unavailable(
+            "the control-plane database is unavailable; retry in a few seconds",
+            reason=DATABASE_UNAVAILABLE,
+        )
+    if state.startswith("22") or (not state and isinstance(error, psycopg.DataError)):
+        return InvalidArgument(
+            "request",
+            "holds a value the database cannot store (malformed, out of range or too long)",
+            reason="INVALID_VALUE",
+        )
+    if state.startswith("54"):
+        return InvalidArgument(
+            "request", "holds a value too large for the database to store", reason="VALUE_TOO_LARGE"
+        )
+    if state == "23505":  # unique_violation
+        return AlreadyExists("a resource with the same unique key already exists")
+    if state.startswith("23"):
+        return FailedPrecondition(
+            "the change conflicts with stored data; re-read it and retry",
+            reason="CONSTRAINT_VIOLATION",
+        )
+    return None

@@ -2,8 +2,9 @@
 
 Interceptors, outermost first: request logging (request id, method, duration, code), error
 mapping (domain errors to ``google.rpc.Status``), authentication (a declared access policy per
-method; methods without one are refused). Servicers stay thin and read the verified caller
-from ``current_principal()``.
+method; methods without one are refused), request checks (bytes that do not parse, NUL
+characters, times out of range; see sevvo.runtime.validation.check_request). Servicers stay
+thin and read the verified caller from ``current_principal()``.
 """
 
 from __future__ import annotations
@@ -11,31 +12,38 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import enum
+import logging
+import os
 import re
 import signal
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import grpc
+import psycopg
 import structlog
 from google.protobuf import any_pb2
+from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
+from sevvo.runtime import validation
 from sevvo.runtime.errors import (
     ERROR_DOMAIN,
     InvalidArgument,
     PermissionDenied,
     SevvoError,
     Unauthenticated,
+    Unimplemented,
+    database_error,
 )
-from sevvo.runtime.logs import get_logger
+from sevvo.runtime.logs import enabled as logs_enabled
+from sevvo.runtime.logs import exception_chain, get_logger
 from sevvo.runtime.tokens import Principal, PrincipalKind, TokenVerifier
 
 log = get_logger(__name__)
@@ -96,6 +104,34 @@ class TlsFiles:
 
 Behavior = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
 Wrapper = Callable[[Behavior, str], Behavior]
+Deserializer = Callable[[bytes], Any]
+
+
+class _Unparsable:
+    """Stands in for request bytes that do not parse.
+
+    grpc runs the deserializer before any interceptor and answers its exceptions with
+    UNKNOWN, naming the exception class; returning this instead lets RequestInterceptor
+    answer INVALID_ARGUMENT after authentication, like any other bad request.
+    """
+
+    __slots__ = ()
+
+
+_UNPARSABLE = _Unparsable()
+
+
+def _tolerant(deserialize: Deserializer | None) -> Deserializer | None:
+    if deserialize is None:
+        return None
+
+    def parse(data: bytes) -> Any:
+        try:
+            return deserialize(data)
+        except Exception:  # DecodeError, or RecursionError for deep nesting
+            return _UNPARSABLE
+
+    return parse
 
 
 async def _streaming_refused(request: Any, context: grpc.aio.ServicerContext) -> None:
@@ -104,7 +140,12 @@ async def _streaming_refused(request: Any, context: grpc.aio.ServicerContext) ->
     )
 
 
-def _wrap_unary(handler: grpc.RpcMethodHandler | None, method: str, wrap: Wrapper) -> Any:
+def _wrap_unary(
+    handler: grpc.RpcMethodHandler | None,
+    method: str,
+    wrap: Wrapper,
+    deserializer: Callable[[Deserializer | None], Deserializer | None] = lambda d: d,
+) -> Any:
     if handler is None:
         return None
     if handler.request_streaming or handler.response_streaming:
@@ -115,7 +156,7 @@ def _wrap_unary(handler: grpc.RpcMethodHandler | None, method: str, wrap: Wrappe
         return grpc.unary_unary_rpc_method_handler(_streaming_refused)
     return grpc.unary_unary_rpc_method_handler(
         wrap(handler.unary_unary, method),
-        request_deserializer=handler.request_deserializer,
+        request_deserializer=deserializer(handler.request_deserializer),
         response_serializer=handler.response_serializer,
     )
 
@@ -124,29 +165,41 @@ class _WrappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     def _wrap(self, behavior: Behavior, method: str) -> Behavior:
         raise NotImplementedError
 
+    def _deserializer(self, deserialize: Deserializer | None) -> Deserializer | None:
+        return deserialize
+
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(handler_call_details)
-        return _wrap_unary(handler, handler_call_details.method, self._wrap)
+        return _wrap_unary(handler, handler_call_details.method, self._wrap, self._deserializer)
+
+
+def _request_id(context: grpc.aio.ServicerContext) -> str:
+    """The caller's x-request-id when it is a plain token, else a new one."""
+    for key, value in context.invocation_metadata() or ():
+        if key == "x-request-id":
+            if isinstance(value, str) and _REQUEST_ID_RE.match(value):
+                return value
+            break
+    # Random, in the 32-hex-digit form of uuid4().hex, for a third of its cost.
+    return os.urandom(16).hex()
 
 
 class LoggingInterceptor(_WrappingInterceptor):
-    """Binds a request id and logs one line per call with method, duration and status code."""
+    """Binds a request id and logs one line per call with method, duration and status code.
+
+    Every RPC pays for this line, so it is kept cheap (see bench/request_log.py): nothing is
+    timed or logged when INFO is filtered out, and the line's fields are few and plain.
+    """
 
     def _wrap(self, behavior: Behavior, method: str) -> Behavior:
         async def logged(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            metadata = dict(context.invocation_metadata() or ())
-            supplied = metadata.get("x-request-id")
-            request_id = (
-                supplied
-                if isinstance(supplied, str) and _REQUEST_ID_RE.match(supplied)
-                else uuid.uuid4().hex
-            )
-            structlog.contextvars.bind_contextvars(request_id=request_id, method=method)
-            started = time.perf_counter()
+            structlog.contextvars.bind_contextvars(request_id=_request_id(context), method=method)
+            write = logs_enabled(logging.INFO)
+            started = time.perf_counter() if write else 0.0
             code = grpc.StatusCode.OK
             try:
                 return await behavior(request, context)
@@ -154,20 +207,34 @@ class LoggingInterceptor(_WrappingInterceptor):
                 code = context.code() or grpc.StatusCode.UNKNOWN
                 raise
             finally:
-                elapsed_ms = round((time.perf_counter() - started) * 1000, 2)
-                log.info(
-                    "rpc",
-                    code=code.name if isinstance(code, grpc.StatusCode) else str(code),
-                    duration_ms=elapsed_ms,
-                )
+                if write:
+                    log.info(
+                        "rpc",
+                        code=code.name if isinstance(code, grpc.StatusCode) else str(code),
+                        duration_ms=round((time.perf_counter() - started) * 1000, 2),
+                    )
                 structlog.contextvars.unbind_contextvars("request_id", "method", "org_id")
 
         return logged
 
 
+# Status messages travel in trailing metadata, which clients cap (8-16 KiB by default): a
+# message quoting a huge input would turn the answer into the client's RESOURCE_EXHAUSTED.
+MAX_ERROR_TEXT = 1024
+
+
+def _bounded(text: str) -> str:
+    if len(text) <= MAX_ERROR_TEXT:
+        return text
+    return text[: MAX_ERROR_TEXT - 12] + " ... (cut)"
+
+
 def status_for(error: SevvoError, request_id: str | None = None) -> status_pb2.Status:
-    """Builds the google.rpc.Status that carries a domain error to the client."""
-    metadata = dict(error.metadata)
+    """Builds the google.rpc.Status that carries a domain error to the client.
+
+    Texts longer than MAX_ERROR_TEXT are cut, so an error that quotes its input still fits.
+    """
+    metadata = {key: _bounded(value) for key, value in error.metadata.items()}
     if request_id:
         metadata["request_id"] = request_id
     info = any_pb2.Any()
@@ -181,17 +248,25 @@ def status_for(error: SevvoError, request_id: str | None = None) -> status_pb2.S
             error_details_pb2.BadRequest(
                 field_violations=[
                     error_details_pb2.BadRequest.FieldViolation(
-                        field=error.field, description=error.description
+                        field=_bounded(error.field), description=_bounded(error.description)
                     )
                 ]
             )
         )
         details.append(bad_request)
-    return status_pb2.Status(code=error.code.value[0], message=error.message, details=details)
+    return status_pb2.Status(
+        code=error.code.value[0], message=_bounded(error.message), details=details
+    )
 
 
 class ErrorInterceptor(_WrappingInterceptor):
-    """Turns domain errors into status codes with details; hides unexpected errors' text."""
+    """Turns domain errors into status codes with details; hides unexpected errors' text.
+
+    Postgres errors no domain code handled are mapped by SQLSTATE class (errors.database_error):
+    bad values are INVALID_ARGUMENT and an unreachable database UNAVAILABLE, never INTERNAL.
+    What is logged of an unexpected error is its type and frames, never its message: messages
+    quote the input (``invalid input syntax for type uuid: "..."``), SQL or a DSN.
+    """
 
     def _wrap(self, behavior: Behavior, method: str) -> Behavior:
         async def mapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
@@ -199,14 +274,41 @@ class ErrorInterceptor(_WrappingInterceptor):
                 return await behavior(request, context)
             except SevvoError as error:
                 await _abort(context, error)
+            except grpc.aio.AbortError:
+                raise
+            except psycopg.Error as exc:
+                await _abort(context, _mapped_database_error(exc))
+            except NotImplementedError:
+                # Generated servicer base classes raise it for methods nobody implemented.
+                await _abort(context, Unimplemented("this method is not served here"))
             except Exception as exc:
-                if isinstance(exc, grpc.aio.AbortError):
-                    raise
-                # The message of an unexpected error may quote SQL or a DSN: log only its type.
-                log.error("unhandled error", error=type(exc).__name__, exc_info=True)
-                await _abort(context, SevvoError("internal error", reason="INTERNAL"))
+                _log_unhandled(exc)
+                await _abort(context, _internal())
 
         return mapped
+
+
+def _mapped_database_error(exc: psycopg.Error) -> SevvoError:
+    mapped = database_error(exc)
+    if mapped is None:
+        _log_unhandled(exc)
+        return _internal()
+    log.warning(
+        "database error",
+        error=type(exc).__name__,
+        sqlstate=exc.sqlstate,
+        reason=mapped.reason,
+        chain=exception_chain(exc),
+    )
+    return mapped
+
+
+def _internal() -> SevvoError:
+    return SevvoError("internal error", reason="INTERNAL")
+
+
+def _log_unhandled(exc: BaseException) -> None:
+    log.error("unhandled error", error=type(exc).__name__, chain=exception_chain(exc))
 
 
 async def _abort(context: grpc.aio.ServicerContext, error: SevvoError) -> None:
@@ -214,7 +316,7 @@ async def _abort(context: grpc.aio.ServicerContext, error: SevvoError) -> None:
     status = status_for(error, request_id)
     await context.abort(
         error.code,
-        error.message,
+        status.message,
         trailing_metadata=(("grpc-status-details-bin", status.SerializeToString()),),
     )
 
@@ -263,6 +365,32 @@ class AuthInterceptor(_WrappingInterceptor):
         return principal
 
 
+class RequestInterceptor(_WrappingInterceptor):
+    """Refuses, as INVALID_ARGUMENT naming the field, requests no method can mean.
+
+    Innermost, so an unauthenticated caller learns nothing about its request. Covers bytes
+    that do not parse as the method's message and what validation.check_request rejects.
+    """
+
+    def _deserializer(self, deserialize: Deserializer | None) -> Deserializer | None:
+        return _tolerant(deserialize)
+
+    def _wrap(self, behavior: Behavior, method: str) -> Behavior:
+        async def checked(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            if request is _UNPARSABLE:
+                raise InvalidArgument(
+                    "request",
+                    "the bytes do not parse as this method's request message; build it with"
+                    " code generated from sevvo's current protos",
+                    reason="MALFORMED_REQUEST",
+                )
+            if isinstance(request, Message):
+                validation.check_request(request)
+            return await behavior(request, context)
+
+        return checked
+
+
 def _bearer(context: grpc.aio.ServicerContext) -> str:
     for key, value in context.invocation_metadata() or ():
         if key == "authorization" and isinstance(value, str):
@@ -299,7 +427,12 @@ async def start_server(
     for spec in specs:
         access.update(spec.access)
     server = grpc.aio.server(
-        interceptors=[LoggingInterceptor(), ErrorInterceptor(), AuthInterceptor(verifier, access)],
+        interceptors=[
+            LoggingInterceptor(),
+            ErrorInterceptor(),
+            AuthInterceptor(verifier, access),
+            RequestInterceptor(),
+        ],
         options=[("grpc.so_reuseport", 0)],
     )
     health = HealthServicer()
@@ -337,6 +470,7 @@ __all__ = [
     "AuthInterceptor",
     "ErrorInterceptor",
     "LoggingInterceptor",
+    "RequestInterceptor",
     "ServerSpec",
     "TlsFiles",
     "current_bearer",

@@ -8,17 +8,21 @@ import logging
 import re
 import sys
 import threading
+import traceback
 import uuid
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any, NamedTuple, TextIO
 from urllib.parse import quote, quote_plus
 
 import structlog
-from structlog.typing import EventDict, Processor, WrappedLogger
+from structlog.typing import EventDict, FilteringBoundLogger, Processor, WrappedLogger
 
 __all__ = [
     "REDACTED",
     "configure_logging",
+    "enabled",
+    "exception_chain",
     "get_logger",
     "is_secret_key",
     "redact_processor",
@@ -180,6 +184,8 @@ class _SecretRegistry:
         self._lock = threading.Lock()
         self._values: set[str] = set()
         self._pattern: re.Pattern[str] | None = None
+        # Bumped after each new pattern: cached redactions from an older one are not used.
+        self.generation = 0
 
     def add(self, value: str) -> None:
         # A secret also reaches logs URL-encoded (inside DSNs) or escaped (inside reprs, JSON).
@@ -199,6 +205,7 @@ class _SecretRegistry:
             ordered = sorted(self._values, key=len, reverse=True)
             # Readers use the previous pattern until this assignment; no lock on the read path.
             self._pattern = re.compile("|".join(map(re.escape, ordered)))
+            self.generation += 1
 
     def redact(self, text: str) -> str:
         pattern = self._pattern
@@ -242,9 +249,49 @@ def is_secret_key(key: str) -> bool:
     return any(word in normalized for word in _SECRET_KEY_WORDS)
 
 
+# Log lines repeat the same strings (event names, methods, status codes, keys); their
+# redaction is remembered, tagged with the registry generation it was computed under, so a
+# secret registered later is never answered from the cache. Bounded: cleared when full.
+_CACHE_LIMIT = 4096
+_CACHEABLE_LENGTH = 256
+_text_cache: dict[str, tuple[int, str]] = {}
+_key_cache: dict[str, tuple[int, str, bool]] = {}
+
+
+def _redact_log_text(text: str) -> str:
+    if len(text) < _MIN_SECRET_LENGTH:
+        # Shorter than any registered secret and than anything a rule matches.
+        return text
+    if len(text) > _CACHEABLE_LENGTH:
+        return redact_text(text)
+    generation = _secrets.generation
+    hit = _text_cache.get(text)
+    if hit is not None and hit[0] == generation:
+        return hit[1]
+    redacted = redact_text(text)
+    if len(_text_cache) >= _CACHE_LIMIT:
+        _text_cache.clear()
+    _text_cache[text] = (generation, redacted)
+    return redacted
+
+
+def _redact_key(key: str) -> tuple[str, bool]:
+    """A key as it may be rendered, and whether its value is a secret."""
+    generation = _secrets.generation
+    hit = _key_cache.get(key)
+    if hit is not None and hit[0] == generation:
+        return hit[1], hit[2]
+    redacted, secret = redact_text(key), is_secret_key(key)
+    if len(key) <= _CACHEABLE_LENGTH:
+        if len(_key_cache) >= _CACHE_LIMIT:
+            _key_cache.clear()
+        _key_cache[key] = (generation, redacted, secret)
+    return redacted, secret
+
+
 def _redact_value(value: object, depth: int) -> object:
     if isinstance(value, str):
-        return redact_text(value)
+        return _redact_log_text(value)
     if value is None or isinstance(value, bool | int | float):
         return value
     if depth >= _MAX_DEPTH:
@@ -267,14 +314,29 @@ def _redact_value(value: object, depth: int) -> object:
 
 def _redact_mapping(mapping: Mapping[Any, Any], depth: int) -> dict[Any, Any]:
     # Always a new dict: the caller's own data must not be altered by logging it.
+    # The common cases (a known key; a string, number or None value) are inlined: this runs
+    # for every key of every log line.
     redacted: dict[Any, Any] = {}
+    generation = _secrets.generation
     for key, value in mapping.items():
-        if isinstance(key, str):
-            redacted[redact_text(key)] = (
-                REDACTED if is_secret_key(key) else _redact_value(value, depth)
-            )
+        if type(key) is str:
+            hit = _key_cache.get(key)
+            if hit is not None and hit[0] == generation:
+                shown, secret = hit[1], hit[2]
+            else:
+                shown, secret = _redact_key(key)
+            if secret:
+                redacted[shown] = REDACTED
+                continue
         else:
-            redacted[key] = _redact_value(value, depth)
+            shown = key
+        kind = type(value)
+        if kind is str:
+            redacted[shown] = _redact_log_text(value)
+        elif value is None or kind is int or kind is float or kind is bool:
+            redacted[shown] = value
+        else:
+            redacted[shown] = _redact_value(value, depth)
     return redacted
 
 
@@ -284,6 +346,46 @@ def redact_processor(logger: WrappedLogger, method_name: str, event_dict: EventD
     Runs last before rendering, so it also sees formatted exceptions and stack traces.
     """
     return _redact_mapping(event_dict, depth=0)
+
+
+# Frames are named relative to the project or to site-packages: shorter, and no home paths.
+_PROJECT_ROOT = str(Path(__file__).resolve().parents[2]) + "/"
+_MAX_CHAIN = 8
+
+
+def _frame_path(filename: str) -> str:
+    if filename.startswith(_PROJECT_ROOT):
+        return filename[len(_PROJECT_ROOT) :]
+    _, found, rest = filename.rpartition("site-packages/")
+    return rest if found else filename
+
+
+def exception_chain(error: BaseException) -> list[dict[str, object]]:
+    """Where an exception came from, without what it says: for errors that may quote input.
+
+    One entry per exception of the chain (``raise ... from``, or raised while handling),
+    outermost first, each with its type and its frames as ``file:line function``. No
+    message is included: a driver's message quotes the caller's input, SQL or a DSN.
+    """
+    chain: list[dict[str, object]] = []
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen and len(chain) < _MAX_CHAIN:
+        seen.add(id(current))
+        kind = type(current)
+        chain.append(
+            {
+                "type": f"{kind.__module__}.{kind.__qualname__}",
+                "frames": [
+                    f"{_frame_path(frame.f_code.co_filename)}:{line} {frame.f_code.co_name}"
+                    for frame, line in traceback.walk_tb(current.__traceback__)
+                ],
+            }
+        )
+        current = current.__cause__ or (
+            None if current.__suppress_context__ else current.__context__
+        )
+    return chain
 
 
 def _add_service(service: str) -> Processor:
@@ -333,6 +435,79 @@ def _level_number(level: str) -> int:
     return number
 
 
+class _Output:
+    """Where rendered lines go: the installed handler's stream, under the handler's lock.
+
+    structlog events are rendered by structlog's own processors and written here directly;
+    a trip through logging.Logger (two LogRecords, a stack walk for the caller) cost more
+    than rendering the line. Third-party stdlib records reach the same stream through the
+    handler, under the same lock, so lines never interleave.
+    """
+
+    handler: _RedactingHandler | None = None
+    threshold = logging.INFO
+
+
+class _Sink:
+    """The logger structlog writes to: one per name, writing to _Output's stream."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def write(self, line: str) -> None:
+        handler = _Output.handler
+        if handler is None:
+            return
+        handler.acquire()
+        try:
+            handler.stream.write(line + handler.terminator)
+            handler.flush()
+        except Exception:
+            _report_write_error(self.name)
+        finally:
+            handler.release()
+
+    debug = info = msg = warning = warn = error = err = critical = fatal = exception = write
+
+
+def _report_write_error(name: str) -> None:
+    # Like logging's handleError: never the line itself, which may be half-written.
+    if logging.raiseExceptions:
+        error = sys.exc_info()[1]
+        detail = redact_text(f"{type(error).__name__}: {error}")
+        sys.stderr.write(f"sevvo logging error in logger {name!r}: {detail}\n")
+
+
+_sinks: dict[str, _Sink] = {}
+
+
+def _sink_for(name: str = "sevvo", *args: Any) -> _Sink:
+    sink = _sinks.get(name)
+    if sink is None:
+        sink = _sinks.setdefault(name, _Sink(name))
+    return sink
+
+
+def enabled(level: int) -> bool:
+    """Whether events at ``level`` (logging.INFO, ...) are written; callers skip work if not."""
+    return level >= _Output.threshold
+
+
+# One encoder for every line: json.dumps with options (as structlog's JSONRenderer calls it)
+# builds a new encoder each time, half the cost of a line's JSON. After redaction every value
+# is JSON-native; repr() is the fallback JSONRenderer would use too.
+_JSON = jsonlib.JSONEncoder(default=repr)
+
+
+def _render_json(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> str:
+    return _JSON.encode(event_dict)
+
+
+# structlog's processor list, kept as one list object: structlog.testing.capture_logs edits
+# the configured list in place, and reconfiguring refills it.
+_PROCESSORS: list[Processor] = []
+
+
 def configure_logging(
     service: str,
     *,
@@ -346,31 +521,37 @@ def configure_logging(
     `service` and `event`, unless `json` is False, or None and `stream` is a terminal, in which
     case they are rendered for humans. `stream` defaults to stderr. Third-party libraries that
     log through `logging` (grpc, temporalio, psycopg) are rendered and redacted the same way.
-    Calling it again replaces the previous configuration.
+    Calling it again replaces the previous configuration, also for loggers already in use.
+
+    Events below `level` cost one method call: the bound logger's method for it does nothing.
     """
     out = stream if stream is not None else sys.stderr
     threshold = _level_number(level)
     use_json = json if json is not None else not _is_tty(out)
     renderer: Processor = (
-        structlog.processors.JSONRenderer()
-        if use_json
-        else structlog.dev.ConsoleRenderer(colors=_is_tty(out))
+        _render_json if use_json else structlog.dev.ConsoleRenderer(colors=_is_tty(out))
     )
-
-    shared: list[Processor] = [
-        structlog.contextvars.merge_contextvars,
-        structlog.stdlib.add_log_level,
-        structlog.stdlib.add_logger_name,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
-        _add_service(service),
+    # Exceptions and stacks become text before redaction, and in both renderers: the console
+    # renderer would otherwise format exc_info itself, after redaction (with rich installed,
+    # including local variables).
+    to_text: list[Processor] = [
         structlog.processors.StackInfoRenderer(),
-        # Exceptions become text here, before redaction, and in both renderers: the console
-        # renderer would otherwise format exc_info itself, after redaction (with rich
-        # installed, including local variables).
         structlog.processors.format_exc_info,
     ]
+    # What the process itself adds (level, logger name, service, time) holds no secret.
+    labels: list[Processor] = [
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        _add_service(service),
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
     formatter = structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=[_take_foreign_stack, *shared],
+        foreign_pre_chain=[
+            _take_foreign_stack,
+            structlog.contextvars.merge_contextvars,
+            *labels,
+            *to_text,
+        ],
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             redact_processor,
@@ -386,26 +567,28 @@ def configure_logging(
     handler.setFormatter(formatter)
     root.addHandler(handler)
     root.setLevel(threshold)
+    _Output.handler, _Output.threshold = handler, threshold
 
+    _PROCESSORS[:] = [
+        structlog.contextvars.merge_contextvars,
+        *to_text,
+        redact_processor,
+        *labels,
+        renderer,
+    ]
     structlog.configure(
-        processors=[
-            structlog.stdlib.filter_by_level,
-            structlog.stdlib.PositionalArgumentsFormatter(),
-            *shared,
-            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
-        ],
-        logger_factory=structlog.stdlib.LoggerFactory(),
-        wrapper_class=structlog.stdlib.BoundLogger,
-        # A cached logger keeps the processor chain it was first used with, so a later
-        # configure_logging (tests, a process hosting several services) would not reach
-        # module-level loggers. The cost is a few microseconds per call.
+        processors=_PROCESSORS,
+        logger_factory=_sink_for,
+        wrapper_class=structlog.make_filtering_bound_logger(threshold),
+        # A cached logger keeps the wrapper class (and so the level) it was first used
+        # with; uncached, a later configure_logging reaches module-level loggers too.
         cache_logger_on_first_use=False,
     )
 
 
-def get_logger(name: str | None = None) -> structlog.stdlib.BoundLogger:
+def get_logger(name: str | None = None) -> FilteringBoundLogger:
     """Returns a structlog logger named `name`, or after the calling module when omitted."""
     if name is None:
         name = sys._getframe(1).f_globals.get("__name__", "sevvo")
-    logger: structlog.stdlib.BoundLogger = structlog.stdlib.get_logger(name)
+    logger: FilteringBoundLogger = structlog.get_logger(name)
     return logger

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import uuid
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import TypeVar
@@ -33,15 +34,28 @@ def encode_cursor(created_at: datetime, row_id: str) -> str:
 
 
 def decode_cursor(token: str) -> tuple[datetime, str] | None:
-    """Decodes a page token; empty means the first page."""
+    """Decodes a page token; empty means the first page.
+
+    Validated whole, because every part reaches SQL: the time must be timezone-aware and
+    the row id a UUID (every keyset column is one), so a forged token is INVALID_ARGUMENT
+    rather than a database error.
+    """
     if not token:
         return None
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
         created, row_id = json.loads(raw)
-        return datetime.fromisoformat(created), str(row_id)
-    except (binascii.Error, ValueError, TypeError):
-        raise InvalidArgument("page_token", "is not a token returned by this method") from None
+        when = datetime.fromisoformat(created)
+        if when.tzinfo is None or when.utcoffset() is None:
+            raise ValueError("naive time")
+        return when, str(uuid.UUID(row_id))
+    except (binascii.Error, ValueError, TypeError, AttributeError, OverflowError):
+        raise InvalidArgument(
+            "page_token",
+            "is not a token returned by this method; pass next_page_token unchanged, or empty"
+            " for the first page",
+            reason="INVALID_PAGE_TOKEN",
+        ) from None
 
 
 def page_of(

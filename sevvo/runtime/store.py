@@ -12,23 +12,42 @@ from psycopg_pool import ConnectionPool
 
 from sevvo.runtime import migrations
 
+# How long a request waits for a pooled connection. While the database is down no connection
+# comes back healthy, so this bounds how long callers wait before UNAVAILABLE.
+CHECKOUT_TIMEOUT_SECONDS = 5.0
+
 
 class SchemaStore:
     """A connection pool whose sessions use one service's schema, migrated on open.
 
     Each service subclasses it with its own queries; SQL stays in the service's store module.
+
+    Connections are checked before each checkout (one empty round trip), so those that died
+    with a database restart are replaced rather than handed out; the pool reconnects in the
+    background with backoff. A checkout that finds no healthy connection within
+    ``checkout_timeout`` raises psycopg_pool.PoolTimeout, which the gRPC layer answers as
+    UNAVAILABLE (sevvo.runtime.errors.database_error).
     """
 
     schema: str
     migrations_dir: Path
 
-    def __init__(self, conninfo: str, *, min_size: int = 1, max_size: int = 8) -> None:
+    def __init__(
+        self,
+        conninfo: str,
+        *,
+        min_size: int = 1,
+        max_size: int = 8,
+        checkout_timeout: float = CHECKOUT_TIMEOUT_SECONDS,
+    ) -> None:
         self._conninfo = conninfo
         self._pool = ConnectionPool(
             conninfo,
             min_size=min_size,
             max_size=max_size,
             open=False,
+            timeout=checkout_timeout,
+            check=ConnectionPool.check_connection,
             kwargs={"options": f"-c search_path={self.schema}"},
         )
 

@@ -5,6 +5,11 @@ from __future__ import annotations
 import unicodedata
 import uuid
 
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.duration_pb2 import Duration
+from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
+
 from sevvo.runtime.errors import InvalidArgument
 
 MAX_DISPLAY_NAME_LENGTH = 100
@@ -33,3 +38,84 @@ def resource_id(field: str, value: str) -> uuid.UUID:
         return uuid.UUID(value)
     except ValueError:
         raise InvalidArgument(field, "must be a UUID") from None
+
+
+# protobuf's own valid ranges (google/protobuf/timestamp.proto and duration.proto): values
+# outside them make ToDatetime()/ToTimedelta() raise, and no sane caller sends them.
+MIN_TIMESTAMP_SECONDS = -62_135_596_800  # 0001-01-01T00:00:00Z
+MAX_TIMESTAMP_SECONDS = 253_402_300_799  # 9999-12-31T23:59:59Z
+MAX_DURATION_SECONDS = 315_576_000_000  # 10,000 years
+_MAX_NANOS = 999_999_999
+
+
+def check_request(message: Message) -> None:
+    """Rejects what no RPC can mean, wherever it sits in a request, naming the field path.
+
+    Strings holding NUL (Postgres text cannot store it, and C libraries cut the string at it)
+    and Timestamp or Duration values outside protobuf's valid range. Runs for every request
+    before its servicer (sevvo.runtime.grpc_server), so each new RPC is covered too.
+    """
+    _check_message(message, "")
+
+
+def _check_message(message: Message, prefix: str) -> None:
+    if isinstance(message, Timestamp):
+        _check_timestamp(message, prefix.rstrip("."))
+        return
+    if isinstance(message, Duration):
+        _check_duration(message, prefix.rstrip("."))
+        return
+    for fd, value in message.ListFields():
+        path = prefix + fd.name
+        if fd.type == FieldDescriptor.TYPE_STRING:
+            if fd.is_repeated:
+                for index, item in enumerate(value):
+                    _check_string(f"{path}[{index}]", item)
+            else:
+                _check_string(path, value)
+        elif fd.type == FieldDescriptor.TYPE_MESSAGE and fd.message_type is not None:
+            if fd.message_type.GetOptions().map_entry:
+                # Keys are not named in the path: they are caller text.
+                for key, item in value.items():
+                    if isinstance(key, str):
+                        _check_string(path, key)
+                    if isinstance(item, Message):
+                        _check_message(item, f"{path}.")
+                    elif isinstance(item, str):
+                        _check_string(path, item)
+            elif fd.is_repeated:
+                for index, item in enumerate(value):
+                    _check_message(item, f"{path}[{index}].")
+            else:
+                _check_message(value, f"{path}.")
+
+
+def _check_string(path: str, value: str) -> None:
+    if "\x00" in value:
+        raise InvalidArgument(path, "must not contain NUL (\\0) characters", reason="NUL_CHARACTER")
+
+
+def _check_timestamp(message: Timestamp, path: str) -> None:
+    seconds, nanos = message.seconds, message.nanos
+    if not (MIN_TIMESTAMP_SECONDS <= seconds <= MAX_TIMESTAMP_SECONDS and 0 <= nanos <= _MAX_NANOS):
+        raise InvalidArgument(
+            path,
+            "must be a time between 0001-01-01T00:00:00Z and 9999-12-31T23:59:59.999999999Z",
+            reason="TIMESTAMP_OUT_OF_RANGE",
+        )
+
+
+def _check_duration(message: Duration, path: str) -> None:
+    seconds, nanos = message.seconds, message.nanos
+    if (
+        abs(seconds) > MAX_DURATION_SECONDS
+        or abs(nanos) > _MAX_NANOS
+        or (seconds > 0 > nanos)
+        or (seconds < 0 < nanos)
+    ):
+        raise InvalidArgument(
+            path,
+            "must be a duration of at most 10,000 years (315,576,000,000 s) either way,"
+            " with seconds and nanos of the same sign",
+            reason="DURATION_OUT_OF_RANGE",
+        )
