@@ -50,6 +50,7 @@ class AgentConfig:
     temporal_server_name: str | None = None
     bearer_check_seconds: float = 15.0
     reaper_seconds: float = 60.0
+    max_concurrent_work: int = 20
     log_level: str = "INFO"
 
     def __repr__(self) -> str:  # The token is a secret; keep it out of any repr.
@@ -98,5 +99,12 @@ class AgentConfig:
             ),
             # How often leftover minted roles are looked for and revoked.
             reaper_seconds=c.number(env, "SEVVO_REAPER_SECONDS", 60.0, minimum=1, maximum=3600),
+            # Previews (and, separately, tests and rotations) this agent runs at once; each
+            # holds a database session (two on a dynamic connection). More waits in Temporal's
+            # queue, so a burst cannot exhaust the database's max_connections. Scale out with
+            # replicas.
+            max_concurrent_work=c.integer(
+                env, "SEVVO_AGENT_MAX_CONCURRENT_WORK", 20, minimum=1, maximum=500
+            ),
             log_level=c.log_level(env),
         )

@@ -134,6 +134,10 @@ async def run_agent(config: AgentConfig, stop: asyncio.Event) -> int:
                 activities.preview_query,
                 activities.rotate_root_credentials,
             ],
+            # Previews run as local activities, tests and rotations as activities: each kind
+            # gets the configured number of database sessions at once.
+            max_concurrent_activities=config.max_concurrent_work,
+            max_concurrent_local_activities=config.max_concurrent_work,
         )
         log.info("agent polling", task_queue=queue, deployment_id=session.deployment_id)
         tasks = {

@@ -24,7 +24,7 @@ from sevvo.runtime.grpc_client import ClientTls, secure_channel
 DEFAULT_ENDPOINT = "localhost:8443"
 CALL_TIMEOUT = 30.0
 """Seconds an ordinary call may take."""
-AGENT_TIMEOUT = 180.0
+AGENT_TIMEOUT = 420.0
 """Seconds a call that waits for the agent (a test, a preview, a save with its test) may take."""
 
 

@@ -19,8 +19,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from temporalio import workflow
-from temporalio.client import Client
+from temporalio import activity, workflow
+from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
@@ -37,6 +37,7 @@ from sevvo.workflows.v1 import workflows_pb2 as wpb
 # Stand-in behaviours, chosen by the connection id each workflow input carries.
 SLOW = "00000000-0000-4000-8000-00000000051a"
 FAILING = "00000000-0000-4000-8000-0000000000fa"
+BUSY = "00000000-0000-4000-8000-00000000b05e"  # Runs a one-second activity.
 TIMEOUT = timedelta(seconds=3)
 BOUND_SECONDS = 30
 
@@ -56,6 +57,12 @@ class StandInPreview:
         )
 
 
+@activity.defn(name=names.TEST_CREDENTIALS_ACTIVITY)
+async def stand_in_probe(request: wpb.CredentialTestInput) -> None:
+    """Takes a second, as a probe of a slow database would."""
+    await asyncio.sleep(1)
+
+
 @workflow.defn(name=names.CREDENTIAL_TEST_WORKFLOW)
 class StandInCredentialTest:
     """Answers at once, sleeps past every timeout, or fails, by connection id."""
@@ -67,6 +74,10 @@ class StandInCredentialTest:
             await workflow.sleep(600)
         if request.connection_id == FAILING:
             raise ApplicationError("broken agent", non_retryable=True)
+        if request.connection_id == BUSY:
+            await workflow.execute_activity(
+                stand_in_probe, request, start_to_close_timeout=timedelta(seconds=10)
+            )
         return wpb.CredentialTestResult(
             category=wpb.TEST_CATEGORY_PASSWORD_AUTHENTICATION_FAILED, message="stand-in"
         )
@@ -135,14 +146,24 @@ class Harness:
 
 
 async def _harness(
-    address: str, store: OrchestratorStore, clock: Clock, timeout: timedelta = TIMEOUT
+    address: str,
+    store: OrchestratorStore,
+    clock: Clock,
+    timeout: timedelta = TIMEOUT,
+    queue_allowance: timedelta = timedelta(0),
 ) -> Harness:
     org_id = uuid.uuid4()
     keys = OrgPayloadKeys(str(org_id), [PayloadKey("pk-test", secrets.token_bytes(32))], "pk-test")
     base = await Client.connect(address)
     clients = OrgClients(base, lambda _: keys)
     tracker = RunTracker(
-        store, clients, work_kinds(timeout), clock=clock, start_rpc_timeout=timedelta(seconds=2)
+        store,
+        clients,
+        work_kinds(timeout),
+        clock=clock,
+        start_rpc_timeout=timedelta(seconds=2),
+        queue_allowance=queue_allowance,
+        absent_after=timedelta(seconds=2),
     )
     org_client = await Client.connect(address, data_converter=data_converter(keys))
     return Harness(tracker, org_client, org_id)
@@ -300,6 +321,54 @@ def test_a_timeout_with_no_agent_polling_says_agent_unavailable(
         assert (row.state, row.outcome_category) == ("timed_out", "agent_unavailable")
         assert row.message is not None
         assert "no agent of this org is polling" in row.message
+
+    asyncio.run(scenario())
+
+
+def test_work_nobody_polls_for_ends_agent_unavailable_long_before_the_queue_allowance(
+    temporal: TemporalDevServer, store: OrchestratorStore
+) -> None:
+    """With minutes of queue allowance and no agent at all, the run ends agent_unavailable as
+    soon as the absence is seen, and its workflow is terminated (no agent runs it later)."""
+
+    async def scenario() -> None:
+        h = await _harness(temporal.address, store, Clock(), queue_allowance=timedelta(minutes=5))
+        connection_id = str(uuid.uuid4())
+        started = asyncio.get_running_loop().time()
+        row, _ = await h.run("credential_test", _test(connection_id), connection_id)
+        assert asyncio.get_running_loop().time() - started < 60
+        assert (row.state, row.outcome_category) == ("timed_out", "agent_unavailable")
+        described = await h.client.get_workflow_handle(row.workflow_id).describe()
+        assert described.status == WorkflowExecutionStatus.TERMINATED
+
+    asyncio.run(scenario())
+
+
+def test_work_waits_in_the_queue_for_a_busy_agent_instead_of_timing_out(
+    temporal: TemporalDevServer, store: OrchestratorStore
+) -> None:
+    """An agent that polls but is busy (one activity slot, each probe a second) leaves queued
+    work waiting well past the work's own 3 s timeout; it then runs and the runs succeed."""
+
+    async def scenario() -> None:
+        h = await _harness(temporal.address, store, Clock(), queue_allowance=timedelta(minutes=5))
+        async with Worker(
+            h.client,
+            task_queue=names.task_queue(str(h.org_id)),
+            workflows=[StandInCredentialTest],
+            activities=[stand_in_probe],
+            workflow_runner=UnsandboxedWorkflowRunner(),
+            max_concurrent_activities=1,
+        ):
+            started = asyncio.get_running_loop().time()
+            rows = await asyncio.gather(
+                *(h.run("credential_test", _test(BUSY), BUSY) for _ in range(6))
+            )
+            waited = asyncio.get_running_loop().time() - started
+        assert waited > TIMEOUT.total_seconds()  # The last ones waited longer than 3 s.
+        assert [(row.state, row.outcome_category) for row, _ in rows] == [
+            ("succeeded", "password_authentication_failed")
+        ] * 6
 
     asyncio.run(scenario())
 

@@ -56,7 +56,9 @@ def _auth(bearer: str) -> tuple[tuple[str, str]]:
 class OrchestratorClient:
     """An Orchestrator over gRPC with TLS."""
 
-    def __init__(self, endpoint: str, tls: ClientTls, *, timeout: float = 120.0) -> None:
+    # Longer than the orchestrator's longest run (its work time plus the time work may wait
+    # for a busy agent), so this side never gives up on a run that is still going.
+    def __init__(self, endpoint: str, tls: ClientTls, *, timeout: float = 600.0) -> None:
         self._endpoint = endpoint
         self._tls = tls
         self._timeout = timeout

@@ -30,6 +30,7 @@ class OrchestratorConfig:
     port: int = 8443
     test_timeout_seconds: float = 60.0
     reconcile_seconds: float = 10.0
+    queue_seconds: float = 300.0
     refresh_seconds: float = 2.0
     leeway_seconds: int = 10
     log_level: str = "INFO"
@@ -56,6 +57,9 @@ class OrchestratorConfig:
             port=c.integer(env, "SEVVO_GRPC_PORT", 8443, minimum=0, maximum=65535),
             test_timeout_seconds=c.number(
                 env, "SEVVO_CREDENTIAL_TEST_TIMEOUT_SECONDS", 60.0, minimum=5, maximum=600
+            ),
+            queue_seconds=c.number(
+                env, "SEVVO_ORCHESTRATOR_QUEUE_SECONDS", 300.0, minimum=0, maximum=3600
             ),
             reconcile_seconds=c.number(
                 env, "SEVVO_ORCHESTRATOR_RECONCILE_SECONDS", 10.0, minimum=0.2, maximum=300

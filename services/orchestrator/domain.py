@@ -21,6 +21,7 @@ from temporalio.service import RPCError
 from services.orchestrator import schedules
 from services.orchestrator.connections_client import ConnectionInfo, ConnectionLookup, not_dynamic
 from services.orchestrator.runs import (
+    DEFAULT_QUEUE_ALLOWANCE,
     OrgClients,
     Outcome,
     RunFateUnknown,
@@ -162,6 +163,7 @@ class OrchestratorDomain:
         connections: ConnectionLookup,
         *,
         test_timeout: timedelta,
+        queue_allowance: timedelta = DEFAULT_QUEUE_ALLOWANCE,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._store = store
@@ -169,7 +171,9 @@ class OrchestratorDomain:
         self._clients = clients
         self._connections = connections
         self._test_timeout = test_timeout
-        self.runs = RunTracker(store, clients, work_kinds(test_timeout), clock=clock)
+        self.runs = RunTracker(
+            store, clients, work_kinds(test_timeout), clock=clock, queue_allowance=queue_allowance
+        )
 
     async def _connection(self, bearer: str, connection_id: uuid.UUID) -> ConnectionInfo:
         return await self._connections.get(bearer, str(connection_id))

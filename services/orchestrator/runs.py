@@ -53,8 +53,16 @@ START_RPC_TIMEOUT = timedelta(seconds=10)
 START_GRACE = timedelta(seconds=30)
 # A watcher waits this much past the workflow's own execution timeout, which Temporal enforces.
 WATCH_MARGIN = timedelta(seconds=10)
-# An agent seen polling this recently counts as connected (busy rather than absent).
-POLLER_RECENCY = timedelta(seconds=120)
+# An agent seen polling this recently counts as connected (busy rather than absent). An idle
+# agent's long poll is renewed about every minute, so its last poll is at most that old.
+POLLER_RECENCY = timedelta(seconds=90)
+# How long work may wait in the queue for a busy agent of its org, beyond its own time to run:
+# under a burst the agent works through the queue instead of timing work out.
+DEFAULT_QUEUE_ALLOWANCE = timedelta(minutes=5)
+# Work that no agent is there to pick up ends agent_unavailable once it has waited this long
+# (and no agent polled for POLLER_RECENCY), not only when the queue allowance runs out.
+AGENT_ABSENT_AFTER = timedelta(seconds=30)
+_CHECK_SECONDS = 5.0
 _BATCH = 200
 _DESCRIBE_TIMEOUT = timedelta(seconds=5)
 _UNREACHABLE_RETRY_SECONDS = 1.0
@@ -130,12 +138,17 @@ class RunTracker:
         *,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         start_rpc_timeout: timedelta = START_RPC_TIMEOUT,
+        queue_allowance: timedelta = DEFAULT_QUEUE_ALLOWANCE,
+        absent_after: timedelta = AGENT_ABSENT_AFTER,
     ) -> None:
         self._store = store
         self._clients = clients
         self._kinds = dict(kinds)
         self._clock = clock
         self._start_rpc_timeout = start_rpc_timeout
+        self._queue_allowance = queue_allowance
+        self._absent_after = absent_after
+        self._polling: dict[uuid.UUID, tuple[float, bool]] = {}
         self._watching: dict[uuid.UUID, asyncio.Task[tuple[RunRow, Any]]] = {}
         self._background: set[asyncio.Task[None]] = set()
 
@@ -201,7 +214,7 @@ class RunTracker:
                 request_for(run),
                 id=run.workflow_id,
                 task_queue=temporal.task_queue(str(run.org_id)),
-                execution_timeout=spec.timeout,
+                execution_timeout=spec.timeout + self._queue_allowance,
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
                 result_type=spec.result_type,
                 rpc_timeout=self._start_rpc_timeout,
@@ -221,24 +234,57 @@ class RunTracker:
         self, run: RunRow, spec: WorkKind, handle: WorkflowHandle[Any, Any]
     ) -> tuple[RunRow, Any]:
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + (spec.timeout + WATCH_MARGIN).total_seconds()
-        while (remaining := deadline - loop.time()) > 0:
-            try:
-                result = await asyncio.wait_for(handle.result(), timeout=remaining)
-            except WorkflowFailureError as exc:
-                return await self._finish(run, spec, await self._failure_outcome(run, exc)), None
-            except TimeoutError:
-                break
-            except RPCError as exc:
-                # Temporal is unreachable or restarting: keep asking until the deadline.
-                log.warning("waiting on temporal", run_id=str(run.id), status=exc.status.name)
-                await asyncio.sleep(min(_UNREACHABLE_RETRY_SECONDS, max(remaining, 0)))
-                continue
-            return await self._finish(run, spec, spec.outcome(result)), result
+        started = loop.time()
+        total = spec.timeout + self._queue_allowance + WATCH_MARGIN
+        deadline = started + total.total_seconds()
+        waiter: asyncio.Future[Any] | None = None
+        try:
+            while (remaining := deadline - loop.time()) > 0:
+                if waiter is None:
+                    waiter = asyncio.ensure_future(handle.result())
+                done, _ = await asyncio.wait({waiter}, timeout=min(remaining, _CHECK_SECONDS))
+                if not done:
+                    waited = loop.time() - started
+                    if waited >= self._absent_after.total_seconds() and await self._abandon(
+                        run, handle
+                    ):
+                        return await self._finish(run, spec, AGENT_UNAVAILABLE), None
+                    continue
+                finished, waiter = waiter, None
+                try:
+                    result = finished.result()
+                except WorkflowFailureError as exc:
+                    outcome = await self._failure_outcome(run, exc)
+                    return await self._finish(run, spec, outcome), None
+                except RPCError as exc:
+                    # Temporal is unreachable or restarting: keep asking until the deadline.
+                    log.warning("waiting on temporal", run_id=str(run.id), status=exc.status.name)
+                    await asyncio.sleep(min(_UNREACHABLE_RETRY_SECONDS, max(remaining, 0)))
+                    continue
+                return await self._finish(run, spec, spec.outcome(result)), result
+        finally:
+            if waiter is not None:
+                waiter.cancel()
         settled = await self._settle(run, spec, handle, not_found=NOT_STARTED)
         if settled is None:
             raise RunFateUnknown(run)
         return settled
+
+    async def _abandon(self, run: RunRow, handle: WorkflowHandle[Any, Any]) -> bool:
+        """Terminates work no agent of the org is there to pick up; True when it is ended.
+
+        An agent that is merely busy keeps polling, so its work waits in the queue instead.
+        """
+        if await self._agent_polling(run.org_id, cached=True):
+            return False
+        try:
+            await handle.terminate(reason="no agent of the org is polling its task queue")
+        except RPCError as exc:
+            # It may have just finished (or an agent just took it): the next pass sees which.
+            log.info("work not abandoned", run_id=str(run.id), status=exc.status.name)
+            return False
+        log.info("work abandoned: no agent polling", run_id=str(run.id))
+        return True
 
     async def _failure_outcome(self, run: RunRow, exc: WorkflowFailureError) -> Outcome:
         if isinstance(exc.cause, temporal_errors.TimeoutError):
@@ -249,7 +295,18 @@ class RunTracker:
         """Timed out: busy if an agent of the org was polling its queue lately, else unavailable."""
         return AGENT_BUSY if await self._agent_polling(org_id) else AGENT_UNAVAILABLE
 
-    async def _agent_polling(self, org_id: uuid.UUID) -> bool:
+    async def _agent_polling(self, org_id: uuid.UUID, *, cached: bool = False) -> bool:
+        """Whether an agent of the org polled its queue lately (cached briefly when asked:
+        every watcher of a busy org asks every few seconds)."""
+        now = asyncio.get_running_loop().time()
+        seen = self._polling.get(org_id)
+        if cached and seen is not None and now - seen[0] < _CHECK_SECONDS:
+            return seen[1]
+        polling = await self._ask_pollers(org_id)
+        self._polling[org_id] = (now, polling)
+        return polling
+
+    async def _ask_pollers(self, org_id: uuid.UUID) -> bool:
         base = self._clients.base
         queue = TaskQueue(name=temporal.task_queue(str(org_id)))
         recent = self._clock() - POLLER_RECENCY

@@ -77,6 +77,7 @@ class OrchestratorApp:
             OrgClients(client, self.payload_keys.for_org),
             self._connections,
             test_timeout=timedelta(seconds=self.config.test_timeout_seconds),
+            queue_allowance=timedelta(seconds=self.config.queue_seconds),
         )
         # Runs whose watcher died with an earlier process are settled from the first pass on.
         self._reconciler = asyncio.get_running_loop().create_task(

@@ -31,10 +31,13 @@ from tests.plugins.dev_stack import Tenant
 SERVICE_ENV: Mapping[str, str] = {
     "SEVVO_CREDENTIAL_TEST_TIMEOUT_SECONDS": "20",
     "SEVVO_ORCHESTRATOR_RECONCILE_SECONDS": "2",
+    # Work may wait this long for a busy agent; short here, so the bound below stays short.
+    "SEVVO_ORCHESTRATOR_QUEUE_SECONDS": "20",
 }
 StubT = TypeVar("StubT")
 CREDENTIAL_TEST_TIMEOUT_SECONDS = float(SERVICE_ENV["SEVVO_CREDENTIAL_TEST_TIMEOUT_SECONDS"])
 RECONCILE_SECONDS = float(SERVICE_ENV["SEVVO_ORCHESTRATOR_RECONCILE_SECONDS"])
+QUEUE_SECONDS = float(SERVICE_ENV["SEVVO_ORCHESTRATOR_QUEUE_SECONDS"])
 
 
 @dataclass
