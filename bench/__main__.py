@@ -1,18 +1,22 @@
 """``make bench``: every benchmark, each printing ratios against a baseline from the same run.
 
-``python -m bench tokens`` (or ``preview``, ``dynamic_credentials``) runs one.
+``python -m bench tokens`` (or ``preview``, ``dynamic_credentials``, ``rpc_auth``, ``exchange``,
+``sign_in``) runs one.
 """
 
 from __future__ import annotations
 
 import sys
 
-from bench import dynamic_credentials, preview, tokens
+from bench import dynamic_credentials, exchange, preview, rpc_auth, sign_in, tokens
 
 BENCHMARKS = {
     "tokens": tokens.main,
     "preview": preview.main,
     "dynamic_credentials": dynamic_credentials.main,
+    "rpc_auth": rpc_auth.main,
+    "exchange": exchange.main,
+    "sign_in": sign_in.main,
 }
 
 

@@ -1,0 +1,68 @@
+"""ExchangeDeploymentToken throughput with 16 in flight, against a no-op RPC in the same run.
+
+Every agent trades its deployment token for a bearer at start and before each bearer
+expires, so a fleet restarting at once leans on this path. The server is bench.auth_server
+on one CPU with production logging; the target (issue 11) is at least 1,000 exchanges/s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from pathlib import Path
+
+from bench.auth_server import CLIENT_CPU, bench_environment, bench_server, pin_to_cpu
+from bench.rpc_auth import IN_FLIGHT, ROUNDS, SECONDS, echo_call, interleaved_rates
+from bench.rpc_auth import signed_in_tokens as bootstrap_tokens
+from sevvo.auth.v1 import auth_pb2, auth_pb2_grpc
+from sevvo.runtime.grpc_client import ClientTls, secure_aio_channel
+
+TARGET_PER_SECOND = 1000
+
+
+async def _run(database_url: str, pki_dir: Path) -> None:
+    bootstrap = secrets.token_urlsafe(32)
+    with bench_server(database_url, pki_dir, bootstrap_token=bootstrap) as server:
+        channel = secure_aio_channel(server.target, ClientTls(server.ca_file))
+        _, deployment_token, _ = await bootstrap_tokens(channel, bootstrap)
+        auth = auth_pb2_grpc.AuthServiceStub(channel)
+        request = auth_pb2.ExchangeDeploymentTokenRequest(deployment_token=deployment_token)
+
+        async def exchange() -> object:
+            return await auth.ExchangeDeploymentToken(request)
+
+        baseline = "no-op RPC (PUBLIC, baseline)"
+        rates = await interleaved_rates(
+            channel,
+            {baseline: echo_call(channel, "Public", None), "ExchangeDeploymentToken": exchange},
+        )
+        await channel.close()
+    print(
+        f"{IN_FLIGHT} calls in flight, median of {ROUNDS} interleaved {SECONDS:.0f} s rounds;"
+        " server on one CPU with production logging"
+    )
+    print(f"{'call':<32}{'per s':>8}{'vs no-op':>10}{'CPU µs/call':>13}{'per s by CPU':>14}")
+    for name, rate in rates.items():
+        print(
+            f"{name:<32}{rate.per_second:>8,.0f}"
+            f"{rate.per_second / rates[baseline].per_second:>9.2f}x"
+            f"{rate.cpu_us_per_call:>13,.0f}{1e6 / rate.cpu_us_per_call:>14,.0f}"
+        )
+    measured = rates["ExchangeDeploymentToken"]
+    best = max(measured.per_second, 1e6 / measured.cpu_us_per_call)
+    verdict = "meets" if best >= TARGET_PER_SECOND else "BELOW"
+    print(
+        f"exchange: {measured.per_second:,.0f}/s measured, {1e6 / measured.cpu_us_per_call:,.0f}/s"
+        f" on a core of its own by CPU per call ({verdict} the {TARGET_PER_SECOND:,}/s target)"
+    )
+
+
+def main() -> None:
+    """Starts a throwaway Postgres and bench server, measures exchanges, prints ratios."""
+    pin_to_cpu(CLIENT_CPU)
+    with bench_environment() as (database_url, pki_dir):
+        asyncio.run(_run(database_url, pki_dir))
+
+
+if __name__ == "__main__":
+    main()

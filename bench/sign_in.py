@@ -1,0 +1,148 @@
+"""Password guessing against SignIn, and what it does to every other RPC of the process.
+
+Measures the p50/p99 of ListUsers (a signed-in call doing database work) with one call in
+flight: alone, then while 16 clients in another process guess an admin's password as fast
+as the server answers, all in one run. Issue 11 saw ListUsers go from 7 ms to 1,044 ms p50:
+scrypt ran in the same thread pool as every RPC's database work. The guessers count how the
+server answered them, so the run also shows the limiter at work.
+
+``python -m bench.sign_in`` runs it; ``python -m bench.sign_in guess TARGET CA EMAIL`` is the
+guessing process, which stops when its standard input closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import secrets
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from bench.auth_server import CLIENT_CPU, bench_environment, bench_server, pin_to_cpu
+from bench.rpc_auth import BOOTSTRAP_TOKEN_METADATA, PASSWORD
+from sevvo.auth.v1 import auth_pb2, auth_pb2_grpc, users_pb2, users_pb2_grpc
+from sevvo.runtime.grpc_client import ClientTls, secure_aio_channel
+
+GUESSERS = 16
+SECONDS = 6.0
+
+
+async def _guess(target: str, ca_file: Path, email: str) -> None:
+    channel = secure_aio_channel(target, ClientTls(ca_file))
+    auth = auth_pb2_grpc.AuthServiceStub(channel)
+    codes: collections.Counter[str] = collections.Counter()
+    stop = asyncio.Event()
+
+    async def guesser() -> None:
+        while not stop.is_set():
+            try:
+                await auth.SignIn(
+                    auth_pb2.SignInRequest(email=email, password=secrets.token_urlsafe(12))
+                )
+                codes["OK"] += 1
+            except grpc.aio.AioRpcError as error:
+                codes[error.code().name] += 1
+
+    async def until_stdin_closes() -> None:
+        await asyncio.to_thread(sys.stdin.read)
+        stop.set()
+
+    await asyncio.gather(until_stdin_closes(), *(guesser() for _ in range(GUESSERS)))
+    await channel.close()
+    print(json.dumps(dict(codes)), flush=True)
+
+
+class Guessers:
+    """The guessing process: 16 concurrent SignIn loops with wrong passwords."""
+
+    def __init__(self, target: str, ca_file: Path, email: str) -> None:
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "bench.sign_in", "guess", target, str(ca_file), email],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
+
+    def stop(self) -> dict[str, int]:
+        """Stops guessing; returns how many answers of each status code the guessers got."""
+        assert self._process.stdin is not None and self._process.stdout is not None
+        self._process.stdin.close()
+        counts: dict[str, int] = json.loads(self._process.stdout.readline() or "{}")
+        self._process.wait(timeout=30)
+        return counts
+
+
+async def _latencies(call: Any, seconds: float) -> list[float]:
+    samples = []
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        started = time.perf_counter()
+        await call()
+        samples.append((time.perf_counter() - started) * 1000)
+    return samples
+
+
+def _p99(samples: list[float]) -> float:
+    return statistics.quantiles(samples, n=100, method="inclusive")[98]
+
+
+async def _run(database_url: str, pki_dir: Path, config: dict[str, Any]) -> None:
+    bootstrap = secrets.token_urlsafe(32)
+    with bench_server(database_url, pki_dir, bootstrap_token=bootstrap, **config) as server:
+        channel = secure_aio_channel(server.target, ClientTls(server.ca_file))
+        auth = auth_pb2_grpc.AuthServiceStub(channel)
+        email = f"bench-{secrets.token_hex(4)}@sevvo.dev"
+        await auth.BootstrapOrg(
+            auth_pb2.BootstrapOrgRequest(
+                org_name=f"Bench {email}", admin_email=email, admin_password=PASSWORD
+            ),
+            metadata=((BOOTSTRAP_TOKEN_METADATA, bootstrap),),
+        )
+        session = (
+            await auth.SignIn(auth_pb2.SignInRequest(email=email, password=PASSWORD))
+        ).session_token
+        users = users_pb2_grpc.UserServiceStub(channel)
+        metadata = (("authorization", f"Bearer {session}"),)
+
+        async def list_users() -> object:
+            return await users.ListUsers(users_pb2.ListUsersRequest(), metadata=metadata)
+
+        await _latencies(list_users, 0.5)  # Warm up.
+        alone = await _latencies(list_users, SECONDS)
+        guessers = Guessers(server.target, server.ca_file, email)
+        await asyncio.sleep(1)  # Let the guessing reach its steady state.
+        attacked = await _latencies(list_users, SECONDS)
+        answers = guessers.stop()
+        await channel.close()
+    print(
+        f"ListUsers, one call in flight, {SECONDS:.0f} s each; server on one CPU with production"
+        f" logging; {GUESSERS} guessing clients in another process"
+    )
+    print(f"{'ListUsers':<34}{'calls':>7}{'p50 ms':>9}{'p99 ms':>9}{'p50 vs alone':>14}")
+    base = statistics.median(alone)
+    for name, samples in (("alone (baseline)", alone), (f"with {GUESSERS} guessers", attacked)):
+        p50 = statistics.median(samples)
+        print(f"{name:<34}{len(samples):>7}{p50:>9.1f}{_p99(samples):>9.1f}{p50 / base:>13.2f}x")
+    total = sum(answers.values())
+    summary = ", ".join(f"{code} {count}" for code, count in sorted(answers.items()))
+    print(f"guesses answered: {total} ({summary})")
+
+
+def main() -> None:
+    """Measures ListUsers alone and while 16 clients guess passwords."""
+    pin_to_cpu(CLIENT_CPU)
+    with bench_environment() as (database_url, pki_dir):
+        asyncio.run(_run(database_url, pki_dir, {}))
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["guess"]:
+        asyncio.run(_guess(sys.argv[2], Path(sys.argv[3]), sys.argv[4]))
+    else:
+        main()
