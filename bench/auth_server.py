@@ -29,10 +29,14 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
 
 from devstack.pki import ensure_dev_pki
 from devstack.postgres import EmbeddedPostgres
 from services.auth.config import AuthConfig
+from services.auth.limits import SignInLimits
 from services.auth.server import AuthApp
 from sevvo.runtime.grpc_server import Access, ServerSpec, TlsFiles, start_server
 from sevvo.runtime.logs import configure_logging
@@ -118,8 +122,10 @@ def main(argv: list[str] | None = None) -> None:
         host="127.0.0.1",
         port=0,
     )
-    config = replace(config, **json.loads(args.env))
-    asyncio.run(_serve(config))
+    overrides = json.loads(args.env)
+    if "sign_in_limits" in overrides:
+        overrides["sign_in_limits"] = SignInLimits(**overrides["sign_in_limits"])
+    asyncio.run(_serve(replace(config, **overrides)))
 
 
 @dataclass
@@ -147,13 +153,16 @@ def bench_environment() -> Iterator[tuple[str, Path]]:
 
 @contextmanager
 def bench_server(database_url: str, pki_dir: Path, **config: Any) -> Iterator[BenchServer]:
-    """Starts ``python -m bench.auth_server`` and stops it on exit."""
+    """Starts ``python -m bench.auth_server`` on a fresh database, and stops it on exit."""
+    database = f"bench_{secrets.token_hex(6)}"
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("create database {}").format(sql.Identifier(database)))
     process = subprocess.Popen(
         [
             sys.executable,
             "-m",
             "bench.auth_server",
-            database_url,
+            make_conninfo(database_url, dbname=database),
             str(pki_dir),
             "--env",
             json.dumps(config),

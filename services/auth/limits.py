@@ -19,6 +19,8 @@ import asyncio
 import functools
 import ipaddress
 import math
+import os
+import sys
 import threading
 import time
 from collections import OrderedDict
@@ -212,19 +214,36 @@ class SignInLimiter:
                 table.popitem(last=False)
 
 
+# Linux's "nice" for the hashing threads: when they and the event loop want the same core,
+# the scheduler gives the loop about nine tenths of it.
+HASHING_NICENESS = 10
+
+
+def _lower_this_threads_priority() -> None:
+    # On Linux a thread is a task with its own niceness; elsewhere this would renice the
+    # whole process, so it is left alone there.
+    if sys.platform == "linux":
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), HASHING_NICENESS)
+
+
 class HashingPool:
     """Threads of their own for scrypt, with a bounded number of checks waiting.
 
     ``threads`` bounds the CPU password hashing can take (scrypt releases the GIL, so each
-    thread can use a core); ``queue`` bounds how many checks may wait for a thread. A check
-    keeps its place until its hash finishes, even when its caller gave up, so cancelled
-    calls cannot pile up unbounded work behind the count.
+    thread can use a core), and the threads run at a lower priority than the event loop, so
+    even on one core other RPCs keep most of the CPU; ``queue`` bounds how many checks may
+    wait for a thread. A check keeps its place until its hash finishes, even when its caller
+    gave up, so cancelled calls cannot pile up unbounded work behind the count.
     """
 
     def __init__(self, *, threads: int, queue: int) -> None:
         if threads < 1 or queue < 0:
             raise ValueError("a hashing pool needs at least one thread and a queue of 0 or more")
-        self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="scrypt")
+        self._executor = ThreadPoolExecutor(
+            max_workers=threads,
+            thread_name_prefix="scrypt",
+            initializer=_lower_this_threads_priority,
+        )
         self._threads = threads
         self._capacity = threads + queue
         self._lock = threading.Lock()
