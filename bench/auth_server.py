@@ -36,7 +36,6 @@ from psycopg.conninfo import make_conninfo
 from devstack.pki import ensure_dev_pki
 from devstack.postgres import EmbeddedPostgres
 from services.auth.config import AuthConfig
-from services.auth.limits import SignInLimits
 from services.auth.server import AuthApp
 from sevvo.runtime.grpc_server import Access, ServerSpec, TlsFiles, start_server
 from sevvo.runtime.logs import configure_logging
@@ -124,6 +123,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     overrides = json.loads(args.env)
     if "sign_in_limits" in overrides:
+        from services.auth.limits import SignInLimits  # Imported only when used.
+
         overrides["sign_in_limits"] = SignInLimits(**overrides["sign_in_limits"])
     asyncio.run(_serve(replace(config, **overrides)))
 

@@ -237,13 +237,21 @@ class AuthStore(SchemaStore):
             )
 
     def deployment_by_id(self, deployment_id: uuid.UUID) -> DeploymentRow | None:
-        """Finds a deployment by id alone: only the token exchange, which proves the secret."""
-        with (
-            self.connection() as conn,
-            conn.cursor(row_factory=class_row(DeploymentRow)) as cur,
-        ):
-            cur.execute("select * from deployments where id = %s", (deployment_id,))
-            return cur.fetchone()
+        """Finds a deployment by id alone: only the token exchange, which proves the secret.
+
+        Every agent's exchange lands here, so the read is one round trip: autocommit, with no
+        BEGIN and COMMIT around a single statement, which sees every revocation committed
+        before it starts (a revoked deployment's next exchange fails at once).
+        """
+        with self.connection() as conn:
+            conn.autocommit = True
+            try:
+                with conn.cursor(row_factory=class_row(DeploymentRow)) as cur:
+                    cur.execute("select * from deployments where id = %s", (deployment_id,))
+                    return cur.fetchone()
+            finally:
+                if not conn.closed:  # A broken connection is discarded by the pool anyway.
+                    conn.autocommit = False
 
     def get_deployment(self, org_id: uuid.UUID, deployment_id: uuid.UUID) -> DeploymentRow | None:
         """Finds a deployment of one org."""
