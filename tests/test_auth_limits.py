@@ -1,13 +1,16 @@
-"""SignIn's guards in isolation: the limiter on a fake clock, and the hashing pool's bounds."""
+"""SignIn's guards in isolation: the limiter on a fake clock, the hashing pool, their settings."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
+from services.auth.config import AuthConfig
 from services.auth.limits import (
     HashingPool,
     SignInLimiter,
@@ -15,6 +18,7 @@ from services.auth.limits import (
     TooManyAttempts,
     source_of,
 )
+from sevvo.runtime.config import ConfigError
 
 ALICE = "alice@acme.example"
 HOME = "198.51.100.7"
@@ -239,3 +243,43 @@ def test_hashing_leaves_the_default_thread_pool_free() -> None:
             pool.close()
 
     asyncio.run(scenario())
+
+
+def _auth_env(tmp_path: Path) -> dict[str, str]:
+    for name in ("tls.crt", "tls.key"):
+        (tmp_path / name).write_text("x")
+    (tmp_path / "kek").write_text(base64.b64encode(b"k" * 32).decode())
+    return {
+        "SEVVO_DATABASE_URL": "postgresql://auth@db/sevvo",
+        "SEVVO_TLS_CERT_FILE": str(tmp_path / "tls.crt"),
+        "SEVVO_TLS_KEY_FILE": str(tmp_path / "tls.key"),
+        "SEVVO_AUTH_KEK_FILE": str(tmp_path / "kek"),
+    }
+
+
+def test_the_guards_are_configured_from_the_environment(tmp_path: Path) -> None:
+    """Hashing threads, queue and the sign-in budgets come from SEVVO_AUTH_* variables."""
+    config = AuthConfig.load(
+        {
+            **_auth_env(tmp_path),
+            "SEVVO_AUTH_HASHING_THREADS": "3",
+            "SEVVO_AUTH_HASHING_QUEUE": "0",
+            "SEVVO_AUTH_SIGN_IN_BURST": "7",
+            "SEVVO_AUTH_SIGN_IN_PER_MINUTE": "2.5",
+            "SEVVO_AUTH_SIGN_IN_FREE_FAILURES": "4",
+        }
+    )
+    assert (config.hashing_threads, config.hashing_queue) == (3, 0)
+    limits = config.sign_in_limits
+    assert (limits.source_burst, limits.source_per_minute, limits.free_failures) == (7, 2.5, 4)
+
+
+@pytest.mark.parametrize(
+    "variable",
+    ["SEVVO_AUTH_HASHING_THREADS", "SEVVO_AUTH_SIGN_IN_BURST", "SEVVO_AUTH_SIGN_IN_PER_MINUTE"],
+)
+def test_a_guard_set_to_zero_is_refused_naming_the_variable(tmp_path: Path, variable: str) -> None:
+    """Zero threads or a zero budget would refuse every sign-in: a start-up error instead."""
+    with pytest.raises(ConfigError) as caught:
+        AuthConfig.load({**_auth_env(tmp_path), variable: "0"})
+    assert variable in str(caught.value)

@@ -37,6 +37,7 @@ from sevvo.runtime.tokens import ISSUER, Principal, PrincipalKind
 log = get_logger(__name__)
 
 _EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}\.[^@\s]{1,63}$")
+_MAX_EMAIL = 64 + 1 + 255 + 1 + 63  # The longest address _EMAIL_RE accepts.
 ROLES = ("admin", "member")
 _BOOTSTRAP_FIELDS = {"email": "admin_email", "password": "admin_password"}
 # A session issued in the same instant as a cutoff is void; its replacement is issued after.
@@ -221,7 +222,8 @@ class AuthDomain:
         """
         failure = Unauthenticated("email or password is incorrect", reason="INVALID_CREDENTIALS")
         account = email.strip().lower()
-        if not account or not password or "\x00" in account:
+        # No such address can exist, and the limiter must not keep arbitrarily long keys.
+        if not account or not password or "\x00" in account or len(account) > _MAX_EMAIL:
             raise failure
         attempt = self._limiter.admit(account, source)
         checked: bool | None = None
