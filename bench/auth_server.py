@@ -22,7 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -186,6 +186,13 @@ def bench_server(database_url: str, pki_dir: Path, **config: Any) -> Iterator[Be
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def run_bench(run: Callable[[str, Path], Coroutine[Any, Any, None]]) -> None:
+    """Runs a bench's client on its own CPU against a throwaway Postgres and PKI."""
+    pin_to_cpu(CLIENT_CPU)
+    with bench_environment() as (database_url, pki_dir):
+        asyncio.run(run(database_url, pki_dir))
 
 
 @dataclass(frozen=True)

@@ -7,11 +7,10 @@ on one CPU with production logging; the target (issue 11) is at least 1,000 exch
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 from pathlib import Path
 
-from bench.auth_server import CLIENT_CPU, bench_environment, bench_server, pin_to_cpu
+from bench.auth_server import bench_server, run_bench
 from bench.rpc_auth import IN_FLIGHT, ROUNDS, SECONDS, echo_call, interleaved_rates
 from bench.rpc_auth import signed_in_tokens as bootstrap_tokens
 from sevvo.auth.v1 import auth_pb2, auth_pb2_grpc
@@ -58,9 +57,7 @@ async def _run(database_url: str, pki_dir: Path) -> None:
 
 def main() -> None:
     """Starts a throwaway Postgres and bench server, measures exchanges, prints ratios."""
-    pin_to_cpu(CLIENT_CPU)
-    with bench_environment() as (database_url, pki_dir):
-        asyncio.run(_run(database_url, pki_dir))
+    run_bench(_run)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ with the others round by round, so machine noise hits every case alike. The targ
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 import statistics
 import time
@@ -19,15 +18,7 @@ from pathlib import Path
 
 import grpc
 
-from bench.auth_server import (
-    CLIENT_CPU,
-    Rate,
-    bench_environment,
-    bench_server,
-    closed_loop_rate,
-    echo_method,
-    pin_to_cpu,
-)
+from bench.auth_server import Rate, bench_server, closed_loop_rate, echo_method, run_bench
 from sevvo.auth.v1 import (
     auth_pb2,
     auth_pb2_grpc,
@@ -48,8 +39,8 @@ BOOTSTRAP_TOKEN_METADATA = "x-sevvo-bootstrap-token"
 TARGET_COST = 0.05
 
 
-async def signed_in_tokens(channel: grpc.aio.Channel, bootstrap_token: str) -> tuple[str, str, str]:
-    """Bootstraps an org; returns an admin session, a deployment token and an agent bearer."""
+async def bootstrap_admin(channel: grpc.aio.Channel, bootstrap_token: str) -> tuple[str, str]:
+    """Bootstraps an org; returns its admin's email and signed-in session."""
     auth = auth_pb2_grpc.AuthServiceStub(channel)
     email = f"bench-{secrets.token_hex(4)}@sevvo.dev"
     await auth.BootstrapOrg(
@@ -61,6 +52,13 @@ async def signed_in_tokens(channel: grpc.aio.Channel, bootstrap_token: str) -> t
     session = (
         await auth.SignIn(auth_pb2.SignInRequest(email=email, password=PASSWORD))
     ).session_token
+    return email, session
+
+
+async def signed_in_tokens(channel: grpc.aio.Channel, bootstrap_token: str) -> tuple[str, str, str]:
+    """Bootstraps an org; returns an admin session, a deployment token and an agent bearer."""
+    auth = auth_pb2_grpc.AuthServiceStub(channel)
+    _, session = await bootstrap_admin(channel, bootstrap_token)
     created = await deployments_pb2_grpc.DeploymentServiceStub(channel).CreateDeployment(
         deployments_pb2.CreateDeploymentRequest(display_name="bench"),
         metadata=(("authorization", f"Bearer {session}"),),
@@ -222,9 +220,7 @@ async def _run(database_url: str, pki_dir: Path) -> None:
 
 def main() -> None:
     """Starts a throwaway Postgres and bench server, measures each caller, prints ratios."""
-    pin_to_cpu(CLIENT_CPU)
-    with bench_environment() as (database_url, pki_dir):
-        asyncio.run(_run(database_url, pki_dir))
+    run_bench(_run)
 
 
 if __name__ == "__main__":

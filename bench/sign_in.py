@@ -26,8 +26,8 @@ from typing import Any
 
 import grpc
 
-from bench.auth_server import CLIENT_CPU, bench_environment, bench_server, pin_to_cpu
-from bench.rpc_auth import BOOTSTRAP_TOKEN_METADATA, PASSWORD
+from bench.auth_server import bench_server, run_bench
+from bench.rpc_auth import bootstrap_admin
 from sevvo.auth.v1 import auth_pb2, auth_pb2_grpc, users_pb2, users_pb2_grpc
 from sevvo.runtime.grpc_client import ClientTls, secure_aio_channel
 
@@ -106,17 +106,7 @@ async def _measure(database_url: str, pki_dir: Path, config: dict[str, Any]) -> 
     bootstrap = secrets.token_urlsafe(32)
     with bench_server(database_url, pki_dir, bootstrap_token=bootstrap, **config) as server:
         channel = secure_aio_channel(server.target, ClientTls(server.ca_file))
-        auth = auth_pb2_grpc.AuthServiceStub(channel)
-        email = f"bench-{secrets.token_hex(4)}@sevvo.dev"
-        await auth.BootstrapOrg(
-            auth_pb2.BootstrapOrgRequest(
-                org_name=f"Bench {email}", admin_email=email, admin_password=PASSWORD
-            ),
-            metadata=((BOOTSTRAP_TOKEN_METADATA, bootstrap),),
-        )
-        session = (
-            await auth.SignIn(auth_pb2.SignInRequest(email=email, password=PASSWORD))
-        ).session_token
+        email, session = await bootstrap_admin(channel, bootstrap)
         users = users_pb2_grpc.UserServiceStub(channel)
         metadata = (("authorization", f"Bearer {session}"),)
 
@@ -165,9 +155,7 @@ async def _run(database_url: str, pki_dir: Path) -> None:
 
 def main() -> None:
     """Measures ListUsers alone and while 16 clients guess passwords."""
-    pin_to_cpu(CLIENT_CPU)
-    with bench_environment() as (database_url, pki_dir):
-        asyncio.run(_run(database_url, pki_dir))
+    run_bench(_run)
 
 
 if __name__ == "__main__":

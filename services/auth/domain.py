@@ -305,9 +305,8 @@ class AuthDomain:
         )
 
     def _replace_password(self, caller: Principal, seen: UserRow, new_hash: str) -> datetime:
-        with self._user_change(caller, seen.id) as tx:
-            assert tx.user is not None
-            if tx.user.password_hash != seen.password_hash:
+        with self._user_change(caller, seen.id) as (tx, user):
+            if user.password_hash != seen.password_hash:
                 raise FailedPrecondition(
                     "the password was changed meanwhile: sign in again and retry",
                     reason="PASSWORD_CHANGED_CONCURRENTLY",
@@ -355,12 +354,14 @@ class AuthDomain:
     # Disabling, enabling, deleting and signing users out: org-scoped, audited changes.
 
     @contextmanager
-    def _user_change(self, caller: Principal, user_id: uuid.UUID) -> Iterator[UserChangeTx]:
+    def _user_change(
+        self, caller: Principal, user_id: uuid.UUID
+    ) -> Iterator[tuple[UserChangeTx, UserRow]]:
         # Another org's user and a random id are both simply not in the caller's org.
         with self._store.user_change(uuid.UUID(caller.org_id), user_id) as tx:
             if tx.user is None:
                 raise NotFound("user not found", reason="USER_NOT_FOUND")
-            yield tx
+            yield tx, tx.user
 
     def _cut_off(self, tx: UserChangeTx) -> datetime:
         # Taken inside the transaction, after the user's row is locked: a sign-in that read
@@ -370,9 +371,7 @@ class AuthDomain:
         return now
 
     @staticmethod
-    def _keep_an_enabled_admin(tx: UserChangeTx) -> None:
-        user = tx.user
-        assert user is not None
+    def _keep_an_enabled_admin(tx: UserChangeTx, user: UserRow) -> None:
         if user.role == "admin" and user.disabled_at is None and tx.other_enabled_admins() == 0:
             raise FailedPrecondition(
                 "this is the org's last enabled admin: create or enable another admin first",
@@ -382,11 +381,10 @@ class AuthDomain:
     def disable_user(self, caller: Principal, user_id: str) -> UserRow:
         """Disables a user of the caller's org and voids their sessions; idempotent."""
         target = validation.resource_id("id", user_id)
-        with self._user_change(caller, target) as tx:
-            assert tx.user is not None
-            if tx.user.disabled_at is not None:
-                return tx.user
-            self._keep_an_enabled_admin(tx)
+        with self._user_change(caller, target) as (tx, user):
+            if user.disabled_at is not None:
+                return user
+            self._keep_an_enabled_admin(tx, user)
             user = tx.set_disabled_at(self._cut_off(tx))
             tx.audit(Actor.of(caller), "user.disable")
         log.info("user disabled", user_id=str(target))
@@ -396,10 +394,9 @@ class AuthDomain:
     def enable_user(self, caller: Principal, user_id: str) -> UserRow:
         """Lets a disabled user of the caller's org sign in again; idempotent."""
         target = validation.resource_id("id", user_id)
-        with self._user_change(caller, target) as tx:
-            assert tx.user is not None
-            if tx.user.disabled_at is None:
-                return tx.user
+        with self._user_change(caller, target) as (tx, user):
+            if user.disabled_at is None:
+                return user
             user = tx.set_disabled_at(None)
             tx.audit(Actor.of(caller), "user.enable")
         log.info("user enabled", user_id=str(target))
@@ -408,8 +405,8 @@ class AuthDomain:
     def delete_user(self, caller: Principal, user_id: str) -> None:
         """Deletes a user of the caller's org and voids their sessions."""
         target = validation.resource_id("id", user_id)
-        with self._user_change(caller, target) as tx:
-            self._keep_an_enabled_admin(tx)
+        with self._user_change(caller, target) as (tx, user):
+            self._keep_an_enabled_admin(tx, user)
             self._cut_off(tx)
             tx.delete()
             tx.audit(Actor.of(caller), "user.delete")
@@ -424,7 +421,7 @@ class AuthDomain:
             raise PermissionDenied(
                 "only an admin can sign out another user", reason="ADMIN_REQUIRED"
             )
-        with self._user_change(caller, target) as tx:
+        with self._user_change(caller, target) as (tx, _):
             cutoff = self._cut_off(tx)
             tx.audit(Actor.of(caller), "user.sessions.revoke")
         log.info("user signed out everywhere", user_id=str(target))
