@@ -40,18 +40,24 @@ async def _run(database_url: str, pki_dir: Path) -> None:
         f"{IN_FLIGHT} calls in flight; {ROUNDS} rounds of {SECONDS:.0f} s per case, ratios paired"
         " within a round; server on one CPU with production logging"
     )
-    print(f"{'call':<32}{'per s':>8}{'vs no-op':>10}{'CPU µs/call':>13}{'per s by CPU':>14}")
+    print(
+        f"{'call':<32}{'per s':>8}{'paired':>8}{'server busy':>13}"
+        f"{'CPU µs/call':>13}{'1-core per s':>14}"
+    )
     for name, rate in rates.items():
+        busy = rate.per_second * rate.cpu_us_per_call / 1e6
         print(
-            f"{name:<32}{rate.per_second:>8,.0f}{rate.qps_ratio:>9.2f}x"
+            f"{name:<32}{rate.per_second:>8,.0f}{rate.qps_ratio:>7.2f}x{busy:>12.0%}"
             f"{rate.cpu_us_per_call:>13,.0f}{1e6 / rate.cpu_us_per_call:>14,.0f}"
         )
     measured = rates["ExchangeDeploymentToken"]
-    best = max(measured.per_second, 1e6 / measured.cpu_us_per_call)
-    verdict = "meets" if best >= TARGET_PER_SECOND else "BELOW"
+    one_core = 1e6 / measured.cpu_us_per_call
+    verdict = "meets" if one_core >= TARGET_PER_SECOND else "BELOW"
     print(
-        f"exchange: {measured.per_second:,.0f}/s measured, {1e6 / measured.cpu_us_per_call:,.0f}/s"
-        f" on a core of its own by CPU per call ({verdict} the {TARGET_PER_SECOND:,}/s target)"
+        f"exchange: {measured.per_second:,.0f}/s as the client saw it; {one_core:,.0f}/s on a core"
+        f" of its own by server CPU per call ({verdict} the {TARGET_PER_SECOND:,}/s target);"
+        f" {measured.cpu_us_per_call / rates[baseline].cpu_us_per_call:.2f}x the CPU of a no-op"
+        " RPC, whose cost on this machine's shared cores the last column also carries"
     )
 
 
