@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import secrets
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ import psycopg
 import pytest
 from google.rpc import error_details_pb2, status_pb2
 
+from services.auth.servicer import REFUSAL_HOLD_SECONDS
 from sevvo.auth.v1 import auth_pb2, deployments_pb2, users_pb2
 from sevvo.runtime.grpc_client import error_details
 from sevvo.runtime.logs import configure_logging
@@ -301,15 +303,18 @@ def limited_auth(auth_stack: AuthStack) -> Iterator[AuthStack]:
 def test_guessing_past_the_budget_gets_resource_exhausted_with_retry_info(
     limited_auth: AuthStack,
 ) -> None:
-    """SignIn answers RESOURCE_EXHAUSTED with a stable reason and a google.rpc.RetryInfo."""
+    """SignIn answers RESOURCE_EXHAUSTED, held a second, with a reason and a RetryInfo."""
     org = limited_auth.create_org()
     for _ in range(2):
         assert _refused(lambda: _sign_in(limited_auth, org.admin_email, "guess-guess-123")) == (
             grpc.StatusCode.UNAUTHENTICATED,
             "INVALID_CREDENTIALS",
         )
+    started = time.monotonic()
     with pytest.raises(grpc.RpcError) as caught:
         _sign_in(limited_auth, org.admin_email, "guess-guess-456")
+    # Held a second, so a guesser ignoring RetryInfo cannot spin the server on refusals.
+    assert time.monotonic() - started >= REFUSAL_HOLD_SECONDS
     assert error_details(caught.value).reason == "SIGN_IN_RATE_LIMITED"
     assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     status = status_pb2.Status.FromString(

@@ -7,6 +7,7 @@ which hashes on a pool of its own.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable
 from typing import TypeVar
 
@@ -81,6 +82,12 @@ def _metadata_value(context: grpc.aio.ServicerContext, key: str) -> str | None:
     return None
 
 
+# How long a refusal is held before it is sent. A guesser that ignores RetryInfo would
+# otherwise loop as fast as refusals come back, each costing the server a whole RPC; held,
+# each of its streams costs a sleeping coroutine and at most one refusal a second.
+REFUSAL_HOLD_SECONDS = 1.0
+
+
 async def _limited(context: grpc.aio.ServicerContext, call: Awaitable[T]) -> T:
     """Awaits a password check; TooManyAttempts answers RESOURCE_EXHAUSTED with a RetryInfo.
 
@@ -90,6 +97,7 @@ async def _limited(context: grpc.aio.ServicerContext, call: Awaitable[T]) -> T:
     try:
         return await call
     except TooManyAttempts as error:
+        await asyncio.sleep(min(error.retry_after, REFUSAL_HOLD_SECONDS))
         status = status_for(error, structlog.contextvars.get_contextvars().get("request_id"))
         retry = any_pb2.Any()
         retry.Pack(
