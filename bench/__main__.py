@@ -1,20 +1,32 @@
 """``make bench``: every benchmark, each printing ratios against a baseline from the same run.
 
-``python -m bench tokens`` (or ``preview``, ``dynamic_credentials``, ``request_log``, ``load``)
-runs one.
+``python -m bench tokens`` (or ``preview``, ``dynamic_credentials``, ``request_log``,
+``rpc_auth``, ``exchange``, ``sign_in``, ``load``) runs one.
 """
 
 from __future__ import annotations
 
 import sys
 
-from bench import dynamic_credentials, load, preview, request_log, tokens
+from bench import (
+    dynamic_credentials,
+    exchange,
+    load,
+    preview,
+    request_log,
+    rpc_auth,
+    sign_in,
+    tokens,
+)
 
 BENCHMARKS = {
     "tokens": tokens.main,
     "preview": preview.main,
     "dynamic_credentials": dynamic_credentials.main,
     "request_log": request_log.main,
+    "rpc_auth": rpc_auth.main,
+    "exchange": exchange.main,
+    "sign_in": sign_in.main,
     "load": load.main,
 }
 

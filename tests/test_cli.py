@@ -296,7 +296,11 @@ def test_a_member_is_refused_admin_commands_and_can_log_out(
     refused = sevvo("audit", "list", config_dir=tmp_path)
     assert refused.code == 4
     assert "ADMIN_REQUIRED" in refused.stderr
-    assert sevvo.ok("logout", config_dir=tmp_path) == {"signed_out": True}
+    assert sevvo.ok("logout", config_dir=tmp_path) == {
+        "signed_out": True,
+        "revoked": True,
+        "everywhere": False,
+    }
     assert sevvo("users", "list", config_dir=tmp_path).code == 3
 
 

@@ -49,6 +49,15 @@ class _Misbehaving(auth_pb2_grpc.AuthServiceServicer):
     async def BootstrapOrg(self, request, context):  # type: ignore[no-untyped-def]
         return auth_pb2.BootstrapOrgResponse()
 
+    async def ListRevokedSessions(self, request, context):  # type: ignore[no-untyped-def]
+        return auth_pb2.ListRevokedSessionsResponse()
+
+    async def SignOut(self, request, context):  # type: ignore[no-untyped-def]
+        return auth_pb2.SignOutResponse()
+
+    async def ChangePassword(self, request, context):  # type: ignore[no-untyped-def]
+        return auth_pb2.ChangePasswordResponse()
+
 
 _SERVICE = "sevvo.auth.v1.AuthService"
 

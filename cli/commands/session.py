@@ -1,19 +1,21 @@
-"""Top-level commands about who you are: bootstrap, login, logout, whoami."""
+"""Top-level commands about who you are: bootstrap, login, logout, whoami, change-password."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC
 from pathlib import Path
 from typing import Annotated
 
+import grpc
 import typer
 
-from cli.client import CALL_TIMEOUT
-from cli.errors import usage_error
+from cli.client import CALL_TIMEOUT, Cli
+from cli.errors import CliError, from_rpc_error, usage_error
 from cli.inputs import cli_of, read_secret
 from cli.output import key, message_dict
 from cli.session import Session
-from sevvo.auth.v1 import auth_pb2
+from sevvo.auth.v1 import auth_pb2, users_pb2
 
 BOOTSTRAP_TOKEN_METADATA = "x-sevvo-bootstrap-token"
 
@@ -103,14 +105,94 @@ def login(
     cli.output.note(f"signed in to {endpoint} until {session.expire_time.isoformat()}")
 
 
-def logout(ctx: typer.Context) -> None:
-    """Forget the stored session."""
+# The server could not be asked: the session may still be valid there until it expires.
+_UNREACHABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+
+
+def logout(
+    ctx: typer.Context,
+    everywhere: Annotated[
+        bool,
+        typer.Option(
+            "--everywhere",
+            help="Sign out every session of yours, on every machine, not only this one.",
+        ),
+    ] = False,
+) -> None:
+    """Sign out: revoke the session on the server, then forget it here.
+
+    The session stops working in every service within seconds. When sevvo cannot be reached
+    the session is still forgotten here, and the command says so and exits 1: the token
+    itself then stays valid until it expires.
+    """
     cli = cli_of(ctx)
+    try:
+        session: Session | None = cli.session()
+    except CliError:
+        # No session, a damaged file, an expired session or one for another endpoint:
+        # nothing to revoke (and never send a token to an endpoint that did not issue it).
+        session = None
+    problem = _revoke(cli, session, everywhere=everywhere) if session else None
     removed = cli.sessions.clear()
+    revoked = session is not None and problem is None
     if cli.output.json:
-        cli.output.emit_json({"signed_out": removed})
-    else:
-        cli.output.note("signed out" if removed else "was not signed in")
+        cli.output.emit_json({"signed_out": removed, "revoked": revoked, "everywhere": everywhere})
+    elif revoked:
+        cli.output.note("signed out everywhere" if everywhere else "signed out")
+    elif not removed:
+        cli.output.note("was not signed in")
+    if problem is not None:
+        problem.message = f"{problem.message}; the session was forgotten here but stays valid"
+        if session is not None:
+            problem.message += f" until {session.expire_time.isoformat()}"
+        raise problem
+    if session is None and removed:
+        cli.output.note("forgot the local session (it was expired or not for this endpoint)")
+
+
+def _revoke(cli: Cli, session: Session, *, everywhere: bool) -> CliError | None:
+    """Revokes the session server-side; returns the failure to report, if any."""
+    try:
+        if everywhere:
+            cli.users().RevokeUserSessions(
+                users_pb2.RevokeUserSessionsRequest(id=session.user_id), timeout=CALL_TIMEOUT
+            )
+        else:
+            cli.auth(signed_in=True).SignOut(auth_pb2.SignOutRequest(), timeout=CALL_TIMEOUT)
+    except grpc.RpcError as error:
+        failure = from_rpc_error(error)
+        if error.code() is grpc.StatusCode.UNAUTHENTICATED and not everywhere:
+            return None  # The server no longer accepts it: already as good as signed out.
+        if error.code() in _UNREACHABLE:
+            failure.message = f"could not revoke the session: {failure.message}"
+        return failure
+    return None
+
+
+def change_password(ctx: typer.Context, password_stdin: PasswordStdin = False) -> None:
+    """Change your password; every other session of yours is signed out.
+
+    The current and the new password come from prompts (the new one asked twice) or, with
+    --password-stdin, from the first two lines of standard input; never from a flag. The
+    stored session is replaced by the new one the server returns.
+    """
+    cli = cli_of(ctx)
+    session = cli.session()
+    current = read_secret("Current password", from_stdin=password_stdin)
+    new = read_secret("New password", from_stdin=password_stdin, confirm=True)
+    response = cli.auth(signed_in=True).ChangePassword(
+        auth_pb2.ChangePasswordRequest(current_password=current, new_password=new),
+        timeout=CALL_TIMEOUT,
+    )
+    session = replace(
+        session,
+        session_token=response.session_token,
+        expire_time=response.expire_time.ToDatetime(tzinfo=UTC),
+    )
+    cli.sessions.save(session)
+    data = _session_data(session)
+    cli.output.record(data, data, _SESSION_FIELDS)
+    cli.output.note("password changed; your other sessions are signed out")
 
 
 def whoami(ctx: typer.Context) -> None:
@@ -154,5 +236,10 @@ def register(app: typer.Typer) -> None:
         epilog="Example: sevvo login --email ada@acme.example\n\n"
         "Example: sevvo login --email admin@sevvo.dev --password-stdin < .dev/admin-password"
     )(login)
-    app.command(epilog="Example: sevvo logout")(logout)
+    app.command(epilog="Example: sevvo logout\n\nExample: sevvo logout --everywhere")(logout)
     app.command(epilog="Example: sevvo whoami --output json")(whoami)
+    app.command(
+        "change-password",
+        epilog="Example: sevvo change-password\n\n"
+        'Example: printf \'%s\\n%s\\n\' "$OLD" "$NEW" | sevvo change-password --password-stdin',
+    )(change_password)

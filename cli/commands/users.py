@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import enum
+import sys
 from typing import Annotated
 
 import typer
 
 from cli.client import CALL_TIMEOUT
+from cli.errors import CliError, usage_error
 from cli.inputs import cli_of, pages, read_secret
 from cli.output import Column, key, message_dict
 from sevvo.auth.v1 import users_pb2
@@ -18,8 +20,11 @@ COLUMNS: list[Column] = [
     ("id", key("id")),
     ("email", key("email")),
     ("role", key("role")),
+    ("state", key("state")),
     ("created", key("create_time")),
 ]
+_ID = "3f1c0b6e-8d0e-4c0e-9d61-6a8f6f1f2a10"
+UserId = Annotated[str, typer.Argument(metavar="ID", help="The user's id (sevvo users list).")]
 
 
 class Role(enum.StrEnum):
@@ -72,10 +77,63 @@ def list_users(ctx: typer.Context) -> None:
     cli.output.records({"users": users}, users, COLUMNS)
 
 
-@app.command(epilog="Example: sevvo users get 3f1c0b6e-8d0e-4c0e-9d61-6a8f6f1f2a10")
-def get(ctx: typer.Context, user_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
+@app.command(epilog=f"Example: sevvo users get {_ID}")
+def get(ctx: typer.Context, user_id: UserId) -> None:
     """Show one user of your org."""
     cli = cli_of(ctx)
     user = cli.users().GetUser(users_pb2.GetUserRequest(id=user_id), timeout=CALL_TIMEOUT)
     data = message_dict(user)
     cli.output.record(data, data, [*COLUMNS, ("org id", key("org_id"))])
+
+
+@app.command(epilog=f"Example: sevvo users disable {_ID}")
+def disable(ctx: typer.Context, user_id: UserId) -> None:
+    """Disable a user of your org (admins only): no sign-in, sessions signed out in seconds."""
+    cli = cli_of(ctx)
+    user = cli.users().DisableUser(users_pb2.DisableUserRequest(id=user_id), timeout=CALL_TIMEOUT)
+    data = message_dict(user)
+    cli.output.record(data, data, [*COLUMNS, ("disabled", key("disable_time"))])
+
+
+@app.command(epilog=f"Example: sevvo users enable {_ID}")
+def enable(ctx: typer.Context, user_id: UserId) -> None:
+    """Let a disabled user of your org sign in again (admins only)."""
+    cli = cli_of(ctx)
+    user = cli.users().EnableUser(users_pb2.EnableUserRequest(id=user_id), timeout=CALL_TIMEOUT)
+    data = message_dict(user)
+    cli.output.record(data, data, COLUMNS)
+
+
+@app.command(epilog=f"Example: sevvo users delete {_ID} --yes")
+def delete(
+    ctx: typer.Context,
+    user_id: UserId,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Delete a user of your org (admins only); deployments they created stay."""
+    cli = cli_of(ctx)
+    if not yes:
+        if not sys.stdin.isatty():
+            raise usage_error("refusing to delete without confirmation: pass --yes")
+        if not typer.confirm(f"Delete user {user_id}?", err=True):
+            raise CliError("not deleted")
+    cli.users().DeleteUser(users_pb2.DeleteUserRequest(id=user_id), timeout=CALL_TIMEOUT)
+    if cli.output.json:
+        cli.output.emit_json({"deleted": user_id})
+    else:
+        cli.output.note(f"deleted user {user_id}")
+
+
+@app.command("sign-out", epilog=f"Example: sevvo users sign-out {_ID}")
+def sign_out(ctx: typer.Context, user_id: UserId) -> None:
+    """Sign a user out everywhere: every session they hold stops working within seconds.
+
+    Admins may do this for any user of their org, others only for themselves (for your own
+    sessions, sevvo logout --everywhere also forgets the one stored here).
+    """
+    cli = cli_of(ctx)
+    response = cli.users().RevokeUserSessions(
+        users_pb2.RevokeUserSessionsRequest(id=user_id), timeout=CALL_TIMEOUT
+    )
+    data = {"id": user_id, **message_dict(response)}
+    cli.output.record(data, data, [("id", key("id")), ("signed out at", key("revoke_time"))])

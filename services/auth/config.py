@@ -4,14 +4,21 @@ from __future__ import annotations
 
 import base64
 import binascii
+import os
 import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from services.auth.limits import SignInLimits
 from sevvo.runtime import config as c
 from sevvo.runtime.files import write_private_file
 from sevvo.runtime.grpc_server import TlsFiles
+
+
+def default_hashing_threads() -> int:
+    """Half the cores for password hashing, so guessing can never take the whole machine."""
+    return max(1, (os.cpu_count() or 2) // 2)
 
 
 @dataclass(frozen=True)
@@ -31,6 +38,10 @@ class AuthConfig:
     log_level: str = "INFO"
     # The operator's token for BootstrapOrg; None turns the RPC off.
     bootstrap_token: str | None = None
+    # Threads that run scrypt (each can take a core) and checks that may wait for one.
+    hashing_threads: int = field(default_factory=default_hashing_threads)
+    hashing_queue: int = 16
+    sign_in_limits: SignInLimits = field(default_factory=SignInLimits)
 
     @property
     def max_token_ttl_seconds(self) -> int:
@@ -69,6 +80,21 @@ class AuthConfig:
             bootstrap_token=parse_bootstrap_token(
                 c.secret(env, "SEVVO_AUTH_BOOTSTRAP_TOKEN", required=False),
                 "SEVVO_AUTH_BOOTSTRAP_TOKEN",
+            ),
+            hashing_threads=c.integer(
+                env, "SEVVO_AUTH_HASHING_THREADS", default_hashing_threads(), minimum=1, maximum=64
+            ),
+            hashing_queue=c.integer(env, "SEVVO_AUTH_HASHING_QUEUE", 16, minimum=0, maximum=1024),
+            sign_in_limits=SignInLimits(
+                source_burst=c.integer(
+                    env, "SEVVO_AUTH_SIGN_IN_BURST", 30, minimum=1, maximum=100_000
+                ),
+                source_per_minute=c.number(
+                    env, "SEVVO_AUTH_SIGN_IN_PER_MINUTE", 10.0, minimum=0.1, maximum=100_000.0
+                ),
+                free_failures=c.integer(
+                    env, "SEVVO_AUTH_SIGN_IN_FREE_FAILURES", 5, minimum=1, maximum=1000
+                ),
             ),
         )
 

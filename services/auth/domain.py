@@ -1,7 +1,9 @@
-"""auth's rules: sign-in, sessions, deployments and the token exchange.
+"""auth's rules: sign-in, sessions, users, deployments and the token exchange.
 
 Every method that acts for a caller takes the verified Principal and uses its ``org_id``;
-no org id is ever read from a request.
+no org id is ever read from a request. Methods that check or hash a password are coroutines:
+scrypt runs on the HashingPool, never on the thread pool the other RPCs' database work uses
+(see services/auth/limits.py); the rest are plain functions the servicers run in a thread.
 """
 
 from __future__ import annotations
@@ -10,14 +12,17 @@ import hashlib
 import hmac
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from services.auth import passwords
 from services.auth.keys import SigningKeys
-from services.auth.store import AuthStore, DeploymentRow, OrgRow, UserRow
+from services.auth.limits import HashingPool, SignInLimiter
+from services.auth.store import AuthStore, DeploymentRow, OrgRow, UserChangeTx, UserRow
 from sevvo.runtime import deployment_token, paging, validation
+from sevvo.runtime.audit import Actor
 from sevvo.runtime.errors import (
     FailedPrecondition,
     InvalidArgument,
@@ -26,13 +31,17 @@ from sevvo.runtime.errors import (
     Unauthenticated,
 )
 from sevvo.runtime.logs import get_logger
+from sevvo.runtime.servicing import blocking
 from sevvo.runtime.tokens import ISSUER, Principal, PrincipalKind
 
 log = get_logger(__name__)
 
 _EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}\.[^@\s]{1,63}$")
+_MAX_EMAIL = 64 + 1 + 255 + 1 + 63  # The longest address _EMAIL_RE accepts.
 ROLES = ("admin", "member")
 _BOOTSTRAP_FIELDS = {"email": "admin_email", "password": "admin_password"}
+# A session issued in the same instant as a cutoff is void; its replacement is issued after.
+_AFTER = timedelta(microseconds=1)
 
 
 @dataclass(frozen=True)
@@ -66,12 +75,19 @@ def normalize_email(email: str) -> str:
     return email
 
 
-def validate_password(password: str) -> None:
+def validate_password(password: str, field: str = "password") -> None:
     """Enforces the length rules for a new password."""
     if len(password) < passwords.MIN_LENGTH:
-        raise InvalidArgument("password", f"must be at least {passwords.MIN_LENGTH} characters")
+        raise InvalidArgument(field, f"must be at least {passwords.MIN_LENGTH} characters")
     if len(password) > passwords.MAX_LENGTH:
-        raise InvalidArgument("password", f"must be at most {passwords.MAX_LENGTH} characters")
+        raise InvalidArgument(field, f"must be at most {passwords.MAX_LENGTH} characters")
+
+
+def _new_org_fields(org_name: str, email: str, password: str) -> tuple[str, str]:
+    name = validation.display_name("org_name", org_name)
+    email = normalize_email(email)
+    validate_password(password)
+    return name, email
 
 
 class AuthDomain:
@@ -84,6 +100,9 @@ class AuthDomain:
         *,
         session_ttl: timedelta,
         bearer_ttl: timedelta,
+        hashing: HashingPool,
+        limiter: SignInLimiter,
+        leeway: timedelta = timedelta(0),
         on_revoke: Callable[[], None] = lambda: None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         bootstrap_token: str | None = None,
@@ -93,6 +112,11 @@ class AuthDomain:
         self._keys = keys
         self._session_ttl = session_ttl
         self._bearer_ttl = bearer_ttl
+        self._hashing = hashing
+        self._limiter = limiter
+        # A cutoff outlives every session it can refuse: those issued before it, at most
+        # one session lifetime (plus the verifiers' leeway) ago.
+        self._cutoff_retention = session_ttl + leeway
         self._on_revoke = on_revoke
         self._clock = clock
 
@@ -103,8 +127,9 @@ class AuthDomain:
         subject: uuid.UUID,
         ttl: timedelta,
         role: str | None = None,
+        now: datetime | None = None,
     ) -> IssuedToken:
-        now = self._clock()
+        now = now or self._clock()
         expires = now + ttl
         claims: dict[str, object] = {
             "iss": ISSUER,
@@ -112,7 +137,10 @@ class AuthDomain:
             "sub": str(subject),
             "org_id": str(org_id),
             "kind": kind.value,
-            "iat": int(now.timestamp()),
+            # Sessions carry the exact instant (RFC 7519 allows a fraction), which their
+            # user's cutoff is compared with: a sign-in right after "sign out everywhere"
+            # must not fall in the same second as the sessions it voided.
+            "iat": now.timestamp() if kind is PrincipalKind.USER else int(now.timestamp()),
             "exp": int(expires.timestamp()),
             "jti": uuid.uuid4().hex,
         }
@@ -122,7 +150,7 @@ class AuthDomain:
 
     # Orgs and users.
 
-    def bootstrap_org(
+    async def bootstrap_org(
         self, presented_token: str | None, org_name: str, email: str, password: str
     ) -> UserRow:
         """Creates an org and its admin for the operator, who proves itself with the token.
@@ -149,26 +177,37 @@ class AuthDomain:
                 "the bootstrap token is missing or wrong", reason="BOOTSTRAP_TOKEN_INVALID"
             )
         try:
-            return self.create_org_with_admin(org_name, email, password, unique_name=True)
+            name, email = _new_org_fields(org_name, email, password)
         except InvalidArgument as invalid:
             # Name the field as BootstrapOrgRequest spells it.
             field = _BOOTSTRAP_FIELDS.get(invalid.field, invalid.field)
             raise InvalidArgument(field, invalid.description, reason=invalid.reason) from None
+        password_hash = await self._hashing.run(passwords.hash_password, password)
+        return await blocking(self._create_org, name, email, password_hash, unique_name=True)
 
     def create_org_with_admin(
         self, org_name: str, email: str, password: str, *, unique_name: bool = False
     ) -> UserRow:
-        """Bootstraps an org and its first admin user."""
-        name = validation.display_name("org_name", org_name)
-        email = normalize_email(email)
-        validate_password(password)
+        """Bootstraps an org and its first admin user, hashing on the calling thread.
+
+        For the operator's ``create-org`` command and the dev stack, outside any server; the
+        BootstrapOrg RPC goes through ``bootstrap_org``.
+        """
+        name, email = _new_org_fields(org_name, email, password)
+        return self._create_org(
+            name, email, passwords.hash_password(password), unique_name=unique_name
+        )
+
+    def _create_org(
+        self, name: str, email: str, password_hash: str, *, unique_name: bool
+    ) -> UserRow:
         now = self._clock()
         org = OrgRow(id=uuid.uuid4(), name=name, created_at=now)
         admin = UserRow(
             id=uuid.uuid4(),
             org_id=org.id,
             email=email,
-            password_hash=passwords.hash_password(password),
+            password_hash=password_hash,
             role="admin",
             created_at=now,
         )
@@ -176,22 +215,108 @@ class AuthDomain:
         log.info("org created", org_id=str(org.id), admin_user_id=str(admin.id))
         return admin
 
-    def sign_in(self, email: str, password: str) -> IssuedToken:
-        """Checks email and password; the error never says which of the two was wrong."""
-        failure = Unauthenticated("email or password is incorrect", reason="INVALID_CREDENTIALS")
-        if not email.strip() or not password:
-            raise failure
-        user = self._store.user_by_email(email.strip())
-        if user is None:
-            passwords.verify_password(password, passwords.dummy_hash())
-            raise failure
-        if not passwords.verify_password(password, user.password_hash):
-            log.info("sign-in failed", user_id=str(user.id))
-            raise failure
-        log.info("signed in", user_id=str(user.id), org_id=str(user.org_id))
-        return self._issue(PrincipalKind.USER, user.org_id, user.id, self._session_ttl, user.role)
+    async def sign_in(self, email: str, password: str, source: str) -> IssuedToken:
+        """Checks email and password; the error never says which of the two was wrong.
 
-    def create_user(self, caller: Principal, email: str, password: str, role: str) -> UserRow:
+        ``source`` is the caller's network address, which the limiter counts failures by.
+        """
+        failure = Unauthenticated("email or password is incorrect", reason="INVALID_CREDENTIALS")
+        account = email.strip().lower()
+        # No such address can exist, and the limiter must not keep arbitrarily long keys.
+        if not account or not password or "\x00" in account or len(account) > _MAX_EMAIL:
+            raise failure
+        attempt = self._limiter.admit(account, source)
+        checked: bool | None = None
+        try:
+            # Taken before the read: see AuthStore.user_by_email for why the order matters.
+            issued_at = self._clock()
+            user = await blocking(self._store.user_by_email, account)
+            encoded = user.password_hash if user is not None else passwords.dummy_hash()
+            matches = await self._hashing.run(passwords.verify_password, password, encoded)
+            checked = matches and user is not None
+        finally:
+            self._limiter.settle(attempt, succeeded=checked)
+        if user is None or not checked:
+            if user is not None:
+                log.info("sign-in failed", user_id=str(user.id))
+            raise failure
+        if user.disabled_at is not None:
+            log.info("sign-in refused", user_id=str(user.id), reason="USER_DISABLED")
+            raise Unauthenticated(
+                "this user is disabled: ask an admin of your org to enable it",
+                reason="USER_DISABLED",
+            )
+        log.info("signed in", user_id=str(user.id), org_id=str(user.org_id))
+        return await blocking(
+            self._issue,
+            PrincipalKind.USER,
+            user.org_id,
+            user.id,
+            self._session_ttl,
+            user.role,
+            issued_at,
+        )
+
+    def sign_out(self, caller: Principal) -> None:
+        """Revokes the caller's own session; their other sessions keep working."""
+        self._store.revoke_session(
+            caller.token_id, uuid.UUID(caller.subject_id), caller.expires_at, self._clock()
+        )
+        log.info("signed out", user_id=caller.subject_id)
+        self._on_revoke()
+
+    async def change_password(
+        self, caller: Principal, current_password: str, new_password: str, source: str
+    ) -> IssuedToken:
+        """Replaces the caller's password and voids their sessions; returns a new session.
+
+        The current password is checked like a sign-in (same limiter, same pool), so a stolen
+        session cannot be used to guess it faster than signing in would.
+        """
+        if not current_password:
+            raise InvalidArgument("current_password", "is required")
+        validate_password(new_password, "new_password")
+        user = await blocking(self.get_user, caller, caller.subject_id)
+        attempt = self._limiter.admit(user.email, source)
+        checked: bool | None = None
+        try:
+            checked = await self._hashing.run(
+                passwords.verify_password, current_password, user.password_hash
+            )
+        finally:
+            self._limiter.settle(attempt, succeeded=checked)
+        if not checked:
+            log.info("password change refused", user_id=str(user.id))
+            raise PermissionDenied(
+                "the current password is incorrect", reason="CURRENT_PASSWORD_INCORRECT"
+            )
+        new_hash = await self._hashing.run(passwords.hash_password, new_password)
+        cutoff = await blocking(self._replace_password, caller, user, new_hash)
+        await blocking(self._on_revoke)
+        log.info("password changed", user_id=str(user.id))
+        return await blocking(
+            self._issue,
+            PrincipalKind.USER,
+            user.org_id,
+            user.id,
+            self._session_ttl,
+            user.role,
+            max(self._clock(), cutoff + _AFTER),
+        )
+
+    def _replace_password(self, caller: Principal, seen: UserRow, new_hash: str) -> datetime:
+        with self._user_change(caller, seen.id) as (tx, user):
+            if user.password_hash != seen.password_hash:
+                raise FailedPrecondition(
+                    "the password was changed meanwhile: sign in again and retry",
+                    reason="PASSWORD_CHANGED_CONCURRENTLY",
+                )
+            tx.set_password_hash(new_hash)
+            cutoff = self._cut_off(tx)
+            tx.audit(Actor.of(caller), "user.password.change")
+        return cutoff
+
+    async def create_user(self, caller: Principal, email: str, password: str, role: str) -> UserRow:
         """Creates a user in the caller's org."""
         email = normalize_email(email)
         validate_password(password)
@@ -201,11 +326,11 @@ class AuthDomain:
             id=uuid.uuid4(),
             org_id=uuid.UUID(caller.org_id),
             email=email,
-            password_hash=passwords.hash_password(password),
+            password_hash=await self._hashing.run(passwords.hash_password, password),
             role=role,
             created_at=self._clock(),
         )
-        self._store.create_user(user)
+        await blocking(self._store.create_user, user)
         log.info("user created", user_id=str(user.id), role=role)
         return user
 
@@ -225,6 +350,83 @@ class AuthDomain:
             uuid.UUID(caller.org_id), limit + 1, paging.decode_cursor(page_token)
         )
         return paging.page_of(rows, limit, lambda r: (r.created_at, r.id))
+
+    # Disabling, enabling, deleting and signing users out: org-scoped, audited changes.
+
+    @contextmanager
+    def _user_change(
+        self, caller: Principal, user_id: uuid.UUID
+    ) -> Iterator[tuple[UserChangeTx, UserRow]]:
+        # Another org's user and a random id are both simply not in the caller's org.
+        with self._store.user_change(uuid.UUID(caller.org_id), user_id) as tx:
+            if tx.user is None:
+                raise NotFound("user not found", reason="USER_NOT_FOUND")
+            yield tx, tx.user
+
+    def _cut_off(self, tx: UserChangeTx) -> datetime:
+        # Taken inside the transaction, after the user's row is locked: a sign-in that read
+        # the row before the lock was taken got an earlier issue time, so it is cut off too.
+        now = self._clock()
+        tx.cut_off_sessions(now, now + self._cutoff_retention)
+        return now
+
+    @staticmethod
+    def _keep_an_enabled_admin(tx: UserChangeTx, user: UserRow) -> None:
+        if user.role == "admin" and user.disabled_at is None and tx.other_enabled_admins() == 0:
+            raise FailedPrecondition(
+                "this is the org's last enabled admin: create or enable another admin first",
+                reason="LAST_ADMIN",
+            )
+
+    def disable_user(self, caller: Principal, user_id: str) -> UserRow:
+        """Disables a user of the caller's org and voids their sessions; idempotent."""
+        target = validation.resource_id("id", user_id)
+        with self._user_change(caller, target) as (tx, user):
+            if user.disabled_at is not None:
+                return user
+            self._keep_an_enabled_admin(tx, user)
+            user = tx.set_disabled_at(self._cut_off(tx))
+            tx.audit(Actor.of(caller), "user.disable")
+        log.info("user disabled", user_id=str(target))
+        self._on_revoke()
+        return user
+
+    def enable_user(self, caller: Principal, user_id: str) -> UserRow:
+        """Lets a disabled user of the caller's org sign in again; idempotent."""
+        target = validation.resource_id("id", user_id)
+        with self._user_change(caller, target) as (tx, user):
+            if user.disabled_at is None:
+                return user
+            user = tx.set_disabled_at(None)
+            tx.audit(Actor.of(caller), "user.enable")
+        log.info("user enabled", user_id=str(target))
+        return user
+
+    def delete_user(self, caller: Principal, user_id: str) -> None:
+        """Deletes a user of the caller's org and voids their sessions."""
+        target = validation.resource_id("id", user_id)
+        with self._user_change(caller, target) as (tx, user):
+            self._keep_an_enabled_admin(tx, user)
+            self._cut_off(tx)
+            tx.delete()
+            tx.audit(Actor.of(caller), "user.delete")
+        log.info("user deleted", user_id=str(target))
+        self._on_revoke()
+
+    def revoke_user_sessions(self, caller: Principal, user_id: str) -> datetime:
+        """Signs a user out everywhere: the caller themself, or (for an admin) any org user."""
+        target = validation.resource_id("id", user_id)
+        # Permission before existence: a member learns nothing about other ids.
+        if str(target) != caller.subject_id and not caller.is_admin:
+            raise PermissionDenied(
+                "only an admin can sign out another user", reason="ADMIN_REQUIRED"
+            )
+        with self._user_change(caller, target) as (tx, _):
+            cutoff = self._cut_off(tx)
+            tx.audit(Actor.of(caller), "user.sessions.revoke")
+        log.info("user signed out everywhere", user_id=str(target))
+        self._on_revoke()
+        return cutoff
 
     # Deployments.
 

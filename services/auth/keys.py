@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.serialization import (
     PublicFormat,
 )
 
-from services.auth.store import AuthStore, SigningKeyRow
+from services.auth.store import AuthStore, Revocations, SigningKeyRow
 from sevvo.runtime.errors import Unavailable
 from sevvo.runtime.logs import get_logger
 from sevvo.runtime.tokens import ALGORITHM, TrustState, VerificationKey
@@ -189,9 +189,12 @@ class SigningKeys:
 class StoreTrustSource:
     """The trust state as auth's store holds it: published keys and recent revocations."""
 
-    def __init__(self, store: AuthStore, *, revocation_window: timedelta) -> None:
+    def __init__(
+        self, store: AuthStore, *, revocation_window: timedelta, leeway: timedelta
+    ) -> None:
         self._store = store
         self._revocation_window = revocation_window
+        self._leeway = leeway
 
     def published_keys(self, now: datetime | None = None) -> list[VerificationKey]:
         """Keys a verifier should accept: current and pending ones, and retired ones still valid."""
@@ -215,7 +218,17 @@ class StoreTrustSource:
             for deployment_id, at in self._store.revoked_since(now - self._revocation_window)
         }
 
+    def revoked_sessions(self, now: datetime | None = None) -> Revocations:
+        """Signed-out sessions and per-user cutoffs that may still refuse an unexpired token."""
+        return self._store.revocations(now or datetime.now(UTC), self._leeway)
+
     def fetch(self) -> TrustState:
         """Reads keys and revocations for the in-process verifier."""
         keys = self.published_keys()
-        return TrustState(keys={k.kid: k for k in keys}, revoked_deployments=self.revoked())
+        sessions = self.revoked_sessions()
+        return TrustState(
+            keys={k.kid: k for k in keys},
+            revoked_deployments=self.revoked(),
+            revoked_sessions=sessions.sessions,
+            sessions_valid_after=sessions.cutoffs,
+        )

@@ -7,9 +7,11 @@ from datetime import timedelta
 
 import grpc
 
+from services.auth import passwords
 from services.auth.config import AuthConfig
 from services.auth.domain import AuthDomain
 from services.auth.keys import KeyEncryptionKey, SigningKeys, StoreTrustSource
+from services.auth.limits import HashingPool, SignInLimiter
 from services.auth.servicer import AuthServicer, DeploymentServicer, UserServicer
 from services.auth.store import AuthStore
 from sevvo.auth.v1 import (
@@ -45,13 +47,26 @@ ACCESS: dict[str, Access] = {
             "ExchangeDeploymentToken": Access.PUBLIC,
             "GetPublicKeys": Access.PUBLIC,
             "ListRevokedDeployments": Access.PUBLIC,
+            "ListRevokedSessions": Access.PUBLIC,
             "GetCaller": Access.USER_OR_AGENT,
+            "SignOut": Access.USER,
+            "ChangePassword": Access.USER,
             # Public to the interceptor; the domain checks the operator's bootstrap token.
             "BootstrapOrg": Access.PUBLIC,
         },
     ),
     **_methods(
-        _USERS, {"CreateUser": Access.ADMIN, "GetUser": Access.USER, "ListUsers": Access.USER}
+        _USERS,
+        {
+            "CreateUser": Access.ADMIN,
+            "GetUser": Access.USER,
+            "ListUsers": Access.USER,
+            "DisableUser": Access.ADMIN,
+            "EnableUser": Access.ADMIN,
+            "DeleteUser": Access.ADMIN,
+            # Anyone for themself; the domain lets only admins name another user.
+            "RevokeUserSessions": Access.USER,
+        },
     ),
     **_methods(
         _DEPLOYMENTS,
@@ -82,8 +97,11 @@ class AuthApp:
             rotation_period=timedelta(days=config.key_rotation_days),
         )
         self.trust = StoreTrustSource(
-            self.store, revocation_window=timedelta(seconds=config.bearer_ttl_seconds) + leeway
+            self.store,
+            revocation_window=timedelta(seconds=config.bearer_ttl_seconds) + leeway,
+            leeway=leeway,
         )
+        self.hashing = HashingPool(threads=config.hashing_threads, queue=config.hashing_queue)
         self.verifier = TokenVerifier(
             self.trust,
             refresh_interval=config.refresh_seconds,
@@ -95,7 +113,10 @@ class AuthApp:
             self.keys,
             session_ttl=timedelta(seconds=config.session_ttl_seconds),
             bearer_ttl=timedelta(seconds=config.bearer_ttl_seconds),
-            # auth itself rejects a revoked bearer at once; other services within a refresh.
+            hashing=self.hashing,
+            limiter=SignInLimiter(config.sign_in_limits),
+            leeway=leeway,
+            # auth itself rejects a revoked bearer or session at once; others within a refresh.
             on_revoke=self.verifier.refresh,
             bootstrap_token=config.bootstrap_token,
         )
@@ -105,10 +126,12 @@ class AuthApp:
         self.store.open()
         self.keys.ensure_key()
         self.verifier.start()
+        passwords.dummy_hash()  # Computed once now, not on the first unknown email's sign-in.
 
     def close(self) -> None:
-        """Stops the verifier and closes the store."""
+        """Stops the verifier and the hashing threads, and closes the store."""
         self.verifier.stop()
+        self.hashing.close()
         self.store.close()
 
     def spec(self) -> ServerSpec:

@@ -1,15 +1,24 @@
 """Thin gRPC servicers for auth: protobuf in, domain call, protobuf out.
 
-Domain calls are blocking (Postgres, scrypt), so they run in worker threads; the caller's
-verified principal travels with them through the copied context.
+Blocking domain calls (Postgres) run in worker threads; the caller's verified principal
+travels with them through the copied context. Password checks are coroutines of the domain,
+which hashes on a pool of its own.
 """
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable
+from typing import TypeVar
+
 import grpc
+import structlog
+from google.protobuf import any_pb2, duration_pb2, empty_pb2
+from google.rpc import error_details_pb2
 
 from services.auth.domain import AuthDomain
 from services.auth.keys import StoreTrustSource
+from services.auth.limits import TooManyAttempts, source_of
 from services.auth.store import DeploymentRow, UserRow
 from sevvo.auth.v1 import (
     auth_pb2,
@@ -19,9 +28,11 @@ from sevvo.auth.v1 import (
     users_pb2,
     users_pb2_grpc,
 )
-from sevvo.runtime.grpc_server import current_principal
+from sevvo.runtime.grpc_server import current_principal, status_for
 from sevvo.runtime.servicing import blocking, timestamp
 from sevvo.runtime.tokens import PrincipalKind
+
+T = TypeVar("T")
 
 _ROLE_TO_PB = {"admin": users_pb2.USER_ROLE_ADMIN, "member": users_pb2.USER_ROLE_MEMBER}
 _ROLE_FROM_PB = {
@@ -39,6 +50,8 @@ def user_pb(row: UserRow) -> users_pb2.User:
         email=row.email,
         role=_ROLE_TO_PB[row.role],
         create_time=timestamp(row.created_at),
+        state=(users_pb2.USER_STATE_DISABLED if row.disabled_at else users_pb2.USER_STATE_ACTIVE),
+        disable_time=timestamp(row.disabled_at),
     )
 
 
@@ -69,6 +82,38 @@ def _metadata_value(context: grpc.aio.ServicerContext, key: str) -> str | None:
     return None
 
 
+# How long a refusal is held before it is sent. A guesser that ignores RetryInfo would
+# otherwise loop as fast as refusals come back, each costing the server a whole RPC; held,
+# each of its streams costs a sleeping coroutine and at most one refusal a second.
+REFUSAL_HOLD_SECONDS = 1.0
+
+
+async def _limited(context: grpc.aio.ServicerContext, call: Awaitable[T]) -> T:
+    """Awaits a password check; TooManyAttempts answers RESOURCE_EXHAUSTED with a RetryInfo.
+
+    The shared error mapping carries ErrorInfo; the retry delay is added here, so clients
+    (and the CLI) can wait exactly as long as the limiter asks.
+    """
+    try:
+        return await call
+    except TooManyAttempts as error:
+        await asyncio.sleep(min(error.retry_after, REFUSAL_HOLD_SECONDS))
+        status = status_for(error, structlog.contextvars.get_contextvars().get("request_id"))
+        retry = any_pb2.Any()
+        retry.Pack(
+            error_details_pb2.RetryInfo(
+                retry_delay=duration_pb2.Duration(seconds=error.retry_after)
+            )
+        )
+        status.details.append(retry)
+        await context.abort(
+            error.code,
+            error.message,
+            trailing_metadata=(("grpc-status-details-bin", status.SerializeToString()),),
+        )
+        raise  # context.abort raised already; this satisfies the type checker.
+
+
 class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
     """sevvo.auth.v1.AuthService."""
 
@@ -80,7 +125,10 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
     async def SignIn(
         self, request: auth_pb2.SignInRequest, context: grpc.aio.ServicerContext
     ) -> auth_pb2.SignInResponse:
-        issued = await blocking(self._domain.sign_in, request.email, request.password)
+        issued = await _limited(
+            context,
+            self._domain.sign_in(request.email, request.password, source_of(context.peer())),
+        )
         return auth_pb2.SignInResponse(
             session_token=issued.token,
             expire_time=timestamp(issued.expires_at),
@@ -128,15 +176,32 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
             ]
         )
 
+    async def ListRevokedSessions(
+        self, request: auth_pb2.ListRevokedSessionsRequest, context: grpc.aio.ServicerContext
+    ) -> auth_pb2.ListRevokedSessionsResponse:
+        revoked = await blocking(self._trust.revoked_sessions)
+        return auth_pb2.ListRevokedSessionsResponse(
+            sessions=[
+                auth_pb2.RevokedSession(token_id=token_id, expire_time=timestamp(at))
+                for token_id, at in revoked.sessions.items()
+            ],
+            cutoffs=[
+                auth_pb2.UserSessionCutoff(user_id=user_id, valid_after=timestamp(at))
+                for user_id, at in revoked.cutoffs.items()
+            ],
+        )
+
     async def BootstrapOrg(
         self, request: auth_pb2.BootstrapOrgRequest, context: grpc.aio.ServicerContext
     ) -> auth_pb2.BootstrapOrgResponse:
-        admin = await blocking(
-            self._domain.bootstrap_org,
-            _metadata_value(context, BOOTSTRAP_TOKEN_METADATA),
-            request.org_name,
-            request.admin_email,
-            request.admin_password,
+        admin = await _limited(
+            context,
+            self._domain.bootstrap_org(
+                _metadata_value(context, BOOTSTRAP_TOKEN_METADATA),
+                request.org_name,
+                request.admin_email,
+                request.admin_password,
+            ),
         )
         return auth_pb2.BootstrapOrgResponse(org_id=str(admin.org_id), admin=user_pb(admin))
 
@@ -153,6 +218,29 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
             kind=kind, org_id=caller.org_id, subject_id=caller.subject_id
         )
 
+    async def SignOut(
+        self, request: auth_pb2.SignOutRequest, context: grpc.aio.ServicerContext
+    ) -> auth_pb2.SignOutResponse:
+        caller = current_principal()
+        await blocking(self._domain.sign_out, caller)
+        return auth_pb2.SignOutResponse(token_id=caller.token_id)
+
+    async def ChangePassword(
+        self, request: auth_pb2.ChangePasswordRequest, context: grpc.aio.ServicerContext
+    ) -> auth_pb2.ChangePasswordResponse:
+        issued = await _limited(
+            context,
+            self._domain.change_password(
+                current_principal(),
+                request.current_password,
+                request.new_password,
+                source_of(context.peer()),
+            ),
+        )
+        return auth_pb2.ChangePasswordResponse(
+            session_token=issued.token, expire_time=timestamp(issued.expires_at)
+        )
+
 
 class UserServicer(users_pb2_grpc.UserServiceServicer):
     """sevvo.auth.v1.UserService."""
@@ -164,8 +252,9 @@ class UserServicer(users_pb2_grpc.UserServiceServicer):
         self, request: users_pb2.CreateUserRequest, context: grpc.aio.ServicerContext
     ) -> users_pb2.User:
         role = _ROLE_FROM_PB.get(request.role, "")
-        row = await blocking(
-            self._domain.create_user, current_principal(), request.email, request.password, role
+        row = await _limited(
+            context,
+            self._domain.create_user(current_principal(), request.email, request.password, role),
         )
         return user_pb(row)
 
@@ -181,6 +270,28 @@ class UserServicer(users_pb2_grpc.UserServiceServicer):
             self._domain.list_users, current_principal(), request.page_size, request.page_token
         )
         return users_pb2.ListUsersResponse(users=[user_pb(r) for r in rows], next_page_token=token)
+
+    async def DisableUser(
+        self, request: users_pb2.DisableUserRequest, context: grpc.aio.ServicerContext
+    ) -> users_pb2.User:
+        return user_pb(await blocking(self._domain.disable_user, current_principal(), request.id))
+
+    async def EnableUser(
+        self, request: users_pb2.EnableUserRequest, context: grpc.aio.ServicerContext
+    ) -> users_pb2.User:
+        return user_pb(await blocking(self._domain.enable_user, current_principal(), request.id))
+
+    async def DeleteUser(
+        self, request: users_pb2.DeleteUserRequest, context: grpc.aio.ServicerContext
+    ) -> empty_pb2.Empty:
+        await blocking(self._domain.delete_user, current_principal(), request.id)
+        return empty_pb2.Empty()
+
+    async def RevokeUserSessions(
+        self, request: users_pb2.RevokeUserSessionsRequest, context: grpc.aio.ServicerContext
+    ) -> users_pb2.RevokeUserSessionsResponse:
+        at = await blocking(self._domain.revoke_user_sessions, current_principal(), request.id)
+        return users_pb2.RevokeUserSessionsResponse(revoke_time=timestamp(at))
 
 
 class DeploymentServicer(deployments_pb2_grpc.DeploymentServiceServicer):

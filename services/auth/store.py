@@ -6,13 +6,14 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import psycopg
 from psycopg import errors as pg_errors
 from psycopg.rows import class_row
 
+from sevvo.runtime import audit
 from sevvo.runtime.errors import AlreadyExists
 from sevvo.runtime.store import SchemaStore
 
@@ -41,6 +42,15 @@ class UserRow:
     password_hash: str
     role: str
     created_at: datetime
+    disabled_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Revocations:
+    """Signed-out sessions (token id to expiry) and session cutoffs (user id to instant)."""
+
+    sessions: dict[str, datetime]
+    cutoffs: dict[str, datetime]
 
 
 @dataclass(frozen=True)
@@ -74,6 +84,11 @@ class AuthStore(SchemaStore):
 
     schema = SCHEMA
     migrations_dir = MIGRATIONS
+
+    def open(self) -> None:
+        """Applies auth's and the shared audit log's migrations, then opens the pool."""
+        audit.apply_migrations(self._conninfo)
+        super().open()
 
     # Orgs and users.
 
@@ -125,9 +140,14 @@ class AuthStore(SchemaStore):
         )
 
     def user_by_email(self, email: str) -> UserRow | None:
-        """Finds a user by email, case-insensitively, across orgs."""
-        with self.connection() as conn, conn.cursor(row_factory=class_row(UserRow)) as cur:
-            cur.execute("select * from users where lower(email) = lower(%s)", (email,))
+        """Finds a user by email, case-insensitively, across orgs, for a sign-in.
+
+        FOR SHARE waits for a disable, delete or password change in progress, so a sign-in
+        reads either the state before it (and its session then predates the cutoff the change
+        sets) or the state after it, never a stale row after the cutoff was taken.
+        """
+        with self.transaction() as conn, conn.cursor(row_factory=class_row(UserRow)) as cur:
+            cur.execute("select * from users where lower(email) = lower(%s) for share", (email,))
             return cur.fetchone()
 
     def get_user(self, org_id: uuid.UUID, user_id: uuid.UUID) -> UserRow | None:
@@ -135,6 +155,49 @@ class AuthStore(SchemaStore):
         with self.connection() as conn, conn.cursor(row_factory=class_row(UserRow)) as cur:
             cur.execute("select * from users where org_id = %s and id = %s", (org_id, user_id))
             return cur.fetchone()
+
+    @contextmanager
+    def user_change(self, org_id: uuid.UUID, user_id: uuid.UUID) -> Iterator[UserChangeTx]:
+        """A transaction changing one user of one org, holding the org's user-change lock.
+
+        The lock (the org's row) serialises changes within an org, so two admins disabling
+        each other cannot both pass the "another enabled admin remains" check.
+        """
+        with self.transaction() as conn:
+            conn.execute("select 1 from orgs where id = %s for update", (org_id,))
+            with conn.cursor(row_factory=class_row(UserRow)) as cur:
+                cur.execute(
+                    "select * from users where org_id = %s and id = %s for update",
+                    (org_id, user_id),
+                )
+                yield UserChangeTx(conn, org_id, user_id, cur.fetchone())
+
+    def revoke_session(
+        self, token_id: str, user_id: uuid.UUID, expires_at: datetime, now: datetime
+    ) -> None:
+        """Records a signed-out session, and forgets those whose tokens have expired."""
+        with self.transaction() as conn:
+            conn.execute(
+                "insert into revoked_sessions (token_id, user_id, expires_at)"
+                " values (%s, %s, %s) on conflict (token_id) do nothing",
+                (token_id, user_id, expires_at),
+            )
+            conn.execute("delete from revoked_sessions where expires_at < %s", (now,))
+
+    def revocations(self, now: datetime, leeway: timedelta) -> Revocations:
+        """Signed-out sessions and session cutoffs that can still refuse an unexpired token."""
+        with self.connection() as conn:
+            sessions = conn.execute(
+                "select token_id, expires_at from revoked_sessions where expires_at > %s",
+                (now - leeway,),
+            ).fetchall()
+            cutoffs = conn.execute(
+                "select user_id, valid_after from session_cutoffs where keep_until > %s", (now,)
+            ).fetchall()
+        return Revocations(
+            sessions={str(token_id): at for token_id, at in sessions},
+            cutoffs={str(user_id): at for user_id, at in cutoffs},
+        )
 
     def list_users(
         self, org_id: uuid.UUID, limit: int, after: tuple[datetime, str] | None
@@ -174,13 +237,21 @@ class AuthStore(SchemaStore):
             )
 
     def deployment_by_id(self, deployment_id: uuid.UUID) -> DeploymentRow | None:
-        """Finds a deployment by id alone: only the token exchange, which proves the secret."""
-        with (
-            self.connection() as conn,
-            conn.cursor(row_factory=class_row(DeploymentRow)) as cur,
-        ):
-            cur.execute("select * from deployments where id = %s", (deployment_id,))
-            return cur.fetchone()
+        """Finds a deployment by id alone: only the token exchange, which proves the secret.
+
+        Every agent's exchange lands here, so the read is one round trip: autocommit, with no
+        BEGIN and COMMIT around a single statement, which sees every revocation committed
+        before it starts (a revoked deployment's next exchange fails at once).
+        """
+        with self.connection() as conn:
+            conn.autocommit = True
+            try:
+                with conn.cursor(row_factory=class_row(DeploymentRow)) as cur:
+                    cur.execute("select * from deployments where id = %s", (deployment_id,))
+                    return cur.fetchone()
+            finally:
+                if not conn.closed:  # A broken connection is discarded by the pool anyway.
+                    conn.autocommit = False
 
     def get_deployment(self, org_id: uuid.UUID, deployment_id: uuid.UUID) -> DeploymentRow | None:
         """Finds a deployment of one org."""
@@ -251,6 +322,85 @@ class AuthStore(SchemaStore):
         with self.transaction() as conn:
             conn.execute("select pg_advisory_xact_lock(%s)", (_ROTATION_LOCK,))
             yield KeyRotationTx(conn)
+
+
+class UserChangeTx:
+    """The statements of one change to a user, inside the org's user-change transaction."""
+
+    def __init__(
+        self,
+        conn: psycopg.Connection[tuple[object, ...]],
+        org_id: uuid.UUID,
+        user_id: uuid.UUID,
+        user: UserRow | None,
+    ) -> None:
+        self._conn = conn
+        self._org_id = org_id
+        self._user_id = user_id
+        self.user = user
+        """The user as it is now, locked; None when the org has no such user."""
+
+    def other_enabled_admins(self) -> int:
+        """How many enabled admins the org has besides this user."""
+        row = self._conn.execute(
+            "select count(*) from users where org_id = %s and id <> %s"
+            " and role = 'admin' and disabled_at is null",
+            (self._org_id, self._user_id),
+        ).fetchone()
+        count = row[0] if row else 0
+        assert isinstance(count, int)
+        return count
+
+    def _updated(self, query: str, value: object) -> UserRow:
+        with self._conn.cursor(row_factory=class_row(UserRow)) as cur:
+            cur.execute(query, (value, self._org_id, self._user_id))
+            row = cur.fetchone()
+        assert row is not None, "the user row is locked by this transaction"
+        return row
+
+    def set_disabled_at(self, at: datetime | None) -> UserRow:
+        """Disables the user from ``at``, or enables them with None."""
+        return self._updated(
+            "update users set disabled_at = %s where org_id = %s and id = %s returning *", at
+        )
+
+    def set_password_hash(self, password_hash: str) -> UserRow:
+        """Replaces the user's password hash."""
+        return self._updated(
+            "update users set password_hash = %s where org_id = %s and id = %s returning *",
+            password_hash,
+        )
+
+    def delete(self) -> None:
+        """Deletes the user; deployments they created lose only their creator link."""
+        self._conn.execute(
+            "delete from users where org_id = %s and id = %s", (self._org_id, self._user_id)
+        )
+
+    def cut_off_sessions(self, valid_after: datetime, keep_until: datetime) -> None:
+        """Voids the user's sessions issued at or before ``valid_after``, until ``keep_until``.
+
+        A later cutoff never moves back; rows whose sessions have all expired are deleted.
+        """
+        self._conn.execute(
+            "insert into session_cutoffs (user_id, valid_after, keep_until) values (%s, %s, %s)"
+            " on conflict (user_id) do update set"
+            " valid_after = greatest(session_cutoffs.valid_after, excluded.valid_after),"
+            " keep_until = greatest(session_cutoffs.keep_until, excluded.keep_until)",
+            (self._user_id, valid_after, keep_until),
+        )
+        self._conn.execute("delete from session_cutoffs where keep_until < %s", (valid_after,))
+
+    def audit(self, actor: audit.Actor, action: str) -> None:
+        """Records the change in the org's audit log, in the same transaction."""
+        audit.record(
+            self._conn,
+            org_id=self._org_id,
+            actor=actor,
+            action=action,
+            target_type="user",
+            target_id=str(self._user_id),
+        )
 
 
 class KeyRotationTx:

@@ -13,18 +13,32 @@ from sevvo.runtime.tokens import TokenVerifier, TrustState, VerificationKey
 
 
 class RemoteTrustSource:
-    """A TrustSource that asks auth's GetPublicKeys and ListRevokedDeployments."""
+    """A TrustSource that polls auth for its public keys and its revocations."""
 
     def __init__(self, channel: grpc.Channel, *, timeout: float = 3.0) -> None:
         self._stub = auth_pb2_grpc.AuthServiceStub(channel)
         self._timeout = timeout
 
+    def _revoked_sessions(self) -> auth_pb2.ListRevokedSessionsResponse:
+        try:
+            response: auth_pb2.ListRevokedSessionsResponse = self._stub.ListRevokedSessions(
+                auth_pb2.ListRevokedSessionsRequest(), timeout=self._timeout
+            )
+        except grpc.RpcError as error:
+            # An auth of the release before sessions became revocable has none to report;
+            # failing here would fail every call closed during a rolling upgrade.
+            if error.code() is grpc.StatusCode.UNIMPLEMENTED:
+                return auth_pb2.ListRevokedSessionsResponse()
+            raise
+        return response
+
     def fetch(self) -> TrustState:
-        """Fetches both lists; raises grpc.RpcError when auth is unreachable."""
+        """Fetches keys and revocations; raises grpc.RpcError when auth is unreachable."""
         keys = self._stub.GetPublicKeys(auth_pb2.GetPublicKeysRequest(), timeout=self._timeout)
         revoked = self._stub.ListRevokedDeployments(
             auth_pb2.ListRevokedDeploymentsRequest(), timeout=self._timeout
         )
+        sessions = self._revoked_sessions()
         return TrustState(
             keys={
                 k.kid: VerificationKey(
@@ -42,6 +56,12 @@ class RemoteTrustSource:
             },
             revoked_deployments={
                 d.deployment_id: d.revoke_time.ToDatetime(tzinfo=_UTC) for d in revoked.deployments
+            },
+            revoked_sessions={
+                s.token_id: s.expire_time.ToDatetime(tzinfo=_UTC) for s in sessions.sessions
+            },
+            sessions_valid_after={
+                c.user_id: c.valid_after.ToDatetime(tzinfo=_UTC) for c in sessions.cutoffs
             },
         )
 

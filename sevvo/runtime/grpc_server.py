@@ -350,15 +350,12 @@ class AuthInterceptor(_WrappingInterceptor):
         return authenticated
 
     def _authenticate(self, token: str, access: Access) -> Principal:
+        # One verification per call, whatever the access: the verifier picks the token's kind
+        # from its claims, so an agent on a USER_OR_AGENT method is not first tried as a user.
         if access is Access.AGENT:
             return self._verifier.verify(token, PrincipalKind.AGENT)
         if access is Access.USER_OR_AGENT:
-            try:
-                return self._verifier.verify(token, PrincipalKind.USER)
-            except Unauthenticated as user_error:
-                if user_error.reason != "TOKEN_WRONG_AUDIENCE":
-                    raise
-                return self._verifier.verify(token, PrincipalKind.AGENT)
+            return self._verifier.verify(token, (PrincipalKind.USER, PrincipalKind.AGENT))
         principal = self._verifier.verify(token, PrincipalKind.USER)
         if access is Access.ADMIN and not principal.is_admin:
             raise PermissionDenied("this action requires an org admin", reason="ADMIN_REQUIRED")

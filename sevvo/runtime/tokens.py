@@ -1,17 +1,20 @@
 """Verifying the JWTs that auth issues: user sessions and agent bearers.
 
 Auth alone holds the Ed25519 private keys. Every service verifies locally with the public keys
-auth publishes (keys by ``kid``) and with auth's list of recently revoked deployments; both are
-refreshed in the background, so a revoked agent's bearer stops working within seconds rather
-than at its expiry. See DESIGN.md, "The three services".
+auth publishes (keys by ``kid``) and with auth's revocations: recently revoked deployments,
+signed-out sessions, and per-user instants before which every session is void (sign out
+everywhere, a disabled or deleted user, a password change). All of it is refreshed in the
+background, so a revoked agent's bearer or a signed-out user's session stops working within
+seconds rather than at its expiry. See DESIGN.md, "The three services".
 """
 
 from __future__ import annotations
 
 import enum
+import math
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -52,6 +55,8 @@ class Principal:
     token_id: str
     expires_at: datetime
     role: str | None = None
+    # When the token was issued; sessions issued at or before a user's cutoff are void.
+    issued_at: datetime | None = None
 
     @property
     def is_admin(self) -> bool:
@@ -71,10 +76,18 @@ class VerificationKey:
 
 @dataclass(frozen=True)
 class TrustState:
-    """What a verifier trusts right now: keys by kid and revoked deployments by id."""
+    """What a verifier trusts right now: keys by kid, and what auth has revoked.
+
+    ``revoked_sessions`` maps the token id (``jti``) of each signed-out session to its expiry;
+    ``sessions_valid_after`` maps a user id to the instant at or before which every session
+    issued to that user is void. Auth keeps each entry only until the tokens it refuses would
+    have expired anyway, so both stay small.
+    """
 
     keys: Mapping[str, VerificationKey]
     revoked_deployments: Mapping[str, datetime]
+    revoked_sessions: Mapping[str, datetime] = field(default_factory=dict)
+    sessions_valid_after: Mapping[str, datetime] = field(default_factory=dict)
     fetched_at: float = field(default_factory=time.monotonic)
 
 
@@ -86,10 +99,17 @@ class TrustSource(Protocol):
         ...
 
 
-@dataclass
+_ONLY = {kind: frozenset({kind}) for kind in PrincipalKind}
+_KIND_BY_CLAIM = {kind.value: kind for kind in PrincipalKind}
+
+
+@dataclass(frozen=True)
 class _CachedToken:
+    # Floats computed once, so the per-call checks are comparisons and dict lookups.
     principal: Principal
     kid: str
+    expires: float
+    issued: float
 
 
 class TokenVerifier:
@@ -170,38 +190,50 @@ class TokenVerifier:
             )
         return state
 
-    def verify(self, token: str, kind: PrincipalKind) -> Principal:
+    def verify(self, token: str, kind: PrincipalKind | Collection[PrincipalKind]) -> Principal:
         """Returns the principal a token speaks for, or raises Unauthenticated.
 
-        ``kind`` is what the caller's method accepts; a user session presented where an agent
-        bearer is expected (or the reverse) fails on its audience.
+        ``kind`` is what the caller's method accepts: one kind, or several (``USER_OR_AGENT``).
+        A user session presented where only an agent bearer is accepted (or the reverse) fails
+        as TOKEN_WRONG_AUDIENCE. The signature is verified once per token, for the kind its
+        claims name, and the result cached until the token expires; revocation, key
+        retirement and expiry are checked on every call, cached or not.
         """
+        accepted = _ONLY[kind] if isinstance(kind, PrincipalKind) else kind
         state = self._current_state()
         cached = self._cache.get(token)
-        if cached is not None and cached.principal.kind is kind:
-            principal = cached.principal
-            kid = cached.kid
-        else:
-            principal, kid = self._verify_signature(token, kind, state)
+        if cached is None:
+            cached = self._verify_signature(token, accepted, state)
             if len(self._cache) >= self._cache_size:
                 self._cache.clear()
-            self._cache[token] = _CachedToken(principal, kid)
-        self._check_still_valid(principal, kid, state)
-        return principal
+            self._cache[token] = cached
+        elif cached.principal.kind not in accepted:
+            raise _wrong_audience(accepted)
+        self._check_still_valid(cached, state)
+        return cached.principal
 
     def _verify_signature(
-        self, token: str, kind: PrincipalKind, state: TrustState
-    ) -> tuple[Principal, str]:
+        self, token: str, accepted: Collection[PrincipalKind], state: TrustState
+    ) -> _CachedToken:
         try:
-            header = jwt.get_unverified_header(token)
+            unverified = jwt.api_jwt.decode_complete(token, options={"verify_signature": False})
         except jwt.InvalidTokenError:
             raise Unauthenticated("token is malformed", reason="TOKEN_MALFORMED") from None
+        header = unverified["header"]
         kid = header.get("kid")
         if header.get("alg") != ALGORITHM or not isinstance(kid, str):
             raise Unauthenticated("token is not signed by auth", reason="TOKEN_ALGORITHM")
         key = state.keys.get(kid)
         if key is None:
             raise Unauthenticated("token signed by an unknown key", reason="TOKEN_UNKNOWN_KEY")
+        # The unverified claims only choose which audience to verify against; nothing is
+        # accepted before the signature and every claim have been checked for that kind.
+        claimed = unverified["payload"].get("kind")
+        kind = _KIND_BY_CLAIM.get(claimed) if isinstance(claimed, str) else None
+        if kind is None:
+            raise Unauthenticated("token is invalid (no kind)", reason="TOKEN_INVALID")
+        if kind not in accepted:
+            raise _wrong_audience(accepted)
         try:
             claims: dict[str, Any] = jwt.decode(
                 token,
@@ -215,39 +247,52 @@ class TokenVerifier:
         except jwt.ExpiredSignatureError:
             raise Unauthenticated("token has expired", reason="TOKEN_EXPIRED") from None
         except jwt.InvalidAudienceError:
-            raise Unauthenticated(
-                f"token is not a {kind.value} token", reason="TOKEN_WRONG_AUDIENCE"
-            ) from None
+            raise _wrong_audience(accepted) from None
         except jwt.InvalidTokenError as exc:
             raise Unauthenticated(
                 f"token is invalid ({type(exc).__name__})", reason="TOKEN_INVALID"
             ) from None
-        if claims.get("kind") != kind.value:
-            raise Unauthenticated(
-                f"token is not a {kind.value} token", reason="TOKEN_WRONG_AUDIENCE"
-            )
+        if claims.get("kind") != kind.value:  # Checked again, now that the signature holds.
+            raise _wrong_audience(accepted)
         role = claims.get("role")
+        expires = float(claims["exp"])
+        issued = float(claims["iat"])
+        if not (math.isfinite(expires) and math.isfinite(issued)):
+            raise Unauthenticated("token is invalid (times)", reason="TOKEN_INVALID")
         principal = Principal(
             kind=kind,
             org_id=str(claims["org_id"]),
             subject_id=str(claims["sub"]),
             token_id=str(claims["jti"]),
-            expires_at=datetime.fromtimestamp(float(claims["exp"]), UTC),
+            expires_at=datetime.fromtimestamp(expires, UTC),
             role=str(role) if role is not None else None,
+            issued_at=datetime.fromtimestamp(issued, UTC),
         )
-        return principal, kid
+        return _CachedToken(principal, kid, expires, issued)
 
-    def _check_still_valid(self, principal: Principal, kid: str, state: TrustState) -> None:
+    def _check_still_valid(self, token: _CachedToken, state: TrustState) -> None:
         now = self._clock()
-        if now > principal.expires_at.timestamp() + self._leeway:
+        if now > token.expires + self._leeway:
             raise Unauthenticated("token has expired", reason="TOKEN_EXPIRED")
-        key = state.keys.get(kid)
+        key = state.keys.get(token.kid)
         if key is None or (
             key.verify_until is not None and now > key.verify_until.timestamp() + self._leeway
         ):
             raise Unauthenticated("token signed by a retired key", reason="TOKEN_UNKNOWN_KEY")
-        if (
-            principal.kind is PrincipalKind.AGENT
-            and principal.subject_id in state.revoked_deployments
+        principal = token.principal
+        if principal.kind is PrincipalKind.AGENT:
+            if principal.subject_id in state.revoked_deployments:
+                raise Unauthenticated("deployment has been revoked", reason="DEPLOYMENT_REVOKED")
+            return
+        cutoff = state.sessions_valid_after.get(principal.subject_id)
+        if principal.token_id in state.revoked_sessions or (
+            cutoff is not None and token.issued <= cutoff.timestamp()
         ):
-            raise Unauthenticated("deployment has been revoked", reason="DEPLOYMENT_REVOKED")
+            raise Unauthenticated(
+                "session has been signed out: sign in again", reason="SESSION_REVOKED"
+            )
+
+
+def _wrong_audience(accepted: Collection[PrincipalKind]) -> Unauthenticated:
+    names = " or ".join(sorted(kind.value for kind in accepted))
+    return Unauthenticated(f"token is not a {names} token", reason="TOKEN_WRONG_AUDIENCE")

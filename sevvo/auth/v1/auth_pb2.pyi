@@ -102,6 +102,34 @@ class ListRevokedDeploymentsResponse(_message.Message):
     deployments: _containers.RepeatedCompositeFieldContainer[RevokedDeployment]
     def __init__(self, deployments: _Optional[_Iterable[_Union[RevokedDeployment, _Mapping]]] = ...) -> None: ...
 
+class ListRevokedSessionsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class RevokedSession(_message.Message):
+    __slots__ = ("token_id", "expire_time")
+    TOKEN_ID_FIELD_NUMBER: _ClassVar[int]
+    EXPIRE_TIME_FIELD_NUMBER: _ClassVar[int]
+    token_id: str
+    expire_time: _timestamp_pb2.Timestamp
+    def __init__(self, token_id: _Optional[str] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class UserSessionCutoff(_message.Message):
+    __slots__ = ("user_id", "valid_after")
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    VALID_AFTER_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    valid_after: _timestamp_pb2.Timestamp
+    def __init__(self, user_id: _Optional[str] = ..., valid_after: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ListRevokedSessionsResponse(_message.Message):
+    __slots__ = ("sessions", "cutoffs")
+    SESSIONS_FIELD_NUMBER: _ClassVar[int]
+    CUTOFFS_FIELD_NUMBER: _ClassVar[int]
+    sessions: _containers.RepeatedCompositeFieldContainer[RevokedSession]
+    cutoffs: _containers.RepeatedCompositeFieldContainer[UserSessionCutoff]
+    def __init__(self, sessions: _Optional[_Iterable[_Union[RevokedSession, _Mapping]]] = ..., cutoffs: _Optional[_Iterable[_Union[UserSessionCutoff, _Mapping]]] = ...) -> None: ...
+
 class GetCallerRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
@@ -133,3 +161,29 @@ class BootstrapOrgResponse(_message.Message):
     org_id: str
     admin: _users_pb2.User
     def __init__(self, org_id: _Optional[str] = ..., admin: _Optional[_Union[_users_pb2.User, _Mapping]] = ...) -> None: ...
+
+class SignOutRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class SignOutResponse(_message.Message):
+    __slots__ = ("token_id",)
+    TOKEN_ID_FIELD_NUMBER: _ClassVar[int]
+    token_id: str
+    def __init__(self, token_id: _Optional[str] = ...) -> None: ...
+
+class ChangePasswordRequest(_message.Message):
+    __slots__ = ("current_password", "new_password")
+    CURRENT_PASSWORD_FIELD_NUMBER: _ClassVar[int]
+    NEW_PASSWORD_FIELD_NUMBER: _ClassVar[int]
+    current_password: str
+    new_password: str
+    def __init__(self, current_password: _Optional[str] = ..., new_password: _Optional[str] = ...) -> None: ...
+
+class ChangePasswordResponse(_message.Message):
+    __slots__ = ("session_token", "expire_time")
+    SESSION_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    EXPIRE_TIME_FIELD_NUMBER: _ClassVar[int]
+    session_token: str
+    expire_time: _timestamp_pb2.Timestamp
+    def __init__(self, session_token: _Optional[str] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...

@@ -55,10 +55,25 @@ class AuthServiceStub:
                 request_serializer=sevvo_dot_auth_dot_v1_dot_auth__pb2.ListRevokedDeploymentsRequest.SerializeToString,
                 response_deserializer=sevvo_dot_auth_dot_v1_dot_auth__pb2.ListRevokedDeploymentsResponse.FromString,
                 _registered_method=True)
+        self.ListRevokedSessions = channel.unary_unary(
+                '/sevvo.auth.v1.AuthService/ListRevokedSessions',
+                request_serializer=sevvo_dot_auth_dot_v1_dot_auth__pb2.ListRevokedSessionsRequest.SerializeToString,
+                response_deserializer=sevvo_dot_auth_dot_v1_dot_auth__pb2.ListRevokedSessionsResponse.FromString,
+                _registered_method=True)
         self.GetCaller = channel.unary_unary(
                 '/sevvo.auth.v1.AuthService/GetCaller',
                 request_serializer=sevvo_dot_auth_dot_v1_dot_auth__pb2.GetCallerRequest.SerializeToString,
                 response_deserializer=sevvo_dot_auth_dot_v1_dot_auth__pb2.GetCallerResponse.FromString,
+                _registered_method=True)
+        self.SignOut = channel.unary_unary(
+                '/sevvo.auth.v1.AuthService/SignOut',
+                request_serializer=sevvo_dot_auth_dot_v1_dot_auth__pb2.SignOutRequest.SerializeToString,
+                response_deserializer=sevvo_dot_auth_dot_v1_dot_auth__pb2.SignOutResponse.FromString,
+                _registered_method=True)
+        self.ChangePassword = channel.unary_unary(
+                '/sevvo.auth.v1.AuthService/ChangePassword',
+                request_serializer=sevvo_dot_auth_dot_v1_dot_auth__pb2.ChangePasswordRequest.SerializeToString,
+                response_deserializer=sevvo_dot_auth_dot_v1_dot_auth__pb2.ChangePasswordResponse.FromString,
                 _registered_method=True)
         self.BootstrapOrg = channel.unary_unary(
                 '/sevvo.auth.v1.AuthService/BootstrapOrg',
@@ -73,6 +88,11 @@ class AuthServiceServicer:
 
     def SignIn(self, request, context):
         """Signs a user in with email and password and returns a signed session token.
+        UNAUTHENTICATED (reason INVALID_CREDENTIALS) for a wrong email or password, without saying
+        which; UNAUTHENTICATED (reason USER_DISABLED) for a disabled user's right password.
+        RESOURCE_EXHAUSTED with a google.rpc.RetryInfo when the caller's address has failed too
+        often, for this account (SIGN_IN_BACKOFF) or for any (SIGN_IN_RATE_LIMITED), or when
+        too many password checks are already waiting (PASSWORD_CHECKS_BUSY).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -99,8 +119,35 @@ class AuthServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListRevokedSessions(self, request, context):
+        """Returns the signed-out sessions and the per-user session cutoffs whose tokens may still be
+        unexpired, so every verifier can refuse them within one refresh interval.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetCaller(self, request, context):
         """Describes the caller identified by the bearer attached to the call.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SignOut(self, request, context):
+        """Signs the caller out: the session token of this call stops working in every service within
+        seconds, and in auth at once. Other sessions of the same user keep working.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ChangePassword(self, request, context):
+        """Changes the caller's own password. The current password is required. Every session of the
+        user issued before the change stops working, this call's included; the response carries a
+        new session token to continue with. PERMISSION_DENIED (reason CURRENT_PASSWORD_INCORRECT)
+        when the current password is wrong; RESOURCE_EXHAUSTED with a RetryInfo when too many wrong
+        passwords came from the caller's address.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -141,10 +188,25 @@ def add_AuthServiceServicer_to_server(servicer, server):
                     request_deserializer=sevvo_dot_auth_dot_v1_dot_auth__pb2.ListRevokedDeploymentsRequest.FromString,
                     response_serializer=sevvo_dot_auth_dot_v1_dot_auth__pb2.ListRevokedDeploymentsResponse.SerializeToString,
             ),
+            'ListRevokedSessions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRevokedSessions,
+                    request_deserializer=sevvo_dot_auth_dot_v1_dot_auth__pb2.ListRevokedSessionsRequest.FromString,
+                    response_serializer=sevvo_dot_auth_dot_v1_dot_auth__pb2.ListRevokedSessionsResponse.SerializeToString,
+            ),
             'GetCaller': grpc.unary_unary_rpc_method_handler(
                     servicer.GetCaller,
                     request_deserializer=sevvo_dot_auth_dot_v1_dot_auth__pb2.GetCallerRequest.FromString,
                     response_serializer=sevvo_dot_auth_dot_v1_dot_auth__pb2.GetCallerResponse.SerializeToString,
+            ),
+            'SignOut': grpc.unary_unary_rpc_method_handler(
+                    servicer.SignOut,
+                    request_deserializer=sevvo_dot_auth_dot_v1_dot_auth__pb2.SignOutRequest.FromString,
+                    response_serializer=sevvo_dot_auth_dot_v1_dot_auth__pb2.SignOutResponse.SerializeToString,
+            ),
+            'ChangePassword': grpc.unary_unary_rpc_method_handler(
+                    servicer.ChangePassword,
+                    request_deserializer=sevvo_dot_auth_dot_v1_dot_auth__pb2.ChangePasswordRequest.FromString,
+                    response_serializer=sevvo_dot_auth_dot_v1_dot_auth__pb2.ChangePasswordResponse.SerializeToString,
             ),
             'BootstrapOrg': grpc.unary_unary_rpc_method_handler(
                     servicer.BootstrapOrg,
@@ -272,6 +334,33 @@ class AuthService:
             _registered_method=True)
 
     @staticmethod
+    def ListRevokedSessions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sevvo.auth.v1.AuthService/ListRevokedSessions',
+            sevvo_dot_auth_dot_v1_dot_auth__pb2.ListRevokedSessionsRequest.SerializeToString,
+            sevvo_dot_auth_dot_v1_dot_auth__pb2.ListRevokedSessionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def GetCaller(request,
             target,
             options=(),
@@ -288,6 +377,60 @@ class AuthService:
             '/sevvo.auth.v1.AuthService/GetCaller',
             sevvo_dot_auth_dot_v1_dot_auth__pb2.GetCallerRequest.SerializeToString,
             sevvo_dot_auth_dot_v1_dot_auth__pb2.GetCallerResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SignOut(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sevvo.auth.v1.AuthService/SignOut',
+            sevvo_dot_auth_dot_v1_dot_auth__pb2.SignOutRequest.SerializeToString,
+            sevvo_dot_auth_dot_v1_dot_auth__pb2.SignOutResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ChangePassword(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sevvo.auth.v1.AuthService/ChangePassword',
+            sevvo_dot_auth_dot_v1_dot_auth__pb2.ChangePasswordRequest.SerializeToString,
+            sevvo_dot_auth_dot_v1_dot_auth__pb2.ChangePasswordResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -34,15 +34,36 @@ class AuthServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> AuthServiceAsyncStub: ...
     SignIn: _grpc.UnaryUnaryMultiCallable[_auth_pb2.SignInRequest, _auth_pb2.SignInResponse]
-    """Signs a user in with email and password and returns a signed session token."""
+    """Signs a user in with email and password and returns a signed session token.
+    UNAUTHENTICATED (reason INVALID_CREDENTIALS) for a wrong email or password, without saying
+    which; UNAUTHENTICATED (reason USER_DISABLED) for a disabled user's right password.
+    RESOURCE_EXHAUSTED with a google.rpc.RetryInfo when the caller's address has failed too
+    often, for this account (SIGN_IN_BACKOFF) or for any (SIGN_IN_RATE_LIMITED), or when
+    too many password checks are already waiting (PASSWORD_CHECKS_BUSY).
+    """
     ExchangeDeploymentToken: _grpc.UnaryUnaryMultiCallable[_auth_pb2.ExchangeDeploymentTokenRequest, _auth_pb2.ExchangeDeploymentTokenResponse]
     """Exchanges an agent deployment token for a short-lived bearer JWT."""
     GetPublicKeys: _grpc.UnaryUnaryMultiCallable[_auth_pb2.GetPublicKeysRequest, _auth_pb2.GetPublicKeysResponse]
     """Returns the public keys that verify tokens issued by auth, by key id."""
     ListRevokedDeployments: _grpc.UnaryUnaryMultiCallable[_auth_pb2.ListRevokedDeploymentsRequest, _auth_pb2.ListRevokedDeploymentsResponse]
     """Returns the deployments revoked recently enough that bearers issued to them may still be unexpired."""
+    ListRevokedSessions: _grpc.UnaryUnaryMultiCallable[_auth_pb2.ListRevokedSessionsRequest, _auth_pb2.ListRevokedSessionsResponse]
+    """Returns the signed-out sessions and the per-user session cutoffs whose tokens may still be
+    unexpired, so every verifier can refuse them within one refresh interval.
+    """
     GetCaller: _grpc.UnaryUnaryMultiCallable[_auth_pb2.GetCallerRequest, _auth_pb2.GetCallerResponse]
     """Describes the caller identified by the bearer attached to the call."""
+    SignOut: _grpc.UnaryUnaryMultiCallable[_auth_pb2.SignOutRequest, _auth_pb2.SignOutResponse]
+    """Signs the caller out: the session token of this call stops working in every service within
+    seconds, and in auth at once. Other sessions of the same user keep working.
+    """
+    ChangePassword: _grpc.UnaryUnaryMultiCallable[_auth_pb2.ChangePasswordRequest, _auth_pb2.ChangePasswordResponse]
+    """Changes the caller's own password. The current password is required. Every session of the
+    user issued before the change stops working, this call's included; the response carries a
+    new session token to continue with. PERMISSION_DENIED (reason CURRENT_PASSWORD_INCORRECT)
+    when the current password is wrong; RESOURCE_EXHAUSTED with a RetryInfo when too many wrong
+    passwords came from the caller's address.
+    """
     BootstrapOrg: _grpc.UnaryUnaryMultiCallable[_auth_pb2.BootstrapOrgRequest, _auth_pb2.BootstrapOrgResponse]
     """Creates an org and its first admin user. Needs no session: the caller proves it is the
     operator by sending the install's bootstrap token as the `x-sevvo-bootstrap-token`
@@ -58,15 +79,36 @@ class AuthServiceAsyncStub(AuthServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     SignIn: _aio.UnaryUnaryMultiCallable[_auth_pb2.SignInRequest, _auth_pb2.SignInResponse]  # type: ignore[assignment]
-    """Signs a user in with email and password and returns a signed session token."""
+    """Signs a user in with email and password and returns a signed session token.
+    UNAUTHENTICATED (reason INVALID_CREDENTIALS) for a wrong email or password, without saying
+    which; UNAUTHENTICATED (reason USER_DISABLED) for a disabled user's right password.
+    RESOURCE_EXHAUSTED with a google.rpc.RetryInfo when the caller's address has failed too
+    often, for this account (SIGN_IN_BACKOFF) or for any (SIGN_IN_RATE_LIMITED), or when
+    too many password checks are already waiting (PASSWORD_CHECKS_BUSY).
+    """
     ExchangeDeploymentToken: _aio.UnaryUnaryMultiCallable[_auth_pb2.ExchangeDeploymentTokenRequest, _auth_pb2.ExchangeDeploymentTokenResponse]  # type: ignore[assignment]
     """Exchanges an agent deployment token for a short-lived bearer JWT."""
     GetPublicKeys: _aio.UnaryUnaryMultiCallable[_auth_pb2.GetPublicKeysRequest, _auth_pb2.GetPublicKeysResponse]  # type: ignore[assignment]
     """Returns the public keys that verify tokens issued by auth, by key id."""
     ListRevokedDeployments: _aio.UnaryUnaryMultiCallable[_auth_pb2.ListRevokedDeploymentsRequest, _auth_pb2.ListRevokedDeploymentsResponse]  # type: ignore[assignment]
     """Returns the deployments revoked recently enough that bearers issued to them may still be unexpired."""
+    ListRevokedSessions: _aio.UnaryUnaryMultiCallable[_auth_pb2.ListRevokedSessionsRequest, _auth_pb2.ListRevokedSessionsResponse]  # type: ignore[assignment]
+    """Returns the signed-out sessions and the per-user session cutoffs whose tokens may still be
+    unexpired, so every verifier can refuse them within one refresh interval.
+    """
     GetCaller: _aio.UnaryUnaryMultiCallable[_auth_pb2.GetCallerRequest, _auth_pb2.GetCallerResponse]  # type: ignore[assignment]
     """Describes the caller identified by the bearer attached to the call."""
+    SignOut: _aio.UnaryUnaryMultiCallable[_auth_pb2.SignOutRequest, _auth_pb2.SignOutResponse]  # type: ignore[assignment]
+    """Signs the caller out: the session token of this call stops working in every service within
+    seconds, and in auth at once. Other sessions of the same user keep working.
+    """
+    ChangePassword: _aio.UnaryUnaryMultiCallable[_auth_pb2.ChangePasswordRequest, _auth_pb2.ChangePasswordResponse]  # type: ignore[assignment]
+    """Changes the caller's own password. The current password is required. Every session of the
+    user issued before the change stops working, this call's included; the response carries a
+    new session token to continue with. PERMISSION_DENIED (reason CURRENT_PASSWORD_INCORRECT)
+    when the current password is wrong; RESOURCE_EXHAUSTED with a RetryInfo when too many wrong
+    passwords came from the caller's address.
+    """
     BootstrapOrg: _aio.UnaryUnaryMultiCallable[_auth_pb2.BootstrapOrgRequest, _auth_pb2.BootstrapOrgResponse]  # type: ignore[assignment]
     """Creates an org and its first admin user. Needs no session: the caller proves it is the
     operator by sending the install's bootstrap token as the `x-sevvo-bootstrap-token`
@@ -85,7 +127,13 @@ class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _auth_pb2.SignInRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_auth_pb2.SignInResponse, _abc.Awaitable[_auth_pb2.SignInResponse]]:
-        """Signs a user in with email and password and returns a signed session token."""
+        """Signs a user in with email and password and returns a signed session token.
+        UNAUTHENTICATED (reason INVALID_CREDENTIALS) for a wrong email or password, without saying
+        which; UNAUTHENTICATED (reason USER_DISABLED) for a disabled user's right password.
+        RESOURCE_EXHAUSTED with a google.rpc.RetryInfo when the caller's address has failed too
+        often, for this account (SIGN_IN_BACKOFF) or for any (SIGN_IN_RATE_LIMITED), or when
+        too many password checks are already waiting (PASSWORD_CHECKS_BUSY).
+        """
 
     @_abc_1.abstractmethod
     def ExchangeDeploymentToken(
@@ -112,12 +160,45 @@ class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
         """Returns the deployments revoked recently enough that bearers issued to them may still be unexpired."""
 
     @_abc_1.abstractmethod
+    def ListRevokedSessions(
+        self,
+        request: _auth_pb2.ListRevokedSessionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_pb2.ListRevokedSessionsResponse, _abc.Awaitable[_auth_pb2.ListRevokedSessionsResponse]]:
+        """Returns the signed-out sessions and the per-user session cutoffs whose tokens may still be
+        unexpired, so every verifier can refuse them within one refresh interval.
+        """
+
+    @_abc_1.abstractmethod
     def GetCaller(
         self,
         request: _auth_pb2.GetCallerRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_auth_pb2.GetCallerResponse, _abc.Awaitable[_auth_pb2.GetCallerResponse]]:
         """Describes the caller identified by the bearer attached to the call."""
+
+    @_abc_1.abstractmethod
+    def SignOut(
+        self,
+        request: _auth_pb2.SignOutRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_pb2.SignOutResponse, _abc.Awaitable[_auth_pb2.SignOutResponse]]:
+        """Signs the caller out: the session token of this call stops working in every service within
+        seconds, and in auth at once. Other sessions of the same user keep working.
+        """
+
+    @_abc_1.abstractmethod
+    def ChangePassword(
+        self,
+        request: _auth_pb2.ChangePasswordRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_pb2.ChangePasswordResponse, _abc.Awaitable[_auth_pb2.ChangePasswordResponse]]:
+        """Changes the caller's own password. The current password is required. Every session of the
+        user issued before the change stops working, this call's included; the response carries a
+        new session token to continue with. PERMISSION_DENIED (reason CURRENT_PASSWORD_INCORRECT)
+        when the current password is wrong; RESOURCE_EXHAUSTED with a RetryInfo when too many wrong
+        passwords came from the caller's address.
+        """
 
     @_abc_1.abstractmethod
     def BootstrapOrg(

@@ -22,28 +22,41 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19sevvo/auth/v1/users.proto\x12\rsevvo.auth.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x89\x01\n\x04User\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06org_id\x18\x02 \x01(\t\x12\r\n\x05\x65mail\x18\x03 \x01(\t\x12%\n\x04role\x18\x04 \x01(\x0e\x32\x17.sevvo.auth.v1.UserRole\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"[\n\x11\x43reateUserRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\x12%\n\x04role\x18\x03 \x01(\x0e\x32\x17.sevvo.auth.v1.UserRole\"\x1c\n\x0eGetUserRequest\x12\n\n\x02id\x18\x01 \x01(\t\"9\n\x10ListUsersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"P\n\x11ListUsersResponse\x12\"\n\x05users\x18\x01 \x03(\x0b\x32\x13.sevvo.auth.v1.User\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*P\n\x08UserRole\x12\x19\n\x15USER_ROLE_UNSPECIFIED\x10\x00\x12\x14\n\x10USER_ROLE_MEMBER\x10\x01\x12\x13\n\x0fUSER_ROLE_ADMIN\x10\x02\x32\xe1\x01\n\x0bUserService\x12\x43\n\nCreateUser\x12 .sevvo.auth.v1.CreateUserRequest\x1a\x13.sevvo.auth.v1.User\x12=\n\x07GetUser\x12\x1d.sevvo.auth.v1.GetUserRequest\x1a\x13.sevvo.auth.v1.User\x12N\n\tListUsers\x12\x1f.sevvo.auth.v1.ListUsersRequest\x1a .sevvo.auth.v1.ListUsersResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19sevvo/auth/v1/users.proto\x12\rsevvo.auth.v1\x1a\x1bgoogle/protobuf/empty.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe4\x01\n\x04User\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06org_id\x18\x02 \x01(\t\x12\r\n\x05\x65mail\x18\x03 \x01(\t\x12%\n\x04role\x18\x04 \x01(\x0e\x32\x17.sevvo.auth.v1.UserRole\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x05state\x18\x06 \x01(\x0e\x32\x18.sevvo.auth.v1.UserState\x12\x30\n\x0c\x64isable_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"[\n\x11\x43reateUserRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\x12%\n\x04role\x18\x03 \x01(\x0e\x32\x17.sevvo.auth.v1.UserRole\"\x1c\n\x0eGetUserRequest\x12\n\n\x02id\x18\x01 \x01(\t\"9\n\x10ListUsersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"P\n\x11ListUsersResponse\x12\"\n\x05users\x18\x01 \x03(\x0b\x32\x13.sevvo.auth.v1.User\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\" \n\x12\x44isableUserRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x1f\n\x11\x45nableUserRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x1f\n\x11\x44\x65leteUserRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\'\n\x19RevokeUserSessionsRequest\x12\n\n\x02id\x18\x01 \x01(\t\"M\n\x1aRevokeUserSessionsResponse\x12/\n\x0brevoke_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*W\n\tUserState\x12\x1a\n\x16USER_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11USER_STATE_ACTIVE\x10\x01\x12\x17\n\x13USER_STATE_DISABLED\x10\x02*P\n\x08UserRole\x12\x19\n\x15USER_ROLE_UNSPECIFIED\x10\x00\x12\x14\n\x10USER_ROLE_MEMBER\x10\x01\x12\x13\n\x0fUSER_ROLE_ADMIN\x10\x02\x32\xa0\x04\n\x0bUserService\x12\x43\n\nCreateUser\x12 .sevvo.auth.v1.CreateUserRequest\x1a\x13.sevvo.auth.v1.User\x12=\n\x07GetUser\x12\x1d.sevvo.auth.v1.GetUserRequest\x1a\x13.sevvo.auth.v1.User\x12N\n\tListUsers\x12\x1f.sevvo.auth.v1.ListUsersRequest\x1a .sevvo.auth.v1.ListUsersResponse\x12\x45\n\x0b\x44isableUser\x12!.sevvo.auth.v1.DisableUserRequest\x1a\x13.sevvo.auth.v1.User\x12\x43\n\nEnableUser\x12 .sevvo.auth.v1.EnableUserRequest\x1a\x13.sevvo.auth.v1.User\x12\x46\n\nDeleteUser\x12 .sevvo.auth.v1.DeleteUserRequest\x1a\x16.google.protobuf.Empty\x12i\n\x12RevokeUserSessions\x12(.sevvo.auth.v1.RevokeUserSessionsRequest\x1a).sevvo.auth.v1.RevokeUserSessionsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'sevvo.auth.v1.users_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_USERROLE']._serialized_start=481
-  _globals['_USERROLE']._serialized_end=561
-  _globals['_USER']._serialized_start=78
-  _globals['_USER']._serialized_end=215
-  _globals['_CREATEUSERREQUEST']._serialized_start=217
-  _globals['_CREATEUSERREQUEST']._serialized_end=308
-  _globals['_GETUSERREQUEST']._serialized_start=310
-  _globals['_GETUSERREQUEST']._serialized_end=338
-  _globals['_LISTUSERSREQUEST']._serialized_start=340
-  _globals['_LISTUSERSREQUEST']._serialized_end=397
-  _globals['_LISTUSERSRESPONSE']._serialized_start=399
-  _globals['_LISTUSERSRESPONSE']._serialized_end=479
-  _globals['_USERSERVICE']._serialized_start=564
-  _globals['_USERSERVICE']._serialized_end=789
+  _globals['_USERSTATE']._serialized_start=821
+  _globals['_USERSTATE']._serialized_end=908
+  _globals['_USERROLE']._serialized_start=910
+  _globals['_USERROLE']._serialized_end=990
+  _globals['_USER']._serialized_start=107
+  _globals['_USER']._serialized_end=335
+  _globals['_CREATEUSERREQUEST']._serialized_start=337
+  _globals['_CREATEUSERREQUEST']._serialized_end=428
+  _globals['_GETUSERREQUEST']._serialized_start=430
+  _globals['_GETUSERREQUEST']._serialized_end=458
+  _globals['_LISTUSERSREQUEST']._serialized_start=460
+  _globals['_LISTUSERSREQUEST']._serialized_end=517
+  _globals['_LISTUSERSRESPONSE']._serialized_start=519
+  _globals['_LISTUSERSRESPONSE']._serialized_end=599
+  _globals['_DISABLEUSERREQUEST']._serialized_start=601
+  _globals['_DISABLEUSERREQUEST']._serialized_end=633
+  _globals['_ENABLEUSERREQUEST']._serialized_start=635
+  _globals['_ENABLEUSERREQUEST']._serialized_end=666
+  _globals['_DELETEUSERREQUEST']._serialized_start=668
+  _globals['_DELETEUSERREQUEST']._serialized_end=699
+  _globals['_REVOKEUSERSESSIONSREQUEST']._serialized_start=701
+  _globals['_REVOKEUSERSESSIONSREQUEST']._serialized_end=740
+  _globals['_REVOKEUSERSESSIONSRESPONSE']._serialized_start=742
+  _globals['_REVOKEUSERSESSIONSRESPONSE']._serialized_end=819
+  _globals['_USERSERVICE']._serialized_start=993
+  _globals['_USERSERVICE']._serialized_end=1537
 # @@protoc_insertion_point(module_scope)

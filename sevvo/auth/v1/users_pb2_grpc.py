@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
 from sevvo.auth.v1 import users_pb2 as sevvo_dot_auth_dot_v1_dot_users__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -50,6 +51,26 @@ class UserServiceStub:
                 request_serializer=sevvo_dot_auth_dot_v1_dot_users__pb2.ListUsersRequest.SerializeToString,
                 response_deserializer=sevvo_dot_auth_dot_v1_dot_users__pb2.ListUsersResponse.FromString,
                 _registered_method=True)
+        self.DisableUser = channel.unary_unary(
+                '/sevvo.auth.v1.UserService/DisableUser',
+                request_serializer=sevvo_dot_auth_dot_v1_dot_users__pb2.DisableUserRequest.SerializeToString,
+                response_deserializer=sevvo_dot_auth_dot_v1_dot_users__pb2.User.FromString,
+                _registered_method=True)
+        self.EnableUser = channel.unary_unary(
+                '/sevvo.auth.v1.UserService/EnableUser',
+                request_serializer=sevvo_dot_auth_dot_v1_dot_users__pb2.EnableUserRequest.SerializeToString,
+                response_deserializer=sevvo_dot_auth_dot_v1_dot_users__pb2.User.FromString,
+                _registered_method=True)
+        self.DeleteUser = channel.unary_unary(
+                '/sevvo.auth.v1.UserService/DeleteUser',
+                request_serializer=sevvo_dot_auth_dot_v1_dot_users__pb2.DeleteUserRequest.SerializeToString,
+                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                _registered_method=True)
+        self.RevokeUserSessions = channel.unary_unary(
+                '/sevvo.auth.v1.UserService/RevokeUserSessions',
+                request_serializer=sevvo_dot_auth_dot_v1_dot_users__pb2.RevokeUserSessionsRequest.SerializeToString,
+                response_deserializer=sevvo_dot_auth_dot_v1_dot_users__pb2.RevokeUserSessionsResponse.FromString,
+                _registered_method=True)
 
 
 class UserServiceServicer:
@@ -77,6 +98,40 @@ class UserServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DisableUser(self, request, context):
+        """Disables a user of the caller's org: they cannot sign in, and their sessions stop working
+        within seconds. Requires an admin session. FAILED_PRECONDITION (reason LAST_ADMIN) when the
+        org would be left without an enabled admin. Disabling a disabled user changes nothing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def EnableUser(self, request, context):
+        """Enables a disabled user of the caller's org, who may sign in again; sessions they held
+        before being disabled stay void. Requires an admin session.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteUser(self, request, context):
+        """Deletes a user of the caller's org: they cannot sign in, their sessions stop working within
+        seconds, and deployments they created stay. Requires an admin session.
+        FAILED_PRECONDITION (reason LAST_ADMIN) when the org would be left without an enabled admin.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeUserSessions(self, request, context):
+        """Signs a user out everywhere: every session issued to them until now stops working within
+        seconds. Users may do this for themselves; admins for any user of their org.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_UserServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -94,6 +149,26 @@ def add_UserServiceServicer_to_server(servicer, server):
                     servicer.ListUsers,
                     request_deserializer=sevvo_dot_auth_dot_v1_dot_users__pb2.ListUsersRequest.FromString,
                     response_serializer=sevvo_dot_auth_dot_v1_dot_users__pb2.ListUsersResponse.SerializeToString,
+            ),
+            'DisableUser': grpc.unary_unary_rpc_method_handler(
+                    servicer.DisableUser,
+                    request_deserializer=sevvo_dot_auth_dot_v1_dot_users__pb2.DisableUserRequest.FromString,
+                    response_serializer=sevvo_dot_auth_dot_v1_dot_users__pb2.User.SerializeToString,
+            ),
+            'EnableUser': grpc.unary_unary_rpc_method_handler(
+                    servicer.EnableUser,
+                    request_deserializer=sevvo_dot_auth_dot_v1_dot_users__pb2.EnableUserRequest.FromString,
+                    response_serializer=sevvo_dot_auth_dot_v1_dot_users__pb2.User.SerializeToString,
+            ),
+            'DeleteUser': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteUser,
+                    request_deserializer=sevvo_dot_auth_dot_v1_dot_users__pb2.DeleteUserRequest.FromString,
+                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+            ),
+            'RevokeUserSessions': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeUserSessions,
+                    request_deserializer=sevvo_dot_auth_dot_v1_dot_users__pb2.RevokeUserSessionsRequest.FromString,
+                    response_serializer=sevvo_dot_auth_dot_v1_dot_users__pb2.RevokeUserSessionsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -178,6 +253,114 @@ class UserService:
             '/sevvo.auth.v1.UserService/ListUsers',
             sevvo_dot_auth_dot_v1_dot_users__pb2.ListUsersRequest.SerializeToString,
             sevvo_dot_auth_dot_v1_dot_users__pb2.ListUsersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DisableUser(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sevvo.auth.v1.UserService/DisableUser',
+            sevvo_dot_auth_dot_v1_dot_users__pb2.DisableUserRequest.SerializeToString,
+            sevvo_dot_auth_dot_v1_dot_users__pb2.User.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EnableUser(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sevvo.auth.v1.UserService/EnableUser',
+            sevvo_dot_auth_dot_v1_dot_users__pb2.EnableUserRequest.SerializeToString,
+            sevvo_dot_auth_dot_v1_dot_users__pb2.User.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteUser(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sevvo.auth.v1.UserService/DeleteUser',
+            sevvo_dot_auth_dot_v1_dot_users__pb2.DeleteUserRequest.SerializeToString,
+            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeUserSessions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sevvo.auth.v1.UserService/RevokeUserSessions',
+            sevvo_dot_auth_dot_v1_dot_users__pb2.RevokeUserSessionsRequest.SerializeToString,
+            sevvo_dot_auth_dot_v1_dot_users__pb2.RevokeUserSessionsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -4,6 +4,7 @@ isort:skip_file
 """
 
 from collections import abc as _abc
+from google.protobuf import empty_pb2 as _empty_pb2
 from grpc import aio as _aio
 from sevvo.auth.v1 import users_pb2 as _users_pb2
 import abc as _abc_1
@@ -39,6 +40,24 @@ class UserServiceStub:
     """Returns one user of the caller's org."""
     ListUsers: _grpc.UnaryUnaryMultiCallable[_users_pb2.ListUsersRequest, _users_pb2.ListUsersResponse]
     """Lists the users of the caller's org, oldest first."""
+    DisableUser: _grpc.UnaryUnaryMultiCallable[_users_pb2.DisableUserRequest, _users_pb2.User]
+    """Disables a user of the caller's org: they cannot sign in, and their sessions stop working
+    within seconds. Requires an admin session. FAILED_PRECONDITION (reason LAST_ADMIN) when the
+    org would be left without an enabled admin. Disabling a disabled user changes nothing.
+    """
+    EnableUser: _grpc.UnaryUnaryMultiCallable[_users_pb2.EnableUserRequest, _users_pb2.User]
+    """Enables a disabled user of the caller's org, who may sign in again; sessions they held
+    before being disabled stay void. Requires an admin session.
+    """
+    DeleteUser: _grpc.UnaryUnaryMultiCallable[_users_pb2.DeleteUserRequest, _empty_pb2.Empty]
+    """Deletes a user of the caller's org: they cannot sign in, their sessions stop working within
+    seconds, and deployments they created stay. Requires an admin session.
+    FAILED_PRECONDITION (reason LAST_ADMIN) when the org would be left without an enabled admin.
+    """
+    RevokeUserSessions: _grpc.UnaryUnaryMultiCallable[_users_pb2.RevokeUserSessionsRequest, _users_pb2.RevokeUserSessionsResponse]
+    """Signs a user out everywhere: every session issued to them until now stops working within
+    seconds. Users may do this for themselves; admins for any user of their org.
+    """
 
 @_typing.type_check_only
 class UserServiceAsyncStub(UserServiceStub):
@@ -51,6 +70,24 @@ class UserServiceAsyncStub(UserServiceStub):
     """Returns one user of the caller's org."""
     ListUsers: _aio.UnaryUnaryMultiCallable[_users_pb2.ListUsersRequest, _users_pb2.ListUsersResponse]  # type: ignore[assignment]
     """Lists the users of the caller's org, oldest first."""
+    DisableUser: _aio.UnaryUnaryMultiCallable[_users_pb2.DisableUserRequest, _users_pb2.User]  # type: ignore[assignment]
+    """Disables a user of the caller's org: they cannot sign in, and their sessions stop working
+    within seconds. Requires an admin session. FAILED_PRECONDITION (reason LAST_ADMIN) when the
+    org would be left without an enabled admin. Disabling a disabled user changes nothing.
+    """
+    EnableUser: _aio.UnaryUnaryMultiCallable[_users_pb2.EnableUserRequest, _users_pb2.User]  # type: ignore[assignment]
+    """Enables a disabled user of the caller's org, who may sign in again; sessions they held
+    before being disabled stay void. Requires an admin session.
+    """
+    DeleteUser: _aio.UnaryUnaryMultiCallable[_users_pb2.DeleteUserRequest, _empty_pb2.Empty]  # type: ignore[assignment]
+    """Deletes a user of the caller's org: they cannot sign in, their sessions stop working within
+    seconds, and deployments they created stay. Requires an admin session.
+    FAILED_PRECONDITION (reason LAST_ADMIN) when the org would be left without an enabled admin.
+    """
+    RevokeUserSessions: _aio.UnaryUnaryMultiCallable[_users_pb2.RevokeUserSessionsRequest, _users_pb2.RevokeUserSessionsResponse]  # type: ignore[assignment]
+    """Signs a user out everywhere: every session issued to them until now stops working within
+    seconds. Users may do this for themselves; admins for any user of their org.
+    """
 
 class UserServiceServicer(metaclass=_abc_1.ABCMeta):
     """UserService manages the people of the caller's org."""
@@ -78,5 +115,47 @@ class UserServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_users_pb2.ListUsersResponse, _abc.Awaitable[_users_pb2.ListUsersResponse]]:
         """Lists the users of the caller's org, oldest first."""
+
+    @_abc_1.abstractmethod
+    def DisableUser(
+        self,
+        request: _users_pb2.DisableUserRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_users_pb2.User, _abc.Awaitable[_users_pb2.User]]:
+        """Disables a user of the caller's org: they cannot sign in, and their sessions stop working
+        within seconds. Requires an admin session. FAILED_PRECONDITION (reason LAST_ADMIN) when the
+        org would be left without an enabled admin. Disabling a disabled user changes nothing.
+        """
+
+    @_abc_1.abstractmethod
+    def EnableUser(
+        self,
+        request: _users_pb2.EnableUserRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_users_pb2.User, _abc.Awaitable[_users_pb2.User]]:
+        """Enables a disabled user of the caller's org, who may sign in again; sessions they held
+        before being disabled stay void. Requires an admin session.
+        """
+
+    @_abc_1.abstractmethod
+    def DeleteUser(
+        self,
+        request: _users_pb2.DeleteUserRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]:
+        """Deletes a user of the caller's org: they cannot sign in, their sessions stop working within
+        seconds, and deployments they created stay. Requires an admin session.
+        FAILED_PRECONDITION (reason LAST_ADMIN) when the org would be left without an enabled admin.
+        """
+
+    @_abc_1.abstractmethod
+    def RevokeUserSessions(
+        self,
+        request: _users_pb2.RevokeUserSessionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_users_pb2.RevokeUserSessionsResponse, _abc.Awaitable[_users_pb2.RevokeUserSessionsResponse]]:
+        """Signs a user out everywhere: every session issued to them until now stops working within
+        seconds. Users may do this for themselves; admins for any user of their org.
+        """
 
 def add_UserServiceServicer_to_server(servicer: UserServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
