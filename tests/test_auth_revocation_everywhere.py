@@ -101,6 +101,8 @@ def services(
             keyring=Keyring.generate("k1"),
             temporal_address=temporal.address,
             auth_endpoint=auth_stack.target,
+            # Never called: these tests list runs, which needs no connection lookup.
+            connections_endpoint="localhost:1",
             ca_file=dev_pki.ca_cert,
             host="127.0.0.1",
             port=0,
@@ -129,7 +131,7 @@ def services(
         for verifier in verifiers:
             verifier.stop()
         connections.close()
-        orchestrator.close()
+        background_loop.run(orchestrator.aclose())
 
 
 @dataclass

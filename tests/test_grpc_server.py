@@ -232,6 +232,15 @@ class _Hostile(auth_pb2_grpc.AuthServiceServicer):
         # UNIMPLEMENTED and raises NotImplementedError.
         return auth_pb2_grpc.AuthServiceServicer.BootstrapOrg(self, request, context)
 
+    async def SignOut(self, request, context):  # type: ignore[no-untyped-def]
+        return auth_pb2_grpc.AuthServiceServicer.SignOut(self, request, context)
+
+    async def ChangePassword(self, request, context):  # type: ignore[no-untyped-def]
+        return auth_pb2_grpc.AuthServiceServicer.ChangePassword(self, request, context)
+
+    async def ListRevokedSessions(self, request, context):  # type: ignore[no-untyped-def]
+        return auth_pb2_grpc.AuthServiceServicer.ListRevokedSessions(self, request, context)
+
 
 @pytest.fixture
 def hostile(
