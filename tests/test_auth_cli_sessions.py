@@ -8,10 +8,7 @@ change-password with both passwords on stdin. No password or token is ever print
 from __future__ import annotations
 
 import json
-import os
 import secrets
-import subprocess
-import sys
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -26,22 +23,10 @@ from cli.app import app
 from devstack.processes import free_port
 from sevvo.auth.v1 import auth_pb2, users_pb2
 from sevvo.runtime.grpc_client import error_details
+from tests.cli_runner import Result, run_sevvo, user_env
 from tests.plugins.auth_stack import PASSWORD, AuthStack, Org
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@dataclass
-class Result:
-    """One run of the command."""
-
-    code: int
-    stdout: str
-    stderr: str
-
-    def json(self) -> Any:
-        """stdout parsed as JSON."""
-        return json.loads(self.stdout)
 
 
 @dataclass
@@ -54,24 +39,12 @@ class Sevvo:
 
     def __call__(self, *args: str, stdin: str = "", endpoint: str | None = None) -> Result:
         """Runs the command with JSON output (stdout is a pipe)."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SEVVO_")}
-        env.update(
-            SEVVO_ENDPOINT=endpoint or self.stack.target,
-            SEVVO_CA_FILE=str(self.stack.client_tls.ca_file),
-            SEVVO_CONFIG_DIR=str(self.config_dir),
-        )
-        done = subprocess.run(
-            [sys.executable, "-m", "cli", *args],
-            cwd=ROOT,
-            env=env,
-            input=stdin,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-        self.printed.append(done.stdout + done.stderr)
-        return Result(done.returncode, done.stdout, done.stderr)
+        ca_file = self.stack.client_tls.ca_file
+        assert ca_file is not None
+        env = user_env(endpoint or self.stack.target, ca_file, self.config_dir)
+        result = run_sevvo(args, env, stdin, timeout=60)
+        self.printed.append(result.stdout + result.stderr)
+        return result
 
     def login(self, email: str, password: str) -> str:
         """Signs in through the CLI; returns the stored session token."""

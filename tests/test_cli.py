@@ -9,10 +9,7 @@ or session token appears in anything the command printed.
 from __future__ import annotations
 
 import json
-import os
 import secrets
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -34,23 +31,11 @@ from devstack.source_db import (
     drop_roles,
     drop_source_database,
 )
+from tests.cli_runner import Result, run_sevvo, user_env
 from tests.plugins.dev_stack import EndToEnd
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD_HINT = "the username or password is wrong, or the role lacks LOGIN"
-
-
-@dataclass
-class Result:
-    """What one run of the command did."""
-
-    code: int
-    stdout: str
-    stderr: str
-
-    def json(self) -> Any:
-        """stdout parsed as JSON."""
-        return json.loads(self.stdout)
 
 
 @dataclass
@@ -64,29 +49,13 @@ class Sevvo:
 
     def env(self, config_dir: Path | None = None) -> dict[str, str]:
         """The environment a user at this stack would have, with no output override."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SEVVO_")}
-        env.update(
-            SEVVO_ENDPOINT=self.endpoint,
-            SEVVO_CA_FILE=str(self.ca_file),
-            SEVVO_CONFIG_DIR=str(config_dir or self.config_dir),
-        )
-        return env
+        return user_env(self.endpoint, self.ca_file, config_dir or self.config_dir)
 
     def __call__(
         self, *args: str, stdin: str = "", config_dir: Path | None = None, record: bool = True
     ) -> Result:
         """Runs the command; stdout is a pipe, so output is JSON unless --output says not."""
-        done = subprocess.run(
-            [sys.executable, "-m", "cli", *args],
-            cwd=ROOT,
-            env=self.env(config_dir),
-            input=stdin,
-            capture_output=True,
-            text=True,
-            timeout=150,
-            check=False,
-        )
-        result = Result(done.returncode, done.stdout, done.stderr)
+        result = run_sevvo(args, self.env(config_dir), stdin, timeout=150)
         if record:
             self.outputs.append(result)
         return result

@@ -511,6 +511,20 @@ def test_root_rotation_of_another_orgs_connection_is_not_found(
     assert list(other.ListRuns(opb.ListRunsRequest()).runs) == []
 
 
+def _schedule_gone(e2e: EndToEnd, background_loop: BackgroundLoop, schedule_id: str) -> bool:
+    """Whether Temporal no longer has the schedule."""
+
+    async def gone() -> bool:
+        client = await Client.connect(e2e.stack.temporal_address)
+        try:
+            await client.get_schedule_handle(schedule_id).describe()
+        except RPCError as exc:
+            return exc.status == RPCStatusCode.NOT_FOUND
+        return False
+
+    return background_loop.run(gone())
+
+
 def _schedule_request(
     connection_id: str, interval: timedelta
 ) -> opb.SetRootRotationScheduleRequest:
@@ -567,15 +581,7 @@ def test_root_rotation_on_a_schedule(
     removed = orchestrator.SetRootRotationSchedule(_schedule_request(created.id, timedelta(0)))
     assert not removed.HasField("next_rotation_time")
 
-    async def gone() -> bool:
-        client = await Client.connect(e2e.stack.temporal_address)
-        try:
-            await client.get_schedule_handle(schedule_id).describe()
-        except RPCError as exc:
-            return exc.status == RPCStatusCode.NOT_FOUND
-        return False
-
-    assert background_loop.run(gone())
+    assert _schedule_gone(e2e, background_loop, schedule_id)
     read_back = orchestrator.GetRootRotationSchedule(
         opb.GetRootRotationScheduleRequest(connection_id=created.id)
     )
@@ -610,15 +616,7 @@ def test_deleting_a_connection_removes_its_rotation_schedule(
     e2e.connections(member).DeleteConnection(cpb.DeleteConnectionRequest(id=created.id))
     schedule_id = f"root-rotation-{tenant.org_id}-{created.id}"
 
-    async def gone() -> bool:
-        client = await Client.connect(e2e.stack.temporal_address)
-        try:
-            await client.get_schedule_handle(schedule_id).describe()
-        except RPCError as exc:
-            return exc.status == RPCStatusCode.NOT_FOUND
-        return False
-
-    assert background_loop.run(gone())
+    assert _schedule_gone(e2e, background_loop, schedule_id)
 
 
 CONCURRENT_ROTATIONS = 3
