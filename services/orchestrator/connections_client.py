@@ -8,6 +8,8 @@ owns it: connections answers NOT_FOUND for another org's id exactly as for a ran
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -37,8 +39,11 @@ class ConnectionInfo:
 class ConnectionLookup(Protocol):
     """Finds a connection of the caller's org, as the caller."""
 
-    async def get(self, bearer: str, connection_id: str) -> ConnectionInfo:
-        """The connection, or NotFound; Unavailable when connections cannot be asked."""
+    async def get(self, bearer: str, connection_id: str, org_id: str = "") -> ConnectionInfo:
+        """The connection, or NotFound; Unavailable when connections cannot be asked.
+
+        ``org_id`` is the caller's verified org; with it, recent positive answers may be reused.
+        """
         ...
 
 
@@ -51,13 +56,33 @@ def not_dynamic() -> FailedPrecondition:
     )
 
 
+# A connection seen to exist is trusted for this long without asking again: a burst of work on
+# one connection costs one lookup, not one each. Only positive answers are kept, so a missing
+# or foreign id is always NOT_FOUND before anything starts; a connection deleted meanwhile can
+# still get work for these few seconds, which then finds no credentials to resolve.
+FOUND_TTL_SECONDS = 5.0
+_FOUND_MAX = 10_000
+
+
 class ConnectionsClient:
     """A ConnectionLookup over the connections service's gRPC API."""
 
-    def __init__(self, endpoint: str, tls: ClientTls) -> None:
+    def __init__(
+        self,
+        endpoint: str,
+        tls: ClientTls,
+        *,
+        found_ttl: float = FOUND_TTL_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._endpoint = endpoint
         self._tls = tls
         self._channel: grpc.aio.Channel | None = None
+        self._found_ttl = found_ttl
+        self._clock = clock
+        # (org, connection) → (when seen, what was seen). The org is the caller's, from the
+        # verified token, so one org's answer never serves another's.
+        self._found: dict[tuple[str, str], tuple[float, ConnectionInfo]] = {}
 
     @property
     def _stub(self) -> connections_pb2_grpc.ConnectionServiceStub:
@@ -72,8 +97,23 @@ class ConnectionsClient:
             await self._channel.close()
             self._channel = None
 
-    async def get(self, bearer: str, connection_id: str) -> ConnectionInfo:
-        """Looks the connection up as the caller; maps the answer to the caller's errors."""
+    async def get(self, bearer: str, connection_id: str, org_id: str = "") -> ConnectionInfo:
+        """Looks the connection up as the caller; maps the answer to the caller's errors.
+
+        With ``org_id`` (the caller's verified org), a recent positive answer is reused.
+        """
+        key = (org_id, connection_id)
+        seen = self._found.get(key) if org_id else None
+        if seen is not None and self._clock() - seen[0] < self._found_ttl:
+            return seen[1]
+        info = await self._ask(bearer, connection_id)
+        if org_id:
+            if len(self._found) >= _FOUND_MAX:
+                self._found.clear()
+            self._found[key] = (self._clock(), info)
+        return info
+
+    async def _ask(self, bearer: str, connection_id: str) -> ConnectionInfo:
         try:
             connection: connections_pb2.Connection = await self._stub.GetConnection(
                 connections_pb2.GetConnectionRequest(id=connection_id),

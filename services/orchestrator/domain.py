@@ -175,8 +175,10 @@ class OrchestratorDomain:
             store, clients, work_kinds(test_timeout), clock=clock, queue_allowance=queue_allowance
         )
 
-    async def _connection(self, bearer: str, connection_id: uuid.UUID) -> ConnectionInfo:
-        return await self._connections.get(bearer, str(connection_id))
+    async def _connection(
+        self, caller: Principal, bearer: str, connection_id: uuid.UUID
+    ) -> ConnectionInfo:
+        return await self._connections.get(bearer, str(connection_id), caller.org_id)
 
     async def _run(
         self,
@@ -213,7 +215,7 @@ class OrchestratorDomain:
         field = "connection_id" if connection_id else "draft_id"
         target = validation.resource_id(field, connection_id or draft_id)
         if connection_id:
-            await self._connection(bearer, target)
+            await self._connection(caller, bearer, target)
 
         def request_for(run: RunRow) -> workflows_pb2.CredentialTestInput:
             request = workflows_pb2.CredentialTestInput(run_id=str(run.id))
@@ -239,7 +241,7 @@ class OrchestratorDomain:
         the agent and reaches only the connections service's sealed store.
         """
         target = validation.resource_id("connection_id", connection_id)
-        if not (await self._connection(bearer, target)).dynamic:
+        if not (await self._connection(caller, bearer, target)).dynamic:
             raise not_dynamic()
         row, _ = await self._run(
             caller,
@@ -265,7 +267,7 @@ class OrchestratorDomain:
             raise InvalidArgument("sql", "must not be empty")
         if len(sql.encode()) > MAX_PREVIEW_SQL_BYTES:
             raise InvalidArgument("sql", f"must be at most {MAX_PREVIEW_SQL_BYTES // 1024} KB")
-        await self._connection(bearer, target)
+        await self._connection(caller, bearer, target)
         row, result = await self._run(
             caller,
             "preview",
@@ -299,7 +301,7 @@ class OrchestratorDomain:
         """
         target = validation.resource_id("connection_id", connection_id)
         schedules.check_interval(interval)
-        if not (await self._connection(bearer, target)).dynamic:
+        if not (await self._connection(caller, bearer, target)).dynamic:
             raise not_dynamic()
         org_id = uuid.UUID(caller.org_id)
         client = await self._clients.for_org_async(org_id)
@@ -319,7 +321,7 @@ class OrchestratorDomain:
     ) -> RotationSchedule:
         """A connection's rotation schedule (interval None when it has none)."""
         target = validation.resource_id("connection_id", connection_id)
-        await self._connection(bearer, target)
+        await self._connection(caller, bearer, target)
         org_id = uuid.UUID(caller.org_id)
         client = await self._clients.for_org_async(org_id)
         try:
@@ -338,7 +340,9 @@ class OrchestratorDomain:
         target = validation.resource_id("connection_id", connection_id)
         if not caller.is_admin:
             try:
-                await self._connection(bearer, target)
+                # Asked afresh, never from the recent-answers cache: the connection was just
+                # deleted, and a remembered "it exists" would keep its schedule alive.
+                await self._connections.get(bearer, str(target))
             except NotFound:
                 pass
             else:

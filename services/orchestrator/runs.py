@@ -63,6 +63,9 @@ DEFAULT_QUEUE_ALLOWANCE = timedelta(minutes=5)
 # (and no agent polled for POLLER_RECENCY), not only when the queue allowance runs out.
 AGENT_ABSENT_AFTER = timedelta(seconds=30)
 _CHECK_SECONDS = 5.0
+# Temporal deletes a history a few seconds after being asked (about 30 s on a server with the
+# default transfer-queue settings); a deletion asked for is checked again after this long.
+HISTORY_RECHECK = timedelta(seconds=10)
 _BATCH = 200
 _DESCRIBE_TIMEOUT = timedelta(seconds=5)
 _UNREACHABLE_RETRY_SECONDS = 1.0
@@ -417,6 +420,7 @@ class RunTracker:
             await asyncio.to_thread(self._store.mark_history_deleted, run.id, self._clock())
             log.info("preview history gone", run_id=str(run.id))
             return True
+        await asyncio.to_thread(self._store.mark_history_delete_requested, run.id, self._clock())
         return False
 
     # Reconciliation.
@@ -446,7 +450,8 @@ class RunTracker:
             if done is not None:
                 settled += 1
                 log.info("run reconciled", run_id=str(run.id), state=done[0].state)
-        for run in await asyncio.to_thread(self._store.previews_with_history, _BATCH):
+        asked_before = self._clock() - HISTORY_RECHECK
+        for run in await asyncio.to_thread(self._store.previews_with_history, _BATCH, asked_before):
             await self._forget_history(run)
         return settled
 

@@ -34,8 +34,9 @@ class RunRow:
     duration_ms: int | None
     row_count: int | None = None
     truncated: bool | None = None
-    # For previews: when Temporal confirmed the run's history gone.
+    # For previews: when Temporal confirmed the run's history gone, and when it was asked to.
     history_deleted_at: datetime | None = None
+    history_delete_requested_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -138,15 +139,24 @@ class OrchestratorStore(SchemaStore):
             )
             return cur.fetchall()
 
-    def previews_with_history(self, limit: int) -> list[RunRow]:
-        """Finished previews whose Temporal history is not yet confirmed deleted."""
+    def previews_with_history(self, limit: int, asked_before: datetime) -> list[RunRow]:
+        """Finished previews whose history is not confirmed deleted and was not asked to be
+        deleted since ``asked_before``."""
         with self.connection() as conn, conn.cursor(row_factory=class_row(RunRow)) as cur:
             cur.execute(
                 "select * from runs where kind = 'preview' and state <> 'running'"
-                " and history_deleted_at is null order by finished_at limit %s",
-                (limit,),
+                " and history_deleted_at is null and (history_delete_requested_at is null"
+                " or history_delete_requested_at < %s) order by finished_at limit %s",
+                (asked_before, limit),
             )
             return cur.fetchall()
+
+    def mark_history_delete_requested(self, run_id: uuid.UUID, at: datetime) -> None:
+        """Records that Temporal was asked to delete a preview's history."""
+        with self.transaction() as conn:
+            conn.execute(
+                "update runs set history_delete_requested_at = %s where id = %s", (at, run_id)
+            )
 
     def mark_history_deleted(self, run_id: uuid.UUID, at: datetime) -> None:
         """Records that Temporal no longer holds a preview's history."""
