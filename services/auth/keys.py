@@ -160,11 +160,18 @@ class SigningKeys:
         self._loaded = loaded
         self._loaded_at = time.monotonic()
 
+    def _reload_due(self) -> bool:
+        return time.monotonic() - self._loaded_at > self._refresh_interval
+
     def _active(self) -> _LoadedKey:
-        with self._lock:
-            if time.monotonic() - self._loaded_at > self._refresh_interval:
-                self._reload()
-                self._maybe_rotate_on_schedule()
+        if self._reload_due():
+            with self._lock:
+                if self._reload_due():  # Another thread may have reloaded while we waited.
+                    self._reload()
+                    self._maybe_rotate_on_schedule()
+        return self._newest_usable()
+
+    def _newest_usable(self) -> _LoadedKey:
         now = self._clock()
         usable = [k for k in self._loaded if k.activates_at <= now]
         if not usable:
@@ -179,11 +186,18 @@ class SigningKeys:
                 self.rotate()
 
     def sign(self, claims: Mapping[str, Any]) -> str:
-        """Signs claims with the active key, naming it in the ``kid`` header."""
-        key = self._active()
-        return jwt.encode(
-            dict(claims), key.private_key, algorithm=ALGORITHM, headers={"kid": key.kid}
-        )
+        """Signs claims with the active key, naming it in the ``kid`` header; may read Postgres."""
+        return _sign_with(claims, self._active())
+
+    def sign_in_memory(self, claims: Mapping[str, Any]) -> str | None:
+        """``sign`` without I/O, for the event loop; None when the keys are due for a reload."""
+        if self._reload_due():
+            return None
+        return _sign_with(claims, self._newest_usable())
+
+
+def _sign_with(claims: Mapping[str, Any], key: _LoadedKey) -> str:
+    return jwt.encode(dict(claims), key.private_key, algorithm=ALGORITHM, headers={"kid": key.kid})
 
 
 class StoreTrustSource:

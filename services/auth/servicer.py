@@ -2,7 +2,8 @@
 
 Blocking domain calls (Postgres) run in worker threads; the caller's verified principal
 travels with them through the copied context. Password checks are coroutines of the domain,
-which hashes on a pool of its own.
+which hashes on a pool of its own. A token exchange runs on the event loop when it needs no
+I/O (services/auth/deployment_cache.py), and in a worker thread only when it does.
 """
 
 from __future__ import annotations
@@ -139,7 +140,9 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
     async def ExchangeDeploymentToken(
         self, request: auth_pb2.ExchangeDeploymentTokenRequest, context: grpc.aio.ServicerContext
     ) -> auth_pb2.ExchangeDeploymentTokenResponse:
-        issued = await blocking(self._domain.exchange, request.deployment_token)
+        issued = self._domain.exchange_in_memory(request.deployment_token)
+        if issued is None:  # The deployment or the signing keys must be read from Postgres.
+            issued = await blocking(self._domain.exchange, request.deployment_token)
         return auth_pb2.ExchangeDeploymentTokenResponse(
             bearer_token=issued.token,
             expire_time=timestamp(issued.expires_at),
