@@ -187,3 +187,14 @@ def test_issued_tokens_are_what_pyjwt_would_sign() -> None:
     claims = {"iss": ISSUER, "aud": "sevvo:agent", "sub": "s", "iat": 1, "exp": 2, "jti": "j"}
     expected = jwt.encode(claims, private_key, algorithm="EdDSA", headers={"kid": "k1-test"})
     assert encode(claims, private_key, header_for("k1-test")) == expected
+
+
+def test_exchange_answers_the_bearers_own_expiry(auth_stack: AuthStack) -> None:
+    """ExchangeDeploymentToken's expire_time is exactly the bearer's exp claim."""
+    org = auth_stack.create_org()
+    _, token = auth_stack.new_deployment(org)
+    response = auth_stack.auth().ExchangeDeploymentToken(
+        auth_pb2.ExchangeDeploymentTokenRequest(deployment_token=token)
+    )
+    claims = jwt.decode(response.bearer_token, options={"verify_signature": False})
+    assert (response.expire_time.seconds, response.expire_time.nanos) == (claims["exp"], 0)
