@@ -15,6 +15,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from services.auth.keys import encode, header_for
 from sevvo.auth.v1 import auth_pb2, auth_pb2_grpc, users_pb2
 from sevvo.runtime.errors import Unauthenticated
 from sevvo.runtime.grpc_client import error_details
@@ -178,3 +179,22 @@ def test_agent_bearer_carries_required_claims(auth_stack: AuthStack) -> None:
     assert claims["aud"] == PrincipalKind.AGENT.audience
     assert 300 <= claims["exp"] - claims["iat"] <= 900
     assert claims["jti"]
+
+
+def test_issued_tokens_are_what_pyjwt_would_sign() -> None:
+    """auth's own JWS encoding yields PyJWT's bytes exactly (Ed25519 is deterministic)."""
+    private_key = Ed25519PrivateKey.generate()
+    claims = {"iss": ISSUER, "aud": "sevvo:agent", "sub": "s", "iat": 1, "exp": 2, "jti": "j"}
+    expected = jwt.encode(claims, private_key, algorithm="EdDSA", headers={"kid": "k1-test"})
+    assert encode(claims, private_key, header_for("k1-test")) == expected
+
+
+def test_exchange_answers_the_bearers_own_expiry(auth_stack: AuthStack) -> None:
+    """ExchangeDeploymentToken's expire_time is exactly the bearer's exp claim."""
+    org = auth_stack.create_org()
+    _, token = auth_stack.new_deployment(org)
+    response = auth_stack.auth().ExchangeDeploymentToken(
+        auth_pb2.ExchangeDeploymentTokenRequest(deployment_token=token)
+    )
+    claims = jwt.decode(response.bearer_token, options={"verify_signature": False})
+    assert (response.expire_time.seconds, response.expire_time.nanos) == (claims["exp"], 0)

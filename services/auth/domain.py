@@ -3,7 +3,8 @@
 Every method that acts for a caller takes the verified Principal and uses its ``org_id``;
 no org id is ever read from a request. Methods that check or hash a password are coroutines:
 scrypt runs on the HashingPool, never on the thread pool the other RPCs' database work uses
-(see services/auth/limits.py); the rest are plain functions the servicers run in a thread.
+(see services/auth/limits.py); the rest are plain functions the servicers run in a thread,
+except ``exchange_in_memory``, which does no I/O and runs on the event loop.
 """
 
 from __future__ import annotations
@@ -18,9 +19,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from services.auth import passwords
+from services.auth.deployment_cache import DeploymentCache
 from services.auth.keys import SigningKeys
 from services.auth.limits import HashingPool, SignInLimiter
-from services.auth.store import AuthStore, DeploymentRow, OrgRow, UserChangeTx, UserRow
+from services.auth.store import (
+    AuthStore,
+    DeploymentRow,
+    DeploymentSecretRow,
+    OrgRow,
+    UserChangeTx,
+    UserRow,
+)
 from sevvo.runtime import deployment_token, paging, validation
 from sevvo.runtime.audit import Actor
 from sevvo.runtime.errors import (
@@ -97,6 +106,7 @@ class AuthDomain:
         self,
         store: AuthStore,
         keys: SigningKeys,
+        deployments: DeploymentCache,
         *,
         session_ttl: timedelta,
         bearer_ttl: timedelta,
@@ -108,6 +118,7 @@ class AuthDomain:
         bootstrap_token: str | None = None,
     ) -> None:
         self._store = store
+        self._deployments = deployments
         self._bootstrap_token = bootstrap_token
         self._keys = keys
         self._session_ttl = session_ttl
@@ -129,6 +140,18 @@ class AuthDomain:
         role: str | None = None,
         now: datetime | None = None,
     ) -> IssuedToken:
+        claims, expires = self._claims(kind, org_id, subject, ttl, role, now)
+        return IssuedToken(self._keys.sign(claims), expires, str(org_id), str(subject))
+
+    def _claims(
+        self,
+        kind: PrincipalKind,
+        org_id: uuid.UUID,
+        subject: uuid.UUID,
+        ttl: timedelta,
+        role: str | None = None,
+        now: datetime | None = None,
+    ) -> tuple[dict[str, object], datetime]:
         now = now or self._clock()
         expires = now + ttl
         claims: dict[str, object] = {
@@ -146,7 +169,7 @@ class AuthDomain:
         }
         if role is not None:
             claims["role"] = role
-        return IssuedToken(self._keys.sign(claims), expires, str(org_id), str(subject))
+        return claims, expires
 
     # Orgs and users.
 
@@ -470,10 +493,18 @@ class AuthDomain:
         return paging.page_of(rows, limit, lambda r: (r.created_at, r.id))
 
     def revoke_deployment(self, caller: Principal, deployment_id: str) -> DeploymentRow:
-        """Revokes a deployment of the caller's org; revoking twice keeps the first time."""
-        row = self._store.revoke_deployment(
-            uuid.UUID(caller.org_id), validation.resource_id("id", deployment_id), self._clock()
-        )
+        """Revokes a deployment of the caller's org; revoking twice keeps the first time.
+
+        The deployment leaves this replica's cache before the call returns, so its next
+        exchange here fails at once; other replicas hear of it from Postgres (see
+        services/auth/deployment_cache.py for the bounds).
+        """
+        target = validation.resource_id("id", deployment_id)
+        try:
+            row = self._store.revoke_deployment(uuid.UUID(caller.org_id), target, self._clock())
+        finally:
+            # Even when the answer was lost: the commit may have happened all the same.
+            self._deployments.forget(target)
         if row is None:
             raise NotFound("deployment not found", reason="DEPLOYMENT_NOT_FOUND")
         log.info("deployment revoked", deployment_id=str(row.id))
@@ -481,18 +512,46 @@ class AuthDomain:
         return row
 
     def exchange(self, token: str) -> IssuedToken:
-        """Trades a deployment token for a short-lived agent bearer."""
+        """Trades a deployment token for a short-lived agent bearer; may read Postgres."""
         credentials = deployment_token.unwrap(token)
+        deployment = self._proven(
+            credentials, self._deployments.get(uuid.UUID(credentials.deployment_id))
+        )
+        return self._issue(PrincipalKind.AGENT, deployment.org_id, deployment.id, self._bearer_ttl)
+
+    def exchange_in_memory(self, token: str) -> IssuedToken | None:
+        """``exchange`` without any I/O, or None when it would need Postgres.
+
+        That is when the deployment is not cached (or the cache is bypassed) or the signing
+        keys are due for a reload. Refusals are the same as ``exchange``'s.
+        """
+        credentials = deployment_token.unwrap(token)
+        cached = self._deployments.cached(uuid.UUID(credentials.deployment_id))
+        if cached is None:
+            return None
+        deployment = self._proven(credentials, cached)
+        claims, expires = self._claims(
+            PrincipalKind.AGENT, deployment.org_id, deployment.id, self._bearer_ttl
+        )
+        signed = self._keys.sign_in_memory(claims)
+        if signed is None:
+            return None
+        return IssuedToken(signed, expires, str(deployment.org_id), str(deployment.id))
+
+    @staticmethod
+    def _proven(
+        credentials: deployment_token.DeploymentCredentials, deployment: DeploymentSecretRow | None
+    ) -> DeploymentSecretRow:
+        """The deployment, if the secret matches its hash and it is not revoked."""
         failure = Unauthenticated(
             "deployment token is not valid", reason="INVALID_DEPLOYMENT_TOKEN"
         )
-        row = self._store.deployment_by_id(uuid.UUID(credentials.deployment_id))
-        if row is None:
+        if deployment is None:
             raise failure
-        if not hmac.compare_digest(row.secret_hash, _secret_hash(credentials.secret)):
-            log.info("deployment token rejected", deployment_id=str(row.id))
+        if not hmac.compare_digest(deployment.secret_hash, _secret_hash(credentials.secret)):
+            log.info("deployment token rejected", deployment_id=str(deployment.id))
             raise failure
-        if row.revoked_at is not None:
-            log.info("revoked deployment tried to exchange", deployment_id=str(row.id))
+        if deployment.revoked_at is not None:
+            log.info("revoked deployment tried to exchange", deployment_id=str(deployment.id))
             raise Unauthenticated("deployment has been revoked", reason="DEPLOYMENT_REVOKED")
-        return self._issue(PrincipalKind.AGENT, row.org_id, row.id, self._bearer_ttl)
+        return deployment

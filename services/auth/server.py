@@ -9,6 +9,7 @@ import grpc
 
 from services.auth import passwords
 from services.auth.config import AuthConfig
+from services.auth.deployment_cache import DeploymentCache
 from services.auth.domain import AuthDomain
 from services.auth.keys import KeyEncryptionKey, SigningKeys, StoreTrustSource
 from services.auth.limits import HashingPool, SignInLimiter
@@ -108,9 +109,13 @@ class AuthApp:
             max_staleness=max(5.0, 3 * config.refresh_seconds),
             leeway_seconds=config.leeway_seconds,
         )
+        self.deployments = DeploymentCache(
+            self.store.deployment_secret, self.store.listen_to_deployments, self.store.notify
+        )
         self.domain = AuthDomain(
             self.store,
             self.keys,
+            self.deployments,
             session_ttl=timedelta(seconds=config.session_ttl_seconds),
             bearer_ttl=timedelta(seconds=config.bearer_ttl_seconds),
             hashing=self.hashing,
@@ -122,14 +127,16 @@ class AuthApp:
         )
 
     def open(self) -> None:
-        """Migrates the schema, ensures a signing key and starts the verifier."""
+        """Migrates the schema, ensures a signing key, starts the verifier and the cache."""
         self.store.open()
         self.keys.ensure_key()
         self.verifier.start()
+        self.deployments.start()
         passwords.dummy_hash()  # Computed once now, not on the first unknown email's sign-in.
 
     def close(self) -> None:
-        """Stops the verifier and the hashing threads, and closes the store."""
+        """Stops the cache, the verifier and the hashing threads, and closes the store."""
+        self.deployments.stop()
         self.verifier.stop()
         self.hashing.close()
         self.store.close()

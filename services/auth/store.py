@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import psycopg
 from psycopg import errors as pg_errors
+from psycopg import sql
 from psycopg.rows import class_row
 
 from sevvo.runtime import audit
@@ -21,6 +23,10 @@ SCHEMA = "auth"
 MIGRATIONS = Path(__file__).parent / "migrations"
 _ROTATION_LOCK = 0x5E7700A1  # pg_advisory_xact_lock key serialising key rotation.
 _ORG_NAME_LOCK = 0x5E7700A2  # pg_advisory_xact_lock key serialising name-checked org creation.
+# The channel migration 0003's triggers notify on every change to a deployment.
+DEPLOYMENT_CHANNEL = "sevvo_auth_deployments"
+# How the listening connection shows in pg_stat_activity.
+LISTENER_APPLICATION_NAME = "sevvo-auth-deployment-listener"
 
 
 @dataclass(frozen=True)
@@ -63,6 +69,16 @@ class DeploymentRow:
     secret_hash: bytes
     creator_user_id: uuid.UUID | None
     created_at: datetime
+    revoked_at: datetime | None
+
+
+@dataclass(frozen=True)
+class DeploymentSecretRow:
+    """What an exchange needs of a deployment: its org, the hash of its secret, revocation."""
+
+    id: uuid.UUID
+    org_id: uuid.UUID
+    secret_hash: bytes
     revoked_at: datetime | None
 
 
@@ -236,22 +252,37 @@ class AuthStore(SchemaStore):
                 ),
             )
 
-    def deployment_by_id(self, deployment_id: uuid.UUID) -> DeploymentRow | None:
+    def deployment_secret(self, deployment_id: uuid.UUID) -> DeploymentSecretRow | None:
         """Finds a deployment by id alone: only the token exchange, which proves the secret.
 
-        Every agent's exchange lands here, so the read is one round trip: autocommit, with no
-        BEGIN and COMMIT around a single statement, which sees every revocation committed
-        before it starts (a revoked deployment's next exchange fails at once).
+        One round trip: autocommit, with no BEGIN and COMMIT around a single statement, which
+        sees every revocation committed before it starts.
         """
         with self.connection() as conn:
             conn.autocommit = True
             try:
-                with conn.cursor(row_factory=class_row(DeploymentRow)) as cur:
-                    cur.execute("select * from deployments where id = %s", (deployment_id,))
+                with conn.cursor(row_factory=class_row(DeploymentSecretRow)) as cur:
+                    cur.execute(
+                        "select id, org_id, secret_hash, revoked_at from deployments where id = %s",
+                        (deployment_id,),
+                    )
                     return cur.fetchone()
             finally:
                 if not conn.closed:  # A broken connection is discarded by the pool anyway.
                     conn.autocommit = False
+
+    def notify(self, channel: str, payload: str, *, timeout: float = 1.0) -> None:
+        """Sends a notification on ``channel``, waiting at most ``timeout`` s for a connection.
+
+        For waking a listener as auth stops, which must not wait the pool's usual 5 s for a
+        connection when Postgres is gone.
+        """
+        with self._pool.connection(timeout=timeout) as conn:  # Commits on leaving.
+            conn.execute("select pg_notify(%s, %s)", (channel, payload))
+
+    def listen_to_deployments(self) -> DeploymentChanges:
+        """Opens a connection of its own that listens for changes to deployments."""
+        return DeploymentChanges(self._conninfo)
 
     def get_deployment(self, org_id: uuid.UUID, deployment_id: uuid.UUID) -> DeploymentRow | None:
         """Finds a deployment of one org."""
@@ -322,6 +353,80 @@ class AuthStore(SchemaStore):
         with self.transaction() as conn:
             conn.execute("select pg_advisory_xact_lock(%s)", (_ROTATION_LOCK,))
             yield KeyRotationTx(conn)
+
+
+@dataclass(frozen=True)
+class DeploymentChanged:
+    """A deployment changed (revoked, deleted); ``deployment_id`` None means every deployment."""
+
+    deployment_id: uuid.UUID | None
+
+
+@dataclass(frozen=True)
+class Echo:
+    """A notification on the listener's own channel: a heartbeat it sent, or a wake-up call."""
+
+    payload: str
+
+
+class DeploymentChanges:
+    """A dedicated connection LISTENing to deployment changes, and to its own heartbeats.
+
+    Postgres delivers notifications of different transactions in the order the transactions
+    committed (the NOTIFY reference says so), on every channel and to the sender too: when a
+    heartbeat this connection sent comes back, every change committed before the heartbeat
+    was sent has been received. Listening is in effect once the LISTEN statements return
+    (autocommit), before the constructor does.
+    """
+
+    def __init__(self, conninfo: str) -> None:
+        # Keepalives make a peer that vanished without a word (a network partition) fail this
+        # connection in seconds, not after TCP's retransmissions give up; libpq ignores them
+        # on a unix socket, whose peer cannot vanish that way.
+        self._conn = psycopg.connect(
+            conninfo,
+            autocommit=True,
+            application_name=LISTENER_APPLICATION_NAME,
+            connect_timeout=5,
+            keepalives=1,
+            keepalives_idle=5,
+            keepalives_interval=2,
+            keepalives_count=2,
+            tcp_user_timeout=5000,
+        )
+        # A fresh channel per connection: other replicas do not hear our heartbeats, and an
+        # echo from an earlier connection can never vouch for this one.
+        self.own_channel = f"sevvo_auth_listener_{secrets.token_hex(8)}"
+        try:
+            for channel in (DEPLOYMENT_CHANNEL, self.own_channel):
+                self._conn.execute(sql.SQL("listen {}").format(sql.Identifier(channel)))
+        except BaseException:
+            self._conn.close()
+            raise
+
+    def send_heartbeat(self, payload: str) -> None:
+        """Notifies the listener's own channel; the echo arrives after every earlier change."""
+        self._conn.execute("select pg_notify(%s, %s)", (self.own_channel, payload))
+
+    def receive(self, timeout: float) -> Iterator[DeploymentChanged | Echo]:
+        """What arrives within ``timeout`` seconds; raises psycopg.Error if the connection fails."""
+        for notify in self._conn.notifies(timeout=timeout):
+            if notify.channel == self.own_channel:
+                yield Echo(notify.payload)
+            elif notify.channel == DEPLOYMENT_CHANNEL:
+                yield DeploymentChanged(_deployment_id(notify.payload))
+
+    def close(self) -> None:
+        """Closes the connection, which ends the listening."""
+        self._conn.close()
+
+
+def _deployment_id(payload: str) -> uuid.UUID | None:
+    # Anything but one id (a TRUNCATE's empty payload, something unexpected) means all of them.
+    try:
+        return uuid.UUID(payload)
+    except ValueError:
+        return None
 
 
 class UserChangeTx:
