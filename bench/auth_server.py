@@ -107,7 +107,6 @@ async def _serve(config: AuthConfig) -> None:
 def main(argv: list[str] | None = None) -> None:
     """Runs the bench server until standard input closes."""
     parser = argparse.ArgumentParser(prog="python -m bench.auth_server")
-    parser.add_argument("database_url")
     parser.add_argument("pki_dir", type=Path)
     parser.add_argument("--env", default="{}", help="JSON object of extra AuthConfig fields")
     args = parser.parse_args(argv)
@@ -115,7 +114,8 @@ def main(argv: list[str] | None = None) -> None:
     configure_logging("auth", level="INFO", json=True, stream=open(os.devnull, "w"))  # noqa: SIM115
     pki = ensure_dev_pki(args.pki_dir)
     config = AuthConfig(
-        database_url=args.database_url,
+        # From the environment, not argv: a command line is readable by every local user.
+        database_url=os.environ[DATABASE_URL_VARIABLE],
         tls=TlsFiles(cert=pki.server_cert, key=pki.server_key),
         key_encryption_key=secrets.token_bytes(32),
         host="127.0.0.1",
@@ -127,6 +127,9 @@ def main(argv: list[str] | None = None) -> None:
 
         overrides["sign_in_limits"] = SignInLimits(**overrides["sign_in_limits"])
     asyncio.run(_serve(replace(config, **overrides)))
+
+
+DATABASE_URL_VARIABLE = "SEVVO_BENCH_DATABASE_URL"
 
 
 @dataclass
@@ -163,13 +166,13 @@ def bench_server(database_url: str, pki_dir: Path, **config: Any) -> Iterator[Be
             sys.executable,
             "-m",
             "bench.auth_server",
-            make_conninfo(database_url, dbname=database),
             str(pki_dir),
             "--env",
             json.dumps(config),
         ],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
+        env={**os.environ, DATABASE_URL_VARIABLE: make_conninfo(database_url, dbname=database)},
     )
     try:
         assert process.stdout is not None
