@@ -162,6 +162,7 @@ async def _harness(
         work_kinds(timeout),
         clock=clock,
         start_rpc_timeout=timedelta(seconds=2),
+        start_retry_window=timedelta(seconds=3),
         queue_allowance=queue_allowance,
         absent_after=timedelta(seconds=2),
     )

@@ -37,6 +37,7 @@ from temporalio.client import (
     WorkflowHandle,
 )
 from temporalio.common import WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from services.orchestrator.store import OrchestratorStore, RunRow
@@ -50,7 +51,12 @@ log = get_logger(__name__)
 # How long after its row was written a run may still be starting (the start RPC is bounded
 # by START_RPC_TIMEOUT); only older runs that Temporal does not know are "not started".
 START_RPC_TIMEOUT = timedelta(seconds=10)
-START_GRACE = timedelta(seconds=30)
+# A start that fails (Temporal overloaded, restarting, unreachable) is tried again, with the
+# same workflow id, for this long: a duplicate is refused, which proves the first one landed.
+START_RETRY_WINDOW = timedelta(seconds=30)
+# Another replica may still be starting a run this long after its retry window (it wrote the
+# row, then tried to start): only then does "Temporal does not know it" mean not started.
+START_GRACE = timedelta(seconds=20)
 # A watcher waits this much past the workflow's own execution timeout, which Temporal enforces.
 WATCH_MARGIN = timedelta(seconds=10)
 # An agent seen polling this recently counts as connected (busy rather than absent). An idle
@@ -141,6 +147,7 @@ class RunTracker:
         *,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         start_rpc_timeout: timedelta = START_RPC_TIMEOUT,
+        start_retry_window: timedelta = START_RETRY_WINDOW,
         queue_allowance: timedelta = DEFAULT_QUEUE_ALLOWANCE,
         absent_after: timedelta = AGENT_ABSENT_AFTER,
     ) -> None:
@@ -149,6 +156,7 @@ class RunTracker:
         self._kinds = dict(kinds)
         self._clock = clock
         self._start_rpc_timeout = start_rpc_timeout
+        self._start_retry_window = start_retry_window
         self._queue_allowance = queue_allowance
         self._absent_after = absent_after
         self._polling: dict[uuid.UUID, tuple[float, bool]] = {}
@@ -210,28 +218,47 @@ class RunTracker:
     async def _start_and_watch(
         self, run: RunRow, spec: WorkKind, request_for: Callable[[RunRow], Message]
     ) -> tuple[RunRow, Any]:
-        client = await self._clients.for_org_async(run.org_id)
-        try:
-            handle = await client.start_workflow(
-                spec.workflow,
-                request_for(run),
-                id=run.workflow_id,
-                task_queue=temporal.task_queue(str(run.org_id)),
-                execution_timeout=spec.timeout + self._queue_allowance,
-                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-                result_type=spec.result_type,
-                rpc_timeout=self._start_rpc_timeout,
-            )
-        except Exception as exc:
-            log.warning("workflow start failed", run_id=str(run.id), error=type(exc).__name__)
-            # The start may have reached Temporal before the error: ask before concluding.
-            handle = client.get_workflow_handle(run.workflow_id, result_type=spec.result_type)
-            settled = await self._settle(run, spec, handle, not_found=NOT_STARTED)
-            if settled is None:
-                raise RunFateUnknown(run) from None
-            return settled
+        handle = await self._start(run, spec, request_for)
         log.info("workflow started", run_id=str(run.id), kind=run.kind)
         return await self._watch(run, spec, handle)
+
+    async def _start(
+        self, run: RunRow, spec: WorkKind, request_for: Callable[[RunRow], Message]
+    ) -> WorkflowHandle[Any, Any]:
+        """Starts the run's workflow, trying again while Temporal cannot take it.
+
+        Every attempt uses the run's workflow id, and Temporal refuses a second workflow with
+        an id it has seen: "already started" means an earlier attempt landed. When no attempt
+        is answered within the retry window the run is left for the reconciler, which ends it
+        not_started once Temporal (answering again) still does not know it.
+        """
+        client = await self._clients.for_org_async(run.org_id)
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + self._start_retry_window.total_seconds()
+        delay = 0.5
+        while True:
+            try:
+                return await client.start_workflow(
+                    spec.workflow,
+                    request_for(run),
+                    id=run.workflow_id,
+                    task_queue=temporal.task_queue(str(run.org_id)),
+                    execution_timeout=spec.timeout + self._queue_allowance,
+                    id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                    result_type=spec.result_type,
+                    rpc_timeout=self._start_rpc_timeout,
+                )
+            except WorkflowAlreadyStartedError:
+                return client.get_workflow_handle(run.workflow_id, result_type=spec.result_type)
+            except Exception as exc:
+                if loop.time() + delay > give_up:
+                    log.warning(
+                        "workflow not started", run_id=str(run.id), error=type(exc).__name__
+                    )
+                    raise RunFateUnknown(run) from None
+                log.info("workflow start retried", run_id=str(run.id), error=type(exc).__name__)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
     async def _watch(
         self, run: RunRow, spec: WorkKind, handle: WorkflowHandle[Any, Any]
@@ -436,7 +463,8 @@ class RunTracker:
                 continue
             spec = self._kinds[run.kind]
             too_old_to_start = (
-                self._clock() - run.started_at > START_GRACE + self._start_rpc_timeout
+                self._clock() - run.started_at
+                > self._start_retry_window + self._start_rpc_timeout + START_GRACE
             )
             try:
                 client = await self._clients.for_org_async(run.org_id)
