@@ -16,9 +16,8 @@ cannot be bypassed:
   whose Parse message holds exactly one statement: the server itself refuses ``select 1;
   delete from t`` ("cannot insert multiple commands into a prepared statement"). psycopg
   sends a query without parameters through the simple protocol, which would run both, so
-  these statements use Parse (libpq's PQsendPrepare) or a binary cursor: the simple
-  protocol's Query message has no result format, so psycopg must use Parse/Bind/Execute to
-  ask for binary results.
+  these statements are sent with libpq's PQsendPrepare and PQsendQueryParams directly, in
+  pipeline mode: Parse and Describe in one round trip, the read and the receipt in another.
 - The statement is planned once. Its columns are learnt from a Parse and Describe of
   ``select * from (<sql>) as preview_query``, which analyses but neither plans nor runs it;
   then ``select left(c1::text, 1025), ... from (<sql>) as preview_query(c1, ...) limit
@@ -46,15 +45,16 @@ import re
 import socket
 import time
 import unicodedata
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from types import MappingProxyType
 from typing import Any, Final
 
 import psycopg
 from psycopg import generators, pq, sql
 from psycopg.abc import Buffer
-from psycopg.adapt import Loader
+from psycopg.adapt import Loader, Transformer
 from psycopg.pq.abc import PGresult
 from psycopg.rows import TupleRow
 
@@ -365,31 +365,30 @@ async def _end_runaway(
 ) -> workflows_pb2.PreviewQueryResult:
     """End a preview whose statement outlived its timeout: receipt, terminate, hang up."""
     result = _timeout(limits, 0, sqlstate="")
-    try:
-        result.receipt.CopyFrom(
-            await preview_session.terminate(
-                credentials,
-                conn.info.backend_pid,
-                progress.start,
-                connect_timeout=TERMINATE_CONNECT_TIMEOUT,
+    # Without the answer to the checks before the statement, nothing of ours ran and the
+    # server never said which backend is ours; the session will notice the hang-up.
+    if progress.start is not None:
+        try:
+            result.receipt.CopyFrom(
+                await preview_session.terminate(
+                    credentials, progress.start, connect_timeout=TERMINATE_CONNECT_TIMEOUT
+                )
             )
-        )
-        result.message = _runaway_message(limits)
-    except (TimeoutError, psycopg.Error, postgres_probe.InvalidStoredCredentials):
-        # The server cannot be reached to end the session; it will notice the agent is gone
-        # (client_connection_check_interval) at its next check for interrupts.
-        result.receipt.status = _RECEIPT_MISSING
+            result.message = _runaway_message(limits)
+        except (TimeoutError, psycopg.Error, postgres_probe.InvalidStoredCredentials):
+            # The server cannot be reached to end the session; it notices the agent is gone
+            # (client_connection_check_interval) at its next check for interrupts.
+            result.receipt.status = _RECEIPT_MISSING
     _hang_up(conn)
     await _settle(task, TERMINATE_AFTER)
     return result
 
 
 async def _settle(task: asyncio.Future[Any], timeout: float) -> None:
-    """Wait up to ``timeout`` for ``task`` to end and consume its outcome, whatever it is."""
+    """Wait up to ``timeout`` for ``task`` to end; its outcome is consumed whenever it does."""
+    task.add_done_callback(lambda done: done.cancelled() or done.exception())
     if not task.done():
         await asyncio.wait({task}, timeout=timeout)
-    if task.done() and not task.cancelled():
-        task.exception()
 
 
 def _hang_up(conn: psycopg.AsyncConnection[TupleRow]) -> None:
@@ -414,13 +413,12 @@ async def _query(
     # fail the whole query at the first invalid one; as SQL_ASCII it passes them through.
     # Every other encoding is converted to UTF-8 by the server.
     counts_bytes = conn.info.parameter_status("server_encoding") == "SQL_ASCII"
-    pid = conn.info.backend_pid
-
     lookup = preview_functions.lookup(plan.query.calls)
-    checks = [preview_session.start_sql(pid), lookup.functions, lookup.operators]
+    version = conn.info.server_version
+    checks = [preview_session.start_sql(version), lookup.functions, lookup.operators]
     cur = await conn.execute(_begin_sql(conn, limits, counts_bytes, checks))
     rows = await _selected(cur)
-    start = preview_session.read_start(_text(rows[0][0]) if rows[0] else None)
+    start = preview_session.read_start(_text(rows[0][0]) if rows[0] else None, version)
     progress.start = start
     if start.refusal is not None:
         return _result(
@@ -440,22 +438,31 @@ async def _query(
         )
 
     progress.statement_sent = True
-    rolled_back = False
     try:
-        result, type_oids = await _read(conn, plan, limits, counts_bytes)
+        result, receipt = await _read(conn, plan, limits, counts_bytes, start)
     except _StatementError as exc:
-        result, type_oids = _database_failure(exc.error, limits, 0, position=exc.position), []
-        rolled_back = True
-    receipt_query = preview_session.receipt_sql(start, pid, type_oids)
-    if rolled_back:
+        result = _database_failure(exc.error, limits, 0, position=exc.position)
         # The failed statement aborted the transaction; its savepoint makes it usable again.
-        receipt_query = sql.SQL("ROLLBACK TO SAVEPOINT preview; {}").format(receipt_query)
-    cur = await conn.execute(receipt_query)
-    receipt = preview_session.read_receipt(start, _text((await _selected(cur))[-1][0]))
+        await conn.execute(b"ROLLBACK TO SAVEPOINT preview")
+        receipt = await _receipt(conn, start, [])
     result.receipt.CopyFrom(receipt.receipt)
     for column, name in zip(result.columns, receipt.type_names, strict=False):
         column.type_name = _safe_name(name)
     return result
+
+
+async def _receipt(
+    conn: psycopg.AsyncConnection[TupleRow],
+    start: preview_session.Start,
+    type_oids: Sequence[int],
+) -> preview_session.Receipt:
+    """The receipt on its own round trip (after a failure, or a plan over budget)."""
+    cur = await conn.execute(
+        sql.SQL("{}; {}").format(
+            preview_session.CLEAR_SNAPSHOT, preview_session.receipt_sql(start, type_oids)
+        )
+    )
+    return preview_session.read_receipt(start, _text((await _selected(cur))[-1][0]))
 
 
 def _begin_sql(
@@ -523,27 +530,32 @@ async def _selected(cur: psycopg.AsyncCursor[TupleRow]) -> list[list[TupleRow]]:
 
 
 async def _read(
-    conn: psycopg.AsyncConnection[TupleRow], plan: _Plan, limits: _Limits, counts_bytes: bool
-) -> tuple[workflows_pb2.PreviewQueryResult, list[int]]:
-    """Describe, plan once, run and render the statement; its type OIDs are named later."""
+    conn: psycopg.AsyncConnection[TupleRow],
+    plan: _Plan,
+    limits: _Limits,
+    counts_bytes: bool,
+    start: preview_session.Start,
+) -> tuple[workflows_pb2.PreviewQueryResult, preview_session.Receipt]:
+    """Describe, plan once, run and render the statement, and take the receipt after it."""
     statement = plan.query.statement
     describe = _wrap(conn, sql.SQL("select * from (\n"), statement, sql.SQL("\n) as preview_query"))
     described = _described_columns(await _prepare(conn, b"", describe, counts_bytes, True))
     kept = described[: limits.max_columns]
     opening, closing = _read_wrapper(len(described), len(kept), limits)
     read = _wrap(conn, opening, statement, closing)
-    # binary=True: the extended protocol (see the module docstring).
-    cur = conn.cursor(binary=True)
+    type_oids = [oid for _, oid in kept]
     estimated_cost = 0.0
     if plan.max_plan_cost > 0:
         await _prepare(conn, _PREPARED, read, counts_bytes, False)
         estimated_cost = await _estimated_cost(conn)
         if estimated_cost > plan.max_plan_cost:
-            return _over_budget(estimated_cost, plan.max_plan_cost), []
-        await _execute_wrapped(cur, _executing(read), counts_bytes=counts_bytes)
-    else:
-        await _execute_wrapped(cur, read, counts_bytes=counts_bytes)
-    records = await cur.fetchall()
+            # Planning ran (and folded constants): a receipt is owed all the same.
+            over = _over_budget(estimated_cost, plan.max_plan_cost)
+            return over, await _receipt(conn, start, [])
+        read = _executing(read)
+    records, receipt = await _run_with_receipt(
+        conn, read, preview_session.receipt_sql(start, type_oids), counts_bytes
+    )
     rows: list[workflows_pb2.PreviewRow] = []
     size = 0
     for record in records[: limits.max_rows]:
@@ -569,7 +581,83 @@ async def _read(
         columns_truncated=len(described) > len(kept),
         estimated_cost=estimated_cost,
     )
-    return result, [oid for _, oid in kept]
+    return result, preview_session.read_receipt(start, _text(receipt))
+
+
+async def _run_with_receipt(
+    conn: psycopg.AsyncConnection[TupleRow],
+    read: _Wrapped,
+    receipt_query: sql.Composed,
+    counts_bytes: bool,
+) -> tuple[list[TupleRow], TupleRow]:
+    """The read's rows and the receipt's row, in one round trip.
+
+    An error in the read aborts the rest and is raised as _StatementError.
+    """
+    pgconn = conn.pgconn
+    results = await _pipelined(
+        conn,
+        [
+            partial(pgconn.send_query_params, read.query, None, result_format=pq.Format.BINARY),
+            partial(pgconn.send_query_params, preview_session.CLEAR_SNAPSHOT.as_bytes(conn), None),
+            partial(pgconn.send_query_params, receipt_query.as_bytes(conn), None),
+        ],
+    )
+    _raise_first_error(conn, results, read, counts_bytes)
+    rows, receipt = (_rows(conn, results[index]) for index in (0, 2))
+    if not receipt:
+        raise psycopg.InterfaceError("the receipt query returned no row")
+    return rows, receipt[0]
+
+
+async def _pipelined(
+    conn: psycopg.AsyncConnection[TupleRow], commands: Sequence[Callable[[], None]]
+) -> list[PGresult]:
+    """Send libpq ``commands`` and a Sync in one round trip (pipeline mode); their results.
+
+    psycopg's public API has no prepare- or describe-only call, and its pipeline logs the
+    errors it drops; so this drives libpq through psycopg's own wait loop and generators,
+    as its cursors do. A command after a failed one gets a PIPELINE_ABORTED result.
+    """
+    pgconn = conn.pgconn
+    pgconn.enter_pipeline_mode()
+    try:
+        for command in commands:
+            command()
+        pgconn.pipeline_sync()
+        await conn.wait(generators.send(pgconn))
+        results: list[PGresult] = []
+        # One list of results per command, then the sync's own.
+        while not results or results[-1].status != pq.ExecStatus.PIPELINE_SYNC:
+            results.extend(await conn.wait(generators.fetch_many(pgconn)))
+    except BaseException:
+        with contextlib.suppress(psycopg.Error):
+            pgconn.exit_pipeline_mode()
+        raise
+    pgconn.exit_pipeline_mode()
+    return results[:-1]
+
+
+def _raise_first_error(
+    conn: psycopg.AsyncConnection[TupleRow],
+    results: Sequence[PGresult],
+    wrapped: _Wrapped,
+    counts_bytes: bool,
+) -> None:
+    """Raise the first error among ``results`` as _StatementError, positioned in the user's text."""
+    for result in results:
+        if result.status == pq.ExecStatus.FATAL_ERROR:
+            error = psycopg.errors.error_from_result(result, encoding=conn.info.encoding)
+            reported = _int_or_zero(error.diag.statement_position)
+            position = wrapped.statement_position(reported, counts_bytes=counts_bytes)
+            raise _StatementError(error, position)
+
+
+def _rows(conn: psycopg.AsyncConnection[TupleRow], result: PGresult) -> list[TupleRow]:
+    """A result's rows, loaded with the connection's loaders (text as raw bytes)."""
+    transformer = Transformer(conn)
+    transformer.set_pgresult(result)
+    return transformer.load_rows(0, result.ntuples, tuple)
 
 
 async def _prepare(
@@ -579,31 +667,15 @@ async def _prepare(
     counts_bytes: bool,
     describe: bool,
 ) -> PGresult:
-    """Parse ``wrapped`` as the prepared statement ``name`` (and Describe it), running nothing.
-
-    psycopg's public API has no prepare- or describe-only call, so this drives libpq through
-    the connection's own wait loop, as psycopg's cursors do.
-    """
+    """Parse ``wrapped`` as the prepared statement ``name`` (and Describe it), running nothing,
+    in one round trip; the last command's result (the description, when asked for)."""
     pgconn = conn.pgconn
-    pgconn.send_prepare(name, wrapped.query)
-    result = await _last_result(conn, wrapped, counts_bytes)
+    commands = [partial(pgconn.send_prepare, name, wrapped.query)]
     if describe:
-        pgconn.send_describe_prepared(name)
-        result = await _last_result(conn, wrapped, counts_bytes)
-    return result
-
-
-async def _last_result(
-    conn: psycopg.AsyncConnection[TupleRow], wrapped: _Wrapped, counts_bytes: bool
-) -> PGresult:
-    results = await conn.wait(generators.execute(conn.pgconn))
-    result: PGresult = results[-1]
-    if result.status == pq.ExecStatus.FATAL_ERROR:
-        error = psycopg.errors.error_from_result(result, encoding=conn.info.encoding)
-        reported = _int_or_zero(error.diag.statement_position)
-        position = wrapped.statement_position(reported, counts_bytes=counts_bytes)
-        raise _StatementError(error, position)
-    return result
+        commands.append(partial(pgconn.send_describe_prepared, name))
+    results = await _pipelined(conn, commands)
+    _raise_first_error(conn, results, wrapped, counts_bytes)
+    return results[-1]
 
 
 async def _estimated_cost(conn: psycopg.AsyncConnection[TupleRow]) -> float:
@@ -683,17 +755,6 @@ def _read_wrapper(
         sql.SQL("select {} from (\n").format(cells),
         sql.SQL("\n) as preview_query{} limit {}").format(alias, sql.Literal(limits.max_rows + 1)),
     )
-
-
-async def _execute_wrapped(
-    cur: psycopg.AsyncCursor[TupleRow], wrapped: _Wrapped, *, counts_bytes: bool
-) -> None:
-    try:
-        await cur.execute(wrapped.query)
-    except psycopg.Error as exc:
-        reported = _int_or_zero(exc.diag.statement_position)
-        position = wrapped.statement_position(reported, counts_bytes=counts_bytes)
-        raise _StatementError(exc, position) from exc
 
 
 def _described_columns(result: PGresult | None) -> list[tuple[bytes, int]]:

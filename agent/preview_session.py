@@ -41,13 +41,14 @@ from sevvo.connections.v1 import connections_pb2
 from sevvo.workflows.v1 import workflows_pb2
 
 STRONG_ROLES: Final = (
-    "pg_read_server_files",
-    "pg_write_server_files",
-    "pg_execute_server_program",
-    "pg_signal_backend",
-    "pg_signal_autovacuum_worker",
+    ("pg_read_server_files", 110000),
+    ("pg_write_server_files", 110000),
+    ("pg_execute_server_program", 110000),
+    ("pg_signal_backend", 90600),
+    ("pg_signal_autovacuum_worker", 180000),
 )
-"""Predefined roles a preview's login may not be a member of (missing ones are skipped)."""
+"""Predefined roles a preview's login may not be a member of, and the server version that
+has each (server_version_num)."""
 
 TERMINATE_WAIT: Final = 1.0
 """How long, in seconds, the agent waits for a terminated session to go."""
@@ -57,6 +58,7 @@ _CLEAN = workflows_pb2.PREVIEW_RECEIPT_STATUS_CLEAN
 _NOT_CLEAN = workflows_pb2.PREVIEW_RECEIPT_STATUS_NOT_CLEAN
 
 # The role's other client sessions, as (pid, start) pairs, leaving out the agent's own.
+# Functions, not the pg_stat_activity view: its joins cost a fresh backend its cold caches.
 _SESSIONS = """array(
     select pg_catalog.concat(a.pid, '@', a.backend_start)
     from pg_catalog.pg_stat_get_activity(null) as a
@@ -66,27 +68,25 @@ _SESSIONS = """array(
       and a.application_name operator(pg_catalog.<>) {agent}
 )"""
 
+# pg_has_role() by name reads the syscache: cheaper on a fresh backend than another scan of
+# the pg_roles view, whose planning is most of this query's cost.
 _START = """
-select r.oid, r.rolsuper, r.rolreplication, r.rolbypassrls,
-       array(select g.rolname::pg_catalog.text from pg_catalog.pg_roles as g
-             where g.rolname operator(pg_catalog.=) any ({strong}::pg_catalog.name[])
-               and pg_catalog.pg_has_role(r.oid, g.oid, 'MEMBER')),
-       {sessions}
+select pg_catalog.pg_backend_pid(), r.oid, r.rolsuper, r.rolreplication, r.rolbypassrls,
+       array[{memberships}]::pg_catalog.bool[], {sessions}
 from pg_catalog.pg_roles as r
 where r.rolname operator(pg_catalog.=) session_user
 """
 
-# pg_stat_clear_snapshot() first: the session list is otherwise the one read at the start.
+CLEAR_SNAPSHOT: Final = sql.SQL("select pg_catalog.pg_stat_clear_snapshot()")
+"""Run before the receipt query: the session list is otherwise the one the start read."""
+
 _RECEIPT = """
-select pg_catalog.pg_stat_clear_snapshot();
 select pg_catalog.txid_current_if_assigned() is not null,
-       (select pg_catalog.count(*) from pg_catalog.pg_locks as l
+       (select pg_catalog.count(*) from pg_catalog.pg_lock_status() as l
         where l.pid operator(pg_catalog.=) pg_catalog.pg_backend_pid()
           and l.locktype operator(pg_catalog.=) 'advisory'),
        {sessions},
-       array(select pg_catalog.format_type(t, null)
-             from pg_catalog.unnest({types}::pg_catalog.oid[]) with ordinality as u(t, n)
-             order by u.n)
+       array[{types}]::pg_catalog.text[]
 """
 
 # The same facts about another backend, read from pg_locks: an assigned transaction id is an
@@ -103,8 +103,11 @@ where l.pid operator(pg_catalog.=) {pid} and l.granted
 
 @dataclass(frozen=True, slots=True)
 class Start:
-    """What the preview's transaction found before the statement: the role, and its sessions."""
+    """What the preview's transaction found before the statement: its backend's pid as the
+    server reports it (behind a pooler the protocol's may be another's), the role, why it
+    is too strong if it is, and the role's other sessions."""
 
+    pid: int
     role_oid: int
     refusal: str | None
     sessions: frozenset[str]
@@ -118,20 +121,32 @@ class Receipt:
     type_names: list[str]
 
 
-def start_sql(pid: int) -> sql.Composed:
-    """The role check and session list, for the preview's own session ``pid``."""
+def start_sql(server_version: int) -> sql.Composed:
+    """The role check and session list, run in the preview's own session."""
     return sql.SQL(_START).format(
-        strong=sql.Literal(list(STRONG_ROLES)),
-        sessions=_sessions(sql.SQL("r.oid"), pid),
+        memberships=sql.SQL(", ").join(
+            sql.SQL("pg_catalog.pg_has_role(r.oid, {}, 'MEMBER')").format(sql.Literal(role))
+            for role in _strong_roles(server_version)
+        ),
+        sessions=_sessions(sql.SQL("r.oid"), sql.SQL("pg_catalog.pg_backend_pid()")),
     )
 
 
-def read_start(row: Sequence[Any] | None) -> Start:
+def _strong_roles(server_version: int) -> list[str]:
+    return [role for role, since in STRONG_ROLES if server_version >= since]
+
+
+def read_start(row: Sequence[Any] | None, server_version: int) -> Start:
     """Parse the row of ``start_sql``; ``refusal`` says why the role is too strong, if it is."""
     if row is None:
         # session_user always has a pg_roles row; none means the catalog is not readable.
-        return Start(0, "its role could not be read from pg_roles", frozenset())
-    role_oid, superuser, replication, bypass_rls, memberships, sessions = row
+        return Start(0, 0, "its role could not be read from pg_roles", frozenset())
+    pid, role_oid, superuser, replication, bypass_rls, member_of, sessions = row
+    memberships = [
+        role
+        for role, member in zip(_strong_roles(server_version), member_of, strict=True)
+        if member
+    ]
     reasons = [
         attribute
         for attribute, held in (
@@ -143,14 +158,21 @@ def read_start(row: Sequence[Any] | None) -> Start:
     ]
     if memberships:
         reasons.append("a member of " + ", ".join(sorted(memberships)))
-    return Start(int(role_oid), "; ".join(reasons) if reasons else None, frozenset(sessions or ()))
+    refusal = "; ".join(reasons) if reasons else None
+    return Start(int(pid), int(role_oid), refusal, frozenset(sessions or ()))
 
 
-def receipt_sql(start: Start, pid: int, type_oids: Sequence[int]) -> sql.Composed:
-    """The receipt query (two statements), plus the names of ``type_oids`` in order."""
+def receipt_sql(start: Start, type_oids: Sequence[int]) -> sql.Composed:
+    """The receipt query (after CLEAR_SNAPSHOT), with the names of ``type_oids`` in order.
+
+    One statement, so it can share a pipeline with the statement it vouches for.
+    """
+    names = (
+        sql.SQL("pg_catalog.format_type({}, null)").format(sql.Literal(oid)) for oid in type_oids
+    )
     return sql.SQL(_RECEIPT).format(
-        sessions=_sessions(sql.Literal(start.role_oid), pid),
-        types=sql.Literal(list(type_oids)),
+        sessions=_sessions(sql.Literal(start.role_oid), sql.Literal(start.pid)),
+        types=sql.SQL(", ").join(names),
     )
 
 
@@ -162,22 +184,21 @@ def read_receipt(start: Start, row: Sequence[Any]) -> Receipt:
 
 
 async def terminate(
-    credentials: connections_pb2.PostgresCredentials,
-    pid: int,
-    start: Start | None,
-    *,
-    connect_timeout: float,
+    credentials: connections_pb2.PostgresCredentials, start: Start, *, connect_timeout: float
 ) -> workflows_pb2.PreviewReceipt:
-    """End the preview's backend ``pid`` from a second session, after reading its receipt there.
+    """End the preview's backend from a second session, after reading its receipt there.
 
     Raises what connecting raises (psycopg.Error, TimeoutError, InvalidStoredCredentials);
     the caller then has no receipt to give.
     """
+    pid = start.pid
     conn = await postgres_probe.connect(credentials, connect_timeout=connect_timeout)
     try:
-        role = sql.Literal(start.role_oid) if start else sql.SQL("0")
         cur = await conn.execute(
-            sql.SQL(_OBSERVED).format(pid=sql.Literal(pid), sessions=_sessions(role, pid))
+            sql.SQL(_OBSERVED).format(
+                pid=sql.Literal(pid),
+                sessions=_sessions(sql.Literal(start.role_oid), sql.Literal(pid)),
+            )
         )
         row = await cur.fetchone()
         xids, advisory_locks, sessions = row if row else (0, 0, [])
@@ -187,9 +208,7 @@ async def terminate(
         outlived = await _still_running(conn, pid, TERMINATE_WAIT)
     finally:
         await conn.close()
-    receipt = _receipt(
-        bool(xids), int(advisory_locks), start, sessions if start else [], terminated=True
-    )
+    receipt = _receipt(bool(xids), int(advisory_locks), start, sessions, terminated=True)
     receipt.backend_outlived_call = outlived
     if outlived:
         receipt.status = _NOT_CLEAN
@@ -213,21 +232,21 @@ async def _still_running(conn: psycopg.AsyncConnection[Any], pid: int, wait: flo
         await asyncio.sleep(_POLL_INTERVAL)
 
 
-def _sessions(role: sql.Composable, pid: int) -> sql.Composed:
+def _sessions(role: sql.Composable, pid: sql.Composable) -> sql.Composed:
     return sql.SQL(_SESSIONS).format(
-        role=role, pid=sql.Literal(pid), agent=sql.Literal(postgres_probe.APPLICATION_NAME)
+        role=role, pid=pid, agent=sql.Literal(postgres_probe.APPLICATION_NAME)
     )
 
 
 def _receipt(
     xid_assigned: bool,
     advisory_locks: int,
-    start: Start | None,
+    start: Start,
     sessions: Sequence[str] | None,
     *,
     terminated: bool = False,
 ) -> workflows_pb2.PreviewReceipt:
-    ended = len(start.sessions - frozenset(sessions or ())) if start else 0
+    ended = len(start.sessions - frozenset(sessions or ()))
     clean = not xid_assigned and advisory_locks == 0 and ended == 0
     return workflows_pb2.PreviewReceipt(
         status=_CLEAN if clean else _NOT_CLEAN,

@@ -193,16 +193,23 @@ def test_the_reviewed_list_holds_ordinary_functions_and_not_escapes() -> None:
     assert names & escapes == set()
 
 
+# Memberships of the five strong roles of PostgreSQL 18, in STRONG_ROLES order.
+NONE = [False] * 5
+
+
 @pytest.mark.parametrize(
     ("row", "refusal_text"),
     [
-        ((10, False, False, False, [], []), None),
-        ((10, True, False, False, [], []), "a superuser"),
-        ((10, False, True, False, [], []), "a replication role"),
-        ((10, False, False, True, [], []), "allowed to bypass row-level security"),
-        ((10, False, False, False, ["pg_signal_backend"], []), "a member of pg_signal_backend"),
+        ((99, 10, False, False, False, NONE, []), None),
+        ((99, 10, True, False, False, NONE, []), "a superuser"),
+        ((99, 10, False, True, False, NONE, []), "a replication role"),
+        ((99, 10, False, False, True, NONE, []), "allowed to bypass row-level security"),
         (
-            (10, False, False, False, ["pg_write_server_files", "pg_read_server_files"], []),
+            (99, 10, False, False, False, [False, False, False, True, False], []),
+            "a member of pg_signal_backend",
+        ),
+        (
+            (99, 10, False, False, False, [True, True, False, False, False], []),
             "a member of pg_read_server_files, pg_write_server_files",
         ),
         (None, "its role could not be read from pg_roles"),
@@ -212,4 +219,4 @@ def test_credentials_too_strong_for_a_preview_are_named(
     row: tuple[Any, ...] | None, refusal_text: str | None
 ) -> None:
     """Superuser, replication, BYPASSRLS and the file or signal roles each refuse, by name."""
-    assert read_start(row).refusal == refusal_text
+    assert read_start(row, 180000).refusal == refusal_text
