@@ -619,27 +619,19 @@ class ConnectionsDomain:
         reason = reason_token("failure_reason", failure_reason, required=not succeeded)
         if succeeded and reason:
             raise InvalidArgument("failure_reason", "must be empty when the rotation succeeded")
-        org_id = uuid.UUID(caller.org_id)
-        action = "connection.root.rotate"
 
-        def work(conn: psycopg.Connection[Any]) -> None:
-            current = self._store.get(conn, org_id, cid)
-            if current is None:
-                raise _not_found()
+        def check(current: ConnectionRow) -> None:
             if current.credential_mode != "dynamic":
                 raise _not_dynamic()
-            audit.record(
-                conn,
-                org_id=org_id,
-                actor=audit.Actor.of(caller),
-                action=action,
-                target_type=TARGET_TYPE,
-                target_id=str(cid),
-                outcome="success" if succeeded else "failure",
-                reason=reason or None,
-            )
 
-        run_audited(self._store, caller, action, TARGET_TYPE, str(cid), work, record=False)
+        self._record_agent_report(
+            caller,
+            cid,
+            "connection.root.rotate",
+            outcome="success" if succeeded else "failure",
+            reason=reason or None,
+            check=check,
+        )
         log.info("root rotation recorded", connection_id=str(cid), succeeded=succeeded)
 
     def record_preview_security_event(
@@ -652,14 +644,42 @@ class ConnectionsDomain:
         """
         cid = validation.resource_id("connection_id", connection_id)
         run = str(validation.resource_id("run_id", run_id)) if run_id else ""
-        org_id = uuid.UUID(caller.org_id)
-        action = "connection.preview.receipt"
         missing = findings.get("receipt_missing") == "true"
         reason = "PREVIEW_RECEIPT_MISSING" if missing else "PREVIEW_RECEIPT_NOT_CLEAN"
+        self._record_agent_report(
+            caller,
+            cid,
+            "connection.preview.receipt",
+            outcome="failure",
+            reason=reason,
+            details={"security_event": "true", "run_id": run, **findings},
+        )
+        log.warning("preview security event recorded", connection_id=str(cid), reason=reason)
+
+    def _record_agent_report(
+        self,
+        caller: Principal,
+        cid: uuid.UUID,
+        action: str,
+        *,
+        outcome: str,
+        reason: str | None,
+        details: Mapping[str, str] | None = None,
+        check: Callable[[ConnectionRow], None] | None = None,
+    ) -> None:
+        """Appends what an agent reports about a connection of its org to the audit log.
+
+        NOT_FOUND, itself audited, when the connection is not the caller's org's; ``check``
+        may refuse a connection the report does not apply to.
+        """
+        org_id = uuid.UUID(caller.org_id)
 
         def work(conn: psycopg.Connection[Any]) -> None:
-            if self._store.get(conn, org_id, cid) is None:
+            current = self._store.get(conn, org_id, cid)
+            if current is None:
                 raise _not_found()
+            if check is not None:
+                check(current)
             audit.record(
                 conn,
                 org_id=org_id,
@@ -667,13 +687,12 @@ class ConnectionsDomain:
                 action=action,
                 target_type=TARGET_TYPE,
                 target_id=str(cid),
-                outcome="failure",
+                outcome=outcome,
                 reason=reason,
-                details={"security_event": "true", "run_id": run, **findings},
+                details=details,
             )
 
         run_audited(self._store, caller, action, TARGET_TYPE, str(cid), work, record=False)
-        log.warning("preview security event recorded", connection_id=str(cid), reason=reason)
 
     @staticmethod
     def _check_password(field: str, password: str) -> None:
