@@ -218,7 +218,8 @@ class AgentActivities:
                     role_sessions_ended=receipt.role_sessions_ended,
                     backend_outlived_call=receipt.backend_outlived_call,
                 ),
-                timeout=10,
+                # Short: the activity's 25 s must still hold the statement and its timeout.
+                timeout=5,
             )
         except grpc.aio.AioRpcError as exc:
             # The rows are already read; retrying the activity would run the query again.

@@ -3,10 +3,12 @@
 A name in SQL is not a function: Postgres picks one among every function of that name in the
 schemas on the search path, by argument types, and an extension or a user with CREATE on a
 schema can add a same-named one that wins. So the check is made by the database itself, in
-the preview's own READ ONLY transaction, just before the statement runs (``lookup_sql``):
-for each call site the validator found, every function the name could resolve to is read
-from pg_proc (for an operator, every same-named operator and the function behind it). A call
-site passes only when each of them is allowed:
+the preview's own READ ONLY transaction, just before the statement runs (``lookup``): for
+each call site the validator found, every function the name can reach is read from pg_proc
+(a bare name: those the search path makes visible; a qualified one: its schema's), and for
+an operator every such operator and the function behind it. Built-in operators of pg_catalog
+are left out: the list generator checks that each is implemented by a listed function. A
+call site passes only when every candidate is allowed:
 
 - a built-in (OID below 16384, so created by initdb, never by an extension or a user) of
   schema pg_catalog whose ``name(argument types)`` is in agent.preview_function_list; or

@@ -15,7 +15,8 @@ one-statement protocol hold on their own. After each: table checksums, sequences
 objects, catalog objects, files in the data directory, background workers and advisory locks
 are as before, the previewing role has no session left within 2 s (so no lock outlives the
 call), every receipt is clean, and a session of the same role running a long query all along
-was neither cancelled nor terminated.
+was neither cancelled nor terminated. A second pass gives every input, forced ones too, the
+server's superuser credentials: each is refused before anything runs.
 """
 
 from __future__ import annotations
@@ -93,6 +94,7 @@ class Target:
     admin_url: str
     role: str
     credentials: cpb.PostgresCredentials
+    superuser: cpb.PostgresCredentials
     extensions: frozenset[str]
     libxml: bool
     version: int
@@ -139,17 +141,22 @@ def target(server_url: str) -> Iterator[Target]:
         ):
             conn.execute(sql.SQL(grant).format(sql.Identifier(role)))
     info = psycopg.conninfo.conninfo_to_dict(server_url)
+    credentials = cpb.PostgresCredentials(
+        host=str(info.get("host", "127.0.0.1")),
+        port=int(str(info.get("port", 5432))),
+        database=dbname,
+        username=role,
+        password=password,
+        ssl_mode=cpb.SSL_MODE_DISABLE,
+    )
+    superuser = cpb.PostgresCredentials()
+    superuser.CopyFrom(credentials)
+    superuser.username, superuser.password = str(info["user"]), str(info["password"])
     yield Target(
         admin_url=admin_url,
         role=role,
-        credentials=cpb.PostgresCredentials(
-            host=str(info.get("host", "127.0.0.1")),
-            port=int(str(info.get("port", 5432))),
-            database=dbname,
-            username=role,
-            password=password,
-            ssl_mode=cpb.SSL_MODE_DISABLE,
-        ),
+        credentials=credentials,
+        superuser=superuser,
         extensions=frozenset(available),
         libxml=libxml,
         version=version,
@@ -234,10 +241,31 @@ def _sessions_left(conn: psycopg.Connection[Any], target: Target) -> float:
         time.sleep(0.02)
 
 
-def _run(target: Target, query: ValidatedQuery) -> wpb.PreviewQueryResult:
+def _run(
+    target: Target, query: ValidatedQuery, credentials: cpb.PostgresCredentials | None = None
+) -> wpb.PreviewQueryResult:
     return asyncio.run(
-        run_preview(target.credentials, query, statement_timeout_ms=STATEMENT_TIMEOUT_MS)
+        run_preview(
+            credentials or target.credentials, query, statement_timeout_ms=STATEMENT_TIMEOUT_MS
+        )
     )
+
+
+def _cases(target: Target) -> Iterator[tuple[str, str, ValidatedQuery]]:
+    """(id, expected verdict, what the executor gets) for each input a server could run."""
+    for case_id, text, expected in CORPUS:
+        if (case_id in NEEDS_LIBXML and not target.libxml) or (
+            case_id in NEEDS_17 and target.version < 170000
+        ):
+            continue
+        try:
+            query, verdict = validate_preview_sql(text), ACCEPT
+        except QueryRejected as rejection:
+            query, verdict = _forced(text, rejection.reason), rejection.reason
+        assert verdict == (ACCEPT if expected == NOT_ALLOWED else expected), case_id
+        if verdict not in {"empty", "too_long", "invalid_character"}:
+            # The others have no text, too much, or text that cannot be encoded.
+            yield case_id, expected, query
 
 
 def _forced(text: str, reason: str) -> ValidatedQuery:
@@ -261,18 +289,7 @@ def test_no_corpus_input_changes_anything(target: Target) -> None:
     before = _snapshot(admin)
     outcomes: Counter[str] = Counter()
     try:
-        for case_id, text, expected in CORPUS:
-            if (case_id in NEEDS_LIBXML and not target.libxml) or (
-                case_id in NEEDS_17 and target.version < 170000
-            ):
-                continue
-            try:
-                query, verdict = validate_preview_sql(text), ACCEPT
-            except QueryRejected as rejection:
-                query, verdict = _forced(text, rejection.reason), rejection.reason
-            assert verdict == (ACCEPT if expected == NOT_ALLOWED else expected), case_id
-            if verdict in {"empty", "too_long", "invalid_character"}:
-                continue  # Nothing a server could run: no text, too much, or not encodable.
+        for case_id, expected, query in _cases(target):
             result = _run(target, query)
             outcomes[_outcome(case_id, expected, result)] += 1
             assert result.receipt.status in {
@@ -293,6 +310,21 @@ def test_no_corpus_input_changes_anything(target: Target) -> None:
     assert outcomes["ran"] >= 60
     assert outcomes["refused by the allow-list"] >= 80
     assert outcomes["forced, held by the transaction"] >= 60
+
+
+def test_superuser_credentials_run_no_corpus_input(target: Target) -> None:
+    """With the server's superuser, every input (forced ones too) is refused before it runs."""
+    with psycopg.connect(target.admin_url, autocommit=True) as admin:
+        before = _snapshot(admin)
+        refused = 0
+        for case_id, _, query in _cases(target):
+            result = _run(target, query, target.superuser)
+            assert result.category == wpb.PREVIEW_CATEGORY_CREDENTIALS_TOO_PRIVILEGED, case_id
+            assert not result.HasField("receipt"), case_id
+            refused += 1
+        assert _snapshot(admin) == before
+    print(f"\nPostgreSQL {target.version}, superuser: {refused} inputs refused")
+    assert refused >= 200
 
 
 def _outcome(case_id: str, expected: str, result: wpb.PreviewQueryResult) -> str:
