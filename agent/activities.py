@@ -27,6 +27,14 @@ from sevvo.workflows.v1 import workflows_pb2
 
 log = get_logger(__name__)
 
+# Receipts that make a preview a security event in the audit log.
+_SECURITY_EVENTS = frozenset(
+    {
+        workflows_pb2.PREVIEW_RECEIPT_STATUS_NOT_CLEAN,
+        workflows_pb2.PREVIEW_RECEIPT_STATUS_MISSING,
+    }
+)
+
 # The control plane answered, and the answer means these credentials cannot be used.
 _UNUSABLE = {
     grpc.StatusCode.NOT_FOUND,
@@ -145,7 +153,7 @@ class AgentActivities:
         never logged.
         """
         try:
-            statement = validate_preview_sql(request.sql)
+            query = validate_preview_sql(request.sql)
         except QueryRejected as exc:
             log.info("preview rejected", run_id=request.run_id, reason=exc.reason)
             return workflows_pb2.PreviewQueryResult(
@@ -163,9 +171,15 @@ class AgentActivities:
             async with self._leases.workload_credentials(
                 request.connection_id, "preview", resolved
             ) as workload:
-                result = await run_preview(workload, statement)
+                result = await run_preview(
+                    workload,
+                    query,
+                    allowed_functions=list(resolved.preview.allowed_functions),
+                    max_plan_cost=resolved.preview.max_plan_cost,
+                )
         except PrivilegedLoginFailed as exc:
             result = connection_failure(exc.category, duration_ms=0)
+        receipt = result.receipt
         log.info(
             "preview done",
             run_id=request.run_id,
@@ -173,8 +187,49 @@ class AgentActivities:
             rows=len(result.rows),
             truncated=result.truncated,
             duration_ms=result.duration_ms,
+            receipt=workflows_pb2.PreviewReceiptStatus.Name(receipt.status),
         )
+        if receipt.status in _SECURITY_EVENTS:
+            await self._record_security_event(request, receipt)
         return result
+
+    async def _record_security_event(
+        self, request: workflows_pb2.PreviewQueryInput, receipt: workflows_pb2.PreviewReceipt
+    ) -> None:
+        """Audits a preview that could not prove it changed nothing; never fails the preview."""
+        log.warning(
+            "preview receipt not clean",
+            run_id=request.run_id,
+            connection_id=request.connection_id,
+            receipt=workflows_pb2.PreviewReceiptStatus.Name(receipt.status),
+            transaction_id_assigned=receipt.transaction_id_assigned,
+            advisory_locks_held=receipt.advisory_locks_held,
+            role_sessions_ended=receipt.role_sessions_ended,
+            backend_outlived_call=receipt.backend_outlived_call,
+        )
+        try:
+            await self._credentials.RecordPreviewSecurityEvent(
+                connections_pb2.RecordPreviewSecurityEventRequest(
+                    connection_id=request.connection_id,
+                    run_id=request.run_id,
+                    receipt_missing=receipt.status == workflows_pb2.PREVIEW_RECEIPT_STATUS_MISSING,
+                    transaction_id_assigned=receipt.transaction_id_assigned,
+                    advisory_locks_held=receipt.advisory_locks_held,
+                    role_sessions_ended=receipt.role_sessions_ended,
+                    backend_outlived_call=receipt.backend_outlived_call,
+                ),
+                # Short: the activity's 25 s must still hold the statement and its timeout.
+                timeout=5,
+            )
+        except grpc.aio.AioRpcError as exc:
+            # The rows are already read; retrying the activity would run the query again.
+            # The warning above stays in the agent's log.
+            log.error(
+                "preview security event not recorded",
+                run_id=request.run_id,
+                code=exc.code().name,
+                reason=error_details(exc).reason,
+            )
 
     @activity.defn(name=temporal.ROOT_ROTATION_ACTIVITY)
     async def rotate_root_credentials(

@@ -5,23 +5,31 @@ contract"), so every bound is enforced where it is cheapest to enforce and again
 cannot be bypassed:
 
 - The statement runs in a ``READ ONLY`` transaction that is never committed, under
-  ``statement_timeout``, ``lock_timeout`` and ``idle_in_transaction_session_timeout``.
+  ``statement_timeout``, ``lock_timeout`` and ``idle_in_transaction_session_timeout``, with
+  no parallel workers, no JIT and a small ``work_mem`` (sorts and hashes spill instead of
+  growing), all ``SET LOCAL``. ``temp_file_limit`` and a connection limit can only be set by
+  the database's owner; the user guide says how.
+- Before the statement, in the same transaction and one round trip: the role must not be
+  too strong for a preview, and every function and operator the statement names must be
+  allowed (agent.preview_session, agent.preview_functions).
 - Every statement that carries the user's text goes through the extended query protocol,
   whose Parse message holds exactly one statement: the server itself refuses ``select 1;
   delete from t`` ("cannot insert multiple commands into a prepared statement"). psycopg
   sends a query without parameters through the simple protocol, which would run both, so
-  these statements use a binary cursor: the simple protocol's Query message has no result
-  format, so psycopg must use Parse/Bind/Execute to ask for binary results.
-- Rows and cell lengths are cut by the server, so a 50 MB value never crosses the wire:
-  the columns are described first (``select * from (<sql>) as preview_query limit 0``, which
-  plans the statement but fetches nothing), then the rows are read through
-  ``select left(c1::text, 1025), ... from (<sql>) as preview_query(c1, ...) limit 101``.
-  (A protocol-level Describe would skip planning the statement twice, but psycopg's public
-  API has no describe-only call for async connections; planning is cheap next to the
-  statement timeout.) The same bounds are applied again on the agent, so a statement that
-  escaped the wrapper's parentheses could cost bandwidth and memory, never a larger result.
+  these statements are sent with libpq's PQsendPrepare and PQsendQueryParams directly, in
+  pipeline mode: Parse and Describe in one round trip, the read and the receipt in another.
+- The statement is planned once. Its columns are learnt from a Parse and Describe of
+  ``select * from (<sql>) as preview_query``, which analyses but neither plans nor runs it;
+  then ``select left(c1::text, 1025), ... from (<sql>) as preview_query(c1, ...) limit
+  101`` is planned and run, so rows and cell lengths are cut by the server and a 50 MB value
+  never crosses the wire. With a cost budget, that read is prepared, its cached plan
+  explained and refused over budget, and the same plan executed.
+- Before the rollback, the session's receipt proves it wrote nothing. A statement that
+  ignores the statement timeout's cancel is ended by the agent from a second session one
+  second later, so no preview outlives its call by more than a couple of seconds.
 - Each cell is decoded leniently (a SQL_ASCII database returns whatever bytes it stores),
-  cut, and stripped of anything a terminal or a JSON parser could trip over.
+  cut, and stripped of anything a terminal or a JSON parser could trip over. The same
+  bounds are applied again on the agent.
 
 Errors follow the data boundary: a category, the SQLSTATE and the server's primary message
 only, never its DETAIL, HINT or CONTEXT, the credentials or the host.
@@ -30,22 +38,29 @@ only, never its DETAIL, HINT or CONTEXT, the credentials or the host.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
+import os
 import re
+import socket
 import time
 import unicodedata
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import partial
 from types import MappingProxyType
 from typing import Any, Final
 
 import psycopg
-from psycopg import pq, sql
+from psycopg import generators, pq, sql
 from psycopg.abc import Buffer
-from psycopg.adapt import Loader
+from psycopg.adapt import Loader, Transformer
 from psycopg.pq.abc import PGresult
 from psycopg.rows import TupleRow
 
-from agent import postgres_probe
+from agent import postgres_probe, preview_functions, preview_session
+from agent.preview_functions import OptIn
+from agent.preview_validator import ValidatedQuery
 from sevvo.connections.v1 import connections_pb2
 from sevvo.workflows.v1 import workflows_pb2
 
@@ -60,11 +75,30 @@ IDLE_IN_TRANSACTION_TIMEOUT: Final = "15s"
 MAX_MESSAGE_CHARS: Final = 1024
 """The longest error message sent upstream (a primary message can quote a long input)."""
 
+WORK_MEM: Final = "4MB"
+"""Memory a sort or hash may use before it spills to temporary files."""
+
+CLIENT_CHECK_INTERVAL: Final = "1s"
+"""How often a running statement checks that the agent is still connected (PostgreSQL 14+)."""
+
+TERMINATE_AFTER: Final = 1.0
+"""Seconds past the statement timeout after which the agent ends a session that did not stop."""
+
+TERMINATE_CONNECT_TIMEOUT: Final = 3.0
+"""How long the agent tries to open the second session that ends a runaway one."""
+
+_PREPARED: Final = b"sevvo_preview"
+_CLIENT_CHECK_SINCE: Final = 140000
+_DEBUG_PARALLEL_SINCE: Final = 160000
+
 _OK = workflows_pb2.PREVIEW_CATEGORY_OK
 _QUERY_REJECTED = workflows_pb2.PREVIEW_CATEGORY_QUERY_REJECTED
 _QUERY_TIMEOUT = workflows_pb2.PREVIEW_CATEGORY_QUERY_TIMEOUT
 _PERMISSION_DENIED = workflows_pb2.PREVIEW_CATEGORY_PERMISSION_DENIED
 _QUERY_ERROR = workflows_pb2.PREVIEW_CATEGORY_QUERY_ERROR
+_TOO_PRIVILEGED = workflows_pb2.PREVIEW_CATEGORY_CREDENTIALS_TOO_PRIVILEGED
+_OVER_BUDGET = workflows_pb2.PREVIEW_CATEGORY_OVER_COST_BUDGET
+_RECEIPT_MISSING = workflows_pb2.PREVIEW_RECEIPT_STATUS_MISSING
 _INVALID_STORED_CREDENTIALS = workflows_pb2.PREVIEW_CATEGORY_INVALID_STORED_CREDENTIALS
 _OTHER = workflows_pb2.PREVIEW_CATEGORY_OTHER
 
@@ -122,6 +156,15 @@ class _Limits:
     statement_timeout_ms: int
 
 
+@dataclass(slots=True)
+class _Progress:
+    """How far a preview got, for whoever has to end it from outside."""
+
+    start: preview_session.Start | None = None
+    statement_sent: bool = False
+    started: float = field(default_factory=time.monotonic)
+
+
 @dataclass(frozen=True, slots=True)
 class _Wrapped:
     """The user's statement inside one of our wrappers, and where it starts in it."""
@@ -174,30 +217,36 @@ class _RawTextBinaryLoader(_RawTextLoader):
 
 async def run_preview(
     credentials: connections_pb2.PostgresCredentials,
-    statement: str,
+    query: ValidatedQuery,
     *,
+    allowed_functions: Sequence[str] = (),
+    max_plan_cost: float = 0.0,
     max_rows: int = 100,
     max_cell_chars: int = 1024,
     max_columns: int = 100,
     statement_timeout_ms: int = 10_000,
     connect_timeout: float = 10.0,
 ) -> workflows_pb2.PreviewQueryResult:
-    """Run ``statement`` read-only with ``credentials`` and return at most ``max_rows`` rows.
+    """Run ``query`` read-only with ``credentials`` and return at most ``max_rows`` rows.
 
-    ``statement`` must already have passed agent.preview_validator: one SELECT or WITH
-    statement. It is run inside a wrapper, so a trailing semicolon is dropped. At most
-    ``max_columns`` columns are returned (``columns_truncated`` says when there were more),
-    at most ``max_rows`` rows (``truncated`` says when there were more), and each cell as
-    at most ``max_cell_chars`` characters of sanitized text (see safe_text()).
+    ``query`` must come from agent.preview_validator: one SELECT or WITH statement and the
+    call sites in it. It is run inside a wrapper, so a trailing semicolon is dropped. Its
+    functions and operators must be on the reviewed list or in ``allowed_functions`` (the
+    connection owner's opt-ins); with ``max_plan_cost`` above 0 a plan estimated above it is
+    refused. At most ``max_columns`` columns are returned (``columns_truncated`` says when
+    there were more), at most ``max_rows`` rows (``truncated`` says when there were more),
+    and each cell as at most ``max_cell_chars`` characters of sanitized text (safe_text()).
 
-    The statement is cancelled by the server after ``statement_timeout_ms``; connecting is
-    bounded by ``connect_timeout`` as in the credential test. Failures of the database, the
-    network or the credentials are results, not exceptions; anything else (a bug)
-    propagates, and so does cancellation. The connection is closed in every case.
+    The statement is cancelled by the server after ``statement_timeout_ms``, and its session
+    ended by the agent ``TERMINATE_AFTER`` seconds later if it is still running. Connecting
+    is bounded by ``connect_timeout`` as in the credential test. Once the statement reached
+    the database the result carries a receipt. Failures of the database, the network or the
+    credentials are results, not exceptions; anything else (a bug) propagates, and so does
+    cancellation. The connection is closed in every case.
     """
     limits = _Limits(max_rows, max_cell_chars, max_columns, statement_timeout_ms)
     _check_limits(limits)
-    statement = _TRAILING_TERMINATORS.sub("", statement)
+    statement = _TRAILING_TERMINATORS.sub("", query.statement)
     if "\0" in statement:
         # libpq sends C strings: everything after a NUL, our wrapper's LIMIT included, would
         # silently vanish. No valid SQL contains one.
@@ -212,25 +261,25 @@ async def run_preview(
         category = postgres_probe.connection_failure_category(exc)
         return connection_failure(category, _elapsed_ms(started))
 
-    started = time.monotonic()
+    progress = _Progress()
+    plan = _Plan(ValidatedQuery(statement, query.calls), OptIn(allowed_functions), max_plan_cost)
+    task = asyncio.ensure_future(_query(conn, plan, limits, progress))
     try:
-        # The server enforces statement_timeout on each statement; this deadline only
-        # catches a server or network that stops answering altogether.
-        async with asyncio.timeout(statement_timeout_ms / 1000 + connect_timeout):
-            result = await _query(conn, statement, limits)
-    except TimeoutError:
-        return _timeout(limits, _elapsed_ms(started), sqlstate="")
-    except _StatementError as exc:
-        return _database_failure(exc.error, limits, _elapsed_ms(started), position=exc.position)
-    except psycopg.Error as exc:
-        return _database_failure(exc, limits, _elapsed_ms(started), position=0)
+        # The server cancels each statement at statement_timeout; this deadline is for a
+        # statement that does not stop when cancelled, or a server that stopped answering.
+        await asyncio.wait({task}, timeout=limits.statement_timeout_ms / 1000 + TERMINATE_AFTER)
+        if task.done():
+            result = _finished(task, limits, progress)
+        else:
+            result = await _end_runaway(credentials, conn, task, limits, progress)
     finally:
+        task.cancel()
+        await _settle(task, TERMINATE_AFTER)
         # No COMMIT is ever sent. Closing ends the session and the server aborts its open
         # transaction; an explicit ROLLBACK would add a round trip that can hang on a dead
-        # link. After a timeout the server has already cancelled the statement, and
-        # psycopg sends a cancel request if our own deadline interrupted it.
+        # link.
         await conn.close()
-    result.duration_ms = _elapsed_ms(started)
+    result.duration_ms = _elapsed_ms(progress.started)
     return result
 
 
@@ -284,11 +333,79 @@ def _check_limits(limits: _Limits) -> None:
             raise ValueError(f"{name} must be a positive integer")
 
 
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """What to run and under which of the connection owner's settings."""
+
+    query: ValidatedQuery
+    opt_in: OptIn
+    max_plan_cost: float
+
+
+def _finished(
+    task: asyncio.Future[workflows_pb2.PreviewQueryResult], limits: _Limits, progress: _Progress
+) -> workflows_pb2.PreviewQueryResult:
+    """The result of a preview that ended by itself; a lost connection is a result too."""
+    try:
+        return task.result()
+    except psycopg.Error as exc:
+        result = _database_failure(exc, limits, 0, position=0)
+        if progress.statement_sent:
+            # The statement reached the server but nothing can now show what it did there.
+            result.receipt.status = _RECEIPT_MISSING
+        return result
+
+
+async def _end_runaway(
+    credentials: connections_pb2.PostgresCredentials,
+    conn: psycopg.AsyncConnection[TupleRow],
+    task: asyncio.Future[workflows_pb2.PreviewQueryResult],
+    limits: _Limits,
+    progress: _Progress,
+) -> workflows_pb2.PreviewQueryResult:
+    """End a preview whose statement outlived its timeout: receipt, terminate, hang up."""
+    result = _timeout(limits, 0, sqlstate="")
+    # Without the answer to the checks before the statement, nothing of ours ran and the
+    # server never said which backend is ours; the session will notice the hang-up.
+    if progress.start is not None:
+        try:
+            result.receipt.CopyFrom(
+                await preview_session.terminate(
+                    credentials, progress.start, connect_timeout=TERMINATE_CONNECT_TIMEOUT
+                )
+            )
+            result.message = _runaway_message(limits)
+        except (TimeoutError, psycopg.Error, postgres_probe.InvalidStoredCredentials):
+            # The server cannot be reached to end the session; it notices the agent is gone
+            # (client_connection_check_interval) at its next check for interrupts.
+            result.receipt.status = _RECEIPT_MISSING
+    _hang_up(conn)
+    await _settle(task, TERMINATE_AFTER)
+    return result
+
+
+async def _settle(task: asyncio.Future[Any], timeout: float) -> None:
+    """Wait up to ``timeout`` for ``task`` to end; its outcome is consumed whenever it does."""
+    task.add_done_callback(lambda done: done.cancelled() or done.exception())
+    if not task.done():
+        await asyncio.wait({task}, timeout=timeout)
+
+
+def _hang_up(conn: psycopg.AsyncConnection[TupleRow]) -> None:
+    """Shut the connection's socket down under libpq, so a read waiting on it ends at once."""
+    try:
+        fileno = os.dup(conn.pgconn.socket)
+    except (psycopg.OperationalError, OSError):
+        return  # Already closed: the terminated session hung up first.
+    with contextlib.suppress(OSError), socket.socket(fileno=fileno) as sock:
+        sock.shutdown(socket.SHUT_RDWR)
+
+
 async def _query(
-    conn: psycopg.AsyncConnection[TupleRow], statement: str, limits: _Limits
+    conn: psycopg.AsyncConnection[TupleRow], plan: _Plan, limits: _Limits, progress: _Progress
 ) -> workflows_pb2.PreviewQueryResult:
     """Run the preview on an open connection; raise what the database reports."""
-    # Text comes back as bytes, decoded leniently in _render_cell().
+    # Text comes back as bytes, decoded leniently in _render_cell() and _text().
     conn.adapters.register_loader("text", _RawTextLoader)
     conn.adapters.register_loader("text", _RawTextBinaryLoader)
     # A SQL_ASCII database stores bytes it never checked, and counts positions and lengths
@@ -296,48 +413,149 @@ async def _query(
     # fail the whole query at the first invalid one; as SQL_ASCII it passes them through.
     # Every other encoding is converted to UTF-8 by the server.
     counts_bytes = conn.info.parameter_status("server_encoding") == "SQL_ASCII"
-    client_encoding = "SQL_ASCII" if counts_bytes else "UTF8"
+    lookup = preview_functions.lookup(plan.query.calls)
+    version = conn.info.server_version
+    checks = [preview_session.start_sql(version), lookup.functions, lookup.operators]
+    cur = await conn.execute(_begin_sql(conn, limits, counts_bytes, checks))
+    rows = await _selected(cur)
+    start = preview_session.read_start(_text(rows[0][0]) if rows[0] else None, version)
+    progress.start = start
+    if start.refusal is not None:
+        return _result(
+            _TOO_PRIVILEGED,
+            f"the connection's role is {start.refusal}; a preview refuses credentials that"
+            " strong — connect it with a least-privilege reader (see the user guide)",
+            duration_ms=0,
+        )
+    function_rows = rows[1] if lookup.functions is not None else []
+    operator_rows = rows[-1] if lookup.operators is not None else []
+    refused = preview_functions.refusal(
+        plan.query.calls, _text(function_rows), _text(operator_rows), plan.opt_in
+    )
+    if refused is not None:
+        return _result(
+            _QUERY_REJECTED, refused.message, duration_ms=0, position=refused.position or 0
+        )
 
-    # Our own text, so the simple protocol's several statements in one round trip are fine.
-    # SET LOCAL: every setting ends with the transaction. DateStyle ISO changes only the
-    # output format, not how the user's date literals are read.
-    await conn.execute(
-        sql.SQL(
-            "SET client_encoding = {};"
-            " BEGIN READ ONLY;"
-            " SET LOCAL statement_timeout = {};"
-            " SET LOCAL lock_timeout = {};"
-            " SET LOCAL idle_in_transaction_session_timeout = {};"
-            " SET LOCAL bytea_output = 'hex';"
-            " SET LOCAL DateStyle = 'ISO';"
-            # The validator lexes strings the standard way; a role or database set to the
-            # old backslash-escaping rules would split the same text differently.
-            " SET LOCAL standard_conforming_strings = on"
-        ).format(
-            sql.Literal(client_encoding),
-            sql.Literal(limits.statement_timeout_ms),
-            sql.Literal(LOCK_TIMEOUT),
-            sql.Literal(IDLE_IN_TRANSACTION_TIMEOUT),
+    progress.statement_sent = True
+    try:
+        result, receipt = await _read(conn, plan, limits, counts_bytes, start)
+    except _StatementError as exc:
+        result = _database_failure(exc.error, limits, 0, position=exc.position)
+        # The failed statement aborted the transaction; its savepoint makes it usable again.
+        await conn.execute(b"ROLLBACK TO SAVEPOINT preview")
+        receipt = await _receipt(conn, start, [])
+    result.receipt.CopyFrom(receipt.receipt)
+    for column, name in zip(result.columns, receipt.type_names, strict=False):
+        column.type_name = _safe_name(name)
+    return result
+
+
+async def _receipt(
+    conn: psycopg.AsyncConnection[TupleRow],
+    start: preview_session.Start,
+    type_oids: Sequence[int],
+) -> preview_session.Receipt:
+    """The receipt on its own round trip (after a failure, or a plan over budget)."""
+    cur = await conn.execute(
+        sql.SQL("{}; {}").format(
+            preview_session.CLEAR_SNAPSHOT, preview_session.receipt_sql(start, type_oids)
         )
     )
-    # binary=True: the extended protocol (see the module docstring).
-    cur = conn.cursor(binary=True)
+    return preview_session.read_receipt(start, _text((await _selected(cur))[-1][0]))
 
-    describe = _wrap(
-        conn,
-        sql.SQL("select * from (\n"),
-        statement,
-        sql.SQL("\n) as preview_query limit 0"),
+
+def _begin_sql(
+    conn: psycopg.AsyncConnection[TupleRow],
+    limits: _Limits,
+    counts_bytes: bool,
+    checks: Sequence[sql.Composable | None],
+) -> sql.Composed:
+    """The transaction's settings, the checks before the statement, and its savepoint.
+
+    Our own text, so the simple protocol's several statements in one round trip are fine.
+    SET LOCAL: every setting ends with the transaction. DateStyle ISO changes only the
+    output format, not how the user's date literals are read.
+    """
+    settings = [
+        ("statement_timeout", limits.statement_timeout_ms),
+        ("lock_timeout", LOCK_TIMEOUT),
+        ("idle_in_transaction_session_timeout", IDLE_IN_TRANSACTION_TIMEOUT),
+        ("bytea_output", "hex"),
+        ("DateStyle", "ISO"),
+        # The validator lexes strings the standard way; a role or database set to the old
+        # backslash-escaping rules would split the same text differently.
+        ("standard_conforming_strings", "on"),
+        # One backend per preview: no parallel workers, no JIT compilation, and sorts and
+        # hashes that spill early.
+        ("max_parallel_workers_per_gather", 0),
+        ("jit", "off"),
+        ("work_mem", WORK_MEM),
+    ]
+    # A role or database default can force a parallel worker even with no workers per
+    # gather; the setting was renamed in 16.
+    version = conn.info.server_version
+    settings.append(
+        (
+            "debug_parallel_query" if version >= _DEBUG_PARALLEL_SINCE else "force_parallel_mode",
+            "off",
+        )
     )
-    await _execute_wrapped(cur, describe, counts_bytes=counts_bytes)
-    described = _described_columns(cur.pgresult)
-    kept = described[: limits.max_columns]
-    type_names = await _type_names(cur, [oid for _, oid in kept])
+    if version >= _CLIENT_CHECK_SINCE:
+        # A statement notices within a second that the agent hung up (or was killed).
+        settings.append(("client_connection_check_interval", CLIENT_CHECK_INTERVAL))
+    statements: list[sql.Composable] = [
+        sql.SQL("SET client_encoding = {}").format(
+            sql.Literal("SQL_ASCII" if counts_bytes else "UTF8")
+        ),
+        sql.SQL("BEGIN READ ONLY"),
+        *(
+            sql.SQL("SET LOCAL {} = {}").format(sql.Identifier(name), sql.Literal(value))
+            for name, value in settings
+        ),
+        *(check for check in checks if check is not None),
+        sql.SQL("SAVEPOINT preview"),
+    ]
+    return sql.SQL(";\n").join(statements)
 
+
+async def _selected(cur: psycopg.AsyncCursor[TupleRow]) -> list[list[TupleRow]]:
+    """The rows of each statement of a batch that returned rows, in order."""
+    results: list[list[TupleRow]] = []
+    while True:
+        if cur.description is not None:
+            results.append(await cur.fetchall())
+        if not cur.nextset():
+            return results
+
+
+async def _read(
+    conn: psycopg.AsyncConnection[TupleRow],
+    plan: _Plan,
+    limits: _Limits,
+    counts_bytes: bool,
+    start: preview_session.Start,
+) -> tuple[workflows_pb2.PreviewQueryResult, preview_session.Receipt]:
+    """Describe, plan once, run and render the statement, and take the receipt after it."""
+    statement = plan.query.statement
+    describe = _wrap(conn, sql.SQL("select * from (\n"), statement, sql.SQL("\n) as preview_query"))
+    described = _described_columns(await _prepare(conn, b"", describe, counts_bytes, True))
+    kept = described[: limits.max_columns]
     opening, closing = _read_wrapper(len(described), len(kept), limits)
     read = _wrap(conn, opening, statement, closing)
-    await _execute_wrapped(cur, read, counts_bytes=counts_bytes)
-    records = await cur.fetchall()
+    type_oids = [oid for _, oid in kept]
+    estimated_cost = 0.0
+    if plan.max_plan_cost > 0:
+        await _prepare(conn, _PREPARED, read, counts_bytes, False)
+        estimated_cost = await _estimated_cost(conn)
+        if estimated_cost > plan.max_plan_cost:
+            # Planning ran (and folded constants): a receipt is owed all the same.
+            over = _over_budget(estimated_cost, plan.max_plan_cost)
+            return over, await _receipt(conn, start, [])
+        read = _executing(read)
+    records, receipt = await _run_with_receipt(
+        conn, read, preview_session.receipt_sql(start, type_oids), counts_bytes
+    )
     rows: list[workflows_pb2.PreviewRow] = []
     size = 0
     for record in records[: limits.max_rows]:
@@ -354,19 +572,149 @@ async def _query(
             break
         rows.append(row)
 
-    return workflows_pb2.PreviewQueryResult(
+    result = workflows_pb2.PreviewQueryResult(
         category=_OK,
         message=_OK_MESSAGE,
-        columns=[
-            workflows_pb2.PreviewColumn(
-                name=_safe_name(name), type_name=_safe_name(type_names.get(oid, b""))
-            )
-            for name, oid in kept
-        ],
+        columns=[workflows_pb2.PreviewColumn(name=_safe_name(name)) for name, _ in kept],
         rows=rows,
         truncated=len(records) > len(rows),
         columns_truncated=len(described) > len(kept),
+        estimated_cost=estimated_cost,
     )
+    return result, preview_session.read_receipt(start, _text(receipt))
+
+
+async def _run_with_receipt(
+    conn: psycopg.AsyncConnection[TupleRow],
+    read: _Wrapped,
+    receipt_query: sql.Composed,
+    counts_bytes: bool,
+) -> tuple[list[TupleRow], TupleRow]:
+    """The read's rows and the receipt's row, in one round trip.
+
+    An error in the read aborts the rest and is raised as _StatementError.
+    """
+    pgconn = conn.pgconn
+    results = await _pipelined(
+        conn,
+        [
+            partial(pgconn.send_query_params, read.query, None, result_format=pq.Format.BINARY),
+            partial(pgconn.send_query_params, preview_session.CLEAR_SNAPSHOT.as_bytes(conn), None),
+            partial(pgconn.send_query_params, receipt_query.as_bytes(conn), None),
+        ],
+    )
+    _raise_first_error(conn, results, read, counts_bytes)
+    rows, receipt = (_rows(conn, results[index]) for index in (0, 2))
+    if not receipt:
+        raise psycopg.InterfaceError("the receipt query returned no row")
+    return rows, receipt[0]
+
+
+async def _pipelined(
+    conn: psycopg.AsyncConnection[TupleRow], commands: Sequence[Callable[[], None]]
+) -> list[PGresult]:
+    """Send libpq ``commands`` and a Sync in one round trip (pipeline mode); their results.
+
+    psycopg's public API has no prepare- or describe-only call, and its pipeline logs the
+    errors it drops; so this drives libpq through psycopg's own wait loop and generators,
+    as its cursors do. A command after a failed one gets a PIPELINE_ABORTED result.
+    """
+    pgconn = conn.pgconn
+    pgconn.enter_pipeline_mode()
+    try:
+        for command in commands:
+            command()
+        pgconn.pipeline_sync()
+        await conn.wait(generators.send(pgconn))
+        results: list[PGresult] = []
+        # One list of results per command, then the sync's own.
+        while not results or results[-1].status != pq.ExecStatus.PIPELINE_SYNC:
+            results.extend(await conn.wait(generators.fetch_many(pgconn)))
+    except BaseException:
+        with contextlib.suppress(psycopg.Error):
+            pgconn.exit_pipeline_mode()
+        raise
+    pgconn.exit_pipeline_mode()
+    return results[:-1]
+
+
+def _raise_first_error(
+    conn: psycopg.AsyncConnection[TupleRow],
+    results: Sequence[PGresult],
+    wrapped: _Wrapped,
+    counts_bytes: bool,
+) -> None:
+    """Raise the first error among ``results`` as _StatementError, positioned in the user's text."""
+    for result in results:
+        if result.status == pq.ExecStatus.FATAL_ERROR:
+            error = psycopg.errors.error_from_result(result, encoding=conn.info.encoding)
+            reported = _int_or_zero(error.diag.statement_position)
+            position = wrapped.statement_position(reported, counts_bytes=counts_bytes)
+            raise _StatementError(error, position)
+
+
+def _rows(conn: psycopg.AsyncConnection[TupleRow], result: PGresult) -> list[TupleRow]:
+    """A result's rows, loaded with the connection's loaders (text as raw bytes)."""
+    transformer = Transformer(conn)
+    transformer.set_pgresult(result)
+    return transformer.load_rows(0, result.ntuples, tuple)
+
+
+async def _prepare(
+    conn: psycopg.AsyncConnection[TupleRow],
+    name: bytes,
+    wrapped: _Wrapped,
+    counts_bytes: bool,
+    describe: bool,
+) -> PGresult:
+    """Parse ``wrapped`` as the prepared statement ``name`` (and Describe it), running nothing,
+    in one round trip; the last command's result (the description, when asked for)."""
+    pgconn = conn.pgconn
+    commands = [partial(pgconn.send_prepare, name, wrapped.query)]
+    if describe:
+        commands.append(partial(pgconn.send_describe_prepared, name))
+    results = await _pipelined(conn, commands)
+    _raise_first_error(conn, results, wrapped, counts_bytes)
+    return results[-1]
+
+
+async def _estimated_cost(conn: psycopg.AsyncConnection[TupleRow]) -> float:
+    """The planner's total cost for the prepared read; planning it caches the plan it runs.
+
+    A statement without parameters always gets the generic plan, which EXPLAIN EXECUTE
+    builds and keeps, so the EXECUTE after it does not plan again.
+    """
+    cur = await conn.execute(b"EXPLAIN (FORMAT JSON) EXECUTE " + _PREPARED)
+    row = await cur.fetchone()
+    raw = row[0] if row else b"[]"
+    plan = json.loads(raw) if isinstance(raw, (bytes, str)) else raw
+    return float(plan[0]["Plan"]["Total Cost"])
+
+
+def _executing(read: _Wrapped) -> _Wrapped:
+    """EXECUTE of the prepared read; errors in it point at no position of the user's text."""
+    return _Wrapped(query=b"EXECUTE " + _PREPARED, prefix_chars=0, statement="")
+
+
+def _over_budget(estimate: float, budget: float) -> workflows_pb2.PreviewQueryResult:
+    result = _result(
+        _OVER_BUDGET,
+        f"the planner estimates this query at {estimate:,.0f} cost units, over the"
+        f" connection's preview budget of {budget:,.0f} — narrow it with a WHERE clause or"
+        " a LIMIT, or ask the connection's owner to raise the budget",
+        duration_ms=0,
+    )
+    result.estimated_cost = estimate
+    return result
+
+
+def _text(value: Any) -> Any:
+    """Our own queries' text, which the raw loader returns as bytes, decoded leniently."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    if isinstance(value, (list, tuple)):
+        return type(value)(_text(item) for item in value)
+    return value
 
 
 def _wrap(
@@ -409,34 +757,11 @@ def _read_wrapper(
     )
 
 
-async def _execute_wrapped(
-    cur: psycopg.AsyncCursor[TupleRow], wrapped: _Wrapped, *, counts_bytes: bool
-) -> None:
-    try:
-        await cur.execute(wrapped.query)
-    except psycopg.Error as exc:
-        reported = _int_or_zero(exc.diag.statement_position)
-        position = wrapped.statement_position(reported, counts_bytes=counts_bytes)
-        raise _StatementError(exc, position) from exc
-
-
 def _described_columns(result: PGresult | None) -> list[tuple[bytes, int]]:
     """The statement's columns as (raw name, type OID), by position."""
     if result is None:
         raise psycopg.InterfaceError("the describing query returned no result")
     return [(result.fname(index) or b"", result.ftype(index)) for index in range(result.nfields)]
-
-
-async def _type_names(cur: psycopg.AsyncCursor[TupleRow], oids: Sequence[int]) -> dict[int, bytes]:
-    """format_type() of each OID, in one query, in the same read-only transaction."""
-    if not oids:
-        return {}
-    await cur.execute(
-        "select t.oid, pg_catalog.format_type(t.oid, NULL)"
-        " from pg_catalog.unnest(%s::pg_catalog.oid[]) as t(oid)",
-        (sorted(set(oids)),),
-    )
-    return {int(oid): name for oid, name in await cur.fetchall()}
 
 
 def _render_cell(raw: Any, max_chars: int, *, counts_bytes: bool) -> workflows_pb2.PreviewCell:
@@ -451,9 +776,10 @@ def _render_cell(raw: Any, max_chars: int, *, counts_bytes: bool) -> workflows_p
     )
 
 
-def _safe_name(raw: bytes) -> str:
+def _safe_name(raw: bytes | str) -> str:
     # Column and type names are identifiers anyone with CREATE can choose, escapes and all.
-    return safe_text(raw.decode("utf-8", errors="replace"), MAX_MESSAGE_CHARS)[0]
+    text = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else raw
+    return safe_text(text, MAX_MESSAGE_CHARS)[0]
 
 
 def _database_failure(
@@ -497,6 +823,14 @@ def _timeout(
         f"the query ran longer than {seconds} s and was cancelled",
         duration_ms=duration_ms,
         sqlstate=sqlstate,
+    )
+
+
+def _runaway_message(limits: _Limits) -> str:
+    seconds = f"{limits.statement_timeout_ms / 1000:g}"
+    return (
+        f"the query ran longer than {seconds} s and did not stop when cancelled (or the"
+        " server stopped answering), so the agent ended its database session"
     )
 
 

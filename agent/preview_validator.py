@@ -4,9 +4,14 @@ The preview is the one path where rows leave the customer's network (DESIGN.md, 
 contract"), so the check is an allow-list over the parse tree that libpg_query (through pglast)
 builds, never string matching: the statement must be exactly one plain SELECT (VALUES, TABLE,
 set operations and WITH ... SELECT included), and every node anywhere in its tree must be of a
-kind listed in ``_ALLOWED_KINDS``. On top of that, function names are checked against a
-deny-list of functions whose effects escape the transaction (locks, signals, sequences, files,
-other servers, dynamic SQL).
+kind listed in ``_ALLOWED_KINDS``.
+
+Which functions and operators a name stands for is decided by the database, not by the text,
+so this module only collects every place the statement names one (``CallSite``: function
+calls, ``x.f`` that Postgres may read as ``f(x)``, operators, table sample methods); the
+executor resolves them in the preview's own transaction against the reviewed allow-list of
+agent.preview_functions before the statement runs. The deny-list below stays as a second
+net: names on it are refused here, before any connection, and cannot be opted in.
 
 This is the first line of defence. The executor runs the returned text in a READ ONLY
 transaction with a statement timeout, so the validator errs on the side of rejecting. It cannot
@@ -29,8 +34,8 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
-from typing import Any, Final
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal
 
 from pglast import parser
 
@@ -87,6 +92,38 @@ class QueryRejected(Exception):
         return f"QueryRejected({self.reason!r}, {self.message!r}, position={self.position!r})"
 
 
+CallKind = Literal["function", "attribute", "operator", "tablesample"]
+
+
+@dataclass(frozen=True, slots=True)
+class CallSite:
+    """A place where the statement names a function or an operator the server will resolve.
+
+    ``kind`` is "function" (a call), "attribute" (``x.f``, which Postgres reads as ``f(x)``
+    when ``x`` has no column ``f``), "operator" (including the ones IN, LIKE, BETWEEN, CASE
+    and ``= ANY`` imply) or "tablesample" (a TABLESAMPLE method, itself a function).
+    ``schema`` is set when the name was qualified. ``position`` is 1-based, in characters.
+    """
+
+    kind: CallKind
+    schema: str | None
+    name: str
+    position: int | None
+
+    def shown(self) -> str:
+        """The name as the user wrote it (qualified when it was), shortened for a message."""
+        text = f"{self.schema}.{self.name}" if self.schema else self.name
+        return _shorten(text, _MAX_QUOTED_CHARS)
+
+
+@dataclass(frozen=True, slots=True)
+class ValidatedQuery:
+    """A statement that passed the parser checks, and every call site it holds."""
+
+    statement: str
+    calls: tuple[CallSite, ...] = field(default=())
+
+
 @dataclass(frozen=True)
 class _DeniedGroup:
     """Functions refused for one shared reason, by exact name or by name prefix."""
@@ -141,17 +178,47 @@ _DENIED_GROUPS: Final[tuple[_DeniedGroup, ...]] = (
     # Work done over another connection is outside this transaction and its READ ONLY mode.
     _DeniedGroup("it opens connections to other servers", prefixes=("dblink", "postgres_fdw_")),
     _DeniedGroup("it notifies other sessions", names=frozenset({"pg_notify"})),
-    # These run an SQL string the validator never sees (ts_stat and ts_rewrite take one too).
+    # These run an SQL string the validator never sees (ts_stat and ts_rewrite take one too,
+    # and so do tablefunc's crosstab and connectby and xml2's xpath_table).
     _DeniedGroup(
         "it runs an SQL string that cannot be checked",
-        names=frozenset({"ts_stat", "ts_rewrite"}),
+        names=frozenset({"ts_stat", "ts_rewrite", "connectby", "xpath_table"}),
         prefixes=(
             "query_to_xml",
             "cursor_to_xml",
             "table_to_xml",
             "schema_to_xml",
             "database_to_xml",
+            "crosstab",
         ),
+    ),
+    # libxml2 evaluates XPath and XSLT without checking for interrupts: a short expression
+    # ran on for minutes after the statement timeout and pg_terminate_backend.
+    _DeniedGroup(
+        "it evaluates XPath or XSLT in libxml2, which keeps running after the preview is cancelled",
+        names=frozenset({"xmlexists", "xslt_process"}),
+        prefixes=("xpath",),
+    ),
+    # pg_prewarm: whole relations into shared memory, a file in the data directory, a
+    # background worker that outlives the preview.
+    _DeniedGroup(
+        "it loads relations into shared memory or starts a background worker",
+        names=frozenset({"pg_prewarm"}),
+        prefixes=("autoprewarm_",),
+    ),
+    # pg_surgery, pg_visibility, pageinspect and amcheck work on raw pages and tuples.
+    _DeniedGroup(
+        "it reads or repairs raw pages, tuples or visibility maps",
+        names=frozenset(
+            {
+                "get_raw_page",
+                "pg_truncate_visibility_map",
+                "verify_heapam",
+                "bt_index_check",
+                "bt_index_parent_check",
+            }
+        ),
+        prefixes=("heap_force_", "pg_check_frozen", "pg_check_visible"),
     ),
     # Assigning a transaction id or exporting a snapshot is visible beyond the preview.
     _DeniedGroup(
@@ -221,8 +288,6 @@ _ALLOWED_KINDS: Final = frozenset(
         "RangeSubselect",
         "RangeFunction",
         "RangeTableSample",
-        "RangeTableFunc",
-        "RangeTableFuncCol",
         "JoinExpr",
         "Alias",
         "ColumnDef",
@@ -282,8 +347,29 @@ _ALLOWED_KINDS: Final = frozenset(
     }
 )
 
-# Allowed kinds whose contents need a closer look (names that may be calls, CTE bodies).
-_INSPECTED_KINDS: Final = frozenset({"CommonTableExpr", "FuncCall", "ColumnRef", "A_Indirection"})
+# Allowed kinds whose contents need a closer look (names that may be calls or operators,
+# CTE bodies).
+_INSPECTED_KINDS: Final = frozenset(
+    {
+        "CommonTableExpr",
+        "FuncCall",
+        "ColumnRef",
+        "A_Indirection",
+        "A_Expr",
+        "SubLink",
+        "SortBy",
+        "CaseExpr",
+        "RangeTableSample",
+    }
+)
+
+# The operators Postgres builds BETWEEN from (transformAExprBetween), by A_Expr kind.
+_BETWEEN_OPERATORS: Final = {
+    "AEXPR_BETWEEN": (">=", "<="),
+    "AEXPR_BETWEEN_SYM": (">=", "<="),
+    "AEXPR_NOT_BETWEEN": ("<", ">"),
+    "AEXPR_NOT_BETWEEN_SYM": ("<", ">"),
+}
 _PLAIN_KINDS: Final = _ALLOWED_KINDS - _INSPECTED_KINDS
 
 _STATEMENT_NAMES: Final = {
@@ -308,14 +394,21 @@ _STATEMENT_NAMES: Final = {
 _Json = dict[str, Any]
 
 
-def validate_preview_sql(sql: str) -> str:
+def validate_preview_sql(sql: str) -> ValidatedQuery:
     """Return the single read statement in ``sql``, ready to wrap, or raise QueryRejected.
 
-    The result is the statement's own text as the parser delimited it: leading comments,
-    trailing semicolons and trailing comments are dropped, everything inside is kept as it
-    was. SHOW is rejected like every other utility statement (it cannot be wrapped in a
-    SELECT anyway); ``current_setting()`` reads a setting within a SELECT.
+    The statement is its own text as the parser delimited it: leading comments, trailing
+    semicolons and trailing comments are dropped, everything inside is kept as it was. SHOW
+    is rejected like every other utility statement (it cannot be wrapped in a SELECT anyway);
+    ``current_setting()`` reads a setting within a SELECT. The call sites, in the order the
+    query reads, are for the executor's allow-list check.
     """
+    return _validate(sql, deny_list=True)
+
+
+def _validate(sql: str, *, deny_list: bool) -> ValidatedQuery:
+    """validate_preview_sql, with the deny-list optional: tests use it to show that the
+    allow-list alone refuses every function the deny-list names."""
     if len(sql) > MAX_SQL_BYTES or len(sql.encode("utf-8", "surrogatepass")) > MAX_SQL_BYTES:
         raise QueryRejected(
             "too_long", f"The query is longer than the preview limit of {MAX_SQL_BYTES} bytes."
@@ -350,9 +443,9 @@ def validate_preview_sql(sql: str) -> str:
             f" {_statement_name(kind)} is not a plain read.",
             _char_position(utf8, start),
         )
-    _check_tree(statement, utf8)
+    calls = _check_tree(statement, utf8, deny_list)
     _check_string_literals(sql)
-    return _statement_text(utf8, start, length)
+    return ValidatedQuery(_statement_text(utf8, start, length), tuple(calls))
 
 
 def forbidden_function_reason(name: str) -> str | None:
@@ -391,11 +484,13 @@ def _parse_error(sql: str, error: parser.ParseError) -> QueryRejected:
     return QueryRejected("parse_error", f"The query is not valid SQL: {shown}.", position)
 
 
-def _check_tree(statement: _Json, utf8: bytes) -> None:
-    """Walk every node under ``statement`` and raise on the first one a preview may not hold."""
+def _check_tree(statement: _Json, utf8: bytes, deny_list: bool) -> list[CallSite]:
+    """Walk every node under ``statement``, raise on the first one a preview may not hold,
+    and return the call sites met on the way."""
     # Entries are (JSON object, byte offset of the nearest enclosing location). Iterative, so
     # no tree depth the parser accepts can exhaust Python's stack here. Children are pushed
     # in reverse, so problems are met (and reported) in the order the query reads.
+    calls: list[CallSite] = []
     stack: list[tuple[_Json, int | None]] = [(statement, None)]
     while stack:
         value, where = stack.pop()
@@ -407,7 +502,7 @@ def _check_tree(statement: _Json, utf8: bytes) -> None:
                 # A node is {"Kind": {fields}}: kinds are CamelCase, field names never are.
                 if key[:1].isupper():
                     if key not in _PLAIN_KINDS:
-                        _check_node(key, child, where, utf8)
+                        _check_node(key, child, where, utf8, calls, deny_list)
                 elif key == "intoClause":
                     target = child.get("rel", {}).get("location")
                     raise QueryRejected(
@@ -419,6 +514,7 @@ def _check_tree(statement: _Json, utf8: bytes) -> None:
             elif isinstance(child, list):
                 _push_objects(child, where, stack)
             # Anything else is a name, number, flag or enum label: no behaviour of its own.
+    return calls
 
 
 def _push_objects(
@@ -432,10 +528,23 @@ def _push_objects(
             _push_objects(item, where, stack)
 
 
-def _check_node(kind: str, fields: Any, where: int | None, utf8: bytes) -> None:
+def _check_node(
+    kind: str,
+    fields: Any,
+    where: int | None,
+    utf8: bytes,
+    calls: list[CallSite],
+    deny_list: bool,
+) -> None:
     fields = fields if isinstance(fields, dict) else {}
     location = fields.get("location")
     position = _char_position(utf8, location if isinstance(location, int) else where)
+
+    def call(call_kind: CallKind, names: list[str]) -> None:
+        if names:
+            schema = names[-2] if len(names) > 1 else None
+            calls.append(CallSite(call_kind, schema, names[-1], position))
+
     if kind == "CommonTableExpr":
         body = _kind(fields.get("ctequery"))
         if body != "SelectStmt":
@@ -446,15 +555,47 @@ def _check_node(kind: str, fields: Any, where: int | None, utf8: bytes) -> None:
                 position,
             )
     elif kind == "FuncCall":
-        _check_function(_names(fields.get("funcname")), position)
+        names = _names(fields.get("funcname"))
+        if deny_list:
+            _check_function(names, position)
+        call("function", names)
     elif kind == "ColumnRef":
         # Postgres reads x.f as f(x) when x has no column f, so every name after the first
         # can be a call (`select r.nextval from to_regclass('s') r` advances a sequence).
         if len(fields.get("fields", ())) > 1:
-            _check_attribute_calls(_names(fields["fields"])[1:], position)
+            attributes = _names(fields["fields"])[1:]
+            if deny_list:
+                _check_attribute_calls(attributes, position)
+            for name in attributes:
+                call("attribute", [name])
     elif kind == "A_Indirection":
         # (expr).f is likewise f(expr).
-        _check_attribute_calls(_names(fields.get("indirection")), position)
+        attributes = _names(fields.get("indirection"))
+        if deny_list:
+            _check_attribute_calls(attributes, position)
+        for name in attributes:
+            call("attribute", [name])
+    elif kind == "A_Expr":
+        between = _BETWEEN_OPERATORS.get(str(fields.get("kind")))
+        if between is not None:
+            for name in between:
+                call("operator", [name])
+        else:
+            call("operator", _names(fields.get("name")))
+    elif kind == "SubLink":
+        # x IN (SELECT ...) is an ANY sublink without an operator name: it means =.
+        operator_name = _names(fields.get("operName"))
+        if not operator_name and fields.get("subLinkType") == "ANY_SUBLINK":
+            operator_name = ["="]
+        call("operator", operator_name)
+    elif kind == "SortBy":
+        call("operator", _names(fields.get("useOp")))
+    elif kind == "CaseExpr":
+        # CASE x WHEN v compares with the operator named =, resolved like any other.
+        if fields.get("arg") is not None:
+            call("operator", ["="])
+    elif kind == "RangeTableSample":
+        call("tablesample", _names(fields.get("method")))
     elif kind == "LockingClause":
         locked = [rel.get("RangeVar", {}).get("location") for rel in fields.get("lockedRels", [])]
         raise QueryRejected(
@@ -466,6 +607,13 @@ def _check_node(kind: str, fields: Any, where: int | None, utf8: bytes) -> None:
         raise QueryRejected(
             "unsupported_syntax",
             "Parameter placeholders ($1, ...) cannot be used in a preview: nothing binds them.",
+            position,
+        )
+    elif kind == "RangeTableFunc":
+        raise QueryRejected(
+            "unsupported_syntax",
+            "XMLTABLE cannot be used in a preview: libxml2 evaluates its XPath without"
+            " stopping when the preview is cancelled.",
             position,
         )
     elif kind.endswith("Stmt"):

@@ -4,7 +4,9 @@
   agent does for every preview);
 - bare Temporal: a workflow with one no-op activity on the same dev server, through the same
   TLS proxy the agent uses — the round trip any Temporal-routed request pays;
-- sevvo preview: user → orchestrator (gRPC/TLS) → Temporal → agent → Postgres → back.
+- sevvo preview: user → orchestrator (gRPC/TLS) → Temporal → agent → Postgres → back, for
+  QUERY (names no function or operator) and for CALLING_QUERY, whose functions and operators
+  the agent looks up in the catalog before it runs (agent.preview_functions).
 
 Dev server tuning: ``history.transferProcessorMaxPollRPS=1000`` (devstack.temporal); the agent
 runs the preview as a local activity, which skips one task-queue round trip.
@@ -43,17 +45,28 @@ from sevvo.workflows.v1 import workflows_pb2 as wpb
 WARMUP = 10
 SAMPLES = 100
 QUERY = "select id, name, email from customers order by id"
+CALLING_QUERY = (
+    "select id, upper(name), lower(email) from customers"
+    " where id > 10 and email like '%@%' order by id"
+)
 PASSWORD = "bench-password-123"
 
 
-async def _measure(call: Callable[[], Awaitable[object]]) -> list[float]:
+async def _measure(calls: dict[str, Callable[[], Awaitable[object]]]) -> dict[str, list[float]]:
+    """Latencies of each call in ms, the calls taking turns sample by sample.
+
+    Interleaved rather than one path after another, so a machine whose load changes during
+    the run (CI, other jobs) slows every path alike and the ratios stay comparable.
+    """
     for _ in range(WARMUP):
-        await call()
-    samples = []
+        for call in calls.values():
+            await call()
+    samples: dict[str, list[float]] = {name: [] for name in calls}
     for _ in range(SAMPLES):
-        started = time.perf_counter()
-        await call()
-        samples.append((time.perf_counter() - started) * 1000)
+        for name, call in calls.items():
+            started = time.perf_counter()
+            await call()
+            samples[name].append((time.perf_counter() - started) * 1000)
     return samples
 
 
@@ -96,11 +109,14 @@ async def _run(state: Path) -> None:
         )
         orchestrator = opb_grpc.OrchestratorServiceStub(user)
 
-        async def preview() -> None:
-            response = await orchestrator.PreviewQuery(
-                opb.PreviewQueryRequest(connection_id=connection.id, sql=QUERY)
-            )
-            assert response.result.category == wpb.PREVIEW_CATEGORY_OK, response.result
+        def preview(text: str) -> Callable[[], Awaitable[None]]:
+            async def call() -> None:
+                response = await orchestrator.PreviewQuery(
+                    opb.PreviewQueryRequest(connection_id=connection.id, sql=text)
+                )
+                assert response.result.category == wpb.PREVIEW_CATEGORY_OK, response.result
+
+            return call
 
         async def direct() -> None:
             async with await psycopg.AsyncConnection.connect(
@@ -133,13 +149,17 @@ async def _run(state: Path) -> None:
         async with Worker(
             bare_client, task_queue=queue, workflows=[BareWorkflow], activities=[noop]
         ):
-            results = {
-                "direct psycopg (connect + query)": await _measure(direct),
-                "bare Temporal workflow (1 no-op activity)": await _measure(bare),
-                "sevvo preview (end to end)": await _measure(preview),
-            }
+            results = await _measure(
+                {
+                    "direct psycopg (connect + query)": direct,
+                    "bare Temporal workflow (1 no-op activity)": bare,
+                    "sevvo preview (end to end)": preview(QUERY),
+                    "sevvo preview, functions and operators": preview(CALLING_QUERY),
+                }
+            )
         floor = statistics.median(results["bare Temporal workflow (1 no-op activity)"])
-        print(f"{SAMPLES} samples each after {WARMUP} warm-up calls; query: {QUERY}")
+        print(f"{SAMPLES} interleaved samples each after {WARMUP} warm-up calls; query: {QUERY}")
+        print(f"the second preview: {CALLING_QUERY}")
         print(f"{'path':<44}{'p50 ms':>9}{'p95 ms':>9}{'p50 vs bare Temporal':>23}")
         for name, samples in results.items():
             p50 = statistics.median(samples)

@@ -1,8 +1,11 @@
-"""Table of preview queries and the verdict agent.preview_validator must reach for each.
+"""Table of preview queries and the verdict the preview must reach for each.
 
-Each case is ``(id, sql, expected)``: ``expected`` is ``"accept"`` or the rejection reason.
+Each case is ``(id, sql, expected)``: ``expected`` is ``"accept"``, the reason
+agent.preview_validator rejects it with, or ``NOT_ALLOWED`` for a statement the validator
+passes and the allow-list check in the preview's transaction refuses (agent.preview_functions).
 Accepted cases run against the schema in ``SCHEMA`` (tests execute them on a real server), so
-they must stay valid SQL there; rejected ones need not.
+they must stay valid SQL there; rejected ones need not. Cases naming extension functions are
+judged the same whether the extension is installed or not.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ from typing import Final
 from agent.preview_validator import MAX_SQL_BYTES
 
 ACCEPT: Final = "accept"
+NOT_ALLOWED: Final = "function_not_allowed"
+FORBIDDEN: Final = "forbidden_function"
 
 # Objects the accepted cases read. Created in a fresh database before running them.
 SCHEMA: Final = """
@@ -25,10 +30,27 @@ insert into prices values (5, 6);
 create table "Ünïcödé" ("ñame" text);
 insert into "Ünïcödé" values ('x');
 create sequence s;
+create index t_a on t (a);
+-- Same-named functions and operators outside pg_catalog, as an extension or a user with
+-- CREATE on public could add: a bare name that reaches them is refused.
+create function public.lower(integer) returns integer language sql immutable as 'select $1';
+create function public.point_int_distance(point, integer) returns float8
+    language sql immutable as 'select 0::float8';
+create operator public.<-> (leftarg = point, rightarg = integer,
+                            function = public.point_int_distance);
 """
 
+# Accepted cases that exhaust a resource (memory, temporary files, CPU) until the statement
+# timeout or Postgres' 1 GB value limit stops them: timing out or failing is their outcome.
+BLOW_UPS: Final = frozenset(
+    {"memory_repeat", "memory_string_agg", "temp_file_sort", "cpu_series", "cpu_cross_join"}
+)
+
 # Accepted cases that need a server built with libxml (the embedded test server is not).
-NEEDS_LIBXML: Final = frozenset({"xml_functions", "xmltable"})
+NEEDS_LIBXML: Final = frozenset({"xml_functions"})
+
+# Accepted cases using SQL/JSON, which PostgreSQL has from version 17 on.
+NEEDS_17: Final = frozenset({"sql_json", "json_table"})
 
 CORPUS: Final[list[tuple[str, str, str]]] = [
     # --- legitimate reads -----------------------------------------------------------------
@@ -123,12 +145,7 @@ CORPUS: Final[list[tuple[str, str, str]]] = [
     ),
     (
         "xml_functions",
-        "select xmlelement(name e, xmlattributes(a as n)), xpath('/a', x::xml) from t",
-        ACCEPT,
-    ),
-    (
-        "xmltable",
-        "select v from t, xmltable('/a' passing (t.x::xml) columns v int path '.')",
+        "select xmlelement(name e, xmlattributes(a as n)), xmlparse(content x) from t",
         ACCEPT,
     ),
     ("tablesample", "select * from t tablesample bernoulli (100) repeatable (1)", ACCEPT),
@@ -379,4 +396,115 @@ CORPUS: Final[list[tuple[str, str, str]]] = [
     ("literal_ending_in_backslash", "select 'C:\\'", "ambiguous_string"),
     # --- syntax a preview cannot use ------------------------------------------------------
     ("parameter_placeholder", "select * from t where a = $1", "unsupported_syntax"),
+    # --- the allow-list: decided by the catalog, in the preview's transaction ---------------
+    ("shadowed_builtin", "select lower(b) from t", NOT_ALLOWED),
+    ("shadowed_builtin_qualified", "select pg_catalog.lower(b) from t", ACCEPT),
+    ("shadowed_operator", "select point(0, 0) <-> point(1, 1)", NOT_ALLOWED),
+    (
+        "shadowed_operator_qualified",
+        "select point(0, 0) operator(pg_catalog.<->) point(1, 1)",
+        ACCEPT,
+    ),
+    ("user_function", "select public.point_int_distance(point(0, 0), 1)", NOT_ALLOWED),
+    ("unknown_function", "select no_such_function(1)", NOT_ALLOWED),
+    ("unlisted_builtin_setseed", "select setseed(0.5)", NOT_ALLOWED),
+    ("unlisted_builtin_blocking_pids", "select pg_blocking_pids(1)", NOT_ALLOWED),
+    ("unlisted_builtin_logfile", "select pg_current_logfile()", NOT_ALLOWED),
+    ("unlisted_builtin_control_file", "select * from pg_control_system()", NOT_ALLOWED),
+    ("unlisted_builtin_input_check", "select pg_input_is_valid('1', 'int4')", NOT_ALLOWED),
+    ("extension_tablesample", "select * from t tablesample system_rows (1)", NOT_ALLOWED),
+    ("extension_function", "select * from normal_rand(3, 0, 1)", NOT_ALLOWED),
+    ("extension_visibility_map", "select * from pg_visibility_map('t')", NOT_ALLOWED),
+    (
+        "extension_buffer_cache",
+        "select * from pg_buffercache_pages() as b(a int, b oid)",
+        NOT_ALLOWED,
+    ),
+    # --- SQL carried in text arguments of extension functions (tablefunc, xml2, dblink) ----
+    ("crosstab", "select * from crosstab('select 1, 2, 3') as ct(a int, b int)", FORBIDDEN),
+    (
+        "crosstab_writes",
+        "select * from crosstab('delete from t returning a, a, a') as ct(a int, b int)",
+        FORBIDDEN,
+    ),
+    (
+        "crosstab_qualified",
+        "select * from public.crosstab3('select b, b, b from t') as ct(a text, b text, c text)",
+        FORBIDDEN,
+    ),
+    (
+        "connectby",
+        "select * from connectby('t', 'a', 'a', '1', 0) as c(a int, b int, l int)",
+        FORBIDDEN,
+    ),
+    (
+        "xpath_table",
+        "select * from xpath_table('a', 'x', 't', '/a', 'pg_advisory_lock(1) is null')"
+        " as x(a int, v text)",
+        FORBIDDEN,
+    ),
+    (
+        "dblink_other_host",
+        "select * from dblink('host=203.0.113.7 dbname=d user=u password=p',"
+        " 'delete from t returning a') as r(a int)",
+        FORBIDDEN,
+    ),
+    ("dblink_connect", "select dblink_connect('c', 'dbname=postgres')", FORBIDDEN),
+    (
+        "query_to_xml_lock",
+        "select query_to_xml('select pg_advisory_lock(1)', true, false, '')",
+        FORBIDDEN,
+    ),
+    # --- what superuser credentials reach, and extensions' side effects ---------------------
+    ("heap_force_kill", "select heap_force_kill('t'::regclass, array['(0,1)'::tid])", FORBIDDEN),
+    (
+        "heap_force_freeze",
+        "select heap_force_freeze('t'::regclass, array['(0,1)'::tid])",
+        FORBIDDEN,
+    ),
+    ("truncate_visibility_map", "select pg_truncate_visibility_map('t')", FORBIDDEN),
+    ("raw_page", "select get_raw_page('t', 0)", FORBIDDEN),
+    ("index_parent_check", "select bt_index_parent_check('t_a')", FORBIDDEN),
+    ("heap_verify", "select * from verify_heapam('t')", FORBIDDEN),
+    ("prewarm", "select pg_prewarm('t')", FORBIDDEN),
+    ("prewarm_worker", "select autoprewarm_start_worker()", FORBIDDEN),
+    ("prewarm_dump_file", "select autoprewarm_dump_now()", FORBIDDEN),
+    ("adminpack_write", "select pg_file_write('x', 'y', false)", FORBIDDEN),
+    ("old_read_file", "select pg_read_file('postgresql.conf', 0, 200)", FORBIDDEN),
+    ("password_hashes", "select rolname, rolpassword from pg_authid", ACCEPT),
+    ("server_file_settings", "select * from pg_file_settings", ACCEPT),
+    # --- expressions that ignore cancel: libxml2 evaluates XPath without interrupt checks ----
+    ("xpath", "select xpath('/a', x::xml) from t", FORBIDDEN),
+    (
+        "xpath_exponential",
+        "select xpath('//a[count(//a[count(//a[count(//a)>0])>0])>0]', x::xml) from t",
+        FORBIDDEN,
+    ),
+    ("xpath_exists", "select xpath_exists('/a', x::xml) from t", FORBIDDEN),
+    ("xmlexists", "select xmlexists('//a' passing (x::xml)) from t", FORBIDDEN),
+    (
+        "xmltable",
+        "select v from t, xmltable('/a' passing (t.x::xml) columns v int path '.')",
+        "unsupported_syntax",
+    ),
+    ("xslt", "select xslt_process('<a/>', '<x/>')", FORBIDDEN),
+    ("xml2_xpath_string", "select xpath_string('<a>1</a>', '/a')", FORBIDDEN),
+    # --- resource blow-ups: accepted, bounded by the timeout and the transaction's settings --
+    ("memory_repeat", "select length(repeat('x', 300000000))", ACCEPT),
+    (
+        "memory_string_agg",
+        "select length(string_agg(repeat('x', 1000000), '')) from generate_series(1, 3000)",
+        ACCEPT,
+    ),
+    (
+        "temp_file_sort",
+        "select count(*) from (select g from generate_series(1, 50000000) g order by g desc) s",
+        ACCEPT,
+    ),
+    ("cpu_series", "select count(*) from generate_series(1, 10000000000)", ACCEPT),
+    (
+        "cpu_cross_join",
+        "select count(*) from generate_series(1, 100000) a, generate_series(1, 100000) b",
+        ACCEPT,
+    ),
 ]

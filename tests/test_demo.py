@@ -32,6 +32,8 @@ CATEGORIES = [
     "query_rejected",
     "query_timeout",
     "query_error",
+    "credentials_too_privileged",
+    "over_cost_budget",
     "not_started",
     "agent_unavailable",
     "agent_busy",

@@ -163,3 +163,38 @@ def test_other_org_cannot_preview_a_connection(
     assert answers == [(grpc.StatusCode.NOT_FOUND, "CONNECTION_NOT_FOUND")] * 2
     runs = e2e.orchestrator(other.admin_token).ListRuns(opb.ListRunsRequest())
     assert list(runs.runs) == []
+
+
+def test_an_unclean_receipt_reaches_the_user_and_the_audit_log(
+    e2e: EndToEnd, tls_source_pg: EmbeddedPostgres, source_target: SourceTargetFactory
+) -> None:
+    """A function the owner opted in takes an advisory lock: the preview's receipt says so,
+    and the agent audits the run as a security event."""
+    tenant = e2e.new_tenant()
+    source = source_target(tls_source_pg)
+    with psycopg.connect(tls_source_pg.admin_url(source.database), autocommit=True) as conn:
+        conn.execute(
+            "create function public.grab_lock() returns int language plpgsql as"
+            " $$ begin perform pg_advisory_lock(77); return 1; end $$"
+        )
+    fields = e2e.fields(source)
+    fields.preview.allowed_functions.append("grab_lock")
+    connection: cpb.Connection = e2e.connections(tenant.admin_token).CreateConnection(
+        cpb.CreateConnectionRequest(display_name="shop", fields=fields)
+    )
+
+    response = _preview(e2e, tenant, connection.id, "select public.grab_lock()")
+
+    receipt = response.result.receipt
+    assert response.result.category == wpb.PREVIEW_CATEGORY_OK
+    assert (receipt.status, receipt.advisory_locks_held) == (
+        wpb.PREVIEW_RECEIPT_STATUS_NOT_CLEAN,
+        1,
+    )
+    with psycopg.connect(e2e.stack.database_url) as conn:
+        events = conn.execute(
+            "select reason, details->>'advisory_locks_held', details->>'run_id'"
+            " from audit.events where action = 'connection.preview.receipt' and target_id = %s",
+            (connection.id,),
+        ).fetchall()
+    assert events == [("PREVIEW_RECEIPT_NOT_CLEAN", "1", response.run.id)]

@@ -20,6 +20,7 @@ import psycopg
 
 from services.connections.orchestrator_client import Orchestrator, TestOutcome
 from services.connections.postgres_target import PostgresTarget, from_fields, password_problem
+from services.connections.preview_settings import PreviewSettings
 from services.connections.store import ConnectionRow, ConnectionStore, DraftRow
 from sevvo.runtime import audit, paging, validation
 from sevvo.runtime.errors import FailedPrecondition, InvalidArgument, NotFound, SevvoError
@@ -39,7 +40,9 @@ FIELD_PATHS = (
     "fields.password",
     "fields.ssl_mode",
 )
-UPDATABLE_PATHS = ("display_name", *FIELD_PATHS)
+# The preview settings ride in the sealed payload too, but changing them changes no login.
+PREVIEW_PATH = "fields.preview"
+UPDATABLE_PATHS = ("display_name", *FIELD_PATHS, PREVIEW_PATH)
 CREDENTIAL_PATHS = {"fields.username", "fields.password"}
 _PURPOSE_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 # Failure reasons are stable tokens, never error text: messages can quote SQL and passwords.
@@ -58,6 +61,7 @@ class ConnectionUpdate:
     username: str = ""
     password: str = ""
     ssl_mode: str = ""
+    preview: PreviewSettings | None = None
 
 
 def _aad(org_id: uuid.UUID, connection_id: uuid.UUID) -> bytes:
@@ -210,6 +214,7 @@ class ConnectionsDomain:
             created_at=now,
             updated_at=now,
             **dynamic_columns(target),
+            preview_settings=preview_column(target),
         )
         await asyncio.to_thread(
             self._audited,
@@ -269,15 +274,20 @@ class ConnectionsDomain:
         org_id = uuid.UUID(caller.org_id)
         new_target: PostgresTarget | None = None
         seen_update: datetime | None = None
-        status = "pending"
-        if paths & set(FIELD_PATHS):
+        status: str | None = None
+        login_changed = bool(paths & set(FIELD_PATHS))
+        if login_changed or PREVIEW_PATH in paths:
             current = await asyncio.to_thread(self._find, org_id, cid)
             if current is None:
                 await asyncio.to_thread(self._audited, caller, action, str(cid), _raise_not_found)
                 raise _not_found()  # Unreachable: _audited re-raises.
-            new_target = _apply_fields(self._unseal(current), update, paths)
+            new_target = self._unseal(current)
+            if login_changed:
+                new_target, status = _apply_fields(new_target, update, paths), "pending"
+            if PREVIEW_PATH in paths:
+                new_target = replace(new_target, preview=update.preview)
             seen_update = current.updated_at
-            if self._tester is not None:
+            if login_changed and self._tester is not None:
                 # Tested outside any transaction: a test takes seconds and must hold no lock.
                 outcome = await self._test_draft(caller, bearer, new_target)
                 if not outcome.ok:
@@ -303,13 +313,18 @@ class ConnectionsDomain:
                 row = replace(
                     row,
                     **dynamic_columns(new_target),
+                    preview_settings=preview_column(new_target),
+                    kek_id=sealed.key_id,
+                    sealed_credentials=sealed.blob,
+                )
+            if new_target is not None and status is not None:
+                row = replace(
+                    row,
                     host=new_target.host,
                     port=new_target.port,
                     database=new_target.database,
                     username=new_target.username,
                     ssl_mode=new_target.ssl_mode,
-                    kek_id=sealed.key_id,
-                    sealed_credentials=sealed.blob,
                     # A dynamic connection's fields are its privileged login; it stays dynamic.
                     credential_mode="dynamic" if new_target.dynamic else "fields",
                     status=status,
@@ -604,15 +619,67 @@ class ConnectionsDomain:
         reason = reason_token("failure_reason", failure_reason, required=not succeeded)
         if succeeded and reason:
             raise InvalidArgument("failure_reason", "must be empty when the rotation succeeded")
+
+        def check(current: ConnectionRow) -> None:
+            if current.credential_mode != "dynamic":
+                raise _not_dynamic()
+
+        self._record_agent_report(
+            caller,
+            cid,
+            "connection.root.rotate",
+            outcome="success" if succeeded else "failure",
+            reason=reason or None,
+            check=check,
+        )
+        log.info("root rotation recorded", connection_id=str(cid), succeeded=succeeded)
+
+    def record_preview_security_event(
+        self, caller: Principal, connection_id: str, run_id: str, findings: dict[str, str]
+    ) -> None:
+        """Audits a preview that could not prove it changed nothing, as a security event.
+
+        ``findings`` are the receipt's (booleans and counts as text; ``receipt_missing``
+        among them); they go into the record's details as they are.
+        """
+        cid = validation.resource_id("connection_id", connection_id)
+        run = str(validation.resource_id("run_id", run_id)) if run_id else ""
+        missing = findings.get("receipt_missing") == "true"
+        reason = "PREVIEW_RECEIPT_MISSING" if missing else "PREVIEW_RECEIPT_NOT_CLEAN"
+        self._record_agent_report(
+            caller,
+            cid,
+            "connection.preview.receipt",
+            outcome="failure",
+            reason=reason,
+            details={"security_event": "true", "run_id": run, **findings},
+        )
+        log.warning("preview security event recorded", connection_id=str(cid), reason=reason)
+
+    def _record_agent_report(
+        self,
+        caller: Principal,
+        cid: uuid.UUID,
+        action: str,
+        *,
+        outcome: str,
+        reason: str | None,
+        details: Mapping[str, str] | None = None,
+        check: Callable[[ConnectionRow], None] | None = None,
+    ) -> None:
+        """Appends what an agent reports about a connection of its org to the audit log.
+
+        NOT_FOUND, itself audited, when the connection is not the caller's org's; ``check``
+        may refuse a connection the report does not apply to.
+        """
         org_id = uuid.UUID(caller.org_id)
-        action = "connection.root.rotate"
 
         def work(conn: psycopg.Connection[Any]) -> None:
             current = self._store.get(conn, org_id, cid)
             if current is None:
                 raise _not_found()
-            if current.credential_mode != "dynamic":
-                raise _not_dynamic()
+            if check is not None:
+                check(current)
             audit.record(
                 conn,
                 org_id=org_id,
@@ -620,12 +687,12 @@ class ConnectionsDomain:
                 action=action,
                 target_type=TARGET_TYPE,
                 target_id=str(cid),
-                outcome="success" if succeeded else "failure",
-                reason=reason or None,
+                outcome=outcome,
+                reason=reason,
+                details=details,
             )
 
         run_audited(self._store, caller, action, TARGET_TYPE, str(cid), work, record=False)
-        log.info("root rotation recorded", connection_id=str(cid), succeeded=succeeded)
 
     @staticmethod
     def _check_password(field: str, password: str) -> None:
@@ -721,6 +788,11 @@ def dynamic_columns(target: PostgresTarget) -> dict[str, Any]:
         "creation_statement_count": len(settings.creation_statements),
         "revocation_statement_count": len(settings.revocation_statements),
     }
+
+
+def preview_column(target: PostgresTarget) -> dict[str, Any] | None:
+    """The connection row's display copy of a target's preview settings."""
+    return None if target.preview is None else target.preview.to_payload()
 
 
 _DYNAMIC_COLUMNS = (

@@ -14,6 +14,7 @@ from urllib.parse import unquote
 from psycopg.conninfo import conninfo_to_dict
 
 from services.connections.dynamic import DynamicSettings, dynamic_settings
+from services.connections.preview_settings import PreviewSettings
 from sevvo.runtime.errors import InvalidArgument
 from sevvo.runtime.sealing import CredentialsUnreadable
 from sevvo.runtime.validation import has_control_characters
@@ -46,7 +47,13 @@ _URI_PART_PARAMETERS = {
 _PAYLOAD_FIELDS = ("host", "port", "database", "username", "password", "ssl_mode")
 # Sections a payload may hold beyond the login itself; payloads written before they existed
 # simply lack them.
-_OPTIONAL_PAYLOAD_FIELDS = ("dynamic", "pending_password", "pending_stage_id", "password_stage_id")
+_OPTIONAL_PAYLOAD_FIELDS = (
+    "dynamic",
+    "pending_password",
+    "pending_stage_id",
+    "password_stage_id",
+    "preview",
+)
 
 
 @dataclass(frozen=True)
@@ -57,8 +64,9 @@ class PostgresTarget:
     privileged role's, ``dynamic`` holds the lease settings, and ``pending_password`` a
     rotation's staged password, staged under ``pending_stage_id`` (None when staged without
     one). ``password_stage_id`` names the stage the current password was committed from, so a
-    retried commit can tell it already happened. No password ever appears in ``repr`` or
-    ``str``, so a target can be logged or put in an exception without leaking it.
+    retried commit can tell it already happened. ``preview`` holds the owner's preview
+    settings, in any mode. No password ever appears in ``repr`` or ``str``, so a target can
+    be logged or put in an exception without leaking it.
     """
 
     host: str
@@ -71,13 +79,14 @@ class PostgresTarget:
     pending_password: str | None = None
     pending_stage_id: str | None = None
     password_stage_id: str | None = None
+    preview: PreviewSettings | None = None
 
     def __repr__(self) -> str:
         return (
             f"PostgresTarget(host={self.host!r}, port={self.port!r}, "
             f"database={self.database!r}, username={self.username!r}, "
             f"password='<redacted>', ssl_mode={self.ssl_mode!r}, "
-            f"dynamic={self.dynamic!r}, "
+            f"dynamic={self.dynamic!r}, preview={self.preview!r}, "
             f"pending_password={None if self.pending_password is None else '<redacted>'!r})"
         )
 
@@ -99,6 +108,8 @@ class PostgresTarget:
         payload["password"] = self.password
         if self.dynamic is not None:
             payload["dynamic"] = self.dynamic.to_payload()
+        if self.preview is not None:
+            payload["preview"] = self.preview.to_payload()
         if self.pending_password is not None:
             payload["pending_password"] = self.pending_password
         for name in ("pending_stage_id", "password_stage_id"):
@@ -161,11 +172,15 @@ class PostgresTarget:
             dynamic = (
                 DynamicSettings.from_payload(payload["dynamic"]) if "dynamic" in payload else None
             )
+            preview = (
+                PreviewSettings.from_payload(payload["preview"]) if "preview" in payload else None
+            )
         except InvalidArgument as error:
             raise _malformed(f"{error.field} {error.description}") from None
         return replace(
             target,
             dynamic=dynamic,
+            preview=preview,
             pending_password=pending,
             pending_stage_id=pending_stage_id,
             password_stage_id=password_stage_id,
@@ -205,11 +220,13 @@ class PostgresTarget:
         )
 
     def with_login_of(self, edited: PostgresTarget) -> PostgresTarget:
-        """``edited``'s server and login, keeping this target's dynamic settings, its staged
-        rotation and the stage its password came from (for an edit that kept the password)."""
+        """``edited``'s server and login, keeping this target's dynamic and preview settings,
+        its staged rotation and the stage its password came from (for an edit that kept the
+        password)."""
         return replace(
             edited,
             dynamic=self.dynamic,
+            preview=self.preview,
             pending_password=self.pending_password,
             pending_stage_id=self.pending_stage_id,
             password_stage_id=self.password_stage_id,

@@ -53,6 +53,7 @@ ACCESS: dict[str, Access] = {
             "StagePrivilegedPassword",
             "CommitPrivilegedPassword",
             "RecordRootRotation",
+            "RecordPreviewSecurityEvent",
         )
     },
     # Lease records are written by the agent that creates and drops the roles...

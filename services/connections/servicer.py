@@ -7,7 +7,9 @@ carry a password, except the agent-only ResolveConnectionCredentials.
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime
+from typing import Any
 
 import grpc
 from google.protobuf import empty_pb2, timestamp_pb2
@@ -21,6 +23,7 @@ from services.connections.postgres_target import (
     from_dynamic,
     from_fields,
 )
+from services.connections.preview_settings import PreviewSettings, preview_settings
 from services.connections.store import ConnectionRow, ConnectionStore, LeaseRow
 from sevvo.audit.v1 import audit_pb2, audit_pb2_grpc
 from sevvo.connections.v1 import connections_pb2 as pb
@@ -75,6 +78,31 @@ def connection_pb(row: ConnectionRow) -> pb.Connection:
         create_time=timestamp(row.created_at),
         update_time=timestamp(row.updated_at),
         dynamic=_dynamic_summary(row),
+        preview=_preview_pb(row.preview_settings),
+    )
+
+
+def _preview_pb(settings: dict[str, Any] | PreviewSettings | None) -> pb.PreviewSettings | None:
+    """The preview settings as users and agents see them; None when none were set."""
+    if settings is None:
+        return None
+    if isinstance(settings, dict):
+        settings = PreviewSettings.from_payload(settings, field="preview_settings")
+    return pb.PreviewSettings(
+        allowed_functions=settings.allowed_functions, max_plan_cost=settings.max_plan_cost
+    )
+
+
+def _preview(
+    message: pb.PostgresFields | pb.PostgresDsn | pb.PostgresDynamic, prefix: str
+) -> PreviewSettings | None:
+    """The validated preview settings of a create request's credentials, if it has them."""
+    if not message.HasField("preview"):
+        return None
+    return preview_settings(
+        list(message.preview.allowed_functions),
+        message.preview.max_plan_cost,
+        prefix=f"{prefix}.preview",
     )
 
 
@@ -122,6 +150,12 @@ def _time(message: Message, field: str) -> datetime | None:
 
 def target_from_request(request: pb.CreateConnectionRequest) -> tuple[PostgresTarget, str]:
     """The validated target and credential mode of a create request."""
+    target, mode = _login_from_request(request)
+    details: pb.PostgresFields | pb.PostgresDsn | pb.PostgresDynamic = getattr(request, mode)
+    return replace(target, preview=_preview(details, mode)), mode
+
+
+def _login_from_request(request: pb.CreateConnectionRequest) -> tuple[PostgresTarget, str]:
     which = request.WhichOneof("credentials")
     if which == "fields":
         f = request.fields
@@ -204,6 +238,7 @@ class ConnectionServicer(pb_grpc.ConnectionServiceServicer):
             username=f.username,
             password=f.password,
             ssl_mode=_ssl(f.ssl_mode),
+            preview=_preview(f, "connection.fields"),
         )
         row = await self._domain.update(current_principal(), request.id, update, current_bearer())
         return connection_pb(row)
@@ -251,6 +286,7 @@ class CredentialServicer(pb_grpc.ConnectionCredentialServiceServicer):
                 pending_password=target.pending_password,
                 pending_stage_id=target.pending_stage_id or "",
             ),
+            preview=_preview_pb(target.preview),
             dynamic=None
             if settings is None
             else pb.DynamicSettings(
@@ -308,6 +344,31 @@ class CredentialServicer(pb_grpc.ConnectionCredentialServiceServicer):
             request.connection_id,
             request.outcome == pb.ROTATION_OUTCOME_SUCCEEDED,
             request.failure_reason,
+        )
+        return empty_pb2.Empty()
+
+    async def RecordPreviewSecurityEvent(
+        self, request: pb.RecordPreviewSecurityEventRequest, context: grpc.aio.ServicerContext
+    ) -> empty_pb2.Empty:
+        for name in ("advisory_locks_held", "role_sessions_ended"):
+            if getattr(request, name) < 0:
+                raise InvalidArgument(name, "must not be negative")
+        findings = {
+            name: str(getattr(request, name)).lower()
+            for name in (
+                "receipt_missing",
+                "transaction_id_assigned",
+                "advisory_locks_held",
+                "role_sessions_ended",
+                "backend_outlived_call",
+            )
+        }
+        await blocking(
+            self._domain.record_preview_security_event,
+            current_principal(),
+            request.connection_id,
+            request.run_id,
+            findings,
         )
         return empty_pb2.Empty()
 

@@ -12,6 +12,7 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg import sql
 from psycopg.rows import class_row
+from psycopg.types.json import Jsonb
 
 from sevvo.runtime import audit
 from sevvo.runtime.errors import AlreadyExists, NotFound
@@ -48,6 +49,8 @@ class ConnectionRow:
     group_role: str | None = None
     creation_statement_count: int | None = None
     revocation_statement_count: int | None = None
+    # A copy of the sealed preview settings (allowed_functions, max_plan_cost), or None.
+    preview_settings: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -111,9 +114,10 @@ class ConnectionStore(SchemaStore):
                     "insert into connections (id, org_id, display_name, type, credential_mode,"
                     " host, port, database, username, ssl_mode, kek_id, sealed_credentials,"
                     " status, created_at, updated_at, default_ttl_seconds, max_ttl_seconds,"
-                    " group_role, creation_statement_count, revocation_statement_count) values"
+                    " group_role, creation_statement_count, revocation_statement_count,"
+                    " preview_settings) values"
                     " (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,"
-                    " %s, %s, %s, %s, %s)",
+                    " %s, %s, %s, %s, %s, %s)",
                     (
                         row.id,
                         row.org_id,
@@ -135,6 +139,7 @@ class ConnectionStore(SchemaStore):
                         row.group_role,
                         row.creation_statement_count,
                         row.revocation_statement_count,
+                        _jsonb(row.preview_settings),
                     ),
                 )
         except pg_errors.UniqueViolation:
@@ -191,7 +196,8 @@ class ConnectionStore(SchemaStore):
                     " sealed_credentials = %s, status = %s, last_test_at = %s,"
                     " last_test_category = %s, updated_at = %s, default_ttl_seconds = %s,"
                     " max_ttl_seconds = %s, group_role = %s, creation_statement_count = %s,"
-                    " revocation_statement_count = %s where org_id = %s and id = %s",
+                    " revocation_statement_count = %s, preview_settings = %s"
+                    " where org_id = %s and id = %s",
                     (
                         row.display_name,
                         row.credential_mode,
@@ -211,6 +217,7 @@ class ConnectionStore(SchemaStore):
                         row.group_role,
                         row.creation_statement_count,
                         row.revocation_statement_count,
+                        _jsonb(row.preview_settings),
                         row.org_id,
                         row.id,
                     ),
@@ -517,3 +524,7 @@ class ConnectionStore(SchemaStore):
                 "select kek_id, count(*) from connections group by kek_id"
             ).fetchall()
         return {str(kek): int(n) for kek, n in rows}
+
+
+def _jsonb(value: dict[str, Any] | None) -> Jsonb | None:
+    return None if value is None else Jsonb(value)

@@ -62,8 +62,9 @@ PREVIEW_CATEGORY_HINTS: Final[Mapping[int, str]] = MappingProxyType(
         _P.PREVIEW_CATEGORY_OK: "the query ran; its rows are in the preview",
         _P.PREVIEW_CATEGORY_QUERY_REJECTED: (
             "query rejected: a preview runs one read-only statement — a SELECT, WITH … SELECT,"
-            " TABLE or VALUES, without data-modifying CTEs, SELECT INTO, locking clauses or"
-            " side-effecting functions"
+            " TABLE or VALUES, without data-modifying CTEs, SELECT INTO or locking clauses —"
+            " calling only reviewed read-only functions of pg_catalog and those the"
+            " connection's owner allowed by name"
         ),
         _P.PREVIEW_CATEGORY_QUERY_TIMEOUT: (
             "query timed out: the statement ran longer than the 10 s statement timeout — narrow"
@@ -96,6 +97,17 @@ PREVIEW_CATEGORY_HINTS: Final[Mapping[int, str]] = MappingProxyType(
         _P.PREVIEW_CATEGORY_OTHER: (
             "the preview failed for another reason — check the agent's log and the"
             " database server's log"
+        ),
+        _P.PREVIEW_CATEGORY_CREDENTIALS_TOO_PRIVILEGED: (
+            "credentials too privileged: the connection's role is a superuser, a replication"
+            " role, bypasses row-level security, or is a member of a role that reads server"
+            " files or signals other sessions — connect with the least-privilege reader of"
+            " the user guide"
+        ),
+        _P.PREVIEW_CATEGORY_OVER_COST_BUDGET: (
+            "over the cost budget: the planner estimates the query costs more than the"
+            " connection's preview budget — narrow it with a WHERE clause or a LIMIT, or ask"
+            " the connection's owner to raise the budget"
         ),
     }
 )

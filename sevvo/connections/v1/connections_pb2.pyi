@@ -91,7 +91,7 @@ class PostgresMetadata(_message.Message):
     def __init__(self, host: _Optional[str] = ..., port: _Optional[int] = ..., database: _Optional[str] = ..., username: _Optional[str] = ..., ssl_mode: _Optional[_Union[SslMode, str]] = ...) -> None: ...
 
 class Connection(_message.Message):
-    __slots__ = ("id", "display_name", "type", "safe_metadata", "credential_mode", "has_password", "status", "last_test_time", "last_test_category", "create_time", "update_time", "dynamic")
+    __slots__ = ("id", "display_name", "type", "safe_metadata", "credential_mode", "has_password", "status", "last_test_time", "last_test_category", "create_time", "update_time", "dynamic", "preview")
     ID_FIELD_NUMBER: _ClassVar[int]
     DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
@@ -104,6 +104,7 @@ class Connection(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
     DYNAMIC_FIELD_NUMBER: _ClassVar[int]
+    PREVIEW_FIELD_NUMBER: _ClassVar[int]
     id: str
     display_name: str
     type: ConnectionType
@@ -116,7 +117,16 @@ class Connection(_message.Message):
     create_time: _timestamp_pb2.Timestamp
     update_time: _timestamp_pb2.Timestamp
     dynamic: DynamicSettingsSummary
-    def __init__(self, id: _Optional[str] = ..., display_name: _Optional[str] = ..., type: _Optional[_Union[ConnectionType, str]] = ..., safe_metadata: _Optional[_Union[PostgresMetadata, _Mapping]] = ..., credential_mode: _Optional[_Union[CredentialMode, str]] = ..., has_password: _Optional[bool] = ..., status: _Optional[_Union[ConnectionStatus, str]] = ..., last_test_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_test_category: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., dynamic: _Optional[_Union[DynamicSettingsSummary, _Mapping]] = ...) -> None: ...
+    preview: PreviewSettings
+    def __init__(self, id: _Optional[str] = ..., display_name: _Optional[str] = ..., type: _Optional[_Union[ConnectionType, str]] = ..., safe_metadata: _Optional[_Union[PostgresMetadata, _Mapping]] = ..., credential_mode: _Optional[_Union[CredentialMode, str]] = ..., has_password: _Optional[bool] = ..., status: _Optional[_Union[ConnectionStatus, str]] = ..., last_test_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_test_category: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., dynamic: _Optional[_Union[DynamicSettingsSummary, _Mapping]] = ..., preview: _Optional[_Union[PreviewSettings, _Mapping]] = ...) -> None: ...
+
+class PreviewSettings(_message.Message):
+    __slots__ = ("allowed_functions", "max_plan_cost")
+    ALLOWED_FUNCTIONS_FIELD_NUMBER: _ClassVar[int]
+    MAX_PLAN_COST_FIELD_NUMBER: _ClassVar[int]
+    allowed_functions: _containers.RepeatedScalarFieldContainer[str]
+    max_plan_cost: float
+    def __init__(self, allowed_functions: _Optional[_Iterable[str]] = ..., max_plan_cost: _Optional[float] = ...) -> None: ...
 
 class DynamicSettingsSummary(_message.Message):
     __slots__ = ("default_ttl_seconds", "max_ttl_seconds", "group_role", "creation_statement_count", "revocation_statement_count")
@@ -133,31 +143,35 @@ class DynamicSettingsSummary(_message.Message):
     def __init__(self, default_ttl_seconds: _Optional[int] = ..., max_ttl_seconds: _Optional[int] = ..., group_role: _Optional[str] = ..., creation_statement_count: _Optional[int] = ..., revocation_statement_count: _Optional[int] = ...) -> None: ...
 
 class PostgresFields(_message.Message):
-    __slots__ = ("host", "port", "database", "username", "password", "ssl_mode")
+    __slots__ = ("host", "port", "database", "username", "password", "ssl_mode", "preview")
     HOST_FIELD_NUMBER: _ClassVar[int]
     PORT_FIELD_NUMBER: _ClassVar[int]
     DATABASE_FIELD_NUMBER: _ClassVar[int]
     USERNAME_FIELD_NUMBER: _ClassVar[int]
     PASSWORD_FIELD_NUMBER: _ClassVar[int]
     SSL_MODE_FIELD_NUMBER: _ClassVar[int]
+    PREVIEW_FIELD_NUMBER: _ClassVar[int]
     host: str
     port: int
     database: str
     username: str
     password: str
     ssl_mode: SslMode
-    def __init__(self, host: _Optional[str] = ..., port: _Optional[int] = ..., database: _Optional[str] = ..., username: _Optional[str] = ..., password: _Optional[str] = ..., ssl_mode: _Optional[_Union[SslMode, str]] = ...) -> None: ...
+    preview: PreviewSettings
+    def __init__(self, host: _Optional[str] = ..., port: _Optional[int] = ..., database: _Optional[str] = ..., username: _Optional[str] = ..., password: _Optional[str] = ..., ssl_mode: _Optional[_Union[SslMode, str]] = ..., preview: _Optional[_Union[PreviewSettings, _Mapping]] = ...) -> None: ...
 
 class PostgresDsn(_message.Message):
-    __slots__ = ("uri", "ssl_mode")
+    __slots__ = ("uri", "ssl_mode", "preview")
     URI_FIELD_NUMBER: _ClassVar[int]
     SSL_MODE_FIELD_NUMBER: _ClassVar[int]
+    PREVIEW_FIELD_NUMBER: _ClassVar[int]
     uri: str
     ssl_mode: SslMode
-    def __init__(self, uri: _Optional[str] = ..., ssl_mode: _Optional[_Union[SslMode, str]] = ...) -> None: ...
+    preview: PreviewSettings
+    def __init__(self, uri: _Optional[str] = ..., ssl_mode: _Optional[_Union[SslMode, str]] = ..., preview: _Optional[_Union[PreviewSettings, _Mapping]] = ...) -> None: ...
 
 class PostgresDynamic(_message.Message):
-    __slots__ = ("host", "port", "database", "ssl_mode", "privileged_username", "privileged_password", "default_ttl_seconds", "max_ttl_seconds", "creation_statements", "revocation_statements", "group_role")
+    __slots__ = ("host", "port", "database", "ssl_mode", "privileged_username", "privileged_password", "default_ttl_seconds", "max_ttl_seconds", "creation_statements", "revocation_statements", "group_role", "preview")
     HOST_FIELD_NUMBER: _ClassVar[int]
     PORT_FIELD_NUMBER: _ClassVar[int]
     DATABASE_FIELD_NUMBER: _ClassVar[int]
@@ -169,6 +183,7 @@ class PostgresDynamic(_message.Message):
     CREATION_STATEMENTS_FIELD_NUMBER: _ClassVar[int]
     REVOCATION_STATEMENTS_FIELD_NUMBER: _ClassVar[int]
     GROUP_ROLE_FIELD_NUMBER: _ClassVar[int]
+    PREVIEW_FIELD_NUMBER: _ClassVar[int]
     host: str
     port: int
     database: str
@@ -180,7 +195,8 @@ class PostgresDynamic(_message.Message):
     creation_statements: _containers.RepeatedScalarFieldContainer[str]
     revocation_statements: _containers.RepeatedScalarFieldContainer[str]
     group_role: str
-    def __init__(self, host: _Optional[str] = ..., port: _Optional[int] = ..., database: _Optional[str] = ..., ssl_mode: _Optional[_Union[SslMode, str]] = ..., privileged_username: _Optional[str] = ..., privileged_password: _Optional[str] = ..., default_ttl_seconds: _Optional[int] = ..., max_ttl_seconds: _Optional[int] = ..., creation_statements: _Optional[_Iterable[str]] = ..., revocation_statements: _Optional[_Iterable[str]] = ..., group_role: _Optional[str] = ...) -> None: ...
+    preview: PreviewSettings
+    def __init__(self, host: _Optional[str] = ..., port: _Optional[int] = ..., database: _Optional[str] = ..., ssl_mode: _Optional[_Union[SslMode, str]] = ..., privileged_username: _Optional[str] = ..., privileged_password: _Optional[str] = ..., default_ttl_seconds: _Optional[int] = ..., max_ttl_seconds: _Optional[int] = ..., creation_statements: _Optional[_Iterable[str]] = ..., revocation_statements: _Optional[_Iterable[str]] = ..., group_role: _Optional[str] = ..., preview: _Optional[_Union[PreviewSettings, _Mapping]] = ...) -> None: ...
 
 class CreateConnectionRequest(_message.Message):
     __slots__ = ("display_name", "fields", "dsn", "dynamic")
@@ -279,12 +295,14 @@ class PostgresCredentials(_message.Message):
     def __init__(self, host: _Optional[str] = ..., port: _Optional[int] = ..., database: _Optional[str] = ..., username: _Optional[str] = ..., password: _Optional[str] = ..., ssl_mode: _Optional[_Union[SslMode, str]] = ..., pending_password: _Optional[str] = ..., pending_stage_id: _Optional[str] = ...) -> None: ...
 
 class ResolveConnectionCredentialsResponse(_message.Message):
-    __slots__ = ("postgres", "dynamic")
+    __slots__ = ("postgres", "dynamic", "preview")
     POSTGRES_FIELD_NUMBER: _ClassVar[int]
     DYNAMIC_FIELD_NUMBER: _ClassVar[int]
+    PREVIEW_FIELD_NUMBER: _ClassVar[int]
     postgres: PostgresCredentials
     dynamic: DynamicSettings
-    def __init__(self, postgres: _Optional[_Union[PostgresCredentials, _Mapping]] = ..., dynamic: _Optional[_Union[DynamicSettings, _Mapping]] = ...) -> None: ...
+    preview: PreviewSettings
+    def __init__(self, postgres: _Optional[_Union[PostgresCredentials, _Mapping]] = ..., dynamic: _Optional[_Union[DynamicSettings, _Mapping]] = ..., preview: _Optional[_Union[PreviewSettings, _Mapping]] = ...) -> None: ...
 
 class DynamicSettings(_message.Message):
     __slots__ = ("default_ttl_seconds", "max_ttl_seconds", "creation_statements", "revocation_statements", "group_role")
@@ -337,6 +355,24 @@ class RecordRootRotationRequest(_message.Message):
     outcome: RotationOutcome
     failure_reason: str
     def __init__(self, connection_id: _Optional[str] = ..., outcome: _Optional[_Union[RotationOutcome, str]] = ..., failure_reason: _Optional[str] = ...) -> None: ...
+
+class RecordPreviewSecurityEventRequest(_message.Message):
+    __slots__ = ("connection_id", "run_id", "receipt_missing", "transaction_id_assigned", "advisory_locks_held", "role_sessions_ended", "backend_outlived_call")
+    CONNECTION_ID_FIELD_NUMBER: _ClassVar[int]
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    RECEIPT_MISSING_FIELD_NUMBER: _ClassVar[int]
+    TRANSACTION_ID_ASSIGNED_FIELD_NUMBER: _ClassVar[int]
+    ADVISORY_LOCKS_HELD_FIELD_NUMBER: _ClassVar[int]
+    ROLE_SESSIONS_ENDED_FIELD_NUMBER: _ClassVar[int]
+    BACKEND_OUTLIVED_CALL_FIELD_NUMBER: _ClassVar[int]
+    connection_id: str
+    run_id: str
+    receipt_missing: bool
+    transaction_id_assigned: bool
+    advisory_locks_held: int
+    role_sessions_ended: int
+    backend_outlived_call: bool
+    def __init__(self, connection_id: _Optional[str] = ..., run_id: _Optional[str] = ..., receipt_missing: _Optional[bool] = ..., transaction_id_assigned: _Optional[bool] = ..., advisory_locks_held: _Optional[int] = ..., role_sessions_ended: _Optional[int] = ..., backend_outlived_call: _Optional[bool] = ...) -> None: ...
 
 class Lease(_message.Message):
     __slots__ = ("id", "connection_id", "role_name", "purpose", "state", "create_time", "update_time", "expire_time", "max_expire_time", "revoke_time", "failure_reason", "failure_count")

@@ -363,6 +363,11 @@ class ConnectionCredentialServiceStub:
                 request_serializer=sevvo_dot_connections_dot_v1_dot_connections__pb2.RecordRootRotationRequest.SerializeToString,
                 response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
                 _registered_method=True)
+        self.RecordPreviewSecurityEvent = channel.unary_unary(
+                '/sevvo.connections.v1.ConnectionCredentialService/RecordPreviewSecurityEvent',
+                request_serializer=sevvo_dot_connections_dot_v1_dot_connections__pb2.RecordPreviewSecurityEventRequest.SerializeToString,
+                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                _registered_method=True)
 
 
 class ConnectionCredentialServiceServicer:
@@ -411,6 +416,14 @@ class ConnectionCredentialServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RecordPreviewSecurityEvent(self, request, context):
+        """Records, as a security event in the audit log (action connection.preview.receipt, outcome
+        failure), a preview whose receipt was not clean or is missing. Changes nothing else.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ConnectionCredentialServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -437,6 +450,11 @@ def add_ConnectionCredentialServiceServicer_to_server(servicer, server):
             'RecordRootRotation': grpc.unary_unary_rpc_method_handler(
                     servicer.RecordRootRotation,
                     request_deserializer=sevvo_dot_connections_dot_v1_dot_connections__pb2.RecordRootRotationRequest.FromString,
+                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+            ),
+            'RecordPreviewSecurityEvent': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordPreviewSecurityEvent,
+                    request_deserializer=sevvo_dot_connections_dot_v1_dot_connections__pb2.RecordPreviewSecurityEventRequest.FromString,
                     response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
             ),
     }
@@ -575,6 +593,33 @@ class ConnectionCredentialService:
             target,
             '/sevvo.connections.v1.ConnectionCredentialService/RecordRootRotation',
             sevvo_dot_connections_dot_v1_dot_connections__pb2.RecordRootRotationRequest.SerializeToString,
+            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordPreviewSecurityEvent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sevvo.connections.v1.ConnectionCredentialService/RecordPreviewSecurityEvent',
+            sevvo_dot_connections_dot_v1_dot_connections__pb2.RecordPreviewSecurityEventRequest.SerializeToString,
             google_dot_protobuf_dot_empty__pb2.Empty.FromString,
             options,
             channel_credentials,

@@ -155,6 +155,10 @@ class ConnectionCredentialServiceStub:
     """Records the outcome of a scheduled rotation of the privileged password in the audit log
     (action connection.root.rotate). Changes nothing else.
     """
+    RecordPreviewSecurityEvent: _grpc.UnaryUnaryMultiCallable[_connections_pb2.RecordPreviewSecurityEventRequest, _empty_pb2.Empty]
+    """Records, as a security event in the audit log (action connection.preview.receipt, outcome
+    failure), a preview whose receipt was not clean or is missing. Changes nothing else.
+    """
 
 @_typing.type_check_only
 class ConnectionCredentialServiceAsyncStub(ConnectionCredentialServiceStub):
@@ -181,6 +185,10 @@ class ConnectionCredentialServiceAsyncStub(ConnectionCredentialServiceStub):
     RecordRootRotation: _aio.UnaryUnaryMultiCallable[_connections_pb2.RecordRootRotationRequest, _empty_pb2.Empty]  # type: ignore[assignment]
     """Records the outcome of a scheduled rotation of the privileged password in the audit log
     (action connection.root.rotate). Changes nothing else.
+    """
+    RecordPreviewSecurityEvent: _aio.UnaryUnaryMultiCallable[_connections_pb2.RecordPreviewSecurityEventRequest, _empty_pb2.Empty]  # type: ignore[assignment]
+    """Records, as a security event in the audit log (action connection.preview.receipt, outcome
+    failure), a preview whose receipt was not clean or is missing. Changes nothing else.
     """
 
 class ConnectionCredentialServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -235,6 +243,16 @@ class ConnectionCredentialServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]:
         """Records the outcome of a scheduled rotation of the privileged password in the audit log
         (action connection.root.rotate). Changes nothing else.
+        """
+
+    @_abc_1.abstractmethod
+    def RecordPreviewSecurityEvent(
+        self,
+        request: _connections_pb2.RecordPreviewSecurityEventRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]:
+        """Records, as a security event in the audit log (action connection.preview.receipt, outcome
+        failure), a preview whose receipt was not clean or is missing. Changes nothing else.
         """
 
 def add_ConnectionCredentialServiceServicer_to_server(servicer: ConnectionCredentialServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -34,6 +34,15 @@ class PreviewCategory(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     PREVIEW_CATEGORY_DATABASE_DOES_NOT_EXIST: _ClassVar[PreviewCategory]
     PREVIEW_CATEGORY_INVALID_STORED_CREDENTIALS: _ClassVar[PreviewCategory]
     PREVIEW_CATEGORY_OTHER: _ClassVar[PreviewCategory]
+    PREVIEW_CATEGORY_CREDENTIALS_TOO_PRIVILEGED: _ClassVar[PreviewCategory]
+    PREVIEW_CATEGORY_OVER_COST_BUDGET: _ClassVar[PreviewCategory]
+
+class PreviewReceiptStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PREVIEW_RECEIPT_STATUS_UNSPECIFIED: _ClassVar[PreviewReceiptStatus]
+    PREVIEW_RECEIPT_STATUS_CLEAN: _ClassVar[PreviewReceiptStatus]
+    PREVIEW_RECEIPT_STATUS_NOT_CLEAN: _ClassVar[PreviewReceiptStatus]
+    PREVIEW_RECEIPT_STATUS_MISSING: _ClassVar[PreviewReceiptStatus]
 
 class RootRotationCategory(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -69,6 +78,12 @@ PREVIEW_CATEGORY_SSL_REQUIRED_NOT_OFFERED: PreviewCategory
 PREVIEW_CATEGORY_DATABASE_DOES_NOT_EXIST: PreviewCategory
 PREVIEW_CATEGORY_INVALID_STORED_CREDENTIALS: PreviewCategory
 PREVIEW_CATEGORY_OTHER: PreviewCategory
+PREVIEW_CATEGORY_CREDENTIALS_TOO_PRIVILEGED: PreviewCategory
+PREVIEW_CATEGORY_OVER_COST_BUDGET: PreviewCategory
+PREVIEW_RECEIPT_STATUS_UNSPECIFIED: PreviewReceiptStatus
+PREVIEW_RECEIPT_STATUS_CLEAN: PreviewReceiptStatus
+PREVIEW_RECEIPT_STATUS_NOT_CLEAN: PreviewReceiptStatus
+PREVIEW_RECEIPT_STATUS_MISSING: PreviewReceiptStatus
 ROOT_ROTATION_CATEGORY_UNSPECIFIED: RootRotationCategory
 ROOT_ROTATION_CATEGORY_ROTATED: RootRotationCategory
 ROOT_ROTATION_CATEGORY_NOT_DYNAMIC: RootRotationCategory
@@ -101,6 +116,22 @@ class CredentialTestResult(_message.Message):
     duration_ms: int
     server_version: str
     def __init__(self, category: _Optional[_Union[TestCategory, str]] = ..., message: _Optional[str] = ..., duration_ms: _Optional[int] = ..., server_version: _Optional[str] = ...) -> None: ...
+
+class PreviewReceipt(_message.Message):
+    __slots__ = ("status", "transaction_id_assigned", "advisory_locks_held", "role_sessions_ended", "backend_terminated", "backend_outlived_call")
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    TRANSACTION_ID_ASSIGNED_FIELD_NUMBER: _ClassVar[int]
+    ADVISORY_LOCKS_HELD_FIELD_NUMBER: _ClassVar[int]
+    ROLE_SESSIONS_ENDED_FIELD_NUMBER: _ClassVar[int]
+    BACKEND_TERMINATED_FIELD_NUMBER: _ClassVar[int]
+    BACKEND_OUTLIVED_CALL_FIELD_NUMBER: _ClassVar[int]
+    status: PreviewReceiptStatus
+    transaction_id_assigned: bool
+    advisory_locks_held: int
+    role_sessions_ended: int
+    backend_terminated: bool
+    backend_outlived_call: bool
+    def __init__(self, status: _Optional[_Union[PreviewReceiptStatus, str]] = ..., transaction_id_assigned: _Optional[bool] = ..., advisory_locks_held: _Optional[int] = ..., role_sessions_ended: _Optional[int] = ..., backend_terminated: _Optional[bool] = ..., backend_outlived_call: _Optional[bool] = ...) -> None: ...
 
 class PreviewQueryInput(_message.Message):
     __slots__ = ("run_id", "connection_id", "sql")
@@ -137,7 +168,7 @@ class PreviewRow(_message.Message):
     def __init__(self, cells: _Optional[_Iterable[_Union[PreviewCell, _Mapping]]] = ...) -> None: ...
 
 class PreviewQueryResult(_message.Message):
-    __slots__ = ("category", "message", "sqlstate", "position", "columns", "rows", "truncated", "columns_truncated", "duration_ms")
+    __slots__ = ("category", "message", "sqlstate", "position", "columns", "rows", "truncated", "columns_truncated", "duration_ms", "receipt", "estimated_cost")
     CATEGORY_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     SQLSTATE_FIELD_NUMBER: _ClassVar[int]
@@ -147,6 +178,8 @@ class PreviewQueryResult(_message.Message):
     TRUNCATED_FIELD_NUMBER: _ClassVar[int]
     COLUMNS_TRUNCATED_FIELD_NUMBER: _ClassVar[int]
     DURATION_MS_FIELD_NUMBER: _ClassVar[int]
+    RECEIPT_FIELD_NUMBER: _ClassVar[int]
+    ESTIMATED_COST_FIELD_NUMBER: _ClassVar[int]
     category: PreviewCategory
     message: str
     sqlstate: str
@@ -156,7 +189,9 @@ class PreviewQueryResult(_message.Message):
     truncated: bool
     columns_truncated: bool
     duration_ms: int
-    def __init__(self, category: _Optional[_Union[PreviewCategory, str]] = ..., message: _Optional[str] = ..., sqlstate: _Optional[str] = ..., position: _Optional[int] = ..., columns: _Optional[_Iterable[_Union[PreviewColumn, _Mapping]]] = ..., rows: _Optional[_Iterable[_Union[PreviewRow, _Mapping]]] = ..., truncated: _Optional[bool] = ..., columns_truncated: _Optional[bool] = ..., duration_ms: _Optional[int] = ...) -> None: ...
+    receipt: PreviewReceipt
+    estimated_cost: float
+    def __init__(self, category: _Optional[_Union[PreviewCategory, str]] = ..., message: _Optional[str] = ..., sqlstate: _Optional[str] = ..., position: _Optional[int] = ..., columns: _Optional[_Iterable[_Union[PreviewColumn, _Mapping]]] = ..., rows: _Optional[_Iterable[_Union[PreviewRow, _Mapping]]] = ..., truncated: _Optional[bool] = ..., columns_truncated: _Optional[bool] = ..., duration_ms: _Optional[int] = ..., receipt: _Optional[_Union[PreviewReceipt, _Mapping]] = ..., estimated_cost: _Optional[float] = ...) -> None: ...
 
 class RootRotationInput(_message.Message):
     __slots__ = ("run_id", "connection_id")
