@@ -82,7 +82,12 @@ def test_bootstrap_is_disabled_without_a_configured_token(auth_stack: AuthStack)
     assert _refused(auth_stack) == ("FAILED_PRECONDITION", "BOOTSTRAP_DISABLED")
 
 
-@pytest.mark.parametrize("token", [None, "", "wrong-" + TOKEN, TOKEN[:-1]])
+@pytest.mark.parametrize(
+    "token",
+    [None, "", "wrong-" + TOKEN, TOKEN[:-1]],
+    # Fixed ids: the token is random, and parallel workers must collect the same test names.
+    ids=["missing", "empty", "prefixed", "truncated"],
+)
 def test_bootstrap_refuses_a_missing_or_wrong_token(
     bootstrap_auth: AuthStack, token: str | None
 ) -> None:

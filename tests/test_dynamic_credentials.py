@@ -933,6 +933,7 @@ def test_scram_verifier_follows_the_rfc_key_derivation(database_url: str) -> Non
         # a verifier of the raw bytes would not match what libpq's login sends.
         "p\u00e4ssw\u00f6rd-\u2168-soft\u00adhyphen",
     ],
+    ids=["generated", "ascii-punctuation", "saslprep"],
 )
 def test_scram_verifier_logs_in(database_url: str, password: str) -> None:
     """A role whose password was set as our verifier logs in with the plaintext."""
