@@ -23,9 +23,12 @@ dev: install
 demo: install
 	$(PY) -m devstack.demo
 
-## Run the test suite against real Postgres, Temporal and gRPC-over-TLS servers.
+## Run the test suite against real Postgres, Temporal and gRPC-over-TLS servers. Test files are
+## spread over TEST_WORKERS processes (each with its own servers); most tests wait on servers,
+## so two workers fit the CI budget on two cores where one did not.
+TEST_WORKERS ?= 2
 test: install
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 lint: install
 	$(PY) -m ruff check .

@@ -30,17 +30,15 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from bench.bare_workflow import BareWorkflow, noop
-from devstack.agent_process import READY_EVENT
+from bench.tenant import Tenant, create_tenant
 from devstack.postgres import EmbeddedPostgres
-from devstack.source_db import SourceDatabase, create_source_database
-from devstack.stack import RunningStack, StackSettings, start_stack
-from sevvo.auth.v1 import auth_pb2, auth_pb2_grpc, deployments_pb2, deployments_pb2_grpc
+from devstack.source_db import create_source_database
+from devstack.stack import StackSettings, start_stack
 from sevvo.connections.v1 import connections_pb2 as cpb
 from sevvo.connections.v1 import connections_pb2_grpc as cpb_grpc
 from sevvo.orchestrator.v1 import orchestrator_pb2 as opb
 from sevvo.orchestrator.v1 import orchestrator_pb2_grpc as opb_grpc
 from sevvo.runtime import temporal
-from sevvo.runtime.grpc_client import ClientTls, secure_aio_channel
 from sevvo.runtime.logs import configure_logging
 from sevvo.workflows.v1 import workflows_pb2 as wpb
 
@@ -115,55 +113,14 @@ async def _drive(level: int, operations: list[Operation]) -> LevelResult:
     return result
 
 
-@dataclass
-class Org:
-    """A benchmark org: its session channel, agent and connection."""
-
-    channel: grpc.aio.Channel
-    connection_id: str
-
-
-async def _org(
-    stack: RunningStack, source_pg: EmbeddedPostgres, source: SourceDatabase, name: str
-) -> Org:
-    email = f"bench@{name}.example"
-    stack.auth.domain.create_org_with_admin(name, email, PASSWORD)
-    tls = ClientTls(stack.pki.ca_cert)
-    anonymous = secure_aio_channel(stack.grpc_target, tls)
-    session = await auth_pb2_grpc.AuthServiceStub(anonymous).SignIn(
-        auth_pb2.SignInRequest(email=email, password=PASSWORD)
-    )
-    await anonymous.close()
-    user = secure_aio_channel(stack.grpc_target, tls, lambda: session.session_token)
-    created = await deployments_pb2_grpc.DeploymentServiceStub(user).CreateDeployment(
-        deployments_pb2.CreateDeploymentRequest(display_name=f"{name}-agent")
-    )
-    agent = stack.start_agent(created.deployment_token, name=f"{name}-agent", wait=False)
-    await asyncio.to_thread(agent.wait_for, READY_EVENT, timeout=60)
-    connection = await cpb_grpc.ConnectionServiceStub(user).CreateConnection(
-        cpb.CreateConnectionRequest(
-            display_name="shop",
-            fields=cpb.PostgresFields(
-                host="localhost",
-                port=source_pg.port,
-                database=source.database,
-                username=source.reader,
-                password=PASSWORD,
-                ssl_mode=cpb.SSL_MODE_DISABLE,
-            ),
-        )
-    )
-    return Org(user, connection.id)
-
-
-def _sevvo_operations(orgs: list[Org]) -> list[Operation]:
+def _sevvo_operations(orgs: list[Tenant]) -> list[Operation]:
     operations: list[Operation] = []
     for org in orgs:
         orchestrator = opb_grpc.OrchestratorServiceStub(org.channel)
         connections = cpb_grpc.ConnectionServiceStub(org.channel)
 
         async def preview(
-            orchestrator: opb_grpc.OrchestratorServiceStub = orchestrator, org: Org = org
+            orchestrator: opb_grpc.OrchestratorServiceStub = orchestrator, org: Tenant = org
         ) -> str | None:
             response = await orchestrator.PreviewQuery(
                 opb.PreviewQueryRequest(connection_id=org.connection_id, sql=QUERY),
@@ -174,7 +131,7 @@ def _sevvo_operations(orgs: list[Org]) -> list[Operation]:
             return None
 
         async def test(
-            connections: cpb_grpc.ConnectionServiceStub = connections, org: Org = org
+            connections: cpb_grpc.ConnectionServiceStub = connections, org: Tenant = org
         ) -> str | None:
             tested = await connections.TestConnection(
                 cpb.TestConnectionRequest(id=org.connection_id), timeout=CALL_TIMEOUT
@@ -215,7 +172,9 @@ async def _run(state: Path, levels: tuple[int, ...]) -> None:
         source = create_source_database(
             source_pg.url, database="shop", reader="shop_reader", reader_password=PASSWORD
         )
-        orgs = [await _org(stack, source_pg, source, f"bench-{i}") for i in range(2)]
+        orgs = [
+            await create_tenant(stack, source_pg, source, f"bench-{i}", PASSWORD) for i in range(2)
+        ]
         pki = stack.pki
         bare_client = await Client.connect(
             stack.agent_temporal_address,

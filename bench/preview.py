@@ -28,17 +28,13 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from bench.bare_workflow import BareWorkflow, noop
-from devstack.agent_process import READY_EVENT
+from bench.tenant import create_tenant
 from devstack.postgres import EmbeddedPostgres
 from devstack.source_db import create_source_database
 from devstack.stack import StackSettings, start_stack
-from sevvo.auth.v1 import auth_pb2, auth_pb2_grpc, deployments_pb2, deployments_pb2_grpc
-from sevvo.connections.v1 import connections_pb2 as cpb
-from sevvo.connections.v1 import connections_pb2_grpc as cpb_grpc
 from sevvo.orchestrator.v1 import orchestrator_pb2 as opb
 from sevvo.orchestrator.v1 import orchestrator_pb2_grpc as opb_grpc
 from sevvo.runtime import temporal
-from sevvo.runtime.grpc_client import ClientTls, secure_aio_channel
 from sevvo.runtime.logs import configure_logging
 from sevvo.workflows.v1 import workflows_pb2 as wpb
 
@@ -82,37 +78,14 @@ async def _run(state: Path) -> None:
         source = create_source_database(
             source_pg.url, database="shop", reader="shop_reader", reader_password=PASSWORD
         )
-        stack.auth.domain.create_org_with_admin("Bench", "bench@sevvo.dev", PASSWORD)
-        tls = ClientTls(stack.pki.ca_cert)
-        anonymous = secure_aio_channel(stack.grpc_target, tls)
-        session = await auth_pb2_grpc.AuthServiceStub(anonymous).SignIn(
-            auth_pb2.SignInRequest(email="bench@sevvo.dev", password=PASSWORD)
-        )
-        user = secure_aio_channel(stack.grpc_target, tls, lambda: session.session_token)
-        created = await deployments_pb2_grpc.DeploymentServiceStub(user).CreateDeployment(
-            deployments_pb2.CreateDeploymentRequest(display_name="bench")
-        )
-        agent = stack.start_agent(created.deployment_token, name="bench-agent", wait=False)
-        await asyncio.to_thread(agent.wait_for, READY_EVENT, timeout=60)
-        connection = await cpb_grpc.ConnectionServiceStub(user).CreateConnection(
-            cpb.CreateConnectionRequest(
-                display_name="shop",
-                fields=cpb.PostgresFields(
-                    host="localhost",
-                    port=source_pg.port,
-                    database=source.database,
-                    username=source.reader,
-                    password=PASSWORD,
-                    ssl_mode=cpb.SSL_MODE_DISABLE,
-                ),
-            )
-        )
+        tenant = await create_tenant(stack, source_pg, source, "bench", PASSWORD)
+        user = tenant.channel
         orchestrator = opb_grpc.OrchestratorServiceStub(user)
 
         def preview(text: str) -> Callable[[], Awaitable[None]]:
             async def call() -> None:
                 response = await orchestrator.PreviewQuery(
-                    opb.PreviewQueryRequest(connection_id=connection.id, sql=text)
+                    opb.PreviewQueryRequest(connection_id=tenant.connection_id, sql=text)
                 )
                 assert response.result.category == wpb.PREVIEW_CATEGORY_OK, response.result
 
@@ -169,7 +142,6 @@ async def _run(state: Path) -> None:
         print(
             f"preview adds {added:+.0%} to the bare Temporal round trip ({verdict} the 25% target)"
         )
-        await anonymous.close()
         await user.close()
     finally:
         await stack.stop()

@@ -67,17 +67,14 @@ def _create_dynamic(
     created: cpb.Connection = e2e.connections(tenant.admin_token).CreateConnection(
         cpb.CreateConnectionRequest(
             display_name=name,
-            dynamic=cpb.PostgresDynamic(
-                host="localhost",
-                port=source.port,
-                database=source.database,
-                ssl_mode=cpb.SSL_MODE_REQUIRE,
-                privileged_username=privileged,
+            dynamic=EndToEnd.dynamic(
+                source,
+                privileged=privileged,
                 privileged_password=PRIVILEGED_PASSWORD,
-                default_ttl_seconds=ttl,
-                max_ttl_seconds=max_ttl,
-                group_role=group,
-                creation_statements=creation,
+                group=group,
+                ttl=ttl,
+                max_ttl=max_ttl,
+                creation=creation,
             ),
         )
     )

@@ -246,16 +246,13 @@ def _create_connections(
     dynamic = connections.CreateConnection(
         cpb.CreateConnectionRequest(
             display_name="faults-dynamic",
-            dynamic=cpb.PostgresDynamic(
-                host="localhost",
-                port=source.port,
-                database=source.database,
-                ssl_mode=cpb.SSL_MODE_REQUIRE,
-                privileged_username=privileged,
+            dynamic=EndToEnd.dynamic(
+                source,
+                privileged=privileged,
                 privileged_password=privileged_password,
-                default_ttl_seconds=TTL_SECONDS,
-                max_ttl_seconds=2 * TTL_SECONDS,
-                group_role=group,
+                group=group,
+                ttl=TTL_SECONDS,
+                max_ttl=2 * TTL_SECONDS,
             ),
         ),
         timeout=CALL_TIMEOUT_SECONDS,

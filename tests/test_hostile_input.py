@@ -219,16 +219,11 @@ def _populate(world: World, tenant: Tenant, group: str, privileged: str) -> None
     dynamic = connections.CreateConnection(
         cpb.CreateConnectionRequest(
             display_name="hostile-dynamic",
-            dynamic=cpb.PostgresDynamic(
-                host="localhost",
-                port=source.port,
-                database=source.database,
-                ssl_mode=cpb.SSL_MODE_REQUIRE,
-                privileged_username=privileged,
+            dynamic=EndToEnd.dynamic(
+                source,
+                privileged=privileged,
                 privileged_password=PRIVILEGED_PASSWORD,
-                default_ttl_seconds=300,
-                max_ttl_seconds=900,
-                group_role=group,
+                group=group,
             ),
         )
     )

@@ -137,6 +137,31 @@ class EndToEnd:
             ssl_mode=ssl,
         )
 
+    @staticmethod
+    def dynamic(
+        source: SourceDatabase,
+        *,
+        privileged: str,
+        privileged_password: str,
+        group: str,
+        ttl: int = 300,
+        max_ttl: int = 900,
+        creation: tuple[str, ...] = (),
+    ) -> cpb.PostgresDynamic:
+        """The dynamic-connection form for a source database and its privileged role."""
+        return cpb.PostgresDynamic(
+            host="localhost",
+            port=source.port,
+            database=source.database,
+            ssl_mode=cpb.SSL_MODE_REQUIRE,
+            privileged_username=privileged,
+            privileged_password=privileged_password,
+            default_ttl_seconds=ttl,
+            max_ttl_seconds=max_ttl,
+            group_role=group,
+            creation_statements=creation,
+        )
+
 
 @pytest.fixture(scope="module")
 def e2e(background_loop: BackgroundLoop) -> Iterator[EndToEnd]:
