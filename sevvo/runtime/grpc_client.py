@@ -1,14 +1,18 @@
 """gRPC client channels to sevvo services: TLS with a CA bundle, a bearer on every call.
 
-Credentials are composed at the channel level (``grpc.metadata_call_credentials``), so no call
-can leave without its bearer, and the same helper serves sync and asyncio channels.
-"""
+The bearer is added by a client interceptor on the channel, so no call can leave without it,
+and the channels are only ever TLS. Not ``grpc.metadata_call_credentials``: its plugin runs
+Python on gRPC's own threads, which then need the GIL while holding gRPC's locks, and a
+server or channel shut down in the same process at that moment deadlocked the whole process
+(seen in the test suite: an aio server's stop and a plugin thread, each waiting on the other)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import collections
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 from google.rpc import error_details_pb2, status_pb2
@@ -26,21 +30,104 @@ RECONNECT_OPTIONS = (
 )
 
 
-class _BearerPlugin(grpc.AuthMetadataPlugin):  # type: ignore[misc]
+def _with_bearer(
+    bearer: BearerSource, metadata: Sequence[tuple[str, str | bytes]] | None
+) -> list[tuple[str, str | bytes]]:
+    token = bearer()
+    added = [("authorization", f"Bearer {token}")] if token else []
+    return [*(metadata or ()), *added]
+
+
+class _ClientCallDetails(
+    collections.namedtuple(
+        "_ClientCallDetails",
+        ("method", "timeout", "metadata", "credentials", "wait_for_ready", "compression"),
+    ),
+    grpc.ClientCallDetails,  # type: ignore[misc]
+):
+    """The call details gRPC's sync interceptors pass on (its own class is private)."""
+
+
+class _BearerInterceptor(
+    grpc.UnaryUnaryClientInterceptor,  # type: ignore[misc]
+    grpc.UnaryStreamClientInterceptor,  # type: ignore[misc]
+    grpc.StreamUnaryClientInterceptor,  # type: ignore[misc]
+    grpc.StreamStreamClientInterceptor,  # type: ignore[misc]
+):
+    """Adds the current bearer to every call of a blocking channel."""
+
     def __init__(self, bearer: BearerSource) -> None:
         self._bearer = bearer
 
-    def __call__(
-        self,
-        context: grpc.AuthMetadataContext,
-        callback: grpc.AuthMetadataPluginCallback,
-    ) -> None:
-        try:
-            token = self._bearer()
-        except Exception as exc:  # Surface as a failed call, not a crashed plugin thread.
-            callback((), exc)
-            return
-        callback((("authorization", f"Bearer {token}"),) if token else (), None)
+    def _details(self, details: grpc.ClientCallDetails) -> grpc.ClientCallDetails:
+        return _ClientCallDetails(
+            details.method,
+            details.timeout,
+            _with_bearer(self._bearer, details.metadata),
+            details.credentials,
+            details.wait_for_ready,
+            details.compression,
+        )
+
+    def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        return continuation(self._details(details), request)
+
+    def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        return continuation(self._details(details), request)
+
+    def intercept_stream_unary(self, continuation: Any, details: Any, requests: Any) -> Any:
+        return continuation(self._details(details), requests)
+
+    def intercept_stream_stream(self, continuation: Any, details: Any, requests: Any) -> Any:
+        return continuation(self._details(details), requests)
+
+
+class _AioBearer:
+    """Adds the current bearer to the calls of an asyncio channel."""
+
+    def __init__(self, bearer: BearerSource) -> None:
+        self._bearer = bearer
+
+    def _details(self, details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
+        return grpc.aio.ClientCallDetails(
+            details.method,
+            details.timeout,
+            grpc.aio.Metadata(*_with_bearer(self._bearer, details.metadata)),
+            details.credentials,
+            details.wait_for_ready,
+        )
+
+
+class _AioUnaryUnaryBearer(_AioBearer, grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+    async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await continuation(self._details(details), request)
+
+
+class _AioUnaryStreamBearer(_AioBearer, grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[misc]
+    async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await continuation(self._details(details), request)
+
+
+class _AioStreamUnaryBearer(_AioBearer, grpc.aio.StreamUnaryClientInterceptor):  # type: ignore[misc]
+    async def intercept_stream_unary(self, continuation: Any, details: Any, requests: Any) -> Any:
+        return await continuation(self._details(details), requests)
+
+
+class _AioStreamStreamBearer(_AioBearer, grpc.aio.StreamStreamClientInterceptor):  # type: ignore[misc]
+    async def intercept_stream_stream(self, continuation: Any, details: Any, requests: Any) -> Any:
+        return await continuation(self._details(details), requests)
+
+
+def _aio_bearer_interceptors(bearer: BearerSource) -> list[grpc.aio.ClientInterceptor]:
+    # One object per kind of method: grpc.aio files each interceptor under the first kind
+    # it implements only.
+    kinds = (
+        _AioUnaryUnaryBearer,
+        _AioUnaryStreamBearer,
+        _AioStreamUnaryBearer,
+        _AioStreamStreamBearer,
+    )
+    return [kind(bearer) for kind in kinds]
 
 
 @dataclass(frozen=True)
@@ -52,32 +139,31 @@ class ClientTls:
     key_file: Path | None = None
 
 
-def channel_credentials(
-    tls: ClientTls, bearer: BearerSource | None = None
-) -> grpc.ChannelCredentials:
-    """TLS credentials verifying the server against ``tls.ca_file``, with an optional bearer."""
-    creds = grpc.ssl_channel_credentials(
+def channel_credentials(tls: ClientTls) -> grpc.ChannelCredentials:
+    """TLS credentials verifying the server against ``tls.ca_file``."""
+    return grpc.ssl_channel_credentials(
         root_certificates=tls.ca_file.read_bytes() if tls.ca_file else None,
         private_key=tls.key_file.read_bytes() if tls.key_file else None,
         certificate_chain=tls.cert_file.read_bytes() if tls.cert_file else None,
     )
-    if bearer is None:
-        return creds
-    return grpc.composite_channel_credentials(
-        creds, grpc.metadata_call_credentials(_BearerPlugin(bearer))
-    )
 
 
 def secure_channel(target: str, tls: ClientTls, bearer: BearerSource | None = None) -> grpc.Channel:
-    """A blocking channel to ``target`` (host:port) over TLS."""
-    return grpc.secure_channel(target, channel_credentials(tls, bearer), RECONNECT_OPTIONS)
+    """A blocking channel to ``target`` (host:port) over TLS, with ``bearer()`` on every call."""
+    channel = grpc.secure_channel(target, channel_credentials(tls), RECONNECT_OPTIONS)
+    if bearer is None:
+        return channel
+    return grpc.intercept_channel(channel, _BearerInterceptor(bearer))
 
 
 def secure_aio_channel(
     target: str, tls: ClientTls, bearer: BearerSource | None = None
 ) -> grpc.aio.Channel:
-    """An asyncio channel to ``target`` (host:port) over TLS."""
-    return grpc.aio.secure_channel(target, channel_credentials(tls, bearer), RECONNECT_OPTIONS)
+    """An asyncio channel to ``target`` (host:port) over TLS, with ``bearer()`` on every call."""
+    interceptors = None if bearer is None else _aio_bearer_interceptors(bearer)
+    return grpc.aio.secure_channel(
+        target, channel_credentials(tls), RECONNECT_OPTIONS, interceptors=interceptors
+    )
 
 
 @dataclass(frozen=True)
