@@ -186,15 +186,37 @@ class Reaper:
                 # Roles past their expiry that no listed lease names (e.g. left NOLOGIN by a
                 # revoke that died half-way) go too; revoke is idempotent.
                 known = {lease.role_name for lease in leases}
-                for name in await find_expired(admin):
-                    if name not in known:
-                        await revoke(admin, name)
-                        revoked += 1
+                strays = [name for name in await find_expired(admin) if name not in known]
+                revoked += await self._revoke_strays(connection_id, strays, resolved, admin)
             finally:
                 await admin.close()
         if revoked:
             log.info("reaper revoked roles", count=revoked)
         return revoked
+
+    async def _revoke_strays(
+        self,
+        connection_id: str,
+        names: list[str],
+        resolved: connections_pb2.ResolveConnectionCredentialsResponse,
+        admin: psycopg.AsyncConnection[TupleRow],
+    ) -> int:
+        if not names:
+            return 0
+        # Most strays expired between the lease list and the role scan: list again, so their
+        # leases are recorded revoked in this pass, not left active until the next one.
+        leases = {
+            lease.role_name: lease
+            for lease in await self._to_reap()
+            if lease.connection_id == connection_id
+        }
+        for name in names:
+            lease = leases.get(name)
+            if lease is None:
+                await revoke(admin, name)
+            else:
+                await self._manager.revoke_lease(lease.id, name, resolved.dynamic, admin)
+        return len(names)
 
     async def run(self, interval: float) -> None:
         """Reaps every ``interval`` seconds until cancelled; a failed pass is retried later."""

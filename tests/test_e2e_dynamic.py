@@ -301,23 +301,29 @@ def test_agents_killed_mid_lease_leave_no_role_or_session_after_ttl_and_one_reap
             with contextlib.suppress(grpc.RpcError):
                 preview.result(timeout=90)
 
+    lease_stub = cpb_grpc.LeaseServiceStub(e2e._channel(tenant.admin_token))
+
+    def lease_states() -> set[str]:
+        listed = lease_stub.ListLeases(
+            cpb.ListLeasesRequest(connection_id=created.id, page_size=500)
+        ).leases
+        # At least one lease per crash was minted (retries add more).
+        assert len(listed) >= CRASHES
+        return {cpb.LeaseState.Name(lease.state) for lease in listed}
+
     # Every role a killed agent minted expires within the TTL of its kill; one reaper pass
-    # after that (plus the reaper's own run time) must leave nothing behind.
+    # after that (plus the reaper's own run time) must leave nothing behind, and every lease
+    # recorded revoked.
     deadline = last_kill + CRASH_TTL_SECONDS + REAPER_SECONDS + 5
     while time.monotonic() < deadline and (
-        _minted_roles(tls_source_pg) or _prefixed_sessions(tls_source_pg)
+        _minted_roles(tls_source_pg)
+        or _prefixed_sessions(tls_source_pg)
+        or lease_states() != {"LEASE_STATE_REVOKED"}
     ):
         time.sleep(0.5)
     assert _minted_roles(tls_source_pg) == []
     assert _prefixed_sessions(tls_source_pg) == 0
-    leases = (
-        cpb_grpc.LeaseServiceStub(e2e._channel(tenant.admin_token))
-        .ListLeases(cpb.ListLeasesRequest(connection_id=created.id, page_size=500))
-        .leases
-    )
-    # At least one lease per crash was minted (retries add more), and none is left live.
-    assert len(leases) >= CRASHES
-    assert {cpb.LeaseState.Name(lease.state) for lease in leases} == {"LEASE_STATE_REVOKED"}
+    assert lease_states() == {"LEASE_STATE_REVOKED"}
     assert PRIVILEGED_PASSWORD not in agent.output()
 
 
