@@ -1,4 +1,5 @@
-"""The command line's pure parts: hints, DSN handling, durations, JSON shape, the session file."""
+"""The command line's pure parts: hints, DSN handling, durations, JSON shape, the session file,
+and the preview's receipt line."""
 
 from __future__ import annotations
 
@@ -13,11 +14,13 @@ from hypothesis import strategies as st
 
 from agent import postgres_probe
 from cli.commands.connections import check_dsn, dsn_with_password
+from cli.commands.preview import preview_data, receipt_line
 from cli.errors import CliError, ExitCode
 from cli.inputs import parse_duration
 from cli.output import message_dict
 from cli.session import Session, SessionStore
 from sevvo.auth.v1 import deployments_pb2
+from sevvo.orchestrator.v1 import orchestrator_pb2
 from sevvo.runtime.troubleshooting import PREVIEW_CATEGORY_HINTS, TEST_CATEGORY_HINTS, hint_for
 from sevvo.workflows.v1 import workflows_pb2
 
@@ -174,3 +177,110 @@ def test_a_damaged_session_file_asks_to_sign_in_again(tmp_path: Path) -> None:
     with pytest.raises(CliError, match="damaged") as caught:
         SessionStore(tmp_path).current(None)
     assert caught.value.exit_code is ExitCode.NOT_SIGNED_IN
+
+
+# --- the preview's receipt -------------------------------------------------------------------
+
+_W = workflows_pb2
+_AUDITED = "recorded in the audit log as a security event (connection.preview.receipt)"
+
+
+@pytest.mark.parametrize(
+    ("receipt", "line"),
+    [
+        (
+            _W.PreviewReceipt(status=_W.PREVIEW_RECEIPT_STATUS_CLEAN),
+            "receipt: clean — no transaction id, no advisory lock, no session of the role ended",
+        ),
+        (
+            _W.PreviewReceipt(status=_W.PREVIEW_RECEIPT_STATUS_CLEAN, backend_terminated=True),
+            "receipt: clean — no transaction id, no advisory lock, no session of the role ended;"
+            " the agent ended the statement's session after the timeout",
+        ),
+    ],
+    ids=["clean", "clean-terminated"],
+)
+def test_a_clean_receipt_says_what_was_proved(receipt: _W.PreviewReceipt, line: str) -> None:
+    """A clean receipt is one line naming the three checks (and a session the agent ended)."""
+    assert receipt_line(receipt) == (line, True)
+
+
+@pytest.mark.parametrize(
+    ("receipt", "failed"),
+    [
+        (
+            _W.PreviewReceipt(
+                status=_W.PREVIEW_RECEIPT_STATUS_NOT_CLEAN, transaction_id_assigned=True
+            ),
+            "a transaction id was assigned (something wrote)",
+        ),
+        (
+            _W.PreviewReceipt(status=_W.PREVIEW_RECEIPT_STATUS_NOT_CLEAN, advisory_locks_held=2),
+            "2 advisory locks held",
+        ),
+        (
+            _W.PreviewReceipt(status=_W.PREVIEW_RECEIPT_STATUS_NOT_CLEAN, role_sessions_ended=1),
+            "1 other session of the role ended",
+        ),
+        (
+            _W.PreviewReceipt(
+                status=_W.PREVIEW_RECEIPT_STATUS_NOT_CLEAN,
+                backend_terminated=True,
+                backend_outlived_call=True,
+            ),
+            "the statement's session was still running after the agent ended it",
+        ),
+        (
+            _W.PreviewReceipt(
+                status=_W.PREVIEW_RECEIPT_STATUS_NOT_CLEAN,
+                advisory_locks_held=1,
+                backend_terminated=True,
+            ),
+            "1 advisory lock held, the agent ended the statement's session after the timeout",
+        ),
+    ],
+    ids=["xid", "locks", "sessions", "outlived", "locks-terminated"],
+)
+def test_a_receipt_not_clean_names_what_failed(receipt: _W.PreviewReceipt, failed: str) -> None:
+    """A receipt that is not clean names each failed check and says it was audited."""
+    assert receipt_line(receipt) == (f"receipt not clean: {failed}; {_AUDITED}", False)
+
+
+def test_a_missing_receipt_warns_that_nothing_could_be_checked() -> None:
+    """A receipt the agent could not take is a warning too, and audited."""
+    line = receipt_line(_W.PreviewReceipt(status=_W.PREVIEW_RECEIPT_STATUS_MISSING))
+    assert line is not None
+    assert line[1] is False
+    assert line[0].startswith("no receipt: the statement reached the database")
+    assert line[0].endswith(_AUDITED)
+
+
+def test_no_receipt_is_owed_when_nothing_reached_the_database() -> None:
+    """A rejected preview has no receipt: no line, and null in JSON."""
+    assert receipt_line(_W.PreviewReceipt()) is None
+    response = orchestrator_pb2.PreviewQueryResponse(
+        result=_W.PreviewQueryResult(category=_W.PREVIEW_CATEGORY_QUERY_REJECTED)
+    )
+    assert preview_data(response)["receipt"] is None
+
+
+def test_the_receipt_is_in_the_preview_json_with_its_status_name() -> None:
+    """JSON carries the receipt's status as a short name and every check's value."""
+    response = orchestrator_pb2.PreviewQueryResponse(
+        result=_W.PreviewQueryResult(
+            category=_W.PREVIEW_CATEGORY_QUERY_TIMEOUT,
+            receipt=_W.PreviewReceipt(
+                status=_W.PREVIEW_RECEIPT_STATUS_NOT_CLEAN,
+                role_sessions_ended=1,
+                backend_terminated=True,
+            ),
+        )
+    )
+    assert preview_data(response)["receipt"] == {
+        "status": "not_clean",
+        "transaction_id_assigned": False,
+        "advisory_locks_held": 0,
+        "role_sessions_ended": 1,
+        "backend_terminated": True,
+        "backend_outlived_call": False,
+    }
