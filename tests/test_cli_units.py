@@ -1,9 +1,10 @@
 """The command line's pure parts: hints, DSN handling, durations, JSON shape, the session file,
-and the preview's receipt line."""
+the preview's receipt line and the update request of ``connections update``."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -13,13 +14,21 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from agent import postgres_probe
-from cli.commands.connections import check_dsn, dsn_with_password
+from cli.commands.connections import (
+    DETAIL,
+    ConnectionEdit,
+    SslMode,
+    check_dsn,
+    dsn_with_password,
+    preview_settings,
+)
 from cli.commands.preview import preview_data, receipt_line
 from cli.errors import CliError, ExitCode
 from cli.inputs import parse_duration
 from cli.output import message_dict
 from cli.session import Session, SessionStore
 from sevvo.auth.v1 import deployments_pb2
+from sevvo.connections.v1 import connections_pb2 as cpb
 from sevvo.orchestrator.v1 import orchestrator_pb2
 from sevvo.runtime.troubleshooting import PREVIEW_CATEGORY_HINTS, TEST_CATEGORY_HINTS, hint_for
 from sevvo.workflows.v1 import workflows_pb2
@@ -284,3 +293,116 @@ def test_the_receipt_is_in_the_preview_json_with_its_status_name() -> None:
         "backend_terminated": True,
         "backend_outlived_call": False,
     }
+
+
+# --- preview settings on connections ---------------------------------------------------------
+
+
+def test_create_sends_preview_settings_only_when_a_flag_is_given() -> None:
+    """No flag: no settings (the server keeps none); a flag: the list and the budget."""
+    assert preview_settings(None, None) is None
+    assert preview_settings(["similarity"], None) == cpb.PreviewSettings(
+        allowed_functions=["similarity"]
+    )
+    assert preview_settings(None, 0.0) == cpb.PreviewSettings()
+
+
+_CURRENT = cpb.PreviewSettings(allowed_functions=["similarity"], max_plan_cost=500)
+
+
+@pytest.mark.parametrize(
+    ("edit", "preview"),
+    [
+        (
+            ConnectionEdit(allow_functions=["a", "public.b"]),
+            cpb.PreviewSettings(allowed_functions=["a", "public.b"], max_plan_cost=500),
+        ),
+        (ConnectionEdit(no_allowed_functions=True), cpb.PreviewSettings(max_plan_cost=500)),
+        (
+            ConnectionEdit(max_plan_cost=20),
+            cpb.PreviewSettings(allowed_functions=["similarity"], max_plan_cost=20),
+        ),
+        (
+            ConnectionEdit(max_plan_cost=0),
+            cpb.PreviewSettings(allowed_functions=["similarity"]),
+        ),
+        (ConnectionEdit(no_allowed_functions=True, max_plan_cost=0), None),
+        (
+            ConnectionEdit(allow_functions=["x"], max_plan_cost=7.5),
+            cpb.PreviewSettings(allowed_functions=["x"], max_plan_cost=7.5),
+        ),
+    ],
+    ids=["replace-list", "clear-list", "set-budget", "clear-budget", "clear-both", "both"],
+)
+def test_update_replaces_the_preview_settings_given_and_keeps_the_other(
+    edit: ConnectionEdit, preview: cpb.PreviewSettings | None
+) -> None:
+    """The mask replaces both settings at once: the one not given is carried over."""
+    request = edit.request("c1", _CURRENT if edit.needs_current else None)
+    assert list(request.update_mask.paths) == ["fields.preview"]
+    fields = request.connection.fields
+    assert (fields.preview if fields.HasField("preview") else None) == preview
+
+
+def test_update_reads_the_current_settings_only_when_one_is_kept() -> None:
+    """Giving both the list and the budget needs no read first; giving one does."""
+    assert ConnectionEdit(allow_functions=["a"]).needs_current
+    assert ConnectionEdit(max_plan_cost=1).needs_current
+    assert not ConnectionEdit(no_allowed_functions=True, max_plan_cost=1).needs_current
+    assert not ConnectionEdit(name="shop").needs_current
+
+
+def test_update_masks_only_the_details_given() -> None:
+    """Each flag adds its own mask path; the port travels even when it is the default."""
+    request = ConnectionEdit(name="shop", host="db2", port=5432, ssl_mode=SslMode.DISABLE).request(
+        "c1"
+    )
+    assert list(request.update_mask.paths) == [
+        "display_name",
+        "fields.host",
+        "fields.port",
+        "fields.ssl_mode",
+    ]
+    assert request.connection.display_name == "shop"
+    fields = request.connection.fields
+    assert (fields.host, fields.port, fields.ssl_mode) == ("db2", 5432, cpb.SSL_MODE_DISABLE)
+    assert not fields.HasField("preview")
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (ConnectionEdit, "nothing to update"),
+        (
+            lambda: ConnectionEdit(allow_functions=["a"], no_allowed_functions=True),
+            "not both",
+        ),
+    ],
+    ids=["nothing", "list-and-no-list"],
+)
+def test_update_usage_errors(edit: Callable[[], ConnectionEdit], message: str) -> None:
+    """An update that changes nothing, or both sets and clears the list, exits 2."""
+    with pytest.raises(CliError, match=message) as caught:
+        edit()
+    assert caught.value.exit_code is ExitCode.USAGE
+
+
+@pytest.mark.parametrize(
+    ("preview", "functions", "budget"),
+    [
+        (None, None, None),
+        (
+            {"allowed_functions": ["a", "public.b"], "max_plan_cost": 100000.0},
+            "a, public.b",
+            "100,000",
+        ),
+        ({"allowed_functions": [], "max_plan_cost": 12.5}, None, "12.5"),
+    ],
+    ids=["none", "both", "budget-only"],
+)
+def test_get_shows_the_preview_settings_in_its_table(
+    preview: dict[str, object] | None, functions: str | None, budget: str | None
+) -> None:
+    """The detail table lists the allowed functions and the budget; unset ones show as -."""
+    rows = {label: get({"preview": preview}) for label, get in DETAIL}
+    assert (rows["preview functions"], rows["preview cost budget"]) == (functions, budget)
