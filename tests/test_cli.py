@@ -8,6 +8,7 @@ or session token appears in anything the command printed.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import secrets
@@ -156,6 +157,35 @@ def _field_args(db: SourceDatabase, name: str, username: str | None = None) -> l
         "require",
         "--password-stdin",
     ]
+
+
+@contextlib.contextmanager
+def _login_role(
+    server: EmbeddedPostgres, db: SourceDatabase, prefix: str, password: str
+) -> Iterator[str]:
+    """A login role with CONNECT on ``db`` for the duration of a test."""
+    role = f"{prefix}{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(server.url, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("create role {} login password {}").format(
+                sql.Identifier(role), sql.Literal(password)
+            )
+        )
+        conn.execute(
+            sql.SQL("grant connect on database {} to {}").format(
+                sql.Identifier(db.database), sql.Identifier(role)
+            )
+        )
+    try:
+        yield role
+    finally:
+        with psycopg.connect(server.url, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("revoke all on database {} from {}").format(
+                    sql.Identifier(db.database), sql.Identifier(role)
+                )
+            )
+            conn.execute(sql.SQL("drop role {}").format(sql.Identifier(role)))
 
 
 @pytest.fixture(scope="module")
@@ -360,21 +390,9 @@ def test_a_wrong_password_shows_the_hint_and_rotation_fixes_it(
 ) -> None:
     """Creating with a wrong password, or testing after the role's password changed, exits 1
     with the category and the guide's hint; rotate-password makes the test pass again."""
-    role = f"cli_rot_{uuid.uuid4().hex[:8]}"
     first, second = secrets.token_urlsafe(18), secrets.token_urlsafe(18)
     org.secrets += [first, second]
-    with psycopg.connect(tls_source_pg.url, autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("create role {} login password {}").format(
-                sql.Identifier(role), sql.Literal(first)
-            )
-        )
-        conn.execute(
-            sql.SQL("grant connect on database {} to {}").format(
-                sql.Identifier(source.database), sql.Identifier(role)
-            )
-        )
-    try:
+    with _login_role(tls_source_pg, source, "cli_rot_", first) as role:
         refused = sevvo(*_field_args(source, "rot", role), stdin=second + "\n")
         assert refused.code == 1
         assert "password_authentication_failed" in refused.stderr
@@ -407,14 +425,6 @@ def test_a_wrong_password_shows_the_hint_and_rotation_fixes_it(
             "deleted": created["id"]
         }
         assert sevvo("connections", "get", created["id"]).code == 5
-    finally:
-        with psycopg.connect(tls_source_pg.url, autocommit=True) as conn:
-            conn.execute(
-                sql.SQL("revoke all on database {} from {}").format(
-                    sql.Identifier(source.database), sql.Identifier(role)
-                )
-            )
-            conn.execute(sql.SQL("drop role {}").format(sql.Identifier(role)))
 
 
 def test_a_missing_connection_is_not_found(sevvo: Sevvo, org: Org) -> None:
@@ -586,6 +596,30 @@ def test_update_of_a_detail_that_fails_its_test_changes_nothing(
     after = sevvo.ok("connections", "get", budgeted["id"])
     assert after["safe_metadata"] == before["safe_metadata"]
     assert after["update_time"] == before["update_time"]
+
+
+def test_update_logs_in_as_another_role_with_its_password(
+    sevvo: Sevvo,
+    org: Org,
+    budgeted: dict[str, Any],
+    source: SourceDatabase,
+    tls_source_pg: EmbeddedPostgres,
+) -> None:
+    """--username with --password-stdin moves the login to another role in one tested step."""
+    password = secrets.token_urlsafe(18)
+    org.secrets.append(password)
+    with _login_role(tls_source_pg, source, "cli_switch_", password) as role:
+        switched = sevvo.ok(
+            "connections",
+            "update",
+            budgeted["id"],
+            "--username",
+            role,
+            "--password-stdin",
+            stdin=password + "\n",
+        )
+        assert (switched["safe_metadata"]["username"], switched["status"]) == (role, "connected")
+        assert sevvo.ok("preview", budgeted["id"], "select current_user as u")["rows"] == [[role]]
 
 
 # --- leases and audit ------------------------------------------------------------------------

@@ -354,19 +354,27 @@ def test_update_reads_the_current_settings_only_when_one_is_kept() -> None:
 
 def test_update_masks_only_the_details_given() -> None:
     """Each flag adds its own mask path; the port travels even when it is the default."""
-    request = ConnectionEdit(name="shop", host="db2", port=5432, ssl_mode=SslMode.DISABLE).request(
-        "c1"
+    edit = ConnectionEdit(
+        name="shop", host="db2", port=5432, password="hunter2", ssl_mode=SslMode.DISABLE
     )
+    request = edit.request("c1")
     assert list(request.update_mask.paths) == [
         "display_name",
         "fields.host",
         "fields.port",
+        "fields.password",
         "fields.ssl_mode",
     ]
     assert request.connection.display_name == "shop"
     fields = request.connection.fields
-    assert (fields.host, fields.port, fields.ssl_mode) == ("db2", 5432, cpb.SSL_MODE_DISABLE)
+    assert (fields.host, fields.port, fields.password, fields.ssl_mode) == (
+        "db2",
+        5432,
+        "hunter2",
+        cpb.SSL_MODE_DISABLE,
+    )
     assert not fields.HasField("preview")
+    assert "hunter2" not in repr(edit)
 
 
 @pytest.mark.parametrize(

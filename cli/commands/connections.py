@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 import sys
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Annotated
 from urllib.parse import parse_qs, quote, urlsplit, urlunsplit
 
@@ -156,6 +156,7 @@ _LOGIN_PATHS = {
     "port": "fields.port",
     "database": "fields.database",
     "username": "fields.username",
+    "password": "fields.password",
     "ssl_mode": "fields.ssl_mode",
 }
 PREVIEW_PATH = "fields.preview"
@@ -170,6 +171,7 @@ class ConnectionEdit:
     port: int | None = None
     database: str | None = None
     username: str | None = None
+    password: str | None = field(default=None, repr=False)
     ssl_mode: SslMode | None = None
     allow_functions: list[str] | None = None
     no_allowed_functions: bool = False
@@ -181,7 +183,7 @@ class ConnectionEdit:
         if not (self.login_paths or self.name is not None or self.changes_preview):
             raise usage_error(
                 "nothing to update: give --name, a connection detail (--host, --port,"
-                " --database, --username, --ssl-mode) or a preview setting"
+                " --database, --username, --new-password, --ssl-mode) or a preview setting"
                 " (--allow-function, --no-allowed-functions, --max-plan-cost)"
             )
 
@@ -215,6 +217,7 @@ class ConnectionEdit:
             host=self.host or "",
             database=self.database or "",
             username=self.username or "",
+            password=self.password or "",
             ssl_mode=_SSL[self.ssl_mode] if self.ssl_mode else cpb.SSL_MODE_UNSPECIFIED,
         )
         if self.port is not None:
@@ -389,7 +392,8 @@ def get(ctx: typer.Context, connection_id: Annotated[str, typer.Argument(metavar
         f"Example: sevvo connections update {_ID} --allow-function similarity"
         " --allow-function public.word_similarity\n\n"
         f"Example: sevvo connections update {_ID} --no-allowed-functions --max-plan-cost 0\n\n"
-        f"Example: sevvo connections update {_ID} --host db2.internal"
+        f"Example: sevvo connections update {_ID} --host db2.internal\n\n"
+        f"Example: sevvo connections update {_ID} --username sevvo_reader --password-stdin < pw"
     )
 )
 def update(
@@ -425,24 +429,44 @@ def update(
         ),
     ] = False,
     max_plan_cost: MaxPlanCost = None,
+    new_password: Annotated[
+        bool,
+        typer.Option(
+            "--new-password",
+            help="Also replace the password (asked for; or --password-stdin), as when"
+            " logging in as another role.",
+        ),
+    ] = False,
+    password_stdin: Annotated[
+        bool,
+        typer.Option(
+            "--password-stdin", help="Read the new password from the first line of stdin."
+        ),
+    ] = False,
 ) -> None:
     """Change a connection's name, details or preview settings; the rest stays as it is.
 
-    A changed host, port, database, username or SSL mode is tested through your agent with
-    the stored password first, and nothing changes if the test fails (a new password:
-    rotate-password). Preview settings and the name change without a test.
+    A changed host, port, database, username, password or SSL mode is tested through your
+    agent first (with the stored password unless you give a new one), and nothing changes if
+    the test fails. Preview settings and the name change without a test.
     """
+    replace_password = new_password or password_stdin
     edit = ConnectionEdit(
         name=name,
         host=host,
         port=port,
         database=database,
         username=username,
+        # Checked with a stand-in first, so a mistake in the flags asks for no password.
+        password="" if replace_password else None,
         ssl_mode=ssl_mode,
         allow_functions=allow_function,
         no_allowed_functions=no_allowed_functions,
         max_plan_cost=max_plan_cost,
     )
+    if replace_password:
+        secret = read_secret("New database password", from_stdin=password_stdin, confirm=True)
+        edit = replace(edit, password=secret)
     cli = cli_of(ctx)
     stub = cli.connections()
     current = None
@@ -508,12 +532,7 @@ def rotate_password(
     stub = cli.connections()
     with cli.output.progress("Testing the new password through your agent…"):
         connection = stub.UpdateConnection(
-            cpb.UpdateConnectionRequest(
-                id=connection_id,
-                connection=cpb.ConnectionUpdate(fields=cpb.PostgresFields(password=password)),
-                update_mask=FieldMask(paths=["fields.password"]),
-            ),
-            timeout=AGENT_TIMEOUT,
+            ConnectionEdit(password=password).request(connection_id), timeout=AGENT_TIMEOUT
         )
     _show(cli, connection)
 
