@@ -8,7 +8,9 @@ or session token appears in anything the command printed.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import re
 import secrets
 import uuid
 from collections.abc import Iterator
@@ -155,6 +157,35 @@ def _field_args(db: SourceDatabase, name: str, username: str | None = None) -> l
         "require",
         "--password-stdin",
     ]
+
+
+@contextlib.contextmanager
+def _login_role(
+    server: EmbeddedPostgres, db: SourceDatabase, prefix: str, password: str
+) -> Iterator[str]:
+    """A login role with CONNECT on ``db`` for the duration of a test."""
+    role = f"{prefix}{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(server.url, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("create role {} login password {}").format(
+                sql.Identifier(role), sql.Literal(password)
+            )
+        )
+        conn.execute(
+            sql.SQL("grant connect on database {} to {}").format(
+                sql.Identifier(db.database), sql.Identifier(role)
+            )
+        )
+    try:
+        yield role
+    finally:
+        with psycopg.connect(server.url, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("revoke all on database {} from {}").format(
+                    sql.Identifier(db.database), sql.Identifier(role)
+                )
+            )
+            conn.execute(sql.SQL("drop role {}").format(sql.Identifier(role)))
 
 
 @pytest.fixture(scope="module")
@@ -359,21 +390,9 @@ def test_a_wrong_password_shows_the_hint_and_rotation_fixes_it(
 ) -> None:
     """Creating with a wrong password, or testing after the role's password changed, exits 1
     with the category and the guide's hint; rotate-password makes the test pass again."""
-    role = f"cli_rot_{uuid.uuid4().hex[:8]}"
     first, second = secrets.token_urlsafe(18), secrets.token_urlsafe(18)
     org.secrets += [first, second]
-    with psycopg.connect(tls_source_pg.url, autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("create role {} login password {}").format(
-                sql.Identifier(role), sql.Literal(first)
-            )
-        )
-        conn.execute(
-            sql.SQL("grant connect on database {} to {}").format(
-                sql.Identifier(source.database), sql.Identifier(role)
-            )
-        )
-    try:
+    with _login_role(tls_source_pg, source, "cli_rot_", first) as role:
         refused = sevvo(*_field_args(source, "rot", role), stdin=second + "\n")
         assert refused.code == 1
         assert "password_authentication_failed" in refused.stderr
@@ -406,14 +425,6 @@ def test_a_wrong_password_shows_the_hint_and_rotation_fixes_it(
             "deleted": created["id"]
         }
         assert sevvo("connections", "get", created["id"]).code == 5
-    finally:
-        with psycopg.connect(tls_source_pg.url, autocommit=True) as conn:
-            conn.execute(
-                sql.SQL("revoke all on database {} from {}").format(
-                    sql.Identifier(source.database), sql.Identifier(role)
-                )
-            )
-            conn.execute(sql.SQL("drop role {}").format(sql.Identifier(role)))
 
 
 def test_a_missing_connection_is_not_found(sevvo: Sevvo, org: Org) -> None:
@@ -471,6 +482,144 @@ def test_a_write_is_rejected_with_its_category(sevvo: Sevvo, connection_id: str)
     assert result.json()["category"] == "query_rejected"
     assert "category: query_rejected" in result.stderr
     assert "hint: query rejected: a preview runs one read-only statement" in result.stderr
+
+
+def test_preview_shows_a_clean_receipt(sevvo: Sevvo, connection_id: str) -> None:
+    """JSON carries the clean receipt; the table's footnote says what it proved."""
+    preview = sevvo.ok("preview", connection_id, "select 1 as one")
+    assert preview["receipt"] == {
+        "status": "clean",
+        "transaction_id_assigned": False,
+        "advisory_locks_held": 0,
+        "role_sessions_ended": 0,
+        "backend_terminated": False,
+        "backend_outlived_call": False,
+    }
+    table = sevvo("--output", "table", "preview", connection_id, "select 1 as one")
+    assert table.code == 0
+    assert (
+        "receipt: clean — no transaction id, no advisory lock, no session of the role ended\n"
+        in table.stderr
+    )
+    assert "warning" not in table.stderr
+
+
+# --- preview settings ------------------------------------------------------------------------
+
+EXPENSIVE_QUERY = "select count(*) as n from generate_series(1, 100000)"
+"""A statement the planner estimates at over 1,000: above the budget of 100 below."""
+
+
+@pytest.fixture(scope="module")
+def budgeted(sevvo: Sevvo, agent: str, source: SourceDatabase) -> dict[str, Any]:
+    """A connection created with two allowed functions and a plan-cost budget of 100; the
+    tests below change its settings in file order."""
+    return dict(
+        sevvo.ok(
+            *_field_args(source, "budgeted"),
+            "--allow-function",
+            "similarity",
+            "--allow-function",
+            "public.word_similarity",
+            "--max-plan-cost",
+            "100",
+            stdin=source.reader_password + "\n",
+        )
+    )
+
+
+def test_create_keeps_the_preview_settings_and_get_shows_them(
+    sevvo: Sevvo, budgeted: dict[str, Any]
+) -> None:
+    """--allow-function and --max-plan-cost are stored; get shows them as JSON and a table."""
+    expected = {
+        "allowed_functions": ["similarity", "public.word_similarity"],
+        "max_plan_cost": 100.0,
+    }
+    assert budgeted["preview"] == expected
+    assert sevvo.ok("connections", "get", budgeted["id"])["preview"] == expected
+    table = sevvo("--output", "table", "connections", "get", budgeted["id"])
+    assert table.code == 0
+    assert re.search(r"preview functions +similarity, public\.word_similarity *\n", table.stdout)
+    assert re.search(r"preview cost budget +100 *\n", table.stdout)
+
+
+def test_a_preview_over_the_cost_budget_is_refused(sevvo: Sevvo, budgeted: dict[str, Any]) -> None:
+    """A statement estimated above --max-plan-cost exits 1 with over_cost_budget and its hint."""
+    result = sevvo("preview", budgeted["id"], EXPENSIVE_QUERY)
+    assert result.code == 1
+    assert (result.json()["category"], result.json()["rows"]) == ("over_cost_budget", [])
+    assert "category: over_cost_budget" in result.stderr
+    assert "hint: over the cost budget: the planner estimates" in result.stderr
+
+
+def test_update_replaces_the_allowed_functions_and_keeps_the_budget(
+    sevvo: Sevvo, budgeted: dict[str, Any]
+) -> None:
+    """update --allow-function replaces the whole list; the budget it was not given stays."""
+    updated = sevvo.ok("connections", "update", budgeted["id"], "--allow-function", "levenshtein")
+    expected = {"allowed_functions": ["levenshtein"], "max_plan_cost": 100.0}
+    assert updated["preview"] == expected
+    assert sevvo.ok("connections", "get", budgeted["id"])["preview"] == expected
+
+
+def test_update_clears_the_allowed_functions_and_the_budget(
+    sevvo: Sevvo, budgeted: dict[str, Any]
+) -> None:
+    """--no-allowed-functions empties the list, --max-plan-cost 0 removes the budget, and the
+    statement the budget refused then runs."""
+    cleared = sevvo.ok("connections", "update", budgeted["id"], "--no-allowed-functions")
+    assert cleared["preview"] == {"allowed_functions": [], "max_plan_cost": 100.0}
+    unbounded = sevvo.ok("connections", "update", budgeted["id"], "--max-plan-cost", "0")
+    assert unbounded["preview"] is None
+    assert sevvo.ok("preview", budgeted["id"], EXPENSIVE_QUERY)["rows"] == [["100000"]]
+
+
+def test_update_renames_and_keeps_everything_else(sevvo: Sevvo, budgeted: dict[str, Any]) -> None:
+    """update --name changes the name only: no test runs, the details stay."""
+    before = sevvo.ok("connections", "get", budgeted["id"])
+    renamed = sevvo.ok("connections", "update", budgeted["id"], "--name", "budgeted-2")
+    assert renamed["display_name"] == "budgeted-2"
+    unchanged = ("safe_metadata", "status", "last_test_time", "preview")
+    assert {k: renamed[k] for k in unchanged} == {k: before[k] for k in unchanged}
+
+
+def test_update_of_a_detail_that_fails_its_test_changes_nothing(
+    sevvo: Sevvo, budgeted: dict[str, Any]
+) -> None:
+    """A new port the agent cannot reach exits 1 with the category; the old port stays."""
+    before = sevvo.ok("connections", "get", budgeted["id"])
+    result = sevvo("connections", "update", budgeted["id"], "--port", "1")
+    assert result.code == 1
+    assert "CREDENTIAL_TEST_FAILED" in result.stderr
+    assert "category: connection_refused_or_timeout" in result.stderr
+    after = sevvo.ok("connections", "get", budgeted["id"])
+    assert after["safe_metadata"] == before["safe_metadata"]
+    assert after["update_time"] == before["update_time"]
+
+
+def test_update_logs_in_as_another_role_with_its_password(
+    sevvo: Sevvo,
+    org: Org,
+    budgeted: dict[str, Any],
+    source: SourceDatabase,
+    tls_source_pg: EmbeddedPostgres,
+) -> None:
+    """--username with --password-stdin moves the login to another role in one tested step."""
+    password = secrets.token_urlsafe(18)
+    org.secrets.append(password)
+    with _login_role(tls_source_pg, source, "cli_switch_", password) as role:
+        switched = sevvo.ok(
+            "connections",
+            "update",
+            budgeted["id"],
+            "--username",
+            role,
+            "--password-stdin",
+            stdin=password + "\n",
+        )
+        assert (switched["safe_metadata"]["username"], switched["status"]) == (role, "connected")
+        assert sevvo.ok("preview", budgeted["id"], "select current_user as u")["rows"] == [[role]]
 
 
 # --- leases and audit ------------------------------------------------------------------------
@@ -589,6 +738,7 @@ def test_every_command_has_help_with_an_example(sevvo: Sevvo) -> None:
         ["deployments", "revoke"],
         ["connections", "create"],
         ["connections", "get"],
+        ["connections", "update"],
         ["connections", "list"],
         ["connections", "test"],
         ["connections", "rotate-password"],

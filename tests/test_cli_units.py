@@ -1,8 +1,10 @@
-"""The command line's pure parts: hints, DSN handling, durations, JSON shape, the session file."""
+"""The command line's pure parts: hints, DSN handling, durations, JSON shape, the session file,
+the preview's receipt line and the update request of ``connections update``."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -12,12 +14,22 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from agent import postgres_probe
-from cli.commands.connections import check_dsn, dsn_with_password
+from cli.commands.connections import (
+    DETAIL,
+    ConnectionEdit,
+    SslMode,
+    check_dsn,
+    dsn_with_password,
+    preview_settings,
+)
+from cli.commands.preview import preview_data, receipt_line
 from cli.errors import CliError, ExitCode
 from cli.inputs import parse_duration
 from cli.output import message_dict
 from cli.session import Session, SessionStore
 from sevvo.auth.v1 import deployments_pb2
+from sevvo.connections.v1 import connections_pb2 as cpb
+from sevvo.orchestrator.v1 import orchestrator_pb2
 from sevvo.runtime.troubleshooting import PREVIEW_CATEGORY_HINTS, TEST_CATEGORY_HINTS, hint_for
 from sevvo.workflows.v1 import workflows_pb2
 
@@ -174,3 +186,231 @@ def test_a_damaged_session_file_asks_to_sign_in_again(tmp_path: Path) -> None:
     with pytest.raises(CliError, match="damaged") as caught:
         SessionStore(tmp_path).current(None)
     assert caught.value.exit_code is ExitCode.NOT_SIGNED_IN
+
+
+# --- the preview's receipt -------------------------------------------------------------------
+
+_W = workflows_pb2
+_AUDITED = "recorded in the audit log as a security event (connection.preview.receipt)"
+
+
+@pytest.mark.parametrize(
+    ("receipt", "line"),
+    [
+        (
+            _W.PreviewReceipt(status=_W.PREVIEW_RECEIPT_STATUS_CLEAN),
+            "receipt: clean — no transaction id, no advisory lock, no session of the role ended",
+        ),
+        (
+            _W.PreviewReceipt(status=_W.PREVIEW_RECEIPT_STATUS_CLEAN, backend_terminated=True),
+            "receipt: clean — no transaction id, no advisory lock, no session of the role ended;"
+            " the agent ended the statement's session after the timeout",
+        ),
+    ],
+    ids=["clean", "clean-terminated"],
+)
+def test_a_clean_receipt_says_what_was_proved(receipt: _W.PreviewReceipt, line: str) -> None:
+    """A clean receipt is one line naming the three checks (and a session the agent ended)."""
+    assert receipt_line(receipt) == (line, True)
+
+
+@pytest.mark.parametrize(
+    ("receipt", "failed"),
+    [
+        (
+            _W.PreviewReceipt(
+                status=_W.PREVIEW_RECEIPT_STATUS_NOT_CLEAN, transaction_id_assigned=True
+            ),
+            "a transaction id was assigned (something wrote)",
+        ),
+        (
+            _W.PreviewReceipt(status=_W.PREVIEW_RECEIPT_STATUS_NOT_CLEAN, advisory_locks_held=2),
+            "2 advisory locks held",
+        ),
+        (
+            _W.PreviewReceipt(status=_W.PREVIEW_RECEIPT_STATUS_NOT_CLEAN, role_sessions_ended=1),
+            "1 other session of the role ended",
+        ),
+        (
+            _W.PreviewReceipt(
+                status=_W.PREVIEW_RECEIPT_STATUS_NOT_CLEAN,
+                backend_terminated=True,
+                backend_outlived_call=True,
+            ),
+            "the statement's session was still running after the agent ended it",
+        ),
+        (
+            _W.PreviewReceipt(
+                status=_W.PREVIEW_RECEIPT_STATUS_NOT_CLEAN,
+                advisory_locks_held=1,
+                backend_terminated=True,
+            ),
+            "1 advisory lock held, the agent ended the statement's session after the timeout",
+        ),
+    ],
+    ids=["xid", "locks", "sessions", "outlived", "locks-terminated"],
+)
+def test_a_receipt_not_clean_names_what_failed(receipt: _W.PreviewReceipt, failed: str) -> None:
+    """A receipt that is not clean names each failed check and says it was audited."""
+    assert receipt_line(receipt) == (f"receipt not clean: {failed}; {_AUDITED}", False)
+
+
+def test_a_missing_receipt_warns_that_nothing_could_be_checked() -> None:
+    """A receipt the agent could not take is a warning too, and audited."""
+    line = receipt_line(_W.PreviewReceipt(status=_W.PREVIEW_RECEIPT_STATUS_MISSING))
+    assert line is not None
+    assert line[1] is False
+    assert line[0].startswith("no receipt: the statement reached the database")
+    assert line[0].endswith(_AUDITED)
+
+
+def test_no_receipt_is_owed_when_nothing_reached_the_database() -> None:
+    """A rejected preview has no receipt: no line, and null in JSON."""
+    assert receipt_line(_W.PreviewReceipt()) is None
+    response = orchestrator_pb2.PreviewQueryResponse(
+        result=_W.PreviewQueryResult(category=_W.PREVIEW_CATEGORY_QUERY_REJECTED)
+    )
+    assert preview_data(response)["receipt"] is None
+
+
+def test_the_receipt_is_in_the_preview_json_with_its_status_name() -> None:
+    """JSON carries the receipt's status as a short name and every check's value."""
+    response = orchestrator_pb2.PreviewQueryResponse(
+        result=_W.PreviewQueryResult(
+            category=_W.PREVIEW_CATEGORY_QUERY_TIMEOUT,
+            receipt=_W.PreviewReceipt(
+                status=_W.PREVIEW_RECEIPT_STATUS_NOT_CLEAN,
+                role_sessions_ended=1,
+                backend_terminated=True,
+            ),
+        )
+    )
+    assert preview_data(response)["receipt"] == {
+        "status": "not_clean",
+        "transaction_id_assigned": False,
+        "advisory_locks_held": 0,
+        "role_sessions_ended": 1,
+        "backend_terminated": True,
+        "backend_outlived_call": False,
+    }
+
+
+# --- preview settings on connections ---------------------------------------------------------
+
+
+def test_create_sends_preview_settings_only_when_a_flag_is_given() -> None:
+    """No flag: no settings (the server keeps none); a flag: the list and the budget."""
+    assert preview_settings(None, None) is None
+    assert preview_settings(["similarity"], None) == cpb.PreviewSettings(
+        allowed_functions=["similarity"]
+    )
+    assert preview_settings(None, 0.0) == cpb.PreviewSettings()
+
+
+_CURRENT = cpb.PreviewSettings(allowed_functions=["similarity"], max_plan_cost=500)
+
+
+@pytest.mark.parametrize(
+    ("edit", "preview"),
+    [
+        (
+            ConnectionEdit(allow_functions=["a", "public.b"]),
+            cpb.PreviewSettings(allowed_functions=["a", "public.b"], max_plan_cost=500),
+        ),
+        (ConnectionEdit(no_allowed_functions=True), cpb.PreviewSettings(max_plan_cost=500)),
+        (
+            ConnectionEdit(max_plan_cost=20),
+            cpb.PreviewSettings(allowed_functions=["similarity"], max_plan_cost=20),
+        ),
+        (
+            ConnectionEdit(max_plan_cost=0),
+            cpb.PreviewSettings(allowed_functions=["similarity"]),
+        ),
+        (ConnectionEdit(no_allowed_functions=True, max_plan_cost=0), None),
+        (
+            ConnectionEdit(allow_functions=["x"], max_plan_cost=7.5),
+            cpb.PreviewSettings(allowed_functions=["x"], max_plan_cost=7.5),
+        ),
+    ],
+    ids=["replace-list", "clear-list", "set-budget", "clear-budget", "clear-both", "both"],
+)
+def test_update_replaces_the_preview_settings_given_and_keeps_the_other(
+    edit: ConnectionEdit, preview: cpb.PreviewSettings | None
+) -> None:
+    """The mask replaces both settings at once: the one not given is carried over."""
+    request = edit.request("c1", _CURRENT if edit.needs_current else None)
+    assert list(request.update_mask.paths) == ["fields.preview"]
+    fields = request.connection.fields
+    assert (fields.preview if fields.HasField("preview") else None) == preview
+
+
+def test_update_reads_the_current_settings_only_when_one_is_kept() -> None:
+    """Giving both the list and the budget needs no read first; giving one does."""
+    assert ConnectionEdit(allow_functions=["a"]).needs_current
+    assert ConnectionEdit(max_plan_cost=1).needs_current
+    assert not ConnectionEdit(no_allowed_functions=True, max_plan_cost=1).needs_current
+    assert not ConnectionEdit(name="shop").needs_current
+
+
+def test_update_masks_only_the_details_given() -> None:
+    """Each flag adds its own mask path; the port travels even when it is the default."""
+    edit = ConnectionEdit(
+        name="shop", host="db2", port=5432, password="hunter2", ssl_mode=SslMode.DISABLE
+    )
+    request = edit.request("c1")
+    assert list(request.update_mask.paths) == [
+        "display_name",
+        "fields.host",
+        "fields.port",
+        "fields.password",
+        "fields.ssl_mode",
+    ]
+    assert request.connection.display_name == "shop"
+    fields = request.connection.fields
+    assert (fields.host, fields.port, fields.password, fields.ssl_mode) == (
+        "db2",
+        5432,
+        "hunter2",
+        cpb.SSL_MODE_DISABLE,
+    )
+    assert not fields.HasField("preview")
+    assert "hunter2" not in repr(edit)
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (ConnectionEdit, "nothing to update"),
+        (
+            lambda: ConnectionEdit(allow_functions=["a"], no_allowed_functions=True),
+            "not both",
+        ),
+    ],
+    ids=["nothing", "list-and-no-list"],
+)
+def test_update_usage_errors(edit: Callable[[], ConnectionEdit], message: str) -> None:
+    """An update that changes nothing, or both sets and clears the list, exits 2."""
+    with pytest.raises(CliError, match=message) as caught:
+        edit()
+    assert caught.value.exit_code is ExitCode.USAGE
+
+
+@pytest.mark.parametrize(
+    ("preview", "functions", "budget"),
+    [
+        (None, None, None),
+        (
+            {"allowed_functions": ["a", "public.b"], "max_plan_cost": 100000.0},
+            "a, public.b",
+            "100,000",
+        ),
+        ({"allowed_functions": [], "max_plan_cost": 12.5}, None, "12.5"),
+    ],
+    ids=["none", "both", "budget-only"],
+)
+def test_get_shows_the_preview_settings_in_its_table(
+    preview: dict[str, object] | None, functions: str | None, budget: str | None
+) -> None:
+    """The detail table lists the allowed functions and the budget; unset ones show as -."""
+    rows = {label: get({"preview": preview}) for label, get in DETAIL}
+    assert (rows["preview functions"], rows["preview cost budget"]) == (functions, budget)

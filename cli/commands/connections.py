@@ -9,6 +9,7 @@ from __future__ import annotations
 import enum
 import sys
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Annotated
 from urllib.parse import parse_qs, quote, urlsplit, urlunsplit
 
@@ -37,6 +38,16 @@ def _meta(name: str) -> Callable[[Mapping[str, JsonValue]], object]:
     return lambda record: (record.get("safe_metadata") or {}).get(name)
 
 
+def _allowed_functions(record: Mapping[str, JsonValue]) -> object:
+    return ", ".join((record.get("preview") or {}).get("allowed_functions") or ()) or None
+
+
+def _max_plan_cost(record: Mapping[str, JsonValue]) -> object:
+    cost = (record.get("preview") or {}).get("max_plan_cost") or 0.0
+    # 0 is "no budget": shown as "-", like any setting that is not set.
+    return None if not cost else (f"{cost:,.0f}" if float(cost).is_integer() else f"{cost:,}")
+
+
 COLUMNS: list[Column] = [
     ("id", key("id")),
     ("name", key("display_name")),
@@ -59,6 +70,8 @@ DETAIL: list[Column] = [
     ("status", key("status")),
     ("last test", key("last_test_category")),
     ("last tested", key("last_test_time")),
+    ("preview functions", _allowed_functions),
+    ("preview cost budget", _max_plan_cost),
     ("created", key("create_time")),
     ("updated", key("update_time")),
 ]
@@ -76,6 +89,27 @@ _SSL = {SslMode.REQUIRE: cpb.SSL_MODE_REQUIRE, SslMode.DISABLE: cpb.SSL_MODE_DIS
 PasswordStdin = Annotated[
     bool,
     typer.Option("--password-stdin", help="Read the password from the first line of stdin."),
+]
+AllowFunction = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--allow-function",
+        metavar="NAME",
+        help="Preview: a function previews may call beyond the reviewed built-ins, as name"
+        " or schema.name; repeat for more.",
+        show_default=False,
+    ),
+]
+MaxPlanCost = Annotated[
+    float | None,
+    typer.Option(
+        "--max-plan-cost",
+        metavar="N",
+        min=0,
+        help="Preview: refuse a statement the planner estimates above N before it runs;"
+        " 0 for no budget.",
+        show_default=False,
+    ),
 ]
 
 
@@ -104,6 +138,112 @@ def dsn_with_password(dsn: str, password: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
+def preview_settings(
+    allow_functions: list[str] | None, max_plan_cost: float | None
+) -> cpb.PreviewSettings | None:
+    """A new connection's preview settings from the flags; None when no flag was given."""
+    if allow_functions is None and max_plan_cost is None:
+        return None
+    return cpb.PreviewSettings(
+        allowed_functions=allow_functions or [], max_plan_cost=max_plan_cost or 0.0
+    )
+
+
+# The login details ``connections update`` can change (ConnectionEdit's attribute names)
+# and their update-mask paths: changing any of them runs a credential test.
+_LOGIN_PATHS = {
+    "host": "fields.host",
+    "port": "fields.port",
+    "database": "fields.database",
+    "username": "fields.username",
+    "password": "fields.password",
+    "ssl_mode": "fields.ssl_mode",
+}
+PREVIEW_PATH = "fields.preview"
+
+
+@dataclass(frozen=True)
+class ConnectionEdit:
+    """What ``connections update`` was asked to change; None leaves a value as it is."""
+
+    name: str | None = None
+    host: str | None = None
+    port: int | None = None
+    database: str | None = None
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    ssl_mode: SslMode | None = None
+    allow_functions: list[str] | None = None
+    no_allowed_functions: bool = False
+    max_plan_cost: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.allow_functions is not None and self.no_allowed_functions:
+            raise usage_error("give --allow-function or --no-allowed-functions, not both")
+        if not (self.login_paths or self.name is not None or self.changes_preview):
+            raise usage_error(
+                "nothing to update: give --name, a connection detail (--host, --port,"
+                " --database, --username, --new-password, --ssl-mode) or a preview setting"
+                " (--allow-function, --no-allowed-functions, --max-plan-cost)"
+            )
+
+    @property
+    def login_paths(self) -> list[str]:
+        """The mask paths of the login details given: any of them runs a credential test."""
+        return [path for name, path in _LOGIN_PATHS.items() if getattr(self, name) is not None]
+
+    @property
+    def changes_preview(self) -> bool:
+        """Whether the preview settings change."""
+        return self.functions_given or self.max_plan_cost is not None
+
+    @property
+    def functions_given(self) -> bool:
+        """Whether the allow-list is replaced (or cleared)."""
+        return self.allow_functions is not None or self.no_allowed_functions
+
+    @property
+    def needs_current(self) -> bool:
+        """Whether the current preview settings are needed: the mask replaces both at once,
+        so the one not given is carried over."""
+        return self.functions_given != (self.max_plan_cost is not None)
+
+    def request(
+        self, connection_id: str, current: cpb.PreviewSettings | None = None
+    ) -> cpb.UpdateConnectionRequest:
+        """The UpdateConnection request; ``current`` holds the connection's preview settings
+        when ``needs_current``."""
+        fields = cpb.PostgresFields(
+            host=self.host or "",
+            database=self.database or "",
+            username=self.username or "",
+            password=self.password or "",
+            ssl_mode=_SSL[self.ssl_mode] if self.ssl_mode else cpb.SSL_MODE_UNSPECIFIED,
+        )
+        if self.port is not None:
+            fields.port = self.port
+        paths = (["display_name"] if self.name is not None else []) + self.login_paths
+        if self.changes_preview:
+            paths.append(PREVIEW_PATH)
+            current = current or cpb.PreviewSettings()
+            functions = (
+                self.allow_functions or []
+                if self.functions_given
+                else list(current.allowed_functions)
+            )
+            cost = current.max_plan_cost if self.max_plan_cost is None else self.max_plan_cost
+            # Nothing allowed and no budget is no settings: the mask path without a value.
+            if functions or cost:
+                fields.preview.CopyFrom(
+                    cpb.PreviewSettings(allowed_functions=functions, max_plan_cost=cost)
+                )
+        return cpb.UpdateConnectionRequest(
+            id=connection_id,
+            connection=cpb.ConnectionUpdate(display_name=self.name or "", fields=fields),
+            update_mask=FieldMask(paths=paths),
+        )
+
+
 def _show(cli: Cli, connection: cpb.Connection) -> dict[str, JsonValue]:
     data = message_dict(connection)
     cli.output.record(data, data, DETAIL)
@@ -117,7 +257,9 @@ def _show(cli: Cli, connection: cpb.Connection) -> dict[str, JsonValue]:
         "Example: sevvo connections create --name shop --dsn"
         " 'postgresql://reader@db.internal:5432/shop?sslmode=require' --password-stdin < pw\n\n"
         "Example: sevvo connections create --name shop --dynamic --host db.internal"
-        " --database shop --username sevvo_admin --default-ttl 1h --max-ttl 8h"
+        " --database shop --username sevvo_admin --default-ttl 1h --max-ttl 8h\n\n"
+        "Example: sevvo connections create --name shop --host db.internal --database shop"
+        " --username reader --allow-function similarity --max-plan-cost 100000"
     )
 )
 def create(
@@ -164,10 +306,13 @@ def create(
             "--group-role", help="Dynamic: the role lease roles join \\[default: sevvo_readers]."
         ),
     ] = None,
+    allow_function: AllowFunction = None,
+    max_plan_cost: MaxPlanCost = None,
     password_stdin: PasswordStdin = False,
 ) -> None:
     """Create a connection; the agent tests the credentials before they are saved."""
     request = cpb.CreateConnectionRequest(display_name=name)
+    preview = preview_settings(allow_function, max_plan_cost)
     if dsn is not None:
         if dynamic or any(v is not None for v in (host, database, username)):
             raise usage_error("--dsn replaces --host, --database and --username, and not --dynamic")
@@ -177,6 +322,7 @@ def create(
             cpb.PostgresDsn(
                 uri=dsn_with_password(dsn, password),
                 ssl_mode=_SSL[ssl_mode] if ssl_mode else cpb.SSL_MODE_UNSPECIFIED,
+                preview=preview,
             )
         )
     else:
@@ -207,6 +353,7 @@ def create(
                     else 0,
                     max_ttl_seconds=parse_duration("--max-ttl", max_ttl) if max_ttl else 0,
                     group_role=group_role or "",
+                    preview=preview,
                 )
             )
         else:
@@ -220,6 +367,7 @@ def create(
                     username=username,
                     password=password,
                     ssl_mode=ssl,
+                    preview=preview,
                 )
             )
     cli = cli_of(ctx)
@@ -236,6 +384,102 @@ def get(ctx: typer.Context, connection_id: Annotated[str, typer.Argument(metavar
     connection = cli.connections().GetConnection(
         cpb.GetConnectionRequest(id=connection_id), timeout=CALL_TIMEOUT
     )
+    _show(cli, connection)
+
+
+@app.command(
+    epilog=(
+        f"Example: sevvo connections update {_ID} --allow-function similarity"
+        " --allow-function public.word_similarity\n\n"
+        f"Example: sevvo connections update {_ID} --no-allowed-functions --max-plan-cost 0\n\n"
+        f"Example: sevvo connections update {_ID} --host db2.internal\n\n"
+        f"Example: sevvo connections update {_ID} --username sevvo_reader --password-stdin < pw"
+    )
+)
+def update(
+    ctx: typer.Context,
+    connection_id: Annotated[str, typer.Argument(metavar="ID")],
+    name: Annotated[str | None, typer.Option("--name", help="A new name.")] = None,
+    host: Annotated[str | None, typer.Option("--host", help="A new host.")] = None,
+    port: Annotated[int | None, typer.Option("--port", help="A new port.")] = None,
+    database: Annotated[str | None, typer.Option("--database", help="A new database.")] = None,
+    username: Annotated[
+        str | None,
+        typer.Option(
+            "--username", help="A new role to log in as (the privileged role if dynamic)."
+        ),
+    ] = None,
+    ssl_mode: Annotated[
+        SslMode | None, typer.Option("--ssl-mode", help="require or disable.")
+    ] = None,
+    allow_function: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow-function",
+            metavar="NAME",
+            help="Preview: replace the functions previews may call beyond the reviewed"
+            " built-ins, as name or schema.name; repeat for more.",
+            show_default=False,
+        ),
+    ] = None,
+    no_allowed_functions: Annotated[
+        bool,
+        typer.Option(
+            "--no-allowed-functions", help="Preview: allow no function beyond the built-ins."
+        ),
+    ] = False,
+    max_plan_cost: MaxPlanCost = None,
+    new_password: Annotated[
+        bool,
+        typer.Option(
+            "--new-password",
+            help="Also replace the password (asked for; or --password-stdin), as when"
+            " logging in as another role.",
+        ),
+    ] = False,
+    password_stdin: Annotated[
+        bool,
+        typer.Option(
+            "--password-stdin", help="Read the new password from the first line of stdin."
+        ),
+    ] = False,
+) -> None:
+    """Change a connection's name, details or preview settings; the rest stays as it is.
+
+    A changed host, port, database, username, password or SSL mode is tested through your
+    agent first (with the stored password unless you give a new one), and nothing changes if
+    the test fails. Preview settings and the name change without a test.
+    """
+    replace_password = new_password or password_stdin
+    edit = ConnectionEdit(
+        name=name,
+        host=host,
+        port=port,
+        database=database,
+        username=username,
+        # Checked with a stand-in first, so a mistake in the flags asks for no password.
+        password="" if replace_password else None,
+        ssl_mode=ssl_mode,
+        allow_functions=allow_function,
+        no_allowed_functions=no_allowed_functions,
+        max_plan_cost=max_plan_cost,
+    )
+    if replace_password:
+        secret = read_secret("New database password", from_stdin=password_stdin, confirm=True)
+        edit = replace(edit, password=secret)
+    cli = cli_of(ctx)
+    stub = cli.connections()
+    current = None
+    if edit.needs_current:
+        current = stub.GetConnection(
+            cpb.GetConnectionRequest(id=connection_id), timeout=CALL_TIMEOUT
+        ).preview
+    request = edit.request(connection_id, current)
+    if edit.login_paths:
+        with cli.output.progress("Testing the new details through your agent…"):
+            connection = stub.UpdateConnection(request, timeout=AGENT_TIMEOUT)
+    else:
+        connection = stub.UpdateConnection(request, timeout=CALL_TIMEOUT)
     _show(cli, connection)
 
 
@@ -288,12 +532,7 @@ def rotate_password(
     stub = cli.connections()
     with cli.output.progress("Testing the new password through your agent…"):
         connection = stub.UpdateConnection(
-            cpb.UpdateConnectionRequest(
-                id=connection_id,
-                connection=cpb.ConnectionUpdate(fields=cpb.PostgresFields(password=password)),
-                update_mask=FieldMask(paths=["fields.password"]),
-            ),
-            timeout=AGENT_TIMEOUT,
+            ConnectionEdit(password=password).request(connection_id), timeout=AGENT_TIMEOUT
         )
     _show(cli, connection)
 

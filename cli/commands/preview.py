@@ -41,8 +41,48 @@ def preview_data(response: opb.PreviewQueryResponse) -> dict[str, JsonValue]:
             if value.truncated
         ],
         "duration_ms": result.duration_ms,
+        "receipt": message_dict(result.receipt) if result.HasField("receipt") else None,
         "run": message_dict(response.run),
     }
+
+
+_AUDITED = "recorded in the audit log as a security event (connection.preview.receipt)"
+
+
+def receipt_line(receipt: wpb.PreviewReceipt) -> tuple[str, bool] | None:
+    """The receipt as one line for a person, and whether it is clean; None when none is owed.
+
+    A clean receipt says what was proved; any other names what failed, so the warning is
+    something a person can take to the database's owner without reading the JSON.
+    """
+    terminated = "the agent ended the statement's session after the timeout"
+    if receipt.status == wpb.PREVIEW_RECEIPT_STATUS_CLEAN:
+        text = "receipt: clean — no transaction id, no advisory lock, no session of the role ended"
+        return (f"{text}; {terminated}" if receipt.backend_terminated else text), True
+    if receipt.status == wpb.PREVIEW_RECEIPT_STATUS_MISSING:
+        return (
+            "no receipt: the statement reached the database but the connection was lost"
+            f" before the checks could be made; {_AUDITED}",
+            False,
+        )
+    if receipt.status != wpb.PREVIEW_RECEIPT_STATUS_NOT_CLEAN:
+        return None
+    failed = []
+    if receipt.transaction_id_assigned:
+        failed.append("a transaction id was assigned (something wrote)")
+    if receipt.advisory_locks_held:
+        failed.append(_count(receipt.advisory_locks_held, "advisory lock") + " held")
+    if receipt.role_sessions_ended:
+        failed.append(_count(receipt.role_sessions_ended, "other session") + " of the role ended")
+    if receipt.backend_outlived_call:
+        failed.append("the statement's session was still running after the agent ended it")
+    elif receipt.backend_terminated:
+        failed.append(terminated)
+    return f"receipt not clean: {', '.join(failed) or 'a check failed'}; {_AUDITED}", False
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'s' if n != 1 else ''}"
 
 
 def _table(result: wpb.PreviewQueryResult) -> Table:
@@ -103,6 +143,8 @@ def preview(
         cli.output.emit_json(data)
     elif ok:
         cli.output.stdout.print(_table(result))
+        _footnotes(cli.output, data)
+    _receipt_note(cli.output, result)
     if not ok:
         message = result.message
         if result.position:
@@ -111,8 +153,6 @@ def preview(
             message = f"{message} [SQLSTATE {result.sqlstate}]"
         what = "query rejected" if data["category"] == "query_rejected" else "preview failed"
         raise category_failure(what, str(data["category"]), message, preview=True)
-    if not cli.output.json:
-        _footnotes(cli.output, data)
 
 
 def _footnotes(output: Output, data: dict[str, JsonValue]) -> None:
@@ -125,6 +165,21 @@ def _footnotes(output: Output, data: dict[str, JsonValue]) -> None:
     if data["truncated_cells"]:
         cut = len(data["truncated_cells"])
         output.note(f"{CUT_MARK} marks {cut} cell{'s' if cut != 1 else ''} cut at 1,024 characters")
+
+
+def _receipt_note(output: Output, result: wpb.PreviewQueryResult) -> None:
+    """The receipt's footnote in table output; a receipt that is not clean warns in JSON too.
+
+    Also after a failed preview: a timeout is where the agent may have ended the session.
+    """
+    line = receipt_line(result.receipt) if result.HasField("receipt") else None
+    if line is None:
+        return
+    text, clean = line
+    if not clean:
+        output.warn(text)
+    elif not output.json:
+        output.note(text)
 
 
 def register(app: typer.Typer) -> None:
