@@ -4,7 +4,8 @@ The bearer is added by a client interceptor on the channel, so no call can leave
 and the channels are only ever TLS. Not ``grpc.metadata_call_credentials``: its plugin runs
 Python on gRPC's own threads, which then need the GIL while holding gRPC's locks, and a
 server or channel shut down in the same process at that moment deadlocked the whole process
-(seen in the test suite: an aio server's stop and a plugin thread, each waiting on the other)."""
+(seen in the test suite: an aio server's stop and a plugin thread, each waiting on the other).
+"""
 
 from __future__ import annotations
 
