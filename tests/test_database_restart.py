@@ -38,9 +38,6 @@ CALLS = 60
 # After a long outage the pool reconnects with backoff (psycopg_pool doubles its delay from
 # 1 s while the server is away) and token verification must reload its keys.
 RECOVERY_SECONDS = 30.0
-# After a long outage the pool reconnects with backoff (psycopg_pool doubles its delay from
-# 1 s while the server is away) and token verification must reload its keys.
-RECOVERY_SECONDS = 30.0
 
 
 @dataclass
@@ -58,9 +55,20 @@ class Restartable:
         _results(self.list_runs, 16)
 
     def restart_postgres(self) -> None:
-        """Stops Postgres (fast shutdown: every session is cut) and starts it on the same port."""
+        """Stops Postgres (fast shutdown: every session is cut) and starts it on the same port.
+
+        Returns once token verification trusts keys fetched after the restart. A restart
+        slower than its staleness limit (5 s; a loaded machine) would otherwise fail calls
+        with AUTH_UNAVAILABLE, by design and before any pool is asked for a connection.
+        Waiting for that refresh touches only auth's pool, never the pools the calls use.
+        """
         self.postgres.stop()
         self.postgres.start()
+        restarted = time.monotonic()
+        deadline = restarted + RECOVERY_SECONDS
+        while (self.stack.auth.verifier.trust_fetched_at or 0.0) <= restarted:
+            assert time.monotonic() < deadline, "token verification did not refresh its keys"
+            time.sleep(0.05)
 
 
 def _results(call: Callable[[], object], count: int) -> list[grpc.StatusCode]:

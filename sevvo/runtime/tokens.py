@@ -150,6 +150,12 @@ class TokenVerifier:
             state = self._source.fetch()
             self._state = state
 
+    @property
+    def trust_fetched_at(self) -> float | None:
+        """When the keys and revocations in use were fetched (``time.monotonic()``), if ever."""
+        state = self._state
+        return None if state is None else state.fetched_at
+
     def start(self) -> None:
         """Starts background refreshing; the first fetch is attempted before returning."""
         try:
