@@ -12,7 +12,7 @@ from collections.abc import Awaitable
 from typing import TypeVar
 
 from temporalio.client import Client
-from temporalio.worker import Worker
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from agent.activities import AgentActivities
 from agent.bearer import AuthorisationLost, BearerSession, DeploymentRevoked
@@ -134,10 +134,15 @@ async def run_agent(config: AgentConfig, stop: asyncio.Event) -> int:
                 activities.preview_query,
                 activities.rotate_root_credentials,
             ],
-            # Previews run as local activities, tests and rotations as activities: each kind
+            # Previews and tests run as local activities, rotations as activities: each kind
             # gets the configured number of database sessions at once.
             max_concurrent_activities=config.max_concurrent_work,
             max_concurrent_local_activities=config.max_concurrent_work,
+            # Temporal's sandbox re-imports the workflows' module for every workflow run, a
+            # fifth of the agent's event loop under load. The three workflows call one activity
+            # each and nothing else; tests/test_agent_workflows.py runs them in the sandbox, so
+            # a non-deterministic edit still fails there.
+            workflow_runner=UnsandboxedWorkflowRunner(),
         )
         log.info("agent polling", task_queue=queue, deployment_id=session.deployment_id)
         tasks = {

@@ -20,13 +20,20 @@ class CredentialTestWorkflow:
     async def run(
         self, request: workflows_pb2.CredentialTestInput
     ) -> workflows_pb2.CredentialTestResult:
-        """Runs the test activity; infrastructure failures are retried, outcomes are not."""
-        result: workflows_pb2.CredentialTestResult = await workflow.execute_activity(
+        """Runs the test as a local activity; infrastructure failures are retried, outcomes
+        are not.
+
+        The user is waiting, and a local activity skips an activity task's round trip through
+        the queue (a third of the Temporal work of a test). An agent killed mid-test loses
+        its workflow task; Temporal hands the workflow to a restarted agent after the
+        workflow task timeout, which reruns the test; the workflow's own execution timeout
+        bounds the retries.
+        """
+        result: workflows_pb2.CredentialTestResult = await workflow.execute_local_activity(
             temporal.TEST_CREDENTIALS_ACTIVITY,
             request,
             result_type=workflows_pb2.CredentialTestResult,
-            # Short enough that an agent killed mid-test is noticed and the test retried
-            # on a restarted agent well within the orchestrator's wait.
+            # Connecting, a minted login for a dynamic connection and the probe.
             start_to_close_timeout=timedelta(seconds=15),
             retry_policy=RetryPolicy(
                 initial_interval=timedelta(seconds=1),

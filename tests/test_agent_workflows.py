@@ -9,13 +9,17 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Iterator
+from datetime import timedelta
 
 import pytest
+from google.protobuf.message import Message
 from temporalio import activity
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
-from agent.workflows import PreviewQueryWorkflow
+from agent.workflows import CredentialTestWorkflow, PreviewQueryWorkflow, RootRotationWorkflow
 from devstack.temporal import TemporalDevServer
 from sevvo.runtime import temporal as names
 from sevvo.workflows.v1 import workflows_pb2 as wpb
@@ -63,3 +67,105 @@ def test_a_preview_outlasts_a_control_plane_that_is_briefly_unreachable(
     result = asyncio.run(scenario())
     assert result.category == wpb.PREVIEW_CATEGORY_OK
     assert len(attempts) == 6
+
+
+def test_a_credential_test_runs_as_a_local_activity_and_is_retried(
+    temporal: TemporalDevServer,
+) -> None:
+    """A credential test skips the activity task queue (no activity task in its history) and
+    an infrastructure failure is retried until the test answers."""
+    attempts: list[int] = []
+
+    @activity.defn(name=names.TEST_CREDENTIALS_ACTIVITY)
+    async def flaky_test(request: wpb.CredentialTestInput) -> wpb.CredentialTestResult:
+        attempts.append(activity.info().attempt)
+        if len(attempts) <= 2:
+            raise RuntimeError("control plane unreachable")
+        return wpb.CredentialTestResult(category=wpb.TEST_CATEGORY_OK)
+
+    async def scenario() -> tuple[wpb.CredentialTestResult, set[str]]:
+        client = await Client.connect(temporal.address)
+        queue = f"tenant-{uuid.uuid4()}"
+        async with Worker(
+            client, task_queue=queue, workflows=[CredentialTestWorkflow], activities=[flaky_test]
+        ):
+            handle = await client.start_workflow(
+                names.CREDENTIAL_TEST_WORKFLOW,
+                wpb.CredentialTestInput(run_id="r", connection_id=str(uuid.uuid4())),
+                id=f"test-{uuid.uuid4()}",
+                task_queue=queue,
+                result_type=wpb.CredentialTestResult,
+            )
+            result: wpb.CredentialTestResult = await handle.result()
+            kinds = {
+                EventType.Name(event.event_type) async for event in handle.fetch_history_events()
+            }
+            return result, kinds
+
+    result, kinds = asyncio.run(scenario())
+    assert result.category == wpb.TEST_CATEGORY_OK
+    assert len(attempts) == 3
+    assert "EVENT_TYPE_MARKER_RECORDED" in kinds
+    assert "EVENT_TYPE_ACTIVITY_TASK_SCHEDULED" not in kinds
+
+
+@pytest.mark.parametrize(
+    ("workflow", "activity_name", "request_message", "result_message"),
+    [
+        (
+            CredentialTestWorkflow,
+            names.TEST_CREDENTIALS_ACTIVITY,
+            wpb.CredentialTestInput(run_id="r", connection_id=str(uuid.uuid4())),
+            wpb.CredentialTestResult(category=wpb.TEST_CATEGORY_OK),
+        ),
+        (
+            PreviewQueryWorkflow,
+            names.PREVIEW_ACTIVITY,
+            wpb.PreviewQueryInput(run_id="r", connection_id=str(uuid.uuid4()), sql="select 1"),
+            wpb.PreviewQueryResult(category=wpb.PREVIEW_CATEGORY_OK),
+        ),
+        (
+            RootRotationWorkflow,
+            names.ROOT_ROTATION_ACTIVITY,
+            wpb.RootRotationInput(run_id="r", connection_id=str(uuid.uuid4())),
+            wpb.RootRotationResult(),
+        ),
+    ],
+    ids=["credential-test", "preview", "root-rotation"],
+)
+def test_every_agent_workflow_passes_the_determinism_sandbox(
+    temporal: TemporalDevServer,
+    workflow: type,
+    activity_name: str,
+    request_message: Message,
+    result_message: Message,
+) -> None:
+    """The agent runs its workflows without Temporal's sandbox (re-importing their module for
+    every run cost a fifth of its event loop under load), so the sandbox's checks run here:
+    each workflow completes inside it, with the sandbox's default restrictions."""
+
+    @activity.defn(name=activity_name)
+    async def stand_in(request):  # type: ignore[no-untyped-def]
+        # No annotation: the converter decodes the request by the message type it names.
+        return result_message
+
+    async def scenario() -> Message:
+        client = await Client.connect(temporal.address)
+        queue = f"tenant-{uuid.uuid4()}"
+        async with Worker(
+            client,
+            task_queue=queue,
+            workflows=[workflow],
+            activities=[stand_in],
+            workflow_runner=SandboxedWorkflowRunner(),
+        ):
+            result: Message = await client.execute_workflow(
+                workflow.run,  # type: ignore[attr-defined]
+                request_message,
+                id=f"sandboxed-{uuid.uuid4()}",
+                task_queue=queue,
+                execution_timeout=timedelta(seconds=30),
+            )
+            return result
+
+    assert asyncio.run(scenario()) == result_message
