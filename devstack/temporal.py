@@ -34,10 +34,17 @@ HOST = "127.0.0.1"
 # every workflow start; see shared/ENVIRONMENT.md for the measurement. It also records how far
 # the transfer queue has got every 30 s, and a history deletion waits for that record to pass
 # the workflow's close: a deleted preview's history lingered ~30 s (measured: 18-35 s, five
-# runs), and 3.7-4.5 s with a 1 s interval. Values are JSON, hence the quoted duration.
+# runs), and 3.7-4.5 s with a 1 s interval. Each task queue is one partition: with the stock
+# four, a task written to a partition that has no waiting poller is forwarded or left for the
+# next poll, and with a few pollers per queue (one agent per org) 1-2% of workflows waited
+# 5-6 s for a task (p99 5.3-6.5 s with 50 in flight; 2.6-2.8 s with one partition), which
+# bounded throughput at a fixed number in flight. Four partitions pay off only for queues far
+# busier than an org's. Values are JSON, hence the quoted duration.
 DEFAULT_DYNAMIC_CONFIG: Mapping[str, str] = {
     "history.transferProcessorMaxPollRPS": "1000",
     "history.transferProcessorUpdateAckInterval": '"1s"',
+    "matching.numTaskqueueReadPartitions": "1",
+    "matching.numTaskqueueWritePartitions": "1",
 }
 _FRONTEND_SERVICE = "temporal.api.workflowservice.v1.WorkflowService"
 
