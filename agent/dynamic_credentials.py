@@ -65,7 +65,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import functools
 import hashlib
 import hmac
 import re
@@ -78,14 +77,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 import psycopg
-from pglast import ast as pg_ast
-from pglast import parser as pg_parser
 from psycopg import errors, sql
 from psycopg.rows import TupleRow
 
 from agent.postgres_probe import InvalidStoredCredentials, connect, connection_failure_category
 from sevvo.connections.v1 import connections_pb2
-from sevvo.runtime.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from sevvo.runtime import credential_templates as templates
+from sevvo.runtime.errors import FailedPrecondition, NotFound, Unavailable
 from sevvo.runtime.logs import get_logger
 
 log = get_logger(__name__)
@@ -93,10 +91,8 @@ log = get_logger(__name__)
 ROLE_PREFIX: Final = "sevvo_dyn_"
 """Every minted role's name starts with this; the reaper and ``revoke`` touch no other role."""
 
-DEFAULT_GROUP: Final = "sevvo_readers"
+DEFAULT_GROUP: Final = templates.DEFAULT_GROUP_ROLE
 """The NOLOGIN group whose membership grants read-only access in the default template."""
-
-PLACEHOLDERS: Final = frozenset({"name", "password", "expiration"})
 
 DEFAULT_REVOCATION: Final[tuple[str, ...]] = (
     "REASSIGN OWNED BY {{name}} TO CURRENT_USER",
@@ -120,11 +116,6 @@ _RANDOM_ALPHABET: Final = string.ascii_lowercase + string.digits
 _ROLE_NAME_PATTERN: Final = re.compile(
     re.escape(ROLE_PREFIX) + r"(?:[a-z0-9]+(?:_[a-z0-9]+)*_)?[a-z0-9]{" + f"{_RANDOM_CHARS}}}"
 )
-# Exactly {{name}}, {{password}} or {{expiration}}; anything else between braces is refused.
-_PLACEHOLDER: Final = re.compile(r"\{\{([^{}]*)\}\}")
-# Vault renders {{name}} bare, so its templates quote it themselves: "{{name}}".
-_QUOTED_PLACEHOLDER: Final = re.compile(r"""(["'])\{\{[^{}]*\}\}\1""")
-_STAND_ALONE: Final = 'a placeholder must stand alone, unquoted: write {{name}}, not "{{name}}"'
 _SCRAM_ALGORITHM: Final = b"scram-sha-256"
 _SCRAM_PREFIX: Final = "SCRAM-SHA-256$"
 _SCRAM_SALT_BYTES: Final = 16  # what libpq and the server use
@@ -132,23 +123,6 @@ _DEFAULT_SCRAM_ITERATIONS: Final = 4096
 # Server versions as libpq reports them (180006 is 18.6).
 _PG14: Final = 140000
 _PG16: Final = 160000
-
-# Stand-ins used to check that a template parses; shaped like what mint() renders.
-_DUMMY_NAME: Final = sql.Identifier(ROLE_PREFIX + "template_check_0123456789").as_string()
-_DUMMY_PASSWORD: Final = sql.Literal("SCRAM-SHA-256$4096:c2FsdA==$c3RvcmVk:c2VydmVy").as_string()
-_DUMMY_EXPIRATION: Final = sql.Literal("2000-01-01 00:00:00+00:00").as_string()
-# The token each placeholder must render as, so it cannot land inside a literal or a name.
-_DUMMIES: Final = {
-    "name": (_DUMMY_NAME, "IDENT"),
-    "password": (_DUMMY_PASSWORD, "SCONST"),
-    "expiration": (_DUMMY_EXPIRATION, "SCONST"),
-}
-
-
-class TemplateError(InvalidArgument, ValueError):
-    """A creation or revocation template is unusable; ``field`` names the statement."""
-
-    default_reason = "INVALID_CREDENTIAL_TEMPLATE"
 
 
 class RenewalRefused(FailedPrecondition):
@@ -193,14 +167,13 @@ def default_creation(group: str = DEFAULT_GROUP) -> tuple[str, ...]:
 
     Membership in the NOLOGIN group carries every privilege, so revocation needs no per-role
     REVOKE and churn leaves table ACLs untouched. The privileged role must hold ADMIN OPTION
-    on ``group`` to put the new role in it.
+    on ``group`` to put the new role in it. The same template connections stores when a
+    dynamic connection gives none (sevvo.runtime.credential_templates).
     """
-    if not group or "\0" in group or len(group.encode()) > _MAX_ROLE_NAME_BYTES:
-        raise ValueError("group must be a role name of 1 to 63 bytes")
-    return (
-        "CREATE ROLE {{name}} LOGIN PASSWORD {{password}} VALID UNTIL {{expiration}}"
-        " CONNECTION LIMIT 5 IN ROLE " + sql.Identifier(group).as_string(),
-    )
+    problem = templates.group_role_problem(group)
+    if problem is not None:
+        raise ValueError(f"group {problem}")
+    return tuple(templates.default_creation(group))
 
 
 DEFAULT_CREATION: Final = default_creation()
@@ -209,13 +182,10 @@ DEFAULT_CREATION: Final = default_creation()
 def validate_templates(creation: Sequence[str], revocation: Sequence[str]) -> None:
     """Raise TemplateError unless both templates are usable by ``mint`` and ``revoke``.
 
-    Each entry must be exactly one statement, not transaction control, that parses once its
-    placeholders are filled, with every placeholder written exactly (``{{name}}``) and
-    standing alone as a token. Creation must use ``{{name}}``; revocation may be empty
-    (the default cleanup is then used).
+    The very rules connections applied when the connection was saved
+    (sevvo.runtime.credential_templates), so a saved template never fails here.
     """
-    _validate_statements("creation_statements", creation, may_be_empty=False, needs_name=True)
-    _validate_statements("revocation_statements", revocation, may_be_empty=True, needs_name=False)
+    templates.validate_templates(creation, revocation)
 
 
 def role_name(purpose: str) -> str:
@@ -317,7 +287,7 @@ async def mint(
     _check_autocommit(admin)
     if ttl <= timedelta(0):
         raise ValueError("ttl must be positive")
-    _validate_statements("creation_statements", creation, may_be_empty=False, needs_name=True)
+    templates.validate_templates(creation, ())
     name = role_name(purpose)
     password = generate_password()
     # The server's clock decides when VALID UNTIL passes, so it also decides the expiry;
@@ -368,11 +338,9 @@ async def dry_run(
     first failure, or None when every step worked.
     """
     _check_autocommit(admin)
-    _validate_statements("creation_statements", creation, may_be_empty=False, needs_name=True)
     statements = tuple(revocation) if revocation else DEFAULT_REVOCATION
-    used = _validate_statements(
-        "revocation_statements", statements, may_be_empty=True, needs_name=False
-    )
+    templates.validate_templates(creation, statements)
+    used = templates.placeholders(statements)
     name = role_name("dry_run")
     role = sql.Identifier(name)
     verifier = await _verifier(admin, generate_password(), name)
@@ -490,9 +458,8 @@ async def revoke(
         await admin.execute(_one_transaction([_lock_role(name), nologin]))
         await _terminate_sessions(admin, name, terminate_timeout)
         # Checked only now, so that even a broken template cannot delay the cut-off.
-        used = _validate_statements(
-            "revocation_statements", statements, may_be_empty=True, needs_name=False
-        )
+        templates.validate_revocation(statements)
+        used = templates.placeholders(statements)
         values = await _revocation_values(admin, role, used)
         cleanup = [_render(template, values) for template in statements]
         drop = sql.SQL("DROP ROLE IF EXISTS {}").format(role)
@@ -787,85 +754,9 @@ def _utc(value: datetime) -> str:
 
 def _render(template: str, values: dict[str, sql.Composable]) -> sql.Composed:
     """``template`` with each placeholder replaced by its sql object; the rest is verbatim."""
-    parts: list[sql.Composable] = []
-    position = 0
-    for match in _PLACEHOLDER.finditer(template):
-        parts.append(sql.SQL(template[position : match.start()]))
-        parts.append(values[match.group(1).strip()])
-        position = match.end()
-    parts.append(sql.SQL(template[position:]))
-    return sql.Composed(parts)
-
-
-def _validate_statements(
-    field_name: str, statements: Sequence[str], *, may_be_empty: bool, needs_name: bool
-) -> frozenset[str]:
-    """Check a list of templates; return the placeholders they use."""
-    if isinstance(statements, str):
-        raise TemplateError(field_name, "must be a list of statements, not one string")
-    # mint() and revoke() check their templates on every call; a connection's templates
-    # rarely change, so the parse is done once per distinct list.
-    return _validate_statements_once(field_name, tuple(statements), may_be_empty, needs_name)
-
-
-@functools.lru_cache(maxsize=64)
-def _validate_statements_once(
-    field_name: str, statements: tuple[str, ...], may_be_empty: bool, needs_name: bool
-) -> frozenset[str]:
-    if not statements and not may_be_empty:
-        raise TemplateError(field_name, "must hold at least one statement")
-    used: set[str] = set()
-    for index, statement in enumerate(statements):
-        used |= _validate_statement(f"{field_name}[{index}]", statement)
-    if needs_name and "name" not in used:
-        raise TemplateError(field_name, "no statement uses {{name}}, so no role would be created")
-    return frozenset(used)
-
-
-def _validate_statement(field_name: str, statement: str) -> set[str]:
-    """Check one template and return the placeholders it uses."""
-    if "\0" in statement:
-        raise TemplateError(field_name, "must not contain NUL")
-    if _QUOTED_PLACEHOLDER.search(statement):
-        raise TemplateError(field_name, _STAND_ALONE)
-    rendered: list[str] = []
-    spans: list[tuple[int, int, str]] = []  # (start, end inclusive, token kind) per placeholder
-    length = 0
-    position = 0
-    used: set[str] = set()
-    for match in _PLACEHOLDER.finditer(statement):
-        placeholder = match.group(1)
-        if placeholder not in PLACEHOLDERS:
-            raise TemplateError(
-                field_name,
-                f"unknown placeholder {match.group(0)!r};"
-                " use only {{name}}, {{password}} and {{expiration}}",
-            )
-        used.add(placeholder)
-        literal = statement[position : match.start()]
-        dummy, kind = _DUMMIES[placeholder]
-        rendered += (literal, dummy)
-        length += len(literal)
-        spans.append((length, length + len(dummy) - 1, kind))
-        length += len(dummy)
-        position = match.end()
-    rendered.append(statement[position:])
-    text = "".join(rendered)
-    if "{{" in text or "}}" in text:
-        raise TemplateError(field_name, "has an unterminated placeholder")
-    try:
-        parsed = pg_parser.parse_sql(text)
-        tokens = {(token.start, token.end, token.name) for token in pg_parser.scan(text)}
-    except pg_parser.ParseError as exc:
-        raise TemplateError(field_name, f"is not valid SQL: {exc}") from None
-    except RecursionError:
-        raise TemplateError(field_name, "nests too deeply to check") from None
-    if len(parsed) != 1:
-        raise TemplateError(field_name, f"must be exactly one statement, found {len(parsed)}")
-    if isinstance(parsed[0].stmt, pg_ast.TransactionStmt):
-        # mint() and revoke() run each list as one transaction; a COMMIT inside would
-        # make half a role permanent.
-        raise TemplateError(field_name, "must not begin or end a transaction")
-    if not all(span in tokens for span in spans):
-        raise TemplateError(field_name, _STAND_ALONE)
-    return used
+    return sql.Composed(
+        [
+            sql.SQL(text) if key is None else values[key]
+            for text, key in templates.segments(template)
+        ]
+    )

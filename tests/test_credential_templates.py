@@ -67,7 +67,7 @@ def test_revocation_statements_follow_the_same_rules(statement: str, rule: str) 
 
 # (id, creation, revocation, failing field, fragment of the rule)
 BAD_LISTS: list[tuple[str, list[str], list[str], str, str]] = [
-    ("creation-empty", [], [], "x.creation_statements", "{{name}}"),
+    ("creation-empty", [], [], "x.creation_statements", "at least one"),
     ("creation-without-name", ["CREATE ROLE fixed"], [], "x.creation_statements", "{{name}}"),
     ("creation-over-20", [GRANT] * 21, [], "x.creation_statements", "at most 20"),
     ("revocation-over-20", [CREATE], ["DROP ROLE {{name}}"] * 21, "x.revocation_statements", "20"),

@@ -30,7 +30,11 @@ from agent.postgres_probe import connect
 from devstack.postgres import EmbeddedPostgres
 from devstack.processes import free_port
 from devstack.source_db import DEBIAN_POSTGRES_ROOT
+from services.connections.dynamic import dynamic_settings
 from sevvo.connections.v1.connections_pb2 import SSL_MODE_DISABLE, PostgresCredentials
+from sevvo.runtime.credential_templates import TemplateError
+from sevvo.runtime.errors import InvalidArgument
+from tests import test_credential_templates as template_cases
 
 AdminConnection = psycopg.AsyncConnection[TupleRow]
 CHURN_CYCLES = 2000
@@ -544,7 +548,7 @@ def test_broken_revocation_template_fails_after_the_cut_off(privileged: Privileg
 
     async def body(admin: AdminConnection) -> None:
         minted = await mint(admin, privileged)
-        with pytest.raises(dc.TemplateError, match="unknown placeholder"):
+        with pytest.raises(TemplateError, match="unknown placeholder"):
             await dc.revoke(admin, minted.name, revocation=["DROP ROLE {{nme}}"])
         assert not await can_log_in(privileged.login(minted.name, minted.password))
         await dc.revoke(admin, minted.name)  # the default finishes the job
@@ -1024,25 +1028,25 @@ GOOD_CREATION = "CREATE ROLE {{name}} LOGIN PASSWORD {{password}} VALID UNTIL {{
             ['CREATE ROLE "{{name}}" LOGIN PASSWORD {{password}}'],
             dc.DEFAULT_REVOCATION,
             "creation_statements[0]",
-            "stand alone",
+            "quotes around a placeholder",
         ),
         (
             ["CREATE ROLE {{name}} LOGIN PASSWORD '{{password}}'"],
             dc.DEFAULT_REVOCATION,
             "creation_statements[0]",
-            "stand alone",
+            "quotes around a placeholder",
         ),
         (
             [GOOD_CREATION],
             ["DROP ROLE x -- {{name}}"],
             "revocation_statements[0]",
-            "stand alone",
+            "stand on its own",
         ),
         (
             [GOOD_CREATION + "; SELECT 1"],
             dc.DEFAULT_REVOCATION,
             "creation_statements[0]",
-            "exactly one statement",
+            "exactly one SQL statement",
         ),
         (
             ["CREATE ROLE fixed LOGIN PASSWORD {{password}}"],
@@ -1058,7 +1062,7 @@ def test_validate_templates_rejects(
     creation: Sequence[str], revocation: Sequence[str], field: str, message: str
 ) -> None:
     """Each broken template is rejected with the offending field and a reason."""
-    with pytest.raises(dc.TemplateError, match="^" + field.replace("[", r"\[")) as caught:
+    with pytest.raises(TemplateError, match="^" + field.replace("[", r"\[")) as caught:
         dc.validate_templates(creation, revocation)
     assert caught.value.field == field
     assert message in caught.value.description
@@ -1102,7 +1106,7 @@ def test_validate_templates_accepts(creation: Sequence[str], revocation: Sequenc
 @settings(max_examples=300)
 def test_validate_templates_fails_only_with_template_error(statement: str) -> None:
     """Any text is either accepted or rejected with TemplateError, never another exception."""
-    with contextlib.suppress(dc.TemplateError):
+    with contextlib.suppress(TemplateError):
         dc.validate_templates([statement], dc.DEFAULT_REVOCATION)
 
 
@@ -1188,3 +1192,122 @@ def test_revoke_with_open_session_works_on_postgres_15(pg15_server: EmbeddedPost
         run_as_admin(setup, body)
     finally:
         deprovision(setup)
+
+
+# --- one set of template rules: the save path and the mint path agree ----------------------
+
+
+def _save_path(creation: list[str], revocation: list[str]) -> tuple[str, str] | None:
+    """What connections says when a dynamic connection with these templates is saved."""
+    try:
+        dynamic_settings(
+            default_ttl_seconds=0,
+            max_ttl_seconds=0,
+            creation_statements=creation,
+            revocation_statements=revocation,
+            group_role="sevvo_readers",
+            prefix="dynamic",
+        )
+    except InvalidArgument as exc:
+        return exc.field.removeprefix("dynamic."), exc.description
+    return None
+
+
+def _mint_path(creation: list[str], revocation: list[str]) -> tuple[str, str] | None:
+    """What the agent says of the same templates before it mints."""
+    try:
+        dc.validate_templates(creation, revocation)
+    except TemplateError as exc:
+        return exc.field, exc.description
+    return None
+
+
+_AGREEMENT_CORPUS = [
+    *(case[1] for case in template_cases.BAD_STATEMENTS),
+    template_cases.CREATE,
+    template_cases.GRANT,
+    "CREATE ROLE {{name}} LOGIN PASSWORD {{password}}",
+    'CREATE ROLE "{{name}}" LOGIN PASSWORD {{password}}',
+    "CREATE ROLE {{name}} LOGIN PASSWORD '{{password}}'",
+    "DROP ROLE x -- {{name}}",
+    "GRANT SELECT ON t TO {{name}} -- trailing note",
+    "COMMENT ON ROLE {{name}} IS 'minted by sevvo'",
+    "ALTER ROLE {{name}} VALID UNTIL {{expiration}}",
+    "REASSIGN OWNED BY {{name}} TO CURRENT_USER",
+]
+
+
+@pytest.mark.parametrize("statement", _AGREEMENT_CORPUS)
+def test_save_and_mint_paths_agree_on_each_template(statement: str) -> None:
+    """Connections (at save) and the agent (at mint) accept or refuse a template alike, with
+    the same field and reason, in either list: a saved template can always be minted."""
+    placements: list[tuple[list[str], list[str]]] = [
+        ([statement, template_cases.CREATE], []),
+        ([template_cases.CREATE], [statement]),
+    ]
+    for creation_list, revocation_list in placements:
+        assert _save_path(creation_list, revocation_list) == _mint_path(
+            creation_list, revocation_list
+        )
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.text(
+            alphabet=st.sampled_from(list("{}name pswordxitCREATE ROL'\"$-;\n\x00")), max_size=60
+        ),
+        min_size=1,  # the save path stores the default creation for an empty list
+        max_size=3,
+    )
+)
+def test_save_and_mint_paths_agree_on_any_text(creation: list[str]) -> None:
+    """Generated near-templates get the same verdict from both sides."""
+    assert _save_path(creation, []) == _mint_path(creation, [])
+
+
+@pytest.mark.parametrize(
+    ("creation", "revocation"),
+    [
+        ([], []),
+        ([template_cases.CREATE + " IN ROLE {group}", "GRANT SELECT ON t TO {{name}}"], []),
+        (
+            [
+                "create role {{name}}\nlogin\tpassword {{password}} valid until {{expiration}};",
+                "ALTER ROLE {{name}} SET search_path = 'é', public",
+                "GRANT {group} TO {{name}} -- the readers",
+            ],
+            ["REVOKE {group} FROM {{name}}", "DROP OWNED BY {{name}}"],
+        ),
+        (
+            [template_cases.CREATE, "COMMENT ON ROLE {{name}} IS 'minted by sevvo'"],
+            ["ALTER ROLE {{name}} PASSWORD {{password}} VALID UNTIL {{expiration}}"],
+        ),
+    ],
+    ids=["default", "grant", "options-and-comments", "revocation-placeholders"],
+)
+def test_templates_the_save_path_accepts_mint_and_revoke_on_postgres(
+    privileged: Privileged, creation: list[str], revocation: list[str]
+) -> None:
+    """Templates as connections stores them (defaults expanded) mint a role that logs in, and
+    revoke drops it, on a real server."""
+    group = sql.Identifier(privileged.group).as_string()
+    creation = [statement.replace("{group}", group) for statement in creation]
+    revocation = [statement.replace("{group}", group) for statement in revocation]
+    saved = dynamic_settings(
+        default_ttl_seconds=0,
+        max_ttl_seconds=0,
+        creation_statements=creation,
+        revocation_statements=revocation,
+        group_role=privileged.group,
+    )
+
+    async def body(admin: AdminConnection) -> None:
+        role = await dc.mint(
+            admin, creation=saved.creation_statements, ttl=timedelta(minutes=5), purpose="agree"
+        )
+        assert await can_log_in(privileged.login(role.name, role.password))
+        await dc.revoke(admin, role.name, revocation=saved.revocation_statements)
+        assert not role_exists(privileged, role.name)
+
+    run_as_admin(privileged, body)

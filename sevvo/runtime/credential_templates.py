@@ -14,6 +14,7 @@ DESIGN.md, "Dynamic credentials".
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Sequence
@@ -52,6 +53,15 @@ _VALIDATION_VALUES = {"name": '"x"', "password": "'x'", "expiration": "'x'"}
 _TOKEN_NAMES = {"name": "IDENT", "password": "SCONST", "expiration": "SCONST"}
 
 
+class TemplateError(InvalidArgument, ValueError):
+    """A creation or revocation template is unusable; ``field`` names the statement.
+
+    Also a ValueError: to the agent's mint and revoke it is a bad argument like any other.
+    """
+
+    default_reason = "INVALID_CREDENTIAL_TEMPLATE"
+
+
 def quote_identifier(name: str) -> str:
     """``name`` as a double-quoted SQL identifier (embedded quotes doubled)."""
     return '"' + name.replace('"', '""') + '"'
@@ -83,32 +93,63 @@ def default_creation(group_role: str) -> list[str]:
 
 
 def validate_templates(
-    creation: Sequence[str], revocation: Sequence[str], *, field_prefix: str
+    creation: Sequence[str], revocation: Sequence[str], *, field_prefix: str = ""
 ) -> None:
-    """Checks creation and revocation templates; raises InvalidArgument on the first problem.
+    """Checks creation and revocation templates; raises TemplateError on the first problem.
 
-    Fields are named ``f"{field_prefix}.creation_statements[i]"`` (or the list itself for
-    rules about the whole list). Rules: at most 20 statements per list, each non-empty, at
-    most 4 KB in UTF-8, exactly one SQL statement that parses once placeholders are
-    substituted, no transaction control (the agent owns the transaction), only the three
-    known placeholders, never quoted; creation must use ``{{name}}``.
+    The connections service calls this when a dynamic connection is saved and the agent
+    before it mints, so a template that was saved can always be used. Fields are named
+    ``f"{field_prefix}.creation_statements[i]"`` (without the prefix when it is empty), or
+    the list itself for rules about the whole list. Rules: at most 20 statements per list,
+    each non-empty, at most 4 KB in UTF-8, exactly one SQL statement that parses once
+    placeholders are substituted, no transaction control (the agent owns the transaction),
+    only the three known placeholders, never quoted and each standing where one SQL value
+    goes; creation holds at least one statement and uses ``{{name}}``; revocation may be
+    empty (the agent's built-in cleanup is then used).
     """
-    for list_name, statements in (
-        ("creation_statements", creation),
-        ("revocation_statements", revocation),
-    ):
-        field = f"{field_prefix}.{list_name}"
-        if len(statements) > MAX_STATEMENTS:
-            raise InvalidArgument(field, f"must hold at most {MAX_STATEMENTS} statements")
-        for index, statement in enumerate(statements):
-            problem = statement_problem(statement)
-            if problem is not None:
-                raise InvalidArgument(f"{field}[{index}]", problem)
+    _check_list(creation, _field(field_prefix, "creation_statements"))
+    _check_list(revocation, _field(field_prefix, "revocation_statements"))
+    field = _field(field_prefix, "creation_statements")
+    if not creation:
+        raise TemplateError(field, "must hold at least one statement")
     if not any("{{name}}" in statement for statement in creation):
-        raise InvalidArgument(
-            f"{field_prefix}.creation_statements",
-            "must use {{name}} so the statements create the lease's own role",
+        raise TemplateError(
+            field, "must use {{name}} so the statements create the lease's own role"
         )
+
+
+def validate_revocation(revocation: Sequence[str], *, field_prefix: str = "") -> None:
+    """Checks revocation templates alone (the agent's revoke has no creation list)."""
+    _check_list(revocation, _field(field_prefix, "revocation_statements"))
+
+
+def placeholders(statements: Sequence[str]) -> frozenset[str]:
+    """The placeholders ``statements`` use, so a caller computes only the values needed."""
+    return frozenset(
+        match.group(1) for statement in statements for match in _PLACEHOLDER.finditer(statement)
+    )
+
+
+def _check_list(statements: Sequence[str], field: str) -> None:
+    if isinstance(statements, str):
+        raise TemplateError(field, "must be a list of statements, not one string")
+    # The agent checks on every mint and revoke; a connection's templates rarely change, so
+    # each distinct list is parsed once per process.
+    _check_list_once(tuple(statements), field)
+
+
+@functools.lru_cache(maxsize=128)
+def _check_list_once(statements: tuple[str, ...], field: str) -> None:
+    if len(statements) > MAX_STATEMENTS:
+        raise TemplateError(field, f"must hold at most {MAX_STATEMENTS} statements")
+    for index, statement in enumerate(statements):
+        problem = statement_problem(statement)
+        if problem is not None:
+            raise TemplateError(f"{field}[{index}]", problem)
+
+
+def _field(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix else name
 
 
 def statement_problem(template: str) -> str | None:
@@ -139,27 +180,33 @@ def statement_problem(template: str) -> str | None:
     return _sql_problem(text) or _placement_problem(text, spots)
 
 
+def segments(template: str) -> list[tuple[str, str | None]]:
+    """``template`` cut into (text, None) runs and ("", placeholder) slots, in order.
+
+    The agent builds its ``psycopg.sql.Composed`` from these, quoting each value with the
+    live connection; text between placeholders is kept verbatim. Raises ValueError on a
+    placeholder the rules do not allow; templates that passed ``validate_templates`` never
+    hold one.
+    """
+    pieces: list[tuple[str, str | None]] = []
+    position = 0
+    for match in _PLACEHOLDER.finditer(template):
+        if match.group(1) not in PLACEHOLDERS:
+            raise ValueError("template holds an unknown placeholder")
+        pieces += [(template[position : match.start()], None), ("", match.group(1))]
+        position = match.end()
+    pieces.append((template[position:], None))
+    return pieces
+
+
 def render(template: str, *, name_sql: str, password_sql: str, expiration_sql: str) -> str:
     """Replaces each placeholder with its already-quoted SQL fragment, in one pass.
 
-    Pure substitution: values are not quoted here (use ``psycopg.sql.Identifier`` and
-    ``sql.Literal`` with the live connection) and are never searched for placeholders, so a
-    password holding ``{{name}}`` stays a password. Raises ValueError on a placeholder the
-    rules do not allow; templates that passed ``validate_templates`` never hold one.
+    Pure substitution: values are not quoted here and are never searched for placeholders,
+    so a password holding ``{{name}}`` stays a password. Raises ValueError as ``segments``.
     """
-    return _substitute(
-        template, {"name": name_sql, "password": password_sql, "expiration": expiration_sql}
-    )
-
-
-def _substitute(template: str, values: dict[str, str]) -> str:
-    def replace(match: re.Match[str]) -> str:
-        key = match.group(1)
-        if key not in values:
-            raise ValueError("template holds an unknown placeholder")
-        return values[key]
-
-    return _PLACEHOLDER.sub(replace, template)
+    values = {"name": name_sql, "password": password_sql, "expiration": expiration_sql}
+    return "".join(text if key is None else values[key] for text, key in segments(template))
 
 
 def _substitute_tracked(template: str) -> tuple[str, list[tuple[int, int, str]]]:
