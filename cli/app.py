@@ -7,6 +7,8 @@ turned into the documented exit code.
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, NoReturn
 
@@ -113,11 +115,47 @@ def main() -> None:
     ``CliError`` or a failed gRPC call, is reported here in one place.
     """
     try:
-        app(prog_name="sevvo")
+        app(prog_name="sevvo", args=hoist_global_options(sys.argv[1:]))
     except CliError as error:
         report(error)
     except grpc.RpcError as rpc_error:
         report(from_rpc_error(rpc_error))
+
+
+def hoist_global_options(args: Sequence[str]) -> list[str]:
+    """``args`` with the root's options moved in front of the subcommand, where click reads them.
+
+    Help texts and users write ``sevvo users list --output json``; click accepts a group's
+    options only before its subcommand. Each root option (as ``--opt value``, ``--opt=value``
+    or ``-ojson``) is moved, keeping the order of everything else; nothing after ``--`` moves.
+    The option names come from the root callback itself, so a new global option moves too.
+    """
+    root_command = typer.main.get_command(app)
+    takes_value = {
+        name
+        for param in root_command.params
+        if param.param_type_name == "option" and not getattr(param, "is_flag", False)
+        for name in param.opts
+    }
+    short = {name for name in takes_value if len(name) == 2}
+    front: list[str] = []
+    rest: list[str] = []
+    index = 0
+    while index < len(args):
+        arg = args[index]
+        if arg == "--":
+            rest += args[index:]
+            break
+        if arg in takes_value and index + 1 < len(args):
+            front += [arg, args[index + 1]]
+            index += 2
+            continue
+        if arg.split("=", 1)[0] in takes_value or (arg[:2] in short and len(arg) > 2):
+            front.append(arg)
+        else:
+            rest.append(arg)
+        index += 1
+    return front + rest
 
 
 def report(error: CliError) -> NoReturn:

@@ -325,9 +325,19 @@ def test_deployments_create_list_and_revoke(sevvo: Sevvo, agent: str) -> None:
     sevvo.outputs.remove(created)
 
 
-def test_table_output_can_be_forced(sevvo: Sevvo, agent: str) -> None:
-    """--output table prints a table with headers and names, not JSON, even into a pipe."""
-    result = sevvo("--output", "table", "deployments", "list")
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("--output", "table", "deployments", "list"),
+        ("deployments", "list", "--output", "table"),
+        ("deployments", "list", "-o", "table"),
+    ],
+    ids=["before", "after", "short-after"],
+)
+def test_table_output_can_be_forced(sevvo: Sevvo, agent: str, args: tuple[str, ...]) -> None:
+    """--output table prints a table with headers and names, not JSON, even into a pipe,
+    whether it comes before or after the subcommand (as the help's examples write it)."""
+    result = sevvo(*args)
     assert result.code == 0
     assert "name" in result.stdout
     assert "cli-agent" in result.stdout

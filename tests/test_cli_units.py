@@ -14,6 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from agent import postgres_probe
+from cli.app import hoist_global_options
 from cli.commands.connections import (
     DETAIL,
     ConnectionEdit,
@@ -414,3 +415,35 @@ def test_get_shows_the_preview_settings_in_its_table(
     """The detail table lists the allowed functions and the budget; unset ones show as -."""
     rows = {label: get({"preview": preview}) for label, get in DETAIL}
     assert (rows["preview functions"], rows["preview cost budget"]) == (functions, budget)
+
+
+@pytest.mark.parametrize(
+    ("given", "read"),
+    [
+        (["users", "list", "--output", "json"], ["--output", "json", "users", "list"]),
+        (["users", "list", "-o", "table"], ["-o", "table", "users", "list"]),
+        (["runs", "list", "-ojson", "--limit", "5"], ["-ojson", "runs", "list", "--limit", "5"]),
+        (
+            ["connections", "get", "db", "--endpoint=h:443", "--ca-file", "ca.crt"],
+            ["--endpoint=h:443", "--ca-file", "ca.crt", "connections", "get", "db"],
+        ),
+        (["--output", "json", "whoami"], ["--output", "json", "whoami"]),
+        (["preview", "db", "--", "--output"], ["preview", "db", "--", "--output"]),
+        (["audit", "list", "--limit", "200"], ["audit", "list", "--limit", "200"]),
+    ],
+    ids=[
+        "long",
+        "short",
+        "attached-short",
+        "equals-and-two",
+        "already-first",
+        "after-dashes",
+        "none",
+    ],
+)
+def test_global_options_after_the_subcommand_move_in_front(
+    given: list[str], read: list[str]
+) -> None:
+    """Root options written after the subcommand are moved in front of it, the rest kept in
+    order; nothing after -- moves."""
+    assert hoist_global_options(given) == read
