@@ -7,6 +7,7 @@ turned into the documented exit code.
 
 from __future__ import annotations
 
+import importlib.metadata
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,11 +34,18 @@ app = typer.Typer(
         f"{EXIT_CODES_HELP}"
     ),
     no_args_is_help=True,
-    add_completion=False,
+    # --install-completion and --show-completion [bash|zsh|fish|powershell].
+    add_completion=True,
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"sevvo {importlib.metadata.version('sevvo')}")
+        raise typer.Exit()
 
 
 @app.callback()
@@ -89,6 +97,15 @@ def root(
             show_default=False,
         ),
     ] = None,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_print_version,
+            is_eager=True,
+            help="Print the version of this command line and exit.",
+        ),
+    ] = False,
 ) -> None:
     """Drive sevvo from a terminal."""
     state = Cli.create(
