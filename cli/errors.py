@@ -23,11 +23,14 @@ class ExitCode(enum.IntEnum):
 
 EXIT_CODES_HELP = (
     "Exit codes: 0 ok; 1 the operation failed (a failed test or preview, a refused request);"
-    " 2 usage error; 3 not signed in, session expired or unauthenticated; 4 permission"
+    " 2 usage error (also a request the server found invalid); 3 not signed in, session expired or unauthenticated; 4 permission"
     " denied; 5 not found."
 )
 
 _CODE_EXITS = {
+    # The request as typed was invalid (a malformed id, a value out of range): the user's
+    # to correct, like a usage error the command line catches itself.
+    grpc.StatusCode.INVALID_ARGUMENT: ExitCode.USAGE,
     grpc.StatusCode.UNAUTHENTICATED: ExitCode.NOT_SIGNED_IN,
     grpc.StatusCode.PERMISSION_DENIED: ExitCode.PERMISSION_DENIED,
     grpc.StatusCode.NOT_FOUND: ExitCode.NOT_FOUND,

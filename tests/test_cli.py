@@ -701,6 +701,19 @@ def test_a_dynamic_connection_previews_through_a_leased_role(
         drop_roles(admin, privileged, group)
 
 
+@pytest.mark.parametrize(
+    "args",
+    [("connections", "get", "nope"), ("runs", "get", "not-a-run-id")],
+    ids=["connection-id", "run-id"],
+)
+def test_an_invalid_request_is_a_usage_error(sevvo: Sevvo, org: Org, args: tuple[str, ...]) -> None:
+    """What the server refuses as INVALID_ARGUMENT exits 2, like a usage error, naming the
+    field; not 1, which means the operation itself failed."""
+    result = sevvo(*args)
+    assert result.code == 2, result.stderr
+    assert "INVALID_ARGUMENT" in result.stderr
+
+
 def test_rotate_root_of_a_fixed_password_connection_fails_clearly(
     sevvo: Sevvo, connection_id: str
 ) -> None:
