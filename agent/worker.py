@@ -25,7 +25,7 @@ from sevvo.orchestrator.v1 import orchestrator_pb2, orchestrator_pb2_grpc
 from sevvo.runtime import temporal
 from sevvo.runtime.grpc_client import ClientTls, secure_aio_channel
 from sevvo.runtime.logs import get_logger
-from sevvo.runtime.payload_codec import OrgPayloadKeys, PayloadKey, data_converter
+from sevvo.runtime.payload_codec import KeyRefresher, OrgPayloadKeys, PayloadKey, data_converter
 
 log = get_logger(__name__)
 T = TypeVar("T")
@@ -49,19 +49,31 @@ async def _fetch_keys(
     return [PayloadKey(k.key_id, k.key) for k in response.keys], response.current_key_id
 
 
-async def _refresh_keys(
+def _key_refresher(
     stub: orchestrator_pb2_grpc.PayloadKeyServiceStub, keys: OrgPayloadKeys
-) -> None:
-    # Rotated keys reach a long-running agent without a restart.
+) -> KeyRefresher:
+    """Installs the org's keys afresh when asked: periodically, and at once when a payload
+    names a key this agent does not hold yet (work started just after a rotation)."""
+
+    async def fetch() -> None:
+        keys.update(*await _fetch_keys(stub))
+
+    return KeyRefresher(fetch)
+
+
+async def _refresh_keys(refresher: KeyRefresher) -> None:
+    # Rotated keys reach a long-running agent without a restart, and retired ones leave it.
     while True:
         await asyncio.sleep(KEY_REFRESH_SECONDS)
         try:
-            keys.update(*await _fetch_keys(stub))
+            await refresher.refresh()
         except Exception as exc:  # Keep the keys we have; try again next period.
             log.warning("payload key refresh failed", error=type(exc).__name__)
 
 
-async def _connect_temporal(config: AgentConfig, keys: OrgPayloadKeys) -> Client:
+async def _connect_temporal(
+    config: AgentConfig, keys: OrgPayloadKeys, refresher: KeyRefresher
+) -> Client:
     """Connects to the Temporal frontend, backing off while it is unreachable or refuses TLS."""
     delay = 1.0
     while True:
@@ -75,7 +87,7 @@ async def _connect_temporal(config: AgentConfig, keys: OrgPayloadKeys) -> Client
                     key_file=config.temporal_tls_key,
                     server_name=config.temporal_server_name,
                 ),
-                data_converter=data_converter(keys),
+                data_converter=data_converter(keys, refresher),
             )
         except RuntimeError as exc:  # temporalio reports connect failures as RuntimeError.
             log.warning(
@@ -120,7 +132,8 @@ async def run_agent(config: AgentConfig, stop: asyncio.Event) -> int:
         await _unless_stopped(session.exchange(), stop)
         key_stub = orchestrator_pb2_grpc.PayloadKeyServiceStub(channel)
         keys = OrgPayloadKeys(session.org_id, *await _unless_stopped(_fetch_keys(key_stub), stop))
-        client = await _unless_stopped(_connect_temporal(config, keys), stop)
+        refresher = _key_refresher(key_stub, keys)
+        client = await _unless_stopped(_connect_temporal(config, keys, refresher), stop)
         credentials = connections_pb2_grpc.ConnectionCredentialServiceStub(channel)
         leases = connections_pb2_grpc.LeaseServiceStub(channel)
         activities = AgentActivities(credentials, LeaseManager(leases, credentials))
@@ -148,7 +161,7 @@ async def run_agent(config: AgentConfig, stop: asyncio.Event) -> int:
         tasks = {
             asyncio.create_task(worker.run(), name="worker"),
             asyncio.create_task(session.keep_fresh(config.bearer_check_seconds), name="bearer"),
-            asyncio.create_task(_refresh_keys(key_stub, keys), name="payload-keys"),
+            asyncio.create_task(_refresh_keys(refresher), name="payload-keys"),
             asyncio.create_task(
                 Reaper(credentials, leases).run(config.reaper_seconds),
                 name="reaper",

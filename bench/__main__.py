@@ -1,7 +1,7 @@
 """``make bench``: every benchmark, each printing ratios against a baseline from the same run.
 
 ``python -m bench tokens`` (or ``preview``, ``dynamic_credentials``, ``request_log``,
-``rpc_auth``, ``exchange``, ``sign_in``, ``load``) runs one.
+``rpc_auth``, ``exchange``, ``sign_in``, ``load``, ``payload_keys``) runs one.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from bench import (
     dynamic_credentials,
     exchange,
     load,
+    payload_keys,
     preview,
     request_log,
     rpc_auth,
@@ -28,6 +29,7 @@ BENCHMARKS = {
     "exchange": exchange.main,
     "sign_in": sign_in.main,
     "load": load.main,
+    "payload_keys": payload_keys.main,
 }
 
 

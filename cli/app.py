@@ -17,7 +17,17 @@ import grpc
 import typer
 
 from cli.client import DEFAULT_ENDPOINT, Cli
-from cli.commands import audit, connections, deployments, leases, preview, runs, session, users
+from cli.commands import (
+    audit,
+    connections,
+    deployments,
+    leases,
+    payload_keys,
+    preview,
+    runs,
+    session,
+    users,
+)
 from cli.errors import EXIT_CODES_HELP, CliError, from_rpc_error
 from cli.output import Output, OutputFormat, default_format
 from cli.session import default_config_dir
@@ -25,7 +35,7 @@ from cli.session import default_config_dir
 app = typer.Typer(
     name="sevvo",
     help="Drive sevvo from a terminal: orgs, users, agent deployments, connections,"
-    " previews, runs, leases and the audit log.",
+    " previews, runs, leases, payload keys and the audit log.",
     epilog=(
         "Example: sevvo --endpoint localhost:8443 --ca-file .dev/pki/ca.crt login"
         " --email admin@sevvo.dev\n\n"
@@ -123,6 +133,7 @@ preview.register(app)
 app.add_typer(runs.app, name="runs")
 app.add_typer(leases.app, name="leases")
 app.add_typer(audit.app, name="audit")
+app.add_typer(payload_keys.app, name="payload-keys")
 
 
 def main() -> None:

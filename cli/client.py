@@ -99,6 +99,10 @@ class Cli:
         """OrchestratorService as the signed-in user."""
         return orchestrator_pb2_grpc.OrchestratorServiceStub(self._channel(signed_in=True))
 
+    def payload_keys(self) -> orchestrator_pb2_grpc.PayloadKeyServiceStub:
+        """PayloadKeyService as the signed-in user."""
+        return orchestrator_pb2_grpc.PayloadKeyServiceStub(self._channel(signed_in=True))
+
     def audit(self) -> audit_pb2_grpc.AuditServiceStub:
         """AuditService as the signed-in user."""
         return audit_pb2_grpc.AuditServiceStub(self._channel(signed_in=True))

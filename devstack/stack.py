@@ -230,12 +230,15 @@ async def start_stack(
         auth = AuthApp(AuthConfig.load(service_env))
         auth.open()
         exit_stack.callback(auth.close)
+        if auth.rotator is not None:
+            exit_stack.push_async_callback(auth.rotator.close)
         connections = ConnectionsApp(ConnectionsConfig.load(service_env))
         connections.open()
         exit_stack.push_async_callback(connections.aclose)
         orchestrator = OrchestratorApp(OrchestratorConfig.load(service_env))
         await orchestrator.open()
         exit_stack.push_async_callback(orchestrator.aclose)
+        orchestrator.watch_revocations(auth.verifier)
         password_file, dev_token_file = _bootstrap_dev_org(auth, state)
 
         # One process, one server: every service shares auth's in-process verifier, which

@@ -104,7 +104,11 @@ def control_plane(dev_pki: DevPki) -> Iterator[tuple[Script, str]]:
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
     # The agent calls only the two methods _Auth implements; the rest answer UNIMPLEMENTED.
     auth_pb2_grpc.add_AuthServiceServicer_to_server(_Auth(script), server)  # type: ignore[abstract]
-    orchestrator_pb2_grpc.add_PayloadKeyServiceServicer_to_server(_PayloadKeys(), server)
+    # The agent only fetches keys; rotation answers UNIMPLEMENTED.
+    orchestrator_pb2_grpc.add_PayloadKeyServiceServicer_to_server(
+        _PayloadKeys(),  # type: ignore[abstract]
+        server,
+    )
     credentials = grpc.ssl_server_credentials(
         [(dev_pki.server_key.read_bytes(), dev_pki.server_cert.read_bytes())]
     )

@@ -320,9 +320,9 @@ def test_file_env_vars_name_files_in_read_only_secret_mounts(
             assert filename in [item["path"] for item in source["items"]], name
             checked += 1
     # Database URL, TLS cert and key per service, auth's KEK, the keyrings of connections and
-    # orchestrator, the CA bundle of connections and orchestrator, and the agent's token, mTLS
-    # cert and key and CA bundle.
-    assert checked == 3 * 3 + 1 + 2 + 2 + 4
+    # orchestrator, the CA bundle of all three services (auth calls the orchestrator), and the
+    # agent's token, mTLS cert and key and CA bundle.
+    assert checked == 3 * 3 + 1 + 2 + 3 + 4
 
 
 SECRET_NAME_WORDS = ("TOKEN", "SECRET", "PASSWORD", "KEY", "KEK", "DATABASE_URL", "DSN", "CERT")
@@ -558,46 +558,54 @@ def test_orchestrator_temporal_tls_trusts_the_ca_bundle(control_plane: helm.Char
 
 
 @pytest.mark.parametrize("orchestrator_enabled", [True, False], ids=["orch-on", "orch-off"])
-def test_connections_tests_saves_through_the_orchestrator_only_when_enabled(
+def test_connections_and_auth_call_the_orchestrator_only_when_enabled(
     control_plane: helm.Chart, orchestrator_enabled: bool
 ) -> None:
-    """connections gets SEVVO_ORCHESTRATOR_ENDPOINT naming the orchestrator's Service and port
-    exactly when the orchestrator is enabled; no other component ever gets it."""
+    """connections (credential tests) and auth (payload key rotation on revocation) get
+    SEVVO_ORCHESTRATOR_ENDPOINT naming the orchestrator's Service and port exactly when the
+    orchestrator is enabled; the orchestrator itself never gets it."""
     values = {"orchestrator": {"enabled": orchestrator_enabled, "port": 9444}}
     objects = render(control_plane, values)
-    env = env_of(only_container(deployment_for(objects, "connections")))
-    if orchestrator_enabled:
-        (service,) = [s for s in of_kind(objects, "Service") if component(s) == "orchestrator"]
-        assert env["SEVVO_ORCHESTRATOR_ENDPOINT"] == f"{service['metadata']['name']}:9444"
-        assert service["spec"]["ports"][0]["port"] == 9444
-    else:
-        assert "SEVVO_ORCHESTRATOR_ENDPOINT" not in env
+    callers = ("connections", "auth")
+    for name in callers:
+        env = env_of(only_container(deployment_for(objects, name)))
+        if orchestrator_enabled:
+            (service,) = [s for s in of_kind(objects, "Service") if component(s) == "orchestrator"]
+            assert env["SEVVO_ORCHESTRATOR_ENDPOINT"] == f"{service['metadata']['name']}:9444"
+            assert service["spec"]["ports"][0]["port"] == 9444
+        else:
+            assert "SEVVO_ORCHESTRATOR_ENDPOINT" not in env
     for deployment in of_kind(objects, "Deployment"):
-        if component(deployment) != "connections":
+        if component(deployment) not in callers:
             assert "SEVVO_ORCHESTRATOR_ENDPOINT" not in env_of(only_container(deployment))
 
 
+@pytest.mark.parametrize("orchestrator_enabled", [True, False], ids=["orch-on", "orch-off"])
 @pytest.mark.parametrize("auth_enabled", [True, False], ids=["auth-on", "auth-off"])
 @pytest.mark.parametrize("ca_secret", ["", "corp-ca"], ids=["no-ca", "ca"])
-def test_ca_bundle_only_when_set_and_only_for_auth_callers(
-    control_plane: helm.Chart, ca_secret: str, auth_enabled: bool
+def test_ca_bundle_only_when_set_and_only_for_callers_of_other_services(
+    control_plane: helm.Chart, ca_secret: str, auth_enabled: bool, orchestrator_enabled: bool
 ) -> None:
     """SEVVO_CA_FILE and its read-only 0440 mount exist exactly when global.tls.caSecret is
-    set, on connections and orchestrator only; auth calls no one and never gets them."""
+    set, on connections and orchestrator, and on auth only when it has an orchestrator to
+    call (payload key rotation on revocation)."""
     values = {
         "global": {"tls": {"caSecret": ca_secret, "caKey": "bundle.pem"}},
         "auth": {"enabled": auth_enabled},
+        "orchestrator": {"enabled": orchestrator_enabled},
     }
     objects = render(control_plane, values)
     for name in COMPONENTS:
-        if name == "auth" and not auth_enabled:
+        if (name == "auth" and not auth_enabled) or (
+            name == "orchestrator" and not orchestrator_enabled
+        ):
             continue
         deployment = deployment_for(objects, name)
         container = only_container(deployment)
         volumes = [v for v in pod_spec(deployment)["volumes"] if v["name"] == "ca"]
         mounts = [m for m in container["volumeMounts"] if m["name"] == "ca"]
         env = env_of(container)
-        if ca_secret and name != "auth":
+        if ca_secret and (name != "auth" or orchestrator_enabled):
             assert env["SEVVO_CA_FILE"] == CA_FILE
             assert volumes[0]["secret"] == {
                 "secretName": "corp-ca",

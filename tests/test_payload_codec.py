@@ -28,6 +28,7 @@ with workflow.unsafe.imports_passed_through():
         ENCODING,
         KEY_ID_METADATA,
         EncryptionCodec,
+        KeyRefresher,
         OrgPayloadKeys,
         PayloadKey,
         PayloadKeyUnknown,
@@ -234,6 +235,70 @@ def test_failed_update_leaves_the_keys_unchanged() -> None:
         keys.update([K2], "k3")
     assert keys.current_id == "k1"
     assert keys.key_ids == frozenset({"k1"})
+
+
+class _Fetcher:
+    """Installs the org's keys (k1 and k2, k2 current) when the refresher asks; counts calls."""
+
+    def __init__(self, keys: OrgPayloadKeys, *, fails: bool = False) -> None:
+        self.keys = keys
+        self.fails = fails
+        self.calls = 0
+
+    async def __call__(self) -> None:
+        self.calls += 1
+        if self.fails:
+            raise ConnectionError("control plane unreachable")
+        self.keys.update([K1, K2], "k2")
+
+
+def test_payload_under_a_new_key_is_read_after_one_fetch() -> None:
+    """A payload naming a key not held yet makes the codec fetch keys once, then decode."""
+    new = encode(EncryptionCodec(org_keys(keys=[K1, K2], current="k2")))
+    held = org_keys()
+    fetcher = _Fetcher(held)
+    assert decode(EncryptionCodec(held, KeyRefresher(fetcher)), new) == PLAIN
+    assert fetcher.calls == 1
+    assert held.current_id == "k2"
+
+
+def test_a_key_the_fetch_does_not_bring_is_still_refused() -> None:
+    """A key id nobody issued stays PAYLOAD_KEY_UNKNOWN after the one fetch."""
+    foreign = encode(EncryptionCodec(org_keys(keys=[PayloadKey.generate("k9")], current="k9")))
+    fetcher = _Fetcher(org_keys())
+    with pytest.raises(PayloadKeyUnknown):
+        decode(EncryptionCodec(fetcher.keys, KeyRefresher(fetcher)), foreign)
+    assert fetcher.calls == 1
+
+
+def test_a_failed_fetch_refuses_the_payload_as_unknown() -> None:
+    """When the keys cannot be fetched the payload fails as before, naming the key."""
+    new = encode(EncryptionCodec(org_keys(keys=[K1, K2], current="k2")))
+    fetcher = _Fetcher(org_keys(), fails=True)
+    with pytest.raises(PayloadKeyUnknown) as caught:
+        decode(EncryptionCodec(fetcher.keys, KeyRefresher(fetcher)), new)
+    assert caught.value.key_id == "k2"
+
+
+def test_made_up_key_ids_are_fetched_for_at_most_once_per_interval() -> None:
+    """Concurrent payloads under unknown keys share fetches, spaced by the minimum interval."""
+    foreign = encode(EncryptionCodec(org_keys(keys=[PayloadKey.generate("k9")], current="k9")))
+    fetcher = _Fetcher(org_keys())
+    codec = EncryptionCodec(fetcher.keys, KeyRefresher(fetcher, min_interval=0.2))
+
+    async def many() -> float:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        outcomes = await asyncio.gather(
+            *(codec.decode([foreign]) for _ in range(20)), return_exceptions=True
+        )
+        assert all(isinstance(o, PayloadKeyUnknown) for o in outcomes)
+        return loop.time() - started
+
+    elapsed = asyncio.run(many())
+    # The first fetch serves everyone who asked before it started; one more for the rest.
+    assert fetcher.calls <= 2
+    assert elapsed < 1.0
 
 
 def test_unencrypted_payload_is_rejected() -> None:

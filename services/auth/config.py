@@ -42,6 +42,10 @@ class AuthConfig:
     hashing_threads: int = field(default_factory=default_hashing_threads)
     hashing_queue: int = 16
     sign_in_limits: SignInLimits = field(default_factory=SignInLimits)
+    # Where to ask for an org's payload key to rotate when a deployment is revoked; None (no
+    # orchestrator) leaves it to the orchestrator's own check of auth's revocations.
+    orchestrator_endpoint: str | None = None
+    ca_file: Path | None = None
 
     @property
     def max_token_ttl_seconds(self) -> int:
@@ -85,6 +89,8 @@ class AuthConfig:
                 env, "SEVVO_AUTH_HASHING_THREADS", default_hashing_threads(), minimum=1, maximum=64
             ),
             hashing_queue=c.integer(env, "SEVVO_AUTH_HASHING_QUEUE", 16, minimum=0, maximum=1024),
+            orchestrator_endpoint=c.optional_string(env, "SEVVO_ORCHESTRATOR_ENDPOINT"),
+            ca_file=c.optional_file(env, "SEVVO_CA_FILE"),
             sign_in_limits=SignInLimits(
                 source_burst=c.integer(
                     env, "SEVVO_AUTH_SIGN_IN_BURST", 30, minimum=1, maximum=100_000

@@ -13,6 +13,7 @@ from services.auth.deployment_cache import DeploymentCache
 from services.auth.domain import AuthDomain
 from services.auth.keys import KeyEncryptionKey, SigningKeys, StoreTrustSource
 from services.auth.limits import HashingPool, SignInLimiter
+from services.auth.orchestrator_client import PayloadKeyRotator
 from services.auth.servicer import AuthServicer, DeploymentServicer, UserServicer
 from services.auth.store import AuthStore
 from sevvo.auth.v1 import (
@@ -23,6 +24,7 @@ from sevvo.auth.v1 import (
     users_pb2,
     users_pb2_grpc,
 )
+from sevvo.runtime.grpc_client import ClientTls
 from sevvo.runtime.grpc_server import Access, ServerSpec, run_until_signalled, start_server
 from sevvo.runtime.logs import get_logger
 from sevvo.runtime.tokens import TokenVerifier
@@ -109,6 +111,11 @@ class AuthApp:
             max_staleness=max(5.0, 3 * config.refresh_seconds),
             leeway_seconds=config.leeway_seconds,
         )
+        self.rotator = (
+            PayloadKeyRotator(config.orchestrator_endpoint, ClientTls(ca_file=config.ca_file))
+            if config.orchestrator_endpoint
+            else None
+        )
         self.deployments = DeploymentCache(
             self.store.deployment_secret, self.store.listen_to_deployments, self.store.notify
         )
@@ -150,7 +157,7 @@ class AuthApp:
             )
             users_pb2_grpc.add_UserServiceServicer_to_server(UserServicer(self.domain), server)
             deployments_pb2_grpc.add_DeploymentServiceServicer_to_server(
-                DeploymentServicer(self.domain), server
+                DeploymentServicer(self.domain, self.rotator), server
             )
 
         return ServerSpec(
@@ -170,4 +177,6 @@ async def serve(config: AuthConfig) -> None:
     )
     log.info("auth serving", port=port)
     await run_until_signalled(server)
+    if app.rotator is not None:
+        await app.rotator.close()
     app.close()

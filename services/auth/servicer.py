@@ -20,6 +20,7 @@ from google.rpc import error_details_pb2
 from services.auth.domain import AuthDomain
 from services.auth.keys import StoreTrustSource
 from services.auth.limits import TooManyAttempts, source_of
+from services.auth.orchestrator_client import PayloadKeyRotator
 from services.auth.store import DeploymentRow, UserRow
 from sevvo.auth.v1 import (
     auth_pb2,
@@ -29,7 +30,7 @@ from sevvo.auth.v1 import (
     users_pb2,
     users_pb2_grpc,
 )
-from sevvo.runtime.grpc_server import current_principal, status_for
+from sevvo.runtime.grpc_server import current_bearer, current_principal, status_for
 from sevvo.runtime.servicing import blocking, timestamp
 from sevvo.runtime.tokens import PrincipalKind
 
@@ -301,8 +302,9 @@ class UserServicer(users_pb2_grpc.UserServiceServicer):
 class DeploymentServicer(deployments_pb2_grpc.DeploymentServiceServicer):
     """sevvo.auth.v1.DeploymentService."""
 
-    def __init__(self, domain: AuthDomain) -> None:
+    def __init__(self, domain: AuthDomain, rotator: PayloadKeyRotator | None = None) -> None:
         self._domain = domain
+        self._rotator = rotator
 
     async def CreateDeployment(
         self, request: deployments_pb2.CreateDeploymentRequest, context: grpc.aio.ServicerContext
@@ -337,4 +339,9 @@ class DeploymentServicer(deployments_pb2_grpc.DeploymentServiceServicer):
         self, request: deployments_pb2.RevokeDeploymentRequest, context: grpc.aio.ServicerContext
     ) -> deployments_pb2.Deployment:
         row = await blocking(self._domain.revoke_deployment, current_principal(), request.id)
+        if self._rotator is not None:
+            # Before answering: once the admin sees the revocation, work started afterwards is
+            # encrypted with a key the revoked agent never held (when the call fails, the
+            # orchestrator's own check of revocations rotates within seconds instead).
+            await self._rotator.deployment_revoked(current_bearer(), str(row.id))
         return deployment_pb(row)

@@ -33,6 +33,11 @@ class OrchestratorConfig:
     queue_seconds: float = 300.0
     refresh_seconds: float = 2.0
     leeway_seconds: int = 10
+    # Payload keys: how often each org's key rotates on schedule, and how long Temporal keeps a
+    # closed workflow's history (the namespace retention): a superseded key is kept that long
+    # plus the longest run, then retired.
+    payload_key_rotation_days: int = 30
+    temporal_retention_days: int = 30
     log_level: str = "INFO"
 
     @classmethod
@@ -68,5 +73,11 @@ class OrchestratorConfig:
                 env, "SEVVO_TOKEN_REFRESH_SECONDS", 2.0, minimum=0.05, maximum=2.0
             ),
             leeway_seconds=c.integer(env, "SEVVO_TOKEN_LEEWAY_SECONDS", 10, minimum=0, maximum=30),
+            payload_key_rotation_days=c.integer(
+                env, "SEVVO_PAYLOAD_KEY_ROTATION_DAYS", 30, minimum=1, maximum=365
+            ),
+            temporal_retention_days=c.integer(
+                env, "SEVVO_TEMPORAL_RETENTION_DAYS", 30, minimum=1, maximum=3650
+            ),
             log_level=c.log_level(env),
         )

@@ -9,9 +9,8 @@ connection is the caller's org's (NOT_FOUND otherwise, before any run is recorde
 from __future__ import annotations
 
 import asyncio
-import secrets
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 
 from google.protobuf.internal.enum_type_wrapper import EnumTypeWrapper
@@ -20,8 +19,15 @@ from temporalio.service import RPCError
 
 from services.orchestrator import schedules
 from services.orchestrator.connections_client import ConnectionInfo, ConnectionLookup, not_dynamic
+from services.orchestrator.payload_keys import (
+    Maintenance,
+    PayloadKeys,
+    Rotation,
+    RotationReason,
+)
 from services.orchestrator.runs import (
     DEFAULT_QUEUE_ALLOWANCE,
+    WATCH_MARGIN,
     OrgClients,
     Outcome,
     RunFateUnknown,
@@ -29,13 +35,12 @@ from services.orchestrator.runs import (
     WorkKind,
 )
 from services.orchestrator.schedules import RotationSchedule
-from services.orchestrator.store import OrchestratorStore, PayloadKeyRow, RunRow
-from sevvo.runtime import paging, validation
+from services.orchestrator.store import OrchestratorStore, RunRow
+from sevvo.runtime import audit, paging, validation
 from sevvo.runtime import temporal as names
 from sevvo.runtime.errors import InvalidArgument, NotFound, PermissionDenied, Unavailable
 from sevvo.runtime.logs import get_logger
-from sevvo.runtime.payload_codec import OrgPayloadKeys, PayloadKey
-from sevvo.runtime.sealing import Keyring, Sealed, seal, unseal
+from sevvo.runtime.payload_codec import OrgPayloadKeys
 from sevvo.runtime.tokens import Principal
 from sevvo.workflows.v1 import workflows_pb2
 
@@ -113,43 +118,10 @@ def work_kinds(test_timeout: timedelta) -> dict[str, WorkKind]:
     }
 
 
-def _key_aad(org_id: uuid.UUID, key_id: str) -> bytes:
-    return f"sevvo.orchestrator.v1.payload_key|{org_id}|{key_id}".encode()
-
-
-class PayloadKeys:
-    """Per-org payload keys: created on first use, sealed at rest, cached in memory."""
-
-    def __init__(self, store: OrchestratorStore, keyring: Keyring) -> None:
-        self._store = store
-        self._keyring = keyring
-        self._cache: dict[uuid.UUID, OrgPayloadKeys] = {}
-
-    def for_org(self, org_id: uuid.UUID) -> OrgPayloadKeys:
-        """The org's keys, creating its first key when it has none."""
-        cached = self._cache.get(org_id)
-        if cached is not None:
-            return cached
-        rows = self._store.payload_keys(org_id)
-        if not rows:
-            key_id = f"pk-{secrets.token_hex(6)}"
-            sealed = seal(self._keyring, secrets.token_bytes(32), _key_aad(org_id, key_id))
-            self._store.insert_payload_key_if_none(
-                PayloadKeyRow(org_id, key_id, sealed.key_id, sealed.blob, datetime.now(UTC))
-            )
-            rows = self._store.payload_keys(org_id)
-        keys = [
-            PayloadKey(
-                row.key_id,
-                unseal(
-                    self._keyring, Sealed(row.kek_id, row.sealed_key), _key_aad(org_id, row.key_id)
-                ),
-            )
-            for row in rows
-        ]
-        org_keys = OrgPayloadKeys(str(org_id), keys, current_id=rows[-1].key_id)
-        self._cache[org_id] = org_keys
-        return org_keys
+def longest_run(test_timeout: timedelta, queue_allowance: timedelta) -> timedelta:
+    """The longest any run can go on: its kind's time to run, the wait in the queue, a margin."""
+    slowest = max(kind.timeout for kind in work_kinds(test_timeout).values())
+    return slowest + queue_allowance + WATCH_MARGIN
 
 
 class OrchestratorDomain:
@@ -165,8 +137,10 @@ class OrchestratorDomain:
         test_timeout: timedelta,
         queue_allowance: timedelta = DEFAULT_QUEUE_ALLOWANCE,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        revoked_deployments: Callable[[], Mapping[str, datetime]] = dict,
     ) -> None:
         self._store = store
+        self.revoked_deployments = revoked_deployments
         self._keys = payload_keys
         self._clients = clients
         self._connections = connections
@@ -304,7 +278,8 @@ class OrchestratorDomain:
         if not (await self._connection(caller, bearer, target)).dynamic:
             raise not_dynamic()
         org_id = uuid.UUID(caller.org_id)
-        client = await self._clients.for_org_async(org_id)
+        # A schedule's input is encrypted once, when written: with the key current now.
+        client = await self._clients.for_new_work(org_id)
         try:
             if not interval:
                 await schedules.delete(client, org_id, target)
@@ -382,9 +357,58 @@ class OrchestratorDomain:
         )
         return paging.page_of(rows, limit, lambda r: (r.started_at, r.id))
 
+    # Payload keys.
+
     async def payload_keys(self, caller: Principal) -> OrgPayloadKeys:
-        """The caller's org's payload keys (agents only)."""
-        return await asyncio.to_thread(self._keys.for_org, uuid.UUID(caller.org_id))
+        """The caller's org's payload keys (agents only; a deployment known revoked gets none)."""
+        return await asyncio.to_thread(
+            self._keys.for_deployment, uuid.UUID(caller.org_id), caller.subject_id
+        )
+
+    async def rotate_payload_key(self, caller: Principal, revoked_deployment_id: str) -> Rotation:
+        """Makes a new key the caller's org's current one (admins; the interceptor checks).
+
+        Naming a revoked deployment (auth does, forwarding the revoking admin's bearer) also
+        refuses that deployment every key, and makes a second call for it rotate nothing.
+        """
+        deployment = (
+            str(validation.resource_id("revoked_deployment_id", revoked_deployment_id))
+            if revoked_deployment_id
+            else None
+        )
+        return await asyncio.to_thread(
+            self._keys.rotate,
+            uuid.UUID(caller.org_id),
+            audit.Actor.of(caller),
+            RotationReason.DEPLOYMENT_REVOKED if deployment else RotationReason.OPERATOR,
+            revoked_deployment=deployment,
+        )
+
+    async def maintain_payload_keys(self) -> Maintenance:
+        """Rotates for revocations the verifier knows and on schedule; retires old keys."""
+        return await self._keys.maintain(self.revoked_deployments(), self._rekey_schedules)
+
+    async def _rekey_schedules(self, org_id: uuid.UUID) -> None:
+        client = await self._clients.for_new_work(org_id)
+        count = await schedules.rekey(client, org_id, self._test_timeout)
+        if count:
+            log.info("schedules rewritten under the current payload key", schedules=count)
+
+    async def maintain_payload_keys_forever(self, interval: float) -> None:
+        """Runs :meth:`maintain_payload_keys` every ``interval`` seconds until cancelled."""
+        while True:
+            try:
+                done = await self.maintain_payload_keys()
+                if done != Maintenance():
+                    log.info(
+                        "payload keys maintained",
+                        revocation_rotations=done.revocation_rotations,
+                        scheduled_rotations=done.scheduled_rotations,
+                        retired=done.retired,
+                    )
+            except Exception as exc:  # The store or Temporal may be restarting.
+                log.warning("payload key maintenance failed", error=type(exc).__name__)
+            await asyncio.sleep(interval)
 
 
 def _temporal_unavailable(exc: RPCError) -> Unavailable:

@@ -43,7 +43,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from services.orchestrator.store import OrchestratorStore, RunRow
 from sevvo.runtime import temporal
 from sevvo.runtime.logs import get_logger
-from sevvo.runtime.payload_codec import OrgPayloadKeys, data_converter
+from sevvo.runtime.payload_codec import KeyRefresher, OrgPayloadKeys, data_converter
 from sevvo.runtime.troubleshooting import RUN_OUTCOME_HINTS
 
 log = get_logger(__name__)
@@ -113,7 +113,11 @@ class WorkKind:
 
 
 class OrgClients:
-    """One Temporal connection; a client per org whose data converter holds the org's keys."""
+    """One Temporal connection; a client per org whose data converter holds the org's keys.
+
+    ``keys_for`` reads the org's keys from the store and updates, in place, the object it
+    returned before, which the org's client's codec holds.
+    """
 
     def __init__(self, base: Client, keys_for: Callable[[uuid.UUID], OrgPayloadKeys]) -> None:
         self.base = base
@@ -125,10 +129,19 @@ class OrgClients:
         client = self._clients.get(org_id)
         if client is None:
             config = self.base.config()
-            config["data_converter"] = data_converter(self._keys_for(org_id))
+            # A result under a key newer than this replica has seen (an agent fetched it after
+            # a rotation another replica made) is read after one fetch from the store.
+            refresher = KeyRefresher(lambda: asyncio.to_thread(self._keys_for, org_id))
+            config["data_converter"] = data_converter(self._keys_for(org_id), refresher)
             client = Client(**config)
             self._clients[org_id] = client
         return client
+
+    async def for_new_work(self, org_id: uuid.UUID) -> Client:
+        """The org's client, its keys read from the store first: work started with it is
+        encrypted with the key current now, even if another replica rotated it a moment ago."""
+        await asyncio.to_thread(self._keys_for, org_id)
+        return await self.for_org_async(org_id)
 
     async def for_org_async(self, org_id: uuid.UUID) -> Client:
         """The org's client, reading its keys off the event loop when not cached."""
@@ -232,12 +245,13 @@ class RunTracker:
         is answered within the retry window the run is left for the reconciler, which ends it
         not_started once Temporal (answering again) still does not know it.
         """
-        client = await self._clients.for_org_async(run.org_id)
         loop = asyncio.get_running_loop()
         give_up = loop.time() + self._start_retry_window.total_seconds()
         delay = 0.5
         while True:
             try:
+                # Read the org's keys before every attempt: a rotation may have just committed.
+                client = await self._clients.for_new_work(run.org_id)
                 return await client.start_workflow(
                     spec.workflow,
                     request_for(run),
@@ -512,6 +526,7 @@ __all__ = [
     "AGENT_BUSY",
     "AGENT_UNAVAILABLE",
     "NOT_STARTED",
+    "WATCH_MARGIN",
     "WORKFLOW_FAILED",
     "OrgClients",
     "Outcome",

@@ -99,6 +99,23 @@ async def get(client: Client, org_id: uuid.UUID, connection_id: uuid.UUID) -> Ro
     )
 
 
+async def rekey(client: Client, org_id: uuid.UUID, execution_timeout: timedelta) -> int:
+    """Writes each of the org's schedules again, so its stored input is encrypted with the key
+    ``client`` encrypts with now; returns how many. Old keys can then retire without breaking a
+    schedule's next start."""
+    prefix = schedule_id(org_id, uuid.UUID(int=0)).removesuffix(str(uuid.UUID(int=0)))
+    count = 0
+    async for listed in await client.list_schedules():
+        if not listed.id.startswith(prefix):
+            continue
+        connection_id = uuid.UUID(listed.id.removeprefix(prefix))
+        current = await get(client, org_id, connection_id)
+        if current.interval is not None:
+            await put(client, org_id, connection_id, current.interval, execution_timeout)
+            count += 1
+    return count
+
+
 async def delete(client: Client, org_id: uuid.UUID, connection_id: uuid.UUID) -> bool:
     """Removes the connection's schedule; False when there was none."""
     try:

@@ -11,7 +11,8 @@ from temporalio.client import Client
 
 from services.orchestrator.config import OrchestratorConfig
 from services.orchestrator.connections_client import ConnectionsClient
-from services.orchestrator.domain import OrchestratorDomain, PayloadKeys
+from services.orchestrator.domain import OrchestratorDomain, longest_run
+from services.orchestrator.payload_keys import KeyPolicy, PayloadKeys
 from services.orchestrator.runs import OrgClients
 from services.orchestrator.servicer import OrchestratorServicer, PayloadKeyServicer
 from services.orchestrator.store import OrchestratorStore
@@ -41,6 +42,8 @@ ACCESS: dict[str, Access] = {
     f"/{_ORCHESTRATOR}/DeleteRootRotationSchedule": Access.USER,
     # Payload keys decrypt the org's workflow history: its own agents only.
     f"/{_KEYS}/GetPayloadKeys": Access.AGENT,
+    # An org admin, or auth forwarding the admin who revoked a deployment.
+    f"/{_KEYS}/RotatePayloadKey": Access.ADMIN,
 }
 
 
@@ -50,11 +53,22 @@ class OrchestratorApp:
     def __init__(self, config: OrchestratorConfig) -> None:
         self.config = config
         self.store = OrchestratorStore(config.database_url)
-        self.payload_keys = PayloadKeys(self.store, config.keyring)
+        test_timeout = timedelta(seconds=config.test_timeout_seconds)
+        queue_allowance = timedelta(seconds=config.queue_seconds)
+        self.payload_keys = PayloadKeys(
+            self.store,
+            config.keyring,
+            KeyPolicy(
+                rotation_period=timedelta(days=config.payload_key_rotation_days),
+                history_retention=timedelta(days=config.temporal_retention_days),
+                longest_run=longest_run(test_timeout, queue_allowance),
+            ),
+        )
         self.domain: OrchestratorDomain | None = None
         self._auth_channel: grpc.Channel | None = None
         self._connections: ConnectionsClient | None = None
         self._reconciler: asyncio.Task[None] | None = None
+        self._key_maintenance: asyncio.Task[None] | None = None
 
     async def open(self) -> None:
         """Migrates the schema, connects to Temporal and starts reconciling runs."""
@@ -74,7 +88,7 @@ class OrchestratorApp:
         self.domain = OrchestratorDomain(
             self.store,
             self.payload_keys,
-            OrgClients(client, self.payload_keys.for_org),
+            OrgClients(client, self.payload_keys.fresh),
             self._connections,
             test_timeout=timedelta(seconds=self.config.test_timeout_seconds),
             queue_allowance=timedelta(seconds=self.config.queue_seconds),
@@ -84,13 +98,25 @@ class OrchestratorApp:
             self.domain.runs.reconcile_forever(self.config.reconcile_seconds),
             name="run-reconciler",
         )
+        self._key_maintenance = asyncio.get_running_loop().create_task(
+            self.domain.maintain_payload_keys_forever(self.config.reconcile_seconds),
+            name="payload-key-maintenance",
+        )
+
+    def watch_revocations(self, verifier: TokenVerifier) -> None:
+        """Rotates the payload key of any org a deployment revoked in ``verifier``'s eyes was
+        given, even when auth's call to rotate it at revocation did not arrive."""
+        if self.domain is None:
+            raise RuntimeError("open() the orchestrator before watching revocations")
+        self.domain.revoked_deployments = verifier.revoked_deployments
 
     async def aclose(self) -> None:
         """Stops reconciling and closes the store and channels."""
-        if self._reconciler is not None:
-            self._reconciler.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reconciler
+        for task in (self._reconciler, self._key_maintenance):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self.domain is not None:
             await self.domain.runs.close()
         if self._connections is not None:
@@ -99,8 +125,9 @@ class OrchestratorApp:
 
     def close(self) -> None:
         """Closes the store and the channel to auth."""
-        if self._reconciler is not None:
-            self._reconciler.cancel()
+        for task in (self._reconciler, self._key_maintenance):
+            if task is not None:
+                task.cancel()
         self.store.close()
         if self._auth_channel is not None:
             self._auth_channel.close()
@@ -143,6 +170,7 @@ async def serve(config: OrchestratorConfig) -> None:
     await app.open()
     verifier = app.remote_verifier()
     verifier.start()
+    app.watch_revocations(verifier)
     server, port = await start_server(
         [app.spec()], verifier=verifier, tls=config.tls, host=config.host, port=config.port
     )

@@ -142,7 +142,7 @@ class OrchestratorServicer(pb_grpc.OrchestratorServiceServicer):
 
 
 class PayloadKeyServicer(pb_grpc.PayloadKeyServiceServicer):
-    """sevvo.orchestrator.v1.PayloadKeyService (agent bearers only)."""
+    """sevvo.orchestrator.v1.PayloadKeyService: keys for agents, rotation for admins."""
 
     def __init__(self, domain: OrchestratorDomain) -> None:
         self._domain = domain
@@ -154,4 +154,17 @@ class PayloadKeyServicer(pb_grpc.PayloadKeyServiceServicer):
         return pb.GetPayloadKeysResponse(
             keys=[pb.PayloadKey(key_id=k, key=keys.get(k).key) for k in sorted(keys.key_ids)],
             current_key_id=keys.current_id,
+        )
+
+    async def RotatePayloadKey(
+        self, request: pb.RotatePayloadKeyRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RotatePayloadKeyResponse:
+        rotation = await self._domain.rotate_payload_key(
+            current_principal(), request.revoked_deployment_id
+        )
+        return pb.RotatePayloadKeyResponse(
+            current_key_id=rotation.current.key_id,
+            previous_key_id=rotation.previous_key_id or "",
+            rotated=rotation.rotated,
+            current_since_time=timestamp(rotation.current.created_at),
         )

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
+import psycopg
 from psycopg.rows import class_row
 
+from sevvo.runtime import audit
 from sevvo.runtime.store import SchemaStore
 
 SCHEMA = "orchestrator"
@@ -50,11 +55,100 @@ class PayloadKeyRow:
     created_at: datetime
 
 
+class KeyRotation:
+    """One org's payload keys inside a transaction that holds the org's key lock.
+
+    Replicas rotating the same org at once take turns, so each decides on the key the other
+    left current; the change and its audit record commit together or not at all.
+    """
+
+    def __init__(self, conn: psycopg.Connection[Any], org_id: uuid.UUID) -> None:
+        self._conn = conn
+        self.org_id = org_id
+
+    def current(self) -> PayloadKeyRow | None:
+        """The org's current (newest) key, if it has one."""
+        with self._conn.cursor(row_factory=class_row(PayloadKeyRow)) as cur:
+            cur.execute(
+                "select * from payload_keys where org_id = %s"
+                " order by created_at desc, key_id desc limit 1",
+                (self.org_id,),
+            )
+            return cur.fetchone()
+
+    def refuse(self, deployment_id: str, at: datetime) -> bool:
+        """Refuses the deployment every key from now on; True unless it already was."""
+        cur = self._conn.execute(
+            "insert into payload_key_refused_deployments (org_id, deployment_id, refused_at)"
+            " values (%s, %s, %s) on conflict do nothing",
+            (self.org_id, deployment_id, at),
+        )
+        return cur.rowcount == 1
+
+    def fetched(self, deployment_id: str, key_id: str) -> bool:
+        """Whether the deployment was ever given the key."""
+        return (
+            self._conn.execute(
+                "select 1 from payload_key_fetches where org_id = %s and deployment_id = %s"
+                " and key_id = %s",
+                (self.org_id, deployment_id, key_id),
+            ).fetchone()
+            is not None
+        )
+
+    def insert(self, row: PayloadKeyRow) -> PayloadKeyRow:
+        """Adds a key that becomes current: created after every key the org has, whatever
+        this replica's clock says."""
+        with self._conn.cursor(row_factory=class_row(PayloadKeyRow)) as cur:
+            cur.execute(
+                "insert into payload_keys (org_id, key_id, kek_id, sealed_key, created_at)"
+                " select %s, %s, %s, %s, greatest(%s, max(created_at) + interval '1 microsecond')"
+                " from payload_keys where org_id = %s returning *",
+                (row.org_id, row.key_id, row.kek_id, row.sealed_key, row.created_at, row.org_id),
+            )
+            inserted = cur.fetchone()
+        assert inserted is not None
+        return inserted
+
+    def retire(self, key_id: str, superseded_before: datetime) -> bool:
+        """Deletes a key that stopped being current before ``superseded_before``."""
+        cur = self._conn.execute(
+            "delete from payload_keys k where org_id = %s and key_id = %s and exists ("
+            " select 1 from payload_keys n where n.org_id = k.org_id"
+            " and (n.created_at, n.key_id) > (k.created_at, k.key_id) and n.created_at < %s)",
+            (self.org_id, key_id, superseded_before),
+        )
+        return cur.rowcount == 1
+
+    def audit(
+        self,
+        actor: audit.Actor,
+        action: str,
+        key_id: str,
+        details: dict[str, str],
+    ) -> None:
+        """Records what happened to one of the org's keys (ids and reasons, never key bytes)."""
+        audit.record(
+            self._conn,
+            org_id=self.org_id,
+            actor=actor,
+            action=action,
+            target_type="payload_key",
+            target_id=key_id,
+            details=details,
+        )
+
+
 class OrchestratorStore(SchemaStore):
     """Data access for runs and payload keys."""
 
     schema = SCHEMA
     migrations_dir = MIGRATIONS
+
+    def open(self) -> None:
+        """Applies the orchestrator's and the shared audit log's migrations, then opens the pool."""
+        audit.apply_migrations(self._conninfo)
+        super().open()
 
     def insert_run(self, run: RunRow) -> None:
         """Records a run that is starting."""
@@ -178,6 +272,85 @@ class OrchestratorStore(SchemaStore):
                 (org_id,),
             )
             return cur.fetchall()
+
+    def payload_keys_for_deployment(
+        self, org_id: uuid.UUID, deployment_id: str
+    ) -> list[PayloadKeyRow] | None:
+        """An org's keys for one of its deployments, recorded as given to it; None when the
+        deployment is refused.
+
+        One statement reads the keys and the refusal, so a rotation that refuses the
+        deployment is seen whole or not at all: a refused deployment never gets the key that
+        replaced the ones it held.
+        """
+        with self.transaction() as conn, conn.cursor(row_factory=class_row(PayloadKeyRow)) as cur:
+            cur.execute(
+                "select * from payload_keys where org_id = %s and not exists ("
+                " select 1 from payload_key_refused_deployments where org_id = %s"
+                " and deployment_id = %s) order by created_at, key_id",
+                (org_id, org_id, deployment_id),
+            )
+            rows = cur.fetchall()
+            if not rows:
+                refused = conn.execute(
+                    "select 1 from payload_key_refused_deployments where org_id = %s"
+                    " and deployment_id = %s",
+                    (org_id, deployment_id),
+                ).fetchone()
+                return None if refused is not None else []
+            conn.execute(
+                "insert into payload_key_fetches (org_id, deployment_id, key_id)"
+                " select org_id, %s, key_id from payload_keys where org_id = %s"
+                " and key_id = any(%s) on conflict do nothing",
+                (deployment_id, org_id, [row.key_id for row in rows]),
+            )
+            return rows
+
+    @contextmanager
+    def key_rotation(self, org_id: uuid.UUID) -> Iterator[KeyRotation]:
+        """A transaction holding the org's key lock (the same lock that guards its first key)."""
+        with self.transaction() as conn:
+            conn.execute(
+                "select pg_advisory_xact_lock(%s, hashtext(%s))", (_KEY_CREATION_LOCK, str(org_id))
+            )
+            yield KeyRotation(conn, org_id)
+
+    def orgs_with_keys_created_before(self, before: datetime, limit: int) -> list[uuid.UUID]:
+        """Orgs whose current key was created before ``before``: due for a scheduled rotation."""
+        with self.connection() as conn:
+            rows = conn.execute(
+                "select org_id from payload_keys group by org_id having max(created_at) < %s"
+                " limit %s",
+                (before, limit),
+            ).fetchall()
+        return [row[0] for row in rows]
+
+    def superseded_keys(self, before: datetime, limit: int) -> list[tuple[uuid.UUID, str]]:
+        """(org, key id) of keys that stopped being current before ``before``."""
+        with self.connection() as conn:
+            rows = conn.execute(
+                "select k.org_id, k.key_id from payload_keys k where exists ("
+                " select 1 from payload_keys n where n.org_id = k.org_id"
+                " and (n.created_at, n.key_id) > (k.created_at, k.key_id) and n.created_at < %s)"
+                " order by k.created_at limit %s",
+                (before, limit),
+            ).fetchall()
+        return [(row[0], row[1]) for row in rows]
+
+    def unrefused_holders(self, deployment_ids: Sequence[str]) -> list[tuple[uuid.UUID, str]]:
+        """(org, deployment) pairs among ``deployment_ids`` that were given a key and are not
+        refused yet: revoked deployments whose org still needs a rotation."""
+        if not deployment_ids:
+            return []
+        with self.connection() as conn:
+            rows = conn.execute(
+                "select distinct f.org_id, f.deployment_id from payload_key_fetches f"
+                " where f.deployment_id = any(%s) and not exists ("
+                " select 1 from payload_key_refused_deployments r where r.org_id = f.org_id"
+                " and r.deployment_id = f.deployment_id)",
+                (list(deployment_ids),),
+            ).fetchall()
+        return [(row[0], row[1]) for row in rows]
 
     def insert_payload_key_if_none(self, row: PayloadKeyRow) -> None:
         """Stores an org's first key, unless a concurrent caller already did."""

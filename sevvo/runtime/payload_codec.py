@@ -13,11 +13,13 @@ class name). None of those may carry customer data or secrets.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import os
 import struct
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
@@ -29,7 +31,10 @@ from temporalio.api.common.v1 import Payload
 
 from sevvo.runtime.config import ConfigError
 from sevvo.runtime.errors import SevvoError
+from sevvo.runtime.logs import get_logger
 from sevvo.runtime.sealing import KEY_BYTES, KEY_ID_PATTERN
+
+log = get_logger(__name__)
 
 ENCODING = b"binary/encrypted"
 """The ``encoding`` metadata of an encrypted payload."""
@@ -164,6 +169,45 @@ class OrgPayloadKeys:
         )
 
 
+class KeyRefresher:
+    """Fetches an org's keys again when a payload names a key this process does not hold.
+
+    Keys rotate (on a schedule, by an operator, when a deployment is revoked), and work started
+    under a new key can reach a process before its periodic refresh does. Each caller gets a
+    fetch that started after it asked, so a payload under a key created a moment ago is
+    readable on the retry; fetches run one at a time, at most one per ``min_interval`` seconds,
+    so payloads naming made-up key ids cannot turn into a flood of key requests.
+    """
+
+    def __init__(
+        self,
+        fetch: Callable[[], Awaitable[object]],
+        *,
+        min_interval: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """``fetch`` installs the org's current keys (raising when it cannot)."""
+        self._fetch = fetch
+        self._min_interval = min_interval
+        self._clock = clock
+        self._lock: asyncio.Lock | None = None
+        self._last_started: float | None = None
+
+    async def refresh(self) -> None:
+        """Fetches the keys, unless a fetch that started after this call already ran."""
+        asked = self._clock()
+        if self._lock is None:  # Created here: it belongs to the loop the codec runs in.
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            last = self._last_started
+            if last is not None and last >= asked:
+                return
+            if last is not None and (wait := last + self._min_interval - self._clock()) > 0:
+                await asyncio.sleep(wait)
+            self._last_started = self._clock()
+            await self._fetch()
+
+
 class EncryptionCodec(temporalio.converter.PayloadCodec):
     """Encrypts every payload with the org's current key; decrypts only what it encrypted.
 
@@ -180,9 +224,14 @@ class EncryptionCodec(temporalio.converter.PayloadCodec):
     client opts in with ``header_codec_behavior``, so interceptors must not put secrets there.
     """
 
-    def __init__(self, keys: OrgPayloadKeys) -> None:
-        """Encrypt and decrypt with ``keys``, which may be updated while the codec is in use."""
+    def __init__(self, keys: OrgPayloadKeys, refresher: KeyRefresher | None = None) -> None:
+        """Encrypt and decrypt with ``keys``, which may be updated while the codec is in use.
+
+        With a ``refresher``, a payload under a key not held here makes it fetch the org's
+        keys once before the payload is refused.
+        """
         self._keys = keys
+        self._refresher = refresher
 
     @property
     def keys(self) -> OrgPayloadKeys:
@@ -210,6 +259,17 @@ class EncryptionCodec(temporalio.converter.PayloadCodec):
 
     async def decode(self, payloads: Sequence[Payload]) -> list[Payload]:
         """Decrypt each payload; raise :class:`PayloadUnreadable` for anything else."""
+        try:
+            return [self._decrypt(payload) for payload in payloads]
+        except PayloadKeyUnknown as unknown:
+            if self._refresher is None:
+                raise
+            try:
+                await self._refresher.refresh()
+            except Exception as exc:  # The key is still unknown: refuse as before.
+                log.warning("payload key fetch failed", error=type(exc).__name__)
+                raise unknown from None
+            log.info("payload keys fetched for an unknown key", key_id=unknown.key_id[:64])
         return [self._decrypt(payload) for payload in payloads]
 
     def _decrypt(self, payload: Payload) -> Payload:
@@ -248,7 +308,9 @@ class EncryptionCodec(temporalio.converter.PayloadCodec):
         return Payload.FromString(plaintext)
 
 
-def data_converter(keys: OrgPayloadKeys) -> temporalio.converter.DataConverter:
+def data_converter(
+    keys: OrgPayloadKeys, refresher: KeyRefresher | None = None
+) -> temporalio.converter.DataConverter:
     """Temporal's default converter (JSON, protobuf binary/JSON) with payloads encrypted.
 
     ``DefaultFailureConverterWithEncodedAttributes`` moves each failure's message and stack
@@ -257,7 +319,7 @@ def data_converter(keys: OrgPayloadKeys) -> temporalio.converter.DataConverter:
     """
     return dataclasses.replace(
         temporalio.converter.DataConverter.default,
-        payload_codec=EncryptionCodec(keys),
+        payload_codec=EncryptionCodec(keys, refresher),
         failure_converter_class=temporalio.converter.DefaultFailureConverterWithEncodedAttributes,
     )
 

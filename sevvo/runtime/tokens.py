@@ -156,6 +156,11 @@ class TokenVerifier:
         state = self._state
         return None if state is None else state.fetched_at
 
+    def revoked_deployments(self) -> Mapping[str, datetime]:
+        """Deployments auth reports revoked (recent ones), by id; empty before the first fetch."""
+        state = self._state
+        return {} if state is None else state.revoked_deployments
+
     def start(self) -> None:
         """Starts background refreshing; the first fetch is attempted before returning."""
         try:

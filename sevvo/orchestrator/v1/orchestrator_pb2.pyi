@@ -171,3 +171,21 @@ class GetPayloadKeysResponse(_message.Message):
     keys: _containers.RepeatedCompositeFieldContainer[PayloadKey]
     current_key_id: str
     def __init__(self, keys: _Optional[_Iterable[_Union[PayloadKey, _Mapping]]] = ..., current_key_id: _Optional[str] = ...) -> None: ...
+
+class RotatePayloadKeyRequest(_message.Message):
+    __slots__ = ("revoked_deployment_id",)
+    REVOKED_DEPLOYMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    revoked_deployment_id: str
+    def __init__(self, revoked_deployment_id: _Optional[str] = ...) -> None: ...
+
+class RotatePayloadKeyResponse(_message.Message):
+    __slots__ = ("current_key_id", "previous_key_id", "rotated", "current_since_time")
+    CURRENT_KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    ROTATED_FIELD_NUMBER: _ClassVar[int]
+    CURRENT_SINCE_TIME_FIELD_NUMBER: _ClassVar[int]
+    current_key_id: str
+    previous_key_id: str
+    rotated: bool
+    current_since_time: _timestamp_pb2.Timestamp
+    def __init__(self, current_key_id: _Optional[str] = ..., previous_key_id: _Optional[str] = ..., rotated: _Optional[bool] = ..., current_since_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...

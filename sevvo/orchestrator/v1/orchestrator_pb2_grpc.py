@@ -446,6 +446,11 @@ class PayloadKeyServiceStub:
                 request_serializer=sevvo_dot_orchestrator_dot_v1_dot_orchestrator__pb2.GetPayloadKeysRequest.SerializeToString,
                 response_deserializer=sevvo_dot_orchestrator_dot_v1_dot_orchestrator__pb2.GetPayloadKeysResponse.FromString,
                 _registered_method=True)
+        self.RotatePayloadKey = channel.unary_unary(
+                '/sevvo.orchestrator.v1.PayloadKeyService/RotatePayloadKey',
+                request_serializer=sevvo_dot_orchestrator_dot_v1_dot_orchestrator__pb2.RotatePayloadKeyRequest.SerializeToString,
+                response_deserializer=sevvo_dot_orchestrator_dot_v1_dot_orchestrator__pb2.RotatePayloadKeyResponse.FromString,
+                _registered_method=True)
 
 
 class PayloadKeyServiceServicer:
@@ -459,6 +464,18 @@ class PayloadKeyServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RotatePayloadKey(self, request, context):
+        """Makes a fresh key the caller's org's current payload key; org admins only (user bearer),
+        the org taken from the token. Work started after this returns is encrypted with the new
+        key by every orchestrator replica. Superseded keys keep decrypting the histories that need
+        them and are retired once the namespace retention plus the longest run have passed. Auth
+        calls this with the revoking admin's bearer after RevokeDeployment, naming the deployment:
+        that deployment's agent is then refused every payload key, old or new. Audited.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PayloadKeyServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -466,6 +483,11 @@ def add_PayloadKeyServiceServicer_to_server(servicer, server):
                     servicer.GetPayloadKeys,
                     request_deserializer=sevvo_dot_orchestrator_dot_v1_dot_orchestrator__pb2.GetPayloadKeysRequest.FromString,
                     response_serializer=sevvo_dot_orchestrator_dot_v1_dot_orchestrator__pb2.GetPayloadKeysResponse.SerializeToString,
+            ),
+            'RotatePayloadKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.RotatePayloadKey,
+                    request_deserializer=sevvo_dot_orchestrator_dot_v1_dot_orchestrator__pb2.RotatePayloadKeyRequest.FromString,
+                    response_serializer=sevvo_dot_orchestrator_dot_v1_dot_orchestrator__pb2.RotatePayloadKeyResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -496,6 +518,33 @@ class PayloadKeyService:
             '/sevvo.orchestrator.v1.PayloadKeyService/GetPayloadKeys',
             sevvo_dot_orchestrator_dot_v1_dot_orchestrator__pb2.GetPayloadKeysRequest.SerializeToString,
             sevvo_dot_orchestrator_dot_v1_dot_orchestrator__pb2.GetPayloadKeysResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RotatePayloadKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sevvo.orchestrator.v1.PayloadKeyService/RotatePayloadKey',
+            sevvo_dot_orchestrator_dot_v1_dot_orchestrator__pb2.RotatePayloadKeyRequest.SerializeToString,
+            sevvo_dot_orchestrator_dot_v1_dot_orchestrator__pb2.RotatePayloadKeyResponse.FromString,
             options,
             channel_credentials,
             insecure,

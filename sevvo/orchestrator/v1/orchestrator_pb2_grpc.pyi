@@ -210,6 +210,14 @@ class PayloadKeyServiceStub:
     def __new__(cls, channel: _aio.Channel) -> PayloadKeyServiceAsyncStub: ...
     GetPayloadKeys: _grpc.UnaryUnaryMultiCallable[_orchestrator_pb2.GetPayloadKeysRequest, _orchestrator_pb2.GetPayloadKeysResponse]
     """Returns the caller's org's payload keys; requires an agent bearer."""
+    RotatePayloadKey: _grpc.UnaryUnaryMultiCallable[_orchestrator_pb2.RotatePayloadKeyRequest, _orchestrator_pb2.RotatePayloadKeyResponse]
+    """Makes a fresh key the caller's org's current payload key; org admins only (user bearer),
+    the org taken from the token. Work started after this returns is encrypted with the new
+    key by every orchestrator replica. Superseded keys keep decrypting the histories that need
+    them and are retired once the namespace retention plus the longest run have passed. Auth
+    calls this with the revoking admin's bearer after RevokeDeployment, naming the deployment:
+    that deployment's agent is then refused every payload key, old or new. Audited.
+    """
 
 @_typing.type_check_only
 class PayloadKeyServiceAsyncStub(PayloadKeyServiceStub):
@@ -218,6 +226,14 @@ class PayloadKeyServiceAsyncStub(PayloadKeyServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     GetPayloadKeys: _aio.UnaryUnaryMultiCallable[_orchestrator_pb2.GetPayloadKeysRequest, _orchestrator_pb2.GetPayloadKeysResponse]  # type: ignore[assignment]
     """Returns the caller's org's payload keys; requires an agent bearer."""
+    RotatePayloadKey: _aio.UnaryUnaryMultiCallable[_orchestrator_pb2.RotatePayloadKeyRequest, _orchestrator_pb2.RotatePayloadKeyResponse]  # type: ignore[assignment]
+    """Makes a fresh key the caller's org's current payload key; org admins only (user bearer),
+    the org taken from the token. Work started after this returns is encrypted with the new
+    key by every orchestrator replica. Superseded keys keep decrypting the histories that need
+    them and are retired once the namespace retention plus the longest run have passed. Auth
+    calls this with the revoking admin's bearer after RevokeDeployment, naming the deployment:
+    that deployment's agent is then refused every payload key, old or new. Audited.
+    """
 
 class PayloadKeyServiceServicer(metaclass=_abc_1.ABCMeta):
     """PayloadKeyService gives an org's agents the keys that encrypt its Temporal payloads."""
@@ -229,5 +245,19 @@ class PayloadKeyServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_orchestrator_pb2.GetPayloadKeysResponse, _abc.Awaitable[_orchestrator_pb2.GetPayloadKeysResponse]]:
         """Returns the caller's org's payload keys; requires an agent bearer."""
+
+    @_abc_1.abstractmethod
+    def RotatePayloadKey(
+        self,
+        request: _orchestrator_pb2.RotatePayloadKeyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_orchestrator_pb2.RotatePayloadKeyResponse, _abc.Awaitable[_orchestrator_pb2.RotatePayloadKeyResponse]]:
+        """Makes a fresh key the caller's org's current payload key; org admins only (user bearer),
+        the org taken from the token. Work started after this returns is encrypted with the new
+        key by every orchestrator replica. Superseded keys keep decrypting the histories that need
+        them and are retired once the namespace retention plus the longest run have passed. Auth
+        calls this with the revoking admin's bearer after RevokeDeployment, naming the deployment:
+        that deployment's agent is then refused every payload key, old or new. Audited.
+        """
 
 def add_PayloadKeyServiceServicer_to_server(servicer: PayloadKeyServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,132 @@
+"""The parts around payload key rotation: settings, auth's call, schedules rewritten on a server."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from temporalio.api.workflowservice.v1 import DescribeScheduleRequest
+from temporalio.client import Client
+
+from devstack.processes import free_port
+from devstack.temporal import TemporalDevServer
+from services.auth.orchestrator_client import PayloadKeyRotator
+from services.orchestrator import schedules
+from services.orchestrator.config import OrchestratorConfig
+from services.orchestrator.domain import longest_run
+from sevvo.runtime.config import ConfigError
+from sevvo.runtime.grpc_client import ClientTls
+from sevvo.runtime.payload_codec import (
+    KEY_ID_METADATA,
+    OrgPayloadKeys,
+    PayloadKey,
+    data_converter,
+)
+from sevvo.runtime.sealing import Keyring
+
+ORG = uuid.uuid4()
+
+
+@pytest.fixture
+def orchestrator_env(tmp_path: Path) -> dict[str, str]:
+    """A complete orchestrator environment."""
+    for name in ("tls.crt", "tls.key"):
+        (tmp_path / name).write_text("x")
+    return {
+        "SEVVO_DATABASE_URL": "postgresql://o:pw@db:5432/sevvo",
+        "SEVVO_TLS_CERT_FILE": str(tmp_path / "tls.crt"),
+        "SEVVO_TLS_KEY_FILE": str(tmp_path / "tls.key"),
+        "SEVVO_ORCHESTRATOR_KEYRING": Keyring.generate().to_json(),
+        "SEVVO_TEMPORAL_ADDRESS": "temporal:7233",
+        "SEVVO_AUTH_ENDPOINT": "auth:8443",
+        "SEVVO_CONNECTIONS_ENDPOINT": "connections:8443",
+    }
+
+
+def test_key_rotation_and_retention_default_to_thirty_days(
+    orchestrator_env: dict[str, str],
+) -> None:
+    """Unset, keys rotate every 30 days and histories are assumed kept 30 days."""
+    config = OrchestratorConfig.load(orchestrator_env)
+    assert (config.payload_key_rotation_days, config.temporal_retention_days) == (30, 30)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("SEVVO_PAYLOAD_KEY_ROTATION_DAYS", "0"),
+        ("SEVVO_PAYLOAD_KEY_ROTATION_DAYS", "366"),
+        ("SEVVO_PAYLOAD_KEY_ROTATION_DAYS", "monthly"),
+        ("SEVVO_TEMPORAL_RETENTION_DAYS", "0"),
+        ("SEVVO_TEMPORAL_RETENTION_DAYS", "1.5"),
+    ],
+)
+def test_bad_key_settings_fail_at_start_naming_the_variable(
+    orchestrator_env: dict[str, str], variable: str, value: str
+) -> None:
+    """An out-of-range or malformed key setting stops the orchestrator, naming the variable."""
+    with pytest.raises(ConfigError, match=variable):
+        OrchestratorConfig.load({**orchestrator_env, variable: value})
+
+
+def test_the_longest_run_covers_the_slowest_kind_and_its_wait_in_the_queue() -> None:
+    """A key outlives every run started under it: the slowest kind, the queue wait, a margin."""
+    run = longest_run(timedelta(seconds=60), timedelta(minutes=5))
+    assert timedelta(minutes=6) < run <= timedelta(minutes=7)
+
+
+def test_an_unreachable_orchestrator_does_not_fail_the_revocation() -> None:
+    """Auth's call reports False (and logs) instead of raising when nobody answers."""
+    rotator = PayloadKeyRotator(f"localhost:{free_port()}", ClientTls(ca_file=None), timeout=2)
+
+    async def call() -> bool:
+        try:
+            return await rotator.deployment_revoked("bearer", str(uuid.uuid4()))
+        finally:
+            await rotator.close()
+
+    assert asyncio.run(call()) is False
+
+
+@pytest.fixture(scope="module")
+def temporal_server() -> Iterator[TemporalDevServer]:
+    """A Temporal dev server for this module."""
+    with TemporalDevServer() as server:
+        yield server
+
+
+def test_rekeying_rewrites_a_schedule_under_the_current_key(
+    temporal_server: TemporalDevServer,
+) -> None:
+    """A schedule written under the old key stores its input under the new key once rekeyed."""
+    keys = OrgPayloadKeys(str(ORG), [PayloadKey.generate("k1")], "k1")
+    connection = uuid.uuid4()
+    other_org = uuid.uuid4()
+
+    async def run() -> tuple[bytes, bytes, int]:
+        client = await Client.connect(temporal_server.address, data_converter=data_converter(keys))
+        hour = timedelta(hours=1)
+        await schedules.put(client, ORG, connection, hour, timedelta(minutes=1))
+        await schedules.put(client, other_org, uuid.uuid4(), hour, timedelta(minutes=1))
+        before = await _stored_key_id(client, ORG, connection)
+        keys.update([keys.get("k1"), PayloadKey.generate("k2")], "k2")
+        count = await schedules.rekey(client, ORG, timedelta(minutes=1))
+        after = await _stored_key_id(client, ORG, connection)
+        return before, after, count
+
+    before, after, count = asyncio.run(run())
+    assert (before, after, count) == (b"k1", b"k2", 1)
+
+
+async def _stored_key_id(client: Client, org_id: uuid.UUID, connection: uuid.UUID) -> bytes:
+    described = await client.workflow_service.describe_schedule(
+        DescribeScheduleRequest(
+            namespace=client.namespace, schedule_id=schedules.schedule_id(org_id, connection)
+        )
+    )
+    (payload,) = described.schedule.action.start_workflow.input.payloads
+    return bytes(payload.metadata[KEY_ID_METADATA])
