@@ -23,8 +23,8 @@ class ExitCode(enum.IntEnum):
 
 EXIT_CODES_HELP = (
     "Exit codes: 0 ok; 1 the operation failed (a failed test or preview, a refused request);"
-    " 2 usage error (also a request the server found invalid); 3 not signed in, session expired or unauthenticated; 4 permission"
-    " denied; 5 not found."
+    " 2 usage error (also a request the server found invalid); 3 not signed in, session"
+    " expired or unauthenticated; 4 permission denied; 5 not found."
 )
 
 _CODE_EXITS = {
