@@ -118,6 +118,11 @@ def root(
     ] = False,
 ) -> None:
     """Drive sevvo from a terminal."""
+    if endpoint is not None and "://" in endpoint:
+        raise typer.BadParameter(
+            f"takes HOST:PORT, not a URL: try {endpoint.split('://', 1)[1].rstrip('/')}",
+            param_hint="--endpoint",
+        )
     state = Cli.create(
         endpoint, ca_file, output or default_format(), config_dir or default_config_dir()
     )

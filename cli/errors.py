@@ -77,6 +77,52 @@ def category_failure(
     return CliError(text, category=category, hint=hint_for(category, preview=preview))
 
 
+# What gRPC says when a channel cannot be opened, and the sentence a user can act on.
+_TRANSPORT_FAILURES = (
+    # First: a plaintext server fails the TLS handshake too, with its own marker.
+    (
+        ("WRONG_VERSION_NUMBER", "Socket closed"),
+        "the endpoint did not answer with TLS gRPC: check that --endpoint (or SEVVO_ENDPOINT)"
+        " names sevvo's gRPC port, written HOST:PORT",
+    ),
+    (
+        ("CERTIFICATE_VERIFY_FAILED", "certificate verify failed", "Tls handshake failed"),
+        "the endpoint's TLS certificate is not trusted here: set --ca-file (or SEVVO_CA_FILE)"
+        " to the CA bundle that signed it (with make dev: .dev/pki/ca.crt)",
+    ),
+    (
+        ("Connection refused",),
+        "nothing is listening at the endpoint: start the control plane, or set --endpoint"
+        " (or SEVVO_ENDPOINT) to its HOST:PORT",
+    ),
+    (
+        ("DNS resolution failed", "lookup error", "Domain name not found", "Misformatted"),
+        "the endpoint's host name does not resolve: check --endpoint (or SEVVO_ENDPOINT),"
+        " written HOST:PORT",
+    ),
+    (
+        ("Timeout occurred", "timed out", "Deadline Exceeded"),
+        "the endpoint did not answer: check --endpoint (or SEVVO_ENDPOINT) and that a"
+        " firewall lets the connection through",
+    ),
+)
+
+
+def unreachable(grpc_message: str) -> str:
+    """One sentence for a channel that could not be opened, saying what to set.
+
+    gRPC's own text (resolver, socket and TLS errors, joined per address) is kept out: it
+    names C-core internals, not the setting that fixes it.
+    """
+    for markers, sentence in _TRANSPORT_FAILURES:
+        if any(marker in grpc_message for marker in markers):
+            return f"cannot reach sevvo: {sentence}"
+    return (
+        "cannot reach sevvo: the connection failed; check --endpoint (or SEVVO_ENDPOINT) and"
+        " --ca-file (or SEVVO_CA_FILE)"
+    )
+
+
 def from_rpc_error(error: grpc.RpcError) -> CliError:
     """Translates a failed call into what the user reads, keeping the stable reason."""
     details = error_details(error)
@@ -95,7 +141,7 @@ def from_rpc_error(error: grpc.RpcError) -> CliError:
             else f"session not accepted ({message}): run sevvo login"
         )
     elif details.code is grpc.StatusCode.UNAVAILABLE:
-        message = f"cannot reach sevvo: {message}"
+        message = unreachable(message)
     elif details.code is grpc.StatusCode.DEADLINE_EXCEEDED:
         message = "sevvo did not answer in time"
     return CliError(
