@@ -20,6 +20,7 @@ from cli.commands.connections import (
     ConnectionEdit,
     SslMode,
     check_dsn,
+    dsn_ssl_mode,
     dsn_with_password,
     preview_settings,
 )
@@ -447,3 +448,21 @@ def test_global_options_after_the_subcommand_move_in_front(
     """Root options written after the subcommand are moved in front of it, the rest kept in
     order; nothing after -- moves."""
     assert hoist_global_options(given) == read
+
+
+@pytest.mark.parametrize(
+    ("dsn", "flag", "sent"),
+    [
+        ("postgresql://u@h:5432/db", None, cpb.SSL_MODE_REQUIRE),
+        ("postgresql://u@h:5432/db", SslMode.DISABLE, cpb.SSL_MODE_DISABLE),
+        ("postgresql://u@h:5432/db?sslmode=disable", None, cpb.SSL_MODE_UNSPECIFIED),
+        ("postgresql://u@h:5432/db?sslmode=require", SslMode.REQUIRE, cpb.SSL_MODE_REQUIRE),
+    ],
+    ids=["default-require", "flag", "uri-decides", "both"],
+)
+def test_a_dsn_without_sslmode_gets_the_promised_default(
+    dsn: str, flag: SslMode | None, sent: int
+) -> None:
+    """--dsn without sslmode and without --ssl-mode sends require, as the help says; a URI's
+    own sslmode is left to the server, which refuses a conflicting flag."""
+    assert dsn_ssl_mode(dsn, flag) == sent

@@ -138,6 +138,16 @@ def dsn_with_password(dsn: str, password: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
+def dsn_ssl_mode(dsn: str, flag: SslMode | None) -> cpb.SslMode:
+    """The SSL mode to send with a DSN: the flag's, else none (the URI's sslmode decides),
+    else ``require``, the default the help promises."""
+    if flag is not None:
+        return _SSL[flag]
+    if "sslmode" in parse_qs(urlsplit(dsn).query, keep_blank_values=True):
+        return cpb.SSL_MODE_UNSPECIFIED
+    return _SSL[SslMode.REQUIRE]
+
+
 def preview_settings(
     allow_functions: list[str] | None, max_plan_cost: float | None
 ) -> cpb.PreviewSettings | None:
@@ -321,7 +331,7 @@ def create(
         request.dsn.CopyFrom(
             cpb.PostgresDsn(
                 uri=dsn_with_password(dsn, password),
-                ssl_mode=_SSL[ssl_mode] if ssl_mode else cpb.SSL_MODE_UNSPECIFIED,
+                ssl_mode=dsn_ssl_mode(dsn, ssl_mode),
                 preview=preview,
             )
         )
