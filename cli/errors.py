@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import re
 
 import grpc
 
@@ -123,6 +124,44 @@ def unreachable(grpc_message: str) -> str:
     )
 
 
+# The last part of an API field path and the flag a user typed for it; request prefixes such
+# as "fields.", "dsn." or "dynamic." are dropped first.
+_FLAGS = {
+    "display_name": "--name",
+    "host": "--host",
+    "port": "--port",
+    "database": "--database",
+    "username": "--username",
+    "password": "the password",
+    "ssl_mode": "--ssl-mode",
+    "uri": "--dsn",
+    "default_ttl_seconds": "--default-ttl",
+    "max_ttl_seconds": "--max-ttl",
+    "group_role": "--group-role",
+    "allowed_functions": "--allow-function",
+    "max_plan_cost": "--max-plan-cost",
+    "interval": "--every",
+    "email": "--email",
+    "role": "--role",
+    "sql": "the SQL",
+}
+_FIELD_PREFIX = re.compile(r"^(?P<path>[a-z_]+(?:\.[a-z_]+)*(?:\[\d+\])?): ")
+
+
+def with_flag_names(message: str, field: str | None) -> str:
+    """``message`` with its leading API field path replaced by the flag the user typed.
+
+    The services name fields as the API does (``fields.port: must be ...``); a user of the
+    command line knows ``--port``. A field with no flag keeps its API name.
+    """
+    match = _FIELD_PREFIX.match(message)
+    path = field or (match.group("path") if match else None)
+    if path is None or match is None or match.group("path") != path:
+        return message
+    flag = _FLAGS.get(re.sub(r"\[\d+\]$", "", path).rsplit(".", 1)[-1])
+    return message if flag is None else f"{flag}: {message[match.end() :]}"
+
+
 def from_rpc_error(error: grpc.RpcError) -> CliError:
     """Translates a failed call into what the user reads, keeping the stable reason."""
     details = error_details(error)
@@ -142,6 +181,8 @@ def from_rpc_error(error: grpc.RpcError) -> CliError:
         )
     elif details.code is grpc.StatusCode.UNAVAILABLE:
         message = unreachable(message)
+    elif details.code is grpc.StatusCode.INVALID_ARGUMENT:
+        message = with_flag_names(message, (details.metadata or {}).get("field"))
     elif details.code is grpc.StatusCode.DEADLINE_EXCEEDED:
         message = "sevvo did not answer in time"
     return CliError(

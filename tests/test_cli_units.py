@@ -25,7 +25,7 @@ from cli.commands.connections import (
     preview_settings,
 )
 from cli.commands.preview import preview_data, receipt_line
-from cli.errors import CliError, ExitCode
+from cli.errors import CliError, ExitCode, with_flag_names
 from cli.inputs import parse_duration
 from cli.output import message_dict
 from cli.session import Session, SessionStore
@@ -466,3 +466,27 @@ def test_a_dsn_without_sslmode_gets_the_promised_default(
     """--dsn without sslmode and without --ssl-mode sends require, as the help says; a URI's
     own sslmode is left to the server, which refuses a conflicting flag."""
     assert dsn_ssl_mode(dsn, flag) == sent
+
+
+@pytest.mark.parametrize(
+    ("message", "field", "shown"),
+    [
+        ("fields.port: must be between 1 and 65535", "fields.port", "--port: must be between"),
+        ("dsn.uri: sslmode must be require", "dsn.uri", "--dsn: sslmode"),
+        ("dynamic.default_ttl_seconds: too long", "dynamic.default_ttl_seconds", "--default-ttl:"),
+        ("display_name: is required", "display_name", "--name: is required"),
+        (
+            "fields.preview.allowed_functions[2]: unknown",
+            "fields.preview.allowed_functions[2]",
+            "--allow-function: unknown",
+        ),
+        ("connection_id: must be a UUID", "connection_id", "connection_id: must be a UUID"),
+        ("something else entirely", None, "something else entirely"),
+    ],
+    ids=["port", "dsn", "ttl", "name", "indexed", "no-flag", "no-field"],
+)
+def test_validation_errors_name_the_flag_not_the_api_field(
+    message: str, field: str | None, shown: str
+) -> None:
+    """An INVALID_ARGUMENT naming an API field path reads with the flag the user typed."""
+    assert with_flag_names(message, field).startswith(shown)
