@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import re
 import sys
-from collections.abc import Callable, Iterator
-from typing import Protocol, TypeVar
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Annotated, Generic, Protocol, TypeVar
 
 import typer
 
@@ -74,3 +75,52 @@ def pages(fetch: Callable[[str], PageT], *, max_pages: int = 1000) -> Iterator[P
         token = page.next_page_token
         if not token:
             return
+
+
+Limit = Annotated[
+    int, typer.Option("--limit", min=1, max=10_000, help="At most this many \\[default: 50].")
+]
+PageToken = Annotated[
+    str,
+    typer.Option(
+        "--page-token",
+        metavar="TOKEN",
+        help="Continue where an earlier list stopped (it prints the token).",
+    ),
+]
+AllPages = Annotated[bool, typer.Option("--all", help="Every item, following every page.")]
+
+
+@dataclass(frozen=True)
+class Listing(Generic[T]):
+    """The items one list command shows, and the token of what follows ("" when nothing)."""
+
+    items: list[T]
+    next_page_token: str
+
+
+def collect(
+    fetch: Callable[[str, int], PageT],
+    items_of: Callable[[PageT], Iterable[T]],
+    *,
+    limit: int,
+    page_token: str = "",
+    everything: bool = False,
+    max_page_size: int = 500,
+) -> Listing[T]:
+    """Up to ``limit`` items (every item with ``everything``) from ``page_token`` on.
+
+    Each page asks for no more than is still wanted, so the list stops on a page boundary and
+    the server's next token is exactly where the next list starts: nothing is skipped or
+    shown twice. ``items_of`` may drop items (a client-side filter); pages are followed until
+    enough are kept.
+    """
+    items: list[T] = []
+    token = page_token
+    while True:
+        wanted = max_page_size if everything else min(limit - len(items), max_page_size)
+        page = fetch(token, wanted)
+        items.extend(items_of(page))
+        token = page.next_page_token
+        if not token or (not everything and len(items) >= limit):
+            return Listing(items, token)

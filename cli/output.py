@@ -148,6 +148,24 @@ class Output:
             table.add_row(*(cell(get(row)) for _, get in columns))
         self.stdout.print(table)
 
+    def listing(
+        self,
+        name: str,
+        rows: list[dict[str, JsonValue]],
+        next_page_token: str,
+        columns: Sequence[Column],
+        command: str,
+    ) -> None:
+        """One page of a list: JSON ``{name: rows, "next_page_token": ...}``, or a table and,
+        when more follow, a line on stderr saying how to get them."""
+        data: dict[str, JsonValue] = {name: list(rows), "next_page_token": next_page_token}
+        self.records(data, rows, columns)
+        if next_page_token and not self.json:
+            self.note(
+                f"more {name} follow: {command} --page-token {next_page_token}"
+                " (or --all, or a larger --limit)"
+            )
+
     def record(
         self, data: JsonValue, record: Mapping[str, JsonValue], fields: Sequence[Column]
     ) -> None:

@@ -731,7 +731,8 @@ def test_rotate_root_of_a_fixed_password_connection_fails_clearly(
 def test_leases_list_and_revoke_usage(sevvo: Sevvo, connection_id: str) -> None:
     """A fields connection has no leases; revoke needs exactly one of --lease and --all."""
     assert sevvo.ok("leases", "list", "--connection", connection_id, "--state", "active") == {
-        "leases": []
+        "leases": [],
+        "next_page_token": "",
     }
     assert sevvo("leases", "revoke", "--connection", connection_id).code == 2
 
@@ -743,6 +744,22 @@ def test_audit_list_follows_the_limit(sevvo: Sevvo, connection_id: str) -> None:
     assert connection_id in [e["target_id"] for e in created]
     assert {e["outcome"] for e in created} <= {"success", "failure"}
     assert len(sevvo.ok("audit", "list", "--limit", "2")["events"]) == 2
+
+
+def test_a_list_says_when_more_follow_and_pages_on(sevvo: Sevvo, connection_id: str) -> None:
+    """A list cut at --limit says so (token in JSON, a line on stderr for a table), the token
+    continues it with the next events, and --all shows everything."""
+    everything = sevvo.ok("audit", "list", "--all")
+    assert everything["next_page_token"] == ""
+    assert len(everything["events"]) >= 2
+    first = sevvo.ok("audit", "list", "--limit", "1")
+    assert first["next_page_token"]
+    second = sevvo.ok("audit", "list", "--limit", "1", "--page-token", first["next_page_token"])
+    ids = [e["id"] for e in everything["events"]]
+    assert [first["events"][0]["id"], second["events"][0]["id"]] == ids[:2]
+    table = sevvo("audit", "list", "--limit", "1", "--output", "table")
+    assert table.code == 0
+    assert "more events follow: sevvo audit list --page-token " in table.stderr
 
 
 def test_every_command_has_help_with_an_example(sevvo: Sevvo) -> None:

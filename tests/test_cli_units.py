@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -26,7 +27,7 @@ from cli.commands.connections import (
 )
 from cli.commands.preview import preview_data, receipt_line
 from cli.errors import CliError, ExitCode, with_flag_names
-from cli.inputs import parse_duration
+from cli.inputs import collect, parse_duration
 from cli.output import message_dict
 from cli.session import Session, SessionStore
 from sevvo.auth.v1 import deployments_pb2
@@ -490,3 +491,59 @@ def test_validation_errors_name_the_flag_not_the_api_field(
 ) -> None:
     """An INVALID_ARGUMENT naming an API field path reads with the flag the user typed."""
     assert with_flag_names(message, field).startswith(shown)
+
+
+@dataclass
+class _FakePage:
+    """A List response as the servers shape it: items and the next page's token."""
+
+    items: list[int]
+    next_page_token: str
+
+
+def _server(total: int, calls: list[tuple[str, int]]) -> Callable[[str, int], _FakePage]:
+    """A List method over items 0..total-1 whose page token is the next index."""
+
+    def fetch(token: str, size: int) -> _FakePage:
+        calls.append((token, size))
+        start = int(token or 0)
+        end = min(start + size, total)
+        return _FakePage(list(range(start, end)), str(end) if end < total else "")
+
+    return fetch
+
+
+def test_pages_continue_where_the_last_list_stopped_without_gaps_or_repeats() -> None:
+    """--limit stops on a page boundary with the server's token; continuing with it shows the
+    next items, and the last page has no token."""
+    calls: list[tuple[str, int]] = []
+    fetch = _server(7, calls)
+    seen: list[int] = []
+    token = ""
+    while True:
+        listing = collect(fetch, lambda page: page.items, limit=3, page_token=token)
+        seen += listing.items
+        token = listing.next_page_token
+        if not token:
+            break
+    assert seen == list(range(7))
+    assert all(size <= 3 for _, size in calls)
+
+
+def test_all_follows_every_page_and_limit_is_exact() -> None:
+    """--all returns everything in pages of at most 500; --limit returns exactly that many."""
+    calls: list[tuple[str, int]] = []
+    everything = collect(_server(1203, calls), lambda p: p.items, limit=50, everything=True)
+    assert everything.items == list(range(1203))
+    assert everything.next_page_token == ""
+    assert [size for _, size in calls] == [500, 500, 500]
+    limited = collect(_server(1203, []), lambda p: p.items, limit=620)
+    assert (len(limited.items), limited.next_page_token) == (620, "620")
+
+
+def test_a_client_side_filter_keeps_following_pages_until_enough_are_kept() -> None:
+    """Items dropped by a filter do not count; pages are followed until --limit are kept."""
+    listing = collect(
+        _server(100, []), lambda page: [i for i in page.items if i % 10 == 0], limit=3
+    )
+    assert listing.items == [0, 10, 20]

@@ -7,8 +7,8 @@ from typing import Annotated
 import typer
 
 from cli.client import CALL_TIMEOUT
-from cli.inputs import cli_of, pages
-from cli.output import Column, JsonValue, key, message_dict
+from cli.inputs import AllPages, Limit, PageToken, cli_of, collect
+from cli.output import Column, key, message_dict
 from sevvo.audit.v1 import audit_pb2
 
 app = typer.Typer(help="Read your org's audit log.", no_args_is_help=True)
@@ -26,25 +26,28 @@ COLUMNS: list[Column] = [
 @app.command("list", epilog="Example: sevvo audit list --limit 200 --output json")
 def list_events(
     ctx: typer.Context,
-    limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many events.")] = 50,
     target: Annotated[
         str | None, typer.Option("--target", metavar="ID", help="Only events about this id.")
     ] = None,
+    limit: Limit = 50,
+    page_token: PageToken = "",
+    everything: AllPages = False,
 ) -> None:
-    """List audit events, newest first, following pages up to --limit."""
+    """List audit events, newest first; says how to page on when more follow."""
     cli = cli_of(ctx)
     stub = cli.audit()
-    events: list[dict[str, JsonValue]] = []
-    for page in pages(
-        lambda token: stub.ListAuditEvents(
+    listing = collect(
+        lambda token, size: stub.ListAuditEvents(
             audit_pb2.ListAuditEventsRequest(
-                page_size=min(limit - len(events), 500), page_token=token, target_id=target or ""
+                page_size=size, page_token=token, target_id=target or ""
             ),
             timeout=CALL_TIMEOUT,
-        )
-    ):
-        events.extend(message_dict(event) for event in page.events)
-        if len(events) >= limit:
-            break
-    events = events[:limit]
-    cli.output.records({"events": events}, events, COLUMNS)
+        ),
+        lambda page: (message_dict(event) for event in page.events),
+        limit=limit,
+        page_token=page_token,
+        everything=everything,
+    )
+    cli.output.listing(
+        "events", listing.items, listing.next_page_token, COLUMNS, "sevvo audit list"
+    )

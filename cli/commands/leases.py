@@ -9,8 +9,8 @@ import typer
 
 from cli.client import CALL_TIMEOUT
 from cli.errors import usage_error
-from cli.inputs import cli_of, pages
-from cli.output import Column, JsonValue, key, message_dict
+from cli.inputs import AllPages, Limit, PageToken, cli_of, collect
+from cli.output import Column, key, message_dict
 from sevvo.connections.v1 import connections_pb2 as cpb
 
 app = typer.Typer(help="Inspect and revoke dynamic-credential leases.", no_args_is_help=True)
@@ -49,29 +49,32 @@ def list_leases(
     state: Annotated[
         LeaseState | None, typer.Option("--state", help="Only leases in this state.")
     ] = None,
-    limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many leases.")] = 50,
+    limit: Limit = 50,
+    page_token: PageToken = "",
+    everything: AllPages = False,
 ) -> None:
-    """List your org's leases, newest first."""
+    """List your org's leases, newest first; says how to page on when more follow."""
     cli = cli_of(ctx)
     stub = cli.leases()
     state_name = f"LEASE_STATE_{state.value.upper()}" if state else None
-    leases: list[dict[str, JsonValue]] = []
-    for page in pages(
-        lambda token: stub.ListLeases(
+    listing = collect(
+        lambda token, size: stub.ListLeases(
             cpb.ListLeasesRequest(
                 connection_id=connection or "",
                 state=state_name,
-                page_size=min(limit, 500),
+                page_size=size,
                 page_token=token,
             ),
             timeout=CALL_TIMEOUT,
-        )
-    ):
-        leases.extend(message_dict(lease) for lease in page.leases)
-        if len(leases) >= limit:
-            break
-    leases = leases[:limit]
-    cli.output.records({"leases": leases}, leases, COLUMNS)
+        ),
+        lambda page: (message_dict(lease) for lease in page.leases),
+        limit=limit,
+        page_token=page_token,
+        everything=everything,
+    )
+    cli.output.listing(
+        "leases", listing.items, listing.next_page_token, COLUMNS, "sevvo leases list"
+    )
 
 
 @app.command(

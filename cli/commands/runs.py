@@ -7,8 +7,8 @@ from typing import Annotated
 import typer
 
 from cli.client import CALL_TIMEOUT
-from cli.inputs import cli_of, pages
-from cli.output import Column, JsonValue, key, message_dict
+from cli.inputs import AllPages, Limit, PageToken, cli_of, collect
+from cli.output import Column, key, message_dict
 from sevvo.orchestrator.v1 import orchestrator_pb2 as opb
 
 app = typer.Typer(help="Inspect runs: credential tests and previews.", no_args_is_help=True)
@@ -34,28 +34,28 @@ def list_runs(
     connection: Annotated[
         str | None, typer.Option("--connection", metavar="ID", help="Only this connection's runs.")
     ] = None,
-    limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many runs.")] = 50,
+    limit: Limit = 50,
+    page_token: PageToken = "",
+    everything: AllPages = False,
 ) -> None:
-    """List your org's runs, newest first."""
+    """List your org's runs, newest first; says how to page on when more follow."""
     cli = cli_of(ctx)
     stub = cli.orchestrator()
-    runs: list[dict[str, JsonValue]] = []
-    for page in pages(
-        lambda token: stub.ListRuns(
-            opb.ListRunsRequest(page_size=min(max(limit, 50), 500), page_token=token),
-            timeout=CALL_TIMEOUT,
-        )
-    ):
+    listing = collect(
+        lambda token, size: stub.ListRuns(
+            opb.ListRunsRequest(page_size=size, page_token=token), timeout=CALL_TIMEOUT
+        ),
         # ListRuns has no connection filter; filtering here keeps the server's paging simple.
-        runs.extend(
+        lambda page: (
             message_dict(run)
             for run in page.runs
             if connection is None or run.connection_id == connection
-        )
-        if len(runs) >= limit:
-            break
-    runs = runs[:limit]
-    cli.output.records({"runs": runs}, runs, COLUMNS)
+        ),
+        limit=limit,
+        page_token=page_token,
+        everything=everything,
+    )
+    cli.output.listing("runs", listing.items, listing.next_page_token, COLUMNS, "sevvo runs list")
 
 
 @app.command(epilog="Example: sevvo runs get 3f1c0b6e-8d0e-4c0e-9d61-6a8f6f1f2a10")
