@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import json
+import os
 import re
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -81,8 +82,13 @@ def message_dict(message: Message) -> dict[str, JsonValue]:
     return out
 
 
-# Headers of columns whose values are ids or times: folded only when nothing else can give.
+# Headers of columns whose values are ids or times: never folded.
 _UNBROKEN = frozenset({"id", "created", "started", "time", "expires"})
+# A column of free text wider than this folds rather than pushing others off the table.
+_MAX_NATURAL_WIDTH = 32
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+SHORT_ID_CHARS = 8
+"""A list table shows ids by their first 8 characters; commands take any unique prefix."""
 
 Column = tuple[str, Callable[[Mapping[str, JsonValue]], object]]
 """A table column: its header, and how to get the cell from a JSON record."""
@@ -107,8 +113,32 @@ def cell(value: object) -> Text:
         return Text("yes" if value else "no")
     text = str(value)
     if match := _TIMESTAMP.match(text):
-        return Text(f"{match.group(1)} {match.group(2)}")
+        # Z marks UTC, so nobody reads a server time as their local one.
+        return Text(f"{match.group(1)} {match.group(2)}Z")
     return Text(text)
+
+
+def short_ids(text: Text) -> Text:
+    """``text`` with every UUID cut to its first 8 characters (a list table's id form)."""
+    return Text(_UUID.sub(lambda match: match.group(0)[:SHORT_ID_CHARS], text.plain))
+
+
+def fit_columns(headers: Sequence[str], rows: Sequence[Sequence[Text]], width: int) -> list[int]:
+    """The indexes of the columns to show so the table fits ``width``, in their order.
+
+    Columns come most important first; the last ones are left out until the rest fit at
+    their natural width (free text capped, so a long value folds instead). Without this rich
+    squeezes every column, to one letter per line at 80 columns.
+    """
+    natural = []
+    for index, header in enumerate(headers):
+        widest = max([len(header), *(row[index].cell_len for row in rows)])
+        natural.append(widest if header in _UNBROKEN else min(widest, _MAX_NATURAL_WIDTH))
+    shown = list(range(len(headers)))
+    # One space of padding each side, one rule between columns.
+    while len(shown) > 1 and sum(natural[i] + 3 for i in shown) - 1 > width:
+        shown.pop()
+    return shown
 
 
 class Output:
@@ -116,8 +146,13 @@ class Output:
 
     def __init__(self, fmt: OutputFormat) -> None:
         self.format = fmt
-        # Into a pipe or file (--output table), a wide page: nothing folds mid-id there.
-        self.stdout = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
+        # On a terminal its width (COLUMNS overrides); into a pipe or file (--output table) a
+        # wide page unless COLUMNS says otherwise, so nothing folds mid-value there.
+        columns = os.environ.get("COLUMNS", "")
+        width = int(columns) if columns.isdigit() and int(columns) >= 40 else None
+        if width is None and not sys.stdout.isatty():
+            width = 200
+        self.stdout = Console(highlight=False, width=width)
         # Soft wrap: a message is one line however narrow the terminal, so grep finds it.
         self.stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 
@@ -141,12 +176,22 @@ class Output:
         if not rows:
             self.note("nothing to show")
             return
+        cells = [[short_ids(cell(get(row))) for _, get in columns] for row in rows]
+        headers = [header for header, _ in columns]
+        shown = fit_columns(headers, cells, self.stdout.width)
         table = Table(show_edge=False, header_style="bold")
-        for header, _ in columns:
-            table.add_column(header, overflow="fold", no_wrap=header in _UNBROKEN)
-        for row in rows:
-            table.add_row(*(cell(get(row)) for _, get in columns))
+        for index in shown:
+            table.add_column(headers[index], overflow="fold", no_wrap=headers[index] in _UNBROKEN)
+        for row_cells in cells:
+            table.add_row(*(row_cells[index] for index in shown))
         self.stdout.print(table)
+        if len(shown) < len(headers):
+            hidden = ", ".join(
+                headers[index] for index in range(len(headers)) if index not in shown
+            )
+            self.note(
+                f"not shown at this width: {hidden} (widen the terminal, or use --output json)"
+            )
 
     def listing(
         self,

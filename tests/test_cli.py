@@ -54,10 +54,19 @@ class Sevvo:
         return user_env(self.endpoint, self.ca_file, config_dir or self.config_dir)
 
     def __call__(
-        self, *args: str, stdin: str = "", config_dir: Path | None = None, record: bool = True
+        self,
+        *args: str,
+        stdin: str = "",
+        config_dir: Path | None = None,
+        record: bool = True,
+        columns: int | None = None,
     ) -> Result:
-        """Runs the command; stdout is a pipe, so output is JSON unless --output says not."""
-        result = run_sevvo(args, self.env(config_dir), stdin, timeout=150)
+        """Runs the command; stdout is a pipe, so output is JSON unless --output says not.
+        ``columns`` sets the terminal width a table is drawn for (COLUMNS)."""
+        env = self.env(config_dir)
+        if columns is not None:
+            env["COLUMNS"] = str(columns)
+        result = run_sevvo(args, env, stdin, timeout=150)
         if record:
             self.outputs.append(result)
         return result
@@ -703,15 +712,15 @@ def test_a_dynamic_connection_previews_through_a_leased_role(
 
 @pytest.mark.parametrize(
     "args",
-    [("connections", "get", "nope"), ("runs", "get", "not-a-run-id")],
-    ids=["connection-id", "run-id"],
+    [("deployments", "create", "--name", " "), ("runs", "list", "--page-token", "bad token")],
+    ids=["blank-name", "page-token"],
 )
 def test_an_invalid_request_is_a_usage_error(sevvo: Sevvo, org: Org, args: tuple[str, ...]) -> None:
     """What the server refuses as INVALID_ARGUMENT exits 2, like a usage error, naming the
     field; not 1, which means the operation itself failed."""
     result = sevvo(*args)
     assert result.code == 2, result.stderr
-    assert "INVALID_ARGUMENT" in result.stderr
+    assert "reason: INVALID_" in result.stderr
 
 
 def test_rotate_root_of_a_fixed_password_connection_fails_clearly(
@@ -760,6 +769,88 @@ def test_a_list_says_when_more_follow_and_pages_on(sevvo: Sevvo, connection_id: 
     table = sevvo("audit", "list", "--limit", "1", "--output", "table")
     assert table.code == 0
     assert "more events follow: sevvo audit list --page-token " in table.stderr
+
+
+# users list of an org with an admin and a member, as drawn for an 80- and a 120-column
+# terminal: ids (as the table shows them, 8 characters) masked as XXXXXXXX, UTC times as
+# YYYY-MM-DD hh:mm:ssZ, trailing spaces stripped.
+USERS_TABLE_120 = """\
+ id       ┃ email                         ┃ role   ┃ state  ┃ created
+━━━━━━━━━━╇━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━╇━━━━━━━━╇━━━━━━━━╇━━━━━━━━━━━━━━━━━━━━━━
+ XXXXXXXX │ ada@XXXXXXXX.example          │ admin  │ active │ YYYY-MM-DD hh:mm:ssZ
+ XXXXXXXX │ grace.hopper@XXXXXXXX.example │ member │ active │ YYYY-MM-DD hh:mm:ssZ
+"""
+# At 80 the last column does not fit whole; it is left out (and stderr says so) rather than
+# squeezed into a column one letter wide.
+USERS_TABLE_80 = """\
+ id       ┃ email                         ┃ role   ┃ state
+━━━━━━━━━━╇━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━╇━━━━━━━━╇━━━━━━━━
+ XXXXXXXX │ ada@XXXXXXXX.example          │ admin  │ active
+ XXXXXXXX │ grace.hopper@XXXXXXXX.example │ member │ active
+"""
+
+
+def _masked(table: str) -> str:
+    """A rendered table with ids and UTC times replaced by marks of the same width."""
+    table = re.sub(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}Z", "YYYY-MM-DD hh:mm:ssZ", table)
+    table = re.sub(r"\b[0-9a-f]{8}\b", "XXXXXXXX", table)
+    return "".join(line.rstrip() + "\n" for line in table.splitlines())
+
+
+def test_tables_are_readable_at_80_and_120_columns(
+    e2e: EndToEnd, sevvo: Sevvo, tmp_path: Path
+) -> None:
+    """A list table fits the terminal: ids as 8-character prefixes, times marked UTC (Z),
+    no header or id folded; the snapshot is the table a new org's admin sees."""
+    config = tmp_path / "snap"
+    tag, password = uuid.uuid4().hex[:8], secrets.token_urlsafe(18)
+    sevvo.ok(
+        "bootstrap",
+        "--org",
+        f"snap-{tag}",
+        "--email",
+        f"ada@{tag}.example",
+        "--bootstrap-token-file",
+        str(e2e.stack.bootstrap_token_file),
+        "--password-stdin",
+        stdin=password + "\n",
+        config_dir=config,
+    )
+    sevvo.ok(
+        "login",
+        "--email",
+        f"ada@{tag}.example",
+        "--password-stdin",
+        stdin=password + "\n",
+        config_dir=config,
+    )
+    member_password = secrets.token_urlsafe(18)
+    sevvo.ok(
+        "users",
+        "create",
+        "--email",
+        f"grace.hopper@{tag}.example",
+        "--password-stdin",
+        stdin=member_password + "\n",
+        config_dir=config,
+    )
+    for width, expected, hidden in ((120, USERS_TABLE_120, None), (80, USERS_TABLE_80, "created")):
+        shown = sevvo("users", "list", "-o", "table", config_dir=config, columns=width)
+        assert shown.code == 0, shown.stderr
+        assert all(len(line) <= width for line in shown.stdout.splitlines())
+        assert _masked(shown.stdout) == expected, shown.stdout
+        assert (f"not shown at this width: {hidden}" in shown.stderr) == (hidden is not None)
+
+
+def test_things_are_named_by_name_or_id_prefix(sevvo: Sevvo, connection_id: str) -> None:
+    """A connection is reached by its name or the 8-character id a table shows, as by its
+    UUID; an unknown name exits 5 (not found)."""
+    by_id = sevvo.ok("connections", "get", connection_id)
+    assert sevvo.ok("connections", "get", by_id["display_name"])["id"] == connection_id
+    assert sevvo.ok("connections", "get", connection_id[:8])["id"] == connection_id
+    unknown = sevvo("connections", "get", "no-such-connection")
+    assert unknown.code == 5
+    assert "no connection has the id, id prefix or name 'no-such-connection'" in unknown.stderr
 
 
 def test_every_command_has_help_with_an_example(sevvo: Sevvo) -> None:

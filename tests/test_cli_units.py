@@ -15,6 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from agent import postgres_probe
+from cli import resolve
 from cli.app import hoist_global_options
 from cli.commands.connections import (
     DETAIL,
@@ -547,3 +548,55 @@ def test_a_client_side_filter_keeps_following_pages_until_enough_are_kept() -> N
         _server(100, []), lambda page: [i for i in page.items if i % 10 == 0], limit=3
     )
     assert listing.items == [0, 10, 20]
+
+
+_PEOPLE = [
+    ("3f1c0b6e-8d0e-4c0e-9d61-6a8f6f1f2a10", "shop"),
+    ("3f1c9999-8d0e-4c0e-9d61-6a8f6f1f2a10", "billing"),
+    ("a0000000-0000-4000-8000-000000000000", "twin"),
+    ("b0000000-0000-4000-8000-000000000000", "twin"),
+]
+
+
+@pytest.mark.parametrize(
+    ("text", "found"),
+    [
+        ("shop", "3f1c0b6e-8d0e-4c0e-9d61-6a8f6f1f2a10"),
+        ("3f1c0b", "3f1c0b6e-8d0e-4c0e-9d61-6a8f6f1f2a10"),
+        ("3F1C99", "3f1c9999-8d0e-4c0e-9d61-6a8f6f1f2a10"),
+        ("A0000000", "a0000000-0000-4000-8000-000000000000"),
+    ],
+    ids=["name", "prefix", "upper-prefix", "prefix-of-a-twin"],
+)
+def test_a_thing_is_named_by_name_or_unique_id_prefix(text: str, found: str) -> None:
+    """A name or an id prefix that picks out one thing gives its full id."""
+    assert resolve.resolve("connection", text, lambda: _PEOPLE) == found
+
+
+def test_a_full_id_is_taken_as_it_is_without_listing() -> None:
+    """A full UUID needs no list call (the server says if it does not exist)."""
+
+    def never() -> list[tuple[str, str]]:
+        raise AssertionError("listed")
+
+    assert resolve.resolve("run", "3F1C0B6E-8D0E-4C0E-9D61-6A8F6F1F2A10", never) == (
+        "3f1c0b6e-8d0e-4c0e-9d61-6a8f6f1f2a10"
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "code", "message"),
+    [
+        ("3f1c", ExitCode.USAGE, "2 connections have ids starting '3f1c'"),
+        ("twin", ExitCode.USAGE, "2 connections are named 'twin'"),
+        ("nope", ExitCode.NOT_FOUND, "no connection has the id, id prefix or name 'nope'"),
+        ("3f1", ExitCode.NOT_FOUND, "at least 4"),
+    ],
+    ids=["ambiguous-prefix", "ambiguous-name", "unknown", "prefix-too-short"],
+)
+def test_an_ambiguous_or_unknown_name_says_so(text: str, code: ExitCode, message: str) -> None:
+    """Two matches are a usage error asking for more; none is not found (exit 5)."""
+    with pytest.raises(CliError) as caught:
+        resolve.resolve("connection", text, lambda: _PEOPLE)
+    assert caught.value.exit_code == code
+    assert message in caught.value.message

@@ -13,12 +13,13 @@ from sevvo.audit.v1 import audit_pb2
 
 app = typer.Typer(help="Read your org's audit log.", no_args_is_help=True)
 
+# Most important first: a narrow terminal drops columns from the end.
 COLUMNS: list[Column] = [
     ("time", key("occur_time")),
-    ("actor", lambda e: f"{e.get('actor_kind')}:{e.get('actor_id')}"),
     ("action", key("action")),
-    ("target", lambda e: f"{e.get('target_type')}:{e.get('target_id')}"),
     ("outcome", key("outcome")),
+    ("actor", lambda e: f"{e.get('actor_kind')}:{e.get('actor_id')}"),
+    ("target", lambda e: f"{e.get('target_type')}:{e.get('target_id')}"),
     ("reason", key("reason")),
 ]
 

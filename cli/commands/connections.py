@@ -16,6 +16,7 @@ from urllib.parse import parse_qs, quote, urlsplit, urlunsplit
 import typer
 from google.protobuf.field_mask_pb2 import FieldMask
 
+from cli import resolve
 from cli.client import AGENT_TIMEOUT, CALL_TIMEOUT, Cli
 from cli.commands.runs import COLUMNS as RUN_COLUMNS
 from cli.errors import CliError, category_failure, usage_error
@@ -48,14 +49,15 @@ def _max_plan_cost(record: Mapping[str, JsonValue]) -> object:
     return None if not cost else (f"{cost:,.0f}" if float(cost).is_integer() else f"{cost:,}")
 
 
+# Most important first: a narrow terminal drops columns from the end.
 COLUMNS: list[Column] = [
     ("id", key("id")),
     ("name", key("display_name")),
+    ("status", key("status")),
+    ("last test", key("last_test_category")),
     ("target", _target),
     ("user", _meta("username")),
     ("mode", key("credential_mode")),
-    ("status", key("status")),
-    ("last test", key("last_test_category")),
 ]
 DETAIL: list[Column] = [
     ("id", key("id")),
@@ -391,6 +393,7 @@ def create(
 def get(ctx: typer.Context, connection_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
     """Show one connection (never its password)."""
     cli = cli_of(ctx)
+    connection_id = resolve.connection_id(cli, connection_id)
     connection = cli.connections().GetConnection(
         cpb.GetConnectionRequest(id=connection_id), timeout=CALL_TIMEOUT
     )
@@ -478,6 +481,7 @@ def update(
         secret = read_secret("New database password", from_stdin=password_stdin, confirm=True)
         edit = replace(edit, password=secret)
     cli = cli_of(ctx)
+    connection_id = resolve.connection_id(cli, connection_id)
     stub = cli.connections()
     current = None
     if edit.needs_current:
@@ -514,6 +518,7 @@ def list_connections(ctx: typer.Context) -> None:
 def test(ctx: typer.Context, connection_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
     """Test a saved connection through your agent; exits 1 with a hint when it fails."""
     cli = cli_of(ctx)
+    connection_id = resolve.connection_id(cli, connection_id)
     stub = cli.connections()
     with cli.output.progress("Testing the connection through your agent…"):
         connection = stub.TestConnection(
@@ -539,6 +544,7 @@ def rotate_password(
     """Replace the stored password; the agent tests it first and the old one stays on failure."""
     password = read_secret("New database password", from_stdin=password_stdin, confirm=True)
     cli = cli_of(ctx)
+    connection_id = resolve.connection_id(cli, connection_id)
     stub = cli.connections()
     with cli.output.progress("Testing the new password through your agent…"):
         connection = stub.UpdateConnection(
@@ -556,6 +562,7 @@ def rotate_root(
     The agent sets a new password, proves it and stores it sealed; nobody ever sees it.
     """
     cli = cli_of(ctx)
+    connection_id = resolve.connection_id(cli, connection_id)
     with cli.output.progress("Rotating the privileged password through your agent…"):
         run = cli.orchestrator().RotateRootCredentials(
             opb.RotateRootCredentialsRequest(connection_id=connection_id), timeout=AGENT_TIMEOUT
@@ -590,6 +597,7 @@ def schedule_root_rotation(
 ) -> None:
     """Rotate a dynamic connection's privileged password on a schedule (setting it: admins)."""
     cli = cli_of(ctx)
+    connection_id = resolve.connection_id(cli, connection_id)
     if every is None:
         schedule = cli.orchestrator().GetRootRotationSchedule(
             opb.GetRootRotationScheduleRequest(connection_id=connection_id), timeout=CALL_TIMEOUT
@@ -623,6 +631,7 @@ def delete(
 ) -> None:
     """Delete a connection and its sealed credentials."""
     cli = cli_of(ctx)
+    connection_id = resolve.connection_id(cli, connection_id)
     if not yes:
         if not sys.stdin.isatty():
             raise usage_error("refusing to delete without confirmation: pass --yes")

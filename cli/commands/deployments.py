@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from cli import resolve
 from cli.client import CALL_TIMEOUT
 from cli.inputs import cli_of, pages
 from cli.output import Column, key, message_dict
@@ -67,6 +68,7 @@ def list_deployments(ctx: typer.Context) -> None:
 def get(ctx: typer.Context, deployment_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
     """Show one deployment."""
     cli = cli_of(ctx)
+    deployment_id = resolve.deployment_id(cli, deployment_id)
     deployment = cli.deployments().GetDeployment(
         deployments_pb2.GetDeploymentRequest(id=deployment_id), timeout=CALL_TIMEOUT
     )
@@ -78,6 +80,7 @@ def get(ctx: typer.Context, deployment_id: Annotated[str, typer.Argument(metavar
 def revoke(ctx: typer.Context, deployment_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
     """Revoke a deployment: its agent is refused everywhere within seconds (admins only)."""
     cli = cli_of(ctx)
+    deployment_id = resolve.deployment_id(cli, deployment_id)
     deployment = cli.deployments().RevokeDeployment(
         deployments_pb2.RevokeDeploymentRequest(id=deployment_id), timeout=CALL_TIMEOUT
     )

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from cli import resolve
 from cli.client import CALL_TIMEOUT
 from cli.errors import usage_error
 from cli.inputs import AllPages, Limit, PageToken, cli_of, collect
@@ -15,13 +16,14 @@ from sevvo.connections.v1 import connections_pb2 as cpb
 
 app = typer.Typer(help="Inspect and revoke dynamic-credential leases.", no_args_is_help=True)
 
+# Most important first: a narrow terminal drops columns from the end.
 COLUMNS: list[Column] = [
     ("id", key("id")),
-    ("connection", key("connection_id")),
-    ("role", key("role_name")),
-    ("purpose", key("purpose")),
     ("state", key("state")),
     ("expires", key("expire_time")),
+    ("connection", key("connection_id")),
+    ("purpose", key("purpose")),
+    ("role", key("role_name")),
     ("failure", key("failure_reason")),
 ]
 
@@ -55,6 +57,8 @@ def list_leases(
 ) -> None:
     """List your org's leases, newest first; says how to page on when more follow."""
     cli = cli_of(ctx)
+    if connection is not None:
+        connection = resolve.connection_id(cli, connection)
     stub = cli.leases()
     state_name = f"LEASE_STATE_{state.value.upper()}" if state else None
     listing = collect(
@@ -97,6 +101,8 @@ def revoke(
     if (lease is None) == (not all_leases):
         raise usage_error("give exactly one of --lease ID or --all")
     cli = cli_of(ctx)
+    if connection is not None:
+        connection = resolve.connection_id(cli, connection)
     response = cli.leases().RevokeLeases(
         cpb.RevokeLeasesRequest(connection_id=connection, lease_id=lease or ""),
         timeout=CALL_TIMEOUT,

@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
+from cli import resolve
 from cli.client import AGENT_TIMEOUT
 from cli.errors import category_failure, usage_error
 from cli.inputs import cli_of
@@ -131,6 +132,7 @@ def preview(
     """
     text = _sql_text(sql, file)
     cli = cli_of(ctx)
+    connection_id = resolve.connection_id(cli, connection_id)
     stub = cli.orchestrator()
     with cli.output.progress("Running the preview through your agent…"):
         response = stub.PreviewQuery(

@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from cli import resolve
 from cli.client import CALL_TIMEOUT
 from cli.inputs import AllPages, Limit, PageToken, cli_of, collect
 from cli.output import Column, key, message_dict
@@ -13,12 +14,13 @@ from sevvo.orchestrator.v1 import orchestrator_pb2 as opb
 
 app = typer.Typer(help="Inspect runs: credential tests and previews.", no_args_is_help=True)
 
+# Most important first: a narrow terminal drops columns from the end.
 COLUMNS: list[Column] = [
     ("id", key("id")),
     ("kind", key("kind")),
     ("state", key("state")),
-    ("connection", key("connection_id")),
     ("outcome", key("outcome_category")),
+    ("connection", key("connection_id")),
     ("rows", key("row_count")),
     ("ms", key("duration_ms")),
     ("started", key("start_time")),
@@ -40,6 +42,8 @@ def list_runs(
 ) -> None:
     """List your org's runs, newest first; says how to page on when more follow."""
     cli = cli_of(ctx)
+    if connection is not None:
+        connection = resolve.connection_id(cli, connection)
     stub = cli.orchestrator()
     listing = collect(
         lambda token, size: stub.ListRuns(
@@ -62,6 +66,7 @@ def list_runs(
 def get(ctx: typer.Context, run_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
     """Show one run."""
     cli = cli_of(ctx)
+    run_id = resolve.run_id(cli, run_id)
     run = cli.orchestrator().GetRun(opb.GetRunRequest(id=run_id), timeout=CALL_TIMEOUT)
     data = message_dict(run)
     cli.output.record(

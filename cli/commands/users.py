@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from cli import resolve
 from cli.client import CALL_TIMEOUT
 from cli.errors import CliError, usage_error
 from cli.inputs import cli_of, pages, read_secret
@@ -81,6 +82,7 @@ def list_users(ctx: typer.Context) -> None:
 def get(ctx: typer.Context, user_id: UserId) -> None:
     """Show one user of your org."""
     cli = cli_of(ctx)
+    user_id = resolve.user_id(cli, user_id)
     user = cli.users().GetUser(users_pb2.GetUserRequest(id=user_id), timeout=CALL_TIMEOUT)
     data = message_dict(user)
     cli.output.record(data, data, [*COLUMNS, ("org id", key("org_id"))])
@@ -90,6 +92,7 @@ def get(ctx: typer.Context, user_id: UserId) -> None:
 def disable(ctx: typer.Context, user_id: UserId) -> None:
     """Disable a user of your org (admins only): no sign-in, sessions signed out in seconds."""
     cli = cli_of(ctx)
+    user_id = resolve.user_id(cli, user_id)
     user = cli.users().DisableUser(users_pb2.DisableUserRequest(id=user_id), timeout=CALL_TIMEOUT)
     data = message_dict(user)
     cli.output.record(data, data, [*COLUMNS, ("disabled", key("disable_time"))])
@@ -99,6 +102,7 @@ def disable(ctx: typer.Context, user_id: UserId) -> None:
 def enable(ctx: typer.Context, user_id: UserId) -> None:
     """Let a disabled user of your org sign in again (admins only)."""
     cli = cli_of(ctx)
+    user_id = resolve.user_id(cli, user_id)
     user = cli.users().EnableUser(users_pb2.EnableUserRequest(id=user_id), timeout=CALL_TIMEOUT)
     data = message_dict(user)
     cli.output.record(data, data, COLUMNS)
@@ -112,6 +116,7 @@ def delete(
 ) -> None:
     """Delete a user of your org (admins only); deployments they created stay."""
     cli = cli_of(ctx)
+    user_id = resolve.user_id(cli, user_id)
     if not yes:
         if not sys.stdin.isatty():
             raise usage_error("refusing to delete without confirmation: pass --yes")
@@ -132,6 +137,7 @@ def sign_out(ctx: typer.Context, user_id: UserId) -> None:
     sessions, sevvo logout --everywhere also forgets the one stored here).
     """
     cli = cli_of(ctx)
+    user_id = resolve.user_id(cli, user_id)
     response = cli.users().RevokeUserSessions(
         users_pb2.RevokeUserSessionsRequest(id=user_id), timeout=CALL_TIMEOUT
     )

@@ -1,0 +1,127 @@
+"""Naming things on the command line: a full id, a unique id prefix, or a name.
+
+List tables show ids by their first 8 characters; every command that takes an id takes that
+prefix (at least 4 characters), the full id, or the thing's name (a user's email), as long as
+it picks out exactly one.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+
+from cli.client import CALL_TIMEOUT, Cli
+from cli.errors import CliError, ExitCode, usage_error
+from cli.inputs import pages
+from sevvo.auth.v1 import deployments_pb2, users_pb2
+from sevvo.connections.v1 import connections_pb2 as cpb
+from sevvo.orchestrator.v1 import orchestrator_pb2 as opb
+
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_PREFIX = re.compile(r"[0-9a-f][0-9a-f-]{3,35}")
+MIN_PREFIX = 4
+# Runs are many; a prefix is looked for among the newest this many.
+RUNS_SEARCHED = 1000
+
+
+def resolve(kind: str, text: str, candidates: Callable[[], Iterable[tuple[str, str]]]) -> str:
+    """The one id ``text`` names among ``candidates`` ((id, name) pairs), fetched only when
+    ``text`` is not a full id. A name that matches exactly wins over an id prefix."""
+    if _UUID.fullmatch(text.lower()):
+        return text.lower()
+    found = list(candidates())
+    named = [id_ for id_, name in found if name and name == text]
+    if len(named) == 1:
+        return named[0]
+    if named:
+        raise usage_error(f"{len(named)} {kind}s are named {text!r}: give the id instead")
+    if _PREFIX.fullmatch(text.lower()):
+        started = [id_ for id_, _ in found if id_.startswith(text.lower())]
+        if len(started) == 1:
+            return started[0]
+        if started:
+            raise usage_error(
+                f"{len(started)} {kind}s have ids starting {text!r}: give more characters"
+            )
+    raise CliError(
+        f"no {kind} has the id, id prefix or name {text!r} (ids: at least {MIN_PREFIX} characters)",
+        exit_code=ExitCode.NOT_FOUND,
+        reason="NOT_FOUND",
+    )
+
+
+def connection_id(cli: Cli, text: str) -> str:
+    """A connection by id, id prefix or name."""
+    stub = cli.connections()
+    return resolve(
+        "connection",
+        text,
+        lambda: (
+            (c.id, c.display_name)
+            for page in pages(
+                lambda token: stub.ListConnections(
+                    cpb.ListConnectionsRequest(page_size=500, page_token=token),
+                    timeout=CALL_TIMEOUT,
+                )
+            )
+            for c in page.connections
+        ),
+    )
+
+
+def deployment_id(cli: Cli, text: str) -> str:
+    """A deployment by id, id prefix or name."""
+    stub = cli.deployments()
+    return resolve(
+        "deployment",
+        text,
+        lambda: (
+            (d.id, d.display_name)
+            for page in pages(
+                lambda token: stub.ListDeployments(
+                    deployments_pb2.ListDeploymentsRequest(page_size=500, page_token=token),
+                    timeout=CALL_TIMEOUT,
+                )
+            )
+            for d in page.deployments
+        ),
+    )
+
+
+def user_id(cli: Cli, text: str) -> str:
+    """A user by id, id prefix or email."""
+    stub = cli.users()
+    return resolve(
+        "user",
+        text,
+        lambda: (
+            (u.id, u.email)
+            for page in pages(
+                lambda token: stub.ListUsers(
+                    users_pb2.ListUsersRequest(page_size=500, page_token=token),
+                    timeout=CALL_TIMEOUT,
+                )
+            )
+            for u in page.users
+        ),
+    )
+
+
+def run_id(cli: Cli, text: str) -> str:
+    """A run by id, or id prefix among the newest runs (runs have no names)."""
+    stub = cli.orchestrator()
+
+    def newest() -> Iterable[tuple[str, str]]:
+        seen = 0
+        for page in pages(
+            lambda token: stub.ListRuns(
+                opb.ListRunsRequest(page_size=500, page_token=token), timeout=CALL_TIMEOUT
+            )
+        ):
+            for run in page.runs:
+                yield run.id, ""
+            seen += len(page.runs)
+            if seen >= RUNS_SEARCHED:
+                return
+
+    return resolve("run", text, newest)
