@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
+import pty
+import re
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -16,7 +20,7 @@ import pytest
 
 from devstack.pki import DevPki
 from devstack.processes import free_port
-from tests.cli_runner import run_sevvo
+from tests.cli_runner import ROOT, run_sevvo
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -146,3 +150,49 @@ def test_a_url_endpoint_is_a_usage_error_with_the_fix() -> None:
     result = run_sevvo(("--endpoint", "http://localhost:8443/", "whoami"), _env(), "", timeout=60)
     assert result.code == 2
     assert "try localhost:8443" in result.stderr
+
+
+def _on_a_terminal(args: tuple[str, ...], env: dict[str, str]) -> str:
+    """What ``sevvo args`` writes to a real terminal (a pseudo-terminal), stdout and stderr."""
+    main, secondary = pty.openpty()
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "cli", *args],
+            cwd=ROOT,
+            env={**env, "COLUMNS": "100", "TERM": "xterm-256color"},
+            stdin=secondary,
+            stdout=secondary,
+            stderr=secondary,
+        )
+        os.close(secondary)
+        chunks: list[bytes] = []
+        while True:
+            try:
+                chunk = os.read(main, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        process.wait(timeout=60)
+    finally:
+        os.close(main)
+    return b"".join(chunks).decode(errors="replace")
+
+
+# SGR parameters that set a colour: 30-37, 38;..., 40-47, 48;..., 90-97, 100-107.
+_COLOUR = re.compile(r"\x1b\[(?:[0-9;]*;)?(?:3[0-8]|4[0-8]|9[0-7]|10[0-7])(?:;[0-9;]*)?m")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("--help",), ("--endpoint", "http://x", "whoami"), ("--endpoint", "localhost:1", "whoami")],
+    ids=["help", "usage-error", "error"],
+)
+def test_no_color_turns_every_colour_off_on_a_terminal(args: tuple[str, ...]) -> None:
+    """With NO_COLOR set, nothing the command writes to a terminal is coloured (help, usage
+    panels, errors); without it, the same output is."""
+    env = _env()
+    env.pop("NO_COLOR", None)
+    assert _COLOUR.search(_on_a_terminal(args, env))
+    assert not _COLOUR.search(_on_a_terminal(args, {**env, "NO_COLOR": "1"}))
