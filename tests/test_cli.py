@@ -462,20 +462,21 @@ WIDE_QUERY = (
 
 
 def test_preview_json_shape(sevvo: Sevvo, connection_id: str) -> None:
-    """JSON has columns with types, rows with null, truncated, the cut cells and the run id."""
+    """JSON has columns with types, rows keyed by column with null, truncated, the cut cells
+    and the run id."""
     preview = sevvo.ok("preview", connection_id, WIDE_QUERY)
     assert preview["category"] == "ok"
     assert preview["columns"] == [
-        {"name": "id", "type": "integer"},
-        {"name": "big", "type": "text"},
-        {"name": "nothing", "type": "text"},
+        {"name": "id", "key": "id", "type": "integer"},
+        {"name": "big", "key": "big", "type": "text"},
+        {"name": "nothing", "key": "nothing", "type": "text"},
     ]
     assert len(preview["rows"]) == 100
-    assert preview["rows"][0][0] == "1"
-    assert len(preview["rows"][0][1]) == 1024
-    assert preview["rows"][0][2] is None
+    assert preview["rows"][0]["id"] == "1"
+    assert len(preview["rows"][0]["big"]) == 1024
+    assert preview["rows"][0]["nothing"] is None
     assert preview["truncated"] is True
-    assert preview["truncated_cells"] == [[r, 1] for r in range(100)]
+    assert preview["truncated_cells"] == [[r, "big"] for r in range(100)]
     run = sevvo.ok("runs", "get", preview["run_id"])
     assert (run["kind"], run["row_count"], run["truncated"]) == ("preview", 100, True)
     runs = sevvo.ok("runs", "list", "--connection", connection_id)["runs"]
@@ -591,7 +592,7 @@ def test_update_clears_the_allowed_functions_and_the_budget(
     assert cleared["preview"] == {"allowed_functions": [], "max_plan_cost": 100.0}
     unbounded = sevvo.ok("connections", "update", budgeted["id"], "--max-plan-cost", "0")
     assert unbounded["preview"] is None
-    assert sevvo.ok("preview", budgeted["id"], EXPENSIVE_QUERY)["rows"] == [["100000"]]
+    assert sevvo.ok("preview", budgeted["id"], EXPENSIVE_QUERY)["rows"] == [{"n": "100000"}]
 
 
 def test_update_renames_and_keeps_everything_else(sevvo: Sevvo, budgeted: dict[str, Any]) -> None:
@@ -638,7 +639,9 @@ def test_update_logs_in_as_another_role_with_its_password(
             stdin=password + "\n",
         )
         assert (switched["safe_metadata"]["username"], switched["status"]) == (role, "connected")
-        assert sevvo.ok("preview", budgeted["id"], "select current_user as u")["rows"] == [[role]]
+        assert sevvo.ok("preview", budgeted["id"], "select current_user as u")["rows"] == [
+            {"u": role}
+        ]
 
 
 # --- leases and audit ------------------------------------------------------------------------
@@ -672,7 +675,7 @@ def test_a_dynamic_connection_previews_through_a_leased_role(
         assert created["dynamic"]["default_ttl_seconds"] == 300
         assert created["dynamic"]["max_ttl_seconds"] == 3600
         preview = sevvo.ok("preview", created["id"], "select count(*) as n from orders")
-        assert preview["rows"] == [["200"]]
+        assert preview["rows"] == [{"n": "200"}]
         leases = sevvo.ok("leases", "list", "--connection", created["id"])["leases"]
         assert leases
         assert all(lease["role_name"].startswith("sevvo_dyn_") for lease in leases)
@@ -690,7 +693,7 @@ def test_a_dynamic_connection_previews_through_a_leased_role(
                 sslmode="require",
             ).close()
         again = sevvo.ok("preview", created["id"], "select count(*) as n from orders")
-        assert again["rows"] == [["200"]]
+        assert again["rows"] == [{"n": "200"}]
         # --every 30d schedules (next time shown), 5m is refused with the range, the schedule
         # reads back, and off removes it.
         scheduled = sevvo.ok(

@@ -26,7 +26,7 @@ from cli.commands.connections import (
     dsn_with_password,
     preview_settings,
 )
-from cli.commands.preview import preview_data, receipt_line
+from cli.commands.preview import column_keys, preview_data, receipt_line
 from cli.errors import CliError, ExitCode, with_flag_names
 from cli.inputs import collect, parse_duration
 from cli.output import message_dict
@@ -600,3 +600,18 @@ def test_an_ambiguous_or_unknown_name_says_so(text: str, code: ExitCode, message
         resolve.resolve("connection", text, lambda: _PEOPLE)
     assert caught.value.exit_code == code
     assert message in caught.value.message
+
+
+@pytest.mark.parametrize(
+    ("names", "keys"),
+    [
+        (["id", "name"], ["id", "name"]),
+        (["a", "a", "a"], ["a", "a_2", "a_3"]),
+        (["a", "a", "a_2"], ["a", "a_3", "a_2"]),
+        (["", "?column?", "?column?"], ["column_1", "?column?", "?column?_2"]),
+    ],
+    ids=["distinct", "repeated", "suffix-taken", "unnamed"],
+)
+def test_preview_json_keys_each_column_once(names: list[str], keys: list[str]) -> None:
+    """JSON rows are keyed by column: repeated or empty names get keys no other column has."""
+    assert column_keys(names) == keys

@@ -22,23 +22,47 @@ _CATEGORY_FIELD = wpb.PreviewQueryResult.DESCRIPTOR.fields_by_name["category"]
 CUT_MARK = "…"
 
 
+def column_keys(names: list[str]) -> list[str]:
+    """One distinct key per column for JSON rows: its name, or for a repeated name the name
+    with _2, _3… (never one another column has), or column_N for an empty name."""
+    taken = set(names)
+    keys: list[str] = []
+    for index, name in enumerate(names):
+        key = name or f"column_{index + 1}"
+        if key in keys:
+            suffix = 2
+            while f"{name}_{suffix}" in taken or f"{name}_{suffix}" in keys:
+                suffix += 1
+            key = f"{name}_{suffix}"
+        keys.append(key)
+    return keys
+
+
 def preview_data(response: opb.PreviewQueryResponse) -> dict[str, JsonValue]:
-    """The preview as JSON: columns, rows (null for SQL NULL), and what was cut."""
+    """The preview as JSON: columns (name, row key, type), rows as objects keyed by column
+    (null for SQL NULL), and what was cut ([row index, key])."""
     result = response.result
+    keys = column_keys([c.name for c in result.columns])
     return {
         "run_id": response.run.id,
         "category": response.run.outcome_category or enum_name(_CATEGORY_FIELD, result.category),
         "message": result.message,
         "sqlstate": result.sqlstate,
         "position": result.position,
-        "columns": [{"name": c.name, "type": c.type_name} for c in result.columns],
-        "rows": [[None if c.is_null else c.text for c in row.cells] for row in result.rows],
+        "columns": [
+            {"name": c.name, "key": key, "type": c.type_name}
+            for c, key in zip(result.columns, keys, strict=True)
+        ],
+        "rows": [
+            {key: None if c.is_null else c.text for key, c in zip(keys, row.cells, strict=False)}
+            for row in result.rows
+        ],
         "truncated": result.truncated,
         "columns_truncated": result.columns_truncated,
         "truncated_cells": [
-            [r, c]
+            [r, key]
             for r, row in enumerate(result.rows)
-            for c, value in enumerate(row.cells)
+            for key, value in zip(keys, row.cells, strict=False)
             if value.truncated
         ],
         "duration_ms": result.duration_ms,
