@@ -291,7 +291,7 @@ async def _story(narrator: Narrator, shown: Secrets, world: _World) -> None:
         "The agent's token stops working at once and its outstanding bearer within seconds;"
         " the agent notices, explains why and exits with code 3.",
     ):
-        await cli.run("deployments", "revoke", deployment_id)
+        await cli.run("deployments", "revoke", deployment_id, "--yes")
         code = await asyncio.to_thread(agent.wait, AGENT_EXIT_TIMEOUT)
         explanation = [line for line in agent.output().splitlines() if _REVOKED_EXPLANATION in line]
         narrator.say(f"\n   The agent exited with code {code} and said:")

@@ -12,6 +12,7 @@ import contextlib
 import json
 import re
 import secrets
+import stat
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -327,11 +328,32 @@ def test_deployments_create_list_and_revoke(sevvo: Sevvo, agent: str) -> None:
     spare = body["deployment"]["id"]
     listed = sevvo.ok("deployments", "list")["deployments"]
     assert {d["id"]: d["state"] for d in listed} == {agent: "active", spare: "active"}
-    revoked = sevvo.ok("deployments", "revoke", spare)
+    revoked = sevvo.ok("deployments", "revoke", spare, "--yes")
     assert revoked["state"] == "revoked"
     assert revoked["revoke_time"]
     # The token lives only in that one output; the canary checks the rest.
     sevvo.outputs.remove(created)
+
+
+def test_a_deployment_token_can_go_to_a_private_file_and_nowhere_else(
+    sevvo: Sevvo, org: Org, tmp_path: Path
+) -> None:
+    """--token-file writes the token to a new 0600 file and prints it nowhere; an existing
+    file is never overwritten (it may hold another deployment's only copy)."""
+    path = tmp_path / "agent.token"
+    result = sevvo("deployments", "create", "--name", "filed", "--token-file", str(path))
+    assert result.code == 0, result.stderr
+    token = path.read_text().strip()
+    org.secrets.append(token)
+    assert token and token not in result.stdout + result.stderr
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert result.json()["token_file"] == str(path)
+    again = sevvo("deployments", "create", "--name", "filed-2", "--token-file", str(path))
+    assert again.code == 2
+    assert path.read_text().strip() == token
+    revoked = sevvo("deployments", "revoke", "filed")
+    assert revoked.code == 2
+    assert "pass --yes" in revoked.stderr
 
 
 @pytest.mark.parametrize(

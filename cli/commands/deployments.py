@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from cli import resolve
 from cli.client import CALL_TIMEOUT
+from cli.errors import CliError, usage_error
 from cli.inputs import cli_of, pages
 from cli.output import Column, key, message_dict
 from sevvo.auth.v1 import deployments_pb2
+from sevvo.runtime.files import write_private_file
 
 app = typer.Typer(help="Manage your org's agent deployments.", no_args_is_help=True)
 
@@ -23,17 +27,42 @@ COLUMNS: list[Column] = [
 ]
 
 
-@app.command(epilog="Example: sevvo deployments create --name prod-eu-cluster")
+@app.command(
+    epilog="Example: sevvo deployments create --name prod-eu-cluster --token-file agent.token"
+)
 def create(
     ctx: typer.Context,
     name: Annotated[str, typer.Option("--name", help="A name, such as the cluster it runs in.")],
+    token_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--token-file",
+            metavar="PATH",
+            dir_okay=False,
+            help="Write the token to this new file (mode 0600) instead of printing it.",
+        ),
+    ] = None,
 ) -> None:
-    """Create a deployment and print its agent token; the token is shown this once only."""
+    """Create a deployment and give its agent token once: printed, or written to a file."""
+    if token_file is not None and token_file.exists():
+        # Overwriting could destroy the only copy of another deployment's token.
+        raise usage_error(f"--token-file: {token_file} exists; remove it or name a new file")
     cli = cli_of(ctx)
     response = cli.deployments().CreateDeployment(
         deployments_pb2.CreateDeploymentRequest(display_name=name), timeout=CALL_TIMEOUT
     )
     deployment = message_dict(response.deployment)
+    if token_file is not None:
+        write_private_file(token_file, response.deployment_token + "\n")
+        cli.output.note(
+            f"the deployment token is in {token_file} (readable by you only): give it to the"
+            " agent as its SEVVO_DEPLOYMENT_TOKEN_FILE secret; it is not shown anywhere else"
+        )
+        if cli.output.json:
+            cli.output.emit_json({"deployment": deployment, "token_file": str(token_file)})
+        else:
+            cli.output.record(deployment, deployment, COLUMNS[:3])
+        return
     cli.output.warn(
         "the deployment token is shown only this once: store it as the agent's"
         " SEVVO_DEPLOYMENT_TOKEN_FILE secret now"
@@ -76,11 +105,29 @@ def get(ctx: typer.Context, deployment_id: Annotated[str, typer.Argument(metavar
     cli.output.record(data, data, [*COLUMNS, ("creator", key("creator_user_id"))])
 
 
-@app.command(epilog="Example: sevvo deployments revoke 3f1c0b6e-8d0e-4c0e-9d61-6a8f6f1f2a10")
-def revoke(ctx: typer.Context, deployment_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
-    """Revoke a deployment: its agent is refused everywhere within seconds (admins only)."""
+@app.command(
+    epilog="Example: sevvo deployments revoke 3f1c0b6e-8d0e-4c0e-9d61-6a8f6f1f2a10\n\n"
+    "Example: sevvo deployments revoke prod-eu-cluster --yes"
+)
+def revoke(
+    ctx: typer.Context,
+    deployment_id: Annotated[str, typer.Argument(metavar="ID")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Revoke a deployment: its agent is refused everywhere within seconds (admins only).
+
+    There is no undo: the agent needs a new deployment's token to work again.
+    """
     cli = cli_of(ctx)
     deployment_id = resolve.deployment_id(cli, deployment_id)
+    if not yes:
+        if not sys.stdin.isatty():
+            raise usage_error("refusing to revoke without confirmation: pass --yes")
+        if not typer.confirm(
+            f"Revoke deployment {deployment_id}? Its agent stops within seconds, for good.",
+            err=True,
+        ):
+            raise CliError("not revoked")
     deployment = cli.deployments().RevokeDeployment(
         deployments_pb2.RevokeDeploymentRequest(id=deployment_id), timeout=CALL_TIMEOUT
     )
