@@ -598,7 +598,8 @@ def test_deleting_a_connection_removes_its_rotation_schedule(
     dynamic_source: tuple[SourceDatabase, str, str],
     background_loop: BackgroundLoop,
 ) -> None:
-    """A schedule reads back as set; deleting its connection (even by a member) removes it."""
+    """A schedule reads back as set; a member can neither stop it nor delete its connection
+    (one permission model); the admin's delete removes the schedule too."""
     tenant = e2e.new_tenant()
     created = _create_dynamic(e2e, tenant, dynamic_source, "dynamic-deleted")
     orchestrator = e2e.orchestrator(tenant.admin_token)
@@ -615,8 +616,14 @@ def test_deleting_a_connection_removes_its_rotation_schedule(
             opb.DeleteRootRotationScheduleRequest(connection_id=created.id)
         )
     assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
-    # ...but deleting the connection (which members may) takes the schedule with it.
-    e2e.connections(member).DeleteConnection(cpb.DeleteConnectionRequest(id=created.id))
+    # ...nor delete the connection (which would end the schedule by another door)...
+    with pytest.raises(grpc.RpcError) as refused:
+        e2e.connections(member).DeleteConnection(cpb.DeleteConnectionRequest(id=created.id))
+    assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    # ...while the admin's delete takes the schedule with it.
+    e2e.connections(tenant.admin_token).DeleteConnection(
+        cpb.DeleteConnectionRequest(id=created.id)
+    )
     schedule_id = f"root-rotation-{tenant.org_id}-{created.id}"
 
     assert _schedule_gone(e2e, background_loop, schedule_id)

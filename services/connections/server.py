@@ -40,10 +40,13 @@ ACCESS: dict[str, Access] = {
             "GetConnection",
             "ListConnections",
             "UpdateConnection",
-            "DeleteConnection",
             "TestConnection",
         )
     },
+    # One permission model (the user guide's table): members use connections and keep their
+    # details current; what removes a connection or changes its privileged credentials
+    # (delete, root rotation and its schedule, revoking leases, the audit log) is an admin's.
+    f"/{_CONNECTIONS}/DeleteConnection": Access.ADMIN,
     # Only the org's own agents may see or rotate credentials; user sessions are refused.
     **{
         f"/{_CREDENTIALS}/{method}": Access.AGENT
