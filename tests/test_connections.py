@@ -15,6 +15,8 @@ from sevvo.audit.v1 import audit_pb2
 from sevvo.connections.v1 import connections_pb2 as pb
 from sevvo.runtime.grpc_client import error_details
 from tests.plugins.control_plane import ControlPlane
+from tests.test_connections_requests import INVALID_CREATE, INVALID_CREATE_IDS
+from tests.test_connections_requests import SECRET as REQUEST_SECRET
 
 SECRET = "s3cret-Pa55word-canary"
 
@@ -138,103 +140,15 @@ def test_user_session_cannot_resolve_credentials(control_plane: ControlPlane) ->
     assert error_details(caught.value).reason == "TOKEN_WRONG_AUDIENCE"
 
 
-def _fields(**changes: Any) -> pb.PostgresFields:
-    values: dict[str, Any] = {
-        "host": "db.acme.internal",
-        "database": "analytics",
-        "username": "reader",
-        "password": SECRET,
-        "ssl_mode": pb.SSL_MODE_REQUIRE,
-    }
-    values.update(changes)
-    return pb.PostgresFields(**values)
+# The rules themselves are tested without a server (tests/test_connections_requests.py);
+# these cases prove the server answers with them and stores nothing.
+_WIRED = {"port-70000", "dsn-conflict", "empty-name"}
 
 
 @pytest.mark.parametrize(
     ("request_", "field", "rule"),
-    [
-        (
-            pb.CreateConnectionRequest(display_name="x", fields=_fields(host="")),
-            "fields.host",
-            "required",
-        ),
-        (
-            pb.CreateConnectionRequest(display_name="x", fields=_fields(port=0)),
-            "fields.port",
-            "65535",
-        ),
-        (
-            pb.CreateConnectionRequest(display_name="x", fields=_fields(port=70000)),
-            "fields.port",
-            "65535",
-        ),
-        (
-            pb.CreateConnectionRequest(display_name="x", fields=_fields(ssl_mode=0)),
-            "fields.ssl_mode",
-            "require",
-        ),
-        (
-            pb.CreateConnectionRequest(display_name="x", fields=_fields(database="")),
-            "fields.database",
-            "required",
-        ),
-        (
-            pb.CreateConnectionRequest(display_name="x", fields=_fields(username="")),
-            "fields.username",
-            "required",
-        ),
-        (
-            pb.CreateConnectionRequest(display_name="x", fields=_fields(password="")),
-            "fields.password",
-            "required",
-        ),
-        (
-            pb.CreateConnectionRequest(display_name="x" * 101, fields=_fields()),
-            "display_name",
-            "100",
-        ),
-        (
-            pb.CreateConnectionRequest(display_name="bad\x1bname", fields=_fields()),
-            "display_name",
-            "control",
-        ),
-        (pb.CreateConnectionRequest(display_name="", fields=_fields()), "display_name", "empty"),
-        (pb.CreateConnectionRequest(display_name="x"), "credentials", "required"),
-        (
-            pb.CreateConnectionRequest(
-                display_name="x",
-                dsn=pb.PostgresDsn(uri=f"postgresql://u:{SECRET}@h/db?sslmode=verify-full"),
-            ),
-            "dsn.uri",
-            "sslmode",
-        ),
-        (
-            pb.CreateConnectionRequest(
-                display_name="x",
-                dsn=pb.PostgresDsn(
-                    uri=f"postgresql://u:{SECRET}@h/db?sslmode=disable",
-                    ssl_mode=pb.SSL_MODE_REQUIRE,
-                ),
-            ),
-            "dsn.ssl_mode",
-            "conflict",
-        ),
-    ],
-    ids=[
-        "empty-host",
-        "port-0",
-        "port-70000",
-        "no-ssl-mode",
-        "no-database",
-        "no-username",
-        "no-password",
-        "long-name",
-        "control-char-name",
-        "empty-name",
-        "no-credentials",
-        "dsn-verify-full",
-        "dsn-conflict",
-    ],
+    [case for case, id_ in zip(INVALID_CREATE, INVALID_CREATE_IDS, strict=True) if id_ in _WIRED],
+    ids=[id_ for id_ in INVALID_CREATE_IDS if id_ in _WIRED],
 )
 def test_invalid_create_is_rejected_and_changes_nothing(
     control_plane: ControlPlane, request_: pb.CreateConnectionRequest, field: str, rule: str
@@ -248,7 +162,7 @@ def test_invalid_create_is_rejected_and_changes_nothing(
     assert details.code == grpc.StatusCode.INVALID_ARGUMENT
     assert details.field == field
     assert rule in details.message.lower()
-    assert SECRET not in details.message
+    assert REQUEST_SECRET not in details.message
     assert list(stub.ListConnections(pb.ListConnectionsRequest()).connections) == []
 
 

@@ -7,7 +7,7 @@ carry a password, except the agent-only ResolveConnectionCredentials.
 from __future__ import annotations
 
 import uuid
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -28,7 +28,7 @@ from services.connections.store import ConnectionRow, ConnectionStore, LeaseRow
 from sevvo.audit.v1 import audit_pb2, audit_pb2_grpc
 from sevvo.connections.v1 import connections_pb2 as pb
 from sevvo.connections.v1 import connections_pb2_grpc as pb_grpc
-from sevvo.runtime import audit
+from sevvo.runtime import audit, validation
 from sevvo.runtime.errors import InvalidArgument
 from sevvo.runtime.grpc_server import current_bearer, current_principal
 from sevvo.runtime.servicing import blocking, timestamp
@@ -148,6 +148,23 @@ def _time(message: Message, field: str) -> datetime | None:
     return value.ToDatetime(tzinfo=UTC)
 
 
+@dataclass(frozen=True)
+class CreateArguments:
+    """A create request, validated: what the domain stores once the agent's test passes."""
+
+    display_name: str
+    target: PostgresTarget
+    credential_mode: str
+
+
+def create_arguments(request: pb.CreateConnectionRequest) -> CreateArguments:
+    """Every rule a create request must meet, checked without I/O (INVALID_ARGUMENT naming
+    the first field that breaks one); the seam fast tests drive the rules through."""
+    target, mode = target_from_request(request)
+    name = validation.display_name("display_name", request.display_name)
+    return CreateArguments(name, target, mode)
+
+
 def target_from_request(request: pb.CreateConnectionRequest) -> tuple[PostgresTarget, str]:
     """The validated target and credential mode of a create request."""
     target, mode = _login_from_request(request)
@@ -200,12 +217,12 @@ class ConnectionServicer(pb_grpc.ConnectionServiceServicer):
     async def CreateConnection(
         self, request: pb.CreateConnectionRequest, context: grpc.aio.ServicerContext
     ) -> pb.Connection:
-        target, mode = target_from_request(request)
+        arguments = create_arguments(request)
         row = await self._domain.create(
             current_principal(),
-            request.display_name,
-            target,
-            mode,
+            arguments.display_name,
+            arguments.target,
+            arguments.credential_mode,
             current_bearer(),
         )
         return connection_pb(row)
