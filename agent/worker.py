@@ -1,5 +1,9 @@
 """The agent's life: get a bearer and payload keys, then poll ``tenant-{orgId}`` until stopped.
 
+The queue is polled in the org's own namespace, named by the token exchange, with the Temporal
+token that came with the bearer (renewed with it). Until the old layout is drained it is also
+polled in the namespace every org shared before (SEVVO_TEMPORAL_DRAIN_LEGACY).
+
 It listens on no port. Every connection it makes is outbound: the control plane's gRPC
 endpoint and the Temporal frontend, both over TLS.
 """
@@ -61,14 +65,18 @@ async def _refresh_keys(
             log.warning("payload key refresh failed", error=type(exc).__name__)
 
 
-async def _connect_temporal(config: AgentConfig, keys: OrgPayloadKeys) -> Client:
+async def _connect_temporal(
+    config: AgentConfig, keys: OrgPayloadKeys, session: BearerSession
+) -> Client:
     """Connects to the Temporal frontend, backing off while it is unreachable or refuses TLS."""
     delay = 1.0
     while True:
         try:
             return await Client.connect(
                 config.temporal_address,
-                namespace=config.temporal_namespace,
+                # An auth older than namespaces per org names none: the same name, computed.
+                namespace=session.temporal_namespace or temporal.namespace_for(session.org_id),
+                rpc_metadata=temporal.rpc_metadata(session.temporal_token),
                 tls=temporal.tls_config(
                     ca_file=config.ca_file,
                     cert_file=config.temporal_tls_cert,
@@ -87,6 +95,39 @@ async def _connect_temporal(config: AgentConfig, keys: OrgPayloadKeys) -> Client
             )
         await asyncio.sleep(delay)
         delay = min(delay * 2, 30.0)
+
+
+def _worker(client: Client, queue: str, activities: AgentActivities, config: AgentConfig) -> Worker:
+    return Worker(
+        client,
+        task_queue=queue,
+        workflows=[CredentialTestWorkflow, PreviewQueryWorkflow, RootRotationWorkflow],
+        activities=[
+            activities.test_credentials,
+            activities.preview_query,
+            activities.rotate_root_credentials,
+        ],
+        # Previews and tests run as local activities, rotations as activities: each kind
+        # gets the configured number of database sessions at once.
+        max_concurrent_activities=config.max_concurrent_work,
+        max_concurrent_local_activities=config.max_concurrent_work,
+        # Temporal's sandbox re-imports the workflows' module for every workflow run, a
+        # fifth of the agent's event loop under load. The three workflows call one activity
+        # each and nothing else; tests/test_agent_workflows.py runs them in the sandbox, so
+        # a non-deterministic edit still fails there.
+        workflow_runner=UnsandboxedWorkflowRunner(),
+    )
+
+
+async def _drain_legacy(worker: Worker) -> None:
+    """Polls the old shared namespace; its failure (a namespace gone, or refused by an
+    authorizer) ends this worker only, never the agent."""
+    log.info("agent draining the old namespace", namespace=worker.client.namespace)
+    try:
+        await worker.run()
+    except Exception as exc:
+        log.warning("old namespace no longer polled", error=type(exc).__name__)
+    await asyncio.Event().wait()  # Finishing must not look like the agent stopping.
 
 
 class _Stopped(Exception):
@@ -120,31 +161,24 @@ async def run_agent(config: AgentConfig, stop: asyncio.Event) -> int:
         await _unless_stopped(session.exchange(), stop)
         key_stub = orchestrator_pb2_grpc.PayloadKeyServiceStub(channel)
         keys = OrgPayloadKeys(session.org_id, *await _unless_stopped(_fetch_keys(key_stub), stop))
-        client = await _unless_stopped(_connect_temporal(config, keys), stop)
+        client = await _unless_stopped(_connect_temporal(config, keys, session), stop)
+
+        def hand_over_token() -> None:  # A renewed bearer comes with a renewed Temporal token.
+            client.rpc_metadata = temporal.rpc_metadata(session.temporal_token)
+
+        session.on_renewed = hand_over_token
         credentials = connections_pb2_grpc.ConnectionCredentialServiceStub(channel)
         leases = connections_pb2_grpc.LeaseServiceStub(channel)
         activities = AgentActivities(credentials, LeaseManager(leases, credentials))
         queue = temporal.task_queue(session.org_id)
-        worker = Worker(
-            client,
+        worker = _worker(client, queue, activities, config)
+        log.info(
+            "agent polling",
             task_queue=queue,
-            workflows=[CredentialTestWorkflow, PreviewQueryWorkflow, RootRotationWorkflow],
-            activities=[
-                activities.test_credentials,
-                activities.preview_query,
-                activities.rotate_root_credentials,
-            ],
-            # Previews and tests run as local activities, rotations as activities: each kind
-            # gets the configured number of database sessions at once.
-            max_concurrent_activities=config.max_concurrent_work,
-            max_concurrent_local_activities=config.max_concurrent_work,
-            # Temporal's sandbox re-imports the workflows' module for every workflow run, a
-            # fifth of the agent's event loop under load. The three workflows call one activity
-            # each and nothing else; tests/test_agent_workflows.py runs them in the sandbox, so
-            # a non-deterministic edit still fails there.
-            workflow_runner=UnsandboxedWorkflowRunner(),
+            namespace=client.namespace,
+            deployment_id=session.deployment_id,
         )
-        log.info("agent polling", task_queue=queue, deployment_id=session.deployment_id)
+        workers = [worker]
         tasks = {
             asyncio.create_task(worker.run(), name="worker"),
             asyncio.create_task(session.keep_fresh(config.bearer_check_seconds), name="bearer"),
@@ -155,11 +189,20 @@ async def run_agent(config: AgentConfig, stop: asyncio.Event) -> int:
             ),
             asyncio.create_task(stop.wait(), name="stop"),
         }
+        if config.temporal_drain_legacy and config.temporal_legacy_namespace != client.namespace:
+            legacy_config = client.config()
+            legacy_config["namespace"] = config.temporal_legacy_namespace
+            legacy = _worker(Client(**legacy_config), queue, activities, config)
+            workers.append(legacy)
+            tasks.add(asyncio.create_task(_drain_legacy(legacy), name="legacy-worker"))
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         log.info("agent stopping", reason=next(iter(done)).get_name())
         try:
             # Running activities are cancelled; a stuck poll must not keep the process alive.
-            await asyncio.wait_for(worker.shutdown(), timeout=SHUTDOWN_SECONDS)
+            await asyncio.wait_for(
+                asyncio.gather(*(w.shutdown() for w in workers), return_exceptions=True),
+                timeout=SHUTDOWN_SECONDS,
+            )
         except TimeoutError:
             log.warning("worker did not shut down in time", timeout_s=SHUTDOWN_SECONDS)
         for task in tasks:

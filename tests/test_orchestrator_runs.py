@@ -166,7 +166,11 @@ async def _harness(
         queue_allowance=queue_allowance,
         absent_after=timedelta(seconds=2),
     )
-    org_client = await Client.connect(address, data_converter=data_converter(keys))
+    # The org's namespace, registered by the tracker's clients as the orchestrator does.
+    await clients.for_org_async(org_id)
+    org_client = await Client.connect(
+        address, namespace=names.namespace_for(str(org_id)), data_converter=data_converter(keys)
+    )
     return Harness(tracker, org_client, org_id)
 
 

@@ -42,11 +42,25 @@ class AuthConfig:
     hashing_threads: int = field(default_factory=default_hashing_threads)
     hashing_queue: int = 16
     sign_in_limits: SignInLimits = field(default_factory=SignInLimits)
+    # The HTTP port of the JWKS that Temporal's JWT authorizer fetches (0: any free port).
+    jwks_port: int = 8081
+    # Temporal's jwtKeyProvider.refreshInterval: a new Temporal key signs two of these after
+    # it is published, so Temporal knows it before the first token it signs arrives.
+    temporal_jwks_refresh_seconds: float = 60.0
+    # How long the orchestrator's Temporal tokens live (agents' expire with their bearer).
+    temporal_token_ttl_seconds: int = 900
+    # The orchestrator's proof for IssueTemporalToken; None turns the RPC off.
+    service_token: str | None = None
 
     @property
     def max_token_ttl_seconds(self) -> int:
         """The longest any token auth issues can live."""
         return max(self.session_ttl_seconds, self.bearer_ttl_seconds)
+
+    @property
+    def max_temporal_token_ttl_seconds(self) -> int:
+        """The longest a Temporal token auth issues can live (an agent's lives as its bearer)."""
+        return max(self.temporal_token_ttl_seconds, self.bearer_ttl_seconds)
 
     @classmethod
     def load(cls, env: Mapping[str, str]) -> AuthConfig:
@@ -85,6 +99,17 @@ class AuthConfig:
                 env, "SEVVO_AUTH_HASHING_THREADS", default_hashing_threads(), minimum=1, maximum=64
             ),
             hashing_queue=c.integer(env, "SEVVO_AUTH_HASHING_QUEUE", 16, minimum=0, maximum=1024),
+            jwks_port=c.integer(env, "SEVVO_AUTH_JWKS_PORT", 8081, minimum=0, maximum=65535),
+            temporal_jwks_refresh_seconds=c.number(
+                env, "SEVVO_AUTH_TEMPORAL_JWKS_REFRESH_SECONDS", 60.0, minimum=0.05, maximum=3600
+            ),
+            temporal_token_ttl_seconds=c.integer(
+                env, "SEVVO_AUTH_TEMPORAL_TOKEN_TTL_SECONDS", 900, minimum=60, maximum=3600
+            ),
+            service_token=parse_bootstrap_token(
+                c.secret(env, "SEVVO_AUTH_SERVICE_TOKEN", required=False),
+                "SEVVO_AUTH_SERVICE_TOKEN",
+            ),
             sign_in_limits=SignInLimits(
                 source_burst=c.integer(
                     env, "SEVVO_AUTH_SIGN_IN_BURST", 30, minimum=1, maximum=100_000
@@ -114,7 +139,7 @@ MIN_BOOTSTRAP_TOKEN_CHARS = 32
 
 
 def parse_bootstrap_token(value: str | None, variable: str) -> str | None:
-    """Checks the bootstrap token is long enough to stand in for a password check."""
+    """Checks an operator or service token is long enough to stand in for a password check."""
     if value is not None and len(value) < MIN_BOOTSTRAP_TOKEN_CHARS:
         raise c.ConfigError(
             f"{variable} must be at least {MIN_BOOTSTRAP_TOKEN_CHARS} characters"

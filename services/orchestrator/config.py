@@ -24,7 +24,15 @@ class OrchestratorConfig:
     auth_endpoint: str
     connections_endpoint: str
     ca_file: Path | None = None
-    temporal_namespace: str = "default"
+    # The namespace every org shared before namespaces per org: its runs are still settled
+    # there and its rotation schedules moved out at start-up while ``temporal_drain_legacy``.
+    temporal_legacy_namespace: str = "default"
+    temporal_drain_legacy: bool = True
+    # Retention of closed workflows in the org namespaces the orchestrator registers.
+    temporal_retention_days: int = 3
+    # The orchestrator's proof to auth's IssueTemporalToken; None sends Temporal no token
+    # (the dev server enforces nothing).
+    service_token: str | None = None
     temporal_tls: bool = False
     host: str = "0.0.0.0"  # noqa: S104 - a service in a pod listens on its pod address.
     port: int = 8443
@@ -51,7 +59,17 @@ class OrchestratorConfig:
             auth_endpoint=c.string(env, "SEVVO_AUTH_ENDPOINT"),
             connections_endpoint=c.string(env, "SEVVO_CONNECTIONS_ENDPOINT"),
             ca_file=c.optional_file(env, "SEVVO_CA_FILE"),
-            temporal_namespace=c.string(env, "SEVVO_TEMPORAL_NAMESPACE", "default"),
+            # SEVVO_TEMPORAL_NAMESPACE named the shared namespace before namespaces per org.
+            temporal_legacy_namespace=c.string(
+                env,
+                "SEVVO_TEMPORAL_LEGACY_NAMESPACE",
+                c.string(env, "SEVVO_TEMPORAL_NAMESPACE", "default"),
+            ),
+            temporal_drain_legacy=c.boolean(env, "SEVVO_TEMPORAL_DRAIN_LEGACY", True),
+            temporal_retention_days=c.integer(
+                env, "SEVVO_TEMPORAL_RETENTION_DAYS", 3, minimum=1, maximum=3650
+            ),
+            service_token=c.secret(env, "SEVVO_ORCHESTRATOR_SERVICE_TOKEN", required=False),
             temporal_tls=c.boolean(env, "SEVVO_TEMPORAL_TLS", False),
             host=c.string(env, "SEVVO_GRPC_HOST", "0.0.0.0"),  # noqa: S104
             port=c.integer(env, "SEVVO_GRPC_PORT", 8443, minimum=0, maximum=65535),

@@ -383,8 +383,17 @@ class OrchestratorDomain:
         return paging.page_of(rows, limit, lambda r: (r.started_at, r.id))
 
     async def payload_keys(self, caller: Principal) -> OrgPayloadKeys:
-        """The caller's org's payload keys (agents only)."""
-        return await asyncio.to_thread(self._keys.for_org, uuid.UUID(caller.org_id))
+        """The caller's org's payload keys (agents only).
+
+        An agent asks for them as it starts, before it polls its org's namespace: the
+        namespace is registered then if it is not yet, so a new org's agent finds it there.
+        """
+        org_id = uuid.UUID(caller.org_id)
+        try:
+            await self._clients.for_org_async(org_id)
+        except Exception as exc:  # The agent retries polling; work registers it later too.
+            log.warning("org namespace not ensured", error=type(exc).__name__)
+        return await asyncio.to_thread(self._keys.for_org, org_id)
 
 
 def _temporal_unavailable(exc: RPCError) -> Unavailable:
