@@ -104,7 +104,7 @@ class AuthConfig:
                 env, "SEVVO_AUTH_TEMPORAL_JWKS_REFRESH_SECONDS", 60.0, minimum=0.05, maximum=3600
             ),
             temporal_token_ttl_seconds=c.integer(
-                env, "SEVVO_AUTH_TEMPORAL_TOKEN_TTL_SECONDS", 900, minimum=60, maximum=3600
+                env, "SEVVO_AUTH_ORCHESTRATOR_TEMPORAL_TTL_SECONDS", 900, minimum=60, maximum=3600
             ),
             service_token=parse_bootstrap_token(
                 c.secret(env, "SEVVO_AUTH_SERVICE_TOKEN", required=False),
