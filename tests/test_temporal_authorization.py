@@ -231,6 +231,8 @@ def test_the_orchestrators_token_needs_the_service_token(
             stack.auth().IssueTemporalToken(request, metadata=metadata)
         assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
         assert error_details(refused.value).reason == "SERVICE_TOKEN_INVALID"
+        assert "x" * 40 not in str(refused.value.details())
+    assert SERVICE_TOKEN not in repr(stack.app.config)
     issued = stack.auth().IssueTemporalToken(
         request, metadata=((temporal.SERVICE_TOKEN_METADATA, SERVICE_TOKEN),)
     )

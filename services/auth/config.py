@@ -14,6 +14,7 @@ from services.auth.limits import SignInLimits
 from sevvo.runtime import config as c
 from sevvo.runtime.files import write_private_file
 from sevvo.runtime.grpc_server import TlsFiles
+from sevvo.runtime.logs import register_secret
 
 
 def default_hashing_threads() -> int:
@@ -49,8 +50,8 @@ class AuthConfig:
     temporal_jwks_refresh_seconds: float = 60.0
     # How long the orchestrator's Temporal tokens live (agents' expire with their bearer).
     temporal_token_ttl_seconds: int = 900
-    # The orchestrator's proof for IssueTemporalToken; None turns the RPC off.
-    service_token: str | None = None
+    # The orchestrator's proof for IssueTemporalToken; None turns the RPC off. Secret.
+    service_token: str | None = field(default=None, repr=False)
 
     @property
     def max_token_ttl_seconds(self) -> int:
@@ -106,9 +107,11 @@ class AuthConfig:
             temporal_token_ttl_seconds=c.integer(
                 env, "SEVVO_AUTH_ORCHESTRATOR_TEMPORAL_TTL_SECONDS", 900, minimum=60, maximum=3600
             ),
-            service_token=parse_bootstrap_token(
-                c.secret(env, "SEVVO_AUTH_SERVICE_TOKEN", required=False),
-                "SEVVO_AUTH_SERVICE_TOKEN",
+            service_token=kept_out_of_logs(
+                parse_bootstrap_token(
+                    c.secret(env, "SEVVO_AUTH_SERVICE_TOKEN", required=False),
+                    "SEVVO_AUTH_SERVICE_TOKEN",
+                )
             ),
             sign_in_limits=SignInLimits(
                 source_burst=c.integer(
@@ -145,6 +148,13 @@ def parse_bootstrap_token(value: str | None, variable: str) -> str | None:
             f"{variable} must be at least {MIN_BOOTSTRAP_TOKEN_CHARS} characters"
             " (generate one with: openssl rand -base64 32)"
         )
+    return value
+
+
+def kept_out_of_logs(value: str | None) -> str | None:
+    """Returns a secret read from configuration, registered for redaction from every log line."""
+    if value is not None:
+        register_secret(value)
     return value
 
 

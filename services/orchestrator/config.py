@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from sevvo.runtime import config as c
 from sevvo.runtime.grpc_server import TlsFiles
+from sevvo.runtime.logs import register_secret
 from sevvo.runtime.sealing import Keyring
 
 KEYRING_VARIABLE = "SEVVO_ORCHESTRATOR_KEYRING"
@@ -32,7 +33,7 @@ class OrchestratorConfig:
     temporal_retention_days: int = 3
     # The orchestrator's proof to auth's IssueTemporalToken; None sends Temporal no token
     # (the dev server enforces nothing).
-    service_token: str | None = None
+    service_token: str | None = field(default=None, repr=False)
     temporal_tls: bool = False
     host: str = "0.0.0.0"  # noqa: S104 - a service in a pod listens on its pod address.
     port: int = 8443
@@ -69,7 +70,7 @@ class OrchestratorConfig:
             temporal_retention_days=c.integer(
                 env, "SEVVO_TEMPORAL_RETENTION_DAYS", 3, minimum=1, maximum=3650
             ),
-            service_token=c.secret(env, "SEVVO_ORCHESTRATOR_SERVICE_TOKEN", required=False),
+            service_token=_service_token(env),
             temporal_tls=c.boolean(env, "SEVVO_TEMPORAL_TLS", False),
             host=c.string(env, "SEVVO_GRPC_HOST", "0.0.0.0"),  # noqa: S104
             port=c.integer(env, "SEVVO_GRPC_PORT", 8443, minimum=0, maximum=65535),
@@ -88,3 +89,11 @@ class OrchestratorConfig:
             leeway_seconds=c.integer(env, "SEVVO_TOKEN_LEEWAY_SECONDS", 10, minimum=0, maximum=30),
             log_level=c.log_level(env),
         )
+
+
+def _service_token(env: Mapping[str, str]) -> str | None:
+    """The orchestrator's proof to auth's IssueTemporalToken, kept out of every log line."""
+    value = c.secret(env, "SEVVO_ORCHESTRATOR_SERVICE_TOKEN", required=False)
+    if value is not None:
+        register_secret(value)
+    return value
