@@ -13,9 +13,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable
+from datetime import timedelta
 from typing import TypeVar
 
+from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
 from temporalio.client import Client
+from temporalio.service import RPCError
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from agent.activities import AgentActivities
@@ -72,7 +75,7 @@ async def _connect_temporal(
     delay = 1.0
     while True:
         try:
-            return await Client.connect(
+            client = await Client.connect(
                 config.temporal_address,
                 # An auth older than namespaces per org names none: the same name, computed.
                 namespace=session.temporal_namespace or temporal.namespace_for(session.org_id),
@@ -84,6 +87,19 @@ async def _connect_temporal(
                     server_name=config.temporal_server_name,
                 ),
                 data_converter=data_converter(keys),
+            )
+            # The control plane registers the org's namespace when this agent fetched its
+            # keys; until Temporal has it (the orchestrator may be unreachable) polling fails.
+            await client.workflow_service.describe_namespace(
+                DescribeNamespaceRequest(namespace=client.namespace), timeout=timedelta(seconds=10)
+            )
+            return client
+        except RPCError as exc:
+            log.warning(
+                "temporal namespace not ready; retrying",
+                namespace=client.namespace,
+                status=exc.status.name,
+                retry_in_s=delay,
             )
         except RuntimeError as exc:  # temporalio reports connect failures as RuntimeError.
             log.warning(

@@ -27,7 +27,7 @@ from devstack.temporal import TemporalDevServer
 from devstack.tls_proxy import ThreadedTlsProxy
 from sevvo.auth.v1 import auth_pb2, auth_pb2_grpc
 from sevvo.orchestrator.v1 import orchestrator_pb2, orchestrator_pb2_grpc
-from sevvo.runtime import deployment_token
+from sevvo.runtime import deployment_token, temporal
 from sevvo.runtime.files import write_private_file
 
 ORG_ID = "7d1f0c2a-0000-4000-8000-00000000abcd"
@@ -91,7 +91,8 @@ class _PayloadKeys(orchestrator_pb2_grpc.PayloadKeyServiceServicer):
 @pytest.fixture(scope="module")
 def temporal_over_tls(dev_pki: DevPki) -> Iterator[str]:
     """A Temporal dev server reachable over TLS, as the agent requires."""
-    with TemporalDevServer() as server:
+    # The org's namespace, as the orchestrator registers it when an agent fetches its keys.
+    with TemporalDevServer(namespaces=[temporal.namespace_for(ORG_ID)]) as server:
         host, _, port = server.address.rpartition(":")
         with ThreadedTlsProxy((host, int(port)), dev_pki.server_cert, dev_pki.server_key) as proxy:
             yield f"localhost:{proxy.address.rpartition(':')[2]}"
