@@ -207,12 +207,14 @@ class RunTracker:
         is answered within the retry window the run is left for the reconciler, which ends it
         not_started once Temporal (answering again) still does not know it.
         """
-        client = await self._clients.for_org_async(run.org_id)
         loop = asyncio.get_running_loop()
         give_up = loop.time() + self._start_retry_window.total_seconds()
         delay = 0.5
         while True:
             try:
+                # Inside the retries: the org's first run registers its namespace, and its
+                # Temporal token comes from auth; either may be briefly unreachable.
+                client = await self._clients.for_org_async(run.org_id)
                 return await client.start_workflow(
                     spec.workflow,
                     request_for(run),
