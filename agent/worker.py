@@ -75,7 +75,7 @@ async def _connect_temporal(
     delay = 1.0
     while True:
         try:
-            client = await Client.connect(
+            return await Client.connect(
                 config.temporal_address,
                 # An auth older than namespaces per org names none: the same name, computed.
                 namespace=session.temporal_namespace or temporal.namespace_for(session.org_id),
@@ -88,19 +88,6 @@ async def _connect_temporal(
                 ),
                 data_converter=data_converter(keys),
             )
-            # The control plane registers the org's namespace when this agent fetched its
-            # keys; until Temporal has it (the orchestrator may be unreachable) polling fails.
-            await client.workflow_service.describe_namespace(
-                DescribeNamespaceRequest(namespace=client.namespace), timeout=timedelta(seconds=10)
-            )
-            return client
-        except RPCError as exc:
-            log.warning(
-                "temporal namespace not ready; retrying",
-                namespace=client.namespace,
-                status=exc.status.name,
-                retry_in_s=delay,
-            )
         except RuntimeError as exc:  # temporalio reports connect failures as RuntimeError.
             log.warning(
                 "temporal unreachable; retrying",
@@ -111,6 +98,42 @@ async def _connect_temporal(
             )
         await asyncio.sleep(delay)
         delay = min(delay * 2, 30.0)
+
+
+async def _poll_when_registered(
+    worker: Worker, queue: str, session: BearerSession, running: list[Worker]
+) -> None:
+    """Runs the worker once Temporal knows the org's namespace, then until it is shut down.
+
+    The orchestrator registers the namespace when this agent fetches its keys. Until then (the
+    orchestrator unreachable, or not yet upgraded to namespaces per org) polling would fail, so
+    this waits, while the old shared namespace is still drained beside it.
+    """
+    client = worker.client
+    delay = 1.0
+    while True:
+        try:
+            await client.workflow_service.describe_namespace(
+                DescribeNamespaceRequest(namespace=client.namespace), timeout=timedelta(seconds=10)
+            )
+            break
+        except RPCError as exc:
+            log.warning(
+                "temporal namespace not ready; retrying",
+                namespace=client.namespace,
+                status=exc.status.name,
+                retry_in_s=delay,
+            )
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 30.0)
+    log.info(
+        "agent polling",
+        task_queue=queue,
+        namespace=client.namespace,
+        deployment_id=session.deployment_id,
+    )
+    running.append(worker)
+    await worker.run()
 
 
 def _worker(client: Client, queue: str, activities: AgentActivities, config: AgentConfig) -> Worker:
@@ -135,10 +158,11 @@ def _worker(client: Client, queue: str, activities: AgentActivities, config: Age
     )
 
 
-async def _drain_legacy(worker: Worker) -> None:
+async def _drain_legacy(worker: Worker, running: list[Worker]) -> None:
     """Polls the old shared namespace; its failure (a namespace gone, or refused by an
     authorizer) ends this worker only, never the agent."""
     log.info("agent draining the old namespace", namespace=worker.client.namespace)
+    running.append(worker)
     try:
         await worker.run()
     except Exception as exc:
@@ -188,15 +212,12 @@ async def run_agent(config: AgentConfig, stop: asyncio.Event) -> int:
         activities = AgentActivities(credentials, LeaseManager(leases, credentials))
         queue = temporal.task_queue(session.org_id)
         worker = _worker(client, queue, activities, config)
-        log.info(
-            "agent polling",
-            task_queue=queue,
-            namespace=client.namespace,
-            deployment_id=session.deployment_id,
-        )
-        workers = [worker]
+        # Workers that started running; only those can be shut down (and must be).
+        running: list[Worker] = []
         tasks = {
-            asyncio.create_task(worker.run(), name="worker"),
+            asyncio.create_task(
+                _poll_when_registered(worker, queue, session, running), name="worker"
+            ),
             asyncio.create_task(session.keep_fresh(config.bearer_check_seconds), name="bearer"),
             asyncio.create_task(_refresh_keys(key_stub, keys), name="payload-keys"),
             asyncio.create_task(
@@ -209,14 +230,13 @@ async def run_agent(config: AgentConfig, stop: asyncio.Event) -> int:
             legacy_config = client.config()
             legacy_config["namespace"] = config.temporal_legacy_namespace
             legacy = _worker(Client(**legacy_config), queue, activities, config)
-            workers.append(legacy)
-            tasks.add(asyncio.create_task(_drain_legacy(legacy), name="legacy-worker"))
+            tasks.add(asyncio.create_task(_drain_legacy(legacy, running), name="legacy-worker"))
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         log.info("agent stopping", reason=next(iter(done)).get_name())
         try:
             # Running activities are cancelled; a stuck poll must not keep the process alive.
             await asyncio.wait_for(
-                asyncio.gather(*(w.shutdown() for w in workers), return_exceptions=True),
+                asyncio.gather(*(w.shutdown() for w in running), return_exceptions=True),
                 timeout=SHUTDOWN_SECONDS,
             )
         except TimeoutError:
