@@ -20,6 +20,7 @@ from temporalio.client import (
     Schedule,
     ScheduleActionStartWorkflow,
     ScheduleAlreadyRunningError,
+    ScheduleHandle,
     ScheduleIntervalSpec,
     ScheduleOverlapPolicy,
     SchedulePolicy,
@@ -109,13 +110,7 @@ async def get(client: Client, org_id: uuid.UUID, connection_id: uuid.UUID) -> Ro
 
 async def delete(client: Client, org_id: uuid.UUID, connection_id: uuid.UUID) -> bool:
     """Removes the connection's schedule; False when there was none."""
-    try:
-        await client.get_schedule_handle(schedule_id(org_id, connection_id)).delete()
-    except RPCError as exc:
-        if exc.status == RPCStatusCode.NOT_FOUND:
-            return False
-        raise
-    return True
+    return await delete_quietly(client.get_schedule_handle(schedule_id(org_id, connection_id)))
 
 
 _UUID = "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
@@ -136,14 +131,30 @@ async def move_legacy(legacy: Client, org_client: Callable[[uuid.UUID], Awaitabl
         if match is None:
             continue
         old = legacy.get_schedule_handle(listed.id)
-        described = await old.describe()
+        try:
+            described = await old.describe()
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND:
+                continue  # Another replica moved it since the listing.
+            raise
         target = await org_client(uuid.UUID(match["org"]))
         # Already there when an earlier start-up stopped between creating and deleting.
         with contextlib.suppress(ScheduleAlreadyRunningError):
             await target.create_schedule(listed.id, described.schedule)
-        await old.delete()
+        await delete_quietly(old)
         moved += 1
         log.info(
             "rotation schedule moved to its org's namespace", connection_id=match["connection"]
         )
     return moved
+
+
+async def delete_quietly(handle: ScheduleHandle) -> bool:
+    """Deletes a schedule; False when it was already gone."""
+    try:
+        await handle.delete()
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            return False
+        raise
+    return True

@@ -8,6 +8,7 @@ from datetime import timedelta
 
 import grpc
 from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
 
 from services.orchestrator import schedules
 from services.orchestrator.config import OrchestratorConfig
@@ -173,6 +174,12 @@ async def _move_legacy_schedules(clients: OrgClients, retry_seconds: float = 5.0
     while True:
         try:
             moved = await schedules.move_legacy(clients.base, clients.for_org_async)
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND:  # No old namespace: nothing to move.
+                log.info("no legacy namespace", namespace=clients.base.namespace)
+                return
+            log.warning("legacy schedules not moved yet", status=exc.status.name)
+            await asyncio.sleep(retry_seconds)
         except Exception as exc:  # Meanwhile the old schedules keep running where they are.
             log.warning("legacy schedules not moved yet", error=type(exc).__name__)
             await asyncio.sleep(retry_seconds)
