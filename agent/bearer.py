@@ -69,6 +69,11 @@ class BearerSession:
         self._issued_at = 0.0
         self.org_id = ""
         self.deployment_id = credentials.deployment_id
+        # Temporal's token (worker rights on the org's namespace only) and that namespace,
+        # renewed with the bearer; ``on_renewed`` hands a new token to the Temporal client.
+        self.temporal_token = ""
+        self.temporal_namespace = ""
+        self.on_renewed: Callable[[], None] | None = None
 
     def bearer(self) -> str | None:
         """The current bearer (None before the first exchange); read on every call."""
@@ -82,6 +87,10 @@ class BearerSession:
         self._issued_at = self._clock()
         self._expires_at = response.expire_time.seconds + response.expire_time.nanos / 1e9
         self.org_id = response.org_id
+        self.temporal_token = response.temporal_token
+        self.temporal_namespace = response.temporal_namespace
+        if self.on_renewed is not None:
+            self.on_renewed()
 
     async def exchange(self, *, deadline: float | None = None) -> None:
         """Exchanges the token, retrying with backoff while the control plane is unreachable.

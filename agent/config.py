@@ -46,7 +46,11 @@ class AgentConfig:
     ca_file: Path | None = None
     temporal_tls_cert: Path | None = None
     temporal_tls_key: Path | None = None
-    temporal_namespace: str = "default"
+    # The namespace every org shared before namespaces per org (the agent's own namespace
+    # comes from the token exchange): work started there before the upgrade is still run
+    # while ``temporal_drain_legacy``, on the same queue ``tenant-{orgId}``.
+    temporal_legacy_namespace: str = "default"
+    temporal_drain_legacy: bool = True
     temporal_server_name: str | None = None
     bearer_check_seconds: float = 15.0
     reaper_seconds: float = 60.0
@@ -91,7 +95,13 @@ class AgentConfig:
             ca_file=c.optional_file(env, "SEVVO_CA_FILE"),
             temporal_tls_cert=cert,
             temporal_tls_key=key,
-            temporal_namespace=c.string(env, "SEVVO_TEMPORAL_NAMESPACE", "default"),
+            # SEVVO_TEMPORAL_NAMESPACE named the shared namespace before namespaces per org.
+            temporal_legacy_namespace=c.string(
+                env,
+                "SEVVO_TEMPORAL_LEGACY_NAMESPACE",
+                c.string(env, "SEVVO_TEMPORAL_NAMESPACE", "default"),
+            ),
+            temporal_drain_legacy=c.boolean(env, "SEVVO_TEMPORAL_DRAIN_LEGACY", True),
             temporal_server_name=c.optional_string(env, "SEVVO_TEMPORAL_SERVER_NAME"),
             # How soon a revoked deployment is noticed between bearer renewals.
             bearer_check_seconds=c.number(

@@ -1,5 +1,9 @@
 """The agent's life: get a bearer and payload keys, then poll ``tenant-{orgId}`` until stopped.
 
+The queue is polled in the org's own namespace, named by the token exchange, with the Temporal
+token that came with the bearer (renewed with it). Until the old layout is drained it is also
+polled in the namespace every org shared before (SEVVO_TEMPORAL_DRAIN_LEGACY).
+
 It listens on no port. Every connection it makes is outbound: the control plane's gRPC
 endpoint and the Temporal frontend, both over TLS.
 """
@@ -9,9 +13,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable
+from datetime import timedelta
 from typing import TypeVar
 
+from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
 from temporalio.client import Client
+from temporalio.service import RPCError
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from agent.activities import AgentActivities
@@ -72,7 +79,7 @@ async def _refresh_keys(refresher: KeyRefresher) -> None:
 
 
 async def _connect_temporal(
-    config: AgentConfig, keys: OrgPayloadKeys, refresher: KeyRefresher
+    config: AgentConfig, keys: OrgPayloadKeys, session: BearerSession, refresher: KeyRefresher
 ) -> Client:
     """Connects to the Temporal frontend, backing off while it is unreachable or refuses TLS."""
     delay = 1.0
@@ -80,7 +87,9 @@ async def _connect_temporal(
         try:
             return await Client.connect(
                 config.temporal_address,
-                namespace=config.temporal_namespace,
+                # An auth older than namespaces per org names none: the same name, computed.
+                namespace=session.temporal_namespace or temporal.namespace_for(session.org_id),
+                rpc_metadata=temporal.rpc_metadata(session.temporal_token),
                 tls=temporal.tls_config(
                     ca_file=config.ca_file,
                     cert_file=config.temporal_tls_cert,
@@ -99,6 +108,76 @@ async def _connect_temporal(
             )
         await asyncio.sleep(delay)
         delay = min(delay * 2, 30.0)
+
+
+async def _poll_when_registered(
+    worker: Worker, queue: str, session: BearerSession, running: list[Worker]
+) -> None:
+    """Runs the worker once Temporal knows the org's namespace, then until it is shut down.
+
+    The orchestrator registers the namespace when this agent fetches its keys. Until then (the
+    orchestrator unreachable, or not yet upgraded to namespaces per org) polling would fail, so
+    this waits, while the old shared namespace is still drained beside it.
+    """
+    client = worker.client
+    delay = 1.0
+    while True:
+        try:
+            await client.workflow_service.describe_namespace(
+                DescribeNamespaceRequest(namespace=client.namespace), timeout=timedelta(seconds=10)
+            )
+            break
+        except RPCError as exc:
+            log.warning(
+                "temporal namespace not ready; retrying",
+                namespace=client.namespace,
+                status=exc.status.name,
+                retry_in_s=delay,
+            )
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 30.0)
+    log.info(
+        "agent polling",
+        task_queue=queue,
+        namespace=client.namespace,
+        deployment_id=session.deployment_id,
+    )
+    running.append(worker)
+    await worker.run()
+
+
+def _worker(client: Client, queue: str, activities: AgentActivities, config: AgentConfig) -> Worker:
+    return Worker(
+        client,
+        task_queue=queue,
+        workflows=[CredentialTestWorkflow, PreviewQueryWorkflow, RootRotationWorkflow],
+        activities=[
+            activities.test_credentials,
+            activities.preview_query,
+            activities.rotate_root_credentials,
+        ],
+        # Previews and tests run as local activities, rotations as activities: each kind
+        # gets the configured number of database sessions at once.
+        max_concurrent_activities=config.max_concurrent_work,
+        max_concurrent_local_activities=config.max_concurrent_work,
+        # Temporal's sandbox re-imports the workflows' module for every workflow run, a
+        # fifth of the agent's event loop under load. The three workflows call one activity
+        # each and nothing else; tests/test_agent_workflows.py runs them in the sandbox, so
+        # a non-deterministic edit still fails there.
+        workflow_runner=UnsandboxedWorkflowRunner(),
+    )
+
+
+async def _drain_legacy(worker: Worker, running: list[Worker]) -> None:
+    """Polls the old shared namespace; its failure (a namespace gone, or refused by an
+    authorizer) ends this worker only, never the agent."""
+    log.info("agent draining the old namespace", namespace=worker.client.namespace)
+    running.append(worker)
+    try:
+        await worker.run()
+    except Exception as exc:
+        log.warning("old namespace no longer polled", error=type(exc).__name__)
+    await asyncio.Event().wait()  # Finishing must not look like the agent stopping.
 
 
 class _Stopped(Exception):
@@ -133,33 +212,23 @@ async def run_agent(config: AgentConfig, stop: asyncio.Event) -> int:
         key_stub = orchestrator_pb2_grpc.PayloadKeyServiceStub(channel)
         keys = OrgPayloadKeys(session.org_id, *await _unless_stopped(_fetch_keys(key_stub), stop))
         refresher = _key_refresher(key_stub, keys)
-        client = await _unless_stopped(_connect_temporal(config, keys, refresher), stop)
+        client = await _unless_stopped(_connect_temporal(config, keys, session, refresher), stop)
+
+        def hand_over_token() -> None:  # A renewed bearer comes with a renewed Temporal token.
+            client.rpc_metadata = temporal.rpc_metadata(session.temporal_token)
+
+        session.on_renewed = hand_over_token
         credentials = connections_pb2_grpc.ConnectionCredentialServiceStub(channel)
         leases = connections_pb2_grpc.LeaseServiceStub(channel)
         activities = AgentActivities(credentials, LeaseManager(leases, credentials))
         queue = temporal.task_queue(session.org_id)
-        worker = Worker(
-            client,
-            task_queue=queue,
-            workflows=[CredentialTestWorkflow, PreviewQueryWorkflow, RootRotationWorkflow],
-            activities=[
-                activities.test_credentials,
-                activities.preview_query,
-                activities.rotate_root_credentials,
-            ],
-            # Previews and tests run as local activities, rotations as activities: each kind
-            # gets the configured number of database sessions at once.
-            max_concurrent_activities=config.max_concurrent_work,
-            max_concurrent_local_activities=config.max_concurrent_work,
-            # Temporal's sandbox re-imports the workflows' module for every workflow run, a
-            # fifth of the agent's event loop under load. The three workflows call one activity
-            # each and nothing else; tests/test_agent_workflows.py runs them in the sandbox, so
-            # a non-deterministic edit still fails there.
-            workflow_runner=UnsandboxedWorkflowRunner(),
-        )
-        log.info("agent polling", task_queue=queue, deployment_id=session.deployment_id)
+        worker = _worker(client, queue, activities, config)
+        # Workers that started running; only those can be shut down (and must be).
+        running: list[Worker] = []
         tasks = {
-            asyncio.create_task(worker.run(), name="worker"),
+            asyncio.create_task(
+                _poll_when_registered(worker, queue, session, running), name="worker"
+            ),
             asyncio.create_task(session.keep_fresh(config.bearer_check_seconds), name="bearer"),
             asyncio.create_task(_refresh_keys(refresher), name="payload-keys"),
             asyncio.create_task(
@@ -168,11 +237,19 @@ async def run_agent(config: AgentConfig, stop: asyncio.Event) -> int:
             ),
             asyncio.create_task(stop.wait(), name="stop"),
         }
+        if config.temporal_drain_legacy and config.temporal_legacy_namespace != client.namespace:
+            legacy_config = client.config()
+            legacy_config["namespace"] = config.temporal_legacy_namespace
+            legacy = _worker(Client(**legacy_config), queue, activities, config)
+            tasks.add(asyncio.create_task(_drain_legacy(legacy, running), name="legacy-worker"))
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         log.info("agent stopping", reason=next(iter(done)).get_name())
         try:
             # Running activities are cancelled; a stuck poll must not keep the process alive.
-            await asyncio.wait_for(worker.shutdown(), timeout=SHUTDOWN_SECONDS)
+            await asyncio.wait_for(
+                asyncio.gather(*(w.shutdown() for w in running), return_exceptions=True),
+                timeout=SHUTDOWN_SECONDS,
+            )
         except TimeoutError:
             log.warning("worker did not shut down in time", timeout_s=SHUTDOWN_SECONDS)
         for task in tasks:

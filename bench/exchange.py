@@ -6,8 +6,9 @@ on one CPU with production logging; the target (issue 11) is at least 1,000 exch
 
 Then the exchange's own steps, measured in this process without gRPC (as rpc_auth measures
 the auth step): the in-memory path the server takes for a cached deployment, its signature
-alone, and the path that reads Postgres plus the hop to a worker thread it takes in the
-server, as every exchange did before services/auth/deployment_cache.py. The rest of an
+alone, the Temporal token signed beside every bearer, and the path that reads Postgres plus
+the hop to a worker thread it takes in the server, as every exchange did before
+services/auth/deployment_cache.py. The rest of an
 exchange's cost is the per-RPC floor (gRPC, TLS, interceptors, log line) that the no-op RPC
 pays too.
 """
@@ -102,10 +103,19 @@ def exchange_steps_us(database_url: str, pki_dir: Path) -> dict[str, float]:
             # The keys' periodic reload is a database read the server does on a thread.
             return issued if issued is not None else app.domain.exchange(token)
 
+        issued = app.domain.exchange(token)
+
+        def temporal_token() -> object:
+            # Signed beside every bearer (ES256: Temporal's authorizer takes no Ed25519 key).
+            args = (issued.org_id, issued.subject_id, issued.expires_at)
+            signed = app.temporal_tokens.for_agent_in_memory(*args)
+            return signed if signed is not None else app.temporal_tokens.for_agent(*args)
+
         claims = {"iss": "bench", "sub": "bench", "exp": 0, "jti": "bench"}
         steps = {
             "in memory (the server's path)": _cpu_us(in_memory),
             "  of which signing the bearer": _cpu_us(lambda: app.keys.sign(claims)),
+            "  plus the Temporal token (ES256)": _cpu_us(temporal_token),
         }
         app.deployments.stop()  # Bypassed from now on: every exchange reads Postgres.
         steps["reading Postgres (before)"] = _cpu_us(lambda: app.domain.exchange(token))

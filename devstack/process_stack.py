@@ -351,12 +351,16 @@ def _write_secrets(state: Path, database_url: str) -> dict[str, str]:
         "SEVVO_AUTH_BOOTSTRAP_TOKEN_FILE": state / "bootstrap-token",
         "SEVVO_CONNECTIONS_KEYRING_FILE": state / "connections-keyring.json",
         "SEVVO_ORCHESTRATOR_KEYRING_FILE": state / "orchestrator-keyring.json",
+        # One secret, two readers: the orchestrator proves itself to auth with it.
+        "SEVVO_AUTH_SERVICE_TOKEN_FILE": state / "service-token",
+        "SEVVO_ORCHESTRATOR_SERVICE_TOKEN_FILE": state / "service-token",
     }
     write_private_file(files["SEVVO_DATABASE_URL_FILE"], database_url)
     if not files["SEVVO_AUTH_KEK_FILE"].exists():
         write_key_encryption_key(files["SEVVO_AUTH_KEK_FILE"])
-    if not files["SEVVO_AUTH_BOOTSTRAP_TOKEN_FILE"].exists():
-        write_bootstrap_token(files["SEVVO_AUTH_BOOTSTRAP_TOKEN_FILE"])
+    for name in ("SEVVO_AUTH_BOOTSTRAP_TOKEN_FILE", "SEVVO_AUTH_SERVICE_TOKEN_FILE"):
+        if not files[name].exists():
+            write_bootstrap_token(files[name])
     for name in ("SEVVO_CONNECTIONS_KEYRING_FILE", "SEVVO_ORCHESTRATOR_KEYRING_FILE"):
         if not files[name].exists():
             write_keyring_file(files[name], Keyring.generate())
@@ -378,7 +382,7 @@ def start_process_stack(
     pki = ensure_dev_pki(state_dir / "pki")
     ports = {
         name: free_port()
-        for name in ("postgres", "temporal", *SERVICES, "router", "temporal-proxy")
+        for name in ("postgres", "temporal", *SERVICES, "router", "temporal-proxy", "jwks")
     }
     stack = ProcessStack(
         state_dir=state_dir,
@@ -419,6 +423,7 @@ def start_process_stack(
             **endpoints,
             **_write_secrets(state_dir, postgres.server.admin_url(CONTROL_PLANE_DATABASE)),
             "SEVVO_TEMPORAL_ADDRESS": stack.temporal_address,
+            "SEVVO_AUTH_JWKS_PORT": str(ports["jwks"]),
             # Other services learn auth's keys and revocations by polling it, every 2 s.
             "SEVVO_TOKEN_REFRESH_SECONDS": "2",
             **(service_env or {}),

@@ -202,11 +202,15 @@ async def start_stack(
             "SEVVO_AUTH_BOOTSTRAP_TOKEN_FILE": state / "bootstrap-token",
             "SEVVO_CONNECTIONS_KEYRING_FILE": state / "connections-keyring.json",
             "SEVVO_ORCHESTRATOR_KEYRING_FILE": state / "orchestrator-keyring.json",
+            # One secret, two readers: the orchestrator proves itself to auth with it.
+            "SEVVO_AUTH_SERVICE_TOKEN_FILE": state / "service-token",
+            "SEVVO_ORCHESTRATOR_SERVICE_TOKEN_FILE": state / "service-token",
         }
         if not secrets_files["SEVVO_AUTH_KEK_FILE"].exists():
             write_key_encryption_key(secrets_files["SEVVO_AUTH_KEK_FILE"])
-        if not secrets_files["SEVVO_AUTH_BOOTSTRAP_TOKEN_FILE"].exists():
-            write_bootstrap_token(secrets_files["SEVVO_AUTH_BOOTSTRAP_TOKEN_FILE"])
+        for name in ("SEVVO_AUTH_BOOTSTRAP_TOKEN_FILE", "SEVVO_AUTH_SERVICE_TOKEN_FILE"):
+            if not secrets_files[name].exists():
+                write_bootstrap_token(secrets_files[name])
         for name in ("SEVVO_CONNECTIONS_KEYRING_FILE", "SEVVO_ORCHESTRATOR_KEYRING_FILE"):
             if not secrets_files[name].exists():
                 write_keyring_file(secrets_files[name], Keyring.generate())

@@ -27,7 +27,7 @@ from devstack.temporal import TemporalDevServer
 from devstack.tls_proxy import ThreadedTlsProxy
 from sevvo.auth.v1 import auth_pb2, auth_pb2_grpc
 from sevvo.orchestrator.v1 import orchestrator_pb2, orchestrator_pb2_grpc
-from sevvo.runtime import deployment_token
+from sevvo.runtime import deployment_token, temporal
 from sevvo.runtime.files import write_private_file
 
 ORG_ID = "7d1f0c2a-0000-4000-8000-00000000abcd"
@@ -42,6 +42,8 @@ class Script:
     check_error: grpc.StatusCode | None = None
     exchange_error: grpc.StatusCode | None = None
     bearer_lifetime: float = 300.0
+    # The namespace the exchange names; empty: the agent computes its org's.
+    temporal_namespace: str = ""
     expiries: list[float] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -62,6 +64,7 @@ class _Auth(auth_pb2_grpc.AuthServiceServicer):
             bearer_token=f"bearer-{secrets.token_hex(8)}",
             org_id=ORG_ID,
             deployment_id=DEPLOYMENT_ID,
+            temporal_namespace=self._script.temporal_namespace,
         )
         response.expire_time.FromDatetime(datetime.fromtimestamp(expiry, UTC))
         return response
@@ -91,7 +94,8 @@ class _PayloadKeys(orchestrator_pb2_grpc.PayloadKeyServiceServicer):
 @pytest.fixture(scope="module")
 def temporal_over_tls(dev_pki: DevPki) -> Iterator[str]:
     """A Temporal dev server reachable over TLS, as the agent requires."""
-    with TemporalDevServer() as server:
+    # The org's namespace, as the orchestrator registers it when an agent fetches its keys.
+    with TemporalDevServer(namespaces=[temporal.namespace_for(ORG_ID)]) as server:
         host, _, port = server.address.rpartition(":")
         with ThreadedTlsProxy((host, int(port)), dev_pki.server_cert, dev_pki.server_key) as proxy:
             yield f"localhost:{proxy.address.rpartition(':')[2]}"
@@ -123,11 +127,11 @@ def control_plane(dev_pki: DevPki) -> Iterator[tuple[Script, str]]:
 @pytest.fixture
 def start_agent(
     control_plane: tuple[Script, str], temporal_over_tls: str, dev_pki: DevPki, tmp_path: Path
-) -> Iterator[Callable[[], AgentProcess]]:
+) -> Iterator[Callable[..., AgentProcess]]:
     """Starts an agent against the scripted control plane; it checks its bearer every second."""
     started: list[AgentProcess] = []
 
-    def start() -> AgentProcess:
+    def start(*, wait: bool = True) -> AgentProcess:
         token = deployment_token.wrap(
             deployment_token.DeploymentCredentials(DEPLOYMENT_ID, deployment_token.new_secret())
         )
@@ -141,7 +145,7 @@ def start_agent(
             bearer_check_seconds=CHECK_SECONDS,
         )
         started.append(AgentProcess(settings, tmp_path / "agent.log"))
-        return started[-1].start(wait=True)
+        return started[-1].start(wait=wait)
 
     try:
         yield start
@@ -227,3 +231,17 @@ def test_an_unreachable_control_plane_stops_the_agent_when_its_bearer_expires(
     assert _running(agent), agent.output()
     assert agent.wait(expiry + CHECK_SECONDS + 5 - time.time()) == EXIT_UNAUTHORISED
     assert "the bearer token expired and could not be renewed" in agent.output()
+
+
+def test_an_agent_whose_namespace_is_not_registered_yet_drains_the_old_one_and_waits(
+    control_plane: tuple[Script, str], start_agent: Callable[..., AgentProcess]
+) -> None:
+    """Before the control plane registers its org's namespace (an orchestrator not upgraded
+    yet), the agent keeps running: it polls the old shared namespace and waits for its own."""
+    script, _ = control_plane
+    script.temporal_namespace = "sevvo-000000000000000000000000"
+    agent = start_agent(wait=False)
+    agent.wait_for("agent draining the old namespace", timeout=20)
+    agent.wait_for("temporal namespace not ready", timeout=20)
+    assert _running(agent)
+    assert "agent polling" not in agent.output()

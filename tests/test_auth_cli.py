@@ -82,6 +82,24 @@ def test_rotate_signing_key_publishes_a_pending_key(
     assert rows == [(False, True), (True, False)]
 
 
+def test_rotate_temporal_key_publishes_a_pending_es256_key(
+    auth_env: dict[str, str], database_url: str
+) -> None:
+    """rotate-temporal-key rotates Temporal's key set only, publishing two JWKS refreshes ahead."""
+    auth_env["SEVVO_AUTH_TEMPORAL_JWKS_REFRESH_SECONDS"] = "60"
+    result = _auth(auth_env, "rotate-temporal-key")
+    assert result.returncode == 0, result.stderr
+    assert "activates in 0:02:01" in result.stdout
+    with psycopg.connect(database_url) as conn:
+        temporal_keys = conn.execute(
+            "select activates_at > now(), verify_until is not null"
+            " from auth.temporal_signing_keys order by activates_at"
+        ).fetchall()
+        signing_keys = conn.execute("select count(*) from auth.signing_keys").fetchone()
+    assert temporal_keys == [(False, True), (True, False)]
+    assert signing_keys == (1,)
+
+
 def test_missing_configuration_names_the_variable(auth_env: dict[str, str]) -> None:
     """Without a key-encryption key the command exits 2 naming SEVVO_AUTH_KEK."""
     del auth_env["SEVVO_AUTH_KEK_FILE"]

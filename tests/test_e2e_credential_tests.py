@@ -26,6 +26,7 @@ from devstack.source_db import create_source_database
 from sevvo.connections.v1 import connections_pb2 as cpb
 from sevvo.orchestrator.v1 import orchestrator_pb2 as opb
 from sevvo.runtime.grpc_client import error_details
+from sevvo.runtime.temporal import namespace_for
 from tests.plugins.auth_stack import BackgroundLoop
 from tests.plugins.dev_stack import EndToEnd
 from tests.plugins.source_db import SourceTargetFactory
@@ -219,7 +220,9 @@ def test_temporal_history_holds_only_ciphertext(
 
     async def history() -> tuple[bytes, list[bytes]]:
         # No codec here: this is what the Temporal server itself holds.
-        client = await Client.connect(e2e.stack.temporal_address)
+        client = await Client.connect(
+            e2e.stack.temporal_address, namespace=namespace_for(tenant.org_id)
+        )
         handle = client.get_workflow_handle(f"credential-test-{run.id}")
         events = (await handle.fetch_history()).events
         started = events[0].workflow_execution_started_event_attributes

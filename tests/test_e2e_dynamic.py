@@ -31,6 +31,7 @@ from sevvo.connections.v1 import connections_pb2_grpc as cpb_grpc
 from sevvo.orchestrator.v1 import orchestrator_pb2 as opb
 from sevvo.runtime.grpc_client import error_details
 from sevvo.runtime.servicing import timestamp
+from sevvo.runtime.temporal import namespace_for
 from sevvo.workflows.v1 import workflows_pb2 as wpb
 from tests.plugins.auth_stack import BackgroundLoop
 from tests.plugins.dev_stack import REAPER_SECONDS, EndToEnd, Tenant
@@ -390,7 +391,9 @@ def test_root_rotation_on_demand_replaces_the_password_and_minting_continues(
     assert _minted_roles(tls_source_pg) == []
 
     async def history() -> bytes:
-        client = await Client.connect(e2e.stack.temporal_address)
+        client = await Client.connect(
+            e2e.stack.temporal_address, namespace=namespace_for(tenant.org_id)
+        )
         handle = client.get_workflow_handle(f"root-rotation-{run.id}")
         events = (await handle.fetch_history()).events
         return b"".join(e.SerializeToString() for e in events)
@@ -514,11 +517,15 @@ def test_root_rotation_of_another_orgs_connection_is_not_found(
     assert list(other.ListRuns(opb.ListRunsRequest()).runs) == []
 
 
-def _schedule_gone(e2e: EndToEnd, background_loop: BackgroundLoop, schedule_id: str) -> bool:
-    """Whether Temporal no longer has the schedule."""
+def _schedule_gone(
+    e2e: EndToEnd, background_loop: BackgroundLoop, tenant: Tenant, schedule_id: str
+) -> bool:
+    """Whether Temporal no longer has the schedule (in the org's namespace, its home)."""
 
     async def gone() -> bool:
-        client = await Client.connect(e2e.stack.temporal_address)
+        client = await Client.connect(
+            e2e.stack.temporal_address, namespace=namespace_for(tenant.org_id)
+        )
         try:
             await client.get_schedule_handle(schedule_id).describe()
         except RPCError as exc:
@@ -563,7 +570,9 @@ def test_root_rotation_on_a_schedule(
 
     async def trigger_now() -> list[bytes]:
         # As the interval passing would; without the org's codec, as Temporal holds it.
-        client = await Client.connect(e2e.stack.temporal_address)
+        client = await Client.connect(
+            e2e.stack.temporal_address, namespace=namespace_for(tenant.org_id)
+        )
         handle = client.get_schedule_handle(schedule_id)
         raw = (await handle.describe()).raw_description
         action = raw.schedule.action.start_workflow
@@ -584,7 +593,7 @@ def test_root_rotation_on_a_schedule(
     removed = orchestrator.SetRootRotationSchedule(_schedule_request(created.id, timedelta(0)))
     assert not removed.HasField("next_rotation_time")
 
-    assert _schedule_gone(e2e, background_loop, schedule_id)
+    assert _schedule_gone(e2e, background_loop, tenant, schedule_id)
     read_back = orchestrator.GetRootRotationSchedule(
         opb.GetRootRotationScheduleRequest(connection_id=created.id)
     )
@@ -621,12 +630,10 @@ def test_deleting_a_connection_removes_its_rotation_schedule(
         e2e.connections(member).DeleteConnection(cpb.DeleteConnectionRequest(id=created.id))
     assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
     # ...while the admin's delete takes the schedule with it.
-    e2e.connections(tenant.admin_token).DeleteConnection(
-        cpb.DeleteConnectionRequest(id=created.id)
-    )
+    e2e.connections(tenant.admin_token).DeleteConnection(cpb.DeleteConnectionRequest(id=created.id))
     schedule_id = f"root-rotation-{tenant.org_id}-{created.id}"
 
-    assert _schedule_gone(e2e, background_loop, schedule_id)
+    assert _schedule_gone(e2e, background_loop, tenant, schedule_id)
 
 
 CONCURRENT_ROTATIONS = 3

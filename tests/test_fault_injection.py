@@ -45,6 +45,7 @@ from sevvo.connections.v1 import connections_pb2 as cpb
 from sevvo.connections.v1 import connections_pb2_grpc as cpb_grpc
 from sevvo.orchestrator.v1 import orchestrator_pb2 as opb
 from sevvo.orchestrator.v1 import orchestrator_pb2_grpc as opb_grpc
+from sevvo.runtime.temporal import namespace_for
 from tests.plugins.auth_stack import PASSWORD, BackgroundLoop
 from tests.plugins.dev_stack import EndToEnd, Tenant
 from tests.plugins.process_stack import (
@@ -456,9 +457,9 @@ def _log_entries(path: Path, keep: Callable[[dict[str, Any]], bool]) -> list[dic
 
 
 async def _temporal_statuses(
-    address: str, workflow_ids: list[str]
+    address: str, namespace: str, workflow_ids: list[str]
 ) -> dict[str, WorkflowExecutionStatus | None]:
-    client = await Client.connect(address)
+    client = await Client.connect(address, namespace=namespace)
     statuses: dict[str, WorkflowExecutionStatus | None] = {}
     for workflow_id in workflow_ids:
         try:
@@ -492,7 +493,9 @@ def _judge(
 ) -> list[Verdict]:
     statuses = background_loop.run(
         _temporal_statuses(
-            campaign.harness.stack.temporal_address, [_workflow_id(r) for r in runs]
+            campaign.harness.stack.temporal_address,
+            namespace_for(campaign.tenant.org_id),
+            [_workflow_id(r) for r in runs],
         ),
         timeout=120,
     )

@@ -49,6 +49,9 @@ class _Misbehaving(auth_pb2_grpc.AuthServiceServicer):
     async def BootstrapOrg(self, request, context):  # type: ignore[no-untyped-def]
         return auth_pb2.BootstrapOrgResponse()
 
+    async def IssueTemporalToken(self, request, context):  # type: ignore[no-untyped-def]
+        return auth_pb2.IssueTemporalTokenResponse()
+
     async def ListRevokedSessions(self, request, context):  # type: ignore[no-untyped-def]
         return auth_pb2.ListRevokedSessionsResponse()
 
@@ -234,6 +237,9 @@ class _Hostile(auth_pb2_grpc.AuthServiceServicer):
 
     async def SignOut(self, request, context):  # type: ignore[no-untyped-def]
         return auth_pb2_grpc.AuthServiceServicer.SignOut(self, request, context)
+
+    async def IssueTemporalToken(self, request, context):  # type: ignore[no-untyped-def]
+        return auth_pb2_grpc.AuthServiceServicer.IssueTemporalToken(self, request, context)
 
     async def ChangePassword(self, request, context):  # type: ignore[no-untyped-def]
         return auth_pb2_grpc.AuthServiceServicer.ChangePassword(self, request, context)

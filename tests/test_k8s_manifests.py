@@ -39,7 +39,8 @@ AGENT_ALL_OPTIONS: dict[str, Any] = {
     "controlPlane": {"host": "api.sevvo.example"},
     "temporal": {
         "address": "temporal.sevvo.example:443",
-        "namespace": "acme",
+        "legacyNamespace": "acme",
+        "drainLegacy": False,
         "serverName": "temporal.internal.example",
         "clientTls": {"enabled": True},
     },
@@ -52,7 +53,7 @@ CONTROL_PLANE_ALL_OPTIONS: dict[str, Any] = {
         "imagePullSecrets": ["regcred"],
         "image": {"tag": "1.2.3"},
         "tls": {"caSecret": "corp-ca"},
-        "temporal": {"namespace": "sevvo", "tls": True},
+        "temporal": {"legacyNamespace": "sevvo", "drainLegacy": False, "tls": True},
     },
     **{
         name: {
@@ -207,7 +208,15 @@ BAD_VALUES = [
     ("control_plane", {"global": {"tls": {"caSecret": "Corp_CA"}}}, "caSecret"),
     ("control_plane", {"global": {"tls": {"caKey": "ca/crt"}}}, "caKey"),
     ("control_plane", {"global": {"temporal": {"tls": "true"}}}, "tls"),
-    ("control_plane", {"global": {"temporal": {"namespace": ""}}}, "namespace"),
+    ("control_plane", {"global": {"temporal": {"legacyNamespace": ""}}}, "legacyNamespace"),
+    ("control_plane", {"global": {"temporal": {"namespace": "x"}}}, "namespace"),
+    ("control_plane", {"global": {"serviceToken": {"existingSecret": None}}}, "existingSecret"),
+    ("control_plane", {"auth": {"jwksPort": 0}}, "jwksPort"),
+    (
+        "control_plane",
+        {"global": {"temporal": {"authorization": {"refreshIntervalSeconds": 1}}}},
+        "refreshIntervalSeconds",
+    ),
     ("control_plane", {"orchestrator": {"credentialTestTimeoutSeconds": 4}}, "credentialTest"),
     ("control_plane", {"orchestrator": {"credentialTestTimeoutSeconds": 601}}, "credentialTest"),
     ("control_plane", {"orchestrator": {"keyring": {"existingSecret": "Bad_Name"}}}, "keyring"),
@@ -220,7 +229,8 @@ BAD_VALUES = [
     ("agent", {"bearerCheckSeconds": 0}, "bearerCheckSeconds"),
     ("agent", {"bearerCheckSeconds": 301}, "bearerCheckSeconds"),
     ("agent", {"temporal": {"serverName": "https://temporal.example"}}, "serverName"),
-    ("agent", {"temporal": {"namespace": "a b"}}, "namespace"),
+    ("agent", {"temporal": {"legacyNamespace": "a b"}}, "legacyNamespace"),
+    ("agent", {"temporal": {"drainLegacy": "yes"}}, "drainLegacy"),
 ]
 
 
@@ -320,9 +330,10 @@ def test_file_env_vars_name_files_in_read_only_secret_mounts(
             assert filename in [item["path"] for item in source["items"]], name
             checked += 1
     # Database URL, TLS cert and key per service, auth's KEK, the keyrings of connections and
-    # orchestrator, the CA bundle of all three services (auth calls the orchestrator), and the
-    # agent's token, mTLS cert and key and CA bundle.
-    assert checked == 3 * 3 + 1 + 2 + 3 + 4
+    # orchestrator, the CA bundle of all three services (auth calls the orchestrator), the
+    # service token of auth and orchestrator, and the agent's token, mTLS cert and key and CA
+    # bundle.
+    assert checked == 3 * 3 + 1 + 2 + 3 + 2 + 4
 
 
 SECRET_NAME_WORDS = ("TOKEN", "SECRET", "PASSWORD", "KEY", "KEK", "DATABASE_URL", "DSN", "CERT")
@@ -360,15 +371,19 @@ def test_each_component_runs_its_own_service_module(control_plane: helm.Chart, n
 
 @pytest.mark.parametrize("name", COMPONENTS)
 def test_service_routes_grpc_8443_to_its_own_pods(control_plane: helm.Chart, name: str) -> None:
-    """Each Service exposes 8443 to the named container port of its component's pods only."""
+    """Each Service exposes 8443 to the named container port of its component's pods only
+    (and auth's, its JWKS on 8081 for Temporal)."""
     objects = render(control_plane)
     (service,) = [s for s in of_kind(objects, "Service") if component(s) == name]
     deployment = deployment_for(objects, name)
+    jwks = [{"name": "jwks", "port": 8081, "targetPort": "jwks", "protocol": "TCP"}]
     assert service["spec"]["ports"] == [
-        {"name": "grpc", "port": 8443, "targetPort": "grpc", "protocol": "TCP"}
+        {"name": "grpc", "port": 8443, "targetPort": "grpc", "protocol": "TCP"},
+        *(jwks if name == "auth" else []),
     ]
     assert only_container(deployment)["ports"] == [
-        {"name": "grpc", "containerPort": 8443, "protocol": "TCP"}
+        {"name": "grpc", "containerPort": 8443, "protocol": "TCP"},
+        *([{"name": "jwks", "containerPort": 8081, "protocol": "TCP"}] if name == "auth" else []),
     ]
     pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
     assert service["spec"]["selector"].items() <= pod_labels.items()
@@ -519,11 +534,14 @@ def test_helm_refuses_an_orchestrator_keyring_without_its_secret(
 def test_orchestrator_defaults_for_temporal_and_credential_tests(
     control_plane: helm.Chart,
 ) -> None:
-    """By default the orchestrator uses Temporal namespace default without TLS, and gives a
-    credential test 60 seconds."""
+    """By default the orchestrator drains the old shared namespace default, registers org
+    namespaces with 3 days' retention, dials Temporal without TLS, and gives a credential test
+    60 seconds."""
     env = env_of(only_container(deployment_for(render(control_plane), "orchestrator")))
     assert env["SEVVO_TEMPORAL_ADDRESS"] == "temporal-frontend.temporal.svc:7233"
-    assert env["SEVVO_TEMPORAL_NAMESPACE"] == "default"
+    assert env["SEVVO_TEMPORAL_LEGACY_NAMESPACE"] == "default"
+    assert env["SEVVO_TEMPORAL_DRAIN_LEGACY"] == "true"
+    assert env["SEVVO_TEMPORAL_RETENTION_DAYS"] == "3"
     assert env["SEVVO_TEMPORAL_TLS"] == "false"
     assert env["SEVVO_CREDENTIAL_TEST_TIMEOUT_SECONDS"] == "60"
     assert env["SEVVO_DATABASE_URL_FILE"] == "/var/run/secrets/sevvo/database/url"
@@ -533,17 +551,17 @@ def test_orchestrator_defaults_for_temporal_and_credential_tests(
 
 
 def test_orchestrator_temporal_tls_trusts_the_ca_bundle(control_plane: helm.Chart) -> None:
-    """global.temporal.tls and namespace and the test timeout reach the orchestrator; with
+    """global.temporal.tls and legacyNamespace and the test timeout reach the orchestrator; with
     TLS on and a CA Secret set, SEVVO_CA_FILE names the CA Temporal is verified against."""
     values = {
         "global": {
-            "temporal": {"namespace": "sevvo-prod", "tls": True},
+            "temporal": {"legacyNamespace": "sevvo-prod", "tls": True},
             "tls": {"caSecret": "corp-ca"},
         },
         "orchestrator": {"credentialTestTimeoutSeconds": 120},
     }
     env = env_of(only_container(deployment_for(render(control_plane, values), "orchestrator")))
-    assert env["SEVVO_TEMPORAL_NAMESPACE"] == "sevvo-prod"
+    assert env["SEVVO_TEMPORAL_LEGACY_NAMESPACE"] == "sevvo-prod"
     assert env["SEVVO_TEMPORAL_TLS"] == "true"
     assert env["SEVVO_CREDENTIAL_TEST_TIMEOUT_SECONDS"] == "120"
     assert env["SEVVO_CA_FILE"] == CA_FILE
@@ -735,29 +753,33 @@ def test_agent_ca_bundle_comes_from_a_configmap_or_secret(
 
 
 def test_agent_temporal_and_bearer_defaults(agent: helm.Chart) -> None:
-    """By default the agent polls namespace default, checks its bearer every 15 seconds, sets
-    no TLS server name override and no CA file."""
+    """By default the agent also drains the old shared namespace default, checks its bearer
+    every 15 seconds, sets no TLS server name override and no CA file."""
     (deployment,) = of_kind(render(agent, AGENT_REQUIRED), "Deployment")
     env = env_of(only_container(deployment))
-    assert env["SEVVO_TEMPORAL_NAMESPACE"] == "default"
+    assert env["SEVVO_TEMPORAL_LEGACY_NAMESPACE"] == "default"
+    assert env["SEVVO_TEMPORAL_DRAIN_LEGACY"] == "true"
     assert env["SEVVO_BEARER_CHECK_SECONDS"] == "15"
     assert not {"SEVVO_TEMPORAL_SERVER_NAME", "SEVVO_CA_FILE", "SEVVO_CA_BUNDLE_FILE"} & env.keys()
 
 
 def test_agent_temporal_settings_reach_the_agent(agent: helm.Chart) -> None:
-    """temporal.namespace, temporal.serverName and bearerCheckSeconds become its env."""
+    """temporal.legacyNamespace, drainLegacy, serverName and bearerCheckSeconds become its
+    env."""
     values = {
         **AGENT_REQUIRED,
         "temporal": {
             **AGENT_REQUIRED["temporal"],
-            "namespace": "acme",
+            "legacyNamespace": "acme",
+            "drainLegacy": False,
             "serverName": "temporal.internal.example",
         },
         "bearerCheckSeconds": 30,
     }
     (deployment,) = of_kind(render(agent, values), "Deployment")
     env = env_of(only_container(deployment))
-    assert env["SEVVO_TEMPORAL_NAMESPACE"] == "acme"
+    assert env["SEVVO_TEMPORAL_LEGACY_NAMESPACE"] == "acme"
+    assert env["SEVVO_TEMPORAL_DRAIN_LEGACY"] == "false"
     assert env["SEVVO_TEMPORAL_SERVER_NAME"] == "temporal.internal.example"
     assert env["SEVVO_BEARER_CHECK_SECONDS"] == "30"
 

@@ -166,7 +166,11 @@ async def _harness(
         queue_allowance=queue_allowance,
         absent_after=timedelta(seconds=2),
     )
-    org_client = await Client.connect(address, data_converter=data_converter(keys))
+    # The org's namespace, registered by the tracker's clients as the orchestrator does.
+    await clients.for_org_async(org_id)
+    org_client = await Client.connect(
+        address, namespace=names.namespace_for(str(org_id)), data_converter=data_converter(keys)
+    )
     return Harness(tracker, org_client, org_id)
 
 
@@ -178,6 +182,24 @@ def _preview(connection_id: str) -> Callable[[RunRow], wpb.PreviewQueryInput]:
 
 def _test(connection_id: str) -> Callable[[RunRow], wpb.CredentialTestInput]:
     return lambda run: wpb.CredentialTestInput(run_id=str(run.id), connection_id=connection_id)
+
+
+def _running_test(org_id: uuid.UUID, connection_id: str, run_id: uuid.UUID) -> RunRow:
+    """A credential test's row as the orchestrator writes it before starting the workflow."""
+    return RunRow(
+        id=run_id,
+        org_id=org_id,
+        kind="credential_test",
+        state="running",
+        connection_id=uuid.UUID(connection_id),
+        draft_id=None,
+        workflow_id=f"credential-test-{run_id}",
+        outcome_category=None,
+        message=None,
+        started_at=datetime.now(UTC),
+        finished_at=None,
+        duration_ms=None,
+    )
 
 
 async def _until(check: Callable[[], Any], what: str) -> None:
@@ -224,6 +246,33 @@ def test_a_run_whose_caller_goes_away_is_still_recorded_and_its_history_deleted(
     asyncio.run(scenario())
 
 
+async def _settled_unwatched(h: Harness, store: OrchestratorStore, client: Client) -> RunRow:
+    """Writes a credential test's row and runs its workflow to the end in ``client``'s
+    namespace with nobody watching (as when the orchestrator died); then one reconciliation
+    pass must settle it. Returns the row as settled."""
+    connection_id, run_id = str(uuid.uuid4()), uuid.uuid4()
+    row = _running_test(h.org_id, connection_id, run_id)
+    store.insert_run(row)
+    async with Worker(
+        client,
+        task_queue=names.task_queue(str(h.org_id)),
+        workflows=[StandInCredentialTest],
+        workflow_runner=UnsandboxedWorkflowRunner(),
+    ):
+        handle = await client.start_workflow(
+            names.CREDENTIAL_TEST_WORKFLOW,
+            wpb.CredentialTestInput(run_id=str(run_id), connection_id=connection_id),
+            id=row.workflow_id,
+            task_queue=names.task_queue(str(h.org_id)),
+            result_type=wpb.CredentialTestResult,
+        )
+        await handle.result()
+    assert await h.tracker.reconcile_once() == 1
+    settled = store.get_run(h.org_id, run_id)
+    assert settled is not None
+    return settled
+
+
 def test_a_run_left_running_by_a_dead_watcher_gets_its_workflows_true_outcome(
     temporal: TemporalDevServer, store: OrchestratorStore
 ) -> None:
@@ -231,36 +280,26 @@ def test_a_run_left_running_by_a_dead_watcher_gets_its_workflows_true_outcome(
 
     async def scenario() -> None:
         h = await _harness(temporal.address, store, Clock())
-        connection_id = str(uuid.uuid4())
-        run_id = uuid.uuid4()
-        row = RunRow(
-            id=run_id,
-            org_id=h.org_id,
-            kind="credential_test",
-            state="running",
-            connection_id=uuid.UUID(connection_id),
-            draft_id=None,
-            workflow_id=f"credential-test-{run_id}",
-            outcome_category=None,
-            message=None,
-            started_at=datetime.now(UTC),
-            finished_at=None,
-            duration_ms=None,
+        settled = await _settled_unwatched(h, store, h.client)
+        assert (settled.state, settled.outcome_category) == (
+            "succeeded",
+            "password_authentication_failed",
         )
-        # As the orchestrator did just before it died: row written, workflow started.
-        store.insert_run(row)
-        async with h.agent():
-            handle = await h.client.start_workflow(
-                names.CREDENTIAL_TEST_WORKFLOW,
-                wpb.CredentialTestInput(run_id=str(run_id), connection_id=connection_id),
-                id=row.workflow_id,
-                task_queue=names.task_queue(str(h.org_id)),
-                result_type=wpb.CredentialTestResult,
-            )
-            await handle.result()
-        assert await h.tracker.reconcile_once() == 1
-        settled = store.get_run(h.org_id, run_id)
-        assert settled is not None
+
+    asyncio.run(scenario())
+
+
+def test_a_run_started_in_the_old_shared_namespace_is_settled_from_there(
+    temporal: TemporalDevServer, store: OrchestratorStore
+) -> None:
+    """After the upgrade to namespaces per org, a run whose workflow an older orchestrator
+    started in the shared namespace (and finished unwatched) is settled from that namespace."""
+
+    async def scenario() -> None:
+        h = await _harness(temporal.address, store, Clock())
+        config = h.client.config()
+        config["namespace"] = names.LEGACY_NAMESPACE
+        settled = await _settled_unwatched(h, store, Client(**config))
         assert (settled.state, settled.outcome_category) == (
             "succeeded",
             "password_authentication_failed",

@@ -90,7 +90,12 @@ def test_each_service_serves_over_tls_and_stops_on_sigterm(
     procs: dict[str, subprocess.Popen[bytes]] = {}
     try:
         for name in ("auth", "connections", "orchestrator"):
-            env = {**common, **extra[name], "SEVVO_GRPC_PORT": str(ports[name])}
+            env = {
+                **common,
+                **extra[name],
+                "SEVVO_GRPC_PORT": str(ports[name]),
+                "SEVVO_AUTH_JWKS_PORT": "0",
+            }
             procs[name] = subprocess.Popen(
                 [sys.executable, "-m", f"services.{name}", "serve"],
                 cwd=ROOT,

@@ -1,4 +1,5 @@
-"""auth's command line: ``serve``, ``create-org`` (bootstrap), ``rotate-signing-key``.
+"""auth's command line: ``serve``, ``create-org`` (bootstrap), ``rotate-signing-key``,
+``rotate-temporal-key``.
 
 Configuration comes from the environment (see services/auth/config.py); passwords come from a
 file, standard input or a prompt, never from a flag.
@@ -48,6 +49,9 @@ def main(argv: list[str] | None = None) -> int:
         "--password-file", type=Path, help="file holding the admin's password (else stdin/prompt)"
     )
     commands.add_parser("rotate-signing-key", help="publish a new signing key now")
+    commands.add_parser(
+        "rotate-temporal-key", help="publish a new key for Temporal's tokens (ES256) now"
+    )
     args = parser.parse_args(argv)
 
     try:
@@ -64,13 +68,15 @@ def main(argv: list[str] | None = None) -> int:
     app.store.open()
     try:
         app.keys.ensure_key()
+        app.temporal_keys.ensure_key()
         if args.command == "create-org":
             user = app.domain.create_org_with_admin(
                 args.org, args.email, _read_password(args.password_file)
             )
             print(f"created org {user.org_id} with admin {user.email} ({user.id})")
         else:
-            print(f"new signing key {app.keys.rotate()} activates in {app.keys.publish_delay}")
+            keys = app.temporal_keys if args.command == "rotate-temporal-key" else app.keys
+            print(f"new signing key {keys.rotate()} activates in {keys.publish_delay}")
     except SevvoError as exc:
         print(f"error: {exc.message} ({exc.reason})", file=sys.stderr)
         return 1

@@ -14,6 +14,7 @@ from services.auth.limits import SignInLimits
 from sevvo.runtime import config as c
 from sevvo.runtime.files import write_private_file
 from sevvo.runtime.grpc_server import TlsFiles
+from sevvo.runtime.logs import register_secret
 
 
 def default_hashing_threads() -> int:
@@ -46,11 +47,25 @@ class AuthConfig:
     # orchestrator) leaves it to the orchestrator's own check of auth's revocations.
     orchestrator_endpoint: str | None = None
     ca_file: Path | None = None
+    # The HTTP port of the JWKS that Temporal's JWT authorizer fetches (0: any free port).
+    jwks_port: int = 8081
+    # Temporal's jwtKeyProvider.refreshInterval: a new Temporal key signs two of these after
+    # it is published, so Temporal knows it before the first token it signs arrives.
+    temporal_jwks_refresh_seconds: float = 60.0
+    # How long the orchestrator's Temporal tokens live (agents' expire with their bearer).
+    temporal_token_ttl_seconds: int = 900
+    # The orchestrator's proof for IssueTemporalToken; None turns the RPC off. Secret.
+    service_token: str | None = field(default=None, repr=False)
 
     @property
     def max_token_ttl_seconds(self) -> int:
         """The longest any token auth issues can live."""
         return max(self.session_ttl_seconds, self.bearer_ttl_seconds)
+
+    @property
+    def max_temporal_token_ttl_seconds(self) -> int:
+        """The longest a Temporal token auth issues can live (an agent's lives as its bearer)."""
+        return max(self.temporal_token_ttl_seconds, self.bearer_ttl_seconds)
 
     @classmethod
     def load(cls, env: Mapping[str, str]) -> AuthConfig:
@@ -91,6 +106,19 @@ class AuthConfig:
             hashing_queue=c.integer(env, "SEVVO_AUTH_HASHING_QUEUE", 16, minimum=0, maximum=1024),
             orchestrator_endpoint=c.optional_string(env, "SEVVO_ORCHESTRATOR_ENDPOINT"),
             ca_file=c.optional_file(env, "SEVVO_CA_FILE"),
+            jwks_port=c.integer(env, "SEVVO_AUTH_JWKS_PORT", 8081, minimum=0, maximum=65535),
+            temporal_jwks_refresh_seconds=c.number(
+                env, "SEVVO_AUTH_TEMPORAL_JWKS_REFRESH_SECONDS", 60.0, minimum=0.05, maximum=3600
+            ),
+            temporal_token_ttl_seconds=c.integer(
+                env, "SEVVO_AUTH_ORCHESTRATOR_TEMPORAL_TTL_SECONDS", 900, minimum=60, maximum=3600
+            ),
+            service_token=kept_out_of_logs(
+                parse_bootstrap_token(
+                    c.secret(env, "SEVVO_AUTH_SERVICE_TOKEN", required=False),
+                    "SEVVO_AUTH_SERVICE_TOKEN",
+                )
+            ),
             sign_in_limits=SignInLimits(
                 source_burst=c.integer(
                     env, "SEVVO_AUTH_SIGN_IN_BURST", 30, minimum=1, maximum=100_000
@@ -120,12 +148,19 @@ MIN_BOOTSTRAP_TOKEN_CHARS = 32
 
 
 def parse_bootstrap_token(value: str | None, variable: str) -> str | None:
-    """Checks the bootstrap token is long enough to stand in for a password check."""
+    """Checks an operator or service token is long enough to stand in for a password check."""
     if value is not None and len(value) < MIN_BOOTSTRAP_TOKEN_CHARS:
         raise c.ConfigError(
             f"{variable} must be at least {MIN_BOOTSTRAP_TOKEN_CHARS} characters"
             " (generate one with: openssl rand -base64 32)"
         )
+    return value
+
+
+def kept_out_of_logs(value: str | None) -> str | None:
+    """Returns a secret read from configuration, registered for redaction from every log line."""
+    if value is not None:
+        register_secret(value)
     return value
 
 

@@ -1,4 +1,8 @@
-"""Ed25519 signing keys: creation, sealing at rest, rotation without failed requests.
+"""Signing keys: creation, sealing at rest, rotation without failed requests.
+
+Two key sets live here with one life: Ed25519 keys (EdDSA) for sevvo's own tokens, and P-256
+keys (ES256) for the tokens Temporal's stock JWT authorizer verifies, since its JWKS key
+provider accepts RSA and ECDSA keys only (services/auth/temporal_tokens.py).
 
 A new key is published (GetPublicKeys) as soon as it is stored but signs only from
 ``activates_at``, a little more than two verifier refresh intervals later, so every verifier
@@ -17,19 +21,29 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.serialization import (
     Encoding,
     NoEncryption,
     PrivateFormat,
     PublicFormat,
+    load_der_private_key,
 )
 
-from services.auth.store import AuthStore, Revocations, SigningKeyRow
+from services.auth.store import (
+    SIGNING_KEYS,
+    TEMPORAL_SIGNING_KEYS,
+    AuthStore,
+    Revocations,
+    SigningKeyRow,
+)
 from sevvo.runtime.errors import Unavailable
 from sevvo.runtime.logs import get_logger
 from sevvo.runtime.tokens import ALGORITHM, TrustState, VerificationKey
@@ -56,21 +70,83 @@ class KeyEncryptionKey:
         return self._aead.decrypt(sealed[:_NONCE_BYTES], sealed[_NONCE_BYTES:], associated)
 
 
-def _raw_public(key: Ed25519PublicKey) -> bytes:
-    return key.public_bytes(Encoding.Raw, PublicFormat.Raw)
+class SigningAlgorithm(Protocol):
+    """A JWS algorithm with its key set's table: how its keys are made, stored and used."""
+
+    name: str
+    table: str
+
+    def generate(self) -> tuple[Any, bytes, bytes]:
+        """A new private key, its private bytes to seal and its public bytes to publish."""
+        ...
+
+    def load(self, private_bytes: bytes) -> Any:
+        """The private key from the bytes ``generate`` returned."""
+        ...
+
+    def sign(self, private_key: Any, signing_input: bytes) -> bytes:
+        """The JWS signature (RFC 7515/7518 encoding) of ``signing_input``."""
+        ...
+
+
+class _EdDSA:
+    name = ALGORITHM
+    table = SIGNING_KEYS
+
+    def generate(self) -> tuple[Any, bytes, bytes]:
+        private = Ed25519PrivateKey.generate()
+        raw = private.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+        return private, raw, private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+    def load(self, private_bytes: bytes) -> Any:
+        return Ed25519PrivateKey.from_private_bytes(private_bytes)
+
+    def sign(self, private_key: Any, signing_input: bytes) -> bytes:
+        signature: bytes = private_key.sign(signing_input)
+        return signature
+
+
+class _ES256:
+    name = "ES256"
+    table = TEMPORAL_SIGNING_KEYS
+
+    def generate(self) -> tuple[Any, bytes, bytes]:
+        private = ec.generate_private_key(ec.SECP256R1())
+        der = private.private_bytes(Encoding.DER, PrivateFormat.PKCS8, NoEncryption())
+        # The uncompressed point (0x04 || x || y): the JWKS publishes x and y from it.
+        point = private.public_key().public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)
+        return private, der, point
+
+    def load(self, private_bytes: bytes) -> Any:
+        return load_der_private_key(private_bytes, password=None)
+
+    def sign(self, private_key: Any, signing_input: bytes) -> bytes:
+        # JWS wants r || s, 32 bytes each (RFC 7518 3.4), not the DER that cryptography emits.
+        r, s = decode_dss_signature(private_key.sign(signing_input, ec.ECDSA(hashes.SHA256())))
+        return r.to_bytes(32, "big") + s.to_bytes(32, "big")
+
+
+EDDSA: SigningAlgorithm = _EdDSA()
+"""sevvo's own tokens (sessions, agent bearers), verified by sevvo/runtime/tokens.py."""
+ES256: SigningAlgorithm = _ES256()
+"""Temporal's tokens, verified by Temporal's default JWT claim mapper."""
 
 
 @dataclass(frozen=True)
 class _LoadedKey:
     kid: str
-    private_key: Ed25519PrivateKey
+    private_key: Any
     activates_at: datetime
     # The encoded token header naming this key: built once per key, not once per token.
     header: bytes
 
 
 class SigningKeys:
-    """Auth's signing keys: signs tokens with the active key and rotates on schedule."""
+    """A set of auth's signing keys: signs tokens with the active key and rotates on schedule.
+
+    ``refresh_interval`` is how often the keys' verifiers fetch the published keys (a new key
+    signs only after two of those), and how often this process reloads them from the store.
+    """
 
     def __init__(
         self,
@@ -81,9 +157,11 @@ class SigningKeys:
         leeway: timedelta,
         refresh_interval: float,
         rotation_period: timedelta,
+        algorithm: SigningAlgorithm = EDDSA,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._store = store
+        self.algorithm = algorithm
         self._kek = kek
         self._max_token_ttl = max_token_ttl
         self._leeway = leeway
@@ -98,7 +176,7 @@ class SigningKeys:
 
     def ensure_key(self) -> None:
         """Creates a first key, active at once, when the store has none."""
-        with self._store.key_rotation() as tx:
+        with self._store.key_rotation(self.algorithm.table) as tx:
             if not tx.keys():
                 now = self._clock()
                 tx.insert(self._new_row(now, activates_at=now))
@@ -112,7 +190,7 @@ class SigningKeys:
         (or two replicas on schedule) converge on one new key.
         """
         now = self._clock()
-        with self._store.key_rotation() as tx:
+        with self._store.key_rotation(self.algorithm.table) as tx:
             keys = tx.keys()
             pending = [k for k in keys if k.activates_at > now]
             if pending:
@@ -127,12 +205,11 @@ class SigningKeys:
         return row.kid
 
     def _new_row(self, now: datetime, *, activates_at: datetime) -> SigningKeyRow:
-        private = Ed25519PrivateKey.generate()
+        _, raw_private, public = self.algorithm.generate()
         kid = f"k{int(now.timestamp())}-{secrets.token_hex(4)}"
-        raw_private = private.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
         return SigningKeyRow(
             kid=kid,
-            public_key=_raw_public(private.public_key()),
+            public_key=public,
             sealed_private_key=self._kek.seal(raw_private, kid.encode()),
             kek_id=self._kek.key_id,
             created_at=now,
@@ -143,7 +220,7 @@ class SigningKeys:
     def _reload(self) -> None:
         loaded: list[_LoadedKey] = []
         now = self._clock()
-        for row in self._store.signing_keys():
+        for row in self._store.signing_keys(self.algorithm.table):
             if row.verify_until is not None and row.verify_until <= now:
                 continue  # Expired keys neither sign nor verify.
             if row.kek_id != self._kek.key_id:
@@ -160,9 +237,9 @@ class SigningKeys:
             loaded.append(
                 _LoadedKey(
                     row.kid,
-                    Ed25519PrivateKey.from_private_bytes(raw),
+                    self.algorithm.load(raw),
                     row.activates_at,
-                    header_for(row.kid),
+                    header_for(row.kid, self.algorithm.name),
                 )
             )
         self._loaded = loaded
@@ -195,13 +272,15 @@ class SigningKeys:
 
     def sign(self, claims: Mapping[str, Any]) -> str:
         """Signs claims with the active key, naming it in the ``kid`` header; may read Postgres."""
-        return _sign_with(claims, self._active())
+        key = self._active()
+        return _encode(claims, self.algorithm, key.private_key, key.header)
 
     def sign_in_memory(self, claims: Mapping[str, Any]) -> str | None:
         """``sign`` without I/O, for the event loop; None when the keys are due for a reload."""
         if self._reload_due():
             return None
-        return _sign_with(claims, self._newest_usable())
+        key = self._newest_usable()
+        return _encode(claims, self.algorithm, key.private_key, key.header)
 
 
 # Compact JSON, as PyJWT writes it; one encoder, not one built per token by json.dumps.
@@ -212,13 +291,9 @@ def _b64(data: bytes) -> bytes:
     return base64.urlsafe_b64encode(data).rstrip(b"=")
 
 
-def header_for(kid: str) -> bytes:
+def header_for(kid: str, algorithm: str = ALGORITHM) -> bytes:
     """The encoded JOSE header of tokens signed by key ``kid``."""
-    return _b64(_JSON.encode({"alg": ALGORITHM, "kid": kid, "typ": "JWT"}).encode())
-
-
-def _sign_with(claims: Mapping[str, Any], key: _LoadedKey) -> str:
-    return encode(claims, key.private_key, key.header)
+    return _b64(_JSON.encode({"alg": algorithm, "kid": kid, "typ": "JWT"}).encode())
 
 
 def encode(claims: Mapping[str, Any], private_key: Ed25519PrivateKey, header: bytes) -> str:
@@ -231,8 +306,14 @@ def encode(claims: Mapping[str, Any], private_key: Ed25519PrivateKey, header: by
     tests/test_auth_tokens.py checks that both encodings agree byte for byte. ``header``
     comes from ``header_for``.
     """
+    return _encode(claims, EDDSA, private_key, header)
+
+
+def _encode(
+    claims: Mapping[str, Any], algorithm: SigningAlgorithm, private_key: Any, header: bytes
+) -> str:
     signing_input = header + b"." + _b64(_JSON.encode(claims).encode())
-    return (signing_input + b"." + _b64(private_key.sign(signing_input))).decode()
+    return (signing_input + b"." + _b64(algorithm.sign(private_key, signing_input))).decode()
 
 
 class StoreTrustSource:

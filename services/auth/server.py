@@ -11,11 +11,12 @@ from services.auth import passwords
 from services.auth.config import AuthConfig
 from services.auth.deployment_cache import DeploymentCache
 from services.auth.domain import AuthDomain
-from services.auth.keys import KeyEncryptionKey, SigningKeys, StoreTrustSource
+from services.auth.keys import ES256, KeyEncryptionKey, SigningKeys, StoreTrustSource
 from services.auth.limits import HashingPool, SignInLimiter
 from services.auth.orchestrator_client import PayloadKeyRotator
 from services.auth.servicer import AuthServicer, DeploymentServicer, UserServicer
 from services.auth.store import AuthStore
+from services.auth.temporal_tokens import JwksServer, TemporalTokenIssuer
 from sevvo.auth.v1 import (
     auth_pb2,
     auth_pb2_grpc,
@@ -56,6 +57,8 @@ ACCESS: dict[str, Access] = {
             "ChangePassword": Access.USER,
             # Public to the interceptor; the domain checks the operator's bootstrap token.
             "BootstrapOrg": Access.PUBLIC,
+            # Public to the interceptor; the issuer checks the orchestrator's service token.
+            "IssueTemporalToken": Access.PUBLIC,
         },
     ),
     **_methods(
@@ -91,13 +94,30 @@ class AuthApp:
         self.store = AuthStore(config.database_url)
         leeway = timedelta(seconds=config.leeway_seconds)
         max_ttl = timedelta(seconds=config.max_token_ttl_seconds)
+        kek = KeyEncryptionKey(config.key_encryption_key)
         self.keys = SigningKeys(
             self.store,
-            KeyEncryptionKey(config.key_encryption_key),
+            kek,
             max_token_ttl=max_ttl,
             leeway=leeway,
             refresh_interval=config.refresh_seconds,
             rotation_period=timedelta(days=config.key_rotation_days),
+        )
+        # Temporal's keys: published a Temporal JWKS refresh ahead, rotated on the same period.
+        self.temporal_keys = SigningKeys(
+            self.store,
+            kek,
+            max_token_ttl=timedelta(seconds=config.max_temporal_token_ttl_seconds),
+            leeway=leeway,
+            refresh_interval=config.temporal_jwks_refresh_seconds,
+            rotation_period=timedelta(days=config.key_rotation_days),
+            algorithm=ES256,
+        )
+        self.temporal_tokens = TemporalTokenIssuer(
+            self.temporal_keys,
+            self.store,
+            service_token=config.service_token,
+            orchestrator_ttl=timedelta(seconds=config.temporal_token_ttl_seconds),
         )
         self.trust = StoreTrustSource(
             self.store,
@@ -137,6 +157,7 @@ class AuthApp:
         """Migrates the schema, ensures a signing key, starts the verifier and the cache."""
         self.store.open()
         self.keys.ensure_key()
+        self.temporal_keys.ensure_key()
         self.verifier.start()
         self.deployments.start()
         passwords.dummy_hash()  # Computed once now, not on the first unknown email's sign-in.
@@ -153,7 +174,10 @@ class AuthApp:
 
         def register(server: grpc.aio.Server) -> None:
             auth_pb2_grpc.add_AuthServiceServicer_to_server(
-                AuthServicer(self.domain, self.trust, self.config.refresh_seconds), server
+                AuthServicer(
+                    self.domain, self.trust, self.config.refresh_seconds, self.temporal_tokens
+                ),
+                server,
             )
             users_pb2_grpc.add_UserServiceServicer_to_server(UserServicer(self.domain), server)
             deployments_pb2_grpc.add_DeploymentServiceServicer_to_server(
@@ -175,8 +199,11 @@ async def serve(config: AuthConfig) -> None:
     server, port = await start_server(
         [app.spec()], verifier=app.verifier, tls=config.tls, host=config.host, port=config.port
     )
-    log.info("auth serving", port=port)
+    jwks = JwksServer(app.temporal_tokens, config.host, config.jwks_port)
+    jwks.start()
+    log.info("auth serving", port=port, jwks_port=jwks.port)
     await run_until_signalled(server)
     if app.rotator is not None:
         await app.rotator.close()
+    jwks.stop()
     app.close()

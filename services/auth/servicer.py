@@ -22,6 +22,7 @@ from services.auth.keys import StoreTrustSource
 from services.auth.limits import TooManyAttempts, source_of
 from services.auth.orchestrator_client import PayloadKeyRotator
 from services.auth.store import DeploymentRow, UserRow
+from services.auth.temporal_tokens import SERVICE_TOKEN_METADATA, TemporalTokenIssuer
 from sevvo.auth.v1 import (
     auth_pb2,
     auth_pb2_grpc,
@@ -119,10 +120,17 @@ async def _limited(context: grpc.aio.ServicerContext, call: Awaitable[T]) -> T:
 class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
     """sevvo.auth.v1.AuthService."""
 
-    def __init__(self, domain: AuthDomain, trust: StoreTrustSource, refresh_seconds: float) -> None:
+    def __init__(
+        self,
+        domain: AuthDomain,
+        trust: StoreTrustSource,
+        refresh_seconds: float,
+        temporal_tokens: TemporalTokenIssuer,
+    ) -> None:
         self._domain = domain
         self._trust = trust
         self._refresh_seconds = refresh_seconds
+        self._temporal = temporal_tokens
 
     async def SignIn(
         self, request: auth_pb2.SignInRequest, context: grpc.aio.ServicerContext
@@ -144,12 +152,35 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
         issued = self._domain.exchange_in_memory(request.deployment_token)
         if issued is None:  # The deployment or the signing keys must be read from Postgres.
             issued = await blocking(self._domain.exchange, request.deployment_token)
+        temporal = self._temporal.for_agent_in_memory(
+            issued.org_id, issued.subject_id, issued.expires_at
+        )
+        if temporal is None:  # The Temporal signing keys are due for a reload from Postgres.
+            temporal = await blocking(
+                self._temporal.for_agent, issued.org_id, issued.subject_id, issued.expires_at
+            )
         return auth_pb2.ExchangeDeploymentTokenResponse(
             bearer_token=issued.token,
             # The bearer's own ``exp`` (whole seconds), at under half of timestamp()'s cost.
             expire_time=timestamp_pb2.Timestamp(seconds=int(issued.expires_at.timestamp())),
             org_id=issued.org_id,
             deployment_id=issued.subject_id,
+            temporal_token=temporal.token,
+            temporal_namespace=temporal.namespace,
+        )
+
+    async def IssueTemporalToken(
+        self, request: auth_pb2.IssueTemporalTokenRequest, context: grpc.aio.ServicerContext
+    ) -> auth_pb2.IssueTemporalTokenResponse:
+        issued = await blocking(
+            self._temporal.for_orchestrator,
+            _metadata_value(context, SERVICE_TOKEN_METADATA),
+            request.org_id,
+        )
+        return auth_pb2.IssueTemporalTokenResponse(
+            temporal_token=issued.token,
+            temporal_namespace=issued.namespace,
+            expire_time=timestamp(issued.expires_at),
         )
 
     async def GetPublicKeys(

@@ -22,6 +22,11 @@ from sevvo.runtime.store import SchemaStore
 SCHEMA = "auth"
 MIGRATIONS = Path(__file__).parent / "migrations"
 _ROTATION_LOCK = 0x5E7700A1  # pg_advisory_xact_lock key serialising key rotation.
+# The tables of auth's key sets, each with its own rotation lock: the Ed25519 keys that sign
+# sevvo's tokens, and the ES256 keys that sign Temporal's (services/auth/temporal_tokens.py).
+SIGNING_KEYS = "signing_keys"
+TEMPORAL_SIGNING_KEYS = "temporal_signing_keys"
+_KEY_TABLE_LOCKS = {SIGNING_KEYS: _ROTATION_LOCK, TEMPORAL_SIGNING_KEYS: _ROTATION_LOCK + 1}
 _ORG_NAME_LOCK = 0x5E7700A2  # pg_advisory_xact_lock key serialising name-checked org creation.
 # The channel migration 0003's triggers notify on every change to a deployment.
 DEPLOYMENT_CHANNEL = "sevvo_auth_deployments"
@@ -338,21 +343,21 @@ class AuthStore(SchemaStore):
 
     # Signing keys.
 
-    def signing_keys(self) -> list[SigningKeyRow]:
-        """Every stored signing key, newest activation first."""
+    def signing_keys(self, table: str = SIGNING_KEYS) -> list[SigningKeyRow]:
+        """Every stored key of a key set (SIGNING_KEYS by default), newest activation first."""
         with (
             self.connection() as conn,
             conn.cursor(row_factory=class_row(SigningKeyRow)) as cur,
         ):
-            cur.execute("select * from signing_keys order by activates_at desc")
+            cur.execute(_select_keys(table))
             return cur.fetchall()
 
     @contextmanager
-    def key_rotation(self) -> Iterator[KeyRotationTx]:
-        """A transaction holding the rotation lock, so replicas never rotate twice at once."""
+    def key_rotation(self, table: str = SIGNING_KEYS) -> Iterator[KeyRotationTx]:
+        """A transaction holding the key set's rotation lock, so replicas never rotate twice."""
         with self.transaction() as conn:
-            conn.execute("select pg_advisory_xact_lock(%s)", (_ROTATION_LOCK,))
-            yield KeyRotationTx(conn)
+            conn.execute("select pg_advisory_xact_lock(%s)", (_KEY_TABLE_LOCKS[table],))
+            yield KeyRotationTx(conn, table)
 
 
 @dataclass(frozen=True)
@@ -508,24 +513,34 @@ class UserChangeTx:
         )
 
 
+def _select_keys(table: str) -> sql.Composed:
+    if table not in _KEY_TABLE_LOCKS:
+        raise ValueError(f"{table!r} is not a key table")
+    return sql.SQL("select * from {} order by activates_at desc").format(sql.Identifier(table))
+
+
 class KeyRotationTx:
     """The statements of one key rotation, all inside the rotation lock's transaction."""
 
-    def __init__(self, conn: psycopg.Connection[tuple[object, ...]]) -> None:
+    def __init__(self, conn: psycopg.Connection[tuple[object, ...]], table: str) -> None:
         self._conn = conn
+        self._select = _select_keys(table)  # Also checks the table is a key table.
+        self._table = sql.Identifier(table)
 
     def keys(self) -> list[SigningKeyRow]:
         """Every stored key, newest activation first."""
         with self._conn.cursor(row_factory=class_row(SigningKeyRow)) as cur:
-            cur.execute("select * from signing_keys order by activates_at desc")
+            cur.execute(self._select)
             return cur.fetchall()
 
     def insert(self, row: SigningKeyRow) -> None:
         """Stores a new key."""
         self._conn.execute(
-            "insert into signing_keys"
-            " (kid, public_key, sealed_private_key, kek_id, created_at, activates_at)"
-            " values (%s, %s, %s, %s, %s, %s)",
+            sql.SQL(
+                "insert into {}"
+                " (kid, public_key, sealed_private_key, kek_id, created_at, activates_at)"
+                " values (%s, %s, %s, %s, %s, %s)"
+            ).format(self._table),
             (
                 row.kid,
                 row.public_key,
@@ -539,11 +554,15 @@ class KeyRotationTx:
     def retire_all_but(self, kid: str, verify_until: datetime) -> None:
         """Sets the end of validity on every current key other than ``kid``."""
         self._conn.execute(
-            "update signing_keys set verify_until = %s where verify_until is null and kid <> %s",
+            sql.SQL(
+                "update {} set verify_until = %s where verify_until is null and kid <> %s"
+            ).format(self._table),
             (verify_until, kid),
         )
 
     def delete_expired(self, before: datetime) -> int:
         """Deletes keys whose last token expired before ``before``; returns how many."""
-        cur = self._conn.execute("delete from signing_keys where verify_until < %s", (before,))
+        cur = self._conn.execute(
+            sql.SQL("delete from {} where verify_until < %s").format(self._table), (before,)
+        )
         return cur.rowcount

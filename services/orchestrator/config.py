@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from sevvo.runtime import config as c
 from sevvo.runtime.grpc_server import TlsFiles
+from sevvo.runtime.logs import register_secret
 from sevvo.runtime.sealing import Keyring
 
 KEYRING_VARIABLE = "SEVVO_ORCHESTRATOR_KEYRING"
@@ -24,7 +25,16 @@ class OrchestratorConfig:
     auth_endpoint: str
     connections_endpoint: str
     ca_file: Path | None = None
-    temporal_namespace: str = "default"
+    # The namespace every org shared before namespaces per org: its runs are still settled
+    # there and its rotation schedules moved out at start-up while ``temporal_drain_legacy``.
+    temporal_legacy_namespace: str = "default"
+    temporal_drain_legacy: bool = True
+    # How long Temporal keeps a closed workflow's history in the org namespaces the
+    # orchestrator registers; a superseded payload key is kept that long plus the longest run.
+    temporal_retention_days: int = 3
+    # The orchestrator's proof to auth's IssueTemporalToken; None sends Temporal no token
+    # (the dev server enforces nothing).
+    service_token: str | None = field(default=None, repr=False)
     temporal_tls: bool = False
     host: str = "0.0.0.0"  # noqa: S104 - a service in a pod listens on its pod address.
     port: int = 8443
@@ -33,11 +43,8 @@ class OrchestratorConfig:
     queue_seconds: float = 300.0
     refresh_seconds: float = 2.0
     leeway_seconds: int = 10
-    # Payload keys: how often each org's key rotates on schedule, and how long Temporal keeps a
-    # closed workflow's history (the namespace retention): a superseded key is kept that long
-    # plus the longest run, then retired.
+    # How often each org's payload key rotates on schedule.
     payload_key_rotation_days: int = 30
-    temporal_retention_days: int = 30
     log_level: str = "INFO"
 
     @classmethod
@@ -56,7 +63,17 @@ class OrchestratorConfig:
             auth_endpoint=c.string(env, "SEVVO_AUTH_ENDPOINT"),
             connections_endpoint=c.string(env, "SEVVO_CONNECTIONS_ENDPOINT"),
             ca_file=c.optional_file(env, "SEVVO_CA_FILE"),
-            temporal_namespace=c.string(env, "SEVVO_TEMPORAL_NAMESPACE", "default"),
+            # SEVVO_TEMPORAL_NAMESPACE named the shared namespace before namespaces per org.
+            temporal_legacy_namespace=c.string(
+                env,
+                "SEVVO_TEMPORAL_LEGACY_NAMESPACE",
+                c.string(env, "SEVVO_TEMPORAL_NAMESPACE", "default"),
+            ),
+            temporal_drain_legacy=c.boolean(env, "SEVVO_TEMPORAL_DRAIN_LEGACY", True),
+            temporal_retention_days=c.integer(
+                env, "SEVVO_TEMPORAL_RETENTION_DAYS", 3, minimum=1, maximum=3650
+            ),
+            service_token=_service_token(env),
             temporal_tls=c.boolean(env, "SEVVO_TEMPORAL_TLS", False),
             host=c.string(env, "SEVVO_GRPC_HOST", "0.0.0.0"),  # noqa: S104
             port=c.integer(env, "SEVVO_GRPC_PORT", 8443, minimum=0, maximum=65535),
@@ -76,8 +93,13 @@ class OrchestratorConfig:
             payload_key_rotation_days=c.integer(
                 env, "SEVVO_PAYLOAD_KEY_ROTATION_DAYS", 30, minimum=1, maximum=365
             ),
-            temporal_retention_days=c.integer(
-                env, "SEVVO_TEMPORAL_RETENTION_DAYS", 30, minimum=1, maximum=3650
-            ),
             log_level=c.log_level(env),
         )
+
+
+def _service_token(env: Mapping[str, str]) -> str | None:
+    """The orchestrator's proof to auth's IssueTemporalToken, kept out of every log line."""
+    value = c.secret(env, "SEVVO_ORCHESTRATOR_SERVICE_TOKEN", required=False)
+    if value is not None:
+        register_secret(value)
+    return value

@@ -360,10 +360,17 @@ class OrchestratorDomain:
     # Payload keys.
 
     async def payload_keys(self, caller: Principal) -> OrgPayloadKeys:
-        """The caller's org's payload keys (agents only; a deployment known revoked gets none)."""
-        return await asyncio.to_thread(
-            self._keys.for_deployment, uuid.UUID(caller.org_id), caller.subject_id
-        )
+        """The caller's org's payload keys (agents only; a deployment known revoked gets none).
+
+        An agent asks for them as it starts, before it polls its org's namespace: the
+        namespace is registered then if it is not yet, so a new org's agent finds it there.
+        """
+        org_id = uuid.UUID(caller.org_id)
+        try:
+            await self._clients.for_org_async(org_id)
+        except Exception as exc:  # The agent retries polling; work registers it later too.
+            log.warning("org namespace not ensured", error=type(exc).__name__)
+        return await asyncio.to_thread(self._keys.for_deployment, org_id, caller.subject_id)
 
     async def rotate_payload_key(self, caller: Principal, revoked_deployment_id: str) -> Rotation:
         """Makes a new key the caller's org's current one (admins; the interceptor checks).

@@ -31,7 +31,6 @@ from temporalio.api.workflowservice.v1 import (
     DescribeTaskQueueRequest,
 )
 from temporalio.client import (
-    Client,
     WorkflowExecutionStatus,
     WorkflowFailureError,
     WorkflowHandle,
@@ -40,10 +39,10 @@ from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from services.orchestrator.org_clients import OrgClients
 from services.orchestrator.store import OrchestratorStore, RunRow
 from sevvo.runtime import temporal
 from sevvo.runtime.logs import get_logger
-from sevvo.runtime.payload_codec import KeyRefresher, OrgPayloadKeys, data_converter
 from sevvo.runtime.troubleshooting import RUN_OUTCOME_HINTS
 
 log = get_logger(__name__)
@@ -110,43 +109,6 @@ class WorkKind:
     outcome: Callable[[Any], Outcome]
     # Previews carry the org's rows through Temporal (encrypted): their history is deleted.
     keep_history: bool = True
-
-
-class OrgClients:
-    """One Temporal connection; a client per org whose data converter holds the org's keys.
-
-    ``keys_for`` reads the org's keys from the store and updates, in place, the object it
-    returned before, which the org's client's codec holds.
-    """
-
-    def __init__(self, base: Client, keys_for: Callable[[uuid.UUID], OrgPayloadKeys]) -> None:
-        self.base = base
-        self._keys_for = keys_for
-        self._clients: dict[uuid.UUID, Client] = {}
-
-    def for_org(self, org_id: uuid.UUID) -> Client:
-        """The org's client (blocking on first use: it may read the org's keys)."""
-        client = self._clients.get(org_id)
-        if client is None:
-            config = self.base.config()
-            # A result under a key newer than this replica has seen (an agent fetched it after
-            # a rotation another replica made) is read after one fetch from the store.
-            refresher = KeyRefresher(lambda: asyncio.to_thread(self._keys_for, org_id))
-            config["data_converter"] = data_converter(self._keys_for(org_id), refresher)
-            client = Client(**config)
-            self._clients[org_id] = client
-        return client
-
-    async def for_new_work(self, org_id: uuid.UUID) -> Client:
-        """The org's client, its keys read from the store first: work started with it is
-        encrypted with the key current now, even if another replica rotated it a moment ago."""
-        await asyncio.to_thread(self._keys_for, org_id)
-        return await self.for_org_async(org_id)
-
-    async def for_org_async(self, org_id: uuid.UUID) -> Client:
-        """The org's client, reading its keys off the event loop when not cached."""
-        client = self._clients.get(org_id)
-        return client if client is not None else await asyncio.to_thread(self.for_org, org_id)
 
 
 class RunTracker:
@@ -250,7 +212,9 @@ class RunTracker:
         delay = 0.5
         while True:
             try:
-                # Read the org's keys before every attempt: a rotation may have just committed.
+                # Inside the retries: the org's first run registers its namespace, and its
+                # Temporal token comes from auth; either may be briefly unreachable. The org's
+                # keys are read before every attempt: a rotation may have just committed.
                 client = await self._clients.for_new_work(run.org_id)
                 return await client.start_workflow(
                     spec.workflow,
@@ -351,7 +315,10 @@ class RunTracker:
         return polling
 
     async def _ask_pollers(self, org_id: uuid.UUID) -> bool:
-        base = self._clients.base
+        try:
+            client = await self._clients.for_org_async(org_id)
+        except Exception:  # As unreachable as an RPCError below: nobody seen polling.
+            return False
         queue = TaskQueue(name=temporal.task_queue(str(org_id)))
         recent = self._clock() - POLLER_RECENCY
         for queue_type in (
@@ -359,9 +326,9 @@ class RunTracker:
             TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY,
         ):
             try:
-                described = await base.workflow_service.describe_task_queue(
+                described = await client.workflow_service.describe_task_queue(
                     DescribeTaskQueueRequest(
-                        namespace=base.namespace, task_queue=queue, task_queue_type=queue_type
+                        namespace=client.namespace, task_queue=queue, task_queue_type=queue_type
                     ),
                     timeout=timedelta(seconds=5),
                 )
@@ -379,12 +346,27 @@ class RunTracker:
         handle: WorkflowHandle[Any, Any],
         *,
         not_found: Outcome | None,
+        in_legacy: bool = False,
     ) -> tuple[RunRow, Any] | None:
-        """Asks Temporal how the run's workflow ended and records it; None while unknown."""
+        """Asks Temporal how the run's workflow ended and records it; None while unknown.
+
+        A run its org's namespace does not know may have started in the old shared namespace
+        before the upgrade to namespaces per org: it is settled there while that is drained.
+        """
         try:
             status = (await handle.describe(rpc_timeout=_DESCRIBE_TIMEOUT)).status
         except RPCError as exc:
-            if exc.status != RPCStatusCode.NOT_FOUND or not_found is None:
+            if exc.status != RPCStatusCode.NOT_FOUND:
+                return None
+            legacy = None if in_legacy else await self._clients.legacy_for_org(run.org_id)
+            if legacy is not None:
+                legacy_handle = legacy.get_workflow_handle(
+                    run.workflow_id, result_type=spec.result_type
+                )
+                return await self._settle(
+                    run, spec, legacy_handle, not_found=not_found, in_legacy=True
+                )
+            if not_found is None:
                 return None
             return await self._finish(run, spec, not_found), None
         if status is None or status in (
@@ -445,24 +427,38 @@ class RunTracker:
         Deletion is asynchronous in Temporal, so success is recorded only when the workflow
         can no longer be found; until then every reconciliation pass asks again.
         """
-        base = self._clients.base
         try:
-            await base.workflow_service.delete_workflow_execution(
-                DeleteWorkflowExecutionRequest(
-                    namespace=base.namespace,
-                    workflow_execution=WorkflowExecution(workflow_id=run.workflow_id),
-                ),
-                timeout=timedelta(seconds=5),
-            )
-        except RPCError as exc:
-            if exc.status != RPCStatusCode.NOT_FOUND:
-                log.warning("history not deleted yet", run_id=str(run.id), status=exc.status.name)
+            clients = [await self._clients.for_org_async(run.org_id)]
+            # A preview from before namespaces per org has its history in the old namespace.
+            legacy = await self._clients.legacy_for_org(run.org_id)
+        except Exception as exc:  # Temporal or auth unreachable: the reconciler asks again.
+            log.warning("history not deleted yet", run_id=str(run.id), error=type(exc).__name__)
+            return False
+        if legacy is not None:
+            clients.append(legacy)
+        for client in clients:
+            try:
+                await client.workflow_service.delete_workflow_execution(
+                    DeleteWorkflowExecutionRequest(
+                        namespace=client.namespace,
+                        workflow_execution=WorkflowExecution(workflow_id=run.workflow_id),
+                    ),
+                    timeout=timedelta(seconds=5),
+                )
+            except RPCError as exc:
+                if exc.status != RPCStatusCode.NOT_FOUND:
+                    log.warning(
+                        "history not deleted yet", run_id=str(run.id), status=exc.status.name
+                    )
+                    return False
+            else:
+                await asyncio.to_thread(
+                    self._store.mark_history_delete_requested, run.id, self._clock()
+                )
                 return False
-            await asyncio.to_thread(self._store.mark_history_deleted, run.id, self._clock())
-            log.info("preview history gone", run_id=str(run.id))
-            return True
-        await asyncio.to_thread(self._store.mark_history_delete_requested, run.id, self._clock())
-        return False
+        await asyncio.to_thread(self._store.mark_history_deleted, run.id, self._clock())
+        log.info("preview history gone", run_id=str(run.id))
+        return True
 
     # Reconciliation.
 

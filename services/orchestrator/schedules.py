@@ -1,12 +1,17 @@
 """Root-rotation schedules: one Temporal schedule per dynamic connection on the org's queue.
 
-A schedule's id holds the org, so no org can reach another's schedule by naming its
-connection; its stored input travels encrypted with the org's payload key like any other.
+A schedule lives in its org's namespace, so no other org can list, describe or trigger it
+where Temporal's authorizer enforces namespaces; its id keeps the org (only visible inside
+that namespace) so ids stay as they were before namespaces per org. Its stored input travels
+encrypted with the org's payload key like any other.
 """
 
 from __future__ import annotations
 
+import contextlib
+import re
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -15,6 +20,7 @@ from temporalio.client import (
     Schedule,
     ScheduleActionStartWorkflow,
     ScheduleAlreadyRunningError,
+    ScheduleHandle,
     ScheduleIntervalSpec,
     ScheduleOverlapPolicy,
     SchedulePolicy,
@@ -25,7 +31,10 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from sevvo.runtime import temporal
 from sevvo.runtime.errors import InvalidArgument
+from sevvo.runtime.logs import get_logger
 from sevvo.workflows.v1 import workflows_pb2
+
+log = get_logger(__name__)
 
 MIN_ROTATION_INTERVAL = timedelta(hours=1)
 MAX_ROTATION_INTERVAL = timedelta(days=365)
@@ -118,8 +127,49 @@ async def rekey(client: Client, org_id: uuid.UUID, execution_timeout: timedelta)
 
 async def delete(client: Client, org_id: uuid.UUID, connection_id: uuid.UUID) -> bool:
     """Removes the connection's schedule; False when there was none."""
+    return await delete_quietly(client.get_schedule_handle(schedule_id(org_id, connection_id)))
+
+
+_UUID = "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+_SCHEDULE_ID = re.compile(f"root-rotation-(?P<org>{_UUID})-(?P<connection>{_UUID})")
+
+
+async def move_legacy(legacy: Client, org_client: Callable[[uuid.UUID], Awaitable[Client]]) -> int:
+    """Moves rotation schedules from the old shared namespace into their orgs' namespaces.
+
+    Run at start-up. Each schedule is created in its org's namespace (same id, same spec, its
+    encrypted input copied as it is) before it is deleted from the old one, so a crash in
+    between leaves a schedule in both and the next start-up finishes the move. Returns how
+    many were moved.
+    """
+    moved = 0
+    async for listed in await legacy.list_schedules():
+        match = _SCHEDULE_ID.fullmatch(listed.id)
+        if match is None:
+            continue
+        old = legacy.get_schedule_handle(listed.id)
+        try:
+            described = await old.describe()
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND:
+                continue  # Another replica moved it since the listing.
+            raise
+        target = await org_client(uuid.UUID(match["org"]))
+        # Already there when an earlier start-up stopped between creating and deleting.
+        with contextlib.suppress(ScheduleAlreadyRunningError):
+            await target.create_schedule(listed.id, described.schedule)
+        await delete_quietly(old)
+        moved += 1
+        log.info(
+            "rotation schedule moved to its org's namespace", connection_id=match["connection"]
+        )
+    return moved
+
+
+async def delete_quietly(handle: ScheduleHandle) -> bool:
+    """Deletes a schedule; False when it was already gone."""
     try:
-        await client.get_schedule_handle(schedule_id(org_id, connection_id)).delete()
+        await handle.delete()
     except RPCError as exc:
         if exc.status == RPCStatusCode.NOT_FOUND:
             return False

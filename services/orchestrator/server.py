@@ -8,12 +8,14 @@ from datetime import timedelta
 
 import grpc
 from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
 
+from services.orchestrator import schedules
 from services.orchestrator.config import OrchestratorConfig
 from services.orchestrator.connections_client import ConnectionsClient
 from services.orchestrator.domain import OrchestratorDomain, longest_run
+from services.orchestrator.org_clients import AuthTemporalTokens, OrgClients
 from services.orchestrator.payload_keys import KeyPolicy, PayloadKeys
-from services.orchestrator.runs import OrgClients
 from services.orchestrator.servicer import OrchestratorServicer, PayloadKeyServicer
 from services.orchestrator.store import OrchestratorStore
 from sevvo.orchestrator.v1 import orchestrator_pb2, orchestrator_pb2_grpc
@@ -69,18 +71,37 @@ class OrchestratorApp:
         self._connections: ConnectionsClient | None = None
         self._reconciler: asyncio.Task[None] | None = None
         self._key_maintenance: asyncio.Task[None] | None = None
+        self._renewer: asyncio.Task[None] | None = None
+        self._mover: asyncio.Task[None] | None = None
+        self._tokens: AuthTemporalTokens | None = None
 
     async def open(self) -> None:
         """Migrates the schema, connects to Temporal and starts reconciling runs."""
         await asyncio.to_thread(self.store.open)
+        # The base connection carries no token: each org's client opens its own with the
+        # org's token (services/orchestrator/org_clients.py). Its namespace is the old shared
+        # one, drained after the upgrade to namespaces per org.
         client = await Client.connect(
             self.config.temporal_address,
-            namespace=self.config.temporal_namespace,
+            namespace=self.config.temporal_legacy_namespace,
             tls=(
                 temporal.tls_config(ca_file=self.config.ca_file)
                 if self.config.temporal_tls
                 else False
             ),
+        )
+        if self.config.service_token is not None:
+            self._tokens = AuthTemporalTokens(
+                self.config.auth_endpoint,
+                ClientTls(ca_file=self.config.ca_file),
+                self.config.service_token,
+            )
+        clients = OrgClients(
+            client,
+            self.payload_keys.fresh,
+            tokens=self._tokens,
+            retention=timedelta(days=self.config.temporal_retention_days),
+            legacy=self.config.temporal_drain_legacy,
         )
         self._connections = ConnectionsClient(
             self.config.connections_endpoint, ClientTls(ca_file=self.config.ca_file)
@@ -88,11 +109,18 @@ class OrchestratorApp:
         self.domain = OrchestratorDomain(
             self.store,
             self.payload_keys,
-            OrgClients(client, self.payload_keys.fresh),
+            clients,
             self._connections,
             test_timeout=timedelta(seconds=self.config.test_timeout_seconds),
             queue_allowance=timedelta(seconds=self.config.queue_seconds),
         )
+        loop = asyncio.get_running_loop()
+        if self.config.temporal_drain_legacy:
+            self._mover = loop.create_task(_move_legacy_schedules(clients), name="schedule-mover")
+        if self._tokens is not None:
+            self._renewer = loop.create_task(
+                clients.renew_forever(30.0), name="temporal-token-renewer"
+            )
         # Runs whose watcher died with an earlier process are settled from the first pass on.
         self._reconciler = asyncio.get_running_loop().create_task(
             self.domain.runs.reconcile_forever(self.config.reconcile_seconds),
@@ -112,11 +140,13 @@ class OrchestratorApp:
 
     async def aclose(self) -> None:
         """Stops reconciling and closes the store and channels."""
-        for task in (self._reconciler, self._key_maintenance):
+        for task in (self._reconciler, self._key_maintenance, self._renewer, self._mover):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+        if self._tokens is not None:
+            await self._tokens.close()
         if self.domain is not None:
             await self.domain.runs.close()
         if self._connections is not None:
@@ -162,6 +192,26 @@ class OrchestratorApp:
             service_names=[_ORCHESTRATOR, _KEYS],
             access=ACCESS,
         )
+
+
+async def _move_legacy_schedules(clients: OrgClients, retry_seconds: float = 5.0) -> None:
+    """Moves the old layout's rotation schedules into their orgs' namespaces, retrying until
+    it succeeds once (auth, which issues the namespaces' tokens, may start after us)."""
+    while True:
+        try:
+            moved = await schedules.move_legacy(clients.base, clients.for_org_async)
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND:  # No old namespace: nothing to move.
+                log.info("no legacy namespace", namespace=clients.base.namespace)
+                return
+            log.warning("legacy schedules not moved yet", status=exc.status.name)
+            await asyncio.sleep(retry_seconds)
+        except Exception as exc:  # Meanwhile the old schedules keep running where they are.
+            log.warning("legacy schedules not moved yet", error=type(exc).__name__)
+            await asyncio.sleep(retry_seconds)
+        else:
+            log.info("legacy schedules checked", moved=moved)
+            return
 
 
 async def serve(config: OrchestratorConfig) -> None:

@@ -1,15 +1,26 @@
-"""What the orchestrator and the agent share about Temporal: names, queues and TLS.
+"""What auth, the orchestrator and the agent share about Temporal: names, queues, tokens, TLS.
 
 Workflow and activity names are the contract of protos/sevvo/workflows/v1: the orchestrator
 starts workflows by these names and the agent registers its implementations under them.
+
+Each org has a namespace of its own (``namespace_for``) holding its task queue
+``tenant-{orgId}``. In production Temporal's stock JWT authorizer keeps orgs apart by
+namespace, on tokens that auth issues in the format its default claim mapper reads
+(temporalio/temporal common/authorization/default_jwt_claim_mapper.go): a ``permissions``
+claim of ``<namespace>:<role>`` strings, ``sub``, ``exp``, signed ES256 with a key named by
+``kid`` in the JWKS auth serves. See deploy/k8s/README.md.
 """
 
 from __future__ import annotations
 
+import hashlib
 import uuid
+from datetime import timedelta
 from pathlib import Path
 
-from temporalio.service import TLSConfig
+from google.protobuf.duration_pb2 import Duration
+from temporalio.api.workflowservice.v1 import RegisterNamespaceRequest
+from temporalio.service import RPCError, RPCStatusCode, TLSConfig, WorkflowService
 
 CREDENTIAL_TEST_WORKFLOW = "CredentialTestWorkflow"
 TEST_CREDENTIALS_ACTIVITY = "test_credentials"
@@ -22,6 +33,64 @@ ROOT_ROTATION_ACTIVITY = "rotate_root_credentials"
 def task_queue(org_id: str) -> str:
     """The one task queue an org's agents poll: ``tenant-{orgId}``."""
     return f"tenant-{uuid.UUID(org_id)}"
+
+
+def namespace_for(org_id: str) -> str:
+    """The org's Temporal namespace: opaque, so listing namespaces reveals no org id."""
+    digest = hashlib.sha256(b"sevvo.temporal-namespace.v1\x00" + org_id.encode()).hexdigest()
+    return "sevvo-" + digest[:24]
+
+
+# The namespace every org shared before namespaces per org; still drained after an upgrade.
+LEGACY_NAMESPACE = "default"
+# Temporal's default claim mapper: the claim it reads, and the roles it knows. Its default
+# authorizer compares role bitmasks (worker 1 < read 2 < write 4 < admin 8) against what an
+# API needs, and polling and completing tasks need write: worker alone lets a worker do
+# nothing (server 1.32, common/authorization/default_authorizer.go and roles.go). An agent's
+# token therefore holds worker and write on its own namespace, nothing else.
+PERMISSIONS_CLAIM = "permissions"
+AGENT_ROLES = ("worker", "write")
+# The orchestrator registers namespaces (an admin API of the namespace itself).
+ORCHESTRATOR_ROLES = ("admin",)
+# The audience of Temporal tokens: never a sevvo service's, so no sevvo verifier takes one.
+TOKEN_AUDIENCE = "sevvo-temporal"
+AUTHORIZATION_HEADER = "authorization"
+# How the orchestrator proves itself to auth's IssueTemporalToken (a mounted service token).
+SERVICE_TOKEN_METADATA = "x-sevvo-service-token"
+
+
+def permissions(namespace: str, roles: tuple[str, ...]) -> list[str]:
+    """The ``permissions`` claim granting ``roles`` on ``namespace`` and nothing else."""
+    return [f"{namespace}:{role}" for role in roles]
+
+
+def rpc_metadata(token: str | None) -> dict[str, str]:
+    """gRPC metadata carrying a Temporal token as Temporal's claim mapper expects it."""
+    return {AUTHORIZATION_HEADER: f"Bearer {token}"} if token else {}
+
+
+async def ensure_namespace(service: WorkflowService, namespace: str, retention: timedelta) -> bool:
+    """Registers ``namespace`` unless it exists; True when this call created it.
+
+    Idempotent and safe to race: Temporal registers a name once and answers ALREADY_EXISTS
+    to everyone else, which counts as success here.
+    """
+    try:
+        await service.register_namespace(
+            RegisterNamespaceRequest(
+                namespace=namespace,
+                description="sevvo org namespace",
+                workflow_execution_retention_period=Duration(
+                    seconds=int(retention.total_seconds())
+                ),
+            ),
+            timeout=timedelta(seconds=10),
+        )
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.ALREADY_EXISTS:
+            return False
+        raise
+    return True
 
 
 def tls_config(

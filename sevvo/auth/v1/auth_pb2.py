@@ -26,15 +26,15 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from sevvo.auth.v1 import users_pb2 as sevvo_dot_auth_dot_v1_dot_users__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18sevvo/auth/v1/auth.proto\x12\rsevvo.auth.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19sevvo/auth/v1/users.proto\"0\n\rSignInRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\"y\n\x0eSignInResponse\x12\x15\n\rsession_token\x18\x01 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06org_id\x18\x03 \x01(\t\x12\x0f\n\x07user_id\x18\x04 \x01(\t\":\n\x1e\x45xchangeDeploymentTokenRequest\x12\x18\n\x10\x64\x65ployment_token\x18\x01 \x01(\t\"\x8f\x01\n\x1f\x45xchangeDeploymentTokenResponse\x12\x14\n\x0c\x62\x65\x61rer_token\x18\x01 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06org_id\x18\x03 \x01(\t\x12\x15\n\rdeployment_id\x18\x04 \x01(\t\"\x16\n\x14GetPublicKeysRequest\"\xa1\x01\n\tPublicKey\x12\x0b\n\x03kid\x18\x01 \x01(\t\x12\x11\n\talgorithm\x18\x02 \x01(\t\x12\x12\n\npublic_key\x18\x03 \x01(\x0c\x12.\n\nnot_before\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0cverify_until\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"a\n\x15GetPublicKeysResponse\x12&\n\x04keys\x18\x01 \x03(\x0b\x32\x18.sevvo.auth.v1.PublicKey\x12 \n\x18refresh_interval_seconds\x18\x02 \x01(\x05\"\x1f\n\x1dListRevokedDeploymentsRequest\"[\n\x11RevokedDeployment\x12\x15\n\rdeployment_id\x18\x01 \x01(\t\x12/\n\x0brevoke_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"W\n\x1eListRevokedDeploymentsResponse\x12\x35\n\x0b\x64\x65ployments\x18\x01 \x03(\x0b\x32 .sevvo.auth.v1.RevokedDeployment\"\x1c\n\x1aListRevokedSessionsRequest\"S\n\x0eRevokedSession\x12\x10\n\x08token_id\x18\x01 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"U\n\x11UserSessionCutoff\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12/\n\x0bvalid_after\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x81\x01\n\x1bListRevokedSessionsResponse\x12/\n\x08sessions\x18\x01 \x03(\x0b\x32\x1d.sevvo.auth.v1.RevokedSession\x12\x31\n\x07\x63utoffs\x18\x02 \x03(\x0b\x32 .sevvo.auth.v1.UserSessionCutoff\"\x12\n\x10GetCallerRequest\"c\n\x11GetCallerResponse\x12*\n\x04kind\x18\x01 \x01(\x0e\x32\x1c.sevvo.auth.v1.PrincipalKind\x12\x0e\n\x06org_id\x18\x02 \x01(\t\x12\x12\n\nsubject_id\x18\x03 \x01(\t\"T\n\x13\x42ootstrapOrgRequest\x12\x10\n\x08org_name\x18\x01 \x01(\t\x12\x13\n\x0b\x61\x64min_email\x18\x02 \x01(\t\x12\x16\n\x0e\x61\x64min_password\x18\x03 \x01(\t\"J\n\x14\x42ootstrapOrgResponse\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12\"\n\x05\x61\x64min\x18\x02 \x01(\x0b\x32\x13.sevvo.auth.v1.User\"\x10\n\x0eSignOutRequest\"#\n\x0fSignOutResponse\x12\x10\n\x08token_id\x18\x01 \x01(\t\"G\n\x15\x43hangePasswordRequest\x12\x18\n\x10\x63urrent_password\x18\x01 \x01(\t\x12\x14\n\x0cnew_password\x18\x02 \x01(\t\"`\n\x16\x43hangePasswordResponse\x12\x15\n\rsession_token\x18\x01 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*b\n\rPrincipalKind\x12\x1e\n\x1aPRINCIPAL_KIND_UNSPECIFIED\x10\x00\x12\x17\n\x13PRINCIPAL_KIND_USER\x10\x01\x12\x18\n\x14PRINCIPAL_KIND_AGENT\x10\x02\x32\xe1\x06\n\x0b\x41uthService\x12\x45\n\x06SignIn\x12\x1c.sevvo.auth.v1.SignInRequest\x1a\x1d.sevvo.auth.v1.SignInResponse\x12x\n\x17\x45xchangeDeploymentToken\x12-.sevvo.auth.v1.ExchangeDeploymentTokenRequest\x1a..sevvo.auth.v1.ExchangeDeploymentTokenResponse\x12Z\n\rGetPublicKeys\x12#.sevvo.auth.v1.GetPublicKeysRequest\x1a$.sevvo.auth.v1.GetPublicKeysResponse\x12u\n\x16ListRevokedDeployments\x12,.sevvo.auth.v1.ListRevokedDeploymentsRequest\x1a-.sevvo.auth.v1.ListRevokedDeploymentsResponse\x12l\n\x13ListRevokedSessions\x12).sevvo.auth.v1.ListRevokedSessionsRequest\x1a*.sevvo.auth.v1.ListRevokedSessionsResponse\x12N\n\tGetCaller\x12\x1f.sevvo.auth.v1.GetCallerRequest\x1a .sevvo.auth.v1.GetCallerResponse\x12H\n\x07SignOut\x12\x1d.sevvo.auth.v1.SignOutRequest\x1a\x1e.sevvo.auth.v1.SignOutResponse\x12]\n\x0e\x43hangePassword\x12$.sevvo.auth.v1.ChangePasswordRequest\x1a%.sevvo.auth.v1.ChangePasswordResponse\x12W\n\x0c\x42ootstrapOrg\x12\".sevvo.auth.v1.BootstrapOrgRequest\x1a#.sevvo.auth.v1.BootstrapOrgResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18sevvo/auth/v1/auth.proto\x12\rsevvo.auth.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19sevvo/auth/v1/users.proto\"0\n\rSignInRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\"y\n\x0eSignInResponse\x12\x15\n\rsession_token\x18\x01 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06org_id\x18\x03 \x01(\t\x12\x0f\n\x07user_id\x18\x04 \x01(\t\":\n\x1e\x45xchangeDeploymentTokenRequest\x12\x18\n\x10\x64\x65ployment_token\x18\x01 \x01(\t\"\xc3\x01\n\x1f\x45xchangeDeploymentTokenResponse\x12\x14\n\x0c\x62\x65\x61rer_token\x18\x01 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06org_id\x18\x03 \x01(\t\x12\x15\n\rdeployment_id\x18\x04 \x01(\t\x12\x16\n\x0etemporal_token\x18\x05 \x01(\t\x12\x1a\n\x12temporal_namespace\x18\x06 \x01(\t\"+\n\x19IssueTemporalTokenRequest\x12\x0e\n\x06org_id\x18\x01 \x01(\t\"\x81\x01\n\x1aIssueTemporalTokenResponse\x12\x16\n\x0etemporal_token\x18\x01 \x01(\t\x12\x1a\n\x12temporal_namespace\x18\x02 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x16\n\x14GetPublicKeysRequest\"\xa1\x01\n\tPublicKey\x12\x0b\n\x03kid\x18\x01 \x01(\t\x12\x11\n\talgorithm\x18\x02 \x01(\t\x12\x12\n\npublic_key\x18\x03 \x01(\x0c\x12.\n\nnot_before\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0cverify_until\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"a\n\x15GetPublicKeysResponse\x12&\n\x04keys\x18\x01 \x03(\x0b\x32\x18.sevvo.auth.v1.PublicKey\x12 \n\x18refresh_interval_seconds\x18\x02 \x01(\x05\"\x1f\n\x1dListRevokedDeploymentsRequest\"[\n\x11RevokedDeployment\x12\x15\n\rdeployment_id\x18\x01 \x01(\t\x12/\n\x0brevoke_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"W\n\x1eListRevokedDeploymentsResponse\x12\x35\n\x0b\x64\x65ployments\x18\x01 \x03(\x0b\x32 .sevvo.auth.v1.RevokedDeployment\"\x1c\n\x1aListRevokedSessionsRequest\"S\n\x0eRevokedSession\x12\x10\n\x08token_id\x18\x01 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"U\n\x11UserSessionCutoff\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12/\n\x0bvalid_after\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x81\x01\n\x1bListRevokedSessionsResponse\x12/\n\x08sessions\x18\x01 \x03(\x0b\x32\x1d.sevvo.auth.v1.RevokedSession\x12\x31\n\x07\x63utoffs\x18\x02 \x03(\x0b\x32 .sevvo.auth.v1.UserSessionCutoff\"\x12\n\x10GetCallerRequest\"c\n\x11GetCallerResponse\x12*\n\x04kind\x18\x01 \x01(\x0e\x32\x1c.sevvo.auth.v1.PrincipalKind\x12\x0e\n\x06org_id\x18\x02 \x01(\t\x12\x12\n\nsubject_id\x18\x03 \x01(\t\"T\n\x13\x42ootstrapOrgRequest\x12\x10\n\x08org_name\x18\x01 \x01(\t\x12\x13\n\x0b\x61\x64min_email\x18\x02 \x01(\t\x12\x16\n\x0e\x61\x64min_password\x18\x03 \x01(\t\"J\n\x14\x42ootstrapOrgResponse\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12\"\n\x05\x61\x64min\x18\x02 \x01(\x0b\x32\x13.sevvo.auth.v1.User\"\x10\n\x0eSignOutRequest\"#\n\x0fSignOutResponse\x12\x10\n\x08token_id\x18\x01 \x01(\t\"G\n\x15\x43hangePasswordRequest\x12\x18\n\x10\x63urrent_password\x18\x01 \x01(\t\x12\x14\n\x0cnew_password\x18\x02 \x01(\t\"`\n\x16\x43hangePasswordResponse\x12\x15\n\rsession_token\x18\x01 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*b\n\rPrincipalKind\x12\x1e\n\x1aPRINCIPAL_KIND_UNSPECIFIED\x10\x00\x12\x17\n\x13PRINCIPAL_KIND_USER\x10\x01\x12\x18\n\x14PRINCIPAL_KIND_AGENT\x10\x02\x32\xcc\x07\n\x0b\x41uthService\x12\x45\n\x06SignIn\x12\x1c.sevvo.auth.v1.SignInRequest\x1a\x1d.sevvo.auth.v1.SignInResponse\x12x\n\x17\x45xchangeDeploymentToken\x12-.sevvo.auth.v1.ExchangeDeploymentTokenRequest\x1a..sevvo.auth.v1.ExchangeDeploymentTokenResponse\x12Z\n\rGetPublicKeys\x12#.sevvo.auth.v1.GetPublicKeysRequest\x1a$.sevvo.auth.v1.GetPublicKeysResponse\x12u\n\x16ListRevokedDeployments\x12,.sevvo.auth.v1.ListRevokedDeploymentsRequest\x1a-.sevvo.auth.v1.ListRevokedDeploymentsResponse\x12l\n\x13ListRevokedSessions\x12).sevvo.auth.v1.ListRevokedSessionsRequest\x1a*.sevvo.auth.v1.ListRevokedSessionsResponse\x12N\n\tGetCaller\x12\x1f.sevvo.auth.v1.GetCallerRequest\x1a .sevvo.auth.v1.GetCallerResponse\x12H\n\x07SignOut\x12\x1d.sevvo.auth.v1.SignOutRequest\x1a\x1e.sevvo.auth.v1.SignOutResponse\x12]\n\x0e\x43hangePassword\x12$.sevvo.auth.v1.ChangePasswordRequest\x1a%.sevvo.auth.v1.ChangePasswordResponse\x12W\n\x0c\x42ootstrapOrg\x12\".sevvo.auth.v1.BootstrapOrgRequest\x1a#.sevvo.auth.v1.BootstrapOrgResponse\x12i\n\x12IssueTemporalToken\x12(.sevvo.auth.v1.IssueTemporalTokenRequest\x1a).sevvo.auth.v1.IssueTemporalTokenResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'sevvo.auth.v1.auth_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PRINCIPALKIND']._serialized_start=1827
-  _globals['_PRINCIPALKIND']._serialized_end=1925
+  _globals['_PRINCIPALKIND']._serialized_start=2056
+  _globals['_PRINCIPALKIND']._serialized_end=2154
   _globals['_SIGNINREQUEST']._serialized_start=103
   _globals['_SIGNINREQUEST']._serialized_end=151
   _globals['_SIGNINRESPONSE']._serialized_start=153
@@ -42,43 +42,47 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_EXCHANGEDEPLOYMENTTOKENREQUEST']._serialized_start=276
   _globals['_EXCHANGEDEPLOYMENTTOKENREQUEST']._serialized_end=334
   _globals['_EXCHANGEDEPLOYMENTTOKENRESPONSE']._serialized_start=337
-  _globals['_EXCHANGEDEPLOYMENTTOKENRESPONSE']._serialized_end=480
-  _globals['_GETPUBLICKEYSREQUEST']._serialized_start=482
-  _globals['_GETPUBLICKEYSREQUEST']._serialized_end=504
-  _globals['_PUBLICKEY']._serialized_start=507
-  _globals['_PUBLICKEY']._serialized_end=668
-  _globals['_GETPUBLICKEYSRESPONSE']._serialized_start=670
-  _globals['_GETPUBLICKEYSRESPONSE']._serialized_end=767
-  _globals['_LISTREVOKEDDEPLOYMENTSREQUEST']._serialized_start=769
-  _globals['_LISTREVOKEDDEPLOYMENTSREQUEST']._serialized_end=800
-  _globals['_REVOKEDDEPLOYMENT']._serialized_start=802
-  _globals['_REVOKEDDEPLOYMENT']._serialized_end=893
-  _globals['_LISTREVOKEDDEPLOYMENTSRESPONSE']._serialized_start=895
-  _globals['_LISTREVOKEDDEPLOYMENTSRESPONSE']._serialized_end=982
-  _globals['_LISTREVOKEDSESSIONSREQUEST']._serialized_start=984
-  _globals['_LISTREVOKEDSESSIONSREQUEST']._serialized_end=1012
-  _globals['_REVOKEDSESSION']._serialized_start=1014
-  _globals['_REVOKEDSESSION']._serialized_end=1097
-  _globals['_USERSESSIONCUTOFF']._serialized_start=1099
-  _globals['_USERSESSIONCUTOFF']._serialized_end=1184
-  _globals['_LISTREVOKEDSESSIONSRESPONSE']._serialized_start=1187
-  _globals['_LISTREVOKEDSESSIONSRESPONSE']._serialized_end=1316
-  _globals['_GETCALLERREQUEST']._serialized_start=1318
-  _globals['_GETCALLERREQUEST']._serialized_end=1336
-  _globals['_GETCALLERRESPONSE']._serialized_start=1338
-  _globals['_GETCALLERRESPONSE']._serialized_end=1437
-  _globals['_BOOTSTRAPORGREQUEST']._serialized_start=1439
-  _globals['_BOOTSTRAPORGREQUEST']._serialized_end=1523
-  _globals['_BOOTSTRAPORGRESPONSE']._serialized_start=1525
-  _globals['_BOOTSTRAPORGRESPONSE']._serialized_end=1599
-  _globals['_SIGNOUTREQUEST']._serialized_start=1601
-  _globals['_SIGNOUTREQUEST']._serialized_end=1617
-  _globals['_SIGNOUTRESPONSE']._serialized_start=1619
-  _globals['_SIGNOUTRESPONSE']._serialized_end=1654
-  _globals['_CHANGEPASSWORDREQUEST']._serialized_start=1656
-  _globals['_CHANGEPASSWORDREQUEST']._serialized_end=1727
-  _globals['_CHANGEPASSWORDRESPONSE']._serialized_start=1729
-  _globals['_CHANGEPASSWORDRESPONSE']._serialized_end=1825
-  _globals['_AUTHSERVICE']._serialized_start=1928
-  _globals['_AUTHSERVICE']._serialized_end=2793
+  _globals['_EXCHANGEDEPLOYMENTTOKENRESPONSE']._serialized_end=532
+  _globals['_ISSUETEMPORALTOKENREQUEST']._serialized_start=534
+  _globals['_ISSUETEMPORALTOKENREQUEST']._serialized_end=577
+  _globals['_ISSUETEMPORALTOKENRESPONSE']._serialized_start=580
+  _globals['_ISSUETEMPORALTOKENRESPONSE']._serialized_end=709
+  _globals['_GETPUBLICKEYSREQUEST']._serialized_start=711
+  _globals['_GETPUBLICKEYSREQUEST']._serialized_end=733
+  _globals['_PUBLICKEY']._serialized_start=736
+  _globals['_PUBLICKEY']._serialized_end=897
+  _globals['_GETPUBLICKEYSRESPONSE']._serialized_start=899
+  _globals['_GETPUBLICKEYSRESPONSE']._serialized_end=996
+  _globals['_LISTREVOKEDDEPLOYMENTSREQUEST']._serialized_start=998
+  _globals['_LISTREVOKEDDEPLOYMENTSREQUEST']._serialized_end=1029
+  _globals['_REVOKEDDEPLOYMENT']._serialized_start=1031
+  _globals['_REVOKEDDEPLOYMENT']._serialized_end=1122
+  _globals['_LISTREVOKEDDEPLOYMENTSRESPONSE']._serialized_start=1124
+  _globals['_LISTREVOKEDDEPLOYMENTSRESPONSE']._serialized_end=1211
+  _globals['_LISTREVOKEDSESSIONSREQUEST']._serialized_start=1213
+  _globals['_LISTREVOKEDSESSIONSREQUEST']._serialized_end=1241
+  _globals['_REVOKEDSESSION']._serialized_start=1243
+  _globals['_REVOKEDSESSION']._serialized_end=1326
+  _globals['_USERSESSIONCUTOFF']._serialized_start=1328
+  _globals['_USERSESSIONCUTOFF']._serialized_end=1413
+  _globals['_LISTREVOKEDSESSIONSRESPONSE']._serialized_start=1416
+  _globals['_LISTREVOKEDSESSIONSRESPONSE']._serialized_end=1545
+  _globals['_GETCALLERREQUEST']._serialized_start=1547
+  _globals['_GETCALLERREQUEST']._serialized_end=1565
+  _globals['_GETCALLERRESPONSE']._serialized_start=1567
+  _globals['_GETCALLERRESPONSE']._serialized_end=1666
+  _globals['_BOOTSTRAPORGREQUEST']._serialized_start=1668
+  _globals['_BOOTSTRAPORGREQUEST']._serialized_end=1752
+  _globals['_BOOTSTRAPORGRESPONSE']._serialized_start=1754
+  _globals['_BOOTSTRAPORGRESPONSE']._serialized_end=1828
+  _globals['_SIGNOUTREQUEST']._serialized_start=1830
+  _globals['_SIGNOUTREQUEST']._serialized_end=1846
+  _globals['_SIGNOUTRESPONSE']._serialized_start=1848
+  _globals['_SIGNOUTRESPONSE']._serialized_end=1883
+  _globals['_CHANGEPASSWORDREQUEST']._serialized_start=1885
+  _globals['_CHANGEPASSWORDREQUEST']._serialized_end=1956
+  _globals['_CHANGEPASSWORDRESPONSE']._serialized_start=1958
+  _globals['_CHANGEPASSWORDRESPONSE']._serialized_end=2054
+  _globals['_AUTHSERVICE']._serialized_start=2157
+  _globals['_AUTHSERVICE']._serialized_end=3129
 # @@protoc_insertion_point(module_scope)

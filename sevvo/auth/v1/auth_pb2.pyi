@@ -47,16 +47,36 @@ class ExchangeDeploymentTokenRequest(_message.Message):
     def __init__(self, deployment_token: _Optional[str] = ...) -> None: ...
 
 class ExchangeDeploymentTokenResponse(_message.Message):
-    __slots__ = ("bearer_token", "expire_time", "org_id", "deployment_id")
+    __slots__ = ("bearer_token", "expire_time", "org_id", "deployment_id", "temporal_token", "temporal_namespace")
     BEARER_TOKEN_FIELD_NUMBER: _ClassVar[int]
     EXPIRE_TIME_FIELD_NUMBER: _ClassVar[int]
     ORG_ID_FIELD_NUMBER: _ClassVar[int]
     DEPLOYMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    TEMPORAL_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    TEMPORAL_NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     bearer_token: str
     expire_time: _timestamp_pb2.Timestamp
     org_id: str
     deployment_id: str
-    def __init__(self, bearer_token: _Optional[str] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., org_id: _Optional[str] = ..., deployment_id: _Optional[str] = ...) -> None: ...
+    temporal_token: str
+    temporal_namespace: str
+    def __init__(self, bearer_token: _Optional[str] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., org_id: _Optional[str] = ..., deployment_id: _Optional[str] = ..., temporal_token: _Optional[str] = ..., temporal_namespace: _Optional[str] = ...) -> None: ...
+
+class IssueTemporalTokenRequest(_message.Message):
+    __slots__ = ("org_id",)
+    ORG_ID_FIELD_NUMBER: _ClassVar[int]
+    org_id: str
+    def __init__(self, org_id: _Optional[str] = ...) -> None: ...
+
+class IssueTemporalTokenResponse(_message.Message):
+    __slots__ = ("temporal_token", "temporal_namespace", "expire_time")
+    TEMPORAL_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    TEMPORAL_NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    EXPIRE_TIME_FIELD_NUMBER: _ClassVar[int]
+    temporal_token: str
+    temporal_namespace: str
+    expire_time: _timestamp_pb2.Timestamp
+    def __init__(self, temporal_token: _Optional[str] = ..., temporal_namespace: _Optional[str] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class GetPublicKeysRequest(_message.Message):
     __slots__ = ()

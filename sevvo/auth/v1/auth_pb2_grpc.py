@@ -80,6 +80,11 @@ class AuthServiceStub:
                 request_serializer=sevvo_dot_auth_dot_v1_dot_auth__pb2.BootstrapOrgRequest.SerializeToString,
                 response_deserializer=sevvo_dot_auth_dot_v1_dot_auth__pb2.BootstrapOrgResponse.FromString,
                 _registered_method=True)
+        self.IssueTemporalToken = channel.unary_unary(
+                '/sevvo.auth.v1.AuthService/IssueTemporalToken',
+                request_serializer=sevvo_dot_auth_dot_v1_dot_auth__pb2.IssueTemporalTokenRequest.SerializeToString,
+                response_deserializer=sevvo_dot_auth_dot_v1_dot_auth__pb2.IssueTemporalTokenResponse.FromString,
+                _registered_method=True)
 
 
 class AuthServiceServicer:
@@ -165,6 +170,17 @@ class AuthServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def IssueTemporalToken(self, request, context):
+        """Issues the orchestrator a token for Temporal's JWT authorizer granting one org's
+        namespace (admin, so it can register it). Needs no session: the caller proves it is the
+        orchestrator by sending the service token as the `x-sevvo-service-token` metadata.
+        FAILED_PRECONDITION (reason SERVICE_TOKENS_DISABLED) when auth has no service token
+        configured; PERMISSION_DENIED (reason SERVICE_TOKEN_INVALID) when it is missing or wrong.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AuthServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -212,6 +228,11 @@ def add_AuthServiceServicer_to_server(servicer, server):
                     servicer.BootstrapOrg,
                     request_deserializer=sevvo_dot_auth_dot_v1_dot_auth__pb2.BootstrapOrgRequest.FromString,
                     response_serializer=sevvo_dot_auth_dot_v1_dot_auth__pb2.BootstrapOrgResponse.SerializeToString,
+            ),
+            'IssueTemporalToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.IssueTemporalToken,
+                    request_deserializer=sevvo_dot_auth_dot_v1_dot_auth__pb2.IssueTemporalTokenRequest.FromString,
+                    response_serializer=sevvo_dot_auth_dot_v1_dot_auth__pb2.IssueTemporalTokenResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -458,6 +479,33 @@ class AuthService:
             '/sevvo.auth.v1.AuthService/BootstrapOrg',
             sevvo_dot_auth_dot_v1_dot_auth__pb2.BootstrapOrgRequest.SerializeToString,
             sevvo_dot_auth_dot_v1_dot_auth__pb2.BootstrapOrgResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def IssueTemporalToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sevvo.auth.v1.AuthService/IssueTemporalToken',
+            sevvo_dot_auth_dot_v1_dot_auth__pb2.IssueTemporalTokenRequest.SerializeToString,
+            sevvo_dot_auth_dot_v1_dot_auth__pb2.IssueTemporalTokenResponse.FromString,
             options,
             channel_credentials,
             insecure,

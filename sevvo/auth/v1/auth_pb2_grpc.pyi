@@ -72,6 +72,13 @@ class AuthServiceStub:
     missing or wrong; ALREADY_EXISTS when the org name (ORG_EXISTS) or the email
     (EMAIL_TAKEN) is taken.
     """
+    IssueTemporalToken: _grpc.UnaryUnaryMultiCallable[_auth_pb2.IssueTemporalTokenRequest, _auth_pb2.IssueTemporalTokenResponse]
+    """Issues the orchestrator a token for Temporal's JWT authorizer granting one org's
+    namespace (admin, so it can register it). Needs no session: the caller proves it is the
+    orchestrator by sending the service token as the `x-sevvo-service-token` metadata.
+    FAILED_PRECONDITION (reason SERVICE_TOKENS_DISABLED) when auth has no service token
+    configured; PERMISSION_DENIED (reason SERVICE_TOKEN_INVALID) when it is missing or wrong.
+    """
 
 @_typing.type_check_only
 class AuthServiceAsyncStub(AuthServiceStub):
@@ -116,6 +123,13 @@ class AuthServiceAsyncStub(AuthServiceStub):
     token configured; PERMISSION_DENIED (reason BOOTSTRAP_TOKEN_INVALID) when the token is
     missing or wrong; ALREADY_EXISTS when the org name (ORG_EXISTS) or the email
     (EMAIL_TAKEN) is taken.
+    """
+    IssueTemporalToken: _aio.UnaryUnaryMultiCallable[_auth_pb2.IssueTemporalTokenRequest, _auth_pb2.IssueTemporalTokenResponse]  # type: ignore[assignment]
+    """Issues the orchestrator a token for Temporal's JWT authorizer granting one org's
+    namespace (admin, so it can register it). Needs no session: the caller proves it is the
+    orchestrator by sending the service token as the `x-sevvo-service-token` metadata.
+    FAILED_PRECONDITION (reason SERVICE_TOKENS_DISABLED) when auth has no service token
+    configured; PERMISSION_DENIED (reason SERVICE_TOKEN_INVALID) when it is missing or wrong.
     """
 
 class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -212,6 +226,19 @@ class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
         token configured; PERMISSION_DENIED (reason BOOTSTRAP_TOKEN_INVALID) when the token is
         missing or wrong; ALREADY_EXISTS when the org name (ORG_EXISTS) or the email
         (EMAIL_TAKEN) is taken.
+        """
+
+    @_abc_1.abstractmethod
+    def IssueTemporalToken(
+        self,
+        request: _auth_pb2.IssueTemporalTokenRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_pb2.IssueTemporalTokenResponse, _abc.Awaitable[_auth_pb2.IssueTemporalTokenResponse]]:
+        """Issues the orchestrator a token for Temporal's JWT authorizer granting one org's
+        namespace (admin, so it can register it). Needs no session: the caller proves it is the
+        orchestrator by sending the service token as the `x-sevvo-service-token` metadata.
+        FAILED_PRECONDITION (reason SERVICE_TOKENS_DISABLED) when auth has no service token
+        configured; PERMISSION_DENIED (reason SERVICE_TOKEN_INVALID) when it is missing or wrong.
         """
 
 def add_AuthServiceServicer_to_server(servicer: AuthServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
