@@ -108,7 +108,9 @@ class AgentActivities:
         except grpc.aio.AioRpcError as exc:
             reason = error_details(exc).reason
             if exc.code() is grpc.StatusCode.PERMISSION_DENIED and reason in REASONS:
-                log.warning("work refused at resolve", workflow_id=work.workflow_id, reason=reason)
+                log.warning(
+                    "work refused at resolve", workflow_run_id=work.workflow_run_id, reason=reason
+                )
                 raise WorkRefused(reason, "refused by the control plane") from None
             if exc.code() not in _UNUSABLE:
                 raise

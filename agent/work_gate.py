@@ -97,8 +97,9 @@ class WorkGate:
     async def report(self, reason: str) -> None:
         """Audits a refusal in the control plane; a failure to report is logged, not raised."""
         workflow_id, run_id, workflow_type = _workflow_of_activity()
+        # The workflow id is the starter's choice: the audit record has it, the log the run id.
         log.warning(
-            "work refused", workflow_id=workflow_id, workflow_type=workflow_type, reason=reason
+            "work refused", workflow_run_id=run_id, workflow_type=workflow_type, reason=reason
         )
         try:
             await self._credentials.RecordWorkRefused(
@@ -114,7 +115,7 @@ class WorkGate:
             # The refusal stands; only its audit record is missing (the log line above stays).
             log.error(
                 "work refusal not recorded",
-                workflow_id=workflow_id,
+                workflow_run_id=run_id,
                 code=exc.code().name,
                 reason=error_details(exc).reason,
             )

@@ -498,13 +498,8 @@ class ConnectionsDomain:
                     "refused_by": refused_by,
                 },
             )
-        log.warning(
-            "work refused",
-            workflow_id=claim.workflow_id,
-            workflow_type=claim.workflow_type,
-            reason=reason,
-            refused_by=refused_by,
-        )
+        # Ids and types are the starter's choice: they go to the audit record, not the log.
+        log.warning("work refused", reason=reason, refused_by=refused_by)
 
     def resolve(
         self,

@@ -406,7 +406,7 @@ class OrchestratorDomain:
             or row.state != "running"
             or spec.workflow != workflow_type
         ):
-            log.warning("work not vouched", workflow_id=workflow_id[:200])
+            log.warning("work not vouched")  # The id is the starter's choice: not logged.
             raise NotFound(
                 "no proof-less run of this org is in progress under that workflow id",
                 reason="WORK_NOT_VOUCHED",
