@@ -50,7 +50,7 @@ class Org:
         )
         assert created.status == cpb.CONNECTION_STATUS_CONNECTED  # Normal work still runs.
         self.connection_id: str = created.id
-        keys = e2e.stack.orchestrator.payload_keys.for_org(uuid.UUID(self.tenant.org_id))
+        keys = e2e.stack.orchestrator.payload_keys.fresh(uuid.UUID(self.tenant.org_id))
         self.client: Client = loop.run(
             Client.connect(e2e.stack.temporal_address, data_converter=data_converter(keys))
         )

@@ -13,7 +13,8 @@ from cryptography.hazmat.primitives import serialization
 from temporalio.client import Client
 
 from services.orchestrator.connections_client import ConnectionLookup
-from services.orchestrator.domain import OrchestratorDomain, PayloadKeys
+from services.orchestrator.domain import OrchestratorDomain
+from services.orchestrator.payload_keys import PayloadKeys
 from services.orchestrator.proofs import ProofKeys
 from services.orchestrator.runs import OrgClients
 from services.orchestrator.store import OrchestratorStore, RunRow
@@ -59,10 +60,10 @@ def test_a_rotated_key_signs_while_the_old_one_stays_published(store: Orchestrat
 
 
 def _domain(store: OrchestratorStore) -> OrchestratorDomain:
-    # Vouching reads only the store: no Temporal or connections call is made.
+    # Vouching reads only the store: no Temporal, payload key or connections call is made.
     return OrchestratorDomain(
         store,
-        PayloadKeys(store, KEYRING),
+        cast(PayloadKeys, None),
         OrgClients(cast(Client, None), lambda _: cast(OrgPayloadKeys, None)),
         cast(ConnectionLookup, None),
         test_timeout=timedelta(seconds=60),
