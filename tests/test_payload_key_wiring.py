@@ -141,7 +141,8 @@ async def _stored_key_id(client: Client, org_id: uuid.UUID, connection: uuid.UUI
 
 def test_rekeying_keeps_a_schedules_proof_and_phase(temporal_server: TemporalDevServer) -> None:
     """The rewritten input carries the same proof of origin, and its runs fall at the same times."""
-    keys = OrgPayloadKeys(str(ORG), [PayloadKey.generate("k1")], "k1")
+    org = uuid.uuid4()
+    keys = OrgPayloadKeys(str(org), [PayloadKey.generate("k1")], "k1")
     signer = ProofSigner("wp-1", Ed25519PrivateKey.generate())
     connection = uuid.uuid4()
     set_at = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=20)
@@ -150,7 +151,7 @@ def test_rekeying_keeps_a_schedules_proof_and_phase(temporal_server: TemporalDev
         client = await Client.connect(temporal_server.address, data_converter=data_converter(keys))
         await schedules.put(
             client,
-            ORG,
+            org,
             connection,
             timedelta(hours=1),
             timedelta(minutes=1),
@@ -158,17 +159,19 @@ def test_rekeying_keeps_a_schedules_proof_and_phase(temporal_server: TemporalDev
             set_by="user:admin",
             now=set_at,
         )
-        before = await _proof_and_offset(client, connection)
+        before = await _proof_and_offset(client, org, connection)
         keys.update([keys.get("k1"), PayloadKey.generate("k2")], "k2")
-        await schedules.rekey(client, ORG, timedelta(minutes=1))
-        return before, await _proof_and_offset(client, connection)
+        await schedules.rekey(client, org, timedelta(minutes=1))
+        return before, await _proof_and_offset(client, org, connection)
 
     before, after = asyncio.run(run())
     assert before[0] and after == before
 
 
-async def _proof_and_offset(client: Client, connection: uuid.UUID) -> tuple[str, timedelta | None]:
-    handle = client.get_schedule_handle(schedules.schedule_id(ORG, connection))
+async def _proof_and_offset(
+    client: Client, org: uuid.UUID, connection: uuid.UUID
+) -> tuple[str, timedelta | None]:
+    handle = client.get_schedule_handle(schedules.schedule_id(org, connection))
     described = await handle.describe()
     (request,) = await client.data_converter.decode(
         list(described.raw_description.schedule.action.start_workflow.input.payloads),

@@ -31,6 +31,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from sevvo.runtime import temporal, work_proof
 from sevvo.runtime.errors import InvalidArgument
 from sevvo.runtime.logs import get_logger
+from sevvo.runtime.payload_codec import PayloadUnreadable
 from sevvo.runtime.work_proof import ProofSigner
 from sevvo.workflows.v1 import workflows_pb2
 
@@ -172,7 +173,12 @@ async def rekey(client: Client, org_id: uuid.UUID, execution_timeout: timedelta)
         ids = parse_schedule_id(listed.id)
         if ids is None or ids[0] != org_id:
             continue
-        stored = await _stored(client, listed.id)
+        try:
+            stored = await _stored(client, listed.id)
+        except PayloadUnreadable:
+            # Unreadable with the org's keys, it is unusable to the agent too; the others go on.
+            log.warning("schedule not rekeyed: input unreadable", schedule_id=listed.id)
+            continue
         if stored is None:
             continue
         request, interval = stored
