@@ -426,7 +426,7 @@ class OrchestratorDomain:
         if signer is None:
             return 0
         return await schedules.prove_unproved(
-            self._clients.base, self._clients.for_org_async, signer, self._test_timeout
+            self._clients.base, self._clients.for_new_work, signer, self._test_timeout
         )
 
     # Payload keys.
