@@ -59,6 +59,17 @@ def test_a_rotated_key_signs_while_the_old_one_stays_published(store: Orchestrat
     assert set(ProofKeys(store, KEYRING).published()) == {old.key_id, new_id}
 
 
+def test_a_replica_publishes_and_signs_with_a_key_another_replica_added(
+    store: OrchestratorStore,
+) -> None:
+    """A verifier meeting a new kid asks any replica; that replica then knows and uses it."""
+    this, other = ProofKeys(store, KEYRING), ProofKeys(store, KEYRING)
+    this.signer()
+    new_id = other.rotate()
+    assert new_id in this.published()
+    assert this.signer().key_id == new_id
+
+
 def _domain(store: OrchestratorStore) -> OrchestratorDomain:
     # Vouching reads only the store: no Temporal, payload key or connections call is made.
     return OrchestratorDomain(

@@ -65,7 +65,11 @@ class ProofKeys:
         Read afresh (it is asked only when a verifier meets a new kid) so a key another
         replica just added is published by every replica, and this one signs with it too.
         """
-        self._load()
+        rows = self._store.proof_keys()
+        if self._signer is None or not rows or rows[-1].key_id != self._signer.key_id:
+            self._load()  # A new newest key: sign with it too (unsealed only then).
+        else:
+            self._published = {row.key_id: row.public_key for row in rows}
         return dict(self._published)
 
     def rotate(self) -> str:
