@@ -2,11 +2,16 @@
 
 The workflow input names a connection or draft; the credentials come from the connections
 service at run time, over the agent's own authenticated channel, and never enter Temporal.
+Each activity first has the work gate check the input's proof of origin (agent/work_gate.py).
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
 import grpc
+from google.protobuf.message import Message
 from temporalio import activity
 
 from agent.dynamic_credentials import dry_run
@@ -19,13 +24,18 @@ from agent.root_rotation import (
     PrivilegedLoginFailed,
     rotate_privileged_password,
 )
+from agent.work_gate import WorkGate
 from sevvo.connections.v1 import connections_pb2, connections_pb2_grpc
 from sevvo.runtime import temporal
 from sevvo.runtime.grpc_client import error_details
 from sevvo.runtime.logs import get_logger
+from sevvo.runtime.troubleshooting import PREVIEW_CATEGORY_HINTS
+from sevvo.runtime.work_proof import REASONS, WorkRefused
 from sevvo.workflows.v1 import workflows_pb2
 
 log = get_logger(__name__)
+Request = TypeVar("Request", bound=Message)
+Result = TypeVar("Result", bound=Message)
 
 # Receipts that make a preview a security event in the audit log.
 _SECURITY_EVENTS = frozenset(
@@ -50,28 +60,61 @@ class AgentActivities:
         self,
         credentials: connections_pb2_grpc.ConnectionCredentialServiceStub,
         leases: LeaseManager,
+        gate: WorkGate,
     ) -> None:
         self._credentials = credentials
         self._leases = leases
+        self._gate = gate
+
+    async def _gated(
+        self,
+        request: Request,
+        refused: Result,
+        body: Callable[[Request, connections_pb2.WorkClaim], Awaitable[Result]],
+    ) -> Result:
+        """Runs ``body`` only for work whose proof of origin holds; else ``refused``.
+
+        The proof is checked here, before anything resolves a credential; connections checks
+        it again at resolve and refuses a second run of the same workflow id.
+        """
+        claim = await self._gate.admit(request)
+        if claim is None:
+            return refused
+        try:
+            return await body(request, claim)
+        except WorkRefused:
+            return refused
 
     async def _resolve(
-        self, purpose: str, *, connection_id: str = "", draft_id: str = ""
+        self,
+        purpose: str,
+        work: connections_pb2.WorkClaim,
+        *,
+        connection_id: str = "",
+        draft_id: str = "",
     ) -> connections_pb2.ResolveConnectionCredentialsResponse | None:
         """Fetches credentials by reference; None when the control plane says they are unusable.
 
+        Raises WorkRefused when connections refuses the work's proof (it audits that itself).
         Unreachable or unauthenticated control planes raise, so Temporal retries the activity.
         """
         request = connections_pb2.ResolveConnectionCredentialsRequest(
-            purpose=purpose, connection_id=connection_id, draft_id=draft_id
+            purpose=purpose, connection_id=connection_id, draft_id=draft_id, work=work
         )
         try:
             resolved: connections_pb2.ResolveConnectionCredentialsResponse = (
                 await self._credentials.ResolveConnectionCredentials(request, timeout=10)
             )
         except grpc.aio.AioRpcError as exc:
+            reason = error_details(exc).reason
+            if exc.code() is grpc.StatusCode.PERMISSION_DENIED and reason in REASONS:
+                log.warning(
+                    "work refused at resolve", workflow_run_id=work.workflow_run_id, reason=reason
+                )
+                raise WorkRefused(reason, "refused by the control plane") from None
             if exc.code() not in _UNUSABLE:
                 raise
-            log.info("stored credentials unusable", reason=error_details(exc).reason)
+            log.info("stored credentials unusable", reason=reason)
             return None
         return resolved
 
@@ -79,11 +122,21 @@ class AgentActivities:
     async def test_credentials(
         self, request: workflows_pb2.CredentialTestInput
     ) -> workflows_pb2.CredentialTestResult:
-        """Resolves the credentials and probes the database with them."""
+        """Resolves the credentials and probes the database with them, if the work is proved."""
+        category = workflows_pb2.TEST_CATEGORY_WORK_REFUSED
+        refused = workflows_pb2.CredentialTestResult(
+            category=category, message=CATEGORY_HINTS[category]
+        )
+        return await self._gated(request, refused, self._test_credentials)
+
+    async def _test_credentials(
+        self, request: workflows_pb2.CredentialTestInput, work: connections_pb2.WorkClaim
+    ) -> workflows_pb2.CredentialTestResult:
         log.info("credential test started", run_id=request.run_id)
         target = request.WhichOneof("target")
         resolved = await self._resolve(
             "credential_test",
+            work,
             connection_id=request.connection_id if target == "connection_id" else "",
             draft_id=request.draft_id if target == "draft_id" else "",
         )
@@ -149,9 +202,18 @@ class AgentActivities:
     ) -> workflows_pb2.PreviewQueryResult:
         """Validates the SQL with the Postgres parser, then runs it read-only, bounded.
 
-        A rejected statement never fetches credentials or reaches the database. The SQL is
-        never logged.
+        Unproved work is refused first. A rejected statement never fetches credentials or
+        reaches the database. The SQL is never logged.
         """
+        category = workflows_pb2.PREVIEW_CATEGORY_WORK_REFUSED
+        refused = workflows_pb2.PreviewQueryResult(
+            category=category, message=PREVIEW_CATEGORY_HINTS[category]
+        )
+        return await self._gated(request, refused, self._preview_query)
+
+    async def _preview_query(
+        self, request: workflows_pb2.PreviewQueryInput, work: connections_pb2.WorkClaim
+    ) -> workflows_pb2.PreviewQueryResult:
         try:
             query = validate_preview_sql(request.sql)
         except QueryRejected as exc:
@@ -161,7 +223,7 @@ class AgentActivities:
                 message=exc.message,
                 position=exc.position or 0,
             )
-        resolved = await self._resolve("preview", connection_id=request.connection_id)
+        resolved = await self._resolve("preview", work, connection_id=request.connection_id)
         if resolved is None:
             return workflows_pb2.PreviewQueryResult(
                 category=workflows_pb2.PREVIEW_CATEGORY_INVALID_STORED_CREDENTIALS,
@@ -235,10 +297,19 @@ class AgentActivities:
     async def rotate_root_credentials(
         self, request: workflows_pb2.RootRotationInput
     ) -> workflows_pb2.RootRotationResult:
-        """Rotates a dynamic connection's privileged password; no password leaves the agent
-        except, sealed, to the control plane's store."""
+        """Rotates a dynamic connection's privileged password, if the work is proved; no
+        password leaves the agent except, sealed, to the control plane's store."""
+        category = workflows_pb2.ROOT_ROTATION_CATEGORY_WORK_REFUSED
+        refused = workflows_pb2.RootRotationResult(
+            category=category, message=ROTATION_MESSAGES[category]
+        )
+        return await self._gated(request, refused, self._rotate_root_credentials)
+
+    async def _rotate_root_credentials(
+        self, request: workflows_pb2.RootRotationInput, work: connections_pb2.WorkClaim
+    ) -> workflows_pb2.RootRotationResult:
         log.info("root rotation started", run_id=request.run_id)
-        resolved = await self._resolve("root_rotation", connection_id=request.connection_id)
+        resolved = await self._resolve("root_rotation", work, connection_id=request.connection_id)
         if resolved is None:
             category = workflows_pb2.ROOT_ROTATION_CATEGORY_INVALID_STORED_CREDENTIALS
             return workflows_pb2.RootRotationResult(

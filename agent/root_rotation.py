@@ -41,6 +41,7 @@ from agent.postgres_probe import InvalidStoredCredentials, connect, connection_f
 from sevvo.connections.v1 import connections_pb2, connections_pb2_grpc
 from sevvo.runtime.grpc_client import error_details
 from sevvo.runtime.logs import get_logger
+from sevvo.runtime.troubleshooting import WORK_REFUSED_HINT
 from sevvo.workflows.v1 import workflows_pb2
 
 log = get_logger(__name__)
@@ -336,6 +337,7 @@ ROTATION_MESSAGES = {
         "not rotated: the connection's password was changed while the rotation ran; the stored"
         " password is in force again"
     ),
+    _CATEGORY.ROOT_ROTATION_CATEGORY_WORK_REFUSED: WORK_REFUSED_HINT,
 }
 
 

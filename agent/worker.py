@@ -25,10 +25,11 @@ from agent.activities import AgentActivities
 from agent.bearer import AuthorisationLost, BearerSession, DeploymentRevoked
 from agent.config import AgentConfig
 from agent.leases import LeaseManager, Reaper
+from agent.work_gate import WorkGate, key_cache
 from agent.workflows import CredentialTestWorkflow, PreviewQueryWorkflow, RootRotationWorkflow
 from sevvo.auth.v1 import auth_pb2_grpc
 from sevvo.connections.v1 import connections_pb2_grpc
-from sevvo.orchestrator.v1 import orchestrator_pb2, orchestrator_pb2_grpc
+from sevvo.orchestrator.v1 import orchestrator_pb2, orchestrator_pb2_grpc, work_proof_pb2_grpc
 from sevvo.runtime import temporal
 from sevvo.runtime.grpc_client import ClientTls, secure_aio_channel
 from sevvo.runtime.logs import get_logger
@@ -220,7 +221,9 @@ async def run_agent(config: AgentConfig, stop: asyncio.Event) -> int:
         session.on_renewed = hand_over_token
         credentials = connections_pb2_grpc.ConnectionCredentialServiceStub(channel)
         leases = connections_pb2_grpc.LeaseServiceStub(channel)
-        activities = AgentActivities(credentials, LeaseManager(leases, credentials))
+        proofs = work_proof_pb2_grpc.WorkProofServiceStub(channel)
+        gate = WorkGate(session.org_id, key_cache(proofs), proofs, credentials)
+        activities = AgentActivities(credentials, LeaseManager(leases, credentials), gate)
         queue = temporal.task_queue(session.org_id)
         worker = _worker(client, queue, activities, config)
         # Workers that started running; only those can be shut down (and must be).

@@ -38,6 +38,7 @@ CATEGORIES = [
     "agent_unavailable",
     "agent_busy",
     "workflow_failed",
+    "work_refused",
     "other",
 ]
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from temporalio.api.workflowservice.v1 import DescribeScheduleRequest
 from temporalio.client import Client
 
@@ -27,6 +28,8 @@ from sevvo.runtime.payload_codec import (
     data_converter,
 )
 from sevvo.runtime.sealing import Keyring
+from sevvo.runtime.work_proof import ProofSigner
+from sevvo.workflows.v1.workflows_pb2 import RootRotationInput
 
 ORG = uuid.uuid4()
 
@@ -110,8 +113,12 @@ def test_rekeying_rewrites_a_schedule_under_the_current_key(
     async def run() -> tuple[bytes, bytes, int]:
         client = await Client.connect(temporal_server.address, data_converter=data_converter(keys))
         hour = timedelta(hours=1)
-        await schedules.put(client, ORG, connection, hour, timedelta(minutes=1))
-        await schedules.put(client, other_org, uuid.uuid4(), hour, timedelta(minutes=1))
+        await schedules.put(
+            client, ORG, connection, hour, timedelta(minutes=1), signer=None, set_by="u"
+        )
+        await schedules.put(
+            client, other_org, uuid.uuid4(), hour, timedelta(minutes=1), signer=None, set_by="u"
+        )
         before = await _stored_key_id(client, ORG, connection)
         keys.update([keys.get("k1"), PayloadKey.generate("k2")], "k2")
         count = await schedules.rekey(client, ORG, timedelta(minutes=1))
@@ -130,3 +137,45 @@ async def _stored_key_id(client: Client, org_id: uuid.UUID, connection: uuid.UUI
     )
     (payload,) = described.schedule.action.start_workflow.input.payloads
     return bytes(payload.metadata[KEY_ID_METADATA])
+
+
+def test_rekeying_keeps_a_schedules_proof_and_phase(temporal_server: TemporalDevServer) -> None:
+    """The rewritten input carries the same proof of origin, and its runs fall at the same times."""
+    org = uuid.uuid4()
+    keys = OrgPayloadKeys(str(org), [PayloadKey.generate("k1")], "k1")
+    signer = ProofSigner("wp-1", Ed25519PrivateKey.generate())
+    connection = uuid.uuid4()
+    set_at = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=20)
+
+    async def run() -> tuple[tuple[str, timedelta | None], tuple[str, timedelta | None]]:
+        client = await Client.connect(temporal_server.address, data_converter=data_converter(keys))
+        await schedules.put(
+            client,
+            org,
+            connection,
+            timedelta(hours=1),
+            timedelta(minutes=1),
+            signer=signer,
+            set_by="user:admin",
+            now=set_at,
+        )
+        before = await _proof_and_offset(client, org, connection)
+        keys.update([keys.get("k1"), PayloadKey.generate("k2")], "k2")
+        await schedules.rekey(client, org, timedelta(minutes=1))
+        return before, await _proof_and_offset(client, org, connection)
+
+    before, after = asyncio.run(run())
+    assert before[0] and after == before
+
+
+async def _proof_and_offset(
+    client: Client, org: uuid.UUID, connection: uuid.UUID
+) -> tuple[str, timedelta | None]:
+    handle = client.get_schedule_handle(schedules.schedule_id(org, connection))
+    described = await handle.describe()
+    (request,) = await client.data_converter.decode(
+        list(described.raw_description.schedule.action.start_workflow.input.payloads),
+        [RootRotationInput],
+    )
+    assert isinstance(request, RootRotationInput)
+    return request.proof, described.schedule.spec.intervals[0].offset

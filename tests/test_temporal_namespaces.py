@@ -110,7 +110,15 @@ def test_a_schedule_is_only_in_its_orgs_namespace(
         clients = OrgClients(base, e2e.stack.orchestrator.payload_keys.fresh)
         client = await clients.for_org_async(org_a)
         await clients.for_org_async(uuid.UUID(b.org_id))  # B's namespace exists, empty.
-        await schedules.put(client, org_a, connection, timedelta(days=1), timedelta(minutes=1))
+        await schedules.put(
+            client,
+            org_a,
+            connection,
+            timedelta(days=1),
+            timedelta(minutes=1),
+            signer=None,
+            set_by="test",
+        )
 
     _run(background_loop, put)
     sid = schedules.schedule_id(org_a, connection)
@@ -182,8 +190,15 @@ def test_work_started_on_the_old_layout_completes_after_the_upgrade(
             tracker.run(org_id, "credential_test", request, connection_id=connection_id)
         )
         legacy_client = await old.for_org_async(org_id)
+        # As the old release did: no proof.
         await schedules.put(
-            legacy_client, org_id, connection_id, timedelta(days=1), timedelta(minutes=1)
+            legacy_client,
+            org_id,
+            connection_id,
+            timedelta(days=1),
+            timedelta(minutes=1),
+            signer=None,
+            set_by="",
         )
 
     _run(background_loop, start_the_old_way)

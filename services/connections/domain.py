@@ -27,6 +27,7 @@ from sevvo.runtime.errors import FailedPrecondition, InvalidArgument, NotFound, 
 from sevvo.runtime.logs import get_logger
 from sevvo.runtime.sealing import Keyring, Sealed, rewrap, seal, unseal
 from sevvo.runtime.tokens import Principal
+from sevvo.runtime.work_proof import REASONS, ProofKeyCache, VerifiedWork, WorkRefused
 
 log = get_logger(__name__)
 T = TypeVar("T")
@@ -83,6 +84,21 @@ def _test_failed(outcome: TestOutcome) -> FailedPrecondition:
     )
 
 
+@dataclass(frozen=True)
+class WorkClaim:
+    """The Temporal run an agent resolves credentials for, with the work's proof of origin."""
+
+    proof: str
+    workflow_id: str
+    workflow_run_id: str
+    workflow_type: str
+
+
+WORKFLOW_TARGET = "workflow"
+# Workflow ids and types are whatever the starter chose: bounded before they reach the log.
+_MAX_WORKFLOW_FIELD = 255
+
+
 def _not_found() -> NotFound:
     return NotFound("connection not found", reason="CONNECTION_NOT_FOUND")
 
@@ -97,9 +113,13 @@ class ConnectionsDomain:
         *,
         orchestrator: Orchestrator | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        proof_keys: ProofKeyCache | None = None,
     ) -> None:
         self._store = store
         self._keyring = keyring
+        # The orchestrator's proof keys; without them (no orchestrator configured) a claim's
+        # proof cannot be checked and a resolve that carries one is refused.
+        self._proof_keys = proof_keys
         # Without an orchestrator configured, saves skip the test: status pending.
         self._tester = orchestrator
         self._clock = clock
@@ -429,10 +449,71 @@ class ConnectionsDomain:
 
     # Agent-only.
 
+    async def verify_work(self, caller: Principal, claim: WorkClaim) -> VerifiedWork:
+        """Verifies a resolve's proof of origin (not its input, which connections never sees).
+
+        A refusal is audited as work.refused (workflow id and reason, never the input) and
+        raised as PERMISSION_DENIED.
+        """
+        _check_workflow_fields(claim.workflow_id, claim.workflow_run_id, claim.workflow_type)
+        try:
+            if self._proof_keys is None:
+                raise WorkRefused(
+                    "WORK_PROOF_UNKNOWN_KEY", "this service cannot check proofs of origin"
+                )
+            return await self._proof_keys.verify(
+                claim.proof,
+                org_id=caller.org_id,
+                workflow_id=claim.workflow_id,
+                workflow_type=claim.workflow_type,
+                digest=None,
+                now=self._clock(),
+            )
+        except WorkRefused as refused:
+            await asyncio.to_thread(
+                self.record_work_refused, caller, claim, refused.reason, refused_by="connections"
+            )
+            raise
+
+    def record_work_refused(
+        self, caller: Principal, claim: WorkClaim, reason: str, *, refused_by: str = "agent"
+    ) -> None:
+        """Audits a workflow refused for its proof of origin: ids and the reason only."""
+        _check_workflow_fields(claim.workflow_id, claim.workflow_run_id, claim.workflow_type)
+        if reason not in REASONS:
+            raise InvalidArgument("reason", f"must be one of {', '.join(sorted(REASONS))}")
+        with self._store.transaction() as conn:
+            audit.record(
+                conn,
+                org_id=caller.org_id,
+                actor=audit.Actor.of(caller),
+                action="work.refused",
+                target_type=WORKFLOW_TARGET,
+                target_id=claim.workflow_id,
+                outcome="failure",
+                reason=reason,
+                details={
+                    "workflow_type": claim.workflow_type,
+                    "workflow_run_id": claim.workflow_run_id,
+                    "refused_by": refused_by,
+                },
+            )
+        # Ids and types are the starter's choice: they go to the audit record, not the log.
+        log.warning("work refused", reason=reason, refused_by=refused_by)
+
     def resolve(
-        self, caller: Principal, connection_id: str, purpose: str, draft_id: str = ""
+        self,
+        caller: Principal,
+        connection_id: str,
+        purpose: str,
+        draft_id: str = "",
+        work: tuple[WorkClaim, VerifiedWork] | None = None,
     ) -> PostgresTarget:
-        """Unseals a connection's (or draft's) credentials for an agent of the same org."""
+        """Unseals a connection's (or draft's) credentials for an agent of the same org.
+
+        With ``work`` (a claim whose proof verify_work accepted), the workflow id is bound to
+        the first run that presents it; another run is refused (WORK_REPLAYED), audited.
+        """
         if bool(connection_id) == bool(draft_id):
             raise InvalidArgument("connection_id", "set exactly one of connection_id or draft_id")
         is_draft = bool(draft_id)
@@ -442,7 +523,22 @@ class ConnectionsDomain:
         purpose = check_purpose("purpose", purpose or "unspecified")
         org_id = uuid.UUID(caller.org_id)
 
-        def work(conn: psycopg.Connection[Any]) -> PostgresTarget:
+        def work_(conn: psycopg.Connection[Any]) -> PostgresTarget:
+            if work is not None:
+                claim, verified = work
+                holder = self._store.claim_work(
+                    conn,
+                    org_id,
+                    claim.workflow_id,
+                    claim.workflow_run_id,
+                    claim.workflow_type,
+                    keep_until=verified.claim_until,
+                    now=self._clock(),
+                )
+                if holder != claim.workflow_run_id:
+                    raise WorkRefused(
+                        "WORK_REPLAYED", "another run of this workflow id already used its proof"
+                    )
             if is_draft:
                 draft = self._store.get_draft(conn, org_id, target_id)
                 if draft is None:
@@ -459,7 +555,11 @@ class ConnectionsDomain:
             return self._unseal(row)
 
         action = "draft.credentials.resolve" if is_draft else "connection.credentials.resolve"
-        target = self._audited(caller, action, str(target_id), work, {"purpose": purpose})
+        details = {"purpose": purpose}
+        if work is not None:
+            details["workflow_id"] = work[0].workflow_id
+            details["workflow_run_id"] = work[0].workflow_run_id
+        target = self._audited(caller, action, str(target_id), work_, details)
         log.info("credentials resolved", target_id=str(target_id), purpose=purpose)
         return target
 
@@ -808,6 +908,18 @@ def _not_dynamic() -> FailedPrecondition:
     return FailedPrecondition(
         "this connection does not use dynamic credentials", reason="NOT_DYNAMIC_CONNECTION"
     )
+
+
+def _check_workflow_fields(workflow_id: str, run_id: str, workflow_type: str) -> None:
+    for name, value in (
+        ("workflow_id", workflow_id),
+        ("workflow_run_id", run_id),
+        ("workflow_type", workflow_type),
+    ):
+        if not value or len(value) > _MAX_WORKFLOW_FIELD or not value.isprintable():
+            raise InvalidArgument(
+                f"work.{name}", f"must be 1 to {_MAX_WORKFLOW_FIELD} printable characters"
+            )
 
 
 def _stage_id(value: str) -> str | None:

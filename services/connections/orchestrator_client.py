@@ -14,8 +14,15 @@ from datetime import datetime
 from typing import Protocol
 
 import grpc
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from sevvo.orchestrator.v1 import orchestrator_pb2, orchestrator_pb2_grpc
+from sevvo.orchestrator.v1 import (
+    orchestrator_pb2,
+    orchestrator_pb2_grpc,
+    work_proof_pb2,
+    work_proof_pb2_grpc,
+)
+from sevvo.runtime import work_proof
 from sevvo.runtime.errors import Unavailable
 from sevvo.runtime.grpc_client import ClientTls, secure_aio_channel
 
@@ -64,12 +71,22 @@ class OrchestratorClient:
         self._timeout = timeout
         self._channel: grpc.aio.Channel | None = None
 
-    @property
-    def _stub(self) -> orchestrator_pb2_grpc.OrchestratorServiceStub:
+    def _opened(self) -> grpc.aio.Channel:
         # Opened on first use, inside the serving event loop that the channel belongs to.
         if self._channel is None:
             self._channel = secure_aio_channel(self._endpoint, self._tls)
-        return orchestrator_pb2_grpc.OrchestratorServiceStub(self._channel)
+        return self._channel
+
+    @property
+    def _stub(self) -> orchestrator_pb2_grpc.OrchestratorServiceStub:
+        return orchestrator_pb2_grpc.OrchestratorServiceStub(self._opened())
+
+    async def proof_keys(self) -> dict[str, Ed25519PublicKey]:
+        """The orchestrator's published proof keys (public: asked without a bearer)."""
+        response = await work_proof_pb2_grpc.WorkProofServiceStub(self._opened()).GetWorkProofKeys(
+            work_proof_pb2.GetWorkProofKeysRequest(), timeout=5
+        )
+        return work_proof.public_keys({k.key_id: k.public_key for k in response.keys})
 
     async def close(self) -> None:
         """Closes the channel, if it was ever opened."""

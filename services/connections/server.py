@@ -24,6 +24,7 @@ from sevvo.runtime.grpc_client import ClientTls
 from sevvo.runtime.grpc_server import Access, ServerSpec, run_until_signalled, start_server
 from sevvo.runtime.logs import get_logger
 from sevvo.runtime.tokens import TokenVerifier
+from sevvo.runtime.work_proof import ProofKeyCache
 
 log = get_logger(__name__)
 
@@ -57,6 +58,7 @@ ACCESS: dict[str, Access] = {
             "CommitPrivilegedPassword",
             "RecordRootRotation",
             "RecordPreviewSecurityEvent",
+            "RecordWorkRefused",
         )
     },
     # Lease records are written by the agent that creates and drops the roles...
@@ -85,7 +87,14 @@ class ConnectionsApp:
         )
         if self.orchestrator is None:
             log.warning("no SEVVO_ORCHESTRATOR_ENDPOINT: connections are saved without a test")
-        self.domain = ConnectionsDomain(self.store, config.keyring, orchestrator=self.orchestrator)
+        self.domain = ConnectionsDomain(
+            self.store,
+            config.keyring,
+            orchestrator=self.orchestrator,
+            proof_keys=(
+                None if self.orchestrator is None else ProofKeyCache(self.orchestrator.proof_keys)
+            ),
+        )
         self.leases = LeasesDomain(self.store)
         self._auth_channel: grpc.Channel | None = None
 

@@ -15,7 +15,7 @@ import grpc
 from google.protobuf import empty_pb2, timestamp_pb2
 from google.protobuf.message import Message
 
-from services.connections.domain import ConnectionsDomain, ConnectionUpdate
+from services.connections.domain import ConnectionsDomain, ConnectionUpdate, WorkClaim
 from services.connections.leases import LeasesDomain
 from services.connections.postgres_target import (
     PostgresTarget,
@@ -134,6 +134,10 @@ def lease_pb(row: LeaseRow) -> pb.Lease:
         failure_reason=row.failure_reason or "",
         failure_count=row.failure_count,
     )
+
+
+def _work_claim(work: pb.WorkClaim) -> WorkClaim:
+    return WorkClaim(work.proof, work.workflow_id, work.workflow_run_id, work.workflow_type)
 
 
 def _ssl(value: int) -> str:
@@ -284,12 +288,18 @@ class CredentialServicer(pb_grpc.ConnectionCredentialServiceServicer):
     async def ResolveConnectionCredentials(
         self, request: pb.ResolveConnectionCredentialsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ResolveConnectionCredentialsResponse:
+        caller = current_principal()
+        work = None
+        if request.HasField("work"):
+            claim = _work_claim(request.work)
+            work = (claim, await self._domain.verify_work(caller, claim))
         target = await blocking(
             self._domain.resolve,
-            current_principal(),
+            caller,
             request.connection_id,
             request.purpose,
             request.draft_id,
+            work,
         )
         settings = target.dynamic
         return pb.ResolveConnectionCredentialsResponse(
@@ -362,6 +372,13 @@ class CredentialServicer(pb_grpc.ConnectionCredentialServiceServicer):
             request.outcome == pb.ROTATION_OUTCOME_SUCCEEDED,
             request.failure_reason,
         )
+        return empty_pb2.Empty()
+
+    async def RecordWorkRefused(
+        self, request: pb.RecordWorkRefusedRequest, context: grpc.aio.ServicerContext
+    ) -> empty_pb2.Empty:
+        claim = WorkClaim("", request.workflow_id, request.workflow_run_id, request.workflow_type)
+        await blocking(self._domain.record_work_refused, current_principal(), claim, request.reason)
         return empty_pb2.Empty()
 
     async def RecordPreviewSecurityEvent(

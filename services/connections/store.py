@@ -282,6 +282,35 @@ class ConnectionStore(SchemaStore):
         )
 
     @staticmethod
+    def claim_work(
+        conn: psycopg.Connection[Any],
+        org_id: uuid.UUID,
+        workflow_id: str,
+        run_id: str,
+        workflow_type: str,
+        *,
+        keep_until: datetime,
+        now: datetime,
+    ) -> str:
+        """Binds a workflow id to its first run; returns the run id that holds it.
+
+        Drops claims whose proofs have expired (those proofs are refused anyway).
+        """
+        conn.execute("delete from work_claims where keep_until < %s", (now,))
+        conn.execute(
+            "insert into work_claims (org_id, workflow_id, run_id, workflow_type, claimed_at,"
+            " keep_until) values (%s, %s, %s, %s, %s, %s)"
+            " on conflict (org_id, workflow_id) do nothing",
+            (org_id, workflow_id, run_id, workflow_type, now, keep_until),
+        )
+        row = conn.execute(
+            "select run_id from work_claims where org_id = %s and workflow_id = %s",
+            (org_id, workflow_id),
+        ).fetchone()
+        assert row is not None
+        return str(row[0])
+
+    @staticmethod
     def insert_draft(conn: psycopg.Connection[Any], draft: DraftRow) -> None:
         """Stores a sealed draft and drops drafts that have expired."""
         conn.execute("delete from drafts where expires_at < now()")

@@ -25,6 +25,7 @@ from services.orchestrator.payload_keys import (
     Rotation,
     RotationReason,
 )
+from services.orchestrator.proofs import ProofKeys
 from services.orchestrator.runs import (
     DEFAULT_QUEUE_ALLOWANCE,
     WATCH_MARGIN,
@@ -36,7 +37,7 @@ from services.orchestrator.runs import (
 )
 from services.orchestrator.schedules import RotationSchedule
 from services.orchestrator.store import OrchestratorStore, RunRow
-from sevvo.runtime import audit, paging, validation
+from sevvo.runtime import audit, paging, validation, work_proof
 from sevvo.runtime import temporal as names
 from sevvo.runtime.errors import InvalidArgument, NotFound, PermissionDenied, Unavailable
 from sevvo.runtime.logs import get_logger
@@ -138,6 +139,7 @@ class OrchestratorDomain:
         queue_allowance: timedelta = DEFAULT_QUEUE_ALLOWANCE,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         revoked_deployments: Callable[[], Mapping[str, datetime]] = dict,
+        proofs: ProofKeys | None = None,
     ) -> None:
         self._store = store
         self.revoked_deployments = revoked_deployments
@@ -145,8 +147,17 @@ class OrchestratorDomain:
         self._clients = clients
         self._connections = connections
         self._test_timeout = test_timeout
+        self._queue_allowance = queue_allowance
+        self._clock = clock
+        self._proofs = proofs
+        self._kinds = work_kinds(test_timeout)
         self.runs = RunTracker(
-            store, clients, work_kinds(test_timeout), clock=clock, queue_allowance=queue_allowance
+            store,
+            clients,
+            self._kinds,
+            clock=clock,
+            queue_allowance=queue_allowance,
+            proofs=proofs,
         )
 
     async def _connection(
@@ -285,7 +296,15 @@ class OrchestratorDomain:
                 await schedules.delete(client, org_id, target)
                 log.info("root rotation schedule removed", connection_id=str(target))
                 return schedules.NO_SCHEDULE
-            current = await schedules.put(client, org_id, target, interval, self._test_timeout)
+            current = await schedules.put(
+                client,
+                org_id,
+                target,
+                interval,
+                self._test_timeout,
+                signer=await self._signer(),
+                set_by=f"user:{caller.subject_id}",
+            )
         except RPCError as exc:
             raise _temporal_unavailable(exc) from None
         log.info("root rotation scheduled", connection_id=str(target), interval=str(interval))
@@ -356,6 +375,60 @@ class OrchestratorDomain:
             paging.decode_cursor(page_token),
         )
         return paging.page_of(rows, limit, lambda r: (r.started_at, r.id))
+
+    # Proofs of origin.
+
+    async def _signer(self) -> work_proof.ProofSigner | None:
+        return None if self._proofs is None else await asyncio.to_thread(self._proofs.signer)
+
+    async def proof_keys(self) -> dict[str, bytes]:
+        """The public halves of the proof keys, by key id."""
+        if self._proofs is None:
+            return {}
+        return await asyncio.to_thread(self._proofs.published)
+
+    async def vouch(self, caller: Principal, workflow_id: str, workflow_type: str) -> str:
+        """A proof for a workflow of the caller's org that this orchestrator started without one.
+
+        Only a run recorded before proofs existed and still running qualifies; its proof
+        expires when the run's workflow would have timed out. NOT_FOUND otherwise.
+        """
+        signer = await self._signer()
+        row = await asyncio.to_thread(
+            self._store.run_by_workflow_id, uuid.UUID(caller.org_id), workflow_id
+        )
+        spec = self._kinds.get(row.kind) if row is not None else None
+        if (
+            signer is None
+            or row is None
+            or spec is None
+            or row.proved
+            or row.state != "running"
+            or spec.workflow != workflow_type
+        ):
+            log.warning("work not vouched")  # The id is the starter's choice: not logged.
+            raise NotFound(
+                "no proof-less run of this org is in progress under that workflow id",
+                reason="WORK_NOT_VOUCHED",
+            )
+        log.info("work vouched", run_id=str(row.id), kind=row.kind)
+        return signer.vouch(
+            org_id=caller.org_id,
+            workflow_type=workflow_type,
+            workflow_id=workflow_id,
+            expires_at=row.started_at + spec.timeout + self._queue_allowance + work_proof.MARGIN,
+            now=self._clock(),
+        )
+
+    async def prove_schedules(self) -> int:
+        """Re-creates with proofs the rotation schedules set before schedules carried them."""
+        signer = await self._signer()
+        if signer is None:
+            return 0
+        orgs = await asyncio.to_thread(self._store.org_ids_with_keys)
+        return await schedules.prove_unproved(
+            orgs, self._clients.for_new_work, signer, self._test_timeout
+        )
 
     # Payload keys.
 

@@ -40,8 +40,9 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from services.orchestrator.org_clients import OrgClients
+from services.orchestrator.proofs import ProofKeys
 from services.orchestrator.store import OrchestratorStore, RunRow
-from sevvo.runtime import temporal
+from sevvo.runtime import temporal, work_proof
 from sevvo.runtime.logs import get_logger
 from sevvo.runtime.troubleshooting import RUN_OUTCOME_HINTS
 
@@ -125,8 +126,11 @@ class RunTracker:
         start_retry_window: timedelta = START_RETRY_WINDOW,
         queue_allowance: timedelta = DEFAULT_QUEUE_ALLOWANCE,
         absent_after: timedelta = AGENT_ABSENT_AFTER,
+        proofs: ProofKeys | None = None,
     ) -> None:
         self._store = store
+        # Without proof keys (some unit tests) inputs go out unproved and agents refuse them.
+        self._proofs = proofs
         self._clients = clients
         self._kinds = dict(kinds)
         self._clock = clock
@@ -186,6 +190,7 @@ class RunTracker:
             started_at=self._clock(),
             finished_at=None,
             duration_ms=None,
+            proved=self._proofs is not None,
         )
         await asyncio.to_thread(self._store.insert_run, run)
         return run
@@ -207,6 +212,7 @@ class RunTracker:
         is answered within the retry window the run is left for the reconciler, which ends it
         not_started once Temporal (answering again) still does not know it.
         """
+        request = await self._proved(run, spec, request_for(run))
         loop = asyncio.get_running_loop()
         give_up = loop.time() + self._start_retry_window.total_seconds()
         delay = 0.5
@@ -218,7 +224,7 @@ class RunTracker:
                 client = await self._clients.for_new_work(run.org_id)
                 return await client.start_workflow(
                     spec.workflow,
-                    request_for(run),
+                    request,
                     id=run.workflow_id,
                     task_queue=temporal.task_queue(str(run.org_id)),
                     execution_timeout=spec.timeout + self._queue_allowance,
@@ -237,6 +243,25 @@ class RunTracker:
                 log.info("workflow start retried", run_id=str(run.id), error=type(exc).__name__)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
+
+    async def _proved(self, run: RunRow, spec: WorkKind, request: Message) -> Message:
+        """The input with the proof that this orchestrator started the run's workflow id.
+
+        It expires when the workflow's own execution timeout would have ended it.
+        """
+        if self._proofs is None:
+            return request
+        signer = await asyncio.to_thread(self._proofs.signer)
+        token = signer.for_run(
+            org_id=str(run.org_id),
+            workflow_type=spec.workflow,
+            workflow_id=run.workflow_id,
+            message=request,
+            lifetime=spec.timeout + self._queue_allowance,
+            now=self._clock(),
+        )
+        work_proof.attach(request, token)
+        return request
 
     async def _watch(
         self, run: RunRow, spec: WorkKind, handle: WorkflowHandle[Any, Any]

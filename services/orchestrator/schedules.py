@@ -3,7 +3,10 @@
 A schedule lives in its org's namespace, so no other org can list, describe or trigger it
 where Temporal's authorizer enforces namespaces; its id keeps the org (only visible inside
 that namespace) so ids stay as they were before namespaces per org. Its stored input travels
-encrypted with the org's payload key like any other.
+encrypted with the org's payload key like any other, and carries the orchestrator's proof that
+the org's admin set the schedule (who, when, how often). The schedule's phase is the moment it
+was set, so the agent can tell the runs it produces (``<schedule id>-<set time + n
+intervals>``) from a manual trigger (see work_proof).
 """
 
 from __future__ import annotations
@@ -11,10 +14,11 @@ from __future__ import annotations
 import contextlib
 import re
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
+import jwt
 from temporalio.client import (
     Client,
     Schedule,
@@ -29,15 +33,23 @@ from temporalio.client import (
 )
 from temporalio.service import RPCError, RPCStatusCode
 
-from sevvo.runtime import temporal
+from sevvo.runtime import temporal, work_proof
 from sevvo.runtime.errors import InvalidArgument
 from sevvo.runtime.logs import get_logger
+from sevvo.runtime.payload_codec import PayloadUnreadable
+from sevvo.runtime.work_proof import ProofSigner
 from sevvo.workflows.v1 import workflows_pb2
 
 log = get_logger(__name__)
 
 MIN_ROTATION_INTERVAL = timedelta(hours=1)
 MAX_ROTATION_INTERVAL = timedelta(days=365)
+# A run the scheduler starts later than this after its time (it was down) is skipped rather
+# than caught up: the agent accepts a scheduled run only near its time.
+CATCHUP_WINDOW = timedelta(minutes=10)
+_PREFIX = "root-rotation-"
+# Who set a schedule that the orchestrator re-proved when it upgraded to proofs.
+UPGRADE_SETTER = "system:upgrade"
 
 
 @dataclass(frozen=True)
@@ -68,28 +80,77 @@ async def put(
     connection_id: uuid.UUID,
     interval: timedelta,
     execution_timeout: timedelta,
+    *,
+    signer: ProofSigner | None,
+    set_by: str,
+    now: datetime | None = None,
 ) -> RotationSchedule:
-    """Creates or replaces the connection's schedule; returns it as it now stands."""
+    """Creates or replaces the connection's schedule, proved as set by ``set_by`` now.
+
+    Returns the schedule as it now stands. Its runs fall at the moment it was set plus whole
+    intervals.
+    """
     sid = schedule_id(org_id, connection_id)
+    set_at = (now or datetime.now(UTC)).replace(microsecond=0)
+    every = int(interval.total_seconds())
+    request = workflows_pb2.RootRotationInput(connection_id=str(connection_id))
+    catchup = min(interval, CATCHUP_WINDOW)
+    if signer is not None:
+        work_proof.attach(
+            request,
+            signer.for_schedule(
+                org_id=str(org_id),
+                workflow_type=temporal.ROOT_ROTATION_WORKFLOW,
+                schedule_id=sid,
+                message=request,
+                interval=timedelta(seconds=every),
+                set_by=set_by,
+                set_at=set_at,
+                lateness=catchup + execution_timeout,
+            ),
+        )
+    await _write(client, org_id, connection_id, interval, execution_timeout, request, set_at)
+    return await get(client, org_id, connection_id)
+
+
+async def _write(
+    client: Client,
+    org_id: uuid.UUID,
+    connection_id: uuid.UUID,
+    interval: timedelta,
+    execution_timeout: timedelta,
+    request: workflows_pb2.RootRotationInput,
+    set_at: datetime,
+) -> None:
+    """Creates or replaces the schedule with ``request`` as its input, phased at ``set_at``."""
+    sid = schedule_id(org_id, connection_id)
+    every = int(interval.total_seconds())
+    catchup = min(interval, CATCHUP_WINDOW)
     schedule = Schedule(
         action=ScheduleActionStartWorkflow(
             temporal.ROOT_ROTATION_WORKFLOW,
-            workflows_pb2.RootRotationInput(connection_id=str(connection_id)),
+            request,
             id=sid,
             task_queue=temporal.task_queue(str(org_id)),
             execution_timeout=execution_timeout,
         ),
-        spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=interval)]),
-        # An agent that is down for a while rotates once when it is back, not once per
-        # missed interval.
-        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP, catchup_window=interval),
+        spec=ScheduleSpec(
+            intervals=[
+                ScheduleIntervalSpec(
+                    every=timedelta(seconds=every),
+                    offset=timedelta(seconds=int(set_at.timestamp()) % every),
+                )
+            ]
+        ),
+        # A scheduler that was down starts at most one late run, and only within the window
+        # the agent accepts; overlapping rotations are skipped.
+        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP, catchup_window=catchup),
     )
     handle = client.get_schedule_handle(sid)
     try:
         await client.create_schedule(sid, schedule)
     except ScheduleAlreadyRunningError:
         await handle.update(lambda _: ScheduleUpdate(schedule=schedule))
-    return await get(client, org_id, connection_id)
 
 
 async def get(client: Client, org_id: uuid.UUID, connection_id: uuid.UUID) -> RotationSchedule:
@@ -111,18 +172,51 @@ async def get(client: Client, org_id: uuid.UUID, connection_id: uuid.UUID) -> Ro
 async def rekey(client: Client, org_id: uuid.UUID, execution_timeout: timedelta) -> int:
     """Writes each of the org's schedules again, so its stored input is encrypted with the key
     ``client`` encrypts with now; returns how many. Old keys can then retire without breaking a
-    schedule's next start."""
-    prefix = schedule_id(org_id, uuid.UUID(int=0)).removesuffix(str(uuid.UUID(int=0)))
+    schedule's next start. The input is written back as it was, proof and phase included."""
     count = 0
     async for listed in await client.list_schedules():
-        if not listed.id.startswith(prefix):
+        ids = parse_schedule_id(listed.id)
+        if ids is None or ids[0] != org_id:
             continue
-        connection_id = uuid.UUID(listed.id.removeprefix(prefix))
-        current = await get(client, org_id, connection_id)
-        if current.interval is not None:
-            await put(client, org_id, connection_id, current.interval, execution_timeout)
-            count += 1
+        try:
+            stored = await _stored(client, listed.id)
+        except PayloadUnreadable:
+            # Unreadable with the org's keys, it is unusable to the agent too; the others go on.
+            log.warning("schedule not rekeyed: input unreadable", schedule_id=listed.id)
+            continue
+        if stored is None:
+            continue
+        request, interval = stored
+        await _write(
+            client, org_id, ids[1], interval, execution_timeout, request, _phase_of(request)
+        )
+        count += 1
     return count
+
+
+async def _stored(
+    client: Client, sid: str
+) -> tuple[workflows_pb2.RootRotationInput, timedelta] | None:
+    """A schedule's stored input (decrypted with ``client``'s keys) and interval, if any."""
+    described = await client.get_schedule_handle(sid).describe()
+    intervals = described.schedule.spec.intervals
+    if not intervals:
+        return None
+    payloads = described.raw_description.schedule.action.start_workflow.input.payloads
+    (request,) = await client.data_converter.decode(
+        list(payloads), [workflows_pb2.RootRotationInput]
+    )
+    assert isinstance(request, workflows_pb2.RootRotationInput)
+    return request, intervals[0].every
+
+
+def _phase_of(request: workflows_pb2.RootRotationInput) -> datetime:
+    """When a proved schedule was set (its proof's iat, which the agent checks runs against);
+    now for an unproved one. Read without verifying: the agent verifies."""
+    if not request.proof:
+        return datetime.now(UTC).replace(microsecond=0)
+    claims = jwt.decode(request.proof, options={"verify_signature": False})
+    return datetime.fromtimestamp(int(claims["iat"]), UTC)
 
 
 async def delete(client: Client, org_id: uuid.UUID, connection_id: uuid.UUID) -> bool:
@@ -175,3 +269,58 @@ async def delete_quietly(handle: ScheduleHandle) -> bool:
             return False
         raise
     return True
+
+
+def parse_schedule_id(sid: str) -> tuple[uuid.UUID, uuid.UUID] | None:
+    """The org and connection of a rotation schedule's id; None for any other id."""
+    rest = sid.removeprefix(_PREFIX)
+    if rest == sid or len(rest) != 73 or rest[36] != "-":
+        return None
+    try:
+        return uuid.UUID(rest[:36]), uuid.UUID(rest[37:])
+    except ValueError:
+        return None
+
+
+async def prove_unproved(
+    org_ids: Iterable[uuid.UUID],
+    client_for: Callable[[uuid.UUID], Awaitable[Client]],
+    signer: ProofSigner,
+    execution_timeout: timedelta,
+) -> int:
+    """Re-creates, with a proof, every rotation schedule set before schedules carried one.
+
+    Run at start-up (and after old-layout schedules are moved into their orgs' namespaces):
+    such a schedule's runs would otherwise be refused by the agent. Each org's namespace is
+    walked; a schedule's interval is kept and its setter recorded as UPGRADE_SETTER. Returns
+    how many it re-proved.
+    """
+    proved = 0
+    for org in org_ids:
+        client = await client_for(org)
+        async for listed in await client.list_schedules():
+            ids = parse_schedule_id(listed.id)
+            if ids is None or ids[0] != org:
+                continue
+            org_id, connection_id = ids
+            try:
+                stored = await _stored(client, listed.id)
+                if stored is None or stored[0].proof:
+                    continue
+                await put(
+                    client,
+                    org_id,
+                    connection_id,
+                    stored[1],
+                    execution_timeout,
+                    signer=signer,
+                    set_by=UPGRADE_SETTER,
+                )
+            except Exception as exc:  # One unreadable schedule must not stop the others.
+                log.warning(
+                    "schedule not re-proved", schedule_id=listed.id, error=type(exc).__name__
+                )
+                continue
+            proved += 1
+            log.info("schedule re-proved", schedule_id=listed.id)
+    return proved

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 import grpc
@@ -16,9 +17,19 @@ from services.orchestrator.connections_client import ConnectionsClient
 from services.orchestrator.domain import OrchestratorDomain, longest_run
 from services.orchestrator.org_clients import AuthTemporalTokens, OrgClients
 from services.orchestrator.payload_keys import KeyPolicy, PayloadKeys
-from services.orchestrator.servicer import OrchestratorServicer, PayloadKeyServicer
+from services.orchestrator.proofs import ProofKeys
+from services.orchestrator.servicer import (
+    OrchestratorServicer,
+    PayloadKeyServicer,
+    WorkProofServicer,
+)
 from services.orchestrator.store import OrchestratorStore
-from sevvo.orchestrator.v1 import orchestrator_pb2, orchestrator_pb2_grpc
+from sevvo.orchestrator.v1 import (
+    orchestrator_pb2,
+    orchestrator_pb2_grpc,
+    work_proof_pb2,
+    work_proof_pb2_grpc,
+)
 from sevvo.runtime import temporal
 from sevvo.runtime.auth_client import remote_verifier
 from sevvo.runtime.grpc_client import ClientTls
@@ -30,6 +41,7 @@ log = get_logger(__name__)
 
 _ORCHESTRATOR = orchestrator_pb2.DESCRIPTOR.services_by_name["OrchestratorService"].full_name
 _KEYS = orchestrator_pb2.DESCRIPTOR.services_by_name["PayloadKeyService"].full_name
+_PROOFS = work_proof_pb2.DESCRIPTOR.services_by_name["WorkProofService"].full_name
 
 ACCESS: dict[str, Access] = {
     f"/{_ORCHESTRATOR}/TestConnection": Access.USER,
@@ -46,6 +58,10 @@ ACCESS: dict[str, Access] = {
     f"/{_KEYS}/GetPayloadKeys": Access.AGENT,
     # An org admin, or auth forwarding the admin who revoked a deployment.
     f"/{_KEYS}/RotatePayloadKey": Access.ADMIN,
+    # Public keys, like auth's: agents and connections verify proofs of origin with them.
+    f"/{_PROOFS}/GetWorkProofKeys": Access.PUBLIC,
+    # A proof for the caller's org's own proof-less runs from before an upgrade.
+    f"/{_PROOFS}/VouchForWork": Access.AGENT,
 }
 
 
@@ -66,6 +82,7 @@ class OrchestratorApp:
                 longest_run=longest_run(test_timeout, queue_allowance),
             ),
         )
+        self.proof_keys = ProofKeys(self.store, config.keyring)
         self.domain: OrchestratorDomain | None = None
         self._auth_channel: grpc.Channel | None = None
         self._connections: ConnectionsClient | None = None
@@ -113,14 +130,23 @@ class OrchestratorApp:
             self._connections,
             test_timeout=timedelta(seconds=self.config.test_timeout_seconds),
             queue_allowance=timedelta(seconds=self.config.queue_seconds),
+            proofs=self.proof_keys,
         )
         loop = asyncio.get_running_loop()
         if self.config.temporal_drain_legacy:
-            self._mover = loop.create_task(_move_legacy_schedules(clients), name="schedule-mover")
+            self._mover = loop.create_task(
+                _move_legacy_schedules(clients, self.domain.prove_schedules),
+                name="schedule-mover",
+            )
         if self._tokens is not None:
             self._renewer = loop.create_task(
                 clients.renew_forever(30.0), name="temporal-token-renewer"
             )
+        # Schedules set before inputs carried proofs get one, or the agent refuses their runs.
+        try:
+            await self.domain.prove_schedules()
+        except Exception as exc:  # Temporal may be down; the next start tries again.
+            log.warning("schedules not re-proved", error=type(exc).__name__)
         # Runs whose watcher died with an earlier process are settled from the first pass on.
         self._reconciler = asyncio.get_running_loop().create_task(
             self.domain.runs.reconcile_forever(self.config.reconcile_seconds),
@@ -185,18 +211,24 @@ class OrchestratorApp:
             orchestrator_pb2_grpc.add_PayloadKeyServiceServicer_to_server(
                 PayloadKeyServicer(domain), server
             )
+            work_proof_pb2_grpc.add_WorkProofServiceServicer_to_server(
+                WorkProofServicer(domain), server
+            )
 
         return ServerSpec(
             name="orchestrator",
             register=register,
-            service_names=[_ORCHESTRATOR, _KEYS],
+            service_names=[_ORCHESTRATOR, _KEYS, _PROOFS],
             access=ACCESS,
         )
 
 
-async def _move_legacy_schedules(clients: OrgClients, retry_seconds: float = 5.0) -> None:
+async def _move_legacy_schedules(
+    clients: OrgClients, prove: Callable[[], Awaitable[int]], retry_seconds: float = 5.0
+) -> None:
     """Moves the old layout's rotation schedules into their orgs' namespaces, retrying until
-    it succeeds once (auth, which issues the namespaces' tokens, may start after us)."""
+    it succeeds once (auth, which issues the namespaces' tokens, may start after us), then
+    gives the moved ones the proof their runs need."""
     while True:
         try:
             moved = await schedules.move_legacy(clients.base, clients.for_org_async)
@@ -211,6 +243,11 @@ async def _move_legacy_schedules(clients: OrgClients, retry_seconds: float = 5.0
             await asyncio.sleep(retry_seconds)
         else:
             log.info("legacy schedules checked", moved=moved)
+            if moved:
+                try:
+                    await prove()
+                except Exception as exc:  # The next start-up proves what is left.
+                    log.warning("moved schedules not re-proved", error=type(exc).__name__)
             return
 
 

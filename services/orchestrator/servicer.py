@@ -12,6 +12,7 @@ from services.orchestrator.schedules import RotationSchedule
 from services.orchestrator.store import RunRow
 from sevvo.orchestrator.v1 import orchestrator_pb2 as pb
 from sevvo.orchestrator.v1 import orchestrator_pb2_grpc as pb_grpc
+from sevvo.orchestrator.v1 import work_proof_pb2, work_proof_pb2_grpc
 from sevvo.runtime.errors import InvalidArgument
 from sevvo.runtime.grpc_server import current_bearer, current_principal
 from sevvo.runtime.servicing import timestamp
@@ -168,3 +169,29 @@ class PayloadKeyServicer(pb_grpc.PayloadKeyServiceServicer):
             rotated=rotation.rotated,
             current_since_time=timestamp(rotation.current.created_at),
         )
+
+
+class WorkProofServicer(work_proof_pb2_grpc.WorkProofServiceServicer):
+    """sevvo.orchestrator.v1.WorkProofService: public proof keys, and vouching (agents only)."""
+
+    def __init__(self, domain: OrchestratorDomain) -> None:
+        self._domain = domain
+
+    async def GetWorkProofKeys(
+        self, request: work_proof_pb2.GetWorkProofKeysRequest, context: grpc.aio.ServicerContext
+    ) -> work_proof_pb2.GetWorkProofKeysResponse:
+        keys = await self._domain.proof_keys()
+        return work_proof_pb2.GetWorkProofKeysResponse(
+            keys=[
+                work_proof_pb2.WorkProofKey(key_id=kid, public_key=raw, algorithm="EdDSA")
+                for kid, raw in sorted(keys.items())
+            ]
+        )
+
+    async def VouchForWork(
+        self, request: work_proof_pb2.VouchForWorkRequest, context: grpc.aio.ServicerContext
+    ) -> work_proof_pb2.VouchForWorkResponse:
+        proof = await self._domain.vouch(
+            current_principal(), request.workflow_id, request.workflow_type
+        )
+        return work_proof_pb2.VouchForWorkResponse(proof=proof)

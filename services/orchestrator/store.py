@@ -42,6 +42,19 @@ class RunRow:
     # For previews: when Temporal confirmed the run's history gone, and when it was asked to.
     history_deleted_at: datetime | None = None
     history_delete_requested_at: datetime | None = None
+    # Whether the workflow's input carried a proof of origin (false for runs from before).
+    proved: bool = False
+
+
+@dataclass(frozen=True)
+class ProofKeyRow:
+    """One of the orchestrator's proof signing keys, its private half sealed."""
+
+    key_id: str
+    kek_id: str
+    sealed_key: bytes
+    public_key: bytes
+    created_at: datetime
 
 
 @dataclass(frozen=True)
@@ -155,7 +168,7 @@ class OrchestratorStore(SchemaStore):
         with self.transaction() as conn:
             conn.execute(
                 "insert into runs (id, org_id, kind, state, connection_id, draft_id, workflow_id,"
-                " started_at) values (%s, %s, %s, %s, %s, %s, %s, %s)",
+                " started_at, proved) values (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
                 (
                     run.id,
                     run.org_id,
@@ -165,6 +178,7 @@ class OrchestratorStore(SchemaStore):
                     run.draft_id,
                     run.workflow_id,
                     run.started_at,
+                    run.proved,
                 ),
             )
 
@@ -223,6 +237,12 @@ class OrchestratorStore(SchemaStore):
                     (org_id, before[0], before[1], limit),
                 )
             return cur.fetchall()
+
+    def org_ids_with_keys(self) -> list[uuid.UUID]:
+        """Every org that has a payload key: the only orgs whose encrypted schedules exist."""
+        with self.connection() as conn:
+            rows = conn.execute("select distinct org_id from payload_keys order by org_id")
+            return [row[0] for row in rows.fetchall()]
 
     def running_runs(self, limit: int) -> list[RunRow]:
         """Runs of every org not yet finished, oldest first: the reconciler's work list."""
@@ -368,3 +388,30 @@ class OrchestratorStore(SchemaStore):
                     " values (%s, %s, %s, %s, %s)",
                     (row.org_id, row.key_id, row.kek_id, row.sealed_key, row.created_at),
                 )
+
+    def run_by_workflow_id(self, org_id: uuid.UUID, workflow_id: str) -> RunRow | None:
+        """The run of one org that started ``workflow_id``, if any."""
+        with self.connection() as conn, conn.cursor(row_factory=class_row(RunRow)) as cur:
+            cur.execute(
+                "select * from runs where org_id = %s and workflow_id = %s",
+                (org_id, workflow_id),
+            )
+            return cur.fetchone()
+
+    def proof_keys(self) -> list[ProofKeyRow]:
+        """The proof signing keys, oldest first (the last one signs)."""
+        with self.connection() as conn, conn.cursor(row_factory=class_row(ProofKeyRow)) as cur:
+            cur.execute("select * from proof_keys order by created_at, key_id")
+            return cur.fetchall()
+
+    def insert_proof_key(self, row: ProofKeyRow, *, only_if_none: bool) -> None:
+        """Stores a proof key; with ``only_if_none``, only when no replica stored one first."""
+        with self.transaction() as conn:
+            conn.execute("select pg_advisory_xact_lock(%s, 0)", (_KEY_CREATION_LOCK,))
+            if only_if_none and conn.execute("select 1 from proof_keys").fetchone() is not None:
+                return
+            conn.execute(
+                "insert into proof_keys (key_id, kek_id, sealed_key, public_key, created_at)"
+                " values (%s, %s, %s, %s, %s)",
+                (row.key_id, row.kek_id, row.sealed_key, row.public_key, row.created_at),
+            )

@@ -15,6 +15,14 @@ from sevvo.workflows.v1 import workflows_pb2
 
 _T = _P = workflows_pb2  # Short names keep the table below readable.
 
+WORK_REFUSED_HINT: Final = (
+    "work refused: the agent would not act on this workflow because it does not carry the"
+    " control plane's proof that it asked for it (missing, forged, expired, of another org, or"
+    " already used by another run) — nothing was resolved or run; the org's audit log names"
+    " the workflow (work.refused). Start the work again through sevvo; if you did not start"
+    " it, someone with access to your Temporal queue did"
+)
+
 TEST_CATEGORY_HINTS: Final[Mapping[int, str]] = MappingProxyType(
     {
         _T.TEST_CATEGORY_OK: "connected: the agent logged in and ran a test query",
@@ -53,6 +61,7 @@ TEST_CATEGORY_HINTS: Final[Mapping[int, str]] = MappingProxyType(
             " a scratch role with the connection's statements failed — fix the named statement,"
             " or give the privileged role CREATEROLE and ADMIN OPTION on the group role"
         ),
+        _T.TEST_CATEGORY_WORK_REFUSED: WORK_REFUSED_HINT,
     }
 )
 """The sentence for each credential test category (workflows_pb2.TestCategory)."""
@@ -109,6 +118,7 @@ PREVIEW_CATEGORY_HINTS: Final[Mapping[int, str]] = MappingProxyType(
             " connection's preview budget — narrow it with a WHERE clause or a LIMIT, or ask"
             " the connection's owner to raise the budget"
         ),
+        _P.PREVIEW_CATEGORY_WORK_REFUSED: WORK_REFUSED_HINT,
     }
 )
 """The sentence for each preview category (workflows_pb2.PreviewCategory)."""
@@ -166,4 +176,10 @@ def hint_for(category: str, *, preview: bool = False) -> str | None:
     return first.get(category) or second.get(category) or RUN_OUTCOME_HINTS.get(category)
 
 
-__all__ = ["PREVIEW_CATEGORY_HINTS", "RUN_OUTCOME_HINTS", "TEST_CATEGORY_HINTS", "hint_for"]
+__all__ = [
+    "PREVIEW_CATEGORY_HINTS",
+    "RUN_OUTCOME_HINTS",
+    "TEST_CATEGORY_HINTS",
+    "WORK_REFUSED_HINT",
+    "hint_for",
+]

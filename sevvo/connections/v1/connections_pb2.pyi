@@ -265,14 +265,40 @@ class DeleteConnectionRequest(_message.Message):
     def __init__(self, id: _Optional[str] = ..., force: _Optional[bool] = ...) -> None: ...
 
 class ResolveConnectionCredentialsRequest(_message.Message):
-    __slots__ = ("connection_id", "purpose", "draft_id")
+    __slots__ = ("connection_id", "purpose", "draft_id", "work")
     CONNECTION_ID_FIELD_NUMBER: _ClassVar[int]
     PURPOSE_FIELD_NUMBER: _ClassVar[int]
     DRAFT_ID_FIELD_NUMBER: _ClassVar[int]
+    WORK_FIELD_NUMBER: _ClassVar[int]
     connection_id: str
     purpose: str
     draft_id: str
-    def __init__(self, connection_id: _Optional[str] = ..., purpose: _Optional[str] = ..., draft_id: _Optional[str] = ...) -> None: ...
+    work: WorkClaim
+    def __init__(self, connection_id: _Optional[str] = ..., purpose: _Optional[str] = ..., draft_id: _Optional[str] = ..., work: _Optional[_Union[WorkClaim, _Mapping]] = ...) -> None: ...
+
+class WorkClaim(_message.Message):
+    __slots__ = ("proof", "workflow_id", "workflow_run_id", "workflow_type")
+    PROOF_FIELD_NUMBER: _ClassVar[int]
+    WORKFLOW_ID_FIELD_NUMBER: _ClassVar[int]
+    WORKFLOW_RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    WORKFLOW_TYPE_FIELD_NUMBER: _ClassVar[int]
+    proof: str
+    workflow_id: str
+    workflow_run_id: str
+    workflow_type: str
+    def __init__(self, proof: _Optional[str] = ..., workflow_id: _Optional[str] = ..., workflow_run_id: _Optional[str] = ..., workflow_type: _Optional[str] = ...) -> None: ...
+
+class RecordWorkRefusedRequest(_message.Message):
+    __slots__ = ("workflow_id", "workflow_run_id", "workflow_type", "reason")
+    WORKFLOW_ID_FIELD_NUMBER: _ClassVar[int]
+    WORKFLOW_RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    WORKFLOW_TYPE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    workflow_id: str
+    workflow_run_id: str
+    workflow_type: str
+    reason: str
+    def __init__(self, workflow_id: _Optional[str] = ..., workflow_run_id: _Optional[str] = ..., workflow_type: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class PostgresCredentials(_message.Message):
     __slots__ = ("host", "port", "database", "username", "password", "ssl_mode", "pending_password", "pending_stage_id")

@@ -368,6 +368,11 @@ class ConnectionCredentialServiceStub:
                 request_serializer=sevvo_dot_connections_dot_v1_dot_connections__pb2.RecordPreviewSecurityEventRequest.SerializeToString,
                 response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
                 _registered_method=True)
+        self.RecordWorkRefused = channel.unary_unary(
+                '/sevvo.connections.v1.ConnectionCredentialService/RecordWorkRefused',
+                request_serializer=sevvo_dot_connections_dot_v1_dot_connections__pb2.RecordWorkRefusedRequest.SerializeToString,
+                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                _registered_method=True)
 
 
 class ConnectionCredentialServiceServicer:
@@ -424,6 +429,14 @@ class ConnectionCredentialServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RecordWorkRefused(self, request, context):
+        """Audits a workflow the agent refused because its proof of origin failed (work.refused).
+        Agent only; the org is the bearer's.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ConnectionCredentialServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -455,6 +468,11 @@ def add_ConnectionCredentialServiceServicer_to_server(servicer, server):
             'RecordPreviewSecurityEvent': grpc.unary_unary_rpc_method_handler(
                     servicer.RecordPreviewSecurityEvent,
                     request_deserializer=sevvo_dot_connections_dot_v1_dot_connections__pb2.RecordPreviewSecurityEventRequest.FromString,
+                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+            ),
+            'RecordWorkRefused': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordWorkRefused,
+                    request_deserializer=sevvo_dot_connections_dot_v1_dot_connections__pb2.RecordWorkRefusedRequest.FromString,
                     response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
             ),
     }
@@ -620,6 +638,33 @@ class ConnectionCredentialService:
             target,
             '/sevvo.connections.v1.ConnectionCredentialService/RecordPreviewSecurityEvent',
             sevvo_dot_connections_dot_v1_dot_connections__pb2.RecordPreviewSecurityEventRequest.SerializeToString,
+            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordWorkRefused(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sevvo.connections.v1.ConnectionCredentialService/RecordWorkRefused',
+            sevvo_dot_connections_dot_v1_dot_connections__pb2.RecordWorkRefusedRequest.SerializeToString,
             google_dot_protobuf_dot_empty__pb2.Empty.FromString,
             options,
             channel_credentials,

@@ -159,6 +159,10 @@ class ConnectionCredentialServiceStub:
     """Records, as a security event in the audit log (action connection.preview.receipt, outcome
     failure), a preview whose receipt was not clean or is missing. Changes nothing else.
     """
+    RecordWorkRefused: _grpc.UnaryUnaryMultiCallable[_connections_pb2.RecordWorkRefusedRequest, _empty_pb2.Empty]
+    """Audits a workflow the agent refused because its proof of origin failed (work.refused).
+    Agent only; the org is the bearer's.
+    """
 
 @_typing.type_check_only
 class ConnectionCredentialServiceAsyncStub(ConnectionCredentialServiceStub):
@@ -189,6 +193,10 @@ class ConnectionCredentialServiceAsyncStub(ConnectionCredentialServiceStub):
     RecordPreviewSecurityEvent: _aio.UnaryUnaryMultiCallable[_connections_pb2.RecordPreviewSecurityEventRequest, _empty_pb2.Empty]  # type: ignore[assignment]
     """Records, as a security event in the audit log (action connection.preview.receipt, outcome
     failure), a preview whose receipt was not clean or is missing. Changes nothing else.
+    """
+    RecordWorkRefused: _aio.UnaryUnaryMultiCallable[_connections_pb2.RecordWorkRefusedRequest, _empty_pb2.Empty]  # type: ignore[assignment]
+    """Audits a workflow the agent refused because its proof of origin failed (work.refused).
+    Agent only; the org is the bearer's.
     """
 
 class ConnectionCredentialServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -253,6 +261,16 @@ class ConnectionCredentialServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]:
         """Records, as a security event in the audit log (action connection.preview.receipt, outcome
         failure), a preview whose receipt was not clean or is missing. Changes nothing else.
+        """
+
+    @_abc_1.abstractmethod
+    def RecordWorkRefused(
+        self,
+        request: _connections_pb2.RecordWorkRefusedRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]:
+        """Audits a workflow the agent refused because its proof of origin failed (work.refused).
+        Agent only; the org is the bearer's.
         """
 
 def add_ConnectionCredentialServiceServicer_to_server(servicer: ConnectionCredentialServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

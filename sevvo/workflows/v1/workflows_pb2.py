@@ -24,39 +24,39 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"sevvo/workflows/v1/workflows.proto\x12\x12sevvo.workflows.v1\"\\\n\x13\x43redentialTestInput\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x17\n\rconnection_id\x18\x02 \x01(\tH\x00\x12\x12\n\x08\x64raft_id\x18\x03 \x01(\tH\x00\x42\x08\n\x06target\"\x88\x01\n\x14\x43redentialTestResult\x12\x32\n\x08\x63\x61tegory\x18\x01 \x01(\x0e\x32 .sevvo.workflows.v1.TestCategory\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x13\n\x0b\x64uration_ms\x18\x03 \x01(\x03\x12\x16\n\x0eserver_version\x18\x04 \x01(\t\"\xe0\x01\n\x0ePreviewReceipt\x12\x38\n\x06status\x18\x01 \x01(\x0e\x32(.sevvo.workflows.v1.PreviewReceiptStatus\x12\x1f\n\x17transaction_id_assigned\x18\x02 \x01(\x08\x12\x1b\n\x13\x61\x64visory_locks_held\x18\x03 \x01(\x05\x12\x1b\n\x13role_sessions_ended\x18\x04 \x01(\x05\x12\x1a\n\x12\x62\x61\x63kend_terminated\x18\x05 \x01(\x08\x12\x1d\n\x15\x62\x61\x63kend_outlived_call\x18\x06 \x01(\x08\"G\n\x11PreviewQueryInput\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x15\n\rconnection_id\x18\x02 \x01(\t\x12\x0b\n\x03sql\x18\x03 \x01(\t\"0\n\rPreviewColumn\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\ttype_name\x18\x02 \x01(\t\"?\n\x0bPreviewCell\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x0f\n\x07is_null\x18\x02 \x01(\x08\x12\x11\n\ttruncated\x18\x03 \x01(\x08\"<\n\nPreviewRow\x12.\n\x05\x63\x65lls\x18\x01 \x03(\x0b\x32\x1f.sevvo.workflows.v1.PreviewCell\"\xf2\x02\n\x12PreviewQueryResult\x12\x35\n\x08\x63\x61tegory\x18\x01 \x01(\x0e\x32#.sevvo.workflows.v1.PreviewCategory\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x10\n\x08sqlstate\x18\x03 \x01(\t\x12\x10\n\x08position\x18\x04 \x01(\x05\x12\x32\n\x07\x63olumns\x18\x05 \x03(\x0b\x32!.sevvo.workflows.v1.PreviewColumn\x12,\n\x04rows\x18\x06 \x03(\x0b\x32\x1e.sevvo.workflows.v1.PreviewRow\x12\x11\n\ttruncated\x18\x07 \x01(\x08\x12\x19\n\x11\x63olumns_truncated\x18\x08 \x01(\x08\x12\x13\n\x0b\x64uration_ms\x18\t \x01(\x03\x12\x33\n\x07receipt\x18\n \x01(\x0b\x32\".sevvo.workflows.v1.PreviewReceipt\x12\x16\n\x0e\x65stimated_cost\x18\x0b \x01(\x01\":\n\x11RootRotationInput\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x15\n\rconnection_id\x18\x02 \x01(\t\"\x89\x01\n\x12RootRotationResult\x12:\n\x08\x63\x61tegory\x18\x01 \x01(\x0e\x32(.sevvo.workflows.v1.RootRotationCategory\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x11\n\trecovered\x18\x03 \x01(\x08\x12\x13\n\x0b\x64uration_ms\x18\x04 \x01(\x03*\x96\x03\n\x0cTestCategory\x12\x1d\n\x19TEST_CATEGORY_UNSPECIFIED\x10\x00\x12\x14\n\x10TEST_CATEGORY_OK\x10\x01\x12/\n+TEST_CATEGORY_CONNECTION_REFUSED_OR_TIMEOUT\x10\x02\x12\x30\n,TEST_CATEGORY_PASSWORD_AUTHENTICATION_FAILED\x10\x03\x12*\n&TEST_CATEGORY_SSL_REQUIRED_NOT_OFFERED\x10\x04\x12)\n%TEST_CATEGORY_DATABASE_DOES_NOT_EXIST\x10\x05\x12#\n\x1fTEST_CATEGORY_PERMISSION_DENIED\x10\x06\x12,\n(TEST_CATEGORY_INVALID_STORED_CREDENTIALS\x10\x07\x12\x17\n\x13TEST_CATEGORY_OTHER\x10\x08\x12+\n\'TEST_CATEGORY_DYNAMIC_STATEMENTS_FAILED\x10\t*\xca\x04\n\x0fPreviewCategory\x12 \n\x1cPREVIEW_CATEGORY_UNSPECIFIED\x10\x00\x12\x17\n\x13PREVIEW_CATEGORY_OK\x10\x01\x12#\n\x1fPREVIEW_CATEGORY_QUERY_REJECTED\x10\x02\x12\"\n\x1ePREVIEW_CATEGORY_QUERY_TIMEOUT\x10\x03\x12&\n\"PREVIEW_CATEGORY_PERMISSION_DENIED\x10\x04\x12 \n\x1cPREVIEW_CATEGORY_QUERY_ERROR\x10\x05\x12\x32\n.PREVIEW_CATEGORY_CONNECTION_REFUSED_OR_TIMEOUT\x10\x06\x12\x33\n/PREVIEW_CATEGORY_PASSWORD_AUTHENTICATION_FAILED\x10\x07\x12-\n)PREVIEW_CATEGORY_SSL_REQUIRED_NOT_OFFERED\x10\x08\x12,\n(PREVIEW_CATEGORY_DATABASE_DOES_NOT_EXIST\x10\t\x12/\n+PREVIEW_CATEGORY_INVALID_STORED_CREDENTIALS\x10\n\x12\x1a\n\x16PREVIEW_CATEGORY_OTHER\x10\x0b\x12/\n+PREVIEW_CATEGORY_CREDENTIALS_TOO_PRIVILEGED\x10\x0c\x12%\n!PREVIEW_CATEGORY_OVER_COST_BUDGET\x10\r*\xaa\x01\n\x14PreviewReceiptStatus\x12&\n\"PREVIEW_RECEIPT_STATUS_UNSPECIFIED\x10\x00\x12 \n\x1cPREVIEW_RECEIPT_STATUS_CLEAN\x10\x01\x12$\n PREVIEW_RECEIPT_STATUS_NOT_CLEAN\x10\x02\x12\"\n\x1ePREVIEW_RECEIPT_STATUS_MISSING\x10\x03*\xbf\x03\n\x14RootRotationCategory\x12&\n\"ROOT_ROTATION_CATEGORY_UNSPECIFIED\x10\x00\x12\"\n\x1eROOT_ROTATION_CATEGORY_ROTATED\x10\x01\x12&\n\"ROOT_ROTATION_CATEGORY_NOT_DYNAMIC\x10\x02\x12\'\n#ROOT_ROTATION_CATEGORY_LOGIN_FAILED\x10\x03\x12.\n*ROOT_ROTATION_CATEGORY_UNVERIFIED_RESTORED\x10\x04\x12\x32\n.ROOT_ROTATION_CATEGORY_UNVERIFIED_NOT_RESTORED\x10\x05\x12\x35\n1ROOT_ROTATION_CATEGORY_INVALID_STORED_CREDENTIALS\x10\x06\x12 \n\x1cROOT_ROTATION_CATEGORY_OTHER\x10\x07\x12&\n\"ROOT_ROTATION_CATEGORY_ROLE_SHARED\x10\x08\x12%\n!ROOT_ROTATION_CATEGORY_SUPERSEDED\x10\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"sevvo/workflows/v1/workflows.proto\x12\x12sevvo.workflows.v1\"k\n\x13\x43redentialTestInput\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x17\n\rconnection_id\x18\x02 \x01(\tH\x00\x12\x12\n\x08\x64raft_id\x18\x03 \x01(\tH\x00\x12\r\n\x05proof\x18\x04 \x01(\tB\x08\n\x06target\"\x88\x01\n\x14\x43redentialTestResult\x12\x32\n\x08\x63\x61tegory\x18\x01 \x01(\x0e\x32 .sevvo.workflows.v1.TestCategory\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x13\n\x0b\x64uration_ms\x18\x03 \x01(\x03\x12\x16\n\x0eserver_version\x18\x04 \x01(\t\"\xe0\x01\n\x0ePreviewReceipt\x12\x38\n\x06status\x18\x01 \x01(\x0e\x32(.sevvo.workflows.v1.PreviewReceiptStatus\x12\x1f\n\x17transaction_id_assigned\x18\x02 \x01(\x08\x12\x1b\n\x13\x61\x64visory_locks_held\x18\x03 \x01(\x05\x12\x1b\n\x13role_sessions_ended\x18\x04 \x01(\x05\x12\x1a\n\x12\x62\x61\x63kend_terminated\x18\x05 \x01(\x08\x12\x1d\n\x15\x62\x61\x63kend_outlived_call\x18\x06 \x01(\x08\"V\n\x11PreviewQueryInput\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x15\n\rconnection_id\x18\x02 \x01(\t\x12\x0b\n\x03sql\x18\x03 \x01(\t\x12\r\n\x05proof\x18\x04 \x01(\t\"0\n\rPreviewColumn\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\ttype_name\x18\x02 \x01(\t\"?\n\x0bPreviewCell\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x0f\n\x07is_null\x18\x02 \x01(\x08\x12\x11\n\ttruncated\x18\x03 \x01(\x08\"<\n\nPreviewRow\x12.\n\x05\x63\x65lls\x18\x01 \x03(\x0b\x32\x1f.sevvo.workflows.v1.PreviewCell\"\xf2\x02\n\x12PreviewQueryResult\x12\x35\n\x08\x63\x61tegory\x18\x01 \x01(\x0e\x32#.sevvo.workflows.v1.PreviewCategory\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x10\n\x08sqlstate\x18\x03 \x01(\t\x12\x10\n\x08position\x18\x04 \x01(\x05\x12\x32\n\x07\x63olumns\x18\x05 \x03(\x0b\x32!.sevvo.workflows.v1.PreviewColumn\x12,\n\x04rows\x18\x06 \x03(\x0b\x32\x1e.sevvo.workflows.v1.PreviewRow\x12\x11\n\ttruncated\x18\x07 \x01(\x08\x12\x19\n\x11\x63olumns_truncated\x18\x08 \x01(\x08\x12\x13\n\x0b\x64uration_ms\x18\t \x01(\x03\x12\x33\n\x07receipt\x18\n \x01(\x0b\x32\".sevvo.workflows.v1.PreviewReceipt\x12\x16\n\x0e\x65stimated_cost\x18\x0b \x01(\x01\"I\n\x11RootRotationInput\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x15\n\rconnection_id\x18\x02 \x01(\t\x12\r\n\x05proof\x18\x03 \x01(\t\"\x89\x01\n\x12RootRotationResult\x12:\n\x08\x63\x61tegory\x18\x01 \x01(\x0e\x32(.sevvo.workflows.v1.RootRotationCategory\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x11\n\trecovered\x18\x03 \x01(\x08\x12\x13\n\x0b\x64uration_ms\x18\x04 \x01(\x03*\xb6\x03\n\x0cTestCategory\x12\x1d\n\x19TEST_CATEGORY_UNSPECIFIED\x10\x00\x12\x14\n\x10TEST_CATEGORY_OK\x10\x01\x12/\n+TEST_CATEGORY_CONNECTION_REFUSED_OR_TIMEOUT\x10\x02\x12\x30\n,TEST_CATEGORY_PASSWORD_AUTHENTICATION_FAILED\x10\x03\x12*\n&TEST_CATEGORY_SSL_REQUIRED_NOT_OFFERED\x10\x04\x12)\n%TEST_CATEGORY_DATABASE_DOES_NOT_EXIST\x10\x05\x12#\n\x1fTEST_CATEGORY_PERMISSION_DENIED\x10\x06\x12,\n(TEST_CATEGORY_INVALID_STORED_CREDENTIALS\x10\x07\x12\x17\n\x13TEST_CATEGORY_OTHER\x10\x08\x12+\n\'TEST_CATEGORY_DYNAMIC_STATEMENTS_FAILED\x10\t\x12\x1e\n\x1aTEST_CATEGORY_WORK_REFUSED\x10\n*\xed\x04\n\x0fPreviewCategory\x12 \n\x1cPREVIEW_CATEGORY_UNSPECIFIED\x10\x00\x12\x17\n\x13PREVIEW_CATEGORY_OK\x10\x01\x12#\n\x1fPREVIEW_CATEGORY_QUERY_REJECTED\x10\x02\x12\"\n\x1ePREVIEW_CATEGORY_QUERY_TIMEOUT\x10\x03\x12&\n\"PREVIEW_CATEGORY_PERMISSION_DENIED\x10\x04\x12 \n\x1cPREVIEW_CATEGORY_QUERY_ERROR\x10\x05\x12\x32\n.PREVIEW_CATEGORY_CONNECTION_REFUSED_OR_TIMEOUT\x10\x06\x12\x33\n/PREVIEW_CATEGORY_PASSWORD_AUTHENTICATION_FAILED\x10\x07\x12-\n)PREVIEW_CATEGORY_SSL_REQUIRED_NOT_OFFERED\x10\x08\x12,\n(PREVIEW_CATEGORY_DATABASE_DOES_NOT_EXIST\x10\t\x12/\n+PREVIEW_CATEGORY_INVALID_STORED_CREDENTIALS\x10\n\x12\x1a\n\x16PREVIEW_CATEGORY_OTHER\x10\x0b\x12/\n+PREVIEW_CATEGORY_CREDENTIALS_TOO_PRIVILEGED\x10\x0c\x12%\n!PREVIEW_CATEGORY_OVER_COST_BUDGET\x10\r\x12!\n\x1dPREVIEW_CATEGORY_WORK_REFUSED\x10\x0e*\xaa\x01\n\x14PreviewReceiptStatus\x12&\n\"PREVIEW_RECEIPT_STATUS_UNSPECIFIED\x10\x00\x12 \n\x1cPREVIEW_RECEIPT_STATUS_CLEAN\x10\x01\x12$\n PREVIEW_RECEIPT_STATUS_NOT_CLEAN\x10\x02\x12\"\n\x1ePREVIEW_RECEIPT_STATUS_MISSING\x10\x03*\xe8\x03\n\x14RootRotationCategory\x12&\n\"ROOT_ROTATION_CATEGORY_UNSPECIFIED\x10\x00\x12\"\n\x1eROOT_ROTATION_CATEGORY_ROTATED\x10\x01\x12&\n\"ROOT_ROTATION_CATEGORY_NOT_DYNAMIC\x10\x02\x12\'\n#ROOT_ROTATION_CATEGORY_LOGIN_FAILED\x10\x03\x12.\n*ROOT_ROTATION_CATEGORY_UNVERIFIED_RESTORED\x10\x04\x12\x32\n.ROOT_ROTATION_CATEGORY_UNVERIFIED_NOT_RESTORED\x10\x05\x12\x35\n1ROOT_ROTATION_CATEGORY_INVALID_STORED_CREDENTIALS\x10\x06\x12 \n\x1cROOT_ROTATION_CATEGORY_OTHER\x10\x07\x12&\n\"ROOT_ROTATION_CATEGORY_ROLE_SHARED\x10\x08\x12%\n!ROOT_ROTATION_CATEGORY_SUPERSEDED\x10\t\x12\'\n#ROOT_ROTATION_CATEGORY_WORK_REFUSED\x10\nb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'sevvo.workflows.v1.workflows_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_TESTCATEGORY']._serialized_start=1342
-  _globals['_TESTCATEGORY']._serialized_end=1748
-  _globals['_PREVIEWCATEGORY']._serialized_start=1751
-  _globals['_PREVIEWCATEGORY']._serialized_end=2337
-  _globals['_PREVIEWRECEIPTSTATUS']._serialized_start=2340
-  _globals['_PREVIEWRECEIPTSTATUS']._serialized_end=2510
-  _globals['_ROOTROTATIONCATEGORY']._serialized_start=2513
-  _globals['_ROOTROTATIONCATEGORY']._serialized_end=2960
+  _globals['_TESTCATEGORY']._serialized_start=1387
+  _globals['_TESTCATEGORY']._serialized_end=1825
+  _globals['_PREVIEWCATEGORY']._serialized_start=1828
+  _globals['_PREVIEWCATEGORY']._serialized_end=2449
+  _globals['_PREVIEWRECEIPTSTATUS']._serialized_start=2452
+  _globals['_PREVIEWRECEIPTSTATUS']._serialized_end=2622
+  _globals['_ROOTROTATIONCATEGORY']._serialized_start=2625
+  _globals['_ROOTROTATIONCATEGORY']._serialized_end=3113
   _globals['_CREDENTIALTESTINPUT']._serialized_start=58
-  _globals['_CREDENTIALTESTINPUT']._serialized_end=150
-  _globals['_CREDENTIALTESTRESULT']._serialized_start=153
-  _globals['_CREDENTIALTESTRESULT']._serialized_end=289
-  _globals['_PREVIEWRECEIPT']._serialized_start=292
-  _globals['_PREVIEWRECEIPT']._serialized_end=516
-  _globals['_PREVIEWQUERYINPUT']._serialized_start=518
-  _globals['_PREVIEWQUERYINPUT']._serialized_end=589
-  _globals['_PREVIEWCOLUMN']._serialized_start=591
-  _globals['_PREVIEWCOLUMN']._serialized_end=639
-  _globals['_PREVIEWCELL']._serialized_start=641
-  _globals['_PREVIEWCELL']._serialized_end=704
-  _globals['_PREVIEWROW']._serialized_start=706
-  _globals['_PREVIEWROW']._serialized_end=766
-  _globals['_PREVIEWQUERYRESULT']._serialized_start=769
-  _globals['_PREVIEWQUERYRESULT']._serialized_end=1139
-  _globals['_ROOTROTATIONINPUT']._serialized_start=1141
-  _globals['_ROOTROTATIONINPUT']._serialized_end=1199
-  _globals['_ROOTROTATIONRESULT']._serialized_start=1202
-  _globals['_ROOTROTATIONRESULT']._serialized_end=1339
+  _globals['_CREDENTIALTESTINPUT']._serialized_end=165
+  _globals['_CREDENTIALTESTRESULT']._serialized_start=168
+  _globals['_CREDENTIALTESTRESULT']._serialized_end=304
+  _globals['_PREVIEWRECEIPT']._serialized_start=307
+  _globals['_PREVIEWRECEIPT']._serialized_end=531
+  _globals['_PREVIEWQUERYINPUT']._serialized_start=533
+  _globals['_PREVIEWQUERYINPUT']._serialized_end=619
+  _globals['_PREVIEWCOLUMN']._serialized_start=621
+  _globals['_PREVIEWCOLUMN']._serialized_end=669
+  _globals['_PREVIEWCELL']._serialized_start=671
+  _globals['_PREVIEWCELL']._serialized_end=734
+  _globals['_PREVIEWROW']._serialized_start=736
+  _globals['_PREVIEWROW']._serialized_end=796
+  _globals['_PREVIEWQUERYRESULT']._serialized_start=799
+  _globals['_PREVIEWQUERYRESULT']._serialized_end=1169
+  _globals['_ROOTROTATIONINPUT']._serialized_start=1171
+  _globals['_ROOTROTATIONINPUT']._serialized_end=1244
+  _globals['_ROOTROTATIONRESULT']._serialized_start=1247
+  _globals['_ROOTROTATIONRESULT']._serialized_end=1384
 # @@protoc_insertion_point(module_scope)

@@ -19,6 +19,7 @@ class TestCategory(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     TEST_CATEGORY_INVALID_STORED_CREDENTIALS: _ClassVar[TestCategory]
     TEST_CATEGORY_OTHER: _ClassVar[TestCategory]
     TEST_CATEGORY_DYNAMIC_STATEMENTS_FAILED: _ClassVar[TestCategory]
+    TEST_CATEGORY_WORK_REFUSED: _ClassVar[TestCategory]
 
 class PreviewCategory(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -36,6 +37,7 @@ class PreviewCategory(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     PREVIEW_CATEGORY_OTHER: _ClassVar[PreviewCategory]
     PREVIEW_CATEGORY_CREDENTIALS_TOO_PRIVILEGED: _ClassVar[PreviewCategory]
     PREVIEW_CATEGORY_OVER_COST_BUDGET: _ClassVar[PreviewCategory]
+    PREVIEW_CATEGORY_WORK_REFUSED: _ClassVar[PreviewCategory]
 
 class PreviewReceiptStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -56,6 +58,7 @@ class RootRotationCategory(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ROOT_ROTATION_CATEGORY_OTHER: _ClassVar[RootRotationCategory]
     ROOT_ROTATION_CATEGORY_ROLE_SHARED: _ClassVar[RootRotationCategory]
     ROOT_ROTATION_CATEGORY_SUPERSEDED: _ClassVar[RootRotationCategory]
+    ROOT_ROTATION_CATEGORY_WORK_REFUSED: _ClassVar[RootRotationCategory]
 TEST_CATEGORY_UNSPECIFIED: TestCategory
 TEST_CATEGORY_OK: TestCategory
 TEST_CATEGORY_CONNECTION_REFUSED_OR_TIMEOUT: TestCategory
@@ -66,6 +69,7 @@ TEST_CATEGORY_PERMISSION_DENIED: TestCategory
 TEST_CATEGORY_INVALID_STORED_CREDENTIALS: TestCategory
 TEST_CATEGORY_OTHER: TestCategory
 TEST_CATEGORY_DYNAMIC_STATEMENTS_FAILED: TestCategory
+TEST_CATEGORY_WORK_REFUSED: TestCategory
 PREVIEW_CATEGORY_UNSPECIFIED: PreviewCategory
 PREVIEW_CATEGORY_OK: PreviewCategory
 PREVIEW_CATEGORY_QUERY_REJECTED: PreviewCategory
@@ -80,6 +84,7 @@ PREVIEW_CATEGORY_INVALID_STORED_CREDENTIALS: PreviewCategory
 PREVIEW_CATEGORY_OTHER: PreviewCategory
 PREVIEW_CATEGORY_CREDENTIALS_TOO_PRIVILEGED: PreviewCategory
 PREVIEW_CATEGORY_OVER_COST_BUDGET: PreviewCategory
+PREVIEW_CATEGORY_WORK_REFUSED: PreviewCategory
 PREVIEW_RECEIPT_STATUS_UNSPECIFIED: PreviewReceiptStatus
 PREVIEW_RECEIPT_STATUS_CLEAN: PreviewReceiptStatus
 PREVIEW_RECEIPT_STATUS_NOT_CLEAN: PreviewReceiptStatus
@@ -94,16 +99,19 @@ ROOT_ROTATION_CATEGORY_INVALID_STORED_CREDENTIALS: RootRotationCategory
 ROOT_ROTATION_CATEGORY_OTHER: RootRotationCategory
 ROOT_ROTATION_CATEGORY_ROLE_SHARED: RootRotationCategory
 ROOT_ROTATION_CATEGORY_SUPERSEDED: RootRotationCategory
+ROOT_ROTATION_CATEGORY_WORK_REFUSED: RootRotationCategory
 
 class CredentialTestInput(_message.Message):
-    __slots__ = ("run_id", "connection_id", "draft_id")
+    __slots__ = ("run_id", "connection_id", "draft_id", "proof")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     CONNECTION_ID_FIELD_NUMBER: _ClassVar[int]
     DRAFT_ID_FIELD_NUMBER: _ClassVar[int]
+    PROOF_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     connection_id: str
     draft_id: str
-    def __init__(self, run_id: _Optional[str] = ..., connection_id: _Optional[str] = ..., draft_id: _Optional[str] = ...) -> None: ...
+    proof: str
+    def __init__(self, run_id: _Optional[str] = ..., connection_id: _Optional[str] = ..., draft_id: _Optional[str] = ..., proof: _Optional[str] = ...) -> None: ...
 
 class CredentialTestResult(_message.Message):
     __slots__ = ("category", "message", "duration_ms", "server_version")
@@ -134,14 +142,16 @@ class PreviewReceipt(_message.Message):
     def __init__(self, status: _Optional[_Union[PreviewReceiptStatus, str]] = ..., transaction_id_assigned: _Optional[bool] = ..., advisory_locks_held: _Optional[int] = ..., role_sessions_ended: _Optional[int] = ..., backend_terminated: _Optional[bool] = ..., backend_outlived_call: _Optional[bool] = ...) -> None: ...
 
 class PreviewQueryInput(_message.Message):
-    __slots__ = ("run_id", "connection_id", "sql")
+    __slots__ = ("run_id", "connection_id", "sql", "proof")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     CONNECTION_ID_FIELD_NUMBER: _ClassVar[int]
     SQL_FIELD_NUMBER: _ClassVar[int]
+    PROOF_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     connection_id: str
     sql: str
-    def __init__(self, run_id: _Optional[str] = ..., connection_id: _Optional[str] = ..., sql: _Optional[str] = ...) -> None: ...
+    proof: str
+    def __init__(self, run_id: _Optional[str] = ..., connection_id: _Optional[str] = ..., sql: _Optional[str] = ..., proof: _Optional[str] = ...) -> None: ...
 
 class PreviewColumn(_message.Message):
     __slots__ = ("name", "type_name")
@@ -194,12 +204,14 @@ class PreviewQueryResult(_message.Message):
     def __init__(self, category: _Optional[_Union[PreviewCategory, str]] = ..., message: _Optional[str] = ..., sqlstate: _Optional[str] = ..., position: _Optional[int] = ..., columns: _Optional[_Iterable[_Union[PreviewColumn, _Mapping]]] = ..., rows: _Optional[_Iterable[_Union[PreviewRow, _Mapping]]] = ..., truncated: _Optional[bool] = ..., columns_truncated: _Optional[bool] = ..., duration_ms: _Optional[int] = ..., receipt: _Optional[_Union[PreviewReceipt, _Mapping]] = ..., estimated_cost: _Optional[float] = ...) -> None: ...
 
 class RootRotationInput(_message.Message):
-    __slots__ = ("run_id", "connection_id")
+    __slots__ = ("run_id", "connection_id", "proof")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     CONNECTION_ID_FIELD_NUMBER: _ClassVar[int]
+    PROOF_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     connection_id: str
-    def __init__(self, run_id: _Optional[str] = ..., connection_id: _Optional[str] = ...) -> None: ...
+    proof: str
+    def __init__(self, run_id: _Optional[str] = ..., connection_id: _Optional[str] = ..., proof: _Optional[str] = ...) -> None: ...
 
 class RootRotationResult(_message.Message):
     __slots__ = ("category", "message", "recovered", "duration_ms")
