@@ -136,7 +136,9 @@ def _run_and_capture(
     and runs ``while_running`` once the workflow exists on the server."""
 
     async def follow() -> Captured:
-        client = await Client.connect(e2e.stack.temporal_address)
+        client = await Client.connect(
+            e2e.stack.temporal_address, namespace=temporal.namespace_for(org_id)
+        )
         query = (
             f"TaskQueue = '{temporal.task_queue(org_id)}'"
             f" AND WorkflowType = '{temporal.PREVIEW_WORKFLOW}'"

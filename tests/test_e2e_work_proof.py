@@ -52,7 +52,11 @@ class Org:
         self.connection_id: str = created.id
         keys = e2e.stack.orchestrator.payload_keys.fresh(uuid.UUID(self.tenant.org_id))
         self.client: Client = loop.run(
-            Client.connect(e2e.stack.temporal_address, data_converter=data_converter(keys))
+            Client.connect(
+                e2e.stack.temporal_address,
+                namespace=temporal.namespace_for(self.tenant.org_id),
+                data_converter=data_converter(keys),
+            )
         )
 
     def start(

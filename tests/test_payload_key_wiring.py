@@ -50,12 +50,13 @@ def orchestrator_env(tmp_path: Path) -> dict[str, str]:
     }
 
 
-def test_key_rotation_and_retention_default_to_thirty_days(
+def test_keys_rotate_every_thirty_days_and_histories_are_kept_three(
     orchestrator_env: dict[str, str],
 ) -> None:
-    """Unset, keys rotate every 30 days and histories are assumed kept 30 days."""
+    """Unset, keys rotate every 30 days; the org namespaces the orchestrator registers keep
+    closed histories 3 days, which is also how long a superseded key must outlive them."""
     config = OrchestratorConfig.load(orchestrator_env)
-    assert (config.payload_key_rotation_days, config.temporal_retention_days) == (30, 30)
+    assert (config.payload_key_rotation_days, config.temporal_retention_days) == (30, 3)
 
 
 @pytest.mark.parametrize(
