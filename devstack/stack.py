@@ -234,8 +234,8 @@ async def start_stack(
         auth = AuthApp(AuthConfig.load(service_env))
         auth.open()
         exit_stack.callback(auth.close)
-        if auth.rotator is not None:
-            exit_stack.push_async_callback(auth.rotator.close)
+        if auth.notices is not None:
+            exit_stack.push_async_callback(auth.notices.close)
         connections = ConnectionsApp(ConnectionsConfig.load(service_env))
         connections.open()
         exit_stack.push_async_callback(connections.aclose)

@@ -177,7 +177,7 @@ def test_a_tenants_work_reaches_only_its_own_agent(e2e: EndToEnd) -> None:
     assert isinstance(run, opb.Run)
     # B's agent resolved the draft as org B: not found, nothing revealed.
     assert (run.state, run.outcome_category) == (
-        opb.RUN_STATE_SUCCEEDED,
+        opb.RUN_STATE_FAILED,
         "invalid_stored_credentials",
     )
     assert "credential test started" in b.agent.output()

@@ -79,7 +79,8 @@ ALLOWED: Mapping[str, frozenset[Outcome]] = {
     "still_running": frozenset(),
 }
 # "completed" (Temporal says COMPLETED, or the agent logged the finished work of a preview
-# whose history was deleted) allows exactly ("RUN_STATE_SUCCEEDED", <the agent's category>).
+# whose history was deleted) allows exactly the agent's category, succeeded when it is ok and
+# failed otherwise.
 
 # ---- The bound ---------------------------------------------------------------------------
 # The longest a workflow runs: previews time out after 40 s (orchestrator.domain
@@ -518,7 +519,9 @@ def _judge(
         status = statuses[_workflow_id(run)]
         if status == WorkflowExecutionStatus.COMPLETED or (status is None and run.id in agent_done):
             truth = "completed"
-            allowed = frozenset({("RUN_STATE_SUCCEEDED", agent_done.get(run.id, "ok"))})
+            category = agent_done.get(run.id, "ok")
+            state = "RUN_STATE_SUCCEEDED" if category == "ok" else "RUN_STATE_FAILED"
+            allowed = frozenset({(state, category)})
         elif status == WorkflowExecutionStatus.TIMED_OUT:
             truth, allowed = "timed_out", ALLOWED["timed_out"]
         elif status is None:

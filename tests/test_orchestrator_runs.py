@@ -282,7 +282,7 @@ def test_a_run_left_running_by_a_dead_watcher_gets_its_workflows_true_outcome(
         h = await _harness(temporal.address, store, Clock())
         settled = await _settled_unwatched(h, store, h.client)
         assert (settled.state, settled.outcome_category) == (
-            "succeeded",
+            "failed",
             "password_authentication_failed",
         )
 
@@ -301,7 +301,7 @@ def test_a_run_started_in_the_old_shared_namespace_is_settled_from_there(
         config["namespace"] = names.LEGACY_NAMESPACE
         settled = await _settled_unwatched(h, store, Client(**config))
         assert (settled.state, settled.outcome_category) == (
-            "succeeded",
+            "failed",
             "password_authentication_failed",
         )
 
@@ -407,7 +407,7 @@ def test_work_waits_in_the_queue_for_a_busy_agent_instead_of_timing_out(
             waited = asyncio.get_running_loop().time() - started
         assert waited > TIMEOUT.total_seconds()  # The last ones waited longer than 3 s.
         assert [(row.state, row.outcome_category) for row, _ in rows] == [
-            ("succeeded", "password_authentication_failed")
+            ("failed", "password_authentication_failed")
         ] * 6
 
     asyncio.run(scenario())

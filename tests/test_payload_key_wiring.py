@@ -15,7 +15,7 @@ from temporalio.client import Client
 
 from devstack.processes import free_port
 from devstack.temporal import TemporalDevServer
-from services.auth.orchestrator_client import PayloadKeyRotator
+from services.auth.orchestrator_client import OrchestratorNotices
 from services.orchestrator import schedules
 from services.orchestrator.config import OrchestratorConfig
 from services.orchestrator.domain import longest_run
@@ -85,7 +85,7 @@ def test_the_longest_run_covers_the_slowest_kind_and_its_wait_in_the_queue() -> 
 
 def test_an_unreachable_orchestrator_does_not_fail_the_revocation() -> None:
     """Auth's call reports False (and logs) instead of raising when nobody answers."""
-    rotator = PayloadKeyRotator(f"localhost:{free_port()}", ClientTls(ca_file=None), timeout=2)
+    rotator = OrchestratorNotices(f"localhost:{free_port()}", ClientTls(ca_file=None), timeout=2)
 
     async def call() -> bool:
         try:

@@ -18,15 +18,17 @@ from typing import Any
 
 from temporalio.api.enums.v1 import TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
-from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest, DescribeTaskQueueRequest
 from temporalio.client import Client
 
 from devstack.postgres import EmbeddedPostgres
+from services.auth.servicer import BOOTSTRAP_TOKEN_METADATA
 from services.orchestrator import schedules
 from services.orchestrator.domain import work_kinds
 from services.orchestrator.org_clients import OrgClients
 from services.orchestrator.runs import RunTracker
 from services.orchestrator.store import RunRow
+from sevvo.auth.v1 import auth_pb2, auth_pb2_grpc
 from sevvo.connections.v1 import connections_pb2 as cpb
 from sevvo.runtime import temporal
 from sevvo.workflows.v1 import workflows_pb2 as wpb
@@ -222,3 +224,30 @@ def test_work_started_on_the_old_layout_completes_after_the_upgrade(
     ns = temporal.namespace_for(tenant.org_id)
     assert sid in _run(background_loop, lambda: _schedule_ids(address, ns))
     assert sid not in _run(background_loop, lambda: _schedule_ids(address, LEGACY))
+
+
+def test_an_org_bootstrapped_through_auth_has_its_namespace_at_once(
+    e2e: EndToEnd, background_loop: BackgroundLoop
+) -> None:
+    """BootstrapOrg registers the new org's namespace before it returns: it exists with no
+    agent, run or schedule yet (auth tells the orchestrator, with the new admin's bearer)."""
+    stub = auth_pb2_grpc.AuthServiceStub(e2e._channel(None))
+    token = e2e.stack.bootstrap_token_file.read_text().strip()
+    created = stub.BootstrapOrg(
+        auth_pb2.BootstrapOrgRequest(
+            org_name=f"fresh-{uuid.uuid4().hex[:8]}",
+            admin_email=f"ada@{uuid.uuid4().hex[:8]}.example",
+            admin_password="correct horse battery staple",
+        ),
+        metadata=((BOOTSTRAP_TOKEN_METADATA, token),),
+    )
+    namespace = temporal.namespace_for(created.org_id)
+
+    async def described() -> str:
+        client = await Client.connect(e2e.stack.temporal_address)
+        response = await client.workflow_service.describe_namespace(
+            DescribeNamespaceRequest(namespace=namespace)
+        )
+        return str(response.namespace_info.name)
+
+    assert _run(background_loop, described) == namespace

@@ -208,6 +208,14 @@ class AuthDomain:
         password_hash = await self._hashing.run(passwords.hash_password, password)
         return await blocking(self._create_org, name, email, password_hash, unique_name=True)
 
+    def admin_notice_bearer(self, admin: UserRow) -> str:
+        """A one-minute session of a new org's first admin, for auth's own notice to the
+        orchestrator that the org exists (never handed to anyone)."""
+        issued = self._issue(
+            PrincipalKind.USER, admin.org_id, admin.id, timedelta(minutes=1), admin.role
+        )
+        return issued.token
+
     def create_org_with_admin(
         self, org_name: str, email: str, password: str, *, unique_name: bool = False
     ) -> UserRow:

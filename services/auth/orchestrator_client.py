@@ -1,11 +1,15 @@
-"""How auth tells the orchestrator a deployment was revoked, on the revoking admin's behalf.
+"""What auth tells the orchestrator, on an admin's behalf: an org was created, a deployment
+was revoked.
 
-A revoked deployment's agent captured the org's payload key before revocation; the
+A new org's Temporal namespace is registered at once, so it exists from the org's creation
+on. A revoked deployment's agent captured the org's payload key before revocation; the
 orchestrator rotates it so work started afterwards is unreadable with any key that agent
-held. The admin's own bearer is forwarded: the orchestrator takes the org from it and checks
-the admin role itself, as for any other call, so auth asserts nothing it could not prove.
-The call is a prompt first notice, not the only one: when it fails, the orchestrator finds the
-revocation among auth's published revocations within its maintenance interval and rotates then.
+held. An admin's bearer is forwarded (the revoking admin's, or a one-minute session of a new
+org's first admin): the orchestrator takes the org from it and checks the admin role itself,
+as for any other call, so auth asserts nothing it could not prove. Each call is a prompt first
+notice, not the only one: when it fails, the orchestrator registers the namespace at the org's
+first need, and finds the revocation among auth's published revocations within its
+maintenance interval.
 """
 
 from __future__ import annotations
@@ -19,8 +23,8 @@ from sevvo.runtime.logs import get_logger
 log = get_logger(__name__)
 
 
-class PayloadKeyRotator:
-    """PayloadKeyService.RotatePayloadKey over gRPC with TLS."""
+class OrchestratorNotices:
+    """PrepareOrgNamespace and RotatePayloadKey over gRPC with TLS."""
 
     def __init__(self, endpoint: str, tls: ClientTls, *, timeout: float = 10.0) -> None:
         self._endpoint = endpoint
@@ -28,14 +32,39 @@ class PayloadKeyRotator:
         self._timeout = timeout
         self._channel: grpc.aio.Channel | None = None
 
+    def _open(self) -> grpc.aio.Channel:
+        if self._channel is None:  # Opened inside the serving event loop it belongs to.
+            self._channel = secure_aio_channel(self._endpoint, self._tls)
+        return self._channel
+
+    async def org_created(self, admin_bearer: str) -> bool:
+        """Asks for the new org's namespace; True when the orchestrator confirmed it.
+
+        Never raises: the org exists either way, and its namespace is registered at its first
+        need if this notice is lost.
+        """
+        stub = orchestrator_pb2_grpc.OrchestratorServiceStub(self._open())
+        try:
+            response = await stub.PrepareOrgNamespace(
+                orchestrator_pb2.PrepareOrgNamespaceRequest(),
+                metadata=(("authorization", f"Bearer {admin_bearer}"),),
+                timeout=self._timeout,
+            )
+        except grpc.aio.AioRpcError as exc:
+            log.warning(
+                "org namespace not confirmed; it is registered at the org's first need",
+                status=exc.code().name,
+            )
+            return False
+        log.info("org namespace ready", namespace=response.namespace)
+        return True
+
     async def deployment_revoked(self, bearer: str, deployment_id: str) -> bool:
         """Asks for the org's key to rotate; True when the orchestrator confirmed it.
 
         Never raises: the revocation itself has already happened and stands either way.
         """
-        if self._channel is None:  # Opened inside the serving event loop it belongs to.
-            self._channel = secure_aio_channel(self._endpoint, self._tls)
-        stub = orchestrator_pb2_grpc.PayloadKeyServiceStub(self._channel)
+        stub = orchestrator_pb2_grpc.PayloadKeyServiceStub(self._open())
         try:
             response = await stub.RotatePayloadKey(
                 orchestrator_pb2.RotatePayloadKeyRequest(revoked_deployment_id=deployment_id),

@@ -13,7 +13,7 @@ from services.auth.deployment_cache import DeploymentCache
 from services.auth.domain import AuthDomain
 from services.auth.keys import ES256, KeyEncryptionKey, SigningKeys, StoreTrustSource
 from services.auth.limits import HashingPool, SignInLimiter
-from services.auth.orchestrator_client import PayloadKeyRotator
+from services.auth.orchestrator_client import OrchestratorNotices
 from services.auth.servicer import AuthServicer, DeploymentServicer, UserServicer
 from services.auth.store import AuthStore
 from services.auth.temporal_tokens import JwksServer, TemporalTokenIssuer
@@ -131,8 +131,8 @@ class AuthApp:
             max_staleness=max(5.0, 3 * config.refresh_seconds),
             leeway_seconds=config.leeway_seconds,
         )
-        self.rotator = (
-            PayloadKeyRotator(config.orchestrator_endpoint, ClientTls(ca_file=config.ca_file))
+        self.notices = (
+            OrchestratorNotices(config.orchestrator_endpoint, ClientTls(ca_file=config.ca_file))
             if config.orchestrator_endpoint
             else None
         )
@@ -175,13 +175,17 @@ class AuthApp:
         def register(server: grpc.aio.Server) -> None:
             auth_pb2_grpc.add_AuthServiceServicer_to_server(
                 AuthServicer(
-                    self.domain, self.trust, self.config.refresh_seconds, self.temporal_tokens
+                    self.domain,
+                    self.trust,
+                    self.config.refresh_seconds,
+                    self.temporal_tokens,
+                    self.notices,
                 ),
                 server,
             )
             users_pb2_grpc.add_UserServiceServicer_to_server(UserServicer(self.domain), server)
             deployments_pb2_grpc.add_DeploymentServiceServicer_to_server(
-                DeploymentServicer(self.domain, self.rotator), server
+                DeploymentServicer(self.domain, self.notices), server
             )
 
         return ServerSpec(
@@ -203,7 +207,7 @@ async def serve(config: AuthConfig) -> None:
     jwks.start()
     log.info("auth serving", port=port, jwks_port=jwks.port)
     await run_until_signalled(server)
-    if app.rotator is not None:
-        await app.rotator.close()
+    if app.notices is not None:
+        await app.notices.close()
     jwks.stop()
     app.close()

@@ -20,7 +20,7 @@ from google.rpc import error_details_pb2
 from services.auth.domain import AuthDomain
 from services.auth.keys import StoreTrustSource
 from services.auth.limits import TooManyAttempts, source_of
-from services.auth.orchestrator_client import PayloadKeyRotator
+from services.auth.orchestrator_client import OrchestratorNotices
 from services.auth.store import DeploymentRow, UserRow
 from services.auth.temporal_tokens import SERVICE_TOKEN_METADATA, TemporalTokenIssuer
 from sevvo.auth.v1 import (
@@ -126,11 +126,13 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
         trust: StoreTrustSource,
         refresh_seconds: float,
         temporal_tokens: TemporalTokenIssuer,
+        notices: OrchestratorNotices | None = None,
     ) -> None:
         self._domain = domain
         self._trust = trust
         self._refresh_seconds = refresh_seconds
         self._temporal = temporal_tokens
+        self._notices = notices
 
     async def SignIn(
         self, request: auth_pb2.SignInRequest, context: grpc.aio.ServicerContext
@@ -239,6 +241,9 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
                 request.admin_password,
             ),
         )
+        if self._notices is not None:
+            # The org's Temporal namespace exists from its creation on (issue 13).
+            await self._notices.org_created(self._domain.admin_notice_bearer(admin))
         return auth_pb2.BootstrapOrgResponse(org_id=str(admin.org_id), admin=user_pb(admin))
 
     async def GetCaller(
@@ -333,7 +338,7 @@ class UserServicer(users_pb2_grpc.UserServiceServicer):
 class DeploymentServicer(deployments_pb2_grpc.DeploymentServiceServicer):
     """sevvo.auth.v1.DeploymentService."""
 
-    def __init__(self, domain: AuthDomain, rotator: PayloadKeyRotator | None = None) -> None:
+    def __init__(self, domain: AuthDomain, rotator: OrchestratorNotices | None = None) -> None:
         self._domain = domain
         self._rotator = rotator
 

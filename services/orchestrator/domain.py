@@ -70,15 +70,23 @@ def preview_category_name(category: int) -> str:
     return _PREVIEW_CATEGORY_NAMES.get(category, "other")
 
 
+def _state_of(category: str) -> str:
+    """A run whose work answered succeeded only when the answer is ok: a test that found a
+    wrong password or a rejected preview failed, and its state says so (issue 14)."""
+    return "succeeded" if category == "ok" else "failed"
+
+
 def _test_outcome(result: workflows_pb2.CredentialTestResult) -> Outcome:
-    return Outcome("succeeded", category_name(result.category), result.message)
+    category = category_name(result.category)
+    return Outcome(_state_of(category), category, result.message)
 
 
 def _preview_outcome(result: workflows_pb2.PreviewQueryResult) -> Outcome:
     # Never the rows and never the database's message (it can quote a value): counts only.
+    category = preview_category_name(result.category)
     return Outcome(
-        "succeeded",
-        preview_category_name(result.category),
+        _state_of(category),
+        category,
         f"sqlstate {result.sqlstate}" if result.sqlstate else None,
         row_count=len(result.rows),
         truncated=result.truncated,
@@ -86,9 +94,8 @@ def _preview_outcome(result: workflows_pb2.PreviewQueryResult) -> Outcome:
 
 
 def _rotation_outcome(result: workflows_pb2.RootRotationResult) -> Outcome:
-    return Outcome(
-        "succeeded", _ROTATION_CATEGORY_NAMES.get(result.category, "other"), result.message
-    )
+    category = _ROTATION_CATEGORY_NAMES.get(result.category, "other")
+    return Outcome(_state_of(category), category, result.message)
 
 
 def work_kinds(test_timeout: timedelta) -> dict[str, WorkKind]:
@@ -429,6 +436,11 @@ class OrchestratorDomain:
         return await schedules.prove_unproved(
             orgs, self._clients.for_new_work, signer, self._test_timeout
         )
+
+    async def prepare_namespace(self, caller: Principal) -> str:
+        """Registers the caller's org's namespace unless it exists; returns its name."""
+        client = await self._clients.for_org_async(uuid.UUID(caller.org_id))
+        return client.namespace
 
     # Payload keys.
 

@@ -49,6 +49,8 @@ ACCESS: dict[str, Access] = {
     f"/{_ORCHESTRATOR}/PreviewQuery": Access.USER,
     f"/{_ORCHESTRATOR}/GetRun": Access.USER,
     f"/{_ORCHESTRATOR}/ListRuns": Access.USER,
+    # Auth, for the new admin of an org it just created; or any admin of the org.
+    f"/{_ORCHESTRATOR}/PrepareOrgNamespace": Access.ADMIN,
     f"/{_ORCHESTRATOR}/RotateRootCredentials": Access.ADMIN,
     f"/{_ORCHESTRATOR}/SetRootRotationSchedule": Access.ADMIN,
     f"/{_ORCHESTRATOR}/GetRootRotationSchedule": Access.USER,

@@ -95,6 +95,12 @@ class OrchestratorServicer(pb_grpc.OrchestratorServiceServicer):
         )
         return pb.PreviewQueryResponse(run=run_pb(row), result=result)
 
+    async def PrepareOrgNamespace(
+        self, request: pb.PrepareOrgNamespaceRequest, context: grpc.aio.ServicerContext
+    ) -> pb.PrepareOrgNamespaceResponse:
+        namespace = await self._domain.prepare_namespace(current_principal())
+        return pb.PrepareOrgNamespaceResponse(namespace=namespace)
+
     async def RotateRootCredentials(
         self, request: pb.RotateRootCredentialsRequest, context: grpc.aio.ServicerContext
     ) -> pb.Run:

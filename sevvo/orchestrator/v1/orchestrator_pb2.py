@@ -27,17 +27,17 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from sevvo.workflows.v1 import workflows_pb2 as sevvo_dot_workflows_dot_v1_dot_workflows__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(sevvo/orchestrator/v1/orchestrator.proto\x12\x15sevvo.orchestrator.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\"sevvo/workflows/v1/workflows.proto\"\xdf\x02\n\x03Run\x12\n\n\x02id\x18\x01 \x01(\t\x12,\n\x04kind\x18\x02 \x01(\x0e\x32\x1e.sevvo.orchestrator.v1.RunKind\x12.\n\x05state\x18\x03 \x01(\x0e\x32\x1f.sevvo.orchestrator.v1.RunState\x12\x15\n\rconnection_id\x18\x04 \x01(\t\x12\x10\n\x08\x64raft_id\x18\x05 \x01(\t\x12\x18\n\x10outcome_category\x18\x06 \x01(\t\x12\x0f\n\x07message\x18\x07 \x01(\t\x12.\n\nstart_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inish_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x64uration_ms\x18\n \x01(\x03\x12\x11\n\trow_count\x18\x0b \x01(\x05\x12\x11\n\ttruncated\x18\x0c \x01(\x08\"9\n\x13PreviewQueryRequest\x12\x15\n\rconnection_id\x18\x01 \x01(\t\x12\x0b\n\x03sql\x18\x02 \x01(\t\"w\n\x14PreviewQueryResponse\x12\'\n\x03run\x18\x01 \x01(\x0b\x32\x1a.sevvo.orchestrator.v1.Run\x12\x36\n\x06result\x18\x02 \x01(\x0b\x32&.sevvo.workflows.v1.PreviewQueryResult\"N\n\x15TestConnectionRequest\x12\x17\n\rconnection_id\x18\x01 \x01(\tH\x00\x12\x12\n\x08\x64raft_id\x18\x02 \x01(\tH\x00\x42\x08\n\x06target\"5\n\x1cRotateRootCredentialsRequest\x12\x15\n\rconnection_id\x18\x01 \x01(\t\"d\n\x1eSetRootRotationScheduleRequest\x12\x15\n\rconnection_id\x18\x01 \x01(\t\x12+\n\x08interval\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"\x92\x01\n\x14RootRotationSchedule\x12\x15\n\rconnection_id\x18\x01 \x01(\t\x12+\n\x08interval\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x36\n\x12next_rotation_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"7\n\x1eGetRootRotationScheduleRequest\x12\x15\n\rconnection_id\x18\x01 \x01(\t\":\n!DeleteRootRotationScheduleRequest\x12\x15\n\rconnection_id\x18\x01 \x01(\t\"5\n\"DeleteRootRotationScheduleResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x08\"\x1b\n\rGetRunRequest\x12\n\n\x02id\x18\x01 \x01(\t\"8\n\x0fListRunsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"U\n\x10ListRunsResponse\x12(\n\x04runs\x18\x01 \x03(\x0b\x32\x1a.sevvo.orchestrator.v1.Run\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x17\n\x15GetPayloadKeysRequest\")\n\nPayloadKey\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\x0c\"a\n\x16GetPayloadKeysResponse\x12/\n\x04keys\x18\x01 \x03(\x0b\x32!.sevvo.orchestrator.v1.PayloadKey\x12\x16\n\x0e\x63urrent_key_id\x18\x02 \x01(\t\"8\n\x17RotatePayloadKeyRequest\x12\x1d\n\x15revoked_deployment_id\x18\x01 \x01(\t\"\x94\x01\n\x18RotatePayloadKeyResponse\x12\x16\n\x0e\x63urrent_key_id\x18\x01 \x01(\t\x12\x17\n\x0fprevious_key_id\x18\x02 \x01(\t\x12\x0f\n\x07rotated\x18\x03 \x01(\x08\x12\x36\n\x12\x63urrent_since_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*s\n\x07RunKind\x12\x18\n\x14RUN_KIND_UNSPECIFIED\x10\x00\x12\x1c\n\x18RUN_KIND_CREDENTIAL_TEST\x10\x01\x12\x14\n\x10RUN_KIND_PREVIEW\x10\x02\x12\x1a\n\x16RUN_KIND_ROOT_ROTATION\x10\x03*\x84\x01\n\x08RunState\x12\x19\n\x15RUN_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11RUN_STATE_RUNNING\x10\x01\x12\x17\n\x13RUN_STATE_SUCCEEDED\x10\x02\x12\x14\n\x10RUN_STATE_FAILED\x10\x03\x12\x17\n\x13RUN_STATE_TIMED_OUT\x10\x04\x32\xff\x06\n\x13OrchestratorService\x12Z\n\x0eTestConnection\x12,.sevvo.orchestrator.v1.TestConnectionRequest\x1a\x1a.sevvo.orchestrator.v1.Run\x12g\n\x0cPreviewQuery\x12*.sevvo.orchestrator.v1.PreviewQueryRequest\x1a+.sevvo.orchestrator.v1.PreviewQueryResponse\x12J\n\x06GetRun\x12$.sevvo.orchestrator.v1.GetRunRequest\x1a\x1a.sevvo.orchestrator.v1.Run\x12[\n\x08ListRuns\x12&.sevvo.orchestrator.v1.ListRunsRequest\x1a\'.sevvo.orchestrator.v1.ListRunsResponse\x12h\n\x15RotateRootCredentials\x12\x33.sevvo.orchestrator.v1.RotateRootCredentialsRequest\x1a\x1a.sevvo.orchestrator.v1.Run\x12}\n\x17SetRootRotationSchedule\x12\x35.sevvo.orchestrator.v1.SetRootRotationScheduleRequest\x1a+.sevvo.orchestrator.v1.RootRotationSchedule\x12}\n\x17GetRootRotationSchedule\x12\x35.sevvo.orchestrator.v1.GetRootRotationScheduleRequest\x1a+.sevvo.orchestrator.v1.RootRotationSchedule\x12\x91\x01\n\x1a\x44\x65leteRootRotationSchedule\x12\x38.sevvo.orchestrator.v1.DeleteRootRotationScheduleRequest\x1a\x39.sevvo.orchestrator.v1.DeleteRootRotationScheduleResponse2\xf7\x01\n\x11PayloadKeyService\x12m\n\x0eGetPayloadKeys\x12,.sevvo.orchestrator.v1.GetPayloadKeysRequest\x1a-.sevvo.orchestrator.v1.GetPayloadKeysResponse\x12s\n\x10RotatePayloadKey\x12..sevvo.orchestrator.v1.RotatePayloadKeyRequest\x1a/.sevvo.orchestrator.v1.RotatePayloadKeyResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(sevvo/orchestrator/v1/orchestrator.proto\x12\x15sevvo.orchestrator.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\"sevvo/workflows/v1/workflows.proto\"\xdf\x02\n\x03Run\x12\n\n\x02id\x18\x01 \x01(\t\x12,\n\x04kind\x18\x02 \x01(\x0e\x32\x1e.sevvo.orchestrator.v1.RunKind\x12.\n\x05state\x18\x03 \x01(\x0e\x32\x1f.sevvo.orchestrator.v1.RunState\x12\x15\n\rconnection_id\x18\x04 \x01(\t\x12\x10\n\x08\x64raft_id\x18\x05 \x01(\t\x12\x18\n\x10outcome_category\x18\x06 \x01(\t\x12\x0f\n\x07message\x18\x07 \x01(\t\x12.\n\nstart_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inish_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x64uration_ms\x18\n \x01(\x03\x12\x11\n\trow_count\x18\x0b \x01(\x05\x12\x11\n\ttruncated\x18\x0c \x01(\x08\"9\n\x13PreviewQueryRequest\x12\x15\n\rconnection_id\x18\x01 \x01(\t\x12\x0b\n\x03sql\x18\x02 \x01(\t\"w\n\x14PreviewQueryResponse\x12\'\n\x03run\x18\x01 \x01(\x0b\x32\x1a.sevvo.orchestrator.v1.Run\x12\x36\n\x06result\x18\x02 \x01(\x0b\x32&.sevvo.workflows.v1.PreviewQueryResult\"N\n\x15TestConnectionRequest\x12\x17\n\rconnection_id\x18\x01 \x01(\tH\x00\x12\x12\n\x08\x64raft_id\x18\x02 \x01(\tH\x00\x42\x08\n\x06target\"\x1c\n\x1aPrepareOrgNamespaceRequest\"0\n\x1bPrepareOrgNamespaceResponse\x12\x11\n\tnamespace\x18\x01 \x01(\t\"5\n\x1cRotateRootCredentialsRequest\x12\x15\n\rconnection_id\x18\x01 \x01(\t\"d\n\x1eSetRootRotationScheduleRequest\x12\x15\n\rconnection_id\x18\x01 \x01(\t\x12+\n\x08interval\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"\x92\x01\n\x14RootRotationSchedule\x12\x15\n\rconnection_id\x18\x01 \x01(\t\x12+\n\x08interval\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x36\n\x12next_rotation_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"7\n\x1eGetRootRotationScheduleRequest\x12\x15\n\rconnection_id\x18\x01 \x01(\t\":\n!DeleteRootRotationScheduleRequest\x12\x15\n\rconnection_id\x18\x01 \x01(\t\"5\n\"DeleteRootRotationScheduleResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x08\"\x1b\n\rGetRunRequest\x12\n\n\x02id\x18\x01 \x01(\t\"8\n\x0fListRunsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"U\n\x10ListRunsResponse\x12(\n\x04runs\x18\x01 \x03(\x0b\x32\x1a.sevvo.orchestrator.v1.Run\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x17\n\x15GetPayloadKeysRequest\")\n\nPayloadKey\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\x0c\"a\n\x16GetPayloadKeysResponse\x12/\n\x04keys\x18\x01 \x03(\x0b\x32!.sevvo.orchestrator.v1.PayloadKey\x12\x16\n\x0e\x63urrent_key_id\x18\x02 \x01(\t\"8\n\x17RotatePayloadKeyRequest\x12\x1d\n\x15revoked_deployment_id\x18\x01 \x01(\t\"\x94\x01\n\x18RotatePayloadKeyResponse\x12\x16\n\x0e\x63urrent_key_id\x18\x01 \x01(\t\x12\x17\n\x0fprevious_key_id\x18\x02 \x01(\t\x12\x0f\n\x07rotated\x18\x03 \x01(\x08\x12\x36\n\x12\x63urrent_since_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*s\n\x07RunKind\x12\x18\n\x14RUN_KIND_UNSPECIFIED\x10\x00\x12\x1c\n\x18RUN_KIND_CREDENTIAL_TEST\x10\x01\x12\x14\n\x10RUN_KIND_PREVIEW\x10\x02\x12\x1a\n\x16RUN_KIND_ROOT_ROTATION\x10\x03*\x84\x01\n\x08RunState\x12\x19\n\x15RUN_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11RUN_STATE_RUNNING\x10\x01\x12\x17\n\x13RUN_STATE_SUCCEEDED\x10\x02\x12\x14\n\x10RUN_STATE_FAILED\x10\x03\x12\x17\n\x13RUN_STATE_TIMED_OUT\x10\x04\x32\xfd\x07\n\x13OrchestratorService\x12Z\n\x0eTestConnection\x12,.sevvo.orchestrator.v1.TestConnectionRequest\x1a\x1a.sevvo.orchestrator.v1.Run\x12g\n\x0cPreviewQuery\x12*.sevvo.orchestrator.v1.PreviewQueryRequest\x1a+.sevvo.orchestrator.v1.PreviewQueryResponse\x12J\n\x06GetRun\x12$.sevvo.orchestrator.v1.GetRunRequest\x1a\x1a.sevvo.orchestrator.v1.Run\x12[\n\x08ListRuns\x12&.sevvo.orchestrator.v1.ListRunsRequest\x1a\'.sevvo.orchestrator.v1.ListRunsResponse\x12|\n\x13PrepareOrgNamespace\x12\x31.sevvo.orchestrator.v1.PrepareOrgNamespaceRequest\x1a\x32.sevvo.orchestrator.v1.PrepareOrgNamespaceResponse\x12h\n\x15RotateRootCredentials\x12\x33.sevvo.orchestrator.v1.RotateRootCredentialsRequest\x1a\x1a.sevvo.orchestrator.v1.Run\x12}\n\x17SetRootRotationSchedule\x12\x35.sevvo.orchestrator.v1.SetRootRotationScheduleRequest\x1a+.sevvo.orchestrator.v1.RootRotationSchedule\x12}\n\x17GetRootRotationSchedule\x12\x35.sevvo.orchestrator.v1.GetRootRotationScheduleRequest\x1a+.sevvo.orchestrator.v1.RootRotationSchedule\x12\x91\x01\n\x1a\x44\x65leteRootRotationSchedule\x12\x38.sevvo.orchestrator.v1.DeleteRootRotationScheduleRequest\x1a\x39.sevvo.orchestrator.v1.DeleteRootRotationScheduleResponse2\xf7\x01\n\x11PayloadKeyService\x12m\n\x0eGetPayloadKeys\x12,.sevvo.orchestrator.v1.GetPayloadKeysRequest\x1a-.sevvo.orchestrator.v1.GetPayloadKeysResponse\x12s\n\x10RotatePayloadKey\x12..sevvo.orchestrator.v1.RotatePayloadKeyRequest\x1a/.sevvo.orchestrator.v1.RotatePayloadKeyResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'sevvo.orchestrator.v1.orchestrator_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_RUNKIND']._serialized_start=1810
-  _globals['_RUNKIND']._serialized_end=1925
-  _globals['_RUNSTATE']._serialized_start=1928
-  _globals['_RUNSTATE']._serialized_end=2060
+  _globals['_RUNKIND']._serialized_start=1890
+  _globals['_RUNKIND']._serialized_end=2005
+  _globals['_RUNSTATE']._serialized_start=2008
+  _globals['_RUNSTATE']._serialized_end=2140
   _globals['_RUN']._serialized_start=169
   _globals['_RUN']._serialized_end=520
   _globals['_PREVIEWQUERYREQUEST']._serialized_start=522
@@ -46,36 +46,40 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PREVIEWQUERYRESPONSE']._serialized_end=700
   _globals['_TESTCONNECTIONREQUEST']._serialized_start=702
   _globals['_TESTCONNECTIONREQUEST']._serialized_end=780
-  _globals['_ROTATEROOTCREDENTIALSREQUEST']._serialized_start=782
-  _globals['_ROTATEROOTCREDENTIALSREQUEST']._serialized_end=835
-  _globals['_SETROOTROTATIONSCHEDULEREQUEST']._serialized_start=837
-  _globals['_SETROOTROTATIONSCHEDULEREQUEST']._serialized_end=937
-  _globals['_ROOTROTATIONSCHEDULE']._serialized_start=940
-  _globals['_ROOTROTATIONSCHEDULE']._serialized_end=1086
-  _globals['_GETROOTROTATIONSCHEDULEREQUEST']._serialized_start=1088
-  _globals['_GETROOTROTATIONSCHEDULEREQUEST']._serialized_end=1143
-  _globals['_DELETEROOTROTATIONSCHEDULEREQUEST']._serialized_start=1145
-  _globals['_DELETEROOTROTATIONSCHEDULEREQUEST']._serialized_end=1203
-  _globals['_DELETEROOTROTATIONSCHEDULERESPONSE']._serialized_start=1205
-  _globals['_DELETEROOTROTATIONSCHEDULERESPONSE']._serialized_end=1258
-  _globals['_GETRUNREQUEST']._serialized_start=1260
-  _globals['_GETRUNREQUEST']._serialized_end=1287
-  _globals['_LISTRUNSREQUEST']._serialized_start=1289
-  _globals['_LISTRUNSREQUEST']._serialized_end=1345
-  _globals['_LISTRUNSRESPONSE']._serialized_start=1347
-  _globals['_LISTRUNSRESPONSE']._serialized_end=1432
-  _globals['_GETPAYLOADKEYSREQUEST']._serialized_start=1434
-  _globals['_GETPAYLOADKEYSREQUEST']._serialized_end=1457
-  _globals['_PAYLOADKEY']._serialized_start=1459
-  _globals['_PAYLOADKEY']._serialized_end=1500
-  _globals['_GETPAYLOADKEYSRESPONSE']._serialized_start=1502
-  _globals['_GETPAYLOADKEYSRESPONSE']._serialized_end=1599
-  _globals['_ROTATEPAYLOADKEYREQUEST']._serialized_start=1601
-  _globals['_ROTATEPAYLOADKEYREQUEST']._serialized_end=1657
-  _globals['_ROTATEPAYLOADKEYRESPONSE']._serialized_start=1660
-  _globals['_ROTATEPAYLOADKEYRESPONSE']._serialized_end=1808
-  _globals['_ORCHESTRATORSERVICE']._serialized_start=2063
-  _globals['_ORCHESTRATORSERVICE']._serialized_end=2958
-  _globals['_PAYLOADKEYSERVICE']._serialized_start=2961
-  _globals['_PAYLOADKEYSERVICE']._serialized_end=3208
+  _globals['_PREPAREORGNAMESPACEREQUEST']._serialized_start=782
+  _globals['_PREPAREORGNAMESPACEREQUEST']._serialized_end=810
+  _globals['_PREPAREORGNAMESPACERESPONSE']._serialized_start=812
+  _globals['_PREPAREORGNAMESPACERESPONSE']._serialized_end=860
+  _globals['_ROTATEROOTCREDENTIALSREQUEST']._serialized_start=862
+  _globals['_ROTATEROOTCREDENTIALSREQUEST']._serialized_end=915
+  _globals['_SETROOTROTATIONSCHEDULEREQUEST']._serialized_start=917
+  _globals['_SETROOTROTATIONSCHEDULEREQUEST']._serialized_end=1017
+  _globals['_ROOTROTATIONSCHEDULE']._serialized_start=1020
+  _globals['_ROOTROTATIONSCHEDULE']._serialized_end=1166
+  _globals['_GETROOTROTATIONSCHEDULEREQUEST']._serialized_start=1168
+  _globals['_GETROOTROTATIONSCHEDULEREQUEST']._serialized_end=1223
+  _globals['_DELETEROOTROTATIONSCHEDULEREQUEST']._serialized_start=1225
+  _globals['_DELETEROOTROTATIONSCHEDULEREQUEST']._serialized_end=1283
+  _globals['_DELETEROOTROTATIONSCHEDULERESPONSE']._serialized_start=1285
+  _globals['_DELETEROOTROTATIONSCHEDULERESPONSE']._serialized_end=1338
+  _globals['_GETRUNREQUEST']._serialized_start=1340
+  _globals['_GETRUNREQUEST']._serialized_end=1367
+  _globals['_LISTRUNSREQUEST']._serialized_start=1369
+  _globals['_LISTRUNSREQUEST']._serialized_end=1425
+  _globals['_LISTRUNSRESPONSE']._serialized_start=1427
+  _globals['_LISTRUNSRESPONSE']._serialized_end=1512
+  _globals['_GETPAYLOADKEYSREQUEST']._serialized_start=1514
+  _globals['_GETPAYLOADKEYSREQUEST']._serialized_end=1537
+  _globals['_PAYLOADKEY']._serialized_start=1539
+  _globals['_PAYLOADKEY']._serialized_end=1580
+  _globals['_GETPAYLOADKEYSRESPONSE']._serialized_start=1582
+  _globals['_GETPAYLOADKEYSRESPONSE']._serialized_end=1679
+  _globals['_ROTATEPAYLOADKEYREQUEST']._serialized_start=1681
+  _globals['_ROTATEPAYLOADKEYREQUEST']._serialized_end=1737
+  _globals['_ROTATEPAYLOADKEYRESPONSE']._serialized_start=1740
+  _globals['_ROTATEPAYLOADKEYRESPONSE']._serialized_end=1888
+  _globals['_ORCHESTRATORSERVICE']._serialized_start=2143
+  _globals['_ORCHESTRATORSERVICE']._serialized_end=3164
+  _globals['_PAYLOADKEYSERVICE']._serialized_start=3167
+  _globals['_PAYLOADKEYSERVICE']._serialized_end=3414
 # @@protoc_insertion_point(module_scope)

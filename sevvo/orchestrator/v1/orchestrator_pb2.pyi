@@ -88,6 +88,16 @@ class TestConnectionRequest(_message.Message):
     draft_id: str
     def __init__(self, connection_id: _Optional[str] = ..., draft_id: _Optional[str] = ...) -> None: ...
 
+class PrepareOrgNamespaceRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class PrepareOrgNamespaceResponse(_message.Message):
+    __slots__ = ("namespace",)
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    def __init__(self, namespace: _Optional[str] = ...) -> None: ...
+
 class RotateRootCredentialsRequest(_message.Message):
     __slots__ = ("connection_id",)
     CONNECTION_ID_FIELD_NUMBER: _ClassVar[int]

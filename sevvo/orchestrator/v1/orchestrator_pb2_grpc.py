@@ -59,6 +59,11 @@ class OrchestratorServiceStub:
                 request_serializer=sevvo_dot_orchestrator_dot_v1_dot_orchestrator__pb2.ListRunsRequest.SerializeToString,
                 response_deserializer=sevvo_dot_orchestrator_dot_v1_dot_orchestrator__pb2.ListRunsResponse.FromString,
                 _registered_method=True)
+        self.PrepareOrgNamespace = channel.unary_unary(
+                '/sevvo.orchestrator.v1.OrchestratorService/PrepareOrgNamespace',
+                request_serializer=sevvo_dot_orchestrator_dot_v1_dot_orchestrator__pb2.PrepareOrgNamespaceRequest.SerializeToString,
+                response_deserializer=sevvo_dot_orchestrator_dot_v1_dot_orchestrator__pb2.PrepareOrgNamespaceResponse.FromString,
+                _registered_method=True)
         self.RotateRootCredentials = channel.unary_unary(
                 '/sevvo.orchestrator.v1.OrchestratorService/RotateRootCredentials',
                 request_serializer=sevvo_dot_orchestrator_dot_v1_dot_orchestrator__pb2.RotateRootCredentialsRequest.SerializeToString,
@@ -121,6 +126,15 @@ class OrchestratorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PrepareOrgNamespace(self, request, context):
+        """Registers the caller's org's Temporal namespace if it does not exist yet (admins only;
+        idempotent). Auth calls it when it creates an org, with the new admin's bearer, so the
+        namespace exists from the org's creation on.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def RotateRootCredentials(self, request, context):
         """Rotates a dynamic connection's privileged password through the org's agent and waits
         for the outcome. Org admins only. The new password is generated, set and proved by a
@@ -177,6 +191,11 @@ def add_OrchestratorServiceServicer_to_server(servicer, server):
                     servicer.ListRuns,
                     request_deserializer=sevvo_dot_orchestrator_dot_v1_dot_orchestrator__pb2.ListRunsRequest.FromString,
                     response_serializer=sevvo_dot_orchestrator_dot_v1_dot_orchestrator__pb2.ListRunsResponse.SerializeToString,
+            ),
+            'PrepareOrgNamespace': grpc.unary_unary_rpc_method_handler(
+                    servicer.PrepareOrgNamespace,
+                    request_deserializer=sevvo_dot_orchestrator_dot_v1_dot_orchestrator__pb2.PrepareOrgNamespaceRequest.FromString,
+                    response_serializer=sevvo_dot_orchestrator_dot_v1_dot_orchestrator__pb2.PrepareOrgNamespaceResponse.SerializeToString,
             ),
             'RotateRootCredentials': grpc.unary_unary_rpc_method_handler(
                     servicer.RotateRootCredentials,
@@ -312,6 +331,33 @@ class OrchestratorService:
             '/sevvo.orchestrator.v1.OrchestratorService/ListRuns',
             sevvo_dot_orchestrator_dot_v1_dot_orchestrator__pb2.ListRunsRequest.SerializeToString,
             sevvo_dot_orchestrator_dot_v1_dot_orchestrator__pb2.ListRunsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PrepareOrgNamespace(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sevvo.orchestrator.v1.OrchestratorService/PrepareOrgNamespace',
+            sevvo_dot_orchestrator_dot_v1_dot_orchestrator__pb2.PrepareOrgNamespaceRequest.SerializeToString,
+            sevvo_dot_orchestrator_dot_v1_dot_orchestrator__pb2.PrepareOrgNamespaceResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -52,6 +52,11 @@ class OrchestratorServiceStub:
     """Returns one run of the caller's org."""
     ListRuns: _grpc.UnaryUnaryMultiCallable[_orchestrator_pb2.ListRunsRequest, _orchestrator_pb2.ListRunsResponse]
     """Lists the runs of the caller's org, newest first."""
+    PrepareOrgNamespace: _grpc.UnaryUnaryMultiCallable[_orchestrator_pb2.PrepareOrgNamespaceRequest, _orchestrator_pb2.PrepareOrgNamespaceResponse]
+    """Registers the caller's org's Temporal namespace if it does not exist yet (admins only;
+    idempotent). Auth calls it when it creates an org, with the new admin's bearer, so the
+    namespace exists from the org's creation on.
+    """
     RotateRootCredentials: _grpc.UnaryUnaryMultiCallable[_orchestrator_pb2.RotateRootCredentialsRequest, _orchestrator_pb2.Run]
     """Rotates a dynamic connection's privileged password through the org's agent and waits
     for the outcome. Org admins only. The new password is generated, set and proved by a
@@ -94,6 +99,11 @@ class OrchestratorServiceAsyncStub(OrchestratorServiceStub):
     """Returns one run of the caller's org."""
     ListRuns: _aio.UnaryUnaryMultiCallable[_orchestrator_pb2.ListRunsRequest, _orchestrator_pb2.ListRunsResponse]  # type: ignore[assignment]
     """Lists the runs of the caller's org, newest first."""
+    PrepareOrgNamespace: _aio.UnaryUnaryMultiCallable[_orchestrator_pb2.PrepareOrgNamespaceRequest, _orchestrator_pb2.PrepareOrgNamespaceResponse]  # type: ignore[assignment]
+    """Registers the caller's org's Temporal namespace if it does not exist yet (admins only;
+    idempotent). Auth calls it when it creates an org, with the new admin's bearer, so the
+    namespace exists from the org's creation on.
+    """
     RotateRootCredentials: _aio.UnaryUnaryMultiCallable[_orchestrator_pb2.RotateRootCredentialsRequest, _orchestrator_pb2.Run]  # type: ignore[assignment]
     """Rotates a dynamic connection's privileged password through the org's agent and waits
     for the outcome. Org admins only. The new password is generated, set and proved by a
@@ -157,6 +167,17 @@ class OrchestratorServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_orchestrator_pb2.ListRunsResponse, _abc.Awaitable[_orchestrator_pb2.ListRunsResponse]]:
         """Lists the runs of the caller's org, newest first."""
+
+    @_abc_1.abstractmethod
+    def PrepareOrgNamespace(
+        self,
+        request: _orchestrator_pb2.PrepareOrgNamespaceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_orchestrator_pb2.PrepareOrgNamespaceResponse, _abc.Awaitable[_orchestrator_pb2.PrepareOrgNamespaceResponse]]:
+        """Registers the caller's org's Temporal namespace if it does not exist yet (admins only;
+        idempotent). Auth calls it when it creates an org, with the new admin's bearer, so the
+        namespace exists from the org's creation on.
+        """
 
     @_abc_1.abstractmethod
     def RotateRootCredentials(
