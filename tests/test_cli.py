@@ -501,6 +501,8 @@ def test_preview_json_shape(sevvo: Sevvo, connection_id: str) -> None:
     assert preview["truncated_cells"] == [[r, "big"] for r in range(100)]
     run = sevvo.ok("runs", "get", preview["run_id"])
     assert (run["kind"], run["row_count"], run["truncated"]) == ("preview", 100, True)
+    me = sevvo.ok("whoami")
+    assert run["creator"] == f"user:{me['user_id']}"
     runs = sevvo.ok("runs", "list", "--connection", connection_id)["runs"]
     assert preview["run_id"] in [r["id"] for r in runs]
     assert {r["connection_id"] for r in runs} == {connection_id}

@@ -74,6 +74,7 @@ def get(ctx: typer.Context, run_id: Annotated[str, typer.Argument(metavar="ID")]
         data,
         [
             *COLUMNS,
+            ("started by", key("creator")),
             ("draft", key("draft_id")),
             ("message", key("message")),
             ("truncated", key("truncated")),

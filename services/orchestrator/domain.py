@@ -188,6 +188,7 @@ class OrchestratorDomain:
                 request_for,
                 connection_id=connection_id,
                 draft_id=draft_id,
+                creator=f"{caller.kind.value}:{caller.subject_id}",
             )
         except RunFateUnknown as exc:
             raise Unavailable(

@@ -152,6 +152,7 @@ class RunTracker:
         *,
         connection_id: uuid.UUID | None = None,
         draft_id: uuid.UUID | None = None,
+        creator: str = "",
     ) -> tuple[RunRow, Any]:
         """Records a run, starts its workflow and waits for its end; returns the row and result.
 
@@ -160,7 +161,7 @@ class RunTracker:
         end: the run is then left for the reconciler, never reported with a made-up outcome.
         """
         spec = self._kinds[kind]
-        run = await self._insert(org_id, kind, connection_id, draft_id)
+        run = await self._insert(org_id, kind, connection_id, draft_id, creator)
         watch = asyncio.get_running_loop().create_task(
             self._start_and_watch(run, spec, request_for)
         )
@@ -175,6 +176,7 @@ class RunTracker:
         kind: str,
         connection_id: uuid.UUID | None,
         draft_id: uuid.UUID | None,
+        creator: str,
     ) -> RunRow:
         run_id = uuid.uuid4()
         run = RunRow(
@@ -191,6 +193,7 @@ class RunTracker:
             finished_at=None,
             duration_ms=None,
             proved=self._proofs is not None,
+            creator=creator,
         )
         await asyncio.to_thread(self._store.insert_run, run)
         return run

@@ -48,6 +48,7 @@ def run_pb(row: RunRow) -> pb.Run:
         duration_ms=row.duration_ms or 0,
         row_count=row.row_count or 0,
         truncated=bool(row.truncated),
+        creator=row.creator,
     )
 
 

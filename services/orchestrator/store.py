@@ -44,6 +44,8 @@ class RunRow:
     history_delete_requested_at: datetime | None = None
     # Whether the workflow's input carried a proof of origin (false for runs from before).
     proved: bool = False
+    # Who started it, as the audit log names actors ("user:<id>"); "" for older runs.
+    creator: str = ""
 
 
 @dataclass(frozen=True)
@@ -168,7 +170,7 @@ class OrchestratorStore(SchemaStore):
         with self.transaction() as conn:
             conn.execute(
                 "insert into runs (id, org_id, kind, state, connection_id, draft_id, workflow_id,"
-                " started_at, proved) values (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                " started_at, proved, creator) values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
                 (
                     run.id,
                     run.org_id,
@@ -179,6 +181,7 @@ class OrchestratorStore(SchemaStore):
                     run.workflow_id,
                     run.started_at,
                     run.proved,
+                    run.creator,
                 ),
             )
 

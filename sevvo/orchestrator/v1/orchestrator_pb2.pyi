@@ -37,7 +37,7 @@ RUN_STATE_FAILED: RunState
 RUN_STATE_TIMED_OUT: RunState
 
 class Run(_message.Message):
-    __slots__ = ("id", "kind", "state", "connection_id", "draft_id", "outcome_category", "message", "start_time", "finish_time", "duration_ms", "row_count", "truncated")
+    __slots__ = ("id", "kind", "state", "connection_id", "draft_id", "outcome_category", "message", "start_time", "finish_time", "duration_ms", "row_count", "truncated", "creator")
     ID_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -50,6 +50,7 @@ class Run(_message.Message):
     DURATION_MS_FIELD_NUMBER: _ClassVar[int]
     ROW_COUNT_FIELD_NUMBER: _ClassVar[int]
     TRUNCATED_FIELD_NUMBER: _ClassVar[int]
+    CREATOR_FIELD_NUMBER: _ClassVar[int]
     id: str
     kind: RunKind
     state: RunState
@@ -62,7 +63,8 @@ class Run(_message.Message):
     duration_ms: int
     row_count: int
     truncated: bool
-    def __init__(self, id: _Optional[str] = ..., kind: _Optional[_Union[RunKind, str]] = ..., state: _Optional[_Union[RunState, str]] = ..., connection_id: _Optional[str] = ..., draft_id: _Optional[str] = ..., outcome_category: _Optional[str] = ..., message: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finish_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., duration_ms: _Optional[int] = ..., row_count: _Optional[int] = ..., truncated: _Optional[bool] = ...) -> None: ...
+    creator: str
+    def __init__(self, id: _Optional[str] = ..., kind: _Optional[_Union[RunKind, str]] = ..., state: _Optional[_Union[RunState, str]] = ..., connection_id: _Optional[str] = ..., draft_id: _Optional[str] = ..., outcome_category: _Optional[str] = ..., message: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finish_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., duration_ms: _Optional[int] = ..., row_count: _Optional[int] = ..., truncated: _Optional[bool] = ..., creator: _Optional[str] = ...) -> None: ...
 
 class PreviewQueryRequest(_message.Message):
     __slots__ = ("connection_id", "sql")
