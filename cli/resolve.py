@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 
 from cli.client import CALL_TIMEOUT, Cli
 from cli.errors import CliError, ExitCode, usage_error
-from cli.inputs import pages
+from cli.inputs import PageT, pages
 from sevvo.auth.v1 import deployments_pb2, users_pb2
 from sevvo.connections.v1 import connections_pb2 as cpb
 from sevvo.orchestrator.v1 import orchestrator_pb2 as opb
@@ -50,21 +50,24 @@ def resolve(kind: str, text: str, candidates: Callable[[], Iterable[tuple[str, s
     )
 
 
+def _everything(
+    fetch: Callable[[str], PageT], pairs: Callable[[PageT], Iterable[tuple[str, str]]]
+) -> Callable[[], Iterable[tuple[str, str]]]:
+    """The (id, name) pairs of every page of a List call, fetched when asked for."""
+    return lambda: (pair for page in pages(fetch) for pair in pairs(page))
+
+
 def connection_id(cli: Cli, text: str) -> str:
     """A connection by id, id prefix or name."""
     stub = cli.connections()
     return resolve(
         "connection",
         text,
-        lambda: (
-            (c.id, c.display_name)
-            for page in pages(
-                lambda token: stub.ListConnections(
-                    cpb.ListConnectionsRequest(page_size=500, page_token=token),
-                    timeout=CALL_TIMEOUT,
-                )
-            )
-            for c in page.connections
+        _everything(
+            lambda token: stub.ListConnections(
+                cpb.ListConnectionsRequest(page_size=500, page_token=token), timeout=CALL_TIMEOUT
+            ),
+            lambda page: ((c.id, c.display_name) for c in page.connections),
         ),
     )
 
@@ -75,15 +78,12 @@ def deployment_id(cli: Cli, text: str) -> str:
     return resolve(
         "deployment",
         text,
-        lambda: (
-            (d.id, d.display_name)
-            for page in pages(
-                lambda token: stub.ListDeployments(
-                    deployments_pb2.ListDeploymentsRequest(page_size=500, page_token=token),
-                    timeout=CALL_TIMEOUT,
-                )
-            )
-            for d in page.deployments
+        _everything(
+            lambda token: stub.ListDeployments(
+                deployments_pb2.ListDeploymentsRequest(page_size=500, page_token=token),
+                timeout=CALL_TIMEOUT,
+            ),
+            lambda page: ((d.id, d.display_name) for d in page.deployments),
         ),
     )
 
@@ -94,15 +94,11 @@ def user_id(cli: Cli, text: str) -> str:
     return resolve(
         "user",
         text,
-        lambda: (
-            (u.id, u.email)
-            for page in pages(
-                lambda token: stub.ListUsers(
-                    users_pb2.ListUsersRequest(page_size=500, page_token=token),
-                    timeout=CALL_TIMEOUT,
-                )
-            )
-            for u in page.users
+        _everything(
+            lambda token: stub.ListUsers(
+                users_pb2.ListUsersRequest(page_size=500, page_token=token), timeout=CALL_TIMEOUT
+            ),
+            lambda page: ((u.id, u.email) for u in page.users),
         ),
     )
 

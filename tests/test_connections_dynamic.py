@@ -116,18 +116,6 @@ def test_dynamic_row_holds_no_plaintext(control_plane: ControlPlane) -> None:
     assert json.loads(as_json)["credential_mode"] == "dynamic"
 
 
-def _dyn(**changes: Any) -> pb.PostgresDynamic:
-    values: dict[str, Any] = {
-        "host": "db.acme.internal",
-        "database": "analytics",
-        "privileged_username": "sevvo_admin",
-        "privileged_password": SECRET,
-        "ssl_mode": pb.SSL_MODE_REQUIRE,
-    }
-    values.update(changes)
-    return pb.PostgresDynamic(**values)
-
-
 # The rules themselves are tested without a server (tests/test_connections_requests.py);
 # these cases prove the server answers with them and stores nothing.
 @pytest.mark.parametrize(
