@@ -55,6 +55,9 @@ class AgentConfig:
     bearer_check_seconds: float = 15.0
     reaper_seconds: float = 60.0
     max_concurrent_work: int = 20
+    # Written once the agent polls its org's queue and removed when it stops: readiness for
+    # a supervisor (a Kubernetes exec probe, the dev stack) that does not depend on log lines.
+    ready_file: Path | None = None
     log_level: str = "INFO"
 
     def __repr__(self) -> str:  # The token is a secret; keep it out of any repr.
@@ -116,5 +119,10 @@ class AgentConfig:
             max_concurrent_work=c.integer(
                 env, "SEVVO_AGENT_MAX_CONCURRENT_WORK", 20, minimum=1, maximum=500
             ),
+            ready_file=_path(c.optional_string(env, "SEVVO_AGENT_READY_FILE")),
             log_level=c.log_level(env),
         )
+
+
+def _path(value: str | None) -> Path | None:
+    return None if value is None else Path(value)

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable
 from datetime import timedelta
+from pathlib import Path
 from typing import TypeVar
 
 from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
@@ -112,7 +113,11 @@ async def _connect_temporal(
 
 
 async def _poll_when_registered(
-    worker: Worker, queue: str, session: BearerSession, running: list[Worker]
+    worker: Worker,
+    queue: str,
+    session: BearerSession,
+    running: list[Worker],
+    ready_file: Path | None = None,
 ) -> None:
     """Runs the worker once Temporal knows the org's namespace, then until it is shut down.
 
@@ -144,6 +149,8 @@ async def _poll_when_registered(
         deployment_id=session.deployment_id,
     )
     running.append(worker)
+    if ready_file is not None:
+        ready_file.write_text(f"polling {queue}\n")
     await worker.run()
 
 
@@ -230,7 +237,8 @@ async def run_agent(config: AgentConfig, stop: asyncio.Event) -> int:
         running: list[Worker] = []
         tasks = {
             asyncio.create_task(
-                _poll_when_registered(worker, queue, session, running), name="worker"
+                _poll_when_registered(worker, queue, session, running, config.ready_file),
+                name="worker",
             ),
             asyncio.create_task(session.keep_fresh(config.bearer_check_seconds), name="bearer"),
             asyncio.create_task(_refresh_keys(refresher), name="payload-keys"),
@@ -276,5 +284,7 @@ async def run_agent(config: AgentConfig, stop: asyncio.Event) -> int:
         log.error("agent stopped: authorisation lost", reason=str(exc))
         return EXIT_UNAUTHORISED
     finally:
+        if config.ready_file is not None:
+            config.ready_file.unlink(missing_ok=True)
         await channel.close()
         log.debug("control plane channel closed")

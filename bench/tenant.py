@@ -7,7 +7,6 @@ from dataclasses import dataclass
 
 import grpc
 
-from devstack.agent_process import READY_EVENT
 from devstack.postgres import EmbeddedPostgres
 from devstack.source_db import SourceDatabase
 from devstack.stack import RunningStack
@@ -49,7 +48,7 @@ async def create_tenant(
         deployments_pb2.CreateDeploymentRequest(display_name=f"{name}-agent")
     )
     agent = stack.start_agent(created.deployment_token, name=f"{name}-agent", wait=False)
-    await asyncio.to_thread(agent.wait_for, READY_EVENT, timeout=60)
+    await asyncio.to_thread(agent.wait_until_ready, timeout=60)
     connection = await cpb_grpc.ConnectionServiceStub(user).CreateConnection(
         cpb.CreateConnectionRequest(
             display_name="shop",

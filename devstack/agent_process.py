@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,8 +26,6 @@ from devstack.processes import (
 from sevvo.runtime.logs import get_logger
 
 log = get_logger(__name__)
-
-READY_EVENT = "agent polling"
 
 
 @dataclass(frozen=True)
@@ -66,6 +65,9 @@ class AgentProcess:
     def __init__(self, settings: AgentSettings, log_file: Path) -> None:
         self.settings = settings
         self.log_file = log_file
+        # Readiness comes from the agent's ready file, not its log, which a log level above
+        # info would silence.
+        self.ready_file = log_file.with_name(log_file.name + ".ready")
         self._proc: subprocess.Popen[bytes] | None = None
         self._offset = 0
 
@@ -79,18 +81,27 @@ class AgentProcess:
     def start(self, *, wait: bool = True, timeout: float = 30.0) -> AgentProcess:
         """Starts the agent; with ``wait``, returns once it polls its task queue."""
         self._offset = self.log_file.stat().st_size if self.log_file.exists() else 0
+        self.ready_file.unlink(missing_ok=True)  # A killed agent never removed its own.
         # The agent's log names hosts, roles and connection ids: owner-only from the start.
         with open_private_log(self.log_file) as output:
             self._proc = spawn(
                 [sys.executable, "-m", "agent"],
                 death_signal=signal.SIGTERM,
-                env=self.settings.environment(),
+                env={
+                    **self.settings.environment(),
+                    "SEVVO_AGENT_READY_FILE": str(self.ready_file),
+                },
                 output=output,
             )
         log.info("devstack.agent.started", pid=self._proc.pid, log_file=str(self.log_file))
         if wait:
-            self.wait_for(READY_EVENT, timeout=timeout)
+            self.wait_until_ready(timeout=timeout)
         return self
+
+    def wait_until_ready(self, *, timeout: float) -> None:
+        """Waits until the agent polls its task queue (its ready file exists); fails early
+        if it exits."""
+        self._wait(self.ready_file.exists, "did not get ready", timeout)
 
     def output(self) -> str:
         """What this run of the agent has written so far."""
@@ -100,16 +111,19 @@ class AgentProcess:
 
     def wait_for(self, text: str, *, timeout: float) -> None:
         """Waits until the agent's output contains ``text``; fails early if it exits."""
+        self._wait(lambda: text in self.output(), f"did not log {text!r}", timeout)
+
+    def _wait(self, done: Callable[[], bool], failure: str, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if text in self.output():
+            if done():
                 return
             if self._proc is not None and self._proc.poll() is not None:
                 raise ServerStartError(
                     f"the agent exited with {self._proc.returncode}:\n{log_tail(self.log_file)}"
                 )
             time.sleep(0.05)
-        raise ServerStartError(f"the agent did not log {text!r} in {timeout:.0f}s")
+        raise ServerStartError(f"the agent {failure} in {timeout:.0f}s")
 
     def wait(self, timeout: float) -> int:
         """Waits for the agent to exit by itself and returns its exit code."""

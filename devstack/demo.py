@@ -32,7 +32,7 @@ import psycopg
 from psycopg import sql
 
 from devstack import demo_guide as guide
-from devstack.agent_process import READY_EVENT, AgentProcess
+from devstack.agent_process import AgentProcess
 from devstack.demo_data import TOP_CUSTOMERS_SQL, run_as_dba, seed_shop, start_customer_cluster
 from devstack.demo_steps import Cli, Narrator, Secrets, StepFailed, UnexpectedOutcome
 from devstack.postgres import EmbeddedPostgres
@@ -389,7 +389,7 @@ async def _start_agent(stack: RunningStack, token: str) -> AgentProcess:
     # Spawned on this (the loop's) thread, which outlives it; awaited off the loop, which
     # must keep serving the agent's token exchange meanwhile.
     agent.start(wait=False)
-    await asyncio.to_thread(agent.wait_for, READY_EVENT, timeout=60)
+    await asyncio.to_thread(agent.wait_until_ready, timeout=60)
     return agent
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from devstack.agent_process import READY_EVENT, AgentProcess, AgentSettings
+from devstack.agent_process import AgentProcess, AgentSettings
 from devstack.pki import DevPki, ensure_dev_pki
 from devstack.postgres import EmbeddedPostgres
 from devstack.processes import free_port
@@ -285,7 +285,7 @@ async def start_stack(
             agent = stack.start_agent(
                 dev_token_file.read_text().strip(), name="dev-agent", wait=False
             )
-            await asyncio.to_thread(agent.wait_for, READY_EVENT, timeout=60)
+            await asyncio.to_thread(agent.wait_until_ready, timeout=60)
         except BaseException:
             await stack.stop()
             raise
