@@ -86,7 +86,8 @@ def message_dict(message: Message) -> dict[str, JsonValue]:
 _UNBROKEN = frozenset({"id", "created", "started", "time", "expires"})
 # A column of free text wider than this folds rather than pushing others off the table.
 _MAX_NATURAL_WIDTH = 32
-_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+UUID_PATTERN = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+"""An id as the services write it (lower case); tables shorten it, commands accept it."""
 SHORT_ID_CHARS = 8
 """A list table shows ids by their first 8 characters; commands take any unique prefix."""
 
@@ -120,7 +121,7 @@ def cell(value: object) -> Text:
 
 def short_ids(text: Text) -> Text:
     """``text`` with every UUID cut to its first 8 characters (a list table's id form)."""
-    return Text(_UUID.sub(lambda match: match.group(0)[:SHORT_ID_CHARS], text.plain))
+    return Text(UUID_PATTERN.sub(lambda match: match.group(0)[:SHORT_ID_CHARS], text.plain))
 
 
 def fit_columns(headers: Sequence[str], rows: Sequence[Sequence[Text]], width: int) -> list[int]:

@@ -13,11 +13,11 @@ from collections.abc import Callable, Iterable
 from cli.client import CALL_TIMEOUT, Cli
 from cli.errors import CliError, ExitCode, usage_error
 from cli.inputs import PageT, pages
+from cli.output import UUID_PATTERN
 from sevvo.auth.v1 import deployments_pb2, users_pb2
 from sevvo.connections.v1 import connections_pb2 as cpb
 from sevvo.orchestrator.v1 import orchestrator_pb2 as opb
 
-_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _PREFIX = re.compile(r"[0-9a-f][0-9a-f-]{3,35}")
 MIN_PREFIX = 4
 # Runs are many; a prefix is looked for among the newest this many.
@@ -27,7 +27,7 @@ RUNS_SEARCHED = 1000
 def resolve(kind: str, text: str, candidates: Callable[[], Iterable[tuple[str, str]]]) -> str:
     """The one id ``text`` names among ``candidates`` ((id, name) pairs), fetched only when
     ``text`` is not a full id. A name that matches exactly wins over an id prefix."""
-    if _UUID.fullmatch(text.lower()):
+    if UUID_PATTERN.fullmatch(text.lower()):
         return text.lower()
     found = list(candidates())
     named = [id_ for id_, name in found if name and name == text]
