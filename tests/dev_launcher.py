@@ -4,6 +4,7 @@ user would: the terminal output is read as it comes, Ctrl-C is SIGINT."""
 from __future__ import annotations
 
 import os
+import pty
 import shutil
 import signal
 import subprocess
@@ -48,17 +49,25 @@ class Launcher:
     """One ``python -m devstack`` child whose terminal output (stdout and stderr) is collected
     line by line on a thread."""
 
-    def __init__(self, cwd: Path, env: Mapping[str, str]) -> None:
+    def __init__(self, cwd: Path, env: Mapping[str, str], *, keyboard: bool = False) -> None:
+        """With ``keyboard``, standard input is a terminal (a pty) that press_enter() types
+        on; otherwise it is empty, as under a CI runner."""
         self.cwd = cwd
+        self._keyboard: int | None = None
+        stdin: int = subprocess.DEVNULL
+        if keyboard:
+            self._keyboard, stdin = pty.openpty()
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "devstack"],
             cwd=cwd,
             env=dict(env),
-            stdin=subprocess.DEVNULL,
+            stdin=stdin,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
         )
+        if keyboard:
+            os.close(stdin)  # The child holds its own copy.
         self.lines: list[str] = []
         self._ready = threading.Event()
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -89,6 +98,11 @@ class Launcher:
                 )
         return time.monotonic() - started
 
+    def press_enter(self) -> None:
+        """Types Enter on the launcher's terminal."""
+        assert self._keyboard is not None, "started without keyboard=True"
+        os.write(self._keyboard, b"\n")
+
     def descendants(self) -> list[psutil.Process]:
         """Every process the launcher started, and theirs."""
         found: list[psutil.Process] = psutil.Process(self._proc.pid).children(recursive=True)
@@ -117,6 +131,8 @@ class Launcher:
             self._proc.wait()
         if self._proc.stdout is not None:
             self._proc.stdout.close()
+        if self._keyboard is not None:
+            os.close(self._keyboard)
 
 
 def wait_until_gone(processes: list[psutil.Process], timeout: float = 10) -> list[str]:

@@ -7,6 +7,7 @@ import io
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -43,13 +44,14 @@ def work_dir() -> Iterator[Path]:
 
 def test_launcher_at_warning_level_serves_and_stops_cleanly_on_ctrl_c(work_dir: Path) -> None:
     """With SEVVO_LOG_LEVEL=warning (a documented value) `python -m devstack` still comes up
-    with its agent polling, serves over TLS only, and SIGINT leaves nothing behind."""
+    with its agent polling, serves over TLS only, shows its banner again on Enter, and SIGINT
+    leaves nothing behind."""
     port = free_port()
     env = launcher_env(
         SEVVO_GRPC_PORT=str(port), SEVVO_LOG_LEVEL="warning", SEVVO_DEV_SAMPLE_DB="false"
     )
     state = work_dir / ".dev"
-    with Launcher(work_dir, env) as launcher:
+    with Launcher(work_dir, env, keyboard=True) as launcher:
         launcher.wait_until_up(timeout=90)
         children = launcher.descendants()
         names = sorted({p.name() for p in children})
@@ -75,6 +77,11 @@ def test_launcher_at_warning_level_serves_and_stops_cleanly_on_ctrl_c(work_dir: 
                 health_pb2.HealthCheckRequest(), timeout=2
             )
         channel.close()
+        launcher.press_enter()
+        deadline = time.monotonic() + 10
+        while launcher.output.count(READY_LINE) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert launcher.output.count(READY_LINE) == 2
         assert launcher.stop() == 0
         assert not wait_until_gone(children)
     log = (state / "devstack.log").read_text().splitlines()
