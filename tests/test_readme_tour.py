@@ -30,7 +30,7 @@ from tests.dev_launcher import (
 
 BEGIN = "<!-- readme-tour:begin"
 END = "<!-- readme-tour:end -->"
-# A loaded 2-core machine: the stack's first start alone has taken 40 s there.
+# On a loaded 2-core machine the stack's first start alone has taken 36 s.
 STACK_START_TIMEOUT = 120.0
 TOUR_TIMEOUT = 120.0
 
@@ -175,10 +175,10 @@ def _script(commands: list[str], out: Path) -> str:
     command that fails."""
     parts = []
     for i, command in enumerate(commands):
+        stdout, stderr, rc = (shlex.quote(str(out / f"{i}.{ext}")) for ext in ("out", "err", "rc"))
         # The closing brace on a line of its own: the command may end in a comment.
         parts.append(
-            f"{{ {command}\n}} >{out}/{i}.out 2>{out}/{i}.err"
-            f" || {{ echo $? >{out}/{i}.rc; exit 1; }}\necho 0 >{out}/{i}.rc\n"
+            f"{{ {command}\n}} >{stdout} 2>{stderr} || {{ echo $? >{rc}; exit 1; }}\necho 0 >{rc}\n"
         )
     return "".join(parts)
 
