@@ -14,7 +14,8 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
 	@touch $(STAMP)
 
-## Run the whole system on embedded defaults (Postgres, Temporal, services) until Ctrl-C.
+## Run the whole system on embedded defaults (Postgres, Temporal, services, an agent and a sample
+## database for the README's tour) until Ctrl-C; logs in .dev/devstack.log.
 dev: install
 	$(PY) -m devstack
 

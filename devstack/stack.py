@@ -58,16 +58,23 @@ class StackSettings:
     temporal_address: str | None
     durable: bool = True
     start_agent: bool = True
+    # Read by the launcher (devstack.launcher), not by start_stack: the level of its log and
+    # whether it starts the tour's sample database beside the stack.
+    log_level: str = "INFO"
+    sample_database: bool = False
 
     @classmethod
     def load(cls, env: Mapping[str, str], default_state_dir: Path) -> StackSettings:
-        """Reads SEVVO_STATE_DIR, SEVVO_GRPC_PORT, SEVVO_DATABASE_URL, SEVVO_TEMPORAL_ADDRESS."""
+        """Reads SEVVO_STATE_DIR, SEVVO_GRPC_PORT, SEVVO_DATABASE_URL, SEVVO_TEMPORAL_ADDRESS,
+        SEVVO_DEV_AGENT, SEVVO_DEV_SAMPLE_DB and SEVVO_LOG_LEVEL."""
         return cls(
             state_dir=Path(c.string(env, "SEVVO_STATE_DIR", str(default_state_dir))).absolute(),
             grpc_port=c.integer(env, "SEVVO_GRPC_PORT", 8443, minimum=0, maximum=65535),
             database_url=c.secret(env, "SEVVO_DATABASE_URL", required=False),
             temporal_address=c.optional_string(env, "SEVVO_TEMPORAL_ADDRESS"),
             start_agent=c.boolean(env, "SEVVO_DEV_AGENT", True),
+            log_level=c.log_level(env),
+            sample_database=c.boolean(env, "SEVVO_DEV_SAMPLE_DB", True),
         )
 
 
@@ -240,7 +247,8 @@ async def start_stack(
         connections.open()
         exit_stack.push_async_callback(connections.aclose)
         orchestrator = OrchestratorApp(OrchestratorConfig.load(service_env))
-        await orchestrator.open()
+        # Its schedules' proofs need a Temporal token from auth, over the port opened below.
+        await orchestrator.open(prove_schedules=False)
         exit_stack.push_async_callback(orchestrator.aclose)
         orchestrator.watch_revocations(auth.verifier)
         password_file, dev_token_file = _bootstrap_dev_org(auth, state)
@@ -255,6 +263,7 @@ async def start_stack(
             port=port,
         )
         exit_stack.push_async_callback(server.stop, 3)
+        await orchestrator.prove_schedules()
 
         host, _, temporal_port = temporal_address.rpartition(":")
         proxy = TlsProxy(

@@ -31,7 +31,7 @@ log = structlog.get_logger(__name__)
 
 HOST = "127.0.0.1"
 # The stock dev server polls its transfer queue 20 times a second, which adds ~100 ms to
-# every workflow start; see shared/ENVIRONMENT.md for the measurement. It also records how far
+# every workflow start (measured when this was set). It also records how far
 # the transfer queue has got every 30 s, and a history deletion waits for that record to pass
 # the workflow's close: a deleted preview's history lingered ~30 s (measured: 18-35 s, five
 # runs), and 3.7-4.5 s with a 1 s interval. Each task queue is one partition: with the stock

@@ -70,10 +70,11 @@ def preview_category_name(category: int) -> str:
     return _PREVIEW_CATEGORY_NAMES.get(category, "other")
 
 
-def _state_of(category: str) -> str:
-    """A run whose work answered succeeded only when the answer is ok: a test that found a
-    wrong password or a rejected preview failed, and its state says so (issue 14)."""
-    return "succeeded" if category == "ok" else "failed"
+def _state_of(category: str, success: str = "ok") -> str:
+    """A run whose work answered succeeded only when the answer is its kind's success (``ok``,
+    or ``rotated`` for a root rotation): a test that found a wrong password or a rejected
+    preview failed, and its state says so (issue 14)."""
+    return "succeeded" if category == success else "failed"
 
 
 def _test_outcome(result: workflows_pb2.CredentialTestResult) -> Outcome:
@@ -95,7 +96,7 @@ def _preview_outcome(result: workflows_pb2.PreviewQueryResult) -> Outcome:
 
 def _rotation_outcome(result: workflows_pb2.RootRotationResult) -> Outcome:
     category = _ROTATION_CATEGORY_NAMES.get(result.category, "other")
-    return Outcome(_state_of(category), category, result.message)
+    return Outcome(_state_of(category, success="rotated"), category, result.message)
 
 
 def work_kinds(test_timeout: timedelta) -> dict[str, WorkKind]:

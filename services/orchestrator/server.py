@@ -94,8 +94,12 @@ class OrchestratorApp:
         self._mover: asyncio.Task[None] | None = None
         self._tokens: AuthTemporalTokens | None = None
 
-    async def open(self) -> None:
-        """Migrates the schema, connects to Temporal and starts reconciling runs."""
+    async def open(self, *, prove_schedules: bool = True) -> None:
+        """Migrates the schema, connects to Temporal and starts reconciling runs.
+
+        ``prove_schedules=False`` leaves the schedules' proofs to a later call of
+        prove_schedules(): for a caller that serves auth itself, whose port is not open yet.
+        """
         await asyncio.to_thread(self.store.open)
         # The base connection carries no token: each org's client opens its own with the
         # org's token (services/orchestrator/org_clients.py). Its namespace is the old shared
@@ -144,11 +148,8 @@ class OrchestratorApp:
             self._renewer = loop.create_task(
                 clients.renew_forever(30.0), name="temporal-token-renewer"
             )
-        # Schedules set before inputs carried proofs get one, or the agent refuses their runs.
-        try:
-            await self.domain.prove_schedules()
-        except Exception as exc:  # Temporal may be down; the next start tries again.
-            log.warning("schedules not re-proved", error=type(exc).__name__)
+        if prove_schedules:
+            await self.prove_schedules()
         # Runs whose watcher died with an earlier process are settled from the first pass on.
         self._reconciler = asyncio.get_running_loop().create_task(
             self.domain.runs.reconcile_forever(self.config.reconcile_seconds),
@@ -199,6 +200,16 @@ class OrchestratorApp:
             leeway_seconds=self.config.leeway_seconds,
         )
         return verifier
+
+    async def prove_schedules(self) -> None:
+        """Gives a proof to the schedules set before inputs carried proofs, or the agent
+        refuses their runs; a failure is logged, and the next start tries again."""
+        if self.domain is None:
+            raise RuntimeError("open() the orchestrator first")
+        try:
+            await self.domain.prove_schedules()
+        except Exception as exc:  # Temporal or auth may be down.
+            log.warning("schedules not re-proved", error=type(exc).__name__)
 
     def spec(self) -> ServerSpec:
         """The services the orchestrator adds to a gRPC server."""
