@@ -1,4 +1,5 @@
-"""A run's state and outcome category never contradict each other (no succeeded + rejected)."""
+"""A run's state and outcome category never contradict each other (no succeeded + rejected,
+no failed + rotated)."""
 
 from __future__ import annotations
 
@@ -41,19 +42,39 @@ KINDS = work_kinds(timedelta(seconds=60))
             "failed",
             "work_refused",
         ),
+        (
+            "root_rotation",
+            wpb.RootRotationResult(category=wpb.ROOT_ROTATION_CATEGORY_ROTATED),
+            "succeeded",
+            "rotated",
+        ),
+        (
+            "root_rotation",
+            wpb.RootRotationResult(category=wpb.ROOT_ROTATION_CATEGORY_LOGIN_FAILED),
+            "failed",
+            "login_failed",
+        ),
     ],
-    ids=["preview-ok", "preview-rejected", "test-ok", "test-wrong-password", "test-refused"],
+    ids=[
+        "preview-ok",
+        "preview-rejected",
+        "test-ok",
+        "test-wrong-password",
+        "test-refused",
+        "rotation-rotated",
+        "rotation-login-failed",
+    ],
 )
-def test_a_run_succeeds_only_when_its_answer_is_ok(
+def test_a_run_succeeds_only_when_its_answer_is_a_success(
     kind: str, result: Message, state: str, category: str
 ) -> None:
-    """The agent answered in every case; only an ok answer makes the run succeeded."""
+    """The agent answered in every case; only a success (ok, rotated) makes it succeeded."""
     outcome = KINDS[kind].outcome(result)
     assert (outcome.state, outcome.category) == (state, category)
 
 
 def test_every_category_of_every_kind_gets_a_consistent_state() -> None:
-    """Over each kind's whole category enum: ok is succeeded, everything else failed."""
+    """Over each kind's whole category enum: ok and rotated are succeeded, all else failed."""
     enums = {
         "preview": (wpb.PreviewQueryResult, wpb.PreviewCategory),
         "credential_test": (wpb.CredentialTestResult, wpb.TestCategory),
@@ -64,7 +85,8 @@ def test_every_category_of_every_kind_gets_a_consistent_state() -> None:
             if value == 0:
                 continue
             outcome = KINDS[kind].outcome(message(category=value))
-            assert outcome.state == ("succeeded" if outcome.category == "ok" else "failed"), (
+            successes = ("ok", "rotated")
+            assert outcome.state == ("succeeded" if outcome.category in successes else "failed"), (
                 kind,
                 outcome,
             )
