@@ -273,7 +273,7 @@ def stray_outcomes(source: str, where: str = "<source>") -> list[str]:
             and not _is_lookup_key(node, chain[-2])
             and _category_context(chain)
         ):
-            found.append(f"{line}: the category {value!r} written outside the catalogue")
+            found.append(f"{line}: {value!r} written where an outcome goes, not from the catalogue")
         for text in texts:
             if text in value or (len(value) >= 30 and value in text):
                 found.append(f"{line}: catalogue text copied: {text[:50]!r}…")
@@ -298,7 +298,7 @@ def test_no_code_defines_an_outcome_outside_the_catalogue() -> None:
         for path in paths
         for finding in stray_outcomes(path.read_text(), str(path.relative_to(ROOT)))
     ]
-    assert found == []
+    assert found == [], "\n".join(found)
 
 
 @pytest.mark.parametrize(

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Final, Generic, TypeVar, cast
 
@@ -64,7 +64,7 @@ class Outcome:
     """Whether trying the same work again, unchanged, can end differently."""
     state: str = "failed"
     """The state a run ending in this category records: succeeded, failed or timed_out."""
-    exit_code: int = field(default=EXIT_FAILED)
+    exit_code: int = EXIT_FAILED
     """The command line's exit code when this is how its operation ended."""
 
     def __post_init__(self) -> None:
