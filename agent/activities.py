@@ -16,20 +16,23 @@ from temporalio import activity
 
 from agent.dynamic_credentials import dry_run
 from agent.leases import LeaseManager
-from agent.postgres_probe import CATEGORY_HINTS, connect, probe_postgres
+from agent.postgres_probe import connect, probe_postgres
 from agent.preview_executor import connection_failure, run_preview
 from agent.preview_validator import QueryRejected, validate_preview_sql
-from agent.root_rotation import (
-    ROTATION_MESSAGES,
-    PrivilegedLoginFailed,
-    rotate_privileged_password,
-)
+from agent.root_rotation import PrivilegedLoginFailed, rotate_privileged_password
 from agent.work_gate import WorkGate
 from sevvo.connections.v1 import connections_pb2, connections_pb2_grpc
 from sevvo.runtime import temporal
 from sevvo.runtime.grpc_client import error_details
 from sevvo.runtime.logs import get_logger
-from sevvo.runtime.troubleshooting import PREVIEW_CATEGORY_HINTS
+from sevvo.runtime.outcomes import (
+    DYNAMIC_STATEMENTS_FAILED,
+    INVALID_STORED_CREDENTIALS,
+    PREVIEW_CATEGORIES,
+    ROOT_ROTATION_CATEGORIES,
+    TEST_CATEGORIES,
+    WORK_REFUSED,
+)
 from sevvo.runtime.work_proof import REASONS, WorkRefused
 from sevvo.workflows.v1 import workflows_pb2
 
@@ -123,9 +126,9 @@ class AgentActivities:
         self, request: workflows_pb2.CredentialTestInput
     ) -> workflows_pb2.CredentialTestResult:
         """Resolves the credentials and probes the database with them, if the work is proved."""
-        category = workflows_pb2.TEST_CATEGORY_WORK_REFUSED
         refused = workflows_pb2.CredentialTestResult(
-            category=category, message=CATEGORY_HINTS[category]
+            category=TEST_CATEGORIES.value(WORK_REFUSED),
+            message=TEST_CATEGORIES.message(WORK_REFUSED),
         )
         return await self._gated(request, refused, self._test_credentials)
 
@@ -141,9 +144,9 @@ class AgentActivities:
             draft_id=request.draft_id if target == "draft_id" else "",
         )
         if resolved is None:
-            category = workflows_pb2.TEST_CATEGORY_INVALID_STORED_CREDENTIALS
             return workflows_pb2.CredentialTestResult(
-                category=category, message=CATEGORY_HINTS[category]
+                category=TEST_CATEGORIES.value(INVALID_STORED_CREDENTIALS),
+                message=TEST_CATEGORIES.message(INVALID_STORED_CREDENTIALS),
             )
         if target == "draft_id":
             # A draft is not a connection yet: test the login it would use (for a dynamic
@@ -161,7 +164,7 @@ class AgentActivities:
                 # The privileged role's login is the connection's login: its failure is the
                 # test's outcome, reported at once rather than retried until a timeout.
                 result = workflows_pb2.CredentialTestResult(
-                    category=exc.category, message=CATEGORY_HINTS[exc.category]
+                    category=exc.category, message=TEST_CATEGORIES.message(exc.category)
                 )
         log.info(
             "credential test done",
@@ -188,10 +191,11 @@ class AgentActivities:
             await admin.close()
         if failure is None:
             return probed
-        category = workflows_pb2.TEST_CATEGORY_DYNAMIC_STATEMENTS_FAILED
+        # The catalogue's message, then which statement failed and the server's reason.
+        what = TEST_CATEGORIES.message(DYNAMIC_STATEMENTS_FAILED)
         return workflows_pb2.CredentialTestResult(
-            category=category,
-            message=f"{failure.describe()} — {CATEGORY_HINTS[category]}",
+            category=TEST_CATEGORIES.value(DYNAMIC_STATEMENTS_FAILED),
+            message=f"{what} — {failure.describe()}",
             duration_ms=probed.duration_ms,
             server_version=probed.server_version,
         )
@@ -205,9 +209,9 @@ class AgentActivities:
         Unproved work is refused first. A rejected statement never fetches credentials or
         reaches the database. The SQL is never logged.
         """
-        category = workflows_pb2.PREVIEW_CATEGORY_WORK_REFUSED
         refused = workflows_pb2.PreviewQueryResult(
-            category=category, message=PREVIEW_CATEGORY_HINTS[category]
+            category=PREVIEW_CATEGORIES.value(WORK_REFUSED),
+            message=PREVIEW_CATEGORIES.message(WORK_REFUSED),
         )
         return await self._gated(request, refused, self._preview_query)
 
@@ -226,8 +230,8 @@ class AgentActivities:
         resolved = await self._resolve("preview", work, connection_id=request.connection_id)
         if resolved is None:
             return workflows_pb2.PreviewQueryResult(
-                category=workflows_pb2.PREVIEW_CATEGORY_INVALID_STORED_CREDENTIALS,
-                message="the connection's stored credentials are missing or unreadable",
+                category=PREVIEW_CATEGORIES.value(INVALID_STORED_CREDENTIALS),
+                message=PREVIEW_CATEGORIES.message(INVALID_STORED_CREDENTIALS),
             )
         try:
             async with self._leases.workload_credentials(
@@ -299,9 +303,9 @@ class AgentActivities:
     ) -> workflows_pb2.RootRotationResult:
         """Rotates a dynamic connection's privileged password, if the work is proved; no
         password leaves the agent except, sealed, to the control plane's store."""
-        category = workflows_pb2.ROOT_ROTATION_CATEGORY_WORK_REFUSED
         refused = workflows_pb2.RootRotationResult(
-            category=category, message=ROTATION_MESSAGES[category]
+            category=ROOT_ROTATION_CATEGORIES.value(WORK_REFUSED),
+            message=ROOT_ROTATION_CATEGORIES.message(WORK_REFUSED),
         )
         return await self._gated(request, refused, self._rotate_root_credentials)
 
@@ -311,9 +315,9 @@ class AgentActivities:
         log.info("root rotation started", run_id=request.run_id)
         resolved = await self._resolve("root_rotation", work, connection_id=request.connection_id)
         if resolved is None:
-            category = workflows_pb2.ROOT_ROTATION_CATEGORY_INVALID_STORED_CREDENTIALS
             return workflows_pb2.RootRotationResult(
-                category=category, message=ROTATION_MESSAGES[category]
+                category=ROOT_ROTATION_CATEGORIES.value(INVALID_STORED_CREDENTIALS),
+                message=ROOT_ROTATION_CATEGORIES.message(INVALID_STORED_CREDENTIALS),
             )
         result = await rotate_privileged_password(
             self._credentials, request.connection_id, resolved

@@ -83,8 +83,10 @@ from psycopg.rows import TupleRow
 from agent.postgres_probe import InvalidStoredCredentials, connect, connection_failure_category
 from sevvo.connections.v1 import connections_pb2
 from sevvo.runtime import credential_templates as templates
+from sevvo.runtime import outcomes
 from sevvo.runtime.errors import FailedPrecondition, NotFound, Unavailable
 from sevvo.runtime.logs import get_logger
+from sevvo.runtime.outcomes import TEST_CATEGORIES
 
 log = get_logger(__name__)
 
@@ -539,10 +541,11 @@ async def rotate_root(
         finally:
             await conn.close()
     except (psycopg.Error, TimeoutError, InvalidStoredCredentials) as exc:
+        # A category's name, as a credential test would report the login.
         category = (
-            "invalid stored credentials"
+            outcomes.INVALID_STORED_CREDENTIALS.name
             if isinstance(exc, InvalidStoredCredentials)
-            else connection_failure_category(exc)
+            else TEST_CATEGORIES.name(connection_failure_category(exc))
         )
         restored = await restore_password(admin, credentials)
         log.warning("dynamic_credentials.root_rotation_unverified", restored=restored)

@@ -1,8 +1,8 @@
 """Credential test: one short-lived connection to a customer's Postgres, reported safely.
 
 The result goes upstream to the control plane, so it follows DESIGN.md's data boundary: a
-category from the user's troubleshooting guide and a fixed sentence for it, never the server's
-error text (which echoes role and database names), the host or any credential.
+category from the outcome catalogue (sevvo/runtime/outcomes.py) and its fixed message, never
+the server's error text (which echoes role and database names), the host or any credential.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from psycopg import errors
 from psycopg.rows import TupleRow
 
 from sevvo.connections.v1 import connections_pb2
-from sevvo.runtime.troubleshooting import TEST_CATEGORY_HINTS
+from sevvo.runtime.outcomes import TEST_CATEGORIES
 from sevvo.runtime.validation import has_control_characters
 from sevvo.workflows.v1 import workflows_pb2
 
@@ -35,10 +35,6 @@ _DATABASE_DOES_NOT_EXIST = workflows_pb2.TEST_CATEGORY_DATABASE_DOES_NOT_EXIST
 _PERMISSION_DENIED = workflows_pb2.TEST_CATEGORY_PERMISSION_DENIED
 _INVALID_STORED_CREDENTIALS = workflows_pb2.TEST_CATEGORY_INVALID_STORED_CREDENTIALS
 _OTHER = workflows_pb2.TEST_CATEGORY_OTHER
-
-# The fixed, human sentence sent upstream for each category: the troubleshooting guide's,
-# shared with the command line's hints (sevvo.runtime.troubleshooting).
-CATEGORY_HINTS: Final[Mapping[int, str]] = TEST_CATEGORY_HINTS
 
 _SSL_MODES: Final[Mapping[int, str]] = MappingProxyType(
     {
@@ -292,7 +288,7 @@ def _result(
 ) -> workflows_pb2.CredentialTestResult:
     return workflows_pb2.CredentialTestResult(
         category=category,
-        message=CATEGORY_HINTS[category],
+        message=TEST_CATEGORIES.message(category),
         duration_ms=duration_ms,
         server_version=server_version,
     )

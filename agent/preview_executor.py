@@ -62,6 +62,8 @@ from agent import postgres_probe, preview_functions, preview_session
 from agent.preview_functions import OptIn
 from agent.preview_validator import ValidatedQuery
 from sevvo.connections.v1 import connections_pb2
+from sevvo.runtime import outcomes
+from sevvo.runtime.outcomes import PREVIEW_CATEGORIES, TEST_CATEGORIES
 from sevvo.workflows.v1 import workflows_pb2
 
 # Temporal refuses payloads over 2 MB by default; encryption adds a little.
@@ -99,39 +101,11 @@ _QUERY_ERROR = workflows_pb2.PREVIEW_CATEGORY_QUERY_ERROR
 _TOO_PRIVILEGED = workflows_pb2.PREVIEW_CATEGORY_CREDENTIALS_TOO_PRIVILEGED
 _OVER_BUDGET = workflows_pb2.PREVIEW_CATEGORY_OVER_COST_BUDGET
 _RECEIPT_MISSING = workflows_pb2.PREVIEW_RECEIPT_STATUS_MISSING
-_INVALID_STORED_CREDENTIALS = workflows_pb2.PREVIEW_CATEGORY_INVALID_STORED_CREDENTIALS
 _OTHER = workflows_pb2.PREVIEW_CATEGORY_OTHER
 
-# A failure to connect is the credential test's failure, so it gets the credential test's
-# category and fixed sentence (postgres_probe.CATEGORY_HINTS).
-_CONNECTION_CATEGORIES: Final[Mapping[int, workflows_pb2.PreviewCategory]] = MappingProxyType(
-    {
-        workflows_pb2.TEST_CATEGORY_CONNECTION_REFUSED_OR_TIMEOUT: (
-            workflows_pb2.PREVIEW_CATEGORY_CONNECTION_REFUSED_OR_TIMEOUT
-        ),
-        workflows_pb2.TEST_CATEGORY_PASSWORD_AUTHENTICATION_FAILED: (
-            workflows_pb2.PREVIEW_CATEGORY_PASSWORD_AUTHENTICATION_FAILED
-        ),
-        workflows_pb2.TEST_CATEGORY_SSL_REQUIRED_NOT_OFFERED: (
-            workflows_pb2.PREVIEW_CATEGORY_SSL_REQUIRED_NOT_OFFERED
-        ),
-        workflows_pb2.TEST_CATEGORY_DATABASE_DOES_NOT_EXIST: (
-            workflows_pb2.PREVIEW_CATEGORY_DATABASE_DOES_NOT_EXIST
-        ),
-        # At connection time this is a missing CONNECT privilege on the database.
-        workflows_pb2.TEST_CATEGORY_PERMISSION_DENIED: _PERMISSION_DENIED,
-        workflows_pb2.TEST_CATEGORY_INVALID_STORED_CREDENTIALS: _INVALID_STORED_CREDENTIALS,
-    }
-)
-
-_OK_MESSAGE: Final = "the query ran"
 _WRITE_MESSAGE: Final = "the query tried to write: previews run in a read-only transaction"
 _NUL_MESSAGE: Final = "the query contains a NUL character"
-_OTHER_MESSAGE: Final = (
-    "the preview failed for another reason — run the query from the agent's host with psql"
-    " using the same credentials and check the server's log"
-)
-_NO_MESSAGE: Final = "the database reported an error without a message"
+_NO_MESSAGE: Final = "the server's error came without a message"
 
 # SQLSTATEs with a category of their own (psycopg names one exception class per code).
 _QUERY_CANCELED: Final = "57014"  # errors.QueryCanceled: statement_timeout fired
@@ -423,8 +397,7 @@ async def _query(
     if start.refusal is not None:
         return _result(
             _TOO_PRIVILEGED,
-            f"the connection's role is {start.refusal}; a preview refuses credentials that"
-            " strong — connect it with a least-privilege reader (see the user guide)",
+            f"the connection's role is {start.refusal}; a preview refuses credentials that strong",
             duration_ms=0,
         )
     function_rows = rows[1] if lookup.functions is not None else []
@@ -574,7 +547,7 @@ async def _read(
 
     result = workflows_pb2.PreviewQueryResult(
         category=_OK,
-        message=_OK_MESSAGE,
+        message=PREVIEW_CATEGORIES.message(outcomes.OK),
         columns=[workflows_pb2.PreviewColumn(name=_safe_name(name)) for name, _ in kept],
         rows=rows,
         truncated=len(records) > len(rows),
@@ -700,8 +673,7 @@ def _over_budget(estimate: float, budget: float) -> workflows_pb2.PreviewQueryRe
     result = _result(
         _OVER_BUDGET,
         f"the planner estimates this query at {estimate:,.0f} cost units, over the"
-        f" connection's preview budget of {budget:,.0f} — narrow it with a WHERE clause or"
-        " a LIMIT, or ask the connection's owner to raise the budget",
+        f" connection's preview budget of {budget:,.0f}",
         duration_ms=0,
     )
     result.estimated_cost = estimate
@@ -837,12 +809,18 @@ def _runaway_message(limits: _Limits) -> str:
 def connection_failure(
     category: workflows_pb2.TestCategory, duration_ms: int
 ) -> workflows_pb2.PreviewQueryResult:
-    """The preview result for a failure to log in, reported as the credential test would."""
-    preview_category = _CONNECTION_CATEGORIES.get(category)
-    if preview_category is None:
-        return _result(_OTHER, _OTHER_MESSAGE, duration_ms=duration_ms)
+    """The preview result for a failure to log in, reported as the credential test would.
+
+    A failure to connect is the credential test's failure: the preview's category of the same
+    name, with the test's message (at login, permission_denied is a missing CONNECT).
+    """
+    outcome = TEST_CATEGORIES.outcome(category)
+    if outcome is outcomes.OTHER or not PREVIEW_CATEGORIES.has(outcome):
+        return _result(_OTHER, PREVIEW_CATEGORIES.message(outcomes.OTHER), duration_ms=duration_ms)
     return _result(
-        preview_category, postgres_probe.CATEGORY_HINTS[category], duration_ms=duration_ms
+        PREVIEW_CATEGORIES.value(outcome),
+        TEST_CATEGORIES.message(outcome),
+        duration_ms=duration_ms,
     )
 
 

@@ -39,15 +39,15 @@ from agent.dynamic_credentials import (
 )
 from agent.postgres_probe import InvalidStoredCredentials, connect, connection_failure_category
 from sevvo.connections.v1 import connections_pb2, connections_pb2_grpc
+from sevvo.runtime import outcomes
 from sevvo.runtime.grpc_client import error_details
 from sevvo.runtime.logs import get_logger
-from sevvo.runtime.troubleshooting import WORK_REFUSED_HINT
+from sevvo.runtime.outcomes import ROOT_ROTATION_CATEGORIES, Outcome
 from sevvo.workflows.v1 import workflows_pb2
 
 log = get_logger(__name__)
 
 _PASSWORD_FAILED = workflows_pb2.TEST_CATEGORY_PASSWORD_AUTHENTICATION_FAILED
-_CATEGORY = workflows_pb2.RootRotationCategory
 _Credentials = connections_pb2_grpc.ConnectionCredentialServiceStub
 # A login that fails while the stored credentials keep changing underneath (rotations
 # elsewhere) is retried with the fresh ones this many times in all.
@@ -116,7 +116,7 @@ async def rotate_privileged_password(
     """
     started = time.monotonic()
     if not resolved.HasField("dynamic"):
-        return _result(_CATEGORY.ROOT_ROTATION_CATEGORY_NOT_DYNAMIC, started)
+        return _result(outcomes.NOT_DYNAMIC, started)
     try:
         admin, _ = await _login(credentials, connection_id, resolved.postgres, connect_timeout)
     except PrivilegedLoginFailed as exc:
@@ -164,27 +164,28 @@ async def _rotate_locked(
         await rotate_root(admin, current, before_alter=stage, connect_timeout=connect_timeout)
         await _commit(credentials, connection_id, stage_id)
     except _RoleShared as exc:
-        category = _CATEGORY.ROOT_ROTATION_CATEGORY_ROLE_SHARED
-        return await _failed(credentials, connection_id, category, started, detail=str(exc))
+        return await _failed(
+            credentials, connection_id, outcomes.ROLE_SHARED, started, detail=str(exc)
+        )
     except RootRotationFailed as exc:
         if exc.restored:
-            category = _CATEGORY.ROOT_ROTATION_CATEGORY_UNVERIFIED_RESTORED
+            outcome = outcomes.UNVERIFIED_RESTORED
         else:
             # The server holds the staged password: storing it is the only way to keep
             # the stored password right, even though the agent could not log in with it.
             await _commit(credentials, connection_id, stage_id)
-            category = _CATEGORY.ROOT_ROTATION_CATEGORY_UNVERIFIED_NOT_RESTORED
-        return await _failed(credentials, connection_id, category, started, recovered=recovered)
+            outcome = outcomes.UNVERIFIED_NOT_RESTORED
+        return await _failed(credentials, connection_id, outcome, started, recovered=recovered)
     except _Superseded:
         # A user's edit replaced the password while the rotation ran: the stored one wins,
         # so the database gets it back (the session stays logged in through the change).
         stored, _ = await _stored(credentials, connection_id)
         restored = await restore_password(admin, stored)
         log.warning("root rotation superseded", connection_id=connection_id, restored=restored)
-        category = _CATEGORY.ROOT_ROTATION_CATEGORY_SUPERSEDED
-        return await _failed(credentials, connection_id, category, started, recovered=recovered)
+        outcome = outcomes.SUPERSEDED
+        return await _failed(credentials, connection_id, outcome, started, recovered=recovered)
     await _record(credentials, connection_id, connections_pb2.ROTATION_OUTCOME_SUCCEEDED)
-    return _result(_CATEGORY.ROOT_ROTATION_CATEGORY_ROTATED, started, recovered=recovered)
+    return _result(outcomes.ROTATED, started, recovered=recovered)
 
 
 async def _login(
@@ -304,53 +305,16 @@ def _same_passwords(
     ) and a.HasField("pending_password") == b.HasField("pending_password")
 
 
-ROTATION_MESSAGES = {
-    _CATEGORY.ROOT_ROTATION_CATEGORY_ROTATED: (
-        "rotated: the privileged role has a new password, proved by a fresh login and stored"
-        " sealed; the old one no longer logs in"
-    ),
-    _CATEGORY.ROOT_ROTATION_CATEGORY_NOT_DYNAMIC: (
-        "not a dynamic connection: only a dynamic connection's privileged password is rotated"
-        " by sevvo; rotate a fixed password with the connection's password update"
-    ),
-    _CATEGORY.ROOT_ROTATION_CATEGORY_LOGIN_FAILED: (
-        "the stored privileged password no longer logs in, so nothing was rotated — someone"
-        " changed it outside sevvo; save the current password on the connection"
-    ),
-    _CATEGORY.ROOT_ROTATION_CATEGORY_UNVERIFIED_RESTORED: (
-        "not rotated: a fresh login with the new password failed (a pooler caching"
-        " authentication, or pg_hba rules), so the old password was put back and still works"
-    ),
-    _CATEGORY.ROOT_ROTATION_CATEGORY_UNVERIFIED_NOT_RESTORED: (
-        "a fresh login with the new password failed and the old one could not be put back;"
-        " the new one is stored — check the server's pg_hba rules and any pooler in between"
-    ),
-    _CATEGORY.ROOT_ROTATION_CATEGORY_INVALID_STORED_CREDENTIALS: (
-        "the connection is gone or its stored credentials are unreadable; edit and save it"
-    ),
-    _CATEGORY.ROOT_ROTATION_CATEGORY_OTHER: "the rotation failed for another reason",
-    _CATEGORY.ROOT_ROTATION_CATEGORY_ROLE_SHARED: (
-        "not rotated: another connection of this org logs in as the same role on the same"
-        " server, and a new password would break it"
-    ),
-    _CATEGORY.ROOT_ROTATION_CATEGORY_SUPERSEDED: (
-        "not rotated: the connection's password was changed while the rotation ran; the stored"
-        " password is in force again"
-    ),
-    _CATEGORY.ROOT_ROTATION_CATEGORY_WORK_REFUSED: WORK_REFUSED_HINT,
-}
-
-
 def _result(
-    category: workflows_pb2.RootRotationCategory,
+    outcome: Outcome,
     started: float,
     *,
     recovered: bool = False,
     detail: str = "",
 ) -> workflows_pb2.RootRotationResult:
-    message = ROTATION_MESSAGES[category]
+    message = ROOT_ROTATION_CATEGORIES.message(outcome)
     return workflows_pb2.RootRotationResult(
-        category=category,
+        category=ROOT_ROTATION_CATEGORIES.value(outcome),
         message=f"{message} — {detail}" if detail else message,
         recovered=recovered,
         duration_ms=int((time.monotonic() - started) * 1000),
@@ -360,16 +324,17 @@ def _result(
 async def _failed(
     credentials: _Credentials,
     connection_id: str,
-    category: workflows_pb2.RootRotationCategory,
+    outcome: Outcome,
     started: float,
     *,
     recovered: bool = False,
     detail: str = "",
 ) -> workflows_pb2.RootRotationResult:
     """Records a rotation that ended without a new password, and says how it ended."""
-    reason = _CATEGORY.Name(category).removeprefix("ROOT_ROTATION_CATEGORY_")
+    # The audit record's reason is the category's name, as a stable UPPER_SNAKE token.
+    reason = outcome.name.upper()
     await _record(credentials, connection_id, connections_pb2.ROTATION_OUTCOME_FAILED, reason)
-    return _result(category, started, recovered=recovered, detail=detail)
+    return _result(outcome, started, recovered=recovered, detail=detail)
 
 
 async def _login_failed(
@@ -377,11 +342,10 @@ async def _login_failed(
 ) -> workflows_pb2.RootRotationResult:
     """The outcome of a rotation that could not log in; an unreachable server is retried."""
     if exc.category == workflows_pb2.TEST_CATEGORY_INVALID_STORED_CREDENTIALS:
-        return _result(_CATEGORY.ROOT_ROTATION_CATEGORY_INVALID_STORED_CREDENTIALS, started)
+        return _result(outcomes.INVALID_STORED_CREDENTIALS, started)
     if exc.category != _PASSWORD_FAILED:
         raise exc  # The activity fails and Temporal retries it.
-    category = _CATEGORY.ROOT_ROTATION_CATEGORY_LOGIN_FAILED
-    return await _failed(credentials, connection_id, category, started)
+    return await _failed(credentials, connection_id, outcomes.LOGIN_FAILED, started)
 
 
 async def _commit(credentials: _Credentials, connection_id: str, stage_id: str) -> None:

@@ -7,15 +7,17 @@ import re
 
 import grpc
 
+from sevvo.runtime import outcomes
 from sevvo.runtime.grpc_client import error_details
-from sevvo.runtime.troubleshooting import hint_for
+from sevvo.runtime.outcomes import Kind, hint_for
 
 
 class ExitCode(enum.IntEnum):
     """The process exit codes, documented in ``sevvo --help``."""
 
-    OK = 0
-    FAILED = 1
+    # A run's outcome gives these two (sevvo/runtime/outcomes.py, one exit code per category).
+    OK = outcomes.EXIT_OK
+    FAILED = outcomes.EXIT_FAILED
     USAGE = 2
     NOT_SIGNED_IN = 3
     PERMISSION_DENIED = 4
@@ -68,14 +70,21 @@ def not_signed_in(message: str = "not signed in: run sevvo login") -> CliError:
     return CliError(message, exit_code=ExitCode.NOT_SIGNED_IN)
 
 
-def category_failure(
-    what: str, category: str, message: str = "", *, preview: bool = False
-) -> CliError:
-    """A test or preview that ran but did not succeed, with the guide's hint (exit code 1)."""
-    text = f"{what} ({category})"
-    if message and message != hint_for(category, preview=preview):
-        text = f"{text}: {message}"
-    return CliError(text, category=category, hint=hint_for(category, preview=preview))
+def category_failure(what: str, category: str, message: str, kind: Kind) -> CliError:
+    """Work that ran but did not succeed: its category, the message (the catalogue's when the
+    run has none of its own), the guide's hint and the category's exit code."""
+    outcome = outcomes.get(category)
+    if outcome is None:
+        # A category newer than this command line: no hint to give, but still a failure.
+        text = f"{what} ({category}): {message}" if message else f"{what} ({category})"
+        return CliError(text, category=category)
+    text = f"{what} ({category}): {message or outcome.message(kind)}"
+    return CliError(
+        text,
+        exit_code=ExitCode(outcome.exit_code),
+        category=category,
+        hint=outcome.hint(kind) or None,
+    )
 
 
 # What gRPC says when a channel cannot be opened, and the sentence a user can act on.
@@ -190,5 +199,6 @@ def from_rpc_error(error: grpc.RpcError) -> CliError:
         exit_code=exit_code,
         reason=details.reason,
         category=category,
-        hint=hint_for(category) if category else None,
+        # Only a failed credential test (CREDENTIAL_TEST_FAILED) carries a category.
+        hint=hint_for(category, Kind.CREDENTIAL_TEST) if category else None,
     )

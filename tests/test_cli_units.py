@@ -14,7 +14,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent import postgres_probe
 from cli import resolve
 from cli.app import hoist_global_options
 from cli.commands.connections import (
@@ -27,42 +26,35 @@ from cli.commands.connections import (
     preview_settings,
 )
 from cli.commands.preview import column_keys, preview_data, receipt_line
-from cli.errors import CliError, ExitCode, with_flag_names
+from cli.errors import CliError, ExitCode, category_failure, with_flag_names
 from cli.inputs import collect, parse_duration
 from cli.output import message_dict
 from cli.session import Session, SessionStore
 from sevvo.auth.v1 import deployments_pb2
 from sevvo.connections.v1 import connections_pb2 as cpb
 from sevvo.orchestrator.v1 import orchestrator_pb2
-from sevvo.runtime.troubleshooting import PREVIEW_CATEGORY_HINTS, TEST_CATEGORY_HINTS, hint_for
+from sevvo.runtime.outcomes import Kind, hint_for
 from sevvo.workflows.v1 import workflows_pb2
 
 
-def test_every_category_has_one_hint_shared_with_the_agent() -> None:
-    """Each test and preview category has a sentence; the agent sends the very same ones."""
-    for name, number in workflows_pb2.TestCategory.items():
-        assert (number in TEST_CATEGORY_HINTS) == (not name.endswith("UNSPECIFIED")), name
-    for name, number in workflows_pb2.PreviewCategory.items():
-        assert (number in PREVIEW_CATEGORY_HINTS) == (not name.endswith("UNSPECIFIED")), name
-    assert postgres_probe.CATEGORY_HINTS is TEST_CATEGORY_HINTS
-
-
 @pytest.mark.parametrize(
-    ("category", "preview", "starts"),
+    ("category", "kind", "starts"),
     [
-        ("password_authentication_failed", False, "password authentication failed: the username"),
-        ("permission_denied", False, "permission denied: the role can log in but lacks CONNECT"),
-        ("permission_denied", True, "permission denied for a relation"),
-        ("query_rejected", True, "query rejected: a preview runs one read-only statement"),
-        ("query_rejected", False, "query rejected: a preview runs one read-only statement"),
-        ("agent_unavailable", False, "agent unavailable: no agent of this org"),
+        ("password_authentication_failed", Kind.CREDENTIAL_TEST, "test from the agent's host"),
+        ("permission_denied", Kind.CREDENTIAL_TEST, "grant it with GRANT CONNECT ON DATABASE"),
+        ("permission_denied", Kind.PREVIEW, "grant it SELECT on that table"),
+        ("query_rejected", Kind.PREVIEW, "preview one read-only statement"),
+        ("query_rejected", Kind.CREDENTIAL_TEST, "preview one read-only statement"),
+        ("agent_unavailable", Kind.PREVIEW, "check that the org's agent is running"),
+        ("agent_unavailable", None, "check that the org's agent is running"),
     ],
 )
 def test_hints_are_found_by_the_category_name_runs_carry(
-    category: str, preview: bool, starts: str
+    category: str, kind: Kind | None, starts: str
 ) -> None:
-    """Names as runs, connections and error metadata carry them find the guide's sentence."""
-    hint = hint_for(category, preview=preview)
+    """Names as runs, connections and error metadata carry them find the guide's hint, read
+    for the kind of work (a run-level ending reads the same for every kind)."""
+    hint = hint_for(category, kind)
     assert hint is not None
     assert hint.startswith(starts)
 
@@ -70,6 +62,37 @@ def test_hints_are_found_by_the_category_name_runs_carry(
 def test_an_unknown_category_has_no_hint() -> None:
     """A category the guide does not know gets no made-up hint."""
     assert hint_for("no_such_category") is None
+
+
+def test_a_failed_connection_test_says_what_happened_and_what_to_do() -> None:
+    """Without a message of the run's own, the catalogue's message; its hint; exit code 1."""
+    error = category_failure(
+        "the connection test failed", "password_authentication_failed", "", Kind.CREDENTIAL_TEST
+    )
+    assert error.message == (
+        "the connection test failed (password_authentication_failed): password authentication"
+        " failed: the username or password is wrong, or the role lacks LOGIN"
+    )
+    assert error.hint == "test from the agent's host with psql using the same credentials"
+    assert (error.category, error.exit_code) == ("password_authentication_failed", ExitCode.FAILED)
+
+
+def test_a_failed_preview_keeps_its_own_message_beside_the_preview_hint() -> None:
+    """A preview's specific message stays; the hint is the preview's reading of the category."""
+    error = category_failure(
+        "preview failed", "permission_denied", "permission denied for table payroll", Kind.PREVIEW
+    )
+    assert (
+        error.message == "preview failed (permission_denied): permission denied for table payroll"
+    )
+    assert error.hint == "grant it SELECT on that table (or CONNECT on the database)"
+
+
+def test_a_category_newer_than_the_command_line_still_fails_without_a_hint() -> None:
+    """An unknown category is reported as it came, exit code 1, and no made-up hint."""
+    error = category_failure("the rotation did not happen", "brand_new", "it broke", Kind.RUN)
+    assert error.message == "the rotation did not happen (brand_new): it broke"
+    assert (error.hint, error.exit_code) == (None, ExitCode.FAILED)
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,7 @@ import pytest
 from psycopg import errors, sql
 from psycopg.conninfo import conninfo_to_dict
 
-from agent.postgres_probe import CATEGORY_HINTS, probe_postgres
+from agent.postgres_probe import probe_postgres
 from devstack.processes import free_port
 from sevvo.connections.v1.connections_pb2 import (
     SSL_MODE_DISABLE,
@@ -24,6 +24,7 @@ from sevvo.connections.v1.connections_pb2 import (
     SSL_MODE_UNSPECIFIED,
     PostgresCredentials,
 )
+from sevvo.runtime.outcomes import TEST_CATEGORIES
 from sevvo.workflows.v1 import workflows_pb2
 from sevvo.workflows.v1.workflows_pb2 import CredentialTestResult
 
@@ -91,7 +92,7 @@ def assert_failed_safely(
     assert workflows_pb2.TestCategory.Name(result.category) == (
         workflows_pb2.TestCategory.Name(category)
     )
-    assert result.message == CATEGORY_HINTS[category]
+    assert result.message == TEST_CATEGORIES.message(category)
     assert result.server_version == ""
     for value in (
         credentials.password,
@@ -112,7 +113,7 @@ def test_valid_credentials_connect_and_report_the_server_version(
     result = probe(role.credentials())
 
     assert result.category == workflows_pb2.TEST_CATEGORY_OK
-    assert result.message == CATEGORY_HINTS[workflows_pb2.TEST_CATEGORY_OK]
+    assert result.message == TEST_CATEGORIES.message(workflows_pb2.TEST_CATEGORY_OK)
     with psycopg.connect(pg_server_url) as conn:
         major = conn.info.server_version // 10000
     assert result.server_version.startswith(f"{major}.")

@@ -21,12 +21,12 @@ from hypothesis import strategies as st
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
-from agent.postgres_probe import CATEGORY_HINTS
 from agent.preview_executor import run_preview, safe_text
 from agent.preview_validator import ValidatedQuery
 from devstack.postgres import EmbeddedPostgres
 from devstack.processes import free_port
 from sevvo.connections.v1.connections_pb2 import SSL_MODE_DISABLE, PostgresCredentials
+from sevvo.runtime.outcomes import TEST_CATEGORIES
 from sevvo.workflows.v1 import workflows_pb2
 from sevvo.workflows.v1.workflows_pb2 import PreviewQueryResult
 from tests.plugins.postgres import with_dbname
@@ -818,5 +818,5 @@ def test_connection_failures_get_the_credential_test_categories(
 
     result = preview(credentials, "select 1")
 
-    assert_error(result, preview_category, "", CATEGORY_HINTS[test_category])
+    assert_error(result, preview_category, "", TEST_CATEGORIES.message(test_category))
     assert credentials.password not in result.message

@@ -1,4 +1,5 @@
-"""A run's state and outcome category never contradict each other (no succeeded + rejected)."""
+"""A run's state and outcome category never contradict each other (no succeeded + rejected,
+no failed + rotated)."""
 
 from __future__ import annotations
 
@@ -64,7 +65,7 @@ KINDS = work_kinds(timedelta(seconds=60))
         "rotation-login-failed",
     ],
 )
-def test_a_run_succeeds_only_when_its_answer_is_ok(
+def test_a_run_succeeds_only_when_its_answer_is_a_success(
     kind: str, result: Message, state: str, category: str
 ) -> None:
     """The agent answered in every case; only its kind's success answer (ok, or rotated for

@@ -24,6 +24,8 @@ from cli.inputs import cli_of, pages, parse_duration, read_secret
 from cli.output import Column, JsonValue, key, message_dict
 from sevvo.connections.v1 import connections_pb2 as cpb
 from sevvo.orchestrator.v1 import orchestrator_pb2 as opb
+from sevvo.runtime import outcomes
+from sevvo.runtime.outcomes import Kind
 
 app = typer.Typer(help="Manage your org's Postgres connections.", no_args_is_help=True)
 
@@ -526,9 +528,8 @@ def test(ctx: typer.Context, connection_id: Annotated[str, typer.Argument(metava
         )
     _show(cli, connection)
     if connection.status != cpb.CONNECTION_STATUS_CONNECTED:
-        raise category_failure(
-            "the connection test failed", connection.last_test_category or "other"
-        )
+        category = connection.last_test_category or outcomes.OTHER.name
+        raise category_failure("the connection test failed", category, "", Kind.CREDENTIAL_TEST)
     cli.output.note("connected")
 
 
@@ -569,10 +570,11 @@ def rotate_root(
         )
     data = message_dict(run)
     cli.output.record(data, data, RUN_COLUMNS)
-    if run.outcome_category != "rotated":
-        raise CliError(
-            f"the rotation did not happen ({run.outcome_category or 'other'}): {run.message}",
-            category=run.outcome_category or "other",
+    category = run.outcome_category or outcomes.OTHER.name
+    outcome = outcomes.get(category)
+    if outcome is None or not outcome.succeeded:
+        raise category_failure(
+            "the rotation did not happen", category, run.message, Kind.ROOT_ROTATION
         )
     cli.output.note(run.message)
 

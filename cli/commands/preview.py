@@ -14,11 +14,11 @@ from cli import resolve
 from cli.client import AGENT_TIMEOUT
 from cli.errors import category_failure, usage_error
 from cli.inputs import cli_of
-from cli.output import JsonValue, Output, enum_name, message_dict
+from cli.output import JsonValue, Output, message_dict
 from sevvo.orchestrator.v1 import orchestrator_pb2 as opb
+from sevvo.runtime.outcomes import PREVIEW_CATEGORIES, QUERY_REJECTED, Kind
 from sevvo.workflows.v1 import workflows_pb2 as wpb
 
-_CATEGORY_FIELD = wpb.PreviewQueryResult.DESCRIPTOR.fields_by_name["category"]
 CUT_MARK = "…"
 
 
@@ -45,7 +45,7 @@ def preview_data(response: opb.PreviewQueryResponse) -> dict[str, JsonValue]:
     keys = column_keys([c.name for c in result.columns])
     return {
         "run_id": response.run.id,
-        "category": response.run.outcome_category or enum_name(_CATEGORY_FIELD, result.category),
+        "category": response.run.outcome_category or PREVIEW_CATEGORIES.name(result.category),
         "message": result.message,
         "sqlstate": result.sqlstate,
         "position": result.position,
@@ -164,7 +164,7 @@ def preview(
         )
     data = preview_data(response)
     result = response.result
-    ok = result.category == wpb.PREVIEW_CATEGORY_OK
+    ok = PREVIEW_CATEGORIES.outcome(result.category).succeeded
     if cli.output.json:
         cli.output.emit_json(data)
     elif ok:
@@ -177,8 +177,9 @@ def preview(
             message = f"{message} (at character {result.position})"
         if result.sqlstate:
             message = f"{message} [SQLSTATE {result.sqlstate}]"
-        what = "query rejected" if data["category"] == "query_rejected" else "preview failed"
-        raise category_failure(what, str(data["category"]), message, preview=True)
+        category = str(data["category"])
+        what = "query rejected" if category == QUERY_REJECTED.name else "preview failed"
+        raise category_failure(what, category, message, Kind.PREVIEW)
 
 
 def _footnotes(output: Output, data: dict[str, JsonValue]) -> None:

@@ -22,14 +22,15 @@ from sevvo.orchestrator.v1 import (
     work_proof_pb2,
     work_proof_pb2_grpc,
 )
-from sevvo.runtime import work_proof
+from sevvo.runtime import outcomes, work_proof
 from sevvo.runtime.errors import Unavailable
 from sevvo.runtime.grpc_client import ClientTls, secure_aio_channel
 
 
 @dataclass(frozen=True)
 class TestOutcome:
-    """What a credential test found: a category ("ok" on success) and a safe message."""
+    """What a credential test found: a category (see sevvo/runtime/outcomes.py) and a safe
+    message."""
 
     category: str
     message: str
@@ -38,8 +39,9 @@ class TestOutcome:
 
     @property
     def ok(self) -> bool:
-        """Whether the agent connected."""
-        return self.category == "ok"
+        """Whether the agent connected: the category is a success in the outcome catalogue."""
+        outcome = outcomes.get(self.category)
+        return outcome is not None and outcome.succeeded
 
 
 class Orchestrator(Protocol):

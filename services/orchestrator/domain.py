@@ -13,7 +13,6 @@ import uuid
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 
-from google.protobuf.internal.enum_type_wrapper import EnumTypeWrapper
 from google.protobuf.message import Message
 from temporalio.service import RPCError
 
@@ -34,6 +33,7 @@ from services.orchestrator.runs import (
     RunFateUnknown,
     RunTracker,
     WorkKind,
+    outcome_of,
 )
 from services.orchestrator.schedules import RotationSchedule
 from services.orchestrator.store import OrchestratorStore, RunRow
@@ -41,6 +41,11 @@ from sevvo.runtime import audit, paging, validation, work_proof
 from sevvo.runtime import temporal as names
 from sevvo.runtime.errors import InvalidArgument, NotFound, PermissionDenied, Unavailable
 from sevvo.runtime.logs import get_logger
+from sevvo.runtime.outcomes import (
+    PREVIEW_CATEGORIES,
+    ROOT_ROTATION_CATEGORIES,
+    TEST_CATEGORIES,
+)
 from sevvo.runtime.payload_codec import OrgPayloadKeys
 from sevvo.runtime.tokens import Principal
 from sevvo.workflows.v1 import workflows_pb2
@@ -48,46 +53,23 @@ from sevvo.workflows.v1 import workflows_pb2
 log = get_logger(__name__)
 
 
-def _names(enum: EnumTypeWrapper, prefix: str) -> dict[int, str]:
-    return {value: name.removeprefix(prefix).lower() for name, value in enum.items()}
-
-
-_CATEGORY_NAMES = _names(workflows_pb2.TestCategory, "TEST_CATEGORY_")
-_PREVIEW_CATEGORY_NAMES = _names(workflows_pb2.PreviewCategory, "PREVIEW_CATEGORY_")
-_ROTATION_CATEGORY_NAMES = _names(workflows_pb2.RootRotationCategory, "ROOT_ROTATION_CATEGORY_")
 MAX_PREVIEW_SQL_BYTES = 100 * 1024
 # The statement timeout is 10 s; connecting, the round trips and a wait in the queue get the rest.
 PREVIEW_TIMEOUT = timedelta(seconds=40)
 
 
-def category_name(category: int) -> str:
-    """The stable lower_snake name of a test category, as runs and connections record it."""
-    return _CATEGORY_NAMES.get(category, "other")
-
-
-def preview_category_name(category: int) -> str:
-    """The stable lower_snake name of a preview category."""
-    return _PREVIEW_CATEGORY_NAMES.get(category, "other")
-
-
-def _state_of(category: str, success: str = "ok") -> str:
-    """A run whose work answered succeeded only when the answer is its kind's success (``ok``,
-    or ``rotated`` for a root rotation): a test that found a wrong password or a rejected
-    preview failed, and its state says so (issue 14)."""
-    return "succeeded" if category == success else "failed"
+# A run whose work answered takes its category's name and state from the outcome catalogue:
+# only a success (ok, rotated) is succeeded; a wrong password or a rejected preview failed.
 
 
 def _test_outcome(result: workflows_pb2.CredentialTestResult) -> Outcome:
-    category = category_name(result.category)
-    return Outcome(_state_of(category), category, result.message)
+    return outcome_of(TEST_CATEGORIES.outcome(result.category), result.message)
 
 
 def _preview_outcome(result: workflows_pb2.PreviewQueryResult) -> Outcome:
     # Never the rows and never the database's message (it can quote a value): counts only.
-    category = preview_category_name(result.category)
-    return Outcome(
-        _state_of(category),
-        category,
+    return outcome_of(
+        PREVIEW_CATEGORIES.outcome(result.category),
         f"sqlstate {result.sqlstate}" if result.sqlstate else None,
         row_count=len(result.rows),
         truncated=result.truncated,
@@ -95,8 +77,7 @@ def _preview_outcome(result: workflows_pb2.PreviewQueryResult) -> Outcome:
 
 
 def _rotation_outcome(result: workflows_pb2.RootRotationResult) -> Outcome:
-    category = _ROTATION_CATEGORY_NAMES.get(result.category, "other")
-    return Outcome(_state_of(category, success="rotated"), category, result.message)
+    return outcome_of(ROOT_ROTATION_CATEGORIES.outcome(result.category), result.message)
 
 
 def work_kinds(test_timeout: timedelta) -> dict[str, WorkKind]:

@@ -42,9 +42,9 @@ from temporalio.service import RPCError, RPCStatusCode
 from services.orchestrator.org_clients import OrgClients
 from services.orchestrator.proofs import ProofKeys
 from services.orchestrator.store import OrchestratorStore, RunRow
+from sevvo.runtime import outcomes as catalogue
 from sevvo.runtime import temporal, work_proof
 from sevvo.runtime.logs import get_logger
-from sevvo.runtime.troubleshooting import RUN_OUTCOME_HINTS
 
 log = get_logger(__name__)
 
@@ -88,15 +88,26 @@ class Outcome:
     truncated: bool | None = None
 
 
-def run_outcome(state: str, category: str) -> Outcome:
-    """An outcome the orchestrator records itself, with the guide's sentence as its message."""
-    return Outcome(state, category, RUN_OUTCOME_HINTS[category])
+def outcome_of(
+    entry: catalogue.Outcome,
+    message: str | None,
+    *,
+    row_count: int | None = None,
+    truncated: bool | None = None,
+) -> Outcome:
+    """The row's outcome for a catalogue entry: its name, and the state the catalogue gives it."""
+    return Outcome(entry.state, entry.name, message, row_count, truncated)
 
 
-NOT_STARTED = run_outcome("failed", "not_started")
-WORKFLOW_FAILED = run_outcome("failed", "workflow_failed")
-AGENT_UNAVAILABLE = run_outcome("timed_out", "agent_unavailable")
-AGENT_BUSY = run_outcome("timed_out", "agent_busy")
+def run_outcome(entry: catalogue.Outcome) -> Outcome:
+    """An outcome the orchestrator records itself, with the catalogue's message."""
+    return outcome_of(entry, entry.message(catalogue.Kind.RUN))
+
+
+NOT_STARTED = run_outcome(catalogue.NOT_STARTED)
+WORKFLOW_FAILED = run_outcome(catalogue.WORKFLOW_FAILED)
+AGENT_UNAVAILABLE = run_outcome(catalogue.AGENT_UNAVAILABLE)
+AGENT_BUSY = run_outcome(catalogue.AGENT_BUSY)
 
 
 @dataclass(frozen=True)
@@ -557,5 +568,6 @@ __all__ = [
     "RunFateUnknown",
     "RunTracker",
     "WorkKind",
+    "outcome_of",
     "run_outcome",
 ]
