@@ -1,6 +1,6 @@
 """The database side of dynamic credentials: mint, renew and revoke per-workload Postgres roles.
 
-DESIGN.md ("Dynamic credentials") has the product story; this module is the narrow interface
+docs/design.md ("Dynamic credentials") has the product story; this module is the narrow interface
 Vault's database plugin keeps — new user (``mint``), update user (``renew``,
 ``rotate_root``), delete user (``revoke``, idempotent) — plus the reaper's query
 (``find_expired``). Every function runs on an autocommit connection (as

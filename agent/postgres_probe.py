@@ -1,6 +1,6 @@
 """Credential test: one short-lived connection to a customer's Postgres, reported safely.
 
-The result goes upstream to the control plane, so it follows DESIGN.md's data boundary: a
+The result goes upstream to the control plane, so it follows docs/design.md's data boundary: a
 category from the outcome catalogue (sevvo/runtime/outcomes.py) and its fixed message, never
 the server's error text (which echoes role and database names), the host or any credential.
 """

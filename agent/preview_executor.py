@@ -1,6 +1,6 @@
 """Preview query: run one validated SELECT on a customer's database, read-only and bounded.
 
-This is the one path where rows leave the customer's perimeter (DESIGN.md, "Preview query
+This is the one path where rows leave the customer's perimeter (docs/design.md, "Preview query
 contract"), so every bound is enforced where it is cheapest to enforce and again where it
 cannot be bypassed:
 

@@ -1,6 +1,6 @@
 """Decide whether a user's SQL may run as a data preview, using the real Postgres parser.
 
-The preview is the one path where rows leave the customer's network (DESIGN.md, "Preview query
+The preview is the one path where rows leave the customer's network (docs/design.md, "Preview query
 contract"), so the check is an allow-list over the parse tree that libpg_query (through pglast)
 builds, never string matching: the statement must be exactly one plain SELECT (VALUES, TABLE,
 set operations and WITH ... SELECT included), and every node anywhere in its tree must be of a

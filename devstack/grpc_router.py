@@ -1,7 +1,7 @@
 """A dev/test gRPC router: one TLS endpoint that forwards each call to the service owning it.
 
 Agents (and users) dial one control-plane endpoint; in production a Gateway API GRPCRoute
-routes by service path (DESIGN.md, "Production shape"). When the services run as separate
+routes by service path (docs/design.md, "Production shape"). When the services run as separate
 processes (devstack.process_stack), this router plays that part: every unary call is forwarded
 by the package prefix of its method path as raw bytes, with its metadata and deadline, and the
 backend's status code, message and trailing metadata (``grpc-status-details-bin`` included)

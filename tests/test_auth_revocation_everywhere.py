@@ -2,7 +2,7 @@
 
 auth refuses at once (it refreshes its own verifier on every revocation). connections and the
 orchestrator run as their own TLS servers and verify remotely, polling auth at the production
-cadence (2 s), as deployed; the bound is DESIGN.md's "within seconds", measured end to end.
+cadence (2 s), as deployed; the bound is docs/design.md's "within seconds", measured end to end.
 """
 
 from __future__ import annotations

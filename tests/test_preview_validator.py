@@ -22,7 +22,7 @@ from agent.preview_validator import (
 )
 from tests.preview_corpus import ACCEPT, BLOW_UPS, CORPUS, NEEDS_LIBXML, NOT_ALLOWED, SCHEMA
 
-# The wrapper DESIGN.md's preview contract puts around the statement.
+# The wrapper docs/design.md's preview contract puts around the statement.
 WRAPPER = "select * from (\n{text}\n) as preview_query limit 101"
 
 # Functions the corpus must show refused; one or more per deny-list group.

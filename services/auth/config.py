@@ -84,7 +84,7 @@ class AuthConfig:
             session_ttl_seconds=c.integer(
                 env, "SEVVO_AUTH_SESSION_TTL_SECONDS", 3600, minimum=300, maximum=86400
             ),
-            # DESIGN.md: agent bearers live minutes; the issue pins 5 to 15.
+            # docs/design.md: agent bearers live minutes; the issue pins 5 to 15.
             bearer_ttl_seconds=c.integer(
                 env, "SEVVO_AUTH_BEARER_TTL_SECONDS", 600, minimum=300, maximum=900
             ),

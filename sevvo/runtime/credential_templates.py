@@ -9,7 +9,7 @@ three placeholders, each replaced by an already-quoted SQL fragment:
 - ``{{expiration}}`` — when it stops working, as a timestamp string literal.
 
 Placeholders are substituted quoted, so a template must not put quotes around them. See
-DESIGN.md, "Dynamic credentials".
+docs/design.md, "Dynamic credentials".
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ auth publishes (keys by ``kid``) and with auth's revocations: recently revoked d
 signed-out sessions, and per-user instants before which every session is void (sign out
 everywhere, a disabled or deleted user, a password change). All of it is refreshed in the
 background, so a revoked agent's bearer or a signed-out user's session stops working within
-seconds rather than at its expiry. See DESIGN.md, "The three services".
+seconds rather than at its expiry. See docs/design.md, "The three services".
 """
 
 from __future__ import annotations
