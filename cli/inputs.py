@@ -56,6 +56,16 @@ def parse_duration(option: str, text: str) -> int:
     return int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
 
 
+def format_duration(seconds: int) -> str:
+    """The shortest of ``30d``, ``12h``, ``15m`` or ``90s`` that is exact; ``off`` for 0."""
+    if seconds <= 0:
+        return "off"
+    for unit in ("d", "h", "m"):
+        if seconds % _UNIT_SECONDS[unit] == 0:
+            return f"{seconds // _UNIT_SECONDS[unit]}{unit}"
+    return f"{seconds}s"
+
+
 class Page(Protocol):
     """A List response: its items are in a repeated field; the next page token beside them."""
 

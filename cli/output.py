@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.duration_pb2 import Duration
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 from rich.console import Console
@@ -56,7 +57,8 @@ def _value(field: Any, value: Any) -> JsonValue:
     if field.type == FieldDescriptor.TYPE_ENUM:
         return enum_name(field, value)
     if field.type == FieldDescriptor.TYPE_MESSAGE:
-        if isinstance(value, Timestamp):
+        if isinstance(value, Timestamp | Duration):
+            # Protobuf's JSON mapping: "2026-12-02T12:00:00Z" and "2592000s".
             return value.ToJsonString()
         return message_dict(value)
     if field.type == FieldDescriptor.TYPE_BYTES:

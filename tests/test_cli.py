@@ -727,6 +727,9 @@ def test_a_dynamic_connection_previews_through_a_leased_role(
         )
         assert scheduled["connection_id"] == created["id"]
         assert scheduled["next_rotation_time"]
+        assert scheduled["interval"] == "2592000s"  # Protobuf's JSON form of a Duration.
+        table = sevvo("connections", "schedule-root-rotation", created["id"], "--output", "table")
+        assert table.code == 0 and "30d" in table.stdout and "seconds" not in table.stdout
         refused = sevvo("connections", "schedule-root-rotation", created["id"], "--every", "5m")
         assert refused.code != 0
         assert "1 hour to 365 days" in refused.stderr

@@ -27,7 +27,7 @@ from cli.commands.connections import (
 )
 from cli.commands.preview import column_keys, preview_data, receipt_line
 from cli.errors import CliError, ExitCode, category_failure, with_flag_names
-from cli.inputs import collect, parse_duration
+from cli.inputs import collect, format_duration, parse_duration
 from cli.output import message_dict
 from cli.session import Session, SessionStore
 from sevvo.auth.v1 import deployments_pb2
@@ -141,6 +141,16 @@ def test_the_stdin_password_goes_into_the_dsn_percent_encoded(password: str) -> 
 def test_durations(text: str, seconds: int) -> None:
     """TTL flags take seconds or a unit."""
     assert parse_duration("--max-ttl", text) == seconds
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"), [(0, "off"), (90, "90s"), (900, "15m"), (7200, "2h"), (2592000, "30d")]
+)
+def test_durations_are_shown_in_the_largest_exact_unit(seconds: int, text: str) -> None:
+    """Tables show a duration as a person writes it, and it parses back to the same seconds."""
+    assert format_duration(seconds) == text
+    if seconds:
+        assert parse_duration("--every", text) == seconds
 
 
 @pytest.mark.parametrize("text", ["", "1.5h", "h", "-1m", "1w"])

@@ -20,7 +20,7 @@ from cli import resolve
 from cli.client import AGENT_TIMEOUT, CALL_TIMEOUT, Cli
 from cli.commands.runs import COLUMNS as RUN_COLUMNS
 from cli.errors import CliError, category_failure, usage_error
-from cli.inputs import cli_of, pages, parse_duration, read_secret
+from cli.inputs import cli_of, format_duration, pages, parse_duration, read_secret
 from cli.output import Column, JsonValue, key, message_dict
 from sevvo.connections.v1 import connections_pb2 as cpb
 from sevvo.orchestrator.v1 import orchestrator_pb2 as opb
@@ -615,7 +615,7 @@ def schedule_root_rotation(
         data,
         [
             ("connection", key("connection_id")),
-            ("interval", key("interval")),
+            ("interval", lambda _: format_duration(schedule.interval.seconds)),
             ("next rotation", key("next_rotation_time")),
         ],
     )
