@@ -115,6 +115,9 @@ _CONNECTION_CATEGORIES: Final[Mapping[int, workflows_pb2.PreviewCategory]] = Map
         workflows_pb2.TEST_CATEGORY_SSL_REQUIRED_NOT_OFFERED: (
             workflows_pb2.PREVIEW_CATEGORY_SSL_REQUIRED_NOT_OFFERED
         ),
+        workflows_pb2.TEST_CATEGORY_SSL_CERTIFICATE_UNVERIFIED: (
+            workflows_pb2.PREVIEW_CATEGORY_SSL_CERTIFICATE_UNVERIFIED
+        ),
         workflows_pb2.TEST_CATEGORY_DATABASE_DOES_NOT_EXIST: (
             workflows_pb2.PREVIEW_CATEGORY_DATABASE_DOES_NOT_EXIST
         ),

@@ -62,6 +62,13 @@ TEST_CATEGORY_HINTS: Final[Mapping[int, str]] = MappingProxyType(
             " or give the privileged role CREATEROLE and ADMIN OPTION on the group role"
         ),
         _T.TEST_CATEGORY_WORK_REFUSED: WORK_REFUSED_HINT,
+        _T.TEST_CATEGORY_SSL_CERTIFICATE_UNVERIFIED: (
+            "server certificate could not be verified: the server's certificate is not signed"
+            " by a CA in the connection's CA bundle, has expired, or (with verify-full) does"
+            " not name the host the connection uses — save your provider's current CA bundle"
+            " on the connection, and under verify-full connect by a name the certificate"
+            " lists; if verify-ca passes, the host name is the problem"
+        ),
     }
 )
 """The sentence for each credential test category (workflows_pb2.TestCategory)."""
@@ -119,6 +126,9 @@ PREVIEW_CATEGORY_HINTS: Final[Mapping[int, str]] = MappingProxyType(
             " the connection's owner to raise the budget"
         ),
         _P.PREVIEW_CATEGORY_WORK_REFUSED: WORK_REFUSED_HINT,
+        _P.PREVIEW_CATEGORY_SSL_CERTIFICATE_UNVERIFIED: TEST_CATEGORY_HINTS[
+            _T.TEST_CATEGORY_SSL_CERTIFICATE_UNVERIFIED
+        ],
     }
 )
 """The sentence for each preview category (workflows_pb2.PreviewCategory)."""
