@@ -25,6 +25,7 @@ CATEGORIES = [
     "connection_refused_or_timeout",
     "password_authentication_failed",
     "ssl_required_not_offered",
+    "ssl_certificate_unverified",
     "database_does_not_exist",
     "permission_denied",
     "invalid_stored_credentials",
