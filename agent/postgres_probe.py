@@ -292,10 +292,10 @@ def _validated_target(credentials: connections_pb2.PostgresCredentials) -> _Targ
     # exactly that, so anything else is a payload to refuse, not to guess about.
     if (sslmode in _VERIFY_MODES) != bool(credentials.ssl_root_cert):
         return None
-    sslrootcert = ""
     if credentials.ssl_root_cert:
         try:
-            sslrootcert = parse_ca_bundle(credentials.ssl_root_cert).pem
+            # A check only: the control plane stores the bundle re-encoded already.
+            parse_ca_bundle(credentials.ssl_root_cert)
         except CaBundleError:
             return None
     return _Target(
@@ -305,7 +305,7 @@ def _validated_target(credentials: connections_pb2.PostgresCredentials) -> _Targ
         user=credentials.username,
         password=credentials.password,
         sslmode=sslmode,
-        sslrootcert=sslrootcert,
+        sslrootcert=credentials.ssl_root_cert,
     )
 
 

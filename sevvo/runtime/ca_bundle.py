@@ -9,7 +9,9 @@ may name a certificate's position; they never quote the text they were given.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -58,20 +60,43 @@ class CaCertificate:
         }
 
 
-@dataclass(frozen=True)
 class CaBundle:
-    """A parsed bundle: ``pem`` holds its certificates alone, re-encoded, in the given order.
+    """A parsed bundle; two bundles are equal when they hold the same certificates in order.
 
-    Text between the blocks (comments, openssl's "Bag Attributes") is dropped, so what is
-    stored and written for libpq is exactly the certificates that were checked.
+    ``pem`` and ``certificates`` are worked out when first read: an agent that only checks a
+    bundle before a connection needs neither, and for a provider's bundle of a hundred
+    certificates they cost milliseconds that the event loop would otherwise spend blocked.
     """
 
-    pem: str
-    certificates: tuple[CaCertificate, ...]
+    def __init__(self, parsed: Sequence[x509.Certificate]) -> None:
+        self._parsed = tuple(parsed)
+
+    @functools.cached_property
+    def pem(self) -> str:
+        """The certificates alone, re-encoded, in the given order.
+
+        Text between the blocks (comments, openssl's "Bag Attributes") is dropped, so what
+        is stored and written for libpq is exactly the certificates that were checked.
+        """
+        return "".join(c.public_bytes(Encoding.PEM).decode("ascii") for c in self._parsed)
+
+    @functools.cached_property
+    def certificates(self) -> tuple[CaCertificate, ...]:
+        """What users see of each certificate, in order."""
+        return tuple(_describe(c) for c in self._parsed)
 
     def summary(self) -> list[dict[str, str]]:
         """The certificates' display copies, in order."""
         return [certificate.to_payload() for certificate in self.certificates]
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, CaBundle) and self.pem == other.pem
+
+    def __hash__(self) -> int:
+        return hash(self.pem)
+
+    def __repr__(self) -> str:
+        return f"CaBundle({len(self._parsed)} certificates)"
 
 
 def parse_ca_bundle(text: str) -> CaBundle:
@@ -105,27 +130,34 @@ def parse_ca_bundle(text: str) -> CaBundle:
                 if re.fullmatch(r"[A-Z0-9 ]+", label)
                 else "contains a block that is not a CERTIFICATE; only certificates are accepted"
             )
+    if len(labels) > MAX_CERTIFICATES:
+        raise CaBundleError(f"must hold at most {MAX_CERTIFICATES} certificates")
+    try:
+        # One call for the whole bundle: ten times faster than a call per block.
+        parsed = x509.load_pem_x509_certificates(text.encode("ascii"))
+    except ValueError:
+        parsed = []
+    if len(parsed) != len(labels):
+        raise _first_problem(text, len(labels))
+    return CaBundle(parsed)
+
+
+def _first_problem(text: str, count: int) -> CaBundleError:
+    """Why a bundle of ``count`` CERTIFICATE blocks did not load as ``count`` certificates."""
     blocks = list(_BLOCK.finditer(text))
-    if len(blocks) != len(labels):
-        raise CaBundleError(
+    if len(blocks) != count:
+        return CaBundleError(
             "is not valid PEM: a -----BEGIN CERTIFICATE----- block has no matching"
             " -----END CERTIFICATE----- line"
         )
-    if len(blocks) > MAX_CERTIFICATES:
-        raise CaBundleError(f"must hold at most {MAX_CERTIFICATES} certificates")
-    parsed: list[x509.Certificate] = []
     for position, block in enumerate(blocks, start=1):
         try:
-            certificate = x509.load_pem_x509_certificate(block.group(0).encode("ascii"))
+            x509.load_pem_x509_certificate(block.group(0).encode("ascii"))
         except ValueError:
-            raise CaBundleError(
-                f"certificate {position} of {len(blocks)} is not a valid X.509 certificate"
-            ) from None
-        parsed.append(certificate)
-    return CaBundle(
-        pem="".join(c.public_bytes(Encoding.PEM).decode("ascii") for c in parsed),
-        certificates=tuple(_describe(c) for c in parsed),
-    )
+            return CaBundleError(
+                f"certificate {position} of {count} is not a valid X.509 certificate"
+            )
+    return CaBundleError("is not valid PEM")
 
 
 def _describe(certificate: x509.Certificate) -> CaCertificate:
