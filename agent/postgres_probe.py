@@ -8,10 +8,13 @@ the server's error text (which echoes role and database names), the host or any 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
+import os
 import re
+import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Final
@@ -21,6 +24,7 @@ from psycopg import errors
 from psycopg.rows import TupleRow
 
 from sevvo.connections.v1 import connections_pb2
+from sevvo.runtime.ca_bundle import CaBundleError, parse_ca_bundle
 from sevvo.runtime.outcomes import TEST_CATEGORIES
 from sevvo.runtime.validation import has_control_characters
 from sevvo.workflows.v1 import workflows_pb2
@@ -31,6 +35,7 @@ _OK = workflows_pb2.TEST_CATEGORY_OK
 _CONNECTION_REFUSED_OR_TIMEOUT = workflows_pb2.TEST_CATEGORY_CONNECTION_REFUSED_OR_TIMEOUT
 _PASSWORD_AUTHENTICATION_FAILED = workflows_pb2.TEST_CATEGORY_PASSWORD_AUTHENTICATION_FAILED
 _SSL_REQUIRED_NOT_OFFERED = workflows_pb2.TEST_CATEGORY_SSL_REQUIRED_NOT_OFFERED
+_SSL_CERTIFICATE_UNVERIFIED = workflows_pb2.TEST_CATEGORY_SSL_CERTIFICATE_UNVERIFIED
 _DATABASE_DOES_NOT_EXIST = workflows_pb2.TEST_CATEGORY_DATABASE_DOES_NOT_EXIST
 _PERMISSION_DENIED = workflows_pb2.TEST_CATEGORY_PERMISSION_DENIED
 _INVALID_STORED_CREDENTIALS = workflows_pb2.TEST_CATEGORY_INVALID_STORED_CREDENTIALS
@@ -40,8 +45,12 @@ _SSL_MODES: Final[Mapping[int, str]] = MappingProxyType(
     {
         connections_pb2.SSL_MODE_DISABLE: "disable",
         connections_pb2.SSL_MODE_REQUIRE: "require",
+        connections_pb2.SSL_MODE_VERIFY_CA: "verify-ca",
+        connections_pb2.SSL_MODE_VERIFY_FULL: "verify-full",
     }
 )
+# The modes in which libpq checks the server's certificate against ssl_root_cert.
+_VERIFY_MODES: Final = frozenset({"verify-ca", "verify-full"})
 
 # Mapping by SQLSTATE, as STYLE.md asks (psycopg's exception class for each code is named).
 # psycopg raises these classes for errors the server reports on an established session; see
@@ -90,6 +99,15 @@ _STARTUP_ERROR_SQLSTATES: Final = (
 # libpq's client-side messages stay in English.
 _SSL_NOT_OFFERED_TEXT: Final = "server does not support SSL, but SSL was required"
 
+# A server certificate that failed verification, in the same client-side wording: OpenSSL's
+# reason for a chain that does not lead to a trusted root, an expired or not yet valid
+# certificate, and libpq's own host name check (fe-secure-common.c, fe-secure-openssl.c).
+_CERTIFICATE_UNVERIFIED_TEXTS: Final = (
+    "certificate verify failed",
+    "does not match host name",
+    "could not get server's host name from server certificate",
+)
+
 # Client-side failures to reach a server: libpq's and psycopg's own wording plus the C
 # library's strerror() texts that libpq appends (also untranslated, as above). A connect
 # timeout needs no entry: psycopg raises errors.ConnectionTimeout for it.
@@ -117,6 +135,8 @@ class _Target:
     user: str
     password: str
     sslmode: str
+    # The CA bundle's PEM for the verify modes, "" otherwise.
+    sslrootcert: str
 
 
 class InvalidStoredCredentials(ValueError):
@@ -129,9 +149,11 @@ async def probe_postgres(
     """Test ``credentials`` from the agent's network and return a category and a safe message.
 
     Opens one connection with the SSL mode exactly as stored (``require`` refuses a server
-    without TLS, ``disable`` is plaintext), runs ``select 1``, reads the server version and
-    closes the connection. ``connect_timeout`` bounds the whole test, name resolution and
-    every address tried included. Malformed credentials are reported without connecting.
+    without TLS, ``verify-ca`` also checks its certificate against the stored CA bundle,
+    ``verify-full`` its host name too, ``disable`` is plaintext), runs ``select 1``, reads
+    the server version and closes the connection. ``connect_timeout`` bounds the whole test,
+    name resolution and every address tried included. Malformed credentials are reported
+    without connecting.
 
     Failures of the database, the network or the credentials are results, not exceptions;
     anything else (a bug) propagates, and so does cancellation.
@@ -156,8 +178,10 @@ async def connect(
 ) -> psycopg.AsyncConnection[TupleRow]:
     """Open one autocommit connection with ``credentials``; the caller closes it.
 
-    The SSL mode is used exactly as stored and GSSAPI encryption is off. ``connect_timeout``
-    bounds the whole attempt, name resolution and every address tried included.
+    The SSL mode is used exactly as stored and GSSAPI encryption is off; for verify-ca and
+    verify-full the stored CA bundle is libpq's root certificate file (see
+    ``_root_cert_file``). ``connect_timeout`` bounds the whole attempt, name resolution and
+    every address tried included. Every agent path to a customer database opens it here.
 
     Raises InvalidStoredCredentials before dialling when the stored fields are unusable,
     TimeoutError when the deadline passes, and psycopg.Error for what libpq or the server
@@ -169,24 +193,48 @@ async def connect(
         raise InvalidStoredCredentials("the stored credentials are missing or malformed")
     # libpq's connect_timeout applies per address tried and leaves out name resolution, so
     # the asyncio deadline is what bounds the attempt as a whole.
-    async with asyncio.timeout(connect_timeout):
-        # Keyword arguments, never a DSN string: psycopg quotes each value, so a password or
-        # name with spaces, quotes or "=" cannot change the meaning of another parameter.
-        return await psycopg.AsyncConnection.connect(
-            host=target.host,
-            port=target.port,
-            dbname=target.dbname,
-            user=target.user,
-            password=target.password,
-            sslmode=target.sslmode,
-            # The product offers TLS or plaintext, nothing else; GSSAPI encryption ("prefer"
-            # by default) would make the outcome depend on Kerberos tickets on the agent host.
-            gssencmode="disable",
-            connect_timeout=math.ceil(connect_timeout),
-            application_name=APPLICATION_NAME,
-            # No transaction is left open by accident; callers that want one begin it.
-            autocommit=True,
-        )
+    with _root_cert_file(target.sslrootcert) as root_cert:
+        async with asyncio.timeout(connect_timeout):
+            # Keyword arguments, never a DSN string: psycopg quotes each value, so a password
+            # or name with spaces, quotes or "=" cannot change the meaning of another one.
+            return await psycopg.AsyncConnection.connect(
+                host=target.host,
+                port=target.port,
+                dbname=target.dbname,
+                user=target.user,
+                password=target.password,
+                sslmode=target.sslmode,
+                # None leaves the parameter out: the modes that verify nothing get no file.
+                sslrootcert=root_cert,
+                # The product offers TLS or plaintext, nothing else; GSSAPI encryption
+                # ("prefer" by default) would make the outcome depend on Kerberos tickets on
+                # the agent host.
+                gssencmode="disable",
+                connect_timeout=math.ceil(connect_timeout),
+                application_name=APPLICATION_NAME,
+                # No transaction is left open by accident; callers that want one begin it.
+                autocommit=True,
+            )
+
+
+@contextlib.contextmanager
+def _root_cert_file(pem: str) -> Iterator[str | None]:
+    """The path of a file holding ``pem`` (None for ""), there while the block runs.
+
+    libpq reads the root certificates from a file while it sets up TLS, and only then, so
+    the file lives for one connection attempt: owner-only, in a directory of its own that
+    only this process can enter, removed as soon as the attempt ends. A bundle is public, so
+    this is about no other local user swapping it, not about keeping it secret.
+    """
+    if not pem:
+        yield None
+        return
+    with tempfile.TemporaryDirectory(prefix="sevvo-ca-") as directory:  # mode 0700
+        path = os.path.join(directory, "root.crt")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="ascii") as file:
+            file.write(pem)
+        yield path
 
 
 def connection_failure_category(
@@ -209,6 +257,8 @@ def connection_failure_category(
         return _CONNECTION_REFUSED_OR_TIMEOUT
     if _SSL_NOT_OFFERED_TEXT in text:
         return _SSL_REQUIRED_NOT_OFFERED
+    if any(marker in text for marker in _CERTIFICATE_UNVERIFIED_TEXTS):
+        return _SSL_CERTIFICATE_UNVERIFIED
     if any(marker in text for marker in _UNREACHABLE_TEXTS):
         return _CONNECTION_REFUSED_OR_TIMEOUT
     return _OTHER
@@ -234,6 +284,16 @@ def _validated_target(credentials: connections_pb2.PostgresCredentials) -> _Targ
     # as a unix socket on the agent's own machine, which no stored connection points at.
     if any(ch in credentials.host for ch in ", ") or credentials.host.startswith(("/", "@")):
         return None
+    # The verify modes need a bundle that parses, the others none: the control plane stores
+    # exactly that, so anything else is a payload to refuse, not to guess about.
+    if (sslmode in _VERIFY_MODES) != bool(credentials.ssl_root_cert):
+        return None
+    if credentials.ssl_root_cert:
+        try:
+            # A check only: the control plane stores the bundle re-encoded already.
+            parse_ca_bundle(credentials.ssl_root_cert)
+        except CaBundleError:
+            return None
     return _Target(
         host=credentials.host,
         port=credentials.port,
@@ -241,6 +301,7 @@ def _validated_target(credentials: connections_pb2.PostgresCredentials) -> _Targ
         user=credentials.username,
         password=credentials.password,
         sslmode=sslmode,
+        sslrootcert=credentials.ssl_root_cert,
     )
 
 

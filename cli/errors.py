@@ -143,6 +143,7 @@ _FLAGS = {
     "username": "--username",
     "password": "the password",
     "ssl_mode": "--ssl-mode",
+    "ssl_root_cert": "--ssl-root-cert",
     "uri": "--dsn",
     "default_ttl_seconds": "--default-ttl",
     "max_ttl_seconds": "--max-ttl",

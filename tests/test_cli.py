@@ -26,6 +26,7 @@ from psycopg import sql
 from typer.testing import CliRunner
 
 from cli.app import app
+from devstack.pki import DevPki, ensure_dev_pki
 from devstack.postgres import EmbeddedPostgres
 from devstack.source_db import (
     SourceDatabase,
@@ -668,6 +669,64 @@ def test_update_logs_in_as_another_role_with_its_password(
         assert sevvo.ok("preview", budgeted["id"], "select current_user as u")["rows"] == [
             {"u": role}
         ]
+
+
+def test_verify_full_with_a_ca_file_end_to_end(
+    sevvo: Sevvo, agent: str, source: SourceDatabase, dev_pki: DevPki, tmp_path: Path
+) -> None:
+    """create --ssl-mode verify-full --ssl-root-cert connects and shows the bundle; update
+    with another CA's file, or to an address the certificate lacks, exits 1 with the category
+    and changes nothing; verify-ca by that address passes; require drops the bundle."""
+    other_ca = ensure_dev_pki(tmp_path / "other").ca_cert
+    created = sevvo.ok(
+        *_field_args(source, "shop-verified")[:-3],
+        "--ssl-mode",
+        "verify-full",
+        "--ssl-root-cert",
+        str(dev_pki.ca_cert),
+        "--password-stdin",
+        stdin=source.reader_password + "\n",
+    )
+    meta = created["safe_metadata"]
+    assert (created["status"], meta["ssl_mode"]) == ("connected", "verify_full")
+    assert [c["subject"] for c in meta["ssl_root_certs"]] == ["CN=sevvo development CA"]
+    connection = created["id"]
+
+    for args in (("--ssl-root-cert", str(other_ca)), ("--host", "127.0.0.1")):
+        refused = sevvo("connections", "update", connection, *args)
+        assert refused.code == 1, args
+        assert "category: ssl_certificate_unverified" in refused.stderr
+        assert "server certificate could not be verified:" in refused.stderr
+        assert sevvo.ok("connections", "get", connection)["safe_metadata"] == meta
+
+    by_address = sevvo.ok(
+        "connections", "update", connection, "--host", "127.0.0.1", "--ssl-mode", "verify-ca"
+    )
+    assert by_address["safe_metadata"]["ssl_root_certs"] == meta["ssl_root_certs"]
+    plain_tls = sevvo.ok("connections", "update", connection, "--ssl-mode", "require")
+    assert plain_tls["safe_metadata"]["ssl_root_certs"] == []
+    assert plain_tls["status"] == "connected"
+
+
+def test_a_ca_file_holding_a_private_key_is_refused(
+    sevvo: Sevvo, agent: str, source: SourceDatabase, dev_pki: DevPki, tmp_path: Path
+) -> None:
+    """A bundle with a key in it exits 2 naming --ssl-root-cert, and never prints the key."""
+    bundle = tmp_path / "bundle.pem"
+    key = dev_pki.server_key.read_text()
+    bundle.write_text(dev_pki.ca_cert.read_text() + key)
+    result = sevvo(
+        *_field_args(source, "shop-key")[:-3],
+        "--ssl-mode",
+        "verify-ca",
+        "--ssl-root-cert",
+        str(bundle),
+        "--password-stdin",
+        stdin=source.reader_password + "\n",
+    )
+    assert result.code == 2
+    assert "--ssl-root-cert: contains a private key" in result.stderr
+    assert key.splitlines()[1] not in result.stdout + result.stderr
 
 
 # --- leases and audit ------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from cli.commands.connections import (
     dsn_ssl_mode,
     dsn_with_password,
     preview_settings,
+    read_root_cert,
 )
 from cli.commands.preview import column_keys, preview_data, receipt_line
 from cli.errors import CliError, ExitCode, category_failure, with_flag_names
@@ -503,11 +504,69 @@ def test_a_dsn_without_sslmode_gets_the_promised_default(
     assert dsn_ssl_mode(dsn, flag) == sent
 
 
+def test_a_ca_bundle_without_a_mode_means_verify_full() -> None:
+    """--ssl-root-cert without --ssl-mode (or a URI sslmode) verifies the host name too."""
+    dsn = "postgresql://u@h:5432/db"
+    assert dsn_ssl_mode(dsn, None, has_root_cert=True) == cpb.SSL_MODE_VERIFY_FULL
+    assert dsn_ssl_mode(dsn, SslMode.VERIFY_CA, has_root_cert=True) == cpb.SSL_MODE_VERIFY_CA
+    assert dsn_ssl_mode(dsn + "?sslmode=verify-ca", None, has_root_cert=True) == 0
+
+
+def test_update_sends_a_new_ca_bundle_under_its_own_mask_path() -> None:
+    """--ssl-mode and --ssl-root-cert each add their path; the PEM travels as given."""
+    request = ConnectionEdit(ssl_mode=SslMode.VERIFY_CA, ssl_root_cert="PEM").request("c1")
+    assert list(request.update_mask.paths) == ["fields.ssl_mode", "fields.ssl_root_cert"]
+    fields = request.connection.fields
+    assert (fields.ssl_mode, fields.ssl_root_cert) == (cpb.SSL_MODE_VERIFY_CA, "PEM")
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "cannot read"),
+        (b"0\x82\x01\x0b0\x81\xb2\xa0\x03", "is not PEM text; convert a DER"),
+        (b"-" * (1024 * 1024 + 1), "larger than a CA bundle can be"),
+    ],
+    ids=["missing", "der", "huge"],
+)
+def test_an_unusable_ca_bundle_file_is_a_usage_error(
+    content: bytes | None, message: str, tmp_path: Path
+) -> None:
+    """A file that is missing, binary or huge stops the command before anything is sent."""
+    path = tmp_path / "ca.pem"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(CliError, match=message) as caught:
+        read_root_cert(path)
+    assert caught.value.exit_code is ExitCode.USAGE
+
+
+def test_get_shows_the_ca_bundle_as_subjects_and_expiry_days() -> None:
+    """The detail table names up to three certificates with their expiry day, then counts."""
+    certificate = {
+        "subject": "CN=Root",
+        "sha256_fingerprint": "AB:CD",
+        "expire_time": "2030-01-02T03:04:05Z",
+    }
+    shown = [
+        get({"safe_metadata": {"ssl_root_certs": [certificate] * count}})
+        for count in (0, 1, 5)
+        for label, get in DETAIL
+        if label == "ssl root certs"
+    ]
+    assert shown == [
+        None,
+        "CN=Root (expires 2030-01-02)",
+        "; ".join(["CN=Root (expires 2030-01-02)"] * 3) + "; and 2 more",
+    ]
+
+
 @pytest.mark.parametrize(
     ("message", "field", "shown"),
     [
         ("fields.port: must be between 1 and 65535", "fields.port", "--port: must be between"),
         ("dsn.uri: sslmode must be require", "dsn.uri", "--dsn: sslmode"),
+        ("fields.ssl_root_cert: is required", "fields.ssl_root_cert", "--ssl-root-cert: is"),
         ("dynamic.default_ttl_seconds: too long", "dynamic.default_ttl_seconds", "--default-ttl:"),
         ("display_name: is required", "display_name", "--name: is required"),
         (
@@ -518,7 +577,7 @@ def test_a_dsn_without_sslmode_gets_the_promised_default(
         ("connection_id: must be a UUID", "connection_id", "connection_id: must be a UUID"),
         ("something else entirely", None, "something else entirely"),
     ],
-    ids=["port", "dsn", "ttl", "name", "indexed", "no-flag", "no-field"],
+    ids=["port", "dsn", "root-cert", "ttl", "name", "indexed", "no-flag", "no-field"],
 )
 def test_validation_errors_name_the_flag_not_the_api_field(
     message: str, field: str | None, shown: str

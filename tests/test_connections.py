@@ -15,6 +15,7 @@ from sevvo.audit.v1 import audit_pb2
 from sevvo.connections.v1 import connections_pb2 as pb
 from sevvo.runtime.grpc_client import error_details
 from tests.plugins.control_plane import ControlPlane
+from tests.plugins.pki import ca_certificate_pem
 from tests.test_connections_requests import INVALID_CREATE, INVALID_CREATE_IDS
 from tests.test_connections_requests import SECRET as REQUEST_SECRET
 
@@ -142,7 +143,7 @@ def test_user_session_cannot_resolve_credentials(control_plane: ControlPlane) ->
 
 # The rules themselves are tested without a server (tests/test_connections_requests.py);
 # these cases prove the server answers with them and stores nothing.
-_WIRED = {"port-70000", "dsn-conflict", "empty-name"}
+_WIRED = {"port-70000", "dsn-conflict", "empty-name", "bundle-with-private-key"}
 
 
 @pytest.mark.parametrize(
@@ -395,3 +396,126 @@ def test_audit_events_page_newest_first(control_plane: ControlPlane) -> None:
     assert len({e.id for e in seen}) == len(seen) == 5
     times = [e.occur_time.ToDatetime() for e in seen]
     assert times == sorted(times, reverse=True)
+
+
+# --- CA bundles (verify-ca, verify-full) ------------------------------------------------------
+
+CA_PEM, _ = ca_certificate_pem("Example Root CA")
+NEW_CA_PEM, _ = ca_certificate_pem("Example Next Root CA")
+
+
+def _resolve(control_plane: ControlPlane, org: Any, connection_id: str) -> pb.PostgresCredentials:
+    resolved = control_plane.credentials(control_plane.agent_for(org)).ResolveConnectionCredentials(
+        pb.ResolveConnectionCredentialsRequest(connection_id=connection_id)
+    )
+    postgres: pb.PostgresCredentials = resolved.postgres
+    return postgres
+
+
+def test_a_ca_bundle_is_sealed_and_shown_as_a_summary(control_plane: ControlPlane) -> None:
+    """Users see subject, fingerprint and expiry; only the sealed payload holds the PEM, which
+    the org's agent gets back."""
+    org = control_plane.auth.create_org()
+    created = control_plane.create(
+        org,
+        "verified",
+        SECRET,
+        ssl_mode=pb.SSL_MODE_VERIFY_FULL,
+        ssl_root_cert=f"# the provider's bundle\n{CA_PEM}",
+    )
+    fetched = control_plane.connections(org.admin_token).GetConnection(
+        pb.GetConnectionRequest(id=created.id)
+    )
+    assert fetched.safe_metadata.ssl_mode == pb.SSL_MODE_VERIFY_FULL
+    (summary,) = fetched.safe_metadata.ssl_root_certs
+    assert summary.subject == "CN=Example Root CA"
+    assert len(summary.sha256_fingerprint.split(":")) == 32
+    assert summary.expire_time.seconds > 0
+    as_json, _ = _raw_row(control_plane, created.id)
+    assert summary.sha256_fingerprint in as_json
+    assert CA_PEM.splitlines()[1] not in as_json
+    postgres = _resolve(control_plane, org, created.id)
+    assert (postgres.ssl_mode, postgres.ssl_root_cert) == (pb.SSL_MODE_VERIFY_FULL, CA_PEM)
+
+
+def test_an_update_changes_the_mode_and_the_bundle(control_plane: ControlPlane) -> None:
+    """verify-ca to verify-full keeps the bundle, a new one replaces it, require drops it."""
+    org = control_plane.auth.create_org()
+    created = control_plane.create(
+        org, "verified", SECRET, ssl_mode=pb.SSL_MODE_VERIFY_CA, ssl_root_cert=CA_PEM
+    )
+    stub = control_plane.connections(org.admin_token)
+    full = pb.PostgresFields(ssl_mode=pb.SSL_MODE_VERIFY_FULL)
+    kept = _update(stub, created.id, ["fields.ssl_mode"], fields=full)
+    assert [c.subject for c in kept.safe_metadata.ssl_root_certs] == ["CN=Example Root CA"]
+    renewed = _update(
+        stub,
+        created.id,
+        ["fields.ssl_root_cert"],
+        fields=pb.PostgresFields(ssl_root_cert=NEW_CA_PEM),
+    )
+    assert renewed.safe_metadata.ssl_mode == pb.SSL_MODE_VERIFY_FULL
+    assert [c.subject for c in renewed.safe_metadata.ssl_root_certs] == ["CN=Example Next Root CA"]
+    assert _resolve(control_plane, org, created.id).ssl_root_cert == NEW_CA_PEM
+    require = pb.PostgresFields(ssl_mode=pb.SSL_MODE_REQUIRE)
+    dropped = _update(stub, created.id, ["fields.ssl_mode"], fields=require)
+    assert list(dropped.safe_metadata.ssl_root_certs) == []
+    postgres = _resolve(control_plane, org, created.id)
+    assert (postgres.ssl_mode, postgres.ssl_root_cert) == (pb.SSL_MODE_REQUIRE, "")
+
+
+@pytest.mark.parametrize(
+    ("paths", "fields", "rule"),
+    [
+        (
+            ["fields.ssl_root_cert"],
+            pb.PostgresFields(ssl_root_cert="-----BEGIN CERTIFICATE-----\nAAAA\n"),
+            "no matching",
+        ),
+        (["fields.ssl_root_cert"], pb.PostgresFields(), "is required with ssl mode verify-full"),
+        (
+            ["fields.ssl_mode", "fields.ssl_root_cert"],
+            pb.PostgresFields(ssl_mode=pb.SSL_MODE_DISABLE, ssl_root_cert=CA_PEM),
+            "only with ssl mode verify-ca or verify-full",
+        ),
+    ],
+    ids=["unterminated-pem", "bundle-cleared", "bundle-with-disable"],
+)
+def test_a_bad_bundle_update_is_refused_and_changes_nothing(
+    control_plane: ControlPlane, paths: list[str], fields: pb.PostgresFields, rule: str
+) -> None:
+    """INVALID_ARGUMENT names connection.fields.ssl_root_cert; the row stays as it was."""
+    org = control_plane.auth.create_org()
+    created = control_plane.create(
+        org, "verified", SECRET, ssl_mode=pb.SSL_MODE_VERIFY_FULL, ssl_root_cert=CA_PEM
+    )
+    before = _raw_row(control_plane, created.id)
+    with pytest.raises(grpc.RpcError) as caught:
+        _update(control_plane.connections(org.admin_token), created.id, paths, fields=fields)
+    details = error_details(caught.value)
+    assert (details.code, details.field) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "connection.fields.ssl_root_cert",
+    )
+    assert rule in details.message.lower()
+    assert _raw_row(control_plane, created.id) == before
+
+
+def test_a_switch_to_a_verify_mode_without_a_bundle_is_refused(
+    control_plane: ControlPlane,
+) -> None:
+    """A require connection moved to verify-ca must bring its bundle; nothing changes else."""
+    org = control_plane.auth.create_org()
+    created = control_plane.create(org, "plain-tls", SECRET)
+    before = _raw_row(control_plane, created.id)
+    with pytest.raises(grpc.RpcError) as caught:
+        _update(
+            control_plane.connections(org.admin_token),
+            created.id,
+            ["fields.ssl_mode"],
+            fields=pb.PostgresFields(ssl_mode=pb.SSL_MODE_VERIFY_CA),
+        )
+    details = error_details(caught.value)
+    assert details.field == "connection.fields.ssl_root_cert"
+    assert "required with SSL mode verify-ca" in details.message
+    assert _raw_row(control_plane, created.id) == before

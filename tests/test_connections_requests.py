@@ -15,9 +15,11 @@ import pytest
 from services.connections.servicer import create_arguments
 from sevvo.connections.v1 import connections_pb2 as pb
 from sevvo.runtime.errors import InvalidArgument
+from tests.plugins.pki import ca_certificate_pem
 
 SECRET = "s3cret-Pa55word-canary"
 CREATE = "CREATE ROLE {{name}} LOGIN PASSWORD {{password}} VALID UNTIL {{expiration}}"
+CA_PEM, CA_KEY = ca_certificate_pem("Example Root CA")
 
 
 def _fields(**changes: Any) -> pb.PostgresFields:
@@ -86,8 +88,49 @@ INVALID_CREATE: list[tuple[pb.CreateConnectionRequest, str, str]] = [
             display_name="x",
             dsn=pb.PostgresDsn(uri=f"postgresql://u:{SECRET}@h/db?sslmode=verify-full"),
         ),
+        "dsn.ssl_root_cert",
+        "required with SSL mode verify-full",
+    ),
+    (
+        pb.CreateConnectionRequest(
+            display_name="x",
+            dsn=pb.PostgresDsn(
+                uri=f"postgresql://u:{SECRET}@h/db?sslmode=verify-ca&sslrootcert=/etc/ca.pem"
+            ),
+        ),
         "dsn.uri",
-        "sslmode",
+        "PEM text in ssl_root_cert",
+    ),
+    (
+        pb.CreateConnectionRequest(
+            display_name="x", fields=_fields(ssl_mode=pb.SSL_MODE_VERIFY_CA)
+        ),
+        "fields.ssl_root_cert",
+        "required with SSL mode verify-ca",
+    ),
+    (
+        pb.CreateConnectionRequest(
+            display_name="x",
+            fields=_fields(ssl_mode=pb.SSL_MODE_DISABLE, ssl_root_cert=CA_PEM),
+        ),
+        "fields.ssl_root_cert",
+        "only with SSL mode verify-ca or verify-full",
+    ),
+    (
+        pb.CreateConnectionRequest(
+            display_name="x",
+            fields=_fields(ssl_mode=pb.SSL_MODE_VERIFY_FULL, ssl_root_cert="not a pem"),
+        ),
+        "fields.ssl_root_cert",
+        "not PEM",
+    ),
+    (
+        pb.CreateConnectionRequest(
+            display_name="x",
+            fields=_fields(ssl_mode=pb.SSL_MODE_VERIFY_FULL, ssl_root_cert=CA_PEM + CA_KEY),
+        ),
+        "fields.ssl_root_cert",
+        "private key",
     ),
     (
         pb.CreateConnectionRequest(
@@ -113,7 +156,12 @@ INVALID_CREATE_IDS = [
     "control-char-name",
     "empty-name",
     "no-credentials",
-    "dsn-verify-full",
+    "dsn-verify-full-without-bundle",
+    "dsn-sslrootcert-path",
+    "verify-ca-without-bundle",
+    "disable-with-bundle",
+    "bundle-not-pem",
+    "bundle-with-private-key",
     "dsn-conflict",
 ]
 
@@ -136,6 +184,12 @@ INVALID_DYNAMIC: list[tuple[str, pb.PostgresDynamic, str, str]] = [
     ("port-0", _dyn(port=0), "dynamic.port", "65535"),
     ("no-database", _dyn(database=""), "dynamic.database", "required"),
     ("no-ssl-mode", _dyn(ssl_mode=0), "dynamic.ssl_mode", "require"),
+    (
+        "verify-full-without-bundle",
+        _dyn(ssl_mode=pb.SSL_MODE_VERIFY_FULL),
+        "dynamic.ssl_root_cert",
+        "required",
+    ),
     ("no-username", _dyn(privileged_username=""), "dynamic.privileged_username", "required"),
     (
         "long-username",
@@ -242,3 +296,31 @@ def test_each_broken_rule_names_its_field(
     assert caught.value.field == field
     assert rule.lower() in caught.value.description.lower()
     assert SECRET not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [
+        pb.CreateConnectionRequest(
+            display_name="x",
+            fields=_fields(ssl_mode=pb.SSL_MODE_VERIFY_FULL, ssl_root_cert=CA_PEM),
+        ),
+        pb.CreateConnectionRequest(
+            display_name="x",
+            dsn=pb.PostgresDsn(
+                uri=f"postgresql://u:{SECRET}@h/db?sslmode=verify-full", ssl_root_cert=CA_PEM
+            ),
+        ),
+        pb.CreateConnectionRequest(
+            display_name="x",
+            dynamic=_dyn(ssl_mode=pb.SSL_MODE_VERIFY_CA, ssl_root_cert=CA_PEM),
+        ),
+    ],
+    ids=["fields", "dsn", "dynamic"],
+)
+def test_every_credential_mode_takes_a_ca_bundle(request_: pb.CreateConnectionRequest) -> None:
+    """Form, DSN and dynamic requests all carry the bundle into the target they describe."""
+    target = create_arguments(request_).target
+    assert target.ssl_mode in ("verify-ca", "verify-full")
+    assert target.ssl_root_cert is not None
+    assert target.ssl_root_cert.pem == CA_PEM

@@ -21,8 +21,9 @@ import pytest
 from google.protobuf import field_mask_pb2
 from temporalio.client import Client
 
+from devstack.pki import DevPki, ensure_dev_pki
 from devstack.postgres import EmbeddedPostgres
-from devstack.source_db import create_source_database
+from devstack.source_db import SourceDatabase, create_source_database
 from sevvo.connections.v1 import connections_pb2 as cpb
 from sevvo.orchestrator.v1 import orchestrator_pb2 as opb
 from sevvo.runtime.grpc_client import error_details
@@ -99,6 +100,118 @@ def test_ssl_require_against_a_server_without_tls(
         e2e, tenant.admin_token, "plain", e2e.fields(source, ssl=cpb.SSL_MODE_DISABLE)
     )
     assert created.status == cpb.CONNECTION_STATUS_CONNECTED
+
+
+def _verified(
+    e2e: EndToEnd,
+    source: SourceDatabase,
+    mode: cpb.SslMode,
+    ca_file: Path,
+    host: str = "localhost",
+) -> cpb.PostgresFields:
+    """The form for ``source`` with a verify mode and ``ca_file`` as its CA bundle."""
+    fields = e2e.fields(source, ssl=mode)
+    fields.host = host
+    fields.ssl_root_cert = ca_file.read_text()
+    return fields
+
+
+def test_verify_full_connects_with_the_signing_ca_and_refuses_another(
+    e2e: EndToEnd,
+    tls_source_pg: EmbeddedPostgres,
+    source_target: SourceTargetFactory,
+    dev_pki: DevPki,
+    tmp_path: Path,
+) -> None:
+    """The agent verifies the server with the connection's bundle: the CA that signed the
+    certificate connects; another CA fails the save with its own category, storing nothing."""
+    tenant = e2e.new_tenant()
+    source = source_target(tls_source_pg)
+    stub = e2e.connections(tenant.admin_token)
+    other_ca = ensure_dev_pki(tmp_path / "other").ca_cert
+    with pytest.raises(grpc.RpcError) as caught:
+        _create(
+            e2e,
+            tenant.admin_token,
+            "wrong-ca",
+            _verified(e2e, source, cpb.SSL_MODE_VERIFY_FULL, other_ca),
+        )
+    assert _failed_category(caught.value) == "ssl_certificate_unverified"
+    assert source.reader_password not in (caught.value.details() or "")
+    assert list(stub.ListConnections(cpb.ListConnectionsRequest()).connections) == []
+    created = _create(
+        e2e,
+        tenant.admin_token,
+        "verified",
+        _verified(e2e, source, cpb.SSL_MODE_VERIFY_FULL, dev_pki.ca_cert),
+    )
+    assert created.status == cpb.CONNECTION_STATUS_CONNECTED
+    assert [c.subject for c in created.safe_metadata.ssl_root_certs] == ["CN=sevvo development CA"]
+    retested = stub.TestConnection(cpb.TestConnectionRequest(id=created.id))
+    assert retested.status == cpb.CONNECTION_STATUS_CONNECTED
+
+
+def test_verify_full_by_an_address_the_certificate_lacks_fails_where_verify_ca_passes(
+    e2e: EndToEnd,
+    tls_source_pg: EmbeddedPostgres,
+    source_target: SourceTargetFactory,
+    dev_pki: DevPki,
+) -> None:
+    """The server's certificate names localhost only: by 127.0.0.1 verify-full fails on the
+    host name while verify-ca, which checks the CA alone, connects."""
+    tenant = e2e.new_tenant()
+    source = source_target(tls_source_pg)
+    by_address = _verified(e2e, source, cpb.SSL_MODE_VERIFY_FULL, dev_pki.ca_cert, "127.0.0.1")
+    with pytest.raises(grpc.RpcError) as caught:
+        _create(e2e, tenant.admin_token, "by-address", by_address)
+    assert _failed_category(caught.value) == "ssl_certificate_unverified"
+    by_address.ssl_mode = cpb.SSL_MODE_VERIFY_CA
+    created = _create(e2e, tenant.admin_token, "by-address", by_address)
+    assert created.status == cpb.CONNECTION_STATUS_CONNECTED
+
+
+def test_switching_to_verify_full_is_tested_first_and_a_failure_keeps_the_old_mode(
+    e2e: EndToEnd,
+    tls_source_pg: EmbeddedPostgres,
+    source_target: SourceTargetFactory,
+    dev_pki: DevPki,
+    tmp_path: Path,
+) -> None:
+    """An update to verify-full with the wrong bundle is refused and changes nothing; with
+    the right one it is tested, saved and shown."""
+    tenant = e2e.new_tenant()
+    source = source_target(tls_source_pg)
+    created = _create(e2e, tenant.admin_token, "warehouse", e2e.fields(source))
+    stub = e2e.connections(tenant.admin_token)
+    paths = ["fields.ssl_mode", "fields.ssl_root_cert"]
+
+    def update(ca_file: Path) -> cpb.Connection:
+        updated: cpb.Connection = stub.UpdateConnection(
+            cpb.UpdateConnectionRequest(
+                id=created.id,
+                connection=cpb.ConnectionUpdate(
+                    fields=cpb.PostgresFields(
+                        ssl_mode=cpb.SSL_MODE_VERIFY_FULL, ssl_root_cert=ca_file.read_text()
+                    )
+                ),
+                update_mask=field_mask_pb2.FieldMask(paths=paths),
+            )
+        )
+        return updated
+
+    with pytest.raises(grpc.RpcError) as caught:
+        update(ensure_dev_pki(tmp_path / "other").ca_cert)
+    assert _failed_category(caught.value) == "ssl_certificate_unverified"
+    unchanged = stub.GetConnection(cpb.GetConnectionRequest(id=created.id))
+    assert unchanged.safe_metadata.ssl_mode == cpb.SSL_MODE_REQUIRE
+    assert list(unchanged.safe_metadata.ssl_root_certs) == []
+    assert unchanged.update_time == created.update_time
+    updated = update(dev_pki.ca_cert)
+    assert (updated.status, updated.safe_metadata.ssl_mode) == (
+        cpb.CONNECTION_STATUS_CONNECTED,
+        cpb.SSL_MODE_VERIFY_FULL,
+    )
+    assert len(updated.safe_metadata.ssl_root_certs) == 1
 
 
 def test_stopped_source_server_turns_the_status_to_error(e2e: EndToEnd) -> None:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
 import socket
+import stat
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -17,16 +20,23 @@ from psycopg import errors, sql
 from psycopg.conninfo import conninfo_to_dict
 
 from agent.postgres_probe import probe_postgres
+from devstack.pki import DevPki, ensure_dev_pki
+from devstack.postgres import EmbeddedPostgres
 from devstack.processes import free_port
+from devstack.source_db import SourceDatabase
 from sevvo.connections.v1.connections_pb2 import (
     SSL_MODE_DISABLE,
     SSL_MODE_REQUIRE,
     SSL_MODE_UNSPECIFIED,
+    SSL_MODE_VERIFY_CA,
+    SSL_MODE_VERIFY_FULL,
     PostgresCredentials,
+    SslMode,
 )
 from sevvo.runtime.outcomes import TEST_CATEGORIES
 from sevvo.workflows.v1 import workflows_pb2
 from sevvo.workflows.v1.workflows_pb2 import CredentialTestResult
+from tests.plugins.source_db import SourceTargetFactory
 
 
 @dataclass(frozen=True)
@@ -239,6 +249,131 @@ def test_ssl_require_against_a_server_without_tls_is_ssl_required_not_offered(
     assert_failed_safely(result, workflows_pb2.TEST_CATEGORY_SSL_REQUIRED_NOT_OFFERED, credentials)
 
 
+# --- certificate verification (the OS's TLS server; its certificate names localhost only) ---
+
+_UNVERIFIED = workflows_pb2.TEST_CATEGORY_SSL_CERTIFICATE_UNVERIFIED
+
+
+def _tls_credentials(
+    source: SourceDatabase, mode: SslMode, ca_file: Path, *, host: str = "127.0.0.1"
+) -> PostgresCredentials:
+    """The reader's stored credentials with ``mode`` and ``ca_file`` as the CA bundle."""
+    return PostgresCredentials(
+        host=host,
+        port=source.port,
+        database=source.database,
+        username=source.reader,
+        password=source.reader_password,
+        ssl_mode=mode,
+        ssl_root_cert=ca_file.read_text(),
+    )
+
+
+@pytest.fixture
+def tls_source(
+    tls_source_pg: EmbeddedPostgres, source_target: SourceTargetFactory
+) -> SourceDatabase:
+    """A seeded database and reader on the TLS server."""
+    return source_target(tls_source_pg)
+
+
+@pytest.fixture
+def other_ca(tmp_path: Path) -> Path:
+    """The certificate of a CA that did not sign the TLS server's certificate."""
+    return ensure_dev_pki(tmp_path / "other-ca").ca_cert
+
+
+def test_verify_ca_with_the_signing_ca_connects(
+    tls_source: SourceDatabase, dev_pki: DevPki
+) -> None:
+    """verify-ca with the CA that signed the server's certificate connects, by IP address too."""
+    result = probe(_tls_credentials(tls_source, SSL_MODE_VERIFY_CA, dev_pki.ca_cert))
+
+    assert result.category == workflows_pb2.TEST_CATEGORY_OK
+
+
+def test_verify_ca_with_another_ca_is_certificate_unverified(
+    tls_source: SourceDatabase, other_ca: Path
+) -> None:
+    """verify-ca with a CA that did not sign the certificate fails with its own category."""
+    credentials = _tls_credentials(tls_source, SSL_MODE_VERIFY_CA, other_ca)
+
+    result = probe(credentials)
+
+    assert_failed_safely(result, _UNVERIFIED, credentials)
+    assert result.message.startswith("server certificate could not be verified: ")
+
+
+def test_verify_full_by_a_name_in_the_certificate_connects(
+    tls_source: SourceDatabase, dev_pki: DevPki
+) -> None:
+    """verify-full connects when the host is a name the certificate lists (localhost)."""
+    credentials = _tls_credentials(
+        tls_source, SSL_MODE_VERIFY_FULL, dev_pki.ca_cert, host="localhost"
+    )
+
+    assert probe(credentials).category == workflows_pb2.TEST_CATEGORY_OK
+
+
+def test_verify_full_by_an_address_the_certificate_lacks_is_unverified(
+    tls_source: SourceDatabase, dev_pki: DevPki
+) -> None:
+    """verify-full by 127.0.0.1, which the certificate does not list, fails (verify-ca passed)."""
+    credentials = _tls_credentials(tls_source, SSL_MODE_VERIFY_FULL, dev_pki.ca_cert)
+
+    assert_failed_safely(probe(credentials), _UNVERIFIED, credentials)
+
+
+def test_verify_full_against_a_server_without_tls_is_ssl_required_not_offered(
+    plain_source_pg: EmbeddedPostgres, source_target: SourceTargetFactory, dev_pki: DevPki
+) -> None:
+    """A verify mode requires TLS: a server without it is SSL_REQUIRED_NOT_OFFERED."""
+    credentials = _tls_credentials(
+        source_target(plain_source_pg), SSL_MODE_VERIFY_FULL, dev_pki.ca_cert
+    )
+
+    assert_failed_safely(
+        probe(credentials), workflows_pb2.TEST_CATEGORY_SSL_REQUIRED_NOT_OFFERED, credentials
+    )
+
+
+@pytest.mark.parametrize("signing_ca", [True, False], ids=["verified", "unverified"])
+def test_the_root_certificate_file_is_private_and_removed_after_connecting(
+    signing_ca: bool,
+    tls_source: SourceDatabase,
+    dev_pki: DevPki,
+    other_ca: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """libpq reads the bundle from a 0600 file in a 0700 directory, gone once connect ends."""
+    real_connect = psycopg.AsyncConnection.connect
+    seen: list[tuple[str, int, int, str]] = []
+
+    async def spy(*args: Any, **kwargs: Any) -> Any:
+        path = kwargs["sslrootcert"]
+        seen.append(
+            (
+                path,
+                stat.S_IMODE(os.stat(path).st_mode),
+                stat.S_IMODE(os.stat(os.path.dirname(path)).st_mode),
+                Path(path).read_text(),
+            )
+        )
+        return await real_connect(*args, **kwargs)
+
+    monkeypatch.setattr(psycopg.AsyncConnection, "connect", spy)
+    ca_file = dev_pki.ca_cert if signing_ca else other_ca
+
+    result = probe(_tls_credentials(tls_source, SSL_MODE_VERIFY_CA, ca_file))
+
+    assert (result.category == workflows_pb2.TEST_CATEGORY_OK) is signing_ca
+    ((path, file_mode, dir_mode, text),) = seen
+    assert (file_mode, dir_mode) == (0o600, 0o700)
+    assert text == ca_file.read_text()
+    assert not os.path.exists(path)
+    assert not os.path.exists(os.path.dirname(path))
+
+
 _VALID: dict[str, Any] = {
     "host": "db.example.com",
     "port": 5432,
@@ -267,6 +402,10 @@ _VALID: dict[str, Any] = {
         {"password": "sec\0ret"},
         {"ssl_mode": SSL_MODE_UNSPECIFIED},
         {"ssl_mode": 99},
+        # The verify modes need a bundle that parses; the others take none.
+        {"ssl_mode": SSL_MODE_VERIFY_FULL},
+        {"ssl_mode": SSL_MODE_VERIFY_CA, "ssl_root_cert": "not a certificate"},
+        {"ssl_root_cert": "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"},
     ],
     ids=repr,
 )
@@ -338,6 +477,20 @@ _ADDRESS = 'connection to server at "db.example.com" (10.0.0.5), port 5432 faile
                 "Benutzer »app« fehlgeschlagen"
             ),
             workflows_pb2.TEST_CATEGORY_OTHER,
+        ),
+        (
+            # Older libpq names OpenSSL's reason alone; the host name check is libpq's own.
+            psycopg.OperationalError(
+                "connection failed: " + _ADDRESS + "SSL error: certificate verify failed"
+            ),
+            workflows_pb2.TEST_CATEGORY_SSL_CERTIFICATE_UNVERIFIED,
+        ),
+        (
+            psycopg.OperationalError(
+                "connection failed: " + _ADDRESS + 'server certificate for "db.example.com" (and'
+                ' 2 other names) does not match host name "10.0.0.5"'
+            ),
+            workflows_pb2.TEST_CATEGORY_SSL_CERTIFICATE_UNVERIFIED,
         ),
         (
             errors.TooManyConnections("sorry, too many clients already"),

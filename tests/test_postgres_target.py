@@ -10,9 +10,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.connections.postgres_target import PostgresTarget, from_dsn, from_fields
+from services.connections.postgres_target import (
+    PostgresTarget,
+    from_dsn,
+    from_dynamic,
+    from_fields,
+)
 from sevvo.runtime.errors import InvalidArgument
 from sevvo.runtime.sealing import CredentialsUnreadable
+from tests.plugins.pki import ca_certificate_pem
 
 PASSWORD = "Sup3r-Secret-Pw"
 VALID: dict[str, Any] = {
@@ -24,6 +30,8 @@ VALID: dict[str, Any] = {
     "ssl_mode": "require",
 }
 BASE_DSN = f"postgresql://app_user:{PASSWORD}@db.example.com:5432/app"
+CA_PEM, CA_KEY = ca_certificate_pem("Example Root CA")
+SSL_CHOICES = "'disable', 'require', 'verify-ca' or 'verify-full'"
 
 
 def _assert_no_leak(error: Exception, *secrets: str) -> None:
@@ -76,12 +84,47 @@ FIELD_CASES: list[tuple[str, dict[str, Any], str, str]] = [
     ("password-too-long", {"password": "p" * 1025}, "password", "at most 1024 characters"),
     ("password-nul", {"password": "Secret\x00Tail"}, "password", "NUL"),
     ("password-lone-surrogate", {"password": "Secret\ud800"}, "password", "valid Unicode"),
-    ("ssl-verify-full", {"ssl_mode": "verify-full"}, "ssl_mode", "not supported yet"),
-    ("ssl-verify-ca", {"ssl_mode": "verify-ca"}, "ssl_mode", "not supported yet"),
-    ("ssl-prefer", {"ssl_mode": "prefer"}, "ssl_mode", "'disable' or 'require'"),
-    ("ssl-allow", {"ssl_mode": "allow"}, "ssl_mode", "'disable' or 'require'"),
-    ("ssl-empty", {"ssl_mode": ""}, "ssl_mode", "'disable' or 'require'"),
-    ("ssl-boolean-word", {"ssl_mode": "on"}, "ssl_mode", "'disable' or 'require'"),
+    ("ssl-prefer", {"ssl_mode": "prefer"}, "ssl_mode", SSL_CHOICES),
+    ("ssl-allow", {"ssl_mode": "allow"}, "ssl_mode", SSL_CHOICES),
+    ("ssl-empty", {"ssl_mode": ""}, "ssl_mode", SSL_CHOICES),
+    ("ssl-boolean-word", {"ssl_mode": "on"}, "ssl_mode", SSL_CHOICES),
+    # The CA bundle goes with the verify modes, and only with them.
+    (
+        "verify-full-without-bundle",
+        {"ssl_mode": "verify-full"},
+        "ssl_root_cert",
+        "is required with SSL mode verify-full",
+    ),
+    (
+        "verify-ca-blank-bundle",
+        {"ssl_mode": "verify-ca", "ssl_root_cert": " \n"},
+        "ssl_root_cert",
+        "is required with SSL mode verify-ca",
+    ),
+    (
+        "disable-with-bundle",
+        {"ssl_mode": "disable", "ssl_root_cert": CA_PEM},
+        "ssl_root_cert",
+        "only with SSL mode verify-ca or verify-full, not disable",
+    ),
+    (
+        "require-with-bundle",
+        {"ssl_mode": "require", "ssl_root_cert": CA_PEM},
+        "ssl_root_cert",
+        "only with SSL mode verify-ca or verify-full, not require",
+    ),
+    (
+        "bundle-not-pem",
+        {"ssl_mode": "verify-full", "ssl_root_cert": "MIIB...base64 without armour"},
+        "ssl_root_cert",
+        "no -----BEGIN CERTIFICATE----- block",
+    ),
+    (
+        "bundle-with-private-key",
+        {"ssl_mode": "verify-ca", "ssl_root_cert": CA_PEM + CA_KEY},
+        "ssl_root_cert",
+        "contains a private key",
+    ),
 ]
 
 
@@ -97,14 +140,18 @@ def test_from_fields_rejects_each_broken_rule(
         from_fields(**values)
     assert caught.value.field == f"fields.{field}"
     assert fragment in caught.value.description
-    _assert_no_leak(caught.value, values["password"])
+    _assert_no_leak(caught.value, values["password"], CA_KEY.splitlines()[1])
 
 
-def test_verify_modes_still_list_the_supported_values() -> None:
-    """The not-supported-yet message for certificate verification also says what to use."""
-    with pytest.raises(InvalidArgument) as caught:
-        from_fields(**{**VALID, "ssl_mode": "verify-full"})
-    assert "'disable' or 'require'" in caught.value.description
+@pytest.mark.parametrize("mode", ["verify-ca", "verify-full", "VERIFY-FULL"])
+def test_a_verify_mode_with_a_bundle_keeps_its_certificates(mode: str) -> None:
+    """A verify mode takes the bundle: its PEM without the text around it, and a summary."""
+    target = from_fields(**{**VALID, "ssl_mode": mode, "ssl_root_cert": f"# root\n{CA_PEM}"})
+    assert target.ssl_mode == mode.lower()
+    assert target.ssl_root_cert is not None
+    assert target.ssl_root_cert.pem == CA_PEM
+    assert [c.subject for c in target.ssl_root_cert.certificates] == ["CN=Example Root CA"]
+    assert "ssl_root_certs=1" in repr(target)
 
 
 def test_from_fields_uses_the_given_prefix() -> None:
@@ -172,7 +219,7 @@ DSN_CASES: list[tuple[str, str, str | None, str, str]] = [
     ("param-app-name", f"{BASE_DSN}?application_name=x", None, "uri", "'application_name'"),
     ("param-timeout", f"{BASE_DSN}?connect_timeout=5", None, "uri", "parameter 'connect_timeout'"),
     ("param-jdbc-ssl", f"{BASE_DSN}?ssl=true", None, "uri", "unsupported parameter 'ssl'"),
-    ("param-sslrootcert", f"{BASE_DSN}?sslrootcert=/x", None, "uri", "'sslrootcert'"),
+    ("param-sslrootcert", f"{BASE_DSN}?sslrootcert=/x", None, "uri", "PEM text in ssl_root_cert"),
     ("param-encoded-name", f"{BASE_DSN}?%6Fptions=x", None, "uri", "parameter 'options'"),
     ("param-password", f"{BASE_DSN}?password={PASSWORD}2", None, "uri", "'password' conflicts"),
     ("param-host", f"{BASE_DSN}?host=other", None, "uri", "'host' conflicts"),
@@ -183,14 +230,14 @@ DSN_CASES: list[tuple[str, str, str | None, str, str]] = [
     ("param-dbname", f"{BASE_DSN}?dbname=other", None, "uri", "'dbname' conflicts"),
     ("param-password-no-uri-pw", "postgresql://u@h/db?password=x", None, "uri", "conflicts"),
     ("sslmode-twice", f"{BASE_DSN}?sslmode=require&sslmode=disable", None, "uri", "more than once"),
-    ("sslmode-verify-full", f"{BASE_DSN}?sslmode=verify-full", None, "uri", "not supported yet"),
-    ("sslmode-verify-ca", f"{BASE_DSN}?sslmode=verify-ca", None, "uri", "not supported yet"),
-    ("sslmode-prefer", f"{BASE_DSN}?sslmode=prefer", None, "uri", "'disable' or 'require'"),
-    ("sslmode-allow", f"{BASE_DSN}?sslmode=allow", None, "uri", "'disable' or 'require'"),
-    ("sslmode-empty", f"{BASE_DSN}?sslmode=", None, "uri", "'disable' or 'require'"),
-    ("arg-verify-full", BASE_DSN, "verify-full", "ssl_mode", "not supported yet"),
-    ("arg-prefer", BASE_DSN, "prefer", "ssl_mode", "'disable' or 'require'"),
-    ("arg-empty", BASE_DSN, "", "ssl_mode", "'disable' or 'require'"),
+    ("sslmode-verify-full", f"{BASE_DSN}?sslmode=verify-full", None, "ssl_root_cert", "required"),
+    ("sslmode-verify-ca", f"{BASE_DSN}?sslmode=verify-ca", None, "ssl_root_cert", "required"),
+    ("sslmode-prefer", f"{BASE_DSN}?sslmode=prefer", None, "uri", SSL_CHOICES),
+    ("sslmode-allow", f"{BASE_DSN}?sslmode=allow", None, "uri", SSL_CHOICES),
+    ("sslmode-empty", f"{BASE_DSN}?sslmode=", None, "uri", SSL_CHOICES),
+    ("arg-verify-full", BASE_DSN, "verify-full", "ssl_root_cert", "required"),
+    ("arg-prefer", BASE_DSN, "prefer", "ssl_mode", SSL_CHOICES),
+    ("arg-empty", BASE_DSN, "", "ssl_mode", SSL_CHOICES),
     (
         "ssl-conflict",
         f"{BASE_DSN}?sslmode=require",
@@ -236,6 +283,45 @@ def test_from_dsn_rejects_each_broken_rule(
     assert caught.value.field == f"dsn.{field}"
     assert fragment in caught.value.description
     _assert_no_leak(caught.value, PASSWORD, dsn, "p" * 1025)
+
+
+def test_a_dsn_takes_its_bundle_beside_the_uri() -> None:
+    """sslmode=verify-ca in the URI plus the PEM in ssl_root_cert; a bundle with require fails."""
+    target = from_dsn(f"{BASE_DSN}?sslmode=verify-ca", None, ssl_root_cert=CA_PEM)
+    assert target == from_fields(**{**VALID, "ssl_mode": "verify-ca", "ssl_root_cert": CA_PEM})
+    with pytest.raises(InvalidArgument) as caught:
+        from_dsn(f"{BASE_DSN}?sslmode=require", None, ssl_root_cert=CA_PEM)
+    assert caught.value.field == "dsn.ssl_root_cert"
+    _assert_no_leak(caught.value, PASSWORD, BASE_DSN)
+
+
+def test_a_dynamic_connection_takes_a_bundle_under_its_own_prefix() -> None:
+    """The privileged login verifies the server like any other; errors name dynamic.*."""
+
+    def dynamic(**changes: Any) -> PostgresTarget:
+        values: dict[str, Any] = {
+            "host": "db.example.com",
+            "port": None,
+            "database": "app",
+            "ssl_mode": "verify-full",
+            "privileged_username": "sevvo_admin",
+            "privileged_password": PASSWORD,
+            "default_ttl_seconds": 0,
+            "max_ttl_seconds": 0,
+            "creation_statements": [],
+            "revocation_statements": [],
+            "group_role": "",
+            "ssl_root_cert": CA_PEM,
+        }
+        return from_dynamic(**{**values, **changes})
+
+    target = dynamic()
+    assert target.dynamic is not None
+    assert target.ssl_root_cert is not None
+    assert PostgresTarget.from_json(target.to_json()) == target
+    with pytest.raises(InvalidArgument) as caught:
+        dynamic(ssl_root_cert="")
+    assert caught.value.field == "dynamic.ssl_root_cert"
 
 
 def test_from_dsn_uses_the_given_prefix() -> None:
@@ -325,6 +411,16 @@ def test_json_round_trip() -> None:
     assert PostgresTarget.from_json(data) == TARGET
 
 
+VERIFIED = from_fields(**{**VALID, "ssl_mode": "verify-full", "ssl_root_cert": CA_PEM})
+
+
+def test_the_bundle_is_sealed_with_the_credentials() -> None:
+    """The payload carries the bundle's PEM and reads back the same target."""
+    data = VERIFIED.to_json()
+    assert json.loads(data)["ssl_root_cert"] == CA_PEM
+    assert PostgresTarget.from_json(data) == VERIFIED
+
+
 STAGE_ID = "5f0c3d1e-2a4b-4c6d-8e9f-0a1b2c3d4e5f"
 
 
@@ -360,7 +456,13 @@ def _payload(**changes: Any) -> bytes:
         pytest.param(_payload(host=1), "host is not a string", id="host-number"),
         pytest.param(_payload(password=None), "password is not a string", id="password-null"),
         pytest.param(_payload(port=0), "payload.port", id="rule-port"),
-        pytest.param(_payload(ssl_mode="verify-full"), "payload.ssl_mode", id="rule-ssl"),
+        pytest.param(_payload(ssl_mode="prefer"), "payload.ssl_mode", id="rule-ssl"),
+        pytest.param(
+            _payload(ssl_mode="verify-full"), "payload.ssl_root_cert", id="verify-no-bundle"
+        ),
+        pytest.param(_payload(ssl_root_cert=CA_PEM), "payload.ssl_root_cert", id="bundle-require"),
+        pytest.param(_payload(ssl_root_cert=""), "ssl_root_cert is not", id="bundle-empty"),
+        pytest.param(_payload(ssl_root_cert=7), "ssl_root_cert is not", id="bundle-number"),
         pytest.param(_payload(password="a\x00" + PASSWORD), "payload.password", id="rule-nul"),
         pytest.param(
             b'{"password":"' + PASSWORD.encode() + b'","password":"x"}', "not a JSON", id="dup-key"
@@ -513,4 +615,4 @@ def test_any_text_as_dsn_raises_only_invalid_argument(dsn: str, ssl_mode: str | 
         )
         assert again == target
         return
-    assert field in ("dsn.uri", "dsn.ssl_mode")
+    assert field in ("dsn.uri", "dsn.ssl_mode", "dsn.ssl_root_cert")

@@ -23,13 +23,19 @@ from psycopg.conninfo import conninfo_to_dict
 
 from agent.preview_executor import run_preview, safe_text
 from agent.preview_validator import ValidatedQuery
+from devstack.pki import DevPki
 from devstack.postgres import EmbeddedPostgres
 from devstack.processes import free_port
-from sevvo.connections.v1.connections_pb2 import SSL_MODE_DISABLE, PostgresCredentials
+from sevvo.connections.v1.connections_pb2 import (
+    SSL_MODE_DISABLE,
+    SSL_MODE_VERIFY_FULL,
+    PostgresCredentials,
+)
 from sevvo.runtime.outcomes import TEST_CATEGORIES
 from sevvo.workflows.v1 import workflows_pb2
 from sevvo.workflows.v1.workflows_pb2 import PreviewQueryResult
 from tests.plugins.postgres import with_dbname
+from tests.plugins.source_db import SourceTargetFactory
 
 OK = workflows_pb2.PREVIEW_CATEGORY_OK
 QUERY_ERROR = workflows_pb2.PREVIEW_CATEGORY_QUERY_ERROR
@@ -480,6 +486,44 @@ def test_a_numeric_longer_than_a_cell_is_cut(reader: Reader) -> None:
 
     (cell,) = result.rows[0].cells
     assert (cell.text, cell.truncated) == ("1" + "0" * 1023, True)
+
+
+@pytest.mark.parametrize(
+    ("host", "category"),
+    [
+        ("localhost", OK),
+        # The server's certificate names localhost and no IP address.
+        ("127.0.0.1", workflows_pb2.PREVIEW_CATEGORY_SSL_CERTIFICATE_UNVERIFIED),
+    ],
+    ids=["name-in-certificate", "address-not-in-certificate"],
+)
+def test_a_preview_verifies_the_server_as_the_credential_test_does(
+    host: str,
+    category: workflows_pb2.PreviewCategory,
+    tls_source_pg: EmbeddedPostgres,
+    source_target: SourceTargetFactory,
+    dev_pki: DevPki,
+) -> None:
+    """verify-full previews run against a server whose certificate names the host, and fail
+    with the credential test's category and sentence against one that does not."""
+    source = source_target(tls_source_pg)
+    credentials = PostgresCredentials(
+        host=host,
+        port=source.port,
+        database=source.database,
+        username=source.reader,
+        password=source.reader_password,
+        ssl_mode=SSL_MODE_VERIFY_FULL,
+        ssl_root_cert=dev_pki.ca_cert.read_text(),
+    )
+
+    result = preview(credentials, "select count(*) from customers")
+
+    if category == OK:
+        assert (result.category, texts(result)) == (OK, [["50"]])
+    else:
+        hint = TEST_CATEGORIES.message(workflows_pb2.TEST_CATEGORY_SSL_CERTIFICATE_UNVERIFIED)
+        assert_error(result, category, "", hint)
 
 
 def test_xml_renders_as_text(tls_source_pg: EmbeddedPostgres) -> None:

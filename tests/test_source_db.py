@@ -54,9 +54,12 @@ def test_tls_source_serves_sslmode_require(
 def test_tls_source_certificate_verifies_against_the_dev_ca(
     tls_source_pg: EmbeddedPostgres, dev_pki: DevPki
 ) -> None:
-    """sslmode=verify-full with the dev CA as root accepts the server's certificate."""
+    """sslmode=verify-full by localhost with the dev CA as root accepts the certificate."""
     conninfo = psycopg.conninfo.make_conninfo(
-        tls_source_pg.url, sslmode="verify-full", sslrootcert=str(dev_pki.ca_cert)
+        tls_source_pg.url,
+        host="localhost",
+        sslmode="verify-full",
+        sslrootcert=str(dev_pki.ca_cert),
     )
     assert _session_uses_ssl(conninfo)
 

@@ -10,6 +10,7 @@ import enum
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Annotated
 from urllib.parse import parse_qs, quote, urlsplit, urlunsplit
 
@@ -45,6 +46,19 @@ def _allowed_functions(record: Mapping[str, JsonValue]) -> object:
     return ", ".join((record.get("preview") or {}).get("allowed_functions") or ()) or None
 
 
+def _root_certs(record: Mapping[str, JsonValue]) -> object:
+    """The CA bundle in a line: each certificate's subject and expiry day (JSON has more)."""
+    certificates = (record.get("safe_metadata") or {}).get("ssl_root_certs") or []
+    shown = [
+        f"{c.get('subject') or c.get('sha256_fingerprint')} (expires"
+        f" {str(c.get('expire_time'))[:10]})"
+        for c in certificates[:3]
+    ]
+    if len(certificates) > len(shown):
+        shown.append(f"and {len(certificates) - len(shown)} more")
+    return "; ".join(shown) or None
+
+
 def _max_plan_cost(record: Mapping[str, JsonValue]) -> object:
     cost = (record.get("preview") or {}).get("max_plan_cost") or 0.0
     # 0 is "no budget": shown as "-", like any setting that is not set.
@@ -69,6 +83,7 @@ DETAIL: list[Column] = [
     ("database", _meta("database")),
     ("username", _meta("username")),
     ("ssl mode", _meta("ssl_mode")),
+    ("ssl root certs", _root_certs),
     ("credentials", key("credential_mode")),
     ("password stored", key("has_password")),
     ("status", key("status")),
@@ -86,9 +101,19 @@ class SslMode(enum.StrEnum):
 
     REQUIRE = "require"
     DISABLE = "disable"
+    VERIFY_CA = "verify-ca"
+    VERIFY_FULL = "verify-full"
 
 
-_SSL = {SslMode.REQUIRE: cpb.SSL_MODE_REQUIRE, SslMode.DISABLE: cpb.SSL_MODE_DISABLE}
+_SSL = {
+    SslMode.REQUIRE: cpb.SSL_MODE_REQUIRE,
+    SslMode.DISABLE: cpb.SSL_MODE_DISABLE,
+    SslMode.VERIFY_CA: cpb.SSL_MODE_VERIFY_CA,
+    SslMode.VERIFY_FULL: cpb.SSL_MODE_VERIFY_FULL,
+}
+# Far above any provider's bundle (the service takes 512 KiB): a larger file is a mistake,
+# read no further.
+_MAX_ROOT_CERT_BYTES = 1024 * 1024
 
 PasswordStdin = Annotated[
     bool,
@@ -101,6 +126,16 @@ AllowFunction = Annotated[
         metavar="NAME",
         help="Preview: a function previews may call beyond the reviewed built-ins, as name"
         " or schema.name; repeat for more.",
+        show_default=False,
+    ),
+]
+SslRootCert = Annotated[
+    Path | None,
+    typer.Option(
+        "--ssl-root-cert",
+        metavar="FILE",
+        help="The CA bundle (PEM) that signs the server's certificate, for --ssl-mode"
+        " verify-ca or verify-full: your provider's download, such as global-bundle.pem.",
         show_default=False,
     ),
 ]
@@ -142,14 +177,38 @@ def dsn_with_password(dsn: str, password: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
-def dsn_ssl_mode(dsn: str, flag: SslMode | None) -> cpb.SslMode:
+def dsn_ssl_mode(dsn: str, flag: SslMode | None, *, has_root_cert: bool = False) -> cpb.SslMode:
     """The SSL mode to send with a DSN: the flag's, else none (the URI's sslmode decides),
-    else ``require``, the default the help promises."""
+    else the default the help promises (see ``default_ssl_mode``)."""
     if flag is not None:
         return _SSL[flag]
     if "sslmode" in parse_qs(urlsplit(dsn).query, keep_blank_values=True):
         return cpb.SSL_MODE_UNSPECIFIED
-    return _SSL[SslMode.REQUIRE]
+    return _SSL[default_ssl_mode(has_root_cert=has_root_cert)]
+
+
+def default_ssl_mode(*, has_root_cert: bool) -> SslMode:
+    """Without --ssl-mode: ``verify-full`` when a CA bundle is given (the reason to give
+    one), ``require`` otherwise."""
+    return SslMode.VERIFY_FULL if has_root_cert else SslMode.REQUIRE
+
+
+def read_root_cert(path: Path) -> str:
+    """The PEM text of a CA bundle file; the service checks the certificates themselves."""
+    try:
+        with path.open("rb") as file:
+            data = file.read(_MAX_ROOT_CERT_BYTES + 1)
+    except OSError as error:
+        raise usage_error(f"--ssl-root-cert: cannot read {path}: {error.strerror}") from None
+    if len(data) > _MAX_ROOT_CERT_BYTES:
+        raise usage_error(f"--ssl-root-cert: {path} is larger than a CA bundle can be (1 MiB)")
+    try:
+        return data.decode("ascii")
+    except UnicodeDecodeError:
+        raise usage_error(
+            f"--ssl-root-cert: {path} is not PEM text; convert a DER (binary) certificate with"
+            " openssl x509 -inform der -in ca.der -out ca.pem"
+        ) from None
 
 
 def preview_settings(
@@ -172,6 +231,7 @@ _LOGIN_PATHS = {
     "username": "fields.username",
     "password": "fields.password",
     "ssl_mode": "fields.ssl_mode",
+    "ssl_root_cert": "fields.ssl_root_cert",
 }
 PREVIEW_PATH = "fields.preview"
 
@@ -187,6 +247,7 @@ class ConnectionEdit:
     username: str | None = None
     password: str | None = field(default=None, repr=False)
     ssl_mode: SslMode | None = None
+    ssl_root_cert: str | None = None
     allow_functions: list[str] | None = None
     no_allowed_functions: bool = False
     max_plan_cost: float | None = None
@@ -197,7 +258,8 @@ class ConnectionEdit:
         if not (self.login_paths or self.name is not None or self.changes_preview):
             raise usage_error(
                 "nothing to update: give --name, a connection detail (--host, --port,"
-                " --database, --username, --new-password, --ssl-mode) or a preview setting"
+                " --database, --username, --new-password, --ssl-mode, --ssl-root-cert) or a"
+                " preview setting"
                 " (--allow-function, --no-allowed-functions, --max-plan-cost)"
             )
 
@@ -233,6 +295,7 @@ class ConnectionEdit:
             username=self.username or "",
             password=self.password or "",
             ssl_mode=_SSL[self.ssl_mode] if self.ssl_mode else cpb.SSL_MODE_UNSPECIFIED,
+            ssl_root_cert=self.ssl_root_cert or "",
         )
         if self.port is not None:
             fields.port = self.port
@@ -270,6 +333,9 @@ def _show(cli: Cli, connection: cpb.Connection) -> dict[str, JsonValue]:
         " --username reader --ssl-mode require\n\n"
         "Example: sevvo connections create --name shop --dsn"
         " 'postgresql://reader@db.internal:5432/shop?sslmode=require' --password-stdin < pw\n\n"
+        "Example: sevvo connections create --name shop --host shop.abc123.eu-west-1.rds"
+        ".amazonaws.com --database shop --username reader --ssl-mode verify-full"
+        " --ssl-root-cert global-bundle.pem\n\n"
         "Example: sevvo connections create --name shop --dynamic --host db.internal"
         " --database shop --username sevvo_admin --default-ttl 1h --max-ttl 8h\n\n"
         "Example: sevvo connections create --name shop --host db.internal --database shop"
@@ -290,8 +356,13 @@ def create(
     ] = None,
     ssl_mode: Annotated[
         SslMode | None,
-        typer.Option("--ssl-mode", help="require or disable \\[default: require, or the DSN's]."),
+        typer.Option(
+            "--ssl-mode",
+            help="disable, require, verify-ca or verify-full \\[default: the DSN's, else"
+            " verify-full with --ssl-root-cert, else require].",
+        ),
     ] = None,
+    ssl_root_cert: SslRootCert = None,
     dsn: Annotated[
         str | None,
         typer.Option(
@@ -327,6 +398,7 @@ def create(
     """Create a connection; the agent tests the credentials before they are saved."""
     request = cpb.CreateConnectionRequest(display_name=name)
     preview = preview_settings(allow_function, max_plan_cost)
+    root_cert = "" if ssl_root_cert is None else read_root_cert(ssl_root_cert)
     if dsn is not None:
         if dynamic or any(v is not None for v in (host, database, username)):
             raise usage_error("--dsn replaces --host, --database and --username, and not --dynamic")
@@ -335,8 +407,9 @@ def create(
         request.dsn.CopyFrom(
             cpb.PostgresDsn(
                 uri=dsn_with_password(dsn, password),
-                ssl_mode=dsn_ssl_mode(dsn, ssl_mode),
+                ssl_mode=dsn_ssl_mode(dsn, ssl_mode, has_root_cert=bool(root_cert)),
                 preview=preview,
+                ssl_root_cert=root_cert,
             )
         )
     else:
@@ -352,7 +425,7 @@ def create(
         if missing:
             raise usage_error(f"missing {', '.join(missing)} (or give --dsn)")
         password = read_secret("Database password", from_stdin=password_stdin)
-        ssl = _SSL[ssl_mode or SslMode.REQUIRE]
+        ssl = _SSL[ssl_mode or default_ssl_mode(has_root_cert=bool(root_cert))]
         if dynamic:
             request.dynamic.CopyFrom(
                 cpb.PostgresDynamic(
@@ -368,6 +441,7 @@ def create(
                     max_ttl_seconds=parse_duration("--max-ttl", max_ttl) if max_ttl else 0,
                     group_role=group_role or "",
                     preview=preview,
+                    ssl_root_cert=root_cert,
                 )
             )
         else:
@@ -382,6 +456,7 @@ def create(
                     password=password,
                     ssl_mode=ssl,
                     preview=preview,
+                    ssl_root_cert=root_cert,
                 )
             )
     cli = cli_of(ctx)
@@ -408,6 +483,8 @@ def get(ctx: typer.Context, connection_id: Annotated[str, typer.Argument(metavar
         " --allow-function public.word_similarity\n\n"
         f"Example: sevvo connections update {_ID} --no-allowed-functions --max-plan-cost 0\n\n"
         f"Example: sevvo connections update {_ID} --host db2.internal\n\n"
+        f"Example: sevvo connections update {_ID} --ssl-mode verify-full"
+        " --ssl-root-cert ca.pem\n\n"
         f"Example: sevvo connections update {_ID} --username sevvo_reader --password-stdin < pw"
     )
 )
@@ -425,8 +502,14 @@ def update(
         ),
     ] = None,
     ssl_mode: Annotated[
-        SslMode | None, typer.Option("--ssl-mode", help="require or disable.")
+        SslMode | None,
+        typer.Option(
+            "--ssl-mode",
+            help="disable, require, verify-ca or verify-full; disable or require drops a"
+            " stored CA bundle.",
+        ),
     ] = None,
+    ssl_root_cert: SslRootCert = None,
     allow_function: Annotated[
         list[str] | None,
         typer.Option(
@@ -461,9 +544,9 @@ def update(
 ) -> None:
     """Change a connection's name, details or preview settings; the rest stays as it is.
 
-    A changed host, port, database, username, password or SSL mode is tested through your
-    agent first (with the stored password unless you give a new one), and nothing changes if
-    the test fails. Preview settings and the name change without a test.
+    A changed host, port, database, username, password, SSL mode or CA bundle is tested
+    through your agent first (with the stored password unless you give a new one), and
+    nothing changes if the test fails. Preview settings and the name change without a test.
     """
     replace_password = new_password or password_stdin
     edit = ConnectionEdit(
@@ -475,6 +558,7 @@ def update(
         # Checked with a stand-in first, so a mistake in the flags asks for no password.
         password="" if replace_password else None,
         ssl_mode=ssl_mode,
+        ssl_root_cert=None if ssl_root_cert is None else read_root_cert(ssl_root_cert),
         allow_functions=allow_function,
         no_allowed_functions=no_allowed_functions,
         max_plan_cost=max_plan_cost,

@@ -19,7 +19,12 @@ from typing import Any, TypeVar
 import psycopg
 
 from services.connections.orchestrator_client import Orchestrator, TestOutcome
-from services.connections.postgres_target import PostgresTarget, from_fields, password_problem
+from services.connections.postgres_target import (
+    VERIFY_MODES,
+    PostgresTarget,
+    from_fields,
+    password_problem,
+)
 from services.connections.preview_settings import PreviewSettings
 from services.connections.store import ConnectionRow, ConnectionStore, DraftRow
 from sevvo.runtime import audit, paging, validation
@@ -40,6 +45,7 @@ FIELD_PATHS = (
     "fields.username",
     "fields.password",
     "fields.ssl_mode",
+    "fields.ssl_root_cert",
 )
 # The preview settings ride in the sealed payload too, but changing them changes no login.
 PREVIEW_PATH = "fields.preview"
@@ -62,6 +68,7 @@ class ConnectionUpdate:
     username: str = ""
     password: str = ""
     ssl_mode: str = ""
+    ssl_root_cert: str = ""
     preview: PreviewSettings | None = None
 
 
@@ -235,6 +242,7 @@ class ConnectionsDomain:
             updated_at=now,
             **dynamic_columns(target),
             preview_settings=preview_column(target),
+            ssl_root_certs=root_certs_column(target),
         )
         await asyncio.to_thread(
             self._audited,
@@ -345,6 +353,7 @@ class ConnectionsDomain:
                     database=new_target.database,
                     username=new_target.username,
                     ssl_mode=new_target.ssl_mode,
+                    ssl_root_certs=root_certs_column(new_target),
                     # A dynamic connection's fields are its privileged login; it stays dynamic.
                     credential_mode="dynamic" if new_target.dynamic else "fields",
                     status=status,
@@ -895,6 +904,11 @@ def preview_column(target: PostgresTarget) -> dict[str, Any] | None:
     return None if target.preview is None else target.preview.to_payload()
 
 
+def root_certs_column(target: PostgresTarget) -> list[dict[str, str]] | None:
+    """The connection row's display summary of a target's CA bundle (None without one)."""
+    return None if target.ssl_root_cert is None else target.ssl_root_cert.summary()
+
+
 _DYNAMIC_COLUMNS = (
     "default_ttl_seconds",
     "max_ttl_seconds",
@@ -972,13 +986,21 @@ def _apply_fields(
     def pick(path: str, new: Any, old: Any) -> Any:
         return new if path in paths else old
 
+    ssl_mode = pick("fields.ssl_mode", update.ssl_mode, current.ssl_mode)
+    stored_bundle = "" if current.ssl_root_cert is None else current.ssl_root_cert.pem
+    root_cert = pick("fields.ssl_root_cert", update.ssl_root_cert, stored_bundle)
+    if "fields.ssl_root_cert" not in paths and ssl_mode.strip().lower() not in VERIFY_MODES:
+        # Moving to a mode that verifies nothing drops the bundle it would not use; moving
+        # between verify-ca and verify-full keeps it.
+        root_cert = ""
     target = from_fields(
         host=pick("fields.host", update.host, current.host),
         port=pick("fields.port", update.port, current.port),
         database=pick("fields.database", update.database, current.database),
         username=pick("fields.username", update.username, current.username),
         password=pick("fields.password", update.password, current.password),
-        ssl_mode=pick("fields.ssl_mode", update.ssl_mode, current.ssl_mode),
+        ssl_mode=ssl_mode,
+        ssl_root_cert=root_cert,
         prefix="connection.fields",
     )
     # A user who sets the password decides it; otherwise a staged rotation stays staged.

@@ -15,12 +15,15 @@ from psycopg.conninfo import conninfo_to_dict
 
 from services.connections.dynamic import DynamicSettings, dynamic_settings
 from services.connections.preview_settings import PreviewSettings
+from sevvo.runtime.ca_bundle import CaBundle, CaBundleError, parse_ca_bundle
 from sevvo.runtime.errors import InvalidArgument
 from sevvo.runtime.sealing import CredentialsUnreadable
 from sevvo.runtime.validation import has_control_characters
 
 DEFAULT_PORT = 5432
-SSL_MODES = ("disable", "require")
+SSL_MODES = ("disable", "require", "verify-ca", "verify-full")
+# The modes that check the server's certificate against the connection's CA bundle.
+VERIFY_MODES = ("verify-ca", "verify-full")
 MAX_HOST_LENGTH = 253
 # Postgres truncates identifiers to NAMEDATALEN - 1 bytes; rejecting longer names up front beats
 # connecting to a silently truncated name.
@@ -30,7 +33,7 @@ MAX_DSN_LENGTH = 4096
 PAYLOAD_VERSION = 1
 
 _SCHEMES = ("postgresql://", "postgres://")
-_SSL_CHOICES = "'disable' or 'require'"
+_SSL_CHOICES = "'disable', 'require', 'verify-ca' or 'verify-full'"
 _LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 _DIGITS = re.compile(r"[0-9]{1,10}")
 _KEYWORD = re.compile(r"[a-z_]{1,40}")  # the shape of every libpq keyword
@@ -53,6 +56,7 @@ _OPTIONAL_PAYLOAD_FIELDS = (
     "pending_stage_id",
     "password_stage_id",
     "preview",
+    "ssl_root_cert",
 )
 
 
@@ -60,7 +64,8 @@ _OPTIONAL_PAYLOAD_FIELDS = (
 class PostgresTarget:
     """One Postgres server, database and login; build it with ``from_fields`` or ``from_dsn``.
 
-    ``ssl_mode`` is ``"disable"`` or ``"require"``. For a dynamic connection the login is the
+    ``ssl_mode`` is one of ``SSL_MODES``; ``ssl_root_cert`` is the CA bundle, set exactly
+    for the ``VERIFY_MODES``. For a dynamic connection the login is the
     privileged role's, ``dynamic`` holds the lease settings, and ``pending_password`` a
     rotation's staged password, staged under ``pending_stage_id`` (None when staged without
     one). ``password_stage_id`` names the stage the current password was committed from, so a
@@ -80,13 +85,17 @@ class PostgresTarget:
     pending_stage_id: str | None = None
     password_stage_id: str | None = None
     preview: PreviewSettings | None = None
+    ssl_root_cert: CaBundle | None = None
 
     def __repr__(self) -> str:
+        # The bundle is public but long: its size says enough in a log line.
+        certificates = 0 if self.ssl_root_cert is None else len(self.ssl_root_cert.certificates)
         return (
             f"PostgresTarget(host={self.host!r}, port={self.port!r}, "
             f"database={self.database!r}, username={self.username!r}, "
             f"password='<redacted>', ssl_mode={self.ssl_mode!r}, "
             f"dynamic={self.dynamic!r}, preview={self.preview!r}, "
+            f"ssl_root_certs={certificates}, "
             f"pending_password={None if self.pending_password is None else '<redacted>'!r})"
         )
 
@@ -110,6 +119,8 @@ class PostgresTarget:
             payload["dynamic"] = self.dynamic.to_payload()
         if self.preview is not None:
             payload["preview"] = self.preview.to_payload()
+        if self.ssl_root_cert is not None:
+            payload["ssl_root_cert"] = self.ssl_root_cert.pem
         if self.pending_password is not None:
             payload["pending_password"] = self.pending_password
         for name in ("pending_stage_id", "password_stage_id"):
@@ -150,6 +161,9 @@ class PostgresTarget:
         pending = payload.get("pending_password")
         if pending is not None and not isinstance(pending, str):
             raise _malformed("pending_password is not a string")
+        root_cert = payload.get("ssl_root_cert", "")
+        if not isinstance(root_cert, str) or ("ssl_root_cert" in payload and not root_cert):
+            raise _malformed("ssl_root_cert is not a PEM string")
         pending_stage_id, password_stage_id = (
             _stage_id_field(payload, name) for name in ("pending_stage_id", "password_stage_id")
         )
@@ -163,6 +177,7 @@ class PostgresTarget:
                 username=payload["username"],
                 password=payload["password"],
                 ssl_mode=payload["ssl_mode"],
+                ssl_root_cert=root_cert,
                 prefix="payload",
             )
             if pending is not None:
@@ -220,9 +235,9 @@ class PostgresTarget:
         )
 
     def with_login_of(self, edited: PostgresTarget) -> PostgresTarget:
-        """``edited``'s server and login, keeping this target's dynamic and preview settings,
-        its staged rotation and the stage its password came from (for an edit that kept the
-        password)."""
+        """``edited``'s server, login and TLS settings, keeping this target's dynamic and
+        preview settings, its staged rotation and the stage its password came from (for an
+        edit that kept the password)."""
         return replace(
             edited,
             dynamic=self.dynamic,
@@ -259,12 +274,14 @@ def from_fields(
     username: str,
     password: str,
     ssl_mode: str,
+    ssl_root_cert: str = "",
     prefix: str = "fields",
 ) -> PostgresTarget:
     """The target a user entered in the form; ``port=None`` means 5432.
 
-    Raises ``InvalidArgument`` on ``f"{prefix}.<field>"`` for the first field that breaks a
-    rule. Messages state the rule and never echo the password.
+    ``ssl_root_cert`` is the CA bundle's PEM text, "" for none. Raises ``InvalidArgument``
+    on ``f"{prefix}.<field>"`` for the first field that breaks a rule. Messages state the
+    rule and never echo the password.
     """
 
     def fail(part: str, message: str) -> NoReturn:
@@ -273,7 +290,7 @@ def from_fields(
     if port is not None and (not isinstance(port, int) or isinstance(port, bool)):
         fail("port", "must be an integer between 1 and 65535")
     mode = _ssl_mode(ssl_mode)
-    return _validated(
+    target = _validated(
         host=host,
         port=DEFAULT_PORT if port is None else port,
         database=database,
@@ -283,6 +300,7 @@ def from_fields(
         fail=fail,
         ssl_problem=lambda message: fail("ssl_mode", message),
     )
+    return with_root_cert(target, ssl_root_cert, field=f"{prefix}.ssl_root_cert")
 
 
 def from_dynamic(
@@ -298,6 +316,7 @@ def from_dynamic(
     creation_statements: Sequence[str],
     revocation_statements: Sequence[str],
     group_role: str,
+    ssl_root_cert: str = "",
     prefix: str = "dynamic",
 ) -> PostgresTarget:
     """A dynamic connection: the privileged role's login under the form's rules, plus settings.
@@ -317,6 +336,7 @@ def from_dynamic(
             username=privileged_username,
             password=privileged_password,
             ssl_mode=ssl_mode,
+            ssl_root_cert=ssl_root_cert,
             prefix=prefix,
         )
     except InvalidArgument as error:
@@ -332,13 +352,17 @@ def from_dynamic(
     return replace(login, dynamic=settings)
 
 
-def from_dsn(dsn: str, ssl_mode: str | None, *, prefix: str = "dsn") -> PostgresTarget:
+def from_dsn(
+    dsn: str, ssl_mode: str | None, *, ssl_root_cert: str = "", prefix: str = "dsn"
+) -> PostgresTarget:
     """The target in a ``postgresql://`` (or ``postgres://``) URI, for programmatic use.
 
     The URI must name exactly one host, a user, a password and a database; its only allowed
     query parameter is ``sslmode``. The SSL mode comes from the URI or from ``ssl_mode``
     (``None`` when not given; an empty string is an invalid value, not an absent one), and
-    the two must agree when both are given. Percent-decoding is libpq's, via psycopg.
+    the two must agree when both are given. Percent-decoding is libpq's, via psycopg. The
+    CA bundle, for the verify modes, comes as PEM text in ``ssl_root_cert``, never from the
+    URI (whose ``sslrootcert`` would name a file on the agent's machine).
 
     Raises ``InvalidArgument`` on ``f"{prefix}.uri"`` for anything about the URI and on
     ``f"{prefix}.ssl_mode"`` for the separate argument. No message quotes the URI or any
@@ -382,6 +406,11 @@ def from_dsn(dsn: str, ssl_mode: str | None, *, prefix: str = "dsn") -> Postgres
     for key in query_keys:
         if not _KEYWORD.fullmatch(key):
             fail_uri("has unsupported query parameters; sslmode is the only supported parameter")
+        if key == "sslrootcert":
+            fail_uri(
+                "parameter 'sslrootcert' would name a file on the agent's machine; give the"
+                " CA certificate's PEM text in ssl_root_cert instead"
+            )
         if key in _URI_PART_PARAMETERS:
             part = _URI_PART_PARAMETERS[key]
             fail_uri(
@@ -416,7 +445,7 @@ def from_dsn(dsn: str, ssl_mode: str | None, *, prefix: str = "dsn") -> Postgres
         port = int(port_text)
 
     mode = _dsn_ssl_mode(parsed.get("sslmode"), ssl_mode, prefix)
-    return _validated(
+    target = _validated(
         host=host,
         port=port,
         database=parsed["dbname"],
@@ -427,6 +456,7 @@ def from_dsn(dsn: str, ssl_mode: str | None, *, prefix: str = "dsn") -> Postgres
         # Unreachable in practice: _dsn_ssl_mode already checked the mode.
         ssl_problem=lambda message: fail_part("ssl_mode", message),
     )
+    return with_root_cert(target, ssl_root_cert, field=f"{prefix}.ssl_root_cert")
 
 
 _PART_LABELS = {
@@ -570,11 +600,38 @@ def _ssl_mode(value: str) -> str:
 def _ssl_mode_problem(mode: str) -> str | None:
     if mode in SSL_MODES:
         return None
-    if mode in ("verify-ca", "verify-full"):
-        return f"{mode} (certificate verification) is not supported yet; must be {_SSL_CHOICES}"
     if not mode:
         return f"is required; must be {_SSL_CHOICES}"
     return f"must be {_SSL_CHOICES}"
+
+
+def with_root_cert(target: PostgresTarget, pem: str, *, field: str) -> PostgresTarget:
+    """``target`` with the CA bundle in ``pem`` ("" for none), checked against its SSL mode.
+
+    The verify modes need a bundle and the others refuse one: a bundle that libpq would not
+    use (or, with require, would use without the user asking) must not look like a check.
+    Raises ``InvalidArgument`` on ``field``; messages never quote the PEM.
+    """
+    mode = target.ssl_mode
+    if not pem.strip():
+        if mode in VERIFY_MODES:
+            raise InvalidArgument(
+                field,
+                f"is required with SSL mode {mode}: give the PEM text of the CA certificate(s)"
+                " that sign the server's certificate (your provider's CA bundle)",
+            )
+        return replace(target, ssl_root_cert=None)
+    if mode not in VERIFY_MODES:
+        raise InvalidArgument(
+            field,
+            f"is used only with SSL mode verify-ca or verify-full, not {mode}; remove it, or"
+            " choose one of those modes",
+        )
+    try:
+        bundle = parse_ca_bundle(pem)
+    except CaBundleError as error:
+        raise InvalidArgument(field, str(error)) from None
+    return replace(target, ssl_root_cert=bundle)
 
 
 def _dsn_ssl_mode(in_uri: str | None, argument: str | None, prefix: str) -> str:

@@ -33,8 +33,13 @@ from sevvo.runtime.errors import InvalidArgument
 from sevvo.runtime.grpc_server import current_bearer, current_principal
 from sevvo.runtime.servicing import blocking, timestamp
 
-_SSL_TO_PB = {"disable": pb.SSL_MODE_DISABLE, "require": pb.SSL_MODE_REQUIRE}
-_SSL_FROM_PB: dict[int, str] = {pb.SSL_MODE_DISABLE: "disable", pb.SSL_MODE_REQUIRE: "require"}
+_SSL_TO_PB = {
+    "disable": pb.SSL_MODE_DISABLE,
+    "require": pb.SSL_MODE_REQUIRE,
+    "verify-ca": pb.SSL_MODE_VERIFY_CA,
+    "verify-full": pb.SSL_MODE_VERIFY_FULL,
+}
+_SSL_FROM_PB: dict[int, str] = {v: k for k, v in _SSL_TO_PB.items()}
 _MODE_TO_PB = {
     "fields": pb.CREDENTIAL_MODE_FIELDS,
     "dsn": pb.CREDENTIAL_MODE_DSN,
@@ -69,6 +74,7 @@ def connection_pb(row: ConnectionRow) -> pb.Connection:
             database=row.database,
             username=row.username,
             ssl_mode=_SSL_TO_PB[row.ssl_mode],
+            ssl_root_certs=[_certificate_pb(c) for c in row.ssl_root_certs or ()],
         ),
         credential_mode=_MODE_TO_PB[row.credential_mode],
         has_password=bool(row.sealed_credentials),
@@ -79,6 +85,15 @@ def connection_pb(row: ConnectionRow) -> pb.Connection:
         update_time=timestamp(row.updated_at),
         dynamic=_dynamic_summary(row),
         preview=_preview_pb(row.preview_settings),
+    )
+
+
+def _certificate_pb(summary: dict[str, str]) -> pb.CertificateSummary:
+    """One CA certificate's display copy, as stored in the connection row."""
+    return pb.CertificateSummary(
+        subject=summary["subject"],
+        sha256_fingerprint=summary["sha256_fingerprint"],
+        expire_time=timestamp(datetime.fromisoformat(summary["expire_time"])),
     )
 
 
@@ -187,11 +202,16 @@ def _login_from_request(request: pb.CreateConnectionRequest) -> tuple[PostgresTa
             username=f.username,
             password=f.password,
             ssl_mode=_ssl(f.ssl_mode),
+            ssl_root_cert=f.ssl_root_cert,
             prefix="fields",
         )
         return target, "fields"
     if which == "dsn":
-        return from_dsn(request.dsn.uri, _ssl(request.dsn.ssl_mode) or None, prefix="dsn"), "dsn"
+        dsn = request.dsn
+        target = from_dsn(
+            dsn.uri, _ssl(dsn.ssl_mode) or None, ssl_root_cert=dsn.ssl_root_cert, prefix="dsn"
+        )
+        return target, "dsn"
     if which == "dynamic":
         d = request.dynamic
         target = from_dynamic(
@@ -206,6 +226,7 @@ def _login_from_request(request: pb.CreateConnectionRequest) -> tuple[PostgresTa
             creation_statements=list(d.creation_statements),
             revocation_statements=list(d.revocation_statements),
             group_role=d.group_role,
+            ssl_root_cert=d.ssl_root_cert,
             prefix="dynamic",
         )
         return target, "dynamic"
@@ -259,6 +280,7 @@ class ConnectionServicer(pb_grpc.ConnectionServiceServicer):
             username=f.username,
             password=f.password,
             ssl_mode=_ssl(f.ssl_mode),
+            ssl_root_cert=f.ssl_root_cert,
             preview=_preview(f, "connection.fields"),
         )
         row = await self._domain.update(current_principal(), request.id, update, current_bearer())
@@ -312,6 +334,7 @@ class CredentialServicer(pb_grpc.ConnectionCredentialServiceServicer):
                 ssl_mode=_SSL_TO_PB[target.ssl_mode],
                 pending_password=target.pending_password,
                 pending_stage_id=target.pending_stage_id or "",
+                ssl_root_cert=target.ssl_root_cert.pem if target.ssl_root_cert else "",
             ),
             preview=_preview_pb(target.preview),
             dynamic=None

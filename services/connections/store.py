@@ -51,6 +51,9 @@ class ConnectionRow:
     revocation_statement_count: int | None = None
     # A copy of the sealed preview settings (allowed_functions, max_plan_cost), or None.
     preview_settings: dict[str, Any] | None = None
+    # A summary of the sealed CA bundle (subject, sha256_fingerprint, expire_time per
+    # certificate), or None when the SSL mode verifies nothing.
+    ssl_root_certs: list[dict[str, str]] | None = None
 
 
 @dataclass(frozen=True)
@@ -115,9 +118,9 @@ class ConnectionStore(SchemaStore):
                     " host, port, database, username, ssl_mode, kek_id, sealed_credentials,"
                     " status, created_at, updated_at, default_ttl_seconds, max_ttl_seconds,"
                     " group_role, creation_statement_count, revocation_statement_count,"
-                    " preview_settings) values"
+                    " preview_settings, ssl_root_certs) values"
                     " (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,"
-                    " %s, %s, %s, %s, %s, %s)",
+                    " %s, %s, %s, %s, %s, %s, %s)",
                     (
                         row.id,
                         row.org_id,
@@ -140,6 +143,7 @@ class ConnectionStore(SchemaStore):
                         row.creation_statement_count,
                         row.revocation_statement_count,
                         _jsonb(row.preview_settings),
+                        _jsonb(row.ssl_root_certs),
                     ),
                 )
         except pg_errors.UniqueViolation:
@@ -196,8 +200,8 @@ class ConnectionStore(SchemaStore):
                     " sealed_credentials = %s, status = %s, last_test_at = %s,"
                     " last_test_category = %s, updated_at = %s, default_ttl_seconds = %s,"
                     " max_ttl_seconds = %s, group_role = %s, creation_statement_count = %s,"
-                    " revocation_statement_count = %s, preview_settings = %s"
-                    " where org_id = %s and id = %s",
+                    " revocation_statement_count = %s, preview_settings = %s,"
+                    " ssl_root_certs = %s where org_id = %s and id = %s",
                     (
                         row.display_name,
                         row.credential_mode,
@@ -218,6 +222,7 @@ class ConnectionStore(SchemaStore):
                         row.creation_statement_count,
                         row.revocation_statement_count,
                         _jsonb(row.preview_settings),
+                        _jsonb(row.ssl_root_certs),
                         row.org_id,
                         row.id,
                     ),
@@ -555,5 +560,5 @@ class ConnectionStore(SchemaStore):
         return {str(kek): int(n) for kek, n in rows}
 
 
-def _jsonb(value: dict[str, Any] | None) -> Jsonb | None:
+def _jsonb(value: dict[str, Any] | list[Any] | None) -> Jsonb | None:
     return None if value is None else Jsonb(value)

@@ -177,6 +177,19 @@ SSL_REQUIRED_NOT_OFFERED: Final = _define(
         _PREVIEW,
     ),
 )
+SSL_CERTIFICATE_UNVERIFIED: Final = _define(
+    "ssl_certificate_unverified",
+    _same(
+        "server certificate could not be verified: the server's certificate is not signed by a"
+        " CA in the connection's CA bundle, has expired, or (with verify-full) does not name"
+        " the host the connection uses",
+        "save your provider's current CA bundle on the connection, and under verify-full"
+        " connect by a name the certificate lists; if verify-ca passes, the host name is the"
+        " problem",
+        _TEST,
+        _PREVIEW,
+    ),
+)
 DATABASE_DOES_NOT_EXIST: Final = _define(
     "database_does_not_exist",
     _same(

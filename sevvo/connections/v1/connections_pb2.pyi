@@ -22,6 +22,8 @@ class SslMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     SSL_MODE_UNSPECIFIED: _ClassVar[SslMode]
     SSL_MODE_DISABLE: _ClassVar[SslMode]
     SSL_MODE_REQUIRE: _ClassVar[SslMode]
+    SSL_MODE_VERIFY_CA: _ClassVar[SslMode]
+    SSL_MODE_VERIFY_FULL: _ClassVar[SslMode]
 
 class CredentialMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -57,6 +59,8 @@ CONNECTION_TYPE_POSTGRES: ConnectionType
 SSL_MODE_UNSPECIFIED: SslMode
 SSL_MODE_DISABLE: SslMode
 SSL_MODE_REQUIRE: SslMode
+SSL_MODE_VERIFY_CA: SslMode
+SSL_MODE_VERIFY_FULL: SslMode
 CREDENTIAL_MODE_UNSPECIFIED: CredentialMode
 CREDENTIAL_MODE_FIELDS: CredentialMode
 CREDENTIAL_MODE_DSN: CredentialMode
@@ -77,18 +81,30 @@ LEASE_STATE_REVOKED: LeaseState
 LEASE_STATE_FAILING: LeaseState
 
 class PostgresMetadata(_message.Message):
-    __slots__ = ("host", "port", "database", "username", "ssl_mode")
+    __slots__ = ("host", "port", "database", "username", "ssl_mode", "ssl_root_certs")
     HOST_FIELD_NUMBER: _ClassVar[int]
     PORT_FIELD_NUMBER: _ClassVar[int]
     DATABASE_FIELD_NUMBER: _ClassVar[int]
     USERNAME_FIELD_NUMBER: _ClassVar[int]
     SSL_MODE_FIELD_NUMBER: _ClassVar[int]
+    SSL_ROOT_CERTS_FIELD_NUMBER: _ClassVar[int]
     host: str
     port: int
     database: str
     username: str
     ssl_mode: SslMode
-    def __init__(self, host: _Optional[str] = ..., port: _Optional[int] = ..., database: _Optional[str] = ..., username: _Optional[str] = ..., ssl_mode: _Optional[_Union[SslMode, str]] = ...) -> None: ...
+    ssl_root_certs: _containers.RepeatedCompositeFieldContainer[CertificateSummary]
+    def __init__(self, host: _Optional[str] = ..., port: _Optional[int] = ..., database: _Optional[str] = ..., username: _Optional[str] = ..., ssl_mode: _Optional[_Union[SslMode, str]] = ..., ssl_root_certs: _Optional[_Iterable[_Union[CertificateSummary, _Mapping]]] = ...) -> None: ...
+
+class CertificateSummary(_message.Message):
+    __slots__ = ("subject", "sha256_fingerprint", "expire_time")
+    SUBJECT_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    EXPIRE_TIME_FIELD_NUMBER: _ClassVar[int]
+    subject: str
+    sha256_fingerprint: str
+    expire_time: _timestamp_pb2.Timestamp
+    def __init__(self, subject: _Optional[str] = ..., sha256_fingerprint: _Optional[str] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class Connection(_message.Message):
     __slots__ = ("id", "display_name", "type", "safe_metadata", "credential_mode", "has_password", "status", "last_test_time", "last_test_category", "create_time", "update_time", "dynamic", "preview")
@@ -143,7 +159,7 @@ class DynamicSettingsSummary(_message.Message):
     def __init__(self, default_ttl_seconds: _Optional[int] = ..., max_ttl_seconds: _Optional[int] = ..., group_role: _Optional[str] = ..., creation_statement_count: _Optional[int] = ..., revocation_statement_count: _Optional[int] = ...) -> None: ...
 
 class PostgresFields(_message.Message):
-    __slots__ = ("host", "port", "database", "username", "password", "ssl_mode", "preview")
+    __slots__ = ("host", "port", "database", "username", "password", "ssl_mode", "preview", "ssl_root_cert")
     HOST_FIELD_NUMBER: _ClassVar[int]
     PORT_FIELD_NUMBER: _ClassVar[int]
     DATABASE_FIELD_NUMBER: _ClassVar[int]
@@ -151,6 +167,7 @@ class PostgresFields(_message.Message):
     PASSWORD_FIELD_NUMBER: _ClassVar[int]
     SSL_MODE_FIELD_NUMBER: _ClassVar[int]
     PREVIEW_FIELD_NUMBER: _ClassVar[int]
+    SSL_ROOT_CERT_FIELD_NUMBER: _ClassVar[int]
     host: str
     port: int
     database: str
@@ -158,20 +175,23 @@ class PostgresFields(_message.Message):
     password: str
     ssl_mode: SslMode
     preview: PreviewSettings
-    def __init__(self, host: _Optional[str] = ..., port: _Optional[int] = ..., database: _Optional[str] = ..., username: _Optional[str] = ..., password: _Optional[str] = ..., ssl_mode: _Optional[_Union[SslMode, str]] = ..., preview: _Optional[_Union[PreviewSettings, _Mapping]] = ...) -> None: ...
+    ssl_root_cert: str
+    def __init__(self, host: _Optional[str] = ..., port: _Optional[int] = ..., database: _Optional[str] = ..., username: _Optional[str] = ..., password: _Optional[str] = ..., ssl_mode: _Optional[_Union[SslMode, str]] = ..., preview: _Optional[_Union[PreviewSettings, _Mapping]] = ..., ssl_root_cert: _Optional[str] = ...) -> None: ...
 
 class PostgresDsn(_message.Message):
-    __slots__ = ("uri", "ssl_mode", "preview")
+    __slots__ = ("uri", "ssl_mode", "preview", "ssl_root_cert")
     URI_FIELD_NUMBER: _ClassVar[int]
     SSL_MODE_FIELD_NUMBER: _ClassVar[int]
     PREVIEW_FIELD_NUMBER: _ClassVar[int]
+    SSL_ROOT_CERT_FIELD_NUMBER: _ClassVar[int]
     uri: str
     ssl_mode: SslMode
     preview: PreviewSettings
-    def __init__(self, uri: _Optional[str] = ..., ssl_mode: _Optional[_Union[SslMode, str]] = ..., preview: _Optional[_Union[PreviewSettings, _Mapping]] = ...) -> None: ...
+    ssl_root_cert: str
+    def __init__(self, uri: _Optional[str] = ..., ssl_mode: _Optional[_Union[SslMode, str]] = ..., preview: _Optional[_Union[PreviewSettings, _Mapping]] = ..., ssl_root_cert: _Optional[str] = ...) -> None: ...
 
 class PostgresDynamic(_message.Message):
-    __slots__ = ("host", "port", "database", "ssl_mode", "privileged_username", "privileged_password", "default_ttl_seconds", "max_ttl_seconds", "creation_statements", "revocation_statements", "group_role", "preview")
+    __slots__ = ("host", "port", "database", "ssl_mode", "privileged_username", "privileged_password", "default_ttl_seconds", "max_ttl_seconds", "creation_statements", "revocation_statements", "group_role", "preview", "ssl_root_cert")
     HOST_FIELD_NUMBER: _ClassVar[int]
     PORT_FIELD_NUMBER: _ClassVar[int]
     DATABASE_FIELD_NUMBER: _ClassVar[int]
@@ -184,6 +204,7 @@ class PostgresDynamic(_message.Message):
     REVOCATION_STATEMENTS_FIELD_NUMBER: _ClassVar[int]
     GROUP_ROLE_FIELD_NUMBER: _ClassVar[int]
     PREVIEW_FIELD_NUMBER: _ClassVar[int]
+    SSL_ROOT_CERT_FIELD_NUMBER: _ClassVar[int]
     host: str
     port: int
     database: str
@@ -196,7 +217,8 @@ class PostgresDynamic(_message.Message):
     revocation_statements: _containers.RepeatedScalarFieldContainer[str]
     group_role: str
     preview: PreviewSettings
-    def __init__(self, host: _Optional[str] = ..., port: _Optional[int] = ..., database: _Optional[str] = ..., ssl_mode: _Optional[_Union[SslMode, str]] = ..., privileged_username: _Optional[str] = ..., privileged_password: _Optional[str] = ..., default_ttl_seconds: _Optional[int] = ..., max_ttl_seconds: _Optional[int] = ..., creation_statements: _Optional[_Iterable[str]] = ..., revocation_statements: _Optional[_Iterable[str]] = ..., group_role: _Optional[str] = ..., preview: _Optional[_Union[PreviewSettings, _Mapping]] = ...) -> None: ...
+    ssl_root_cert: str
+    def __init__(self, host: _Optional[str] = ..., port: _Optional[int] = ..., database: _Optional[str] = ..., ssl_mode: _Optional[_Union[SslMode, str]] = ..., privileged_username: _Optional[str] = ..., privileged_password: _Optional[str] = ..., default_ttl_seconds: _Optional[int] = ..., max_ttl_seconds: _Optional[int] = ..., creation_statements: _Optional[_Iterable[str]] = ..., revocation_statements: _Optional[_Iterable[str]] = ..., group_role: _Optional[str] = ..., preview: _Optional[_Union[PreviewSettings, _Mapping]] = ..., ssl_root_cert: _Optional[str] = ...) -> None: ...
 
 class CreateConnectionRequest(_message.Message):
     __slots__ = ("display_name", "fields", "dsn", "dynamic")
@@ -301,7 +323,7 @@ class RecordWorkRefusedRequest(_message.Message):
     def __init__(self, workflow_id: _Optional[str] = ..., workflow_run_id: _Optional[str] = ..., workflow_type: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class PostgresCredentials(_message.Message):
-    __slots__ = ("host", "port", "database", "username", "password", "ssl_mode", "pending_password", "pending_stage_id")
+    __slots__ = ("host", "port", "database", "username", "password", "ssl_mode", "pending_password", "pending_stage_id", "ssl_root_cert")
     HOST_FIELD_NUMBER: _ClassVar[int]
     PORT_FIELD_NUMBER: _ClassVar[int]
     DATABASE_FIELD_NUMBER: _ClassVar[int]
@@ -310,6 +332,7 @@ class PostgresCredentials(_message.Message):
     SSL_MODE_FIELD_NUMBER: _ClassVar[int]
     PENDING_PASSWORD_FIELD_NUMBER: _ClassVar[int]
     PENDING_STAGE_ID_FIELD_NUMBER: _ClassVar[int]
+    SSL_ROOT_CERT_FIELD_NUMBER: _ClassVar[int]
     host: str
     port: int
     database: str
@@ -318,7 +341,8 @@ class PostgresCredentials(_message.Message):
     ssl_mode: SslMode
     pending_password: str
     pending_stage_id: str
-    def __init__(self, host: _Optional[str] = ..., port: _Optional[int] = ..., database: _Optional[str] = ..., username: _Optional[str] = ..., password: _Optional[str] = ..., ssl_mode: _Optional[_Union[SslMode, str]] = ..., pending_password: _Optional[str] = ..., pending_stage_id: _Optional[str] = ...) -> None: ...
+    ssl_root_cert: str
+    def __init__(self, host: _Optional[str] = ..., port: _Optional[int] = ..., database: _Optional[str] = ..., username: _Optional[str] = ..., password: _Optional[str] = ..., ssl_mode: _Optional[_Union[SslMode, str]] = ..., pending_password: _Optional[str] = ..., pending_stage_id: _Optional[str] = ..., ssl_root_cert: _Optional[str] = ...) -> None: ...
 
 class ResolveConnectionCredentialsResponse(_message.Message):
     __slots__ = ("postgres", "dynamic", "preview")

@@ -20,6 +20,7 @@ class TestCategory(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     TEST_CATEGORY_OTHER: _ClassVar[TestCategory]
     TEST_CATEGORY_DYNAMIC_STATEMENTS_FAILED: _ClassVar[TestCategory]
     TEST_CATEGORY_WORK_REFUSED: _ClassVar[TestCategory]
+    TEST_CATEGORY_SSL_CERTIFICATE_UNVERIFIED: _ClassVar[TestCategory]
 
 class PreviewCategory(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -38,6 +39,7 @@ class PreviewCategory(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     PREVIEW_CATEGORY_CREDENTIALS_TOO_PRIVILEGED: _ClassVar[PreviewCategory]
     PREVIEW_CATEGORY_OVER_COST_BUDGET: _ClassVar[PreviewCategory]
     PREVIEW_CATEGORY_WORK_REFUSED: _ClassVar[PreviewCategory]
+    PREVIEW_CATEGORY_SSL_CERTIFICATE_UNVERIFIED: _ClassVar[PreviewCategory]
 
 class PreviewReceiptStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -70,6 +72,7 @@ TEST_CATEGORY_INVALID_STORED_CREDENTIALS: TestCategory
 TEST_CATEGORY_OTHER: TestCategory
 TEST_CATEGORY_DYNAMIC_STATEMENTS_FAILED: TestCategory
 TEST_CATEGORY_WORK_REFUSED: TestCategory
+TEST_CATEGORY_SSL_CERTIFICATE_UNVERIFIED: TestCategory
 PREVIEW_CATEGORY_UNSPECIFIED: PreviewCategory
 PREVIEW_CATEGORY_OK: PreviewCategory
 PREVIEW_CATEGORY_QUERY_REJECTED: PreviewCategory
@@ -85,6 +88,7 @@ PREVIEW_CATEGORY_OTHER: PreviewCategory
 PREVIEW_CATEGORY_CREDENTIALS_TOO_PRIVILEGED: PreviewCategory
 PREVIEW_CATEGORY_OVER_COST_BUDGET: PreviewCategory
 PREVIEW_CATEGORY_WORK_REFUSED: PreviewCategory
+PREVIEW_CATEGORY_SSL_CERTIFICATE_UNVERIFIED: PreviewCategory
 PREVIEW_RECEIPT_STATUS_UNSPECIFIED: PreviewReceiptStatus
 PREVIEW_RECEIPT_STATUS_CLEAN: PreviewReceiptStatus
 PREVIEW_RECEIPT_STATUS_NOT_CLEAN: PreviewReceiptStatus
