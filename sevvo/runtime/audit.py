@@ -13,7 +13,7 @@ import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -163,6 +163,9 @@ def make_filter(
     for name, when in (("start_time", start), ("end_time", end)):
         if when is not None and when.utcoffset() is None:
             raise InvalidArgument(name, "must carry a time zone")
+    # In UTC, so one moment is one filter (and one page token scope) however it was written.
+    start = start.astimezone(UTC) if start is not None else None
+    end = end.astimezone(UTC) if end is not None else None
     if start is not None and end is not None and start >= end:
         raise InvalidArgument(
             "end_time", "must be after start_time (start is inclusive, end exclusive)"
