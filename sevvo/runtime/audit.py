@@ -120,10 +120,10 @@ class Filter:
         return digest[:16]
 
 
-def _text_filter(name: str, value: str) -> str:
+def _text_filter(name: str, value: str, limit: int = MAX_FILTER_LENGTH) -> str:
     value = value.strip()
-    if len(value) > MAX_FILTER_LENGTH:
-        raise InvalidArgument(name, f"must be at most {MAX_FILTER_LENGTH} characters")
+    if len(value) > limit:
+        raise InvalidArgument(name, f"must be at most {limit} characters")
     if has_control_characters(value) or any(ch.isspace() for ch in value):
         raise InvalidArgument(name, "must not contain spaces, control or invisible characters")
     return value
@@ -156,8 +156,8 @@ def make_filter(
                 f"must be a user's or deployment's id (a UUID), or {SYSTEM.id} for the control"
                 " plane; to name a user by email, set actor_email",
             ) from None
-    actor_email = _text_filter("actor_email", actor_email).lower()
-    if actor_email and (actor_email.count("@") != 1 or len(actor_email) > MAX_EMAIL_LENGTH):
+    actor_email = _text_filter("actor_email", actor_email, MAX_EMAIL_LENGTH).lower()
+    if actor_email and actor_email.count("@") != 1:
         raise InvalidArgument("actor_email", "must be an email address such as ada@example.com")
     target_id = _text_filter("target_id", target_id)
     for name, when in (("start_time", start), ("end_time", end)):
