@@ -1,4 +1,4 @@
-"""What commands read from the user: secrets from stdin or a prompt, durations, pages."""
+"""What commands read from the user: secrets from stdin or a prompt, durations, times, pages."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import re
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Generic, Protocol, TypeVar
 
 import typer
@@ -64,6 +65,22 @@ def format_duration(seconds: int) -> str:
         if seconds % _UNIT_SECONDS[unit] == 0:
             return f"{seconds // _UNIT_SECONDS[unit]}{unit}"
     return f"{seconds}s"
+
+
+def parse_time(option: str, text: str, now: datetime | None = None) -> datetime:
+    """A moment: ISO-8601 (``2025-05-01``, ``2025-05-01T09:30:00Z``; no offset means UTC, as
+    tables show times), or a duration ago (``90s``, ``15m``, ``1h``, ``7d``)."""
+    text = text.strip()
+    if _DURATION.match(text.lower()):
+        return (now or datetime.now(UTC)) - timedelta(seconds=parse_duration(option, text))
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise usage_error(
+            f"{option}: {text!r} is not a time such as 2025-05-01, 2025-05-01T09:30:00Z,"
+            " or a duration ago such as 15m, 1h or 7d"
+        ) from None
+    return when if when.utcoffset() is not None else when.replace(tzinfo=UTC)
 
 
 class Page(Protocol):

@@ -57,50 +57,84 @@ def _everything(
     return lambda: (pair for page in pages(fetch) for pair in pairs(page))
 
 
+def _connections(cli: Cli) -> Callable[[], Iterable[tuple[str, str]]]:
+    stub = cli.connections()
+    return _everything(
+        lambda token: stub.ListConnections(
+            cpb.ListConnectionsRequest(page_size=500, page_token=token), timeout=CALL_TIMEOUT
+        ),
+        lambda page: ((c.id, c.display_name) for c in page.connections),
+    )
+
+
+def _deployments(cli: Cli) -> Callable[[], Iterable[tuple[str, str]]]:
+    stub = cli.deployments()
+    return _everything(
+        lambda token: stub.ListDeployments(
+            deployments_pb2.ListDeploymentsRequest(page_size=500, page_token=token),
+            timeout=CALL_TIMEOUT,
+        ),
+        lambda page: ((d.id, d.display_name) for d in page.deployments),
+    )
+
+
+def _users(cli: Cli) -> Callable[[], Iterable[tuple[str, str]]]:
+    stub = cli.users()
+    return _everything(
+        lambda token: stub.ListUsers(
+            users_pb2.ListUsersRequest(page_size=500, page_token=token), timeout=CALL_TIMEOUT
+        ),
+        lambda page: ((u.id, u.email) for u in page.users),
+    )
+
+
+def _any_of(
+    *sources: Callable[[], Iterable[tuple[str, str]]],
+) -> Callable[[], Iterable[tuple[str, str]]]:
+    return lambda: (pair for source in sources for pair in source())
+
+
+def actor(cli: Cli, text: str) -> tuple[str, str]:
+    """(actor id, actor email) for ``sevvo audit list --actor``: an email is matched by the
+    server as it is (so a deleted user's records are found too); anything else is a user or
+    deployment by id, id prefix or name, or ``sevvo`` for the control plane."""
+    if "@" in text:
+        return "", text
+    if text == "sevvo":
+        return text, ""
+    return resolve("user or deployment", text, _any_of(_users(cli), _deployments(cli))), ""
+
+
+def target_id(cli: Cli, text: str) -> str:
+    """A target for ``sevvo audit list --target``: a connection, user or deployment by id,
+    id prefix or name; other text (a workflow id, a payload key id, a deleted thing's full id)
+    is the target id as the log records it."""
+    try:
+        return resolve(
+            "connection, user or deployment",
+            text,
+            _any_of(_connections(cli), _users(cli), _deployments(cli)),
+        )
+    except CliError as error:
+        # An id prefix that names nothing is a mistake; other names may be ids of their own.
+        if error.exit_code != ExitCode.NOT_FOUND or _PREFIX.fullmatch(text.lower()):
+            raise
+        return text
+
+
 def connection_id(cli: Cli, text: str) -> str:
     """A connection by id, id prefix or name."""
-    stub = cli.connections()
-    return resolve(
-        "connection",
-        text,
-        _everything(
-            lambda token: stub.ListConnections(
-                cpb.ListConnectionsRequest(page_size=500, page_token=token), timeout=CALL_TIMEOUT
-            ),
-            lambda page: ((c.id, c.display_name) for c in page.connections),
-        ),
-    )
+    return resolve("connection", text, _connections(cli))
 
 
 def deployment_id(cli: Cli, text: str) -> str:
     """A deployment by id, id prefix or name."""
-    stub = cli.deployments()
-    return resolve(
-        "deployment",
-        text,
-        _everything(
-            lambda token: stub.ListDeployments(
-                deployments_pb2.ListDeploymentsRequest(page_size=500, page_token=token),
-                timeout=CALL_TIMEOUT,
-            ),
-            lambda page: ((d.id, d.display_name) for d in page.deployments),
-        ),
-    )
+    return resolve("deployment", text, _deployments(cli))
 
 
 def user_id(cli: Cli, text: str) -> str:
     """A user by id, id prefix or email."""
-    stub = cli.users()
-    return resolve(
-        "user",
-        text,
-        _everything(
-            lambda token: stub.ListUsers(
-                users_pb2.ListUsersRequest(page_size=500, page_token=token), timeout=CALL_TIMEOUT
-            ),
-            lambda page: ((u.id, u.email) for u in page.users),
-        ),
-    )
+    return resolve("user", text, _users(cli))
 
 
 def run_id(cli: Cli, text: str) -> str:

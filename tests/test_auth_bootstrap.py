@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
+import psycopg
 import pytest
 import structlog
 
@@ -75,6 +76,23 @@ def test_bootstrap_creates_an_org_whose_admin_can_sign_in(bootstrap_auth: AuthSt
         auth_pb2.SignInRequest(email="ada@acme.example", password=PASSWORD)
     )
     assert signed_in.org_id == created.org_id
+
+
+def test_bootstrap_is_audited_as_the_operators_in_the_new_org(bootstrap_auth: AuthStack) -> None:
+    """The new org's log opens with org.create and user.create by sevvo itself (no user yet),
+    via the bootstrap token; neither the password nor the token is in it."""
+    created = _bootstrap(bootstrap_auth)
+    with psycopg.connect(bootstrap_auth.app.config.database_url) as conn:
+        rows = conn.execute(
+            "select action, actor_kind, actor_id, target_id, details->>'via', details::text"
+            " from audit.events where org_id = %s order by action",
+            (created.org_id,),
+        ).fetchall()
+    assert [row[:5] for row in rows] == [
+        ("org.create", "system", "sevvo", created.org_id, "bootstrap"),
+        ("user.create", "system", "sevvo", created.admin.id, "bootstrap"),
+    ]
+    assert not [row for row in rows if PASSWORD in row[5] or TOKEN in row[5]]
 
 
 def test_bootstrap_is_disabled_without_a_configured_token(auth_stack: AuthStack) -> None:

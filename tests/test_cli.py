@@ -12,6 +12,7 @@ import contextlib
 import json
 import re
 import secrets
+import shlex
 import stat
 import uuid
 from collections.abc import Iterator
@@ -860,6 +861,57 @@ def test_a_list_says_when_more_follow_and_pages_on(sevvo: Sevvo, connection_id: 
     table = sevvo("audit", "list", "--limit", "1", "--output", "table")
     assert table.code == 0
     assert "more events follow: sevvo audit list --page-token " in table.stderr
+
+
+def test_audit_list_filters_by_action_actor_target_and_time(
+    sevvo: Sevvo, org: Org, connection_id: str
+) -> None:
+    """--action (exact or a prefix), --actor (email or id), --target (id or name) and
+    --since/--until (ISO or a duration ago) narrow the list; the paging hint repeats them."""
+    created = sevvo.ok("audit", "list", "--action", "connection.create", "--target", "shop")
+    assert [(e["target_id"], e["actor_email"]) for e in created["events"]] == [
+        (connection_id, org.email)
+    ]
+    prefixed = sevvo.ok("audit", "list", "--action", "connection.", "--all")["events"]
+    assert prefixed and {e["action"].split(".")[0] for e in prefixed} == {"connection"}
+    by_email = sevvo.ok("audit", "list", "--actor", org.email, "--all")["events"]
+    assert by_email and {e["actor_email"] for e in by_email} == {org.email}
+    by_id = sevvo.ok("audit", "list", "--actor", by_email[0]["actor_id"], "--all")["events"]
+    assert {e["id"] for e in by_email} <= {e["id"] for e in by_id}
+    everything = sevvo.ok("audit", "list", "--all")["events"]
+    assert len(sevvo.ok("audit", "list", "--since", "1h", "--all")["events"]) == len(everything)
+    assert sevvo.ok("audit", "list", "--until", "1h")["events"] == []
+    assert sevvo.ok("audit", "list", "--since", "2999-01-01")["events"] == []
+
+    assert len(by_email) >= 2  # Signed in, then created the connection.
+    table = sevvo(
+        "audit", "list", "--actor", org.email, "--since", "1d", "--limit", "1", "-o", "table"
+    )
+    assert table.code == 0, table.stderr
+    hint = re.search(r"more events follow: (sevvo audit list .*--page-token \S+)", table.stderr)
+    assert hint is not None, table.stderr
+    again = shlex.split(hint.group(1))[1:]
+    assert again[:5] == ["audit", "list", "--actor", org.email, "--since"]
+    assert sevvo.ok(*again, "--limit", "1")["events"][0]["id"] == by_email[1]["id"]
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (("--since", "yesterday"), "--since: 'yesterday' is not a time"),
+        (("--action", "connection.*"), "action: must be an action"),
+        (("--since", "1h", "--until", "2h"), "end_time: must be after start_time"),
+        (("--actor", "ffff"), "no user or deployment has the id"),
+    ],
+)
+def test_audit_list_refuses_filters_it_cannot_mean(
+    sevvo: Sevvo, org: Org, args: tuple[str, ...], says: str
+) -> None:
+    """A malformed time or action, a backwards range, an unknown actor: each says what is wrong
+    and exits 2 (usage) or 5 (nothing has that name)."""
+    result = sevvo("audit", "list", *args)
+    assert result.code in (2, 5), result.stderr
+    assert says in result.stderr
 
 
 # users list of an org with an admin and a member, as drawn for an 80- and a 120-column

@@ -28,7 +28,7 @@ from cli.commands.connections import (
 )
 from cli.commands.preview import column_keys, preview_data, receipt_line
 from cli.errors import CliError, ExitCode, category_failure, with_flag_names
-from cli.inputs import collect, format_duration, parse_duration
+from cli.inputs import collect, format_duration, parse_duration, parse_time
 from cli.output import message_dict
 from cli.session import Session, SessionStore
 from sevvo.auth.v1 import deployments_pb2
@@ -159,6 +159,34 @@ def test_a_bad_duration_is_a_usage_error(text: str) -> None:
     """A malformed duration names the flag and exits 2."""
     with pytest.raises(CliError, match="--max-ttl") as caught:
         parse_duration("--max-ttl", text)
+    assert caught.value.exit_code is ExitCode.USAGE
+
+
+NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("text", "moment"),
+    [
+        ("7d", NOW - timedelta(days=7)),
+        ("90s", NOW - timedelta(seconds=90)),
+        ("2025-05-01", datetime(2025, 5, 1, tzinfo=UTC)),
+        ("2025-05-01T09:30:00Z", datetime(2025, 5, 1, 9, 30, tzinfo=UTC)),
+        ("2025-05-01T11:30:00+02:00", datetime(2025, 5, 1, 9, 30, tzinfo=UTC)),
+    ],
+)
+def test_times_are_iso_8601_in_utc_unless_they_say_or_a_duration_ago(
+    text: str, moment: datetime
+) -> None:
+    """--since/--until take ISO-8601 (no offset means UTC, as tables show) or a duration ago."""
+    assert parse_time("--since", text, NOW) == moment
+
+
+@pytest.mark.parametrize("text", ["", "yesterday", "2025-13-01", "1w"])
+def test_a_bad_time_is_a_usage_error(text: str) -> None:
+    """A malformed time names the flag and exits 2."""
+    with pytest.raises(CliError, match="--until") as caught:
+        parse_time("--until", text, NOW)
     assert caught.value.exit_code is ExitCode.USAGE
 
 

@@ -335,7 +335,7 @@ def test_audit_log_records_every_action_without_secrets(control_plane: ControlPl
     assert resolve.details["purpose"] == "credential_test"
     b_events = (
         control_plane.audit(b.admin_token)
-        .ListAuditEvents(audit_pb2.ListAuditEventsRequest())
+        .ListAuditEvents(audit_pb2.ListAuditEventsRequest(action="connection."))
         .events
     )
     assert [(e.action, e.outcome, e.reason) for e in b_events] == [
@@ -375,7 +375,9 @@ def test_audit_log_is_admin_only_and_append_only(control_plane: ControlPlane) ->
         ):
             with pytest.raises(psycopg.errors.InsufficientPrivilege), conn.transaction():
                 conn.execute(statement)
-        assert conn.execute("select count(*) from audit.events").fetchone() == (1,)
+        assert conn.execute(
+            "select count(*) from audit.events where action = 'connection.create'"
+        ).fetchone() == (1,)
 
 
 def test_audit_events_page_newest_first(control_plane: ControlPlane) -> None:
@@ -387,7 +389,11 @@ def test_audit_events_page_newest_first(control_plane: ControlPlane) -> None:
     seen: list[audit_pb2.AuditEvent] = []
     token = ""
     while True:
-        page = stub.ListAuditEvents(audit_pb2.ListAuditEventsRequest(page_size=2, page_token=token))
+        page = stub.ListAuditEvents(
+            audit_pb2.ListAuditEventsRequest(
+                page_size=2, page_token=token, action="connection.create"
+            )
+        )
         assert len(page.events) <= 2
         seen.extend(page.events)
         token = page.next_page_token

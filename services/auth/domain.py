@@ -9,6 +9,7 @@ except ``exchange_in_memory``, which does no I/O and runs on the event loop.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import re
@@ -31,7 +32,7 @@ from services.auth.store import (
     UserRow,
 )
 from sevvo.runtime import deployment_token, paging, validation
-from sevvo.runtime.audit import Actor
+from sevvo.runtime.audit import SYSTEM, Actor, Entry
 from sevvo.runtime.errors import (
     FailedPrecondition,
     InvalidArgument,
@@ -51,6 +52,9 @@ ROLES = ("admin", "member")
 _BOOTSTRAP_FIELDS = {"email": "admin_email", "password": "admin_password"}
 # A session issued in the same instant as a cutoff is void; its replacement is issued after.
 _AFTER = timedelta(microseconds=1)
+# Refused sign-ins waiting to be audited; beyond this (a database far too slow to keep up with
+# a flood of wrong passwords) further refusals are logged only.
+_MAX_PENDING_REFUSALS = 1000
 
 
 @dataclass(frozen=True)
@@ -130,6 +134,7 @@ class AuthDomain:
         self._cutoff_retention = session_ttl + leeway
         self._on_revoke = on_revoke
         self._clock = clock
+        self._pending_refusals: set[asyncio.Task[None]] = set()
 
     def _issue(
         self,
@@ -139,9 +144,22 @@ class AuthDomain:
         ttl: timedelta,
         role: str | None = None,
         now: datetime | None = None,
+        email: str | None = None,
     ) -> IssuedToken:
-        claims, expires = self._claims(kind, org_id, subject, ttl, role, now)
+        claims, expires = self._claims(kind, org_id, subject, ttl, role, now, email)
         return IssuedToken(self._keys.sign(claims), expires, str(org_id), str(subject))
+
+    def _session(self, user: UserRow, now: datetime | None = None) -> IssuedToken:
+        """A session for ``user``, naming their email so every service's audit records do."""
+        return self._issue(
+            PrincipalKind.USER,
+            user.org_id,
+            user.id,
+            self._session_ttl,
+            user.role,
+            now,
+            user.email,
+        )
 
     def _claims(
         self,
@@ -151,6 +169,7 @@ class AuthDomain:
         ttl: timedelta,
         role: str | None = None,
         now: datetime | None = None,
+        email: str | None = None,
     ) -> tuple[dict[str, object], datetime]:
         now = now or self._clock()
         expires = now + ttl
@@ -169,6 +188,8 @@ class AuthDomain:
         }
         if role is not None:
             claims["role"] = role
+        if email is not None:
+            claims["email"] = email
         return claims, expires
 
     # Orgs and users.
@@ -206,13 +227,20 @@ class AuthDomain:
             field = _BOOTSTRAP_FIELDS.get(invalid.field, invalid.field)
             raise InvalidArgument(field, invalid.description, reason=invalid.reason) from None
         password_hash = await self._hashing.run(passwords.hash_password, password)
-        return await blocking(self._create_org, name, email, password_hash, unique_name=True)
+        return await blocking(
+            self._create_org, name, email, password_hash, unique_name=True, via="bootstrap"
+        )
 
     def admin_notice_bearer(self, admin: UserRow) -> str:
         """A one-minute session of a new org's first admin, for auth's own notice to the
         orchestrator that the org exists (never handed to anyone)."""
         issued = self._issue(
-            PrincipalKind.USER, admin.org_id, admin.id, timedelta(minutes=1), admin.role
+            PrincipalKind.USER,
+            admin.org_id,
+            admin.id,
+            timedelta(minutes=1),
+            admin.role,
+            email=admin.email,
         )
         return issued.token
 
@@ -226,11 +254,11 @@ class AuthDomain:
         """
         name, email = _new_org_fields(org_name, email, password)
         return self._create_org(
-            name, email, passwords.hash_password(password), unique_name=unique_name
+            name, email, passwords.hash_password(password), unique_name=unique_name, via="operator"
         )
 
     def _create_org(
-        self, name: str, email: str, password_hash: str, *, unique_name: bool
+        self, name: str, email: str, password_hash: str, *, unique_name: bool, via: str
     ) -> UserRow:
         now = self._clock()
         org = OrgRow(id=uuid.uuid4(), name=name, created_at=now)
@@ -242,7 +270,26 @@ class AuthDomain:
             role="admin",
             created_at=now,
         )
-        self._store.create_org_with_admin(org, admin, unique_name=unique_name)
+        # The operator acted, through the bootstrap token or auth's own command: no user yet.
+        entries = [
+            Entry(
+                org.id,
+                SYSTEM,
+                "org.create",
+                "org",
+                str(org.id),
+                details={"name": name, "admin_user_id": str(admin.id), "via": via},
+            ),
+            Entry(
+                org.id,
+                SYSTEM,
+                "user.create",
+                "user",
+                str(admin.id),
+                details={"email": email, "role": admin.role, "via": via},
+            ),
+        ]
+        self._store.create_org_with_admin(org, admin, entries, unique_name=unique_name)
         log.info("org created", org_id=str(org.id), admin_user_id=str(admin.id))
         return admin
 
@@ -268,30 +315,60 @@ class AuthDomain:
         finally:
             self._limiter.settle(attempt, succeeded=checked)
         if user is None or not checked:
-            if user is not None:
+            if user is None:
+                # No org to file it under: an address no user has is in no audit log.
+                log.info("sign-in failed", reason="UNKNOWN_ACCOUNT")
+            else:
                 log.info("sign-in failed", user_id=str(user.id))
+                self._audit_refusal(user, "INVALID_CREDENTIALS", source)
             raise failure
         if user.disabled_at is not None:
             log.info("sign-in refused", user_id=str(user.id), reason="USER_DISABLED")
+            self._audit_refusal(user, "USER_DISABLED", source)
             raise Unauthenticated(
                 "this user is disabled: ask an admin of your org to enable it",
                 reason="USER_DISABLED",
             )
+        issued = await blocking(self._session, user, issued_at)
+        # A session nobody can account for is not handed out: no record, no session.
+        await blocking(self._store.append_audit, _sign_in_entry(user, source))
         log.info("signed in", user_id=str(user.id), org_id=str(user.org_id))
-        return await blocking(
-            self._issue,
-            PrincipalKind.USER,
-            user.org_id,
-            user.id,
-            self._session_ttl,
-            user.role,
-            issued_at,
-        )
+        return issued
+
+    def _audit_refusal(self, user: UserRow, reason: str, source: str) -> None:
+        """Audits a refused sign-in in the background, never delaying or changing the refusal.
+
+        Awaiting the write would make a wrong password for an existing account answer later
+        than one for an unknown address (which has no org to record it in), telling a guesser
+        which addresses exist; and a failed write must not turn the refusal into another error.
+        """
+        if len(self._pending_refusals) >= _MAX_PENDING_REFUSALS:
+            log.warning("sign-in refusal not audited", reason="TOO_MANY_PENDING")
+            return
+        entry = _sign_in_entry(user, source, refused=reason)
+        task = asyncio.get_running_loop().create_task(self._append_quietly(entry))
+        self._pending_refusals.add(task)
+        task.add_done_callback(self._pending_refusals.discard)
+
+    async def _append_quietly(self, entry: Entry) -> None:
+        try:
+            await blocking(self._store.append_audit, entry)
+        except Exception as exc:  # The refusal stands whatever became of its record.
+            log.warning("sign-in refusal not audited", error=type(exc).__name__)
+
+    async def settle_audits(self) -> None:
+        """Waits for refused sign-ins still being audited (on shutdown, and for tests)."""
+        if self._pending_refusals:
+            await asyncio.gather(*self._pending_refusals, return_exceptions=True)
 
     def sign_out(self, caller: Principal) -> None:
         """Revokes the caller's own session; their other sessions keep working."""
         self._store.revoke_session(
-            caller.token_id, uuid.UUID(caller.subject_id), caller.expires_at, self._clock()
+            caller.token_id,
+            uuid.UUID(caller.subject_id),
+            caller.expires_at,
+            self._clock(),
+            Entry(caller.org_id, Actor.of(caller), "user.sign_out", "user", caller.subject_id),
         )
         log.info("signed out", user_id=caller.subject_id)
         self._on_revoke()
@@ -325,15 +402,7 @@ class AuthDomain:
         cutoff = await blocking(self._replace_password, caller, user, new_hash)
         await blocking(self._on_revoke)
         log.info("password changed", user_id=str(user.id))
-        return await blocking(
-            self._issue,
-            PrincipalKind.USER,
-            user.org_id,
-            user.id,
-            self._session_ttl,
-            user.role,
-            max(self._clock(), cutoff + _AFTER),
-        )
+        return await blocking(self._session, user, max(self._clock(), cutoff + _AFTER))
 
     def _replace_password(self, caller: Principal, seen: UserRow, new_hash: str) -> datetime:
         with self._user_change(caller, seen.id) as (tx, user):
@@ -361,7 +430,15 @@ class AuthDomain:
             role=role,
             created_at=self._clock(),
         )
-        await blocking(self._store.create_user, user)
+        entry = Entry(
+            user.org_id,
+            Actor.of(caller),
+            "user.create",
+            "user",
+            str(user.id),
+            details={"email": email, "role": role},
+        )
+        await blocking(self._store.create_user, user, entry)
         log.info("user created", user_id=str(user.id), role=role)
         return user
 
@@ -474,7 +551,17 @@ class AuthDomain:
             created_at=self._clock(),
             revoked_at=None,
         )
-        self._store.create_deployment(row)
+        self._store.create_deployment(
+            row,
+            Entry(
+                row.org_id,
+                Actor.of(caller),
+                "deployment.create",
+                "deployment",
+                str(row.id),
+                details={"display_name": name},
+            ),
+        )
         log.info("deployment created", deployment_id=str(row.id))
         token = deployment_token.wrap(
             deployment_token.DeploymentCredentials(deployment_id=str(row.id), secret=secret)
@@ -509,7 +596,14 @@ class AuthDomain:
         """
         target = validation.resource_id("id", deployment_id)
         try:
-            row = self._store.revoke_deployment(uuid.UUID(caller.org_id), target, self._clock())
+            row = self._store.revoke_deployment(
+                uuid.UUID(caller.org_id),
+                target,
+                self._clock(),
+                Entry(
+                    caller.org_id, Actor.of(caller), "deployment.revoke", "deployment", str(target)
+                ),
+            )
         finally:
             # Even when the answer was lost: the commit may have happened all the same.
             self._deployments.forget(target)
@@ -563,3 +657,21 @@ class AuthDomain:
             log.info("revoked deployment tried to exchange", deployment_id=str(deployment.id))
             raise Unauthenticated("deployment has been revoked", reason="DEPLOYMENT_REVOKED")
         return deployment
+
+
+def _sign_in_entry(user: UserRow, source: str, *, refused: str | None = None) -> Entry:
+    """A sign-in as the signed-in account's org records it: never the password.
+
+    The actor is the account signed in to (for a refusal: the account someone tried), and
+    ``source`` the network address the sign-in limiter counts by.
+    """
+    return Entry(
+        user.org_id,
+        Actor("user", str(user.id), user.email),
+        "user.sign_in",
+        "user",
+        str(user.id),
+        outcome="failure" if refused else "success",
+        reason=refused,
+        details={"source": source},
+    )

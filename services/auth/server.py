@@ -207,6 +207,7 @@ async def serve(config: AuthConfig) -> None:
     jwks.start()
     log.info("auth serving", port=port, jwks_port=jwks.port)
     await run_until_signalled(server)
+    await app.domain.settle_audits()
     if app.notices is not None:
         await app.notices.close()
     jwks.stop()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import secrets
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -111,12 +111,23 @@ class AuthStore(SchemaStore):
         audit.apply_migrations(self._conninfo)
         super().open()
 
+    def append_audit(self, entry: audit.Entry) -> None:
+        """Appends one audit record on its own, for an event that changes nothing else (a
+        sign-in)."""
+        with self.transaction() as conn:
+            audit.append(conn, entry)
+
     # Orgs and users.
 
     def create_org_with_admin(
-        self, org: OrgRow, admin: UserRow, *, unique_name: bool = False
+        self,
+        org: OrgRow,
+        admin: UserRow,
+        audit_entries: Sequence[audit.Entry],
+        *,
+        unique_name: bool = False,
     ) -> None:
-        """Inserts an org and its first admin in one transaction.
+        """Inserts an org, its first admin and their audit records in one transaction.
 
         With ``unique_name``, raises AlreadyExists when an org of that name (ignoring case)
         exists; the lock makes two concurrent bootstraps of one name see each other.
@@ -137,16 +148,19 @@ class AuthStore(SchemaStore):
                     (org.id, org.name, org.created_at),
                 )
                 self._insert_user(conn, admin)
+                for entry in audit_entries:
+                    audit.append(conn, entry)
         except pg_errors.UniqueViolation:
             raise AlreadyExists(
                 "a user with this email already exists", reason="EMAIL_TAKEN"
             ) from None
 
-    def create_user(self, user: UserRow) -> None:
-        """Inserts a user; raises AlreadyExists when the email is taken."""
+    def create_user(self, user: UserRow, entry: audit.Entry) -> None:
+        """Inserts a user and its audit record; raises AlreadyExists when the email is taken."""
         try:
             with self.transaction() as conn:
                 self._insert_user(conn, user)
+                audit.append(conn, entry)
         except pg_errors.UniqueViolation:
             raise AlreadyExists(
                 "a user with this email already exists", reason="EMAIL_TAKEN"
@@ -194,15 +208,23 @@ class AuthStore(SchemaStore):
                 yield UserChangeTx(conn, org_id, user_id, cur.fetchone())
 
     def revoke_session(
-        self, token_id: str, user_id: uuid.UUID, expires_at: datetime, now: datetime
+        self,
+        token_id: str,
+        user_id: uuid.UUID,
+        expires_at: datetime,
+        now: datetime,
+        entry: audit.Entry,
     ) -> None:
-        """Records a signed-out session, and forgets those whose tokens have expired."""
+        """Records a signed-out session (audited the first time), and forgets those whose
+        tokens have expired."""
         with self.transaction() as conn:
-            conn.execute(
+            inserted = conn.execute(
                 "insert into revoked_sessions (token_id, user_id, expires_at)"
                 " values (%s, %s, %s) on conflict (token_id) do nothing",
                 (token_id, user_id, expires_at),
             )
+            if inserted.rowcount == 1:
+                audit.append(conn, entry)
             conn.execute("delete from revoked_sessions where expires_at < %s", (now,))
 
     def revocations(self, now: datetime, leeway: timedelta) -> Revocations:
@@ -240,8 +262,8 @@ class AuthStore(SchemaStore):
 
     # Deployments.
 
-    def create_deployment(self, deployment: DeploymentRow) -> None:
-        """Inserts a deployment."""
+    def create_deployment(self, deployment: DeploymentRow, entry: audit.Entry) -> None:
+        """Inserts a deployment and its audit record."""
         with self.transaction() as conn:
             conn.execute(
                 "insert into deployments"
@@ -256,6 +278,7 @@ class AuthStore(SchemaStore):
                     deployment.created_at,
                 ),
             )
+            audit.append(conn, entry)
 
     def deployment_secret(self, deployment_id: uuid.UUID) -> DeploymentSecretRow | None:
         """Finds a deployment by id alone: only the token exchange, which proves the secret.
@@ -322,15 +345,25 @@ class AuthStore(SchemaStore):
             return cur.fetchall()
 
     def revoke_deployment(
-        self, org_id: uuid.UUID, deployment_id: uuid.UUID, at: datetime
+        self, org_id: uuid.UUID, deployment_id: uuid.UUID, at: datetime, entry: audit.Entry
     ) -> DeploymentRow | None:
-        """Marks a deployment revoked (keeping the first revocation time); None if not found."""
+        """Marks a deployment revoked (keeping the first revocation time); None if not found.
+
+        ``entry`` is recorded only by the call that revoked it: a repeat changes nothing.
+        """
         with self.transaction() as conn, conn.cursor(row_factory=class_row(DeploymentRow)) as cur:
             cur.execute(
-                "update deployments set revoked_at = coalesce(revoked_at, %s)"
-                " where org_id = %s and id = %s returning *",
-                (at, org_id, deployment_id),
+                "select * from deployments where org_id = %s and id = %s for update",
+                (org_id, deployment_id),
             )
+            row = cur.fetchone()
+            if row is None or row.revoked_at is not None:
+                return row
+            cur.execute(
+                "update deployments set revoked_at = %s where id = %s returning *",
+                (at, deployment_id),
+            )
+            audit.append(conn, entry)
             return cur.fetchone()
 
     def revoked_since(self, since: datetime) -> list[tuple[uuid.UUID, datetime]]:
@@ -502,7 +535,8 @@ class UserChangeTx:
         self._conn.execute("delete from session_cutoffs where keep_until < %s", (valid_after,))
 
     def audit(self, actor: audit.Actor, action: str) -> None:
-        """Records the change in the org's audit log, in the same transaction."""
+        """Records the change in the org's audit log, in the same transaction, naming the
+        user by email too (the id alone says nothing once the user is deleted)."""
         audit.record(
             self._conn,
             org_id=self._org_id,
@@ -510,6 +544,7 @@ class UserChangeTx:
             action=action,
             target_type="user",
             target_id=str(self._user_id),
+            details={"email": self.user.email} if self.user is not None else None,
         )
 
 

@@ -534,20 +534,28 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
         self._store = store
 
     def _list(
-        self, org_id: str, page_size: int, page_token: str, target_id: str
+        self, org_id: str, page_size: int, page_token: str, where: audit.Filter
     ) -> tuple[list[audit.AuditEvent], str]:
         with self._store.connection() as conn:
-            return audit.list_page(conn, uuid.UUID(org_id), page_size, page_token, target_id)
+            return audit.list_page(conn, uuid.UUID(org_id), page_size, page_token, where)
 
     async def ListAuditEvents(
         self, request: audit_pb2.ListAuditEventsRequest, context: grpc.aio.ServicerContext
     ) -> audit_pb2.ListAuditEventsResponse:
+        where = audit.make_filter(
+            action=request.action,
+            actor_id=request.actor_id,
+            actor_email=request.actor_email,
+            target_id=request.target_id,
+            start=_time(request, "start_time"),
+            end=_time(request, "end_time"),
+        )
         events, token = await blocking(
             self._list,
             current_principal().org_id,
             request.page_size,
             request.page_token,
-            request.target_id,
+            where,
         )
         return audit_pb2.ListAuditEventsResponse(
             events=[
@@ -556,6 +564,7 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
                     occur_time=timestamp(e.occurred_at),
                     actor_kind=_ACTOR_TO_PB[e.actor_kind],
                     actor_id=e.actor_id,
+                    actor_email=e.actor_email or "",
                     action=e.action,
                     target_type=e.target_type,
                     target_id=e.target_id,

@@ -9,6 +9,7 @@ connection is the caller's org's (NOT_FOUND otherwise, before any run is recorde
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import uuid
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
@@ -37,7 +38,7 @@ from services.orchestrator.runs import (
 )
 from services.orchestrator.schedules import RotationSchedule
 from services.orchestrator.store import OrchestratorStore, RunRow
-from sevvo.runtime import audit, paging, validation, work_proof
+from sevvo.runtime import audit, outcomes, paging, validation, work_proof
 from sevvo.runtime import temporal as names
 from sevvo.runtime.errors import InvalidArgument, NotFound, PermissionDenied, Unavailable
 from sevvo.runtime.logs import get_logger
@@ -54,6 +55,11 @@ log = get_logger(__name__)
 
 
 MAX_PREVIEW_SQL_BYTES = 100 * 1024
+# Audit actions of the orchestrator (docs/user-guide.md lists every action).
+RUN_START_ACTION = "run.start"
+PREVIEW_ACTION = "connection.preview"
+SCHEDULE_SET_ACTION = "connection.rotation_schedule.set"
+SCHEDULE_DELETE_ACTION = "connection.rotation_schedule.delete"
 # The statement timeout is 10 s; connecting, the round trips and a wait in the queue get the rest.
 PREVIEW_TIMEOUT = timedelta(seconds=40)
 
@@ -78,6 +84,44 @@ def _preview_outcome(result: workflows_pb2.PreviewQueryResult) -> Outcome:
 
 def _rotation_outcome(result: workflows_pb2.RootRotationResult) -> Outcome:
     return outcome_of(ROOT_ROTATION_CATEGORIES.outcome(result.category), result.message)
+
+
+def _run_target(run: RunRow) -> tuple[str, str]:
+    """What a run is about, as its audit records name it: a connection, or a draft."""
+    if run.connection_id is not None:
+        return "connection", str(run.connection_id)
+    return "draft", str(run.draft_id)
+
+
+def _statement_details(sql: str) -> dict[str, str]:
+    """What the audit log keeps of a preview's SQL: its length and digest, never its text.
+
+    The text can hold literals (a customer's email in a WHERE clause). A digest tells the same
+    statement run again; guessing a literal from it reveals nothing an admin, the only reader of
+    the log, could not preview for themself.
+    """
+    raw = sql.encode()
+    return {"sql_bytes": str(len(raw)), "sql_sha256": hashlib.sha256(raw).hexdigest()}
+
+
+def _preview_entry(caller: Principal, row: RunRow, statement: Mapping[str, str]) -> audit.Entry:
+    """A finished preview: who, which connection, the outcome and row count, never a row."""
+    outcome = outcomes.get(row.outcome_category or "") or outcomes.OTHER
+    return audit.Entry(
+        row.org_id,
+        audit.Actor.of(caller),
+        PREVIEW_ACTION,
+        *_run_target(row),
+        outcome="success" if outcome.succeeded else "failure",
+        reason=None if outcome.succeeded else "PREVIEW_FAILED",
+        details={
+            "run_id": str(row.id),
+            "category": outcome.name,
+            "row_count": str(row.row_count or 0),
+            "truncated": "true" if row.truncated else "false",
+            **statement,
+        },
+    )
 
 
 def work_kinds(test_timeout: timedelta) -> dict[str, WorkKind]:
@@ -162,7 +206,19 @@ class OrchestratorDomain:
         *,
         connection_id: uuid.UUID | None = None,
         draft_id: uuid.UUID | None = None,
+        details: Mapping[str, str] | None = None,
     ) -> tuple[RunRow, object]:
+        """Runs work for the caller; its start is audited with the run's row."""
+
+        def started(run: RunRow) -> audit.Entry:
+            return audit.Entry(
+                run.org_id,
+                audit.Actor.of(caller),
+                RUN_START_ACTION,
+                *_run_target(run),
+                details={"kind": run.kind, "run_id": str(run.id), **(details or {})},
+            )
+
         try:
             return await self.runs.run(
                 uuid.UUID(caller.org_id),
@@ -171,6 +227,7 @@ class OrchestratorDomain:
                 connection_id=connection_id,
                 draft_id=draft_id,
                 creator=f"{caller.kind.value}:{caller.subject_id}",
+                audit_start=started,
             )
         except RunFateUnknown as exc:
             raise Unavailable(
@@ -243,6 +300,7 @@ class OrchestratorDomain:
         if len(sql.encode()) > MAX_PREVIEW_SQL_BYTES:
             raise InvalidArgument("sql", f"must be at most {MAX_PREVIEW_SQL_BYTES // 1024} KB")
         await self._connection(caller, bearer, target)
+        statement = _statement_details(sql)
         row, result = await self._run(
             caller,
             "preview",
@@ -250,11 +308,14 @@ class OrchestratorDomain:
                 run_id=str(run.id), connection_id=str(target), sql=sql
             ),
             connection_id=target,
+            details=statement,
         )
         if not isinstance(result, workflows_pb2.PreviewQueryResult):
             result = workflows_pb2.PreviewQueryResult(
                 category=workflows_pb2.PREVIEW_CATEGORY_OTHER, message=row.message or ""
             )
+        # Before the rows go back: a preview whose outcome cannot be recorded returns none.
+        await asyncio.to_thread(self._store.append_audit, _preview_entry(caller, row, statement))
         log.info(
             "preview finished",
             run_id=str(row.id),
@@ -283,7 +344,8 @@ class OrchestratorDomain:
         client = await self._clients.for_new_work(org_id)
         try:
             if not interval:
-                await schedules.delete(client, org_id, target)
+                if await schedules.delete(client, org_id, target):
+                    await self._audit_schedule(caller, SCHEDULE_DELETE_ACTION, target)
                 log.info("root rotation schedule removed", connection_id=str(target))
                 return schedules.NO_SCHEDULE
             current = await schedules.put(
@@ -297,8 +359,34 @@ class OrchestratorDomain:
             )
         except RPCError as exc:
             raise _temporal_unavailable(exc) from None
+        await self._audit_schedule(
+            caller,
+            SCHEDULE_SET_ACTION,
+            target,
+            {"interval_seconds": str(int(interval.total_seconds()))},
+        )
         log.info("root rotation scheduled", connection_id=str(target), interval=str(interval))
         return current
+
+    async def _audit_schedule(
+        self,
+        caller: Principal,
+        action: str,
+        connection_id: uuid.UUID,
+        details: Mapping[str, str] | None = None,
+    ) -> None:
+        # Temporal holds the schedule, so its record follows the change in a transaction of
+        # its own; a failure here fails the call, which the caller may repeat (both are
+        # idempotent) until the change is on record.
+        entry = audit.Entry(
+            caller.org_id,
+            audit.Actor.of(caller),
+            action,
+            "connection",
+            str(connection_id),
+            details=dict(details or {}),
+        )
+        await asyncio.to_thread(self._store.append_audit, entry)
 
     async def get_root_rotation_schedule(
         self, caller: Principal, bearer: str, connection_id: str
@@ -340,6 +428,8 @@ class OrchestratorDomain:
             deleted = await schedules.delete(client, org_id, target)
         except RPCError as exc:
             raise _temporal_unavailable(exc) from None
+        if deleted:
+            await self._audit_schedule(caller, SCHEDULE_DELETE_ACTION, target)
         log.info("root rotation schedule deleted", connection_id=str(target), existed=deleted)
         return deleted
 

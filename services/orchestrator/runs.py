@@ -42,8 +42,8 @@ from temporalio.service import RPCError, RPCStatusCode
 from services.orchestrator.org_clients import OrgClients
 from services.orchestrator.proofs import ProofKeys
 from services.orchestrator.store import OrchestratorStore, RunRow
+from sevvo.runtime import audit, temporal, work_proof
 from sevvo.runtime import outcomes as catalogue
-from sevvo.runtime import temporal, work_proof
 from sevvo.runtime.logs import get_logger
 
 log = get_logger(__name__)
@@ -164,15 +164,18 @@ class RunTracker:
         connection_id: uuid.UUID | None = None,
         draft_id: uuid.UUID | None = None,
         creator: str = "",
+        audit_start: Callable[[RunRow], audit.Entry] | None = None,
     ) -> tuple[RunRow, Any]:
         """Records a run, starts its workflow and waits for its end; returns the row and result.
+
+        ``audit_start`` makes the audit record written with the run's row (same transaction).
 
         The result is None when the run ended without one (its row says why). Raises
         Unavailable-mapped ``RunFateUnknown`` when Temporal cannot be reached to learn the
         end: the run is then left for the reconciler, never reported with a made-up outcome.
         """
         spec = self._kinds[kind]
-        run = await self._insert(org_id, kind, connection_id, draft_id, creator)
+        run = await self._insert(org_id, kind, connection_id, draft_id, creator, audit_start)
         watch = asyncio.get_running_loop().create_task(
             self._start_and_watch(run, spec, request_for)
         )
@@ -188,6 +191,7 @@ class RunTracker:
         connection_id: uuid.UUID | None,
         draft_id: uuid.UUID | None,
         creator: str,
+        audit_start: Callable[[RunRow], audit.Entry] | None = None,
     ) -> RunRow:
         run_id = uuid.uuid4()
         run = RunRow(
@@ -206,7 +210,8 @@ class RunTracker:
             proved=self._proofs is not None,
             creator=creator,
         )
-        await asyncio.to_thread(self._store.insert_run, run)
+        entry = audit_start(run) if audit_start is not None else None
+        await asyncio.to_thread(self._store.insert_run, run, entry)
         return run
 
     async def _start_and_watch(

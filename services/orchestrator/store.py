@@ -165,8 +165,14 @@ class OrchestratorStore(SchemaStore):
         audit.apply_migrations(self._conninfo)
         super().open()
 
-    def insert_run(self, run: RunRow) -> None:
-        """Records a run that is starting."""
+    def append_audit(self, entry: audit.Entry) -> None:
+        """Appends one audit record on its own: for a change stored elsewhere (Temporal's
+        schedules) or an outcome nothing else stores (a preview's)."""
+        with self.transaction() as conn:
+            audit.append(conn, entry)
+
+    def insert_run(self, run: RunRow, entry: audit.Entry | None = None) -> None:
+        """Records a run that is starting, and its audit record when given."""
         with self.transaction() as conn:
             conn.execute(
                 "insert into runs (id, org_id, kind, state, connection_id, draft_id, workflow_id,"
@@ -184,6 +190,8 @@ class OrchestratorStore(SchemaStore):
                     run.creator,
                 ),
             )
+            if entry is not None:
+                audit.append(conn, entry)
 
     def finish_run(
         self,

@@ -27,28 +27,38 @@ def page_size(requested: int) -> int:
     return min(requested, MAX_PAGE_SIZE)
 
 
-def encode_cursor(created_at: datetime, row_id: str) -> str:
-    """Encodes the position after the last row of a page."""
-    raw = json.dumps([created_at.isoformat(), row_id]).encode()
+def encode_cursor(created_at: datetime, row_id: str, scope: str = "") -> str:
+    """Encodes the position after the last row of a page.
+
+    ``scope`` (a digest of the request's filters, say) travels in the token, and
+    ``decode_cursor`` refuses the token under any other scope.
+    """
+    position: list[str] = [created_at.isoformat(), row_id]
+    if scope:
+        position.append(scope)
+    raw = json.dumps(position).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def decode_cursor(token: str) -> tuple[datetime, str] | None:
+def decode_cursor(token: str, scope: str = "") -> tuple[datetime, str] | None:
     """Decodes a page token; empty means the first page.
 
     Validated whole, because every part reaches SQL: the time must be timezone-aware and
     the row id a UUID (every keyset column is one), so a forged token is INVALID_ARGUMENT
-    rather than a database error.
+    rather than a database error. A token made under another ``scope`` is refused too.
     """
     if not token:
         return None
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        created, row_id = json.loads(raw)
+        created, row_id, *rest = json.loads(raw)
+        if len(rest) > 1 or not all(isinstance(part, str) for part in rest):
+            raise ValueError("not a scope")
+        token_scope = rest[0] if rest else ""
         when = datetime.fromisoformat(created)
         if when.tzinfo is None or when.utcoffset() is None:
             raise ValueError("naive time")
-        return when, str(uuid.UUID(row_id))
+        position = when, str(uuid.UUID(row_id))
     except (binascii.Error, ValueError, TypeError, AttributeError, OverflowError):
         raise InvalidArgument(
             "page_token",
@@ -56,18 +66,29 @@ def decode_cursor(token: str) -> tuple[datetime, str] | None:
             " for the first page",
             reason="INVALID_PAGE_TOKEN",
         ) from None
+    if token_scope != scope:
+        raise InvalidArgument(
+            "page_token",
+            "was returned for other filters; repeat the filters of the request that returned"
+            " it, or leave page_token empty to start again",
+            reason="INVALID_PAGE_TOKEN",
+        )
+    return position
 
 
 def page_of(
-    rows: Sequence[T], limit: int, position: Callable[[T], tuple[datetime, object]]
+    rows: Sequence[T],
+    limit: int,
+    position: Callable[[T], tuple[datetime, object]],
+    scope: str = "",
 ) -> tuple[list[T], str]:
     """Cuts ``limit + 1`` fetched rows to one page and the token for the next.
 
     Queries fetch one row more than the page holds; its presence is what says another page
-    exists. ``position`` gives a row's keyset (sort time, id).
+    exists. ``position`` gives a row's keyset (sort time, id); ``scope`` see encode_cursor.
     """
     if len(rows) <= limit:
         return list(rows), ""
     page = list(rows[:limit])
     when, row_id = position(page[-1])
-    return page, encode_cursor(when, str(row_id))
+    return page, encode_cursor(when, str(row_id), scope)

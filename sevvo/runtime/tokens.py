@@ -57,6 +57,9 @@ class Principal:
     role: str | None = None
     # When the token was issued; sessions issued at or before a user's cutoff are void.
     issued_at: datetime | None = None
+    # A user's email as auth signed it into the session, for the audit log; None for agents
+    # and for sessions issued before sessions carried it.
+    email: str | None = None
 
     @property
     def is_admin(self) -> bool:
@@ -266,6 +269,7 @@ class TokenVerifier:
         if claims.get("kind") != kind.value:  # Checked again, now that the signature holds.
             raise _wrong_audience(accepted)
         role = claims.get("role")
+        email = claims.get("email") if kind is PrincipalKind.USER else None
         expires = float(claims["exp"])
         issued = float(claims["iat"])
         if not (math.isfinite(expires) and math.isfinite(issued)):
@@ -278,6 +282,7 @@ class TokenVerifier:
             expires_at=datetime.fromtimestamp(expires, UTC),
             role=str(role) if role is not None else None,
             issued_at=datetime.fromtimestamp(issued, UTC),
+            email=email if isinstance(email, str) and email else None,
         )
         return _CachedToken(principal, kid, expires, issued)
 
