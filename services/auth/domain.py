@@ -32,6 +32,7 @@ from services.auth.store import (
 )
 from sevvo.runtime import deployment_token, paging, validation
 from sevvo.runtime.audit import Actor
+from sevvo.runtime.credential_token import secret_hash as _secret_hash
 from sevvo.runtime.errors import (
     FailedPrecondition,
     InvalidArgument,
@@ -69,11 +70,6 @@ class NewDeployment:
 
     deployment: DeploymentRow
     token: str
-
-
-def _secret_hash(secret: str) -> bytes:
-    # The secret is 256 random bits, so a fast hash is enough; a KDF would only slow exchange.
-    return hashlib.sha256(secret.encode()).digest()
 
 
 def normalize_email(email: str) -> str:
@@ -170,6 +166,13 @@ class AuthDomain:
         if role is not None:
             claims["role"] = role
         return claims, expires
+
+    def bearer_claims(
+        self, kind: PrincipalKind, org_id: uuid.UUID, subject: uuid.UUID, ttl: timedelta
+    ) -> tuple[dict[str, object], datetime]:
+        """The claims every bearer of ``kind`` starts with, and its expiry; for the workload
+        exchange (services/auth/workloads.py), which adds its own."""
+        return self._claims(kind, org_id, subject, ttl)
 
     # Orgs and users.
 
