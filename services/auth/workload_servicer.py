@@ -74,7 +74,7 @@ class WorkloadServicer(workloads_pb2_grpc.WorkloadServiceServicer):
         self, request: workloads_pb2.ListWorkloadsRequest, context: grpc.aio.ServicerContext
     ) -> workloads_pb2.ListWorkloadsResponse:
         rows, token = await blocking(
-            self._domain.list, current_principal(), request.page_size, request.page_token
+            self._domain.list_workloads, current_principal(), request.page_size, request.page_token
         )
         return workloads_pb2.ListWorkloadsResponse(
             workloads=[workload_pb(r) for r in rows], next_page_token=token

@@ -107,7 +107,7 @@ class WorkloadStore:
             found = cur.fetchone()
         return _row(found) if found else None
 
-    def list(
+    def list_workloads(
         self, org_id: uuid.UUID, limit: int, after: tuple[datetime, str] | None
     ) -> list[WorkloadRow]:
         """One page of an org's workloads in creation order."""

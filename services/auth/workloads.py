@@ -197,12 +197,12 @@ class WorkloadDomain:
             raise _not_found()
         return row
 
-    def list(
+    def list_workloads(
         self, caller: Principal, page_size: int, page_token: str
     ) -> tuple[list[WorkloadRow], str]:
         """One page of the caller's org's workloads, oldest first, and the next page token."""
         limit = paging.page_size(page_size)
-        rows = self._store.list(
+        rows = self._store.list_workloads(
             uuid.UUID(caller.org_id), limit + 1, paging.decode_cursor(page_token)
         )
         return paging.page_of(rows, limit, lambda r: (r.created_at, r.id))
