@@ -27,6 +27,7 @@ from cli.commands import (
     runs,
     session,
     users,
+    workloads,
 )
 from cli.errors import EXIT_CODES_HELP, CliError, from_rpc_error
 from cli.output import Output, OutputFormat, default_format
@@ -34,8 +35,8 @@ from cli.session import default_config_dir
 
 app = typer.Typer(
     name="sevvo",
-    help="Drive sevvo from a terminal: orgs, users, agent deployments, connections,"
-    " previews, runs, leases, payload keys and the audit log.",
+    help="Drive sevvo from a terminal: orgs, users, agent deployments, workload identities,"
+    " connections, previews, runs, leases, payload keys and the audit log.",
     epilog=(
         "Example: sevvo --endpoint localhost:8443 --ca-file .dev/pki/ca.crt login"
         " --email admin@sevvo.dev\n\n"
@@ -133,6 +134,7 @@ def root(
 session.register(app)
 app.add_typer(users.app, name="users")
 app.add_typer(deployments.app, name="deployments")
+app.add_typer(workloads.app, name="workloads")
 app.add_typer(connections.app, name="connections")
 preview.register(app)
 app.add_typer(runs.app, name="runs")

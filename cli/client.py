@@ -16,7 +16,12 @@ from cli.errors import CliError
 from cli.output import Output, OutputFormat
 from cli.session import Session, SessionStore
 from sevvo.audit.v1 import audit_pb2_grpc
-from sevvo.auth.v1 import auth_pb2_grpc, deployments_pb2_grpc, users_pb2_grpc
+from sevvo.auth.v1 import (
+    auth_pb2_grpc,
+    deployments_pb2_grpc,
+    users_pb2_grpc,
+    workloads_pb2_grpc,
+)
 from sevvo.connections.v1 import connections_pb2_grpc
 from sevvo.orchestrator.v1 import orchestrator_pb2_grpc
 from sevvo.runtime.grpc_client import ClientTls, secure_channel
@@ -86,6 +91,10 @@ class Cli:
     def deployments(self) -> deployments_pb2_grpc.DeploymentServiceStub:
         """DeploymentService as the signed-in user."""
         return deployments_pb2_grpc.DeploymentServiceStub(self._channel(signed_in=True))
+
+    def workloads(self) -> workloads_pb2_grpc.WorkloadServiceStub:
+        """WorkloadService as the signed-in user."""
+        return workloads_pb2_grpc.WorkloadServiceStub(self._channel(signed_in=True))
 
     def connections(self) -> connections_pb2_grpc.ConnectionServiceStub:
         """ConnectionService as the signed-in user."""

@@ -14,7 +14,7 @@ from cli.client import CALL_TIMEOUT, Cli
 from cli.errors import CliError, ExitCode, usage_error
 from cli.inputs import PageT, pages
 from cli.output import UUID_PATTERN
-from sevvo.auth.v1 import deployments_pb2, users_pb2
+from sevvo.auth.v1 import deployments_pb2, users_pb2, workloads_pb2
 from sevvo.connections.v1 import connections_pb2 as cpb
 from sevvo.orchestrator.v1 import orchestrator_pb2 as opb
 
@@ -130,6 +130,22 @@ def connection_id(cli: Cli, text: str) -> str:
 def deployment_id(cli: Cli, text: str) -> str:
     """A deployment by id, id prefix or name."""
     return resolve("deployment", text, _deployments(cli))
+
+
+def workload_id(cli: Cli, text: str) -> str:
+    """A workload by id, id prefix or name."""
+    stub = cli.workloads()
+    return resolve(
+        "workload",
+        text,
+        _everything(
+            lambda token: stub.ListWorkloads(
+                workloads_pb2.ListWorkloadsRequest(page_size=500, page_token=token),
+                timeout=CALL_TIMEOUT,
+            ),
+            lambda page: ((w.id, w.display_name) for w in page.workloads),
+        ),
+    )
 
 
 def user_id(cli: Cli, text: str) -> str:

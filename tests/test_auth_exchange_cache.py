@@ -27,9 +27,9 @@ from services.auth.server import AuthApp
 from services.auth.store import (
     LISTENER_APPLICATION_NAME,
     AuthStore,
-    DeploymentChanged,
     DeploymentSecretRow,
     Echo,
+    RowChanged,
 )
 from sevvo.auth.v1 import auth_pb2, deployments_pb2
 from sevvo.runtime.grpc_client import ClientTls, error_details
@@ -62,11 +62,9 @@ class FakeChanges:
 
     def __init__(self) -> None:
         self.echo = True
-        self._arrivals: queue.SimpleQueue[DeploymentChanged | Echo | Exception] = (
-            queue.SimpleQueue()
-        )
+        self._arrivals: queue.SimpleQueue[RowChanged | Echo | Exception] = queue.SimpleQueue()
 
-    def deliver(self, arrival: DeploymentChanged | Echo | Exception) -> None:
+    def deliver(self, arrival: RowChanged | Echo | Exception) -> None:
         """Makes a change, an echo or a connection failure arrive."""
         self._arrivals.put(arrival)
 
@@ -74,7 +72,7 @@ class FakeChanges:
         if self.echo:
             self.deliver(Echo(payload))
 
-    def receive(self, timeout: float) -> Iterator[DeploymentChanged | Echo]:
+    def receive(self, timeout: float) -> Iterator[RowChanged | Echo]:
         try:
             arrival = self._arrivals.get(timeout=timeout)
         except queue.Empty:
@@ -192,7 +190,7 @@ def test_notified_change_drops_the_deployment(
 ) -> None:
     """A change notified for a deployment drops it; the next get reads the store again."""
     cache.get(KNOWN.id)
-    listener.connections[-1].deliver(DeploymentChanged(KNOWN.id))
+    listener.connections[-1].deliver(RowChanged(KNOWN.id))
     wait_until(lambda: cache.cached(KNOWN.id) is None, timeout=1)
     cache.get(KNOWN.id)
     assert loads == [KNOWN.id, KNOWN.id]
@@ -203,7 +201,7 @@ def test_notified_truncate_drops_every_deployment(
 ) -> None:
     """A change naming no deployment (a TRUNCATE) empties the cache."""
     cache.get(KNOWN.id)
-    listener.connections[-1].deliver(DeploymentChanged(None))
+    listener.connections[-1].deliver(RowChanged(None))
     wait_until(lambda: cache.cached(KNOWN.id) is None, timeout=1)
 
 

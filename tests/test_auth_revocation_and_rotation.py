@@ -148,6 +148,7 @@ def test_retired_key_is_rejected_after_its_last_token_expires(
         auth_config(database_url, dev_pki, secrets.token_bytes(32)),
         session_ttl_seconds=1,
         bearer_ttl_seconds=1,
+        workload_bearer_ttl_seconds=1,
         leeway_seconds=0,
     )
     app = AuthApp(config)

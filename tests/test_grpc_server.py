@@ -61,6 +61,12 @@ class _Misbehaving(auth_pb2_grpc.AuthServiceServicer):
     async def ChangePassword(self, request, context):  # type: ignore[no-untyped-def]
         return auth_pb2.ChangePasswordResponse()
 
+    async def ExchangeWorkloadToken(self, request, context):  # type: ignore[no-untyped-def]
+        return auth_pb2.ExchangeWorkloadTokenResponse()
+
+    async def ListRevokedWorkloads(self, request, context):  # type: ignore[no-untyped-def]
+        return auth_pb2.ListRevokedWorkloadsResponse()
+
 
 _SERVICE = "sevvo.auth.v1.AuthService"
 
@@ -246,6 +252,12 @@ class _Hostile(auth_pb2_grpc.AuthServiceServicer):
 
     async def ListRevokedSessions(self, request, context):  # type: ignore[no-untyped-def]
         return auth_pb2_grpc.AuthServiceServicer.ListRevokedSessions(self, request, context)
+
+    async def ExchangeWorkloadToken(self, request, context):  # type: ignore[no-untyped-def]
+        return auth_pb2_grpc.AuthServiceServicer.ExchangeWorkloadToken(self, request, context)
+
+    async def ListRevokedWorkloads(self, request, context):  # type: ignore[no-untyped-def]
+        return auth_pb2_grpc.AuthServiceServicer.ListRevokedWorkloads(self, request, context)
 
 
 @pytest.fixture

@@ -33,6 +33,9 @@ class AuthConfig:
     port: int = 8443
     session_ttl_seconds: int = 3600
     bearer_ttl_seconds: int = 600
+    # Workload bearers carry grants that connections trusts without asking auth; short-lived, so
+    # a workload that lost them (or whose grants narrowed) soon has to exchange again.
+    workload_bearer_ttl_seconds: int = 300
     leeway_seconds: int = 10
     refresh_seconds: float = 2.0
     key_rotation_days: int = 30
@@ -60,7 +63,9 @@ class AuthConfig:
     @property
     def max_token_ttl_seconds(self) -> int:
         """The longest any token auth issues can live."""
-        return max(self.session_ttl_seconds, self.bearer_ttl_seconds)
+        return max(
+            self.session_ttl_seconds, self.bearer_ttl_seconds, self.workload_bearer_ttl_seconds
+        )
 
     @property
     def max_temporal_token_ttl_seconds(self) -> int:
@@ -87,6 +92,9 @@ class AuthConfig:
             # docs/design.md: agent bearers live minutes; the issue pins 5 to 15.
             bearer_ttl_seconds=c.integer(
                 env, "SEVVO_AUTH_BEARER_TTL_SECONDS", 600, minimum=300, maximum=900
+            ),
+            workload_bearer_ttl_seconds=c.integer(
+                env, "SEVVO_AUTH_WORKLOAD_BEARER_TTL_SECONDS", 300, minimum=60, maximum=900
             ),
             leeway_seconds=c.integer(env, "SEVVO_TOKEN_LEEWAY_SECONDS", 10, minimum=0, maximum=30),
             refresh_seconds=c.number(

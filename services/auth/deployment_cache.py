@@ -39,6 +39,9 @@ memory grows only with real deployments; ``MAX_ENTRIES`` bounds it regardless.
 An exchange's bearer is a separate matter: verifiers refuse a revoked deployment's bearers
 within 5 s (sevvo/runtime/tokens.py), so a bearer issued in the windows above stops working as
 soon as any other bearer of that deployment does.
+
+Workload identities are cached the same way by the same class (``SecretCache``), over their
+own table's notifications (migration 0005), with every bound above.
 """
 
 from __future__ import annotations
@@ -47,9 +50,9 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
-from services.auth.store import DeploymentChanged, DeploymentSecretRow, Echo
+from services.auth.store import DeploymentSecretRow, Echo, RowChanged
 from sevvo.runtime.logs import get_logger
 
 log = get_logger(__name__)
@@ -58,10 +61,11 @@ HEARTBEAT_SECONDS = 0.5
 TRUST_SECONDS = 1.5
 MAX_ENTRIES = 100_000
 _RETRY_SECONDS = (0.1, 0.2, 0.5, 1.0, 2.0)  # Reconnection backoff; the last repeats.
+R = TypeVar("R")
 
 
 class ChangeFeed(Protocol):
-    """A listening connection (services.auth.store.DeploymentChanges, or a test's fake)."""
+    """A listening connection (services.auth.store.RowChanges, or a test's fake)."""
 
     own_channel: str
 
@@ -69,7 +73,7 @@ class ChangeFeed(Protocol):
         """Notifies the feed's own channel; the echo arrives after every earlier change."""
         ...
 
-    def receive(self, timeout: float) -> Iterator[DeploymentChanged | Echo]:
+    def receive(self, timeout: float) -> Iterator[RowChanged | Echo]:
         """What arrives within ``timeout`` seconds; raises when the connection fails."""
         ...
 
@@ -78,19 +82,22 @@ class ChangeFeed(Protocol):
         ...
 
 
-class DeploymentCache:
-    """Deployment secrets by id, trusted only while a listener hears every change.
+class SecretCache(Generic[R]):
+    """What an exchange needs of a row (``R``), by id, trusted only while a listener hears
+    every change to its table.
 
     ``cached`` never blocks; ``get`` reads Postgres on a miss, so it runs in a worker thread.
     Until ``start`` (and after ``stop``) the cache is bypassed: ``get`` always reads Postgres.
+    ``what`` names the rows in logs and in the listener thread's name.
     """
 
     def __init__(
         self,
-        load: Callable[[uuid.UUID], DeploymentSecretRow | None],
+        load: Callable[[uuid.UUID], R | None],
         listen: Callable[[], ChangeFeed],
         wake: Callable[[str, str], None],
         *,
+        what: str = "deployment",
         heartbeat_seconds: float = HEARTBEAT_SECONDS,
         trust_seconds: float = TRUST_SECONDS,
         max_entries: int = MAX_ENTRIES,
@@ -99,11 +106,12 @@ class DeploymentCache:
         self._load = load
         self._listen = listen
         self._wake = wake
+        self._what = what
         self._heartbeat_seconds = heartbeat_seconds
         self._trust_seconds = trust_seconds
         self._max_entries = max_entries
         self._clock = clock
-        self._entries: dict[uuid.UUID, DeploymentSecretRow] = {}
+        self._entries: dict[uuid.UUID, R] = {}
         # Bumped by every drop; a read stores its row only if no drop happened meanwhile.
         self._drops = 0
         self._trusted_until = 0.0  # On the clock; the cache is bypassed from then on.
@@ -120,34 +128,34 @@ class DeploymentCache:
         """Whether the listener has lately proved it hears every change."""
         return self._clock() < self._trusted_until
 
-    def cached(self, deployment_id: uuid.UUID) -> DeploymentSecretRow | None:
-        """The deployment from memory, or None if it is not there or memory is not trusted."""
+    def cached(self, row_id: uuid.UUID) -> R | None:
+        """The row from memory, or None if it is not there or memory is not trusted."""
         if self._clock() >= self._trusted_until:
             return None
-        return self._entries.get(deployment_id)
+        return self._entries.get(row_id)
 
-    def get(self, deployment_id: uuid.UUID) -> DeploymentSecretRow | None:
-        """The deployment from memory, else from Postgres (then remembered); None if unknown."""
-        row = self.cached(deployment_id)
+    def get(self, row_id: uuid.UUID) -> R | None:
+        """The row from memory, else from Postgres (then remembered); None if unknown."""
+        row = self.cached(row_id)
         if row is not None:
             return row
         drops = self._drops  # Before the read: a change committed after it bumps the count.
-        row = self._load(deployment_id)
+        row = self._load(row_id)
         if row is not None:
             with self._lock:
                 if self._drops == drops:
                     if len(self._entries) >= self._max_entries:
                         self._entries.clear()
-                    self._entries[deployment_id] = row
+                    self._entries[row_id] = row
         return row
 
     # Dropping.
 
-    def forget(self, deployment_id: uuid.UUID) -> None:
-        """Drops one deployment; the revoke path calls it after its transaction commits."""
+    def forget(self, row_id: uuid.UUID) -> None:
+        """Drops one row; the revoke and update paths call it after their transaction commits."""
         with self._lock:
             self._drops += 1
-            self._entries.pop(deployment_id, None)
+            self._entries.pop(row_id, None)
 
     def _forget_all(self, *, distrust: bool) -> None:
         with self._lock:
@@ -162,7 +170,7 @@ class DeploymentCache:
         """Starts the listener thread; the cache is used once its first heartbeat echoes."""
         self._stop.clear()
         self._thread = threading.Thread(
-            target=self._run, name="deployment-cache-listener", daemon=True
+            target=self._run, name=f"{self._what}-cache-listener", daemon=True
         )
         self._thread.start()
 
@@ -175,7 +183,9 @@ class DeploymentCache:
             try:  # Wakes the listener from its wait rather than letting it time out.
                 self._wake(channel, "wake")
             except Exception as exc:
-                log.debug("deployment cache listener not woken", error=type(exc).__name__)
+                log.debug(
+                    "secret cache listener not woken", cache=self._what, error=type(exc).__name__
+                )
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
@@ -206,7 +216,8 @@ class DeploymentCache:
         self._forget_all(distrust=True)
         if failures == 0 and not self._stop.is_set():
             log.warning(
-                "deployment cache bypassed: not listening for changes", error=type(exc).__name__
+                f"{self._what} cache bypassed: not listening for changes",
+                error=type(exc).__name__,
             )
         self._stop.wait(_RETRY_SECONDS[min(failures, len(_RETRY_SECONDS) - 1)])
         return failures + 1
@@ -223,11 +234,11 @@ class DeploymentCache:
                 for change in changes.receive(remaining):
                     if self._stop.is_set():
                         return
-                    if isinstance(change, DeploymentChanged):
-                        if change.deployment_id is None:
+                    if isinstance(change, RowChanged):
+                        if change.row_id is None:
                             self._forget_all(distrust=False)
                         else:
-                            self.forget(change.deployment_id)
+                            self.forget(change.row_id)
                     elif change.payload == str(beat):
                         self._heard_heartbeat(sent)
 
@@ -236,4 +247,8 @@ class DeploymentCache:
             self._trusted_until = max(self._trusted_until, sent + self._trust_seconds)
         if not self._echoed:
             self._echoed = True
-            log.info("deployment cache in use: listening for changes")
+            log.info(f"{self._what} cache in use: listening for changes")
+
+
+class DeploymentCache(SecretCache[DeploymentSecretRow]):
+    """Deployments by id: what ExchangeDeploymentToken needs of each."""

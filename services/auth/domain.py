@@ -33,6 +33,7 @@ from services.auth.store import (
 )
 from sevvo.runtime import deployment_token, paging, validation
 from sevvo.runtime.audit import SYSTEM, Actor, Entry
+from sevvo.runtime.credential_token import secret_hash as _secret_hash
 from sevvo.runtime.errors import (
     FailedPrecondition,
     InvalidArgument,
@@ -73,11 +74,6 @@ class NewDeployment:
 
     deployment: DeploymentRow
     token: str
-
-
-def _secret_hash(secret: str) -> bytes:
-    # The secret is 256 random bits, so a fast hash is enough; a KDF would only slow exchange.
-    return hashlib.sha256(secret.encode()).digest()
 
 
 def normalize_email(email: str) -> str:
@@ -191,6 +187,13 @@ class AuthDomain:
         if email is not None:
             claims["email"] = email
         return claims, expires
+
+    def bearer_claims(
+        self, kind: PrincipalKind, org_id: uuid.UUID, subject: uuid.UUID, ttl: timedelta
+    ) -> tuple[dict[str, object], datetime]:
+        """The claims every bearer of ``kind`` starts with, and its expiry; for the workload
+        exchange (services/auth/workloads.py), which adds its own."""
+        return self._claims(kind, org_id, subject, ttl)
 
     # Orgs and users.
 

@@ -44,6 +44,7 @@ from services.auth.store import (
     Revocations,
     SigningKeyRow,
 )
+from services.auth.workload_store import WorkloadChanges, WorkloadStore
 from sevvo.runtime.errors import Unavailable
 from sevvo.runtime.logs import get_logger
 from sevvo.runtime.tokens import ALGORITHM, TrustState, VerificationKey
@@ -317,14 +318,26 @@ def _encode(
 
 
 class StoreTrustSource:
-    """The trust state as auth's store holds it: published keys and recent revocations."""
+    """The trust state as auth's store holds it: published keys and recent revocations.
+
+    ``workload_window`` is how long a workload's revocation or change is listed: as long as a
+    bearer issued before it (or, from a replica's cache, just after it) can be unexpired.
+    """
 
     def __init__(
-        self, store: AuthStore, *, revocation_window: timedelta, leeway: timedelta
+        self,
+        store: AuthStore,
+        *,
+        revocation_window: timedelta,
+        leeway: timedelta,
+        workloads: WorkloadStore,
+        workload_window: timedelta,
     ) -> None:
         self._store = store
         self._revocation_window = revocation_window
         self._leeway = leeway
+        self._workloads = workloads
+        self._workload_window = workload_window
 
     def published_keys(self, now: datetime | None = None) -> list[VerificationKey]:
         """Keys a verifier should accept: current and pending ones, and retired ones still valid."""
@@ -348,6 +361,11 @@ class StoreTrustSource:
             for deployment_id, at in self._store.revoked_since(now - self._revocation_window)
         }
 
+    def workload_changes(self, now: datetime | None = None) -> WorkloadChanges:
+        """Workloads revoked, or whose grants changed, within the longest workload bearer's life."""
+        now = now or datetime.now(UTC)
+        return self._workloads.changes_since(now - self._workload_window)
+
     def revoked_sessions(self, now: datetime | None = None) -> Revocations:
         """Signed-out sessions and per-user cutoffs that may still refuse an unexpired token."""
         return self._store.revocations(now or datetime.now(UTC), self._leeway)
@@ -356,9 +374,15 @@ class StoreTrustSource:
         """Reads keys and revocations for the in-process verifier."""
         keys = self.published_keys()
         sessions = self.revoked_sessions()
+        workloads = self.workload_changes()
         return TrustState(
             keys={k.kid: k for k in keys},
             revoked_deployments=self.revoked(),
             revoked_sessions=sessions.sessions,
             sessions_valid_after=sessions.cutoffs,
+            revoked_workloads=workloads.revoked,
+            workload_generations={
+                workload_id: generation
+                for workload_id, (generation, _) in workloads.generations.items()
+            },
         )

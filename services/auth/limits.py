@@ -5,7 +5,10 @@ Two independent guards, because they answer different attacks:
 - ``SignInLimiter`` slows guessing. It limits per source (the caller's network address) and
   per (account, source), never per account alone: a lock on the account would let anyone who
   knows an email address lock its owner out, while keys that include the source leave the
-  real user, signing in from their own address, untouched by an attacker's failures.
+  real user, signing in from their own address, untouched by an attacker's failures. The
+  same rules guard workload-token exchanges (``WORKLOAD_EXCHANGE``), with the workload in the
+  account's place: a workload whose token was revoked, retrying in a crash loop, is slowed
+  before its refusals (each one audited) can flood auth's database.
 - ``HashingPool`` keeps scrypt (tens of milliseconds of CPU and 32 MiB per check, by design)
   off the thread pool that every other RPC's database work uses, and bounds how many checks
   may wait: when it is full, a check is refused at once with a retry delay instead of
@@ -90,6 +93,20 @@ class SignInLimits:
     max_entries: int = 100_000
 
 
+@dataclass(frozen=True)
+class Wording:
+    """How a limiter's refusals name what it guards, and the prefix of their stable reasons."""
+
+    attempts: str = "sign-ins"
+    account: str = "account"
+    reason_prefix: str = "SIGN_IN"
+
+
+SIGN_IN = Wording()
+WORKLOAD_EXCHANGE = Wording("workload token exchanges", "workload", "WORKLOAD_EXCHANGE")
+"""Failed ExchangeWorkloadToken calls, counted per (workload, source) and per source."""
+
+
 @dataclass
 class _Bucket:
     tokens: float
@@ -123,16 +140,21 @@ class SignInLimiter:
     """
 
     def __init__(
-        self, limits: SignInLimits | None = None, *, clock: Callable[[], float] = time.monotonic
+        self,
+        limits: SignInLimits | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        wording: Wording = SIGN_IN,
     ) -> None:
         self._limits = limits or SignInLimits()
         self._clock = clock
+        self._wording = wording
         self._sources: OrderedDict[str, _Bucket] = OrderedDict()
         self._failures: OrderedDict[tuple[str, str], _Failures] = OrderedDict()
 
     def admit(self, account: str, source: str) -> Attempt:
         """Reserves a check for ``account`` from ``source``, or raises TooManyAttempts."""
-        limits, now = self._limits, self._clock()
+        limits, now, words = self._limits, self._clock(), self._wording
         failures = self._failures.get((account, source))
         if failures is not None and now - failures.last > limits.forget_after_seconds:
             del self._failures[(account, source)]
@@ -140,22 +162,23 @@ class SignInLimiter:
         if failures is not None:
             if now < failures.wait_until:
                 raise TooManyAttempts(
-                    "too many failed sign-ins for this account from your address",
-                    reason="SIGN_IN_BACKOFF",
+                    f"too many failed {words.attempts} for this {words.account} from your address",
+                    reason=f"{words.reason_prefix}_BACKOFF",
                     retry_after=failures.wait_until - now,
                 )
             if failures.pending and failures.count + failures.pending >= limits.free_failures:
                 # The outcome of the check in flight decides how long the next one waits.
                 raise TooManyAttempts(
-                    "a sign-in for this account from your address is already being checked",
-                    reason="SIGN_IN_BACKOFF",
+                    f"an earlier attempt for this {words.account} from your address is still"
+                    " being checked",
+                    reason=f"{words.reason_prefix}_BACKOFF",
                     retry_after=1,
                 )
         bucket = self._bucket(source, now)
         if bucket.tokens < 1:
             raise TooManyAttempts(
-                "too many failed sign-ins from your address",
-                reason="SIGN_IN_RATE_LIMITED",
+                f"too many failed {words.attempts} from your address",
+                reason=f"{words.reason_prefix}_RATE_LIMITED",
                 retry_after=(1 - bucket.tokens) * 60 / limits.source_per_minute,
             )
         bucket.tokens -= 1

@@ -12,11 +12,14 @@ from services.auth.config import AuthConfig
 from services.auth.deployment_cache import DeploymentCache
 from services.auth.domain import AuthDomain
 from services.auth.keys import ES256, KeyEncryptionKey, SigningKeys, StoreTrustSource
-from services.auth.limits import HashingPool, SignInLimiter
+from services.auth.limits import WORKLOAD_EXCHANGE, HashingPool, SignInLimiter
 from services.auth.orchestrator_client import OrchestratorNotices
 from services.auth.servicer import AuthServicer, DeploymentServicer, UserServicer
 from services.auth.store import AuthStore
 from services.auth.temporal_tokens import JwksServer, TemporalTokenIssuer
+from services.auth.workload_servicer import WorkloadServicer
+from services.auth.workload_store import WorkloadStore
+from services.auth.workloads import WorkloadCache, WorkloadDomain
 from sevvo.auth.v1 import (
     auth_pb2,
     auth_pb2_grpc,
@@ -24,6 +27,8 @@ from sevvo.auth.v1 import (
     deployments_pb2_grpc,
     users_pb2,
     users_pb2_grpc,
+    workloads_pb2,
+    workloads_pb2_grpc,
 )
 from sevvo.runtime.grpc_client import ClientTls
 from sevvo.runtime.grpc_server import Access, ServerSpec, run_until_signalled, start_server
@@ -40,6 +45,7 @@ def _methods(service: str, access: dict[str, Access]) -> dict[str, Access]:
 _AUTH = auth_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name
 _USERS = users_pb2.DESCRIPTOR.services_by_name["UserService"].full_name
 _DEPLOYMENTS = deployments_pb2.DESCRIPTOR.services_by_name["DeploymentService"].full_name
+_WORKLOADS = workloads_pb2.DESCRIPTOR.services_by_name["WorkloadService"].full_name
 
 ACCESS: dict[str, Access] = {
     **_methods(
@@ -49,9 +55,11 @@ ACCESS: dict[str, Access] = {
             # public data every verifier polls.
             "SignIn": Access.PUBLIC,
             "ExchangeDeploymentToken": Access.PUBLIC,
+            "ExchangeWorkloadToken": Access.PUBLIC,
             "GetPublicKeys": Access.PUBLIC,
             "ListRevokedDeployments": Access.PUBLIC,
             "ListRevokedSessions": Access.PUBLIC,
+            "ListRevokedWorkloads": Access.PUBLIC,
             "GetCaller": Access.USER_OR_AGENT,
             "SignOut": Access.USER,
             "ChangePassword": Access.USER,
@@ -81,6 +89,17 @@ ACCESS: dict[str, Access] = {
             "GetDeployment": Access.USER,
             "ListDeployments": Access.USER,
             "RevokeDeployment": Access.ADMIN,
+        },
+    ),
+    # Admins only, reads included: grants say what may reach the org's databases.
+    **_methods(
+        _WORKLOADS,
+        {
+            "CreateWorkload": Access.ADMIN,
+            "GetWorkload": Access.ADMIN,
+            "ListWorkloads": Access.ADMIN,
+            "UpdateWorkload": Access.ADMIN,
+            "RevokeWorkload": Access.ADMIN,
         },
     ),
 }
@@ -119,10 +138,16 @@ class AuthApp:
             service_token=config.service_token,
             orchestrator_ttl=timedelta(seconds=config.temporal_token_ttl_seconds),
         )
+        self.workload_store = WorkloadStore(self.store)
         self.trust = StoreTrustSource(
             self.store,
             revocation_window=timedelta(seconds=config.bearer_ttl_seconds) + leeway,
             leeway=leeway,
+            workloads=self.workload_store,
+            # A minute more than a bearer's life: one issued from a replica's cache just after
+            # a revocation or change (services/auth/deployment_cache.py bounds that to
+            # seconds) is refused until it expires too.
+            workload_window=timedelta(seconds=config.workload_bearer_ttl_seconds + 60) + leeway,
         )
         self.hashing = HashingPool(threads=config.hashing_threads, queue=config.hashing_queue)
         self.verifier = TokenVerifier(
@@ -152,6 +177,21 @@ class AuthApp:
             on_revoke=self.verifier.refresh,
             bootstrap_token=config.bootstrap_token,
         )
+        self.workload_cache = WorkloadCache(
+            self.workload_store.secret,
+            self.store.listen_to_workloads,
+            self.store.notify,
+            what="workload",
+        )
+        self.workloads = WorkloadDomain(
+            self.workload_store,
+            self.keys,
+            self.workload_cache,
+            claims=self.domain.bearer_claims,
+            bearer_ttl=timedelta(seconds=config.workload_bearer_ttl_seconds),
+            limiter=SignInLimiter(config.sign_in_limits, wording=WORKLOAD_EXCHANGE),
+            on_revoke=self.verifier.refresh,
+        )
 
     def open(self) -> None:
         """Migrates the schema, ensures a signing key, starts the verifier and the cache."""
@@ -160,10 +200,12 @@ class AuthApp:
         self.temporal_keys.ensure_key()
         self.verifier.start()
         self.deployments.start()
+        self.workload_cache.start()
         passwords.dummy_hash()  # Computed once now, not on the first unknown email's sign-in.
 
     def close(self) -> None:
         """Stops the cache, the verifier and the hashing threads, and closes the store."""
+        self.workload_cache.stop()
         self.deployments.stop()
         self.verifier.stop()
         self.hashing.close()
@@ -179,6 +221,7 @@ class AuthApp:
                     self.trust,
                     self.config.refresh_seconds,
                     self.temporal_tokens,
+                    self.workloads,
                     self.notices,
                 ),
                 server,
@@ -187,11 +230,14 @@ class AuthApp:
             deployments_pb2_grpc.add_DeploymentServiceServicer_to_server(
                 DeploymentServicer(self.domain, self.notices), server
             )
+            workloads_pb2_grpc.add_WorkloadServiceServicer_to_server(
+                WorkloadServicer(self.workloads), server
+            )
 
         return ServerSpec(
             name="auth",
             register=register,
-            service_names=[_AUTH, _USERS, _DEPLOYMENTS],
+            service_names=[_AUTH, _USERS, _DEPLOYMENTS, _WORKLOADS],
             access=ACCESS,
         )
 

@@ -23,6 +23,8 @@ from services.auth.limits import TooManyAttempts, source_of
 from services.auth.orchestrator_client import OrchestratorNotices
 from services.auth.store import DeploymentRow, UserRow
 from services.auth.temporal_tokens import SERVICE_TOKEN_METADATA, TemporalTokenIssuer
+from services.auth.workload_servicer import grants_pb
+from services.auth.workloads import WorkloadDomain
 from sevvo.auth.v1 import (
     auth_pb2,
     auth_pb2_grpc,
@@ -92,7 +94,8 @@ REFUSAL_HOLD_SECONDS = 1.0
 
 
 async def _limited(context: grpc.aio.ServicerContext, call: Awaitable[T]) -> T:
-    """Awaits a password check; TooManyAttempts answers RESOURCE_EXHAUSTED with a RetryInfo.
+    """Awaits a limited check (a password, a workload token); TooManyAttempts answers
+    RESOURCE_EXHAUSTED with a RetryInfo.
 
     The shared error mapping carries ErrorInfo; the retry delay is added here, so clients
     (and the CLI) can wait exactly as long as the limiter asks.
@@ -126,9 +129,11 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
         trust: StoreTrustSource,
         refresh_seconds: float,
         temporal_tokens: TemporalTokenIssuer,
+        workloads: WorkloadDomain,
         notices: OrchestratorNotices | None = None,
     ) -> None:
         self._domain = domain
+        self._workloads = workloads
         self._trust = trust
         self._refresh_seconds = refresh_seconds
         self._temporal = temporal_tokens
@@ -169,6 +174,22 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
             deployment_id=issued.subject_id,
             temporal_token=temporal.token,
             temporal_namespace=temporal.namespace,
+        )
+
+    async def ExchangeWorkloadToken(
+        self, request: auth_pb2.ExchangeWorkloadTokenRequest, context: grpc.aio.ServicerContext
+    ) -> auth_pb2.ExchangeWorkloadTokenResponse:
+        issued = await _limited(
+            context,
+            self._workloads.exchange(request.workload_token, source_of(context.peer())),
+        )
+        return auth_pb2.ExchangeWorkloadTokenResponse(
+            bearer_token=issued.token,
+            expire_time=timestamp_pb2.Timestamp(seconds=int(issued.expires_at.timestamp())),
+            org_id=str(issued.workload.org_id),
+            workload_id=str(issued.workload.id),
+            grants=grants_pb(issued.workload.grants),
+            max_ttl_seconds=issued.workload.max_ttl_seconds,
         )
 
     async def IssueTemporalToken(
@@ -212,6 +233,23 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
                 auth_pb2.RevokedDeployment(deployment_id=d, revoke_time=timestamp(at))
                 for d, at in revoked.items()
             ]
+        )
+
+    async def ListRevokedWorkloads(
+        self, request: auth_pb2.ListRevokedWorkloadsRequest, context: grpc.aio.ServicerContext
+    ) -> auth_pb2.ListRevokedWorkloadsResponse:
+        changes = await blocking(self._trust.workload_changes)
+        return auth_pb2.ListRevokedWorkloadsResponse(
+            workloads=[
+                auth_pb2.RevokedWorkload(workload_id=w, revoke_time=timestamp(at))
+                for w, at in changes.revoked.items()
+            ],
+            changed=[
+                auth_pb2.ChangedWorkload(
+                    workload_id=w, generation=generation, update_time=timestamp(at)
+                )
+                for w, (generation, at) in changes.generations.items()
+            ],
         )
 
     async def ListRevokedSessions(

@@ -28,10 +28,12 @@ SIGNING_KEYS = "signing_keys"
 TEMPORAL_SIGNING_KEYS = "temporal_signing_keys"
 _KEY_TABLE_LOCKS = {SIGNING_KEYS: _ROTATION_LOCK, TEMPORAL_SIGNING_KEYS: _ROTATION_LOCK + 1}
 _ORG_NAME_LOCK = 0x5E7700A2  # pg_advisory_xact_lock key serialising name-checked org creation.
-# The channel migration 0003's triggers notify on every change to a deployment.
+# The channels migrations 0003 and 0005's triggers notify on every change to a deployment or
+# a workload, and how each listening connection shows in pg_stat_activity.
 DEPLOYMENT_CHANNEL = "sevvo_auth_deployments"
-# How the listening connection shows in pg_stat_activity.
 LISTENER_APPLICATION_NAME = "sevvo-auth-deployment-listener"
+WORKLOAD_CHANNEL = "sevvo_auth_workloads"
+WORKLOAD_LISTENER_APPLICATION_NAME = "sevvo-auth-workload-listener"
 
 
 @dataclass(frozen=True)
@@ -308,9 +310,13 @@ class AuthStore(SchemaStore):
         with self._pool.connection(timeout=timeout) as conn:  # Commits on leaving.
             conn.execute("select pg_notify(%s, %s)", (channel, payload))
 
-    def listen_to_deployments(self) -> DeploymentChanges:
+    def listen_to_deployments(self) -> RowChanges:
         """Opens a connection of its own that listens for changes to deployments."""
-        return DeploymentChanges(self._conninfo)
+        return RowChanges(self._conninfo, DEPLOYMENT_CHANNEL, LISTENER_APPLICATION_NAME)
+
+    def listen_to_workloads(self) -> RowChanges:
+        """Opens a connection of its own that listens for changes to workloads."""
+        return RowChanges(self._conninfo, WORKLOAD_CHANNEL, WORKLOAD_LISTENER_APPLICATION_NAME)
 
     def get_deployment(self, org_id: uuid.UUID, deployment_id: uuid.UUID) -> DeploymentRow | None:
         """Finds a deployment of one org."""
@@ -394,10 +400,10 @@ class AuthStore(SchemaStore):
 
 
 @dataclass(frozen=True)
-class DeploymentChanged:
-    """A deployment changed (revoked, deleted); ``deployment_id`` None means every deployment."""
+class RowChanged:
+    """A listened-to row changed (revoked, updated, deleted); ``row_id`` None means every row."""
 
-    deployment_id: uuid.UUID | None
+    row_id: uuid.UUID | None
 
 
 @dataclass(frozen=True)
@@ -407,8 +413,8 @@ class Echo:
     payload: str
 
 
-class DeploymentChanges:
-    """A dedicated connection LISTENing to deployment changes, and to its own heartbeats.
+class RowChanges:
+    """A dedicated connection LISTENing to one table's changes, and to its own heartbeats.
 
     Postgres delivers notifications of different transactions in the order the transactions
     committed (the NOTIFY reference says so), on every channel and to the sender too: when a
@@ -417,14 +423,14 @@ class DeploymentChanges:
     (autocommit), before the constructor does.
     """
 
-    def __init__(self, conninfo: str) -> None:
+    def __init__(self, conninfo: str, channel: str, application_name: str) -> None:
         # Keepalives make a peer that vanished without a word (a network partition) fail this
         # connection in seconds, not after TCP's retransmissions give up; libpq ignores them
         # on a unix socket, whose peer cannot vanish that way.
         self._conn = psycopg.connect(
             conninfo,
             autocommit=True,
-            application_name=LISTENER_APPLICATION_NAME,
+            application_name=application_name,
             connect_timeout=5,
             keepalives=1,
             keepalives_idle=5,
@@ -435,9 +441,10 @@ class DeploymentChanges:
         # A fresh channel per connection: other replicas do not hear our heartbeats, and an
         # echo from an earlier connection can never vouch for this one.
         self.own_channel = f"sevvo_auth_listener_{secrets.token_hex(8)}"
+        self._channel = channel
         try:
-            for channel in (DEPLOYMENT_CHANNEL, self.own_channel):
-                self._conn.execute(sql.SQL("listen {}").format(sql.Identifier(channel)))
+            for name in (channel, self.own_channel):
+                self._conn.execute(sql.SQL("listen {}").format(sql.Identifier(name)))
         except BaseException:
             self._conn.close()
             raise
@@ -446,20 +453,20 @@ class DeploymentChanges:
         """Notifies the listener's own channel; the echo arrives after every earlier change."""
         self._conn.execute("select pg_notify(%s, %s)", (self.own_channel, payload))
 
-    def receive(self, timeout: float) -> Iterator[DeploymentChanged | Echo]:
+    def receive(self, timeout: float) -> Iterator[RowChanged | Echo]:
         """What arrives within ``timeout`` seconds; raises psycopg.Error if the connection fails."""
         for notify in self._conn.notifies(timeout=timeout):
             if notify.channel == self.own_channel:
                 yield Echo(notify.payload)
-            elif notify.channel == DEPLOYMENT_CHANNEL:
-                yield DeploymentChanged(_deployment_id(notify.payload))
+            elif notify.channel == self._channel:
+                yield RowChanged(_row_id(notify.payload))
 
     def close(self) -> None:
         """Closes the connection, which ends the listening."""
         self._conn.close()
 
 
-def _deployment_id(payload: str) -> uuid.UUID | None:
+def _row_id(payload: str) -> uuid.UUID | None:
     # Anything but one id (a TRUNCATE's empty payload, something unexpected) means all of them.
     try:
         return uuid.UUID(payload)

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC as _UTC
+from typing import TypeVar
 
 import grpc
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from google.protobuf.message import Message
 
 from sevvo.auth.v1 import auth_pb2, auth_pb2_grpc
 from sevvo.runtime.grpc_client import ClientTls, secure_channel
 from sevvo.runtime.tokens import TokenVerifier, TrustState, VerificationKey
+
+R = TypeVar("R", bound=Message)
 
 
 class RemoteTrustSource:
@@ -19,18 +24,16 @@ class RemoteTrustSource:
         self._stub = auth_pb2_grpc.AuthServiceStub(channel)
         self._timeout = timeout
 
-    def _revoked_sessions(self) -> auth_pb2.ListRevokedSessionsResponse:
+    def _newer(self, call: Callable[..., R], request: Message, empty: R) -> R:
+        """``call(request)`` on an auth that serves it; ``empty`` on an older one."""
         try:
-            response: auth_pb2.ListRevokedSessionsResponse = self._stub.ListRevokedSessions(
-                auth_pb2.ListRevokedSessionsRequest(), timeout=self._timeout
-            )
+            return call(request, timeout=self._timeout)
         except grpc.RpcError as error:
-            # An auth of the release before sessions became revocable has none to report;
-            # failing here would fail every call closed during a rolling upgrade.
+            # An auth of a release before sessions or workloads became revocable has none to
+            # report; failing here would fail every call closed during a rolling upgrade.
             if error.code() is grpc.StatusCode.UNIMPLEMENTED:
-                return auth_pb2.ListRevokedSessionsResponse()
+                return empty
             raise
-        return response
 
     def fetch(self) -> TrustState:
         """Fetches keys and revocations; raises grpc.RpcError when auth is unreachable."""
@@ -38,7 +41,16 @@ class RemoteTrustSource:
         revoked = self._stub.ListRevokedDeployments(
             auth_pb2.ListRevokedDeploymentsRequest(), timeout=self._timeout
         )
-        sessions = self._revoked_sessions()
+        sessions = self._newer(
+            self._stub.ListRevokedSessions,
+            auth_pb2.ListRevokedSessionsRequest(),
+            auth_pb2.ListRevokedSessionsResponse(),
+        )
+        workloads = self._newer(
+            self._stub.ListRevokedWorkloads,
+            auth_pb2.ListRevokedWorkloadsRequest(),
+            auth_pb2.ListRevokedWorkloadsResponse(),
+        )
         return TrustState(
             keys={
                 k.kid: VerificationKey(
@@ -63,6 +75,10 @@ class RemoteTrustSource:
             sessions_valid_after={
                 c.user_id: c.valid_after.ToDatetime(tzinfo=_UTC) for c in sessions.cutoffs
             },
+            revoked_workloads={
+                w.workload_id: w.revoke_time.ToDatetime(tzinfo=_UTC) for w in workloads.workloads
+            },
+            workload_generations={w.workload_id: w.generation for w in workloads.changed},
         )
 
 

@@ -1,26 +1,17 @@
 """The agent deployment token: an opaque string that unwraps into deployment credentials.
 
 Auth mints it once, when an admin creates a deployment; the agent unwraps it and presents the
-credentials in ExchangeDeploymentToken. The fixed prefix lets secret scanners and our log
-redaction recognise a leaked token.
+credentials in ExchangeDeploymentToken. The format is shared with workload tokens
+(sevvo/runtime/credential_token.py); the prefix ``sevvo_dt_`` tells them apart.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
-import re
-import secrets
-import uuid
 from dataclasses import dataclass
 
-from sevvo.runtime.errors import InvalidArgument
+from sevvo.runtime.credential_token import DEPLOYMENT_TOKEN, Credentials, new_secret
 
-PREFIX = "sevvo_dt_"
-_VERSION = 1
-_SECRET_BYTES = 32
-_TOKEN_RE = re.compile(r"^sevvo_dt_[A-Za-z0-9_-]{20,512}$")
+PREFIX = DEPLOYMENT_TOKEN.prefix
 
 
 @dataclass(frozen=True)
@@ -34,37 +25,15 @@ class DeploymentCredentials:
         return f"DeploymentCredentials(deployment_id={self.deployment_id!r}, secret='***')"
 
 
-def new_secret() -> str:
-    """Returns a fresh random deployment secret (256 bits, URL-safe)."""
-    return secrets.token_urlsafe(_SECRET_BYTES)
-
-
 def wrap(credentials: DeploymentCredentials) -> str:
     """Encodes deployment credentials as the opaque token handed to the admin."""
-    body = json.dumps(
-        {"v": _VERSION, "d": credentials.deployment_id, "s": credentials.secret},
-        separators=(",", ":"),
-    ).encode()
-    return PREFIX + base64.urlsafe_b64encode(body).decode().rstrip("=")
+    return DEPLOYMENT_TOKEN.wrap(Credentials(credentials.deployment_id, credentials.secret))
 
 
 def unwrap(token: str) -> DeploymentCredentials:
     """Decodes a deployment token; raises InvalidArgument without echoing the token."""
-    token = token.strip()
-    if not _TOKEN_RE.match(token):
-        raise InvalidArgument("deployment_token", "is not a sevvo deployment token")
-    encoded = token[len(PREFIX) :]
-    try:
-        body = json.loads(base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)))
-    except (binascii.Error, ValueError):
-        raise InvalidArgument("deployment_token", "is corrupted") from None
-    if not isinstance(body, dict) or body.get("v") != _VERSION:
-        raise InvalidArgument("deployment_token", "has an unsupported version")
-    deployment_id, secret = body.get("d"), body.get("s")
-    if not isinstance(deployment_id, str) or not isinstance(secret, str) or not secret:
-        raise InvalidArgument("deployment_token", "is corrupted")
-    try:
-        uuid.UUID(deployment_id)
-    except ValueError:
-        raise InvalidArgument("deployment_token", "is corrupted") from None
-    return DeploymentCredentials(deployment_id=deployment_id, secret=secret)
+    credentials = DEPLOYMENT_TOKEN.unwrap(token)
+    return DeploymentCredentials(deployment_id=credentials.subject_id, secret=credentials.secret)
+
+
+__all__ = ["PREFIX", "DeploymentCredentials", "new_secret", "unwrap", "wrap"]

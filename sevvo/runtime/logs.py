@@ -161,8 +161,12 @@ _RULES = (
         re.compile(r"(?<![A-Za-z0-9_-])eyJ[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+){2,4}"),
         REDACTED,
     ),
-    # Deployment tokens, see sevvo/runtime/deployment_token.py.
-    _Rule(("sevvo_dt_",), re.compile(r"sevvo_dt_[A-Za-z0-9_-]+=*"), f"sevvo_dt_{REDACTED}"),
+    # Deployment and workload tokens, see sevvo/runtime/credential_token.py.
+    _Rule(
+        ("sevvo_dt_", "sevvo_wt_"),
+        re.compile(r"(sevvo_[dw]t_)[A-Za-z0-9_-]+=*"),
+        rf"\1{REDACTED}",
+    ),
     # Postgres password verifiers (pg_authid.rolpassword): SCRAM and legacy md5.
     _Rule(
         ("scram-sha-256$",),
@@ -229,7 +233,8 @@ def redact_text(text: str) -> str:
     """Returns `text` with registered secrets and secret-shaped substrings replaced by REDACTED.
 
     Covers URI userinfo passwords, `password=` style assignments, `Bearer` credentials, JWTs,
-    SQL `PASSWORD '...'`, PEM private keys, deployment tokens and Postgres password verifiers.
+    SQL `PASSWORD '...'`, PEM private keys, deployment and workload tokens and Postgres
+    password verifiers.
     Meant for any text that may leave the process, e.g. error messages, not only log lines.
     """
     # Registered values first: a pattern could remove part of one and leave the rest unmatched.

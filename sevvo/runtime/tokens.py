@@ -1,11 +1,12 @@
-"""Verifying the JWTs that auth issues: user sessions and agent bearers.
+"""Verifying the JWTs that auth issues: user sessions, agent bearers and workload bearers.
 
 Auth alone holds the Ed25519 private keys. Every service verifies locally with the public keys
-auth publishes (keys by ``kid``) and with auth's revocations: recently revoked deployments,
-signed-out sessions, and per-user instants before which every session is void (sign out
-everywhere, a disabled or deleted user, a password change). All of it is refreshed in the
-background, so a revoked agent's bearer or a signed-out user's session stops working within
-seconds rather than at its expiry. See docs/design.md, "The three services".
+auth publishes (keys by ``kid``) and with auth's revocations: recently revoked deployments and
+workloads, workloads whose grants changed, signed-out sessions, and per-user instants before
+which every session is void (sign out everywhere, a disabled or deleted user, a password
+change). All of it is refreshed in the background, so a revoked agent's or workload's bearer or
+a signed-out user's session stops working within seconds rather than at its expiry. See
+docs/design.md, "The three services" and "Customer workloads".
 """
 
 from __future__ import annotations
@@ -24,11 +25,15 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from sevvo.runtime.errors import Unauthenticated, Unavailable
 from sevvo.runtime.logs import get_logger
+from sevvo.runtime.workload_grants import Grant, grants_from_claim
 
 ALGORITHM = "EdDSA"
 ISSUER = "sevvo-auth"
 MAX_LEEWAY_SECONDS = 30
 REQUIRED_CLAIMS = ("exp", "iat", "iss", "aud", "sub", "jti", "org_id", "kind")
+# A workload bearer also carries what its workload may borrow, and the workload's generation
+# (bumped by every change to its grants or maximum TTL) when the bearer was issued.
+WORKLOAD_CLAIMS = ("grants", "max_ttl", "gen")
 
 log = get_logger(__name__)
 
@@ -38,6 +43,7 @@ class PrincipalKind(enum.StrEnum):
 
     USER = "user"
     AGENT = "agent"
+    WORKLOAD = "workload"
 
     @property
     def audience(self) -> str:
@@ -60,6 +66,10 @@ class Principal:
     # A user's email as auth signed it into the session, for the audit log; None for agents
     # and for sessions issued before sessions carried it.
     email: str | None = None
+    # A workload's grants and the longest lease it may ask for, as its bearer carries them;
+    # empty and None for users and agents.
+    grants: tuple[Grant, ...] = ()
+    max_ttl_seconds: int | None = None
 
     @property
     def is_admin(self) -> bool:
@@ -83,14 +93,18 @@ class TrustState:
 
     ``revoked_sessions`` maps the token id (``jti``) of each signed-out session to its expiry;
     ``sessions_valid_after`` maps a user id to the instant at or before which every session
-    issued to that user is void. Auth keeps each entry only until the tokens it refuses would
-    have expired anyway, so both stay small.
+    issued to that user is void. ``revoked_workloads`` maps a workload id to its revocation
+    time; ``workload_generations`` maps a recently changed workload's id to its generation,
+    below which its bearers hold outdated grants. Auth keeps each entry only until the tokens
+    it refuses would have expired anyway, so all stay small.
     """
 
     keys: Mapping[str, VerificationKey]
     revoked_deployments: Mapping[str, datetime]
     revoked_sessions: Mapping[str, datetime] = field(default_factory=dict)
     sessions_valid_after: Mapping[str, datetime] = field(default_factory=dict)
+    revoked_workloads: Mapping[str, datetime] = field(default_factory=dict)
+    workload_generations: Mapping[str, int] = field(default_factory=dict)
     fetched_at: float = field(default_factory=time.monotonic)
 
 
@@ -103,6 +117,10 @@ class TrustSource(Protocol):
 
 
 _ONLY = {kind: frozenset({kind}) for kind in PrincipalKind}
+_REQUIRED = {
+    kind: [*REQUIRED_CLAIMS, *(WORKLOAD_CLAIMS if kind is PrincipalKind.WORKLOAD else ())]
+    for kind in PrincipalKind
+}
 _KIND_BY_CLAIM = {kind.value: kind for kind in PrincipalKind}
 
 
@@ -113,6 +131,7 @@ class _CachedToken:
     kid: str
     expires: float
     issued: float
+    generation: int = 0  # A workload bearer's ``gen`` claim.
 
 
 class TokenVerifier:
@@ -256,7 +275,7 @@ class TokenVerifier:
                 audience=kind.audience,
                 issuer=ISSUER,
                 leeway=self._leeway,
-                options={"require": list(REQUIRED_CLAIMS)},
+                options={"require": _REQUIRED[kind]},
             )
         except jwt.ExpiredSignatureError:
             raise Unauthenticated("token has expired", reason="TOKEN_EXPIRED") from None
@@ -274,6 +293,9 @@ class TokenVerifier:
         issued = float(claims["iat"])
         if not (math.isfinite(expires) and math.isfinite(issued)):
             raise Unauthenticated("token is invalid (times)", reason="TOKEN_INVALID")
+        grants, max_ttl, generation = (
+            _workload_claims(claims) if kind is PrincipalKind.WORKLOAD else ((), None, 0)
+        )
         principal = Principal(
             kind=kind,
             org_id=str(claims["org_id"]),
@@ -283,8 +305,10 @@ class TokenVerifier:
             role=str(role) if role is not None else None,
             issued_at=datetime.fromtimestamp(issued, UTC),
             email=email if isinstance(email, str) and email else None,
+            grants=grants,
+            max_ttl_seconds=max_ttl,
         )
-        return _CachedToken(principal, kid, expires, issued)
+        return _CachedToken(principal, kid, expires, issued, generation)
 
     def _check_still_valid(self, token: _CachedToken, state: TrustState) -> None:
         now = self._clock()
@@ -300,6 +324,17 @@ class TokenVerifier:
             if principal.subject_id in state.revoked_deployments:
                 raise Unauthenticated("deployment has been revoked", reason="DEPLOYMENT_REVOKED")
             return
+        if principal.kind is PrincipalKind.WORKLOAD:
+            if principal.subject_id in state.revoked_workloads:
+                raise Unauthenticated("workload has been revoked", reason="WORKLOAD_REVOKED")
+            current = state.workload_generations.get(principal.subject_id)
+            if current is not None and token.generation < current:
+                raise Unauthenticated(
+                    "the workload's grants changed since this bearer was issued:"
+                    " exchange the workload token again",
+                    reason="WORKLOAD_CHANGED",
+                )
+            return
         cutoff = state.sessions_valid_after.get(principal.subject_id)
         if principal.token_id in state.revoked_sessions or (
             cutoff is not None and token.issued <= cutoff.timestamp()
@@ -307,6 +342,19 @@ class TokenVerifier:
             raise Unauthenticated(
                 "session has been signed out: sign in again", reason="SESSION_REVOKED"
             )
+
+
+def _workload_claims(claims: Mapping[str, Any]) -> tuple[tuple[Grant, ...], int, int]:
+    """A verified workload bearer's grants, maximum lease TTL and generation."""
+    max_ttl, generation = claims.get("max_ttl"), claims.get("gen")
+    # bool is an int to Python; a JSON true is no TTL.
+    if not all(
+        isinstance(value, int) and not isinstance(value, bool) and value > 0
+        for value in (max_ttl, generation)
+    ) or not isinstance(claims.get("grants"), list):
+        raise Unauthenticated("token is invalid (workload claims)", reason="TOKEN_INVALID")
+    assert isinstance(max_ttl, int) and isinstance(generation, int)
+    return grants_from_claim(claims["grants"]), max_ttl, generation
 
 
 def _wrong_audience(accepted: Collection[PrincipalKind]) -> Unauthenticated:

@@ -2,6 +2,7 @@ import datetime
 
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from sevvo.auth.v1 import users_pb2 as _users_pb2
+from sevvo.auth.v1 import workloads_pb2 as _workloads_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -62,6 +63,28 @@ class ExchangeDeploymentTokenResponse(_message.Message):
     temporal_namespace: str
     def __init__(self, bearer_token: _Optional[str] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., org_id: _Optional[str] = ..., deployment_id: _Optional[str] = ..., temporal_token: _Optional[str] = ..., temporal_namespace: _Optional[str] = ...) -> None: ...
 
+class ExchangeWorkloadTokenRequest(_message.Message):
+    __slots__ = ("workload_token",)
+    WORKLOAD_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    workload_token: str
+    def __init__(self, workload_token: _Optional[str] = ...) -> None: ...
+
+class ExchangeWorkloadTokenResponse(_message.Message):
+    __slots__ = ("bearer_token", "expire_time", "org_id", "workload_id", "grants", "max_ttl_seconds")
+    BEARER_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    EXPIRE_TIME_FIELD_NUMBER: _ClassVar[int]
+    ORG_ID_FIELD_NUMBER: _ClassVar[int]
+    WORKLOAD_ID_FIELD_NUMBER: _ClassVar[int]
+    GRANTS_FIELD_NUMBER: _ClassVar[int]
+    MAX_TTL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    bearer_token: str
+    expire_time: _timestamp_pb2.Timestamp
+    org_id: str
+    workload_id: str
+    grants: _containers.RepeatedCompositeFieldContainer[_workloads_pb2.WorkloadGrant]
+    max_ttl_seconds: int
+    def __init__(self, bearer_token: _Optional[str] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., org_id: _Optional[str] = ..., workload_id: _Optional[str] = ..., grants: _Optional[_Iterable[_Union[_workloads_pb2.WorkloadGrant, _Mapping]]] = ..., max_ttl_seconds: _Optional[int] = ...) -> None: ...
+
 class IssueTemporalTokenRequest(_message.Message):
     __slots__ = ("org_id",)
     ORG_ID_FIELD_NUMBER: _ClassVar[int]
@@ -121,6 +144,36 @@ class ListRevokedDeploymentsResponse(_message.Message):
     DEPLOYMENTS_FIELD_NUMBER: _ClassVar[int]
     deployments: _containers.RepeatedCompositeFieldContainer[RevokedDeployment]
     def __init__(self, deployments: _Optional[_Iterable[_Union[RevokedDeployment, _Mapping]]] = ...) -> None: ...
+
+class ListRevokedWorkloadsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class RevokedWorkload(_message.Message):
+    __slots__ = ("workload_id", "revoke_time")
+    WORKLOAD_ID_FIELD_NUMBER: _ClassVar[int]
+    REVOKE_TIME_FIELD_NUMBER: _ClassVar[int]
+    workload_id: str
+    revoke_time: _timestamp_pb2.Timestamp
+    def __init__(self, workload_id: _Optional[str] = ..., revoke_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ChangedWorkload(_message.Message):
+    __slots__ = ("workload_id", "generation", "update_time")
+    WORKLOAD_ID_FIELD_NUMBER: _ClassVar[int]
+    GENERATION_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    workload_id: str
+    generation: int
+    update_time: _timestamp_pb2.Timestamp
+    def __init__(self, workload_id: _Optional[str] = ..., generation: _Optional[int] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ListRevokedWorkloadsResponse(_message.Message):
+    __slots__ = ("workloads", "changed")
+    WORKLOADS_FIELD_NUMBER: _ClassVar[int]
+    CHANGED_FIELD_NUMBER: _ClassVar[int]
+    workloads: _containers.RepeatedCompositeFieldContainer[RevokedWorkload]
+    changed: _containers.RepeatedCompositeFieldContainer[ChangedWorkload]
+    def __init__(self, workloads: _Optional[_Iterable[_Union[RevokedWorkload, _Mapping]]] = ..., changed: _Optional[_Iterable[_Union[ChangedWorkload, _Mapping]]] = ...) -> None: ...
 
 class ListRevokedSessionsRequest(_message.Message):
     __slots__ = ()

@@ -45,6 +45,11 @@ class AuthServiceStub:
                 request_serializer=sevvo_dot_auth_dot_v1_dot_auth__pb2.ExchangeDeploymentTokenRequest.SerializeToString,
                 response_deserializer=sevvo_dot_auth_dot_v1_dot_auth__pb2.ExchangeDeploymentTokenResponse.FromString,
                 _registered_method=True)
+        self.ExchangeWorkloadToken = channel.unary_unary(
+                '/sevvo.auth.v1.AuthService/ExchangeWorkloadToken',
+                request_serializer=sevvo_dot_auth_dot_v1_dot_auth__pb2.ExchangeWorkloadTokenRequest.SerializeToString,
+                response_deserializer=sevvo_dot_auth_dot_v1_dot_auth__pb2.ExchangeWorkloadTokenResponse.FromString,
+                _registered_method=True)
         self.GetPublicKeys = channel.unary_unary(
                 '/sevvo.auth.v1.AuthService/GetPublicKeys',
                 request_serializer=sevvo_dot_auth_dot_v1_dot_auth__pb2.GetPublicKeysRequest.SerializeToString,
@@ -54,6 +59,11 @@ class AuthServiceStub:
                 '/sevvo.auth.v1.AuthService/ListRevokedDeployments',
                 request_serializer=sevvo_dot_auth_dot_v1_dot_auth__pb2.ListRevokedDeploymentsRequest.SerializeToString,
                 response_deserializer=sevvo_dot_auth_dot_v1_dot_auth__pb2.ListRevokedDeploymentsResponse.FromString,
+                _registered_method=True)
+        self.ListRevokedWorkloads = channel.unary_unary(
+                '/sevvo.auth.v1.AuthService/ListRevokedWorkloads',
+                request_serializer=sevvo_dot_auth_dot_v1_dot_auth__pb2.ListRevokedWorkloadsRequest.SerializeToString,
+                response_deserializer=sevvo_dot_auth_dot_v1_dot_auth__pb2.ListRevokedWorkloadsResponse.FromString,
                 _registered_method=True)
         self.ListRevokedSessions = channel.unary_unary(
                 '/sevvo.auth.v1.AuthService/ListRevokedSessions',
@@ -110,6 +120,20 @@ class AuthServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExchangeWorkloadToken(self, request, context):
+        """Exchanges a workload token for a short-lived workload bearer JWT, whose claims carry the
+        workload's org, grants and maximum lease TTL, so connections can check a lease request
+        without calling auth. The bearer is accepted only where a workload bearer is (its audience
+        is its own). INVALID_ARGUMENT when the string is not a workload token; UNAUTHENTICATED
+        (reason INVALID_WORKLOAD_TOKEN) when it is not a live workload's, or (WORKLOAD_REVOKED)
+        when its workload was revoked; RESOURCE_EXHAUSTED with a google.rpc.RetryInfo when the
+        caller's address has failed too often, for this workload (WORKLOAD_EXCHANGE_BACKOFF) or
+        for any (WORKLOAD_EXCHANGE_RATE_LIMITED).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetPublicKeys(self, request, context):
         """Returns the public keys that verify tokens issued by auth, by key id.
         """
@@ -119,6 +143,15 @@ class AuthServiceServicer:
 
     def ListRevokedDeployments(self, request, context):
         """Returns the deployments revoked recently enough that bearers issued to them may still be unexpired.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListRevokedWorkloads(self, request, context):
+        """Returns the workloads revoked, and those whose grants or maximum TTL changed, recently
+        enough that bearers issued to them may still be unexpired, so every verifier can refuse
+        those bearers within one refresh interval.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -194,6 +227,11 @@ def add_AuthServiceServicer_to_server(servicer, server):
                     request_deserializer=sevvo_dot_auth_dot_v1_dot_auth__pb2.ExchangeDeploymentTokenRequest.FromString,
                     response_serializer=sevvo_dot_auth_dot_v1_dot_auth__pb2.ExchangeDeploymentTokenResponse.SerializeToString,
             ),
+            'ExchangeWorkloadToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExchangeWorkloadToken,
+                    request_deserializer=sevvo_dot_auth_dot_v1_dot_auth__pb2.ExchangeWorkloadTokenRequest.FromString,
+                    response_serializer=sevvo_dot_auth_dot_v1_dot_auth__pb2.ExchangeWorkloadTokenResponse.SerializeToString,
+            ),
             'GetPublicKeys': grpc.unary_unary_rpc_method_handler(
                     servicer.GetPublicKeys,
                     request_deserializer=sevvo_dot_auth_dot_v1_dot_auth__pb2.GetPublicKeysRequest.FromString,
@@ -203,6 +241,11 @@ def add_AuthServiceServicer_to_server(servicer, server):
                     servicer.ListRevokedDeployments,
                     request_deserializer=sevvo_dot_auth_dot_v1_dot_auth__pb2.ListRevokedDeploymentsRequest.FromString,
                     response_serializer=sevvo_dot_auth_dot_v1_dot_auth__pb2.ListRevokedDeploymentsResponse.SerializeToString,
+            ),
+            'ListRevokedWorkloads': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRevokedWorkloads,
+                    request_deserializer=sevvo_dot_auth_dot_v1_dot_auth__pb2.ListRevokedWorkloadsRequest.FromString,
+                    response_serializer=sevvo_dot_auth_dot_v1_dot_auth__pb2.ListRevokedWorkloadsResponse.SerializeToString,
             ),
             'ListRevokedSessions': grpc.unary_unary_rpc_method_handler(
                     servicer.ListRevokedSessions,
@@ -301,6 +344,33 @@ class AuthService:
             _registered_method=True)
 
     @staticmethod
+    def ExchangeWorkloadToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sevvo.auth.v1.AuthService/ExchangeWorkloadToken',
+            sevvo_dot_auth_dot_v1_dot_auth__pb2.ExchangeWorkloadTokenRequest.SerializeToString,
+            sevvo_dot_auth_dot_v1_dot_auth__pb2.ExchangeWorkloadTokenResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def GetPublicKeys(request,
             target,
             options=(),
@@ -344,6 +414,33 @@ class AuthService:
             '/sevvo.auth.v1.AuthService/ListRevokedDeployments',
             sevvo_dot_auth_dot_v1_dot_auth__pb2.ListRevokedDeploymentsRequest.SerializeToString,
             sevvo_dot_auth_dot_v1_dot_auth__pb2.ListRevokedDeploymentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRevokedWorkloads(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sevvo.auth.v1.AuthService/ListRevokedWorkloads',
+            sevvo_dot_auth_dot_v1_dot_auth__pb2.ListRevokedWorkloadsRequest.SerializeToString,
+            sevvo_dot_auth_dot_v1_dot_auth__pb2.ListRevokedWorkloadsResponse.FromString,
             options,
             channel_credentials,
             insecure,

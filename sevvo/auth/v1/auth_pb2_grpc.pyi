@@ -43,10 +43,25 @@ class AuthServiceStub:
     """
     ExchangeDeploymentToken: _grpc.UnaryUnaryMultiCallable[_auth_pb2.ExchangeDeploymentTokenRequest, _auth_pb2.ExchangeDeploymentTokenResponse]
     """Exchanges an agent deployment token for a short-lived bearer JWT."""
+    ExchangeWorkloadToken: _grpc.UnaryUnaryMultiCallable[_auth_pb2.ExchangeWorkloadTokenRequest, _auth_pb2.ExchangeWorkloadTokenResponse]
+    """Exchanges a workload token for a short-lived workload bearer JWT, whose claims carry the
+    workload's org, grants and maximum lease TTL, so connections can check a lease request
+    without calling auth. The bearer is accepted only where a workload bearer is (its audience
+    is its own). INVALID_ARGUMENT when the string is not a workload token; UNAUTHENTICATED
+    (reason INVALID_WORKLOAD_TOKEN) when it is not a live workload's, or (WORKLOAD_REVOKED)
+    when its workload was revoked; RESOURCE_EXHAUSTED with a google.rpc.RetryInfo when the
+    caller's address has failed too often, for this workload (WORKLOAD_EXCHANGE_BACKOFF) or
+    for any (WORKLOAD_EXCHANGE_RATE_LIMITED).
+    """
     GetPublicKeys: _grpc.UnaryUnaryMultiCallable[_auth_pb2.GetPublicKeysRequest, _auth_pb2.GetPublicKeysResponse]
     """Returns the public keys that verify tokens issued by auth, by key id."""
     ListRevokedDeployments: _grpc.UnaryUnaryMultiCallable[_auth_pb2.ListRevokedDeploymentsRequest, _auth_pb2.ListRevokedDeploymentsResponse]
     """Returns the deployments revoked recently enough that bearers issued to them may still be unexpired."""
+    ListRevokedWorkloads: _grpc.UnaryUnaryMultiCallable[_auth_pb2.ListRevokedWorkloadsRequest, _auth_pb2.ListRevokedWorkloadsResponse]
+    """Returns the workloads revoked, and those whose grants or maximum TTL changed, recently
+    enough that bearers issued to them may still be unexpired, so every verifier can refuse
+    those bearers within one refresh interval.
+    """
     ListRevokedSessions: _grpc.UnaryUnaryMultiCallable[_auth_pb2.ListRevokedSessionsRequest, _auth_pb2.ListRevokedSessionsResponse]
     """Returns the signed-out sessions and the per-user session cutoffs whose tokens may still be
     unexpired, so every verifier can refuse them within one refresh interval.
@@ -95,10 +110,25 @@ class AuthServiceAsyncStub(AuthServiceStub):
     """
     ExchangeDeploymentToken: _aio.UnaryUnaryMultiCallable[_auth_pb2.ExchangeDeploymentTokenRequest, _auth_pb2.ExchangeDeploymentTokenResponse]  # type: ignore[assignment]
     """Exchanges an agent deployment token for a short-lived bearer JWT."""
+    ExchangeWorkloadToken: _aio.UnaryUnaryMultiCallable[_auth_pb2.ExchangeWorkloadTokenRequest, _auth_pb2.ExchangeWorkloadTokenResponse]  # type: ignore[assignment]
+    """Exchanges a workload token for a short-lived workload bearer JWT, whose claims carry the
+    workload's org, grants and maximum lease TTL, so connections can check a lease request
+    without calling auth. The bearer is accepted only where a workload bearer is (its audience
+    is its own). INVALID_ARGUMENT when the string is not a workload token; UNAUTHENTICATED
+    (reason INVALID_WORKLOAD_TOKEN) when it is not a live workload's, or (WORKLOAD_REVOKED)
+    when its workload was revoked; RESOURCE_EXHAUSTED with a google.rpc.RetryInfo when the
+    caller's address has failed too often, for this workload (WORKLOAD_EXCHANGE_BACKOFF) or
+    for any (WORKLOAD_EXCHANGE_RATE_LIMITED).
+    """
     GetPublicKeys: _aio.UnaryUnaryMultiCallable[_auth_pb2.GetPublicKeysRequest, _auth_pb2.GetPublicKeysResponse]  # type: ignore[assignment]
     """Returns the public keys that verify tokens issued by auth, by key id."""
     ListRevokedDeployments: _aio.UnaryUnaryMultiCallable[_auth_pb2.ListRevokedDeploymentsRequest, _auth_pb2.ListRevokedDeploymentsResponse]  # type: ignore[assignment]
     """Returns the deployments revoked recently enough that bearers issued to them may still be unexpired."""
+    ListRevokedWorkloads: _aio.UnaryUnaryMultiCallable[_auth_pb2.ListRevokedWorkloadsRequest, _auth_pb2.ListRevokedWorkloadsResponse]  # type: ignore[assignment]
+    """Returns the workloads revoked, and those whose grants or maximum TTL changed, recently
+    enough that bearers issued to them may still be unexpired, so every verifier can refuse
+    those bearers within one refresh interval.
+    """
     ListRevokedSessions: _aio.UnaryUnaryMultiCallable[_auth_pb2.ListRevokedSessionsRequest, _auth_pb2.ListRevokedSessionsResponse]  # type: ignore[assignment]
     """Returns the signed-out sessions and the per-user session cutoffs whose tokens may still be
     unexpired, so every verifier can refuse them within one refresh interval.
@@ -158,6 +188,22 @@ class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
         """Exchanges an agent deployment token for a short-lived bearer JWT."""
 
     @_abc_1.abstractmethod
+    def ExchangeWorkloadToken(
+        self,
+        request: _auth_pb2.ExchangeWorkloadTokenRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_pb2.ExchangeWorkloadTokenResponse, _abc.Awaitable[_auth_pb2.ExchangeWorkloadTokenResponse]]:
+        """Exchanges a workload token for a short-lived workload bearer JWT, whose claims carry the
+        workload's org, grants and maximum lease TTL, so connections can check a lease request
+        without calling auth. The bearer is accepted only where a workload bearer is (its audience
+        is its own). INVALID_ARGUMENT when the string is not a workload token; UNAUTHENTICATED
+        (reason INVALID_WORKLOAD_TOKEN) when it is not a live workload's, or (WORKLOAD_REVOKED)
+        when its workload was revoked; RESOURCE_EXHAUSTED with a google.rpc.RetryInfo when the
+        caller's address has failed too often, for this workload (WORKLOAD_EXCHANGE_BACKOFF) or
+        for any (WORKLOAD_EXCHANGE_RATE_LIMITED).
+        """
+
+    @_abc_1.abstractmethod
     def GetPublicKeys(
         self,
         request: _auth_pb2.GetPublicKeysRequest,
@@ -172,6 +218,17 @@ class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_auth_pb2.ListRevokedDeploymentsResponse, _abc.Awaitable[_auth_pb2.ListRevokedDeploymentsResponse]]:
         """Returns the deployments revoked recently enough that bearers issued to them may still be unexpired."""
+
+    @_abc_1.abstractmethod
+    def ListRevokedWorkloads(
+        self,
+        request: _auth_pb2.ListRevokedWorkloadsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_pb2.ListRevokedWorkloadsResponse, _abc.Awaitable[_auth_pb2.ListRevokedWorkloadsResponse]]:
+        """Returns the workloads revoked, and those whose grants or maximum TTL changed, recently
+        enough that bearers issued to them may still be unexpired, so every verifier can refuse
+        those bearers within one refresh interval.
+        """
 
     @_abc_1.abstractmethod
     def ListRevokedSessions(
