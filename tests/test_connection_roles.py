@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -310,7 +311,7 @@ def test_invalid_create_is_refused_naming_the_field_and_stores_nothing(
 def test_invalid_update_is_refused_and_changes_nothing(tenant: Tenant) -> None:
     """A bad mask, or a max TTL under the default TTL, is INVALID_ARGUMENT; the role stays."""
     before = tenant.create_role("etl", default_ttl_seconds=600, max_ttl_seconds=900)
-    for paths, settings, field in (
+    cases: list[tuple[list[str], pb.ConnectionRoleSettings, str]] = [
         (["name"], pb.ConnectionRoleSettings(), "update_mask"),
         ([], pb.ConnectionRoleSettings(), "update_mask"),
         (
@@ -318,17 +319,15 @@ def test_invalid_update_is_refused_and_changes_nothing(tenant: Tenant) -> None:
             pb.ConnectionRoleSettings(max_ttl_seconds=300),
             "settings.default_ttl_seconds",
         ),
-    ):
-        code, _, named = _refused(
-            lambda paths=paths, settings=settings: tenant.roles.UpdateConnectionRole(
-                pb.UpdateConnectionRoleRequest(
-                    connection_id=tenant.connection_id,
-                    name="etl",
-                    settings=settings,
-                    update_mask=field_mask_pb2.FieldMask(paths=paths),
-                )
-            )
+    ]
+    for paths, settings, field in cases:
+        request = pb.UpdateConnectionRoleRequest(
+            connection_id=tenant.connection_id,
+            name="etl",
+            settings=settings,
+            update_mask=field_mask_pb2.FieldMask(paths=paths),
         )
+        code, _, named = _refused(partial(tenant.roles.UpdateConnectionRole, request))
         assert (code, named) == (grpc.StatusCode.INVALID_ARGUMENT, field)
     after = tenant.roles.GetConnectionRole(
         pb.GetConnectionRoleRequest(connection_id=tenant.connection_id, name="etl")
