@@ -367,6 +367,39 @@ def test_refusals_of_state_name_their_reason(control_plane: ControlPlane, tenant
     assert tenant.role_names() == ["default", "etl"]
 
 
+def test_a_new_privileged_password_keeps_the_roles_and_preview_settings(
+    control_plane: ControlPlane,
+) -> None:
+    """Replacing the connection's password through UpdateConnection re-seals its payload with
+    every role and the owner's preview settings still in it."""
+    org = control_plane.auth.create_org("Keep")
+    connection = control_plane.create_dynamic(
+        org, "dyn", SECRET, preview=pb.PreviewSettings(allowed_functions=["similarity"])
+    )
+    roles = pb_grpc.ConnectionRoleServiceStub(control_plane._channel(org.admin_token))
+    roles.CreateConnectionRole(
+        pb.CreateConnectionRoleRequest(
+            connection_id=connection.id,
+            name="etl",
+            settings=pb.ConnectionRoleSettings(creation_statements=[CREATE_ETL]),
+        )
+    )
+    control_plane.connections(org.admin_token).UpdateConnection(
+        pb.UpdateConnectionRequest(
+            id=connection.id,
+            connection=pb.ConnectionUpdate(fields=pb.PostgresFields(password="new-Pa55-canary")),
+            update_mask=field_mask_pb2.FieldMask(paths=["fields.password"]),
+        )
+    )
+    agent = control_plane.credentials(control_plane.agent_for(org))
+    resolved = agent.ResolveConnectionCredentials(
+        pb.ResolveConnectionCredentialsRequest(connection_id=connection.id, role="etl")
+    )
+    assert resolved.postgres.password == "new-Pa55-canary"
+    assert list(resolved.dynamic.creation_statements) == [CREATE_ETL]
+    assert list(resolved.preview.allowed_functions) == ["similarity"]
+
+
 # Leases carry their role.
 
 

@@ -12,7 +12,9 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+from typer.testing import CliRunner
 
+from cli.app import app
 from cli.commands.connection_roles import RoleEdit
 from cli.errors import CliError
 from services.connections.dynamic import dynamic_settings, role_update_mask, updated_settings
@@ -267,3 +269,11 @@ def test_role_edit_refuses_nothing_or_contradictions(edit: dict[str, Any]) -> No
     with pytest.raises(CliError) as caught:
         RoleEdit(**edit)
     assert caught.value.exit_code == 2
+
+
+@pytest.mark.parametrize("command", ["list", "get", "create", "update", "delete"])
+def test_every_roles_command_has_help_with_an_example(command: str) -> None:
+    """``sevvo connections roles COMMAND --help`` works without a session, with an example."""
+    result = CliRunner().invoke(app, ["connections", "roles", command, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Example: sevvo connections roles" in result.stdout
