@@ -400,6 +400,15 @@ def test_a_new_privileged_password_keeps_the_roles_and_preview_settings(
     assert list(resolved.preview.allowed_functions) == ["similarity"]
 
 
+def test_a_connection_holds_at_most_twenty_roles(tenant: Tenant) -> None:
+    """The 21st role is refused (ROLE_LIMIT_REACHED): every role rides in the sealed payload."""
+    for index in range(19):
+        tenant.create_role(f"role_{index}")
+    code, reason, _ = _refused(lambda: tenant.create_role("one_too_many"))
+    assert (code, reason) == (grpc.StatusCode.FAILED_PRECONDITION, "ROLE_LIMIT_REACHED")
+    assert len(tenant.role_names()) == 20
+
+
 # Leases carry their role.
 
 

@@ -257,7 +257,7 @@ class RolesDomain:
                     reason="ROLE_BEING_REMOVED",
                     metadata={"unrevoked_leases": str(unrevoked)},
                 )
-            if self._store.count_roles(conn, cid) >= MAX_ROLES_PER_CONNECTION:
+            if self._store.count_roles(conn, org_id, cid) >= MAX_ROLES_PER_CONNECTION:
                 raise FailedPrecondition(
                     f"a connection has at most {MAX_ROLES_PER_CONNECTION} roles (roles being"
                     " removed included); delete one first",

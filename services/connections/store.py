@@ -671,10 +671,13 @@ class ConnectionStore(SchemaStore):
             return cur.fetchall()
 
     @staticmethod
-    def count_roles(conn: psycopg.Connection[Any], connection_id: uuid.UUID) -> int:
+    def count_roles(
+        conn: psycopg.Connection[Any], org_id: uuid.UUID, connection_id: uuid.UUID
+    ) -> int:
         """How many roles a connection has, roles being removed included."""
         row = conn.execute(
-            "select count(*) from connection_roles where connection_id = %s", (connection_id,)
+            "select count(*) from connection_roles where org_id = %s and connection_id = %s",
+            (org_id, connection_id),
         ).fetchone()
         return int(row[0]) if row else 0
 
