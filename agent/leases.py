@@ -1,8 +1,9 @@
 """Per-workload credentials: a minted role per workload when the connection is dynamic.
 
-The lease's metadata (id, role name, purpose, expiry, state) is recorded in the control plane
-before the role exists, so a crash leaves a record the reaper can act on. Passwords never
-leave the agent's process.
+The lease's metadata (id, role name, connection role, purpose, expiry, state) is recorded in
+the control plane before the role exists, so a crash leaves a record the reaper can act on.
+Each lease is minted from one named role of the connection and revoked with that role's own
+revocation statements. Passwords never leave the agent's process.
 """
 
 from __future__ import annotations
@@ -13,14 +14,17 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 
+import grpc
 import psycopg
 from psycopg.rows import TupleRow
 
 from agent.dynamic_credentials import find_expired, mint, revoke
 from agent.root_rotation import connect_privileged
 from sevvo.connections.v1 import connections_pb2, connections_pb2_grpc
+from sevvo.runtime.grpc_client import error_details
 from sevvo.runtime.logs import get_logger
 from sevvo.runtime.servicing import timestamp
+from sevvo.runtime.workload_grants import DEFAULT_ROLE
 
 log = get_logger(__name__)
 
@@ -49,16 +53,21 @@ class LeaseManager:
         connection_id: str,
         purpose: str,
         resolved: connections_pb2.ResolveConnectionCredentialsResponse,
+        role: str = DEFAULT_ROLE,
     ) -> AsyncIterator[connections_pb2.PostgresCredentials]:
         """Yields the credentials a workload uses; for dynamic connections a fresh role.
 
-        The role is revoked when the workload ends, however it ends; a revoke that fails is
-        recorded as failing so the reaper retries it instead of forgetting it.
+        The role is minted from the connection role ``role``, whose settings ``resolved``
+        must hold (resolved with that role; sevvo's own work uses "default"). It is revoked
+        when the workload ends, however it ends; a revoke that fails is recorded as failing
+        so the reaper retries it instead of forgetting it.
         """
         if not resolved.HasField("dynamic"):
             yield resolved.postgres
             return
         settings = resolved.dynamic
+        if (settings.role or DEFAULT_ROLE) != role:
+            raise ValueError("resolved holds the settings of another connection role")
         ttl = timedelta(seconds=settings.default_ttl_seconds)
         headroom = timedelta(seconds=settings.max_ttl_seconds - settings.default_ttl_seconds)
         lease_id = str(uuid.uuid4())
@@ -71,6 +80,7 @@ class LeaseManager:
                         lease_id=lease_id,
                         connection_id=connection_id,
                         role_name=name,
+                        role=role,
                         purpose=purpose,
                         expire_time=timestamp(valid_until),
                         max_expire_time=timestamp(valid_until + headroom),
@@ -86,7 +96,13 @@ class LeaseManager:
                 before_create=record_intent,
             )
             await self._update(lease_id, connections_pb2.LEASE_STATE_ACTIVE)
-            log.info("lease minted", lease_id=lease_id, role=minted.name, purpose=purpose)
+            log.info(
+                "lease minted",
+                lease_id=lease_id,
+                role=minted.name,
+                connection_role=role,
+                purpose=purpose,
+            )
             try:
                 workload = connections_pb2.PostgresCredentials()
                 workload.CopyFrom(resolved.postgres)
@@ -168,26 +184,23 @@ class Reaper:
             by_connection.setdefault(lease.connection_id, []).append(lease)
         revoked = 0
         for connection_id, leases in by_connection.items():
-            resolved = await self._credentials.ResolveConnectionCredentials(
-                connections_pb2.ResolveConnectionCredentialsRequest(
-                    connection_id=connection_id, purpose="reaper"
-                ),
-                timeout=10,
-            )
-            if not resolved.HasField("dynamic"):
+            settings = _RoleSettings(self._credentials, connection_id)
+            resolved = await settings.resolve(DEFAULT_ROLE)
+            if resolved is None or not resolved.HasField("dynamic"):
                 continue
             admin = await self._manager.privileged(connection_id, resolved)
             try:
                 for lease in leases:
+                    # Each lease goes with its own role's revocation statements.
                     await self._manager.revoke_lease(
-                        lease.id, lease.role_name, resolved.dynamic, admin
+                        lease.id, lease.role_name, await settings.of(lease.role), admin
                     )
                     revoked += 1
                 # Roles past their expiry that no listed lease names (e.g. left NOLOGIN by a
                 # revoke that died half-way) go too; revoke is idempotent.
                 known = {lease.role_name for lease in leases}
                 strays = [name for name in await find_expired(admin) if name not in known]
-                revoked += await self._revoke_strays(connection_id, strays, resolved, admin)
+                revoked += await self._revoke_strays(connection_id, strays, settings, admin)
             finally:
                 await admin.close()
         if revoked:
@@ -198,7 +211,7 @@ class Reaper:
         self,
         connection_id: str,
         names: list[str],
-        resolved: connections_pb2.ResolveConnectionCredentialsResponse,
+        settings: _RoleSettings,
         admin: psycopg.AsyncConnection[TupleRow],
     ) -> int:
         if not names:
@@ -215,7 +228,9 @@ class Reaper:
             if lease is None:
                 await revoke(admin, name)
             else:
-                await self._manager.revoke_lease(lease.id, name, resolved.dynamic, admin)
+                await self._manager.revoke_lease(
+                    lease.id, name, await settings.of(lease.role), admin
+                )
         return len(names)
 
     async def run(self, interval: float) -> None:
@@ -226,3 +241,49 @@ class Reaper:
             except Exception as exc:  # The next pass retries; failing leases stay listed.
                 log.warning("reaper pass failed", error=type(exc).__name__)
             await asyncio.sleep(interval)
+
+
+class _RoleSettings:
+    """One reaper pass's view of a connection's roles: each role's settings, resolved once.
+
+    A role removed with force still resolves until its leases are revoked. Should one not
+    (it never should), its leases are revoked with the built-in revocation, which drops the
+    role whatever its creation statements granted, rather than left behind.
+    """
+
+    def __init__(
+        self, credentials: connections_pb2_grpc.ConnectionCredentialServiceStub, connection_id: str
+    ) -> None:
+        self._credentials = credentials
+        self._connection_id = connection_id
+        self._known: dict[str, connections_pb2.DynamicSettings] = {}
+
+    async def resolve(
+        self, role: str
+    ) -> connections_pb2.ResolveConnectionCredentialsResponse | None:
+        """The connection's credentials with ``role``'s settings; None when it has no such
+        role. Other failures raise, failing the pass (the next one retries)."""
+        try:
+            resolved: connections_pb2.ResolveConnectionCredentialsResponse = (
+                await self._credentials.ResolveConnectionCredentials(
+                    connections_pb2.ResolveConnectionCredentialsRequest(
+                        connection_id=self._connection_id, purpose="reaper", role=role
+                    ),
+                    timeout=10,
+                )
+            )
+        except grpc.aio.AioRpcError as exc:
+            if error_details(exc).reason == "ROLE_NOT_FOUND":
+                log.warning("reaper found no settings for a lease's role", connection_role=role)
+                return None
+            raise
+        if resolved.HasField("dynamic"):
+            self._known[role] = resolved.dynamic
+        return resolved
+
+    async def of(self, role: str) -> connections_pb2.DynamicSettings:
+        """``role``'s settings (the built-in revocation's when it has none)."""
+        role = role or DEFAULT_ROLE
+        if role not in self._known and await self.resolve(role) is None:
+            self._known[role] = connections_pb2.DynamicSettings(role=role)
+        return self._known[role]

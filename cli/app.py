@@ -19,6 +19,7 @@ import typer
 from cli.client import DEFAULT_ENDPOINT, Cli
 from cli.commands import (
     audit,
+    connection_roles,
     connections,
     deployments,
     leases,
@@ -136,6 +137,7 @@ app.add_typer(users.app, name="users")
 app.add_typer(deployments.app, name="deployments")
 app.add_typer(workloads.app, name="workloads")
 app.add_typer(connections.app, name="connections")
+connections.app.add_typer(connection_roles.app, name="roles")
 preview.register(app)
 app.add_typer(runs.app, name="runs")
 app.add_typer(leases.app, name="leases")

@@ -100,6 +100,10 @@ class Cli:
         """ConnectionService as the signed-in user."""
         return connections_pb2_grpc.ConnectionServiceStub(self._channel(signed_in=True))
 
+    def connection_roles(self) -> connections_pb2_grpc.ConnectionRoleServiceStub:
+        """ConnectionRoleService as the signed-in user."""
+        return connections_pb2_grpc.ConnectionRoleServiceStub(self._channel(signed_in=True))
+
     def leases(self) -> connections_pb2_grpc.LeaseServiceStub:
         """LeaseService as the signed-in user."""
         return connections_pb2_grpc.LeaseServiceStub(self._channel(signed_in=True))

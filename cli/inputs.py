@@ -104,9 +104,7 @@ def pages(fetch: Callable[[str], PageT], *, max_pages: int = 1000) -> Iterator[P
             return
 
 
-Limit = Annotated[
-    int, typer.Option("--limit", min=1, max=10_000, help="At most this many.")
-]
+Limit = Annotated[int, typer.Option("--limit", min=1, max=10_000, help="At most this many.")]
 PageToken = Annotated[
     str,
     typer.Option(

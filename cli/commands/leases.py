@@ -23,7 +23,8 @@ COLUMNS: list[Column] = [
     ("expires", key("expire_time")),
     ("connection", key("connection_id")),
     ("purpose", key("purpose")),
-    ("role", key("role_name")),
+    ("connection role", key("role")),
+    ("login", key("role_name")),
     ("failure", key("failure_reason")),
 ]
 
@@ -41,7 +42,8 @@ LeaseState = enum.StrEnum(  # type: ignore[misc]
 @app.command(
     "list",
     epilog="Example: sevvo leases list --connection 3f1c0b6e-8d0e-4c0e-9d61-6a8f6f1f2a10"
-    " --state active",
+    " --state active\n\n"
+    "Example: sevvo leases list --role readonly --state active",
 )
 def list_leases(
     ctx: typer.Context,
@@ -50,6 +52,12 @@ def list_leases(
     ] = None,
     state: Annotated[
         LeaseState | None, typer.Option("--state", help="Only leases in this state.")
+    ] = None,
+    role: Annotated[
+        str | None,
+        typer.Option(
+            "--role", metavar="NAME", help="Only leases minted from the connection role NAME."
+        ),
     ] = None,
     limit: Limit = 50,
     page_token: PageToken = "",
@@ -66,6 +74,7 @@ def list_leases(
             cpb.ListLeasesRequest(
                 connection_id=connection or "",
                 state=state_name,
+                role=role or "",
                 page_size=size,
                 page_token=token,
             ),

@@ -26,13 +26,19 @@ from services.connections.postgres_target import (
     password_problem,
 )
 from services.connections.preview_settings import PreviewSettings
-from services.connections.store import ConnectionRow, ConnectionStore, DraftRow
+from services.connections.store import (
+    ConnectionRoleRow,
+    ConnectionRow,
+    ConnectionStore,
+    DraftRow,
+)
 from sevvo.runtime import audit, paging, validation
 from sevvo.runtime.errors import FailedPrecondition, InvalidArgument, NotFound, SevvoError
 from sevvo.runtime.logs import get_logger
 from sevvo.runtime.sealing import Keyring, Sealed, rewrap, seal, unseal
 from sevvo.runtime.tokens import Principal
 from sevvo.runtime.work_proof import REASONS, ProofKeyCache, VerifiedWork, WorkRefused
+from sevvo.runtime.workload_grants import DEFAULT_ROLE, role_name
 
 log = get_logger(__name__)
 T = TypeVar("T")
@@ -163,7 +169,12 @@ class ConnectionsDomain:
             work(conn, arg)
 
     def _record_failure(
-        self, caller: Principal, action: str, target_id: str, outcome: TestOutcome
+        self,
+        caller: Principal,
+        action: str,
+        target_id: str,
+        outcome: TestOutcome,
+        details: Mapping[str, str] | None = None,
     ) -> None:
         with self._store.transaction() as conn:
             audit.record(
@@ -175,8 +186,46 @@ class ConnectionsDomain:
                 target_id=target_id,
                 outcome="failure",
                 reason="CREDENTIAL_TEST_FAILED",
-                details={"category": outcome.category},
+                details={**(details or {}), "category": outcome.category},
             )
+
+    # What services.connections.roles shares: sealing, and test-before-save of a role.
+
+    def seal_target(
+        self, org_id: uuid.UUID, connection_id: uuid.UUID, target: PostgresTarget
+    ) -> Sealed:
+        """``target`` sealed for the connection's row (bound to its org and id)."""
+        return self._seal(org_id, connection_id, target)
+
+    def unseal_row(self, row: ConnectionRow) -> PostgresTarget:
+        """The connection's credentials and settings, unsealed."""
+        return self._unseal(row)
+
+    async def test_before_save(
+        self,
+        caller: Principal,
+        bearer: str,
+        target: PostgresTarget,
+        *,
+        action: str,
+        target_id: str,
+        details: Mapping[str, str],
+    ) -> bool:
+        """Tests ``target`` as a draft through the agent (for a dynamic target, a login and a
+        dry run of its statements); False when no tester is configured.
+
+        A failed test is audited as ``action`` and raised as CREDENTIAL_TEST_FAILED with the
+        category; nothing is saved.
+        """
+        if self._tester is None:
+            return False
+        outcome = await self._test_draft(caller, bearer, target)
+        if not outcome.ok:
+            await asyncio.to_thread(
+                self._record_failure, caller, action, target_id, outcome, details
+            )
+            raise _test_failed(outcome)
+        return True
 
     # Auditing.
 
@@ -249,11 +298,18 @@ class ConnectionsDomain:
             caller,
             "connection.create",
             str(connection_id),
-            lambda conn: self._store.insert(conn, row),
+            lambda conn: self._insert(conn, row),
             {"credential_mode": credential_mode},
         )
         log.info("connection created", connection_id=str(connection_id))
         return row
+
+    def _insert(self, conn: psycopg.Connection[Any], row: ConnectionRow) -> None:
+        """Stores a new connection and, for a dynamic one, its role "default"'s row."""
+        self._store.insert(conn, row)
+        role = default_role_row(row)
+        if role is not None:
+            self._store.insert_role(conn, role)
 
     def _find(self, org_id: uuid.UUID, connection_id: uuid.UUID) -> ConnectionRow | None:
         with self._store.connection() as conn:
@@ -517,14 +573,21 @@ class ConnectionsDomain:
         purpose: str,
         draft_id: str = "",
         work: tuple[WorkClaim, VerifiedWork] | None = None,
+        role: str = "",
     ) -> PostgresTarget:
         """Unseals a connection's (or draft's) credentials for an agent of the same org.
 
+        For a dynamic connection, ``dynamic`` of the result holds the settings of the
+        connection role ``role`` (empty: "default"), a role being removed included so the
+        reaper can revoke its leases; ROLE_NOT_FOUND, audited, when there is no such role.
         With ``work`` (a claim whose proof verify_work accepted), the workflow id is bound to
         the first run that presents it; another run is refused (WORK_REPLAYED), audited.
         """
         if bool(connection_id) == bool(draft_id):
             raise InvalidArgument("connection_id", "set exactly one of connection_id or draft_id")
+        if role and draft_id:
+            raise InvalidArgument("role", "must be empty with draft_id: a draft has one role")
+        wanted = role_name("role", role) if role else DEFAULT_ROLE
         is_draft = bool(draft_id)
         target_id = validation.resource_id(
             "draft_id" if is_draft else "connection_id", draft_id or connection_id
@@ -561,10 +624,20 @@ class ConnectionsDomain:
             row = self._store.get(conn, org_id, target_id)
             if row is None:
                 raise _not_found()
-            return self._unseal(row)
+            target = self._unseal(row)
+            if target.dynamic is None:
+                if wanted != DEFAULT_ROLE:
+                    raise _not_dynamic()
+                return target
+            settings = target.role_settings(wanted)
+            if settings is None:
+                raise NotFound("the connection has no role of this name", reason="ROLE_NOT_FOUND")
+            return replace(target, dynamic=settings, roles=())
 
         action = "draft.credentials.resolve" if is_draft else "connection.credentials.resolve"
         details = {"purpose": purpose}
+        if wanted != DEFAULT_ROLE:
+            details["role"] = wanted
         if work is not None:
             details["workflow_id"] = work[0].workflow_id
             details["workflow_run_id"] = work[0].workflow_run_id
@@ -899,6 +972,32 @@ def dynamic_columns(target: PostgresTarget) -> dict[str, Any]:
     }
 
 
+def default_role_row(row: ConnectionRow) -> ConnectionRoleRow | None:
+    """The row of a new dynamic connection's role "default" (None for other connections)."""
+    if (
+        row.credential_mode != "dynamic"
+        or row.default_ttl_seconds is None
+        or row.max_ttl_seconds is None
+        or row.group_role is None
+        or row.creation_statement_count is None
+        or row.revocation_statement_count is None
+    ):
+        return None
+    return ConnectionRoleRow(
+        id=uuid.uuid4(),
+        org_id=row.org_id,
+        connection_id=row.id,
+        name=DEFAULT_ROLE,
+        default_ttl_seconds=row.default_ttl_seconds,
+        max_ttl_seconds=row.max_ttl_seconds,
+        group_role=row.group_role,
+        creation_statement_count=row.creation_statement_count,
+        revocation_statement_count=row.revocation_statement_count,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
 def preview_column(target: PostgresTarget) -> dict[str, Any] | None:
     """The connection row's display copy of a target's preview settings."""
     return None if target.preview is None else target.preview.to_payload()
@@ -1005,5 +1104,7 @@ def _apply_fields(
     )
     # A user who sets the password decides it; otherwise a staged rotation stays staged.
     if "fields.password" in paths:
-        return replace(target, dynamic=current.dynamic)
+        return replace(
+            target, dynamic=current.dynamic, roles=current.roles, preview=current.preview
+        )
     return current.with_login_of(target)

@@ -6,7 +6,7 @@ sealed payload. Template rules are shared with the agent (sevvo.runtime.credenti
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -124,4 +124,73 @@ def dynamic_settings(
         creation_statements=tuple(creation),
         revocation_statements=tuple(revocation),
         group_role=group,
+    )
+
+
+# The settings of a named role an update mask may name (ConnectionRoleSettings' fields).
+ROLE_SETTING_PATHS = (
+    "default_ttl_seconds",
+    "max_ttl_seconds",
+    "creation_statements",
+    "revocation_statements",
+    "group_role",
+)
+
+
+def role_update_mask(mask: Iterable[str]) -> frozenset[str]:
+    """The paths of a role update mask; InvalidArgument on ``update_mask`` if empty or unknown."""
+    paths = frozenset(mask)
+    if not paths:
+        raise InvalidArgument("update_mask", "must name at least one field")
+    unknown = sorted(paths - set(ROLE_SETTING_PATHS))
+    if unknown:
+        raise InvalidArgument(
+            "update_mask",
+            f"cannot update {', '.join(unknown)}; updatable: {', '.join(ROLE_SETTING_PATHS)}",
+        )
+    return paths
+
+
+def updated_settings(
+    current: DynamicSettings,
+    paths: frozenset[str],
+    *,
+    default_ttl_seconds: int,
+    max_ttl_seconds: int,
+    creation_statements: Sequence[str],
+    revocation_statements: Sequence[str],
+    group_role: str,
+    prefix: str = "settings",
+) -> DynamicSettings:
+    """``current`` with the fields in ``paths`` replaced, validated as a whole.
+
+    Values mean what they mean on create (0 TTLs the defaults, empty statements the default
+    ones). A new group role alone also moves creation statements that were the default ones
+    for the old group to the default ones for the new group; statements an admin wrote stay
+    as written.
+    """
+
+    def pick(path: str, new: Any, old: Any) -> Any:
+        return new if path in paths else old
+
+    creation: Sequence[str] = pick(
+        "creation_statements", creation_statements, current.creation_statements
+    )
+    if (
+        "group_role" in paths
+        and "creation_statements" not in paths
+        and list(current.creation_statements) == templates.default_creation(current.group_role)
+    ):
+        creation = ()
+    return dynamic_settings(
+        default_ttl_seconds=pick(
+            "default_ttl_seconds", default_ttl_seconds, current.default_ttl_seconds
+        ),
+        max_ttl_seconds=pick("max_ttl_seconds", max_ttl_seconds, current.max_ttl_seconds),
+        creation_statements=creation,
+        revocation_statements=pick(
+            "revocation_statements", revocation_statements, current.revocation_statements
+        ),
+        group_role=pick("group_role", group_role, current.group_role),
+        prefix=prefix,
     )

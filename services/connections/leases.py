@@ -23,6 +23,7 @@ from sevvo.runtime import audit, paging, validation
 from sevvo.runtime.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from sevvo.runtime.logs import get_logger
 from sevvo.runtime.tokens import Principal
+from sevvo.runtime.workload_grants import DEFAULT_ROLE, role_name
 
 log = get_logger(__name__)
 T = TypeVar("T")
@@ -69,15 +70,68 @@ def _past_max(max_expires_at: datetime) -> FailedPrecondition:
     )
 
 
+def _role_not_found() -> NotFound:
+    return NotFound("the connection has no role of this name", reason="ROLE_NOT_FOUND")
+
+
 def _details(lease: LeaseRow, **extra: str) -> dict[str, str]:
-    return {
+    details = {
         "connection_id": str(lease.connection_id),
         "role_name": lease.role_name,
+        "role": lease.role,
         "purpose": lease.purpose,
         "state": lease.state,
         "expire_time": lease.expires_at.isoformat(),
         **extra,
     }
+    if lease.workload_id is not None:
+        details["workload_id"] = str(lease.workload_id)
+    return details
+
+
+def record_lease_event(
+    conn: psycopg.Connection[Any],
+    caller: Principal,
+    action: str,
+    lease: LeaseRow,
+    *,
+    outcome: str = "success",
+    reason: str | None = None,
+    **extra: str,
+) -> None:
+    """Appends one lease's audit record (metadata only) inside the caller's transaction."""
+    audit.record(
+        conn,
+        org_id=caller.org_id,
+        actor=audit.Actor.of(caller),
+        action=action,
+        target_type=TARGET_TYPE,
+        target_id=str(lease.id),
+        outcome=outcome,
+        reason=reason,
+        details=_details(lease, **extra),
+    )
+
+
+def request_revocation(
+    conn: psycopg.Connection[Any], caller: Principal, leases: list[LeaseRow], now: datetime
+) -> list[LeaseRow]:
+    """Marks locked creating or active leases revoke_requested for the agent's reaper, each
+    audited (lease.revoke.request); returns them as they are now."""
+    marked = []
+    for lease in leases:
+        updated = replace(lease, state="revoke_requested", updated_at=now)
+        ConnectionStore.update_lease(conn, updated)
+        record_lease_event(
+            conn, caller, "lease.revoke.request", updated, previous_state=lease.state
+        )
+        marked.append(updated)
+    return marked
+
+
+def lease_role(field: str, value: str) -> str:
+    """A lease's connection role: empty means "default", else a valid role name."""
+    return role_name(field, value) if value else DEFAULT_ROLE
 
 
 def _state(field: str, value: str, *, allow_empty: bool = False) -> str | None:
@@ -125,17 +179,7 @@ class LeasesDomain:
         reason: str | None = None,
         **extra: str,
     ) -> None:
-        audit.record(
-            conn,
-            org_id=caller.org_id,
-            actor=audit.Actor.of(caller),
-            action=action,
-            target_type=TARGET_TYPE,
-            target_id=str(lease.id),
-            outcome=outcome,
-            reason=reason,
-            details=_details(lease, **extra),
-        )
+        record_lease_event(conn, caller, action, lease, outcome=outcome, reason=reason, **extra)
 
     # Agent-only.
 
@@ -149,13 +193,20 @@ class LeasesDomain:
         expire_time: datetime | None,
         max_expire_time: datetime | None,
         lease_id: str = "",
+        role: str = "",
+        workload_id: str = "",
     ) -> LeaseRow:
-        """Records the intent to create ``role_name`` through a dynamic connection.
+        """Records the intent to create ``role_name`` from the connection role ``role``
+        (empty: "default") of a dynamic connection, for ``workload_id`` (empty: sevvo's own
+        work).
 
         Written before CREATE ROLE runs, so a crash after it leaves a record the reaper finds.
-        A retry with the same ``lease_id`` returns the lease already recorded.
+        The connection role's max TTL bounds ``max_expire_time``. A retry with the same
+        ``lease_id`` returns the lease already recorded.
         """
         cid = validation.resource_id("connection_id", connection_id)
+        connection_role = lease_role("role", role)
+        workload = _optional_id("workload_id", workload_id)
         if not _ROLE_NAME_RE.match(role_name):
             raise InvalidArgument(
                 "role_name",
@@ -180,8 +231,21 @@ class LeasesDomain:
                     "this connection does not use dynamic credentials",
                     reason="NOT_DYNAMIC_CONNECTION",
                 )
+            # Shared: a forced removal of the role, which locks it for update first, either
+            # sees this lease or makes this call see the role gone.
+            found = self._store.get_role(conn, org_id, cid, connection_role, lock="share")
+            if found is not None and found.deleted_at is not None:
+                raise _role_not_found()
+            if found is not None:
+                max_ttl = found.max_ttl_seconds
+            elif connection_role == DEFAULT_ROLE:
+                # A connection saved by a release before named roles, during a rollout: its
+                # single set is its default role.
+                max_ttl = connection.max_ttl_seconds
+            else:
+                raise _role_not_found()
             now = self._clock()
-            limit = now + timedelta(seconds=connection.max_ttl_seconds) + CLOCK_LEEWAY
+            limit = now + timedelta(seconds=max_ttl) + CLOCK_LEEWAY
             if max_expire_time > limit:
                 raise _past_max(limit)
             lease = LeaseRow(
@@ -198,15 +262,19 @@ class LeasesDomain:
                 revoked_at=None,
                 failure_reason=None,
                 failure_count=0,
+                role=connection_role,
+                workload_id=workload,
             )
             if self._store.insert_lease(conn, lease):
                 self._record(conn, caller, "lease.create", lease)
                 return lease
             existing = self._store.get_lease(conn, org_id, lid)
-            if existing is None or (existing.connection_id, existing.role_name) != (
-                cid,
-                role_name,
-            ):
+            if existing is None or (
+                existing.connection_id,
+                existing.role_name,
+                existing.role,
+                existing.workload_id,
+            ) != (cid, role_name, connection_role, workload):
                 raise AlreadyExists("lease_id is taken by another lease", reason="LEASE_ID_TAKEN")
             return existing
 
@@ -309,11 +377,22 @@ class LeasesDomain:
     # User-facing.
 
     def list_page(
-        self, caller: Principal, connection_id: str, state: str, page_size: int, page_token: str
+        self,
+        caller: Principal,
+        connection_id: str,
+        state: str,
+        page_size: int,
+        page_token: str,
+        *,
+        role: str = "",
+        workload_id: str = "",
     ) -> tuple[list[LeaseRow], str]:
-        """One page of the org's leases, newest first, and the next page token."""
+        """One page of the org's leases, newest first, and the next page token; filtered by
+        connection, state, connection role and workload when those are set."""
         cid = _optional_id("connection_id", connection_id)
         wanted = _state("state", state, allow_empty=True)
+        wanted_role = role_name("role", role) if role else None
+        workload = _optional_id("workload_id", workload_id)
         limit = paging.page_size(page_size)
         with self._store.connection() as conn:
             rows = self._store.list_leases(
@@ -321,13 +400,18 @@ class LeasesDomain:
                 uuid.UUID(caller.org_id),
                 connection_id=cid,
                 state=wanted,
+                role=wanted_role,
+                workload_id=workload,
                 limit=limit + 1,
                 before=paging.decode_cursor(page_token),
             )
         return paging.page_of(rows, limit, lambda r: (r.created_at, r.id))
 
-    def count(self, caller: Principal, connection_id: str) -> tuple[dict[str, int], dict[str, int]]:
-        """Lease counts by state (all leases) and by purpose (unrevoked leases)."""
+    def count(
+        self, caller: Principal, connection_id: str
+    ) -> tuple[dict[str, int], dict[str, int], dict[str, int]]:
+        """Lease counts by state (all leases), by purpose and by connection role (unrevoked
+        leases)."""
         cid = _optional_id("connection_id", connection_id)
         with self._store.connection() as conn:
             return self._store.count_leases(conn, uuid.UUID(caller.org_id), cid)
@@ -348,16 +432,8 @@ class LeasesDomain:
                 lease = self._store.get_lease(conn, org_id, lid)
                 if lease is None or lease.connection_id != cid:
                     raise _lease_not_found()
-            now = self._clock()
-            marked = []
-            for lease in self._store.lock_revocable_leases(conn, org_id, cid, lid):
-                updated = replace(lease, state="revoke_requested", updated_at=now)
-                self._store.update_lease(conn, updated)
-                self._record(
-                    conn, caller, "lease.revoke.request", updated, previous_state=lease.state
-                )
-                marked.append(updated)
-            return marked
+            leases = self._store.lock_revocable_leases(conn, org_id, cid, lid)
+            return request_revocation(conn, caller, leases, self._clock())
 
         marked = self._run(caller, "lease.revoke.request", str(lid or cid), work)
         log.info("lease revocation requested", connection_id=str(cid), count=len(marked))

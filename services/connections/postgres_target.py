@@ -19,6 +19,7 @@ from sevvo.runtime.ca_bundle import CaBundle, CaBundleError, parse_ca_bundle
 from sevvo.runtime.errors import InvalidArgument
 from sevvo.runtime.sealing import CredentialsUnreadable
 from sevvo.runtime.validation import has_control_characters
+from sevvo.runtime.workload_grants import DEFAULT_ROLE, ROLE_NAME_RULE
 
 DEFAULT_PORT = 5432
 SSL_MODES = ("disable", "require", "verify-ca", "verify-full")
@@ -57,6 +58,7 @@ _OPTIONAL_PAYLOAD_FIELDS = (
     "password_stage_id",
     "preview",
     "ssl_root_cert",
+    "roles",
 )
 
 
@@ -70,7 +72,9 @@ class PostgresTarget:
     rotation's staged password, staged under ``pending_stage_id`` (None when staged without
     one). ``password_stage_id`` names the stage the current password was committed from, so a
     retried commit can tell it already happened. ``preview`` holds the owner's preview
-    settings, in any mode. No password ever appears in ``repr`` or ``str``, so a target can
+    settings, in any mode. ``dynamic`` is the connection role "default"; ``roles`` holds the
+    other named roles' settings by name, in name order (a role being removed included, until
+    its leases are revoked). No password ever appears in ``repr`` or ``str``, so a target can
     be logged or put in an exception without leaking it.
     """
 
@@ -86,6 +90,7 @@ class PostgresTarget:
     password_stage_id: str | None = None
     preview: PreviewSettings | None = None
     ssl_root_cert: CaBundle | None = None
+    roles: tuple[tuple[str, DynamicSettings], ...] = ()
 
     def __repr__(self) -> str:
         # The bundle is public but long: its size says enough in a log line.
@@ -96,6 +101,7 @@ class PostgresTarget:
             f"password='<redacted>', ssl_mode={self.ssl_mode!r}, "
             f"dynamic={self.dynamic!r}, preview={self.preview!r}, "
             f"ssl_root_certs={certificates}, "
+            f"roles={[name for name, _ in self.roles]!r}, "
             f"pending_password={None if self.pending_password is None else '<redacted>'!r})"
         )
 
@@ -117,6 +123,8 @@ class PostgresTarget:
         payload["password"] = self.password
         if self.dynamic is not None:
             payload["dynamic"] = self.dynamic.to_payload()
+        if self.roles:
+            payload["roles"] = {name: settings.to_payload() for name, settings in self.roles}
         if self.preview is not None:
             payload["preview"] = self.preview.to_payload()
         if self.ssl_root_cert is not None:
@@ -190,11 +198,15 @@ class PostgresTarget:
             preview = (
                 PreviewSettings.from_payload(payload["preview"]) if "preview" in payload else None
             )
+            roles = _roles_from_payload(payload["roles"]) if "roles" in payload else ()
         except InvalidArgument as error:
             raise _malformed(f"{error.field} {error.description}") from None
+        if roles and dynamic is None:
+            raise _malformed("roles are set without dynamic settings")
         return replace(
             target,
             dynamic=dynamic,
+            roles=roles,
             preview=preview,
             pending_password=pending,
             pending_stage_id=pending_stage_id,
@@ -234,13 +246,35 @@ class PostgresTarget:
             **_UNSTAGED,
         )
 
+    def role_settings(self, name: str) -> DynamicSettings | None:
+        """The settings of the connection role ``name``; None when there is no such role."""
+        if name == DEFAULT_ROLE:
+            return self.dynamic
+        return dict(self.roles).get(name)
+
+    def with_role(self, name: str, settings: DynamicSettings) -> PostgresTarget:
+        """The target with the role ``name`` added or replaced ("default" is ``dynamic``)."""
+        if self.dynamic is None:
+            raise ValueError("only a dynamic connection has roles")
+        if name == DEFAULT_ROLE:
+            return replace(self, dynamic=settings)
+        return replace(self, roles=tuple(sorted({**dict(self.roles), name: settings}.items())))
+
+    def without_role(self, name: str) -> PostgresTarget:
+        """The target without the named role (never "default", which every dynamic
+        connection keeps)."""
+        if name == DEFAULT_ROLE:
+            raise ValueError("the default role cannot be removed")
+        return replace(self, roles=tuple(item for item in self.roles if item[0] != name))
+
     def with_login_of(self, edited: PostgresTarget) -> PostgresTarget:
         """``edited``'s server, login and TLS settings, keeping this target's dynamic and
-        preview settings, its staged rotation and the stage its password came from (for an
-        edit that kept the password)."""
+        preview settings, its roles, its staged rotation and the stage its password came
+        from (for an edit that kept the password)."""
         return replace(
             edited,
             dynamic=self.dynamic,
+            roles=self.roles,
             preview=self.preview,
             pending_password=self.pending_password,
             pending_stage_id=self.pending_stage_id,
@@ -249,6 +283,18 @@ class PostgresTarget:
 
 
 _UNSTAGED: Final[dict[str, Any]] = {"pending_password": None, "pending_stage_id": None}
+
+
+def _roles_from_payload(section: Any) -> tuple[tuple[str, DynamicSettings], ...]:
+    """The ``roles`` section: named roles other than "default", each under every rule again."""
+    if not isinstance(section, dict):
+        raise InvalidArgument("payload.roles", "must be an object")
+    roles = []
+    for name, settings in sorted(section.items()):
+        if name == DEFAULT_ROLE or not ROLE_NAME_RULE.fullmatch(name):
+            raise InvalidArgument("payload.roles", "holds a role that is not a valid role name")
+        roles.append((name, DynamicSettings.from_payload(settings)))
+    return tuple(roles)
 
 
 def _stage_id_field(payload: dict[str, Any], name: str) -> str | None:

@@ -10,8 +10,10 @@ from services.connections.config import ConnectionsConfig
 from services.connections.domain import ConnectionsDomain
 from services.connections.leases import LeasesDomain
 from services.connections.orchestrator_client import OrchestratorClient
+from services.connections.roles import RolesDomain
 from services.connections.servicer import (
     AuditServicer,
+    ConnectionRoleServicer,
     ConnectionServicer,
     CredentialServicer,
     LeaseServicer,
@@ -31,6 +33,7 @@ log = get_logger(__name__)
 _CONNECTIONS = connections_pb2.DESCRIPTOR.services_by_name["ConnectionService"].full_name
 _CREDENTIALS = connections_pb2.DESCRIPTOR.services_by_name["ConnectionCredentialService"].full_name
 _LEASES = connections_pb2.DESCRIPTOR.services_by_name["LeaseService"].full_name
+_ROLES = connections_pb2.DESCRIPTOR.services_by_name["ConnectionRoleService"].full_name
 _AUDIT = audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name
 
 ACCESS: dict[str, Access] = {
@@ -70,6 +73,14 @@ ACCESS: dict[str, Access] = {
     f"/{_LEASES}/ListLeases": Access.USER,
     f"/{_LEASES}/CountLeases": Access.USER,
     f"/{_LEASES}/RevokeLeases": Access.ADMIN,
+    # A connection's roles decide what minted logins may do in the customer's database:
+    # every member sees them, admins change them (as they delete connections).
+    f"/{_ROLES}/GetConnectionRole": Access.USER,
+    f"/{_ROLES}/ListConnectionRoles": Access.USER,
+    **{
+        f"/{_ROLES}/{method}": Access.ADMIN
+        for method in ("CreateConnectionRole", "UpdateConnectionRole", "DeleteConnectionRole")
+    },
     f"/{_AUDIT}/ListAuditEvents": Access.ADMIN,
 }
 
@@ -96,6 +107,7 @@ class ConnectionsApp:
             ),
         )
         self.leases = LeasesDomain(self.store)
+        self.roles = RolesDomain(self.store, self.domain)
         self._auth_channel: grpc.Channel | None = None
 
     def open(self) -> None:
@@ -137,12 +149,15 @@ class ConnectionsApp:
             connections_pb2_grpc.add_LeaseServiceServicer_to_server(
                 LeaseServicer(self.leases), server
             )
+            connections_pb2_grpc.add_ConnectionRoleServiceServicer_to_server(
+                ConnectionRoleServicer(self.roles), server
+            )
             audit_pb2_grpc.add_AuditServiceServicer_to_server(AuditServicer(self.store), server)
 
         return ServerSpec(
             name="connections",
             register=register,
-            service_names=[_CONNECTIONS, _CREDENTIALS, _LEASES, _AUDIT],
+            service_names=[_CONNECTIONS, _CREDENTIALS, _LEASES, _ROLES, _AUDIT],
             access=ACCESS,
         )
 

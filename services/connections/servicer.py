@@ -24,7 +24,8 @@ from services.connections.postgres_target import (
     from_fields,
 )
 from services.connections.preview_settings import PreviewSettings, preview_settings
-from services.connections.store import ConnectionRow, ConnectionStore, LeaseRow
+from services.connections.roles import RolesDomain, RoleSettingsInput
+from services.connections.store import ConnectionRoleRow, ConnectionRow, ConnectionStore, LeaseRow
 from sevvo.audit.v1 import audit_pb2, audit_pb2_grpc
 from sevvo.connections.v1 import connections_pb2 as pb
 from sevvo.connections.v1 import connections_pb2_grpc as pb_grpc
@@ -32,6 +33,7 @@ from sevvo.runtime import audit, validation
 from sevvo.runtime.errors import InvalidArgument
 from sevvo.runtime.grpc_server import current_bearer, current_principal
 from sevvo.runtime.servicing import blocking, timestamp
+from sevvo.runtime.workload_grants import DEFAULT_ROLE
 
 _SSL_TO_PB = {
     "disable": pb.SSL_MODE_DISABLE,
@@ -148,6 +150,34 @@ def lease_pb(row: LeaseRow) -> pb.Lease:
         revoke_time=timestamp(row.revoked_at),
         failure_reason=row.failure_reason or "",
         failure_count=row.failure_count,
+        role=row.role,
+        workload_id="" if row.workload_id is None else str(row.workload_id),
+    )
+
+
+def connection_role_pb(row: ConnectionRoleRow) -> pb.ConnectionRole:
+    """A connection role as users see it: lifetimes and statement counts, never statements."""
+    return pb.ConnectionRole(
+        connection_id=str(row.connection_id),
+        name=row.name,
+        default_ttl_seconds=row.default_ttl_seconds,
+        max_ttl_seconds=row.max_ttl_seconds,
+        group_role=row.group_role,
+        creation_statement_count=row.creation_statement_count,
+        revocation_statement_count=row.revocation_statement_count,
+        create_time=timestamp(row.created_at),
+        update_time=timestamp(row.updated_at),
+    )
+
+
+def role_settings(message: pb.ConnectionRoleSettings) -> RoleSettingsInput:
+    """A request's role settings, as given; the domain validates them."""
+    return RoleSettingsInput(
+        default_ttl_seconds=message.default_ttl_seconds,
+        max_ttl_seconds=message.max_ttl_seconds,
+        creation_statements=tuple(message.creation_statements),
+        revocation_statements=tuple(message.revocation_statements),
+        group_role=message.group_role,
     )
 
 
@@ -322,6 +352,7 @@ class CredentialServicer(pb_grpc.ConnectionCredentialServiceServicer):
             request.purpose,
             request.draft_id,
             work,
+            request.role,
         )
         settings = target.dynamic
         return pb.ResolveConnectionCredentialsResponse(
@@ -345,6 +376,7 @@ class CredentialServicer(pb_grpc.ConnectionCredentialServiceServicer):
                 creation_statements=settings.creation_statements,
                 revocation_statements=settings.revocation_statements,
                 group_role=settings.group_role,
+                role=request.role or DEFAULT_ROLE,
             ),
         )
 
@@ -448,6 +480,8 @@ class LeaseServicer(pb_grpc.LeaseServiceServicer):
             expire_time=_time(request, "expire_time"),
             max_expire_time=_time(request, "max_expire_time"),
             lease_id=request.lease_id,
+            role=request.role,
+            workload_id=request.workload_id,
         )
         return lease_pb(row)
 
@@ -490,13 +524,15 @@ class LeaseServicer(pb_grpc.LeaseServiceServicer):
             _LEASE_STATE_FROM_PB.get(request.state, ""),
             request.page_size,
             request.page_token,
+            role=request.role,
+            workload_id=request.workload_id,
         )
         return pb.ListLeasesResponse(leases=[lease_pb(r) for r in rows], next_page_token=token)
 
     async def CountLeases(
         self, request: pb.CountLeasesRequest, context: grpc.aio.ServicerContext
     ) -> pb.CountLeasesResponse:
-        by_state, by_purpose = await blocking(
+        by_state, by_purpose, by_role = await blocking(
             self._domain.count, current_principal(), request.connection_id
         )
         return pb.CountLeasesResponse(
@@ -505,6 +541,7 @@ class LeaseServicer(pb_grpc.LeaseServiceServicer):
                 for state, n in sorted(by_state.items(), key=lambda i: _LEASE_STATE_TO_PB[i[0]])
             ],
             by_purpose=[pb.LeasePurposeCount(purpose=p, count=n) for p, n in by_purpose.items()],
+            by_role=[pb.LeaseRoleCount(role=r, count=n) for r, n in by_role.items()],
         )
 
     async def RevokeLeases(
@@ -514,6 +551,75 @@ class LeaseServicer(pb_grpc.LeaseServiceServicer):
             self._domain.revoke, current_principal(), request.connection_id, request.lease_id
         )
         return pb.RevokeLeasesResponse(leases=[lease_pb(r) for r in rows])
+
+
+class ConnectionRoleServicer(pb_grpc.ConnectionRoleServiceServicer):
+    """sevvo.connections.v1.ConnectionRoleService (writes: admins; see server.ACCESS)."""
+
+    def __init__(self, domain: RolesDomain) -> None:
+        self._domain = domain
+
+    async def CreateConnectionRole(
+        self, request: pb.CreateConnectionRoleRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ConnectionRole:
+        row = await self._domain.create(
+            current_principal(),
+            request.connection_id,
+            request.name,
+            role_settings(request.settings),
+            current_bearer(),
+        )
+        return connection_role_pb(row)
+
+    async def GetConnectionRole(
+        self, request: pb.GetConnectionRoleRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ConnectionRole:
+        row = await blocking(
+            self._domain.get, current_principal(), request.connection_id, request.name
+        )
+        return connection_role_pb(row)
+
+    async def ListConnectionRoles(
+        self, request: pb.ListConnectionRolesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListConnectionRolesResponse:
+        rows, token = await blocking(
+            self._domain.list,
+            current_principal(),
+            request.connection_id,
+            request.page_size,
+            request.page_token,
+        )
+        return pb.ListConnectionRolesResponse(
+            roles=[connection_role_pb(r) for r in rows], next_page_token=token
+        )
+
+    async def UpdateConnectionRole(
+        self, request: pb.UpdateConnectionRoleRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ConnectionRole:
+        row = await self._domain.update(
+            current_principal(),
+            request.connection_id,
+            request.name,
+            tuple(request.update_mask.paths),
+            role_settings(request.settings),
+            current_bearer(),
+        )
+        return connection_role_pb(row)
+
+    async def DeleteConnectionRole(
+        self, request: pb.DeleteConnectionRoleRequest, context: grpc.aio.ServicerContext
+    ) -> pb.DeleteConnectionRoleResponse:
+        removal = await blocking(
+            self._domain.delete,
+            current_principal(),
+            request.connection_id,
+            request.name,
+            request.force,
+        )
+        return pb.DeleteConnectionRoleResponse(
+            leases=[lease_pb(r) for r in removal.marked],
+            unrevoked_lease_count=removal.unrevoked,
+        )
 
 
 _ACTOR_TO_PB = {

@@ -85,6 +85,31 @@ class LeaseRow:
     revoked_at: datetime | None
     failure_reason: str | None
     failure_count: int
+    # The connection role the login role was minted from, and the workload that borrowed it
+    # (None for sevvo's own work).
+    role: str = "default"
+    workload_id: uuid.UUID | None = None
+
+
+@dataclass(frozen=True)
+class ConnectionRoleRow:
+    """Display copies of one named role's sealed settings, and the role's life.
+
+    ``deleted_at`` is set on a role removed with force whose leases are still being revoked.
+    """
+
+    id: uuid.UUID
+    org_id: uuid.UUID
+    connection_id: uuid.UUID
+    name: str
+    default_ttl_seconds: int
+    max_ttl_seconds: int
+    group_role: str
+    creation_statement_count: int
+    revocation_statement_count: int
+    created_at: datetime
+    updated_at: datetime
+    deleted_at: datetime | None = None
 
 
 # Leases whose role may exist and that the reaper still has to drop.
@@ -362,8 +387,8 @@ class ConnectionStore(SchemaStore):
                 cur = conn.execute(
                     "insert into leases (id, org_id, connection_id, role_name, purpose, state,"
                     " created_at, updated_at, expires_at, max_expires_at, revoked_at,"
-                    " failure_reason, failure_count) values"
-                    " (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                    " failure_reason, failure_count, role, workload_id) values"
+                    " (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
                     " on conflict (id) do nothing",
                     (
                         lease.id,
@@ -379,6 +404,8 @@ class ConnectionStore(SchemaStore):
                         lease.revoked_at,
                         lease.failure_reason,
                         lease.failure_count,
+                        lease.role,
+                        lease.workload_id,
                     ),
                 )
         except pg_errors.UniqueViolation:
@@ -436,16 +463,22 @@ class ConnectionStore(SchemaStore):
         state: str | None,
         limit: int,
         before: tuple[datetime, str] | None,
+        role: str | None = None,
+        workload_id: uuid.UUID | None = None,
     ) -> list[LeaseRow]:
-        """One page of an org's leases, newest first, optionally of one connection or state."""
-        conditions = [sql.SQL("org_id = %s")]
+        """One page of an org's leases, newest first, optionally of one connection, state,
+        connection role or workload."""
+        conditions: list[sql.Composable] = [sql.SQL("org_id = %s")]
         params: list[Any] = [org_id]
-        if connection_id is not None:
-            conditions.append(sql.SQL("connection_id = %s"))
-            params.append(connection_id)
-        if state is not None:
-            conditions.append(sql.SQL("state = %s"))
-            params.append(state)
+        for column, value in (
+            ("connection_id", connection_id),
+            ("state", state),
+            ("role", role),
+            ("workload_id", workload_id),
+        ):
+            if value is not None:
+                conditions.append(sql.SQL("{} = %s").format(sql.Identifier(column)))
+                params.append(value)
         if before is not None:
             conditions.append(sql.SQL("(created_at, id) < (%s, %s::uuid)"))
             params.extend(before)
@@ -499,8 +532,8 @@ class ConnectionStore(SchemaStore):
     @staticmethod
     def count_leases(
         conn: psycopg.Connection[Any], org_id: uuid.UUID, connection_id: uuid.UUID | None
-    ) -> tuple[dict[str, int], dict[str, int]]:
-        """Lease counts by state (all) and by purpose (unrevoked only)."""
+    ) -> tuple[dict[str, int], dict[str, int], dict[str, int]]:
+        """Lease counts by state (all), by purpose and by connection role (unrevoked only)."""
         scope = sql.SQL("org_id = %s")
         params: list[Any] = [org_id]
         if connection_id is not None:
@@ -517,9 +550,17 @@ class ConnectionStore(SchemaStore):
             ).format(scope),
             params,
         ).fetchall()
+        by_role = conn.execute(
+            sql.SQL(
+                "select role, count(*) from leases where {} and state <> 'revoked'"
+                " group by role order by role"
+            ).format(scope),
+            params,
+        ).fetchall()
         return (
             {str(state): int(n) for state, n in by_state},
             {str(purpose): int(n) for purpose, n in by_purpose},
+            {str(role): int(n) for role, n in by_role},
         )
 
     @staticmethod
@@ -528,28 +569,164 @@ class ConnectionStore(SchemaStore):
         org_id: uuid.UUID,
         connection_id: uuid.UUID,
         lease_id: uuid.UUID | None,
+        role: str | None = None,
     ) -> list[LeaseRow]:
-        """Locks a connection's creating and active leases (or just ``lease_id``'s)."""
+        """Locks a connection's creating and active leases (or just ``lease_id``'s, or just
+        those minted from the connection role ``role``)."""
         with conn.cursor(row_factory=class_row(LeaseRow)) as cur:
             cur.execute(
                 "select * from leases where org_id = %s and connection_id = %s"
                 " and state in ('creating', 'active') and (%s::uuid is null or id = %s::uuid)"
+                " and (%s::text is null or role = %s::text)"
                 " order by created_at, id for update",
-                (org_id, connection_id, lease_id, lease_id),
+                (org_id, connection_id, lease_id, lease_id, role, role),
             )
             return cur.fetchall()
 
     @staticmethod
     def count_unrevoked_leases(
-        conn: psycopg.Connection[Any], org_id: uuid.UUID, connection_id: uuid.UUID
+        conn: psycopg.Connection[Any],
+        org_id: uuid.UUID,
+        connection_id: uuid.UUID,
+        role: str | None = None,
     ) -> int:
-        """How many of a connection's leases may still have a role in the database."""
+        """How many of a connection's leases (of one connection role, when ``role`` is set)
+        may still have a role in the database."""
         row = conn.execute(
             "select count(*) from leases where org_id = %s and connection_id = %s"
-            " and state <> 'revoked'",
+            " and state <> 'revoked' and (%s::text is null or role = %s::text)",
+            (org_id, connection_id, role, role),
+        ).fetchone()
+        return int(row[0]) if row else 0
+
+    # Named roles of dynamic connections. Every query is scoped by org_id, the caller's org.
+
+    @staticmethod
+    def insert_role(conn: psycopg.Connection[Any], role: ConnectionRoleRow) -> None:
+        """Inserts a role's row; the caller has checked the name is free (and locked the
+        connection, which serialises every change to its roles)."""
+        conn.execute(
+            "insert into connection_roles (id, org_id, connection_id, name, default_ttl_seconds,"
+            " max_ttl_seconds, group_role, creation_statement_count, revocation_statement_count,"
+            " created_at, updated_at, deleted_at) values"
+            " (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            (
+                role.id,
+                role.org_id,
+                role.connection_id,
+                role.name,
+                role.default_ttl_seconds,
+                role.max_ttl_seconds,
+                role.group_role,
+                role.creation_statement_count,
+                role.revocation_statement_count,
+                role.created_at,
+                role.updated_at,
+                role.deleted_at,
+            ),
+        )
+
+    @staticmethod
+    def get_role(
+        conn: psycopg.Connection[Any],
+        org_id: uuid.UUID,
+        connection_id: uuid.UUID,
+        name: str,
+        *,
+        lock: str = "",
+    ) -> ConnectionRoleRow | None:
+        """One role of one connection, a role being removed included (see ``deleted_at``).
+
+        ``lock`` is "update" or "share" to lock the row until the transaction ends: a lease
+        recorded under a share lock cannot slip past a removal, which takes the update lock
+        before it looks for the role's leases.
+        """
+        query = sql.SQL(
+            "select * from connection_roles where org_id = %s and connection_id = %s"
+            " and name = %s{}"
+        ).format(sql.SQL({"": "", "update": " for update", "share": " for share"}[lock]))
+        with conn.cursor(row_factory=class_row(ConnectionRoleRow)) as cur:
+            cur.execute(query, (org_id, connection_id, name))
+            return cur.fetchone()
+
+    @staticmethod
+    def list_roles(
+        conn: psycopg.Connection[Any],
+        org_id: uuid.UUID,
+        connection_id: uuid.UUID,
+        limit: int,
+        after: tuple[datetime, str] | None,
+    ) -> list[ConnectionRoleRow]:
+        """One page of a connection's roles in creation order, without roles being removed."""
+        with conn.cursor(row_factory=class_row(ConnectionRoleRow)) as cur:
+            cur.execute(
+                "select * from connection_roles where org_id = %s and connection_id = %s"
+                " and deleted_at is null and (%s::timestamptz is null"
+                " or (created_at, id) > (%s::timestamptz, %s::uuid))"
+                " order by created_at, id limit %s",
+                (
+                    org_id,
+                    connection_id,
+                    after and after[0],
+                    after and after[0],
+                    after and after[1],
+                    limit,
+                ),
+            )
+            return cur.fetchall()
+
+    @staticmethod
+    def count_roles(
+        conn: psycopg.Connection[Any], org_id: uuid.UUID, connection_id: uuid.UUID
+    ) -> int:
+        """How many roles a connection has, roles being removed included."""
+        row = conn.execute(
+            "select count(*) from connection_roles where org_id = %s and connection_id = %s",
             (org_id, connection_id),
         ).fetchone()
         return int(row[0]) if row else 0
+
+    @staticmethod
+    def update_role(conn: psycopg.Connection[Any], role: ConnectionRoleRow) -> None:
+        """Writes back a role's display copies and life."""
+        conn.execute(
+            "update connection_roles set default_ttl_seconds = %s, max_ttl_seconds = %s,"
+            " group_role = %s, creation_statement_count = %s, revocation_statement_count = %s,"
+            " updated_at = %s, deleted_at = %s where org_id = %s and id = %s",
+            (
+                role.default_ttl_seconds,
+                role.max_ttl_seconds,
+                role.group_role,
+                role.creation_statement_count,
+                role.revocation_statement_count,
+                role.updated_at,
+                role.deleted_at,
+                role.org_id,
+                role.id,
+            ),
+        )
+
+    @staticmethod
+    def delete_role(conn: psycopg.Connection[Any], org_id: uuid.UUID, role_id: uuid.UUID) -> None:
+        """Removes a role's row for good."""
+        conn.execute(
+            "delete from connection_roles where org_id = %s and id = %s", (org_id, role_id)
+        )
+
+    @staticmethod
+    def removed_roles_without_leases(
+        conn: psycopg.Connection[Any], org_id: uuid.UUID, connection_id: uuid.UUID
+    ) -> list[ConnectionRoleRow]:
+        """A connection's roles removed with force whose every lease is revoked by now."""
+        with conn.cursor(row_factory=class_row(ConnectionRoleRow)) as cur:
+            cur.execute(
+                "select * from connection_roles r where org_id = %s and connection_id = %s"
+                " and deleted_at is not null and not exists (select 1 from leases l"
+                " where l.connection_id = r.connection_id and l.role = r.name"
+                " and l.state <> 'revoked')",
+                (org_id, connection_id),
+            )
+            return cur.fetchall()
 
     def count_by_kek(self) -> dict[str, int]:
         """How many payloads each key-encryption key seals."""

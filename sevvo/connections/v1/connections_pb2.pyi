@@ -287,16 +287,18 @@ class DeleteConnectionRequest(_message.Message):
     def __init__(self, id: _Optional[str] = ..., force: _Optional[bool] = ...) -> None: ...
 
 class ResolveConnectionCredentialsRequest(_message.Message):
-    __slots__ = ("connection_id", "purpose", "draft_id", "work")
+    __slots__ = ("connection_id", "purpose", "draft_id", "work", "role")
     CONNECTION_ID_FIELD_NUMBER: _ClassVar[int]
     PURPOSE_FIELD_NUMBER: _ClassVar[int]
     DRAFT_ID_FIELD_NUMBER: _ClassVar[int]
     WORK_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
     connection_id: str
     purpose: str
     draft_id: str
     work: WorkClaim
-    def __init__(self, connection_id: _Optional[str] = ..., purpose: _Optional[str] = ..., draft_id: _Optional[str] = ..., work: _Optional[_Union[WorkClaim, _Mapping]] = ...) -> None: ...
+    role: str
+    def __init__(self, connection_id: _Optional[str] = ..., purpose: _Optional[str] = ..., draft_id: _Optional[str] = ..., work: _Optional[_Union[WorkClaim, _Mapping]] = ..., role: _Optional[str] = ...) -> None: ...
 
 class WorkClaim(_message.Message):
     __slots__ = ("proof", "workflow_id", "workflow_run_id", "workflow_type")
@@ -355,18 +357,20 @@ class ResolveConnectionCredentialsResponse(_message.Message):
     def __init__(self, postgres: _Optional[_Union[PostgresCredentials, _Mapping]] = ..., dynamic: _Optional[_Union[DynamicSettings, _Mapping]] = ..., preview: _Optional[_Union[PreviewSettings, _Mapping]] = ...) -> None: ...
 
 class DynamicSettings(_message.Message):
-    __slots__ = ("default_ttl_seconds", "max_ttl_seconds", "creation_statements", "revocation_statements", "group_role")
+    __slots__ = ("default_ttl_seconds", "max_ttl_seconds", "creation_statements", "revocation_statements", "group_role", "role")
     DEFAULT_TTL_SECONDS_FIELD_NUMBER: _ClassVar[int]
     MAX_TTL_SECONDS_FIELD_NUMBER: _ClassVar[int]
     CREATION_STATEMENTS_FIELD_NUMBER: _ClassVar[int]
     REVOCATION_STATEMENTS_FIELD_NUMBER: _ClassVar[int]
     GROUP_ROLE_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
     default_ttl_seconds: int
     max_ttl_seconds: int
     creation_statements: _containers.RepeatedScalarFieldContainer[str]
     revocation_statements: _containers.RepeatedScalarFieldContainer[str]
     group_role: str
-    def __init__(self, default_ttl_seconds: _Optional[int] = ..., max_ttl_seconds: _Optional[int] = ..., creation_statements: _Optional[_Iterable[str]] = ..., revocation_statements: _Optional[_Iterable[str]] = ..., group_role: _Optional[str] = ...) -> None: ...
+    role: str
+    def __init__(self, default_ttl_seconds: _Optional[int] = ..., max_ttl_seconds: _Optional[int] = ..., creation_statements: _Optional[_Iterable[str]] = ..., revocation_statements: _Optional[_Iterable[str]] = ..., group_role: _Optional[str] = ..., role: _Optional[str] = ...) -> None: ...
 
 class ReplaceConnectionCredentialsRequest(_message.Message):
     __slots__ = ("connection_id", "new_password")
@@ -425,7 +429,7 @@ class RecordPreviewSecurityEventRequest(_message.Message):
     def __init__(self, connection_id: _Optional[str] = ..., run_id: _Optional[str] = ..., receipt_missing: _Optional[bool] = ..., transaction_id_assigned: _Optional[bool] = ..., advisory_locks_held: _Optional[int] = ..., role_sessions_ended: _Optional[int] = ..., backend_outlived_call: _Optional[bool] = ...) -> None: ...
 
 class Lease(_message.Message):
-    __slots__ = ("id", "connection_id", "role_name", "purpose", "state", "create_time", "update_time", "expire_time", "max_expire_time", "revoke_time", "failure_reason", "failure_count")
+    __slots__ = ("id", "connection_id", "role_name", "purpose", "state", "create_time", "update_time", "expire_time", "max_expire_time", "revoke_time", "failure_reason", "failure_count", "role", "workload_id")
     ID_FIELD_NUMBER: _ClassVar[int]
     CONNECTION_ID_FIELD_NUMBER: _ClassVar[int]
     ROLE_NAME_FIELD_NUMBER: _ClassVar[int]
@@ -438,6 +442,8 @@ class Lease(_message.Message):
     REVOKE_TIME_FIELD_NUMBER: _ClassVar[int]
     FAILURE_REASON_FIELD_NUMBER: _ClassVar[int]
     FAILURE_COUNT_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    WORKLOAD_ID_FIELD_NUMBER: _ClassVar[int]
     id: str
     connection_id: str
     role_name: str
@@ -450,23 +456,29 @@ class Lease(_message.Message):
     revoke_time: _timestamp_pb2.Timestamp
     failure_reason: str
     failure_count: int
-    def __init__(self, id: _Optional[str] = ..., connection_id: _Optional[str] = ..., role_name: _Optional[str] = ..., purpose: _Optional[str] = ..., state: _Optional[_Union[LeaseState, str]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., max_expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., revoke_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., failure_reason: _Optional[str] = ..., failure_count: _Optional[int] = ...) -> None: ...
+    role: str
+    workload_id: str
+    def __init__(self, id: _Optional[str] = ..., connection_id: _Optional[str] = ..., role_name: _Optional[str] = ..., purpose: _Optional[str] = ..., state: _Optional[_Union[LeaseState, str]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., max_expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., revoke_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., failure_reason: _Optional[str] = ..., failure_count: _Optional[int] = ..., role: _Optional[str] = ..., workload_id: _Optional[str] = ...) -> None: ...
 
 class CreateLeaseRequest(_message.Message):
-    __slots__ = ("connection_id", "role_name", "purpose", "expire_time", "max_expire_time", "lease_id")
+    __slots__ = ("connection_id", "role_name", "purpose", "expire_time", "max_expire_time", "lease_id", "role", "workload_id")
     CONNECTION_ID_FIELD_NUMBER: _ClassVar[int]
     ROLE_NAME_FIELD_NUMBER: _ClassVar[int]
     PURPOSE_FIELD_NUMBER: _ClassVar[int]
     EXPIRE_TIME_FIELD_NUMBER: _ClassVar[int]
     MAX_EXPIRE_TIME_FIELD_NUMBER: _ClassVar[int]
     LEASE_ID_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    WORKLOAD_ID_FIELD_NUMBER: _ClassVar[int]
     connection_id: str
     role_name: str
     purpose: str
     expire_time: _timestamp_pb2.Timestamp
     max_expire_time: _timestamp_pb2.Timestamp
     lease_id: str
-    def __init__(self, connection_id: _Optional[str] = ..., role_name: _Optional[str] = ..., purpose: _Optional[str] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., max_expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., lease_id: _Optional[str] = ...) -> None: ...
+    role: str
+    workload_id: str
+    def __init__(self, connection_id: _Optional[str] = ..., role_name: _Optional[str] = ..., purpose: _Optional[str] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., max_expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., lease_id: _Optional[str] = ..., role: _Optional[str] = ..., workload_id: _Optional[str] = ...) -> None: ...
 
 class UpdateLeaseRequest(_message.Message):
     __slots__ = ("lease_id", "state", "expire_time", "failure_reason")
@@ -499,16 +511,20 @@ class ListLeasesToReapResponse(_message.Message):
     def __init__(self, leases: _Optional[_Iterable[_Union[Lease, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class ListLeasesRequest(_message.Message):
-    __slots__ = ("connection_id", "state", "page_size", "page_token")
+    __slots__ = ("connection_id", "state", "page_size", "page_token", "role", "workload_id")
     CONNECTION_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    WORKLOAD_ID_FIELD_NUMBER: _ClassVar[int]
     connection_id: str
     state: LeaseState
     page_size: int
     page_token: str
-    def __init__(self, connection_id: _Optional[str] = ..., state: _Optional[_Union[LeaseState, str]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+    role: str
+    workload_id: str
+    def __init__(self, connection_id: _Optional[str] = ..., state: _Optional[_Union[LeaseState, str]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., role: _Optional[str] = ..., workload_id: _Optional[str] = ...) -> None: ...
 
 class ListLeasesResponse(_message.Message):
     __slots__ = ("leases", "next_page_token")
@@ -541,12 +557,22 @@ class LeasePurposeCount(_message.Message):
     def __init__(self, purpose: _Optional[str] = ..., count: _Optional[int] = ...) -> None: ...
 
 class CountLeasesResponse(_message.Message):
-    __slots__ = ("by_state", "by_purpose")
+    __slots__ = ("by_state", "by_purpose", "by_role")
     BY_STATE_FIELD_NUMBER: _ClassVar[int]
     BY_PURPOSE_FIELD_NUMBER: _ClassVar[int]
+    BY_ROLE_FIELD_NUMBER: _ClassVar[int]
     by_state: _containers.RepeatedCompositeFieldContainer[LeaseStateCount]
     by_purpose: _containers.RepeatedCompositeFieldContainer[LeasePurposeCount]
-    def __init__(self, by_state: _Optional[_Iterable[_Union[LeaseStateCount, _Mapping]]] = ..., by_purpose: _Optional[_Iterable[_Union[LeasePurposeCount, _Mapping]]] = ...) -> None: ...
+    by_role: _containers.RepeatedCompositeFieldContainer[LeaseRoleCount]
+    def __init__(self, by_state: _Optional[_Iterable[_Union[LeaseStateCount, _Mapping]]] = ..., by_purpose: _Optional[_Iterable[_Union[LeasePurposeCount, _Mapping]]] = ..., by_role: _Optional[_Iterable[_Union[LeaseRoleCount, _Mapping]]] = ...) -> None: ...
+
+class LeaseRoleCount(_message.Message):
+    __slots__ = ("role", "count")
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    role: str
+    count: int
+    def __init__(self, role: _Optional[str] = ..., count: _Optional[int] = ...) -> None: ...
 
 class RevokeLeasesRequest(_message.Message):
     __slots__ = ("connection_id", "lease_id")
@@ -561,3 +587,105 @@ class RevokeLeasesResponse(_message.Message):
     LEASES_FIELD_NUMBER: _ClassVar[int]
     leases: _containers.RepeatedCompositeFieldContainer[Lease]
     def __init__(self, leases: _Optional[_Iterable[_Union[Lease, _Mapping]]] = ...) -> None: ...
+
+class ConnectionRole(_message.Message):
+    __slots__ = ("connection_id", "name", "default_ttl_seconds", "max_ttl_seconds", "group_role", "creation_statement_count", "revocation_statement_count", "create_time", "update_time")
+    CONNECTION_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_TTL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    MAX_TTL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    GROUP_ROLE_FIELD_NUMBER: _ClassVar[int]
+    CREATION_STATEMENT_COUNT_FIELD_NUMBER: _ClassVar[int]
+    REVOCATION_STATEMENT_COUNT_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    connection_id: str
+    name: str
+    default_ttl_seconds: int
+    max_ttl_seconds: int
+    group_role: str
+    creation_statement_count: int
+    revocation_statement_count: int
+    create_time: _timestamp_pb2.Timestamp
+    update_time: _timestamp_pb2.Timestamp
+    def __init__(self, connection_id: _Optional[str] = ..., name: _Optional[str] = ..., default_ttl_seconds: _Optional[int] = ..., max_ttl_seconds: _Optional[int] = ..., group_role: _Optional[str] = ..., creation_statement_count: _Optional[int] = ..., revocation_statement_count: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ConnectionRoleSettings(_message.Message):
+    __slots__ = ("default_ttl_seconds", "max_ttl_seconds", "creation_statements", "revocation_statements", "group_role")
+    DEFAULT_TTL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    MAX_TTL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    CREATION_STATEMENTS_FIELD_NUMBER: _ClassVar[int]
+    REVOCATION_STATEMENTS_FIELD_NUMBER: _ClassVar[int]
+    GROUP_ROLE_FIELD_NUMBER: _ClassVar[int]
+    default_ttl_seconds: int
+    max_ttl_seconds: int
+    creation_statements: _containers.RepeatedScalarFieldContainer[str]
+    revocation_statements: _containers.RepeatedScalarFieldContainer[str]
+    group_role: str
+    def __init__(self, default_ttl_seconds: _Optional[int] = ..., max_ttl_seconds: _Optional[int] = ..., creation_statements: _Optional[_Iterable[str]] = ..., revocation_statements: _Optional[_Iterable[str]] = ..., group_role: _Optional[str] = ...) -> None: ...
+
+class CreateConnectionRoleRequest(_message.Message):
+    __slots__ = ("connection_id", "name", "settings")
+    CONNECTION_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SETTINGS_FIELD_NUMBER: _ClassVar[int]
+    connection_id: str
+    name: str
+    settings: ConnectionRoleSettings
+    def __init__(self, connection_id: _Optional[str] = ..., name: _Optional[str] = ..., settings: _Optional[_Union[ConnectionRoleSettings, _Mapping]] = ...) -> None: ...
+
+class GetConnectionRoleRequest(_message.Message):
+    __slots__ = ("connection_id", "name")
+    CONNECTION_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    connection_id: str
+    name: str
+    def __init__(self, connection_id: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
+
+class ListConnectionRolesRequest(_message.Message):
+    __slots__ = ("connection_id", "page_size", "page_token")
+    CONNECTION_ID_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    connection_id: str
+    page_size: int
+    page_token: str
+    def __init__(self, connection_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListConnectionRolesResponse(_message.Message):
+    __slots__ = ("roles", "next_page_token")
+    ROLES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    roles: _containers.RepeatedCompositeFieldContainer[ConnectionRole]
+    next_page_token: str
+    def __init__(self, roles: _Optional[_Iterable[_Union[ConnectionRole, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class UpdateConnectionRoleRequest(_message.Message):
+    __slots__ = ("connection_id", "name", "settings", "update_mask")
+    CONNECTION_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SETTINGS_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_MASK_FIELD_NUMBER: _ClassVar[int]
+    connection_id: str
+    name: str
+    settings: ConnectionRoleSettings
+    update_mask: _field_mask_pb2.FieldMask
+    def __init__(self, connection_id: _Optional[str] = ..., name: _Optional[str] = ..., settings: _Optional[_Union[ConnectionRoleSettings, _Mapping]] = ..., update_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ...) -> None: ...
+
+class DeleteConnectionRoleRequest(_message.Message):
+    __slots__ = ("connection_id", "name", "force")
+    CONNECTION_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    FORCE_FIELD_NUMBER: _ClassVar[int]
+    connection_id: str
+    name: str
+    force: bool
+    def __init__(self, connection_id: _Optional[str] = ..., name: _Optional[str] = ..., force: _Optional[bool] = ...) -> None: ...
+
+class DeleteConnectionRoleResponse(_message.Message):
+    __slots__ = ("leases", "unrevoked_lease_count")
+    LEASES_FIELD_NUMBER: _ClassVar[int]
+    UNREVOKED_LEASE_COUNT_FIELD_NUMBER: _ClassVar[int]
+    leases: _containers.RepeatedCompositeFieldContainer[Lease]
+    unrevoked_lease_count: int
+    def __init__(self, leases: _Optional[_Iterable[_Union[Lease, _Mapping]]] = ..., unrevoked_lease_count: _Optional[int] = ...) -> None: ...

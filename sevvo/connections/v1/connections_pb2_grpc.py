@@ -986,3 +986,281 @@ class LeaseService:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class ConnectionRoleServiceStub:
+    """ConnectionRoleService manages the named roles of the caller's org's dynamic connections.
+
+    A role is one set of creation and revocation statements with its own lease lifetimes, and
+    every lease is minted from one role. A dynamic connection always has the role "default",
+    which sevvo's own credential tests and previews use, and may have more. Statements are
+    sealed with the connection's credentials: responses say how many there are, never what
+    they say.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.CreateConnectionRole = channel.unary_unary(
+                '/sevvo.connections.v1.ConnectionRoleService/CreateConnectionRole',
+                request_serializer=sevvo_dot_connections_dot_v1_dot_connections__pb2.CreateConnectionRoleRequest.SerializeToString,
+                response_deserializer=sevvo_dot_connections_dot_v1_dot_connections__pb2.ConnectionRole.FromString,
+                _registered_method=True)
+        self.GetConnectionRole = channel.unary_unary(
+                '/sevvo.connections.v1.ConnectionRoleService/GetConnectionRole',
+                request_serializer=sevvo_dot_connections_dot_v1_dot_connections__pb2.GetConnectionRoleRequest.SerializeToString,
+                response_deserializer=sevvo_dot_connections_dot_v1_dot_connections__pb2.ConnectionRole.FromString,
+                _registered_method=True)
+        self.ListConnectionRoles = channel.unary_unary(
+                '/sevvo.connections.v1.ConnectionRoleService/ListConnectionRoles',
+                request_serializer=sevvo_dot_connections_dot_v1_dot_connections__pb2.ListConnectionRolesRequest.SerializeToString,
+                response_deserializer=sevvo_dot_connections_dot_v1_dot_connections__pb2.ListConnectionRolesResponse.FromString,
+                _registered_method=True)
+        self.UpdateConnectionRole = channel.unary_unary(
+                '/sevvo.connections.v1.ConnectionRoleService/UpdateConnectionRole',
+                request_serializer=sevvo_dot_connections_dot_v1_dot_connections__pb2.UpdateConnectionRoleRequest.SerializeToString,
+                response_deserializer=sevvo_dot_connections_dot_v1_dot_connections__pb2.ConnectionRole.FromString,
+                _registered_method=True)
+        self.DeleteConnectionRole = channel.unary_unary(
+                '/sevvo.connections.v1.ConnectionRoleService/DeleteConnectionRole',
+                request_serializer=sevvo_dot_connections_dot_v1_dot_connections__pb2.DeleteConnectionRoleRequest.SerializeToString,
+                response_deserializer=sevvo_dot_connections_dot_v1_dot_connections__pb2.DeleteConnectionRoleResponse.FromString,
+                _registered_method=True)
+
+
+class ConnectionRoleServiceServicer:
+    """ConnectionRoleService manages the named roles of the caller's org's dynamic connections.
+
+    A role is one set of creation and revocation statements with its own lease lifetimes, and
+    every lease is minted from one role. A dynamic connection always has the role "default",
+    which sevvo's own credential tests and previews use, and may have more. Statements are
+    sealed with the connection's credentials: responses say how many there are, never what
+    they say.
+    """
+
+    def CreateConnectionRole(self, request, context):
+        """Adds a role to a dynamic connection of the caller's org. Admins only. The statements
+        are dry-run through the org's agent first (a scratch role is created and dropped inside
+        a transaction that always rolls back); when that fails nothing is saved and the call
+        fails with FAILED_PRECONDITION, reason CREDENTIAL_TEST_FAILED, carrying the category.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetConnectionRole(self, request, context):
+        """Returns one role of a connection of the caller's org.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListConnectionRoles(self, request, context):
+        """Lists a connection's roles, oldest first ("default" first).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateConnectionRole(self, request, context):
+        """Changes the fields of a role named in update_mask. Admins only. Changed statements or a
+        changed group role are dry-run first, as on create.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteConnectionRole(self, request, context):
+        """Removes a role. Admins only. "default" cannot be removed. A role with leases not yet
+        revoked is refused with FAILED_PRECONDITION, reason ROLE_HAS_LEASES, unless force: then
+        its creating and active leases are marked revoke_requested for the agent's reaper, and
+        the role disappears from listings at once but keeps its statements, sealed, until every
+        one of its leases is revoked, so the reaper revokes them with the role's own statements.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_ConnectionRoleServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'CreateConnectionRole': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateConnectionRole,
+                    request_deserializer=sevvo_dot_connections_dot_v1_dot_connections__pb2.CreateConnectionRoleRequest.FromString,
+                    response_serializer=sevvo_dot_connections_dot_v1_dot_connections__pb2.ConnectionRole.SerializeToString,
+            ),
+            'GetConnectionRole': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetConnectionRole,
+                    request_deserializer=sevvo_dot_connections_dot_v1_dot_connections__pb2.GetConnectionRoleRequest.FromString,
+                    response_serializer=sevvo_dot_connections_dot_v1_dot_connections__pb2.ConnectionRole.SerializeToString,
+            ),
+            'ListConnectionRoles': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListConnectionRoles,
+                    request_deserializer=sevvo_dot_connections_dot_v1_dot_connections__pb2.ListConnectionRolesRequest.FromString,
+                    response_serializer=sevvo_dot_connections_dot_v1_dot_connections__pb2.ListConnectionRolesResponse.SerializeToString,
+            ),
+            'UpdateConnectionRole': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateConnectionRole,
+                    request_deserializer=sevvo_dot_connections_dot_v1_dot_connections__pb2.UpdateConnectionRoleRequest.FromString,
+                    response_serializer=sevvo_dot_connections_dot_v1_dot_connections__pb2.ConnectionRole.SerializeToString,
+            ),
+            'DeleteConnectionRole': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteConnectionRole,
+                    request_deserializer=sevvo_dot_connections_dot_v1_dot_connections__pb2.DeleteConnectionRoleRequest.FromString,
+                    response_serializer=sevvo_dot_connections_dot_v1_dot_connections__pb2.DeleteConnectionRoleResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'sevvo.connections.v1.ConnectionRoleService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('sevvo.connections.v1.ConnectionRoleService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class ConnectionRoleService:
+    """ConnectionRoleService manages the named roles of the caller's org's dynamic connections.
+
+    A role is one set of creation and revocation statements with its own lease lifetimes, and
+    every lease is minted from one role. A dynamic connection always has the role "default",
+    which sevvo's own credential tests and previews use, and may have more. Statements are
+    sealed with the connection's credentials: responses say how many there are, never what
+    they say.
+    """
+
+    @staticmethod
+    def CreateConnectionRole(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sevvo.connections.v1.ConnectionRoleService/CreateConnectionRole',
+            sevvo_dot_connections_dot_v1_dot_connections__pb2.CreateConnectionRoleRequest.SerializeToString,
+            sevvo_dot_connections_dot_v1_dot_connections__pb2.ConnectionRole.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetConnectionRole(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sevvo.connections.v1.ConnectionRoleService/GetConnectionRole',
+            sevvo_dot_connections_dot_v1_dot_connections__pb2.GetConnectionRoleRequest.SerializeToString,
+            sevvo_dot_connections_dot_v1_dot_connections__pb2.ConnectionRole.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListConnectionRoles(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sevvo.connections.v1.ConnectionRoleService/ListConnectionRoles',
+            sevvo_dot_connections_dot_v1_dot_connections__pb2.ListConnectionRolesRequest.SerializeToString,
+            sevvo_dot_connections_dot_v1_dot_connections__pb2.ListConnectionRolesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateConnectionRole(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sevvo.connections.v1.ConnectionRoleService/UpdateConnectionRole',
+            sevvo_dot_connections_dot_v1_dot_connections__pb2.UpdateConnectionRoleRequest.SerializeToString,
+            sevvo_dot_connections_dot_v1_dot_connections__pb2.ConnectionRole.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteConnectionRole(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sevvo.connections.v1.ConnectionRoleService/DeleteConnectionRole',
+            sevvo_dot_connections_dot_v1_dot_connections__pb2.DeleteConnectionRoleRequest.SerializeToString,
+            sevvo_dot_connections_dot_v1_dot_connections__pb2.DeleteConnectionRoleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

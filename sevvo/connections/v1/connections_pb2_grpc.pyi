@@ -398,3 +398,136 @@ class LeaseServiceServicer(metaclass=_abc_1.ABCMeta):
         """
 
 def add_LeaseServiceServicer_to_server(servicer: LeaseServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
+
+class ConnectionRoleServiceStub:
+    """ConnectionRoleService manages the named roles of the caller's org's dynamic connections.
+
+    A role is one set of creation and revocation statements with its own lease lifetimes, and
+    every lease is minted from one role. A dynamic connection always has the role "default",
+    which sevvo's own credential tests and previews use, and may have more. Statements are
+    sealed with the connection's credentials: responses say how many there are, never what
+    they say.
+    """
+
+    @_typing.overload
+    def __new__(cls, channel: _grpc.Channel) -> _Self: ...
+    @_typing.overload
+    def __new__(cls, channel: _aio.Channel) -> ConnectionRoleServiceAsyncStub: ...
+    CreateConnectionRole: _grpc.UnaryUnaryMultiCallable[_connections_pb2.CreateConnectionRoleRequest, _connections_pb2.ConnectionRole]
+    """Adds a role to a dynamic connection of the caller's org. Admins only. The statements
+    are dry-run through the org's agent first (a scratch role is created and dropped inside
+    a transaction that always rolls back); when that fails nothing is saved and the call
+    fails with FAILED_PRECONDITION, reason CREDENTIAL_TEST_FAILED, carrying the category.
+    """
+    GetConnectionRole: _grpc.UnaryUnaryMultiCallable[_connections_pb2.GetConnectionRoleRequest, _connections_pb2.ConnectionRole]
+    """Returns one role of a connection of the caller's org."""
+    ListConnectionRoles: _grpc.UnaryUnaryMultiCallable[_connections_pb2.ListConnectionRolesRequest, _connections_pb2.ListConnectionRolesResponse]
+    """Lists a connection's roles, oldest first ("default" first)."""
+    UpdateConnectionRole: _grpc.UnaryUnaryMultiCallable[_connections_pb2.UpdateConnectionRoleRequest, _connections_pb2.ConnectionRole]
+    """Changes the fields of a role named in update_mask. Admins only. Changed statements or a
+    changed group role are dry-run first, as on create.
+    """
+    DeleteConnectionRole: _grpc.UnaryUnaryMultiCallable[_connections_pb2.DeleteConnectionRoleRequest, _connections_pb2.DeleteConnectionRoleResponse]
+    """Removes a role. Admins only. "default" cannot be removed. A role with leases not yet
+    revoked is refused with FAILED_PRECONDITION, reason ROLE_HAS_LEASES, unless force: then
+    its creating and active leases are marked revoke_requested for the agent's reaper, and
+    the role disappears from listings at once but keeps its statements, sealed, until every
+    one of its leases is revoked, so the reaper revokes them with the role's own statements.
+    """
+
+@_typing.type_check_only
+class ConnectionRoleServiceAsyncStub(ConnectionRoleServiceStub):
+    """ConnectionRoleService manages the named roles of the caller's org's dynamic connections.
+
+    A role is one set of creation and revocation statements with its own lease lifetimes, and
+    every lease is minted from one role. A dynamic connection always has the role "default",
+    which sevvo's own credential tests and previews use, and may have more. Statements are
+    sealed with the connection's credentials: responses say how many there are, never what
+    they say.
+    """
+
+    def __init__(self, channel: _aio.Channel) -> None: ...
+    CreateConnectionRole: _aio.UnaryUnaryMultiCallable[_connections_pb2.CreateConnectionRoleRequest, _connections_pb2.ConnectionRole]  # type: ignore[assignment]
+    """Adds a role to a dynamic connection of the caller's org. Admins only. The statements
+    are dry-run through the org's agent first (a scratch role is created and dropped inside
+    a transaction that always rolls back); when that fails nothing is saved and the call
+    fails with FAILED_PRECONDITION, reason CREDENTIAL_TEST_FAILED, carrying the category.
+    """
+    GetConnectionRole: _aio.UnaryUnaryMultiCallable[_connections_pb2.GetConnectionRoleRequest, _connections_pb2.ConnectionRole]  # type: ignore[assignment]
+    """Returns one role of a connection of the caller's org."""
+    ListConnectionRoles: _aio.UnaryUnaryMultiCallable[_connections_pb2.ListConnectionRolesRequest, _connections_pb2.ListConnectionRolesResponse]  # type: ignore[assignment]
+    """Lists a connection's roles, oldest first ("default" first)."""
+    UpdateConnectionRole: _aio.UnaryUnaryMultiCallable[_connections_pb2.UpdateConnectionRoleRequest, _connections_pb2.ConnectionRole]  # type: ignore[assignment]
+    """Changes the fields of a role named in update_mask. Admins only. Changed statements or a
+    changed group role are dry-run first, as on create.
+    """
+    DeleteConnectionRole: _aio.UnaryUnaryMultiCallable[_connections_pb2.DeleteConnectionRoleRequest, _connections_pb2.DeleteConnectionRoleResponse]  # type: ignore[assignment]
+    """Removes a role. Admins only. "default" cannot be removed. A role with leases not yet
+    revoked is refused with FAILED_PRECONDITION, reason ROLE_HAS_LEASES, unless force: then
+    its creating and active leases are marked revoke_requested for the agent's reaper, and
+    the role disappears from listings at once but keeps its statements, sealed, until every
+    one of its leases is revoked, so the reaper revokes them with the role's own statements.
+    """
+
+class ConnectionRoleServiceServicer(metaclass=_abc_1.ABCMeta):
+    """ConnectionRoleService manages the named roles of the caller's org's dynamic connections.
+
+    A role is one set of creation and revocation statements with its own lease lifetimes, and
+    every lease is minted from one role. A dynamic connection always has the role "default",
+    which sevvo's own credential tests and previews use, and may have more. Statements are
+    sealed with the connection's credentials: responses say how many there are, never what
+    they say.
+    """
+
+    @_abc_1.abstractmethod
+    def CreateConnectionRole(
+        self,
+        request: _connections_pb2.CreateConnectionRoleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_connections_pb2.ConnectionRole, _abc.Awaitable[_connections_pb2.ConnectionRole]]:
+        """Adds a role to a dynamic connection of the caller's org. Admins only. The statements
+        are dry-run through the org's agent first (a scratch role is created and dropped inside
+        a transaction that always rolls back); when that fails nothing is saved and the call
+        fails with FAILED_PRECONDITION, reason CREDENTIAL_TEST_FAILED, carrying the category.
+        """
+
+    @_abc_1.abstractmethod
+    def GetConnectionRole(
+        self,
+        request: _connections_pb2.GetConnectionRoleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_connections_pb2.ConnectionRole, _abc.Awaitable[_connections_pb2.ConnectionRole]]:
+        """Returns one role of a connection of the caller's org."""
+
+    @_abc_1.abstractmethod
+    def ListConnectionRoles(
+        self,
+        request: _connections_pb2.ListConnectionRolesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_connections_pb2.ListConnectionRolesResponse, _abc.Awaitable[_connections_pb2.ListConnectionRolesResponse]]:
+        """Lists a connection's roles, oldest first ("default" first)."""
+
+    @_abc_1.abstractmethod
+    def UpdateConnectionRole(
+        self,
+        request: _connections_pb2.UpdateConnectionRoleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_connections_pb2.ConnectionRole, _abc.Awaitable[_connections_pb2.ConnectionRole]]:
+        """Changes the fields of a role named in update_mask. Admins only. Changed statements or a
+        changed group role are dry-run first, as on create.
+        """
+
+    @_abc_1.abstractmethod
+    def DeleteConnectionRole(
+        self,
+        request: _connections_pb2.DeleteConnectionRoleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_connections_pb2.DeleteConnectionRoleResponse, _abc.Awaitable[_connections_pb2.DeleteConnectionRoleResponse]]:
+        """Removes a role. Admins only. "default" cannot be removed. A role with leases not yet
+        revoked is refused with FAILED_PRECONDITION, reason ROLE_HAS_LEASES, unless force: then
+        its creating and active leases are marked revoke_requested for the agent's reaper, and
+        the role disappears from listings at once but keeps its statements, sealed, until every
+        one of its leases is revoked, so the reaper revokes them with the role's own statements.
+        """
+
+def add_ConnectionRoleServiceServicer_to_server(servicer: ConnectionRoleServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
