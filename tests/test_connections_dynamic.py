@@ -33,6 +33,12 @@ OTHER_SECRET = "rotated-Pa55-canary-3"
 CREATE = "CREATE ROLE {{name}} LOGIN PASSWORD {{password}} VALID UNTIL {{expiration}}"
 
 
+@pytest.fixture
+def control_plane(shared_control_plane: ControlPlane) -> ControlPlane:
+    """One control plane for the module: every test makes its own org, so none meet."""
+    return shared_control_plane
+
+
 def _raw_row(control_plane: ControlPlane, connection_id: str) -> tuple[str, bytes]:
     with psycopg.connect(control_plane.app.config.database_url) as conn:
         row = conn.execute(
