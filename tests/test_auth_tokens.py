@@ -23,6 +23,12 @@ from sevvo.runtime.tokens import ISSUER, PrincipalKind
 from tests.plugins.auth_stack import AuthStack
 
 
+@pytest.fixture
+def auth_stack(module_auth_stack: AuthStack) -> AuthStack:
+    """One auth service for the module: every test makes its own org, so none meet."""
+    return module_auth_stack
+
+
 def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).decode().rstrip("=")
 
