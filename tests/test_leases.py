@@ -372,6 +372,9 @@ def test_every_lease_rpc_is_confined_to_the_callers_org(
     assert (list(counts.by_state), list(counts.by_purpose)) == ([], [])
     (still,) = tenant.admin.ListLeases(pb.ListLeasesRequest()).leases
     assert still == a_lease
+    # The reap list's own rules are tests/test_leases_domain.py's; here it reaches A's agent.
+    due = tenant.agent.ListLeasesToReap(pb.ListLeasesToReapRequest(page_size=1))
+    assert ([lease.id for lease in due.leases], due.next_page_token) == ([a_lease.id], "")
 
 
 # Audit and deletion.
