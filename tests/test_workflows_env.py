@@ -277,14 +277,14 @@ def test_work_that_never_answers_ends_when_the_run_times_out(
             contract,
             [stand_in],
             contract.request(),
-            execution_timeout=timedelta(seconds=3),
+            execution_timeout=timedelta(seconds=4),
         )
     )
     assert ended.status == WorkflowExecutionStatus.TIMED_OUT
     assert isinstance(ended.cause, TimeoutError)
     assert ended.cause.type == TimeoutType.START_TO_CLOSE
-    assert len(attempts) >= 2
-    assert ended.seconds < 10
+    assert len(attempts) >= 2  # Retried (1 s apart at first), not given up.
+    assert ended.seconds < 4 + 6  # Ended by the timeout, not some time later.
 
 
 # Work refused: the real activities and gate, with a proof the orchestrator did not sign.

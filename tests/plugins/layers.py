@@ -72,7 +72,8 @@ def _recording(kind: str, start: Callable[..., Any]) -> Callable[..., Any]:
     return started
 
 
-def _module_kinds(args: Any) -> set[str]:
+def process_kinds(args: Any) -> set[str]:
+    """What a process started with ``args`` serves, when it is one of ours (``python -m``)."""
     argv = [str(a) for a in args] if isinstance(args, list | tuple) else []
     if "-m" not in argv[:-1]:
         return set()
@@ -91,7 +92,7 @@ def _install() -> None:
 
     @functools.wraps(popen_init)
     def recording_init(self: Any, args: Any, *rest: Any, **kwargs: Any) -> None:
-        _started.update(_module_kinds(args))
+        _started.update(process_kinds(args))
         popen_init(self, args, *rest, **kwargs)
 
     subprocess.Popen.__init__ = recording_init  # type: ignore[method-assign]
@@ -180,4 +181,4 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(LayerTally(), "sevvo-layer-tally")
 
 
-__all__ = ["LAYERS", "layer_of"]
+__all__ = ["LAYERS", "layer_of", "process_kinds"]
