@@ -26,6 +26,13 @@ from tests.plugins.auth_stack import PASSWORD, AuthStack, Org
 from tests.plugins.log_setup import configure_test_logging
 
 
+@pytest.fixture
+def auth_stack(module_auth_stack: AuthStack) -> AuthStack:
+    """One auth service for the module: every test makes its own org, so none meet (the
+    rate-limit test swaps in a tiny limiter and puts the shared one back)."""
+    return module_auth_stack
+
+
 @dataclass
 class Member:
     """A user of an org, signed in once."""

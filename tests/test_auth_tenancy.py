@@ -12,6 +12,12 @@ from sevvo.runtime.grpc_client import error_details
 from tests.plugins.auth_stack import PASSWORD, AuthStack
 
 
+@pytest.fixture
+def auth_stack(module_auth_stack: AuthStack) -> AuthStack:
+    """One auth service for the module: every test makes its own org, so none meet."""
+    return module_auth_stack
+
+
 def test_org_a_sees_nothing_of_org_b(auth_stack: AuthStack) -> None:
     """Org A's admin can neither read, list nor revoke org B's users or deployments."""
     a, b = auth_stack.create_org("Org A"), auth_stack.create_org("Org B")

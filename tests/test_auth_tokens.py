@@ -20,7 +20,19 @@ from sevvo.auth.v1 import auth_pb2, auth_pb2_grpc, users_pb2
 from sevvo.runtime.errors import Unauthenticated
 from sevvo.runtime.grpc_client import error_details
 from sevvo.runtime.tokens import ISSUER, PrincipalKind
-from tests.plugins.auth_stack import AuthStack
+from tests.plugins.auth_stack import AuthStack, Org
+
+
+@pytest.fixture
+def auth_stack(module_auth_stack: AuthStack) -> AuthStack:
+    """One auth service for the module: every test makes its own org, so none meet."""
+    return module_auth_stack
+
+
+@pytest.fixture(scope="module")
+def org(module_auth_stack: AuthStack) -> Org:
+    """One org for the module: its tests forge tokens for it and change nothing about it."""
+    return module_auth_stack.create_org()
 
 
 def _b64(data: bytes) -> str:
@@ -55,26 +67,23 @@ def _caller_error(stack: AuthStack, token: str) -> str | None:
     return error_details(caught.value).reason
 
 
-def test_valid_session_identifies_the_caller(auth_stack: AuthStack) -> None:
+def test_valid_session_identifies_the_caller(auth_stack: AuthStack, org: Org) -> None:
     """A genuine session token passes and names the caller's org."""
-    org = auth_stack.create_org()
     caller = auth_stack.auth(org.admin_token).GetCaller(auth_pb2.GetCallerRequest())
     assert caller.kind == auth_pb2.PRINCIPAL_KIND_USER
     assert caller.org_id == org.org_id
 
 
-def test_alg_none_is_rejected(auth_stack: AuthStack) -> None:
+def test_alg_none_is_rejected(auth_stack: AuthStack, org: Org) -> None:
     """An unsigned token (alg none) is rejected."""
-    org = auth_stack.create_org()
     kid = jwt.get_unverified_header(org.admin_token)["kid"]
     header = _b64(json.dumps({"alg": "none", "typ": "JWT", "kid": kid}).encode())
     payload = _b64(json.dumps(_claims(org.org_id)).encode())
     assert _caller_error(auth_stack, f"{header}.{payload}.") == "TOKEN_ALGORITHM"
 
 
-def test_hs256_signed_with_the_public_key_is_rejected(auth_stack: AuthStack) -> None:
+def test_hs256_signed_with_the_public_key_is_rejected(auth_stack: AuthStack, org: Org) -> None:
     """The classic key-confusion forgery (HMAC keyed with the public key) is rejected."""
-    org = auth_stack.create_org()
     kid = jwt.get_unverified_header(org.admin_token)["kid"]
     public = auth_stack.app.trust.published_keys()[0].public_key.public_bytes_raw()
     header = _b64(json.dumps({"alg": "HS256", "typ": "JWT", "kid": kid}).encode())
@@ -98,34 +107,30 @@ def test_hs256_signed_with_the_public_key_is_rejected(auth_stack: AuthStack) -> 
     ids=["expired", "no-exp", "no-iss", "no-aud", "wrong-iss", "wrong-aud", "no-org", "kind"],
 )
 def test_signed_tokens_with_bad_claims_are_rejected(
-    auth_stack: AuthStack, changes: dict[str, Any], reason: str
+    auth_stack: AuthStack, changes: dict[str, Any], reason: str, org: Org
 ) -> None:
     """Tokens signed by auth's real key but with missing or wrong claims are rejected."""
-    org = auth_stack.create_org()
     token = auth_stack.app.keys.sign(_claims(org.org_id, **changes))
     assert _caller_error(auth_stack, token) == reason
 
 
-def test_unknown_kid_is_rejected(auth_stack: AuthStack) -> None:
+def test_unknown_kid_is_rejected(auth_stack: AuthStack, org: Org) -> None:
     """A token signed by a key auth never published is rejected."""
-    org = auth_stack.create_org()
     rogue = Ed25519PrivateKey.generate()
     token = jwt.encode(_claims(org.org_id), rogue, algorithm="EdDSA", headers={"kid": "rogue"})
     assert _caller_error(auth_stack, token) == "TOKEN_UNKNOWN_KEY"
 
 
-def test_known_kid_with_a_foreign_signature_is_rejected(auth_stack: AuthStack) -> None:
+def test_known_kid_with_a_foreign_signature_is_rejected(auth_stack: AuthStack, org: Org) -> None:
     """A token naming auth's kid but signed by another key fails its signature check."""
-    org = auth_stack.create_org()
     kid = jwt.get_unverified_header(org.admin_token)["kid"]
     rogue = Ed25519PrivateKey.generate()
     token = jwt.encode(_claims(org.org_id), rogue, algorithm="EdDSA", headers={"kid": kid})
     assert _caller_error(auth_stack, token) == "TOKEN_INVALID"
 
 
-def test_tampered_payload_is_rejected(auth_stack: AuthStack) -> None:
+def test_tampered_payload_is_rejected(auth_stack: AuthStack, org: Org) -> None:
     """Changing the org in a genuine token's payload breaks its signature."""
-    org = auth_stack.create_org()
     header, payload, signature = org.admin_token.split(".")
     claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
     claims["org_id"] = str(uuid.uuid4())
@@ -143,17 +148,15 @@ def test_malformed_tokens_are_rejected(auth_stack: AuthStack, token: str) -> Non
     assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
 
 
-def test_user_session_is_not_an_agent_bearer(auth_stack: AuthStack) -> None:
+def test_user_session_is_not_an_agent_bearer(auth_stack: AuthStack, org: Org) -> None:
     """A user session presented where an agent bearer is required is rejected."""
-    org = auth_stack.create_org()
     with pytest.raises(Unauthenticated) as caught:
         auth_stack.app.verifier.verify(org.admin_token, PrincipalKind.AGENT)
     assert caught.value.reason == "TOKEN_WRONG_AUDIENCE"
 
 
-def test_agent_bearer_is_not_a_user_session(auth_stack: AuthStack) -> None:
+def test_agent_bearer_is_not_a_user_session(auth_stack: AuthStack, org: Org) -> None:
     """An agent bearer cannot call user methods, in the verifier or over gRPC."""
-    org = auth_stack.create_org()
     _, token = auth_stack.new_deployment(org)
     bearer = auth_stack.agent_bearer(token)
     with pytest.raises(Unauthenticated):
@@ -164,9 +167,8 @@ def test_agent_bearer_is_not_a_user_session(auth_stack: AuthStack) -> None:
     assert error_details(caught.value).reason == "TOKEN_WRONG_AUDIENCE"
 
 
-def test_agent_bearer_carries_required_claims(auth_stack: AuthStack) -> None:
+def test_agent_bearer_carries_required_claims(auth_stack: AuthStack, org: Org) -> None:
     """An exchanged bearer is EdDSA with kid, iss, aud, iat, exp, jti, org and deployment."""
-    org = auth_stack.create_org()
     deployment_id, token = auth_stack.new_deployment(org)
     bearer = auth_stack.agent_bearer(token)
     header = jwt.get_unverified_header(bearer)
@@ -189,9 +191,8 @@ def test_issued_tokens_are_what_pyjwt_would_sign() -> None:
     assert encode(claims, private_key, header_for("k1-test")) == expected
 
 
-def test_exchange_answers_the_bearers_own_expiry(auth_stack: AuthStack) -> None:
+def test_exchange_answers_the_bearers_own_expiry(auth_stack: AuthStack, org: Org) -> None:
     """ExchangeDeploymentToken's expire_time is exactly the bearer's exp claim."""
-    org = auth_stack.create_org()
     _, token = auth_stack.new_deployment(org)
     response = auth_stack.auth().ExchangeDeploymentToken(
         auth_pb2.ExchangeDeploymentTokenRequest(deployment_token=token)

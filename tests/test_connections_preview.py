@@ -14,6 +14,13 @@ from sevvo.connections.v1 import connections_pb2 as pb
 from sevvo.runtime.grpc_client import error_details
 from tests.plugins.control_plane import ControlPlane
 
+
+@pytest.fixture
+def control_plane(shared_control_plane: ControlPlane) -> ControlPlane:
+    """One control plane for the module: every test makes its own org, so none meet."""
+    return shared_control_plane
+
+
 SECRET = "s3cret-Pa55word-canary"
 SETTINGS = pb.PreviewSettings(
     allowed_functions=["similarity", "public.word_similarity"], max_plan_cost=50_000
@@ -47,18 +54,15 @@ def test_a_connection_without_preview_settings_has_none(control_plane: ControlPl
     assert _resolve(control_plane, control_plane.agent_for(org), created.id) == pb.PreviewSettings()
 
 
+# The rules themselves are tested without a server (tests/test_preview_settings_requests.py);
+# these cases prove the server answers with them and stores nothing.
 @pytest.mark.parametrize(
     "settings",
     [
         pb.PreviewSettings(allowed_functions=["two words"]),
-        pb.PreviewSettings(allowed_functions=['"quoted"']),
-        pb.PreviewSettings(allowed_functions=["a.b.c"]),
-        pb.PreviewSettings(allowed_functions=["x" * 128]),
-        pb.PreviewSettings(allowed_functions=[f"f{n}" for n in range(101)]),
-        pb.PreviewSettings(max_plan_cost=-1),
         pb.PreviewSettings(max_plan_cost=float("inf")),
     ],
-    ids=["space", "quotes", "three-parts", "too-long", "too-many", "negative", "infinite"],
+    ids=["space", "infinite"],
 )
 def test_invalid_preview_settings_are_refused_naming_the_field(
     control_plane: ControlPlane, settings: pb.PreviewSettings

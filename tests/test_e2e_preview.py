@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import secrets
 import time
 import uuid
+from collections.abc import Iterator
 
 import grpc
 import psycopg
@@ -11,7 +13,7 @@ import pytest
 from psycopg import sql
 
 from devstack.postgres import EmbeddedPostgres
-from devstack.source_db import SourceDatabase
+from devstack.source_db import SourceDatabase, create_source_database, drop_source_database
 from sevvo.connections.v1 import connections_pb2 as cpb
 from sevvo.orchestrator.v1 import orchestrator_pb2 as opb
 from sevvo.runtime.grpc_client import error_details
@@ -36,14 +38,29 @@ def _preview(
     return response
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def shop(
-    e2e: EndToEnd, tls_source_pg: EmbeddedPostgres, source_target: SourceTargetFactory
-) -> tuple[Tenant, SourceDatabase, str]:
-    """A tenant with its agent and a saved connection to a seeded shop database."""
+    e2e: EndToEnd, tls_source_pg: EmbeddedPostgres
+) -> Iterator[tuple[Tenant, SourceDatabase, str]]:
+    """A tenant with its agent and a saved connection to a seeded shop database.
+
+    One per module: starting an agent process costs more than most tests here, and no test
+    changes what the others read (a preview writes nothing; the one table a test adds is
+    its own).
+    """
     tenant = e2e.new_tenant()
-    source = source_target(tls_source_pg)
-    return tenant, source, _connection(e2e, tenant, source)
+    suffix = uuid.uuid4().hex[:12]
+    database, reader = f"source_{suffix}", f"reader_{suffix}"
+    try:
+        source = create_source_database(
+            tls_source_pg.url,
+            database=database,
+            reader=reader,
+            reader_password=secrets.token_urlsafe(24),
+        )
+        yield tenant, source, _connection(e2e, tenant, source)
+    finally:
+        drop_source_database(tls_source_pg.url, database=database, reader=reader)
 
 
 def test_preview_returns_at_most_100_rows_and_records_metadata_only(

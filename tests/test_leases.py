@@ -13,7 +13,6 @@ import psycopg
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from services.connections.leases import TRANSITIONS
 from sevvo.audit.v1 import audit_pb2
 from sevvo.auth.v1 import auth_pb2, users_pb2
 from sevvo.connections.v1 import connections_pb2 as pb
@@ -31,6 +30,12 @@ STATES = {
     "revoked": pb.LEASE_STATE_REVOKED,
     "failing": pb.LEASE_STATE_FAILING,
 }
+
+
+@pytest.fixture
+def control_plane(shared_control_plane: ControlPlane) -> ControlPlane:
+    """One control plane for the module: every test makes its own org, so none meet."""
+    return shared_control_plane
 
 
 def _ts(moment: datetime) -> Timestamp:
@@ -154,60 +159,6 @@ def test_lease_lives_from_intent_to_revoked(tenant: Tenant) -> None:
     assert [(lease.id, lease.state) for lease in listed] == [(created.id, pb.LEASE_STATE_REVOKED)]
 
 
-@pytest.mark.parametrize("from_state", list(STATES))
-def test_only_legal_transitions_are_accepted(tenant: Tenant, from_state: str) -> None:
-    """From each state, exactly the documented target states succeed; others are refused."""
-    for to_state in STATES:
-        lease = tenant.in_state(from_state)
-        legal = to_state in TRANSITIONS[from_state]
-        if legal:
-            extra = {"expire_time": _in(1200)} if to_state == "active" else {}
-            assert tenant.update(lease.id, to_state, **extra).state == STATES[to_state]
-            continue
-        code, reason = _code_and_reason(lambda: tenant.update(lease.id, to_state))  # noqa: B023
-        assert (code, reason) == (grpc.StatusCode.FAILED_PRECONDITION, "ILLEGAL_LEASE_TRANSITION")
-        still = tenant.admin.ListLeases(pb.ListLeasesRequest(state=STATES[from_state])).leases
-        assert lease.id in {item.id for item in still}
-
-
-def test_renewal_past_max_is_refused(tenant: Tenant) -> None:
-    """A renewal beyond max_expire_time is LEASE_PAST_MAX_TTL and leaves the lease as it was."""
-    lease = tenant.in_state("active", ttl=600, max_ttl=1200)
-    code, reason = _code_and_reason(
-        lambda: tenant.update(lease.id, "active", expire_time=_in(1500))
-    )
-    assert (code, reason) == (grpc.StatusCode.FAILED_PRECONDITION, "LEASE_PAST_MAX_TTL")
-    (stored,) = tenant.admin.ListLeases(pb.ListLeasesRequest()).leases
-    assert stored.expire_time == lease.expire_time
-    exactly_max = tenant.update(lease.id, "active", expire_time=lease.max_expire_time)
-    assert exactly_max.expire_time == lease.max_expire_time
-
-
-def test_renewal_cannot_shorten_or_omit_the_expiry(tenant: Tenant) -> None:
-    """A renewal needs an expire_time no earlier than the current one."""
-    lease = tenant.in_state("active", ttl=600)
-    code, reason = _code_and_reason(lambda: tenant.update(lease.id, "active", expire_time=_in(60)))
-    assert (code, reason) == (grpc.StatusCode.FAILED_PRECONDITION, "LEASE_RENEWAL_EARLIER")
-    code, _ = _code_and_reason(lambda: tenant.update(lease.id, "active"))
-    assert code == grpc.StatusCode.INVALID_ARGUMENT
-
-
-def test_failures_are_counted_and_kept(tenant: Tenant) -> None:
-    """Each move to failing counts once and keeps the latest reason."""
-    lease = tenant.in_state("failing")
-    again = tenant.update(lease.id, "failing", failure_reason="permission_denied")
-    assert (again.failure_count, again.failure_reason) == (2, "permission_denied")
-    revoked = tenant.update(lease.id, "revoked")
-    assert (revoked.failure_count, revoked.failure_reason) == (2, "permission_denied")
-
-
-def test_create_refuses_a_max_expiry_past_the_connection_max_ttl(tenant: Tenant) -> None:
-    """max_expire_time beyond now + the connection's max TTL is LEASE_PAST_MAX_TTL."""
-    code, reason = _code_and_reason(lambda: tenant.create(ttl=600, max_ttl=7200 + 600))
-    assert (code, reason) == (grpc.StatusCode.FAILED_PRECONDITION, "LEASE_PAST_MAX_TTL")
-    assert tenant.create(ttl=600, max_ttl=7200).state == pb.LEASE_STATE_CREATING
-
-
 def test_create_needs_a_dynamic_connection(control_plane: ControlPlane, tenant: Tenant) -> None:
     """A form connection has no leases: NOT_DYNAMIC_CONNECTION."""
     plain = control_plane.create(tenant.org, "plain", SECRET)
@@ -234,36 +185,13 @@ def test_create_is_retry_safe_with_a_lease_id(control_plane: ControlPlane, tenan
     assert (code, reason) == (grpc.StatusCode.ALREADY_EXISTS, "LEASE_ROLE_NAME_TAKEN")
 
 
+# The rules themselves are tested through the domain seam (tests/test_leases_domain.py);
+# these cases prove the servicer maps them to INVALID_ARGUMENT naming the field. A missing
+# timestamp and an unset or unknown state enum are decided by the servicer's own mapping.
 @pytest.mark.parametrize(
     ("fields", "field"),
-    [
-        ({"connection_id": "nope"}, "connection_id"),
-        ({"role_name": ""}, "role_name"),
-        ({"role_name": "1abc"}, "role_name"),
-        ({"role_name": "a b"}, "role_name"),
-        ({"role_name": 'a"b'}, "role_name"),
-        ({"role_name": "r" * 64}, "role_name"),
-        ({"purpose": "Sync"}, "purpose"),
-        ({"purpose": ""}, "purpose"),
-        ({"expire_time": None}, "expire_time"),
-        ({"max_expire_time": None}, "max_expire_time"),
-        ({"expire_time": _in(4000), "max_expire_time": _in(3000)}, "expire_time"),
-        ({"lease_id": "nope"}, "lease_id"),
-    ],
-    ids=[
-        "connection-id",
-        "role-empty",
-        "role-digit-first",
-        "role-space",
-        "role-quote",
-        "role-64",
-        "purpose-case",
-        "purpose-empty",
-        "no-expiry",
-        "no-max-expiry",
-        "expiry-after-max",
-        "lease-id",
-    ],
+    [({"connection_id": "nope"}, "connection_id"), ({"expire_time": None}, "expire_time")],
+    ids=["connection-id", "no-expiry"],
 )
 def test_invalid_create_names_the_field(tenant: Tenant, fields: dict[str, Any], field: str) -> None:
     """Malformed CreateLease requests are INVALID_ARGUMENT naming the field; nothing is stored."""
@@ -277,17 +205,14 @@ def test_invalid_create_names_the_field(tenant: Tenant, fields: dict[str, Any], 
 @pytest.mark.parametrize(
     ("request_fields", "field"),
     [
-        ({"lease_id": "nope", "state": pb.LEASE_STATE_ACTIVE}, "lease_id"),
         ({"state": pb.LEASE_STATE_UNSPECIFIED}, "state"),
         ({"state": 42}, "state"),
-        ({"state": pb.LEASE_STATE_FAILING}, "failure_reason"),
         (
             {"state": pb.LEASE_STATE_FAILING, "failure_reason": f"password {SECRET} failed"},
             "failure_reason",
         ),
-        ({"state": pb.LEASE_STATE_REVOKING, "expire_time": _in(60)}, "expire_time"),
     ],
-    ids=["lease-id", "unspecified", "unknown-state", "fail-no-reason", "free-text", "expiry"],
+    ids=["unspecified", "unknown-state", "free-text"],
 )
 def test_invalid_update_names_the_field(
     tenant: Tenant, request_fields: dict[str, Any], field: str
@@ -371,70 +296,6 @@ def test_agent_lease_rpcs_refuse_user_sessions(tenant: Tenant) -> None:
         assert (code, reason) == (grpc.StatusCode.UNAUTHENTICATED, "TOKEN_WRONG_AUDIENCE")
 
 
-def _age_revoking(control_plane: ControlPlane, lease_id: str, minutes: int) -> None:
-    with psycopg.connect(control_plane.app.config.database_url) as conn:
-        conn.execute(
-            "update connections.leases set updated_at = now() - make_interval(mins => %s)"
-            " where id = %s",
-            (minutes, lease_id),
-        )
-
-
-def test_reap_list_holds_expired_and_requested_leases_only(
-    control_plane: ControlPlane, tenant: Tenant
-) -> None:
-    """Expired live leases, revoke requests, stale or expired revoking claims; nothing else."""
-    expired = -30
-    due = {
-        "active_expired": tenant.in_state("active", ttl=expired),
-        "creating_expired": tenant.in_state("creating", ttl=expired),
-        "failing_expired": tenant.in_state("failing", ttl=expired),
-        "requested": tenant.in_state("revoke_requested", ttl=600),
-        "stale_revoking": tenant.in_state("revoking", ttl=600),
-        # An agent killed mid-revoke: the role must not outlive its TTL by the stale delay.
-        "revoking_expired": tenant.in_state("revoking", ttl=expired),
-    }
-    _age_revoking(control_plane, due["stale_revoking"].id, 6)
-    not_due = {
-        "active": tenant.in_state("active", ttl=600),
-        "creating": tenant.in_state("creating", ttl=600),
-        "failing": tenant.in_state("failing", ttl=600),
-        "revoked_expired": tenant.in_state("revoked", ttl=expired),
-        "revoking_fresh": tenant.in_state("revoking", ttl=600),
-    }
-    seen: list[pb.Lease] = []
-    token = ""
-    while True:
-        page = tenant.agent.ListLeasesToReap(
-            pb.ListLeasesToReapRequest(page_size=2, page_token=token)
-        )
-        assert len(page.leases) <= 2
-        seen.extend(page.leases)
-        token = page.next_page_token
-        if not token:
-            break
-    assert sorted(lease.id for lease in seen) == sorted(lease.id for lease in due.values())
-    assert not {lease.id for lease in seen} & {lease.id for lease in not_due.values()}
-    expiries = [lease.expire_time.ToDatetime() for lease in seen]
-    assert expiries == sorted(expiries)
-    only_other = tenant.agent.ListLeasesToReap(
-        pb.ListLeasesToReapRequest(connection_id=str(uuid.uuid4()))
-    )
-    assert list(only_other.leases) == []
-
-
-def test_a_stale_revoking_lease_can_be_taken_over(
-    control_plane: ControlPlane, tenant: Tenant
-) -> None:
-    """A reaper may claim a revoking lease again (revoking -> revoking) and finish it."""
-    lease = tenant.in_state("revoking")
-    _age_revoking(control_plane, lease.id, 10)
-    claimed = tenant.update(lease.id, "revoking")
-    assert claimed.update_time.ToDatetime() > lease.update_time.ToDatetime()
-    assert tenant.update(lease.id, "revoked").state == pb.LEASE_STATE_REVOKED
-    assert tenant.update(lease.id, "revoked").state == pb.LEASE_STATE_REVOKED
-
-
 # Listing and counting.
 
 
@@ -511,6 +372,9 @@ def test_every_lease_rpc_is_confined_to_the_callers_org(
     assert (list(counts.by_state), list(counts.by_purpose)) == ([], [])
     (still,) = tenant.admin.ListLeases(pb.ListLeasesRequest()).leases
     assert still == a_lease
+    # The reap list's own rules are tests/test_leases_domain.py's; here it reaches A's agent.
+    due = tenant.agent.ListLeasesToReap(pb.ListLeasesToReapRequest(page_size=1))
+    assert ([lease.id for lease in due.leases], due.next_page_token) == ([a_lease.id], "")
 
 
 # Audit and deletion.

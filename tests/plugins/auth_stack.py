@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import secrets
 import threading
 import uuid
 from collections.abc import Coroutine, Iterator
@@ -130,8 +132,29 @@ def auth_stack(
     database_url: str, dev_pki: DevPki, background_loop: BackgroundLoop
 ) -> Iterator[AuthStack]:
     """A fresh auth service on a fresh database, over TLS on loopback."""
-    import secrets
+    with running_auth(database_url, dev_pki, background_loop) as stack:
+        yield stack
 
+
+@pytest.fixture(scope="module")
+def module_auth_stack(
+    module_database_url: str, dev_pki: DevPki, background_loop: BackgroundLoop
+) -> Iterator[AuthStack]:
+    """One auth service for a whole test module, for tests that keep apart by org.
+
+    Starting auth on a new database costs more than most tests that use it; a test that
+    makes its own org (``create_org``) meets no other test's users, deployments or keys. Tests
+    that change service-wide state (keys, limits, configuration) keep ``auth_stack``.
+    """
+    with running_auth(module_database_url, dev_pki, background_loop) as stack:
+        yield stack
+
+
+@contextlib.contextmanager
+def running_auth(
+    database_url: str, dev_pki: DevPki, background_loop: BackgroundLoop
+) -> Iterator[AuthStack]:
+    """An auth service on ``database_url`` over TLS on loopback, for the ``with`` block."""
     config = auth_config(database_url, dev_pki, secrets.token_bytes(32))
     app = AuthApp(config)
     app.open()
@@ -145,4 +168,4 @@ def auth_stack(
         app.close()
 
 
-__all__ = ["PASSWORD", "AuthStack", "BackgroundLoop", "Org", "auth_config"]
+__all__ = ["PASSWORD", "AuthStack", "BackgroundLoop", "Org", "auth_config", "running_auth"]

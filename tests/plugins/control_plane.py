@@ -5,6 +5,7 @@ connections verifies tokens the production way, by polling auth over TLS.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -104,10 +105,14 @@ class ControlPlane:
             self._loop, self.auth, self._pki, self._database_url, keyring
         )
 
-    def _stop(self) -> None:
+    def close_channels(self) -> None:
+        """Closes every channel opened so far (a shared plane does so after each test)."""
         for channel in self._channels:
             channel.close()
         self._channels.clear()
+
+    def _stop(self) -> None:
+        self.close_channels()
         self._loop.run(self._server.stop(grace=1))
         self._verifier.stop()
         self.app.close()
@@ -139,11 +144,47 @@ def control_plane(
     auth_stack: AuthStack, database_url: str, dev_pki: DevPki, background_loop: BackgroundLoop
 ) -> Iterator[ControlPlane]:
     """auth and connections on one fresh database, each its own TLS server."""
+    with running_control_plane(auth_stack, database_url, dev_pki, background_loop) as plane:
+        yield plane
+
+
+@pytest.fixture(scope="module")
+def module_control_plane(
+    module_auth_stack: AuthStack,
+    module_database_url: str,
+    dev_pki: DevPki,
+    background_loop: BackgroundLoop,
+) -> Iterator[ControlPlane]:
+    """auth and connections shared by a whole test module, for tests that keep apart by org.
+
+    Starting a database and two TLS servers costs more than most tests that use them. A
+    module opts in by overriding ``control_plane`` with ``shared_control_plane``; its tests
+    then make an org each and never read another org's rows. Tests that restart the service
+    or count whole tables as if they were alone keep the per-test ``control_plane``.
+    """
+    with running_control_plane(
+        module_auth_stack, module_database_url, dev_pki, background_loop
+    ) as plane:
+        yield plane
+
+
+@pytest.fixture
+def shared_control_plane(module_control_plane: ControlPlane) -> Iterator[ControlPlane]:
+    """The module's control plane for one test; the test's channels are closed after it."""
+    yield module_control_plane
+    module_control_plane.close_channels()
+
+
+@contextlib.contextmanager
+def running_control_plane(
+    auth: AuthStack, database_url: str, dev_pki: DevPki, background_loop: BackgroundLoop
+) -> Iterator[ControlPlane]:
+    """connections beside ``auth`` on ``database_url``, for the ``with`` block."""
     app, server, verifier, target = _start_connections(
-        background_loop, auth_stack, dev_pki, database_url, Keyring.generate("k1")
+        background_loop, auth, dev_pki, database_url, Keyring.generate("k1")
     )
     plane = ControlPlane(
-        auth=auth_stack,
+        auth=auth,
         app=app,
         target=target,
         _loop=background_loop,
@@ -152,5 +193,7 @@ def control_plane(
         _pki=dev_pki,
         _database_url=database_url,
     )
-    yield plane
-    plane._stop()
+    try:
+        yield plane
+    finally:
+        plane._stop()

