@@ -53,7 +53,14 @@ has each (server_version_num)."""
 TERMINATE_WAIT: Final = 1.0
 """How long, in seconds, the agent waits for a terminated session to go."""
 
+SETTLE_WAIT: Final = 0.25
+"""How long, in seconds, a clean receipt waits for a session of the role to go when the role
+had other sessions at the start: pg_terminate_backend returns once its signal is sent, and the
+signalled backend leaves the activity list a moment later (longer on a loaded server). A role
+with no other session at the start has nothing to wait for, so the usual preview pays nothing."""
+
 _POLL_INTERVAL: Final = 0.05
+_SETTLE_POLL: Final = 0.01
 _CLEAN = workflows_pb2.PREVIEW_RECEIPT_STATUS_CLEAN
 _NOT_CLEAN = workflows_pb2.PREVIEW_RECEIPT_STATUS_NOT_CLEAN
 
@@ -181,6 +188,33 @@ def read_receipt(start: Start, row: Sequence[Any]) -> Receipt:
     xid_assigned, advisory_locks, sessions, type_names = row
     receipt = _receipt(bool(xid_assigned), int(advisory_locks), start, sessions)
     return Receipt(receipt, list(type_names))
+
+
+async def settle(
+    conn: psycopg.AsyncConnection[Any], start: Start, receipt: Receipt, *, wait: float = SETTLE_WAIT
+) -> None:
+    """Gives a clean ``receipt`` ``wait`` seconds to see a start session go, in its transaction.
+
+    Marks the receipt not clean, with the count, as soon as one has gone; leaves it as it is
+    when none has, or when there is nothing to wait for.
+    """
+    proof = receipt.receipt
+    if proof.status != _CLEAN or not start.sessions:
+        return
+    listing = sql.SQL("select {}").format(
+        _sessions(sql.Literal(start.role_oid), sql.Literal(start.pid))
+    )
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        await asyncio.sleep(_SETTLE_POLL)
+        await conn.execute(CLEAR_SNAPSHOT)
+        cur = await conn.execute(listing)
+        row = await cur.fetchone()
+        ended = len(start.sessions - frozenset((row[0] if row else None) or ()))
+        if ended:
+            proof.role_sessions_ended = ended
+            proof.status = _NOT_CLEAN
+            return
 
 
 async def terminate(

@@ -122,7 +122,7 @@ def _rotated(ran: Ran) -> None:
 
 
 def _scheduled(ran: Ran) -> None:
-    assert ran.json()["interval"]["seconds"] == 30 * 24 * 3600
+    assert ran.json()["interval"] == f"{30 * 24 * 3600}s"  # Protobuf JSON of a Duration.
 
 
 def _every_run_succeeded(ran: Ran) -> None:
