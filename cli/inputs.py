@@ -7,6 +7,7 @@ import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Annotated, Generic, Protocol, TypeVar
 
 import typer
@@ -113,6 +114,25 @@ PageToken = Annotated[
         help="Continue where an earlier list stopped (it prints the token).",
     ),
 ]
+TokenFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--token-file",
+        metavar="PATH",
+        dir_okay=False,
+        help="Write the token to this new file (mode 0600) instead of printing it.",
+    ),
+]
+"""Where a token shown only once goes instead of the screen (deployments, workloads)."""
+
+
+def refuse_existing_token_file(token_file: Path | None) -> None:
+    """A usage error when ``--token-file`` names a file that exists: overwriting it could
+    destroy the only copy of another token."""
+    if token_file is not None and token_file.exists():
+        raise usage_error(f"--token-file: {token_file} exists; remove it or name a new file")
+
+
 AllPages = Annotated[bool, typer.Option("--all", help="Every item, following every page.")]
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -11,7 +10,7 @@ import typer
 from cli import resolve
 from cli.client import CALL_TIMEOUT
 from cli.errors import CliError, usage_error
-from cli.inputs import cli_of, pages
+from cli.inputs import TokenFile, cli_of, pages, refuse_existing_token_file
 from cli.output import Column, key, message_dict
 from sevvo.auth.v1 import deployments_pb2
 from sevvo.runtime.files import write_private_file
@@ -33,20 +32,10 @@ COLUMNS: list[Column] = [
 def create(
     ctx: typer.Context,
     name: Annotated[str, typer.Option("--name", help="A name, such as the cluster it runs in.")],
-    token_file: Annotated[
-        Path | None,
-        typer.Option(
-            "--token-file",
-            metavar="PATH",
-            dir_okay=False,
-            help="Write the token to this new file (mode 0600) instead of printing it.",
-        ),
-    ] = None,
+    token_file: TokenFile = None,
 ) -> None:
     """Create a deployment and give its agent token once: printed, or written to a file."""
-    if token_file is not None and token_file.exists():
-        # Overwriting could destroy the only copy of another deployment's token.
-        raise usage_error(f"--token-file: {token_file} exists; remove it or name a new file")
+    refuse_existing_token_file(token_file)
     cli = cli_of(ctx)
     response = cli.deployments().CreateDeployment(
         deployments_pb2.CreateDeploymentRequest(display_name=name), timeout=CALL_TIMEOUT

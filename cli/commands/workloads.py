@@ -12,7 +12,16 @@ import typer
 from cli import resolve
 from cli.client import CALL_TIMEOUT, Cli
 from cli.errors import CliError, usage_error
-from cli.inputs import AllPages, Limit, PageToken, cli_of, collect, parse_duration
+from cli.inputs import (
+    AllPages,
+    Limit,
+    PageToken,
+    TokenFile,
+    cli_of,
+    collect,
+    parse_duration,
+    refuse_existing_token_file,
+)
 from cli.output import Column, JsonValue, key, message_dict
 from sevvo.auth.v1 import workloads_pb2
 from sevvo.runtime.files import write_private_file
@@ -125,20 +134,10 @@ def create(
     grant: Annotated[list[str], GrantOption],
     max_ttl: Annotated[str, MaxTtlOption] = "1h",
     description: Annotated[str, DescriptionOption] = "",
-    token_file: Annotated[
-        Path | None,
-        typer.Option(
-            "--token-file",
-            metavar="PATH",
-            dir_okay=False,
-            help="Write the token to this new file (mode 0600) instead of printing it.",
-        ),
-    ] = None,
+    token_file: TokenFile = None,
 ) -> None:
     """Create a workload identity (admins only) and give its token once."""
-    if token_file is not None and token_file.exists():
-        # Overwriting could destroy the only copy of another workload's token.
-        raise usage_error(f"--token-file: {token_file} exists; remove it or name a new file")
+    refuse_existing_token_file(token_file)
     cli = cli_of(ctx)
     request = workloads_pb2.CreateWorkloadRequest(
         display_name=name,
