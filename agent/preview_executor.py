@@ -418,7 +418,6 @@ async def _query(
         # The failed statement aborted the transaction; its savepoint makes it usable again.
         await conn.execute(b"ROLLBACK TO SAVEPOINT preview")
         receipt = await _receipt(conn, start, [])
-    await preview_session.settle(conn, start, receipt)
     result.receipt.CopyFrom(receipt.receipt)
     for column, name in zip(result.columns, receipt.type_names, strict=False):
         column.type_name = _safe_name(name)

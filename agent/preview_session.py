@@ -13,7 +13,11 @@ or a function that forces one, assigns it), the session holds no advisory lock, 
 session of the role that existed at the start is gone. A terminated session is gone; a
 cancelled one leaves no trace a query can see, which is why signalling functions are refused
 by name and the role may not hold pg_signal_backend. Sessions named ``sevvo-agent`` are left
-out of that comparison: concurrent previews and tests of the same role come and go.
+out of that comparison: concurrent previews and tests of the same role come and go. A session
+terminated without waiting (pg_terminate_backend with no timeout) leaves the activity list a
+moment after the signal, so a receipt read at once can miss it: a receipt proves what is gone
+when it is read, not what is about to go. Waiting for it would flag sessions that end on their
+own (seen: a benign ``select 1`` marked not clean), so the receipt does not wait.
 
 When a statement ignores cancellation (a function that catches query_canceled, C code that
 does not check for interrupts), the statement timeout does not end it. The agent then ends
@@ -53,14 +57,7 @@ has each (server_version_num)."""
 TERMINATE_WAIT: Final = 1.0
 """How long, in seconds, the agent waits for a terminated session to go."""
 
-SETTLE_WAIT: Final = 0.25
-"""How long, in seconds, a clean receipt waits for a session of the role to go when the role
-had other sessions at the start: pg_terminate_backend returns once its signal is sent, and the
-signalled backend leaves the activity list a moment later (longer on a loaded server). A role
-with no other session at the start has nothing to wait for, so the usual preview pays nothing."""
-
 _POLL_INTERVAL: Final = 0.05
-_SETTLE_POLL: Final = 0.01
 _CLEAN = workflows_pb2.PREVIEW_RECEIPT_STATUS_CLEAN
 _NOT_CLEAN = workflows_pb2.PREVIEW_RECEIPT_STATUS_NOT_CLEAN
 
@@ -188,33 +185,6 @@ def read_receipt(start: Start, row: Sequence[Any]) -> Receipt:
     xid_assigned, advisory_locks, sessions, type_names = row
     receipt = _receipt(bool(xid_assigned), int(advisory_locks), start, sessions)
     return Receipt(receipt, list(type_names))
-
-
-async def settle(
-    conn: psycopg.AsyncConnection[Any], start: Start, receipt: Receipt, *, wait: float = SETTLE_WAIT
-) -> None:
-    """Gives a clean ``receipt`` ``wait`` seconds to see a start session go, in its transaction.
-
-    Marks the receipt not clean, with the count, as soon as one has gone; leaves it as it is
-    when none has, or when there is nothing to wait for.
-    """
-    proof = receipt.receipt
-    if proof.status != _CLEAN or not start.sessions:
-        return
-    listing = sql.SQL("select {}").format(
-        _sessions(sql.Literal(start.role_oid), sql.Literal(start.pid))
-    )
-    deadline = time.monotonic() + wait
-    while time.monotonic() < deadline:
-        await asyncio.sleep(_SETTLE_POLL)
-        await conn.execute(CLEAR_SNAPSHOT)
-        cur = await conn.execute(listing)
-        row = await cur.fetchone()
-        ended = len(start.sessions - frozenset((row[0] if row else None) or ()))
-        if ended:
-            proof.role_sessions_ended = ended
-            proof.status = _NOT_CLEAN
-            return
 
 
 async def terminate(

@@ -49,7 +49,9 @@ BURNS_XID = (
 )
 KILLS = (
     "create function public.end_session(target int) returns boolean language plpgsql as"
-    " $$ begin return pg_terminate_backend(target); end $$"
+    # The timeout makes the call wait for the backend to exit (PostgreSQL 14+): the receipt
+    # sees sessions that are gone, and a signalled one leaves a moment after the signal.
+    " $$ begin return pg_terminate_backend(target, 5000); end $$"
 )
 COUNTED = (
     "create function public.counted(n int) returns int language plpgsql immutable as"
