@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import time
 import uuid
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
 import jwt
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from sevvo.runtime.errors import Unauthenticated
 from sevvo.runtime.grpc_server import Access, AuthInterceptor
@@ -18,27 +17,10 @@ from sevvo.runtime.tokens import (
     ISSUER,
     PrincipalKind,
     TokenVerifier,
-    TrustState,
-    VerificationKey,
 )
+from tests.trust_source import KEY, MutableTrust
 
-KEY = Ed25519PrivateKey.generate()
 BOTH = (PrincipalKind.USER, PrincipalKind.AGENT)
-
-
-@dataclass
-class MutableTrust:
-    """A TrustSource whose state a test edits, as auth's store would change."""
-
-    state: TrustState = field(
-        default_factory=lambda: TrustState(
-            keys={"k1": VerificationKey("k1", KEY.public_key(), datetime.now(UTC))},
-            revoked_deployments={},
-        )
-    )
-
-    def fetch(self) -> TrustState:
-        return replace(self.state, fetched_at=time.monotonic())
 
 
 def _token(

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import time
 import uuid
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
 import jwt
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from services.auth.limits import WORKLOAD_EXCHANGE, SignInLimiter, SignInLimits, TooManyAttempts
 from services.auth.workloads import UPDATABLE_PATHS, description, max_ttl
@@ -25,10 +24,10 @@ from sevvo.runtime.credential_token import (
 )
 from sevvo.runtime.errors import InvalidArgument, Unauthenticated
 from sevvo.runtime.logs import redact_text
-from sevvo.runtime.tokens import ISSUER, PrincipalKind, TokenVerifier, TrustState, VerificationKey
+from sevvo.runtime.tokens import ISSUER, PrincipalKind, TokenVerifier
 from sevvo.runtime.workload_grants import Grant
+from tests.trust_source import KEY, MutableTrust
 
-KEY = Ed25519PrivateKey.generate()
 WORKLOAD_ID = str(uuid.uuid4())
 CONNECTION = "3f1c0b6e-8d0e-4c0e-9d61-6a8f6f1f2a10"
 
@@ -96,21 +95,6 @@ def test_logs_redact_workload_tokens() -> None:
 
 
 # --- verifying workload bearers -----------------------------------------------------------------
-
-
-@dataclass
-class MutableTrust:
-    """A TrustSource whose state a test edits, as auth's store would change."""
-
-    state: TrustState = field(
-        default_factory=lambda: TrustState(
-            keys={"k1": VerificationKey("k1", KEY.public_key(), datetime.now(UTC))},
-            revoked_deployments={},
-        )
-    )
-
-    def fetch(self) -> TrustState:
-        return replace(self.state, fetched_at=time.monotonic())
 
 
 def _bearer(**changes: Any) -> str:
