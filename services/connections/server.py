@@ -67,7 +67,7 @@ ACCESS: dict[str, Access] = {
     # Lease records are written by the agent that creates and drops the roles...
     **{
         f"/{_LEASES}/{method}": Access.AGENT
-        for method in ("CreateLease", "UpdateLease", "ListLeasesToReap")
+        for method in ("CreateLease", "UpdateLease", "ClaimLease", "ListLeasesToReap")
     },
     # ...read by the org's users, and revoked at an admin's request.
     f"/{_LEASES}/ListLeases": Access.USER,

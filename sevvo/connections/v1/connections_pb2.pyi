@@ -480,6 +480,14 @@ class CreateLeaseRequest(_message.Message):
     workload_id: str
     def __init__(self, connection_id: _Optional[str] = ..., role_name: _Optional[str] = ..., purpose: _Optional[str] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., max_expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., lease_id: _Optional[str] = ..., role: _Optional[str] = ..., workload_id: _Optional[str] = ...) -> None: ...
 
+class ClaimLeaseRequest(_message.Message):
+    __slots__ = ("lease_id", "purpose")
+    LEASE_ID_FIELD_NUMBER: _ClassVar[int]
+    PURPOSE_FIELD_NUMBER: _ClassVar[int]
+    lease_id: str
+    purpose: str
+    def __init__(self, lease_id: _Optional[str] = ..., purpose: _Optional[str] = ...) -> None: ...
+
 class UpdateLeaseRequest(_message.Message):
     __slots__ = ("lease_id", "state", "expire_time", "failure_reason")
     LEASE_ID_FIELD_NUMBER: _ClassVar[int]

@@ -683,6 +683,15 @@ class LeaseServiceStub:
 
     The agent records a lease before it creates the role and updates it as the role lives
     and dies; users list, count and ask to revoke leases; the agent's reaper does the revoking.
+
+    When the agent acts for one of the customer's workloads (its credential API), it forwards
+    the workload's bearer (from AuthService.ExchangeWorkloadToken) in the metadata key
+    "x-sevvo-workload-authorization" as "Bearer <jwt>", beside its own bearer. connections then
+    verifies that bearer too and checks the request against the workload's grants:
+    PERMISSION_DENIED with reason WORKLOAD_OF_ANOTHER_ORG (the workload's org is not the
+    agent's), ROLE_NOT_GRANTED, TTL_OVER_WORKLOAD_MAXIMUM or LEASE_OF_ANOTHER_WORKLOAD, each
+    refusal recorded in the audit log (action lease.refuse); UNAUTHENTICATED for a bearer that
+    is invalid, expired or of a revoked workload.
     """
 
     def __init__(self, channel):
@@ -699,6 +708,11 @@ class LeaseServiceStub:
         self.UpdateLease = channel.unary_unary(
                 '/sevvo.connections.v1.LeaseService/UpdateLease',
                 request_serializer=sevvo_dot_connections_dot_v1_dot_connections__pb2.UpdateLeaseRequest.SerializeToString,
+                response_deserializer=sevvo_dot_connections_dot_v1_dot_connections__pb2.Lease.FromString,
+                _registered_method=True)
+        self.ClaimLease = channel.unary_unary(
+                '/sevvo.connections.v1.LeaseService/ClaimLease',
+                request_serializer=sevvo_dot_connections_dot_v1_dot_connections__pb2.ClaimLeaseRequest.SerializeToString,
                 response_deserializer=sevvo_dot_connections_dot_v1_dot_connections__pb2.Lease.FromString,
                 _registered_method=True)
         self.ListLeasesToReap = channel.unary_unary(
@@ -729,11 +743,21 @@ class LeaseServiceServicer:
 
     The agent records a lease before it creates the role and updates it as the role lives
     and dies; users list, count and ask to revoke leases; the agent's reaper does the revoking.
+
+    When the agent acts for one of the customer's workloads (its credential API), it forwards
+    the workload's bearer (from AuthService.ExchangeWorkloadToken) in the metadata key
+    "x-sevvo-workload-authorization" as "Bearer <jwt>", beside its own bearer. connections then
+    verifies that bearer too and checks the request against the workload's grants:
+    PERMISSION_DENIED with reason WORKLOAD_OF_ANOTHER_ORG (the workload's org is not the
+    agent's), ROLE_NOT_GRANTED, TTL_OVER_WORKLOAD_MAXIMUM or LEASE_OF_ANOTHER_WORKLOAD, each
+    refusal recorded in the audit log (action lease.refuse); UNAUTHENTICATED for a bearer that
+    is invalid, expired or of a revoked workload.
     """
 
     def CreateLease(self, request, context):
         """Records the intent to create a login role (state creating), before CREATE ROLE runs.
-        Agent only.
+        Agent only. With a workload bearer, the lease is that workload's (workload_id is taken
+        from the bearer) and max_expire_time is checked against its maximum TTL.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -741,6 +765,17 @@ class LeaseServiceServicer:
 
     def UpdateLease(self, request, context):
         """Moves a lease to a new state along the legal transitions, or renews it. Agent only.
+        With a workload bearer, only a lease of that workload.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ClaimLease(self, request, context):
+        """Hands an active lease of the agent's warm pool (purpose "warm_pool", no workload) to
+        the workload whose bearer is forwarded, after the same checks as CreateLease. Agent only;
+        the workload bearer is required. FAILED_PRECONDITION, reason LEASE_NOT_CLAIMABLE, for a
+        lease that is not an unclaimed, active pool lease (another caller claimed it first).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -789,6 +824,11 @@ def add_LeaseServiceServicer_to_server(servicer, server):
                     request_deserializer=sevvo_dot_connections_dot_v1_dot_connections__pb2.UpdateLeaseRequest.FromString,
                     response_serializer=sevvo_dot_connections_dot_v1_dot_connections__pb2.Lease.SerializeToString,
             ),
+            'ClaimLease': grpc.unary_unary_rpc_method_handler(
+                    servicer.ClaimLease,
+                    request_deserializer=sevvo_dot_connections_dot_v1_dot_connections__pb2.ClaimLeaseRequest.FromString,
+                    response_serializer=sevvo_dot_connections_dot_v1_dot_connections__pb2.Lease.SerializeToString,
+            ),
             'ListLeasesToReap': grpc.unary_unary_rpc_method_handler(
                     servicer.ListLeasesToReap,
                     request_deserializer=sevvo_dot_connections_dot_v1_dot_connections__pb2.ListLeasesToReapRequest.FromString,
@@ -823,6 +863,15 @@ class LeaseService:
 
     The agent records a lease before it creates the role and updates it as the role lives
     and dies; users list, count and ask to revoke leases; the agent's reaper does the revoking.
+
+    When the agent acts for one of the customer's workloads (its credential API), it forwards
+    the workload's bearer (from AuthService.ExchangeWorkloadToken) in the metadata key
+    "x-sevvo-workload-authorization" as "Bearer <jwt>", beside its own bearer. connections then
+    verifies that bearer too and checks the request against the workload's grants:
+    PERMISSION_DENIED with reason WORKLOAD_OF_ANOTHER_ORG (the workload's org is not the
+    agent's), ROLE_NOT_GRANTED, TTL_OVER_WORKLOAD_MAXIMUM or LEASE_OF_ANOTHER_WORKLOAD, each
+    refusal recorded in the audit log (action lease.refuse); UNAUTHENTICATED for a bearer that
+    is invalid, expired or of a revoked workload.
     """
 
     @staticmethod
@@ -868,6 +917,33 @@ class LeaseService:
             target,
             '/sevvo.connections.v1.LeaseService/UpdateLease',
             sevvo_dot_connections_dot_v1_dot_connections__pb2.UpdateLeaseRequest.SerializeToString,
+            sevvo_dot_connections_dot_v1_dot_connections__pb2.Lease.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ClaimLease(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sevvo.connections.v1.LeaseService/ClaimLease',
+            sevvo_dot_connections_dot_v1_dot_connections__pb2.ClaimLeaseRequest.SerializeToString,
             sevvo_dot_connections_dot_v1_dot_connections__pb2.Lease.FromString,
             options,
             channel_credentials,

@@ -281,6 +281,15 @@ class LeaseServiceStub:
 
     The agent records a lease before it creates the role and updates it as the role lives
     and dies; users list, count and ask to revoke leases; the agent's reaper does the revoking.
+
+    When the agent acts for one of the customer's workloads (its credential API), it forwards
+    the workload's bearer (from AuthService.ExchangeWorkloadToken) in the metadata key
+    "x-sevvo-workload-authorization" as "Bearer <jwt>", beside its own bearer. connections then
+    verifies that bearer too and checks the request against the workload's grants:
+    PERMISSION_DENIED with reason WORKLOAD_OF_ANOTHER_ORG (the workload's org is not the
+    agent's), ROLE_NOT_GRANTED, TTL_OVER_WORKLOAD_MAXIMUM or LEASE_OF_ANOTHER_WORKLOAD, each
+    refusal recorded in the audit log (action lease.refuse); UNAUTHENTICATED for a bearer that
+    is invalid, expired or of a revoked workload.
     """
 
     @_typing.overload
@@ -289,10 +298,19 @@ class LeaseServiceStub:
     def __new__(cls, channel: _aio.Channel) -> LeaseServiceAsyncStub: ...
     CreateLease: _grpc.UnaryUnaryMultiCallable[_connections_pb2.CreateLeaseRequest, _connections_pb2.Lease]
     """Records the intent to create a login role (state creating), before CREATE ROLE runs.
-    Agent only.
+    Agent only. With a workload bearer, the lease is that workload's (workload_id is taken
+    from the bearer) and max_expire_time is checked against its maximum TTL.
     """
     UpdateLease: _grpc.UnaryUnaryMultiCallable[_connections_pb2.UpdateLeaseRequest, _connections_pb2.Lease]
-    """Moves a lease to a new state along the legal transitions, or renews it. Agent only."""
+    """Moves a lease to a new state along the legal transitions, or renews it. Agent only.
+    With a workload bearer, only a lease of that workload.
+    """
+    ClaimLease: _grpc.UnaryUnaryMultiCallable[_connections_pb2.ClaimLeaseRequest, _connections_pb2.Lease]
+    """Hands an active lease of the agent's warm pool (purpose "warm_pool", no workload) to
+    the workload whose bearer is forwarded, after the same checks as CreateLease. Agent only;
+    the workload bearer is required. FAILED_PRECONDITION, reason LEASE_NOT_CLAIMABLE, for a
+    lease that is not an unclaimed, active pool lease (another caller claimed it first).
+    """
     ListLeasesToReap: _grpc.UnaryUnaryMultiCallable[_connections_pb2.ListLeasesToReapRequest, _connections_pb2.ListLeasesToReapResponse]
     """Lists the org's leases whose role must be dropped now: expired ones still live, and
     those a user asked to revoke. Agent only.
@@ -313,15 +331,33 @@ class LeaseServiceAsyncStub(LeaseServiceStub):
 
     The agent records a lease before it creates the role and updates it as the role lives
     and dies; users list, count and ask to revoke leases; the agent's reaper does the revoking.
+
+    When the agent acts for one of the customer's workloads (its credential API), it forwards
+    the workload's bearer (from AuthService.ExchangeWorkloadToken) in the metadata key
+    "x-sevvo-workload-authorization" as "Bearer <jwt>", beside its own bearer. connections then
+    verifies that bearer too and checks the request against the workload's grants:
+    PERMISSION_DENIED with reason WORKLOAD_OF_ANOTHER_ORG (the workload's org is not the
+    agent's), ROLE_NOT_GRANTED, TTL_OVER_WORKLOAD_MAXIMUM or LEASE_OF_ANOTHER_WORKLOAD, each
+    refusal recorded in the audit log (action lease.refuse); UNAUTHENTICATED for a bearer that
+    is invalid, expired or of a revoked workload.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     CreateLease: _aio.UnaryUnaryMultiCallable[_connections_pb2.CreateLeaseRequest, _connections_pb2.Lease]  # type: ignore[assignment]
     """Records the intent to create a login role (state creating), before CREATE ROLE runs.
-    Agent only.
+    Agent only. With a workload bearer, the lease is that workload's (workload_id is taken
+    from the bearer) and max_expire_time is checked against its maximum TTL.
     """
     UpdateLease: _aio.UnaryUnaryMultiCallable[_connections_pb2.UpdateLeaseRequest, _connections_pb2.Lease]  # type: ignore[assignment]
-    """Moves a lease to a new state along the legal transitions, or renews it. Agent only."""
+    """Moves a lease to a new state along the legal transitions, or renews it. Agent only.
+    With a workload bearer, only a lease of that workload.
+    """
+    ClaimLease: _aio.UnaryUnaryMultiCallable[_connections_pb2.ClaimLeaseRequest, _connections_pb2.Lease]  # type: ignore[assignment]
+    """Hands an active lease of the agent's warm pool (purpose "warm_pool", no workload) to
+    the workload whose bearer is forwarded, after the same checks as CreateLease. Agent only;
+    the workload bearer is required. FAILED_PRECONDITION, reason LEASE_NOT_CLAIMABLE, for a
+    lease that is not an unclaimed, active pool lease (another caller claimed it first).
+    """
     ListLeasesToReap: _aio.UnaryUnaryMultiCallable[_connections_pb2.ListLeasesToReapRequest, _connections_pb2.ListLeasesToReapResponse]  # type: ignore[assignment]
     """Lists the org's leases whose role must be dropped now: expired ones still live, and
     those a user asked to revoke. Agent only.
@@ -341,6 +377,15 @@ class LeaseServiceServicer(metaclass=_abc_1.ABCMeta):
 
     The agent records a lease before it creates the role and updates it as the role lives
     and dies; users list, count and ask to revoke leases; the agent's reaper does the revoking.
+
+    When the agent acts for one of the customer's workloads (its credential API), it forwards
+    the workload's bearer (from AuthService.ExchangeWorkloadToken) in the metadata key
+    "x-sevvo-workload-authorization" as "Bearer <jwt>", beside its own bearer. connections then
+    verifies that bearer too and checks the request against the workload's grants:
+    PERMISSION_DENIED with reason WORKLOAD_OF_ANOTHER_ORG (the workload's org is not the
+    agent's), ROLE_NOT_GRANTED, TTL_OVER_WORKLOAD_MAXIMUM or LEASE_OF_ANOTHER_WORKLOAD, each
+    refusal recorded in the audit log (action lease.refuse); UNAUTHENTICATED for a bearer that
+    is invalid, expired or of a revoked workload.
     """
 
     @_abc_1.abstractmethod
@@ -350,7 +395,8 @@ class LeaseServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_connections_pb2.Lease, _abc.Awaitable[_connections_pb2.Lease]]:
         """Records the intent to create a login role (state creating), before CREATE ROLE runs.
-        Agent only.
+        Agent only. With a workload bearer, the lease is that workload's (workload_id is taken
+        from the bearer) and max_expire_time is checked against its maximum TTL.
         """
 
     @_abc_1.abstractmethod
@@ -359,7 +405,21 @@ class LeaseServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _connections_pb2.UpdateLeaseRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_connections_pb2.Lease, _abc.Awaitable[_connections_pb2.Lease]]:
-        """Moves a lease to a new state along the legal transitions, or renews it. Agent only."""
+        """Moves a lease to a new state along the legal transitions, or renews it. Agent only.
+        With a workload bearer, only a lease of that workload.
+        """
+
+    @_abc_1.abstractmethod
+    def ClaimLease(
+        self,
+        request: _connections_pb2.ClaimLeaseRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_connections_pb2.Lease, _abc.Awaitable[_connections_pb2.Lease]]:
+        """Hands an active lease of the agent's warm pool (purpose "warm_pool", no workload) to
+        the workload whose bearer is forwarded, after the same checks as CreateLease. Agent only;
+        the workload bearer is required. FAILED_PRECONDITION, reason LEASE_NOT_CLAIMABLE, for a
+        lease that is not an unclaimed, active pool lease (another caller claimed it first).
+        """
 
     @_abc_1.abstractmethod
     def ListLeasesToReap(
