@@ -287,18 +287,20 @@ class DeleteConnectionRequest(_message.Message):
     def __init__(self, id: _Optional[str] = ..., force: _Optional[bool] = ...) -> None: ...
 
 class ResolveConnectionCredentialsRequest(_message.Message):
-    __slots__ = ("connection_id", "purpose", "draft_id", "work", "role")
+    __slots__ = ("connection_id", "purpose", "draft_id", "work", "role", "connection_name")
     CONNECTION_ID_FIELD_NUMBER: _ClassVar[int]
     PURPOSE_FIELD_NUMBER: _ClassVar[int]
     DRAFT_ID_FIELD_NUMBER: _ClassVar[int]
     WORK_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
+    CONNECTION_NAME_FIELD_NUMBER: _ClassVar[int]
     connection_id: str
     purpose: str
     draft_id: str
     work: WorkClaim
     role: str
-    def __init__(self, connection_id: _Optional[str] = ..., purpose: _Optional[str] = ..., draft_id: _Optional[str] = ..., work: _Optional[_Union[WorkClaim, _Mapping]] = ..., role: _Optional[str] = ...) -> None: ...
+    connection_name: str
+    def __init__(self, connection_id: _Optional[str] = ..., purpose: _Optional[str] = ..., draft_id: _Optional[str] = ..., work: _Optional[_Union[WorkClaim, _Mapping]] = ..., role: _Optional[str] = ..., connection_name: _Optional[str] = ...) -> None: ...
 
 class WorkClaim(_message.Message):
     __slots__ = ("proof", "workflow_id", "workflow_run_id", "workflow_type")
