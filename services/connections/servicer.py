@@ -641,6 +641,7 @@ _ACTOR_TO_PB = {
     "user": audit_pb2.ACTOR_KIND_USER,
     "agent": audit_pb2.ACTOR_KIND_AGENT,
     "system": audit_pb2.ACTOR_KIND_SYSTEM,
+    "workload": audit_pb2.ACTOR_KIND_WORKLOAD,
 }
 _OUTCOME_TO_PB = {
     "success": audit_pb2.AUDIT_OUTCOME_SUCCESS,
