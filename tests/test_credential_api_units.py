@@ -317,3 +317,37 @@ def test_the_socket_and_the_tls_port_serve_the_api_and_refuse_without_a_token(
         ]
         * 2
     )
+
+
+def test_privileged_sessions_are_reused_and_a_dead_one_is_replaced(pg_server_url: str) -> None:
+    """Borrows reuse one logged-in session; one the server ended while idle is replaced
+    without failing the work."""
+    url = psycopg.conninfo.conninfo_to_dict(pg_server_url)
+    postgres = cpb.PostgresCredentials(
+        host=str(url.get("host", "127.0.0.1")),
+        port=int(str(url.get("port", 5432))),
+        database=str(url.get("dbname", "postgres")),
+        username=str(url["user"]),
+        password=str(url["password"]),
+        ssl_mode=cpb.SSL_MODE_DISABLE,
+    )
+    sessions = PrivilegedSessions(None, size=2)  # type: ignore[arg-type]
+
+    async def backend(admin: psycopg.AsyncConnection[Any]) -> int:
+        cur = await admin.execute("select pg_backend_pid()")
+        row = await cur.fetchone()
+        assert row is not None
+        return int(row[0])
+
+    async def body() -> tuple[int, int, int]:
+        first = await sessions.run("c1", postgres, backend)
+        second = await sessions.run("c1", postgres, backend)
+        with psycopg.connect(pg_server_url, autocommit=True) as killer:
+            killer.execute("select pg_terminate_backend(%s, 5000)", (second,))
+        third = await sessions.run("c1", postgres, backend)
+        await sessions.close()
+        return first, second, third
+
+    first, second, third = asyncio.run(body())
+    assert first == second
+    assert third != second
