@@ -375,8 +375,15 @@ def test_refusals_are_counted_and_none_mints(
         f"refusals: {len(outcomes) + len(late_successes)} attempts, {len(outcomes)} refused,"
         f" {len(late_successes)} succeeded (a revoked workload before the revocation arrived)"
     )
-    # Only the revoked workload's earlier lease is left, to expire and be reaped like any.
+    # Only the revoked workload's earlier lease is left; an admin has the reaper revoke it.
     assert setup.minted() == [held.username]
+    cpb_grpc.LeaseServiceStub(e2e._channel(setup.tenant.admin_token)).RevokeLeases(
+        cpb.RevokeLeasesRequest(connection_id=setup.connection.id, lease_id=held.lease_id)
+    )
+    deadline = time.monotonic() + 5 * REAPER_SECONDS + 10
+    while setup.minted():
+        assert time.monotonic() < deadline, "the reaper did not revoke the lease"
+        time.sleep(0.25)
 
 
 _CLIENT = """
