@@ -363,8 +363,8 @@ def test_refusals_are_counted_and_none_mints(
     assert outcomes == {
         "no_token": (unauthenticated, "TOKEN_MISSING"),
         "malformed_token": (unauthenticated, "INVALID_WORKLOAD_TOKEN"),
-        "wrong_secret": (unauthenticated, outcomes["wrong_secret"][1]),
-        "revoked_workload": (unauthenticated, outcomes["revoked_workload"][1]),
+        "wrong_secret": (unauthenticated, "INVALID_WORKLOAD_TOKEN"),
+        "revoked_workload": (unauthenticated, "WORKLOAD_REVOKED"),
         "ungranted_role": (denied, "ROLE_NOT_GRANTED"),
         "ttl_over_workload_max": (denied, "TTL_OVER_WORKLOAD_MAXIMUM"),
         "another_org": (denied, "WORKLOAD_OF_ANOTHER_ORG"),
