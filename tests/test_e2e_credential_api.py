@@ -26,6 +26,7 @@ import pytest
 from temporalio.client import Client
 
 from devstack.agent_process import AgentProcess
+from devstack.pki import DevPki
 from devstack.postgres import EmbeddedPostgres
 from devstack.source_db import create_dynamic_roles, create_source_database, drop_roles
 from sevvo.agent.v1 import credentials_pb2 as apb
@@ -39,6 +40,7 @@ from sevvo.runtime.grpc_client import error_details
 from sevvo.runtime.temporal import namespace_for
 from tests.plugins.auth_stack import BackgroundLoop
 from tests.plugins.dev_stack import REAPER_SECONDS, EndToEnd, Tenant
+from tests.plugins.source_db import SourceTargetFactory
 
 PRIVILEGED_PASSWORD = "privileged-pw-credapi-7171"
 ROLE_DEFAULT_TTL = 300
@@ -543,3 +545,72 @@ def test_200_concurrent_borrowers_all_succeed_and_leave_the_catalog_as_it_was(
         leaked = [p for p in passwords if p in text]
         assert leaked == [], f"{len(leaked)} minted passwords in the {where}"
         assert setup.token not in text, f"the workload token is in the {where}"
+
+
+def test_a_verifying_connection_lends_a_conninfo_with_its_ca_file(
+    e2e: EndToEnd,
+    setup: Setup,
+    tls_source_pg: EmbeddedPostgres,
+    source_target: SourceTargetFactory,
+    dev_pki: DevPki,
+    background_loop: BackgroundLoop,
+) -> None:
+    """For a verify-full connection the conninfo says sslmode=verify-full and names a CA file
+    beside the socket, and a login with it verifies the server and works."""
+    db = source_target(tls_source_pg)
+    admin_url = tls_source_pg.admin_url(db.database)
+    group, privileged = create_dynamic_roles(
+        admin_url, database=db.database, password=PRIVILEGED_PASSWORD
+    )
+    try:
+        connection = e2e.connections(setup.tenant.admin_token).CreateConnection(
+            cpb.CreateConnectionRequest(
+                display_name=f"verified-{uuid.uuid4().hex[:6]}",
+                dynamic=cpb.PostgresDynamic(
+                    host="localhost",
+                    port=db.port,
+                    database=db.database,
+                    ssl_mode=cpb.SSL_MODE_VERIFY_FULL,
+                    ssl_root_cert=dev_pki.ca_cert.read_text(),
+                    privileged_username=privileged,
+                    privileged_password=PRIVILEGED_PASSWORD,
+                    group_role=group,
+                ),
+            )
+        )
+        assert connection.status == cpb.CONNECTION_STATUS_CONNECTED
+        workload = _workload(e2e, setup.tenant, [(connection.id, "default")])
+
+        async def body() -> tuple[apb.Credential, str]:
+            channel, stub = _stub(setup.socket)
+            async with channel:
+                credential: apb.Credential = await stub.GenerateCredential(
+                    apb.GenerateCredentialRequest(connection=connection.id),
+                    metadata=_auth(workload.workload_token),
+                )
+                conn = await psycopg.AsyncConnection.connect(credential.conninfo)
+                async with conn:
+                    cur = await conn.execute(
+                        "select ssl from pg_stat_ssl where pid = pg_backend_pid()"
+                    )
+                    ssl = str(await cur.fetchone())
+                await stub.RevokeCredential(
+                    apb.RevokeCredentialRequest(lease_id=credential.lease_id),
+                    metadata=_auth(workload.workload_token),
+                )
+                return credential, ssl
+
+        credential, ssl = background_loop.run(body(), timeout=60)
+        parsed = psycopg.conninfo.conninfo_to_dict(credential.conninfo)
+        assert (credential.ssl_mode, parsed["sslmode"]) == ("verify-full", "verify-full")
+        root_cert = Path(str(parsed["sslrootcert"]))
+        assert root_cert.parent == setup.socket.parent
+        assert root_cert.read_text() == dev_pki.ca_cert.read_text()
+        assert ssl == "(True,)"
+        with psycopg.connect(admin_url) as conn:
+            rows = conn.execute(
+                "select count(*) from pg_roles where rolname = %s", (credential.username,)
+            )
+            assert rows.fetchone() == (0,)
+    finally:
+        drop_roles(admin_url, privileged, group)
