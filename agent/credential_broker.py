@@ -362,6 +362,9 @@ class WorkloadBearers:
             max_ttl_seconds=response.max_ttl_seconds,
             expires_at=response.expire_time.ToDatetime(UTC),
         )
+        now = datetime.now(UTC)
+        for stale in [k for k, v in self._cached.items() if v.expires_at < now]:
+            del self._cached[stale]
         self._cached[key] = bearer
         log.info("workload authenticated", workload_id=bearer.workload_id)
         return bearer
@@ -573,6 +576,12 @@ class _Lent:
     connection_id: str
     role: str
     default_ttl_seconds: int
+    max_expire_time: datetime
+
+
+# Leases remembered for renewal by the role's TTL; past this many, those past their maximum
+# lifetime (never renewable again) are forgotten, so callers that never revoke cost no memory.
+_LENT_PRUNE_AT: Final = 4096
 
 
 class CredentialBroker:
@@ -732,9 +741,23 @@ class CredentialBroker:
 
         await self._refused_as_unauthenticated(workload_token, work())
 
+    def _remember(self, lease_id: str, lent: _Lent) -> None:
+        if len(self._lent) >= _LENT_PRUNE_AT:
+            now = datetime.now(UTC)
+            for stale in [k for k, v in self._lent.items() if v.max_expire_time < now]:
+                del self._lent[stale]
+        self._lent[lease_id] = lent
+
     async def _authenticate(self, token: str) -> WorkloadBearer:
         workload = await self._bearers.bearer_for(token)
         if workload.org_id != self._org_id:
+            # Refused before any call to the control plane, so connections cannot audit it;
+            # this warning is its record.
+            log.warning(
+                "workload of another org refused",
+                workload_id=workload.workload_id,
+                workload_org_id=workload.org_id,
+            )
             raise PermissionDenied(
                 "the workload belongs to another org than this agent",
                 reason="WORKLOAD_OF_ANOTHER_ORG",
@@ -837,8 +860,14 @@ class CredentialBroker:
 
         minted = await self._sessions.run(resolved.connection_id, resolved.postgres, mint_on)
         lease = recorded[-1]
-        self._lent[lease_id] = _Lent(
-            resolved.connection_id, resolved.role, resolved.dynamic.default_ttl_seconds
+        self._remember(
+            lease_id,
+            _Lent(
+                resolved.connection_id,
+                resolved.role,
+                resolved.dynamic.default_ttl_seconds,
+                lease.max_expire_time.ToDatetime(UTC),
+            ),
         )
         log.info(
             "workload lease minted",
