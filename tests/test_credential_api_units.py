@@ -351,3 +351,48 @@ def test_privileged_sessions_are_reused_and_a_dead_one_is_replaced(pg_server_url
     first, second, third = asyncio.run(body())
     assert first == second
     assert third != second
+
+
+def test_hostile_bytes_on_the_socket_are_invalid_argument_never_internal(
+    socket_dir: Path,
+) -> None:
+    """Garbage bytes and NUL characters get INVALID_ARGUMENT, with or without a token, from
+    every method of the API: the same request checks as the services'."""
+    path = socket_dir / "agent.sock"
+    config = AgentConfig(
+        deployment_token=DEPLOYMENT_TOKEN,
+        control_plane_endpoint="cp:443",
+        temporal_address="t:443",
+        credential_api=CredentialApiConfig(socket=path),
+    )
+    service = apb.DESCRIPTOR.services_by_name["CredentialService"]
+    payloads = [
+        b"\xff\xff\xff",  # not a message
+        b"\x0a\x05ab\x00cd",  # field 1 (a string) holding NUL
+        b"\x0a\x02\xc3\x28",  # field 1 holding bad UTF-8
+    ]
+
+    async def body() -> list[tuple[str, grpc.StatusCode, str | None]]:
+        answers = []
+        async with (
+            serving(config, _broker(_CountingAuth(refuse=True))),
+            grpc.aio.insecure_channel(f"unix:{path}") as channel,
+        ):
+            for method in service.methods:
+                call = channel.unary_unary(
+                    f"/{service.full_name}/{method.name}",
+                    request_serializer=lambda raw: raw,
+                    response_deserializer=lambda raw: raw,
+                )
+                for payload in payloads:
+                    for metadata in (None, (("authorization", f"Bearer {WORKLOAD}"),)):
+                        try:
+                            await call(payload, metadata=metadata)
+                        except grpc.aio.AioRpcError as exc:
+                            details = error_details(exc)
+                            answers.append((method.name, details.code, details.reason))
+        return answers
+
+    answers = asyncio.run(body())
+    assert len(answers) == len(service.methods) * len(payloads) * 2
+    assert {code for _, code, _ in answers} == {grpc.StatusCode.INVALID_ARGUMENT}
