@@ -452,6 +452,9 @@ def _control_plane_rows(database_url: str) -> str:
             "select table_schema, table_name from information_schema.tables where table_type ="
             " 'BASE TABLE' and table_schema not in ('pg_catalog', 'information_schema')"
         ).fetchall()
+        # Every service's schema is searched, and the leases table with it.
+        assert {"auth", "connections", "orchestrator"} <= {schema for schema, _ in tables}
+        assert ("connections", "leases") in tables
         texts = []
         for schema, table in tables:
             query = psycopg.sql.SQL("select t::text from {}.{} t").format(
