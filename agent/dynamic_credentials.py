@@ -296,9 +296,20 @@ async def mint(
     # the agent host's clock may be off by minutes.
     cur = await admin.execute("SELECT now() + %s", (ttl,))
     valid_until = _one(await cur.fetchone()).astimezone(UTC)
-    if before_create is not None:
-        await before_create(name, valid_until)
-    values = _creation_values(name, await _verifier(admin, password, name), valid_until)
+    # The verifier's PBKDF2 (milliseconds, off the event loop) overlaps the caller's
+    # record of intent (a round trip to the control plane): a borrow waits for the longer.
+    verifier = asyncio.ensure_future(_verifier(admin, password, name))
+    try:
+        if before_create is not None:
+            await before_create(name, valid_until)
+        values = _creation_values(name, await verifier, valid_until)
+    finally:
+        if not verifier.done():
+            verifier.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await verifier
+        elif not verifier.cancelled():
+            verifier.exception()  # Retrieved, so a failure behind another is not reported twice.
     rendered = [_render(template, values) for template in creation]
     await admin.execute(_one_transaction([*rendered, _self_grant(admin, name)]))
     log.info("dynamic_credentials.minted", role=name, valid_until=valid_until.isoformat())

@@ -83,11 +83,18 @@ def _service_modules() -> list[Any]:
     return modules
 
 
+# Served by the agent to the customer's workloads, never by the control plane;
+# tests/test_credential_api_units.py sends it hostile input over the agent's socket.
+AGENT_SERVICES = frozenset({"sevvo.agent.v1.CredentialService"})
+
+
 def all_methods() -> list[descriptor.MethodDescriptor]:
     """Every unary method the generated descriptors declare (streaming ones are refused)."""
     methods = []
     for module in _service_modules():
         for service in module.DESCRIPTOR.services_by_name.values():
+            if service.full_name in AGENT_SERVICES:
+                continue
             for method in service.methods:
                 if not (method.client_streaming or method.server_streaming):
                     methods.append(method)
