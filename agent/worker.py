@@ -26,6 +26,7 @@ from agent.activities import AgentActivities
 from agent.bearer import AuthorisationLost, BearerSession, DeploymentRevoked
 from agent.config import AgentConfig
 from agent.leases import LeaseManager, Reaper
+from agent.warm_pool import WarmPool
 from agent.work_gate import WorkGate, key_cache
 from agent.workflows import CredentialTestWorkflow, PreviewQueryWorkflow, RootRotationWorkflow
 from sevvo.auth.v1 import auth_pb2_grpc
@@ -49,6 +50,7 @@ or stayed unreachable until the bearer expired. A restart retries from the excha
 waits (without running work) until the control plane answers."""
 KEY_REFRESH_SECONDS = 300.0
 SHUTDOWN_SECONDS = 5.0
+POOL_CLOSE_SECONDS = 30.0
 
 
 async def _fetch_keys(
@@ -248,6 +250,16 @@ async def run_agent(config: AgentConfig, stop: asyncio.Event) -> int:
             ),
             asyncio.create_task(stop.wait(), name="stop"),
         }
+        pool: WarmPool | None = None
+        if config.warm_pool:
+            pool = WarmPool(
+                config.warm_pool,
+                leases,
+                credentials,
+                connections_pb2_grpc.ConnectionServiceStub(channel),
+                refill_seconds=config.warm_pool_refill_seconds,
+            )
+            tasks.add(asyncio.create_task(pool.run(), name="warm-pool"))
         if config.temporal_drain_legacy and config.temporal_legacy_namespace != client.namespace:
             legacy_config = client.config()
             legacy_config["namespace"] = config.temporal_legacy_namespace
@@ -267,6 +279,12 @@ async def run_agent(config: AgentConfig, stop: asyncio.Event) -> int:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, DeploymentRevoked, AuthorisationLost):
                 await task
+        if pool is not None:
+            # Unclaimed pooled roles go now, not at their expiry (the reaper's fallback).
+            try:
+                await asyncio.wait_for(pool.close(), timeout=POOL_CLOSE_SECONDS)
+            except TimeoutError:
+                log.warning("warm pool not revoked in time", timeout_s=POOL_CLOSE_SECONDS)
         for task in done:
             failure = None if task.cancelled() else task.exception()
             if task.get_name() != "stop" and failure is not None:
