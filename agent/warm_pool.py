@@ -21,12 +21,19 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Final
 
 import grpc
 import psycopg
 from psycopg.rows import TupleRow
 
+from agent.credential_broker import (
+    IssuedCredential,
+    issued_credential,
+    relayed,
+    workload_metadata,
+)
 from agent.dynamic_credentials import mint, renew
 from agent.leases import LeaseManager
 from sevvo.connections.v1 import connections_pb2, connections_pb2_grpc
@@ -40,8 +47,6 @@ log = get_logger(__name__)
 
 POOL_PURPOSE: Final = "warm_pool"
 """The purpose of every pooled lease until a workload claims it (ClaimLease's contract)."""
-WORKLOAD_METADATA: Final = "x-sevvo-workload-authorization"
-"""The metadata key that carries the workload's bearer to connections."""
 MAX_POOL_SIZE: Final = 50
 MAX_POOLED_ROLES: Final = 200
 """All pools together: each pooled role is a live login role in a customer's database."""
@@ -123,15 +128,6 @@ class PooledRole:
     ttl: timedelta
 
 
-@dataclass(frozen=True)
-class Borrowed:
-    """A pooled role handed to a workload: its lease (claimed, perhaps renewed) and the
-    credentials to log in with."""
-
-    lease: connections_pb2.Lease
-    credentials: connections_pb2.PostgresCredentials = field(repr=False)
-
-
 @dataclass
 class _Pool:
     spec: PoolSpec
@@ -156,21 +152,22 @@ class WarmPool:
         specs: Iterable[PoolSpec],
         leases: connections_pb2_grpc.LeaseServiceStub,
         credentials: connections_pb2_grpc.ConnectionCredentialServiceStub,
-        connections: connections_pb2_grpc.ConnectionServiceStub,
         *,
+        ca_dir: Path | None = None,
         refill_seconds: float = 5.0,
         retire_below: float = 0.5,
         ttl: timedelta | None = None,
     ) -> None:
         """``retire_below``: the share of its TTL a role must have left to be handed out
         (the rest of the time it is revoked and replaced); ``ttl`` caps the role's default
-        TTL for pooled roles (None: the role's default)."""
+        TTL for pooled roles (None: the role's default); ``ca_dir`` is where CA bundles are
+        written for the workloads' sslrootcert (the credential API's)."""
         if not 0 < retire_below < 1:
             raise ValueError("retire_below must be between 0 and 1")
         self._pools = [_Pool(spec) for spec in specs]
         self._leases = leases
         self._credentials = credentials
-        self._connections = connections
+        self._ca_dir = ca_dir
         self._manager = LeaseManager(leases, credentials)
         self._refill_seconds = refill_seconds
         self._retire_below = retire_below
@@ -189,13 +186,18 @@ class WarmPool:
         ttl: timedelta | None,
         bearer: str,
         purpose: str,
-    ) -> Borrowed | None:
+        *,
+        max_ttl: timedelta | None = None,
+    ) -> IssuedCredential | None:
         """Hands a pooled role to the workload whose bearer this is, or None when there is
-        no pool for (connection, role), it is empty, or its roles cannot last ``ttl``.
+        no pool for (connection, role), it is empty, or its roles cannot serve the request.
 
         ``ttl`` None means the role's default. A role whose expiry comes before now + ttl is
-        renewed after the claim, within its max TTL. A refusal by connections (the
-        workload may not borrow this role, for this long) is raised as the grpc error, and
+        renewed after the claim, within its max TTL. ``max_ttl`` is the longest lease the
+        workload may hold: a pooled lease may live the role's max TTL, and connections
+        refuses a claim past the workload's, so such a workload gets None (a fresh mint,
+        capped to its maximum) rather than a refusal. A refusal by connections (a role not
+        granted, a revoked workload) is raised as a SevvoError (the workload's answer), and
         the role stays pooled for the next borrower.
         """
         pool = next((p for p in self._pools if p.matches(connection_id, role)), None)
@@ -210,7 +212,8 @@ class WarmPool:
                     self._retire_later(pool, entry)
                     continue
                 wanted = now + (ttl if ttl is not None else entry.ttl)
-                if wanted > entry.max_expire:
+                too_long = max_ttl is not None and entry.max_expire > now + max_ttl
+                if wanted > entry.max_expire or too_long:
                     # Every pooled role was minted alike: none lasts that long. A fresh
                     # mint may, or is refused by connections with the reason.
                     pool.entries.appendleft(entry)
@@ -218,7 +221,7 @@ class WarmPool:
                 try:
                     lease: connections_pb2.Lease = await self._leases.ClaimLease(
                         connections_pb2.ClaimLeaseRequest(lease_id=entry.lease_id, purpose=purpose),
-                        metadata=((WORKLOAD_METADATA, f"Bearer {bearer}"),),
+                        metadata=workload_metadata(bearer),
                         timeout=10,
                     )
                 except grpc.aio.AioRpcError as exc:
@@ -227,10 +230,10 @@ class WarmPool:
                         log.warning("pooled lease not claimable", lease_id=entry.lease_id)
                         continue
                     pool.entries.appendleft(entry)
-                    raise
+                    raise relayed(exc, "claiming a pooled credential") from None
                 if wanted > entry.valid_until:
                     try:
-                        lease = await self._renew(pool, entry, wanted)
+                        lease = await self._renew(pool, entry, wanted, bearer)
                     except BaseException:
                         # Claimed but not handed out: nobody else will ever use it.
                         admin = await self._admin(pool)
@@ -245,24 +248,38 @@ class WarmPool:
                     connection_role=pool.spec.role,
                     purpose=purpose,
                 )
-                return Borrowed(lease=lease, credentials=self._login(pool, entry))
+                return issued_credential(
+                    lease_id=entry.lease_id,
+                    connection_id=lease.connection_id,
+                    role=pool.spec.role,
+                    postgres=self._settings_postgres(pool),
+                    username=entry.name,
+                    password=entry.password,
+                    expire_time=lease.expire_time.ToDatetime(UTC),
+                    max_expire_time=lease.max_expire_time.ToDatetime(UTC),
+                    ca_dir=self._ca_dir,
+                )
             return None
         finally:
             self._wake.set()
 
     async def _renew(
-        self, pool: _Pool, entry: PooledRole, wanted: datetime
+        self, pool: _Pool, entry: PooledRole, wanted: datetime, bearer: str
     ) -> connections_pb2.Lease:
         # The record first: a lease recorded as lasting longer than its role is harmless,
         # a role outliving its record would be reaped while the workload uses it.
-        lease: connections_pb2.Lease = await self._leases.UpdateLease(
-            connections_pb2.UpdateLeaseRequest(
-                lease_id=entry.lease_id,
-                state=connections_pb2.LEASE_STATE_ACTIVE,
-                expire_time=timestamp(wanted),
-            ),
-            timeout=10,
-        )
+        try:
+            lease: connections_pb2.Lease = await self._leases.UpdateLease(
+                connections_pb2.UpdateLeaseRequest(
+                    lease_id=entry.lease_id,
+                    state=connections_pb2.LEASE_STATE_ACTIVE,
+                    expire_time=timestamp(wanted),
+                ),
+                metadata=workload_metadata(bearer),
+                timeout=10,
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise relayed(exc, "renewing a pooled credential") from None
         await renew(await self._admin(pool), entry.name, new_valid_until=wanted)
         return lease
 
@@ -271,13 +288,10 @@ class WarmPool:
         assert pool.resolved is not None  # set before the first role was minted
         return pool.resolved.dynamic
 
-    def _login(self, pool: _Pool, entry: PooledRole) -> connections_pb2.PostgresCredentials:
+    @staticmethod
+    def _settings_postgres(pool: _Pool) -> connections_pb2.PostgresCredentials:
         assert pool.resolved is not None  # set before the first role was minted
-        login = connections_pb2.PostgresCredentials()
-        login.CopyFrom(pool.resolved.postgres)
-        login.ClearField("pending_password")
-        login.username, login.password = entry.name, entry.password
-        return login
+        return pool.resolved.postgres
 
     def _stale(self, entry: PooledRole, now: datetime) -> bool:
         return entry.valid_until - now < entry.ttl * self._retire_below
@@ -375,37 +389,24 @@ class WarmPool:
         """The pool's privileged session, opened (with fresh settings) when there is none."""
         if pool.admin is not None and not pool.admin.closed and not pool.admin.broken:
             return pool.admin
-        if pool.connection_id is None:
-            pool.connection_id = await self._connection_id(pool.spec.connection)
+        request = connections_pb2.ResolveConnectionCredentialsRequest(
+            purpose=POOL_PURPOSE, role=pool.spec.role
+        )
+        if pool.connection_id is not None:
+            request.connection_id = pool.connection_id
+        elif _is_uuid(pool.spec.connection):
+            request.connection_id = str(uuid.UUID(pool.spec.connection))
+        else:
+            request.connection_name = pool.spec.connection
         resolved: connections_pb2.ResolveConnectionCredentialsResponse = (
-            await self._credentials.ResolveConnectionCredentials(
-                connections_pb2.ResolveConnectionCredentialsRequest(
-                    connection_id=pool.connection_id, purpose=POOL_PURPOSE, role=pool.spec.role
-                ),
-                timeout=10,
-            )
+            await self._credentials.ResolveConnectionCredentials(request, timeout=10)
         )
         if not resolved.HasField("dynamic"):
             raise ValueError(f"connection {pool.spec.connection!r} is not dynamic")
         pool.resolved = resolved
+        pool.connection_id = resolved.connection_id or request.connection_id
         pool.admin = await self._manager.privileged(pool.connection_id, resolved)
         return pool.admin
-
-    async def _connection_id(self, connection: str) -> str:
-        """The UUID of the connection a pool names (by UUID or by its display name)."""
-        if _is_uuid(connection):
-            return str(uuid.UUID(connection))
-        token = ""
-        while True:
-            page = await self._connections.ListConnections(
-                connections_pb2.ListConnectionsRequest(page_size=500, page_token=token), timeout=10
-            )
-            for candidate in page.connections:
-                if candidate.display_name == connection:
-                    return str(candidate.id)
-            token = page.next_page_token
-            if not token:
-                raise LookupError(f"no connection named {connection!r}")
 
     async def _drop_admin(self, pool: _Pool) -> None:
         if pool.admin is not None:
