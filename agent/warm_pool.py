@@ -132,6 +132,7 @@ class PooledRole:
 class _Pool:
     spec: PoolSpec
     entries: deque[PooledRole] = field(default_factory=deque)
+    retired: list[PooledRole] = field(default_factory=list)
     connection_id: str | None = None
     resolved: connections_pb2.ResolveConnectionCredentialsResponse | None = None
     admin: psycopg.AsyncConnection[TupleRow] | None = None
@@ -209,7 +210,8 @@ class WarmPool:
                 entry = pool.entries.popleft()
                 now = datetime.now(UTC)
                 if self._stale(entry, now):
-                    self._retire_later(pool, entry)
+                    # Revoked by the next refill pass, off the borrower's path.
+                    pool.retired.append(entry)
                     continue
                 wanted = now + (ttl if ttl is not None else entry.ttl)
                 too_long = max_ttl is not None and entry.max_expire > now + max_ttl
@@ -296,10 +298,6 @@ class WarmPool:
     def _stale(self, entry: PooledRole, now: datetime) -> bool:
         return entry.valid_until - now < entry.ttl * self._retire_below
 
-    def _retire_later(self, pool: _Pool, entry: PooledRole) -> None:
-        # Revoked by the refill pass, off the borrower's path.
-        pool.entries.append(entry)
-
     async def fill_once(self) -> int:
         """One refill pass over every pool: revokes stale roles and mints up to each size.
         Returns how many roles were minted; a pool that fails is retried next pass."""
@@ -323,10 +321,15 @@ class WarmPool:
         async with pool.lock:
             now = datetime.now(UTC)
             stale = [e for e in pool.entries if self._stale(e, now)]
+            pool.entries = deque(e for e in pool.entries if e not in stale)
+            stale, pool.retired = [*pool.retired, *stale], []
             if stale:
-                pool.entries = deque(e for e in pool.entries if e not in stale)
-                admin = await self._admin(pool)
-                for entry in stale:
+                try:
+                    admin = await self._admin(pool)
+                except BaseException:
+                    pool.retired.extend(stale)  # The next pass tries again.
+                    raise
+                for entry in stale:  # revoke_lease records a failure instead of raising.
                     await self._manager.revoke_lease(
                         entry.lease_id, entry.name, self._settings(pool), admin
                     )
@@ -429,7 +432,8 @@ class WarmPool:
         revoked = 0
         for pool in self._pools:
             async with pool.lock:
-                entries, pool.entries = list(pool.entries), deque()
+                entries = [*pool.entries, *pool.retired]
+                pool.entries, pool.retired = deque(), []
                 try:
                     if entries:
                         admin = await self._admin(pool)

@@ -201,8 +201,8 @@ def test_pool_fills_to_its_size_with_recorded_leases_and_closing_revokes_them(
             pool = _pool(channel, PoolSpec(setup.connection.display_name, "default", 3))
             seen["minted"] = await pool.fill_once()
             seen["again"] = await pool.fill_once()
-            seen["logins"] = setup.source.logins()
-            seen["pooled"] = setup.pooled()
+            seen["logins"] = await asyncio.to_thread(setup.source.logins)
+            seen["pooled"] = await asyncio.to_thread(setup.pooled)
             seen["revoked"] = await pool.close()
 
     background_loop.run(scenario(), timeout=60)
@@ -227,7 +227,7 @@ def test_a_borrow_hands_out_a_working_pooled_role_records_the_workload_and_refil
         async with _agent_side(setup) as channel:
             pool = _pool(channel, PoolSpec(setup.connection.id, "default", 2))
             await pool.fill_once()
-            before = setup.source.logins()
+            before = await asyncio.to_thread(setup.source.logins)
             borrowed = await pool.take(
                 setup.connection.id, "default", timedelta(seconds=60), bearer, "reporting"
             )
@@ -237,7 +237,7 @@ def test_a_borrow_hands_out_a_working_pooled_role_records_the_workload_and_refil
             seen["orders"] = await _count_orders(borrowed)
             seen["left"] = pool.sizes()
             seen["refilled"] = await pool.fill_once()
-            seen["pooled"] = setup.pooled()
+            seen["pooled"] = await asyncio.to_thread(setup.pooled)
             await pool.close()
 
     background_loop.run(scenario(), timeout=60)
@@ -306,7 +306,7 @@ def test_an_ungranted_borrow_is_refused_and_the_role_stays_pooled(
             except SevvoError as exc:
                 seen["refused"] = exc
             seen["sizes"] = pool.sizes()
-            seen["pooled"] = setup.pooled()
+            seen["pooled"] = await asyncio.to_thread(setup.pooled)
             seen["next"] = await pool.take(setup.connection.id, "default", None, bearer, "ok")
             await pool.close()
 
@@ -371,11 +371,11 @@ def test_stale_pooled_roles_are_retired_and_revoked_not_handed_out(
             # Stale once 1 % of a 300 s TTL (3 s) has passed.
             pool = _pool(channel, PoolSpec(setup.connection.id, "default", 2), retire_below=0.99)
             await pool.fill_once()
-            seen["first"] = setup.source.logins()
+            seen["first"] = await asyncio.to_thread(setup.source.logins)
             await asyncio.sleep(3.5)
             seen["taken"] = await pool.take(setup.connection.id, "default", None, bearer, "late")
             seen["minted"] = await pool.fill_once()
-            seen["second"] = setup.source.logins()
+            seen["second"] = await asyncio.to_thread(setup.source.logins)
             await pool.close()
 
     background_loop.run(scenario(), timeout=60)
@@ -400,7 +400,7 @@ def test_a_pool_left_by_a_dead_agent_is_reaped_after_expiry(
                 channel, PoolSpec(setup.connection.id, "default", 2), ttl=timedelta(seconds=2)
             )
             await pool.fill_once()
-            seen["pooled"] = setup.source.logins()
+            seen["pooled"] = await asyncio.to_thread(setup.source.logins)
             # The agent dies: its sessions end, nothing is revoked.
             for each in pool._pools:
                 await pool._drop_admin(each)
