@@ -13,7 +13,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -24,7 +24,7 @@ import pytest
 from agent.credential_broker import IssuedCredential
 from agent.leases import Reaper
 from agent.warm_pool import POOL_PURPOSE, PoolSpec, WarmPool
-from devstack.agent_process import AgentProcess, AgentSettings
+from devstack.agent_process import AgentProcess
 from devstack.postgres import EmbeddedPostgres
 from devstack.source_db import SourceDatabase, create_dynamic_roles, drop_roles
 from sevvo.auth.v1 import auth_pb2, auth_pb2_grpc, workloads_pb2, workloads_pb2_grpc
@@ -426,21 +426,6 @@ def test_a_pool_left_by_a_dead_agent_is_reaped_after_expiry(
     )
 
 
-@dataclass(frozen=True)
-class _PoolAgentSettings(AgentSettings):
-    """The stack's agent settings plus a warm pool."""
-
-    warm_pool: str = ""
-
-    def environment(self) -> dict[str, str]:
-        """The usual environment with SEVVO_WARM_POOL and a fast refill."""
-        return {
-            **super().environment(),
-            "SEVVO_WARM_POOL": self.warm_pool,
-            "SEVVO_WARM_POOL_REFILL_SECONDS": "0.5",
-        }
-
-
 def test_the_agent_process_fills_its_pool_and_sigterm_revokes_it(setup: Setup) -> None:
     """``python -m agent`` with SEVVO_WARM_POOL fills the pool at start; SIGTERM revokes
     every pooled role before the process exits."""
@@ -450,9 +435,10 @@ def test_the_agent_process_fills_its_pool_and_sigterm_revokes_it(setup: Setup) -
     token_file = stack.state_dir / f"pool-{setup.tenant.org_id[:8]}-token"
     token_file.write_text(setup.tenant.deployment_token + "\n")
     token_file.chmod(0o600)
-    settings = _PoolAgentSettings(
-        **vars(stack.agent_settings(token_file, reaper_seconds=REAPER_SECONDS)),
+    settings = replace(
+        stack.agent_settings(token_file, reaper_seconds=REAPER_SECONDS),
         warm_pool=f"{setup.connection.display_name}=3",
+        warm_pool_refill_seconds=0.5,
     )
     agent = AgentProcess(settings, stack.state_dir / f"pool-{setup.tenant.org_id[:8]}.log")
     agent.start()
