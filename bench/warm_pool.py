@@ -308,12 +308,15 @@ def main() -> None:
     and the ratios."""
     configure_logging("bench", level="WARNING", json=True)
     state = Path(tempfile.mkdtemp(prefix="sevvo-bench-pool-"))
-    source_pg = EmbeddedPostgres(state / "source", durable=False).start()
+    # Its own directory: the server may run as another user, who cannot enter ``state``.
+    source_dir = Path(tempfile.mkdtemp(prefix="sevvo-bench-pool-pg-"))
+    source_pg = EmbeddedPostgres(source_dir, durable=False).start()
     try:
         asyncio.run(_run(state, source_pg))
     finally:
         source_pg.stop()
         shutil.rmtree(state, ignore_errors=True)
+        shutil.rmtree(source_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":
