@@ -9,12 +9,15 @@ the tests that need to look at it between steps; the last test runs it where it 
 from __future__ import annotations
 
 import asyncio
+import shutil
+import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -27,6 +30,7 @@ from agent.warm_pool import POOL_PURPOSE, PoolSpec, WarmPool
 from devstack.agent_process import AgentProcess
 from devstack.postgres import EmbeddedPostgres
 from devstack.source_db import SourceDatabase, create_dynamic_roles, drop_roles
+from sevvo.agent.v1 import credentials_pb2, credentials_pb2_grpc
 from sevvo.auth.v1 import auth_pb2, auth_pb2_grpc, workloads_pb2, workloads_pb2_grpc
 from sevvo.connections.v1 import connections_pb2 as cpb
 from sevvo.connections.v1 import connections_pb2_grpc as cpb_grpc
@@ -113,6 +117,14 @@ class Setup:
 
     def workload(self, *roles: str, max_ttl: int = 3600) -> tuple[str, str]:
         """A workload granted ``roles`` of the connection; returns (workload id, bearer)."""
+        workload_id, token = self.workload_token(*roles, max_ttl=max_ttl)
+        exchanged = auth_pb2_grpc.AuthServiceStub(self.e2e._channel(None)).ExchangeWorkloadToken(
+            auth_pb2.ExchangeWorkloadTokenRequest(workload_token=token)
+        )
+        return workload_id, str(exchanged.bearer_token)
+
+    def workload_token(self, *roles: str, max_ttl: int = 3600) -> tuple[str, str]:
+        """A workload granted ``roles`` of the connection; returns (workload id, token)."""
         created = workloads_pb2_grpc.WorkloadServiceStub(
             self.e2e._channel(self.tenant.admin_token)
         ).CreateWorkload(
@@ -125,10 +137,7 @@ class Setup:
                 max_ttl_seconds=max_ttl,
             )
         )
-        exchanged = auth_pb2_grpc.AuthServiceStub(self.e2e._channel(None)).ExchangeWorkloadToken(
-            auth_pb2.ExchangeWorkloadTokenRequest(workload_token=created.workload_token)
-        )
-        return str(created.workload.id), str(exchanged.bearer_token)
+        return str(created.workload.id), str(created.workload_token)
 
 
 @pytest.fixture
@@ -339,6 +348,16 @@ def test_a_borrow_longer_than_the_role_has_left_renews_it_within_max_ttl(
             seen["too_long"] = await pool.take(
                 setup.connection.id, "default", timedelta(seconds=1000), bearer, "long"
             )
+            # A workload whose maximum is below the role's (900 s) cannot hold a pooled
+            # lease, which may be renewed up to the role's: a fresh mint serves it instead.
+            seen["short_workload"] = await pool.take(
+                setup.connection.id,
+                "default",
+                timedelta(seconds=60),
+                bearer,
+                "short",
+                max_ttl=timedelta(seconds=600),
+            )
             seen["borrowed"] = await pool.take(
                 setup.connection.id, "default", timedelta(seconds=600), bearer, "long"
             )
@@ -347,6 +366,7 @@ def test_a_borrow_longer_than_the_role_has_left_renews_it_within_max_ttl(
     started = datetime.now(UTC)
     background_loop.run(scenario(), timeout=60)
     assert seen["too_long"] is None
+    assert seen["short_workload"] is None
     borrowed: IssuedCredential = seen["borrowed"]
     assert borrowed is not None
     expires = borrowed.expire_time
@@ -426,9 +446,12 @@ def test_a_pool_left_by_a_dead_agent_is_reaped_after_expiry(
     )
 
 
-def test_the_agent_process_fills_its_pool_and_sigterm_revokes_it(setup: Setup) -> None:
-    """``python -m agent`` with SEVVO_WARM_POOL fills the pool at start; SIGTERM revokes
-    every pooled role before the process exits."""
+def test_the_agent_process_lends_from_its_pool_and_sigterm_revokes_it(setup: Setup) -> None:
+    """``python -m agent`` with SEVVO_WARM_POOL fills the pool at start; a workload's
+    GenerateCredential over the agent's Unix socket gets a pooled role that logs in, its
+    lease now the workload's; SIGTERM revokes every unclaimed pooled role before exit."""
+    workload_id, token = setup.workload_token("default")
+    socket_dir = Path(tempfile.mkdtemp(prefix="sevvo-pool-sock-"))  # sun_path is short
     assert setup.tenant.agent is not None
     setup.tenant.agent.stop()  # This test's agent is the one with a pool.
     stack = setup.e2e.stack
@@ -439,16 +462,40 @@ def test_the_agent_process_fills_its_pool_and_sigterm_revokes_it(setup: Setup) -
         stack.agent_settings(token_file, reaper_seconds=REAPER_SECONDS),
         warm_pool=f"{setup.connection.display_name}=3",
         warm_pool_refill_seconds=0.5,
+        credential_socket=socket_dir / "agent.sock",
     )
     agent = AgentProcess(settings, stack.state_dir / f"pool-{setup.tenant.org_id[:8]}.log")
     agent.start()
     try:
         _wait_for(lambda: len(setup.pooled()) == 3, "the agent fills its pool", 30)
-        assert setup.source.logins() == set(setup.pooled())
+        pooled = set(setup.pooled())
+        assert setup.source.logins() == pooled
+        with grpc.insecure_channel(f"unix:{socket_dir / 'agent.sock'}") as channel:
+            credential = credentials_pb2_grpc.CredentialServiceStub(channel).GenerateCredential(
+                credentials_pb2.GenerateCredentialRequest(
+                    connection=setup.connection.display_name, ttl_seconds=60, purpose="report"
+                ),
+                metadata=(("authorization", f"Bearer {token}"),),
+                timeout=30,
+            )
+        assert credential.username in pooled
+        with psycopg.connect(credential.conninfo) as conn:
+            (count,) = conn.execute("select count(*) from orders").fetchone() or (0,)
+        assert count > 0
+        claimed = {lease.id: lease for lease in setup.leases()}[credential.lease_id]
+        assert (claimed.workload_id, claimed.purpose) == (workload_id, "report")
+        _wait_for(lambda: len(setup.pooled()) == 3, "the agent refills its pool", 30)
     finally:
         agent.stop()
-    assert setup.source.logins() == set()
-    assert {lease.state for lease in setup.leases() if lease.purpose == POOL_PURPOSE} == {
-        cpb.LEASE_STATE_REVOKED
-    }
-    assert PRIVILEGED_PASSWORD not in agent.output()
+        shutil.rmtree(socket_dir, ignore_errors=True)
+    # The workload's lease is the workload's to give back; the pool's are gone.
+    assert setup.source.logins() == {credential.username}
+    assert {
+        lease.state
+        for lease in setup.leases()
+        if lease.purpose == POOL_PURPOSE and not lease.workload_id
+    } == {cpb.LEASE_STATE_REVOKED}
+    output = agent.output()
+    assert PRIVILEGED_PASSWORD not in output
+    assert credential.password not in output
+    assert token not in output
