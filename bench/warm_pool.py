@@ -245,6 +245,29 @@ async def _warm(bench: _Bench, *, paced: bool) -> list[float]:
     return samples[WARMUP:]
 
 
+async def _floors(bench: _Bench) -> dict[str, list[float]]:
+    """What every warm borrow pays before the pool: the socket hop into the agent with its
+    cached workload authentication (a Generate the agent refuses right after it), and one
+    authenticated round trip to the control plane (GetCaller, as ClaimLease is one)."""
+    out: dict[str, list[float]] = {"socket": [], "control_plane": []}
+    refused = credentials_pb2.GenerateCredentialRequest(connection="shop", ttl_seconds=-1)
+    auth = auth_pb2_grpc.AuthServiceStub(bench.user)
+    for i in range(CYCLE_SAMPLES + WARMUP):
+        started = time.perf_counter()
+        try:
+            await bench.api.GenerateCredential(refused, metadata=bench.metadata, timeout=30)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() != grpc.StatusCode.INVALID_ARGUMENT:
+                raise
+        middle = time.perf_counter()
+        await auth.GetCaller(auth_pb2.GetCallerRequest(), timeout=30)
+        ended = time.perf_counter()
+        if i >= WARMUP:
+            out["socket"].append((middle - started) * 1000)
+            out["control_plane"].append((ended - middle) * 1000)
+    return out
+
+
 async def _cycles(
     bench: _Bench, admin: psycopg.AsyncConnection[tuple[object, ...]]
 ) -> dict[str, list[float]]:
@@ -281,6 +304,7 @@ async def _run(state: Path, source_pg: EmbeddedPostgres) -> None:
         try:
             warm = await _warm(bench, paced=False)
             paced = await _warm(bench, paced=True)
+            floors = await _floors(bench)
             cycles = await _cycles(bench, admin)
         finally:
             await admin.close()
@@ -294,6 +318,8 @@ async def _run(state: Path, source_pg: EmbeddedPostgres) -> None:
     rows = (
         ("warm borrow, burst", warm),
         ("warm borrow, paced", paced),
+        ("floor: socket + agent", floors["socket"]),
+        ("floor: control plane RTT", floors["control_plane"]),
         ("fresh borrow (mint)", cycles["generate"]),
         ("bare CREATE ROLE", cycles["create"]),
         ("fresh borrow + revoke", cycles["cycle"]),
