@@ -233,16 +233,27 @@ class WarmPool:
                         continue
                     pool.entries.appendleft(entry)
                     raise relayed(exc, "claiming a pooled credential") from None
-                if wanted > entry.valid_until:
-                    try:
+                try:
+                    if wanted > entry.valid_until:
                         lease = await self._renew(pool, entry, wanted, bearer)
-                    except BaseException:
-                        # Claimed but not handed out: nobody else will ever use it.
-                        admin = await self._admin(pool)
-                        await self._manager.revoke_lease(
-                            entry.lease_id, entry.name, self._settings(pool), admin
-                        )
-                        raise
+                    issued = issued_credential(
+                        lease_id=entry.lease_id,
+                        connection_id=lease.connection_id,
+                        role=pool.spec.role,
+                        postgres=self._settings_postgres(pool),
+                        username=entry.name,
+                        password=entry.password,
+                        expire_time=lease.expire_time.ToDatetime(UTC),
+                        max_expire_time=lease.max_expire_time.ToDatetime(UTC),
+                        ca_dir=self._ca_dir,
+                    )
+                except BaseException:
+                    # Claimed but never handed out: nobody will use it, so it goes now.
+                    admin = await self._admin(pool)
+                    await self._manager.revoke_lease(
+                        entry.lease_id, entry.name, self._settings(pool), admin
+                    )
+                    raise
                 log.info(
                     "pooled lease claimed",
                     lease_id=entry.lease_id,
@@ -250,17 +261,7 @@ class WarmPool:
                     connection_role=pool.spec.role,
                     purpose=purpose,
                 )
-                return issued_credential(
-                    lease_id=entry.lease_id,
-                    connection_id=lease.connection_id,
-                    role=pool.spec.role,
-                    postgres=self._settings_postgres(pool),
-                    username=entry.name,
-                    password=entry.password,
-                    expire_time=lease.expire_time.ToDatetime(UTC),
-                    max_expire_time=lease.max_expire_time.ToDatetime(UTC),
-                    ca_dir=self._ca_dir,
-                )
+                return issued
             return None
         finally:
             self._wake.set()
