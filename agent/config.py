@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from agent.warm_pool import PoolSpec, parse_warm_pool
 from sevvo.runtime import config as c
 from sevvo.runtime.deployment_token import DeploymentCredentials, unwrap
 from sevvo.runtime.errors import InvalidArgument
@@ -84,6 +85,10 @@ class AgentConfig:
     ready_file: Path | None = None
     log_level: str = "INFO"
     credential_api: CredentialApiConfig = field(default_factory=CredentialApiConfig)
+    # Login roles kept minted per (connection, role) for the credential API's borrowers
+    # (agent.warm_pool); empty: every borrow mints.
+    warm_pool: tuple[PoolSpec, ...] = ()
+    warm_pool_refill_seconds: float = 5.0
 
     def __repr__(self) -> str:  # The token is a secret; keep it out of any repr.
         return (
@@ -147,6 +152,12 @@ class AgentConfig:
             ready_file=_path(c.optional_string(env, "SEVVO_AGENT_READY_FILE")),
             log_level=c.log_level(env),
             credential_api=_credential_api(env),
+            warm_pool=parse_warm_pool(
+                "SEVVO_WARM_POOL", c.optional_string(env, "SEVVO_WARM_POOL") or ""
+            ),
+            warm_pool_refill_seconds=c.number(
+                env, "SEVVO_WARM_POOL_REFILL_SECONDS", 5.0, minimum=0.1, maximum=3600
+            ),
         )
 
 

@@ -13,12 +13,14 @@ Warm pool hook
 ``CredentialBroker(pool=...)`` takes an optional object with one method::
 
     async def take(connection_id: str, role: str, ttl: timedelta, bearer: str,
-                   purpose: str) -> IssuedCredential | None
+                   purpose: str, *, max_ttl: timedelta) -> IssuedCredential | None
 
 called on every Generate after the workload is authenticated and the connection role is
 resolved, before anything is minted. ``bearer`` is the workload bearer to forward (as
-``workload_metadata(bearer)``) on ClaimLease. Return an issued credential (see
-``issued_credential`` to build one) to hand out a pre-minted role, or None to mint afresh.
+``workload_metadata(bearer)``) on ClaimLease; ``max_ttl`` is the longest lease the workload
+may hold (connections refuses a claim of a lease that may outlive it). Return an issued
+credential (see ``issued_credential`` to build one) to hand out a pre-minted role, or None
+to mint afresh.
 Exceptions other than SevvoError are logged and fall back to a fresh mint; a SevvoError
 (a refusal of ClaimLease, for example) is the workload's answer.
 
@@ -189,7 +191,14 @@ class CredentialPool(Protocol):
     """The warm pool's hook; see the module docstring."""
 
     async def take(
-        self, connection_id: str, role: str, ttl: timedelta, bearer: str, purpose: str
+        self,
+        connection_id: str,
+        role: str,
+        ttl: timedelta,
+        bearer: str,
+        purpose: str,
+        *,
+        max_ttl: timedelta,
     ) -> IssuedCredential | None:
         """A pre-minted credential claimed for the workload, or None to mint afresh."""
 
@@ -635,8 +644,14 @@ class CredentialBroker:
             ttl, timedelta(seconds=min(dynamic.max_ttl_seconds, workload.max_ttl_seconds))
         )
         if self.pool is not None:
-            taken = await self._from_pool(resolved, ttl, workload, purpose)
+            taken = await self._refused_as_unauthenticated(
+                workload_token, self._from_pool(resolved, ttl, workload, purpose)
+            )
             if taken is not None:
+                # Renewable by the role's default TTL, as a freshly minted lease is.
+                self._lent[taken.lease_id] = _Lent(
+                    resolved.connection_id, resolved.role, dynamic.default_ttl_seconds
+                )
                 return taken
         return await self._refused_as_unauthenticated(
             workload_token, self._mint(resolved, ttl, lifetime, workload, purpose)
@@ -780,7 +795,12 @@ class CredentialBroker:
         assert self.pool is not None
         try:
             return await self.pool.take(
-                resolved.connection_id, resolved.role, ttl, workload.bearer, purpose
+                resolved.connection_id,
+                resolved.role,
+                ttl,
+                workload.bearer,
+                purpose,
+                max_ttl=timedelta(seconds=workload.max_ttl_seconds),
             )
         except SevvoError:
             raise

@@ -35,6 +35,7 @@ from agent.credential_broker import (
 )
 from agent.credential_server import serving
 from agent.leases import LeaseManager, Reaper
+from agent.warm_pool import WarmPool
 from agent.work_gate import WorkGate, key_cache
 from agent.workflows import CredentialTestWorkflow, PreviewQueryWorkflow, RootRotationWorkflow
 from sevvo.auth.v1 import auth_pb2_grpc
@@ -58,6 +59,7 @@ or stayed unreachable until the bearer expired. A restart retries from the excha
 waits (without running work) until the control plane answers."""
 KEY_REFRESH_SECONDS = 300.0
 SHUTDOWN_SECONDS = 5.0
+POOL_CLOSE_SECONDS = 30.0
 
 
 async def _fetch_keys(
@@ -242,6 +244,15 @@ async def run_agent(config: AgentConfig, stop: asyncio.Event) -> int:
         activities = AgentActivities(credentials, LeaseManager(leases, credentials), gate)
         queue = temporal.task_queue(session.org_id)
         worker = _worker(client, queue, activities, config)
+        pool: WarmPool | None = None
+        if config.warm_pool:
+            pool = WarmPool(
+                config.warm_pool,
+                leases,
+                credentials,
+                ca_dir=config.credential_api.ca_dir,
+                refill_seconds=config.warm_pool_refill_seconds,
+            )
         broker = CredentialBroker(
             org_id=session.org_id,
             bearers=WorkloadBearers(auth_pb2_grpc.AuthServiceStub(channel)),
@@ -249,6 +260,7 @@ async def run_agent(config: AgentConfig, stop: asyncio.Event) -> int:
             sessions=PrivilegedSessions(credentials, size=config.credential_api.admin_sessions),
             leases=leases,
             ca_dir=config.credential_api.ca_dir,
+            pool=pool,
         )
         # The credential API runs beside the worker and the reaper, and stops after them.
         async with serving(config, broker):
@@ -267,6 +279,8 @@ async def run_agent(config: AgentConfig, stop: asyncio.Event) -> int:
                 ),
                 asyncio.create_task(stop.wait(), name="stop"),
             }
+            if pool is not None:
+                tasks.add(asyncio.create_task(pool.run(), name="warm-pool"))
             if (
                 config.temporal_drain_legacy
                 and config.temporal_legacy_namespace != client.namespace
@@ -291,6 +305,12 @@ async def run_agent(config: AgentConfig, stop: asyncio.Event) -> int:
                     asyncio.CancelledError, DeploymentRevoked, AuthorisationLost
                 ):
                     await task
+            if pool is not None:
+                # Unclaimed pooled roles go now, not at their expiry (the reaper's fallback).
+                try:
+                    await asyncio.wait_for(pool.close(), timeout=POOL_CLOSE_SECONDS)
+                except TimeoutError:
+                    log.warning("warm pool not revoked in time", timeout_s=POOL_CLOSE_SECONDS)
             for task in done:
                 failure = None if task.cancelled() else task.exception()
                 if task.get_name() != "stop" and failure is not None:

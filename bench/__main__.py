@@ -1,7 +1,7 @@
 """``make bench``: every benchmark, each printing ratios against a baseline from the same run.
 
 ``python -m bench tokens`` (or ``preview``, ``dynamic_credentials``, ``request_log``,
-``rpc_auth``, ``exchange``, ``sign_in``, ``load``, ``payload_keys``) runs one.
+``rpc_auth``, ``exchange``, ``sign_in``, ``load``, ``payload_keys``, ``warm_pool``) runs one.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from bench import (
     rpc_auth,
     sign_in,
     tokens,
+    warm_pool,
 )
 
 BENCHMARKS = {
@@ -30,6 +31,7 @@ BENCHMARKS = {
     "sign_in": sign_in.main,
     "load": load.main,
     "payload_keys": payload_keys.main,
+    "warm_pool": warm_pool.main,
 }
 
 

@@ -42,6 +42,9 @@ class AgentSettings:
     reaper_seconds: float = 60.0
     # The credential API's Unix socket for workloads; None turns it off.
     credential_socket: Path | None = None
+    # SEVVO_WARM_POOL (agent.warm_pool), e.g. "shop:readonly=5"; empty: no pool.
+    warm_pool: str = ""
+    warm_pool_refill_seconds: float = 5.0
 
     def environment(self) -> dict[str, str]:
         """The agent's environment, secrets passed as file paths only."""
@@ -55,6 +58,8 @@ class AgentSettings:
             "SEVVO_BEARER_CHECK_SECONDS": str(self.bearer_check_seconds),
             "SEVVO_REAPER_SECONDS": str(self.reaper_seconds),
             "SEVVO_CREDENTIAL_SOCKET": str(self.credential_socket or ""),
+            "SEVVO_WARM_POOL": self.warm_pool,
+            "SEVVO_WARM_POOL_REFILL_SECONDS": str(self.warm_pool_refill_seconds),
         }
         if self.temporal_client_cert and self.temporal_client_key:
             env["SEVVO_TEMPORAL_TLS_CERT"] = str(self.temporal_client_cert)
