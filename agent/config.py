@@ -1,13 +1,15 @@
 """The agent's configuration: a deployment token and where the control plane and Temporal are.
 
-The agent only dials out, so everything here is an address to reach or a credential to
-present; it opens no listening port.
+Toward the control plane the agent only dials out: everything for it is an address to reach
+or a credential to present. The one thing it listens on is the credential API for the
+customer's workloads beside it (a Unix socket, optionally an in-cluster TLS port), never for
+the control plane.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from sevvo.runtime import config as c
@@ -15,6 +17,10 @@ from sevvo.runtime.deployment_token import DeploymentCredentials, unwrap
 from sevvo.runtime.errors import InvalidArgument
 
 DEFAULT_PORT = 443
+DEFAULT_CREDENTIAL_SOCKET = "/var/run/sevvo/agent.sock"
+# sun_path holds 108 bytes on Linux, the terminating NUL included.
+MAX_SOCKET_PATH_BYTES = 107
+SOCKET_MODES = {"0660": 0o660, "0600": 0o600}
 
 
 def _with_default_port(variable: str, address: str) -> str:
@@ -34,6 +40,24 @@ def _with_default_port(variable: str, address: str) -> str:
     if not port.isdigit() or not 0 < int(port) < 65536:
         raise c.ConfigError(f"{variable} has an invalid port in {address!r}")
     return f"{host}:{port}"
+
+
+@dataclass(frozen=True)
+class CredentialApiConfig:
+    """Where the credential API for workloads listens; both listeners off by default here
+    (``load`` turns the socket on unless told otherwise)."""
+
+    socket: Path | None = None
+    socket_mode: int = 0o660
+    tls_port: int | None = None
+    # In a pod the port must be reachable from other pods; a NetworkPolicy narrows who.
+    tls_host: str = "0.0.0.0"  # noqa: S104
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    # Where CA bundles go for workloads' sslrootcert; by default the socket's directory.
+    ca_dir: Path | None = None
+    # Privileged sessions kept per dynamic connection for lending credentials.
+    admin_sessions: int = 5
 
 
 @dataclass(frozen=True)
@@ -59,6 +83,7 @@ class AgentConfig:
     # a supervisor (a Kubernetes exec probe, the dev stack) that does not depend on log lines.
     ready_file: Path | None = None
     log_level: str = "INFO"
+    credential_api: CredentialApiConfig = field(default_factory=CredentialApiConfig)
 
     def __repr__(self) -> str:  # The token is a secret; keep it out of any repr.
         return (
@@ -121,8 +146,54 @@ class AgentConfig:
             ),
             ready_file=_path(c.optional_string(env, "SEVVO_AGENT_READY_FILE")),
             log_level=c.log_level(env),
+            credential_api=_credential_api(env),
         )
 
 
 def _path(value: str | None) -> Path | None:
     return None if value is None else Path(value)
+
+
+def _credential_api(env: Mapping[str, str]) -> CredentialApiConfig:
+    """The credential API's settings; a listener that could never start fails here."""
+    # Unset means the default socket; set but empty turns the socket off.
+    raw_socket = env.get("SEVVO_CREDENTIAL_SOCKET", DEFAULT_CREDENTIAL_SOCKET).strip()
+    socket = Path(raw_socket) if raw_socket else None
+    if socket is not None:
+        if not socket.is_absolute():
+            raise c.ConfigError(
+                f"SEVVO_CREDENTIAL_SOCKET must be an absolute path, got {raw_socket!r}"
+                " (set it empty to turn the socket off)"
+            )
+        if len(raw_socket.encode()) > MAX_SOCKET_PATH_BYTES:
+            raise c.ConfigError(
+                f"SEVVO_CREDENTIAL_SOCKET is {len(raw_socket.encode())} bytes long; a Unix"
+                f" socket path may have at most {MAX_SOCKET_PATH_BYTES}"
+            )
+    mode = c.choice(env, "SEVVO_CREDENTIAL_SOCKET_MODE", "0660", tuple(SOCKET_MODES))
+    port = c.integer(env, "SEVVO_CREDENTIAL_TLS_PORT", 0, minimum=0, maximum=65535) or None
+    cert = c.optional_file(env, "SEVVO_CREDENTIAL_TLS_CERT")
+    key = c.optional_file(env, "SEVVO_CREDENTIAL_TLS_KEY")
+    if port is not None and (cert is None or key is None):
+        raise c.ConfigError(
+            "SEVVO_CREDENTIAL_TLS_PORT needs SEVVO_CREDENTIAL_TLS_CERT and"
+            " SEVVO_CREDENTIAL_TLS_KEY (PEM files): the port serves TLS only"
+        )
+    if port is None and (cert is not None or key is not None):
+        raise c.ConfigError(
+            "SEVVO_CREDENTIAL_TLS_CERT and SEVVO_CREDENTIAL_TLS_KEY are set but"
+            " SEVVO_CREDENTIAL_TLS_PORT is not; set the port to serve TLS"
+        )
+    ca_dir = _path(c.optional_string(env, "SEVVO_CREDENTIAL_CA_DIR"))
+    if ca_dir is not None and not ca_dir.is_absolute():
+        raise c.ConfigError(f"SEVVO_CREDENTIAL_CA_DIR must be an absolute path, got {ca_dir}")
+    return CredentialApiConfig(
+        socket=socket,
+        socket_mode=SOCKET_MODES[mode],
+        tls_port=port,
+        tls_host=c.string(env, "SEVVO_CREDENTIAL_TLS_HOST", "0.0.0.0"),  # noqa: S104
+        tls_cert=cert,
+        tls_key=key,
+        ca_dir=ca_dir if ca_dir is not None else (socket.parent if socket else None),
+        admin_sessions=c.integer(env, "SEVVO_CREDENTIAL_ADMIN_SESSIONS", 5, minimum=1, maximum=50),
+    )

@@ -4,8 +4,10 @@ The queue is polled in the org's own namespace, named by the token exchange, wit
 token that came with the bearer (renewed with it). Until the old layout is drained it is also
 polled in the namespace every org shared before (SEVVO_TEMPORAL_DRAIN_LEGACY).
 
-It listens on no port. Every connection it makes is outbound: the control plane's gRPC
-endpoint and the Temporal frontend, both over TLS.
+Every connection it makes toward the control plane is outbound: the control plane's gRPC
+endpoint and the Temporal frontend, both over TLS. The only thing it listens on is the
+credential API for the customer's workloads beside it (agent/credential_server.py): a Unix
+socket, and an in-cluster TLS port when configured.
 """
 
 from __future__ import annotations
@@ -25,6 +27,13 @@ from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 from agent.activities import AgentActivities
 from agent.bearer import AuthorisationLost, BearerSession, DeploymentRevoked
 from agent.config import AgentConfig
+from agent.credential_broker import (
+    CredentialBroker,
+    PrivilegedSessions,
+    RoleSettings,
+    WorkloadBearers,
+)
+from agent.credential_server import serving
 from agent.leases import LeaseManager, Reaper
 from agent.work_gate import WorkGate, key_cache
 from agent.workflows import CredentialTestWorkflow, PreviewQueryWorkflow, RootRotationWorkflow
@@ -233,44 +242,59 @@ async def run_agent(config: AgentConfig, stop: asyncio.Event) -> int:
         activities = AgentActivities(credentials, LeaseManager(leases, credentials), gate)
         queue = temporal.task_queue(session.org_id)
         worker = _worker(client, queue, activities, config)
-        # Workers that started running; only those can be shut down (and must be).
-        running: list[Worker] = []
-        tasks = {
-            asyncio.create_task(
-                _poll_when_registered(worker, queue, session, running, config.ready_file),
-                name="worker",
-            ),
-            asyncio.create_task(session.keep_fresh(config.bearer_check_seconds), name="bearer"),
-            asyncio.create_task(_refresh_keys(refresher), name="payload-keys"),
-            asyncio.create_task(
-                Reaper(credentials, leases).run(config.reaper_seconds),
-                name="reaper",
-            ),
-            asyncio.create_task(stop.wait(), name="stop"),
-        }
-        if config.temporal_drain_legacy and config.temporal_legacy_namespace != client.namespace:
-            legacy_config = client.config()
-            legacy_config["namespace"] = config.temporal_legacy_namespace
-            legacy = _worker(Client(**legacy_config), queue, activities, config)
-            tasks.add(asyncio.create_task(_drain_legacy(legacy, running), name="legacy-worker"))
-        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        log.info("agent stopping", reason=next(iter(done)).get_name())
-        try:
-            # Running activities are cancelled; a stuck poll must not keep the process alive.
-            await asyncio.wait_for(
-                asyncio.gather(*(w.shutdown() for w in running), return_exceptions=True),
-                timeout=SHUTDOWN_SECONDS,
-            )
-        except TimeoutError:
-            log.warning("worker did not shut down in time", timeout_s=SHUTDOWN_SECONDS)
-        for task in tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, DeploymentRevoked, AuthorisationLost):
-                await task
-        for task in done:
-            failure = None if task.cancelled() else task.exception()
-            if task.get_name() != "stop" and failure is not None:
-                raise failure
+        broker = CredentialBroker(
+            org_id=session.org_id,
+            bearers=WorkloadBearers(auth_pb2_grpc.AuthServiceStub(channel)),
+            settings=RoleSettings(credentials),
+            sessions=PrivilegedSessions(credentials, size=config.credential_api.admin_sessions),
+            leases=leases,
+            ca_dir=config.credential_api.ca_dir,
+        )
+        # The credential API runs beside the worker and the reaper, and stops after them.
+        async with serving(config, broker):
+            # Workers that started running; only those can be shut down (and must be).
+            running: list[Worker] = []
+            tasks = {
+                asyncio.create_task(
+                    _poll_when_registered(worker, queue, session, running, config.ready_file),
+                    name="worker",
+                ),
+                asyncio.create_task(session.keep_fresh(config.bearer_check_seconds), name="bearer"),
+                asyncio.create_task(_refresh_keys(refresher), name="payload-keys"),
+                asyncio.create_task(
+                    Reaper(credentials, leases).run(config.reaper_seconds),
+                    name="reaper",
+                ),
+                asyncio.create_task(stop.wait(), name="stop"),
+            }
+            if (
+                config.temporal_drain_legacy
+                and config.temporal_legacy_namespace != client.namespace
+            ):
+                legacy_config = client.config()
+                legacy_config["namespace"] = config.temporal_legacy_namespace
+                legacy = _worker(Client(**legacy_config), queue, activities, config)
+                tasks.add(asyncio.create_task(_drain_legacy(legacy, running), name="legacy-worker"))
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            log.info("agent stopping", reason=next(iter(done)).get_name())
+            try:
+                # Running activities are cancelled; a stuck poll must not keep the process alive.
+                await asyncio.wait_for(
+                    asyncio.gather(*(w.shutdown() for w in running), return_exceptions=True),
+                    timeout=SHUTDOWN_SECONDS,
+                )
+            except TimeoutError:
+                log.warning("worker did not shut down in time", timeout_s=SHUTDOWN_SECONDS)
+            for task in tasks:
+                task.cancel()
+                with contextlib.suppress(
+                    asyncio.CancelledError, DeploymentRevoked, AuthorisationLost
+                ):
+                    await task
+            for task in done:
+                failure = None if task.cancelled() else task.exception()
+                if task.get_name() != "stop" and failure is not None:
+                    raise failure
         log.info("agent stopped")
         return 0
     except _Stopped:

@@ -40,6 +40,8 @@ class AgentSettings:
     temporal_client_key: Path | None = None
     bearer_check_seconds: float = 15.0
     reaper_seconds: float = 60.0
+    # The credential API's Unix socket for workloads; None turns it off.
+    credential_socket: Path | None = None
 
     def environment(self) -> dict[str, str]:
         """The agent's environment, secrets passed as file paths only."""
@@ -52,6 +54,7 @@ class AgentSettings:
             "SEVVO_LOG_LEVEL": os.environ.get("SEVVO_LOG_LEVEL", "info"),
             "SEVVO_BEARER_CHECK_SECONDS": str(self.bearer_check_seconds),
             "SEVVO_REAPER_SECONDS": str(self.reaper_seconds),
+            "SEVVO_CREDENTIAL_SOCKET": str(self.credential_socket or ""),
         }
         if self.temporal_client_cert and self.temporal_client_key:
             env["SEVVO_TEMPORAL_TLS_CERT"] = str(self.temporal_client_cert)

@@ -590,6 +590,7 @@ def _callers(access: Access) -> list[str]:
         Access.USER: ["member"],
         Access.ADMIN: ["admin"],
         Access.AGENT: ["agent"],
+        Access.AGENT_FOR_WORKLOAD: ["agent"],
         Access.USER_OR_AGENT: ["member", "agent"],
     }[access]
 

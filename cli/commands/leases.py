@@ -11,7 +11,7 @@ from cli import resolve
 from cli.client import CALL_TIMEOUT
 from cli.errors import usage_error
 from cli.inputs import AllPages, Limit, PageToken, cli_of, collect
-from cli.output import Column, key, message_dict
+from cli.output import Column, JsonValue, key, message_dict
 from sevvo.connections.v1 import connections_pb2 as cpb
 
 app = typer.Typer(help="Inspect and revoke dynamic-credential leases.", no_args_is_help=True)
@@ -24,8 +24,16 @@ COLUMNS: list[Column] = [
     ("connection", key("connection_id")),
     ("purpose", key("purpose")),
     ("connection role", key("role")),
+    ("workload", key("workload_id")),
     ("login", key("role_name")),
     ("failure", key("failure_reason")),
+]
+
+# ``leases count``: one row per (group, value); purposes and roles count unrevoked leases.
+COUNT_COLUMNS: list[Column] = [
+    ("by", key("group")),
+    ("value", key("value")),
+    ("leases", key("count")),
 ]
 
 # The LeaseState values users filter by, named as the JSON output names them.
@@ -43,7 +51,8 @@ LeaseState = enum.StrEnum(  # type: ignore[misc]
     "list",
     epilog="Example: sevvo leases list --connection 3f1c0b6e-8d0e-4c0e-9d61-6a8f6f1f2a10"
     " --state active\n\n"
-    "Example: sevvo leases list --role readonly --state active",
+    "Example: sevvo leases list --role readonly --state active\n\n"
+    "Example: sevvo leases list --workload reporting-service",
 )
 def list_leases(
     ctx: typer.Context,
@@ -59,6 +68,14 @@ def list_leases(
             "--role", metavar="NAME", help="Only leases minted from the connection role NAME."
         ),
     ] = None,
+    workload: Annotated[
+        str | None,
+        typer.Option(
+            "--workload",
+            metavar="NAME|ID",
+            help="Only leases borrowed by this workload identity (name, id or id prefix).",
+        ),
+    ] = None,
     limit: Limit = 50,
     page_token: PageToken = "",
     everything: AllPages = False,
@@ -67,6 +84,8 @@ def list_leases(
     cli = cli_of(ctx)
     if connection is not None:
         connection = resolve.connection_id(cli, connection)
+    if workload is not None:
+        workload = resolve.workload_id(cli, workload)
     stub = cli.leases()
     state_name = f"LEASE_STATE_{state.value.upper()}" if state else None
     listing = collect(
@@ -75,6 +94,7 @@ def list_leases(
                 connection_id=connection or "",
                 state=state_name,
                 role=role or "",
+                workload_id=workload or "",
                 page_size=size,
                 page_token=token,
             ),
@@ -88,6 +108,35 @@ def list_leases(
     cli.output.listing(
         "leases", listing.items, listing.next_page_token, COLUMNS, "sevvo leases list"
     )
+
+
+@app.command(
+    epilog="Example: sevvo leases count\n\nExample: sevvo leases count --connection reporting-db"
+)
+def count(
+    ctx: typer.Context,
+    connection: Annotated[
+        str | None,
+        typer.Option("--connection", metavar="NAME|ID", help="Only this connection's leases."),
+    ] = None,
+) -> None:
+    """Count your org's leases by state, and the unrevoked ones by purpose and role.
+
+    A count by role or purpose that only grows is a caller that borrows and never gives back.
+    """
+    cli = cli_of(ctx)
+    if connection is not None:
+        connection = resolve.connection_id(cli, connection)
+    response = cli.leases().CountLeases(
+        cpb.CountLeasesRequest(connection_id=connection or ""), timeout=CALL_TIMEOUT
+    )
+    data = message_dict(response)
+    rows: list[dict[str, JsonValue]] = [
+        {"group": group, "value": item[group], "count": item["count"]}
+        for group in ("state", "purpose", "role")
+        for item in data[f"by_{group}"]
+    ]
+    cli.output.records(data, rows, COUNT_COLUMNS)
 
 
 @app.command(

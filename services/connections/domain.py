@@ -566,6 +566,20 @@ class ConnectionsDomain:
         # Ids and types are the starter's choice: they go to the audit record, not the log.
         log.warning("work refused", reason=reason, refused_by=refused_by)
 
+    def _connection_id_by_name(self, caller: Principal, name: str) -> uuid.UUID:
+        """The id of the caller's org's connection named ``name``; NOT_FOUND naming it."""
+        name = validation.display_name("connection_name", name)
+        with self._store.connection() as conn:
+            found = self._store.id_by_name(conn, uuid.UUID(caller.org_id), name)
+        if found is None:
+            raise NotFound(
+                f"no connection named {name!r} in this org; `sevvo connections list` shows"
+                " the names",
+                reason="CONNECTION_NOT_FOUND",
+                metadata={"connection_name": name},
+            )
+        return found
+
     def resolve(
         self,
         caller: Principal,
@@ -574,8 +588,12 @@ class ConnectionsDomain:
         draft_id: str = "",
         work: tuple[WorkClaim, VerifiedWork] | None = None,
         role: str = "",
+        connection_name: str = "",
     ) -> PostgresTarget:
         """Unseals a connection's (or draft's) credentials for an agent of the same org.
+
+        The connection is named by exactly one of ``connection_id``, ``connection_name`` (its
+        display name in the caller's org, as a workload names it) or ``draft_id``.
 
         For a dynamic connection, ``dynamic`` of the result holds the settings of the
         connection role ``role`` (empty: "default"), a role being removed included so the
@@ -583,8 +601,12 @@ class ConnectionsDomain:
         With ``work`` (a claim whose proof verify_work accepted), the workflow id is bound to
         the first run that presents it; another run is refused (WORK_REPLAYED), audited.
         """
-        if bool(connection_id) == bool(draft_id):
-            raise InvalidArgument("connection_id", "set exactly one of connection_id or draft_id")
+        if sum(map(bool, (connection_id, connection_name, draft_id))) != 1:
+            raise InvalidArgument(
+                "connection_id", "set exactly one of connection_id, connection_name or draft_id"
+            )
+        if connection_name:
+            connection_id = str(self._connection_id_by_name(caller, connection_name))
         if role and draft_id:
             raise InvalidArgument("role", "must be empty with draft_id: a draft has one role")
         wanted = role_name("role", role) if role else DEFAULT_ROLE

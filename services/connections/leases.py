@@ -20,9 +20,24 @@ import psycopg
 from services.connections.domain import check_purpose, reason_token, run_audited
 from services.connections.store import ConnectionStore, LeaseRow
 from sevvo.runtime import audit, paging, validation
-from sevvo.runtime.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from sevvo.runtime.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    SevvoError,
+    Unauthenticated,
+)
 from sevvo.runtime.logs import get_logger
 from sevvo.runtime.tokens import Principal
+from sevvo.runtime.workload_bearer import (
+    CLOCK_LEEWAY,
+    METADATA_KEY,
+    ForwardedWorkload,
+    borrow_refusal,
+    requested_ttl_seconds,
+)
 from sevvo.runtime.workload_grants import DEFAULT_ROLE, role_name
 
 log = get_logger(__name__)
@@ -48,9 +63,8 @@ _ACTIONS = {
     "revoked": "lease.revoke",
     "failing": "lease.fail",
 }
-# The agent's clock may run a little ahead of ours; a max expiry this far past the
-# connection's max TTL is still accepted.
-CLOCK_LEEWAY = timedelta(seconds=60)
+# The purpose of the leases an agent's warm pool holds, minted ahead for workloads to claim.
+WARM_POOL = "warm_pool"
 _ROLE_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]{0,62}$")
 
 
@@ -64,7 +78,8 @@ def _connection_not_found() -> NotFound:
 
 def _past_max(max_expires_at: datetime) -> FailedPrecondition:
     return FailedPrecondition(
-        "the expiry would pass the lease's maximum lifetime",
+        f"the expiry would pass the lease's maximum lifetime ({max_expires_at.isoformat()});"
+        " renew up to that time at most, then borrow a new lease (a new login role)",
         reason="LEASE_PAST_MAX_TTL",
         metadata={"max_expire_time": max_expires_at.isoformat()},
     )
@@ -89,6 +104,26 @@ def _details(lease: LeaseRow, **extra: str) -> dict[str, str]:
     return details
 
 
+def lease_actor(caller: Principal, workload: Principal | None) -> audit.Actor:
+    """Who acts on a lease: the workload when the agent acts for one, else the caller.
+
+    The agent that carried a workload's request is named in the record's details (agent_id).
+    """
+    return audit.Actor.of(workload if workload is not None else caller)
+
+
+def _agent_details(caller: Principal, workload: Principal | None) -> dict[str, str]:
+    return {} if workload is None else {"agent_id": caller.subject_id}
+
+
+class _Refused(Exception):
+    """A refusal found inside a transaction: the work is rolled back, the refusal audited."""
+
+    def __init__(self, error: SevvoError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
 def record_lease_event(
     conn: psycopg.Connection[Any],
     caller: Principal,
@@ -97,13 +132,16 @@ def record_lease_event(
     *,
     outcome: str = "success",
     reason: str | None = None,
+    workload: Principal | None = None,
     **extra: str,
 ) -> None:
-    """Appends one lease's audit record (metadata only) inside the caller's transaction."""
+    """Appends one lease's audit record (metadata only) inside the caller's transaction;
+    with ``workload``, the workload is the actor and the agent (``caller``) is in details."""
+    extra = {**_agent_details(caller, workload), **extra}
     audit.record(
         conn,
         org_id=caller.org_id,
-        actor=audit.Actor.of(caller),
+        actor=lease_actor(caller, workload),
         action=action,
         target_type=TARGET_TYPE,
         target_id=str(lease.id),
@@ -164,9 +202,51 @@ class LeasesDomain:
         action: str,
         target_id: str,
         work: Callable[[psycopg.Connection[Any]], T],
+        refusal: Callable[[SevvoError], None] | None = None,
     ) -> T:
-        """Runs ``work`` (which audits its own changes) and audits refusals."""
-        return run_audited(self._store, caller, action, TARGET_TYPE, target_id, work, record=False)
+        """Runs ``work`` (which audits its own changes) and audits failures; a refusal the
+        work raises as ``_Refused`` is audited by ``refusal`` (as lease.refuse) instead."""
+        try:
+            return run_audited(
+                self._store, caller, action, TARGET_TYPE, target_id, work, record=False
+            )
+        except _Refused as refused:
+            if refusal is not None:
+                refusal(refused.error)
+            raise refused.error from None
+
+    def _refuse(
+        self,
+        caller: Principal,
+        forwarded: ForwardedWorkload,
+        error: SevvoError,
+        *,
+        operation: str,
+        target_id: str,
+        **details: str,
+    ) -> SevvoError:
+        """Records a refused workload request (lease.refuse) in its own transaction, so the
+        record stays though the call fails; returns ``error`` for the caller to raise."""
+        workload = forwarded.principal
+        facts = {"operation": operation, "agent_id": caller.subject_id, **details}
+        if forwarded.workload_id:
+            # A refused bearer's workload id is only what it claimed; the key says so.
+            key = "workload_id" if workload is not None else "claimed_workload_id"
+            facts[key] = forwarded.workload_id
+        with self._store.transaction() as conn:
+            audit.record(
+                conn,
+                org_id=caller.org_id,
+                actor=lease_actor(caller, workload),
+                action="lease.refuse",
+                target_type=TARGET_TYPE,
+                target_id=target_id,
+                outcome="failure",
+                reason=error.reason,
+                details=facts,
+            )
+        log.info("lease request refused", reason=error.reason, operation=operation)
+        return error
 
     def _record(
         self,
@@ -177,9 +257,52 @@ class LeasesDomain:
         *,
         outcome: str = "success",
         reason: str | None = None,
+        workload: Principal | None = None,
         **extra: str,
     ) -> None:
-        record_lease_event(conn, caller, action, lease, outcome=outcome, reason=reason, **extra)
+        record_lease_event(
+            conn, caller, action, lease, outcome=outcome, reason=reason, workload=workload, **extra
+        )
+
+    def _borrower(
+        self,
+        caller: Principal,
+        forwarded: ForwardedWorkload | None,
+        named: uuid.UUID | None,
+        *,
+        operation: str,
+        target_id: str,
+        connection_id: str,
+        role: str,
+        ttl_seconds: int,
+    ) -> Principal | None:
+        """The verified workload a create is for (None: sevvo's own work), after its grants
+        allow ``role`` of ``connection_id`` for ``ttl_seconds``; refusals are audited."""
+        if forwarded is None:
+            if named is not None:
+                raise InvalidArgument(
+                    "workload_id",
+                    "must be empty unless the workload's own bearer is forwarded (an agent"
+                    " cannot name a workload on its own word)",
+                )
+            return None
+        facts = {"connection_id": connection_id, "role": role, "ttl_seconds": str(ttl_seconds)}
+        if forwarded.error is not None:
+            error = forwarded.error
+            raise self._refuse(
+                caller, forwarded, error, operation=operation, target_id=target_id, **facts
+            )
+        workload = forwarded.require()
+        if named is not None and str(named) != workload.subject_id:
+            raise InvalidArgument(
+                "workload_id", "must be empty or the id of the workload whose bearer is forwarded"
+            )
+        refusal = borrow_refusal(workload, connection_id, role, ttl_seconds)
+        if refusal is not None:
+            raise self._refuse(
+                caller, forwarded, refusal, operation=operation, target_id=target_id, **facts
+            )
+        return workload
 
     # Agent-only.
 
@@ -195,14 +318,17 @@ class LeasesDomain:
         lease_id: str = "",
         role: str = "",
         workload_id: str = "",
+        forwarded: ForwardedWorkload | None = None,
     ) -> LeaseRow:
         """Records the intent to create ``role_name`` from the connection role ``role``
-        (empty: "default") of a dynamic connection, for ``workload_id`` (empty: sevvo's own
-        work).
+        (empty: "default") of a dynamic connection, for sevvo's own work or, with a
+        ``forwarded`` workload bearer, for that workload.
 
         Written before CREATE ROLE runs, so a crash after it leaves a record the reaper finds.
-        The connection role's max TTL bounds ``max_expire_time``. A retry with the same
-        ``lease_id`` returns the lease already recorded.
+        The connection role's max TTL bounds ``max_expire_time``; a workload's grants and
+        maximum TTL are checked first (refusals audited as lease.refuse). ``workload_id``
+        must be empty without a bearer and empty or the bearer's workload with one. A retry
+        with the same ``lease_id`` returns the lease already recorded.
         """
         cid = validation.resource_id("connection_id", connection_id)
         connection_role = lease_role("role", role)
@@ -221,6 +347,18 @@ class LeasesDomain:
             raise InvalidArgument("expire_time", "must not be after max_expire_time")
         lid = _optional_id("lease_id", lease_id) or uuid.uuid4()
         org_id = uuid.UUID(caller.org_id)
+        borrower = self._borrower(
+            caller,
+            forwarded,
+            workload,
+            operation="create",
+            target_id=str(lid),
+            connection_id=str(cid),
+            role=connection_role,
+            ttl_seconds=requested_ttl_seconds(self._clock(), max_expire_time),
+        )
+        if borrower is not None:
+            workload = uuid.UUID(borrower.subject_id)
 
         def work(conn: psycopg.Connection[Any]) -> LeaseRow:
             connection = self._store.get(conn, org_id, cid)
@@ -266,7 +404,7 @@ class LeasesDomain:
                 workload_id=workload,
             )
             if self._store.insert_lease(conn, lease):
-                self._record(conn, caller, "lease.create", lease)
+                self._record(conn, caller, "lease.create", lease, workload=borrower)
                 return lease
             existing = self._store.get_lease(conn, org_id, lid)
             if existing is None or (
@@ -290,8 +428,14 @@ class LeasesDomain:
         state: str,
         expire_time: datetime | None,
         failure_reason: str,
+        forwarded: ForwardedWorkload | None = None,
     ) -> LeaseRow:
-        """Moves a lease along a legal transition; active to active renews it."""
+        """Moves a lease along a legal transition; active to active renews it.
+
+        With a ``forwarded`` workload bearer, only a lease of that workload (else
+        PERMISSION_DENIED, LEASE_OF_ANOTHER_WORKLOAD), and a renewal only while its role is
+        still granted; refusals are audited as lease.refuse.
+        """
         lid = validation.resource_id("lease_id", lease_id)
         new_state = _state("state", state)
         assert new_state is not None
@@ -300,12 +444,30 @@ class LeasesDomain:
             raise InvalidArgument("expire_time", "may only be set with state active")
         org_id = uuid.UUID(caller.org_id)
         action = _ACTIONS.get(new_state, "lease.update")
+        facts = {"state": new_state}
+        if forwarded is not None and forwarded.error is not None:
+            raise self._refuse(
+                caller,
+                forwarded,
+                forwarded.error,
+                operation="update",
+                target_id=str(lid),
+                **facts,
+            )
+        borrower = None if forwarded is None else forwarded.require()
+
+        def refused(error: SevvoError) -> None:
+            assert forwarded is not None
+            self._refuse(caller, forwarded, error, operation="update", target_id=str(lid), **facts)
 
         def work(conn: psycopg.Connection[Any]) -> LeaseRow:
             nonlocal action
             lease = self._store.get_lease(conn, org_id, lid, for_update=True)
             if lease is None:
                 raise _lease_not_found()
+            if borrower is not None:
+                facts.update(connection_id=str(lease.connection_id), role=lease.role)
+                self._check_own_lease(borrower, lease, new_state)
             if new_state == "active" and lease.state == "creating":
                 action = "lease.activate"
             if new_state not in TRANSITIONS[lease.state]:
@@ -334,13 +496,31 @@ class LeasesDomain:
                 updated,
                 outcome="failure" if new_state == "failing" else "success",
                 reason=reason if new_state == "failing" else None,
+                workload=borrower,
                 previous_state=lease.state,
             )
             return updated
 
-        lease = self._run(caller, action, str(lid), work)
+        lease = self._run(caller, action, str(lid), work, refused)
         log.info("lease updated", lease_id=str(lid), state=lease.state)
         return lease
+
+    @staticmethod
+    def _check_own_lease(workload: Principal, lease: LeaseRow, new_state: str) -> None:
+        """A workload may move only its own leases, and renew one only while its role is
+        granted; giving a lease back is always allowed."""
+        if lease.workload_id is None or str(lease.workload_id) != workload.subject_id:
+            raise _Refused(
+                PermissionDenied(
+                    "this lease was borrowed by another workload (or by sevvo itself); a"
+                    " workload can renew and revoke only its own leases",
+                    reason="LEASE_OF_ANOTHER_WORKLOAD",
+                )
+            )
+        if new_state == "active" and lease.state == "active":
+            refusal = borrow_refusal(workload, str(lease.connection_id), lease.role, 0)
+            if refusal is not None:
+                raise _Refused(refusal)
 
     @staticmethod
     def _new_expiry(lease: LeaseRow, expire_time: datetime | None) -> datetime:
@@ -356,6 +536,109 @@ class LeasesDomain:
                 "a renewal cannot move the expiry earlier", reason="LEASE_RENEWAL_EARLIER"
             )
         return expire_time
+
+    def claim(
+        self,
+        caller: Principal,
+        *,
+        lease_id: str,
+        purpose: str,
+        forwarded: ForwardedWorkload | None,
+    ) -> LeaseRow:
+        """Hands an active warm-pool lease (purpose "warm_pool", no workload) to the workload
+        whose bearer is ``forwarded``, after the checks CreateLease makes with the lease's
+        connection, role and max expiry.
+
+        The claim and its audit record are one conditional statement (one round trip): of
+        two concurrent claims of a lease exactly one wins; the other, and any claim of a
+        lease that is not an unclaimed active pool lease, fails with LEASE_NOT_CLAIMABLE.
+        Only when the claim fails is the lease read, to say why.
+        """
+        lid = validation.resource_id("lease_id", lease_id)
+        check_purpose("purpose", purpose)
+        if purpose == WARM_POOL:
+            raise InvalidArgument("purpose", "must say what the workload borrows the lease for")
+        if forwarded is None:
+            forwarded = ForwardedWorkload(
+                None,
+                Unauthenticated(
+                    "ClaimLease acts for a workload: forward its bearer in"
+                    f" {METADATA_KEY} (Bearer <token>)",
+                    reason="WORKLOAD_TOKEN_MISSING",
+                ),
+            )
+        if forwarded.error is not None:
+            raise self._refuse(
+                caller, forwarded, forwarded.error, operation="claim", target_id=str(lid)
+            )
+        workload = forwarded.require()
+        org_id = uuid.UUID(caller.org_id)
+        now = self._clock()
+        max_ttl = (workload.max_ttl_seconds or 0) + int(CLOCK_LEEWAY.total_seconds())
+        claimed = self._store.claim_lease(
+            org_id=org_id,
+            lease_id=lid,
+            workload_id=uuid.UUID(workload.subject_id),
+            purpose=purpose,
+            now=now,
+            grants=[(g.connection_id, g.role) for g in workload.grants],
+            latest_max_expiry=now + timedelta(seconds=max_ttl),
+            actor=lease_actor(caller, workload),
+            details={"agent_id": caller.subject_id, "previous_purpose": WARM_POOL},
+        )
+        if claimed is not None:
+            log.info("lease claimed", lease_id=str(lid), connection_id=str(claimed.connection_id))
+            return claimed
+        raise self._claim_failure(caller, forwarded, workload, lid, now)
+
+    def _claim_failure(
+        self,
+        caller: Principal,
+        forwarded: ForwardedWorkload,
+        workload: Principal,
+        lid: uuid.UUID,
+        now: datetime,
+    ) -> SevvoError:
+        """Why a claim changed nothing, audited: a refusal (lease.refuse), or a lease that is
+        missing or not claimable (lease.claim, failure)."""
+        with self._store.connection() as conn:
+            lease = self._store.get_lease(conn, uuid.UUID(caller.org_id), lid)
+        if lease is not None:
+            ttl = requested_ttl_seconds(now, lease.max_expires_at)
+            refusal = borrow_refusal(workload, str(lease.connection_id), lease.role, ttl)
+            if refusal is not None:
+                return self._refuse(
+                    caller,
+                    forwarded,
+                    refusal,
+                    operation="claim",
+                    target_id=str(lid),
+                    connection_id=str(lease.connection_id),
+                    role=lease.role,
+                    ttl_seconds=str(ttl),
+                )
+        error: SevvoError = (
+            _lease_not_found()
+            if lease is None
+            else FailedPrecondition(
+                "the lease is not an unclaimed, active warm-pool lease (another workload may"
+                " have claimed it first); claim another pool lease or create a new one",
+                reason="LEASE_NOT_CLAIMABLE",
+            )
+        )
+        with self._store.transaction() as conn:
+            audit.record(
+                conn,
+                org_id=caller.org_id,
+                actor=lease_actor(caller, workload),
+                action="lease.claim",
+                target_type=TARGET_TYPE,
+                target_id=str(lid),
+                outcome="failure",
+                reason=error.reason,
+                details={"agent_id": caller.subject_id},
+            )
+        return error
 
     def list_to_reap(
         self, caller: Principal, connection_id: str, page_size: int, page_token: str

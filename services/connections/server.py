@@ -65,10 +65,12 @@ ACCESS: dict[str, Access] = {
         )
     },
     # Lease records are written by the agent that creates and drops the roles...
+    # (for a customer workload, with its forwarded bearer on the first three)...
     **{
-        f"/{_LEASES}/{method}": Access.AGENT
-        for method in ("CreateLease", "UpdateLease", "ClaimLease", "ListLeasesToReap")
+        f"/{_LEASES}/{method}": Access.AGENT_FOR_WORKLOAD
+        for method in ("CreateLease", "UpdateLease", "ClaimLease")
     },
+    f"/{_LEASES}/ListLeasesToReap": Access.AGENT,
     # ...read by the org's users, and revoked at an admin's request.
     f"/{_LEASES}/ListLeases": Access.USER,
     f"/{_LEASES}/CountLeases": Access.USER,

@@ -31,7 +31,7 @@ from sevvo.connections.v1 import connections_pb2 as pb
 from sevvo.connections.v1 import connections_pb2_grpc as pb_grpc
 from sevvo.runtime import audit, validation
 from sevvo.runtime.errors import InvalidArgument
-from sevvo.runtime.grpc_server import current_bearer, current_principal
+from sevvo.runtime.grpc_server import current_bearer, current_principal, current_workload
 from sevvo.runtime.servicing import blocking, timestamp
 from sevvo.runtime.workload_grants import DEFAULT_ROLE
 
@@ -353,6 +353,7 @@ class CredentialServicer(pb_grpc.ConnectionCredentialServiceServicer):
             request.draft_id,
             work,
             request.role,
+            request.connection_name,
         )
         settings = target.dynamic
         return pb.ResolveConnectionCredentialsResponse(
@@ -482,6 +483,7 @@ class LeaseServicer(pb_grpc.LeaseServiceServicer):
             lease_id=request.lease_id,
             role=request.role,
             workload_id=request.workload_id,
+            forwarded=current_workload(),
         )
         return lease_pb(row)
 
@@ -495,6 +497,19 @@ class LeaseServicer(pb_grpc.LeaseServiceServicer):
             state=_LEASE_STATE_FROM_PB.get(request.state, ""),
             expire_time=_time(request, "expire_time"),
             failure_reason=request.failure_reason,
+            forwarded=current_workload(),
+        )
+        return lease_pb(row)
+
+    async def ClaimLease(
+        self, request: pb.ClaimLeaseRequest, context: grpc.aio.ServicerContext
+    ) -> pb.Lease:
+        row = await blocking(
+            self._domain.claim,
+            current_principal(),
+            lease_id=request.lease_id,
+            purpose=request.purpose,
+            forwarded=current_workload(),
         )
         return lease_pb(row)
 
@@ -626,6 +641,7 @@ _ACTOR_TO_PB = {
     "user": audit_pb2.ACTOR_KIND_USER,
     "agent": audit_pb2.ACTOR_KIND_AGENT,
     "system": audit_pb2.ACTOR_KIND_SYSTEM,
+    "workload": audit_pb2.ACTOR_KIND_WORKLOAD,
 }
 _OUTCOME_TO_PB = {
     "success": audit_pb2.AUDIT_OUTCOME_SUCCESS,

@@ -175,6 +175,18 @@ class ConnectionStore(SchemaStore):
             raise _NAME_TAKEN from None
 
     @staticmethod
+    def id_by_name(
+        conn: psycopg.Connection[Any], org_id: uuid.UUID, display_name: str
+    ) -> uuid.UUID | None:
+        """The id of the org's connection of this display name (case-insensitive, as the
+        names are unique), or None."""
+        row = conn.execute(
+            "select id from connections where org_id = %s and lower(display_name) = lower(%s)",
+            (org_id, display_name),
+        ).fetchone()
+        return None if row is None else uuid.UUID(str(row[0]))
+
+    @staticmethod
     def get(
         conn: psycopg.Connection[Any],
         org_id: uuid.UUID,
@@ -453,6 +465,71 @@ class ConnectionStore(SchemaStore):
                 lease.id,
             ),
         )
+
+    def claim_lease(
+        self,
+        *,
+        org_id: uuid.UUID,
+        lease_id: uuid.UUID,
+        workload_id: uuid.UUID,
+        purpose: str,
+        now: datetime,
+        grants: list[tuple[str, str]],
+        latest_max_expiry: datetime,
+        actor: audit.Actor,
+        details: dict[str, str],
+    ) -> LeaseRow | None:
+        """Hands an unclaimed, active, unexpired warm-pool lease of a granted (connection,
+        role) whose max expiry is at most ``latest_max_expiry`` to ``workload_id``, and
+        audits it (lease.claim), in one statement; None when no lease met every condition.
+
+        One statement in autocommit, so a claim costs one round trip (a warm-pool borrow has
+        2 ms in all); the conditional UPDATE lets exactly one of two racing claims win.
+        """
+        query = """
+            with claimed as (
+                update leases set workload_id = %(workload)s, purpose = %(purpose)s,
+                    updated_at = %(now)s
+                where org_id = %(org)s and id = %(id)s and state = 'active'
+                    and purpose = 'warm_pool' and workload_id is null
+                    and expires_at > %(now)s and max_expires_at <= %(latest)s
+                    and (connection_id::text, role) in (
+                        select * from unnest(%(conns)s::text[], %(roles)s::text[]))
+                returning *
+            ), logged as (
+                insert into audit.events (id, org_id, actor_kind, actor_id, action,
+                    target_type, target_id, outcome, details)
+                select gen_random_uuid(), org_id, %(actor_kind)s, %(actor_id)s, 'lease.claim',
+                    'lease', id::text, 'success', %(details)s::jsonb || jsonb_build_object(
+                        'connection_id', connection_id::text, 'role_name', role_name,
+                        'role', role, 'purpose', purpose, 'state', state,
+                        'expire_time', to_json(expires_at) #>> '{}',
+                        'workload_id', workload_id::text)
+                from claimed
+            )
+            select * from claimed
+        """
+        params = {
+            "workload": workload_id,
+            "purpose": purpose,
+            "now": now,
+            "org": org_id,
+            "id": lease_id,
+            "latest": latest_max_expiry,
+            "conns": [conn for conn, _ in grants],
+            "roles": [role for _, role in grants],
+            "actor_kind": actor.kind,
+            "actor_id": actor.id,
+            "details": Jsonb(details),
+        }
+        with self._pool.connection() as conn:
+            conn.autocommit = True
+            try:
+                with conn.cursor(row_factory=class_row(LeaseRow)) as cur:
+                    cur.execute(query, params)
+                    return cur.fetchone()
+            finally:
+                conn.autocommit = False
 
     @staticmethod
     def list_leases(

@@ -45,6 +45,7 @@ from sevvo.runtime.errors import (
 from sevvo.runtime.logs import enabled as logs_enabled
 from sevvo.runtime.logs import exception_chain, get_logger
 from sevvo.runtime.tokens import Principal, PrincipalKind, TokenVerifier
+from sevvo.runtime.workload_bearer import ForwardedWorkload, forwarded_token, verify_forwarded
 
 log = get_logger(__name__)
 
@@ -53,6 +54,9 @@ _principal: contextvars.ContextVar[Principal | None] = contextvars.ContextVar(
 )
 _bearer_token: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "sevvo_bearer", default=None
+)
+_workload: contextvars.ContextVar[ForwardedWorkload | None] = contextvars.ContextVar(
+    "sevvo_workload", default=None
 )
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 # Health checks and reflection carry no tenant data; probes and grpcurl call them unauthenticated.
@@ -66,6 +70,9 @@ class Access(enum.Enum):
     USER = "user"
     ADMIN = "admin"
     AGENT = "agent"
+    # An agent, possibly acting for a customer workload whose bearer it forwards
+    # (sevvo.runtime.workload_bearer); see current_workload().
+    AGENT_FOR_WORKLOAD = "agent_for_workload"
     USER_OR_AGENT = "user_or_agent"
 
 
@@ -83,6 +90,12 @@ def current_principal() -> Principal:
     if principal is None:
         raise Unauthenticated("this method requires a signed-in caller")
     return principal
+
+
+def current_workload() -> ForwardedWorkload | None:
+    """The workload bearer the agent forwarded with the current RPC, verified (or refused);
+    None when it forwarded none. Only set on methods declared AGENT_FOR_WORKLOAD."""
+    return _workload.get()
 
 
 @dataclass(frozen=True)
@@ -344,15 +357,28 @@ class AuthInterceptor(_WrappingInterceptor):
             # Each RPC runs in its own task, so this binding ends with the call.
             _principal.set(principal)
             _bearer_token.set(token)
+            if access is Access.AGENT_FOR_WORKLOAD:
+                _workload.set(self._forwarded(context, principal))
             structlog.contextvars.bind_contextvars(org_id=principal.org_id)
             return await behavior(request, context)
 
         return authenticated
 
+    def _forwarded(
+        self, context: grpc.aio.ServicerContext, agent: Principal
+    ) -> ForwardedWorkload | None:
+        # A refused workload bearer does not fail the call here: the service audits the
+        # refusal first (ForwardedWorkload.require raises it).
+        try:
+            token = forwarded_token(context.invocation_metadata() or ())
+        except Unauthenticated as error:
+            return ForwardedWorkload(None, error)
+        return None if token is None else verify_forwarded(self._verifier, token, agent)
+
     def _authenticate(self, token: str, access: Access) -> Principal:
         # One verification per call, whatever the access: the verifier picks the token's kind
         # from its claims, so an agent on a USER_OR_AGENT method is not first tried as a user.
-        if access is Access.AGENT:
+        if access in (Access.AGENT, Access.AGENT_FOR_WORKLOAD):
             return self._verifier.verify(token, PrincipalKind.AGENT)
         if access is Access.USER_OR_AGENT:
             return self._verifier.verify(token, (PrincipalKind.USER, PrincipalKind.AGENT))
@@ -472,6 +498,7 @@ __all__ = [
     "TlsFiles",
     "current_bearer",
     "current_principal",
+    "current_workload",
     "run_until_signalled",
     "start_server",
     "status_for",

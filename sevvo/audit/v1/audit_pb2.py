@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1asevvo/audit/v1/audit.proto\x12\x0esevvo.audit.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xff\x02\n\nAuditEvent\x12\n\n\x02id\x18\x01 \x01(\t\x12.\n\noccur_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\nactor_kind\x18\x03 \x01(\x0e\x32\x19.sevvo.audit.v1.ActorKind\x12\x10\n\x08\x61\x63tor_id\x18\x04 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x05 \x01(\t\x12\x13\n\x0btarget_type\x18\x06 \x01(\t\x12\x11\n\ttarget_id\x18\x07 \x01(\t\x12-\n\x07outcome\x18\x08 \x01(\x0e\x32\x1c.sevvo.audit.v1.AuditOutcome\x12\x0e\n\x06reason\x18\t \x01(\t\x12\x38\n\x07\x64\x65tails\x18\n \x03(\x0b\x32\'.sevvo.audit.v1.AuditEvent.DetailsEntry\x12\x13\n\x0b\x61\x63tor_email\x18\x0b \x01(\t\x1a.\n\x0c\x44\x65tailsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xe7\x01\n\x16ListAuditEventsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x11\n\ttarget_id\x18\x03 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x04 \x01(\t\x12\x10\n\x08\x61\x63tor_id\x18\x05 \x01(\t\x12\x13\n\x0b\x61\x63tor_email\x18\x06 \x01(\t\x12.\n\nstart_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"^\n\x17ListAuditEventsResponse\x12*\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1a.sevvo.audit.v1.AuditEvent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*i\n\tActorKind\x12\x1a\n\x16\x41\x43TOR_KIND_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x41\x43TOR_KIND_USER\x10\x01\x12\x14\n\x10\x41\x43TOR_KIND_AGENT\x10\x02\x12\x15\n\x11\x41\x43TOR_KIND_SYSTEM\x10\x03*c\n\x0c\x41uditOutcome\x12\x1d\n\x19\x41UDIT_OUTCOME_UNSPECIFIED\x10\x00\x12\x19\n\x15\x41UDIT_OUTCOME_SUCCESS\x10\x01\x12\x19\n\x15\x41UDIT_OUTCOME_FAILURE\x10\x02\x32r\n\x0c\x41uditService\x12\x62\n\x0fListAuditEvents\x12&.sevvo.audit.v1.ListAuditEventsRequest\x1a\'.sevvo.audit.v1.ListAuditEventsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1asevvo/audit/v1/audit.proto\x12\x0esevvo.audit.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xff\x02\n\nAuditEvent\x12\n\n\x02id\x18\x01 \x01(\t\x12.\n\noccur_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\nactor_kind\x18\x03 \x01(\x0e\x32\x19.sevvo.audit.v1.ActorKind\x12\x10\n\x08\x61\x63tor_id\x18\x04 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x05 \x01(\t\x12\x13\n\x0btarget_type\x18\x06 \x01(\t\x12\x11\n\ttarget_id\x18\x07 \x01(\t\x12-\n\x07outcome\x18\x08 \x01(\x0e\x32\x1c.sevvo.audit.v1.AuditOutcome\x12\x0e\n\x06reason\x18\t \x01(\t\x12\x38\n\x07\x64\x65tails\x18\n \x03(\x0b\x32\'.sevvo.audit.v1.AuditEvent.DetailsEntry\x12\x13\n\x0b\x61\x63tor_email\x18\x0b \x01(\t\x1a.\n\x0c\x44\x65tailsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xe7\x01\n\x16ListAuditEventsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x11\n\ttarget_id\x18\x03 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x04 \x01(\t\x12\x10\n\x08\x61\x63tor_id\x18\x05 \x01(\t\x12\x13\n\x0b\x61\x63tor_email\x18\x06 \x01(\t\x12.\n\nstart_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"^\n\x17ListAuditEventsResponse\x12*\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1a.sevvo.audit.v1.AuditEvent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*\x82\x01\n\tActorKind\x12\x1a\n\x16\x41\x43TOR_KIND_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x41\x43TOR_KIND_USER\x10\x01\x12\x14\n\x10\x41\x43TOR_KIND_AGENT\x10\x02\x12\x15\n\x11\x41\x43TOR_KIND_SYSTEM\x10\x03\x12\x17\n\x13\x41\x43TOR_KIND_WORKLOAD\x10\x04*c\n\x0c\x41uditOutcome\x12\x1d\n\x19\x41UDIT_OUTCOME_UNSPECIFIED\x10\x00\x12\x19\n\x15\x41UDIT_OUTCOME_SUCCESS\x10\x01\x12\x19\n\x15\x41UDIT_OUTCOME_FAILURE\x10\x02\x32r\n\x0c\x41uditService\x12\x62\n\x0fListAuditEvents\x12&.sevvo.audit.v1.ListAuditEventsRequest\x1a\'.sevvo.audit.v1.ListAuditEventsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,10 +34,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_AUDITEVENT_DETAILSENTRY']._loaded_options = None
   _globals['_AUDITEVENT_DETAILSENTRY']._serialized_options = b'8\001'
-  _globals['_ACTORKIND']._serialized_start=795
-  _globals['_ACTORKIND']._serialized_end=900
-  _globals['_AUDITOUTCOME']._serialized_start=902
-  _globals['_AUDITOUTCOME']._serialized_end=1001
+  _globals['_ACTORKIND']._serialized_start=796
+  _globals['_ACTORKIND']._serialized_end=926
+  _globals['_AUDITOUTCOME']._serialized_start=928
+  _globals['_AUDITOUTCOME']._serialized_end=1027
   _globals['_AUDITEVENT']._serialized_start=80
   _globals['_AUDITEVENT']._serialized_end=463
   _globals['_AUDITEVENT_DETAILSENTRY']._serialized_start=417
@@ -46,6 +46,6 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTAUDITEVENTSREQUEST']._serialized_end=697
   _globals['_LISTAUDITEVENTSRESPONSE']._serialized_start=699
   _globals['_LISTAUDITEVENTSRESPONSE']._serialized_end=793
-  _globals['_AUDITSERVICE']._serialized_start=1003
-  _globals['_AUDITSERVICE']._serialized_end=1117
+  _globals['_AUDITSERVICE']._serialized_start=1029
+  _globals['_AUDITSERVICE']._serialized_end=1143
 # @@protoc_insertion_point(module_scope)

@@ -16,6 +16,7 @@ class ActorKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ACTOR_KIND_USER: _ClassVar[ActorKind]
     ACTOR_KIND_AGENT: _ClassVar[ActorKind]
     ACTOR_KIND_SYSTEM: _ClassVar[ActorKind]
+    ACTOR_KIND_WORKLOAD: _ClassVar[ActorKind]
 
 class AuditOutcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -26,6 +27,7 @@ ACTOR_KIND_UNSPECIFIED: ActorKind
 ACTOR_KIND_USER: ActorKind
 ACTOR_KIND_AGENT: ActorKind
 ACTOR_KIND_SYSTEM: ActorKind
+ACTOR_KIND_WORKLOAD: ActorKind
 AUDIT_OUTCOME_UNSPECIFIED: AuditOutcome
 AUDIT_OUTCOME_SUCCESS: AuditOutcome
 AUDIT_OUTCOME_FAILURE: AuditOutcome

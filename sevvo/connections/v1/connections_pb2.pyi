@@ -349,14 +349,16 @@ class PostgresCredentials(_message.Message):
     def __init__(self, host: _Optional[str] = ..., port: _Optional[int] = ..., database: _Optional[str] = ..., username: _Optional[str] = ..., password: _Optional[str] = ..., ssl_mode: _Optional[_Union[SslMode, str]] = ..., pending_password: _Optional[str] = ..., pending_stage_id: _Optional[str] = ..., ssl_root_cert: _Optional[str] = ...) -> None: ...
 
 class ResolveConnectionCredentialsResponse(_message.Message):
-    __slots__ = ("postgres", "dynamic", "preview")
+    __slots__ = ("postgres", "dynamic", "preview", "connection_id")
     POSTGRES_FIELD_NUMBER: _ClassVar[int]
     DYNAMIC_FIELD_NUMBER: _ClassVar[int]
     PREVIEW_FIELD_NUMBER: _ClassVar[int]
+    CONNECTION_ID_FIELD_NUMBER: _ClassVar[int]
     postgres: PostgresCredentials
     dynamic: DynamicSettings
     preview: PreviewSettings
-    def __init__(self, postgres: _Optional[_Union[PostgresCredentials, _Mapping]] = ..., dynamic: _Optional[_Union[DynamicSettings, _Mapping]] = ..., preview: _Optional[_Union[PreviewSettings, _Mapping]] = ...) -> None: ...
+    connection_id: str
+    def __init__(self, postgres: _Optional[_Union[PostgresCredentials, _Mapping]] = ..., dynamic: _Optional[_Union[DynamicSettings, _Mapping]] = ..., preview: _Optional[_Union[PreviewSettings, _Mapping]] = ..., connection_id: _Optional[str] = ...) -> None: ...
 
 class DynamicSettings(_message.Message):
     __slots__ = ("default_ttl_seconds", "max_ttl_seconds", "creation_statements", "revocation_statements", "group_role", "role")
