@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from agent.sidecar import SidecarConfig
 from sevvo.runtime import config as c
 from sevvo.runtime.deployment_token import DeploymentCredentials, unwrap
 from sevvo.runtime.errors import InvalidArgument
@@ -84,6 +85,8 @@ class AgentConfig:
     ready_file: Path | None = None
     log_level: str = "INFO"
     credential_api: CredentialApiConfig = field(default_factory=CredentialApiConfig)
+    # Sidecar mode (agent/sidecar.py): a credential kept rendered in a file; None is off.
+    sidecar: SidecarConfig | None = None
 
     def __repr__(self) -> str:  # The token is a secret; keep it out of any repr.
         return (
@@ -146,7 +149,8 @@ class AgentConfig:
             ),
             ready_file=_path(c.optional_string(env, "SEVVO_AGENT_READY_FILE")),
             log_level=c.log_level(env),
-            credential_api=_credential_api(env),
+            credential_api=(api := _credential_api(env)),
+            sidecar=SidecarConfig.load(env, api.socket),
         )
 
 

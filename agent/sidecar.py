@@ -62,14 +62,20 @@ class SidecarConfig:
         )
 
     @classmethod
-    def load(cls, env: Mapping[str, str]) -> SidecarConfig | None:
+    def load(cls, env: Mapping[str, str], socket: Path | None) -> SidecarConfig | None:
         """The sidecar's settings, or None when SEVVO_SIDECAR_CONNECTION is unset (off).
 
-        Raises ConfigError naming a missing or malformed variable.
+        ``socket`` is the agent's own credential API socket, which the sidecar borrows
+        through. Raises ConfigError naming a missing or malformed variable.
         """
         connection = c.optional_string(env, "SEVVO_SIDECAR_CONNECTION")
         if connection is None:
             return None
+        if socket is None:
+            raise c.ConfigError(
+                "SEVVO_SIDECAR_CONNECTION needs the credential API's socket: leave "
+                "SEVVO_CREDENTIAL_SOCKET unset (the default) or set it to a path"
+            )
         file = Path(c.string(env, "SEVVO_SIDECAR_FILE"))
         if not file.is_absolute():
             raise c.ConfigError(f"SEVVO_SIDECAR_FILE must be an absolute path, got {str(file)!r}")
@@ -85,7 +91,7 @@ class SidecarConfig:
             connection=connection,
             file=file,
             # The agent's own credential API: the sidecar borrows like any workload would.
-            socket=c.string(env, "SEVVO_CREDENTIAL_SOCKET"),
+            socket=str(socket),
             workload_token=token,
             role=c.string(env, "SEVVO_SIDECAR_ROLE", "default"),
             ttl_seconds=ttl_seconds,

@@ -18,7 +18,8 @@ import grpc
 
 from sevvo_client.errors import ConfigurationError
 
-DEFAULT_SOCKET = "/run/sevvo/agent.sock"
+DEFAULT_SOCKET = "/var/run/sevvo/agent.sock"
+"""Where the agent's chart puts its socket (SEVVO_CREDENTIAL_SOCKET's default)."""
 TOKEN_PREFIX = "sevvo_wt_"
 
 
