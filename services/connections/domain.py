@@ -566,7 +566,7 @@ class ConnectionsDomain:
         # Ids and types are the starter's choice: they go to the audit record, not the log.
         log.warning("work refused", reason=reason, refused_by=refused_by)
 
-    def _connection_id_by_name(self, caller: Principal, name: str) -> uuid.UUID:
+    def connection_id_by_name(self, caller: Principal, name: str) -> uuid.UUID:
         """The id of the caller's org's connection named ``name``; NOT_FOUND naming it."""
         name = validation.display_name("connection_name", name)
         with self._store.connection() as conn:
@@ -606,7 +606,7 @@ class ConnectionsDomain:
                 "connection_id", "set exactly one of connection_id, connection_name or draft_id"
             )
         if connection_name:
-            connection_id = str(self._connection_id_by_name(caller, connection_name))
+            connection_id = str(self.connection_id_by_name(caller, connection_name))
         if role and draft_id:
             raise InvalidArgument("role", "must be empty with draft_id: a draft has one role")
         wanted = role_name("role", role) if role else DEFAULT_ROLE

@@ -345,18 +345,26 @@ class CredentialServicer(pb_grpc.ConnectionCredentialServiceServicer):
         if request.HasField("work"):
             claim = _work_claim(request.work)
             work = (claim, await self._domain.verify_work(caller, claim))
+        connection_id = request.connection_id
+        if request.connection_name and not (connection_id or request.draft_id):
+            # Resolved to an id first, so the response can name it: the agent records the
+            # workload's leases by id.
+            connection_id = str(
+                await blocking(self._domain.connection_id_by_name, caller, request.connection_name)
+            )
         target = await blocking(
             self._domain.resolve,
             caller,
-            request.connection_id,
+            connection_id,
             request.purpose,
             request.draft_id,
             work,
             request.role,
-            request.connection_name,
+            "" if connection_id != request.connection_id else request.connection_name,
         )
         settings = target.dynamic
         return pb.ResolveConnectionCredentialsResponse(
+            connection_id=connection_id,
             postgres=pb.PostgresCredentials(
                 host=target.host,
                 port=target.port,
