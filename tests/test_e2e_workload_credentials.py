@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -174,9 +175,7 @@ def borrowing(
         write_private_file(token_file, workload.workload_token + "\n")
         yield replace(helper, workload_token=workload.workload_token, token_file=token_file)
     finally:
-        for path in sorted(directory.glob("*"), reverse=True):
-            if path.is_file() or path.is_socket():
-                path.unlink(missing_ok=True)
+        shutil.rmtree(directory, ignore_errors=True)
         drop_roles(admin_url, privileged, group)
 
 
