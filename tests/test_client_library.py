@@ -15,6 +15,8 @@ from pathlib import Path
 import grpc
 import pytest
 
+from devstack.pki import DevPki
+from sevvo.agent.v1 import credentials_pb2_grpc
 from sevvo.runtime.errors import (
     InvalidArgument,
     NotFound,
@@ -39,6 +41,7 @@ from sevvo_client.errors import error_class
 from sevvo_client.settings import DEFAULT_SOCKET, resolve
 from tests.credential_fake import TOKEN, FakeAgent, serving
 from tests.plugins.auth_stack import BackgroundLoop
+from tests.plugins.pki import ca_certificate_pem
 
 
 @pytest.fixture
@@ -376,3 +379,40 @@ def test_managed_credential_keeps_trying_while_the_agent_fails(
     assert "renewal failed (UNAVAILABLE)" in caplog.text
     assert TOKEN not in caplog.text
     assert agent.live() == []
+
+
+def test_the_agent_can_be_reached_over_tls_with_a_ca_file(dev_pki: DevPki, tmp_path: Path) -> None:
+    """address= host:port with ca_file: the call goes over TLS, verified against that CA; a
+    client that does not trust the CA is refused as AgentUnavailable."""
+    agent = FakeAgent()
+    loop = BackgroundLoop()
+
+    async def start() -> tuple[grpc.aio.Server, int]:
+        server = grpc.aio.server()
+        credentials_pb2_grpc.add_CredentialServiceServicer_to_server(agent, server)
+        port = server.add_secure_port(
+            "localhost:0",
+            grpc.ssl_server_credentials(
+                [(dev_pki.server_key.read_bytes(), dev_pki.server_cert.read_bytes())]
+            ),
+        )
+        await server.start()
+        return server, port
+
+    server, port = loop.run(start())
+    try:
+        with sevvo_credentials(
+            "db", address=f"localhost:{port}", ca_file=dev_pki.ca_cert, token=TOKEN
+        ) as creds:
+            assert [lease.lease_id for lease in agent.live()] == [creds.lease_id]
+        assert agent.live() == []
+        other_ca = tmp_path / "other-ca.crt"  # Not the CA that signed the server's cert.
+        other_ca.write_text(ca_certificate_pem("someone else's CA")[0])
+        with (
+            pytest.raises(AgentUnavailable),
+            sevvo_credentials("db", address=f"localhost:{port}", ca_file=other_ca, token=TOKEN),
+        ):
+            pass
+    finally:
+        loop.run(server.stop(None))
+        loop.close()
