@@ -46,7 +46,7 @@ import tempfile
 import time
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -58,7 +58,14 @@ from psycopg.conninfo import make_conninfo
 from psycopg.pq import TransactionStatus
 from psycopg.rows import TupleRow
 
-from agent.dynamic_credentials import RoleNotFound, SessionsStillOpen, mint, renew, revoke
+from agent.dynamic_credentials import (
+    MintedRole,
+    RoleNotFound,
+    SessionsStillOpen,
+    mint,
+    renew,
+    revoke,
+)
 from agent.root_rotation import PrivilegedLoginFailed, connect_privileged
 from sevvo.auth.v1 import auth_pb2, auth_pb2_grpc
 from sevvo.connections.v1 import connections_pb2, connections_pb2_grpc
@@ -443,6 +450,10 @@ def _is_uuid(value: str) -> bool:
     return True
 
 
+def _session_died(admin: psycopg.AsyncConnection[TupleRow]) -> bool:
+    return admin.closed or admin.broken
+
+
 class _Sessions:
     """The idle privileged sessions of one connection and a bound on how many exist."""
 
@@ -493,6 +504,34 @@ class PrivilegedSessions:
                     sessions.idle.append((time.monotonic(), admin))
                 else:
                     await admin.close()
+
+    async def run(
+        self,
+        connection_id: str,
+        postgres: connections_pb2.PostgresCredentials,
+        work: Callable[[psycopg.AsyncConnection[TupleRow]], Awaitable[T]],
+    ) -> T:
+        """``work`` on a privileged session; once more on a fresh one if the session had
+        died while idle (the server restarted, or ended idle sessions), which ``work`` shows
+        by letting a psycopg error out of a closed or broken session.
+        """
+        for attempt in (1, 2):
+            try:
+                async with self.session(connection_id, postgres) as admin:
+                    return await work(admin)
+            except psycopg.Error:
+                if attempt == 2 or not _session_died(admin):
+                    raise
+                self.discard_idle(connection_id)
+                log.info("privileged session had died; retrying on a new one")
+        raise AssertionError("unreachable")
+
+    def discard_idle(self, connection_id: str) -> None:
+        """Forgets the idle sessions of a connection (closing them without waiting)."""
+        sessions = self._by_connection.get(connection_id)
+        while sessions is not None and sessions.idle:
+            admin = sessions.idle.pop()[1]
+            admin.pgconn.finish()
 
     async def _checkout(
         self,
@@ -628,11 +667,14 @@ class CredentialBroker:
             resolved = await self._settings.resolve(
                 lease.connection_id, lease.role, workload.bearer
             )
-            async with self._sessions.session(lease.connection_id, resolved.postgres) as admin:
-                try:
-                    await renew(admin, lease.role_name, new_valid_until=new_expiry)
-                except RoleNotFound as exc:
-                    raise NotFound(str(exc), reason=exc.reason) from None
+
+            async def alter(admin: psycopg.AsyncConnection[TupleRow]) -> None:
+                await renew(admin, lease.role_name, new_valid_until=new_expiry)
+
+            try:
+                await self._sessions.run(lease.connection_id, resolved.postgres, alter)
+            except RoleNotFound as exc:
+                raise NotFound(str(exc), reason=exc.reason) from None
             log.info("workload lease renewed", lease_id=lease_id, workload_id=workload.workload_id)
             return RenewedLease(
                 lease_id=lease_id,
@@ -661,13 +703,16 @@ class CredentialBroker:
             resolved = await self._settings.resolve(
                 lease.connection_id, lease.role, workload.bearer
             )
+
+            async def drop(admin: psycopg.AsyncConnection[TupleRow]) -> None:
+                await revoke(
+                    admin,
+                    lease.role_name,
+                    revocation=list(resolved.dynamic.revocation_statements) or None,
+                )
+
             try:
-                async with self._sessions.session(lease.connection_id, resolved.postgres) as admin:
-                    await revoke(
-                        admin,
-                        lease.role_name,
-                        revocation=list(resolved.dynamic.revocation_statements) or None,
-                    )
+                await self._sessions.run(lease.connection_id, resolved.postgres, drop)
             except (psycopg.Error, SessionsStillOpen, SevvoError) as exc:
                 # Recorded, never dropped: the reaper retries failing leases.
                 await self._update(
@@ -751,7 +796,7 @@ class CredentialBroker:
                 raise relayed(exc, "recording the lease") from None
             recorded.append(lease)
 
-        async with self._sessions.session(resolved.connection_id, resolved.postgres) as admin:
+        async def mint_on(admin: psycopg.AsyncConnection[TupleRow]) -> MintedRole:
             try:
                 minted = await mint(
                     admin,
@@ -761,8 +806,15 @@ class CredentialBroker:
                     before_create=record_intent,
                 )
             except psycopg.Error as exc:
+                if not recorded and _session_died(admin):
+                    raise  # Nothing recorded, nothing created: another session may retry.
                 if recorded:  # The role was not created (one transaction): say so.
                     await self._fail_quietly(lease_id, workload, type(exc).__name__)
+                if _session_died(admin):
+                    raise Unavailable(
+                        "the connection to the database broke while minting; retry",
+                        reason="DATABASE_UNAVAILABLE",
+                    ) from None
                 raise FailedPrecondition(
                     "the database refused the role's creation statements"
                     f" (SQLSTATE {exc.sqlstate}); fix the connection role",
@@ -780,6 +832,11 @@ class CredentialBroker:
                     )
                     await self._update(lease_id, connections_pb2.LEASE_STATE_REVOKED, workload)
                 raise
+            recorded.append(lease)
+            return minted
+
+        minted = await self._sessions.run(resolved.connection_id, resolved.postgres, mint_on)
+        lease = recorded[-1]
         self._lent[lease_id] = _Lent(
             resolved.connection_id, resolved.role, resolved.dynamic.default_ttl_seconds
         )
