@@ -1020,6 +1020,7 @@ def test_every_command_has_help_with_an_example(sevvo: Sevvo) -> None:
         ["runs", "list"],
         ["runs", "get"],
         ["leases", "list"],
+        ["leases", "count"],
         ["leases", "revoke"],
         ["audit", "list"],
     ]

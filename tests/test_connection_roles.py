@@ -30,7 +30,7 @@ from services.connections.postgres_target import from_dynamic
 from services.connections.roles import RolesDomain, RoleSettingsInput
 from services.connections.store import MIGRATIONS, ConnectionStore
 from sevvo.audit.v1 import audit_pb2
-from sevvo.auth.v1 import auth_pb2, users_pb2
+from sevvo.auth.v1 import auth_pb2, users_pb2, workloads_pb2, workloads_pb2_grpc
 from sevvo.connections.v1 import connections_pb2 as pb
 from sevvo.connections.v1 import connections_pb2_grpc as pb_grpc
 from sevvo.runtime import credential_templates, migrations
@@ -38,6 +38,7 @@ from sevvo.runtime.errors import FailedPrecondition, NotFound
 from sevvo.runtime.grpc_client import error_details
 from sevvo.runtime.sealing import Keyring, seal
 from sevvo.runtime.tokens import Principal, PrincipalKind
+from sevvo.runtime.workload_bearer import METADATA_KEY
 from tests.plugins.auth_stack import PASSWORD, Org
 from tests.plugins.control_plane import ControlPlane
 
@@ -427,12 +428,35 @@ def test_leases_take_the_ttl_limit_of_their_role(tenant: Tenant) -> None:
 
 
 def test_leases_record_their_workload_and_are_listed_and_counted_by_role(
-    tenant: Tenant,
+    control_plane: ControlPlane, tenant: Tenant
 ) -> None:
     """workload_id is stored and filterable; ListLeases filters by role; CountLeases groups."""
     tenant.create_role("etl")
-    workload = str(uuid.uuid4())
-    borrowed = tenant.lease("etl", workload_id=workload)
+    created = workloads_pb2_grpc.WorkloadServiceStub(
+        control_plane.auth.channel(tenant.org.admin_token)
+    ).CreateWorkload(
+        workloads_pb2.CreateWorkloadRequest(
+            display_name="etl-job",
+            grants=[workloads_pb2.WorkloadGrant(connection_id=tenant.connection_id, role="etl")],
+            max_ttl_seconds=3600,
+        )
+    )
+    workload = created.workload.id
+    bearer = control_plane.auth.auth().ExchangeWorkloadToken(
+        auth_pb2.ExchangeWorkloadTokenRequest(workload_token=created.workload_token)
+    )
+    # The workload is the forwarded bearer's (tests/test_workload_leases.py covers the rules).
+    borrowed = tenant.agent_leases.CreateLease(
+        pb.CreateLeaseRequest(
+            connection_id=tenant.connection_id,
+            role_name=f"sevvo_dyn_{uuid.uuid4().hex[:10]}",
+            purpose="sync",
+            expire_time=_in(60),
+            max_expire_time=_in(600),
+            role="etl",
+        ),
+        metadata=((METADATA_KEY, f"Bearer {bearer.bearer_token}"),),
+    )
     assert (borrowed.role, borrowed.workload_id) == ("etl", workload)
     tenant.lease("etl")
     chore = tenant.lease()

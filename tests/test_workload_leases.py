@@ -10,10 +10,11 @@ racing workloads; an agent resolves a connection by name.
 
 from __future__ import annotations
 
+import io
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -29,9 +30,11 @@ from sevvo.auth.v1 import auth_pb2, workloads_pb2, workloads_pb2_grpc
 from sevvo.connections.v1 import connections_pb2 as pb
 from sevvo.connections.v1 import connections_pb2_grpc as pb_grpc
 from sevvo.runtime.grpc_client import error_details
+from sevvo.runtime.logs import configure_logging
 from sevvo.runtime.workload_bearer import CLOCK_LEEWAY, METADATA_KEY
 from tests.plugins.auth_stack import Org
 from tests.plugins.control_plane import ControlPlane
+from tests.plugins.log_setup import configure_test_logging
 
 SECRET = "privileged-Pa55-workload-canary"
 WORKLOAD_MAX_TTL = 1800
@@ -199,6 +202,15 @@ def _tenant(plane: ControlPlane, name: str = "Acme") -> Tenant:
 
 
 @pytest.fixture
+def captured_logs() -> Iterator[io.StringIO]:
+    """Everything the process logs during the test, at DEBUG, through the real pipeline."""
+    stream = io.StringIO()
+    configure_logging("tests", level="DEBUG", json=True, stream=stream)
+    yield stream
+    configure_test_logging()
+
+
+@pytest.fixture
 def tenant(control_plane: ControlPlane) -> Tenant:
     """A fresh org with its connection, roles, agent and readonly workload."""
     return _tenant(control_plane)
@@ -315,8 +327,11 @@ def test_a_revoked_workload_is_refused_within_the_verifiers_refresh(tenant: Tena
     assert facts["claimed_workload_id"] == tenant.workload_id
 
 
-def test_a_malformed_or_forged_bearer_is_unauthenticated(tenant: Tenant) -> None:
-    """A header that is not a bearer, and a token that is not auth's, both fail and are audited."""
+def test_a_malformed_or_forged_bearer_is_unauthenticated(
+    tenant: Tenant, captured_logs: io.StringIO
+) -> None:
+    """A header that is not a bearer, and a token that is not auth's, both fail and are
+    audited; the services' logs note the refusals and never hold the bearer."""
     code, reason, _ = _refused(
         lambda: tenant.agent.CreateLease(
             pb.CreateLeaseRequest(
@@ -338,6 +353,9 @@ def test_a_malformed_or_forged_bearer_is_unauthenticated(tenant: Tenant) -> None
         "WORKLOAD_TOKEN_INVALID",
     ]
     assert tenant.lease_count() == 0
+    logged = captured_logs.getvalue()
+    assert "lease request refused" in logged
+    assert tenant.bearer.split(".")[2][:20] not in logged and tenant.bearer not in logged
 
 
 def test_an_agent_cannot_name_a_workload_on_its_own_word(tenant: Tenant) -> None:

@@ -12,10 +12,12 @@ import stat
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
 from typer.testing import CliRunner
 
 from cli.app import app
@@ -28,8 +30,9 @@ from sevvo.connections.v1 import connections_pb2_grpc as cpb_grpc
 from sevvo.runtime.grpc_client import secure_channel
 from sevvo.runtime.grpc_server import TlsFiles, start_server
 from sevvo.runtime.sealing import Keyring
+from sevvo.runtime.workload_bearer import METADATA_KEY
 from tests.cli_runner import Result, run_sevvo, user_env
-from tests.plugins.auth_stack import PASSWORD, AuthStack, BackgroundLoop
+from tests.plugins.auth_stack import PASSWORD, AuthStack, BackgroundLoop, Org
 
 
 @dataclass
@@ -64,6 +67,7 @@ class World:
     admin_email: str
     reporting_db: str
     billing_db: str
+    org: Org
 
 
 @pytest.fixture
@@ -124,7 +128,7 @@ def world(
         login = sevvo("login", "--email", org.admin_email, "--password-stdin", stdin=PASSWORD)
         assert login.code == 0, login.stderr
         channel.close()
-        yield World(auth_stack, sevvo, org.admin_email, ids[0], ids[1])
+        yield World(auth_stack, sevvo, org.admin_email, ids[0], ids[1], org)
     finally:
         background_loop.run(server.stop(grace=1))
         connections.close()
@@ -275,3 +279,89 @@ def test_every_workloads_command_has_help_with_an_example() -> None:
         result = runner.invoke(app, ["workloads", command, "--help"])
         assert result.exit_code == 0, command
         assert "Example: sevvo workloads" in result.stdout, command
+
+
+# --- leases by workload ------------------------------------------------------------------------
+
+
+def _in(seconds: float) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(datetime.now(UTC) + timedelta(seconds=seconds))
+    return stamp
+
+
+def test_leases_list_by_workload_name_and_leases_count(world: World, tmp_path: Path) -> None:
+    """leases list --workload NAME shows only that workload's leases (with its id); leases
+    count groups by state, purpose and role, for the org or one connection."""
+    admin = secure_channel(
+        world.sevvo.target, world.stack.client_tls, lambda: world.org.admin_token
+    )
+    _, deployment_token = world.stack.new_deployment(world.org)
+    agent_bearer = world.stack.agent_bearer(deployment_token)
+    agent = secure_channel(world.sevvo.target, world.stack.client_tls, lambda: agent_bearer)
+    try:
+        warehouse = cpb_grpc.ConnectionServiceStub(admin).CreateConnection(
+            cpb.CreateConnectionRequest(
+                display_name="warehouse-db",
+                dynamic=cpb.PostgresDynamic(
+                    host="db.acme.internal",
+                    database="warehouse",
+                    privileged_username="sevvo_admin",
+                    privileged_password=secrets.token_urlsafe(12),
+                    ssl_mode=cpb.SSL_MODE_REQUIRE,
+                    default_ttl_seconds=600,
+                    max_ttl_seconds=3600,
+                ),
+            )
+        )
+        token_file = tmp_path / "nightly.token"
+        created = world.sevvo.ok(
+            "workloads", "create", "nightly", "--grant", "warehouse-db:default",
+            "--token-file", str(token_file),
+        )  # fmt: skip
+        workload_id = created["workload"]["id"]
+        bearer = world.stack.auth().ExchangeWorkloadToken(
+            auth_pb2.ExchangeWorkloadTokenRequest(workload_token=token_file.read_text().strip())
+        )
+        leases = cpb_grpc.LeaseServiceStub(agent)
+
+        def lease(purpose: str, forwarded: bool) -> str:
+            metadata = ((METADATA_KEY, f"Bearer {bearer.bearer_token}"),) if forwarded else ()
+            made = leases.CreateLease(
+                cpb.CreateLeaseRequest(
+                    connection_id=warehouse.id,
+                    role_name=f"sevvo_dyn_{uuid.uuid4().hex[:10]}",
+                    purpose=purpose,
+                    expire_time=_in(60),
+                    max_expire_time=_in(600),
+                ),
+                metadata=metadata,
+            )
+            return str(made.id)
+
+        borrowed = [lease("reporting", True), lease("reporting", True)]
+        lease("credential_test", False)
+    finally:
+        admin.close()
+        agent.close()
+
+    listed = world.sevvo.ok("leases", "list", "--workload", "nightly")["leases"]
+    assert sorted(item["id"] for item in listed) == sorted(borrowed)
+    assert {item["workload_id"] for item in listed} == {workload_id}
+    assert len(world.sevvo.ok("leases", "list", "--workload", workload_id[:8])["leases"]) == 2
+    missing = world.sevvo("leases", "list", "--workload", "no-such-service")
+    assert missing.code != 0 and "no-such-service" in missing.stderr
+
+    counts = world.sevvo.ok("leases", "count")
+    assert counts["by_state"] == [{"state": "creating", "count": 3}]
+    assert sorted((p["purpose"], p["count"]) for p in counts["by_purpose"]) == [
+        ("credential_test", 1),
+        ("reporting", 2),
+    ]
+    assert counts["by_role"] == [{"role": "default", "count": 3}]
+    assert world.sevvo.ok("leases", "count", "--connection", "reporting-db")["by_state"] == []
+    table = world.sevvo("--output", "table", "leases", "count", "--connection", "warehouse-db")
+    assert table.code == 0, table.stderr
+    assert "reporting" in table.stdout and "creating" in table.stdout
+    table = world.sevvo("--output", "table", "leases", "list", "--workload", "nightly")
+    assert "workload" in table.stdout and workload_id[:8] in table.stdout

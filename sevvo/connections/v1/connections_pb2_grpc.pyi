@@ -299,7 +299,9 @@ class LeaseServiceStub:
     CreateLease: _grpc.UnaryUnaryMultiCallable[_connections_pb2.CreateLeaseRequest, _connections_pb2.Lease]
     """Records the intent to create a login role (state creating), before CREATE ROLE runs.
     Agent only. With a workload bearer, the lease is that workload's (workload_id is taken
-    from the bearer) and max_expire_time is checked against its maximum TTL.
+    from the bearer) and max_expire_time is checked against its maximum TTL: the lease's TTL
+    is max_expire_time minus the control plane's clock, rounded up to whole seconds, and up
+    to 60 seconds over the maximum are allowed for the agent's clock.
     """
     UpdateLease: _grpc.UnaryUnaryMultiCallable[_connections_pb2.UpdateLeaseRequest, _connections_pb2.Lease]
     """Moves a lease to a new state along the legal transitions, or renews it. Agent only.
@@ -346,7 +348,9 @@ class LeaseServiceAsyncStub(LeaseServiceStub):
     CreateLease: _aio.UnaryUnaryMultiCallable[_connections_pb2.CreateLeaseRequest, _connections_pb2.Lease]  # type: ignore[assignment]
     """Records the intent to create a login role (state creating), before CREATE ROLE runs.
     Agent only. With a workload bearer, the lease is that workload's (workload_id is taken
-    from the bearer) and max_expire_time is checked against its maximum TTL.
+    from the bearer) and max_expire_time is checked against its maximum TTL: the lease's TTL
+    is max_expire_time minus the control plane's clock, rounded up to whole seconds, and up
+    to 60 seconds over the maximum are allowed for the agent's clock.
     """
     UpdateLease: _aio.UnaryUnaryMultiCallable[_connections_pb2.UpdateLeaseRequest, _connections_pb2.Lease]  # type: ignore[assignment]
     """Moves a lease to a new state along the legal transitions, or renews it. Agent only.
@@ -396,7 +400,9 @@ class LeaseServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_connections_pb2.Lease, _abc.Awaitable[_connections_pb2.Lease]]:
         """Records the intent to create a login role (state creating), before CREATE ROLE runs.
         Agent only. With a workload bearer, the lease is that workload's (workload_id is taken
-        from the bearer) and max_expire_time is checked against its maximum TTL.
+        from the bearer) and max_expire_time is checked against its maximum TTL: the lease's TTL
+        is max_expire_time minus the control plane's clock, rounded up to whole seconds, and up
+        to 60 seconds over the maximum are allowed for the agent's clock.
         """
 
     @_abc_1.abstractmethod
