@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agent.warm_pool import PoolSpec, parse_warm_pool
+from agent.sidecar import SidecarConfig
 from sevvo.runtime import config as c
 from sevvo.runtime.deployment_token import DeploymentCredentials, unwrap
 from sevvo.runtime.errors import InvalidArgument
@@ -89,6 +90,8 @@ class AgentConfig:
     # (agent.warm_pool); empty: every borrow mints.
     warm_pool: tuple[PoolSpec, ...] = ()
     warm_pool_refill_seconds: float = 5.0
+    # Sidecar mode (agent/sidecar.py): a credential kept rendered in a file; None is off.
+    sidecar: SidecarConfig | None = None
 
     def __repr__(self) -> str:  # The token is a secret; keep it out of any repr.
         return (
@@ -151,7 +154,8 @@ class AgentConfig:
             ),
             ready_file=_path(c.optional_string(env, "SEVVO_AGENT_READY_FILE")),
             log_level=c.log_level(env),
-            credential_api=_credential_api(env),
+            credential_api=(api := _credential_api(env)),
+            sidecar=SidecarConfig.load(env, api.socket),
             warm_pool=parse_warm_pool(
                 "SEVVO_WARM_POOL", c.optional_string(env, "SEVVO_WARM_POOL") or ""
             ),

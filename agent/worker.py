@@ -35,6 +35,7 @@ from agent.credential_broker import (
 )
 from agent.credential_server import serving
 from agent.leases import LeaseManager, Reaper
+from agent.sidecar import run_sidecar
 from agent.warm_pool import WarmPool
 from agent.work_gate import WorkGate, key_cache
 from agent.workflows import CredentialTestWorkflow, PreviewQueryWorkflow, RootRotationWorkflow
@@ -289,8 +290,22 @@ async def run_agent(config: AgentConfig, stop: asyncio.Event) -> int:
                 legacy_config["namespace"] = config.temporal_legacy_namespace
                 legacy = _worker(Client(**legacy_config), queue, activities, config)
                 tasks.add(asyncio.create_task(_drain_legacy(legacy, running), name="legacy-worker"))
+            # Sidecar mode borrows through the API above; it is stopped (its lease revoked,
+            # its file removed) first, while the API and the control plane still answer.
+            sidecar_stop = asyncio.Event()
+            sidecar = (
+                asyncio.create_task(run_sidecar(config.sidecar, sidecar_stop), name="sidecar")
+                if config.sidecar is not None
+                else None
+            )
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             log.info("agent stopping", reason=next(iter(done)).get_name())
+            if sidecar is not None:
+                sidecar_stop.set()
+                try:
+                    await asyncio.wait_for(sidecar, timeout=SHUTDOWN_SECONDS)
+                except Exception as exc:  # Its lease still expires and is reaped.
+                    log.warning("sidecar did not stop cleanly", error=type(exc).__name__)
             try:
                 # Running activities are cancelled; a stuck poll must not keep the process alive.
                 await asyncio.wait_for(

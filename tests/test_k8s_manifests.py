@@ -48,6 +48,35 @@ AGENT_ALL_OPTIONS: dict[str, Any] = {
     "imagePullSecrets": ["regcred"],
     "extraEnv": [{"name": "SEVVO_EXTRA", "value": "1"}],
 }
+AGENT_SIDECAR: dict[str, Any] = {
+    **AGENT_REQUIRED,
+    "sidecar": {
+        "enabled": True,
+        "name": "reporting",
+        "connection": "reporting-db",
+        "role": "readonly",
+        "ttl": "1h",
+        "format": "pgpass",
+        "fileName": "db.pgpass",
+        "containers": [
+            {
+                "name": "report",
+                "image": "registry.example.com/reporting:1.0",
+                "env": [{"name": "PGPASSFILE", "value": "/var/run/sevvo/db.pgpass"}],
+            },
+            {
+                "name": "api",
+                "image": "registry.example.com/reporting-api:1.0",
+                "securityContext": {
+                    "allowPrivilegeEscalation": False,
+                    "readOnlyRootFilesystem": True,
+                    "capabilities": {"drop": ["ALL"]},
+                    "runAsUser": 10001,
+                },
+            },
+        ],
+    },
+}
 CONTROL_PLANE_ALL_OPTIONS: dict[str, Any] = {
     "global": {
         "imagePullSecrets": ["regcred"],
@@ -156,8 +185,17 @@ def effective(pod: dict[str, Any], container: dict[str, Any], key: str) -> Any:
         ("agent", AGENT_REQUIRED),
         ("agent", AGENT_ALL_OPTIONS),
         ("agent", {**AGENT_REQUIRED, "networkPolicy": {"enabled": False}}),
+        ("agent", AGENT_SIDECAR),
     ],
-    ids=["cp-defaults", "cp-all-options", "cp-mixed", "agent-min", "agent-all", "agent-no-np"],
+    ids=[
+        "cp-defaults",
+        "cp-all-options",
+        "cp-mixed",
+        "agent-min",
+        "agent-all",
+        "agent-no-np",
+        "agent-sidecar",
+    ],
 )
 def test_rendered_objects_pass_strict_kubernetes_validation(
     request: pytest.FixtureRequest, chart_name: str, values: dict[str, Any] | None
@@ -231,6 +269,14 @@ BAD_VALUES = [
     ("agent", {"temporal": {"serverName": "https://temporal.example"}}, "serverName"),
     ("agent", {"temporal": {"legacyNamespace": "a b"}}, "legacyNamespace"),
     ("agent", {"temporal": {"drainLegacy": "yes"}}, "drainLegacy"),
+    ("agent", {"sidecar": {"format": "json"}}, "format"),
+    ("agent", {"sidecar": {"ttl": "2 hours"}}, "ttl"),
+    ("agent", {"sidecar": {"role": "Read-Only"}}, "role"),
+    ("agent", {"sidecar": {"fileName": "../etc/passwd"}}, "fileName"),
+    ("agent", {"sidecar": {"mountPath": "relative"}}, "mountPath"),
+    ("agent", {"sidecar": {"graceSeconds": 3601}}, "graceSeconds"),
+    ("agent", {"sidecar": {"containers": [{"name": "app"}]}}, "containers"),
+    ("agent", {"sidecar": {"workloadToken": {"existingSecret": "Bad_Name"}}}, "workloadToken"),
 ]
 
 
@@ -930,3 +976,105 @@ def test_every_sevvo_variable_is_one_the_code_reads(
         assert len(names) == len(set(names)), container["name"]
         unread = {n for n in names if n.startswith("SEVVO_")} - read
         assert not unread, f"{container['name']} is given {sorted(unread)} but never reads them"
+
+
+# --- the agent as a sidecar ---------------------------------------------------------------
+
+
+def _sidecar_pod(agent: helm.Chart) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    objects = render(agent, AGENT_SIDECAR)
+    assert of_kind(objects, "NetworkPolicy") == []  # The pod is the customer's service.
+    (deployment,) = of_kind(objects, "Deployment")
+    assert deployment["metadata"]["name"] == "reporting"
+    return deployment, objects
+
+
+def test_sidecar_renders_the_service_with_the_agent_as_a_native_sidecar(agent: helm.Chart) -> None:
+    """The service's containers run beside the agent, which is an init container that keeps
+    running (started before them, stopped after them) and is started once the file exists."""
+    deployment, _ = _sidecar_pod(agent)
+    pod = pod_spec(deployment)
+    assert [c["name"] for c in pod["containers"]] == ["report", "api"]
+    (sidecar,) = pod["initContainers"]
+    assert sidecar["name"] == "agent"
+    assert sidecar["restartPolicy"] == "Always"
+    assert sidecar["command"] == ["python", "-m", "agent"]
+    probe = sidecar["startupProbe"]["exec"]["command"]
+    assert probe[:2] == ["python", "-c"]
+    assert "'/var/run/sevvo/db.pgpass'" in probe[2]
+    labels = deployment["spec"]["selector"]["matchLabels"]
+    assert labels[COMPONENT_LABEL] == "workload"
+    assert deployment["spec"]["template"]["metadata"]["labels"].items() >= labels.items()
+
+
+def test_sidecar_agent_renders_the_credential_into_the_shared_memory_volume(
+    agent: helm.Chart,
+) -> None:
+    """The agent serves its socket and writes the file in an in-memory emptyDir it alone may
+    write; it reads the workload token from a read-only Secret file."""
+    deployment, _ = _sidecar_pod(agent)
+    pod = pod_spec(deployment)
+    (sidecar,) = pod["initContainers"]
+    env = env_of(sidecar)
+    assert env["SEVVO_CREDENTIAL_SOCKET"] == "/var/run/sevvo/agent.sock"
+    assert env["SEVVO_SIDECAR_CONNECTION"] == "reporting-db"
+    assert env["SEVVO_SIDECAR_ROLE"] == "readonly"
+    assert env["SEVVO_SIDECAR_TTL"] == "1h"
+    assert env["SEVVO_SIDECAR_FILE"] == "/var/run/sevvo/db.pgpass"
+    assert env["SEVVO_SIDECAR_FORMAT"] == "pgpass"
+    assert env["SEVVO_SIDECAR_GRACE_SECONDS"] == "30"
+    assert env["SEVVO_WORKLOAD_TOKEN_FILE"] == "/var/run/secrets/sevvo/workload-token/token"
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["sevvo-shared"]["emptyDir"]["medium"] == "Memory"
+    assert volumes["workload-token"]["secret"]["secretName"] == "sevvo-workload-token"
+    mounts = {m["mountPath"]: m for m in sidecar["volumeMounts"]}
+    assert not mounts["/var/run/sevvo"].get("readOnly")
+    assert mounts["/var/run/secrets/sevvo/workload-token"]["readOnly"] is True
+    writable = sorted(p for p, m in mounts.items() if not m.get("readOnly"))
+    assert writable == ["/tmp", "/var/run/sevvo"]
+
+
+def test_sidecar_services_read_the_socket_and_file_read_only(agent: helm.Chart) -> None:
+    """Each service container gets the shared directory and token read-only and the variables
+    the client library and the service read; its own env and settings are kept."""
+    deployment, _ = _sidecar_pod(agent)
+    report, api = pod_spec(deployment)["containers"]
+    for container in (report, api):
+        env = env_of(container)
+        assert env["SEVVO_AGENT_SOCKET"] == "/var/run/sevvo/agent.sock"
+        assert env["SEVVO_WORKLOAD_TOKEN_FILE"] == "/var/run/secrets/sevvo/workload-token/token"
+        assert env["SEVVO_CREDENTIAL_FILE"] == "/var/run/sevvo/db.pgpass"
+        assert all(m["readOnly"] is True for m in container["volumeMounts"])
+    assert env_of(report)["PGPASSFILE"] == "/var/run/sevvo/db.pgpass"
+    assert api["securityContext"]["runAsUser"] == 10001
+
+
+def test_sidecar_pod_runs_restricted(agent: helm.Chart) -> None:
+    """Every restricted-pod rule holds for the agent and the service containers (a service
+    without its own securityContext gets the restricted one)."""
+    deployment, _ = _sidecar_pod(agent)
+    pod = pod_spec(deployment)
+    for rule, holds in RESTRICTED:
+        for container in pod["containers"] + pod["initContainers"]:
+            assert holds(pod, container), f"{rule}: {container['name']}"
+
+
+def test_sidecar_without_a_connection_only_serves_the_socket(agent: helm.Chart) -> None:
+    """With no connection the agent renders no file and holds no workload token; it is
+    started once its socket listens."""
+    values = {**AGENT_SIDECAR, "sidecar": {**AGENT_SIDECAR["sidecar"], "connection": ""}}
+    (deployment,) = of_kind(render(agent, values), "Deployment")
+    pod = pod_spec(deployment)
+    (sidecar,) = pod["initContainers"]
+    assert not [name for name in env_of(sidecar) if name.startswith("SEVVO_SIDECAR_")]
+    assert "SEVVO_WORKLOAD_TOKEN_FILE" not in env_of(sidecar)
+    assert "'/var/run/sevvo/agent.sock'" in sidecar["startupProbe"]["exec"]["command"][2]
+    assert "SEVVO_CREDENTIAL_FILE" not in env_of(pod["containers"][0])
+    assert env_of(pod["containers"][0])["SEVVO_AGENT_SOCKET"] == "/var/run/sevvo/agent.sock"
+
+
+def test_sidecar_needs_the_services_containers(agent: helm.Chart) -> None:
+    """sidecar.enabled without containers fails the render, saying what is missing."""
+    values = {**AGENT_REQUIRED, "sidecar": {"enabled": True}}
+    with pytest.raises(helm.HelmRenderError, match=r"sidecar\.containers is required"):
+        render(agent, values)

@@ -9,9 +9,16 @@
 {{- end -}}
 
 {{- define "sevvo-agent.selectorLabels" -}}
+{{- if .Values.sidecar.enabled -}}
+{{- /* The pod is the customer's service with the agent beside it. */ -}}
+app.kubernetes.io/name: {{ .Values.sidecar.name | default (include "sevvo-agent.fullname" .) }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: workload
+{{- else -}}
 app.kubernetes.io/name: {{ .Chart.Name }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/component: agent
+{{- end -}}
 {{- end -}}
 
 {{- define "sevvo-agent.labels" -}}
