@@ -12,8 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from agent.warm_pool import PoolSpec, parse_warm_pool
 from agent.sidecar import SidecarConfig
+from agent.warm_pool import PoolSpec, parse_warm_pool
 from sevvo.runtime import config as c
 from sevvo.runtime.deployment_token import DeploymentCredentials, unwrap
 from sevvo.runtime.errors import InvalidArgument

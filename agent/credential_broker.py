@@ -649,8 +649,14 @@ class CredentialBroker:
             )
             if taken is not None:
                 # Renewable by the role's default TTL, as a freshly minted lease is.
-                self._lent[taken.lease_id] = _Lent(
-                    resolved.connection_id, resolved.role, dynamic.default_ttl_seconds
+                self._remember(
+                    taken.lease_id,
+                    _Lent(
+                        resolved.connection_id,
+                        resolved.role,
+                        dynamic.default_ttl_seconds,
+                        taken.max_expire_time,
+                    ),
                 )
                 return taken
         return await self._refused_as_unauthenticated(
