@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import io
 import shutil
 import subprocess
 import sys
@@ -37,6 +38,7 @@ from sevvo.connections.v1 import connections_pb2_grpc as cpb_grpc
 from sevvo.runtime.credential_token import WORKLOAD_TOKEN, Credentials
 from sevvo.runtime.files import write_private_file
 from sevvo.runtime.grpc_client import error_details
+from sevvo.runtime.logs import configure_logging
 from sevvo.runtime.temporal import namespace_for
 from tests.plugins.auth_stack import BackgroundLoop
 from tests.plugins.dev_stack import REAPER_SECONDS, EndToEnd, Tenant
@@ -501,6 +503,9 @@ def test_200_concurrent_borrowers_all_succeed_and_leave_the_catalog_as_it_was(
     """200 asyncio borrowers across two roles each generate, query and revoke; all succeed,
     every role is gone, pg_roles and the ACLs are as before, and no minted password is in
     the control plane's tables, any log, Temporal's history or the server's statement log."""
+    # The in-process services' log, wherever an earlier test in this process pointed it.
+    services_log = io.StringIO()
+    configure_logging("tests", level="INFO", json=True, stream=services_log)
     before = setup.catalog_state()
     borrowers = 200
     passwords: list[str] = []
@@ -561,7 +566,7 @@ def test_200_concurrent_borrowers_all_succeed_and_leave_the_catalog_as_it_was(
     haystacks = {
         "control-plane tables": _control_plane_rows(e2e.stack.database_url),
         "agent log": setup.agent.output(),
-        "services' output": captured.out + captured.err,
+        "services' output": captured.out + captured.err + services_log.getvalue(),
         "temporal history": _history_bytes(e2e, setup.tenant.org_id, background_loop).decode(
             errors="replace"
         ),

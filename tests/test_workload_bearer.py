@@ -26,9 +26,9 @@ from sevvo.runtime.workload_bearer import (
 from sevvo.runtime.workload_grants import Grant
 from tests.trust_source import KEY, MutableTrust
 
-ORG = str(uuid.uuid4())
-WORKLOAD = str(uuid.uuid4())
-CONNECTION = str(uuid.uuid4())
+ORG = "0f8b6a1e-5d3c-4a7e-9b21-3c4d5e6f7a80"
+WORKLOAD = "6ed1c4c8-6bad-4ead-b169-1b9760ecfcd3"
+CONNECTION = "74fec01a-0515-4fa0-8e58-394d0ce554b7"
 LEEWAY = int(CLOCK_LEEWAY.total_seconds())
 
 
@@ -132,6 +132,8 @@ def test_a_workload_of_another_org_is_permission_denied(verifier: TokenVerifier)
         (_bearer(kind="agent", aud=PrincipalKind.AGENT.audience), "WORKLOAD_TOKEN_WRONG_AUDIENCE"),
         (_bearer(max_ttl=True), "WORKLOAD_TOKEN_INVALID"),
     ],
+    # The bearers differ per process (times, ids); xdist needs the same test ids everywhere.
+    ids=["malformed", "expired", "wrong_audience", "invalid"],
 )
 def test_a_bad_bearer_is_unauthenticated_with_a_workload_reason(
     verifier: TokenVerifier, token: str, reason: str
@@ -174,7 +176,7 @@ def test_the_requested_ttl_rounds_up_to_whole_seconds() -> None:
         (CONNECTION, "readonly", 3600 + LEEWAY, None),
         (CONNECTION, "readonly", 3600 + LEEWAY + 1, "TTL_OVER_WORKLOAD_MAXIMUM"),
         (CONNECTION, "etl", 60, "ROLE_NOT_GRANTED"),
-        (str(uuid.uuid4()), "readonly", 60, "ROLE_NOT_GRANTED"),
+        ("9d2e4f60-1b3a-4c5d-8e7f-a0b1c2d3e4f5", "readonly", 60, "ROLE_NOT_GRANTED"),
     ],
 )
 def test_borrow_refusal_checks_grants_then_ttl(

@@ -44,9 +44,14 @@ class Sevvo:
     config_dir: Path
     printed: list[str] = field(default_factory=list)
 
-    def __call__(self, *args: str, stdin: str = "", config_dir: Path | None = None) -> Result:
-        """Runs the command with JSON output (stdout is a pipe)."""
+    def __call__(
+        self, *args: str, stdin: str = "", config_dir: Path | None = None, columns: int = 0
+    ) -> Result:
+        """Runs the command with JSON output (stdout is a pipe); ``columns`` sets the width a
+        table is drawn for, so a narrow inherited COLUMNS cannot drop a column."""
         env = user_env(self.target, self.ca_file, config_dir or self.config_dir)
+        if columns:
+            env["COLUMNS"] = str(columns)
         result = run_sevvo(args, env, stdin, timeout=60)
         self.printed.append(result.stdout + result.stderr)
         return result
@@ -363,5 +368,5 @@ def test_leases_list_by_workload_name_and_leases_count(world: World, tmp_path: P
     table = world.sevvo("--output", "table", "leases", "count", "--connection", "warehouse-db")
     assert table.code == 0, table.stderr
     assert "reporting" in table.stdout and "creating" in table.stdout
-    table = world.sevvo("--output", "table", "leases", "list", "--workload", "nightly")
+    table = world.sevvo("--output", "table", "leases", "list", "--workload", "nightly", columns=200)
     assert "workload" in table.stdout and workload_id[:8] in table.stdout
