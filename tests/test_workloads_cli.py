@@ -1,8 +1,9 @@
-"""``sevvo workloads``, run as a real process against real auth and connections services.
+"""``sevvo workloads`` against real auth and connections services.
 
 One TLS endpoint serves both (as the control plane's one gRPC port does), so ``--grant`` names
 connections by name or id prefix. Tokens go to a 0600 file or are printed once, never anywhere
-else; bad flags are usage errors naming the flag.
+else; bad flags are usage errors naming the flag. Commands run ``cli.app.main`` in this process
+(tests.cli_runner); each test's sign-in runs ``python -m cli`` as a real process.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from sevvo.connections.v1 import connections_pb2_grpc as cpb_grpc
 from sevvo.runtime.grpc_client import secure_channel
 from sevvo.runtime.grpc_server import TlsFiles, start_server
 from sevvo.runtime.sealing import Keyring
-from tests.cli_runner import Result, run_sevvo, user_env
+from tests.cli_runner import Result, run_sevvo, run_sevvo_in_process, user_env
 from tests.plugins.auth_stack import PASSWORD, AuthStack, BackgroundLoop
 
 
@@ -41,10 +42,16 @@ class Sevvo:
     config_dir: Path
     printed: list[str] = field(default_factory=list)
 
-    def __call__(self, *args: str, stdin: str = "", config_dir: Path | None = None) -> Result:
-        """Runs the command with JSON output (stdout is a pipe)."""
+    def __call__(
+        self, *args: str, stdin: str = "", config_dir: Path | None = None, process: bool = False
+    ) -> Result:
+        """Runs the command with JSON output (stdout is a pipe); in this process unless
+        ``process`` asks for ``python -m cli``."""
         env = user_env(self.target, self.ca_file, config_dir or self.config_dir)
-        result = run_sevvo(args, env, stdin, timeout=60)
+        if process:
+            result = run_sevvo(args, env, stdin, timeout=60)
+        else:
+            result = run_sevvo_in_process(args, env, stdin)
         self.printed.append(result.stdout + result.stderr)
         return result
 
@@ -121,7 +128,9 @@ def world(
                 ).id
             )
         sevvo = Sevvo(f"localhost:{port}", dev_pki.ca_cert, tmp_path / "sevvo")
-        login = sevvo("login", "--email", org.admin_email, "--password-stdin", stdin=PASSWORD)
+        login = sevvo(
+            "login", "--email", org.admin_email, "--password-stdin", stdin=PASSWORD, process=True
+        )
         assert login.code == 0, login.stderr
         channel.close()
         yield World(auth_stack, sevvo, org.admin_email, ids[0], ids[1])
