@@ -7,7 +7,6 @@ turned into the documented exit code.
 
 from __future__ import annotations
 
-import importlib.metadata
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -56,6 +55,9 @@ app = typer.Typer(
 
 def _print_version(value: bool) -> None:
     if value:
+        # Imported here: it costs every other command's start-up tens of milliseconds.
+        import importlib.metadata
+
         typer.echo(f"sevvo {importlib.metadata.version('sevvo')}")
         raise typer.Exit()
 

@@ -1,8 +1,9 @@
-"""The CLI's session and user commands, as real processes against a real auth service.
+"""The CLI's session and user commands against a real auth service.
 
 logout revokes server-side before forgetting the session (and forgets it even when the
 server is unreachable, saying so); logout --everywhere; users disable/enable/delete/sign-out;
-change-password with both passwords on stdin. No password or token is ever printed.
+change-password with both passwords on stdin. No password or token is ever printed. Commands
+run ``cli.app.main`` in this process (tests.cli_runner); sign-ins run ``python -m cli``.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from cli.app import app
 from devstack.processes import free_port
 from sevvo.auth.v1 import auth_pb2, users_pb2
 from sevvo.runtime.grpc_client import error_details
-from tests.cli_runner import Result, run_sevvo, user_env
+from tests.cli_runner import Result, run_sevvo, run_sevvo_in_process, user_env
 from tests.plugins.auth_stack import PASSWORD, AuthStack, Org
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,18 +38,26 @@ class Sevvo:
     config_dir: Path
     printed: list[str] = field(default_factory=list)
 
-    def __call__(self, *args: str, stdin: str = "", endpoint: str | None = None) -> Result:
-        """Runs the command with JSON output (stdout is a pipe)."""
+    def __call__(
+        self, *args: str, stdin: str = "", endpoint: str | None = None, process: bool = False
+    ) -> Result:
+        """Runs the command with JSON output (stdout is a pipe); in this process unless
+        ``process`` asks for ``python -m cli``."""
         ca_file = self.stack.client_tls.ca_file
         assert ca_file is not None
         env = user_env(endpoint or self.stack.target, ca_file, self.config_dir)
-        result = run_sevvo(args, env, stdin, timeout=60)
+        if process:
+            result = run_sevvo(args, env, stdin, timeout=60)
+        else:
+            result = run_sevvo_in_process(args, env, stdin)
         self.printed.append(result.stdout + result.stderr)
         return result
 
     def login(self, email: str, password: str) -> str:
         """Signs in through the CLI; returns the stored session token."""
-        result = self("login", "--email", email, "--password-stdin", stdin=password + "\n")
+        result = self(
+            "login", "--email", email, "--password-stdin", stdin=password + "\n", process=True
+        )
         assert result.code == 0, result.stderr
         return str(self.session()["session_token"])
 

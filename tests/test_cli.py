@@ -1,9 +1,11 @@
-"""The ``sevvo`` command line, run as a real process against the whole stack and a real agent.
+"""The ``sevvo`` command line against the whole stack and a real agent.
 
 One stack, one org (bootstrapped through the CLI), one agent and one source database serve
-the whole module; every test drives the real command (``python -m cli``) and checks its exit
-code, its JSON on stdout and its messages on stderr. The last test is a canary: no password
-or session token appears in anything the command printed.
+the whole module; every test drives the real command and checks its exit code, its JSON on
+stdout and its messages on stderr. Most calls run ``cli.app.main`` in this process with the
+user's environment, argv and stdin (tests.cli_runner); the bootstrap, the login and a few
+exit codes run ``python -m cli`` as a real process, so the wiring stays covered. The last test
+is a canary: no password or session token appears in anything the command printed.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from devstack.source_db import (
     drop_roles,
     drop_source_database,
 )
-from tests.cli_runner import Result, run_sevvo, user_env
+from tests.cli_runner import Result, run_sevvo, run_sevvo_in_process, user_env
 from tests.plugins.dev_stack import EndToEnd
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -63,20 +65,27 @@ class Sevvo:
         config_dir: Path | None = None,
         record: bool = True,
         columns: int | None = None,
+        process: bool = False,
     ) -> Result:
         """Runs the command; stdout is a pipe, so output is JSON unless --output says not.
-        ``columns`` sets the terminal width a table is drawn for (COLUMNS)."""
+        ``columns`` sets the terminal width a table is drawn for (COLUMNS); ``process`` runs
+        ``python -m cli`` as a separate process instead of ``main`` in this one."""
         env = self.env(config_dir)
         if columns is not None:
             env["COLUMNS"] = str(columns)
-        result = run_sevvo(args, env, stdin, timeout=150)
+        if process:
+            result = run_sevvo(args, env, stdin, timeout=150)
+        else:
+            result = run_sevvo_in_process(args, env, stdin)
         if record:
             self.outputs.append(result)
         return result
 
-    def ok(self, *args: str, stdin: str = "", config_dir: Path | None = None) -> Any:
+    def ok(
+        self, *args: str, stdin: str = "", config_dir: Path | None = None, process: bool = False
+    ) -> Any:
         """Runs the command, asserts it succeeded, and returns its JSON."""
-        result = self(*args, stdin=stdin, config_dir=config_dir)
+        result = self(*args, stdin=stdin, config_dir=config_dir, process=process)
         assert result.code == 0, result.stderr
         return result.json()
 
@@ -116,10 +125,13 @@ def org(e2e: EndToEnd, sevvo: Sevvo) -> Org:
         str(e2e.stack.bootstrap_token_file),
         "--password-stdin",
         stdin=password + "\n",
+        process=True,
     )
     assert created["admin"]["email"] == email
     assert created["admin"]["role"] == "admin"
-    signed_in = sevvo.ok("login", "--email", email, "--password-stdin", stdin=password + "\n")
+    signed_in = sevvo.ok(
+        "login", "--email", email, "--password-stdin", stdin=password + "\n", process=True
+    )
     assert signed_in["org_id"] == created["org_id"]
     bootstrap_token = e2e.stack.bootstrap_token_file.read_text().strip()
     return Org(created["org_id"], email, password, [password, bootstrap_token])
@@ -250,7 +262,13 @@ def test_login_with_a_wrong_password_fails_without_echoing_it(
     """A wrong password exits 3 with the server's message; nothing is stored or echoed."""
     wrong = "not-" + org.password
     result = sevvo(
-        "login", "--email", org.email, "--password-stdin", stdin=wrong + "\n", config_dir=tmp_path
+        "login",
+        "--email",
+        org.email,
+        "--password-stdin",
+        stdin=wrong + "\n",
+        config_dir=tmp_path,
+        process=True,
     )
     assert result.code == 3
     assert "email or password is incorrect" in result.stderr
@@ -473,8 +491,8 @@ def test_a_wrong_password_shows_the_hint_and_rotation_fixes_it(
 
 
 def test_a_missing_connection_is_not_found(sevvo: Sevvo, org: Org) -> None:
-    """NOT_FOUND exits 5 with the server's reason."""
-    result = sevvo("connections", "get", str(uuid.uuid4()))
+    """NOT_FOUND exits 5 with the server's reason (a real process: the exit status is its)."""
+    result = sevvo("connections", "get", str(uuid.uuid4()), process=True)
     assert result.code == 5
     assert "CONNECTION_NOT_FOUND" in result.stderr
 

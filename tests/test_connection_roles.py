@@ -140,6 +140,12 @@ def _tenant(control_plane: ControlPlane, name: str = "Acme") -> Tenant:
 
 
 @pytest.fixture
+def control_plane(shared_control_plane: ControlPlane) -> ControlPlane:
+    """One control plane for the module: every test makes its own org, so none meet."""
+    return shared_control_plane
+
+
+@pytest.fixture
 def tenant(control_plane: ControlPlane) -> Tenant:
     """A fresh org with one dynamic connection (default role: 10 min, at most 2 h)."""
     return _tenant(control_plane)

@@ -1,4 +1,8 @@
-"""The connections service over real gRPC/TLS and Postgres: secrets stay sealed and scoped."""
+"""The connections service over real gRPC/TLS and Postgres: secrets stay sealed and scoped.
+
+One control plane serves the module (tests.plugins.control_plane): every test makes its own
+orgs and reads only their rows.
+"""
 
 from __future__ import annotations
 
@@ -20,6 +24,12 @@ from tests.test_connections_requests import INVALID_CREATE, INVALID_CREATE_IDS
 from tests.test_connections_requests import SECRET as REQUEST_SECRET
 
 SECRET = "s3cret-Pa55word-canary"
+
+
+@pytest.fixture
+def control_plane(shared_control_plane: ControlPlane) -> ControlPlane:
+    """One control plane for the module: every test makes its own org, so none meet."""
+    return shared_control_plane
 
 
 def _raw_row(control_plane: ControlPlane, connection_id: str) -> tuple[str, bytes]:
@@ -376,7 +386,8 @@ def test_audit_log_is_admin_only_and_append_only(control_plane: ControlPlane) ->
             with pytest.raises(psycopg.errors.InsufficientPrivilege), conn.transaction():
                 conn.execute(statement)
         assert conn.execute(
-            "select count(*) from audit.events where action = 'connection.create'"
+            "select count(*) from audit.events where org_id = %s and action = 'connection.create'",
+            (org.org_id,),
         ).fetchone() == (1,)
 
 

@@ -33,7 +33,7 @@ from sevvo.connections.v1 import connections_pb2 as cpb
 from sevvo.connections.v1 import connections_pb2_grpc as cpb_grpc
 from sevvo.runtime.grpc_client import ClientTls, error_details, secure_aio_channel
 from sevvo.runtime.servicing import timestamp
-from tests.cli_runner import Result, run_sevvo, user_env
+from tests.cli_runner import Result, run_sevvo, run_sevvo_in_process, user_env
 from tests.plugins.auth_stack import PASSWORD, BackgroundLoop
 from tests.plugins.dev_stack import REAPER_SECONDS, EndToEnd, Tenant
 from tests.plugins.source_db import SourceTargetFactory
@@ -421,7 +421,8 @@ def test_roles_commands_add_show_change_and_remove_a_role(
     connection = _connection(e2e, tenant, source)
 
     def sevvo(*args: str) -> Result:
-        return run_sevvo(args, env, "", 150)
+        # In this process (the sign-in above ran the real ``python -m cli``).
+        return run_sevvo_in_process(args, env, "")
 
     def ok(*args: str) -> Any:
         result = sevvo(*args)

@@ -41,9 +41,12 @@ def _isolated_logging() -> Iterator[None]:
     """Restores structlog, the root logger and context variables after each test."""
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
+    # The session's configuration, not structlog's defaults: those print to whatever
+    # sys.stdout is, so servers later tests run in threads would log into a captured output.
+    config = structlog.get_config()
     structlog.contextvars.clear_contextvars()
     yield
-    structlog.reset_defaults()
+    structlog.configure(**config)
     structlog.contextvars.clear_contextvars()
     for handler in root.handlers[:]:
         if handler not in handlers:

@@ -1,8 +1,10 @@
-"""``sevvo workloads``, run as a real process against real auth and connections services.
+"""``sevvo workloads`` against real auth and connections services.
 
 One TLS endpoint serves both (as the control plane's one gRPC port does), so ``--grant`` names
 connections by name or id prefix. Tokens go to a 0600 file or are printed once, never anywhere
-else; bad flags are usage errors naming the flag.
+else; bad flags are usage errors naming the flag. The endpoint serves the whole module and each
+test makes its own org. Commands run ``cli.app.main`` in this process (tests.cli_runner); each
+test's sign-in runs ``python -m cli`` as a real process.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from sevvo.runtime.grpc_client import secure_channel
 from sevvo.runtime.grpc_server import TlsFiles, start_server
 from sevvo.runtime.sealing import Keyring
 from sevvo.runtime.workload_bearer import METADATA_KEY
-from tests.cli_runner import Result, run_sevvo, user_env
+from tests.cli_runner import Result, run_sevvo, run_sevvo_in_process, user_env
 from tests.plugins.auth_stack import PASSWORD, AuthStack, BackgroundLoop, Org
 
 
@@ -45,14 +47,23 @@ class Sevvo:
     printed: list[str] = field(default_factory=list)
 
     def __call__(
-        self, *args: str, stdin: str = "", config_dir: Path | None = None, columns: int = 0
+        self,
+        *args: str,
+        stdin: str = "",
+        config_dir: Path | None = None,
+        process: bool = False,
+        columns: int = 0,
     ) -> Result:
-        """Runs the command with JSON output (stdout is a pipe); ``columns`` sets the width a
-        table is drawn for, so a narrow inherited COLUMNS cannot drop a column."""
+        """Runs the command with JSON output (stdout is a pipe); in this process unless
+        ``process`` asks for ``python -m cli``. ``columns`` sets the width a table is drawn
+        for, so a narrow inherited COLUMNS cannot drop a column."""
         env = user_env(self.target, self.ca_file, config_dir or self.config_dir)
         if columns:
             env["COLUMNS"] = str(columns)
-        result = run_sevvo(args, env, stdin, timeout=60)
+        if process:
+            result = run_sevvo(args, env, stdin, timeout=60)
+        else:
+            result = run_sevvo_in_process(args, env, stdin)
         self.printed.append(result.stdout + result.stderr)
         return result
 
@@ -75,22 +86,29 @@ class World:
     org: Org
 
 
-@pytest.fixture
-def world(
-    auth_stack: AuthStack,
-    database_url: str,
+@dataclass
+class Endpoint:
+    """auth and connections served on one TLS port, shared by the module."""
+
+    stack: AuthStack
+    target: str
+
+
+@pytest.fixture(scope="module")
+def endpoint(
+    module_auth_stack: AuthStack,
+    module_database_url: str,
     dev_pki: DevPki,
     background_loop: BackgroundLoop,
-    tmp_path: Path,
-) -> Iterator[World]:
-    """auth and connections on one TLS endpoint, an org, and two connections of it."""
+) -> Iterator[Endpoint]:
+    """auth and connections on one TLS endpoint for the module; tests keep apart by org."""
     tls = TlsFiles(cert=dev_pki.server_cert, key=dev_pki.server_key)
     connections = ConnectionsApp(
         ConnectionsConfig(
-            database_url=database_url,
+            database_url=module_database_url,
             tls=tls,
             keyring=Keyring.generate("k1"),
-            auth_endpoint=auth_stack.target,
+            auth_endpoint=module_auth_stack.target,
             ca_file=dev_pki.ca_cert,
             host="127.0.0.1",
             port=0,
@@ -100,18 +118,26 @@ def world(
     # One process, one server, as the dev stack runs: auth's in-process verifier for both.
     server, port = background_loop.run(
         start_server(
-            [auth_stack.app.spec(), connections.spec()],
-            verifier=auth_stack.app.verifier,
+            [module_auth_stack.app.spec(), connections.spec()],
+            verifier=module_auth_stack.app.verifier,
             tls=tls,
             host="127.0.0.1",
             port=0,
         )
     )
     try:
-        org = auth_stack.create_org()
-        channel = secure_channel(
-            f"localhost:{port}", auth_stack.client_tls, lambda: org.admin_token
-        )
+        yield Endpoint(module_auth_stack, f"localhost:{port}")
+    finally:
+        background_loop.run(server.stop(grace=1))
+        connections.close()
+
+
+@pytest.fixture
+def world(endpoint: Endpoint, dev_pki: DevPki, tmp_path: Path) -> World:
+    """A new org on the module's endpoint, its admin signed in, and two of its connections."""
+    org = endpoint.stack.create_org()
+    channel = secure_channel(endpoint.target, endpoint.stack.client_tls, lambda: org.admin_token)
+    try:
         stub = cpb_grpc.ConnectionServiceStub(channel)
         ids = []
         for name in ("reporting-db", "billing-db"):
@@ -129,14 +155,14 @@ def world(
                     )
                 ).id
             )
-        sevvo = Sevvo(f"localhost:{port}", dev_pki.ca_cert, tmp_path / "sevvo")
-        login = sevvo("login", "--email", org.admin_email, "--password-stdin", stdin=PASSWORD)
-        assert login.code == 0, login.stderr
-        channel.close()
-        yield World(auth_stack, sevvo, org.admin_email, ids[0], ids[1], org)
     finally:
-        background_loop.run(server.stop(grace=1))
-        connections.close()
+        channel.close()
+    sevvo = Sevvo(endpoint.target, dev_pki.ca_cert, tmp_path / "sevvo")
+    login = sevvo(
+        "login", "--email", org.admin_email, "--password-stdin", stdin=PASSWORD, process=True
+    )
+    assert login.code == 0, login.stderr
+    return World(endpoint.stack, sevvo, org.admin_email, ids[0], ids[1], org)
 
 
 def _pairs(workload: dict[str, Any]) -> list[tuple[str, str]]:

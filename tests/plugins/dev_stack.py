@@ -1,8 +1,8 @@
 """pytest plugin: the whole system from the dev launcher, shared by the end-to-end tests.
 
-One stack per test module (control-plane Postgres, Temporal, the three services, the TLS proxy in
-front of Temporal); each test makes its own orgs and starts real ``python -m agent``
-processes for them, so tests never share a tenant.
+One stack per test process (control-plane Postgres, Temporal, the three services, the TLS proxy
+in front of Temporal), shared by the end-to-end modules; each test makes its own orgs and starts
+real ``python -m agent`` processes for them, so tests never share a tenant.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -163,12 +164,13 @@ class EndToEnd:
         )
 
 
-@pytest.fixture(scope="module")
-def e2e(background_loop: BackgroundLoop) -> Iterator[EndToEnd]:
-    """The whole system from the dev launcher (no dev agent), one per test module.
+@pytest.fixture(scope="session")
+def e2e_stack(background_loop: BackgroundLoop) -> Iterator[RunningStack]:
+    """The whole system from the dev launcher (no dev agent), one per test process.
 
-    Module scope keeps its background logging and processes from outliving the module that
-    needs it, while tests within a module share its start-up cost.
+    Starting and stopping it costs seconds, so every end-to-end module of a worker shares it;
+    tests never share a tenant (each makes its own orgs), and ``e2e`` stops the agents a
+    module started when the module ends.
     """
     state = Path(tempfile.mkdtemp(prefix="sevvo-e2e-"))
     settings = StackSettings(
@@ -187,11 +189,28 @@ def e2e(background_loop: BackgroundLoop) -> Iterator[EndToEnd]:
     }
     env.pop("SEVVO_DATABASE_URL", None)
     stack = background_loop.run(start_stack(settings, env), timeout=120)
-    harness = EndToEnd(stack, [])
+    try:
+        yield stack
+    finally:
+        background_loop.run(stack.stop(), timeout=120)
+        shutil.rmtree(state, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def e2e(e2e_stack: RunningStack) -> Iterator[EndToEnd]:
+    """The worker's whole system, as one module uses it.
+
+    At the module's end its channels close and the agents it started stop, so no agent
+    process outlives the module that needs it.
+    """
+    first_agent = len(e2e_stack.agents)
+    harness = EndToEnd(e2e_stack, [])
     try:
         yield harness
     finally:
         for channel in harness._channels:
             channel.close()
-        background_loop.run(stack.stop(), timeout=120)
-        shutil.rmtree(state, ignore_errors=True)
+        started = e2e_stack.agents[first_agent:]
+        del e2e_stack.agents[first_agent:]
+        with ThreadPoolExecutor(max_workers=max(1, len(started))) as pool:
+            list(pool.map(AgentProcess.stop, started))
