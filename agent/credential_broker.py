@@ -790,7 +790,7 @@ class CredentialBroker:
         the next call exchanges the token again (and is refused by auth)."""
         try:
             return await work
-        except _Relayed as refused:
+        except (_Relayed, Unauthenticated) as refused:
             if refused.code is grpc.StatusCode.UNAUTHENTICATED:
                 self._bearers.forget(token)
             raise
