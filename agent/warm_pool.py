@@ -11,11 +11,12 @@ in this process's memory.
 
 Freshness band
 --------------
-A pooled role was minted earlier, so its expiry lies before now + TTL. The refill pass
-renews every pooled role that drifted more than half of ``fresh_band`` below now + its TTL
-(within its max TTL), and a borrow accepts a role whose expiry is at most ``fresh_band``
-short of what was asked; the workload is told the role's true expiry. Only a role further
-off is renewed on the borrow's path.
+A pooled role was minted earlier, so its expiry lies before now + TTL. The band is
+``fresh_band`` (30 s) or a tenth of the TTL, whichever is less. The refill pass renews every
+pooled role that drifted more than half the band below now + its TTL (within its max TTL),
+and a borrow accepts a role whose expiry is at most the band short of what was asked; the
+workload is told the role's true expiry. Only a role further off is renewed on the borrow's
+path.
 
 Deciding locally, recording right after
 ---------------------------------------
@@ -81,7 +82,8 @@ MAX_POOLED_ROLES: Final = 200
 """All pools together: each pooled role is a live login role in a customer's database."""
 NOT_CLAIMABLE: Final = "LEASE_NOT_CLAIMABLE"
 FRESH_BAND: Final = timedelta(seconds=30)
-"""How far short of the asked expiry a pooled role may be handed out (see the docstring)."""
+"""How far short of the asked expiry a pooled role may be handed out, at most (a tenth of
+the TTL when that is less; see the module docstring)."""
 _CLAIM_ATTEMPTS: Final = 3
 
 
@@ -261,8 +263,13 @@ class WarmPool:
                     # mint may, or is refused by connections with the reason.
                     pool.entries.appendleft(entry)
                     return None
-                fresh = wanted - entry.valid_until <= self._fresh_band
-                if fresh and self._allowed_locally(bearer, pool, ttl_used):
+                fresh = wanted - entry.valid_until <= self._band(entry)
+                try:
+                    local = fresh and self._allowed_locally(bearer, pool, ttl_used)
+                except Unauthenticated:
+                    pool.entries.appendleft(entry)  # Still the pool's, for the next borrower.
+                    raise
+                if local:
                     return self._hand_out(pool, entry, bearer, purpose)
                 try:
                     lease: connections_pb2.Lease = await self._leases.ClaimLease(
@@ -438,6 +445,11 @@ class WarmPool:
         assert pool.resolved is not None  # set before the first role was minted
         return pool.resolved.postgres
 
+    def _band(self, entry: PooledRole) -> timedelta:
+        """How far short of the asked expiry ``entry`` may be handed out: ``fresh_band``,
+        or a tenth of its TTL if that is less."""
+        return min(self._fresh_band, entry.ttl / 10)
+
     def _stale(self, entry: PooledRole, now: datetime) -> bool:
         return entry.valid_until - now < entry.ttl * self._retire_below
 
@@ -492,7 +504,7 @@ class WarmPool:
                 return
             now = datetime.now(UTC)
             target = min(now + entry.ttl, entry.max_expire)
-            if target - entry.valid_until <= self._fresh_band / 2:
+            if target - entry.valid_until <= self._band(entry) / 2:
                 continue
             try:
                 # Off the deque while renewed: a borrower never gets a role mid-renewal.
