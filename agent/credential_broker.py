@@ -5,7 +5,10 @@ A workload presents its workload token; the agent exchanges it with auth for a s
 workload bearer and forwards that bearer (metadata ``x-sevvo-workload-authorization``) on
 every lease call, so connections checks the workload's grants, records the lease as the
 workload's, and audits refusals. The lease is recorded before CREATE ROLE, as for sevvo's own
-work, so the reaper covers these leases too. Passwords and tokens stay in this process's
+work, so the reaper covers these leases too. Its activation (creating -> active) is sent in
+the background, so the workload does not wait for that round trip: a renewal or revoke from
+creating is legal, and a lost activation leaves a creating lease the reaper revokes at
+expiry. Passwords and tokens stay in this process's
 memory: never on disk, never in a log, never sent to the control plane.
 
 Warm pool hook
