@@ -349,17 +349,21 @@ class WarmPool:
     ) -> IssuedCredential:
         """The credential for ``entry``, its claim recorded in the background."""
         assert pool.connection_id is not None
-        issued = issued_credential(
-            lease_id=entry.lease_id,
-            connection_id=pool.connection_id,
-            role=pool.spec.role,
-            postgres=self._settings_postgres(pool),
-            username=entry.name,
-            password=entry.password,
-            expire_time=entry.valid_until,
-            max_expire_time=entry.max_expire,
-            ca_dir=self._ca_dir,
-        )
+        try:
+            issued = issued_credential(
+                lease_id=entry.lease_id,
+                connection_id=pool.connection_id,
+                role=pool.spec.role,
+                postgres=self._settings_postgres(pool),
+                username=entry.name,
+                password=entry.password,
+                expire_time=entry.valid_until,
+                max_expire_time=entry.max_expire,
+                ca_dir=self._ca_dir,
+            )
+        except BaseException:
+            pool.retired.append(entry)  # Never handed out: revoked by the next refill pass.
+            raise
         task = asyncio.create_task(self._claim_behind(pool, entry, bearer, purpose))
         self._claims.add(task)
         task.add_done_callback(self._claims.discard)
