@@ -523,6 +523,8 @@ def test_the_agent_process_lends_from_its_pool_and_sigterm_revokes_it(setup: Set
         if lease.purpose == POOL_PURPOSE and not lease.workload_id
     } == {cpb.LEASE_STATE_REVOKED}
     output = agent.output()
+    assert "pooled lease lent" in output  # Decided by the agent's verifier, not ClaimLease.
+    assert "pooled lease claimed" not in output
     assert PRIVILEGED_PASSWORD not in output
     assert credential.password not in output
     assert token not in output
