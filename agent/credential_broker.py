@@ -5,7 +5,10 @@ A workload presents its workload token; the agent exchanges it with auth for a s
 workload bearer and forwards that bearer (metadata ``x-sevvo-workload-authorization``) on
 every lease call, so connections checks the workload's grants, records the lease as the
 workload's, and audits refusals. The lease is recorded before CREATE ROLE, as for sevvo's own
-work, so the reaper covers these leases too. Passwords and tokens stay in this process's
+work, so the reaper covers these leases too. Its activation (creating -> active) is sent in
+the background, so the workload does not wait for that round trip: a renewal or revoke from
+creating is legal, and a lost activation leaves a creating lease the reaper revokes at
+expiry. Passwords and tokens stay in this process's
 memory: never on disk, never in a log, never sent to the control plane.
 
 Warm pool hook
@@ -588,6 +591,9 @@ class _Lent:
     max_expire_time: datetime
 
 
+# Refusals of a background activation that mean the workload renewed or revoked it first.
+_MOVED_ON: Final = frozenset({"ILLEGAL_LEASE_TRANSITION", "LEASE_RENEWAL_EARLIER"})
+
 # Leases remembered for renewal by the role's TTL; past this many, those past their maximum
 # lifetime (never renewable again) are forgotten, so callers that never revoke cost no memory.
 _LENT_PRUNE_AT: Final = 4096
@@ -615,6 +621,7 @@ class CredentialBroker:
         self._ca_dir = ca_dir
         self.pool = pool
         self._lent: dict[str, _Lent] = {}
+        self._background: set[asyncio.Future[None]] = set()
 
     async def generate(
         self, workload_token: str, connection: str, role: str, ttl_seconds: int, purpose: str
@@ -790,7 +797,7 @@ class CredentialBroker:
         the next call exchanges the token again (and is refused by auth)."""
         try:
             return await work
-        except _Relayed as refused:
+        except (_Relayed, Unauthenticated) as refused:
             if refused.code is grpc.StatusCode.UNAUTHENTICATED:
                 self._bearers.forget(token)
             raise
@@ -869,19 +876,11 @@ class CredentialBroker:
                     f" (SQLSTATE {exc.sqlstate}); fix the connection role",
                     reason="MINT_FAILED",
                 ) from None
-            try:
-                lease = await self._update(lease_id, connections_pb2.LEASE_STATE_ACTIVE, workload)
-            except BaseException:
-                # Nobody will learn the password: take the role back now, not at expiry.
-                with contextlib.suppress(Exception):
-                    await revoke(
-                        admin,
-                        minted.name,
-                        revocation=list(resolved.dynamic.revocation_statements) or None,
-                    )
-                    await self._update(lease_id, connections_pb2.LEASE_STATE_REVOKED, workload)
-                raise
-            recorded.append(lease)
+            # Activation (creating -> active) is recorded behind the workload's back: the
+            # lease was recorded before CREATE ROLE either way, a renewal or revoke from
+            # creating is legal, and a lost activation leaves a creating lease that the
+            # reaper revokes at its expiry.
+            self._behind(self._activate(lease_id, workload, minted.valid_until))
             return minted
 
         minted = await self._sessions.run(resolved.connection_id, resolved.postgres, mint_on)
@@ -914,6 +913,26 @@ class CredentialBroker:
             ca_dir=self._ca_dir,
         )
 
+    def _behind(self, work: Awaitable[None]) -> None:
+        """Runs ``work`` in the background; ``close`` waits for it."""
+        task = asyncio.ensure_future(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _activate(self, lease_id: str, workload: WorkloadBearer, expiry: datetime) -> None:
+        try:
+            # The expiry as recorded: an activation that lands after the workload's renewal
+            # is refused as moving it earlier, rather than taken for a renewal.
+            await self._update(
+                lease_id, connections_pb2.LEASE_STATE_ACTIVE, workload, expire_time=expiry
+            )
+        except Exception as exc:  # The lease stays creating; the reaper revokes it at expiry.
+            if isinstance(exc, _Relayed) and exc.reason in _MOVED_ON:
+                # Renewed or revoked by the workload first: nothing left to activate.
+                log.info("workload lease moved on before its activation", lease_id=lease_id)
+                return
+            log.warning("workload lease not activated", lease_id=lease_id, error=type(exc).__name__)
+
     async def _fail_quietly(self, lease_id: str, workload: WorkloadBearer, reason: str) -> None:
         with contextlib.suppress(Exception):
             await self._update(
@@ -943,7 +962,9 @@ class CredentialBroker:
         return lease
 
     async def close(self) -> None:
-        """Closes the privileged sessions."""
+        """Waits for the background lease updates, then closes the privileged sessions."""
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
         await self._sessions.close()
 
 

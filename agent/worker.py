@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import TypeVar
@@ -43,6 +43,7 @@ from sevvo.auth.v1 import auth_pb2_grpc
 from sevvo.connections.v1 import connections_pb2_grpc
 from sevvo.orchestrator.v1 import orchestrator_pb2, orchestrator_pb2_grpc, work_proof_pb2_grpc
 from sevvo.runtime import temporal
+from sevvo.runtime.auth_client import remote_verifier
 from sevvo.runtime.grpc_client import ClientTls, secure_aio_channel
 from sevvo.runtime.logs import get_logger
 from sevvo.runtime.payload_codec import KeyRefresher, OrgPayloadKeys, PayloadKey, data_converter
@@ -61,6 +62,9 @@ waits (without running work) until the control plane answers."""
 KEY_REFRESH_SECONDS = 300.0
 SHUTDOWN_SECONDS = 5.0
 POOL_CLOSE_SECONDS = 30.0
+TRUST_REFRESH_SECONDS = 2.0
+"""How often the warm pool's verifier polls auth's keys and revocations (the services' rate)."""
+TRUST_LEEWAY_SECONDS = 10
 
 
 async def _fetch_keys(
@@ -225,6 +229,7 @@ async def run_agent(config: AgentConfig, stop: asyncio.Event) -> int:
     session: BearerSession
     channel = secure_aio_channel(config.control_plane_endpoint, tls, lambda: session.bearer())
     session = BearerSession(auth_pb2_grpc.AuthServiceStub(channel), config.credentials)
+    closers: list[Callable[[], object]] = []
     try:
         # Each start-up step may wait a long time on an unreachable peer; a stop request
         # (SIGTERM from Kubernetes) must still end the process promptly.
@@ -247,12 +252,24 @@ async def run_agent(config: AgentConfig, stop: asyncio.Event) -> int:
         worker = _worker(client, queue, activities, config)
         pool: WarmPool | None = None
         if config.warm_pool:
+            # The services' own verifier (auth's keys and revocations, polled every 2 s), so
+            # a pooled borrow is decided here and its claim recorded right after.
+            verifier, auth_channel = remote_verifier(
+                config.control_plane_endpoint,
+                tls,
+                refresh_seconds=TRUST_REFRESH_SECONDS,
+                leeway_seconds=TRUST_LEEWAY_SECONDS,
+            )
+            closers.append(auth_channel.close)
+            await _unless_stopped(asyncio.to_thread(verifier.start), stop)
+            closers.append(verifier.stop)
             pool = WarmPool(
                 config.warm_pool,
                 leases,
                 credentials,
                 ca_dir=config.credential_api.ca_dir,
                 refill_seconds=config.warm_pool_refill_seconds,
+                verifier=verifier,
             )
         broker = CredentialBroker(
             org_id=session.org_id,
@@ -345,5 +362,7 @@ async def run_agent(config: AgentConfig, stop: asyncio.Event) -> int:
     finally:
         if config.ready_file is not None:
             config.ready_file.unlink(missing_ok=True)
+        for close in reversed(closers):
+            close()
         await channel.close()
         log.debug("control plane channel closed")

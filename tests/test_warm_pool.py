@@ -34,8 +34,10 @@ from sevvo.agent.v1 import credentials_pb2, credentials_pb2_grpc
 from sevvo.auth.v1 import auth_pb2, auth_pb2_grpc, workloads_pb2, workloads_pb2_grpc
 from sevvo.connections.v1 import connections_pb2 as cpb
 from sevvo.connections.v1 import connections_pb2_grpc as cpb_grpc
-from sevvo.runtime.errors import SevvoError
-from sevvo.runtime.grpc_client import ClientTls, secure_aio_channel
+from sevvo.runtime.auth_client import RemoteTrustSource
+from sevvo.runtime.errors import SevvoError, Unauthenticated
+from sevvo.runtime.grpc_client import ClientTls, secure_aio_channel, secure_channel
+from sevvo.runtime.tokens import PrincipalKind, TokenVerifier
 from tests.plugins.auth_stack import BackgroundLoop
 from tests.plugins.dev_stack import REAPER_SECONDS, EndToEnd, Tenant
 from tests.plugins.source_db import SourceTargetFactory
@@ -172,6 +174,26 @@ async def _agent_side(setup: Setup) -> AsyncIterator[grpc.aio.Channel]:
         yield channel
     finally:
         await channel.close()
+
+
+@asynccontextmanager
+async def _verifier(
+    setup: Setup, *, refresh: float = 2.0, staleness: float = 5.0
+) -> AsyncIterator[TokenVerifier]:
+    """The verifier the agent builds for its pool: auth's keys and revocations over gRPC.
+
+    Started off the loop: the stack's auth answers on this loop."""
+    channel = secure_channel(setup.e2e.stack.grpc_target, ClientTls(setup.e2e.stack.pki.ca_cert))
+    verifier = TokenVerifier(
+        RemoteTrustSource(channel), refresh_interval=refresh, max_staleness=staleness
+    )
+    await asyncio.to_thread(verifier.start)
+    assert verifier.trust_fetched_at is not None
+    try:
+        yield verifier
+    finally:
+        await asyncio.to_thread(verifier.stop)
+        channel.close()
 
 
 def _pool(channel: grpc.aio.Channel, spec: PoolSpec, **options: Any) -> WarmPool:
@@ -482,8 +504,13 @@ def test_the_agent_process_lends_from_its_pool_and_sigterm_revokes_it(setup: Set
         with psycopg.connect(credential.conninfo) as conn:
             (count,) = conn.execute("select count(*) from orders").fetchone() or (0,)
         assert count > 0
-        claimed = {lease.id: lease for lease in setup.leases()}[credential.lease_id]
-        assert (claimed.workload_id, claimed.purpose) == (workload_id, "report")
+
+        # Decided by the agent's own verifier; the claim is recorded right after.
+        def claimed() -> bool:
+            lease = {lease.id: lease for lease in setup.leases()}[credential.lease_id]
+            return (lease.workload_id, lease.purpose) == (workload_id, "report")
+
+        _wait_for(claimed, "the claim recorded", 10)
         _wait_for(lambda: len(setup.pooled()) == 3, "the agent refills its pool", 30)
     finally:
         agent.stop()
@@ -496,6 +523,146 @@ def test_the_agent_process_lends_from_its_pool_and_sigterm_revokes_it(setup: Set
         if lease.purpose == POOL_PURPOSE and not lease.workload_id
     } == {cpb.LEASE_STATE_REVOKED}
     output = agent.output()
+    assert "pooled lease lent" in output  # Decided by the agent's verifier, not ClaimLease.
+    assert "pooled lease claimed" not in output
     assert PRIVILEGED_PASSWORD not in output
     assert credential.password not in output
     assert token not in output
+
+
+def test_pooled_roles_are_kept_within_the_freshness_band_and_lent_without_a_renewal(
+    setup: Setup, background_loop: BackgroundLoop
+) -> None:
+    """A pooled role at most the band short of the asked expiry is lent as it is (its true
+    expiry reported, nothing renewed); one that drifted further is renewed by the refill
+    pass, in the database and in its lease, before a borrower sees it."""
+    _, bearer = setup.workload("default")
+    ttl = timedelta(seconds=120)
+    seen: dict[str, Any] = {}
+
+    async def scenario() -> None:
+        async with _agent_side(setup) as channel:
+            pool = _pool(
+                channel,
+                PoolSpec(setup.connection.id, "default", 2),
+                ttl=ttl,
+                fresh_band=timedelta(seconds=3),
+            )
+            await pool.fill_once()
+            minted = {e.name: e.valid_until for p in pool._pools for e in p.entries}
+            seen["minted"] = minted
+            await asyncio.sleep(1)  # Within the band: lent as minted.
+            seen["near"] = await pool.take(setup.connection.id, "default", ttl, bearer, "a")
+            seen["near_db"] = await asyncio.to_thread(
+                setup.source.valid_until, seen["near"].username
+            )
+            await asyncio.sleep(1.5)  # Past half the band: the refill pass renews it.
+            seen["refill_at"] = datetime.now(UTC)
+            await pool.fill_once()
+            seen["renewed"] = {e.name: e.valid_until for p in pool._pools for e in p.entries}
+            seen["far"] = await pool.take(setup.connection.id, "default", ttl, bearer, "b")
+            await pool.close()
+
+    background_loop.run(scenario(), timeout=60)
+    near: IssuedCredential = seen["near"]
+    assert near.expire_time == seen["minted"][near.username]
+    assert abs((seen["near_db"] - near.expire_time).total_seconds()) < 1
+    leases = {lease.id: lease for lease in setup.leases()}
+    assert leases[near.lease_id].expire_time.ToDatetime(UTC) == near.expire_time
+    far: IssuedCredential = seen["far"]
+    assert far.username in seen["minted"] and far.username != near.username
+    renewed_to = seen["renewed"][far.username]
+    assert renewed_to - seen["minted"][far.username] >= timedelta(seconds=2)
+    assert renewed_to >= seen["refill_at"] + ttl - timedelta(seconds=1)
+    assert far.expire_time == renewed_to
+    assert leases[far.lease_id].expire_time.ToDatetime(UTC) == renewed_to
+    assert abs((setup.source.valid_until(far.username) - renewed_to).total_seconds()) < 1
+
+
+def test_a_pooled_borrow_is_decided_locally_and_a_revoked_workload_is_refused_within_the_refresh(
+    setup: Setup, background_loop: BackgroundLoop
+) -> None:
+    """With the agent's verifier the pool lends at once and records the claim right after;
+    once auth revokes the workload, the next borrow is refused (WORKLOAD_REVOKED) within the
+    verifier's refresh, and the pool keeps its roles unclaimed."""
+    workload_id, bearer = setup.workload("default")
+    seen: dict[str, Any] = {}
+
+    async def scenario() -> None:
+        async with _agent_side(setup) as channel, _verifier(setup, refresh=0.5) as verifier:
+            pool = _pool(channel, PoolSpec(setup.connection.id, "default", 3), verifier=verifier)
+            await pool.fill_once()
+            seen["lent"] = await pool.take(setup.connection.id, "default", None, bearer, "r")
+            await asyncio.gather(*pool._claims)
+            await asyncio.to_thread(
+                workloads_pb2_grpc.WorkloadServiceStub(
+                    setup.e2e._channel(setup.tenant.admin_token)
+                ).RevokeWorkload,
+                workloads_pb2.RevokeWorkloadRequest(id=workload_id),
+            )
+            revoked_at = time.monotonic()
+            while True:  # Until the agent's verifier refuses the bearer.
+                try:
+                    verifier.verify(bearer, PrincipalKind.WORKLOAD)
+                except Unauthenticated:
+                    seen["after"] = time.monotonic() - revoked_at
+                    break
+                assert time.monotonic() - revoked_at < 5, "never refused"
+                await asyncio.sleep(0.05)
+            try:
+                await pool.take(setup.connection.id, "default", None, bearer, "r")
+            except SevvoError as exc:
+                seen["refused"] = exc
+            seen["sizes"] = pool.sizes()
+            seen["pooled"] = await asyncio.to_thread(setup.pooled)
+            await pool.close()
+
+    background_loop.run(scenario(), timeout=60)
+    lent: IssuedCredential = seen["lent"]
+    claimed = {lease.id: lease for lease in setup.leases()}[lent.lease_id]
+    assert (claimed.workload_id, claimed.purpose) == (workload_id, "r")
+    refused = seen["refused"]
+    assert (refused.code, refused.reason) == (grpc.StatusCode.UNAUTHENTICATED, "WORKLOAD_REVOKED")
+    assert seen["after"] < 0.5 + 1.5  # The refresh interval, and time for auth to answer.
+    # Refused before any claim: both remaining roles still pooled and unclaimed.
+    assert seen["sizes"] == {(setup.connection.id, "default"): 2}
+    assert len(seen["pooled"]) == 2 and lent.username not in seen["pooled"]
+
+
+def test_a_background_claim_connections_refuses_revokes_the_lent_role_at_once(
+    setup: Setup, background_loop: BackgroundLoop
+) -> None:
+    """A revocation that races the borrow: the agent's verifier has not seen it yet and
+    lends the role, connections refuses the claim, and the agent revokes that role at once
+    (gone from the database, lease recorded revoked, never the workload's)."""
+    workload_id, bearer = setup.workload("default")
+    seen: dict[str, Any] = {}
+
+    async def scenario() -> None:
+        # Refreshed once at start and not again within the test: it cannot learn of the
+        # revocation, as if the borrow came within its refresh interval.
+        async with (
+            _agent_side(setup) as channel,
+            _verifier(setup, refresh=3600, staleness=3600) as verifier,
+        ):
+            pool = _pool(channel, PoolSpec(setup.connection.id, "default", 2), verifier=verifier)
+            await pool.fill_once()
+            await asyncio.to_thread(
+                workloads_pb2_grpc.WorkloadServiceStub(
+                    setup.e2e._channel(setup.tenant.admin_token)
+                ).RevokeWorkload,
+                workloads_pb2.RevokeWorkloadRequest(id=workload_id),
+            )
+            await asyncio.sleep(3)  # Connections' verifier learns of it (2 s refresh).
+            seen["lent"] = await pool.take(setup.connection.id, "default", None, bearer, "r")
+            await asyncio.gather(*pool._claims)
+            seen["logins"] = await asyncio.to_thread(setup.source.logins)
+            await pool.close()
+
+    background_loop.run(scenario(), timeout=60)
+    lent: IssuedCredential = seen["lent"]
+    assert lent is not None
+    assert lent.username not in seen["logins"]
+    lease = {lease.id: lease for lease in setup.leases()}[lent.lease_id]
+    assert lease.state == cpb.LEASE_STATE_REVOKED
+    assert not lease.workload_id
