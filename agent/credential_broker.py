@@ -79,7 +79,6 @@ from sevvo.runtime.errors import (
     FailedPrecondition,
     InvalidArgument,
     NotFound,
-    PermissionDenied,
     SevvoError,
     Unauthenticated,
     Unavailable,
@@ -650,7 +649,7 @@ class CredentialBroker:
         lifetime = max(
             ttl, timedelta(seconds=min(dynamic.max_ttl_seconds, workload.max_ttl_seconds))
         )
-        if self.pool is not None:
+        if self.pool is not None and workload.org_id == self._org_id:
             taken = await self._refused_as_unauthenticated(
                 workload_token, self._from_pool(resolved, ttl, workload, purpose)
             )
@@ -779,16 +778,14 @@ class CredentialBroker:
     async def _authenticate(self, token: str) -> WorkloadBearer:
         workload = await self._bearers.bearer_for(token)
         if workload.org_id != self._org_id:
-            # Refused before any call to the control plane, so connections cannot audit it;
-            # this warning is its record.
+            # Not refused here: the request goes on to connections, which refuses it
+            # (WORKLOAD_OF_ANOTHER_ORG) before anything is recorded or minted and writes the
+            # audit record the agent cannot. Nothing of this org is lent before that: such a
+            # workload never borrows from the warm pool (see generate).
             log.warning(
-                "workload of another org refused",
+                "workload of another org: connections will refuse it",
                 workload_id=workload.workload_id,
                 workload_org_id=workload.org_id,
-            )
-            raise PermissionDenied(
-                "the workload belongs to another org than this agent",
-                reason="WORKLOAD_OF_ANOTHER_ORG",
             )
         return workload
 

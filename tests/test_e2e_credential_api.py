@@ -32,6 +32,7 @@ from devstack.postgres import EmbeddedPostgres
 from devstack.source_db import create_dynamic_roles, create_source_database, drop_roles
 from sevvo.agent.v1 import credentials_pb2 as apb
 from sevvo.agent.v1 import credentials_pb2_grpc as apb_grpc
+from sevvo.audit.v1 import audit_pb2, audit_pb2_grpc
 from sevvo.auth.v1 import workloads_pb2, workloads_pb2_grpc
 from sevvo.connections.v1 import connections_pb2 as cpb
 from sevvo.connections.v1 import connections_pb2_grpc as cpb_grpc
@@ -402,6 +403,19 @@ def test_refusals_are_counted_and_none_mints(
         "renew_others_lease": (denied, "LEASE_OF_ANOTHER_WORKLOAD"),
         "revoke_others_lease": (denied, "LEASE_OF_ANOTHER_WORKLOAD"),
     }
+    # Every refusal past authentication reached connections, which audited it in the agent's
+    # org: the other org's workload too, though the agent could have refused it itself.
+    refusals = (
+        audit_pb2_grpc.AuditServiceStub(e2e._channel(setup.tenant.admin_token))
+        .ListAuditEvents(audit_pb2.ListAuditEventsRequest(action="lease.refuse", page_size=100))
+        .events
+    )
+    audited = [event.reason for event in refusals]
+    # The revoked workload's cached bearer may reach connections before the agent forgets
+    # it; connections refuses and audits that too.
+    assert sorted(reason for reason in audited if reason != "WORKLOAD_REVOKED") == sorted(
+        reason for code, reason in outcomes.values() if code is denied
+    )
     print(
         f"refusals: {len(outcomes) + len(late_successes)} attempts, {len(outcomes)} refused,"
         f" {len(late_successes)} succeeded (a revoked workload before the revocation arrived)"
