@@ -414,7 +414,7 @@ def test_refusals_are_counted_and_none_mints(
     # The revoked workload's cached bearer may reach connections before the agent forgets
     # it; connections refuses and audits that too.
     assert sorted(reason for reason in audited if reason != "WORKLOAD_REVOKED") == sorted(
-        reason for code, reason in outcomes.values() if code is denied
+        str(reason) for code, reason in outcomes.values() if code is denied
     )
     print(
         f"refusals: {len(outcomes) + len(late_successes)} attempts, {len(outcomes)} refused,"
