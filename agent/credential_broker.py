@@ -414,7 +414,7 @@ class RoleSettings:
         request = connections_pb2.ResolveConnectionCredentialsRequest(
             purpose="workload_credential", role=role
         )
-        if _is_uuid(connection):
+        if is_uuid(connection):
             request.connection_id = connection
         else:
             request.connection_name = connection
@@ -456,7 +456,8 @@ def _connection_id_of(
     return str(connection_id)
 
 
-def _is_uuid(value: str) -> bool:
+def is_uuid(value: str) -> bool:
+    """Whether ``value`` is a UUID (a connection named by id rather than by name)."""
     try:
         uuid.UUID(value)
     except ValueError:
@@ -966,7 +967,7 @@ class CredentialBroker:
 
 
 def _lease_id(value: str) -> str:
-    if not _is_uuid(value):
+    if not is_uuid(value):
         raise InvalidArgument("lease_id", "must be the lease id Generate returned (a UUID)")
     return str(uuid.UUID(value))
 

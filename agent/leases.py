@@ -18,7 +18,7 @@ import grpc
 import psycopg
 from psycopg.rows import TupleRow
 
-from agent.dynamic_credentials import find_expired, mint, revoke
+from agent.dynamic_credentials import MintedRole, find_expired, mint, revoke
 from agent.root_rotation import connect_privileged
 from sevvo.connections.v1 import connections_pb2, connections_pb2_grpc
 from sevvo.runtime.grpc_client import error_details
@@ -73,29 +73,16 @@ class LeaseManager:
         lease_id = str(uuid.uuid4())
         admin = await self.privileged(connection_id, resolved)
         try:
-
-            async def record_intent(name: str, valid_until: datetime) -> None:
-                await self._leases.CreateLease(
-                    connections_pb2.CreateLeaseRequest(
-                        lease_id=lease_id,
-                        connection_id=connection_id,
-                        role_name=name,
-                        role=role,
-                        purpose=purpose,
-                        expire_time=timestamp(valid_until),
-                        max_expire_time=timestamp(valid_until + headroom),
-                    ),
-                    timeout=10,
-                )
-
-            minted = await mint(
+            minted = await mint_recorded(
+                self._leases,
                 admin,
-                creation=list(settings.creation_statements),
-                ttl=ttl,
+                settings,
+                lease_id=lease_id,
+                connection_id=connection_id,
                 purpose=purpose,
-                before_create=record_intent,
+                ttl=ttl,
+                headroom=headroom,
             )
-            await self._update(lease_id, connections_pb2.LEASE_STATE_ACTIVE)
             log.info(
                 "lease minted",
                 lease_id=lease_id,
@@ -144,6 +131,51 @@ class LeaseManager:
             ),
             timeout=10,
         )
+
+
+async def mint_recorded(
+    leases: connections_pb2_grpc.LeaseServiceStub,
+    admin: psycopg.AsyncConnection[TupleRow],
+    settings: connections_pb2.DynamicSettings,
+    *,
+    lease_id: str,
+    connection_id: str,
+    purpose: str,
+    ttl: timedelta,
+    headroom: timedelta,
+) -> MintedRole:
+    """Mints a login role from ``settings``' role for ``ttl``, its lease recorded (state
+    creating) before CREATE ROLE and marked active after; renewals may reach ``headroom``
+    past the first expiry. The lease of a failed mint stays for the reaper."""
+
+    async def record_intent(name: str, valid_until: datetime) -> None:
+        await leases.CreateLease(
+            connections_pb2.CreateLeaseRequest(
+                lease_id=lease_id,
+                connection_id=connection_id,
+                role_name=name,
+                role=settings.role or DEFAULT_ROLE,
+                purpose=purpose,
+                expire_time=timestamp(valid_until),
+                max_expire_time=timestamp(valid_until + headroom),
+            ),
+            timeout=10,
+        )
+
+    minted = await mint(
+        admin,
+        creation=list(settings.creation_statements),
+        ttl=ttl,
+        purpose=purpose,
+        before_create=record_intent,
+    )
+    await leases.UpdateLease(
+        connections_pb2.UpdateLeaseRequest(
+            lease_id=lease_id, state=connections_pb2.LEASE_STATE_ACTIVE
+        ),
+        timeout=10,
+    )
+    return minted
 
 
 class Reaper:

@@ -53,12 +53,13 @@ from psycopg.rows import TupleRow
 
 from agent.credential_broker import (
     IssuedCredential,
+    is_uuid,
     issued_credential,
     relayed,
     workload_metadata,
 )
-from agent.dynamic_credentials import mint, renew
-from agent.leases import LeaseManager
+from agent.dynamic_credentials import renew
+from agent.leases import LeaseManager, mint_recorded
 from sevvo.connections.v1 import connections_pb2, connections_pb2_grpc
 from sevvo.runtime.config import ConfigError
 from sevvo.runtime.errors import Unauthenticated, Unavailable
@@ -541,34 +542,15 @@ class WarmPool:
             ttl = min(ttl, self._ttl)
         headroom = timedelta(seconds=settings.max_ttl_seconds) - ttl
         lease_id = str(uuid.uuid4())
-        connection_id = pool.connection_id
-
-        async def record_intent(name: str, valid_until: datetime) -> None:
-            await self._leases.CreateLease(
-                connections_pb2.CreateLeaseRequest(
-                    lease_id=lease_id,
-                    connection_id=connection_id,
-                    role_name=name,
-                    role=pool.spec.role,
-                    purpose=POOL_PURPOSE,
-                    expire_time=timestamp(valid_until),
-                    max_expire_time=timestamp(valid_until + headroom),
-                ),
-                timeout=10,
-            )
-
-        minted = await mint(
+        minted = await mint_recorded(
+            self._leases,
             admin,
-            creation=list(settings.creation_statements),
-            ttl=ttl,
+            settings,
+            lease_id=lease_id,
+            connection_id=pool.connection_id,
             purpose=POOL_PURPOSE,
-            before_create=record_intent,
-        )
-        await self._leases.UpdateLease(
-            connections_pb2.UpdateLeaseRequest(
-                lease_id=lease_id, state=connections_pb2.LEASE_STATE_ACTIVE
-            ),
-            timeout=10,
+            ttl=ttl,
+            headroom=headroom,
         )
         log.info("warm pool minted", lease_id=lease_id, role=minted.name)
         return PooledRole(
@@ -589,7 +571,7 @@ class WarmPool:
         )
         if pool.connection_id is not None:
             request.connection_id = pool.connection_id
-        elif _is_uuid(pool.spec.connection):
+        elif is_uuid(pool.spec.connection):
             request.connection_id = str(uuid.UUID(pool.spec.connection))
         else:
             request.connection_name = pool.spec.connection
@@ -643,11 +625,3 @@ class WarmPool:
                     await self._drop_admin(pool)
         log.info("warm pool closed", revoked=revoked)
         return revoked
-
-
-def _is_uuid(value: str) -> bool:
-    try:
-        uuid.UUID(value)
-    except ValueError:
-        return False
-    return True

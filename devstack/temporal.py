@@ -146,11 +146,18 @@ class TemporalDevServer:
                 )
                 break
             except ServerStartError as exc:
-                tail = log_tail(self._log)
+                # The whole start-up log: a panic on a taken port (the server also binds
+                # ports of its own choosing for its internal services) says so on its first
+                # line, above a long goroutine trace that fills any tail.
+                output = log_tail(self._log, lines=100_000)
                 self._discard()
-                if attempt == attempts or "address already in use" not in tail:
+                if attempt == attempts or "address already in use" not in output:
                     self.stop()
-                    raise ServerStartError(f"{exc}; log tail:\n{tail}") from None
+                    cause = next(
+                        (line for line in output.splitlines() if line.startswith("panic:")), ""
+                    )
+                    tail = "\n".join(output.splitlines()[-20:])
+                    raise ServerStartError(f"{exc}; {cause}\nlog tail:\n{tail}") from None
         log.info(
             "devstack.temporal.started",
             address=self.address,
