@@ -172,15 +172,6 @@ def e2e_stack(background_loop: BackgroundLoop) -> Iterator[RunningStack]:
     tests never share a tenant (each makes its own orgs), and ``e2e`` stops the agents a
     module started when the module ends.
     """
-    state = Path(tempfile.mkdtemp(prefix="sevvo-e2e-"))
-    settings = StackSettings(
-        state_dir=state,
-        grpc_port=0,
-        database_url=None,
-        temporal_address=None,
-        durable=False,
-        start_agent=False,
-    )
     env = {
         **os.environ,
         "SEVVO_CREDENTIAL_TEST_TIMEOUT_SECONDS": str(TEST_TIMEOUT_SECONDS),
@@ -188,7 +179,26 @@ def e2e_stack(background_loop: BackgroundLoop) -> Iterator[RunningStack]:
         "SEVVO_ORCHESTRATOR_RECONCILE_SECONDS": "1",
     }
     env.pop("SEVVO_DATABASE_URL", None)
-    stack = background_loop.run(start_stack(settings, env), timeout=120)
+    # The stack's port is chosen free and bound only after the services are configured with
+    # it (connections dials the orchestrator on it), so another process can take it first.
+    # Every end-to-end test of this worker stands on this one stack: choose again.
+    for attempt in range(1, 4):
+        state = Path(tempfile.mkdtemp(prefix="sevvo-e2e-"))
+        settings = StackSettings(
+            state_dir=state,
+            grpc_port=0,
+            database_url=None,
+            temporal_address=None,
+            durable=False,
+            start_agent=False,
+        )
+        try:
+            stack = background_loop.run(start_stack(settings, env), timeout=120)
+            break
+        except RuntimeError as exc:
+            shutil.rmtree(state, ignore_errors=True)
+            if attempt == 3 or "Failed to bind" not in str(exc):
+                raise
     try:
         yield stack
     finally:
