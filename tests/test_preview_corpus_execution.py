@@ -335,7 +335,9 @@ def _outcome(case_id: str, expected: str, result: wpb.PreviewQueryResult) -> str
         if case_id in BLOW_UPS:
             allowed |= {"PREVIEW_CATEGORY_QUERY_TIMEOUT", "PREVIEW_CATEGORY_QUERY_ERROR"}
         assert category in allowed, (case_id, result.message)
-        assert not result.receipt.backend_terminated, case_id
+        # A blow-up may sit in one uninterruptible call (repeat() of 300 MB) past the cancel
+        # grace on a loaded machine; ending its session then is the bound doing its job.
+        assert case_id in BLOW_UPS or not result.receipt.backend_terminated, case_id
         return "bounded by the timeout" if case_id in BLOW_UPS else "ran"
     if expected in (NOT_ALLOWED, FORBIDDEN) and case_id not in DENY_LIST_ONLY:
         assert _refused_by_allow_list(result), (case_id, result.message)
