@@ -4,11 +4,13 @@ The domain behind the agent's credential API (agent/credential_api.py is the thi
 A workload presents its workload token; the agent exchanges it with auth for a short-lived
 workload bearer and forwards that bearer (metadata ``x-sevvo-workload-authorization``) on
 every lease call, so connections checks the workload's grants, records the lease as the
-workload's, and audits refusals. The lease is recorded before CREATE ROLE, as for sevvo's own
-work, so the reaper covers these leases too. Its activation (creating -> active) is sent in
-the background, so the workload does not wait for that round trip: a renewal or revoke from
-creating is legal, and a lost activation leaves a creating lease the reaper revokes at
-expiry. Passwords and tokens stay in this process's
+workload's, and audits refusals. The lease is recorded before the role's creation commits,
+as for sevvo's own work, so the reaper covers these leases too: CREATE ROLE runs while
+CreateLease is under way, and its transaction commits only once the lease is recorded (see
+dynamic_credentials.mint), unless the bearer's own grants foresee a refusal. Its activation
+(creating -> active) is sent in the background, so the workload does not wait for that round
+trip: a renewal or revoke from creating is legal, and a lost activation leaves a creating
+lease the reaper revokes at expiry. Passwords and tokens stay in this process's
 memory: never on disk, never in a log, never sent to the control plane.
 
 Warm pool hook
@@ -55,11 +57,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Final, Protocol, TypeVar
+from typing import Final, NoReturn, Protocol, TypeVar
 
 import grpc
+import jwt
 import psycopg
-from psycopg.conninfo import make_conninfo
 from psycopg.pq import TransactionStatus
 from psycopg.rows import TupleRow
 
@@ -86,7 +88,14 @@ from sevvo.runtime.errors import (
 from sevvo.runtime.grpc_client import error_details
 from sevvo.runtime.logs import get_logger
 from sevvo.runtime.servicing import timestamp
-from sevvo.runtime.workload_grants import DEFAULT_ROLE, role_name
+from sevvo.runtime.tasks import settle
+from sevvo.runtime.workload_grants import (
+    DEFAULT_ROLE,
+    Grant,
+    grants_from_claim,
+    may_borrow,
+    role_name,
+)
 
 log = get_logger(__name__)
 T = TypeVar("T")
@@ -160,6 +169,8 @@ class WorkloadBearer:
     org_id: str
     max_ttl_seconds: int
     expires_at: datetime
+    grants: tuple[Grant, ...] = ()
+    """As the bearer carries them; only to predict connections' answer (see ``_mint``)."""
 
 
 @dataclass(frozen=True)
@@ -230,10 +241,12 @@ def conninfo(
     password: str,
     root_cert: Path | None,
 ) -> str:
-    """A libpq key/value string for the minted login, each value quoted by psycopg.
+    """A libpq key/value string for the minted login, every value quoted.
 
     sslrootcert names ``root_cert``, a file holding the connection's CA bundle, for the
-    verify modes (libpq reads roots only from a file).
+    verify modes (libpq reads roots only from a file). Quoted here rather than by psycopg's
+    make_conninfo, which parses its result through libpq again: a quarter of a warm
+    borrow's time in the agent.
     """
     params: dict[str, str | int] = {
         "host": postgres.host,
@@ -245,7 +258,14 @@ def conninfo(
     }
     if root_cert is not None:
         params["sslrootcert"] = str(root_cert)
-    return make_conninfo("", **params)
+    return " ".join(f"{key}={_conninfo_value(value)}" for key, value in params.items())
+
+
+def _conninfo_value(value: str | int) -> str:
+    """``value`` in single quotes, its backslashes and quotes escaped (libpq's rule for
+    key/value connection strings; quoting is always allowed)."""
+    escaped = str(value).replace("\\", "\\\\").replace("'", "\\'")
+    return f"'{escaped}'"
 
 
 def write_ca_bundle(directory: Path, pem: str) -> Path:
@@ -319,6 +339,10 @@ class WorkloadBearers:
 
     async def bearer_for(self, token: str) -> WorkloadBearer:
         """The workload's bearer; UNAUTHENTICATED when auth refuses the token."""
+        key = token_key(token)
+        cached = self._cached.get(key)
+        if cached is not None and cached.expires_at - BEARER_REFRESH_MARGIN > datetime.now(UTC):
+            return cached  # Well formed: auth accepted it.
         try:
             WORKLOAD_TOKEN.unwrap(token)  # A malformed token never costs auth a call.
         except InvalidArgument:
@@ -326,10 +350,6 @@ class WorkloadBearers:
                 "the token is not a sevvo workload token (sevvo_wt_...)",
                 reason="INVALID_WORKLOAD_TOKEN",
             ) from None
-        key = token_key(token)
-        cached = self._cached.get(key)
-        if cached is not None and cached.expires_at - BEARER_REFRESH_MARGIN > datetime.now(UTC):
-            return cached
         pending = self._pending.get(key)
         if pending is None:
             pending = asyncio.ensure_future(self._exchange(key, token))
@@ -372,6 +392,7 @@ class WorkloadBearers:
             org_id=response.org_id,
             max_ttl_seconds=response.max_ttl_seconds,
             expires_at=response.expire_time.ToDatetime(UTC),
+            grants=_grants_of(response.bearer_token),
         )
         now = datetime.now(UTC)
         for stale in [k for k, v in self._cached.items() if v.expires_at < now]:
@@ -583,12 +604,29 @@ class PrivilegedSessions:
 
 @dataclass(frozen=True)
 class _Lent:
-    """What this agent remembers of a lease it lent: enough to renew by the role's TTL."""
+    """What this agent remembers of a lease it lent: enough to renew it by the role's TTL
+    and to know, without asking, whose it is and which role to drop."""
 
     connection_id: str
     role: str
     default_ttl_seconds: int
     max_expire_time: datetime
+    role_name: str
+    workload_id: str
+
+
+class _DropFailed(Exception):
+    """A revocation the database did not complete; ``reason`` names the error's type."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _already_revoked(refused: _Relayed) -> bool:
+    return (
+        refused.reason == "ILLEGAL_LEASE_TRANSITION" and refused.metadata.get("from") == "revoked"
+    )
 
 
 # Refusals of a background activation that mean the workload renewed or revoked it first.
@@ -597,6 +635,7 @@ _MOVED_ON: Final = frozenset({"ILLEGAL_LEASE_TRANSITION", "LEASE_RENEWAL_EARLIER
 # Leases remembered for renewal by the role's TTL; past this many, those past their maximum
 # lifetime (never renewable again) are forgotten, so callers that never revoke cost no memory.
 _LENT_PRUNE_AT: Final = 4096
+_RECORD_ATTEMPTS: Final = 3
 
 
 class CredentialBroker:
@@ -663,6 +702,8 @@ class CredentialBroker:
                         resolved.role,
                         dynamic.default_ttl_seconds,
                         taken.max_expire_time,
+                        taken.username,
+                        workload.workload_id,
                     ),
                 )
                 return taken
@@ -722,52 +763,115 @@ class CredentialBroker:
         return await self._refused_as_unauthenticated(workload_token, work())
 
     async def revoke(self, workload_token: str, lease_id: str) -> None:
-        """Revokes the lease's role now (staged, see dynamic_credentials.revoke); idempotent."""
+        """Revokes the lease's role now (staged, see dynamic_credentials.revoke); idempotent.
+
+        A lease this agent lent to this very workload is dropped while connections records
+        the start of its revocation (the agent knows whose it is, and giving a lease back is
+        always allowed), and the end is recorded in the background; if that record is lost,
+        the lease stays revoking (or active) and the reaper settles it (the role is gone).
+        Any other lease is moved to revoking first, so connections decides whose it is.
+        """
         workload = await self._authenticate(workload_token)
         lease_id = _lease_id(lease_id)
+        lent = self._lent.get(lease_id)
+        if lent is not None and lent.workload_id == workload.workload_id:
+            work = self._revoke_lent(lease_id, lent, workload)
+        else:
+            work = self._revoke_recorded(lease_id, workload)
+        await self._refused_as_unauthenticated(workload_token, work)
 
-        async def work() -> None:
-            try:
-                lease = await self._update(lease_id, connections_pb2.LEASE_STATE_REVOKING, workload)
-            except _Relayed as refused:
-                if (
-                    refused.reason == "ILLEGAL_LEASE_TRANSITION"
-                    and refused.metadata.get("from") == "revoked"
-                ):
-                    self._lent.pop(lease_id, None)
-                    return  # Revoked before: revoking is idempotent.
-                raise
-            resolved = await self._settings.resolve(
-                lease.connection_id, lease.role, workload.bearer
+    async def _revoke_recorded(self, lease_id: str, workload: WorkloadBearer) -> None:
+        try:
+            lease = await self._update(lease_id, connections_pb2.LEASE_STATE_REVOKING, workload)
+        except _Relayed as refused:
+            if _already_revoked(refused):
+                self._lent.pop(lease_id, None)
+                return  # Revoked before: revoking is idempotent.
+            raise
+        try:
+            await self._drop(lease.connection_id, lease.role, lease.role_name, workload)
+        except _DropFailed as failed:
+            await self._revoke_incomplete(lease_id, workload, failed)
+        await self._update(lease_id, connections_pb2.LEASE_STATE_REVOKED, workload)
+        self._lent.pop(lease_id, None)
+        log.info("workload lease revoked", lease_id=lease_id, workload_id=workload.workload_id)
+
+    async def _revoke_lent(self, lease_id: str, lent: _Lent, workload: WorkloadBearer) -> None:
+        started = asyncio.ensure_future(
+            self._update(lease_id, connections_pb2.LEASE_STATE_REVOKING, workload)
+        )
+        try:
+            await self._drop(lent.connection_id, lent.role, lent.role_name, workload)
+        except _DropFailed as failed:
+            await settle(started)  # So that failing is recorded after revoking, not before.
+            await self._revoke_incomplete(lease_id, workload, failed)
+        finally:
+            await settle(started)
+        self._lent.pop(lease_id, None)
+        refused = asyncio.CancelledError() if started.cancelled() else started.exception()
+        if isinstance(refused, _Relayed) and _already_revoked(refused):
+            return  # Revoked before (by an admin, or a revoke that raced this one).
+        if refused is not None:
+            log.warning(
+                "workload lease revoked but its revocation not recorded; the reaper settles it",
+                lease_id=lease_id,
+                error=type(refused).__name__,
+            )
+        self._behind(self._record_revoked(lease_id, workload))
+        log.info("workload lease revoked", lease_id=lease_id, workload_id=workload.workload_id)
+
+    async def _drop(
+        self, connection_id: str, role: str, role_name: str, workload: WorkloadBearer
+    ) -> None:
+        """Revokes ``role_name`` in the database (raises _DropFailed when it could not)."""
+        resolved = await self._settings.resolve(connection_id, role, workload.bearer)
+
+        async def drop(admin: psycopg.AsyncConnection[TupleRow]) -> None:
+            await revoke(
+                admin,
+                role_name,
+                revocation=list(resolved.dynamic.revocation_statements) or None,
             )
 
-            async def drop(admin: psycopg.AsyncConnection[TupleRow]) -> None:
-                await revoke(
-                    admin,
-                    lease.role_name,
-                    revocation=list(resolved.dynamic.revocation_statements) or None,
-                )
+        try:
+            await self._sessions.run(connection_id, resolved.postgres, drop)
+        except (psycopg.Error, SessionsStillOpen, SevvoError) as exc:
+            raise _DropFailed(type(exc).__name__) from None
 
+    async def _revoke_incomplete(
+        self, lease_id: str, workload: WorkloadBearer, failed: _DropFailed
+    ) -> NoReturn:
+        # Recorded, never dropped: the reaper retries failing leases.
+        await self._update(
+            lease_id, connections_pb2.LEASE_STATE_FAILING, workload, failure_reason=failed.reason
+        )
+        raise Unavailable(
+            "the role is disabled but could not be dropped yet; the agent's reaper retries it",
+            reason="REVOKE_INCOMPLETE",
+        ) from None
+
+    async def _record_revoked(self, lease_id: str, workload: WorkloadBearer) -> None:
+        for attempt in range(1, _RECORD_ATTEMPTS + 1):
             try:
-                await self._sessions.run(lease.connection_id, resolved.postgres, drop)
-            except (psycopg.Error, SessionsStillOpen, SevvoError) as exc:
-                # Recorded, never dropped: the reaper retries failing leases.
-                await self._update(
-                    lease_id,
-                    connections_pb2.LEASE_STATE_FAILING,
-                    workload,
-                    failure_reason=type(exc).__name__,
+                await self._update(lease_id, connections_pb2.LEASE_STATE_REVOKED, workload)
+                return
+            except Exception as exc:  # The lease stays as it was; the reaper settles it.
+                if isinstance(exc, _Relayed) and _already_revoked(exc):
+                    return
+                if (
+                    isinstance(exc, _Relayed)
+                    and exc.reason == "LEASE_OF_ANOTHER_WORKLOAD"
+                    and attempt < _RECORD_ATTEMPTS
+                ):
+                    # A pooled lease whose claim (warm_pool) has not landed yet.
+                    await asyncio.sleep(0.25 * attempt)
+                    continue
+                log.warning(
+                    "workload lease revocation not recorded; the reaper settles it",
+                    lease_id=lease_id,
+                    error=type(exc).__name__,
                 )
-                raise Unavailable(
-                    "the role is disabled but could not be dropped yet; the agent's reaper"
-                    " retries it",
-                    reason="REVOKE_INCOMPLETE",
-                ) from None
-            await self._update(lease_id, connections_pb2.LEASE_STATE_REVOKED, workload)
-            self._lent.pop(lease_id, None)
-            log.info("workload lease revoked", lease_id=lease_id, workload_id=workload.workload_id)
-
-        await self._refused_as_unauthenticated(workload_token, work())
+                return
 
     def _remember(self, lease_id: str, lent: _Lent) -> None:
         if len(self._lent) >= _LENT_PRUNE_AT:
@@ -857,7 +961,19 @@ class CredentialBroker:
                     creation=list(resolved.dynamic.creation_statements),
                     ttl=ttl,
                     purpose=purpose,
-                    before_create=record_intent,
+                    before_commit=record_intent,
+                    # The record overlaps CREATE ROLE's PBKDF2 when connections will accept
+                    # it; a refusal foreseen from the bearer's grants costs the database
+                    # nothing (connections still decides and audits it).
+                    overlap=workload.org_id == self._org_id
+                    and may_borrow(
+                        workload.grants,
+                        workload.max_ttl_seconds,
+                        resolved.connection_id,
+                        resolved.role,
+                        int(ttl.total_seconds()),
+                    )
+                    is None,
                 )
             except psycopg.Error as exc:
                 if not recorded and _session_died(admin):
@@ -875,7 +991,7 @@ class CredentialBroker:
                     reason="MINT_FAILED",
                 ) from None
             # Activation (creating -> active) is recorded behind the workload's back: the
-            # lease was recorded before CREATE ROLE either way, a renewal or revoke from
+            # lease was recorded before the role was committed either way, a renewal or revoke from
             # creating is legal, and a lost activation leaves a creating lease that the
             # reaper revokes at its expiry.
             self._behind(self._activate(lease_id, workload, minted.valid_until))
@@ -890,6 +1006,8 @@ class CredentialBroker:
                 resolved.role,
                 resolved.dynamic.default_ttl_seconds,
                 lease.max_expire_time.ToDatetime(UTC),
+                minted.name,
+                workload.workload_id,
             ),
         )
         log.info(
@@ -964,6 +1082,16 @@ class CredentialBroker:
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
         await self._sessions.close()
+
+
+def _grants_of(bearer: str) -> tuple[Grant, ...]:
+    """The grants claim of a bearer auth just issued (over TLS), read without verifying it:
+    the agent only predicts connections' answer with it, connections verifies the bearer."""
+    try:
+        claims = jwt.decode(bearer, options={"verify_signature": False})
+    except jwt.InvalidTokenError:
+        return ()
+    return grants_from_claim(claims.get("grants"))
 
 
 def _lease_id(value: str) -> str:

@@ -70,10 +70,13 @@ import hmac
 import re
 import secrets
 import string
+import threading
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any, Final
 
 import psycopg
@@ -87,6 +90,7 @@ from sevvo.runtime import outcomes
 from sevvo.runtime.errors import FailedPrecondition, NotFound, Unavailable
 from sevvo.runtime.logs import get_logger
 from sevvo.runtime.outcomes import TEST_CATEGORIES
+from sevvo.runtime.tasks import settle
 
 log = get_logger(__name__)
 
@@ -268,52 +272,161 @@ def _scram_sha_256(password: str, iterations: int, salt: bytes | None = None) ->
     )
 
 
+class PasswordStock:
+    """Passwords with their SCRAM verifiers computed ahead of time, so a mint skips PBKDF2.
+
+    A verifier costs milliseconds of PBKDF2 and depends only on the password, a random salt
+    and the iteration count, never on the role, so it can be computed before a role is
+    minted. ``take`` hands out each pair once; ``replenish`` refills the stock for an
+    iteration count on a background thread, up to ``size`` pairs. The passwords live only
+    in this process's memory, as a warm pool's do, and none is ever handed out twice.
+    """
+
+    def __init__(self, size: int = 8) -> None:
+        self._size = size
+        self._stock: dict[int, deque[tuple[str, str]]] = {}
+        self._lock = threading.Lock()
+        self._wanted: set[int] = set()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def take(self, iterations: int) -> tuple[str, str] | None:
+        """A (password, verifier) pair for ``iterations``, or None when the stock is out."""
+        with self._lock:
+            stock = self._stock.get(iterations)
+            return stock.popleft() if stock else None
+
+    def replenish(self, iterations: int) -> None:
+        """Refills the stock for ``iterations`` in the background (a daemon thread)."""
+        if self._size < 1:
+            return
+        with self._lock:
+            if len(self._stock.get(iterations, ())) >= self._size:
+                return
+            self._wanted.add(iterations)
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._fill, name="sevvo-password-stock", daemon=True
+                )
+                self._thread.start()
+        self._wake.set()
+
+    def _fill(self) -> None:
+        while True:
+            self._wake.wait()
+            with self._lock:
+                self._wake.clear()
+                wanted = sorted(self._wanted)
+                self._wanted.clear()
+            for iterations in wanted:
+                while True:
+                    with self._lock:
+                        if len(self._stock.setdefault(iterations, deque())) >= self._size:
+                            break
+                    password = generate_password()
+                    pair = (password, _scram_sha_256(password, iterations))
+                    with self._lock:
+                        self._stock[iterations].append(pair)
+
+
+PASSWORDS: Final = PasswordStock()
+"""The process's stock, which ``mint`` draws from unless told otherwise."""
+
+
 async def mint(
     admin: psycopg.AsyncConnection[TupleRow],
     *,
     creation: Sequence[str],
     ttl: timedelta,
     purpose: str,
-    before_create: Callable[[str, datetime], Awaitable[None]] | None = None,
+    before_commit: Callable[[str, datetime], Awaitable[None]] | None = None,
+    overlap: bool = True,
+    passwords: PasswordStock | None = PASSWORDS,
 ) -> MintedRole:
     """Create a login role from ``creation`` that expires ``ttl`` from now by the server's clock.
 
-    ``before_create(name, valid_until)`` runs before any role exists, so the caller can
-    record its intent first: a crash after it leaves at worst an intent for a role that
-    never appeared, never a role nobody knows about. If it raises, nothing is created. The
-    expiry is fixed before the hook runs, so time spent in it comes out of the TTL.
-
     The creation statements and the self-grant that revocation needs (see the module
     docstring) run in one transaction: the role exists completely or not at all.
+
+    ``before_commit(name, valid_until)`` lets the caller record its intent: it runs while
+    the creation statements run (the server's PBKDF2 check of the verifier takes
+    milliseconds, as does a record in the control plane), and the transaction commits only
+    after it returns. So no other session sees the role before the record exists, and a
+    crash or a failing hook leaves no role: if it raises, the transaction rolls back and
+    its exception propagates. With ``overlap`` False the hook runs first and the statements
+    only after it returned (for a record the caller expects to be refused: the database then
+    does no work for it). The expiry is fixed before the hook runs, so time spent in it
+    comes out of the TTL. ``passwords`` supplies a password and its verifier computed ahead
+    of time (None: computed now).
     """
     _check_autocommit(admin)
     if ttl <= timedelta(0):
         raise ValueError("ttl must be positive")
     templates.validate_templates(creation, ())
     name = role_name(purpose)
-    password = generate_password()
-    # The server's clock decides when VALID UNTIL passes, so it also decides the expiry;
-    # the agent host's clock may be off by minutes.
-    cur = await admin.execute("SELECT now() + %s", (ttl,))
-    valid_until = _one(await cur.fetchone()).astimezone(UTC)
-    # The verifier's PBKDF2 (milliseconds, off the event loop) overlaps the caller's
-    # record of intent (a round trip to the control plane): a borrow waits for the longer.
-    verifier = asyncio.ensure_future(_verifier(admin, password, name))
+    iterations = scram_iterations(admin)
+    stocked = passwords.take(iterations) if passwords is not None else None
+    if stocked is None:
+        password = generate_password()
+        # PBKDF2 off the event loop, overlapping the round trip for the expiry.
+        verifier: asyncio.Future[str] = asyncio.ensure_future(_verifier(admin, password, name))
+    else:
+        password, stocked_verifier = stocked
+        verifier = asyncio.get_running_loop().create_future()
+        verifier.set_result(stocked_verifier)
     try:
-        if before_create is not None:
-            await before_create(name, valid_until)
+        # The server's clock decides when VALID UNTIL passes, so it also decides the expiry;
+        # the agent host's clock may be off by minutes.
+        cur = await admin.execute("SELECT now() + %s", (ttl,))
+        valid_until = _one(await cur.fetchone()).astimezone(UTC)
         values = _creation_values(name, await verifier, valid_until)
     finally:
-        if not verifier.done():
-            verifier.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await verifier
-        elif not verifier.cancelled():
-            verifier.exception()  # Retrieved, so a failure behind another is not reported twice.
-    rendered = [_render(template, values) for template in creation]
-    await admin.execute(_one_transaction([*rendered, _self_grant(admin, name)]))
+        await settle(verifier)
+    rendered = [*(_render(template, values) for template in creation), _self_grant(admin, name)]
+    if before_commit is None:
+        await admin.execute(_one_transaction(rendered))
+    elif not overlap:
+        await before_commit(name, valid_until)
+        await admin.execute(_one_transaction(rendered))
+    else:
+        await _create_then_commit(admin, rendered, partial(before_commit, name, valid_until))
+    if passwords is not None:
+        passwords.replenish(iterations)  # After the commit: its PBKDF2 is off this mint's path.
     log.info("dynamic_credentials.minted", role=name, valid_until=valid_until.isoformat())
     return MintedRole(name=name, password=password, valid_until=valid_until)
+
+
+async def _create_then_commit(
+    admin: psycopg.AsyncConnection[TupleRow],
+    statements: Sequence[sql.Composable],
+    hook: Callable[[], Awaitable[None]],
+) -> None:
+    """Runs ``statements`` in an open transaction while ``hook`` runs; commits when both
+    succeeded, else rolls back and raises the hook's exception (or the statements')."""
+    create = asyncio.ensure_future(admin.execute(_one_transaction([sql.SQL("BEGIN"), *statements])))
+    try:
+        await hook()
+    except BaseException:
+        await settle(create)
+        await _roll_back(admin)
+        raise
+    try:
+        await create
+    except BaseException:
+        await _roll_back(admin)
+        raise
+    await admin.execute("COMMIT")
+
+
+async def _roll_back(admin: psycopg.AsyncConnection[TupleRow]) -> None:
+    """Ends an open or failed transaction; a session that cannot is closed (never reused)."""
+    if admin.closed or admin.info.transaction_status is psycopg.pq.TransactionStatus.IDLE:
+        return
+    try:
+        await admin.execute("ROLLBACK")
+    except BaseException:
+        await admin.close()
+        raise
 
 
 @dataclass(frozen=True)

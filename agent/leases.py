@@ -145,8 +145,9 @@ async def mint_recorded(
     headroom: timedelta,
 ) -> MintedRole:
     """Mints a login role from ``settings``' role for ``ttl``, its lease recorded (state
-    creating) before CREATE ROLE and marked active after; renewals may reach ``headroom``
-    past the first expiry. The lease of a failed mint stays for the reaper."""
+    creating) before the role's creation commits and marked active after; renewals may
+    reach ``headroom`` past the first expiry. The lease of a failed mint stays for the
+    reaper."""
 
     async def record_intent(name: str, valid_until: datetime) -> None:
         await leases.CreateLease(
@@ -167,7 +168,7 @@ async def mint_recorded(
         creation=list(settings.creation_statements),
         ttl=ttl,
         purpose=purpose,
-        before_create=record_intent,
+        before_commit=record_intent,
     )
     await leases.UpdateLease(
         connections_pb2.UpdateLeaseRequest(

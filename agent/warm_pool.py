@@ -1,7 +1,7 @@
 """The agent's warm pool: login roles minted ahead of time, so a borrow skips CREATE ROLE.
 
 Configured per (connection, role) with SEVVO_WARM_POOL (``parse_warm_pool``). Each pooled
-role is an ordinary lease: recorded in the control plane before CREATE ROLE with purpose
+role is an ordinary lease: recorded in the control plane before its creation commits, with purpose
 "warm_pool" and no workload, minted from the role's own creation statements, and revoked
 with its own revocation statements. Pooled roles
 expire like any lease: one with less than ``retire_below`` of its life left is revoked and

@@ -241,7 +241,7 @@ def test_minted_role_expiry_is_the_server_clock_plus_ttl_in_utc(privileged: Priv
     run_as_admin(privileged, body)
 
 
-def test_before_create_runs_before_the_role_exists(privileged: Privileged) -> None:
+def test_before_commit_runs_before_the_role_exists(privileged: Privileged) -> None:
     """The intent hook gets the name and expiry while the role does not exist yet."""
     seen: list[tuple[str, datetime, bool]] = []
 
@@ -254,7 +254,7 @@ def test_before_create_runs_before_the_role_exists(privileged: Privileged) -> No
             creation=privileged.creation,
             ttl=timedelta(minutes=5),
             purpose="hook",
-            before_create=record,
+            before_commit=record,
         )
         assert seen == [(minted.name, minted.valid_until, False)]
         assert role_exists(privileged, minted.name)
@@ -262,7 +262,7 @@ def test_before_create_runs_before_the_role_exists(privileged: Privileged) -> No
     run_as_admin(privileged, body)
 
 
-def test_failing_before_create_creates_nothing(privileged: Privileged) -> None:
+def test_failing_before_commit_creates_nothing(privileged: Privileged) -> None:
     """When the intent cannot be recorded, no role is created."""
     names: list[str] = []
 
@@ -277,12 +277,141 @@ def test_failing_before_create_creates_nothing(privileged: Privileged) -> None:
                 creation=privileged.creation,
                 ttl=timedelta(minutes=5),
                 purpose="hook",
-                before_create=refuse,
+                before_commit=refuse,
             )
 
     run_as_admin(privileged, body)
     assert len(names) == 1
     assert not role_exists(privileged, names[0])
+
+
+def _admin_backend_state(setup: Privileged, admin: AdminConnection) -> str | None:
+    with psycopg.connect(setup.superuser_dsn) as su:
+        row = su.execute(
+            "SELECT state FROM pg_stat_activity WHERE pid = %s", (admin.info.backend_pid,)
+        ).fetchone()
+    return None if row is None else str(row[0])
+
+
+def test_the_record_overlaps_the_creation_which_commits_only_after_it(
+    privileged: Privileged,
+) -> None:
+    """While the hook runs, the creation statements run too (their transaction is open, the
+    role invisible to every other session); the role appears only after the hook returned."""
+    seen: list[tuple[str, bool]] = []
+
+    async def body(admin: AdminConnection) -> None:
+        async def record(name: str, valid_until: datetime) -> None:
+            deadline = time.monotonic() + 10
+            while (state := _admin_backend_state(privileged, admin)) != "idle in transaction":
+                assert time.monotonic() < deadline, state
+                await asyncio.sleep(0.01)
+            seen.append((state, role_exists(privileged, name)))
+
+        minted = await dc.mint(
+            admin,
+            creation=privileged.creation,
+            ttl=timedelta(minutes=5),
+            purpose="overlap",
+            before_commit=record,
+        )
+        assert seen == [("idle in transaction", False)]
+        assert role_exists(privileged, minted.name)
+        assert admin.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+
+    run_as_admin(privileged, body)
+
+
+def test_without_overlap_the_database_sees_nothing_before_the_record(
+    privileged: Privileged,
+) -> None:
+    """overlap=False (a refusal foreseen): the hook runs while the session sends nothing."""
+    seen: list[str | None] = []
+
+    async def body(admin: AdminConnection) -> None:
+        async def record(name: str, valid_until: datetime) -> None:
+            await asyncio.sleep(0.2)  # Time enough for a creation to be under way, were it sent.
+            seen.append(_admin_backend_state(privileged, admin))
+
+        await dc.mint(
+            admin,
+            creation=privileged.creation,
+            ttl=timedelta(minutes=5),
+            purpose="sequential",
+            before_commit=record,
+            overlap=False,
+        )
+
+    run_as_admin(privileged, body)
+    assert seen == ["idle"]
+
+
+def test_a_hook_failing_after_the_creation_ran_leaves_no_role_and_a_usable_session(
+    privileged: Privileged,
+) -> None:
+    """The creation had run (uncommitted) when the record failed: rolled back, and the
+    session is idle and works for the next mint."""
+    names: list[str] = []
+
+    async def body(admin: AdminConnection) -> None:
+        async def refuse(name: str, valid_until: datetime) -> None:
+            names.append(name)
+            deadline = time.monotonic() + 10
+            while _admin_backend_state(privileged, admin) != "idle in transaction":
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.01)
+            raise PermissionError("connections refused the lease")
+
+        with pytest.raises(PermissionError):
+            await dc.mint(
+                admin,
+                creation=privileged.creation,
+                ttl=timedelta(minutes=5),
+                purpose="refused",
+                before_commit=refuse,
+            )
+        assert admin.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        again = await mint(admin, privileged, ttl=timedelta(minutes=5))
+        assert role_exists(privileged, again.name)
+
+    run_as_admin(privileged, body)
+    assert not role_exists(privileged, names[0])
+
+
+def test_the_password_stock_hands_each_pair_out_once_and_refills_in_the_background() -> None:
+    """Empty at first; refilled up to its size; every verifier is its password's (RFC 5802
+    key derivation, checked with the verifier's own salt); no password twice."""
+    stock = dc.PasswordStock(size=3)
+    iterations = 4096
+    assert stock.take(iterations) is None
+    stock.replenish(iterations)
+    taken: list[tuple[str, str]] = []
+    deadline = time.monotonic() + 10
+    while len(taken) < 7:
+        pair = stock.take(iterations)
+        if pair is None:
+            assert time.monotonic() < deadline, "the stock was not refilled"
+            stock.replenish(iterations)
+            time.sleep(0.005)
+            continue
+        taken.append(pair)
+        stock.replenish(iterations)
+    assert len({password for password, _ in taken}) == len(taken)
+    for password, verifier in taken:
+        salt = base64.b64decode(verifier.split("$")[1].split(":")[1])
+        assert dc._scram_sha_256(password, iterations, salt) == verifier
+    time.sleep(0.2)  # Refills stop at the size.
+    held = [stock.take(iterations) for _ in range(5)]
+    assert sum(pair is not None for pair in held) <= 3
+    assert stock.take(1024) is None  # Another iteration count has a stock of its own.
+
+
+def test_a_password_stock_of_size_zero_never_computes() -> None:
+    """Size 0 turns the stock off: every mint computes its verifier."""
+    stock = dc.PasswordStock(size=0)
+    stock.replenish(4096)
+    time.sleep(0.05)
+    assert stock.take(4096) is None
 
 
 def test_failing_creation_statement_leaves_no_role(privileged: Privileged) -> None:
@@ -300,7 +429,7 @@ def test_failing_creation_statement_leaves_no_role(privileged: Privileged) -> No
                 creation=creation,
                 ttl=timedelta(minutes=5),
                 purpose="atomic",
-                before_create=record,
+                before_commit=record,
             )
 
     run_as_admin(privileged, body)

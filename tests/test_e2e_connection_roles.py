@@ -336,7 +336,7 @@ def test_two_roles_mint_their_own_logins_and_a_forced_removal_is_reaped_with_its
                     creation=source.etl_creation(),
                     ttl=timedelta(minutes=5),
                     purpose="sync",
-                    before_create=intent,
+                    before_commit=intent,
                 )
         finally:
             await admin.close()

@@ -303,11 +303,12 @@ def test_generate_use_renew_revoke_over_the_socket(
 
 
 def test_refusals_are_counted_and_none_mints(
-    e2e: EndToEnd, setup: Setup, background_loop: BackgroundLoop
+    e2e: EndToEnd, setup: Setup, background_loop: BackgroundLoop, logging_pg: EmbeddedPostgres
 ) -> None:
     """No, malformed, wrong and revoked tokens are UNAUTHENTICATED; an ungranted role, a TTL
     over the workload's maximum and another workload's lease are PERMISSION_DENIED; another
-    org's workload is refused too. Nothing is minted by a refused call."""
+    org's workload is refused too. Nothing is minted by a refused call, and a refusal the
+    bearer's grants foretell sends the database no CREATE ROLE at all."""
     ungranted = _workload(e2e, setup.tenant, [(setup.connection.id, "reporting")], max_ttl=60)
     other = _workload(e2e, setup.tenant, [(setup.connection.id, "default")])
     revoked = _workload(e2e, setup.tenant, [(setup.connection.id, "default")])
@@ -367,6 +368,7 @@ def test_refusals_are_counted_and_none_mints(
             }
             deadline = time.monotonic() + 10
             for name, call in cases.items():
+                logged_before = _statement_log_mark(setup, logging_pg, f"before {name}")
                 while True:
                     try:
                         lent = await call()  # type: ignore[misc]
@@ -385,6 +387,10 @@ def test_refusals_are_counted_and_none_mints(
                     )
                     late_successes.append(name)
                     await asyncio.sleep(0.5)
+                if name in ("ungranted_role", "ttl_over_workload_max"):
+                    logged = _statement_log_mark(setup, logging_pg, f"after {name}")
+                    statements = logging_pg.log_file.read_bytes()[logged_before:logged]
+                    assert b"CREATE ROLE" not in statements, name
             await stub.RevokeCredential(
                 apb.RevokeCredentialRequest(lease_id=mine.lease_id), metadata=_auth(setup.token)
             )
@@ -429,6 +435,21 @@ def test_refusals_are_counted_and_none_mints(
     while setup.minted():
         assert time.monotonic() < deadline, "the reaper did not revoke the lease"
         time.sleep(0.25)
+
+
+def _statement_log_mark(setup: Setup, server: EmbeddedPostgres, label: str) -> int:
+    """How long the server's statement log is once a marker statement run now is in it, so
+    that the log up to there holds every statement sent before."""
+    marker = f"log mark {uuid.uuid4().hex} {label}"
+    setup.query("select %s::text", marker)
+    deadline = time.monotonic() + 10
+    while True:
+        text = server.log_file.read_bytes()
+        at = text.find(marker.encode())
+        if at >= 0:
+            return at
+        assert time.monotonic() < deadline, "the statement log never showed the marker"
+        time.sleep(0.05)
 
 
 _CLIENT = """
@@ -568,12 +589,19 @@ def test_200_concurrent_borrowers_all_succeed_and_leave_the_catalog_as_it_was(
             f" p95 {timings[int(len(timings) * 0.95)] * 1000:.0f} ms (shared machine)"
         )
 
-    leases = (
-        cpb_grpc.LeaseServiceStub(e2e._channel(setup.tenant.admin_token))
-        .ListLeases(cpb.ListLeasesRequest(connection_id=setup.connection.id, page_size=500))
-        .leases
-    )
-    assert sum(lease.state == cpb.LEASE_STATE_REVOKED for lease in leases) >= borrowers
+    # The roles are gone when RevokeCredential answers; the record of the revocation's end
+    # lands right behind it (credential_broker, "revoke").
+    lease_stub = cpb_grpc.LeaseServiceStub(e2e._channel(setup.tenant.admin_token))
+    deadline = time.monotonic() + 10
+    while True:
+        leases = lease_stub.ListLeases(
+            cpb.ListLeasesRequest(connection_id=setup.connection.id, page_size=500)
+        ).leases
+        revoked = sum(lease.state == cpb.LEASE_STATE_REVOKED for lease in leases)
+        if revoked >= borrowers or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert revoked >= borrowers, sorted(cpb.LeaseState.Name(lease.state) for lease in leases)
     assert {lease.workload_id for lease in leases} == {setup.workload_id}
 
     captured = capfd.readouterr()

@@ -174,7 +174,7 @@ def test_reaper_revokes_requested_leases_and_expired_orphans(
                 creation=default_creation(group),
                 ttl=timedelta(minutes=5),
                 purpose="preview",
-                before_create=intent,
+                before_commit=intent,
             )
             await mint(
                 admin, creation=default_creation(group), ttl=timedelta(seconds=1), purpose="orphan"

@@ -324,7 +324,8 @@ class LeasesDomain:
         (empty: "default") of a dynamic connection, for sevvo's own work or, with a
         ``forwarded`` workload bearer, for that workload.
 
-        Written before CREATE ROLE runs, so a crash after it leaves a record the reaper finds.
+        Written before the role's creation commits (the agent holds its transaction open until
+        this returns), so a crash after it leaves a record the reaper finds.
         The connection role's max TTL bounds ``max_expire_time``; a workload's grants and
         maximum TTL are checked first (refusals audited as lease.refuse). ``workload_id``
         must be empty without a bearer and empty or the bearer's workload with one. A retry

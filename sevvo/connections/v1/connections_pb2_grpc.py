@@ -755,7 +755,7 @@ class LeaseServiceServicer:
     """
 
     def CreateLease(self, request, context):
-        """Records the intent to create a login role (state creating), before CREATE ROLE runs.
+        """Records the intent to create a login role (state creating), before its creation commits.
         Agent only. With a workload bearer, the lease is that workload's (workload_id is taken
         from the bearer) and max_expire_time is checked against its maximum TTL: the lease's TTL
         is max_expire_time minus the control plane's clock, rounded up to whole seconds, and up

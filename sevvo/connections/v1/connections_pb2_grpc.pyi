@@ -297,7 +297,7 @@ class LeaseServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> LeaseServiceAsyncStub: ...
     CreateLease: _grpc.UnaryUnaryMultiCallable[_connections_pb2.CreateLeaseRequest, _connections_pb2.Lease]
-    """Records the intent to create a login role (state creating), before CREATE ROLE runs.
+    """Records the intent to create a login role (state creating), before its creation commits.
     Agent only. With a workload bearer, the lease is that workload's (workload_id is taken
     from the bearer) and max_expire_time is checked against its maximum TTL: the lease's TTL
     is max_expire_time minus the control plane's clock, rounded up to whole seconds, and up
@@ -346,7 +346,7 @@ class LeaseServiceAsyncStub(LeaseServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     CreateLease: _aio.UnaryUnaryMultiCallable[_connections_pb2.CreateLeaseRequest, _connections_pb2.Lease]  # type: ignore[assignment]
-    """Records the intent to create a login role (state creating), before CREATE ROLE runs.
+    """Records the intent to create a login role (state creating), before its creation commits.
     Agent only. With a workload bearer, the lease is that workload's (workload_id is taken
     from the bearer) and max_expire_time is checked against its maximum TTL: the lease's TTL
     is max_expire_time minus the control plane's clock, rounded up to whole seconds, and up
@@ -398,7 +398,7 @@ class LeaseServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _connections_pb2.CreateLeaseRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_connections_pb2.Lease, _abc.Awaitable[_connections_pb2.Lease]]:
-        """Records the intent to create a login role (state creating), before CREATE ROLE runs.
+        """Records the intent to create a login role (state creating), before its creation commits.
         Agent only. With a workload bearer, the lease is that workload's (workload_id is taken
         from the bearer) and max_expire_time is checked against its maximum TTL: the lease's TTL
         is max_expire_time minus the control plane's clock, rounded up to whole seconds, and up
