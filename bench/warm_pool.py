@@ -243,6 +243,20 @@ class _Workload:
         )
         return credential
 
+    def refused(self) -> None:
+        """A Generate the agent refuses after authenticating the workload (a negative TTL)."""
+        try:
+            self.api.GenerateCredential(
+                credentials_pb2.GenerateCredentialRequest(connection="shop", ttl_seconds=-1),
+                metadata=self.metadata,
+                timeout=30,
+            )
+        except grpc.RpcError as exc:
+            if exc.code() != grpc.StatusCode.INVALID_ARGUMENT:
+                raise
+        else:
+            raise RuntimeError("the agent accepted a negative TTL")
+
     async def give_back(self, lease_id: str) -> None:
         """Revokes a borrowed lease."""
         self.api.RevokeCredential(
@@ -323,25 +337,16 @@ async def _floors(bench: _Workload) -> dict[str, list[float]]:
     back and after the same idle as a paced borrow (the machine's wake-up cost), and one
     authenticated round trip to the control plane (GetCaller, as ClaimLease is one)."""
     out: dict[str, list[float]] = {"socket": [], "socket_idle": [], "control_plane": []}
-    refused = credentials_pb2.GenerateCredentialRequest(connection="shop", ttl_seconds=-1)
     auth = auth_pb2_grpc.AuthServiceStub(bench.user)
     for i in range(IDLE_SAMPLES + WARMUP):
         await asyncio.sleep(PACE_SECONDS)
         started = time.perf_counter()
-        try:
-            bench.api.GenerateCredential(refused, metadata=bench.metadata, timeout=30)
-        except grpc.RpcError as exc:
-            if exc.code() != grpc.StatusCode.INVALID_ARGUMENT:
-                raise
+        bench.refused()
         if i >= WARMUP:
             out["socket_idle"].append((time.perf_counter() - started) * 1000)
     for i in range(CYCLE_SAMPLES + WARMUP):
         started = time.perf_counter()
-        try:
-            bench.api.GenerateCredential(refused, metadata=bench.metadata, timeout=30)
-        except grpc.RpcError as exc:
-            if exc.code() != grpc.StatusCode.INVALID_ARGUMENT:
-                raise
+        bench.refused()
         middle = time.perf_counter()
         await auth.GetCaller(auth_pb2.GetCallerRequest(), timeout=30)
         ended = time.perf_counter()

@@ -143,10 +143,23 @@ def run_as_admin(setup: Privileged, body: Callable[[AdminConnection], Awaitable[
 
 
 async def mint(
-    admin: AdminConnection, setup: Privileged, *, ttl: timedelta = timedelta(minutes=5)
+    admin: AdminConnection,
+    setup: Privileged,
+    *,
+    ttl: timedelta = timedelta(minutes=5),
+    purpose: str = "test",
+    before_commit: Callable[[str, datetime], Awaitable[None]] | None = None,
+    overlap: bool = True,
 ) -> dc.MintedRole:
     """Mint with the default template for this setup's group."""
-    return await dc.mint(admin, creation=setup.creation, ttl=ttl, purpose="test")
+    return await dc.mint(
+        admin,
+        creation=setup.creation,
+        ttl=ttl,
+        purpose=purpose,
+        before_commit=before_commit,
+        overlap=overlap,
+    )
 
 
 async def db_now(admin: AdminConnection) -> datetime:
@@ -249,13 +262,7 @@ def test_before_commit_runs_before_the_role_exists(privileged: Privileged) -> No
         seen.append((name, valid_until, role_exists(privileged, name)))
 
     async def body(admin: AdminConnection) -> None:
-        minted = await dc.mint(
-            admin,
-            creation=privileged.creation,
-            ttl=timedelta(minutes=5),
-            purpose="hook",
-            before_commit=record,
-        )
+        minted = await mint(admin, privileged, purpose="hook", before_commit=record)
         assert seen == [(minted.name, minted.valid_until, False)]
         assert role_exists(privileged, minted.name)
 
@@ -272,13 +279,7 @@ def test_failing_before_commit_creates_nothing(privileged: Privileged) -> None:
 
     async def body(admin: AdminConnection) -> None:
         with pytest.raises(ConnectionError):
-            await dc.mint(
-                admin,
-                creation=privileged.creation,
-                ttl=timedelta(minutes=5),
-                purpose="hook",
-                before_commit=refuse,
-            )
+            await mint(admin, privileged, purpose="hook", before_commit=refuse)
 
     run_as_admin(privileged, body)
     assert len(names) == 1
@@ -308,13 +309,7 @@ def test_the_record_overlaps_the_creation_which_commits_only_after_it(
                 await asyncio.sleep(0.01)
             seen.append((state, role_exists(privileged, name)))
 
-        minted = await dc.mint(
-            admin,
-            creation=privileged.creation,
-            ttl=timedelta(minutes=5),
-            purpose="overlap",
-            before_commit=record,
-        )
+        minted = await mint(admin, privileged, purpose="overlap", before_commit=record)
         assert seen == [("idle in transaction", False)]
         assert role_exists(privileged, minted.name)
         assert admin.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
@@ -333,14 +328,7 @@ def test_without_overlap_the_database_sees_nothing_before_the_record(
             await asyncio.sleep(0.2)  # Time enough for a creation to be under way, were it sent.
             seen.append(_admin_backend_state(privileged, admin))
 
-        await dc.mint(
-            admin,
-            creation=privileged.creation,
-            ttl=timedelta(minutes=5),
-            purpose="sequential",
-            before_commit=record,
-            overlap=False,
-        )
+        await mint(admin, privileged, purpose="sequential", before_commit=record, overlap=False)
 
     run_as_admin(privileged, body)
     assert seen == ["idle"]
@@ -363,13 +351,7 @@ def test_a_hook_failing_after_the_creation_ran_leaves_no_role_and_a_usable_sessi
             raise PermissionError("connections refused the lease")
 
         with pytest.raises(PermissionError):
-            await dc.mint(
-                admin,
-                creation=privileged.creation,
-                ttl=timedelta(minutes=5),
-                purpose="refused",
-                before_commit=refuse,
-            )
+            await mint(admin, privileged, purpose="refused", before_commit=refuse)
         assert admin.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
         again = await mint(admin, privileged, ttl=timedelta(minutes=5))
         assert role_exists(privileged, again.name)
