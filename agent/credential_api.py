@@ -41,15 +41,6 @@ class CredentialServicer(pb_grpc.CredentialServiceServicer):
     async def GenerateCredential(
         self, request: pb.GenerateCredentialRequest, context: grpc.aio.ServicerContext
     ) -> pb.Credential:
-        import time as _t
-        t0 = _t.perf_counter()
-        try:
-            return await self._gen(request, context)
-        finally:
-            with open("/tmp/prof/handler.txt", "a") as f:
-                f.write(f"{t0:.6f} {_t.perf_counter():.6f}\n")
-
-    async def _gen(self, request, context):
         issued = await self._broker.generate(
             workload_token(context),
             request.connection,
