@@ -24,6 +24,8 @@ import pytest
 import yaml
 from google.protobuf.descriptor import ServiceDescriptor
 
+from cli.client import AGENT_TIMEOUT
+
 ROOT = Path(__file__).resolve().parents[1]
 CONTROL_PLANE = ROOT / "deploy" / "k8s" / "sevvo-control-plane"
 KUBE_VERSION = "1.31"
@@ -485,6 +487,15 @@ def test_the_gateway_dials_each_service_over_tls_checking_its_name(
         assert {p["metadata"]["name"]: p["spec"] for p in policies} == expected
 
 
+def test_backend_tls_policies_can_be_left_to_the_gateway(control_plane: helm.Chart) -> None:
+    """backendTls.enabled=false renders the GRPCRoute without any BackendTLSPolicy."""
+    values = with_backend_ca("")
+    values["endpoint"]["grpcRoute"]["backendTls"]["enabled"] = False
+    kinds = [obj["kind"] for obj in render(control_plane, values)]
+    assert kinds.count("GRPCRoute") == 1
+    assert "BackendTLSPolicy" not in kinds
+
+
 def test_route_attaches_to_the_gateway_for_the_host(both: list[dict[str, Any]]) -> None:
     """The GRPCRoute serves endpoint.host on the given Gateway listener."""
     (route,) = of_kind(both, "GRPCRoute")
@@ -534,6 +545,8 @@ def test_ingress_without_a_ca_speaks_grpcs_and_keeps_user_annotations(
     for ingress in of_kind(render(control_plane, values), "Ingress"):
         assert ingress["metadata"]["annotations"] == {
             "nginx.ingress.kubernetes.io/backend-protocol": "GRPCS",
+            "nginx.ingress.kubernetes.io/proxy-read-timeout": "600",
+            "nginx.ingress.kubernetes.io/proxy-send-timeout": "600",
             "example.com/team": "sevvo",
         }
         assert ingress["spec"]["ingressClassName"] == "nginx"
@@ -548,6 +561,17 @@ def test_ingress_verifies_backends_with_the_ca_secret(both: list[dict[str, Any]]
         assert annotations["nginx.ingress.kubernetes.io/proxy-ssl-verify"] == "on"
         assert annotations["nginx.ingress.kubernetes.io/proxy-ssl-server-name"] == "on"
         assert ingress["spec"]["tls"] == [{"hosts": [HOST], "secretName": "api-tls"}]
+
+
+def test_ingress_waits_as_long_as_the_cli_waits_for_the_agent(
+    both: list[dict[str, Any]],
+) -> None:
+    """A call that waits for the agent (a test, a preview) may take the CLI's AGENT_TIMEOUT;
+    the controller must not cut it off first."""
+    for ingress in of_kind(both, "Ingress"):
+        annotations = ingress["metadata"]["annotations"]
+        for key in ("proxy-read-timeout", "proxy-send-timeout"):
+            assert int(annotations[f"nginx.ingress.kubernetes.io/{key}"]) >= AGENT_TIMEOUT
 
 
 def test_ingress_refuses_a_ca_key_nginx_cannot_read(control_plane: helm.Chart) -> None:
@@ -566,10 +590,21 @@ def test_ingress_refuses_a_ca_key_nginx_cannot_read(control_plane: helm.Chart) -
         ({"host": "api.sevvo.example:443"}, "host"),
         ({"ingress": {"annotations": {"a": 1}}}, "annotations"),
         ({"ingress": {"tlsSecret": "Api_TLS"}}, "tlsSecret"),
+        ({"ingress": {"timeoutSeconds": 30}}, "timeoutSeconds"),
         ({"grpcRoute": {"backendTls": {"caSecret": "x"}}}, "caSecret"),
         ({"routes": []}, "routes"),
     ],
-    ids=["no-parent", "parent-key", "scheme", "port", "annotation-type", "tls-name", "ca", "key"],
+    ids=[
+        "no-parent",
+        "parent-key",
+        "scheme",
+        "port",
+        "annotation-type",
+        "tls-name",
+        "timeout",
+        "ca",
+        "key",
+    ],
 )
 def test_schema_rejects_bad_endpoint_values(
     control_plane: helm.Chart, override: dict[str, Any], where: str
