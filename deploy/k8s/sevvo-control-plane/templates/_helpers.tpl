@@ -5,6 +5,43 @@
 {{- list "auth" "connections" "orchestrator" | toJson -}}
 {{- end -}}
 
+{{/*
+The gRPC services each component serves, by full proto name: what its
+services/<name>/server.py registers. The one endpoint's GRPCRoute and Ingress both route from
+this list, so a service added to a server is added here once; tests/test_k8s_routing.py checks it against the
+servers and against every stub the agent and the CLI use.
+*/}}
+{{- define "sevvo.grpcServices" -}}
+{{- dict
+  "auth" (list
+    "sevvo.auth.v1.AuthService"
+    "sevvo.auth.v1.UserService"
+    "sevvo.auth.v1.DeploymentService"
+    "sevvo.auth.v1.WorkloadService")
+  "connections" (list
+    "sevvo.connections.v1.ConnectionService"
+    "sevvo.connections.v1.ConnectionCredentialService"
+    "sevvo.connections.v1.LeaseService"
+    "sevvo.connections.v1.ConnectionRoleService"
+    "sevvo.audit.v1.AuditService")
+  "orchestrator" (list
+    "sevvo.orchestrator.v1.OrchestratorService"
+    "sevvo.orchestrator.v1.PayloadKeyService"
+    "sevvo.orchestrator.v1.WorkProofService")
+  | toJson -}}
+{{- end -}}
+
+{{/* The public host of the one endpoint; required once a route is rendered. */}}
+{{- define "sevvo.endpointHost" -}}
+{{- required "endpoint.host is required when endpoint.grpcRoute or endpoint.ingress is enabled" .Values.endpoint.host -}}
+{{- end -}}
+
+{{/* The in-cluster DNS name of a component's Service, which its certificate names. */}}
+{{- define "sevvo.serviceHost" -}}
+{{- $root := index . 0 -}}
+{{- printf "%s.%s.svc" (include "sevvo.componentName" .) $root.Release.Namespace -}}
+{{- end -}}
+
 {{- define "sevvo.fullname" -}}
 {{- if contains .Chart.Name .Release.Name -}}
 {{- .Release.Name | trunc 63 | trimSuffix "-" -}}
