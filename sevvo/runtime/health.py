@@ -74,9 +74,11 @@ class HasTrust(Protocol):
         """When its keys were fetched, if ever."""
 
 
-def database_check(store: Pingable, timeout: float = DEFAULT_TIMEOUT_SECONDS) -> ReadinessCheck:
+def database_check(
+    store: Pingable, timeout: float = DEFAULT_TIMEOUT_SECONDS, *, name: str = "database"
+) -> ReadinessCheck:
     """Ready while the control-plane database answers through ``store``'s pool."""
-    return ReadinessCheck("database", lambda: store.ping(timeout), blocking=True)
+    return ReadinessCheck(name, lambda: store.ping(timeout), blocking=True)
 
 
 def verification_keys_check(verifier: HasTrust) -> ReadinessCheck:
@@ -116,8 +118,8 @@ class ServerHealth:
         self._loop_task: asyncio.Task[None] | None = None
         self._probe_server: grpc.aio.Server | None = None
         self._shutting_down = False
-        # A blocking probe still running from an earlier round, by check name.
-        self._in_flight: dict[str, asyncio.Future[object]] = {}
+        # A blocking probe still running from an earlier round, by check.
+        self._in_flight: dict[int, asyncio.Future[object]] = {}
         self.probe_port: int | None = None
 
     @property
@@ -164,11 +166,11 @@ class ServerHealth:
     async def _failure(self, check: ReadinessCheck) -> str | None:
         try:
             if check.blocking:
-                pending = self._in_flight.get(check.name)
+                pending = self._in_flight.get(id(check))
                 if pending is not None and not pending.done():
                     return f"{check.name}: the previous check has not answered yet"
                 future = asyncio.ensure_future(asyncio.to_thread(check.probe))
-                self._in_flight[check.name] = future
+                self._in_flight[id(check)] = future
                 # Retrieved here so an answer that comes after the timeout is not reported
                 # as never retrieved.
                 future.add_done_callback(lambda f: f.cancelled() or f.exception())
