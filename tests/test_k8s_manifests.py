@@ -442,10 +442,13 @@ def test_service_routes_grpc_8443_to_its_own_pods(control_plane: helm.Chart, nam
 def test_probes_ask_grpc_health_on_the_plaintext_health_port(control_plane: helm.Chart) -> None:
     """Startup, readiness and liveness are native grpc probes on the plaintext health port the
     service is told to open (SEVVO_HEALTH_PORT); readiness asks for the server's status (""),
-    startup and liveness for sevvo.liveness, which a database outage does not fail."""
+    startup and liveness for sevvo.liveness, which a database outage does not fail. On
+    SIGTERM the service drains before it stops accepting calls."""
     for name in COMPONENTS:
         container = only_container(deployment_for(render(control_plane), name))
         assert env_of(container)["SEVVO_HEALTH_PORT"] == "8444"
+        # NOT_SERVING first, then 5 s of serving while endpoints catch up, then 5 s of grace.
+        assert env_of(container)["SEVVO_SHUTDOWN_DRAIN_SECONDS"] == "5"
         assert container["readinessProbe"]["grpc"] == {"port": 8444}, name
         for probe in ("startupProbe", "livenessProbe"):
             assert container[probe]["grpc"] == {"port": 8444, "service": LIVENESS}, (name, probe)

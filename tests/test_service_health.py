@@ -141,8 +141,9 @@ def test_every_name_is_not_serving_as_soon_as_shutdown_begins(
     served: Served, background_loop: BackgroundLoop
 ) -> None:
     """A client watching auth's health hears NOT_SERVING at once, long before the grace
-    period ends (its own open stream is what the server waits for), and the plaintext port
-    answers NOT_SERVING for every name, liveness included, while the server drains."""
+    period ends (its own open stream is what the server waits for); during the drain the TLS
+    port still answers calls (NOT_SERVING), and the plaintext port answers NOT_SERVING for
+    every name, liveness included, until the server has stopped."""
     served.wait_for(SERVING, timeout=5)
     watch = health_pb2_grpc.HealthStub(served.tls).Watch(
         health_pb2.HealthCheckRequest(service=AUTH), timeout=30
@@ -151,12 +152,13 @@ def test_every_name_is_not_serving_as_soon_as_shutdown_begins(
     grace = 10.0
     started = time.monotonic()
     stopping = asyncio.run_coroutine_threadsafe(
-        stop_serving(served.server, served.health, grace=grace), background_loop.loop
+        stop_serving(served.server, served.health, grace=grace, drain=1.0), background_loop.loop
     )
     try:
         assert next(watch).status == NOT_SERVING
         assert time.monotonic() - started < grace / 2
-        assert not stopping.done()  # Still draining: the watch is in flight.
+        assert served.status(served.tls, AUTH) == NOT_SERVING  # Draining: still answering.
+        assert not stopping.done()  # Still draining, or waiting for the watch in flight.
         for name in ("", AUTH, USERS, LIVENESS):
             assert served.status(served.plaintext, name) == NOT_SERVING, name
     finally:

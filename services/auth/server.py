@@ -282,7 +282,7 @@ async def serve(config: AuthConfig) -> None:
     jwks = JwksServer(app.temporal_tokens, config.host, config.jwks_port)
     jwks.start()
     log.info("auth serving", port=port, jwks_port=jwks.port)
-    await run_until_signalled(server, health)
+    await run_until_signalled(server, health, drain=config.health.drain_seconds)
     await app.domain.settle_audits()
     if app.notices is not None:
         await app.notices.close()

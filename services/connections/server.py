@@ -194,6 +194,6 @@ async def serve(config: ConnectionsConfig) -> None:
     if config.health.probe_port is not None:
         await health.listen_plaintext(config.host, config.health.probe_port)
     log.info("connections serving", port=port)
-    await run_until_signalled(server, health)
+    await run_until_signalled(server, health, drain=config.health.drain_seconds)
     verifier.stop()
     await app.aclose()

@@ -295,6 +295,6 @@ async def serve(config: OrchestratorConfig) -> None:
     if config.health.probe_port is not None:
         await health.listen_plaintext(config.host, config.health.probe_port)
     log.info("orchestrator serving", port=port)
-    await run_until_signalled(server, health)
+    await run_until_signalled(server, health, drain=config.health.drain_seconds)
     verifier.stop()
     await app.aclose()

@@ -483,19 +483,31 @@ async def start_server(
 
 
 async def stop_serving(
-    server: grpc.aio.Server, health: ServerHealth | None = None, *, grace: float = 5.0
+    server: grpc.aio.Server,
+    health: ServerHealth | None = None,
+    *,
+    grace: float = 5.0,
+    drain: float = 0.0,
 ) -> None:
-    """Reports NOT_SERVING for every name first, then lets in-flight calls finish for
+    """Reports NOT_SERVING for every name first, keeps serving for ``drain`` seconds so load
+    balancers and probes notice and stop sending, then lets in-flight calls finish for
     ``grace`` seconds; the plaintext probe port, if any, answers until the end."""
     if health is not None:
         await health.shutdown()
+    if drain > 0:
+        log.info("draining before stop", drain_s=drain)
+        await asyncio.sleep(drain)
     await server.stop(grace=grace)
     if health is not None:
         await health.close()
 
 
 async def run_until_signalled(
-    server: grpc.aio.Server, health: ServerHealth | None = None, *, grace: float = 5.0
+    server: grpc.aio.Server,
+    health: ServerHealth | None = None,
+    *,
+    grace: float = 5.0,
+    drain: float = 0.0,
 ) -> None:
     """Serves until SIGINT or SIGTERM, then stops as ``stop_serving`` does."""
     stop = asyncio.Event()
@@ -503,8 +515,8 @@ async def run_until_signalled(
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
-    log.info("stopping on signal", grace_s=grace)
-    await stop_serving(server, health, grace=grace)
+    log.info("stopping on signal", grace_s=grace, drain_s=drain)
+    await stop_serving(server, health, grace=grace, drain=drain)
 
 
 __all__ = [
