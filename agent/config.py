@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from agent.liveness import LivenessConfig
 from agent.sidecar import SidecarConfig
 from agent.warm_pool import PoolSpec, parse_warm_pool
 from sevvo.runtime import config as c
@@ -84,6 +85,9 @@ class AgentConfig:
     # Written once the agent polls its org's queue and removed when it stops: readiness for
     # a supervisor (a Kubernetes exec probe, the dev stack) that does not depend on log lines.
     ready_file: Path | None = None
+    # A file the event loop refreshes while it and the Temporal worker are healthy, read by
+    # `python -m agent.liveness` (a Kubernetes exec liveness probe).
+    liveness: LivenessConfig = field(default_factory=LivenessConfig)
     log_level: str = "INFO"
     credential_api: CredentialApiConfig = field(default_factory=CredentialApiConfig)
     # Login roles kept minted per (connection, role) for the credential API's borrowers
@@ -153,6 +157,7 @@ class AgentConfig:
                 env, "SEVVO_AGENT_MAX_CONCURRENT_WORK", 20, minimum=1, maximum=500
             ),
             ready_file=_path(c.optional_string(env, "SEVVO_AGENT_READY_FILE")),
+            liveness=LivenessConfig.load(env),
             log_level=c.log_level(env),
             credential_api=(api := _credential_api(env)),
             sidecar=SidecarConfig.load(env, api.socket),

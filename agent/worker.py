@@ -35,6 +35,7 @@ from agent.credential_broker import (
 )
 from agent.credential_server import serving
 from agent.leases import LeaseManager, Reaper
+from agent.liveness import Heartbeat
 from agent.sidecar import run_sidecar
 from agent.warm_pool import WarmPool
 from agent.work_gate import WorkGate, key_cache
@@ -230,6 +231,11 @@ async def run_agent(config: AgentConfig, stop: asyncio.Event) -> int:
     channel = secure_aio_channel(config.control_plane_endpoint, tls, lambda: session.bearer())
     session = BearerSession(auth_pb2_grpc.AuthServiceStub(channel), config.credentials)
     closers: list[Callable[[], object]] = []
+    # Beats from the start: while the exchange or Temporal waits out an unreachable peer the
+    # agent is alive, and a restart would only wait again. The worker joins the conditions
+    # once it exists.
+    heartbeat = Heartbeat(config.liveness)
+    beating = asyncio.create_task(heartbeat.run(), name="liveness")
     try:
         # Each start-up step may wait a long time on an unreachable peer; a stop request
         # (SIGTERM from Kubernetes) must still end the process promptly.
@@ -284,11 +290,17 @@ async def run_agent(config: AgentConfig, stop: asyncio.Event) -> int:
         async with serving(config, broker):
             # Workers that started running; only those can be shut down (and must be).
             running: list[Worker] = []
+            polling = asyncio.create_task(
+                _poll_when_registered(worker, queue, session, running, config.ready_file),
+                name="worker",
+            )
+            # Alive while the worker task runs and, once it polls, the worker says it runs.
+            heartbeat.require("temporal worker", lambda: not polling.done())
+            heartbeat.require(
+                "temporal worker polling", lambda: worker not in running or worker.is_running
+            )
             tasks = {
-                asyncio.create_task(
-                    _poll_when_registered(worker, queue, session, running, config.ready_file),
-                    name="worker",
-                ),
+                polling,
                 asyncio.create_task(session.keep_fresh(config.bearer_check_seconds), name="bearer"),
                 asyncio.create_task(_refresh_keys(refresher), name="payload-keys"),
                 asyncio.create_task(
@@ -360,6 +372,9 @@ async def run_agent(config: AgentConfig, stop: asyncio.Event) -> int:
         log.error("agent stopped: authorisation lost", reason=str(exc))
         return EXIT_UNAUTHORISED
     finally:
+        beating.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await beating
         if config.ready_file is not None:
             config.ready_file.unlink(missing_ok=True)
         for close in reversed(closers):

@@ -45,6 +45,8 @@ class AgentSettings:
     # SEVVO_WARM_POOL (agent.warm_pool), e.g. "shop:readonly=5"; empty: no pool.
     warm_pool: str = ""
     warm_pool_refill_seconds: float = 5.0
+    # How often the agent refreshes its liveness file (agent.liveness).
+    liveness_interval_seconds: float = 5.0
 
     def environment(self) -> dict[str, str]:
         """The agent's environment, secrets passed as file paths only."""
@@ -60,6 +62,7 @@ class AgentSettings:
             "SEVVO_CREDENTIAL_SOCKET": str(self.credential_socket or ""),
             "SEVVO_WARM_POOL": self.warm_pool,
             "SEVVO_WARM_POOL_REFILL_SECONDS": str(self.warm_pool_refill_seconds),
+            "SEVVO_AGENT_LIVENESS_INTERVAL_SECONDS": str(self.liveness_interval_seconds),
         }
         if self.temporal_client_cert and self.temporal_client_key:
             env["SEVVO_TEMPORAL_TLS_CERT"] = str(self.temporal_client_cert)
@@ -76,6 +79,8 @@ class AgentProcess:
         # Readiness comes from the agent's ready file, not its log, which a log level above
         # info would silence.
         self.ready_file = log_file.with_name(log_file.name + ".ready")
+        # Its own liveness file, not the shared default under /tmp: several agents may run.
+        self.liveness_file = log_file.with_name(log_file.name + ".alive")
         self._proc: subprocess.Popen[bytes] | None = None
         self._offset = 0
 
@@ -98,6 +103,7 @@ class AgentProcess:
                 env={
                     **self.settings.environment(),
                     "SEVVO_AGENT_READY_FILE": str(self.ready_file),
+                    "SEVVO_AGENT_LIVENESS_FILE": str(self.liveness_file),
                 },
                 output=output,
             )

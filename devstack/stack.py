@@ -36,7 +36,8 @@ from services.orchestrator.server import OrchestratorApp
 from sevvo.runtime import config as c
 from sevvo.runtime.errors import AlreadyExists
 from sevvo.runtime.files import write_private_file
-from sevvo.runtime.grpc_server import start_server
+from sevvo.runtime.grpc_server import start_server, stop_serving
+from sevvo.runtime.health import ServerHealth, database_check
 from sevvo.runtime.logs import get_logger
 from sevvo.runtime.sealing import Keyring, write_keyring_file
 from sevvo.runtime.tokens import Principal, PrincipalKind
@@ -255,14 +256,24 @@ async def start_stack(
 
         # One process, one server: every service shares auth's in-process verifier, which
         # reads keys and revocations straight from auth's store.
+        # Health as in production: SERVING while every service's database pool answers
+        # and auth's keys are loaded (the three share auth's verifier).
+        health = ServerHealth(
+            [
+                *auth.readiness(),
+                database_check(connections.store, name="connections database"),
+                database_check(orchestrator.store, name="orchestrator database"),
+            ]
+        )
         server, _ = await start_server(
             [auth.spec(), connections.spec(), orchestrator.spec()],
             verifier=auth.verifier,
             tls=auth.config.tls,
             host="127.0.0.1",
             port=port,
+            health=health,
         )
-        exit_stack.push_async_callback(server.stop, 3)
+        exit_stack.push_async_callback(stop_serving, server, health, grace=3)
         await orchestrator.prove_schedules()
 
         host, _, temporal_port = temporal_address.rpartition(":")

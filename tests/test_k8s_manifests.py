@@ -17,6 +17,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from sevvo.runtime.health import LIVENESS
+
 ROOT = Path(__file__).resolve().parents[1]
 K8S = ROOT / "deploy" / "k8s"
 CONTROL_PLANE = K8S / "sevvo-control-plane"
@@ -444,6 +446,7 @@ def test_service_routes_grpc_8443_to_its_own_pods(control_plane: helm.Chart, nam
     ]
     assert only_container(deployment)["ports"] == [
         {"name": "grpc", "containerPort": 8443, "protocol": "TCP"},
+        {"name": "health", "containerPort": 8444, "protocol": "TCP"},
         *([{"name": "jwks", "containerPort": 8081, "protocol": "TCP"}] if name == "auth" else []),
     ]
     pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
@@ -451,12 +454,34 @@ def test_service_routes_grpc_8443_to_its_own_pods(control_plane: helm.Chart, nam
     assert service["spec"]["selector"][COMPONENT_LABEL] == name
 
 
-def test_probes_check_the_tls_grpc_port(control_plane: helm.Chart) -> None:
-    """Startup, readiness and liveness all probe the serving gRPC port over TCP."""
+def test_probes_ask_grpc_health_on_the_plaintext_health_port(control_plane: helm.Chart) -> None:
+    """Startup, readiness and liveness are native grpc probes on the plaintext health port the
+    service is told to open (SEVVO_HEALTH_PORT); readiness asks for the server's status (""),
+    startup and liveness for sevvo.liveness, which a database outage does not fail. On
+    SIGTERM the service drains before it stops accepting calls."""
     for name in COMPONENTS:
         container = only_container(deployment_for(render(control_plane), name))
-        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-            assert container[probe]["tcpSocket"] == {"port": "grpc"}, (name, probe)
+        assert env_of(container)["SEVVO_HEALTH_PORT"] == "8444"
+        # NOT_SERVING first, then 5 s of serving while endpoints catch up, then 5 s of grace.
+        assert env_of(container)["SEVVO_SHUTDOWN_DRAIN_SECONDS"] == "5"
+        assert container["readinessProbe"]["grpc"] == {"port": 8444}, name
+        for probe in ("startupProbe", "livenessProbe"):
+            assert container[probe]["grpc"] == {"port": 8444, "service": LIVENESS}, (name, probe)
+
+
+def test_health_port_follows_its_value_and_stays_out_of_the_service(
+    control_plane: helm.Chart,
+) -> None:
+    """A custom healthPort moves the container port, the env and the probes together, and
+    the Service still exposes only the TLS port (and auth's JWKS)."""
+    objects = render(control_plane, {"connections": {"healthPort": 9000}})
+    container = only_container(deployment_for(objects, "connections"))
+    assert env_of(container)["SEVVO_HEALTH_PORT"] == "9000"
+    assert {"name": "health", "containerPort": 9000, "protocol": "TCP"} in container["ports"]
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert container[probe]["grpc"]["port"] == 9000
+    for service in of_kind(objects, "Service"):
+        assert "health" not in {p["name"] for p in service["spec"]["ports"]}
 
 
 @pytest.mark.parametrize("name", COMPONENTS)
@@ -767,6 +792,23 @@ def test_agent_renders_no_service_and_listens_on_nothing(agent: helm.Chart) -> N
     ]
     (deployment,) = of_kind(objects, "Deployment")
     assert "ports" not in only_container(deployment)
+
+
+@pytest.mark.parametrize("values", [AGENT_REQUIRED, AGENT_SIDECAR], ids=["agent", "sidecar"])
+def test_agent_liveness_probe_runs_the_liveness_checker(
+    agent: helm.Chart, values: dict[str, Any]
+) -> None:
+    """The agent, alone or as a sidecar, has an exec liveness probe running
+    `python -m agent.liveness` (it listens on nothing a network probe could dial)."""
+    (deployment,) = of_kind(render(agent, values), "Deployment")
+    pod = pod_spec(deployment)
+    (container,) = [
+        c for c in pod.get("initContainers", []) + pod["containers"] if c["name"] == "agent"
+    ]
+    probe = container["livenessProbe"]
+    assert probe["exec"]["command"] == ["python", "-m", "agent.liveness"]
+    # Three misses a period apart outlast the checker's 30 s default max age.
+    assert probe["periodSeconds"] * probe["failureThreshold"] >= 30
 
 
 def test_agent_runs_python_m_agent_with_its_endpoints(agent: helm.Chart) -> None:

@@ -40,6 +40,7 @@ class AuthConfig:
     refresh_seconds: float = 2.0
     key_rotation_days: int = 30
     log_level: str = "INFO"
+    health: c.HealthSettings = field(default_factory=c.HealthSettings)
     # The operator's token for BootstrapOrg; None turns the RPC off.
     bootstrap_token: str | None = None
     # Threads that run scrypt (each can take a core) and checks that may wait for one.
@@ -104,6 +105,7 @@ class AuthConfig:
                 env, "SEVVO_AUTH_KEY_ROTATION_DAYS", 30, minimum=1, maximum=365
             ),
             log_level=c.log_level(env),
+            health=c.health_settings(env),
             bootstrap_token=parse_bootstrap_token(
                 c.secret(env, "SEVVO_AUTH_BOOTSTRAP_TOKEN", required=False),
                 "SEVVO_AUTH_BOOTSTRAP_TOKEN",

@@ -271,6 +271,11 @@ class SigningKeys:
             if now - newest > self._rotation_period:
                 self.rotate()
 
+    def has_active_key(self) -> bool:
+        """Whether a key that may sign now is loaded (no I/O: for readiness checks)."""
+        now = self._clock()
+        return any(k.activates_at <= now for k in self._loaded)
+
     def sign(self, claims: Mapping[str, Any]) -> str:
         """Signs claims with the active key, naming it in the ``kid`` header; may read Postgres."""
         key = self._active()

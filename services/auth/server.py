@@ -32,6 +32,13 @@ from sevvo.auth.v1 import (
 )
 from sevvo.runtime.grpc_client import ClientTls
 from sevvo.runtime.grpc_server import Access, ServerSpec, run_until_signalled, start_server
+from sevvo.runtime.health import (
+    ReadinessCheck,
+    ServerHealth,
+    database_check,
+    require,
+    verification_keys_check,
+)
 from sevvo.runtime.logs import get_logger
 from sevvo.runtime.tokens import TokenVerifier
 
@@ -211,6 +218,21 @@ class AuthApp:
         self.hashing.close()
         self.store.close()
 
+    def readiness(self) -> list[ReadinessCheck]:
+        """What auth needs to serve: its database, and its signing keys loaded (they sign
+        every session and bearer; the verifier reads the same store)."""
+        return [
+            database_check(self.store),
+            ReadinessCheck(
+                "signing keys",
+                lambda: require(
+                    self.keys.has_active_key() and self.temporal_keys.has_active_key(),
+                    "no signing key is loaded and active",
+                ),
+            ),
+            verification_keys_check(self.verifier),
+        ]
+
     def spec(self) -> ServerSpec:
         """The services auth adds to a gRPC server."""
 
@@ -246,13 +268,21 @@ async def serve(config: AuthConfig) -> None:
     """Runs auth until SIGINT or SIGTERM, then drains in-flight calls."""
     app = AuthApp(config)
     await asyncio.to_thread(app.open)
+    health = ServerHealth(app.readiness(), interval=config.health.check_seconds)
     server, port = await start_server(
-        [app.spec()], verifier=app.verifier, tls=config.tls, host=config.host, port=config.port
+        [app.spec()],
+        verifier=app.verifier,
+        tls=config.tls,
+        host=config.host,
+        port=config.port,
+        health=health,
     )
+    if config.health.probe_port is not None:
+        await health.listen_plaintext(config.host, config.health.probe_port)
     jwks = JwksServer(app.temporal_tokens, config.host, config.jwks_port)
     jwks.start()
     log.info("auth serving", port=port, jwks_port=jwks.port)
-    await run_until_signalled(server)
+    await run_until_signalled(server, health, drain=config.health.drain_seconds)
     await app.domain.settle_audits()
     if app.notices is not None:
         await app.notices.close()

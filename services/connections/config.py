@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from sevvo.runtime import config as c
@@ -28,6 +28,7 @@ class ConnectionsConfig:
     refresh_seconds: float = 2.0
     leeway_seconds: int = 10
     log_level: str = "INFO"
+    health: c.HealthSettings = field(default_factory=c.HealthSettings)
 
     @classmethod
     def load(cls, env: Mapping[str, str]) -> ConnectionsConfig:
@@ -52,4 +53,5 @@ class ConnectionsConfig:
             ),
             leeway_seconds=c.integer(env, "SEVVO_TOKEN_LEEWAY_SECONDS", 10, minimum=0, maximum=30),
             log_level=c.log_level(env),
+            health=c.health_settings(env),
         )

@@ -46,6 +46,7 @@ class OrchestratorConfig:
     # How often each org's payload key rotates on schedule.
     payload_key_rotation_days: int = 30
     log_level: str = "INFO"
+    health: c.HealthSettings = field(default_factory=c.HealthSettings)
 
     @classmethod
     def load(cls, env: Mapping[str, str]) -> OrchestratorConfig:
@@ -94,6 +95,7 @@ class OrchestratorConfig:
                 env, "SEVVO_PAYLOAD_KEY_ROTATION_DAYS", 30, minimum=1, maximum=365
             ),
             log_level=c.log_level(env),
+            health=c.health_settings(env),
         )
 
 

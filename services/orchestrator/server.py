@@ -34,6 +34,12 @@ from sevvo.runtime import temporal
 from sevvo.runtime.auth_client import remote_verifier
 from sevvo.runtime.grpc_client import ClientTls
 from sevvo.runtime.grpc_server import Access, ServerSpec, run_until_signalled, start_server
+from sevvo.runtime.health import (
+    ReadinessCheck,
+    ServerHealth,
+    database_check,
+    verification_keys_check,
+)
 from sevvo.runtime.logs import get_logger
 from sevvo.runtime.tokens import TokenVerifier
 
@@ -211,6 +217,12 @@ class OrchestratorApp:
         except Exception as exc:  # Temporal or auth may be down.
             log.warning("schedules not re-proved", error=type(exc).__name__)
 
+    def readiness(self, verifier: TokenVerifier) -> list[ReadinessCheck]:
+        """What this service needs to serve: its database, and auth's public keys in
+        ``verifier``. Its keyring needs no check: configuration refuses to start without
+        a valid one."""
+        return [database_check(self.store), verification_keys_check(verifier)]
+
     def spec(self) -> ServerSpec:
         """The services the orchestrator adds to a gRPC server."""
         domain = self.domain
@@ -271,10 +283,18 @@ async def serve(config: OrchestratorConfig) -> None:
     verifier = app.remote_verifier()
     verifier.start()
     app.watch_revocations(verifier)
+    health = ServerHealth(app.readiness(verifier), interval=config.health.check_seconds)
     server, port = await start_server(
-        [app.spec()], verifier=verifier, tls=config.tls, host=config.host, port=config.port
+        [app.spec()],
+        verifier=verifier,
+        tls=config.tls,
+        host=config.host,
+        port=config.port,
+        health=health,
     )
+    if config.health.probe_port is not None:
+        await health.listen_plaintext(config.host, config.health.probe_port)
     log.info("orchestrator serving", port=port)
-    await run_until_signalled(server)
+    await run_until_signalled(server, health, drain=config.health.drain_seconds)
     verifier.stop()
     await app.aclose()

@@ -8,6 +8,7 @@ plain dict instead of patching ``os.environ``.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -149,3 +150,28 @@ def number(
 def log_level(env: Mapping[str, str]) -> str:
     """The process log level from SEVVO_LOG_LEVEL (default INFO)."""
     return choice(env, "SEVVO_LOG_LEVEL", "info", ("debug", "info", "warning", "error")).upper()
+
+
+@dataclass(frozen=True)
+class HealthSettings:
+    """How a service reports health: the plaintext port for probes (None: none), how often
+    its readiness is checked, and how long it keeps serving after turning NOT_SERVING at
+    shutdown."""
+
+    probe_port: int | None = None
+    check_seconds: float = 5.0
+    drain_seconds: float = 0.0
+
+
+def health_settings(env: Mapping[str, str]) -> HealthSettings:
+    """Reads SEVVO_HEALTH_PORT (unset or empty: no plaintext probe port; 0: any free port),
+    SEVVO_HEALTH_CHECK_SECONDS (default 5) and SEVVO_SHUTDOWN_DRAIN_SECONDS (default 0)."""
+    raw = env.get("SEVVO_HEALTH_PORT", "").strip()
+    port = integer(env, "SEVVO_HEALTH_PORT", 0, minimum=0, maximum=65535) if raw else None
+    return HealthSettings(
+        probe_port=port,
+        check_seconds=number(env, "SEVVO_HEALTH_CHECK_SECONDS", 5.0, minimum=0.05, maximum=60),
+        # Endpoints and load balancers learn of a terminating pod seconds late; calls they
+        # still send meanwhile are served, not refused.
+        drain_seconds=number(env, "SEVVO_SHUTDOWN_DRAIN_SECONDS", 0.0, minimum=0, maximum=60),
+    )

@@ -28,8 +28,6 @@ import structlog
 from google.protobuf import any_pb2
 from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from sevvo.runtime import validation
@@ -42,6 +40,7 @@ from sevvo.runtime.errors import (
     Unimplemented,
     database_error,
 )
+from sevvo.runtime.health import HEALTH_SERVICE, ServerHealth
 from sevvo.runtime.logs import enabled as logs_enabled
 from sevvo.runtime.logs import exception_chain, get_logger
 from sevvo.runtime.tokens import Principal, PrincipalKind, TokenVerifier
@@ -443,8 +442,15 @@ async def start_server(
     tls: TlsFiles,
     host: str = "127.0.0.1",
     port: int = 0,
+    health: ServerHealth | None = None,
 ) -> tuple[grpc.aio.Server, int]:
-    """Starts a TLS server with ``specs``, health and reflection; returns it and its port."""
+    """Starts a TLS server with ``specs``, health and reflection; returns it and its port.
+
+    ``health`` carries the process's readiness checks (sevvo.runtime.health); its first round
+    runs before the port opens, so the first answer is already true. Without one, every
+    service is SERVING once started. The caller owns ``health``: pass it to
+    ``run_until_signalled`` (or ``stop_serving``), which shuts it down first.
+    """
     specs = list(specs)
     access: dict[str, Access] = {}
     for spec in specs:
@@ -458,34 +464,59 @@ async def start_server(
         ],
         options=[("grpc.so_reuseport", 0)],
     )
-    health = HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health, server)
-    names = [reflection.SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name]
+    health = health if health is not None else ServerHealth()
+    health.add_to(server)
+    names = [reflection.SERVICE_NAME, HEALTH_SERVICE]
+    service_names: list[str] = []
     for spec in specs:
         spec.register(server)
-        names.extend(spec.service_names)
+        service_names.extend(spec.service_names)
+    names.extend(service_names)
     reflection.enable_server_reflection(names, server)
     bound = server.add_secure_port(f"{host}:{port}", tls.credentials())
     if bound == 0:
         raise OSError(f"could not listen on {host}:{port}")
+    await health.start(service_names)
     await server.start()
-    for spec in specs:
-        for service_name in spec.service_names:
-            await health.set(service_name, health_pb2.HealthCheckResponse.SERVING)
-    await health.set("", health_pb2.HealthCheckResponse.SERVING)
     log.info("grpc server listening", host=host, port=bound, services=[s.name for s in specs])
     return server, bound
 
 
-async def run_until_signalled(server: grpc.aio.Server, *, grace: float = 5.0) -> None:
-    """Serves until SIGINT or SIGTERM, then lets in-flight calls finish for ``grace`` seconds."""
+async def stop_serving(
+    server: grpc.aio.Server,
+    health: ServerHealth | None = None,
+    *,
+    grace: float = 5.0,
+    drain: float = 0.0,
+) -> None:
+    """Reports NOT_SERVING for every name first, keeps serving for ``drain`` seconds so load
+    balancers and probes notice and stop sending, then lets in-flight calls finish for
+    ``grace`` seconds; the plaintext probe port, if any, answers until the end."""
+    if health is not None:
+        await health.shutdown()
+    if drain > 0:
+        log.info("draining before stop", drain_s=drain)
+        await asyncio.sleep(drain)
+    await server.stop(grace=grace)
+    if health is not None:
+        await health.close()
+
+
+async def run_until_signalled(
+    server: grpc.aio.Server,
+    health: ServerHealth | None = None,
+    *,
+    grace: float = 5.0,
+    drain: float = 0.0,
+) -> None:
+    """Serves until SIGINT or SIGTERM, then stops as ``stop_serving`` does."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
-    log.info("stopping on signal", grace_s=grace)
-    await server.stop(grace=grace)
+    log.info("stopping on signal", grace_s=grace, drain_s=drain)
+    await stop_serving(server, health, grace=grace, drain=drain)
 
 
 __all__ = [
@@ -502,4 +533,5 @@ __all__ = [
     "run_until_signalled",
     "start_server",
     "status_for",
+    "stop_serving",
 ]

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from sevvo.runtime import migrations
 
@@ -59,6 +59,24 @@ class SchemaStore:
     def close(self) -> None:
         """Closes the pool."""
         self._pool.close()
+
+    def ping(self, timeout: float) -> None:
+        """Raises unless the database answers a trivial query through the pool in ``timeout``.
+
+        A pool whose every connection is checked out is busy, not broken: its connections
+        were healthy when handed out, so that counts as reachable rather than failing a
+        readiness check under load (which would shift the load onto fewer replicas).
+        """
+        try:
+            with self._pool.connection(timeout=timeout) as conn:
+                conn.execute("select 1")
+        except PoolTimeout:
+            stats = self._pool.get_stats()
+            if stats.get("pool_size", 0) >= self._pool.max_size and not stats.get(
+                "pool_available", 0
+            ):
+                return
+            raise
 
     @contextmanager
     def transaction(self) -> Iterator[psycopg.Connection[Any]]:
