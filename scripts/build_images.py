@@ -277,6 +277,13 @@ def commit_image(spec: ImageSpec, container: str, version: str, out_dir: Path) -
     config += [f"--env={k}={v}" for k, v in env.items()]
     _run(*config, container)
     tag = f"localhost/{spec.name}:{version}"
+    previous = subprocess.run(
+        ["buildah", "images", "--quiet", "--no-trunc", tag],
+        env={**os.environ, **ENV},
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.split()
     image_id = _run(
         "buildah",
         "commit",
@@ -289,6 +296,10 @@ def commit_image(spec: ImageSpec, container: str, version: str, out_dir: Path) -
         tag,
         capture=True,
     )
+    # The tag moved to the new image; the one it named before would only fill the disk.
+    for old in previous:
+        if old.removeprefix("sha256:") != image_id.removeprefix("sha256:"):
+            subprocess.run(["buildah", "rmi", old], capture_output=True, check=False)
     archive = out_dir / f"{spec.name}.oci.tar"
     archive.unlink(missing_ok=True)
     digest_file = out_dir / f"{spec.name}.digest"
@@ -299,6 +310,7 @@ def commit_image(spec: ImageSpec, container: str, version: str, out_dir: Path) -
         f"--digestfile={digest_file}",
         tag,
         f"oci-archive:{archive}:{spec.name}:{version}",
+        capture=True,
     )
     return {
         "image": tag,
@@ -319,7 +331,7 @@ def build_image(spec: ImageSpec, base: Path, version: str, out_dir: Path) -> dic
         install_requirements(spec, rootfs, ROOT / "constraints.txt")
         install_app(spec, rootfs)
         compile_bytecode(rootfs)
-        _run("buildah", "umount", container)
+        _run("buildah", "umount", container, capture=True)
         record = commit_image(spec, container, version, out_dir)
     except BaseException:
         subprocess.run(["buildah", "rm", container], env={**os.environ, **ENV}, check=False)

@@ -116,6 +116,8 @@ def _commands(spec: ImageSpec) -> list[list[str]]:
 def smoke_start(spec: ImageSpec, image: str, config: dict[str, Any]) -> list[str]:
     """Starts each entry point read-only as UID 10001; returns what went wrong."""
     env = dict(e.split("=", 1) for e in config.get("config", {}).get("Env") or [])
+    # Looked up here: the image's PATH, passed to the child, is not the host's.
+    chroot = shutil.which("chroot") or "/usr/sbin/chroot"
     container = subprocess.run(
         ["buildah", "from", "--quiet", image], check=True, capture_output=True, text=True
     ).stdout.strip()
@@ -130,7 +132,7 @@ def smoke_start(spec: ImageSpec, image: str, config: dict[str, Any]) -> list[str
             subprocess.run(["mount", "-o", "remount,bind,ro", str(readonly)], check=True)
             for command in _commands(spec):
                 result = subprocess.run(
-                    ["chroot", f"--userspec={UID}:{UID}", str(readonly), *command],
+                    [chroot, f"--userspec={UID}:{UID}", str(readonly), *command],
                     env=env,
                     capture_output=True,
                     text=True,
