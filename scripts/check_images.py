@@ -26,7 +26,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from scripts.build_images import APP_DIR, KEEP_BIN, UID
-from scripts.image_contents import IMAGES, ROOT, ImageSpec, image_files
+from scripts.image_contents import IMAGES, ROOT, ImageSpec, image_files, module_name
 
 SHELLS = ("sh", "bash", "dash", "ash", "busybox", "zsh")
 # The interpreter and the two names the build links to it.
@@ -130,7 +130,16 @@ def smoke_start(spec: ImageSpec, image: str, config: dict[str, Any]) -> list[str
         subprocess.run(["mount", "--bind", rootfs, str(readonly)], check=True)
         try:
             subprocess.run(["mount", "-o", "remount,bind,ro", str(readonly)], check=True)
-            for command in _commands(spec):
+            # Every shipped module imports (a dependency imported only lazily, by a module
+            # the entry point does not reach at start, would fail here rather than in use).
+            modules = sorted(
+                module_name(p)
+                for p in image_files(spec)
+                if p.suffix == ".py" and p.name != "__main__.py"
+            )
+            importer = "import importlib, sys\nfor m in sys.argv[1:]: importlib.import_module(m)"
+            commands = [["python", "-c", importer, *modules], *_commands(spec)]
+            for command in commands:
                 result = subprocess.run(
                     [chroot, f"--userspec={UID}:{UID}", str(readonly), *command],
                     env=env,
@@ -139,8 +148,13 @@ def smoke_start(spec: ImageSpec, image: str, config: dict[str, Any]) -> list[str
                     timeout=SMOKE_TIMEOUT_SECONDS,
                     check=False,
                 )
-                shown = " ".join(command)
-                if result.returncode != 2 or "configuration error" not in result.stderr:
+                shown = " ".join(command[:3]) if command[1] == "-c" else " ".join(command)
+                if command[1] == "-c":
+                    if result.returncode != 0:
+                        problems.append(f"importing every module: {result.stderr[-500:]}")
+                    else:
+                        print(f"  all {len(modules)} modules import")
+                elif result.returncode != 2 or "configuration error" not in result.stderr:
                     problems.append(f"{shown}: exit {result.returncode}: {result.stderr[-500:]}")
                 else:
                     print(f"  {shown}: {result.stderr.strip().splitlines()[-1]}")
