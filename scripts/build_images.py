@@ -101,11 +101,11 @@ def ensure_tools() -> None:
         return
     print(f"installing {', '.join(APT_PACKAGES)} with apt (missing: {', '.join(missing)})")
     apt_env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    subprocess.run(
-        ["apt-get", "install", "-y", "--no-install-recommends", *APT_PACKAGES],
-        check=True,
-        env=apt_env,
-    )
+    install = ["apt-get", "install", "-y", "--no-install-recommends", *APT_PACKAGES]
+    if subprocess.run(install, env=apt_env, check=False).returncode != 0:
+        # Package lists may be missing or stale on a fresh machine.
+        subprocess.run(["apt-get", "update"], env=apt_env, check=True)
+        subprocess.run(install, env=apt_env, check=True)
 
 
 def _suite() -> str:
@@ -261,7 +261,8 @@ def commit_image(spec: ImageSpec, container: str, version: str, out_dir: Path) -
         "org.opencontainers.image.revision": revision,
         "org.opencontainers.image.created": created,
         "org.opencontainers.image.vendor": "sevvo",
-        "org.opencontainers.image.base.name": f"debian:{_suite()} (mmdebstrap, extracted)",
+        # Not org.opencontainers.image.base.name: there is no base image to name.
+        "dev.sevvo.image.rootfs": f"debian {_suite()}, packages extracted by mmdebstrap",
     }
     env = {
         "PATH": "/usr/local/bin:/usr/bin",
