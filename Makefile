@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install dev demo test lint protos protos-check bench lock clean
+.PHONY: install dev demo test lint protos protos-check bench images images-check lock clean
 
 install: $(STAMP)
 
@@ -47,6 +47,16 @@ protos-check: install
 
 bench: install
 	$(PY) -m bench
+
+## Build the production images sevvo-control-plane and sevvo-agent (as root, no registry
+## needed); their digests land in build/images.json. See deploy/k8s/README.md ("Images").
+images: install
+	$(PY) scripts/build_images.py
+
+## Inspect the built images (no control-plane code in the agent, no shell, UID 10001) and
+## start each read-only until it stops for want of configuration.
+images-check: install
+	$(PY) scripts/check_images.py
 
 ## Re-pin every dependency to what resolves today (run on Python 3.11, then commit constraints.txt).
 lock:

@@ -429,7 +429,7 @@ def test_each_component_runs_its_own_service_module(control_plane: helm.Chart, n
     """The container command is `python -m services.<component> serve`."""
     container = only_container(deployment_for(render(control_plane), name))
     assert container["command"] == ["python", "-m", f"services.{name}", "serve"]
-    assert container["image"] == "registry.example.com/sevvo/sevvo:0.1.0"
+    assert container["image"] == "registry.example.com/sevvo/sevvo-control-plane:0.1.0"
 
 
 @pytest.mark.parametrize("name", COMPONENTS)
@@ -809,6 +809,24 @@ def test_agent_liveness_probe_runs_the_liveness_checker(
     assert probe["exec"]["command"] == ["python", "-m", "agent.liveness"]
     # Three misses a period apart outlast the checker's 30 s default max age.
     assert probe["periodSeconds"] * probe["failureThreshold"] >= 30
+
+
+DIGEST = "sha256:" + "ab" * 32
+
+
+def test_images_are_the_two_built_ones_and_pin_by_digest(
+    control_plane: helm.Chart, agent: helm.Chart
+) -> None:
+    """Each chart defaults to its own image (make images) and pulls by digest when given one."""
+    (deployment,) = of_kind(render(agent, AGENT_REQUIRED), "Deployment")
+    assert only_container(deployment)["image"] == "registry.example.com/sevvo/sevvo-agent:0.1.0"
+    pinned = {**AGENT_REQUIRED, "image": {"digest": DIGEST}}
+    (deployment,) = of_kind(render(agent, pinned), "Deployment")
+    assert only_container(deployment)["image"] == f"registry.example.com/sevvo/sevvo-agent@{DIGEST}"
+    objects = render(control_plane, {"global": {"image": {"digest": DIGEST}}})
+    for name in COMPONENTS:
+        image = only_container(deployment_for(objects, name))["image"]
+        assert image == f"registry.example.com/sevvo/sevvo-control-plane@{DIGEST}"
 
 
 def test_agent_runs_python_m_agent_with_its_endpoints(agent: helm.Chart) -> None:

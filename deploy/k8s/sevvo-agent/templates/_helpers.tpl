@@ -31,7 +31,11 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 
 {{- define "sevvo-agent.image" -}}
 {{- $image := .Values.image -}}
+{{- if $image.digest -}}
+{{- printf "%s/%s@%s" $image.registry $image.repository $image.digest -}}
+{{- else -}}
 {{- printf "%s/%s:%s" $image.registry $image.repository ($image.tag | default .Chart.AppVersion) -}}
+{{- end -}}
 {{- end -}}
 
 {{/* The TCP ports the agent dials: the control plane's and the Temporal frontend's. */}}

@@ -75,7 +75,11 @@ helm.sh/chart: {{ printf "%s-%s" $root.Chart.Name $root.Chart.Version | replace 
 
 {{- define "sevvo.image" -}}
 {{- $image := .Values.global.image -}}
+{{- if $image.digest -}}
+{{- printf "%s/%s@%s" $image.registry $image.repository $image.digest -}}
+{{- else -}}
 {{- printf "%s/%s:%s" $image.registry $image.repository ($image.tag | default .Chart.AppVersion) -}}
+{{- end -}}
 {{- end -}}
 
 {{/*

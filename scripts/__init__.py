@@ -1,0 +1,1 @@
+"""Developer scripts, run as ``python scripts/<name>.py``; a package so tests import them."""
