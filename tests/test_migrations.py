@@ -28,8 +28,9 @@ def test_failing_migration_leaves_schema_as_it_was(database_url: str, tmp_path: 
     """A migration that fails halfway is rolled back and not recorded."""
     _write(tmp_path, "0001_ok.sql", "create table a (id int);")
     _write(tmp_path, "0002_bad.sql", "create table b (id int); select * from no_such_table;")
-    with pytest.raises(psycopg.errors.UndefinedTable):
+    with pytest.raises(migrations.MigrationError, match=r"0002_bad\.sql failed") as raised:
         migrations.apply(database_url, "demo", tmp_path)
+    assert isinstance(raised.value.__cause__, psycopg.errors.UndefinedTable)
     with psycopg.connect(database_url) as conn:
         assert conn.execute("select to_regclass('demo.b')").fetchone() == (None,)
         versions = conn.execute(

@@ -1,5 +1,5 @@
-"""auth's command line: ``serve``, ``create-org`` (bootstrap), ``rotate-signing-key``,
-``rotate-temporal-key``.
+"""auth's command line: ``serve``, ``migrate``, ``create-org`` (bootstrap),
+``rotate-signing-key``, ``rotate-temporal-key``.
 
 Configuration comes from the environment (see services/auth/config.py); passwords come from a
 file, standard input or a prompt, never from a flag.
@@ -16,9 +16,11 @@ from pathlib import Path
 
 from services.auth.config import AuthConfig
 from services.auth.server import AuthApp, serve
+from services.auth.store import AuthStore
 from sevvo.runtime.config import ConfigError
 from sevvo.runtime.errors import SevvoError
 from sevvo.runtime.logs import configure_logging
+from sevvo.runtime.migrations import MigrationError, migrate_command
 
 
 def _read_password(path: Path | None) -> str:
@@ -37,6 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m services.auth", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("serve", help="run the auth gRPC service")
+    commands.add_parser(
+        "migrate", help="apply pending schema migrations, then exit (the chart's hook Job)"
+    )
     create = commands.add_parser(
         "create-org",
         help="create an org and its first admin",
@@ -53,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
         "rotate-temporal-key", help="publish a new key for Temporal's tokens (ES256) now"
     )
     args = parser.parse_args(argv)
+    if args.command == "migrate":
+        return migrate_command("auth", AuthStore.migration_sets(), os.environ)
 
     try:
         config = AuthConfig.load(os.environ)
@@ -62,7 +69,11 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging("auth", level=config.log_level)
 
     if args.command == "serve":
-        asyncio.run(serve(config))
+        try:
+            asyncio.run(serve(config))
+        except MigrationError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
         return 0
     app = AuthApp(config)
     app.store.open()

@@ -117,7 +117,7 @@ class AuthApp:
 
     def __init__(self, config: AuthConfig) -> None:
         self.config = config
-        self.store = AuthStore(config.database_url)
+        self.store = AuthStore(config.database_url, migration=config.migration)
         leeway = timedelta(seconds=config.leeway_seconds)
         max_ttl = timedelta(seconds=config.max_token_ttl_seconds)
         kek = KeyEncryptionKey(config.key_encryption_key)

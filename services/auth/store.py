@@ -17,6 +17,7 @@ from psycopg.rows import class_row
 
 from sevvo.runtime import audit
 from sevvo.runtime.errors import AlreadyExists
+from sevvo.runtime.migrations import MigrationSet
 from sevvo.runtime.store import SchemaStore
 
 SCHEMA = "auth"
@@ -108,10 +109,10 @@ class AuthStore(SchemaStore):
     schema = SCHEMA
     migrations_dir = MIGRATIONS
 
-    def open(self) -> None:
-        """Applies auth's and the shared audit log's migrations, then opens the pool."""
-        audit.apply_migrations(self._conninfo)
-        super().open()
+    @classmethod
+    def migration_sets(cls) -> tuple[MigrationSet, ...]:
+        """The shared audit log's schema, then this service's own."""
+        return (audit.MIGRATION_SET, *super().migration_sets())
 
     def append_audit(self, entry: audit.Entry) -> None:
         """Appends one audit record on its own, for an event that changes nothing else (a

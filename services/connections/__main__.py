@@ -1,4 +1,5 @@
-"""connections' command line: ``serve`` and ``rewrap`` (re-seal payloads under the primary key).
+"""connections' command line: ``serve``, ``migrate`` and ``rewrap`` (re-seal payloads under
+the primary key).
 
 Key rotation: add a new key to the keyring file and make it primary, restart the services so
 they seal under it, run ``rewrap``, and remove the old key once rewrap reports none left.
@@ -13,9 +14,11 @@ import sys
 
 from services.connections.config import ConnectionsConfig
 from services.connections.server import ConnectionsApp, serve
+from services.connections.store import ConnectionStore
 from sevvo.runtime.config import ConfigError
 from sevvo.runtime.errors import SevvoError
 from sevvo.runtime.logs import configure_logging
+from sevvo.runtime.migrations import MigrationError, migrate_command
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,11 +26,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m services.connections", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("serve", help="run the connections gRPC service")
+    commands.add_parser(
+        "migrate", help="apply pending schema migrations, then exit (the chart's hook Job)"
+    )
     rewrap = commands.add_parser(
         "rewrap", help="re-wrap every sealed payload under the keyring's primary key"
     )
     rewrap.add_argument("--batch-size", type=int, default=200, help="rows per transaction")
     args = parser.parse_args(argv)
+    if args.command == "migrate":
+        return migrate_command("connections", ConnectionStore.migration_sets(), os.environ)
     try:
         config = ConnectionsConfig.load(os.environ)
     except ConfigError as exc:
@@ -35,7 +43,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     configure_logging("connections", level=config.log_level)
     if args.command == "serve":
-        asyncio.run(serve(config))
+        try:
+            asyncio.run(serve(config))
+        except MigrationError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
         return 0
     app = ConnectionsApp(config)
     app.open()

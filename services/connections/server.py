@@ -98,7 +98,7 @@ class ConnectionsApp:
 
     def __init__(self, config: ConnectionsConfig) -> None:
         self.config = config
-        self.store = ConnectionStore(config.database_url)
+        self.store = ConnectionStore(config.database_url, migration=config.migration)
         self.orchestrator = (
             OrchestratorClient(config.orchestrator_endpoint, ClientTls(ca_file=config.ca_file))
             if config.orchestrator_endpoint

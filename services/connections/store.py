@@ -16,6 +16,7 @@ from psycopg.types.json import Jsonb
 
 from sevvo.runtime import audit
 from sevvo.runtime.errors import AlreadyExists, NotFound
+from sevvo.runtime.migrations import MigrationSet
 from sevvo.runtime.store import SchemaStore
 
 SCHEMA = "connections"
@@ -128,10 +129,10 @@ class ConnectionStore(SchemaStore):
     schema = SCHEMA
     migrations_dir = MIGRATIONS
 
-    def open(self) -> None:
-        """Applies connections' and the shared audit log's migrations, then opens the pool."""
-        audit.apply_migrations(self._conninfo)
-        super().open()
+    @classmethod
+    def migration_sets(cls) -> tuple[MigrationSet, ...]:
+        """The shared audit log's schema, then this service's own."""
+        return (audit.MIGRATION_SET, *super().migration_sets())
 
     @staticmethod
     def insert(conn: psycopg.Connection[Any], row: ConnectionRow) -> None:

@@ -1,4 +1,4 @@
-"""The orchestrator's command line: ``serve``."""
+"""The orchestrator's command line: ``serve`` and ``migrate``."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ import sys
 
 from services.orchestrator.config import OrchestratorConfig
 from services.orchestrator.server import serve
+from services.orchestrator.store import OrchestratorStore
 from sevvo.runtime.config import ConfigError
 from sevvo.runtime.logs import configure_logging
+from sevvo.runtime.migrations import MigrationError, migrate_command
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -18,14 +20,23 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m services.orchestrator", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("serve", help="run the orchestrator gRPC service")
-    parser.parse_args(argv)
+    commands.add_parser(
+        "migrate", help="apply pending schema migrations, then exit (the chart's hook Job)"
+    )
+    args = parser.parse_args(argv)
+    if args.command == "migrate":
+        return migrate_command("orchestrator", OrchestratorStore.migration_sets(), os.environ)
     try:
         config = OrchestratorConfig.load(os.environ)
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
     configure_logging("orchestrator", level=config.log_level)
-    asyncio.run(serve(config))
+    try:
+        asyncio.run(serve(config))
+    except MigrationError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

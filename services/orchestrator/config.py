@@ -9,6 +9,7 @@ from pathlib import Path
 from sevvo.runtime import config as c
 from sevvo.runtime.grpc_server import TlsFiles
 from sevvo.runtime.logs import register_secret
+from sevvo.runtime.migrations import MigrationSettings, migration_settings
 from sevvo.runtime.sealing import Keyring
 
 KEYRING_VARIABLE = "SEVVO_ORCHESTRATOR_KEYRING"
@@ -47,6 +48,7 @@ class OrchestratorConfig:
     payload_key_rotation_days: int = 30
     log_level: str = "INFO"
     health: c.HealthSettings = field(default_factory=c.HealthSettings)
+    migration: MigrationSettings = field(default_factory=MigrationSettings)
 
     @classmethod
     def load(cls, env: Mapping[str, str]) -> OrchestratorConfig:
@@ -96,6 +98,7 @@ class OrchestratorConfig:
             ),
             log_level=c.log_level(env),
             health=c.health_settings(env),
+            migration=migration_settings(env),
         )
 
 

@@ -78,7 +78,7 @@ class OrchestratorApp:
 
     def __init__(self, config: OrchestratorConfig) -> None:
         self.config = config
-        self.store = OrchestratorStore(config.database_url)
+        self.store = OrchestratorStore(config.database_url, migration=config.migration)
         test_timeout = timedelta(seconds=config.test_timeout_seconds)
         queue_allowance = timedelta(seconds=config.queue_seconds)
         self.payload_keys = PayloadKeys(

@@ -14,6 +14,7 @@ import psycopg
 from psycopg.rows import class_row
 
 from sevvo.runtime import audit
+from sevvo.runtime.migrations import MigrationSet
 from sevvo.runtime.store import SchemaStore
 
 SCHEMA = "orchestrator"
@@ -160,10 +161,10 @@ class OrchestratorStore(SchemaStore):
     schema = SCHEMA
     migrations_dir = MIGRATIONS
 
-    def open(self) -> None:
-        """Applies the orchestrator's and the shared audit log's migrations, then opens the pool."""
-        audit.apply_migrations(self._conninfo)
-        super().open()
+    @classmethod
+    def migration_sets(cls) -> tuple[MigrationSet, ...]:
+        """The shared audit log's schema, then this service's own."""
+        return (audit.MIGRATION_SET, *super().migration_sets())
 
     def append_audit(self, entry: audit.Entry) -> None:
         """Appends one audit record on its own: for a change stored elsewhere (Temporal's

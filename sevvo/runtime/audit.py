@@ -29,6 +29,8 @@ from sevvo.runtime.validation import has_control_characters
 
 SCHEMA = "audit"
 MIGRATIONS = Path(__file__).parent / "audit_migrations"
+# Every service that writes audit records migrates (or checks) this schema before its own.
+MIGRATION_SET = migrations.MigrationSet(SCHEMA, MIGRATIONS)
 # Action names are lower_snake words joined by dots ("connection.credentials.resolve").
 _ACTION_FILTER = re.compile(r"^[a-z0-9_]+(\.[a-z0-9_]+)*\.?$")
 MAX_FILTER_LENGTH = 200
@@ -171,11 +173,6 @@ def make_filter(
             "end_time", "must be after start_time (start is inclusive, end exclusive)"
         )
     return Filter(action, actor_id, actor_email, target_id, start, end)
-
-
-def apply_migrations(conninfo: str) -> None:
-    """Creates or updates the audit schema; every service that writes audit calls this."""
-    migrations.apply(conninfo, SCHEMA, MIGRATIONS)
 
 
 def append(conn: psycopg.Connection[Any], entry: Entry) -> None:

@@ -39,8 +39,10 @@ class SchemaStore:
         min_size: int = 1,
         max_size: int = 8,
         checkout_timeout: float = CHECKOUT_TIMEOUT_SECONDS,
+        migration: migrations.MigrationSettings | None = None,
     ) -> None:
         self._conninfo = conninfo
+        self._migration = migration or migrations.MigrationSettings()
         self._pool = ConnectionPool(
             conninfo,
             min_size=min_size,
@@ -51,9 +53,19 @@ class SchemaStore:
             kwargs={"options": f"-c search_path={self.schema}"},
         )
 
+    @classmethod
+    def migration_sets(cls) -> tuple[migrations.MigrationSet, ...]:
+        """The schemas this store needs, in the order they are migrated."""
+        return (migrations.MigrationSet(cls.schema, cls.migrations_dir),)
+
     def open(self) -> None:
-        """Applies pending migrations, then opens the pool."""
-        migrations.apply(self._conninfo, self.schema, self.migrations_dir)
+        """Applies pending migrations (or, with migrate-on-start off, checks none is pending),
+        then opens the pool; raises migrations.MigrationError when the schema is not ready."""
+        sets = self.migration_sets()
+        if self._migration.migrate_on_start:
+            migrations.apply_all(self._conninfo, sets, self._migration)
+        else:
+            migrations.check_current(self._conninfo, sets)
         self._pool.open(wait=True, timeout=30)
 
     def close(self) -> None:
