@@ -47,7 +47,7 @@ def _alter_cmds(stmts: list[ast.Node]) -> list[ast.AlterTableCmd]:
 
 def contracting_statements(text: str) -> list[str]:
     """What in a migration's SQL removes, renames or narrows schema an old release may use."""
-    stmts = [raw.stmt for raw in parse_sql(text)]
+    stmts = [raw.stmt for raw in parse_sql(text) if raw.stmt is not None]
     # A constraint dropped and re-added under its own name in one file (widening a CHECK,
     # changing an FK's ON DELETE) is a replacement, not a removal.
     re_added = {
@@ -58,7 +58,8 @@ def contracting_statements(text: str) -> list[str]:
     found: list[str] = []
     for stmt in stmts:
         if isinstance(stmt, ast.DropStmt) and stmt.removeType != enums.ObjectType.OBJECT_INDEX:
-            found.append(f"DROP {enums.ObjectType(stmt.removeType).name.removeprefix('OBJECT_')}")
+            kind = stmt.removeType.name if stmt.removeType is not None else "OBJECT_?"
+            found.append(f"DROP {kind.removeprefix('OBJECT_')}")
         elif isinstance(stmt, ast.RenameStmt):
             found.append("RENAME")
         for cmd in _alter_cmds([stmt]):
