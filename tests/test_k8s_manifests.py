@@ -174,9 +174,13 @@ def env_of(container: dict[str, Any]) -> dict[str, str]:
 
 
 def all_deployments(control_plane: helm.Chart, agent: helm.Chart) -> list[dict[str, Any]]:
-    """Every Deployment either chart renders, with every optional feature switched on."""
-    return of_kind(render(control_plane, CONTROL_PLANE_ALL_OPTIONS), "Deployment") + of_kind(
-        render(agent, AGENT_ALL_OPTIONS), "Deployment"
+    """Every Deployment and Job either chart renders, with every optional feature switched on
+    (the Jobs are the control plane's migrate hooks: the same pod rules hold for them)."""
+    control = render(control_plane, CONTROL_PLANE_ALL_OPTIONS)
+    return (
+        of_kind(control, "Deployment")
+        + of_kind(control, "Job")
+        + of_kind(render(agent, AGENT_ALL_OPTIONS), "Deployment")
     )
 
 
@@ -276,6 +280,10 @@ BAD_VALUES = [
     ("control_plane", {"orchestrator": {"credentialTestTimeoutSeconds": 601}}, "credentialTest"),
     ("control_plane", {"orchestrator": {"keyring": {"existingSecret": "Bad_Name"}}}, "keyring"),
     ("control_plane", {"connections": {"credentialTestTimeoutSeconds": 60}}, "credentialTest"),
+    ("control_plane", {"migrations": {"lockTimeoutSeconds": 0}}, "lockTimeoutSeconds"),
+    ("control_plane", {"migrations": {"backoffLimit": "3"}}, "backoffLimit"),
+    ("control_plane", {"migrations": {"database": {"existingSecret": "Bad_Name"}}}, "database"),
+    ("control_plane", {"migrations": {"image": "x"}}, "image"),
     ("agent", {"replicas": "two"}, "replicas"),
     ("agent", {"controlPlane": {"host": "https://api.example"}}, "host"),
     ("agent", {"temporal": {"address": "temporal.example"}}, "address"),
@@ -355,7 +363,7 @@ def test_every_container_runs_restricted(
 ) -> None:
     """Each restricted-pod rule holds for every container of every Deployment."""
     deployments = all_deployments(control_plane, agent)
-    assert len(deployments) == 4
+    assert len(deployments) == 4 + 3
     for deployment in deployments:
         pod = pod_spec(deployment)
         for container in pod["containers"] + pod.get("initContainers", []):
@@ -395,8 +403,8 @@ def test_file_env_vars_name_files_in_read_only_secret_mounts(
     # Database URL, TLS cert and key per service, auth's KEK, the keyrings of connections and
     # orchestrator, the CA bundle of all three services (auth calls the orchestrator), the
     # service token of auth and orchestrator, and the agent's token, mTLS cert and key and CA
-    # bundle.
-    assert checked == 3 * 3 + 1 + 2 + 3 + 2 + 4
+    # bundle; and the migration role's database URL in each migrate Job.
+    assert checked == 3 * 3 + 1 + 2 + 3 + 2 + 4 + 3
 
 
 SECRET_NAME_WORDS = ("TOKEN", "SECRET", "PASSWORD", "KEY", "KEK", "DATABASE_URL", "DSN", "CERT")
@@ -958,6 +966,8 @@ CONFIG_MODULES = {
     "connections": ROOT / "services" / "connections" / "config.py",
     "orchestrator": ROOT / "services" / "orchestrator" / "config.py",
     "agent": ROOT / "agent" / "config.py",
+    # The migrate hook Jobs' container: MigrateConfig.
+    "migrate": ROOT / "sevvo" / "runtime" / "migrations.py",
 }
 RUNTIME_CONFIG = ROOT / "sevvo" / "runtime" / "config.py"
 SEVVO_VARIABLE = re.compile(r"SEVVO_[A-Z_]+")
@@ -1042,9 +1052,10 @@ def test_every_sevvo_variable_is_one_the_code_reads(
 ) -> None:
     """For each rendered container, every SEVVO_* env name is read by its config.py, so the
     chart and the code cannot drift apart."""
-    deployments = of_kind(render(request.getfixturevalue(chart_name), values), "Deployment")
+    objects = render(request.getfixturevalue(chart_name), values)
+    deployments = of_kind(objects, "Deployment")
     assert deployments
-    for deployment in deployments:
+    for deployment in deployments + of_kind(objects, "Job"):
         container = only_container(deployment)
         read = variables_read_by(CONFIG_MODULES[container["name"]])
         names = [e["name"] for e in container["env"]]
@@ -1153,3 +1164,69 @@ def test_sidecar_needs_the_services_containers(agent: helm.Chart) -> None:
     values = {**AGENT_REQUIRED, "sidecar": {"enabled": True}}
     with pytest.raises(helm.HelmRenderError, match=r"sidecar\.containers is required"):
         render(agent, values)
+
+
+# --- migrations -----------------------------------------------------------------------------
+
+
+def test_each_component_migrates_in_a_pre_install_and_pre_upgrade_hook_job(
+    control_plane: helm.Chart,
+) -> None:
+    """One hook Job per component runs its migrate command as the migration role; the
+    Deployments then only check the schema."""
+    objects = render(control_plane)
+    jobs = of_kind(objects, "Job")
+    assert sorted(component(job) for job in jobs) == sorted(COMPONENTS)
+    for job in jobs:
+        name = component(job)
+        annotations = job["metadata"]["annotations"]
+        assert annotations["helm.sh/hook"] == "pre-install,pre-upgrade"
+        assert annotations["helm.sh/hook-delete-policy"] == "before-hook-creation,hook-succeeded"
+        pod = pod_spec(job)
+        assert pod["restartPolicy"] == "Never"
+        # Hooks run before the chart's ServiceAccounts exist.
+        assert "serviceAccountName" not in pod
+        container = only_container(job)
+        assert container["command"] == ["python", "-m", f"services.{name}", "migrate"]
+        env = env_of(container)
+        assert env["SEVVO_DATABASE_URL_FILE"] == "/var/run/secrets/sevvo/migrate-database/url"
+        assert env["SEVVO_MIGRATION_LOCK_TIMEOUT_SECONDS"] == "5"
+        # The Job holds the migration role's URL and nothing else secret: no TLS key, no KEK.
+        secrets = [v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v]
+        assert secrets == ["sevvo-database-migrate"]
+        for version in ("1.28", "1.37"):
+            assert kubernetes_validate.validate(job, version, strict=True) == version
+    for deployment in of_kind(objects, "Deployment"):
+        assert env_of(only_container(deployment))["SEVVO_MIGRATE_ON_START"] == "false"
+
+
+def test_without_migrate_jobs_the_services_migrate_on_start(control_plane: helm.Chart) -> None:
+    """migrations.enabled=false renders no Job and lets each service migrate itself."""
+    objects = render(control_plane, {"migrations": {"enabled": False}})
+    assert of_kind(objects, "Job") == []
+    for deployment in of_kind(objects, "Deployment"):
+        assert env_of(only_container(deployment))["SEVVO_MIGRATE_ON_START"] == "true"
+
+
+def test_migrate_job_settings_follow_their_values(control_plane: helm.Chart) -> None:
+    """The migration Secret, timeouts and retries come from values; a disabled component has
+    no Job."""
+    values = {
+        "auth": {"enabled": False},
+        "migrations": {
+            "database": {"existingSecret": "pg-owner", "key": "dsn"},
+            "lockTimeoutSeconds": 2.5,
+            "statementTimeoutSeconds": 60,
+            "backoffLimit": 1,
+        },
+    }
+    jobs = of_kind(render(control_plane, values), "Job")
+    assert sorted(component(job) for job in jobs) == ["connections", "orchestrator"]
+    for job in jobs:
+        assert job["spec"]["backoffLimit"] == 1
+        env = env_of(only_container(job))
+        assert env["SEVVO_MIGRATION_LOCK_TIMEOUT_SECONDS"] == "2.5"
+        assert env["SEVVO_MIGRATION_STATEMENT_TIMEOUT_SECONDS"] == "60"
+        (volume,) = [v for v in pod_spec(job)["volumes"] if "secret" in v]
+        assert volume["secret"]["secretName"] == "pg-owner"
+        assert volume["secret"]["items"] == [{"key": "dsn", "path": "url"}]

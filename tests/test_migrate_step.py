@@ -19,7 +19,7 @@ from services.auth.config import write_key_encryption_key
 from services.auth.store import AuthStore
 from services.orchestrator.store import OrchestratorStore
 from sevvo.runtime import migrations
-from sevvo.runtime.config import ConfigError
+from sevvo.runtime.config import ConfigError, MigrationSettings, migration_settings
 from tests.test_service_processes import _wait_serving
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -106,9 +106,7 @@ def test_serve_refuses_a_schema_behind_its_code(
 
 def test_store_open_checks_without_migrating(database_url: str) -> None:
     """With migrate-on-start off, opening a store on an empty database fails and creates nothing."""
-    store = OrchestratorStore(
-        database_url, migration=migrations.MigrationSettings(migrate_on_start=False)
-    )
+    store = OrchestratorStore(database_url, migration=MigrationSettings(migrate_on_start=False))
     with pytest.raises(migrations.MigrationError, match="schema audit is behind this code"):
         store.open()
     with psycopg.connect(database_url) as conn:
@@ -123,7 +121,7 @@ def test_migration_blocked_by_a_lock_fails_within_the_lock_timeout(
     (tmp_path / "0001_table.sql").write_text("create table t (id int);")
     assert migrations.apply(database_url, "demo", tmp_path) == [1]
     (tmp_path / "0002_column.sql").write_text("alter table t add column note text;")
-    settings = migrations.MigrationSettings(lock_timeout_seconds=0.3)
+    settings = MigrationSettings(lock_timeout_seconds=0.3)
     with psycopg.connect(database_url) as holder:
         holder.execute("select * from demo.t")  # a reader's lock, held by the open transaction
         started = time.monotonic()
@@ -146,7 +144,7 @@ def test_migration_blocked_by_a_lock_fails_within_the_lock_timeout(
 def test_concurrent_migrators_wait_for_each_other(database_url: str, tmp_path: Path) -> None:
     """The advisory lock is not bounded by lock_timeout: a second migrator waits its turn."""
     (tmp_path / "0001_slow.sql").write_text("select pg_sleep(0.5); create table t (id int);")
-    settings = migrations.MigrationSettings(lock_timeout_seconds=0.1)
+    settings = MigrationSettings(lock_timeout_seconds=0.1)
     results: list[list[int]] = []
     other = threading.Thread(
         target=lambda: results.append(migrations.apply(database_url, "demo", tmp_path, settings))
@@ -176,22 +174,22 @@ def test_migrate_command_keeps_the_password_out_of_its_error(
 @pytest.mark.parametrize(
     ("env", "expected"),
     [
-        ({}, migrations.MigrationSettings(True, 5.0, 300.0)),
+        ({}, MigrationSettings(True, 5.0, 300.0)),
         (
             {
                 "SEVVO_MIGRATE_ON_START": "false",
                 "SEVVO_MIGRATION_LOCK_TIMEOUT_SECONDS": "2.5",
                 "SEVVO_MIGRATION_STATEMENT_TIMEOUT_SECONDS": "60",
             },
-            migrations.MigrationSettings(False, 2.5, 60.0),
+            MigrationSettings(False, 2.5, 60.0),
         ),
     ],
 )
 def test_migration_settings_read_from_the_environment(
-    env: dict[str, str], expected: migrations.MigrationSettings
+    env: dict[str, str], expected: MigrationSettings
 ) -> None:
     """The three variables are read with their defaults."""
-    assert migrations.migration_settings(env) == expected
+    assert migration_settings(env) == expected
 
 
 @pytest.mark.parametrize(
@@ -205,4 +203,4 @@ def test_migration_settings_read_from_the_environment(
 def test_bad_migration_settings_name_the_variable(env: dict[str, str], variable: str) -> None:
     """A malformed value fails at start naming its variable."""
     with pytest.raises(ConfigError, match=variable):
-        migrations.migration_settings(env)
+        migration_settings(env)

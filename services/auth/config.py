@@ -15,7 +15,6 @@ from sevvo.runtime import config as c
 from sevvo.runtime.files import write_private_file
 from sevvo.runtime.grpc_server import TlsFiles
 from sevvo.runtime.logs import register_secret
-from sevvo.runtime.migrations import MigrationSettings, migration_settings
 
 
 def default_hashing_threads() -> int:
@@ -42,7 +41,7 @@ class AuthConfig:
     key_rotation_days: int = 30
     log_level: str = "INFO"
     health: c.HealthSettings = field(default_factory=c.HealthSettings)
-    migration: MigrationSettings = field(default_factory=MigrationSettings)
+    migration: c.MigrationSettings = field(default_factory=c.MigrationSettings)
     # The operator's token for BootstrapOrg; None turns the RPC off.
     bootstrap_token: str | None = None
     # Threads that run scrypt (each can take a core) and checks that may wait for one.
@@ -108,7 +107,7 @@ class AuthConfig:
             ),
             log_level=c.log_level(env),
             health=c.health_settings(env),
-            migration=migration_settings(env),
+            migration=c.migration_settings(env),
             bootstrap_token=parse_bootstrap_token(
                 c.secret(env, "SEVVO_AUTH_BOOTSTRAP_TOKEN", required=False),
                 "SEVVO_AUTH_BOOTSTRAP_TOKEN",

@@ -8,7 +8,6 @@ from pathlib import Path
 
 from sevvo.runtime import config as c
 from sevvo.runtime.grpc_server import TlsFiles
-from sevvo.runtime.migrations import MigrationSettings, migration_settings
 from sevvo.runtime.sealing import Keyring
 
 KEYRING_VARIABLE = "SEVVO_CONNECTIONS_KEYRING"
@@ -30,7 +29,7 @@ class ConnectionsConfig:
     leeway_seconds: int = 10
     log_level: str = "INFO"
     health: c.HealthSettings = field(default_factory=c.HealthSettings)
-    migration: MigrationSettings = field(default_factory=MigrationSettings)
+    migration: c.MigrationSettings = field(default_factory=c.MigrationSettings)
 
     @classmethod
     def load(cls, env: Mapping[str, str]) -> ConnectionsConfig:
@@ -56,5 +55,5 @@ class ConnectionsConfig:
             leeway_seconds=c.integer(env, "SEVVO_TOKEN_LEEWAY_SECONDS", 10, minimum=0, maximum=30),
             log_level=c.log_level(env),
             health=c.health_settings(env),
-            migration=migration_settings(env),
+            migration=c.migration_settings(env),
         )

@@ -9,7 +9,6 @@ from pathlib import Path
 from sevvo.runtime import config as c
 from sevvo.runtime.grpc_server import TlsFiles
 from sevvo.runtime.logs import register_secret
-from sevvo.runtime.migrations import MigrationSettings, migration_settings
 from sevvo.runtime.sealing import Keyring
 
 KEYRING_VARIABLE = "SEVVO_ORCHESTRATOR_KEYRING"
@@ -48,7 +47,7 @@ class OrchestratorConfig:
     payload_key_rotation_days: int = 30
     log_level: str = "INFO"
     health: c.HealthSettings = field(default_factory=c.HealthSettings)
-    migration: MigrationSettings = field(default_factory=MigrationSettings)
+    migration: c.MigrationSettings = field(default_factory=c.MigrationSettings)
 
     @classmethod
     def load(cls, env: Mapping[str, str]) -> OrchestratorConfig:
@@ -98,7 +97,7 @@ class OrchestratorConfig:
             ),
             log_level=c.log_level(env),
             health=c.health_settings(env),
-            migration=migration_settings(env),
+            migration=c.migration_settings(env),
         )
 
 

@@ -175,3 +175,29 @@ def health_settings(env: Mapping[str, str]) -> HealthSettings:
         # still send meanwhile are served, not refused.
         drain_seconds=number(env, "SEVVO_SHUTDOWN_DRAIN_SECONDS", 0.0, minimum=0, maximum=60),
     )
+
+
+@dataclass(frozen=True)
+class MigrationSettings:
+    """How a process treats migrations: apply them on start (dev, tests) or only check them
+    (production, where the migrate Job applied them), and the timeouts migrations run under."""
+
+    migrate_on_start: bool = True
+    # A DDL statement queued behind a long transaction blocks every later query on the table;
+    # giving up after a few seconds keeps traffic flowing, and the Job is simply run again.
+    lock_timeout_seconds: float = 5.0
+    statement_timeout_seconds: float = 300.0
+
+
+def migration_settings(env: Mapping[str, str]) -> MigrationSettings:
+    """Reads SEVVO_MIGRATE_ON_START (default true), SEVVO_MIGRATION_LOCK_TIMEOUT_SECONDS
+    (default 5) and SEVVO_MIGRATION_STATEMENT_TIMEOUT_SECONDS (default 300)."""
+    return MigrationSettings(
+        migrate_on_start=boolean(env, "SEVVO_MIGRATE_ON_START", True),
+        lock_timeout_seconds=number(
+            env, "SEVVO_MIGRATION_LOCK_TIMEOUT_SECONDS", 5.0, minimum=0.1, maximum=600
+        ),
+        statement_timeout_seconds=number(
+            env, "SEVVO_MIGRATION_STATEMENT_TIMEOUT_SECONDS", 300.0, minimum=1, maximum=86400
+        ),
+    )

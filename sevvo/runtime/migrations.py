@@ -48,32 +48,6 @@ class MigrationSet:
     directory: Path
 
 
-@dataclass(frozen=True)
-class MigrationSettings:
-    """How a process treats migrations: apply them on start (dev, tests) or only check them
-    (production, where the migrate Job applied them), and the timeouts migrations run under."""
-
-    migrate_on_start: bool = True
-    # A DDL statement queued behind a long transaction blocks every later query on the table;
-    # giving up after a few seconds keeps traffic flowing, and the Job is simply run again.
-    lock_timeout_seconds: float = 5.0
-    statement_timeout_seconds: float = 300.0
-
-
-def migration_settings(env: Mapping[str, str]) -> MigrationSettings:
-    """Reads SEVVO_MIGRATE_ON_START (default true), SEVVO_MIGRATION_LOCK_TIMEOUT_SECONDS
-    (default 5) and SEVVO_MIGRATION_STATEMENT_TIMEOUT_SECONDS (default 300)."""
-    return MigrationSettings(
-        migrate_on_start=c.boolean(env, "SEVVO_MIGRATE_ON_START", True),
-        lock_timeout_seconds=c.number(
-            env, "SEVVO_MIGRATION_LOCK_TIMEOUT_SECONDS", 5.0, minimum=0.1, maximum=600
-        ),
-        statement_timeout_seconds=c.number(
-            env, "SEVVO_MIGRATION_STATEMENT_TIMEOUT_SECONDS", 300.0, minimum=1, maximum=86400
-        ),
-    )
-
-
 class MigrationError(Exception):
     """A migration could not be applied, or the schema is not the one the code expects; the
     message says which and what to do, and never holds the database URL."""
@@ -98,7 +72,7 @@ def _milliseconds(seconds: float) -> str:
 
 
 def _failure(
-    schema: str, migration: Migration, exc: psycopg.Error, settings: MigrationSettings
+    schema: str, migration: Migration, exc: psycopg.Error, settings: c.MigrationSettings
 ) -> MigrationError:
     label = f"{schema} {migration.path.name}"
     if isinstance(exc, psycopg.errors.LockNotAvailable):
@@ -123,14 +97,14 @@ def apply(
     conninfo: str,
     schema: str,
     directory: Path,
-    settings: MigrationSettings | None = None,
+    settings: c.MigrationSettings | None = None,
 ) -> list[int]:
     """Applies pending migrations of ``schema`` and returns the versions applied now.
 
     Raises MigrationError when a file fails (including a lock or statement timeout); that
     file's transaction is rolled back and earlier files stay applied and recorded.
     """
-    settings = settings or MigrationSettings()
+    settings = settings or c.MigrationSettings()
     migrations = discover(directory)
     applied_now: list[int] = []
     lock_key = zlib.crc32(f"sevvo-migrations:{schema}".encode())
@@ -177,13 +151,13 @@ def apply(
 
 
 def apply_all(
-    conninfo: str, sets: Iterable[MigrationSet], settings: MigrationSettings | None = None
+    conninfo: str, sets: Iterable[MigrationSet], settings: c.MigrationSettings | None = None
 ) -> dict[str, list[int]]:
     """Applies every set in order; returns the versions applied now, by schema."""
     return {s.schema: apply(conninfo, s.schema, s.directory, settings) for s in sets}
 
 
-def _set_timeouts(conn: psycopg.Connection[Any], settings: MigrationSettings) -> None:
+def _set_timeouts(conn: psycopg.Connection[Any], settings: c.MigrationSettings) -> None:
     conn.execute(
         "select set_config('lock_timeout', %s, false), set_config('statement_timeout', %s, false)",
         (
@@ -232,7 +206,7 @@ class MigrateConfig:
     """
 
     database_url: str = field(repr=False)
-    settings: MigrationSettings
+    settings: c.MigrationSettings
     log_level: str = "INFO"
 
     @classmethod
@@ -240,7 +214,7 @@ class MigrateConfig:
         """Reads SEVVO_DATABASE_URL(_FILE), the migration timeouts and SEVVO_LOG_LEVEL."""
         return cls(
             database_url=c.required_secret(env, "SEVVO_DATABASE_URL"),
-            settings=migration_settings(env),
+            settings=c.migration_settings(env),
             log_level=c.log_level(env),
         )
 

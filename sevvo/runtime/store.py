@@ -11,6 +11,7 @@ import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from sevvo.runtime import migrations
+from sevvo.runtime.config import MigrationSettings
 
 # How long a request waits for a pooled connection. While the database is down no connection
 # comes back healthy, so this bounds how long callers wait before UNAVAILABLE.
@@ -39,10 +40,10 @@ class SchemaStore:
         min_size: int = 1,
         max_size: int = 8,
         checkout_timeout: float = CHECKOUT_TIMEOUT_SECONDS,
-        migration: migrations.MigrationSettings | None = None,
+        migration: MigrationSettings | None = None,
     ) -> None:
         self._conninfo = conninfo
-        self._migration = migration or migrations.MigrationSettings()
+        self._migration = migration or MigrationSettings()
         self._pool = ConnectionPool(
             conninfo,
             min_size=min_size,
