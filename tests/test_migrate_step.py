@@ -3,23 +3,29 @@
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import subprocess
 import sys
 import threading
 import time
+import uuid
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from devstack.pki import DevPki
 from devstack.processes import free_port
 from services.auth.config import write_key_encryption_key
 from services.auth.store import AuthStore
+from services.connections.store import ConnectionStore
 from services.orchestrator.store import OrchestratorStore
 from sevvo.runtime import migrations
 from sevvo.runtime.config import ConfigError, MigrationSettings, migration_settings
+from sevvo.runtime.store import SchemaStore
 from tests.test_service_processes import _wait_serving
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -204,3 +210,75 @@ def test_bad_migration_settings_name_the_variable(env: dict[str, str], variable:
     """A malformed value fails at start naming its variable."""
     with pytest.raises(ConfigError, match=variable):
         migration_settings(env)
+
+
+def _documented_grants() -> str:
+    readme = (ROOT / "deploy" / "k8s" / "README.md").read_text()
+    section = readme.split("### Migrations", 1)[1].split("\n### ", 1)[0]
+    return section.split("```sql\n", 1)[1].split("```", 1)[0]
+
+
+def _as_role(url: str, role: str, password: str) -> str:
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{role}:{password}@{host}"))
+
+
+def test_documented_roles_migrate_and_serve_without_ddl_for_the_services(
+    database_url: str,
+) -> None:
+    """The README's GRANTs let the migration role migrate and the services' role run on DML."""
+    suffix = uuid.uuid4().hex[:8]
+    migrate_role, app_role = f"sevvo_migrate_{suffix}", f"sevvo_app_{suffix}"
+    dbname = urlsplit(database_url).path.lstrip("/")
+    grants = (
+        _documented_grants()
+        .replace("sevvo_migrate", migrate_role)
+        .replace("sevvo_app", app_role)
+        .replace("on database sevvo ", f'on database "{dbname}" ')
+    )
+    password = secrets.token_urlsafe(16)
+    stores = [AuthStore, ConnectionStore, OrchestratorStore]
+    opened: list[SchemaStore] = []
+    with psycopg.connect(database_url, autocommit=True) as admin:
+        admin.execute(grants.encode())
+        for role in (migrate_role, app_role):
+            admin.execute(
+                sql.SQL("alter role {} password {}").format(
+                    sql.Identifier(role), sql.Literal(password)
+                )
+            )
+        try:
+            migrate_url = _as_role(database_url, migrate_role, password)
+            for store_class in stores:
+                migrations.apply_all(migrate_url, store_class.migration_sets())
+            app_url = _as_role(database_url, app_role, password)
+            for store_class in stores:
+                store = store_class(
+                    app_url, min_size=1, migration=MigrationSettings(migrate_on_start=False)
+                )
+                opened.append(store)
+                store.open()
+            with psycopg.connect(app_url) as app:
+                tables = app.execute(
+                    "select format('%I.%I', schemaname, tablename), tableowner,"
+                    " has_table_privilege(format('%I.%I', schemaname, tablename),"
+                    "  'select, insert, update, delete')"
+                    " from pg_tables"
+                    " where schemaname in ('auth', 'connections', 'orchestrator', 'audit')"
+                ).fetchall()
+                assert len(tables) >= 10
+                assert {owner for _, owner, _ in tables} == {migrate_role}
+                assert [name for name, _, allowed in tables if not allowed] == []
+                with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                    app.execute("create table auth.not_allowed (id int)")
+        finally:
+            for store in opened:
+                store.close()
+            for role in (migrate_role, app_role):
+                admin.execute(sql.SQL("drop owned by {} cascade").format(sql.Identifier(role)))
+            admin.execute(
+                sql.SQL("drop role {}, {}").format(
+                    sql.Identifier(migrate_role), sql.Identifier(app_role)
+                )
+            )
