@@ -282,3 +282,25 @@ def test_documented_roles_migrate_and_serve_without_ddl_for_the_services(
                     sql.Identifier(migrate_role), sql.Identifier(app_role)
                 )
             )
+
+
+def test_a_role_without_ddl_rights_gets_a_clear_migration_error(
+    database_url: str, tmp_path: Path
+) -> None:
+    """Migrating as a role that may not create the schema fails naming the schema and why."""
+    (tmp_path / "0001_table.sql").write_text("create table t (id int);")
+    role, password = f"sevvo_nocreate_{uuid.uuid4().hex[:8]}", secrets.token_urlsafe(16)
+    with psycopg.connect(database_url, autocommit=True) as admin:
+        admin.execute(
+            sql.SQL("create role {} login password {}").format(
+                sql.Identifier(role), sql.Literal(password)
+            )
+        )
+        try:
+            with pytest.raises(migrations.MigrationError) as raised:
+                migrations.apply(_as_role(database_url, role, password), "demo", tmp_path)
+        finally:
+            admin.execute(sql.SQL("drop role {}").format(sql.Identifier(role)))
+    message = str(raised.value)
+    assert message.startswith("preparing schema demo failed (42501: permission denied")
+    assert password not in message

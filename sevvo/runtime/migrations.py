@@ -71,25 +71,22 @@ def _milliseconds(seconds: float) -> str:
     return f"{max(1, round(seconds * 1000))}ms"
 
 
-def _failure(
-    schema: str, migration: Migration, exc: psycopg.Error, settings: c.MigrationSettings
-) -> MigrationError:
-    label = f"{schema} {migration.path.name}"
+def _failure(what: str, exc: psycopg.Error, settings: c.MigrationSettings) -> MigrationError:
     if isinstance(exc, psycopg.errors.LockNotAvailable):
         return MigrationError(
-            f"migration {label} waited more than {settings.lock_timeout_seconds:g} s for a lock"
-            " another session holds (SEVVO_MIGRATION_LOCK_TIMEOUT_SECONDS); nothing of it was"
-            " applied. Find the long transaction in pg_stat_activity, then run migrate again."
+            f"{what} waited more than {settings.lock_timeout_seconds:g} s for a lock another"
+            " session holds (SEVVO_MIGRATION_LOCK_TIMEOUT_SECONDS); nothing of it was applied."
+            " Find the long transaction in pg_stat_activity, then run migrate again."
         )
     if isinstance(exc, psycopg.errors.QueryCanceled):
         return MigrationError(
-            f"migration {label} ran longer than {settings.statement_timeout_seconds:g} s"
+            f"{what} ran longer than {settings.statement_timeout_seconds:g} s"
             " (SEVVO_MIGRATION_STATEMENT_TIMEOUT_SECONDS); nothing of it was applied."
         )
+    # The primary message names objects ("permission denied for schema auth"), never values.
     primary = exc.diag.message_primary or type(exc).__name__
     return MigrationError(
-        f"migration {label} failed ({exc.sqlstate or 'no SQLSTATE'}: {primary});"
-        " nothing of it was applied."
+        f"{what} failed ({exc.sqlstate or 'no SQLSTATE'}: {primary}); nothing of it was applied."
     )
 
 
@@ -114,18 +111,10 @@ def apply(
         conn.execute("select pg_advisory_lock(%s)", (lock_key,))
         try:
             _set_timeouts(conn, settings)
-            conn.execute(sql.SQL("create schema if not exists {}").format(sql.Identifier(schema)))
-            conn.execute(
-                """
-                create table if not exists public.sevvo_schema_migrations (
-                    schema_name text not null,
-                    version integer not null,
-                    name text not null,
-                    applied_at timestamptz not null default now(),
-                    primary key (schema_name, version)
-                )
-                """
-            )
+            try:
+                _prepare(conn, schema)
+            except psycopg.Error as exc:
+                raise _failure(f"preparing schema {schema}", exc, settings) from exc
             done = _applied_versions(conn, schema)
             for migration in migrations:
                 if migration.version in done:
@@ -142,12 +131,29 @@ def apply(
                             (schema, migration.version, migration.name),
                         )
                 except psycopg.Error as exc:
-                    raise _failure(schema, migration, exc, settings) from exc
+                    raise _failure(
+                        f"migration {schema} {migration.path.name}", exc, settings
+                    ) from exc
                 applied_now.append(migration.version)
                 log.info("migration applied", schema=schema, version=migration.version)
         finally:
             conn.execute("select pg_advisory_unlock(%s)", (lock_key,))
     return applied_now
+
+
+def _prepare(conn: psycopg.Connection[Any], schema: str) -> None:
+    conn.execute(sql.SQL("create schema if not exists {}").format(sql.Identifier(schema)))
+    conn.execute(
+        """
+        create table if not exists public.sevvo_schema_migrations (
+            schema_name text not null,
+            version integer not null,
+            name text not null,
+            applied_at timestamptz not null default now(),
+            primary key (schema_name, version)
+        )
+        """
+    )
 
 
 def apply_all(
