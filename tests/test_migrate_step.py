@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import secrets
 import signal
@@ -304,3 +305,19 @@ def test_a_role_without_ddl_rights_gets_a_clear_migration_error(
     message = str(raised.value)
     assert message.startswith("preparing schema demo failed (42501: permission denied")
     assert password not in message
+
+
+@pytest.mark.parametrize("service", ["auth", "connections", "orchestrator"])
+def test_each_service_has_a_migrate_command_needing_only_the_database(
+    service: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``migrate`` reads its own small configuration: without a database URL it names that
+    variable, not the service's TLS or key files it never needs."""
+    for name in list(os.environ):
+        if name.startswith("SEVVO_"):
+            monkeypatch.delenv(name)
+    module = importlib.import_module(f"services.{service}.__main__")
+    assert module.main(["migrate"]) == 2
+    err = capsys.readouterr().err
+    assert "configuration error: SEVVO_DATABASE_URL is required" in err
+    assert "TLS" not in err
