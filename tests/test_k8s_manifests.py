@@ -121,6 +121,59 @@ CONTROL_PLANE_ENDPOINT: dict[str, Any] = {
 }
 GATEWAY_API_GROUP = "gateway.networking.k8s.io/"
 
+# The standard knobs, all set, with replicas 2 (topology spread and disruption budgets on).
+KNOBS: dict[str, Any] = {
+    "replicas": 2,
+    "podAnnotations": {"example.com/scrape": "true"},
+    "podLabels": {"team": "data", COMPONENT_LABEL: "ignored"},
+    "priorityClassName": "sevvo-high",
+    "serviceAccount": {"annotations": {"eks.amazonaws.com/role-arn": "arn:aws:iam::1:role/s"}},
+    "extraVolumes": [{"name": "extra", "emptyDir": {"sizeLimit": "1Mi"}}],
+    "extraVolumeMounts": [{"name": "extra", "mountPath": "/var/run/extra", "readOnly": True}],
+    "extraContainers": [
+        {
+            "name": "proxy",
+            "image": "registry.example.com/proxy:1.0",
+            "securityContext": {
+                "runAsNonRoot": True,
+                "runAsUser": 10001,
+                "allowPrivilegeEscalation": False,
+                "readOnlyRootFilesystem": True,
+                "privileged": False,
+                "capabilities": {"drop": ["ALL"]},
+            },
+        }
+    ],
+    "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+}
+CONTROL_PLANE_KNOBS: dict[str, Any] = {
+    "global": {"tls": {"caSecret": "corp-ca"}},
+    "auth": {"bootstrapToken": {"existingSecret": "sevvo-bootstrap"}},
+    "networkPolicy": {
+        "endpointNamespaces": ["gateway"],
+        "extraIngressFrom": [{"namespaceSelector": {"matchLabels": {"team": "ops"}}}],
+        "probeCidrs": ["10.0.0.0/16"],
+        "database": {"port": 6432, "to": [{"ipBlock": {"cidr": "10.30.0.0/24"}}]},
+        "temporalTo": [{"namespaceSelector": {"matchLabels": {"name": "temporal"}}}],
+        "extraEgress": [{"ports": [{"protocol": "TCP", "port": 4317}]}],
+    },
+    "endpoint": {
+        "host": "api.sevvo.example",
+        "ingress": {"enabled": True, "tlsSecret": "api-tls"},
+    },
+    **{
+        name: {**KNOBS, "service": {"annotations": {"example.com/lb": "internal"}}}
+        for name in COMPONENTS
+    },
+}
+AGENT_KNOBS: dict[str, Any] = {
+    **AGENT_REQUIRED,
+    **KNOBS,
+    "topologySpreadConstraints": [
+        {"maxSkew": 1, "topologyKey": "kubernetes.io/hostname", "whenUnsatisfiable": "DoNotSchedule"}
+    ],
+}
+
 
 @pytest.fixture(scope="module")
 def control_plane() -> Iterator[helm.Chart]:
@@ -196,20 +249,24 @@ def effective(pod: dict[str, Any], container: dict[str, Any], key: str) -> Any:
         ("control_plane", CONTROL_PLANE_ALL_OPTIONS),
         ("control_plane", {"auth": {"enabled": False}, "connections": {"replicas": 2}}),
         ("control_plane", CONTROL_PLANE_ENDPOINT),
+        ("control_plane", CONTROL_PLANE_KNOBS),
         ("agent", AGENT_REQUIRED),
         ("agent", AGENT_ALL_OPTIONS),
         ("agent", {**AGENT_REQUIRED, "networkPolicy": {"enabled": False}}),
         ("agent", AGENT_SIDECAR),
+        ("agent", AGENT_KNOBS),
     ],
     ids=[
         "cp-defaults",
         "cp-all-options",
         "cp-mixed",
         "cp-endpoint",
+        "cp-knobs",
         "agent-min",
         "agent-all",
         "agent-no-np",
         "agent-sidecar",
+        "agent-knobs",
     ],
 )
 def test_rendered_objects_pass_strict_kubernetes_validation(
@@ -500,7 +557,8 @@ def test_disabled_component_renders_no_objects(control_plane: helm.Chart, name: 
     """enabled: false removes every object of that component and keeps the others."""
     objects = render(control_plane, {name: {"enabled": False, "replicas": 3}})
     assert [obj for obj in objects if component(obj) == name] == []
-    assert {component(obj) for obj in objects} == set(COMPONENTS) - {name}
+    # The helm test pod ("test") checks whichever components are left.
+    assert {component(obj) for obj in objects} - {"test"} == set(COMPONENTS) - {name}
 
 
 def test_auth_alone_mounts_the_key_encryption_key(control_plane: helm.Chart) -> None:
