@@ -287,8 +287,14 @@ def test_rendered_objects_pass_strict_kubernetes_validation(
 
 @pytest.mark.parametrize(
     ("path", "values"),
-    [(CONTROL_PLANE, None), (CONTROL_PLANE, CONTROL_PLANE_ENDPOINT), (AGENT, AGENT_REQUIRED)],
-    ids=["control-plane", "control-plane-endpoint", "agent"],
+    [
+        (CONTROL_PLANE, None),
+        (CONTROL_PLANE, CONTROL_PLANE_ENDPOINT),
+        (CONTROL_PLANE, CONTROL_PLANE_KNOBS),
+        (AGENT, AGENT_REQUIRED),
+        (AGENT, AGENT_KNOBS),
+    ],
+    ids=["control-plane", "control-plane-endpoint", "control-plane-knobs", "agent", "agent-knobs"],
 )
 def test_chart_passes_helm_lint_strict(path: Path, values: dict[str, Any] | None) -> None:
     """`helm lint --strict` for Kubernetes 1.31 finds no warning and no error."""
