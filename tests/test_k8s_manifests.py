@@ -121,6 +121,63 @@ CONTROL_PLANE_ENDPOINT: dict[str, Any] = {
 }
 GATEWAY_API_GROUP = "gateway.networking.k8s.io/"
 
+# The standard knobs, all set, with replicas 2 (topology spread and disruption budgets on).
+KNOBS: dict[str, Any] = {
+    "replicas": 2,
+    "podAnnotations": {"example.com/scrape": "true"},
+    "podLabels": {"team": "data", COMPONENT_LABEL: "ignored"},
+    "priorityClassName": "sevvo-high",
+    "serviceAccount": {"annotations": {"eks.amazonaws.com/role-arn": "arn:aws:iam::1:role/s"}},
+    "extraVolumes": [{"name": "extra", "emptyDir": {"sizeLimit": "1Mi"}}],
+    "extraVolumeMounts": [{"name": "extra", "mountPath": "/var/run/extra", "readOnly": True}],
+    "extraContainers": [
+        {
+            "name": "proxy",
+            "image": "registry.example.com/proxy:1.0",
+            "securityContext": {
+                "runAsNonRoot": True,
+                "runAsUser": 10001,
+                "allowPrivilegeEscalation": False,
+                "readOnlyRootFilesystem": True,
+                "privileged": False,
+                "capabilities": {"drop": ["ALL"]},
+            },
+        }
+    ],
+    "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+}
+CONTROL_PLANE_KNOBS: dict[str, Any] = {
+    "global": {"tls": {"caSecret": "corp-ca"}},
+    "networkPolicy": {
+        "endpointNamespaces": ["gateway"],
+        "extraIngressFrom": [{"namespaceSelector": {"matchLabels": {"team": "ops"}}}],
+        "probeCidrs": ["10.0.0.0/16"],
+        "database": {"port": 6432, "to": [{"ipBlock": {"cidr": "10.30.0.0/24"}}]},
+        "temporalTo": [{"namespaceSelector": {"matchLabels": {"name": "temporal"}}}],
+        "extraEgress": [{"ports": [{"protocol": "TCP", "port": 4317}]}],
+    },
+    "endpoint": {
+        "host": "api.sevvo.example",
+        "ingress": {"enabled": True, "tlsSecret": "api-tls"},
+    },
+    **{
+        name: {**KNOBS, "service": {"annotations": {"example.com/lb": "internal"}}}
+        for name in COMPONENTS
+    },
+}
+CONTROL_PLANE_KNOBS["auth"]["bootstrapToken"] = {"existingSecret": "sevvo-bootstrap"}
+AGENT_KNOBS: dict[str, Any] = {
+    **AGENT_REQUIRED,
+    **KNOBS,
+    "topologySpreadConstraints": [
+        {
+            "maxSkew": 1,
+            "topologyKey": "kubernetes.io/hostname",
+            "whenUnsatisfiable": "DoNotSchedule",
+        }
+    ],
+}
+
 
 @pytest.fixture(scope="module")
 def control_plane() -> Iterator[helm.Chart]:
@@ -200,20 +257,24 @@ def effective(pod: dict[str, Any], container: dict[str, Any], key: str) -> Any:
         ("control_plane", CONTROL_PLANE_ALL_OPTIONS),
         ("control_plane", {"auth": {"enabled": False}, "connections": {"replicas": 2}}),
         ("control_plane", CONTROL_PLANE_ENDPOINT),
+        ("control_plane", CONTROL_PLANE_KNOBS),
         ("agent", AGENT_REQUIRED),
         ("agent", AGENT_ALL_OPTIONS),
         ("agent", {**AGENT_REQUIRED, "networkPolicy": {"enabled": False}}),
         ("agent", AGENT_SIDECAR),
+        ("agent", AGENT_KNOBS),
     ],
     ids=[
         "cp-defaults",
         "cp-all-options",
         "cp-mixed",
         "cp-endpoint",
+        "cp-knobs",
         "agent-min",
         "agent-all",
         "agent-no-np",
         "agent-sidecar",
+        "agent-knobs",
     ],
 )
 def test_rendered_objects_pass_strict_kubernetes_validation(
@@ -230,8 +291,14 @@ def test_rendered_objects_pass_strict_kubernetes_validation(
 
 @pytest.mark.parametrize(
     ("path", "values"),
-    [(CONTROL_PLANE, None), (CONTROL_PLANE, CONTROL_PLANE_ENDPOINT), (AGENT, AGENT_REQUIRED)],
-    ids=["control-plane", "control-plane-endpoint", "agent"],
+    [
+        (CONTROL_PLANE, None),
+        (CONTROL_PLANE, CONTROL_PLANE_ENDPOINT),
+        (CONTROL_PLANE, CONTROL_PLANE_KNOBS),
+        (AGENT, AGENT_REQUIRED),
+        (AGENT, AGENT_KNOBS),
+    ],
+    ids=["control-plane", "control-plane-endpoint", "control-plane-knobs", "agent", "agent-knobs"],
 )
 def test_chart_passes_helm_lint_strict(path: Path, values: dict[str, Any] | None) -> None:
     """`helm lint --strict` for Kubernetes 1.31 finds no warning and no error."""
@@ -302,6 +369,36 @@ BAD_VALUES = [
     ("agent", {"sidecar": {"graceSeconds": 3601}}, "graceSeconds"),
     ("agent", {"sidecar": {"containers": [{"name": "app"}]}}, "containers"),
     ("agent", {"sidecar": {"workloadToken": {"existingSecret": "Bad_Name"}}}, "workloadToken"),
+    # The standard knobs: open to Kubernetes fields, typed where it matters.
+    ("control_plane", {"auth": {"extraVolumes": [{"emptyDir": {}}]}}, "name"),
+    ("control_plane", {"auth": {"extraContainers": [{"name": "x"}]}}, "image"),
+    (
+        "control_plane",
+        {"auth": {"extraVolumeMounts": [{"name": "x", "mountPath": "rel"}]}},
+        "mountPath",
+    ),
+    ("control_plane", {"auth": {"strategy": {"type": "BlueGreen"}}}, "type"),
+    ("control_plane", {"auth": {"podAnnotations": {"a": 1}}}, "podAnnotations"),
+    ("control_plane", {"auth": {"serviceAccount": {"name": "x"}}}, "serviceAccount"),
+    ("control_plane", {"auth": {"service": {"type": "LoadBalancer"}}}, "service"),
+    ("control_plane", {"networkPolicy": {"probeCidrs": ["10.0.0.0"]}}, "probeCidrs"),
+    (
+        "control_plane",
+        {"networkPolicy": {"extraIngressFrom": [{"pods": {}}]}},
+        "extraIngressFrom",
+    ),
+    ("control_plane", {"networkPolicy": {"databsae": {}}}, "databsae"),
+    (
+        "control_plane",
+        {"auth": {"bootstrapToken": {"existingSecret": "Bad_Name"}}},
+        "bootstrapToken",
+    ),
+    ("agent", {**AGENT_REQUIRED, "priorityClassName": "Not Valid"}, "priorityClassName"),
+    (
+        "agent",
+        {**AGENT_REQUIRED, "topologySpreadConstraints": [{"maxSkew": 1}]},
+        "topologySpreadConstraints",
+    ),
 ]
 
 
@@ -508,7 +605,10 @@ def test_disabled_component_renders_no_objects(control_plane: helm.Chart, name: 
     """enabled: false removes every object of that component and keeps the others."""
     objects = render(control_plane, {name: {"enabled": False, "replicas": 3}})
     assert [obj for obj in objects if component(obj) == name] == []
-    assert {component(obj) for obj in objects} == set(COMPONENTS) - {name}
+    # The helm test pod ("test") checks whichever components are left; each left has its
+    # migrate Job ("<name>-migrate").
+    left = set(COMPONENTS) - {name}
+    assert {component(obj) for obj in objects} - {"test"} == left | {f"{n}-migrate" for n in left}
 
 
 def test_auth_alone_mounts_the_key_encryption_key(control_plane: helm.Chart) -> None:
@@ -1176,9 +1276,9 @@ def test_each_component_migrates_in_a_pre_install_and_pre_upgrade_hook_job(
     Deployments then only check the schema."""
     objects = render(control_plane)
     jobs = of_kind(objects, "Job")
-    assert sorted(component(job) for job in jobs) == sorted(COMPONENTS)
+    assert sorted(component(job) for job in jobs) == sorted(f"{n}-migrate" for n in COMPONENTS)
     for job in jobs:
-        name = component(job)
+        name = component(job).removesuffix("-migrate")
         annotations = job["metadata"]["annotations"]
         assert annotations["helm.sh/hook"] == "pre-install,pre-upgrade"
         assert annotations["helm.sh/hook-delete-policy"] == "before-hook-creation,hook-succeeded"
@@ -1198,6 +1298,20 @@ def test_each_component_migrates_in_a_pre_install_and_pre_upgrade_hook_job(
             assert kubernetes_validate.validate(job, version, strict=True) == version
     for deployment in of_kind(objects, "Deployment"):
         assert env_of(only_container(deployment))["SEVVO_MIGRATE_ON_START"] == "false"
+
+
+def test_no_service_or_budget_selects_a_migrate_pod(control_plane: helm.Chart) -> None:
+    """A running migrate pod is never a Service endpoint nor counted by a disruption budget."""
+    values = {name: {"replicas": 2} for name in COMPONENTS}
+    objects = render(control_plane, values)
+    selectors = [s["spec"]["selector"] for s in of_kind(objects, "Service")] + [
+        p["spec"]["selector"]["matchLabels"] for p in of_kind(objects, "PodDisruptionBudget")
+    ]
+    assert len(selectors) >= 6
+    for job in of_kind(objects, "Job"):
+        labels = job["spec"]["template"]["metadata"]["labels"]
+        for selector in selectors:
+            assert not all(labels.get(k) == v for k, v in selector.items()), selector
 
 
 def test_without_migrate_jobs_the_services_migrate_on_start(control_plane: helm.Chart) -> None:
@@ -1221,7 +1335,7 @@ def test_migrate_job_settings_follow_their_values(control_plane: helm.Chart) -> 
         },
     }
     jobs = of_kind(render(control_plane, values), "Job")
-    assert sorted(component(job) for job in jobs) == ["connections", "orchestrator"]
+    assert sorted(component(job) for job in jobs) == ["connections-migrate", "orchestrator-migrate"]
     for job in jobs:
         assert job["spec"]["backoffLimit"] == 1
         env = env_of(only_container(job))
@@ -1230,3 +1344,277 @@ def test_migrate_job_settings_follow_their_values(control_plane: helm.Chart) -> 
         (volume,) = [v for v in pod_spec(job)["volumes"] if "secret" in v]
         assert volume["secret"]["secretName"] == "pg-owner"
         assert volume["secret"]["items"] == [{"key": "dsn", "path": "url"}]
+
+
+# --- standard knobs, disruption budgets and topology spread --------------------------------
+
+
+@pytest.mark.parametrize("version", ["1.28", "1.37"])
+def test_knobs_validate_strictly_at_both_ends_of_the_supported_range(
+    control_plane: helm.Chart, agent: helm.Chart, version: str
+) -> None:
+    """With replicas 2 and every knob set, both charts' objects (the helm test pod too)
+    validate strictly against the oldest and newest Kubernetes the charts support."""
+    objects = render(control_plane, CONTROL_PLANE_KNOBS) + render(agent, AGENT_KNOBS)
+    assert {"Pod", "PodDisruptionBudget", "NetworkPolicy"} <= {o["kind"] for o in objects}
+    for obj in (o for o in objects if not o["apiVersion"].startswith(GATEWAY_API_GROUP)):
+        assert kubernetes_validate.validate(obj, version, strict=True) == version
+
+
+@pytest.mark.parametrize("replicas", [1, 2])
+def test_budget_and_spread_only_with_more_than_one_replica(
+    control_plane: helm.Chart, replicas: int
+) -> None:
+    """replicas > 1 adds a PodDisruptionBudget and a zone and node spread that never blocks
+    scheduling, both selecting the component's pods; one replica gets neither."""
+    values = {name: {"replicas": replicas} for name in COMPONENTS}
+    objects = render(control_plane, values)
+    budgets = {component(b): b for b in of_kind(objects, "PodDisruptionBudget")}
+    for name in COMPONENTS:
+        pod = pod_spec(deployment_for(objects, name))
+        if replicas == 1:
+            assert name not in budgets
+            assert "topologySpreadConstraints" not in pod
+            continue
+        selector = deployment_for(objects, name)["spec"]["selector"]
+        assert budgets[name]["spec"]["selector"] == selector
+        spread = pod["topologySpreadConstraints"]
+        assert [c["topologyKey"] for c in spread] == [
+            "topology.kubernetes.io/zone",
+            "kubernetes.io/hostname",
+        ]
+        assert all(c["whenUnsatisfiable"] == "ScheduleAnyway" for c in spread)
+        assert all(c["labelSelector"] == selector for c in spread)
+
+
+def test_own_topology_spread_replaces_the_default(control_plane: helm.Chart) -> None:
+    """topologySpreadConstraints, when given, is used as is, even with one replica."""
+    own = [{"maxSkew": 2, "topologyKey": "rack", "whenUnsatisfiable": "DoNotSchedule"}]
+    for replicas in (1, 3):
+        objects = render(
+            control_plane, {"auth": {"replicas": replicas, "topologySpreadConstraints": own}}
+        )
+        assert pod_spec(deployment_for(objects, "auth"))["topologySpreadConstraints"] == own
+
+
+def _assert_knobs_applied(deployment: dict[str, Any], main: str) -> None:
+    template = deployment["spec"]["template"]
+    pod = template["spec"]
+    assert deployment["spec"]["strategy"] == KNOBS["strategy"]
+    assert template["metadata"]["annotations"] == KNOBS["podAnnotations"]
+    assert template["metadata"]["labels"]["team"] == "data"
+    # A pod label never overrides the chart's own: the selector would stop matching.
+    assert (
+        template["metadata"]["labels"].items()
+        >= deployment["spec"]["selector"]["matchLabels"].items()
+    )
+    assert pod["priorityClassName"] == "sevvo-high"
+    assert {"name": "extra", "emptyDir": {"sizeLimit": "1Mi"}} in pod["volumes"]
+    (container,) = [
+        c for c in pod["containers"] + pod.get("initContainers", []) if c["name"] == main
+    ]
+    assert KNOBS["extraVolumeMounts"][0] in container["volumeMounts"]
+    assert [c["name"] for c in pod["containers"]][-1] == "proxy"
+
+
+def test_control_plane_knobs_reach_each_component(control_plane: helm.Chart) -> None:
+    """Pod annotations and labels, priority class, volumes and mounts, an extra container,
+    the strategy, and ServiceAccount and Service annotations reach every component."""
+    objects = render(control_plane, CONTROL_PLANE_KNOBS)
+    for name in COMPONENTS:
+        _assert_knobs_applied(deployment_for(objects, name), name)
+    role_arn = KNOBS["serviceAccount"]["annotations"]
+    assert [a["metadata"]["annotations"] for a in of_kind(objects, "ServiceAccount")] == [
+        role_arn
+    ] * 3
+    services = of_kind(objects, "Service")
+    assert [s["metadata"]["annotations"] for s in services] == [{"example.com/lb": "internal"}] * 3
+
+
+def test_agent_knobs_reach_the_agent(agent: helm.Chart) -> None:
+    """The same knobs reach the agent's Deployment and ServiceAccount; its own topology spread
+    is used as given."""
+    objects = render(agent, AGENT_KNOBS)
+    (deployment,) = of_kind(objects, "Deployment")
+    _assert_knobs_applied(deployment, "agent")
+    assert (
+        pod_spec(deployment)["topologySpreadConstraints"]
+        == AGENT_KNOBS["topologySpreadConstraints"]
+    )
+    (account,) = of_kind(objects, "ServiceAccount")
+    assert account["metadata"]["annotations"] == KNOBS["serviceAccount"]["annotations"]
+
+
+def test_agent_extra_containers_are_refused_in_sidecar_mode(agent: helm.Chart) -> None:
+    """In sidecar mode the pod's containers are sidecar.containers; extraContainers says so."""
+    values = {**AGENT_SIDECAR, "extraContainers": KNOBS["extraContainers"]}
+    with pytest.raises(helm.HelmRenderError, match=r"sidecar\.containers"):
+        render(agent, values)
+
+
+# --- control-plane NetworkPolicy ------------------------------------------------------------
+
+
+def _policies(objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {component(p): p["spec"] for p in of_kind(objects, "NetworkPolicy")}
+
+
+def _rule_for(rules: list[dict[str, Any]], port: int) -> dict[str, Any]:
+    (rule,) = [r for r in rules if {"protocol": "TCP", "port": port} in r.get("ports", [])]
+    return rule
+
+
+RELEASE_PODS = {
+    "podSelector": {
+        "matchLabels": {
+            "app.kubernetes.io/name": "sevvo-control-plane",
+            "app.kubernetes.io/instance": "sevvo",
+        }
+    }
+}
+
+
+def test_control_plane_network_policy_defaults(control_plane: helm.Chart) -> None:
+    """By default each component admits gRPC only from this release's pods, the health port
+    from anywhere (the kubelet) and, for auth, the JWKS from Temporal's namespace; it may
+    reach DNS, Postgres on 5432, the other components' gRPC port and (orchestrator only)
+    Temporal's port."""
+    objects = render(control_plane)
+    policies = _policies(objects)
+    assert set(policies) == set(COMPONENTS)
+    for name, spec in policies.items():
+        labels = deployment_for(objects, name)["spec"]["template"]["metadata"]["labels"]
+        assert spec["podSelector"]["matchLabels"].items() <= labels.items()
+        assert spec["policyTypes"] == ["Ingress", "Egress"]
+        assert _rule_for(spec["ingress"], 8443)["from"] == [RELEASE_PODS]
+        assert "from" not in _rule_for(spec["ingress"], 8444)
+        egress_ports = {(p["protocol"], p["port"]) for r in spec["egress"] for p in r["ports"]}
+        temporal = {("TCP", 7233)} if name == "orchestrator" else set()
+        assert egress_ports == {("UDP", 53), ("TCP", 53), ("TCP", 5432), ("TCP", 8443)} | temporal
+        assert _rule_for(spec["egress"], 8443)["to"] == [RELEASE_PODS]
+        assert "to" not in _rule_for(spec["egress"], 5432)
+    jwks = _rule_for(policies["auth"]["ingress"], 8081)
+    assert jwks["from"] == [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "temporal"}}}
+    ]
+    assert len(policies["connections"]["ingress"]) == 2
+
+
+def test_control_plane_network_policy_follows_its_values(control_plane: helm.Chart) -> None:
+    """Endpoint namespaces and extra peers join the gRPC rule, probe CIDRs narrow the health
+    port, the database and Temporal peers narrow egress, extra egress rules come last."""
+    policies = _policies(render(control_plane, CONTROL_PLANE_KNOBS))
+    np = CONTROL_PLANE_KNOBS["networkPolicy"]
+    for spec in policies.values():
+        assert _rule_for(spec["ingress"], 8443)["from"] == [
+            RELEASE_PODS,
+            {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "gateway"}}},
+            *np["extraIngressFrom"],
+        ]
+        assert _rule_for(spec["ingress"], 8444)["from"] == [{"ipBlock": {"cidr": "10.0.0.0/16"}}]
+        assert _rule_for(spec["egress"], 6432)["to"] == np["database"]["to"]
+        assert spec["egress"][-1] == np["extraEgress"][0]
+    assert _rule_for(policies["orchestrator"]["egress"], 7233)["to"] == np["temporalTo"]
+
+
+def test_routed_endpoint_without_namespaces_keeps_grpc_reachable(control_plane: helm.Chart) -> None:
+    """With a route enabled but no endpoint namespace named, the gRPC port admits any peer, so
+    turning the policy on by default never cuts off an existing endpoint."""
+    for name, spec in _policies(render(control_plane, CONTROL_PLANE_ENDPOINT)).items():
+        assert "from" not in _rule_for(spec["ingress"], 8443), name
+
+
+def test_control_plane_network_policy_skips_disabled_components(control_plane: helm.Chart) -> None:
+    """A disabled component has no policy and no port in the others' egress; disabling the
+    policy renders none."""
+    values = {"orchestrator": {"enabled": False}, "connections": {"port": 9443}}
+    policies = _policies(render(control_plane, values))
+    assert set(policies) == {"auth", "connections"}
+    assert _rule_for(policies["auth"]["egress"], 9443)["to"] == [RELEASE_PODS]
+    assert _rule_for(policies["connections"]["egress"], 8443)["to"] == [RELEASE_PODS]
+    assert _policies(render(control_plane, {"networkPolicy": {"enabled": False}})) == {}
+
+
+# --- helm test and NOTES --------------------------------------------------------------------
+
+
+def test_helm_test_pod_checks_each_enabled_service_over_tls(control_plane: helm.Chart) -> None:
+    """The test hook runs the services' image and asks each enabled Service's TLS port for
+    grpc.health.v1, trusting global.tls.caSecret; it runs restricted and is one of the
+    release's pods, so the NetworkPolicy admits it."""
+    objects = render(
+        control_plane,
+        {"global": {"tls": {"caSecret": "corp-ca"}}, "connections": {"enabled": False}},
+    )
+    (pod,) = of_kind(objects, "Pod")
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    assert pod["metadata"]["labels"].items() >= RELEASE_PODS["podSelector"]["matchLabels"].items()
+    spec = pod["spec"]
+    (container,) = spec["containers"]
+    assert container["image"] == only_container(deployment_for(objects, "auth"))["image"]
+    command = container["command"]
+    assert command[:2] == ["python", "-c"]
+    assert "HealthStub" in command[2] and "ssl_channel_credentials" in command[2]
+    assert command[3:] == [
+        CA_FILE,
+        "sevvo-sevvo-control-plane-auth.sevvo.svc:8443",
+        "sevvo-sevvo-control-plane-orchestrator.sevvo.svc:8443",
+    ]
+    assert spec["volumes"][0]["secret"]["secretName"] == "corp-ca"
+    assert spec["restartPolicy"] == "Never"
+    for rule, holds in RESTRICTED:
+        assert holds(spec, container), rule
+    compile(command[2], "<helm test>", "exec")  # The script at least parses.
+
+
+def test_helm_test_pod_uses_system_roots_without_a_ca(control_plane: helm.Chart) -> None:
+    """Without global.tls.caSecret the CA argument is empty (system roots) and nothing is
+    mounted."""
+    (pod,) = of_kind(render(control_plane), "Pod")
+    (container,) = pod["spec"]["containers"]
+    assert container["command"][3] == ""
+    assert "volumes" not in pod["spec"]
+
+
+def test_auth_bootstrap_token_is_mounted_only_when_given(control_plane: helm.Chart) -> None:
+    """auth.bootstrapToken.existingSecret mounts the token as a file for auth alone; empty (the
+    default) leaves bootstrap disabled."""
+    file = "/var/run/secrets/sevvo/bootstrap-token/token"
+    objects = render(
+        control_plane, {"auth": {"bootstrapToken": {"existingSecret": "sevvo-bootstrap"}}}
+    )
+    assert (
+        env_of(only_container(deployment_for(objects, "auth")))["SEVVO_AUTH_BOOTSTRAP_TOKEN_FILE"]
+        == file
+    )
+    volumes = {v["name"]: v for v in pod_spec(deployment_for(objects, "auth"))["volumes"]}
+    assert volumes["bootstrap-token"]["secret"]["secretName"] == "sevvo-bootstrap"
+    for name in ("connections", "orchestrator"):
+        assert "SEVVO_AUTH_BOOTSTRAP_TOKEN_FILE" not in env_of(
+            only_container(deployment_for(objects, name))
+        )
+    defaults = render(control_plane)
+    assert "SEVVO_AUTH_BOOTSTRAP_TOKEN_FILE" not in env_of(
+        only_container(deployment_for(defaults, "auth"))
+    )
+
+
+def test_notes_say_how_to_reach_the_endpoint_and_create_the_first_org(
+    control_plane: helm.Chart, agent: helm.Chart
+) -> None:
+    """NOTES.txt names the endpoint, `helm test`, and the bootstrap step with the token's
+    Secret; the agent's names where it dials."""
+    notes = control_plane.render(CONTROL_PLANE_KNOBS, name="sevvo", namespace="sevvo")[
+        "sevvo-control-plane/templates/NOTES.txt"
+    ]
+    assert "api.sevvo.example:443" in notes
+    assert "helm test sevvo -n sevvo" in notes
+    assert "get secret sevvo-bootstrap" in notes and "bootstrap --org" in notes
+    defaults = control_plane.render(None, name="sevvo", namespace="sevvo")[
+        "sevvo-control-plane/templates/NOTES.txt"
+    ]
+    assert "port-forward" in defaults and "create-org" in defaults
+    agent_notes = agent.render(AGENT_REQUIRED, name="sevvo", namespace="sevvo")[
+        "sevvo-agent/templates/NOTES.txt"
+    ]
+    assert "api.sevvo.example:443" in agent_notes and "temporal.sevvo.example:443" in agent_notes
