@@ -8,14 +8,22 @@ import os
 import shutil
 import ssl
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import grpc
 import pytest
 import structlog
 from cryptography import x509
+from temporalio import workflow
+from temporalio.client import Client
+from temporalio.service import TLSConfig
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from devstack.pki import DevPki, ensure_dev_pki, issue_server_cert
+from devstack.temporal import TemporalDevServer
+from devstack.tls_proxy import ThreadedTlsProxy
+from sevvo.runtime import temporal
 from sevvo.runtime.config import ConfigError
 from sevvo.runtime.grpc_client import ClientTls, secure_aio_channel, secure_channel
 from sevvo.runtime.grpc_server import TlsFiles
@@ -211,3 +219,76 @@ def test_keyring_from_a_file_variable_is_followed_and_checked_at_start(tmp_path:
     path.write_text("{")
     with pytest.raises(ConfigError, match="SEVVO_X_KEYRING_FILE: keyring is not valid JSON"):
         load_keyring({"SEVVO_X_KEYRING_FILE": str(path)}, "SEVVO_X_KEYRING")
+
+
+@workflow.defn(name="TlsReloadEcho")
+class _EchoWorkflow:
+    """A workflow with no activity: it completes once a worker polls its queue."""
+
+    @workflow.run
+    async def run(self, text: str) -> str:
+        return text
+
+
+def test_temporal_worker_follows_a_rotated_ca_bundle(dev_pki: DevPki, tmp_path: Path) -> None:
+    """Temporal's TLS front moves to a new CA; once the CA file follows, the worker polls
+    through a client made with the new bundle, and a bundle cut short is skipped."""
+    other = ensure_dev_pki(tmp_path / "other-ca")
+    ca_file = tmp_path / "ca.crt"
+    _replace(dev_pki.ca_cert, ca_file)
+    with TemporalDevServer() as server:
+        host, _, port = server.address.rpartition(":")
+        first = ThreadedTlsProxy((host, int(port)), dev_pki.server_cert, dev_pki.server_key)
+        first.start()
+        listen = int(first.address.rpartition(":")[2])
+        address = f"localhost:{listen}"
+
+        async def scenario() -> None:
+            client = await Client.connect(address, tls=temporal.tls_config(ca_file=ca_file))
+            replaced: list[Client] = []
+
+            async def replace(tls: TLSConfig) -> None:
+                new = await Client.connect(address, tls=tls)
+                worker.client = new
+                replaced.append(new)
+
+            worker = Worker(
+                client,
+                task_queue="tls-reload",
+                workflows=[_EchoWorkflow],
+                workflow_runner=UnsandboxedWorkflowRunner(),
+            )
+            async with worker:
+                follow = asyncio.create_task(
+                    temporal.follow_tls_files(ca_file=ca_file, replace=replace, check_seconds=0.05)
+                )
+                try:
+                    ca_file.write_bytes(other.ca_cert.read_bytes()[:100])
+                    await asyncio.sleep(0.2)
+                    assert replaced == []
+                    first.stop()
+                    second = ThreadedTlsProxy(
+                        (host, int(port)), other.server_cert, other.server_key, port=listen
+                    )
+                    second.start()
+                    try:
+                        _replace(other.ca_cert, ca_file)
+                        starter = await Client.connect(
+                            address, tls=temporal.tls_config(ca_file=other.ca_cert)
+                        )
+                        result = await starter.execute_workflow(
+                            "TlsReloadEcho",
+                            "over the new CA",
+                            id=f"tls-reload-{os.getpid()}",
+                            task_queue="tls-reload",
+                            execution_timeout=timedelta(seconds=20),
+                        )
+                        assert result == "over the new CA"
+                        assert len(replaced) == 1
+                    finally:
+                        await worker.shutdown()
+                        second.stop()
+                finally:
+                    follow.cancel()
+
+        asyncio.run(scenario())
