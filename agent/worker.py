@@ -21,7 +21,7 @@ from typing import TypeVar
 
 from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
 from temporalio.client import Client
-from temporalio.service import RPCError
+from temporalio.service import RPCError, TLSConfig
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from agent.activities import AgentActivities
@@ -311,6 +311,7 @@ async def run_agent(config: AgentConfig, stop: asyncio.Event) -> int:
             }
             if pool is not None:
                 tasks.add(asyncio.create_task(pool.run(), name="warm-pool"))
+            workers = [(worker, client.namespace)]
             if (
                 config.temporal_drain_legacy
                 and config.temporal_legacy_namespace != client.namespace
@@ -318,7 +319,38 @@ async def run_agent(config: AgentConfig, stop: asyncio.Event) -> int:
                 legacy_config = client.config()
                 legacy_config["namespace"] = config.temporal_legacy_namespace
                 legacy = _worker(Client(**legacy_config), queue, activities, config)
+                workers.append((legacy, config.temporal_legacy_namespace))
                 tasks.add(asyncio.create_task(_drain_legacy(legacy, running), name="legacy-worker"))
+
+            async def replace_client(tls: TLSConfig) -> None:
+                # A renewed CA bundle or client certificate: the workers' next calls go
+                # through a client made with it (their calls in flight finish on the old).
+                nonlocal client
+                new = await Client.connect(
+                    config.temporal_address,
+                    namespace=client.namespace,
+                    rpc_metadata=temporal.rpc_metadata(session.temporal_token),
+                    tls=tls,
+                    data_converter=client.data_converter,
+                )
+                for each, namespace in workers:
+                    each_config = new.config()
+                    each_config["namespace"] = namespace
+                    each.client = Client(**each_config)
+                client = new
+
+            tasks.add(
+                asyncio.create_task(
+                    temporal.follow_tls_files(
+                        ca_file=config.ca_file,
+                        cert_file=config.temporal_tls_cert,
+                        key_file=config.temporal_tls_key,
+                        server_name=config.temporal_server_name,
+                        replace=replace_client,
+                    ),
+                    name="temporal-tls",
+                )
+            )
             # Sidecar mode borrows through the API above; it is stopped (its lease revoked,
             # its file removed) first, while the API and the control plane still answer.
             sidecar_stop = asyncio.Event()

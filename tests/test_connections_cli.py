@@ -23,7 +23,7 @@ def test_rewrap_command_moves_every_payload_to_the_primary(
     for i in range(3):
         control_plane.create(org, f"c{i}", f"password-number-{i}")
     config = control_plane.app.config
-    write_keyring_file(tmp_path / "keyring.json", config.keyring.with_new_primary("k2"))
+    write_keyring_file(tmp_path / "keyring.json", config.keyring.current().with_new_primary("k2"))
     (tmp_path / "db").write_text(config.database_url)
     env = {
         "PATH": os.environ.get("PATH", ""),

@@ -23,7 +23,7 @@ def test_rotation_and_rewrap_keep_every_connection_readable(control_plane: Contr
             pool.map(lambda item: control_plane.create(org, item[0], item[1]), passwords.items())
         )
     expected = {c.id: passwords[c.display_name] for c in created}
-    old_keyring = control_plane.app.config.keyring
+    old_keyring = control_plane.app.config.keyring.current()
 
     # Step 1: every process gets the keyring with the new primary (old key kept).
     rotated = old_keyring.with_new_primary("k2")

@@ -106,3 +106,25 @@ def test_namespace_registration_is_idempotent_under_a_race(server: TemporalDevSe
         assert sorted(created) == [False] * 7 + [True]
 
     asyncio.run(scenario())
+
+
+def test_org_clients_are_made_again_from_a_replaced_base(server: TemporalDevServer) -> None:
+    """After the base connection is replaced (renewed TLS files), each org's next client is
+    made on the new one; the client handed out before still works on the old."""
+
+    async def scenario() -> None:
+        old_base = await Client.connect(server.address)
+        clients = OrgClients(old_base, _keys)
+        org = uuid.uuid4()
+        before = await clients.for_org_async(org)
+        assert before.service_client is old_base.service_client
+        new_base = await Client.connect(server.address)
+        clients.replace_base(new_base)
+        after = await clients.for_org_async(org)
+        assert after.service_client is new_base.service_client
+        assert after.namespace == before.namespace
+        await before.workflow_service.describe_namespace(
+            DescribeNamespaceRequest(namespace=before.namespace)
+        )
+
+    asyncio.run(scenario())

@@ -1,8 +1,11 @@
 """connections' command line: ``serve``, ``migrate`` and ``rewrap`` (re-seal payloads under
 the primary key).
 
-Key rotation: add a new key to the keyring file and make it primary, restart the services so
-they seal under it, run ``rewrap``, and remove the old key once rewrap reports none left.
+Key rotation: add a new key to the keyring file, wait until every replica has read it (the
+services re-read a changed file within seconds of the kubelet updating it; no restart), then
+make it primary so they seal under it, run ``rewrap``, and remove the old key once rewrap
+reports none left. Adding before promoting keeps a replica that has not yet read the file from
+meeting a payload sealed under a key it does not know.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The connections process's configuration, read once from the environment at start."""
+"""The connections process's configuration, read from the environment at start."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 from sevvo.runtime import config as c
 from sevvo.runtime.grpc_server import TlsFiles
-from sevvo.runtime.sealing import Keyring
+from sevvo.runtime.sealing import KeySource, load_keyring
 
 KEYRING_VARIABLE = "SEVVO_CONNECTIONS_KEYRING"
 
@@ -19,7 +19,8 @@ class ConnectionsConfig:
 
     database_url: str
     tls: TlsFiles
-    keyring: Keyring
+    # Read again when its file changes (sevvo.runtime.sealing.KeyringFile).
+    keyring: KeySource
     auth_endpoint: str
     ca_file: Path | None = None
     orchestrator_endpoint: str | None = None
@@ -40,9 +41,7 @@ class ConnectionsConfig:
                 cert=c.existing_file(env, "SEVVO_TLS_CERT_FILE"),
                 key=c.existing_file(env, "SEVVO_TLS_KEY_FILE"),
             ),
-            keyring=Keyring.from_json(
-                c.required_secret(env, KEYRING_VARIABLE), f"{KEYRING_VARIABLE}_FILE"
-            ),
+            keyring=load_keyring(env, KEYRING_VARIABLE),
             auth_endpoint=c.string(env, "SEVVO_AUTH_ENDPOINT"),
             ca_file=c.optional_file(env, "SEVVO_CA_FILE"),
             # Test-before-save goes through the orchestrator; unset, saves are untested.

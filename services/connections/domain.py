@@ -35,7 +35,7 @@ from services.connections.store import (
 from sevvo.runtime import audit, paging, validation
 from sevvo.runtime.errors import FailedPrecondition, InvalidArgument, NotFound, SevvoError
 from sevvo.runtime.logs import get_logger
-from sevvo.runtime.sealing import Keyring, Sealed, rewrap, seal, unseal
+from sevvo.runtime.sealing import KeySource, Sealed, rewrap, seal, unseal
 from sevvo.runtime.tokens import Principal
 from sevvo.runtime.work_proof import REASONS, ProofKeyCache, VerifiedWork, WorkRefused
 from sevvo.runtime.workload_grants import DEFAULT_ROLE, role_name
@@ -122,7 +122,7 @@ class ConnectionsDomain:
     def __init__(
         self,
         store: ConnectionStore,
-        keyring: Keyring,
+        keyring: KeySource,
         *,
         orchestrator: Orchestrator | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),

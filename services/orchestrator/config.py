@@ -1,4 +1,4 @@
-"""The orchestrator process's configuration, read once from the environment at start."""
+"""The orchestrator process's configuration, read from the environment at start."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 from sevvo.runtime import config as c
 from sevvo.runtime.grpc_server import TlsFiles
 from sevvo.runtime.logs import register_secret
-from sevvo.runtime.sealing import Keyring
+from sevvo.runtime.sealing import KeySource, load_keyring
 
 KEYRING_VARIABLE = "SEVVO_ORCHESTRATOR_KEYRING"
 
@@ -20,7 +20,8 @@ class OrchestratorConfig:
 
     database_url: str
     tls: TlsFiles
-    keyring: Keyring
+    # Read again when its file changes (sevvo.runtime.sealing.KeyringFile).
+    keyring: KeySource
     temporal_address: str
     auth_endpoint: str
     connections_endpoint: str
@@ -58,9 +59,7 @@ class OrchestratorConfig:
                 cert=c.existing_file(env, "SEVVO_TLS_CERT_FILE"),
                 key=c.existing_file(env, "SEVVO_TLS_KEY_FILE"),
             ),
-            keyring=Keyring.from_json(
-                c.required_secret(env, KEYRING_VARIABLE), f"{KEYRING_VARIABLE}_FILE"
-            ),
+            keyring=load_keyring(env, KEYRING_VARIABLE),
             temporal_address=c.string(env, "SEVVO_TEMPORAL_ADDRESS"),
             auth_endpoint=c.string(env, "SEVVO_AUTH_ENDPOINT"),
             connections_endpoint=c.string(env, "SEVVO_CONNECTIONS_ENDPOINT"),

@@ -129,8 +129,11 @@ class OrgClients:
         async with self._locks.setdefault(org_id, asyncio.Lock()):
             entry = self._clients.get(org_id)
             if entry is None:
+                base = self.base
                 entry = await self._open(org_id)
-                self._clients[org_id] = entry
+                # One opened on a base replaced meanwhile serves this call but is not kept.
+                if self.base is base:
+                    self._clients[org_id] = entry
             elif entry.grant is not None and entry.grant.renew_due(self._clock()):
                 await self._renew(org_id, entry)
             return entry.client
@@ -163,6 +166,14 @@ class OrgClients:
             config["data_converter"] = await self._converter(org_id)
             client = self._legacy_clients.setdefault(org_id, Client(**config))
         return client
+
+    def replace_base(self, base: Client) -> None:
+        """Makes ``base`` (a connection with renewed TLS files) the one every org's client
+        is made from; each org's client is made again at its next use. Clients already
+        handed out (a watcher's) keep working on the old connection until they are done."""
+        self.base = base
+        self._clients.clear()
+        self._legacy_clients.clear()
 
     async def _open(self, org_id: uuid.UUID) -> _OrgClient:
         namespace = temporal.namespace_for(str(org_id))

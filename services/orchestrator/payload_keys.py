@@ -27,7 +27,7 @@ from sevvo.runtime import audit
 from sevvo.runtime.errors import PermissionDenied
 from sevvo.runtime.logs import get_logger
 from sevvo.runtime.payload_codec import OrgPayloadKeys, PayloadKey
-from sevvo.runtime.sealing import Keyring, Sealed, seal, unseal
+from sevvo.runtime.sealing import KeySource, Sealed, seal, unseal
 
 log = get_logger(__name__)
 
@@ -158,7 +158,7 @@ class PayloadKeys:
     def __init__(
         self,
         store: KeyStore,
-        keyring: Keyring,
+        keyring: KeySource,
         policy: KeyPolicy,
         *,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),

@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from services.orchestrator.store import OrchestratorStore, ProofKeyRow
-from sevvo.runtime.sealing import Keyring, Sealed, seal, unseal
+from sevvo.runtime.sealing import KeySource, Sealed, seal, unseal
 from sevvo.runtime.work_proof import ProofSigner
 
 
@@ -24,7 +24,7 @@ def _aad(key_id: str) -> bytes:
 class ProofKeys:
     """Loads (creating on first use) and rotates the proof keys; caches the signer."""
 
-    def __init__(self, store: OrchestratorStore, keyring: Keyring) -> None:
+    def __init__(self, store: OrchestratorStore, keyring: KeySource) -> None:
         self._store = store
         self._keyring = keyring
         self._signer: ProofSigner | None = None

@@ -9,7 +9,7 @@ from datetime import timedelta
 
 import grpc
 from temporalio.client import Client
-from temporalio.service import RPCError, RPCStatusCode
+from temporalio.service import RPCError, RPCStatusCode, TLSConfig
 
 from services.orchestrator import schedules
 from services.orchestrator.config import OrchestratorConfig
@@ -98,6 +98,7 @@ class OrchestratorApp:
         self._key_maintenance: asyncio.Task[None] | None = None
         self._renewer: asyncio.Task[None] | None = None
         self._mover: asyncio.Task[None] | None = None
+        self._tls_follower: asyncio.Task[None] | None = None
         self._tokens: AuthTemporalTokens | None = None
 
     async def open(self, *, prove_schedules: bool = True) -> None:
@@ -110,14 +111,8 @@ class OrchestratorApp:
         # The base connection carries no token: each org's client opens its own with the
         # org's token (services/orchestrator/org_clients.py). Its namespace is the old shared
         # one, drained after the upgrade to namespaces per org.
-        client = await Client.connect(
-            self.config.temporal_address,
-            namespace=self.config.temporal_legacy_namespace,
-            tls=(
-                temporal.tls_config(ca_file=self.config.ca_file)
-                if self.config.temporal_tls
-                else False
-            ),
+        client = await self._connect_temporal(
+            temporal.tls_config(ca_file=self.config.ca_file) if self.config.temporal_tls else False
         )
         if self.config.service_token is not None:
             self._tokens = AuthTemporalTokens(
@@ -154,6 +149,15 @@ class OrchestratorApp:
             self._renewer = loop.create_task(
                 clients.renew_forever(30.0), name="temporal-token-renewer"
             )
+        if self.config.temporal_tls:
+
+            async def replace(tls: TLSConfig) -> None:
+                clients.replace_base(await self._connect_temporal(tls))
+
+            self._tls_follower = loop.create_task(
+                temporal.follow_tls_files(ca_file=self.config.ca_file, replace=replace),
+                name="temporal-tls",
+            )
         if prove_schedules:
             await self.prove_schedules()
         # Runs whose watcher died with an earlier process are settled from the first pass on.
@@ -166,6 +170,14 @@ class OrchestratorApp:
             name="payload-key-maintenance",
         )
 
+    async def _connect_temporal(self, tls: TLSConfig | bool) -> Client:
+        """The base connection to Temporal, in the namespace every org shared before."""
+        return await Client.connect(
+            self.config.temporal_address,
+            namespace=self.config.temporal_legacy_namespace,
+            tls=tls,
+        )
+
     def watch_revocations(self, verifier: TokenVerifier) -> None:
         """Rotates the payload key of any org a deployment revoked in ``verifier``'s eyes was
         given, even when auth's call to rotate it at revocation did not arrive."""
@@ -175,7 +187,13 @@ class OrchestratorApp:
 
     async def aclose(self) -> None:
         """Stops reconciling and closes the store and channels."""
-        for task in (self._reconciler, self._key_maintenance, self._renewer, self._mover):
+        for task in (
+            self._reconciler,
+            self._key_maintenance,
+            self._renewer,
+            self._mover,
+            self._tls_follower,
+        ):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

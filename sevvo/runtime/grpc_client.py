@@ -9,16 +9,27 @@ server or channel shut down in the same process at that moment deadlocked the wh
 
 from __future__ import annotations
 
+import asyncio
 import collections
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import grpc
 from google.rpc import error_details_pb2, status_pb2
 
 from sevvo.runtime.errors import ERROR_DOMAIN
+from sevvo.runtime.logs import get_logger
+from sevvo.runtime.watched_files import (
+    DEFAULT_CHECK_SECONDS,
+    FileWatch,
+    UnusableFiles,
+    read_ca,
+    read_key_pair,
+)
+
+log = get_logger(__name__)
 
 BearerSource = Callable[[], str | None]
 # gRPC's default reconnect backoff grows to two minutes: a service restarted in two seconds
@@ -149,22 +160,282 @@ def channel_credentials(tls: ClientTls) -> grpc.ChannelCredentials:
     )
 
 
-def secure_channel(target: str, tls: ClientTls, bearer: BearerSource | None = None) -> grpc.Channel:
-    """A blocking channel to ``target`` (host:port) over TLS, with ``bearer()`` on every call."""
-    channel = grpc.secure_channel(target, channel_credentials(tls), RECONNECT_OPTIONS)
-    if bearer is None:
-        return channel
-    return grpc.intercept_channel(channel, _BearerInterceptor(bearer))
+def _reloadable(tls: ClientTls) -> bool:
+    return any(path is not None for path in (tls.ca_file, tls.cert_file, tls.key_file))
+
+
+def _checked_credentials(tls: ClientTls) -> grpc.ChannelCredentials:
+    """Like channel_credentials, but raises UnusableFiles for a bundle or a pair that does not
+    parse or fit, so a renewal caught half written never replaces a working channel."""
+    ca = read_ca(tls.ca_file) if tls.ca_file else None
+    cert = key = None
+    if tls.cert_file is not None and tls.key_file is not None:
+        cert, key = read_key_pair(tls.cert_file, tls.key_file)
+    return grpc.ssl_channel_credentials(
+        root_certificates=ca, private_key=key, certificate_chain=cert
+    )
+
+
+def secure_channel(
+    target: str,
+    tls: ClientTls,
+    bearer: BearerSource | None = None,
+    *,
+    check_seconds: float = DEFAULT_CHECK_SECONDS,
+) -> grpc.Channel:
+    """A blocking channel to ``target`` (host:port) over TLS, with ``bearer()`` on every call.
+
+    With TLS files, the channel follows them as they change (see ReloadingChannel).
+    """
+
+    def build(credentials: grpc.ChannelCredentials) -> grpc.Channel:
+        channel = grpc.secure_channel(target, credentials, RECONNECT_OPTIONS)
+        return (
+            channel
+            if bearer is None
+            else grpc.intercept_channel(channel, _BearerInterceptor(bearer))
+        )
+
+    if not _reloadable(tls):
+        return build(channel_credentials(tls))
+    return ReloadingChannel(tls, build, check_seconds=check_seconds)
 
 
 def secure_aio_channel(
-    target: str, tls: ClientTls, bearer: BearerSource | None = None
+    target: str,
+    tls: ClientTls,
+    bearer: BearerSource | None = None,
+    *,
+    check_seconds: float = DEFAULT_CHECK_SECONDS,
 ) -> grpc.aio.Channel:
-    """An asyncio channel to ``target`` (host:port) over TLS, with ``bearer()`` on every call."""
-    interceptors = None if bearer is None else _aio_bearer_interceptors(bearer)
-    return grpc.aio.secure_channel(
-        target, channel_credentials(tls), RECONNECT_OPTIONS, interceptors=interceptors
-    )
+    """An asyncio channel to ``target`` (host:port) over TLS, with ``bearer()`` on every call.
+
+    With TLS files, the channel follows them as they change (see ReloadingAioChannel).
+    """
+
+    def build(credentials: grpc.ChannelCredentials) -> grpc.aio.Channel:
+        interceptors = None if bearer is None else _aio_bearer_interceptors(bearer)
+        return grpc.aio.secure_channel(
+            target, credentials, RECONNECT_OPTIONS, interceptors=interceptors
+        )
+
+    if not _reloadable(tls):
+        return build(channel_credentials(tls))
+    return ReloadingAioChannel(tls, build, check_seconds=check_seconds)
+
+
+# In-flight calls on a channel replaced after a renewal get this long to finish.
+RETIRE_GRACE_SECONDS = 30.0
+
+C = TypeVar("C")
+
+
+class _Follower(Generic[C]):
+    """The channel built from the TLS files as they are now.
+
+    gRPC's channel credentials hold the bytes they were given and have no hook like the
+    server's certificate fetcher, so following a renewed CA bundle or client certificate means
+    a new channel. Each call asks ``current()``, which stats the files at most every
+    ``check_seconds``; when they changed and still parse and fit, it builds a channel from
+    them and retires the old one. A bundle or pair that does not is reported once and the
+    working channel is kept. Stubs made once keep working: their methods look the channel up
+    on every call (``_Method``).
+
+    Why not rebuild only on reconnect: an idle channel keeps its connection for hours, so a
+    bundle rotated before the old CA expires would not be picked up until the old one failed.
+    """
+
+    def __init__(
+        self,
+        tls: ClientTls,
+        build: Callable[[grpc.ChannelCredentials], C],
+        *,
+        check_seconds: float = DEFAULT_CHECK_SECONDS,
+    ) -> None:
+        self._tls = tls
+        self._build = build
+        files = [p for p in (tls.ca_file, tls.cert_file, tls.key_file) if p is not None]
+        self._watch = FileWatch(files, check_seconds=check_seconds)
+        self._channel = build(channel_credentials(tls))
+        # Bumped on every replacement, so a method made on one channel is made again.
+        self.generation = 0
+
+    def current(self) -> C:
+        """The channel to call on now, replaced first when the files changed and fit."""
+        changed = self._watch.changed()
+        if changed is not None:
+            self._watch.take(changed)
+            try:
+                credentials = _checked_credentials(self._tls)
+            except UnusableFiles as exc:
+                log.warning(
+                    "client tls files changed but cannot be used; keeping the current channel",
+                    problem=str(exc),
+                )
+            else:
+                old, self._channel = self._channel, self._build(credentials)
+                self.generation += 1
+                log.info("client tls files changed; new channel", generation=self.generation)
+                self._retire(old)
+        return self._channel
+
+    def _retire(self, channel: C) -> None:
+        raise NotImplementedError
+
+
+class _Method:
+    """A multi-callable that calls on the follower's current channel."""
+
+    def __init__(self, follower: _Follower[Any], kind: str, args: Any, kwargs: Any) -> None:
+        self._follower = follower
+        self._kind = kind
+        self._args = args
+        self._kwargs = kwargs
+        self._made: tuple[int, Any] | None = None
+
+    def _current(self) -> Any:
+        channel = self._follower.current()
+        made = self._made
+        if made is None or made[0] != self._follower.generation:
+            made = (
+                self._follower.generation,
+                getattr(channel, self._kind)(*self._args, **self._kwargs),
+            )
+            self._made = made
+        return made[1]
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._current()(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        # with_call and future on blocking channels.
+        return getattr(self._current(), name)
+
+
+class ReloadingChannel(_Follower[grpc.Channel], grpc.Channel):  # type: ignore[misc]
+    """A blocking channel that follows its TLS files (see _Follower).
+
+    A blocking channel cannot close gracefully, so the one replaced is kept until the next
+    replacement or close(): at most one old channel is ever open, and calls started on it
+    have until the next renewal to finish.
+    """
+
+    def __init__(
+        self,
+        tls: ClientTls,
+        build: Callable[[grpc.ChannelCredentials], grpc.Channel],
+        *,
+        check_seconds: float = DEFAULT_CHECK_SECONDS,
+    ) -> None:
+        super().__init__(tls, build, check_seconds=check_seconds)
+        self._retired: grpc.Channel | None = None
+
+    def _retire(self, channel: grpc.Channel) -> None:
+        if self._retired is not None:
+            self._retired.close()
+        self._retired = channel
+
+    def subscribe(self, callback: Any, try_to_connect: bool = False) -> None:
+        """Subscribes to the current channel's connectivity (not a later replacement's)."""
+        self.current().subscribe(callback, try_to_connect)
+
+    def unsubscribe(self, callback: Any) -> None:
+        """Unsubscribes from the current channel's connectivity."""
+        self._channel.unsubscribe(callback)
+
+    def unary_unary(self, *args: Any, **kwargs: Any) -> Any:
+        """A unary-unary method called on the current channel."""
+        return _Method(self, "unary_unary", args, kwargs)
+
+    def unary_stream(self, *args: Any, **kwargs: Any) -> Any:
+        """A unary-stream method called on the current channel."""
+        return _Method(self, "unary_stream", args, kwargs)
+
+    def stream_unary(self, *args: Any, **kwargs: Any) -> Any:
+        """A stream-unary method called on the current channel."""
+        return _Method(self, "stream_unary", args, kwargs)
+
+    def stream_stream(self, *args: Any, **kwargs: Any) -> Any:
+        """A stream-stream method called on the current channel."""
+        return _Method(self, "stream_stream", args, kwargs)
+
+    def close(self) -> None:
+        """Closes the current channel and the one it replaced, if any."""
+        if self._retired is not None:
+            self._retired.close()
+            self._retired = None
+        self._channel.close()
+
+    def __enter__(self) -> ReloadingChannel:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class ReloadingAioChannel(_Follower[grpc.aio.Channel], grpc.aio.Channel):  # type: ignore[misc]
+    """An asyncio channel that follows its TLS files (see _Follower).
+
+    The channel replaced is closed with RETIRE_GRACE_SECONDS of grace for its calls in flight;
+    close() waits for those closings too, so no channel outlives this one.
+    """
+
+    def __init__(
+        self,
+        tls: ClientTls,
+        build: Callable[[grpc.ChannelCredentials], grpc.aio.Channel],
+        *,
+        check_seconds: float = DEFAULT_CHECK_SECONDS,
+    ) -> None:
+        super().__init__(tls, build, check_seconds=check_seconds)
+        self._closing: set[asyncio.Task[None]] = set()
+
+    def _retire(self, channel: grpc.aio.Channel) -> None:
+        # current() runs inside the loop the channel belongs to: every call and state query
+        # on an asyncio channel does.
+        task = asyncio.get_running_loop().create_task(channel.close(RETIRE_GRACE_SECONDS))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    def unary_unary(self, *args: Any, **kwargs: Any) -> Any:
+        """A unary-unary method called on the current channel."""
+        return _Method(self, "unary_unary", args, kwargs)
+
+    def unary_stream(self, *args: Any, **kwargs: Any) -> Any:
+        """A unary-stream method called on the current channel."""
+        return _Method(self, "unary_stream", args, kwargs)
+
+    def stream_unary(self, *args: Any, **kwargs: Any) -> Any:
+        """A stream-unary method called on the current channel."""
+        return _Method(self, "stream_unary", args, kwargs)
+
+    def stream_stream(self, *args: Any, **kwargs: Any) -> Any:
+        """A stream-stream method called on the current channel."""
+        return _Method(self, "stream_stream", args, kwargs)
+
+    def get_state(self, try_to_connect: bool = False) -> grpc.ChannelConnectivity:
+        """The current channel's connectivity."""
+        return self.current().get_state(try_to_connect)
+
+    async def wait_for_state_change(self, last_observed_state: grpc.ChannelConnectivity) -> None:
+        """Waits for the current channel's connectivity to change."""
+        await self.current().wait_for_state_change(last_observed_state)
+
+    async def channel_ready(self) -> None:
+        """Waits until the current channel is ready."""
+        await self.current().channel_ready()
+
+    async def close(self, grace: float | None = None) -> None:
+        """Closes the current channel, and finishes closing any it replaced."""
+        await self._channel.close(grace)
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
+
+    async def __aenter__(self) -> ReloadingAioChannel:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
 
 
 @dataclass(frozen=True)

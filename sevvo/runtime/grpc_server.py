@@ -31,6 +31,7 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_reflection.v1alpha import reflection
 
 from sevvo.runtime import validation
+from sevvo.runtime.config import ConfigError
 from sevvo.runtime.errors import (
     ERROR_DOMAIN,
     InvalidArgument,
@@ -44,6 +45,7 @@ from sevvo.runtime.health import HEALTH_SERVICE, ServerHealth
 from sevvo.runtime.logs import enabled as logs_enabled
 from sevvo.runtime.logs import exception_chain, get_logger
 from sevvo.runtime.tokens import Principal, PrincipalKind, TokenVerifier
+from sevvo.runtime.watched_files import FileWatch, UnusableFiles, read_ca, read_key_pair
 from sevvo.runtime.workload_bearer import ForwardedWorkload, forwarded_token, verify_forwarded
 
 log = get_logger(__name__)
@@ -106,11 +108,67 @@ class TlsFiles:
     client_ca: Path | None = None
 
     def credentials(self) -> grpc.ServerCredentials:
-        """Builds gRPC server credentials from the files."""
-        return grpc.ssl_server_credentials(
-            [(self.key.read_bytes(), self.cert.read_bytes())],
-            root_certificates=self.client_ca.read_bytes() if self.client_ca else None,
-            require_client_auth=self.client_ca is not None,
+        """Server credentials that re-read the files when they change (see ReloadingServerTls).
+
+        Raises ConfigError when the files cannot be used at start.
+        """
+        return ReloadingServerTls(self).credentials()
+
+
+class ReloadingServerTls:
+    """Serves the certificate currently in the files: each new TLS handshake asks
+    ``fetch``, which re-reads the files when their stamp changed (cert-manager renewed them),
+    so a renewal needs no restart. Connections already open keep the certificate they were
+    made with.
+
+    A changed pair that does not fit (the key written before the certificate, a file cut
+    short) keeps the last good one in service and is reported once, by path; the same
+    version is not read again until the files change once more.
+    """
+
+    def __init__(self, files: TlsFiles) -> None:
+        self._files = files
+        paths = [files.cert, files.key, *([files.client_ca] if files.client_ca else [])]
+        # No throttle: handshakes are rare next to calls, and each is a few stat calls.
+        self._watch = FileWatch(paths, check_seconds=0)
+        try:
+            self._initial = self._configuration()
+        except UnusableFiles as exc:
+            raise ConfigError(f"TLS files: {exc}") from None
+
+    def _configuration(self) -> grpc.ServerCertificateConfiguration:
+        cert, key = read_key_pair(self._files.cert, self._files.key)
+        client_ca = read_ca(self._files.client_ca) if self._files.client_ca else None
+        return grpc.ssl_server_certificate_configuration([(key, cert)], client_ca)
+
+    def fetch(self) -> grpc.ServerCertificateConfiguration | None:
+        """The new configuration when the files changed and fit; None keeps the current one.
+
+        gRPC calls this on its own thread before every handshake; it must not raise.
+        """
+        current = self._watch.changed()
+        if current is None:
+            return None
+        self._watch.take(current)
+        try:
+            configuration = self._configuration()
+        except Exception as exc:  # Raising here would fail the handshake.
+            # UnusableFiles messages name paths only; any other error is named by its type.
+            problem = str(exc) if isinstance(exc, UnusableFiles) else type(exc).__name__
+            log.warning(
+                "tls files changed but cannot be used; still serving the previous certificate",
+                problem=problem,
+            )
+            return None
+        log.info("tls certificate reloaded", cert=str(self._files.cert))
+        return configuration
+
+    def credentials(self) -> grpc.ServerCredentials:
+        """Dynamic server credentials starting from the files as they are now."""
+        return grpc.dynamic_ssl_server_credentials(
+            self._initial,
+            self.fetch,
+            require_client_authentication=self._files.client_ca is not None,
         )
 
 
@@ -524,6 +582,7 @@ __all__ = [
     "AuthInterceptor",
     "ErrorInterceptor",
     "LoggingInterceptor",
+    "ReloadingServerTls",
     "RequestInterceptor",
     "ServerSpec",
     "TlsFiles",

@@ -7,7 +7,8 @@ import binascii
 import json
 import re
 import secrets
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,9 +18,13 @@ import grpc
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from sevvo.runtime.config import ConfigError
+from sevvo.runtime.config import ConfigError, optional_string, required_secret
 from sevvo.runtime.errors import SevvoError
 from sevvo.runtime.files import write_private_file
+from sevvo.runtime.logs import get_logger
+from sevvo.runtime.watched_files import DEFAULT_CHECK_SECONDS, FileWatch
+
+_log = get_logger(__name__)
 
 KEY_BYTES = 32
 KEY_ID_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,64}")
@@ -65,6 +70,10 @@ class Keyring:
 
     def __repr__(self) -> str:
         return f"Keyring(primary_id={self.primary_id!r}, key_ids={tuple(sorted(self.keys))!r})"
+
+    def current(self) -> Keyring:
+        """This keyring itself: a fixed keyring never changes (compare KeyringFile)."""
+        return self
 
     @classmethod
     def from_json(cls, text: str, source: str) -> Keyring:
@@ -139,6 +148,94 @@ class Keyring:
         return Keyring(self.primary_id, {k: v for k, v in self.keys.items() if k != key_id})
 
 
+class KeyringFile:
+    """A keyring read from a mounted file and read again when the file changes.
+
+    Rotation adds a key to the Secret and makes it primary; the kubelet swaps the file in
+    place and, within ``check_seconds``, this process seals under the new key and opens what
+    other replicas sealed under it, without a restart. A changed file that does not parse
+    (or drops the primary, or is cut short) leaves the last good keyring in use and is
+    reported once with the parser's message, which names the variable and key ids, never
+    key material.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        source: str,
+        *,
+        check_seconds: float = DEFAULT_CHECK_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.path = path
+        self._source = source
+        self._watch = FileWatch([path], check_seconds=check_seconds, clock=clock)
+        # At start a bad file is a ConfigError naming the variable: the process does not start.
+        self._keyring = self._read()
+
+    def __repr__(self) -> str:
+        return f"KeyringFile({str(self.path)!r}, {self._keyring!r})"
+
+    def _read(self) -> Keyring:
+        try:
+            text = self.path.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            problem = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+            raise ConfigError(
+                f"{self._source} names {self.path}, which cannot be read: {problem}"
+            ) from None
+        if not text:
+            raise ConfigError(f"{self._source} names {self.path}, which is empty")
+        return Keyring.from_json(text, self._source)
+
+    def current(self) -> Keyring:
+        """The keyring in the file now, or the last good one while the file is unusable."""
+        changed = self._watch.changed()
+        if changed is not None:
+            self._watch.take(changed)
+            try:
+                keyring = self._read()
+            except ConfigError as exc:
+                _log.warning(
+                    "keyring file changed but cannot be used; keeping the previous keyring",
+                    problem=str(exc),
+                    key_ids=sorted(self._keyring.keys),
+                )
+            else:
+                if keyring != self._keyring:
+                    _log.info(
+                        "keyring reloaded",
+                        source=self._source,
+                        primary=keyring.primary_id,
+                        key_ids=sorted(keyring.keys),
+                    )
+                self._keyring = keyring
+        return self._keyring
+
+    @property
+    def primary_id(self) -> str:
+        """The id of the key that seals now."""
+        return self.current().primary_id
+
+    @property
+    def keys(self) -> Mapping[str, bytes]:
+        """The keys by id now."""
+        return self.current().keys
+
+
+KeySource = Keyring | KeyringFile
+"""A keyring, fixed or read from a file; ``current()`` gives the keyring to use for one call."""
+
+
+def load_keyring(env: Mapping[str, str], variable: str) -> KeySource:
+    """The keyring named by ``VARIABLE_FILE`` (a mounted file, re-read when it changes) or
+    held in ``VARIABLE`` (fixed until restart); raises ConfigError naming the variable."""
+    file_name = optional_string(env, f"{variable}_FILE")
+    if file_name is not None:
+        return KeyringFile(Path(file_name), f"{variable}_FILE")
+    return Keyring.from_json(required_secret(env, variable), variable)
+
+
 def write_keyring_file(path: Path, keyring: Keyring) -> None:
     """Writes the keyring to ``path`` with mode 0600, atomically replacing any existing file."""
     write_private_file(path, keyring.to_json())
@@ -159,12 +256,13 @@ class Sealed:
         return f"Sealed(key_id={self.key_id!r}, blob=<{len(self.blob)} bytes>)"
 
 
-def seal(keyring: Keyring, plaintext: bytes, aad: bytes) -> Sealed:
+def seal(source: KeySource, plaintext: bytes, aad: bytes) -> Sealed:
     """Encrypts ``plaintext`` under a fresh data key wrapped by the primary key.
 
     ``aad`` names the record the payload belongs to (e.g. org id + connection id); opening
     needs the same bytes, so a blob copied to another record does not open.
     """
+    keyring = source.current()
     data_key = AESGCM.generate_key(bit_length=256)
     # Each data key encrypts exactly one payload, so nonce reuse under it is impossible; the
     # random wrap nonce keeps well inside GCM's limit for one key-encryption key.
@@ -174,19 +272,21 @@ def seal(keyring: Keyring, plaintext: bytes, aad: bytes) -> Sealed:
     return Sealed(keyring.primary_id, bytes([_VERSION]) + wrapped + payload_nonce + payload)
 
 
-def unseal(keyring: Keyring, sealed: Sealed, aad: bytes) -> bytes:
+def unseal(source: KeySource, sealed: Sealed, aad: bytes) -> bytes:
     """Decrypts what ``seal`` produced for the same ``aad``; raises CredentialsUnreadable."""
+    keyring = source.current()
     wrapped, payload = _split(sealed)
     data_key = _unwrap(keyring, sealed.key_id, wrapped, aad)
     return _open_payload(sealed.key_id, data_key, payload, aad)
 
 
-def rewrap(keyring: Keyring, sealed: Sealed, aad: bytes) -> Sealed:
+def rewrap(source: KeySource, sealed: Sealed, aad: bytes) -> Sealed:
     """Re-wraps the data key under the primary key; the payload ciphertext is kept as is.
 
     Returns ``sealed`` itself when it is already under the primary, so a rotation job can
     write back only what changed.
     """
+    keyring = source.current()
     if sealed.key_id == keyring.primary_id:
         return sealed
     wrapped, payload = _split(sealed)

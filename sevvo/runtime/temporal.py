@@ -13,14 +13,21 @@ claim of ``<namespace>:<role>`` strings, ``sub``, ``exp``, signed ES256 with a k
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
 
 from google.protobuf.duration_pb2 import Duration
 from temporalio.api.workflowservice.v1 import RegisterNamespaceRequest
 from temporalio.service import RPCError, RPCStatusCode, TLSConfig, WorkflowService
+
+from sevvo.runtime.logs import get_logger
+from sevvo.runtime.watched_files import FileWatch, UnusableFiles, read_ca, read_key_pair
+
+log = get_logger(__name__)
 
 CREDENTIAL_TEST_WORKFLOW = "CredentialTestWorkflow"
 TEST_CREDENTIALS_ACTIVITY = "test_credentials"
@@ -109,3 +116,64 @@ def tls_config(
         client_private_key=key_file.read_bytes() if key_file else None,
         domain=server_name,
     )
+
+
+# How often the Temporal TLS files are checked; a Temporal client is costly to replace, and
+# a renewal leaves the old certificate valid for days.
+TLS_CHECK_SECONDS = 10.0
+
+
+async def follow_tls_files(
+    *,
+    ca_file: Path | None,
+    cert_file: Path | None = None,
+    key_file: Path | None = None,
+    server_name: str | None = None,
+    replace: Callable[[TLSConfig], Awaitable[None]],
+    check_seconds: float = TLS_CHECK_SECONDS,
+) -> None:
+    """Calls ``replace`` with a new TLSConfig each time the files change and still parse.
+
+    temporalio's clients hold the TLS bytes they were made with and have no way to take new
+    ones, so following a renewal means connecting a new client (``replace`` does that, and
+    hands it to the workers through ``Worker.client``). A bundle or pair that does not parse
+    or fit is reported once and skipped; a replacement that fails (Temporal unreachable) is
+    tried again at the next check. Runs until cancelled.
+    """
+    paths = [p for p in (ca_file, cert_file, key_file) if p is not None]
+    if not paths:
+        # Nothing to follow (the system's roots, no client certificate); callers treat this
+        # task ending as the process stopping, so it waits like the others.
+        await asyncio.Event().wait()
+    watch = FileWatch(paths, check_seconds=0)
+    while True:
+        await asyncio.sleep(check_seconds)
+        changed = watch.changed()
+        if changed is None:
+            continue
+        try:
+            if ca_file is not None:
+                read_ca(ca_file)
+            if cert_file is not None and key_file is not None:
+                read_key_pair(cert_file, key_file)
+        except UnusableFiles as exc:
+            watch.take(changed)
+            log.warning(
+                "temporal tls files changed but cannot be used; keeping the current client",
+                problem=str(exc),
+            )
+            continue
+        try:
+            await replace(
+                tls_config(
+                    ca_file=ca_file, cert_file=cert_file, key_file=key_file, server_name=server_name
+                )
+            )
+        except Exception as exc:  # Keep the working client; this task must not end.
+            # temporalio reports connect failures as RuntimeError, whose text names the
+            # address and the TLS problem; anything else is named by its type.
+            error = str(exc)[:200] if isinstance(exc, RuntimeError) else type(exc).__name__
+            log.warning("temporal client with the new tls files failed; retrying", error=error)
+            continue
+        watch.take(changed)
+        log.info("temporal client replaced after its tls files changed")
