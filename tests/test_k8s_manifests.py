@@ -1071,8 +1071,8 @@ CONFIG_MODULES = {
 }
 RUNTIME_CONFIG = ROOT / "sevvo" / "runtime" / "config.py"
 SEVVO_VARIABLE = re.compile(r"SEVVO_[A-Z_]+")
-# Readers in sevvo.runtime.config that take a secret's name and also read NAME_FILE.
-SECRET_READERS = {"secret", "required_secret"}
+# Readers of VARIABLE or VARIABLE_FILE (sevvo.runtime.config, sevvo.runtime.sealing).
+SECRET_READERS = {"secret", "required_secret", "load_keyring"}
 
 
 def _called(call: ast.Call) -> str:
