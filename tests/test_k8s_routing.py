@@ -21,10 +21,10 @@ import helm_python as helm
 import jsonschema
 import kubernetes_validate
 import pytest
-import yaml
 from google.protobuf.descriptor import ServiceDescriptor
 
 from cli.client import AGENT_TIMEOUT
+from tests.test_k8s_manifests import of_kind, render
 
 ROOT = Path(__file__).resolve().parents[1]
 CONTROL_PLANE = ROOT / "deploy" / "k8s" / "sevvo-control-plane"
@@ -133,22 +133,6 @@ def test_the_rpcs_are_found_in_the_code() -> None:
 def control_plane() -> Iterator[helm.Chart]:
     with helm.Chart.load(CONTROL_PLANE) as chart:
         yield chart
-
-
-def render(chart: helm.Chart, values: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    """Render the chart offline (release and namespace "sevvo") into its objects."""
-    manifests = chart.render(values, name="sevvo", namespace="sevvo")
-    return [
-        doc
-        for path, text in sorted(manifests.items())
-        if path.endswith(".yaml")
-        for doc in yaml.safe_load_all(text)
-        if doc
-    ]
-
-
-def of_kind(objects: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
-    return [obj for obj in objects if obj["kind"] == kind]
 
 
 @pytest.fixture(scope="module")
