@@ -54,6 +54,7 @@ ACCESS: dict[str, Access] = {
     # User-triggered only: no agent, schedule or service identity may start a preview.
     f"/{_ORCHESTRATOR}/PreviewQuery": Access.USER,
     f"/{_ORCHESTRATOR}/GetRun": Access.USER,
+    f"/{_ORCHESTRATOR}/WaitRun": Access.USER,
     f"/{_ORCHESTRATOR}/ListRuns": Access.USER,
     # Auth, for the new admin of an org it just created; or any admin of the org.
     f"/{_ORCHESTRATOR}/PrepareOrgNamespace": Access.ADMIN,
