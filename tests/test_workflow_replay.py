@@ -13,6 +13,7 @@ import asyncio
 import base64
 import json
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -42,12 +43,15 @@ HISTORY_FILES = committed_histories()
 def _replay(workflows: list[type], history: WorkflowHistory) -> WorkflowReplayResult:
     """Replays ``history`` against ``workflows`` as the agent's worker runs them (unsandboxed,
     the agent's data converter); raises the replay's failure."""
-    replayer = Replayer(
-        workflows=workflows,
-        data_converter=history_converter(),
-        workflow_runner=UnsandboxedWorkflowRunner(),
-    )
-    return asyncio.run(replayer.replay_workflow(history))
+    # An executor of its own, shut down after: the Replayer's default one never is.
+    with ThreadPoolExecutor(max_workers=1) as executor:
+        replayer = Replayer(
+            workflows=workflows,
+            workflow_task_executor=executor,
+            data_converter=history_converter(),
+            workflow_runner=UnsandboxedWorkflowRunner(),
+        )
+        return asyncio.run(replayer.replay_workflow(history))
 
 
 def _type_name(cls: type) -> str:
