@@ -60,6 +60,7 @@ from scripts.workflow_histories import (
     history_converter,
     history_keys,
     load_history,
+    registered_type,
     workflow_type,
 )
 from sevvo.connections.v1 import connections_pb2_grpc
@@ -330,12 +331,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if folder.exists() and not args.force:
         # A release's histories are what its workflows really did; re-recording them with
         # newer code would hide exactly the change replay is there to catch.
-        print(f"{folder} exists; histories of a released version are never re-recorded")
+        print(
+            f"{folder} exists: a released version's histories are never re-recorded "
+            "(--force, or make workflow-histories HISTORY_ARGS=--force, re-records a version "
+            "not released yet)"
+        )
         return 1
     chosen = scenarios()
-    missing = {w.__temporal_workflow_definition.name for w in WORKFLOWS} - {  # type: ignore[attr-defined]
-        s.contract.workflow for s in chosen
-    }
+    missing = {registered_type(w) for w in WORKFLOWS} - {s.contract.workflow for s in chosen}
     if missing:
         print(f"no scenario records {sorted(missing)}: add them to CONTRACTS")
         return 1

@@ -59,3 +59,11 @@ def workflow_type(history: WorkflowHistory) -> str:
     started = history.events[0].workflow_execution_started_event_attributes
     name: str = started.workflow_type.name
     return name
+
+
+def registered_type(cls: type) -> str:
+    """The workflow type name ``@workflow.defn`` gave ``cls`` (its own, or the one passed)."""
+    # temporalio keeps the definition on the class under this attribute and offers no public
+    # accessor; the name is what histories and starts refer to.
+    name: str = getattr(cls, "__temporal_workflow_definition").name
+    return name

@@ -31,6 +31,7 @@ from scripts.workflow_histories import (
     history_converter,
     history_keys,
     load_history,
+    registered_type,
     workflow_type,
 )
 from sevvo.runtime import temporal as names
@@ -54,11 +55,6 @@ def _replay(workflows: list[type], history: WorkflowHistory) -> WorkflowReplayRe
         return asyncio.run(replayer.replay_workflow(history))
 
 
-def _type_name(cls: type) -> str:
-    name: str = getattr(cls, "__temporal_workflow_definition").name
-    return name
-
-
 @pytest.mark.parametrize(
     "path", HISTORY_FILES, ids=[str(p.relative_to(HISTORIES)) for p in HISTORY_FILES]
 )
@@ -72,7 +68,7 @@ def test_every_workflow_the_worker_registers_has_a_committed_history() -> None:
     """A workflow type without a recorded history would go unchecked: record one
     (``make workflow-histories``) when adding a workflow."""
     recorded = {workflow_type(load_history(path)) for path in HISTORY_FILES}
-    assert {_type_name(cls) for cls in WORKFLOWS} <= recorded
+    assert {registered_type(cls) for cls in WORKFLOWS} <= recorded
 
 
 # Temporal's core writes its own bookkeeping for a local activity (attempt, times, ids) into
