@@ -28,6 +28,7 @@ from agent.workflows import CredentialTestWorkflow
 from scripts.workflow_histories import (
     HISTORIES,
     committed_histories,
+    current_release,
     history_converter,
     history_keys,
     load_history,
@@ -69,6 +70,13 @@ def test_every_workflow_the_worker_registers_has_a_committed_history() -> None:
     (``make workflow-histories``) when adding a workflow."""
     recorded = {workflow_type(load_history(path)) for path in HISTORY_FILES}
     assert {registered_type(cls) for cls in WORKFLOWS} <= recorded
+
+
+def test_the_current_release_has_its_histories_recorded() -> None:
+    """Bumping the version records its histories too (``make workflow-histories``), so the next
+    release replays what this one's agents leave running."""
+    recorded = HISTORIES / current_release()
+    assert recorded.is_dir() and any(recorded.glob("*.json")), f"no histories in {recorded}"
 
 
 # Temporal's core writes its own bookkeeping for a local activity (attempt, times, ids) into
