@@ -9,7 +9,6 @@ import subprocess
 import sys
 import threading
 import uuid
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -40,12 +39,9 @@ ORGS = [uuid.uuid4() for _ in range(3)]
 
 
 @pytest.fixture
-def store(database_url: str) -> Iterator[OrchestratorStore]:
-    """The orchestrator's store on a fresh database."""
-    store = OrchestratorStore(database_url)
-    store.open()
-    yield store
-    store.close()
+def store(orchestrator_store: OrchestratorStore) -> OrchestratorStore:
+    """The orchestrator's store on a fresh database (tests/plugins/domains.py)."""
+    return orchestrator_store
 
 
 def _seed(store: OrchestratorStore, keyring: Keyring) -> None:
