@@ -2,7 +2,7 @@
 service that seals with a keyring (connections, orchestrator), run by the chart's Job or by hand.
 
 The walk is generic; each service names its tables of sealed values (SealedTable) and keeps
-their SQL in its own store. Rotation steps are in deploy/k8s/README.md ("Key rotation").
+their SQL in its own store. Rotation steps are in deploy/k8s/README.md ("Rotating a keyring").
 """
 
 from __future__ import annotations
