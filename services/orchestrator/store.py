@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from psycopg.rows import class_row
+from psycopg import sql
+from psycopg.rows import class_row, dict_row
 
 from sevvo.runtime import audit
 from sevvo.runtime.migrations import MigrationSet
@@ -20,6 +21,12 @@ from sevvo.runtime.store import SchemaStore
 SCHEMA = "orchestrator"
 MIGRATIONS = Path(__file__).parent / "migrations"
 _KEY_CREATION_LOCK = 0x5E770C0D
+# The tables holding keys sealed under the keyring, by the columns that name one row: what
+# ``rewrap`` walks (services/orchestrator/rewrap.py).
+SEALED_KEY_TABLES: dict[str, tuple[str, ...]] = {
+    "payload_keys": ("org_id", "key_id"),
+    "proof_keys": ("key_id",),
+}
 
 
 @dataclass(frozen=True)
@@ -427,3 +434,55 @@ class OrchestratorStore(SchemaStore):
                 " values (%s, %s, %s, %s, %s)",
                 (row.key_id, row.kek_id, row.sealed_key, row.public_key, row.created_at),
             )
+
+    # Rewrap: re-sealing stored keys under the keyring's primary key.
+
+    def count_sealed_by_kek(self, table: str) -> dict[str, int]:
+        """How many of ``table``'s keys each key-encryption key seals."""
+        with self.connection() as conn:
+            rows = conn.execute(
+                sql.SQL("select kek_id, count(*) from {} group by kek_id").format(
+                    sql.Identifier(table)
+                )
+            ).fetchall()
+        return {str(kek): int(n) for kek, n in rows}
+
+    @staticmethod
+    def lock_sealed_not_under(
+        conn: psycopg.Connection[Any], table: str, kek_id: str, limit: int
+    ) -> list[dict[str, Any]]:
+        """Locks up to ``limit`` of ``table``'s rows sealed under another key (their ids,
+        kek_id and sealed_key), skipping rows another transaction holds."""
+        ids = sql.SQL(", ").join(map(sql.Identifier, SEALED_KEY_TABLES[table]))
+        with conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(
+                sql.SQL(
+                    "select {ids}, kek_id, sealed_key from {table} where kek_id <> %s"
+                    " order by {ids} limit %s for update skip locked"
+                ).format(ids=ids, table=sql.Identifier(table)),
+                (kek_id, limit),
+            )
+            return cur.fetchall()
+
+    @staticmethod
+    def reseal(
+        conn: psycopg.Connection[Any],
+        table: str,
+        ids: dict[str, Any],
+        old_kek_id: str,
+        kek_id: str,
+        sealed: bytes,
+    ) -> bool:
+        """Replaces one row's sealed key if it is still sealed under ``old_kek_id`` (so a
+        second rewrap never writes over the first); True if it did."""
+        columns = SEALED_KEY_TABLES[table]
+        where = sql.SQL(" and ").join(
+            sql.SQL("{} = %s").format(sql.Identifier(column)) for column in columns
+        )
+        cur = conn.execute(
+            sql.SQL(
+                "update {table} set kek_id = %s, sealed_key = %s where {where} and kek_id = %s"
+            ).format(table=sql.Identifier(table), where=where),
+            (kek_id, sealed, *(ids[column] for column in columns), old_kek_id),
+        )
+        return cur.rowcount == 1
