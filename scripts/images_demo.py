@@ -74,6 +74,10 @@ PODMAN_RUN = (
     "--ulimit=nproc=1000:1000",
     "--read-only",
 )
+CGROUP_HINT = (
+    "\n(crun refuses a cgroup v1 host with some controllers unmounted; see"
+    ' "Running the demo from the images" in deploy/k8s/README.md)'
+)
 MIGRATE_TIMEOUT_SECONDS = 120.0
 STARTUP_TIMEOUT_SECONDS = 90.0
 
@@ -315,9 +319,10 @@ class ImagePlatform:
                 check=False,
             )
             if result.returncode != 0:
+                hint = CGROUP_HINT if "cgroup" in result.stderr else ""
                 raise ServerStartError(
                     f"services.{name} migrate exited {result.returncode}:"
-                    f" {result.stderr.strip()[-800:]}"
+                    f" {result.stderr.strip()[-800:]}{hint}"
                 )
             print(f"   {result.stdout.strip()}", file=self.out, flush=True)
         self._phase("migrations applied from the control-plane image")
