@@ -191,8 +191,12 @@ class ImageControlPlane:
             return
         self._stopped = True
         await asyncio.gather(*(asyncio.to_thread(agent.stop) for agent in self.agents))
+        failures: list[str] = []
         for component in reversed(self.components):
-            component.stop()
+            try:
+                component.stop()
+            except Exception as exc:  # Stop the rest regardless; report every failure after.
+                failures.append(f"{type(component).__name__}: {exc}")
         self.components.clear()
         left = _containers(self.prefix)
         if left:
@@ -200,7 +204,9 @@ class ImageControlPlane:
             subprocess.run(
                 ["podman", "rm", "--force", "--time=0", *left], capture_output=True, check=False
             )
-            raise RuntimeError(f"containers still running after the stop (removed): {left}")
+            failures.append(f"containers still running after the stop (removed): {left}")
+        if failures:
+            raise RuntimeError("; ".join(failures))
 
 
 def _containers(prefix: str) -> list[str]:
