@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install dev demo test lint protos protos-check bench images images-check workflow-histories lock clean
+.PHONY: install dev demo test lint protos protos-check bench images images-check images-demo workflow-histories lock clean
 
 install: $(STAMP)
 
@@ -57,6 +57,12 @@ images: install
 ## start each read-only until it stops for want of configuration.
 images-check: install
 	$(PY) scripts/check_images.py
+
+## The demo's story (make demo) with migrations, auth, connections and orchestrator run from the
+## control-plane image and the agent from the agent image, in podman containers on loopback
+## (as root, after `make images`); exits non-zero naming the first failed step.
+images-demo: install
+	$(PY) scripts/images_demo.py
 
 ## Record a history of every path of every agent workflow into tests/workflow_histories/<version>/
 ## on a Temporal dev server, for tests/test_workflow_replay.py to replay against later code.

@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,11 +71,18 @@ class AgentSettings:
 
 
 class AgentProcess:
-    """One ``python -m agent`` child; its output goes to ``log_file``."""
+    """One ``python -m agent`` child; its output goes to ``log_file``.
 
-    def __init__(self, settings: AgentSettings, log_file: Path) -> None:
+    ``command`` runs the agent instead of this interpreter's ``-m agent`` (scripts/images_demo.py
+    runs the agent image); it gets ``settings.environment()`` as its environment.
+    """
+
+    def __init__(
+        self, settings: AgentSettings, log_file: Path, command: Sequence[str] = ()
+    ) -> None:
         self.settings = settings
         self.log_file = log_file
+        self.command = list(command) or [sys.executable, "-m", "agent"]
         # Readiness comes from the agent's ready file, not its log, which a log level above
         # info would silence.
         self.ready_file = log_file.with_name(log_file.name + ".ready")
@@ -98,7 +105,7 @@ class AgentProcess:
         # The agent's log names hosts, roles and connection ids: owner-only from the start.
         with open_private_log(self.log_file) as output:
             self._proc = spawn(
-                [sys.executable, "-m", "agent"],
+                self.command,
                 death_signal=signal.SIGTERM,
                 env={
                     **self.settings.environment(),

@@ -24,9 +24,9 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Final, TextIO
+from typing import Any, Final, Protocol, TextIO
 
 import psycopg
 from psycopg import sql
@@ -35,6 +35,7 @@ from devstack import demo_guide as guide
 from devstack.agent_process import AgentProcess
 from devstack.demo_data import TOP_CUSTOMERS_SQL, run_as_dba, seed_shop, start_customer_cluster
 from devstack.demo_steps import Cli, Narrator, Secrets, StepFailed, UnexpectedOutcome
+from devstack.pki import DevPki
 from devstack.postgres import EmbeddedPostgres
 from devstack.processes import log_tail
 from devstack.stack import RunningStack, StackSettings, start_stack
@@ -58,17 +59,113 @@ _READER_GRANTS_SQL: Final = sql.SQL(
 _REVOKED_EXPLANATION: Final = "no longer accepts this deployment token"
 
 
+class DemoAgent(Protocol):
+    """What the story needs of a running agent (devstack.agent_process.AgentProcess fits)."""
+
+    @property
+    def pid(self) -> int:
+        """The agent's process id."""
+        ...
+
+    @property
+    def log_file(self) -> Path:
+        """Where its output goes."""
+        ...
+
+    def wait(self, timeout: float) -> int:
+        """Waits for it to exit by itself; returns its exit code."""
+        ...
+
+    def output(self) -> str:
+        """What it has written so far."""
+        ...
+
+
+class ControlPlane(Protocol):
+    """What the story needs of a started control plane (devstack.stack.RunningStack fits).
+
+    Its state directory is the demo's: the story reads the operator's bootstrap token from
+    ``bootstrap-token`` in it.
+    """
+
+    @property
+    def grpc_target(self) -> str:
+        """The one endpoint the command line and agents dial, ``host:port``."""
+        ...
+
+    @property
+    def pki(self) -> DevPki:
+        """The development CA and certificates (the customer's database is issued one too)."""
+        ...
+
+    @property
+    def agents(self) -> Sequence[DemoAgent]:
+        """Agents started against it, whose logs a failed step shows."""
+        ...
+
+    async def stop(self) -> None:
+        """Stops its agents and everything it started; idempotent."""
+        ...
+
+
+class Platform(Protocol):
+    """How the demo starts the control plane and an agent: the one thing that differs between
+    ``make demo`` (in process, from this checkout) and ``make images-demo`` (from the images)."""
+
+    @property
+    def description(self) -> str:
+        """What "Start the control plane" starts, in a sentence or two."""
+        ...
+
+    async def start_control_plane(self, state: Path) -> ControlPlane:
+        """Starts the control plane with its state in ``state``; no agent yet."""
+        ...
+
+    async def start_agent(self, token: str) -> DemoAgent:
+        """Starts an agent for a deployment token; returns once it polls its task queue."""
+        ...
+
+
+class EmbeddedPlatform:
+    """``make demo``'s platform: devstack.stack in this process, agents as child processes."""
+
+    description = (
+        "Control-plane Postgres, Temporal, and auth, connections and orchestrator over gRPC"
+        " with TLS (a development CA), all on loopback; no agent yet."
+    )
+
+    def __init__(self) -> None:
+        self._stack: RunningStack | None = None
+
+    async def start_control_plane(self, state: Path) -> ControlPlane:
+        """Starts devstack.stack in this process."""
+        self._stack = await _start_control_plane(state)
+        return self._stack
+
+    async def start_agent(self, token: str) -> DemoAgent:
+        """Starts ``python -m agent`` from this checkout."""
+        if self._stack is None:
+            raise RuntimeError("the control plane is not started")
+        return await _start_agent(self._stack, token)
+
+
 @dataclasses.dataclass
 class _World:
     """What the demo started, so that it can be stopped whatever step failed."""
 
     state: Path
-    stack: RunningStack | None = None
+    platform: Platform
+    stack: ControlPlane | None = None
     customer_db: EmbeddedPostgres | None = None
 
 
-async def run_demo(out: TextIO, state: Path) -> list[tuple[str, float]]:
-    """Runs every step; returns each step's title and duration. Raises StepFailed."""
+async def run_demo(
+    out: TextIO, state: Path, platform: Platform | None = None
+) -> list[tuple[str, float]]:
+    """Runs every step; returns each step's title and duration. Raises StepFailed.
+
+    ``platform`` starts the control plane and the agent (default: EmbeddedPlatform).
+    """
     shown = Secrets()
     narrator = Narrator(out, shown)
     narrator.say(
@@ -76,7 +173,7 @@ async def run_demo(out: TextIO, state: Path) -> list[tuple[str, float]]:
         " driven\nby the sevvo command line as a user would. Secrets are never printed;"
         f" state is kept in\n{state} and removed at the end."
     )
-    world = _World(state)
+    world = _World(state, platform or EmbeddedPlatform())
     try:
         await _story(narrator, shown, world)
     except StepFailed:
@@ -99,12 +196,8 @@ async def run_demo(out: TextIO, state: Path) -> list[tuple[str, float]]:
 
 
 async def _story(narrator: Narrator, shown: Secrets, world: _World) -> None:
-    with narrator.step(
-        "Start the control plane",
-        "Control-plane Postgres, Temporal, and auth, connections and orchestrator over gRPC"
-        " with TLS (a development CA), all on loopback; no agent yet.",
-    ):
-        stack = world.stack = await _start_control_plane(world.state)
+    with narrator.step("Start the control plane", world.platform.description):
+        stack = world.stack = await world.platform.start_control_plane(world.state)
         narrator.say(f"   gRPC endpoint {stack.grpc_target}, CA certificate {stack.pki.ca_cert}")
 
     with narrator.step(
@@ -170,7 +263,7 @@ async def _story(narrator: Narrator, shown: Secrets, world: _World) -> None:
         deployment = created.json()
         token = shown.add(str(deployment["token"]), str(deployment["token"])[:13] + "…")
         deployment_id = str(deployment["deployment"]["id"])
-        agent = await _start_agent(stack, token)
+        agent = await world.platform.start_agent(token)
         narrator.say(
             f"   agent pid {agent.pid} is polling its org's task queue (log {agent.log_file})"
         )
@@ -344,7 +437,7 @@ def _id_of(document: Any, key: str) -> str:
     raise UnexpectedOutcome(f"no {key} id in the command's JSON output")
 
 
-def _cli_environment(stack: RunningStack, state: Path) -> dict[str, str]:
+def _cli_environment(stack: ControlPlane, state: Path) -> dict[str, str]:
     """The command line's environment: this stack's endpoint and CA, a private config dir."""
     config_dir = state / "cli"
     config_dir.mkdir(mode=0o700, exist_ok=True)
@@ -428,7 +521,7 @@ def _print_summary(out: TextIO, timings: list[tuple[str, float]], total: float) 
     print(f"   {total:5.1f} s  in all", file=out, flush=True)
 
 
-async def _main(out: TextIO, state: Path) -> int:
+async def _main(out: TextIO, state: Path, platform: Platform | None) -> int:
     task = asyncio.current_task()
     loop = asyncio.get_running_loop()
     interrupted = False
@@ -445,7 +538,7 @@ async def _main(out: TextIO, state: Path) -> int:
         loop.add_signal_handler(sig, interrupt)
     started = time.monotonic()
     try:
-        timings = await run_demo(out, state)
+        timings = await run_demo(out, state, platform)
     except StepFailed as exc:
         print(f"\nsevvo demo FAILED at step {exc.step!r}: {exc.reason}", file=sys.stderr)
         return 1
@@ -457,15 +550,18 @@ async def _main(out: TextIO, state: Path) -> int:
     return 0
 
 
-def main() -> int:
-    """Runs the demo in a fresh temporary directory; exits 0 only if every step passed."""
+def main(platform: Platform | None = None) -> int:
+    """Runs the demo in a fresh temporary directory; exits 0 only if every step passed.
+
+    ``platform`` starts the control plane and the agent (default: EmbeddedPlatform).
+    """
     configure_logging("demo", level=os.environ.get("SEVVO_LOG_LEVEL", "warning").upper())
     state = Path(tempfile.mkdtemp(prefix="sevvo-demo-"))
     # Traversable by the unprivileged user Postgres runs as when we are root; every secret
     # file below is 0600 on its own.
     state.chmod(0o711)
     try:
-        return asyncio.run(_main(sys.stdout, state))
+        return asyncio.run(_main(sys.stdout, state, platform))
     finally:
         shutil.rmtree(state, ignore_errors=True)
 
