@@ -478,11 +478,35 @@ class ImagePlatform:
         return agent
 
 
+def hybrid_controllers(cgroup_root: Path = Path("/sys/fs/cgroup")) -> list[str]:
+    """The controllers a hybrid cgroup host leaves on its cgroup v2 mount (``unified``), which
+    crun refuses ("cgroups in hybrid mode not supported, drop all controllers from cgroupv2");
+    empty on a pure v1 or pure v2 host."""
+    controllers = cgroup_root / "unified" / "cgroup.controllers"
+    if not controllers.is_file():
+        return []
+    return controllers.read_text().split()
+
+
+def prepare_cgroups(cgroup_root: Path = Path("/sys/fs/cgroup")) -> None:
+    """Mounts each controller a hybrid host left on cgroup v2 in the v1 hierarchy instead,
+    which drops it from v2 (a controller is in one hierarchy at a time), so crun can run.
+
+    Needs root; said out loud, because it changes the host's cgroup mounts until reboot.
+    """
+    for name in hybrid_controllers(cgroup_root):
+        target = cgroup_root / name
+        target.mkdir(exist_ok=True)
+        subprocess.run(["mount", "-t", "cgroup", "-o", name, "cgroup", str(target)], check=True)
+        print(f"host: mounted cgroup controller {name} at {target} (v1), so crun can start")
+
+
 def main() -> int:
     """Runs the demo against the images; exits 0 only if every step passed."""
     if os.geteuid() != 0 or shutil.which("podman") is None:
         print("make images-demo needs root and podman (apt-get install podman)", file=sys.stderr)
         return 2
+    prepare_cgroups()
     return demo.main(ImagePlatform(sys.stdout))
 
 

@@ -12,7 +12,13 @@ from pathlib import Path
 import pytest
 
 from scripts.build_images import UID
-from scripts.images_demo import MOUNT_DIR, image_tag, podman_command, stage_files
+from scripts.images_demo import (
+    MOUNT_DIR,
+    hybrid_controllers,
+    image_tag,
+    podman_command,
+    stage_files,
+)
 
 
 def test_podman_command_passes_variables_by_name_only(tmp_path: Path) -> None:
@@ -69,3 +75,11 @@ def test_staged_files_belong_to_the_image_user_and_keys_stay_private(tmp_path: P
 def test_image_tag_is_what_make_images_tags() -> None:
     """The demo looks for localhost/<name>:<project version>, the tag the build gives."""
     assert re.fullmatch(r"localhost/sevvo-agent:\d+\.\d+\.\d+", image_tag("sevvo-agent"))
+
+
+def test_hybrid_controllers_are_read_from_the_v2_mount(tmp_path: Path) -> None:
+    """A hybrid host's v2 controllers are the ones to move; pure v1 or v2 hosts have none."""
+    assert hybrid_controllers(tmp_path) == []
+    (tmp_path / "unified").mkdir()
+    (tmp_path / "unified" / "cgroup.controllers").write_text("hugetlb misc\n")
+    assert hybrid_controllers(tmp_path) == ["hugetlb", "misc"]
