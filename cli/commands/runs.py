@@ -65,8 +65,10 @@ def list_runs(
     cli.output.listing("runs", listing.items, listing.next_page_token, COLUMNS, "sevvo runs list")
 
 
-# One WaitRun call waits at most this long on the server; the CLI then asks again.
-_WAIT_SECONDS = 60.0
+# One WaitRun call waits at most this long on the server; the CLI then asks again. Under the
+# 15 s a gateway's route times out by default (Envoy's, behind a GRPCRoute), so a wait is
+# never cut by a proxy between the CLI and the orchestrator.
+_WAIT_SECONDS = 10.0
 # A replica that went away answers nothing: ask again, of whichever replica answers.
 _ASK_AGAIN = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 
