@@ -1,0 +1,337 @@
+"""A sync from a Postgres source into a Postgres destination, streamed with COPY.
+
+The source is read in one READ ONLY, REPEATABLE READ transaction (one consistent snapshot);
+its rows stream through ``COPY (query) TO STDOUT`` into ``COPY ... FROM STDIN`` on the
+destination chunk by chunk, never held in memory (binary when the destination's column types
+are the source's, text otherwise). Everything the destination sees happens in one transaction:
+a full refresh loads a staging table and swaps it for the old one; an incremental sync loads
+the rows past the cursor into a temporary table, merges them by primary key and moves the
+high-water mark. A run that fails or is killed therefore leaves the destination exactly as it
+was, and a retried run starts from the same state. The high-water mark is a value of the
+customer's rows, so it stays in the destination, in ``sevvo_sync.sync_state``.
+
+Two agents never run one model's sync at once: the destination transaction holds an advisory
+lock on the model for its whole life.
+"""
+
+from __future__ import annotations
+
+import time
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from agent.sync.plan import (
+    Column,
+    LoadMode,
+    SyncFailed,
+    SyncPlan,
+    SyncReport,
+    TableName,
+    fingerprint,
+)
+
+STATE_SCHEMA = "sevvo_sync"
+_STAGING_SUFFIX = "__sevvo_staging"
+_OLD_SUFFIX = "__sevvo_replaced"
+# Progress is reported at most this often (bytes so far), for a workflow's heartbeat.
+_PROGRESS_EVERY_BYTES = 8 * 1024 * 1024
+
+# The advisory lock's first key (int4): syncs, apart from anything else locking there.
+_LOCK_CLASS = zlib.crc32(b"sevvo-sync") - 2**31
+
+Progress = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class _Target:
+    columns: tuple[Column, ...] | None  # None: the table does not exist yet
+
+
+def sync(
+    source: str,
+    destination: str,
+    plan: SyncPlan,
+    *,
+    progress: Progress | None = None,
+) -> SyncReport:
+    """Runs one sync of ``plan`` from the ``source`` conninfo into ``destination``.
+
+    Raises SyncFailed (the destination unchanged) with a category: ``source_query_failed``,
+    ``destination_failed``, ``schema_changed``, ``destination_type_missing``.
+    """
+    started = time.monotonic()
+    with psycopg.connect(source) as src, psycopg.connect(destination) as dst:
+        src.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        src.read_only = True
+        try:
+            return _run(src, dst, plan, started, progress)
+        except psycopg.Error as exc:
+            # The side whose transaction the error broke; its message may quote a value.
+            failed = src.info.transaction_status is psycopg.pq.TransactionStatus.INERROR
+            raise SyncFailed(
+                "source_query_failed" if failed else "destination_failed",
+                f"the sync stopped on a {'source' if failed else 'destination'} database error"
+                f" (SQLSTATE {exc.sqlstate or 'none'}); the destination is unchanged",
+                exc.sqlstate,
+            ) from None
+
+
+def _run(
+    src: psycopg.Connection[Any],
+    dst: psycopg.Connection[Any],
+    plan: SyncPlan,
+    started: float,
+    progress: Progress | None,
+) -> SyncReport:
+    columns = _result_columns(src, plan.query)
+    try:
+        with dst.transaction():
+            dst.execute(
+                "select pg_advisory_xact_lock(%s, %s)",
+                (_LOCK_CLASS, zlib.crc32(plan.model_id.encode()) - 2**31),
+            )
+            target = _target(dst, plan.destination)
+            changed = target.columns is not None and target.columns != columns
+            if changed and not plan.allow_schema_evolution:
+                raise SyncFailed("schema_changed", _drift(target.columns or (), columns))
+            if plan.mode is LoadMode.FULL_REFRESH:
+                rows, size = _full_refresh(src, dst, plan, columns, target, progress)
+                full = True
+            else:
+                rows, size, full = _incremental(src, dst, plan, columns, target, progress)
+    except psycopg.Error as exc:
+        if exc.sqlstate == "42704":  # undefined_object: a source type the destination lacks
+            raise SyncFailed(
+                "destination_type_missing",
+                "a column's type does not exist in the destination; create it there first",
+                exc.sqlstate,
+            ) from None
+        raise
+    return SyncReport(
+        rows=rows,
+        bytes=size,
+        duration_ms=int((time.monotonic() - started) * 1000),
+        schema_fingerprint=fingerprint(columns),
+        created_table=target.columns is None,
+        schema_changed=changed,
+        full_reload=full,
+    )
+
+
+def _result_columns(src: psycopg.Connection[Any], query: str) -> tuple[Column, ...]:
+    """The query's columns and their types, from the source's own catalog."""
+    with src.cursor() as cur:
+        cur.execute(sql.SQL("select * from ({}) as sevvo_model limit 0").format(sql.SQL(query)))
+        result = cur.pgresult
+        assert result is not None and cur.description is not None
+        names = [c.name for c in cur.description]
+        types = [result.ftype(i) for i in range(len(names))]
+        mods = [result.fmod(i) for i in range(len(names))]
+        cur.execute(
+            "select format_type(t.oid, nullif(t.mod, -1)) from unnest(%s::oid[], %s::int[])"
+            " with ordinality as t(oid, mod, n) order by t.n",
+            (types, mods),
+        )
+        spelled = [row[0] for row in cur.fetchall()]
+    if len(set(names)) != len(names):
+        raise SyncFailed("invalid_model", "the model's query returns two columns of one name")
+    return tuple(Column(n, t) for n, t in zip(names, spelled, strict=True))
+
+
+def _target(dst: psycopg.Connection[Any], table: TableName) -> _Target:
+    rows = dst.execute(
+        "select a.attname, format_type(a.atttypid, a.atttypmod) from pg_attribute a"
+        " join pg_class c on c.oid = a.attrelid join pg_namespace n on n.oid = c.relnamespace"
+        " where n.nspname = %s and c.relname = %s and a.attnum > 0 and not a.attisdropped"
+        " order by a.attnum",
+        (table.schema, table.name),
+    ).fetchall()
+    return _Target(tuple(Column(r[0], r[1]) for r in rows) if rows else None)
+
+
+def _drift(before: tuple[Column, ...], now: tuple[Column, ...]) -> str:
+    """What changed, by column name and type (the model's shape, never its data)."""
+    old = {c.name: c.type_sql for c in before}
+    new = {c.name: c.type_sql for c in now}
+    parts = [f"{name} dropped" for name in old if name not in new]
+    parts += [f"{name} added" for name in new if name not in old]
+    parts += [
+        f"{name} retyped {old[name]} -> {new[name]}"
+        for name in new
+        if name in old and old[name] != new[name]
+    ]
+    if not parts:
+        parts = ["columns reordered"]
+    return (
+        "the source's columns changed since the destination table was made ("
+        + ", ".join(parts)
+        + "); allow schema evolution on the model or change the table"
+    )
+
+
+def _create(
+    dst: psycopg.Connection[Any],
+    name: sql.Composable,
+    columns: tuple[Column, ...],
+    primary_key: tuple[str, ...],
+) -> None:
+    parts = [sql.SQL("{} {}").format(sql.Identifier(c.name), sql.SQL(c.type_sql)) for c in columns]
+    if primary_key:
+        parts.append(
+            sql.SQL("primary key ({})").format(sql.SQL(", ").join(map(sql.Identifier, primary_key)))
+        )
+    dst.execute(sql.SQL("create table {} ({})").format(name, sql.SQL(", ").join(parts)))
+
+
+def _copy(
+    src: psycopg.Connection[Any],
+    dst: psycopg.Connection[Any],
+    query: sql.Composable,
+    into: sql.Composable,
+    columns: tuple[Column, ...],
+    binary: bool,
+    progress: Progress | None,
+) -> tuple[int, int]:
+    """Streams ``query``'s rows into table ``into``; returns rows and bytes moved."""
+    options = sql.SQL(" (format binary)" if binary else "")
+    names = sql.SQL(", ").join(sql.Identifier(c.name) for c in columns)
+    size = 0
+    reported = 0
+    with src.cursor() as out_cur, dst.cursor() as in_cur:
+        with (
+            out_cur.copy(sql.SQL("copy ({}) to stdout{}").format(query, options)) as out,
+            in_cur.copy(sql.SQL("copy {} ({}) from stdin{}").format(into, names, options)) as inp,
+        ):
+            for chunk in out:
+                inp.write(chunk)
+                size += len(chunk)
+                if progress is not None and size - reported >= _PROGRESS_EVERY_BYTES:
+                    reported = size
+                    progress(size)
+        # Set once the COPY has finished, which leaving its block does.
+        return in_cur.rowcount, size
+
+
+def _full_refresh(
+    src: psycopg.Connection[Any],
+    dst: psycopg.Connection[Any],
+    plan: SyncPlan,
+    columns: tuple[Column, ...],
+    target: _Target,
+    progress: Progress | None,
+) -> tuple[int, int]:
+    """Loads a staging table and swaps it in; readers see the old rows until the commit."""
+    table = plan.destination
+    dst.execute(sql.SQL("create schema if not exists {}").format(sql.Identifier(table.schema)))
+    staging = table.identifier(_STAGING_SUFFIX)
+    dst.execute(sql.SQL("drop table if exists {}").format(staging))
+    _create(dst, staging, columns, plan.primary_key)
+    query = sql.SQL("select * from ({}) as sevvo_model").format(sql.SQL(plan.query))
+    rows, size = _copy(src, dst, query, staging, columns, True, progress)
+    if target.columns is not None:
+        dst.execute(
+            sql.SQL("alter table {} rename to {}").format(
+                table.identifier(), sql.Identifier(table.name + _OLD_SUFFIX)
+            )
+        )
+    dst.execute(sql.SQL("alter table {} rename to {}").format(staging, sql.Identifier(table.name)))
+    if target.columns is not None:
+        dst.execute(sql.SQL("drop table {}").format(table.identifier(_OLD_SUFFIX)))
+    return rows, size
+
+
+def _incremental(
+    src: psycopg.Connection[Any],
+    dst: psycopg.Connection[Any],
+    plan: SyncPlan,
+    columns: tuple[Column, ...],
+    target: _Target,
+    progress: Progress | None,
+) -> tuple[int, int, bool]:
+    """Merges the rows past the high-water mark by primary key and moves the mark."""
+    assert plan.cursor_column is not None
+    table = plan.destination
+    by_name = {c.name: c for c in columns}
+    missing = [n for n in (plan.cursor_column, *plan.primary_key) if n not in by_name]
+    if missing:
+        raise SyncFailed(
+            "invalid_model", f"the model's query returns no column {', '.join(missing)}"
+        )
+    dst.execute(sql.SQL("create schema if not exists {}").format(sql.Identifier(table.schema)))
+    _ensure_state_table(dst)
+    mark = None
+    if target.columns is None or target.columns != columns:
+        # A new table, or an allowed change of shape: start again from every row.
+        if target.columns is not None:
+            dst.execute(sql.SQL("drop table {}").format(table.identifier()))
+        _create(dst, table.identifier(), columns, plan.primary_key)
+    else:
+        found = dst.execute(
+            sql.SQL("select cursor_value from {} where model_id = %s for update").format(
+                sql.Identifier(STATE_SCHEMA, "sync_state")
+            ),
+            (plan.model_id,),
+        ).fetchone()
+        mark = None if found is None else found[0]
+    cursor = sql.Identifier(plan.cursor_column)
+    query = sql.SQL("select * from ({}) as sevvo_model").format(sql.SQL(plan.query))
+    if mark is not None:
+        query = sql.SQL("{} where {} > {}::{}").format(
+            query, cursor, sql.Literal(mark), sql.SQL(by_name[plan.cursor_column].type_sql)
+        )
+    staging = sql.Identifier("sevvo_sync_rows")
+    dst.execute(
+        sql.SQL("create temporary table {} (like {}) on commit drop").format(
+            staging, table.identifier()
+        )
+    )
+    rows, size = _copy(src, dst, query, staging, columns, True, progress)
+    names = [sql.Identifier(c.name) for c in columns]
+    updates = [
+        sql.SQL("{} = excluded.{}").format(sql.Identifier(c.name), sql.Identifier(c.name))
+        for c in columns
+        if c.name not in plan.primary_key
+    ]
+    conflict = (
+        sql.SQL("do update set {}").format(sql.SQL(", ").join(updates))
+        if updates
+        else (sql.SQL("do nothing"))
+    )
+    dst.execute(
+        sql.SQL("insert into {} ({}) select {} from {} on conflict ({}) {}").format(
+            table.identifier(),
+            sql.SQL(", ").join(names),
+            sql.SQL(", ").join(names),
+            staging,
+            sql.SQL(", ").join(map(sql.Identifier, plan.primary_key)),
+            conflict,
+        )
+    )
+    if rows:
+        dst.execute(
+            sql.SQL(
+                "insert into {state} (model_id, cursor_value, updated_at)"
+                " select %s, max({cursor})::text, now() from {staging}"
+                " on conflict (model_id) do update"
+                " set cursor_value = excluded.cursor_value, updated_at = excluded.updated_at"
+            ).format(
+                state=sql.Identifier(STATE_SCHEMA, "sync_state"), cursor=cursor, staging=staging
+            ),
+            (plan.model_id,),
+        )
+    return rows, size, mark is None
+
+
+def _ensure_state_table(dst: psycopg.Connection[Any]) -> None:
+    dst.execute(sql.SQL("create schema if not exists {}").format(sql.Identifier(STATE_SCHEMA)))
+    dst.execute(
+        sql.SQL(
+            "create table if not exists {} (model_id text primary key, cursor_value text,"
+            " updated_at timestamptz not null)"
+        ).format(sql.Identifier(STATE_SCHEMA, "sync_state"))
+    )

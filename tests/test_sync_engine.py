@@ -1,0 +1,211 @@
+"""The agent's sync engine (agent/sync): a model's rows from a source Postgres into a destination.
+
+Two real databases on the test server: the customer's source and their destination. Rows are
+compared by checksum of their text form, on both sides.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from agent.sync.plan import (
+    REPORT_FIELDS,
+    LoadMode,
+    SyncFailed,
+    SyncPlan,
+    SyncReport,
+    TableName,
+)
+from agent.sync.postgres import STATE_SCHEMA, sync
+from tests.plugins.postgres import fresh_database
+
+CANARY = "canary-value-7f3a"
+ROWS = 2_000
+TABLE = TableName("analytics", "orders")
+QUERY = "select id, note, amount, placed_at, doc, raw, tags, updated_at from public.orders"
+
+
+@pytest.fixture
+def source(database_url: str) -> str:
+    """The customer's source database with an ``orders`` table of every kind of value."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(
+            "create table orders (id bigint primary key, note text, amount numeric(12, 2),"
+            " placed_at timestamptz, doc jsonb, raw bytea, tags text[],"
+            " updated_at timestamptz not null default now())"
+        )
+        conn.execute(
+            "insert into orders (id, note, amount, placed_at, doc, raw, tags, updated_at)"
+            " select g, case when g %% 7 = 0 then null else %s || g end, g * 1.25,"
+            " '2026-01-01'::timestamptz + g * interval '1 minute',"
+            " jsonb_build_object('n', g, 'even', g %% 2 = 0),"
+            " case when g %% 5 = 0 then null else decode(md5(g::text), 'hex') end,"
+            " array['a' || g, null, 'b'], '2026-01-01'::timestamptz + g * interval '1 second'"
+            " from generate_series(1, %s) g",
+            (CANARY, ROWS),
+        )
+    return database_url
+
+
+@pytest.fixture
+def destination(pg_server_url: str) -> Iterator[str]:
+    """The customer's destination database, empty."""
+    with fresh_database(pg_server_url) as url:
+        yield url
+
+
+def _checksum(url: str, query: str) -> tuple[int, str]:
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            sql.SQL(
+                "select count(*), md5(coalesce(string_agg(t::text, '|' order by t.id), ''))"
+                " from ({}) t"
+            ).format(sql.SQL(query))
+        ).fetchone()
+    assert row is not None
+    return int(row[0]), str(row[1])
+
+
+def _destination_rows(url: str) -> tuple[int, str]:
+    return _checksum(url, f"select * from {TABLE}")
+
+
+def _run(source: str, destination: str, **plan: typing.Any) -> SyncReport:
+    return sync(source, destination, SyncPlan("model-1", plan.pop("query", QUERY), TABLE, **plan))
+
+
+def _tables(url: str) -> set[str]:
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "select table_schema || '.' || table_name from information_schema.tables"
+            " where table_schema not in ('pg_catalog', 'information_schema')"
+        ).fetchall()
+    return {r[0] for r in rows}
+
+
+def test_a_full_refresh_copies_every_kind_of_value_exactly(source: str, destination: str) -> None:
+    """Text, numeric, timestamptz, jsonb, bytea, arrays and nulls arrive identical; the table
+    is created from the source's types; the report is counts only."""
+    report = _run(source, destination)
+    assert _destination_rows(destination) == _checksum(source, QUERY)
+    assert (report.rows, report.created_table, report.full_reload) == (ROWS, True, True)
+    assert report.bytes > 0 and not report.schema_changed
+    with psycopg.connect(destination) as conn:
+        types = conn.execute(
+            "select format_type(atttypid, atttypmod) from pg_attribute"
+            " where attrelid = 'analytics.orders'::regclass and attnum > 0 order by attnum"
+        ).fetchall()
+    assert [t[0] for t in types] == [
+        "bigint",
+        "text",
+        "numeric(12,2)",
+        "timestamp with time zone",
+        "jsonb",
+        "bytea",
+        "text[]",
+        "timestamp with time zone",
+    ]
+
+
+def test_a_second_full_refresh_replaces_the_rows_and_leaves_no_staging(
+    source: str, destination: str
+) -> None:
+    """Rows deleted and changed at the source are gone and changed in the destination."""
+    _run(source, destination)
+    with psycopg.connect(source, autocommit=True) as conn:
+        conn.execute("delete from orders where id % 3 = 0")
+        conn.execute("update orders set amount = amount + 1 where id % 10 = 1")
+    report = _run(source, destination)
+    assert _destination_rows(destination) == _checksum(source, QUERY)
+    assert (report.rows, report.created_table) == (ROWS - ROWS // 3, False)
+    assert _tables(destination) == {str(TABLE)}
+
+
+def test_a_run_that_fails_midway_leaves_the_destination_as_it_was(
+    source: str, destination: str
+) -> None:
+    """The source query fails after streaming half its rows: the destination keeps the last
+    complete data, no staging table is left, and the error quotes no value."""
+    _run(source, destination)
+    before = _destination_rows(destination)
+    failing = QUERY.replace("note,", f"note || (1 / (id - {ROWS // 2}))::text as note,")
+    with pytest.raises(SyncFailed) as failed:
+        _run(source, destination, query=failing)
+    assert (failed.value.category, failed.value.sqlstate) == ("source_query_failed", "22012")
+    assert CANARY not in str(failed.value)
+    assert _destination_rows(destination) == before
+    assert _tables(destination) == {str(TABLE)}
+
+
+def test_an_incremental_sync_merges_exactly_the_new_and_changed_rows(
+    source: str, destination: str
+) -> None:
+    """After a first full load, inserts and updates at the source (their cursor moved) are
+    merged by primary key; a run with nothing new moves nothing; the mark stays in the
+    destination."""
+    incremental = {
+        "mode": LoadMode.INCREMENTAL,
+        "cursor_column": "updated_at",
+        "primary_key": ("id",),
+    }
+    first = _run(source, destination, **incremental)
+    assert (first.rows, first.full_reload) == (ROWS, True)
+    with psycopg.connect(source, autocommit=True) as conn:
+        conn.execute(
+            "insert into orders (id, note, updated_at) select g, 'new', now()"
+            " from generate_series(%s::int, %s::int) g",
+            (ROWS + 1, ROWS + 100),
+        )
+        conn.execute(
+            "update orders set note = 'changed', updated_at = now() where id between 1 and 10"
+        )
+    second = _run(source, destination, **incremental)
+    assert (second.rows, second.full_reload) == (110, False)
+    assert _destination_rows(destination) == _checksum(source, QUERY)
+    third = _run(source, destination, **incremental)
+    assert third.rows == 0
+    with psycopg.connect(destination) as conn:
+        marks = conn.execute(
+            sql.SQL("select count(*) from {}").format(sql.Identifier(STATE_SCHEMA, "sync_state"))
+        ).fetchone()
+    assert marks == (1,)
+
+
+def test_a_dropped_source_column_fails_clearly_unless_evolution_is_allowed(
+    source: str, destination: str
+) -> None:
+    """Schema drift names the column and changes nothing; allowed, the table takes the new
+    shape and the run says the schema changed."""
+    _run(source, destination)
+    before = _destination_rows(destination)
+    narrower = QUERY.replace(" raw,", "")
+    with pytest.raises(SyncFailed) as failed:
+        _run(source, destination, query=narrower)
+    assert failed.value.category == "schema_changed"
+    assert "raw dropped" in failed.value.message
+    assert _destination_rows(destination) == before
+    evolved = _run(source, destination, query=narrower, allow_schema_evolution=True)
+    assert evolved.schema_changed
+    assert _destination_rows(destination) == _checksum(source, narrower)
+
+
+def test_the_report_is_an_allow_list_of_counts_flags_and_a_fingerprint() -> None:
+    """A field that could carry row content (text other than the fingerprint, bytes, a list)
+    cannot be added to the report unnoticed."""
+    hints = typing.get_type_hints(SyncReport)
+    assert tuple(f.name for f in dataclasses.fields(SyncReport)) == REPORT_FIELDS
+    assert {name: hints[name] for name in REPORT_FIELDS} == {
+        "rows": int,
+        "bytes": int,
+        "duration_ms": int,
+        "schema_fingerprint": str,
+        "created_table": bool,
+        "schema_changed": bool,
+        "full_reload": bool,
+    }
