@@ -8,6 +8,11 @@ file), auth, connections and orchestrator (each its production entry point,
 ``restart()``, so peers reconnect to the same address and find their data, as after a pod
 restart. Services verify tokens remotely, through auth's published keys, as in production.
 
+With ``replicas=N`` each service runs as N processes (components ``auth-1`` ... ``auth-N``),
+each on its own port, sharing the database, keys and secrets; the router balances each
+service's calls across its replicas (devstack.grpc_router), and the services reach each other
+through the router too, never a fixed replica, as through Kubernetes Services.
+
 Unlike devstack.stack, nothing runs in the caller's process: the caller only spawns, probes
 and signals. Spawn, kill and restart from one long-lived thread (the main thread): a child's
 parent-death signal fires when the thread that forked it exits (see devstack.processes.spawn).
@@ -30,6 +35,7 @@ from typing import IO, Protocol
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from devstack.agent_process import AgentProcess, AgentSettings
+from devstack.grpc_router import READINESS_NAMES
 from devstack.pki import DevPki, ensure_dev_pki
 from devstack.postgres import EmbeddedPostgres
 from devstack.processes import (
@@ -53,12 +59,6 @@ from sevvo.runtime.sealing import Keyring, write_keyring_file
 log = get_logger(__name__)
 
 SERVICES = ("auth", "connections", "orchestrator")
-# The first service each process registers: SERVING for it means the process is ready.
-_HEALTH_NAMES = {
-    "auth": "sevvo.auth.v1.AuthService",
-    "connections": "sevvo.connections.v1.ConnectionService",
-    "orchestrator": "sevvo.orchestrator.v1.OrchestratorService",
-}
 # How long a Postgres child may take to notice that its postmaster is gone.
 _ORPHAN_EXIT_SECONDS = 10.0
 _PROBE_INTERVAL = 0.1
@@ -304,6 +304,8 @@ class ProcessStack:
     agent_temporal_address: str
     bootstrap_token_file: Path
     components: dict[str, Component] = field(default_factory=dict)
+    # Each service's replicas, by component name (``["auth"]``, or ``["auth-1", "auth-2"]``).
+    replicas: dict[str, list[str]] = field(default_factory=dict)
 
     def kill(self, name: str) -> None:
         """SIGKILLs one component."""
@@ -367,23 +369,32 @@ def _write_secrets(state: Path, database_url: str) -> dict[str, str]:
     return {name: str(path) for name, path in files.items()}
 
 
+def replica_names(service: str, replicas: int) -> list[str]:
+    """The component names of a service's replicas: its own name when it runs alone."""
+    return [service] if replicas == 1 else [f"{service}-{i}" for i in range(1, replicas + 1)]
+
+
 def start_process_stack(
-    state_dir: Path, *, service_env: Mapping[str, str] | None = None
+    state_dir: Path, *, service_env: Mapping[str, str] | None = None, replicas: int = 1
 ) -> ProcessStack:
     """Starts Postgres, Temporal, the three services, the router and the Temporal proxy.
 
     ``state_dir`` must be reachable by an unprivileged user when running as root (Postgres
     runs as one), e.g. under /tmp. ``service_env`` adds variables for the services (timeouts,
-    log level). On failure, whatever had started is stopped and the error re-raised.
+    log level). ``replicas`` processes of each service run behind the router (see the module's
+    docstring). On failure, whatever had started is stopped and the error re-raised.
     """
+    if replicas < 1:
+        raise ValueError("replicas must be at least 1")
     state_dir.mkdir(mode=0o711, parents=True, exist_ok=True)
     state_dir.chmod(0o711)
     logs = state_dir / "logs"
     pki = ensure_dev_pki(state_dir / "pki")
-    ports = {
-        name: free_port()
-        for name in ("postgres", "temporal", *SERVICES, "router", "temporal-proxy", "jwks")
-    }
+    ports = {name: free_port() for name in ("postgres", "temporal", "router", "temporal-proxy")}
+    names = {service: replica_names(service, replicas) for service in SERVICES}
+    # Each replica its own gRPC port, and each auth replica its own Temporal JWKS port.
+    grpc_ports = {name: free_port() for service in SERVICES for name in names[service]}
+    jwks_ports = {name: free_port() for name in names["auth"]}
     stack = ProcessStack(
         state_dir=state_dir,
         pki=pki,
@@ -391,6 +402,7 @@ def start_process_stack(
         temporal_address=f"127.0.0.1:{ports['temporal']}",
         agent_temporal_address=f"localhost:{ports['temporal-proxy']}",
         bootstrap_token_file=state_dir / "bootstrap-token",
+        replicas=names,
     )
     try:
         postgres = ControlPlanePostgres(state_dir / "postgres", ports["postgres"])
@@ -413,17 +425,23 @@ def start_process_stack(
         }
         if "PYTHONPATH" in os.environ:  # A worktree's code, not the installed package's.
             common["PYTHONPATH"] = os.environ["PYTHONPATH"]
-        endpoints = {
-            "SEVVO_AUTH_ENDPOINT": f"localhost:{ports['auth']}",
-            "SEVVO_CONNECTIONS_ENDPOINT": f"localhost:{ports['connections']}",
-            "SEVVO_ORCHESTRATOR_ENDPOINT": f"localhost:{ports['orchestrator']}",
+        # What the router forwards to: every replica of each service.
+        backends = {
+            f"SEVVO_{service.upper()}_ENDPOINT": ",".join(
+                f"localhost:{grpc_ports[name]}" for name in names[service]
+            )
+            for service in SERVICES
         }
+        # What the services dial for each other: with one replica each, each other directly
+        # (as before replicas existed); with more, the router, which balances across them.
+        peers = (
+            backends if replicas == 1 else {variable: stack.grpc_target for variable in backends}
+        )
         service_base = {
             **common,
-            **endpoints,
+            **peers,
             **_write_secrets(state_dir, postgres.server.admin_url(CONTROL_PLANE_DATABASE)),
             "SEVVO_TEMPORAL_ADDRESS": stack.temporal_address,
-            "SEVVO_AUTH_JWKS_PORT": str(ports["jwks"]),
             # Other services learn auth's keys and revocations by polling it, every 2 s.
             "SEVVO_TOKEN_REFRESH_SECONDS": "2",
             **(service_env or {}),
@@ -436,23 +454,32 @@ def start_process_stack(
             stack.components[name] = process
             return process
 
-        services = {
-            name: python(
-                name,
-                [f"services.{name}", "serve"],
-                {**service_base, "SEVVO_GRPC_PORT": str(ports[name])},
-                grpc_health_probe(f"localhost:{ports[name]}", pki.ca_cert, _HEALTH_NAMES[name]),
+        def service_process(service: str, name: str) -> PythonProcess:
+            env = {**service_base, "SEVVO_GRPC_PORT": str(grpc_ports[name])}
+            if service == "auth":
+                env["SEVVO_AUTH_JWKS_PORT"] = str(jwks_ports[name])
+            probe = grpc_health_probe(
+                f"localhost:{grpc_ports[name]}", pki.ca_cert, READINESS_NAMES[service]
             )
-            for name in SERVICES
-        }
-        # auth first: the others fetch its keys as they start.
-        services["auth"].start()
-        _spawn_then_wait([services["connections"], services["orchestrator"]])
+            return python(name, [f"services.{service}", "serve"], env, probe)
+
         router = python(
             "router",
             ["devstack.grpc_router"],
-            {**common, **endpoints, "SEVVO_GRPC_PORT": str(ports["router"])},
+            {**common, **backends, "SEVVO_GRPC_PORT": str(ports["router"])},
             grpc_health_probe(stack.grpc_target, pki.ca_cert),
+        )
+        if replicas > 1:
+            # The services reach each other through it, from their first call on.
+            router.start()
+        # auth first: the others fetch its keys as they start.
+        _spawn_then_wait([service_process("auth", name) for name in names["auth"]])
+        _spawn_then_wait(
+            [
+                service_process(service, name)
+                for service in ("connections", "orchestrator")
+                for name in names[service]
+            ]
         )
         proxy = python(
             "temporal-proxy",
@@ -466,11 +493,16 @@ def start_process_stack(
             },
             tcp_probe(ports["temporal-proxy"]),
         )
-        _spawn_then_wait([router, proxy])
+        _spawn_then_wait([router, proxy] if replicas == 1 else [proxy])
     except BaseException:
         stack.stop()
         raise
-    log.info("process stack up", grpc_target=stack.grpc_target, state_dir=str(state_dir))
+    log.info(
+        "process stack up",
+        grpc_target=stack.grpc_target,
+        state_dir=str(state_dir),
+        replicas=replicas,
+    )
     return stack
 
 
@@ -490,6 +522,7 @@ __all__ = [
     "PythonProcess",
     "TemporalProcess",
     "grpc_health_probe",
+    "replica_names",
     "start_process_stack",
     "tcp_probe",
 ]
