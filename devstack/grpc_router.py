@@ -21,6 +21,8 @@ environment, see RouterConfig), or in-process with GrpcRouter.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import socket
 import sys
@@ -65,6 +67,10 @@ _RECONNECT_OPTIONS: Sequence[tuple[str, Any]] = (
     ("grpc.min_reconnect_backoff_ms", 200),
     ("grpc.max_reconnect_backoff_ms", 1000),
 )
+
+# How long a call to a balanced backend waits for a ready replica before it fails: longer than
+# the reconnect backoff above, so a restarted replica is found.
+_READY_WAIT_SECONDS = 2.0
 
 Metadata = tuple[tuple[str, str | bytes], ...]
 
@@ -227,7 +233,10 @@ class _Forwarder(grpc.GenericRpcHandler):  # type: ignore[misc]
     async def _forward(
         self, route: Route, method: str, request: bytes, context: grpc.aio.ServicerContext
     ) -> bytes:
-        call = self._channels[route.backend].unary_unary(method)(
+        channel = self._channels[route.backend]
+        if len(route.replicas) > 1:
+            await _some_replica_ready(channel)
+        call = channel.unary_unary(method)(
             request,
             metadata=_forwardable(context.invocation_metadata()),
             timeout=_remaining(context),
@@ -257,6 +266,15 @@ class _Forwarder(grpc.GenericRpcHandler):  # type: ignore[misc]
             duration_ms=round((time.perf_counter() - started) * 1000, 2),
         )
         return response
+
+
+async def _some_replica_ready(channel: grpc.aio.Channel) -> None:
+    """Waits briefly for a replica to be ready when none is (a balanced channel is READY when
+    any replica is): gRPC fails a call at once while every replica is down or reconnecting,
+    and a replica restarted a moment ago is connected again within its reconnect backoff."""
+    if channel.get_state(try_to_connect=True) != grpc.ChannelConnectivity.READY:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(channel.channel_ready(), _READY_WAIT_SECONDS)
 
 
 def _remaining(context: grpc.aio.ServicerContext) -> float | None:
