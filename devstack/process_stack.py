@@ -369,6 +369,55 @@ def _write_secrets(state: Path, database_url: str) -> dict[str, str]:
     return {name: str(path) for name, path in files.items()}
 
 
+def _common_env(pki: DevPki) -> dict[str, str]:
+    """What every Python process of the stack is given: TLS files, loopback, log level."""
+    common = {
+        "PATH": os.environ.get("PATH", ""),
+        "SEVVO_TLS_CERT_FILE": str(pki.server_cert),
+        "SEVVO_TLS_KEY_FILE": str(pki.server_key),
+        "SEVVO_CA_FILE": str(pki.ca_cert),
+        "SEVVO_GRPC_HOST": "127.0.0.1",
+        "SEVVO_LOG_LEVEL": "info",
+    }
+    if "PYTHONPATH" in os.environ:  # A worktree's code, not the installed package's.
+        common["PYTHONPATH"] = os.environ["PYTHONPATH"]
+    return common
+
+
+def _service_process(
+    pki: DevPki,
+    logs: Path,
+    service: str,
+    name: str,
+    base_env: Mapping[str, str],
+    port: int,
+    jwks_port: int | None,
+) -> PythonProcess:
+    """One replica of a service (``python -m services.<service> serve``) named ``name``."""
+    env = {**base_env, "SEVVO_GRPC_PORT": str(port)}
+    if jwks_port is not None:
+        env["SEVVO_AUTH_JWKS_PORT"] = str(jwks_port)
+    probe = grpc_health_probe(f"localhost:{port}", pki.ca_cert, READINESS_NAMES[service])
+    return PythonProcess(name, [f"services.{service}", "serve"], env, logs / f"{name}.log", probe)
+
+
+def _router_process(
+    pki: DevPki,
+    logs: Path,
+    common: Mapping[str, str],
+    backends: Mapping[str, str],
+    port: int,
+) -> PythonProcess:
+    """The router (devstack.grpc_router) on ``port``, forwarding to ``backends``' endpoints."""
+    return PythonProcess(
+        "router",
+        ["devstack.grpc_router"],
+        {**common, **backends, "SEVVO_GRPC_PORT": str(port)},
+        logs / "router.log",
+        grpc_health_probe(f"localhost:{port}", pki.ca_cert),
+    )
+
+
 def replica_names(service: str, replicas: int) -> list[str]:
     """The component names of a service's replicas: its own name when it runs alone."""
     return [service] if replicas == 1 else [f"{service}-{i}" for i in range(1, replicas + 1)]
@@ -415,16 +464,7 @@ def start_process_stack(
         stack.components["temporal"] = temporal
         temporal.start()
 
-        common = {
-            "PATH": os.environ.get("PATH", ""),
-            "SEVVO_TLS_CERT_FILE": str(pki.server_cert),
-            "SEVVO_TLS_KEY_FILE": str(pki.server_key),
-            "SEVVO_CA_FILE": str(pki.ca_cert),
-            "SEVVO_GRPC_HOST": "127.0.0.1",
-            "SEVVO_LOG_LEVEL": "info",
-        }
-        if "PYTHONPATH" in os.environ:  # A worktree's code, not the installed package's.
-            common["PYTHONPATH"] = os.environ["PYTHONPATH"]
+        common = _common_env(pki)
         # What the router forwards to: every replica of each service.
         backends = {
             f"SEVVO_{service.upper()}_ENDPOINT": ",".join(
@@ -455,20 +495,14 @@ def start_process_stack(
             return process
 
         def service_process(service: str, name: str) -> PythonProcess:
-            env = {**service_base, "SEVVO_GRPC_PORT": str(grpc_ports[name])}
-            if service == "auth":
-                env["SEVVO_AUTH_JWKS_PORT"] = str(jwks_ports[name])
-            probe = grpc_health_probe(
-                f"localhost:{grpc_ports[name]}", pki.ca_cert, READINESS_NAMES[service]
+            process = _service_process(
+                pki, logs, service, name, service_base, grpc_ports[name], jwks_ports.get(name)
             )
-            return python(name, [f"services.{service}", "serve"], env, probe)
+            stack.components[name] = process
+            return process
 
-        router = python(
-            "router",
-            ["devstack.grpc_router"],
-            {**common, **backends, "SEVVO_GRPC_PORT": str(ports["router"])},
-            grpc_health_probe(stack.grpc_target, pki.ca_cert),
-        )
+        router = _router_process(pki, logs, common, backends, ports["router"])
+        stack.components["router"] = router
         if replicas > 1:
             # The services reach each other through it, from their first call on.
             router.start()
@@ -506,6 +540,89 @@ def start_process_stack(
     return stack
 
 
+class ReplicasBeside:
+    """A second replica of each service, each its own process, beside a stack that serves all
+    three in one process (devstack.stack), and the router balancing each service's calls
+    between the two.
+
+    For running the end-to-end suite against replicas (tests/plugins/dev_stack.py): the tests
+    keep their hold on the in-process services' objects, while any call through the router,
+    and any call the services make to each other (configure the in-process stack to dial
+    ``grpc_target``), may land on either replica. Start the router first (``start_router``),
+    then the in-process stack, then ``start_services``.
+    """
+
+    def __init__(
+        self,
+        state_dir: Path,
+        *,
+        in_process_port: int,
+        service_env: Mapping[str, str] | None = None,
+    ) -> None:
+        state_dir.mkdir(mode=0o711, parents=True, exist_ok=True)
+        self._state_dir = state_dir
+        self._logs = state_dir / "logs"
+        self.pki = ensure_dev_pki(state_dir / "pki")
+        self._service_env = dict(service_env or {})
+        self._ports = {service: free_port() for service in SERVICES}
+        self._jwks_port = free_port()
+        router_port = free_port()
+        self.grpc_target = f"localhost:{router_port}"
+        self.components: dict[str, PythonProcess] = {}
+        self._common = _common_env(self.pki)
+        backends = {
+            f"SEVVO_{service.upper()}_ENDPOINT": (
+                f"localhost:{in_process_port},localhost:{self._ports[service]}"
+            )
+            for service in SERVICES
+        }
+        self.components["router"] = _router_process(
+            self.pki, self._logs, self._common, backends, router_port
+        )
+
+    def start_router(self) -> None:
+        """Starts the router; calls wait for (or fail without) a ready replica behind it."""
+        self.components["router"].start()
+
+    def start_services(self, database_url: str, temporal_address: str) -> None:
+        """Starts ``auth-2``, ``connections-2`` and ``orchestrator-2`` on the stack's database,
+        secrets (the same files in the state directory) and Temporal."""
+        base = {
+            **self._common,
+            **{f"SEVVO_{s.upper()}_ENDPOINT": self.grpc_target for s in SERVICES},
+            **_write_secrets(self._state_dir, database_url),
+            "SEVVO_TEMPORAL_ADDRESS": temporal_address,
+            **self._service_env,
+        }
+        processes = [
+            _service_process(
+                self.pki,
+                self._logs,
+                service,
+                f"{service}-2",
+                base,
+                self._ports[service],
+                self._jwks_port if service == "auth" else None,
+            )
+            for service in SERVICES
+        ]
+        for process in processes:
+            self.components[process.name] = process
+        try:
+            _spawn_then_wait(processes)
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        """Stops the services, then the router; idempotent."""
+        for process in reversed(list(self.components.values())):
+            try:
+                process.stop()
+            except Exception as exc:  # Stop the rest regardless.
+                log.warning("component did not stop", component=process.name, error=str(exc))
+
+
 def _spawn_then_wait(processes: Sequence[PythonProcess]) -> None:
     """Starts processes side by side (their imports take the longest), then waits for each."""
     for process in processes:
@@ -520,6 +637,7 @@ __all__ = [
     "ControlPlanePostgres",
     "ProcessStack",
     "PythonProcess",
+    "ReplicasBeside",
     "TemporalProcess",
     "grpc_health_probe",
     "replica_names",

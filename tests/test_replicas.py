@@ -208,7 +208,7 @@ def _final_run(world: World, run_id: str, deadline: float) -> opb.Run:
     """The run, read through the router, once it is final (or as it is at ``deadline``)."""
     orchestrator = world.orchestrator()
     while True:
-        run = orchestrator.GetRun(opb.GetRunRequest(id=run_id), timeout=CALL_TIMEOUT)
+        run: opb.Run = orchestrator.GetRun(opb.GetRunRequest(id=run_id), timeout=CALL_TIMEOUT)
         if run.state != opb.RUN_STATE_RUNNING or time.time() > deadline:
             return run
         time.sleep(0.1)
