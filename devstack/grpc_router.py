@@ -40,7 +40,7 @@ from grpc_health.v1._async import HealthServicer
 from devstack.processes import run_from_environment, until_stop_signal
 from sevvo.runtime import config as c
 from sevvo.runtime.grpc_client import ClientTls, channel_credentials
-from sevvo.runtime.grpc_server import TlsFiles
+from sevvo.runtime.grpc_server import ErrorInterceptor, RequestInterceptor, TlsFiles
 from sevvo.runtime.logs import get_logger
 
 log = get_logger(__name__)
@@ -319,7 +319,12 @@ class GrpcRouter:
                 self._channels[route.backend] = backend_channel(
                     route.backend, route.target, credentials
                 )
-        server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+        # As in every service: a health request that does not parse, or a health method the
+        # servicer lacks, is refused with a clear code, never a Python exception's text.
+        server = grpc.aio.server(
+            interceptors=[ErrorInterceptor(), RequestInterceptor()],
+            options=[("grpc.so_reuseport", 0)],
+        )
         health = HealthServicer()
         # Registered before the forwarder, so health checks are answered here.
         health_pb2_grpc.add_HealthServicer_to_server(health, server)

@@ -14,6 +14,7 @@ reconciliation pass: no run is lost or left ``running``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import secrets
 import threading
@@ -42,19 +43,22 @@ pytestmark = pytest.mark.timeout(120)
 RECONCILE_SECONDS = float(REPLICATED_SERVICE_ENV["SEVVO_ORCHESTRATOR_RECONCILE_SECONDS"])
 # Room for a reconciliation pass's own round trips on a loaded two-core machine.
 MARGIN_SECONDS = 5.0
-SLEEP_SECONDS = 3.0  # How long the slow preview and the slow credential test take.
-SLOW_PREVIEW = f"select pg_sleep({SLEEP_SECONDS}) as slept, count(*) as orders from orders"
+# The longest the door holds a connection: less than the agent's 10 s connect timeout, so held
+# work still succeeds, and more than a replica takes to restart on a loaded machine.
+HOLD_SECONDS = 8.0
+PREVIEW = "select count(*) as orders from orders"
 CALL_TIMEOUT = 30.0
 
 
-class SlowDoor:
-    """A TCP relay to the source database that holds each new connection ``delay`` s first:
-    a credential test through it is mid-flight for that long."""
+class Door:
+    """A TCP relay to the source database that can hold new connections until released: work
+    through it stays mid-flight (the agent connecting) for as long as a test needs."""
 
     def __init__(self, loop: BackgroundLoop, upstream_port: int) -> None:
         self._loop = loop
         self._upstream_port = upstream_port
-        self.delay = 0.0
+        self._open = asyncio.Event()
+        self._open.set()
         self._server: asyncio.Server | None = None
         self.port = 0
 
@@ -67,13 +71,22 @@ class SlowDoor:
         self._server = self._loop.run(start())
         self.port = self._server.sockets[0].getsockname()[1]
 
+    def hold(self) -> None:
+        """New connections wait (at most HOLD_SECONDS, below the agent's connect timeout)."""
+        self._loop.loop.call_soon_threadsafe(self._open.clear)
+
+    def release(self) -> None:
+        """Lets held and new connections through."""
+        self._loop.loop.call_soon_threadsafe(self._open.set)
+
     def stop(self) -> None:
         """Stops listening."""
         if self._server is not None:
             self._server.close()
 
     async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await asyncio.sleep(self.delay)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._open.wait(), HOLD_SECONDS)
         up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self._upstream_port)
 
         async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
@@ -96,8 +109,8 @@ class World:
     harness: ProcessHarness
     tenant: Tenant
     direct_id: str  # straight to the source database
-    slow_id: str  # through the slow door
-    door: SlowDoor
+    held_id: str  # through the door
+    door: Door
 
     def orchestrator(self) -> opb_grpc.OrchestratorServiceStub:
         """The orchestrator as the tenant's admin, through the router."""
@@ -118,7 +131,8 @@ def world(
     tls_source_pg: EmbeddedPostgres,
     background_loop: BackgroundLoop,
 ) -> Iterator[World]:
-    """A tenant on the replicated stack with a direct and a slow connection to its database."""
+    """A tenant on the replicated stack with a direct connection to its database and one
+    through a door the tests can hold."""
     suffix = uuid.uuid4().hex[:12]
     source = create_source_database(
         tls_source_pg.url,
@@ -126,7 +140,7 @@ def world(
         reader=f"reader_{suffix}",
         reader_password=secrets.token_urlsafe(24),
     )
-    door = SlowDoor(background_loop, source.port)
+    door = Door(background_loop, source.port)
     door.start()
     try:
         tenant = replicated_stack.new_tenant()
@@ -138,7 +152,7 @@ def world(
                 ),
                 timeout=CALL_TIMEOUT,
             ).id
-            for name, port in (("direct", source.port), ("slow", door.port))
+            for name, port in (("direct", source.port), ("held", door.port))
         ]
         yield World(replicated_stack, tenant, ids[0], ids[1], door)
     finally:
@@ -267,23 +281,27 @@ def test_killing_the_orchestrator_replica_mid_preview_loses_no_run(world: World)
     """The caller of a preview whose replica dies gets UNAVAILABLE; the surviving replica
     records the preview's true outcome once its work ends, and nothing is left running."""
     before = _started(world, "preview")
-    started = time.time()
+    world.door.hold()
     call = InThread(
         lambda: world.orchestrator().PreviewQuery(
-            opb.PreviewQueryRequest(connection_id=world.direct_id, sql=SLOW_PREVIEW),
+            opb.PreviewQueryRequest(connection_id=world.held_id, sql=PREVIEW),
             timeout=CALL_TIMEOUT,
         )
     )
-    run_id, replica = _wait_for_new_start(world, "preview", before)
-    world.harness.stack.kill(replica)
     try:
+        run_id, replica = _wait_for_new_start(world, "preview", before)
+        world.harness.stack.kill(replica)
         call.join()
+    finally:
+        released = time.time()
+        world.door.release()
+    try:
         assert call.error is not None, "the preview returned although its replica was killed"
         assert call.error.code() == grpc.StatusCode.UNAVAILABLE
         assert "orchestrator service is unavailable" in (call.error.details() or "")
-        deadline = started + SLEEP_SECONDS + RECONCILE_SECONDS + MARGIN_SECONDS
+        deadline = released + RECONCILE_SECONDS + MARGIN_SECONDS
         run = _final_run(world, run_id, deadline)
-        # The agent finished the query: one row (the count) came back to nobody, but is recorded.
+        # The agent ran the query once let through: one row (the count), returned to nobody.
         assert _outcome(run) == ("RUN_STATE_SUCCEEDED", "ok", 1)
         assert run.finish_time.seconds <= deadline
         assert _running_runs(world) == []
@@ -294,33 +312,34 @@ def test_killing_the_orchestrator_replica_mid_preview_loses_no_run(world: World)
 def test_killing_the_orchestrator_replica_mid_credential_test_loses_no_run(world: World) -> None:
     """TestConnection whose orchestrator replica dies answers UNAVAILABLE (asked again, it
     answers the result); the dead replica's run is settled by the other with its true outcome."""
-    world.door.delay = SLEEP_SECONDS
     before = _started(world, "credential_test")
-    started = time.time()
+    world.door.hold()
     call = InThread(
         lambda: world.connections().TestConnection(
-            cpb.TestConnectionRequest(id=world.slow_id), timeout=CALL_TIMEOUT
+            cpb.TestConnectionRequest(id=world.held_id), timeout=CALL_TIMEOUT
         )
     )
-    run_id, replica = _wait_for_new_start(world, "credential_test", before)
-    world.harness.stack.kill(replica)
     try:
+        run_id, replica = _wait_for_new_start(world, "credential_test", before)
+        world.harness.stack.kill(replica)
         call.join()
+    finally:
+        released = time.time()
+        world.door.release()
+    try:
         assert call.error is not None, "the test returned although its replica was killed"
         assert call.error.code() == grpc.StatusCode.UNAVAILABLE
         assert call.error.details() == "the credential test could not be run; try again"
-        deadline = started + SLEEP_SECONDS + RECONCILE_SECONDS + MARGIN_SECONDS
+        deadline = released + RECONCILE_SECONDS + MARGIN_SECONDS
         run = _final_run(world, run_id, deadline)
         assert _outcome(run)[:2] == ("RUN_STATE_SUCCEEDED", "ok")
         assert run.finish_time.seconds <= deadline
         assert _running_runs(world) == []
-        world.door.delay = 0.0
         again = world.connections().TestConnection(
-            cpb.TestConnectionRequest(id=world.slow_id), timeout=CALL_TIMEOUT
+            cpb.TestConnectionRequest(id=world.held_id), timeout=CALL_TIMEOUT
         )
         assert again.status == cpb.CONNECTION_STATUS_CONNECTED
     finally:
-        world.door.delay = 0.0
         world.harness.stack.restart(replica)
 
 
@@ -334,34 +353,36 @@ def test_killing_a_connections_replica_mid_test_loses_no_run(world: World) -> No
     # call waits there; the second is back by then, to serve what follows.
     down = {second}
     stack.kill(second)
-    world.door.delay = SLEEP_SECONDS + 2.0
     before = _started(world, "credential_test")
-    started = time.time()
+    world.door.hold()
     call = InThread(
         lambda: world.connections().TestConnection(
-            cpb.TestConnectionRequest(id=world.slow_id), timeout=CALL_TIMEOUT
+            cpb.TestConnectionRequest(id=world.held_id), timeout=CALL_TIMEOUT
         )
     )
     try:
-        run_id, _ = _wait_for_new_start(world, "credential_test", before)
-        stack.restart(second)
-        down = {first}
-        assert call.result is None and call.error is None, "the test ended before the kill"
-        stack.kill(first)
-        call.join()
+        try:
+            run_id, _ = _wait_for_new_start(world, "credential_test", before)
+            stack.restart(second)
+            down = set()
+            stack.kill(first)
+            down = {first}
+            call.join()
+        finally:
+            released = time.time()
+            world.door.release()
         assert call.error is not None, "the test returned although its replica was killed"
         assert call.error.code() == grpc.StatusCode.UNAVAILABLE
         assert "connections service is unavailable" in (call.error.details() or "")
-        deadline = started + world.door.delay + RECONCILE_SECONDS + MARGIN_SECONDS
+        deadline = released + RECONCILE_SECONDS + MARGIN_SECONDS
         run = _final_run(world, run_id, deadline)
         assert _outcome(run)[:2] == ("RUN_STATE_SUCCEEDED", "ok")
+        assert run.finish_time.seconds <= deadline
         assert _running_runs(world) == []
-        world.door.delay = 0.0
         again = world.connections().TestConnection(
-            cpb.TestConnectionRequest(id=world.slow_id), timeout=CALL_TIMEOUT
+            cpb.TestConnectionRequest(id=world.held_id), timeout=CALL_TIMEOUT
         )
         assert again.status == cpb.CONNECTION_STATUS_CONNECTED
     finally:
-        world.door.delay = 0.0
         for name in down:
             stack.restart(name)
