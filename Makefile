@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install dev demo test test-replicas lint protos protos-check bench images images-check lock clean
+.PHONY: install dev demo test test-replicas lint protos protos-check bench images images-check workflow-histories lock clean
 
 install: $(STAMP)
 
@@ -65,6 +65,13 @@ images: install
 ## start each read-only until it stops for want of configuration.
 images-check: install
 	$(PY) scripts/check_images.py
+
+## Record a history of every path of every agent workflow into tests/workflow_histories/<version>/
+## on a Temporal dev server, for tests/test_workflow_replay.py to replay against later code.
+## Refuses an existing folder; HISTORY_ARGS=--force re-records the unreleased version's.
+HISTORY_ARGS ?=
+workflow-histories: install
+	$(PY) scripts/record_workflow_histories.py $(HISTORY_ARGS)
 
 ## Re-pin every dependency to what resolves today (run on Python 3.11, then commit constraints.txt).
 lock:

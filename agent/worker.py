@@ -66,6 +66,9 @@ POOL_CLOSE_SECONDS = 30.0
 TRUST_REFRESH_SECONDS = 2.0
 """How often the warm pool's verifier polls auth's keys and revocations (the services' rate)."""
 TRUST_LEEWAY_SECONDS = 10
+WORKFLOWS: tuple[type, ...] = (CredentialTestWorkflow, PreviewQueryWorkflow, RootRotationWorkflow)
+"""Every workflow type the agent's workers register. Each needs a recorded history under
+tests/workflow_histories/ that its next version replays (tests/test_workflow_replay.py)."""
 
 
 async def _fetch_keys(
@@ -175,7 +178,7 @@ def _worker(client: Client, queue: str, activities: AgentActivities, config: Age
     return Worker(
         client,
         task_queue=queue,
-        workflows=[CredentialTestWorkflow, PreviewQueryWorkflow, RootRotationWorkflow],
+        workflows=list(WORKFLOWS),
         activities=[
             activities.test_credentials,
             activities.preview_query,

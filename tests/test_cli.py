@@ -523,6 +523,7 @@ def test_preview_json_shape(sevvo: Sevvo, connection_id: str) -> None:
     assert preview["truncated_cells"] == [[r, "big"] for r in range(100)]
     run = sevvo.ok("runs", "get", preview["run_id"])
     assert (run["kind"], run["row_count"], run["truncated"]) == ("preview", 100, True)
+    assert sevvo.ok("runs", "wait", preview["run_id"], "--timeout", "0") == run
     me = sevvo.ok("whoami")
     assert run["creator"] == f"user:{me['user_id']}"
     runs = sevvo.ok("runs", "list", "--connection", connection_id)["runs"]
@@ -1037,6 +1038,7 @@ def test_every_command_has_help_with_an_example(sevvo: Sevvo) -> None:
         ["connections", "delete"],
         ["runs", "list"],
         ["runs", "get"],
+        ["runs", "wait"],
         ["leases", "list"],
         ["leases", "count"],
         ["leases", "revoke"],

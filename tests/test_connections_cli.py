@@ -18,7 +18,8 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_rewrap_command_moves_every_payload_to_the_primary(
     control_plane: ControlPlane, tmp_path: Path
 ) -> None:
-    """`python -m services.connections rewrap` exits 0 once nothing is sealed under old keys."""
+    """`python -m services.connections rewrap` exits 0 once nothing is sealed under old keys;
+    it needs only the database URL and the keyring (what the chart's rewrap Job mounts)."""
     org = control_plane.auth.create_org()
     for i in range(3):
         control_plane.create(org, f"c{i}", f"password-number-{i}")
@@ -28,10 +29,7 @@ def test_rewrap_command_moves_every_payload_to_the_primary(
     env = {
         "PATH": os.environ.get("PATH", ""),
         "SEVVO_DATABASE_URL_FILE": str(tmp_path / "db"),
-        "SEVVO_TLS_CERT_FILE": str(config.tls.cert),
-        "SEVVO_TLS_KEY_FILE": str(config.tls.key),
         "SEVVO_CONNECTIONS_KEYRING_FILE": str(tmp_path / "keyring.json"),
-        "SEVVO_AUTH_ENDPOINT": control_plane.auth.target,
         "SEVVO_LOG_LEVEL": "warning",
     }
     result = subprocess.run(
@@ -44,7 +42,7 @@ def test_rewrap_command_moves_every_payload_to_the_primary(
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    assert "re-wrapped 3 payloads under k2" in result.stdout
+    assert "re-sealed 3 connections under k2" in result.stdout
     with psycopg.connect(config.database_url) as conn:
         kek_ids = conn.execute("select distinct kek_id from connections.connections").fetchall()
     assert kek_ids == [("k2",)]

@@ -14,6 +14,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 
 import grpc
@@ -260,34 +261,41 @@ def test_rotation_to_a_wrong_password_keeps_the_old_credentials(
 
 
 def test_a_tenants_work_reaches_only_its_own_agent(e2e: EndToEnd) -> None:
-    """Org B's test waits untouched while only org A's agent runs, then B's own agent runs it."""
+    """Org B's test waits untouched while only org A's agent runs, then B's own agent runs it.
+
+    The start returns the run at once (a long-running operation); WaitRun returns it still
+    running at its timeout, and finished once an agent of org B has done the work.
+    """
     a = e2e.new_tenant()
     b = e2e.new_tenant(start_agent=False)
-    outcome: dict[str, object] = {}
-
     # A draft id is not checked before the work starts (drafts are the agent's to resolve), so
     # B's work waits on B's queue; B's agent then finds no such draft in org B.
-    draft_id = str(uuid.uuid4())
-
-    def test_b() -> None:
-        try:
-            outcome["run"] = e2e.orchestrator(b.admin_token).TestConnection(
-                opb.TestConnectionRequest(draft_id=draft_id)
-            )
-        except grpc.RpcError as exc:
-            outcome["error"] = exc
-
+    started = e2e.orchestrator(b.admin_token).TestConnection(
+        opb.TestConnectionRequest(draft_id=str(uuid.uuid4()))
+    )
+    assert (started.state, started.outcome_category) == (opb.RUN_STATE_RUNNING, "")
     assert a.agent is not None
     a_tests_before = a.agent.output().count("credential test started")
-    caller = threading.Thread(target=test_b)
-    caller.start()
-    time.sleep(3)  # Ample time for org A's agent to (wrongly) pick the work up.
-    assert caller.is_alive(), "org B's test finished without an agent of org B"
+    wait = opb.WaitRunRequest(id=started.id)
+    wait.timeout.FromTimedelta(timedelta(seconds=3))  # Time for A's agent to (wrongly) take it.
+    begun = time.monotonic()
+    still = e2e.orchestrator(b.admin_token).WaitRun(wait, timeout=10)
+    assert time.monotonic() - begun >= 2.9
+    assert (still.id, still.state) == (started.id, opb.RUN_STATE_RUNNING)
+    # A caller's deadline shorter than the wait is an answer before it, not an error.
+    unbounded = opb.WaitRunRequest(id=started.id)
+    assert e2e.orchestrator(b.admin_token).WaitRun(unbounded, timeout=1.5).state == (
+        opb.RUN_STATE_RUNNING
+    )
+    negative = opb.WaitRunRequest(id=started.id)
+    negative.timeout.FromTimedelta(timedelta(seconds=-1))
+    with pytest.raises(grpc.RpcError) as refused:
+        e2e.orchestrator(b.admin_token).WaitRun(negative, timeout=10)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "timeout" in (refused.value.details() or "")
     assert a.agent.output().count("credential test started") == a_tests_before
     b.agent = e2e.start_agent(b)
-    caller.join(TEST_WAIT)
-    run = outcome["run"]
-    assert isinstance(run, opb.Run)
+    run = e2e.finished(b.admin_token, still, TEST_WAIT)
     # B's agent resolved the draft as org B: not found, nothing revealed.
     assert (run.state, run.outcome_category) == (
         opb.RUN_STATE_FAILED,
@@ -295,6 +303,10 @@ def test_a_tenants_work_reaches_only_its_own_agent(e2e: EndToEnd) -> None:
     )
     assert "credential test started" in b.agent.output()
     assert a.agent.output().count("credential test started") == a_tests_before
+    # Another org can neither wait on the run nor learn that it exists.
+    with pytest.raises(grpc.RpcError) as caught:
+        e2e.orchestrator(a.admin_token).WaitRun(opb.WaitRunRequest(id=run.id), timeout=10)
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
 
 
 def test_other_org_cannot_start_or_read_runs(
@@ -327,8 +339,11 @@ def test_temporal_history_holds_only_ciphertext(
     tenant = e2e.new_tenant()
     source = source_target(tls_source_pg)
     created = _create(e2e, tenant.admin_token, "warehouse", e2e.fields(source))
-    run = e2e.orchestrator(tenant.admin_token).TestConnection(
-        opb.TestConnectionRequest(connection_id=created.id)
+    run = e2e.finished(
+        tenant.admin_token,
+        e2e.orchestrator(tenant.admin_token).TestConnection(
+            opb.TestConnectionRequest(connection_id=created.id)
+        ),
     )
 
     async def history() -> tuple[bytes, list[bytes]]:

@@ -378,8 +378,11 @@ def test_root_rotation_on_demand_replaces_the_password_and_minting_continues(
     source, _, privileged = dynamic_source
     tenant = e2e.new_tenant()
     created = _create_dynamic(e2e, tenant, dynamic_source, "dynamic-rotate")
-    run = e2e.orchestrator(tenant.admin_token).RotateRootCredentials(
-        opb.RotateRootCredentialsRequest(connection_id=created.id)
+    run = e2e.finished(
+        tenant.admin_token,
+        e2e.orchestrator(tenant.admin_token).RotateRootCredentials(
+            opb.RotateRootCredentialsRequest(connection_id=created.id)
+        ),
     )
     assert (run.kind, run.outcome_category) == (opb.RUN_KIND_ROOT_ROTATION, "rotated"), run
     stored = _agent_view(e2e, tenant, created.id)
@@ -451,8 +454,11 @@ def test_an_interrupted_root_rotation_is_completed_by_the_next_use(
         cpb.StagePrivilegedPasswordRequest(connection_id=created.id, pending_password=never)
     )
     assert _preview_count(e2e, tenant, created.id) == "200"
-    run = e2e.orchestrator(tenant.admin_token).RotateRootCredentials(
-        opb.RotateRootCredentialsRequest(connection_id=created.id)
+    run = e2e.finished(
+        tenant.admin_token,
+        e2e.orchestrator(tenant.admin_token).RotateRootCredentials(
+            opb.RotateRootCredentialsRequest(connection_id=created.id)
+        ),
     )
     assert run.outcome_category == "rotated", run
     stored = _agent_view(e2e, tenant, created.id)
@@ -658,7 +664,9 @@ def test_concurrent_root_rotations_always_leave_a_stored_password_that_logs_in(
         for round_ in range(ROTATION_ROUNDS):
             runs = list(
                 pool.map(
-                    lambda _: orchestrator.RotateRootCredentials(request, timeout=60),
+                    lambda _: e2e.finished(
+                        tenant.admin_token, orchestrator.RotateRootCredentials(request, timeout=60)
+                    ),
                     range(CONCURRENT_ROTATIONS),
                 )
             )
@@ -679,8 +687,11 @@ def test_rotating_a_role_that_two_connections_share_is_refused_naming_the_other(
     tenant = e2e.new_tenant()
     first = _create_dynamic(e2e, tenant, dynamic_source, "dynamic-first")
     second = _create_dynamic(e2e, tenant, dynamic_source, "dynamic-second")
-    run = e2e.orchestrator(tenant.admin_token).RotateRootCredentials(
-        opb.RotateRootCredentialsRequest(connection_id=first.id)
+    run = e2e.finished(
+        tenant.admin_token,
+        e2e.orchestrator(tenant.admin_token).RotateRootCredentials(
+            opb.RotateRootCredentialsRequest(connection_id=first.id)
+        ),
     )
     assert run.outcome_category == "role_shared", run
     assert f'"dynamic-second" ({second.id})' in run.message

@@ -18,6 +18,8 @@ import pytest
 import yaml
 
 from sevvo.runtime.health import LIVENESS
+from sevvo.runtime.rewrap import RewrapConfig
+from sevvo.runtime.sealing import Keyring
 
 ROOT = Path(__file__).resolve().parents[1]
 K8S = ROOT / "deploy" / "k8s"
@@ -86,6 +88,7 @@ CONTROL_PLANE_ALL_OPTIONS: dict[str, Any] = {
         "tls": {"caSecret": "corp-ca"},
         "temporal": {"legacyNamespace": "sevvo", "drainLegacy": False, "tls": True},
     },
+    "rewrap": {"enabled": True, "batchSize": 500},
     **{
         name: {
             "replicas": 3,
@@ -232,7 +235,8 @@ def env_of(container: dict[str, Any]) -> dict[str, str]:
 
 def all_deployments(control_plane: helm.Chart, agent: helm.Chart) -> list[dict[str, Any]]:
     """Every Deployment and Job either chart renders, with every optional feature switched on
-    (the Jobs are the control plane's migrate hooks: the same pod rules hold for them)."""
+    (the Jobs are the control plane's migrate and rewrap hooks: the same pod rules hold for
+    them)."""
     control = render(control_plane, CONTROL_PLANE_ALL_OPTIONS)
     return (
         of_kind(control, "Deployment")
@@ -351,6 +355,11 @@ BAD_VALUES = [
     ("control_plane", {"migrations": {"backoffLimit": "3"}}, "backoffLimit"),
     ("control_plane", {"migrations": {"database": {"existingSecret": "Bad_Name"}}}, "database"),
     ("control_plane", {"migrations": {"image": "x"}}, "image"),
+    ("control_plane", {"rewrap": {"enabled": "yes"}}, "enabled"),
+    ("control_plane", {"rewrap": {"batchSize": 0}}, "batchSize"),
+    ("control_plane", {"rewrap": {"batchSize": 10001}}, "batchSize"),
+    ("control_plane", {"rewrap": {"backoffLimit": -1}}, "backoffLimit"),
+    ("control_plane", {"rewrap": {"database": {"existingSecret": "x"}}}, "database"),
     ("agent", {"replicas": "two"}, "replicas"),
     ("agent", {"controlPlane": {"host": "https://api.example"}}, "host"),
     ("agent", {"temporal": {"address": "temporal.example"}}, "address"),
@@ -460,7 +469,8 @@ def test_every_container_runs_restricted(
 ) -> None:
     """Each restricted-pod rule holds for every container of every Deployment."""
     deployments = all_deployments(control_plane, agent)
-    assert len(deployments) == 4 + 3
+    # 3 services and the agent; a migrate Job per service, a rewrap Job per keyring.
+    assert len(deployments) == 4 + 3 + 2
     for deployment in deployments:
         pod = pod_spec(deployment)
         for container in pod["containers"] + pod.get("initContainers", []):
@@ -500,8 +510,9 @@ def test_file_env_vars_name_files_in_read_only_secret_mounts(
     # Database URL, TLS cert and key per service, auth's KEK, the keyrings of connections and
     # orchestrator, the CA bundle of all three services (auth calls the orchestrator), the
     # service token of auth and orchestrator, and the agent's token, mTLS cert and key and CA
-    # bundle; and the migration role's database URL in each migrate Job.
-    assert checked == 3 * 3 + 1 + 2 + 3 + 2 + 4 + 3
+    # bundle; the migration role's database URL in each migrate Job; and the database URL and
+    # keyring in each rewrap Job.
+    assert checked == 3 * 3 + 1 + 2 + 3 + 2 + 4 + 3 + 2 * 2
 
 
 SECRET_NAME_WORDS = ("TOKEN", "SECRET", "PASSWORD", "KEY", "KEK", "DATABASE_URL", "DSN", "CERT")
@@ -1068,6 +1079,8 @@ CONFIG_MODULES = {
     "agent": ROOT / "agent" / "config.py",
     # The migrate hook Jobs' container: MigrateConfig.
     "migrate": ROOT / "sevvo" / "runtime" / "migrations.py",
+    # The rewrap hook Jobs' container: RewrapConfig, with its component's keyring variable.
+    "rewrap": ROOT / "sevvo" / "runtime" / "rewrap.py",
 }
 RUNTIME_CONFIG = ROOT / "sevvo" / "runtime" / "config.py"
 SEVVO_VARIABLE = re.compile(r"SEVVO_[A-Z_]+")
@@ -1107,11 +1120,35 @@ def variables_read_by(path: Path) -> set[str]:
             arg = call.args[1]
             if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
                 names.add(f"{arg.value}_FILE")
-            elif isinstance(arg, ast.Name):
+            elif isinstance(arg, ast.Name) and arg.id in constants:
                 names.add(f"{constants[arg.id]}_FILE")
         elif called in runtime_functions:
             names |= set(SEVVO_VARIABLE.findall(runtime_functions[called]))
     return names
+
+
+def keyring_variable(name: str) -> str:
+    """The keyring variable a component's config.py names (KEYRING_VARIABLE), which its
+    rewrap command passes to RewrapConfig too."""
+    tree = ast.parse(CONFIG_MODULES[name].read_text())
+    (value,) = [
+        node.value.value
+        for node in tree.body
+        if isinstance(node, ast.Assign)
+        and isinstance(node.value, ast.Constant)
+        and any(isinstance(t, ast.Name) and t.id == "KEYRING_VARIABLE" for t in node.targets)
+    ]
+    return str(value)
+
+
+def variables_read_by_container(job_or_deployment: dict[str, Any]) -> set[str]:
+    """What the process in an object's only container reads: a rewrap Job reads RewrapConfig's
+    variables and its component's keyring variable."""
+    container = only_container(job_or_deployment)["name"]
+    read = variables_read_by(CONFIG_MODULES[container])
+    if container == "rewrap":
+        read.add(f"{keyring_variable(component(job_or_deployment).removesuffix('-rewrap'))}_FILE")
+    return read
 
 
 def test_config_variables_are_parsed_from_the_code() -> None:
@@ -1125,6 +1162,9 @@ def test_config_variables_are_parsed_from_the_code() -> None:
     assert {"SEVVO_DEPLOYMENT_TOKEN_FILE", "SEVVO_CA_FILE", "SEVVO_LOG_LEVEL"} <= read["agent"]
     assert "SEVVO_CA_BUNDLE_FILE" not in read["agent"]
     assert "SEVVO_TEMPORAL_ADDRESS" not in read["auth"] | read["connections"]
+    assert {"SEVVO_DATABASE_URL_FILE", "SEVVO_LOG_LEVEL"} <= read["rewrap"]
+    assert "SEVVO_TLS_KEY_FILE" not in read["rewrap"]
+    assert keyring_variable("orchestrator") == "SEVVO_ORCHESTRATOR_KEYRING"
 
 
 def without_extra_env(values: dict[str, Any]) -> dict[str, Any]:
@@ -1157,7 +1197,7 @@ def test_every_sevvo_variable_is_one_the_code_reads(
     assert deployments
     for deployment in deployments + of_kind(objects, "Job"):
         container = only_container(deployment)
-        read = variables_read_by(CONFIG_MODULES[container["name"]])
+        read = variables_read_by_container(deployment)
         names = [e["name"] for e in container["env"]]
         assert len(names) == len(set(names)), container["name"]
         unread = {n for n in names if n.startswith("SEVVO_")} - read
@@ -1301,8 +1341,10 @@ def test_each_component_migrates_in_a_pre_install_and_pre_upgrade_hook_job(
 
 
 def test_no_service_or_budget_selects_a_migrate_pod(control_plane: helm.Chart) -> None:
-    """A running migrate pod is never a Service endpoint nor counted by a disruption budget."""
-    values = {name: {"replicas": 2} for name in COMPONENTS}
+    """A running migrate or rewrap pod is never a Service endpoint nor counted by a
+    disruption budget."""
+    values: dict[str, Any] = {name: {"replicas": 2} for name in COMPONENTS}
+    values["rewrap"] = {"enabled": True}
     objects = render(control_plane, values)
     selectors = [s["spec"]["selector"] for s in of_kind(objects, "Service")] + [
         p["spec"]["selector"]["matchLabels"] for p in of_kind(objects, "PodDisruptionBudget")
@@ -1344,6 +1386,108 @@ def test_migrate_job_settings_follow_their_values(control_plane: helm.Chart) -> 
         (volume,) = [v for v in pod_spec(job)["volumes"] if "secret" in v]
         assert volume["secret"]["secretName"] == "pg-owner"
         assert volume["secret"]["items"] == [{"key": "dsn", "path": "url"}]
+
+
+KEYRINGS = ("connections", "orchestrator")
+REWRAP_ON: dict[str, Any] = {"rewrap": {"enabled": True}}
+
+
+def rewrap_jobs(objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The rewrap Jobs by the component whose keyring they rewrap."""
+    return {
+        component(job).removesuffix("-rewrap"): job
+        for job in of_kind(objects, "Job")
+        if component(job).endswith("-rewrap")
+    }
+
+
+def test_no_rewrap_job_by_default(control_plane: helm.Chart) -> None:
+    """Without rewrap.enabled the chart renders no rewrap Job."""
+    assert rewrap_jobs(render(control_plane)) == {}
+
+
+def test_each_keyring_is_rewrapped_in_a_post_install_and_post_upgrade_hook_job(
+    control_plane: helm.Chart,
+) -> None:
+    """With rewrap.enabled, connections and the orchestrator each get a hook Job after the
+    release's objects that runs their rewrap command, mounting the Deployment's database and
+    keyring Secrets exactly as the Deployment does and no other Secret; it validates strictly
+    at both ends of the supported Kubernetes range."""
+    objects = render(control_plane, REWRAP_ON)
+    jobs = rewrap_jobs(objects)
+    assert sorted(jobs) == list(KEYRINGS)
+    for name, job in jobs.items():
+        annotations = job["metadata"]["annotations"]
+        assert annotations["helm.sh/hook"] == "post-install,post-upgrade"
+        assert annotations["helm.sh/hook-delete-policy"] == "before-hook-creation,hook-succeeded"
+        assert job["spec"]["backoffLimit"] == 2
+        pod = pod_spec(job)
+        assert pod["restartPolicy"] == "Never"
+        container = only_container(job)
+        assert container["command"] == [
+            *("python", "-m", f"services.{name}", "rewrap", "--batch-size", "200")
+        ]
+        served = pod_spec(deployment_for(objects, name))
+        wanted = {"database", f"{name}-keyring"}
+        assert [v for v in pod["volumes"] if "secret" in v] == [
+            v for v in served["volumes"] if v["name"] in wanted
+        ]
+        served_env = env_of(only_container(deployment_for(objects, name)))
+        for variable, value in env_of(container).items():
+            assert served_env[variable] == value, variable
+        for version in ("1.28", "1.37"):
+            assert kubernetes_validate.validate(job, version, strict=True) == version
+
+
+def test_rewrap_job_gives_its_command_the_configuration_it_loads(
+    control_plane: helm.Chart, tmp_path: Path
+) -> None:
+    """The Job's env and Secret files, laid out as its mounts project them, load into the
+    rewrap command's own configuration (RewrapConfig) with the component's keyring."""
+    keyring = Keyring.generate("k7")
+    contents = {"database": "postgresql://sevvo@db/sevvo", "keyring.json": keyring.to_json()}
+    for name, job in rewrap_jobs(render(control_plane, REWRAP_ON)).items():
+        container = only_container(job)
+        volumes = {v["name"]: v for v in pod_spec(job)["volumes"]}
+        root = tmp_path / name
+        for mount in container["volumeMounts"]:
+            source = volumes[mount["name"]].get("secret")
+            for item in source["items"] if source else []:
+                path = root / mount["mountPath"].lstrip("/") / item["path"]
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(contents.get(item["path"], contents["database"]))
+        env = {
+            k: str(root / v.lstrip("/")) if v.startswith(SECRETS_DIR) else v
+            for k, v in env_of(container).items()
+        }
+        config = RewrapConfig.load(env, keyring_variable(name))
+        assert config.database_url == contents["database"]
+        assert config.keyring.current() == keyring
+        assert config.log_level == "INFO"
+
+
+def test_rewrap_job_settings_follow_their_values(control_plane: helm.Chart) -> None:
+    """Batch size, retries, deadline and the keyring Secret come from values; a disabled
+    component has no rewrap Job."""
+    values = {
+        "rewrap": {
+            "enabled": True,
+            "batchSize": 50,
+            "backoffLimit": 0,
+            "activeDeadlineSeconds": 120,
+        },
+        "orchestrator": {"keyring": {"existingSecret": "orch-kr", "key": "ring"}},
+        "connections": {"enabled": False},
+    }
+    jobs = rewrap_jobs(render(control_plane, values))
+    assert sorted(jobs) == ["orchestrator"]
+    job = jobs["orchestrator"]
+    assert job["spec"]["backoffLimit"] == 0
+    assert job["spec"]["activeDeadlineSeconds"] == 120
+    assert only_container(job)["command"][-2:] == ["--batch-size", "50"]
+    (keyring,) = [v for v in pod_spec(job)["volumes"] if v["name"] == "orchestrator-keyring"]
+    assert keyring["secret"]["secretName"] == "orch-kr"
+    assert keyring["secret"]["items"] == [{"key": "ring", "path": "keyring.json"}]
 
 
 # --- standard knobs, disruption budgets and topology spread --------------------------------

@@ -112,10 +112,20 @@ class Clock:
 class Harness:
     """A RunTracker for one org, its Temporal client and (optionally) a polling stand-in agent."""
 
-    def __init__(self, tracker: RunTracker, client: Client, org_id: uuid.UUID) -> None:
+    def __init__(
+        self,
+        tracker: RunTracker,
+        client: Client,
+        org_id: uuid.UUID,
+        *,
+        address: str,
+        keys: OrgPayloadKeys,
+    ) -> None:
         self.tracker = tracker
         self.client = client
         self.org_id = org_id
+        self.address = address
+        self.keys = keys
 
     @asynccontextmanager
     async def agent(self) -> AsyncIterator[None]:
@@ -156,7 +166,24 @@ async def _harness(
     keys = OrgPayloadKeys(str(org_id), [PayloadKey("pk-test", secrets.token_bytes(32))], "pk-test")
     base = await Client.connect(address)
     clients = OrgClients(base, lambda _: keys)
-    tracker = RunTracker(
+    tracker = _tracker(store, clients, clock, timeout, queue_allowance)
+    # The org's namespace, registered by the tracker's clients as the orchestrator does.
+    await clients.for_org_async(org_id)
+    org_client = await Client.connect(
+        address, namespace=names.namespace_for(str(org_id)), data_converter=data_converter(keys)
+    )
+    return Harness(tracker, org_client, org_id, address=address, keys=keys)
+
+
+def _tracker(
+    store: OrchestratorStore,
+    clients: OrgClients,
+    clock: Clock,
+    timeout: timedelta = TIMEOUT,
+    queue_allowance: timedelta = timedelta(0),
+) -> RunTracker:
+    """A RunTracker as one orchestrator replica has it, with short test timings."""
+    return RunTracker(
         store,
         clients,
         work_kinds(timeout),
@@ -166,12 +193,12 @@ async def _harness(
         queue_allowance=queue_allowance,
         absent_after=timedelta(seconds=2),
     )
-    # The org's namespace, registered by the tracker's clients as the orchestrator does.
-    await clients.for_org_async(org_id)
-    org_client = await Client.connect(
-        address, namespace=names.namespace_for(str(org_id)), data_converter=data_converter(keys)
-    )
-    return Harness(tracker, org_client, org_id)
+
+
+async def _other_replica(h: Harness, store: OrchestratorStore, clock: Clock) -> RunTracker:
+    """A second replica's tracker: same store, Temporal and keys; its own clients, watchers."""
+    base = await Client.connect(h.address)
+    return _tracker(store, OrgClients(base, lambda _: h.keys), clock)
 
 
 def _preview(connection_id: str) -> Callable[[RunRow], wpb.PreviewQueryInput]:
@@ -473,5 +500,91 @@ def test_a_run_started_while_temporal_is_down_is_settled_when_it_is_back(
         row = store.get_run(h.org_id, run_id)
         assert row is not None
         assert (row.state, row.outcome_category) == ("failed", "not_started")
+
+    asyncio.run(scenario())
+
+
+def test_work_returns_its_run_at_once_and_any_replica_waits_for_its_end(
+    temporal: TemporalDevServer, store: OrchestratorStore
+) -> None:
+    """begin() returns the run still running before the work is done (AIP-151); the replica
+    that watches it and another replica that only reads the store both wait to its end; a
+    wait that times out returns the run as it stands; an unknown run is None."""
+
+    async def scenario() -> None:
+        clock = Clock()
+        h = await _harness(temporal.address, store, clock, queue_allowance=timedelta(minutes=5))
+        other = await _other_replica(h, store, clock)
+        loop = asyncio.get_running_loop()
+        async with Worker(
+            h.client,
+            task_queue=names.task_queue(str(h.org_id)),
+            workflows=[StandInCredentialTest],
+            activities=[stand_in_probe],
+            workflow_runner=UnsandboxedWorkflowRunner(),
+        ):
+            started = loop.time()
+            run = await h.tracker.begin(
+                h.org_id, "credential_test", _test(BUSY), connection_id=uuid.UUID(BUSY)
+            )
+            assert loop.time() - started < 0.9  # The work itself takes a second.
+            assert (run.state, run.outcome_category) == ("running", None)
+            cut_short = await other.wait(h.org_id, run.id, 0.2)
+            assert cut_short is not None
+            assert cut_short.state == "running"
+            elsewhere, here = await asyncio.gather(
+                other.wait(h.org_id, run.id, 30), h.tracker.wait(h.org_id, run.id, 30)
+            )
+        for row in (elsewhere, here):
+            assert row is not None
+            assert (row.id, row.state, row.outcome_category) == (
+                run.id,
+                "failed",
+                "password_authentication_failed",
+            )
+        assert await other.wait(h.org_id, uuid.uuid4(), 1) is None
+        # Another org's id for the same run finds nothing.
+        assert await other.wait(uuid.uuid4(), run.id, 1) is None
+
+    asyncio.run(scenario())
+
+
+def test_work_left_by_a_gone_replica_with_no_agent_is_abandoned_by_another(
+    temporal: TemporalDevServer, store: OrchestratorStore
+) -> None:
+    """A run whose watching replica died, on a queue no agent polls, is ended agent_unavailable
+    by another replica's reconciler (its workflow terminated), not left to the queue allowance;
+    and a workflow some replica abandoned settles agent_unavailable wherever it is read."""
+
+    async def scenario() -> None:
+        clock = Clock()
+        h = await _harness(temporal.address, store, clock, queue_allowance=timedelta(minutes=5))
+        other = await _other_replica(h, store, clock)
+        rows = []
+        for _ in range(2):
+            connection_id, run_id = str(uuid.uuid4()), uuid.uuid4()
+            row = _running_test(h.org_id, connection_id, run_id)
+            store.insert_run(row)
+            await h.client.start_workflow(
+                names.CREDENTIAL_TEST_WORKFLOW,
+                wpb.CredentialTestInput(run_id=str(run_id), connection_id=connection_id),
+                id=row.workflow_id,
+                task_queue=names.task_queue(str(h.org_id)),
+                execution_timeout=timedelta(minutes=5),
+            )
+            rows.append(row)
+        # The second was abandoned by a replica that died before recording it.
+        await h.client.get_workflow_handle(rows[1].workflow_id).terminate(
+            reason="no agent of the org is polling its task queue"
+        )
+        assert await other.reconcile_once() == 1  # Only the terminated one: too young yet.
+        clock.offset = timedelta(seconds=5)
+        assert await other.reconcile_once() == 1
+        for row in rows:
+            settled = store.get_run(h.org_id, row.id)
+            assert settled is not None
+            assert (settled.state, settled.outcome_category) == ("timed_out", "agent_unavailable")
+        described = await h.client.get_workflow_handle(rows[0].workflow_id).describe()
+        assert described.status == WorkflowExecutionStatus.TERMINATED
 
     asyncio.run(scenario())

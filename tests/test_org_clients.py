@@ -128,3 +128,29 @@ def test_org_clients_are_made_again_from_a_replaced_base(server: TemporalDevServ
         )
 
     asyncio.run(scenario())
+
+
+def test_only_the_most_recently_used_orgs_keep_a_client(server: TemporalDevServer) -> None:
+    """Clients (each with a connection and a token) are bounded: past the bound the least
+    recently used org's is forgotten and made again, with a new token, at its next use; a
+    client handed out before eviction keeps working."""
+
+    async def scenario() -> None:
+        base = await Client.connect(server.address)
+        tokens = Tokens([1000.0])
+        clients = OrgClients(base, _keys, tokens=tokens, clock=lambda: tokens.now[0], max_orgs=2)
+        first, second, third = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+        kept_first = await clients.for_org_async(first)
+        await clients.for_org_async(second)
+        assert await clients.for_org_async(first) is kept_first  # Used again: now the newest.
+        await clients.for_org_async(third)  # Evicts the second, the least recently used.
+        assert len(clients) == 2
+        assert await clients.for_org_async(first) is kept_first
+        assert tokens.issued == [first, second, third]
+        await clients.for_org_async(second)
+        assert tokens.issued == [first, second, third, second]
+        await kept_first.workflow_service.describe_namespace(
+            DescribeNamespaceRequest(namespace=kept_first.namespace)
+        )
+
+    asyncio.run(scenario())

@@ -20,6 +20,7 @@ from google.protobuf.field_mask_pb2 import FieldMask
 from cli import resolve
 from cli.client import AGENT_TIMEOUT, CALL_TIMEOUT, Cli
 from cli.commands.runs import COLUMNS as RUN_COLUMNS
+from cli.commands.runs import wait_for_run
 from cli.errors import CliError, category_failure, usage_error
 from cli.inputs import cli_of, format_duration, pages, parse_duration, read_secret
 from cli.output import Column, JsonValue, key, message_dict
@@ -650,8 +651,9 @@ def rotate_root(
     connection_id = resolve.connection_id(cli, connection_id)
     with cli.output.progress("Rotating the privileged password through your agent…"):
         run = cli.orchestrator().RotateRootCredentials(
-            opb.RotateRootCredentialsRequest(connection_id=connection_id), timeout=AGENT_TIMEOUT
+            opb.RotateRootCredentialsRequest(connection_id=connection_id), timeout=CALL_TIMEOUT
         )
+        run = wait_for_run(cli, run)
     data = message_dict(run)
     cli.output.record(data, data, RUN_COLUMNS)
     category = run.outcome_category or outcomes.OTHER.name

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import time
+from datetime import timedelta
 from typing import Annotated
 
+import grpc
 import typer
 
 from cli import resolve
-from cli.client import CALL_TIMEOUT
+from cli.client import AGENT_TIMEOUT, CALL_TIMEOUT, Cli
 from cli.inputs import AllPages, Limit, PageToken, cli_of, collect
 from cli.output import Column, key, message_dict
 from sevvo.orchestrator.v1 import orchestrator_pb2 as opb
@@ -62,12 +65,61 @@ def list_runs(
     cli.output.listing("runs", listing.items, listing.next_page_token, COLUMNS, "sevvo runs list")
 
 
+# One WaitRun call waits at most this long on the server; the CLI then asks again.
+_WAIT_SECONDS = 60.0
+# A replica that went away answers nothing: ask again, of whichever replica answers.
+_ASK_AGAIN = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+
+
+def wait_for_run(cli: Cli, run: opb.Run, timeout: float = AGENT_TIMEOUT) -> opb.Run:
+    """The run once it has finished, or as it stands after ``timeout`` seconds.
+
+    Work starts as a long-running operation: the start returns the run still running, and
+    WaitRun (answered by any orchestrator replica) says when it ends.
+    """
+    stub = cli.orchestrator()
+    give_up = time.monotonic() + timeout
+    while run.state == opb.RUN_STATE_RUNNING and (remaining := give_up - time.monotonic()) > 0:
+        request = opb.WaitRunRequest(id=run.id)
+        request.timeout.FromTimedelta(timedelta(seconds=min(remaining, _WAIT_SECONDS)))
+        try:
+            run = stub.WaitRun(request, timeout=min(remaining, _WAIT_SECONDS) + 5)
+        except grpc.RpcError as exc:
+            if exc.code() not in _ASK_AGAIN:
+                raise
+            time.sleep(0.5)
+    return run
+
+
 @app.command(epilog="Example: sevvo runs get 3f1c0b6e-8d0e-4c0e-9d61-6a8f6f1f2a10")
 def get(ctx: typer.Context, run_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
     """Show one run."""
     cli = cli_of(ctx)
     run_id = resolve.run_id(cli, run_id)
+    _show(cli, cli.orchestrator().GetRun(opb.GetRunRequest(id=run_id), timeout=CALL_TIMEOUT))
+
+
+@app.command(epilog="Example: sevvo runs wait 3f1c0b6e-8d0e-4c0e-9d61-6a8f6f1f2a10 --timeout 120")
+def wait(
+    ctx: typer.Context,
+    run_id: Annotated[str, typer.Argument(metavar="ID")],
+    timeout: Annotated[
+        float,
+        typer.Option("--timeout", min=0, help="Seconds to wait at most; 0 shows it at once."),
+    ] = AGENT_TIMEOUT,
+) -> None:
+    """Wait for a run to finish, then show it; exits 1 if it is still running at the timeout."""
+    cli = cli_of(ctx)
+    run_id = resolve.run_id(cli, run_id)
     run = cli.orchestrator().GetRun(opb.GetRunRequest(id=run_id), timeout=CALL_TIMEOUT)
+    run = wait_for_run(cli, run, timeout)
+    _show(cli, run)
+    if run.state == opb.RUN_STATE_RUNNING:
+        cli.output.note(f"still running after {timeout:g} s; ask again with `sevvo runs wait`")
+        raise typer.Exit(1)
+
+
+def _show(cli: Cli, run: opb.Run) -> None:
     data = message_dict(run)
     cli.output.record(
         data,

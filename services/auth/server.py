@@ -31,10 +31,9 @@ from sevvo.auth.v1 import (
     workloads_pb2_grpc,
 )
 from sevvo.runtime.grpc_client import ClientTls
-from sevvo.runtime.grpc_server import Access, ServerSpec, run_until_signalled, start_server
+from sevvo.runtime.grpc_server import Access, ServerSpec, run_until_signalled, start_service
 from sevvo.runtime.health import (
     ReadinessCheck,
-    ServerHealth,
     database_check,
     require,
     verification_keys_check,
@@ -268,17 +267,15 @@ async def serve(config: AuthConfig) -> None:
     """Runs auth until SIGINT or SIGTERM, then drains in-flight calls."""
     app = AuthApp(config)
     await asyncio.to_thread(app.open)
-    health = ServerHealth(app.readiness(), interval=config.health.check_seconds)
-    server, port = await start_server(
-        [app.spec()],
+    server, port, health = await start_service(
+        app.spec(),
         verifier=app.verifier,
+        checks=app.readiness(),
         tls=config.tls,
         host=config.host,
         port=config.port,
-        health=health,
+        settings=config.health,
     )
-    if config.health.probe_port is not None:
-        await health.listen_plaintext(config.host, config.health.probe_port)
     jwks = JwksServer(app.temporal_tokens, config.host, config.jwks_port)
     jwks.start()
     log.info("auth serving", port=port, jwks_port=jwks.port)

@@ -13,11 +13,11 @@ from pathlib import Path
 import psycopg
 from psycopg import errors as pg_errors
 from psycopg import sql
-from psycopg.rows import class_row
 
 from sevvo.runtime import audit
 from sevvo.runtime.errors import AlreadyExists
 from sevvo.runtime.migrations import MigrationSet
+from sevvo.runtime.rows import dataclass_row
 from sevvo.runtime.store import SchemaStore
 
 SCHEMA = "auth"
@@ -184,13 +184,16 @@ class AuthStore(SchemaStore):
         reads either the state before it (and its session then predates the cutoff the change
         sets) or the state after it, never a stale row after the cutoff was taken.
         """
-        with self.transaction() as conn, conn.cursor(row_factory=class_row(UserRow)) as cur:
+        with (
+            self.transaction() as conn,
+            conn.cursor(row_factory=dataclass_row(UserRow)) as cur,
+        ):
             cur.execute("select * from users where lower(email) = lower(%s) for share", (email,))
             return cur.fetchone()
 
     def get_user(self, org_id: uuid.UUID, user_id: uuid.UUID) -> UserRow | None:
         """Finds a user of one org."""
-        with self.connection() as conn, conn.cursor(row_factory=class_row(UserRow)) as cur:
+        with self.connection() as conn, conn.cursor(row_factory=dataclass_row(UserRow)) as cur:
             cur.execute("select * from users where org_id = %s and id = %s", (org_id, user_id))
             return cur.fetchone()
 
@@ -203,7 +206,7 @@ class AuthStore(SchemaStore):
         """
         with self.transaction() as conn:
             conn.execute("select 1 from orgs where id = %s for update", (org_id,))
-            with conn.cursor(row_factory=class_row(UserRow)) as cur:
+            with conn.cursor(row_factory=dataclass_row(UserRow)) as cur:
                 cur.execute(
                     "select * from users where org_id = %s and id = %s for update",
                     (org_id, user_id),
@@ -249,7 +252,7 @@ class AuthStore(SchemaStore):
         self, org_id: uuid.UUID, limit: int, after: tuple[datetime, str] | None
     ) -> list[UserRow]:
         """One page of an org's users in creation order."""
-        with self.connection() as conn, conn.cursor(row_factory=class_row(UserRow)) as cur:
+        with self.connection() as conn, conn.cursor(row_factory=dataclass_row(UserRow)) as cur:
             if after is None:
                 cur.execute(
                     "select * from users where org_id = %s order by created_at, id limit %s",
@@ -292,7 +295,7 @@ class AuthStore(SchemaStore):
         with self.connection() as conn:
             conn.autocommit = True
             try:
-                with conn.cursor(row_factory=class_row(DeploymentSecretRow)) as cur:
+                with conn.cursor(row_factory=dataclass_row(DeploymentSecretRow)) as cur:
                     cur.execute(
                         "select id, org_id, secret_hash, revoked_at from deployments where id = %s",
                         (deployment_id,),
@@ -323,7 +326,7 @@ class AuthStore(SchemaStore):
         """Finds a deployment of one org."""
         with (
             self.connection() as conn,
-            conn.cursor(row_factory=class_row(DeploymentRow)) as cur,
+            conn.cursor(row_factory=dataclass_row(DeploymentRow)) as cur,
         ):
             cur.execute(
                 "select * from deployments where org_id = %s and id = %s", (org_id, deployment_id)
@@ -336,7 +339,7 @@ class AuthStore(SchemaStore):
         """One page of an org's deployments in creation order."""
         with (
             self.connection() as conn,
-            conn.cursor(row_factory=class_row(DeploymentRow)) as cur,
+            conn.cursor(row_factory=dataclass_row(DeploymentRow)) as cur,
         ):
             if after is None:
                 cur.execute(
@@ -358,7 +361,10 @@ class AuthStore(SchemaStore):
 
         ``entry`` is recorded only by the call that revoked it: a repeat changes nothing.
         """
-        with self.transaction() as conn, conn.cursor(row_factory=class_row(DeploymentRow)) as cur:
+        with (
+            self.transaction() as conn,
+            conn.cursor(row_factory=dataclass_row(DeploymentRow)) as cur,
+        ):
             cur.execute(
                 "select * from deployments where org_id = %s and id = %s for update",
                 (org_id, deployment_id),
@@ -387,7 +393,7 @@ class AuthStore(SchemaStore):
         """Every stored key of a key set (SIGNING_KEYS by default), newest activation first."""
         with (
             self.connection() as conn,
-            conn.cursor(row_factory=class_row(SigningKeyRow)) as cur,
+            conn.cursor(row_factory=dataclass_row(SigningKeyRow)) as cur,
         ):
             cur.execute(_select_keys(table))
             return cur.fetchall()
@@ -503,7 +509,7 @@ class UserChangeTx:
         return count
 
     def _updated(self, query: str, value: object) -> UserRow:
-        with self._conn.cursor(row_factory=class_row(UserRow)) as cur:
+        with self._conn.cursor(row_factory=dataclass_row(UserRow)) as cur:
             cur.execute(query, (value, self._org_id, self._user_id))
             row = cur.fetchone()
         assert row is not None, "the user row is locked by this transaction"
@@ -572,7 +578,7 @@ class KeyRotationTx:
 
     def keys(self) -> list[SigningKeyRow]:
         """Every stored key, newest activation first."""
-        with self._conn.cursor(row_factory=class_row(SigningKeyRow)) as cur:
+        with self._conn.cursor(row_factory=dataclass_row(SigningKeyRow)) as cur:
             cur.execute(self._select)
             return cur.fetchall()
 

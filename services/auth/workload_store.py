@@ -15,6 +15,7 @@ from psycopg.types.json import Jsonb
 
 from services.auth.store import AuthStore
 from sevvo.runtime import audit
+from sevvo.runtime.rows import known_columns
 from sevvo.runtime.workload_grants import Grant
 
 
@@ -68,7 +69,9 @@ def _grants(value: Any) -> tuple[Grant, ...]:
 
 
 def _row(values: Mapping[str, Any]) -> WorkloadRow:
-    return WorkloadRow(**{**values, "grants": _grants(values["grants"])})
+    return WorkloadRow(
+        **{**known_columns(WorkloadRow, values), "grants": _grants(values["grants"])}
+    )
 
 
 class WorkloadStore:
@@ -147,7 +150,9 @@ class WorkloadStore:
             found = cur.fetchone()
         if found is None:
             return None
-        return WorkloadSecretRow(**{**found, "grants": _grants(found["grants"])})
+        return WorkloadSecretRow(
+            **{**known_columns(WorkloadSecretRow, found), "grants": _grants(found["grants"])}
+        )
 
     def record_refused_exchange(
         self, workload: WorkloadSecretRow, reason: str, source: str

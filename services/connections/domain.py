@@ -12,6 +12,7 @@ import hmac
 import re
 import uuid
 from collections.abc import Callable, Iterable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -35,7 +36,8 @@ from services.connections.store import (
 from sevvo.runtime import audit, paging, validation
 from sevvo.runtime.errors import FailedPrecondition, InvalidArgument, NotFound, SevvoError
 from sevvo.runtime.logs import get_logger
-from sevvo.runtime.sealing import KeySource, Sealed, rewrap, seal, unseal
+from sevvo.runtime.rewrap import DEFAULT_BATCH_SIZE, SealedRow, rewrap_tables
+from sevvo.runtime.sealing import KeySource, Sealed, seal, unseal
 from sevvo.runtime.tokens import Principal
 from sevvo.runtime.work_proof import REASONS, ProofKeyCache, VerifiedWork, WorkRefused
 from sevvo.runtime.workload_grants import DEFAULT_ROLE, role_name
@@ -906,28 +908,50 @@ class ConnectionsDomain:
 
     # Operator tasks.
 
-    def rewrap_all(self, batch_size: int = 200) -> int:
+    def rewrap_all(self, batch_size: int = DEFAULT_BATCH_SIZE) -> int:
         """Re-wraps every payload not under the primary key; returns how many were moved.
 
-        Rows locked by concurrent edits are skipped and picked up on a later pass; edits seal
-        under the primary anyway.
+        Rows locked by concurrent edits are skipped and looked for again; edits seal under
+        the primary anyway. The walk is sevvo/runtime/rewrap.py's.
         """
-        moved = 0
-        while True:
-            with self._store.transaction() as conn:
-                rows = self._store.lock_batch_not_under(conn, self._keyring.primary_id, batch_size)
-                for row in rows:
-                    sealed = rewrap(
-                        self._keyring,
-                        Sealed(row.kek_id, row.sealed_credentials),
-                        _aad(row.org_id, row.id),
-                    )
-                    self._store.set_sealed(conn, row.id, sealed.key_id, sealed.blob)
-            moved += len(rows)
-            if not rows:
-                break
-        log.info("rewrap finished", moved=moved, primary=self._keyring.primary_id)
-        return moved
+        report = rewrap_tables([SealedConnections(self._store)], self._keyring, batch_size)
+        return sum(report.moved.values())
+
+
+class SealedConnections:
+    """The connections' sealed credentials, as rewrap walks them."""
+
+    name = "connections"
+
+    def __init__(self, store: ConnectionStore) -> None:
+        self._store = store
+
+    def transaction(self) -> AbstractContextManager[psycopg.Connection[Any]]:
+        """A connection inside one transaction."""
+        return self._store.transaction()
+
+    def count_by_kek(self) -> Mapping[str, int]:
+        """How many payloads each key-encryption key seals."""
+        return self._store.count_by_kek()
+
+    def lock_not_under(
+        self, conn: psycopg.Connection[Any], kek_id: str, limit: int
+    ) -> list[SealedRow]:
+        """Locks up to ``limit`` connections sealed under another key, skipping those being
+        edited."""
+        return [
+            SealedRow(
+                ids={"org_id": row.org_id, "connection_id": row.id},
+                sealed=Sealed(row.kek_id, row.sealed_credentials),
+                aad=_aad(row.org_id, row.id),
+            )
+            for row in self._store.lock_batch_not_under(conn, kek_id, limit)
+        ]
+
+    def replace(self, conn: psycopg.Connection[Any], row: SealedRow, sealed: Sealed) -> bool:
+        """Writes the re-wrapped payload (the row is locked, so it is still as read)."""
+        self._store.set_sealed(conn, row.ids["connection_id"], sealed.key_id, sealed.blob)
+        return True
 
 
 def run_audited(

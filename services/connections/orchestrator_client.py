@@ -9,8 +9,9 @@ requests (the agent's own credential resolves among them) need.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Protocol
 
 import grpc
@@ -56,6 +57,15 @@ class Orchestrator(Protocol):
     async def delete_rotation_schedule(self, bearer: str, connection_id: str) -> bool:
         """Removes a (deleted) connection's rotation schedule; False when it had none."""
         ...
+
+
+# One WaitRun call waits at most this long (the orchestrator's own limit); then it asks again.
+_WAIT_SECONDS = 60.0
+# A replica that went away, or a deadline passed on the way: another replica can answer.
+_ASK_AGAIN = frozenset(
+    {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED}
+)
+_ASK_AGAIN_PAUSE = 0.5
 
 
 def _auth(bearer: str) -> tuple[tuple[str, str]]:
@@ -106,15 +116,41 @@ class OrchestratorClient:
         else:
             request.connection_id = connection_id
         try:
-            run = await self._stub.TestConnection(
-                request, metadata=_auth(bearer), timeout=self._timeout
-            )
+            run = await self._stub.TestConnection(request, metadata=_auth(bearer), timeout=15)
         except grpc.aio.AioRpcError as exc:
             raise Unavailable(
                 "the credential test could not be run; try again", reason="TEST_UNAVAILABLE"
             ) from exc
+        run = await self._until_finished(run, bearer)
         finished = run.finish_time.ToDatetime() if run.HasField("finish_time") else None
         return TestOutcome(run.outcome_category, run.message, run.id, finished)
+
+    async def _until_finished(self, run: orchestrator_pb2.Run, bearer: str) -> orchestrator_pb2.Run:
+        """Waits for a started run's end with WaitRun, asking again (of whichever orchestrator
+        replica answers) while it runs or when a replica goes away mid-wait."""
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + self._timeout
+        while run.state == orchestrator_pb2.RUN_STATE_RUNNING:
+            remaining = give_up - loop.time()
+            if remaining <= 0:
+                raise Unavailable(
+                    f"the credential test did not finish in time; its run is {run.id}",
+                    reason="TEST_UNAVAILABLE",
+                )
+            request = orchestrator_pb2.WaitRunRequest(id=run.id)
+            request.timeout.FromTimedelta(timedelta(seconds=min(remaining, _WAIT_SECONDS)))
+            try:
+                run = await self._stub.WaitRun(
+                    request, metadata=_auth(bearer), timeout=min(remaining, _WAIT_SECONDS) + 5
+                )
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() not in _ASK_AGAIN:
+                    raise Unavailable(
+                        f"the credential test's outcome could not be learned; see run {run.id}",
+                        reason="TEST_UNAVAILABLE",
+                    ) from exc
+                await asyncio.sleep(_ASK_AGAIN_PAUSE)
+        return run
 
     async def delete_rotation_schedule(self, bearer: str, connection_id: str) -> bool:
         """Removes the connection's rotation schedule; raises Unavailable when that fails."""

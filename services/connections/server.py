@@ -23,10 +23,9 @@ from sevvo.audit.v1 import audit_pb2, audit_pb2_grpc
 from sevvo.connections.v1 import connections_pb2, connections_pb2_grpc
 from sevvo.runtime.auth_client import remote_verifier
 from sevvo.runtime.grpc_client import ClientTls
-from sevvo.runtime.grpc_server import Access, ServerSpec, run_until_signalled, start_server
+from sevvo.runtime.grpc_server import Access, ServerSpec, run_until_signalled, start_service
 from sevvo.runtime.health import (
     ReadinessCheck,
-    ServerHealth,
     database_check,
     verification_keys_check,
 )
@@ -182,17 +181,15 @@ async def serve(config: ConnectionsConfig) -> None:
     await asyncio.to_thread(app.open)
     verifier = app.remote_verifier()
     verifier.start()
-    health = ServerHealth(app.readiness(verifier), interval=config.health.check_seconds)
-    server, port = await start_server(
-        [app.spec()],
+    server, port, health = await start_service(
+        app.spec(),
         verifier=verifier,
+        checks=app.readiness(verifier),
         tls=config.tls,
         host=config.host,
         port=config.port,
-        health=health,
+        settings=config.health,
     )
-    if config.health.probe_port is not None:
-        await health.listen_plaintext(config.host, config.health.probe_port)
     log.info("connections serving", port=port)
     await run_until_signalled(server, health, drain=config.health.drain_seconds)
     verifier.stop()

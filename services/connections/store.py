@@ -11,12 +11,12 @@ from typing import Any
 import psycopg
 from psycopg import errors as pg_errors
 from psycopg import sql
-from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 
 from sevvo.runtime import audit
 from sevvo.runtime.errors import AlreadyExists, NotFound
 from sevvo.runtime.migrations import MigrationSet
+from sevvo.runtime.rows import dataclass_row
 from sevvo.runtime.store import SchemaStore
 
 SCHEMA = "connections"
@@ -201,7 +201,7 @@ class ConnectionStore(SchemaStore):
             if for_update
             else "select * from connections where org_id = %s and id = %s"
         )
-        with conn.cursor(row_factory=class_row(ConnectionRow)) as cur:
+        with conn.cursor(row_factory=dataclass_row(ConnectionRow)) as cur:
             cur.execute(query, (org_id, connection_id))
             return cur.fetchone()
 
@@ -213,7 +213,7 @@ class ConnectionStore(SchemaStore):
         after: tuple[datetime, str] | None,
     ) -> list[ConnectionRow]:
         """One page of an org's connections in creation order."""
-        with conn.cursor(row_factory=class_row(ConnectionRow)) as cur:
+        with conn.cursor(row_factory=dataclass_row(ConnectionRow)) as cur:
             if after is None:
                 cur.execute(
                     "select * from connections where org_id = %s order by created_at, id limit %s",
@@ -306,7 +306,7 @@ class ConnectionStore(SchemaStore):
         conn: psycopg.Connection[Any], kek_id: str, limit: int
     ) -> list[ConnectionRow]:
         """Locks up to ``limit`` rows sealed under another key, skipping rows being edited."""
-        with conn.cursor(row_factory=class_row(ConnectionRow)) as cur:
+        with conn.cursor(row_factory=dataclass_row(ConnectionRow)) as cur:
             cur.execute(
                 "select * from connections where kek_id <> %s order by id limit %s"
                 " for update skip locked",
@@ -375,7 +375,7 @@ class ConnectionStore(SchemaStore):
         conn: psycopg.Connection[Any], org_id: uuid.UUID, draft_id: uuid.UUID
     ) -> DraftRow | None:
         """An unexpired draft of one org."""
-        with conn.cursor(row_factory=class_row(DraftRow)) as cur:
+        with conn.cursor(row_factory=dataclass_row(DraftRow)) as cur:
             cur.execute(
                 "select * from drafts where org_id = %s and id = %s and expires_at > now()",
                 (org_id, draft_id),
@@ -445,7 +445,7 @@ class ConnectionStore(SchemaStore):
             if for_update
             else "select * from leases where org_id = %s and id = %s"
         )
-        with conn.cursor(row_factory=class_row(LeaseRow)) as cur:
+        with conn.cursor(row_factory=dataclass_row(LeaseRow)) as cur:
             cur.execute(query, (org_id, lease_id))
             return cur.fetchone()
 
@@ -526,7 +526,7 @@ class ConnectionStore(SchemaStore):
         with self._pool.connection() as conn:
             conn.autocommit = True
             try:
-                with conn.cursor(row_factory=class_row(LeaseRow)) as cur:
+                with conn.cursor(row_factory=dataclass_row(LeaseRow)) as cur:
                     cur.execute(query, params)
                     return cur.fetchone()
             finally:
@@ -564,7 +564,7 @@ class ConnectionStore(SchemaStore):
         query = sql.SQL(
             "select * from leases where {} order by created_at desc, id desc limit %s"
         ).format(sql.SQL(" and ").join(conditions))
-        with conn.cursor(row_factory=class_row(LeaseRow)) as cur:
+        with conn.cursor(row_factory=dataclass_row(LeaseRow)) as cur:
             cur.execute(query, params)
             return cur.fetchall()
 
@@ -603,7 +603,7 @@ class ConnectionStore(SchemaStore):
         query = sql.SQL("select * from leases where {} order by expires_at, id limit %s").format(
             sql.SQL(" and ").join(conditions)
         )
-        with conn.cursor(row_factory=class_row(LeaseRow)) as cur:
+        with conn.cursor(row_factory=dataclass_row(LeaseRow)) as cur:
             cur.execute(query, params)
             return cur.fetchall()
 
@@ -651,7 +651,7 @@ class ConnectionStore(SchemaStore):
     ) -> list[LeaseRow]:
         """Locks a connection's creating and active leases (or just ``lease_id``'s, or just
         those minted from the connection role ``role``)."""
-        with conn.cursor(row_factory=class_row(LeaseRow)) as cur:
+        with conn.cursor(row_factory=dataclass_row(LeaseRow)) as cur:
             cur.execute(
                 "select * from leases where org_id = %s and connection_id = %s"
                 " and state in ('creating', 'active') and (%s::uuid is null or id = %s::uuid)"
@@ -723,7 +723,7 @@ class ConnectionStore(SchemaStore):
             "select * from connection_roles where org_id = %s and connection_id = %s"
             " and name = %s{}"
         ).format(sql.SQL({"": "", "update": " for update", "share": " for share"}[lock]))
-        with conn.cursor(row_factory=class_row(ConnectionRoleRow)) as cur:
+        with conn.cursor(row_factory=dataclass_row(ConnectionRoleRow)) as cur:
             cur.execute(query, (org_id, connection_id, name))
             return cur.fetchone()
 
@@ -736,7 +736,7 @@ class ConnectionStore(SchemaStore):
         after: tuple[datetime, str] | None,
     ) -> list[ConnectionRoleRow]:
         """One page of a connection's roles in creation order, without roles being removed."""
-        with conn.cursor(row_factory=class_row(ConnectionRoleRow)) as cur:
+        with conn.cursor(row_factory=dataclass_row(ConnectionRoleRow)) as cur:
             cur.execute(
                 "select * from connection_roles where org_id = %s and connection_id = %s"
                 " and deleted_at is null and (%s::timestamptz is null"
@@ -796,7 +796,7 @@ class ConnectionStore(SchemaStore):
         conn: psycopg.Connection[Any], org_id: uuid.UUID, connection_id: uuid.UUID
     ) -> list[ConnectionRoleRow]:
         """A connection's roles removed with force whose every lease is revoked by now."""
-        with conn.cursor(row_factory=class_row(ConnectionRoleRow)) as cur:
+        with conn.cursor(row_factory=dataclass_row(ConnectionRoleRow)) as cur:
             cur.execute(
                 "select * from connection_roles r where org_id = %s and connection_id = %s"
                 " and deleted_at is not null and not exists (select 1 from leases l"

@@ -62,6 +62,8 @@ SCHEDULE_SET_ACTION = "connection.rotation_schedule.set"
 SCHEDULE_DELETE_ACTION = "connection.rotation_schedule.delete"
 # The statement timeout is 10 s; connecting, the round trips and a wait in the queue get the rest.
 PREVIEW_TIMEOUT = timedelta(seconds=40)
+# The longest one WaitRun call waits; a caller asks again for a run that is still running.
+MAX_RUN_WAIT = timedelta(seconds=60)
 
 
 # A run whose work answered takes its category's name and state from the outcome catalogue:
@@ -198,17 +200,11 @@ class OrchestratorDomain:
     ) -> ConnectionInfo:
         return await self._connections.get(bearer, str(connection_id), caller.org_id)
 
-    async def _run(
-        self,
-        caller: Principal,
-        kind: str,
-        request_for: Callable[[RunRow], Message],
-        *,
-        connection_id: uuid.UUID | None = None,
-        draft_id: uuid.UUID | None = None,
-        details: Mapping[str, str] | None = None,
-    ) -> tuple[RunRow, object]:
-        """Runs work for the caller; its start is audited with the run's row."""
+    @staticmethod
+    def _audit_start(
+        caller: Principal, details: Mapping[str, str] | None
+    ) -> Callable[[RunRow], audit.Entry]:
+        """The audit record of a run's start, written with the run's row."""
 
         def started(run: RunRow) -> audit.Entry:
             return audit.Entry(
@@ -219,6 +215,40 @@ class OrchestratorDomain:
                 details={"kind": run.kind, "run_id": str(run.id), **(details or {})},
             )
 
+        return started
+
+    async def _begin(
+        self,
+        caller: Principal,
+        kind: str,
+        request_for: Callable[[RunRow], Message],
+        *,
+        connection_id: uuid.UUID | None = None,
+        draft_id: uuid.UUID | None = None,
+    ) -> RunRow:
+        """Starts work for the caller and returns its run at once; the start is audited."""
+        return await self.runs.begin(
+            uuid.UUID(caller.org_id),
+            kind,
+            request_for,
+            connection_id=connection_id,
+            draft_id=draft_id,
+            creator=f"{caller.kind.value}:{caller.subject_id}",
+            audit_start=self._audit_start(caller, None),
+        )
+
+    async def _run(
+        self,
+        caller: Principal,
+        kind: str,
+        request_for: Callable[[RunRow], Message],
+        *,
+        connection_id: uuid.UUID | None = None,
+        draft_id: uuid.UUID | None = None,
+        details: Mapping[str, str] | None = None,
+    ) -> tuple[RunRow, object]:
+        """Runs work for the caller and waits for its end; its start is audited with the row."""
+        started = self._audit_start(caller, details)
         try:
             return await self.runs.run(
                 uuid.UUID(caller.org_id),
@@ -241,7 +271,8 @@ class OrchestratorDomain:
     async def test_connection(
         self, caller: Principal, bearer: str, *, connection_id: str = "", draft_id: str = ""
     ) -> RunRow:
-        """Tests a connection (or a draft) on the caller's org's queue and waits for its outcome."""
+        """Starts a test of a connection (or a draft) on the caller's org's queue; returns the
+        run at once (see ``wait_run``)."""
         if bool(connection_id) == bool(draft_id):
             raise InvalidArgument("target", "set exactly one of connection_id or draft_id")
         field = "connection_id" if connection_id else "draft_id"
@@ -257,17 +288,17 @@ class OrchestratorDomain:
                 request.draft_id = str(target)
             return request
 
-        row, _ = await self._run(
+        return await self._begin(
             caller,
             "credential_test",
             request_for,
             connection_id=target if connection_id else None,
             draft_id=target if draft_id else None,
         )
-        return row
 
     async def rotate_root(self, caller: Principal, bearer: str, connection_id: str) -> RunRow:
-        """Rotates a dynamic connection's privileged password through the org's agent.
+        """Starts a rotation of a dynamic connection's privileged password through the org's
+        agent; returns the run at once (see ``wait_run``).
 
         The run records the outcome category; the password is generated, set and proved in
         the agent and reaches only the connections service's sealed store.
@@ -275,7 +306,7 @@ class OrchestratorDomain:
         target = validation.resource_id("connection_id", connection_id)
         if not (await self._connection(caller, bearer, target)).dynamic:
             raise not_dynamic()
-        row, _ = await self._run(
+        return await self._begin(
             caller,
             "root_rotation",
             lambda run: workflows_pb2.RootRotationInput(
@@ -283,7 +314,6 @@ class OrchestratorDomain:
             ),
             connection_id=target,
         )
-        return row
 
     async def preview_query(
         self, caller: Principal, bearer: str, connection_id: str, sql: str
@@ -439,6 +469,19 @@ class OrchestratorDomain:
         """A run of the caller's org."""
         rid = validation.resource_id("id", run_id)
         row = await asyncio.to_thread(self._store.get_run, uuid.UUID(caller.org_id), rid)
+        if row is None:
+            raise NotFound("run not found", reason="RUN_NOT_FOUND")
+        return row
+
+    async def wait_run(self, caller: Principal, run_id: str, timeout: timedelta | None) -> RunRow:
+        """A run of the caller's org once it has finished, or as it stands after ``timeout``
+        (at most MAX_RUN_WAIT; None or zero means MAX_RUN_WAIT)."""
+        rid = validation.resource_id("id", run_id)
+        if timeout is not None and timeout < timedelta(0):
+            raise InvalidArgument("timeout", "must not be negative")
+        if timeout is None or not timeout or timeout > MAX_RUN_WAIT:
+            timeout = MAX_RUN_WAIT
+        row = await self.runs.wait(uuid.UUID(caller.org_id), rid, timeout.total_seconds())
         if row is None:
             raise NotFound("run not found", reason="RUN_NOT_FOUND")
         return row

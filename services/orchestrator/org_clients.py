@@ -15,6 +15,7 @@ import asyncio
 import dataclasses
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -35,6 +36,10 @@ log = get_logger(__name__)
 
 # How long Temporal keeps a closed workflow's history in a namespace the orchestrator creates.
 DEFAULT_RETENTION = timedelta(days=3)
+# Each org's client holds a connection of its own (its token rides on it): only the orgs used
+# most recently keep theirs, and an org's next use after eviction connects again. A watcher
+# holding an evicted client keeps it until its run ends.
+MAX_ORG_CLIENTS = 1000
 
 
 @dataclass(frozen=True)
@@ -104,6 +109,7 @@ class OrgClients:
         retention: timedelta = DEFAULT_RETENTION,
         legacy: bool = True,
         clock: Callable[[], float] = time.time,
+        max_orgs: int = MAX_ORG_CLIENTS,
     ) -> None:
         self.base = base
         self.legacy = legacy
@@ -111,15 +117,31 @@ class OrgClients:
         self._tokens = tokens
         self._retention = retention
         self._clock = clock
-        self._clients: dict[uuid.UUID, _OrgClient] = {}
-        self._legacy_clients: dict[uuid.UUID, Client] = {}
+        self._max_orgs = max_orgs
+        self._clients: OrderedDict[uuid.UUID, _OrgClient] = OrderedDict()
+        self._legacy_clients: OrderedDict[uuid.UUID, Client] = OrderedDict()
         self._locks: dict[uuid.UUID, asyncio.Lock] = {}
 
     def _ready(self, org_id: uuid.UUID) -> Client | None:
         entry = self._clients.get(org_id)
         if entry is None or (entry.grant is not None and entry.grant.renew_due(self._clock())):
             return None
+        self._clients.move_to_end(org_id)
         return entry.client
+
+    def _keep(self, org_id: uuid.UUID, entry: _OrgClient) -> None:
+        """Keeps the org's client, forgetting the least recently used beyond the bound."""
+        self._clients[org_id] = entry
+        self._clients.move_to_end(org_id)
+        while len(self._clients) > self._max_orgs:
+            evicted, _ = self._clients.popitem(last=False)
+            lock = self._locks.get(evicted)
+            if lock is not None and not lock.locked():
+                del self._locks[evicted]
+
+    def __len__(self) -> int:
+        """How many orgs' clients are kept now."""
+        return len(self._clients)
 
     async def for_org_async(self, org_id: uuid.UUID) -> Client:
         """The org's client in its namespace, registering the namespace on first use."""
@@ -133,7 +155,7 @@ class OrgClients:
                 entry = await self._open(org_id)
                 # One opened on a base replaced meanwhile serves this call but is not kept.
                 if self.base is base:
-                    self._clients[org_id] = entry
+                    self._keep(org_id, entry)
             elif entry.grant is not None and entry.grant.renew_due(self._clock()):
                 await self._renew(org_id, entry)
             return entry.client
@@ -165,6 +187,9 @@ class OrgClients:
             config = self.base.config()
             config["data_converter"] = await self._converter(org_id)
             client = self._legacy_clients.setdefault(org_id, Client(**config))
+        self._legacy_clients.move_to_end(org_id)
+        while len(self._legacy_clients) > self._max_orgs:
+            self._legacy_clients.popitem(last=False)
         return client
 
     def replace_base(self, base: Client) -> None:

@@ -140,7 +140,8 @@ class KeyStore(Protocol):
         ...
 
 
-def _key_aad(org_id: uuid.UUID, key_id: str) -> bytes:
+def payload_key_aad(org_id: uuid.UUID, key_id: str) -> bytes:
+    """What a sealed payload key is bound to: its org and id (rewrap opens it with this too)."""
     return f"sevvo.orchestrator.v1.payload_key|{org_id}|{key_id}".encode()
 
 
@@ -172,14 +173,16 @@ class PayloadKeys:
 
     def _sealed_row(self, org_id: uuid.UUID) -> PayloadKeyRow:
         key_id = _new_key_id()
-        sealed = seal(self._keyring, secrets.token_bytes(32), _key_aad(org_id, key_id))
+        sealed = seal(self._keyring, secrets.token_bytes(32), payload_key_aad(org_id, key_id))
         return PayloadKeyRow(org_id, key_id, sealed.key_id, sealed.blob, self._clock())
 
     def _unseal(self, row: PayloadKeyRow) -> PayloadKey:
         cached = self._unsealed.get((row.org_id, row.key_id))
         if cached is None:
             plain = unseal(
-                self._keyring, Sealed(row.kek_id, row.sealed_key), _key_aad(row.org_id, row.key_id)
+                self._keyring,
+                Sealed(row.kek_id, row.sealed_key),
+                payload_key_aad(row.org_id, row.key_id),
             )
             cached = self._unsealed[(row.org_id, row.key_id)] = PayloadKey(row.key_id, plain)
         return cached

@@ -17,7 +17,8 @@ from sevvo.runtime.sealing import KeySource, Sealed, seal, unseal
 from sevvo.runtime.work_proof import ProofSigner
 
 
-def _aad(key_id: str) -> bytes:
+def proof_key_aad(key_id: str) -> bytes:
+    """What a sealed proof key is bound to: its id (rewrap opens it with this too)."""
     return f"sevvo.orchestrator.v1.proof_key|{key_id}".encode()
 
 
@@ -41,7 +42,7 @@ class ProofKeys:
         public = private.public_key().public_bytes(
             serialization.Encoding.Raw, serialization.PublicFormat.Raw
         )
-        sealed = seal(self._keyring, raw, _aad(key_id))
+        sealed = seal(self._keyring, raw, proof_key_aad(key_id))
         return ProofKeyRow(key_id, sealed.key_id, sealed.blob, public, datetime.now(UTC))
 
     def _load(self) -> ProofSigner:
@@ -50,7 +51,9 @@ class ProofKeys:
             self._store.insert_proof_key(self._new_row(), only_if_none=True)
             rows = self._store.proof_keys()
         newest = rows[-1]
-        raw = unseal(self._keyring, Sealed(newest.kek_id, newest.sealed_key), _aad(newest.key_id))
+        raw = unseal(
+            self._keyring, Sealed(newest.kek_id, newest.sealed_key), proof_key_aad(newest.key_id)
+        )
         self._published = {row.key_id: row.public_key for row in rows}
         self._signer = ProofSigner(newest.key_id, Ed25519PrivateKey.from_private_bytes(raw))
         return self._signer

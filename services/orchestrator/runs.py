@@ -75,6 +75,13 @@ HISTORY_RECHECK = timedelta(seconds=10)
 _BATCH = 200
 _DESCRIBE_TIMEOUT = timedelta(seconds=5)
 _UNREACHABLE_RETRY_SECONDS = 1.0
+# The reason work no agent was there to pick up is terminated with: whichever replica learns
+# of the termination records the run agent_unavailable, not failed.
+_ABANDONED = "no agent of the org is polling its task queue"
+# How often a waiter reads a run that another replica watches: quick at first (most work ends
+# within a second), then at most once a second per waiter.
+_WAIT_FIRST_PAUSE = 0.05
+_WAIT_MAX_PAUSE = 1.0
 
 
 @dataclass(frozen=True)
@@ -174,15 +181,82 @@ class RunTracker:
         Unavailable-mapped ``RunFateUnknown`` when Temporal cannot be reached to learn the
         end: the run is then left for the reconciler, never reported with a made-up outcome.
         """
+        run = await self.begin(
+            org_id,
+            kind,
+            request_for,
+            connection_id=connection_id,
+            draft_id=draft_id,
+            creator=creator,
+            audit_start=audit_start,
+        )
+        # The caller may go away (cancel, deadline); the run is still watched to its end.
+        return await asyncio.shield(self._watching[run.id])
+
+    async def begin(
+        self,
+        org_id: uuid.UUID,
+        kind: str,
+        request_for: Callable[[RunRow], Message],
+        *,
+        connection_id: uuid.UUID | None = None,
+        draft_id: uuid.UUID | None = None,
+        creator: str = "",
+        audit_start: Callable[[RunRow], audit.Entry] | None = None,
+    ) -> RunRow:
+        """Records a run and returns its row at once, still running (AIP-151's long-running
+        operation); a task of this replica starts the workflow and watches it to its end.
+
+        Should this replica go away first, another one's reconciler settles the run; callers
+        wait for the end with ``wait``, on whichever replica they reach.
+        """
         spec = self._kinds[kind]
         run = await self._insert(org_id, kind, connection_id, draft_id, creator, audit_start)
         watch = asyncio.get_running_loop().create_task(
-            self._start_and_watch(run, spec, request_for)
+            self._start_and_watch(run, spec, request_for), name=f"watch-{run.id}"
         )
         self._watching[run.id] = watch
-        watch.add_done_callback(lambda _: self._watching.pop(run.id, None))
-        # The caller may go away (cancel, deadline); the run is still watched to its end.
-        return await asyncio.shield(watch)
+        watch.add_done_callback(lambda done: self._watch_done(run.id, done))
+        return run
+
+    def _watch_done(self, run_id: uuid.UUID, watch: asyncio.Task[tuple[RunRow, Any]]) -> None:
+        self._watching.pop(run_id, None)
+        # Retrieved here because nobody may await a begun run: an unknown fate is logged and
+        # left to the reconciler, and any other failure is logged, never lost.
+        if watch.cancelled():
+            return
+        error = watch.exception()
+        if isinstance(error, RunFateUnknown):
+            log.info("run left for reconciliation", run_id=str(run_id))
+        elif error is not None:
+            log.warning("run watch failed", run_id=str(run_id), error=type(error).__name__)
+
+    async def wait(self, org_id: uuid.UUID, run_id: uuid.UUID, timeout: float) -> RunRow | None:
+        """The run once finished, or as it stands when ``timeout`` seconds have passed; None
+        when the org has no such run.
+
+        A run this replica watches is awaited directly; any other run (started by another
+        replica, or left by one that went away and settled by a reconciler) is read from the
+        store, often at first and then less often.
+        """
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + max(timeout, 0.0)
+        pause = _WAIT_FIRST_PAUSE
+        while True:
+            row = await asyncio.to_thread(self._store.get_run, org_id, run_id)
+            if row is None or row.state != "running":
+                return row
+            remaining = give_up - loop.time()
+            if remaining <= 0:
+                return row
+            watch = self._watching.get(run_id)
+            if watch is not None:
+                with contextlib.suppress(Exception, TimeoutError):
+                    # Shielded: a waiter that goes away must not stop the watch.
+                    await asyncio.wait_for(asyncio.shield(watch), remaining)
+                continue
+            await asyncio.sleep(min(pause, remaining))
+            pause = min(pause * 2, _WAIT_MAX_PAUSE)
 
     async def _insert(
         self,
@@ -330,7 +404,7 @@ class RunTracker:
         if await self._agent_polling(run.org_id, cached=True):
             return False
         try:
-            await handle.terminate(reason="no agent of the org is polling its task queue")
+            await handle.terminate(reason=_ABANDONED)
         except RPCError as exc:
             # It may have just finished (or an agent just took it): the next pass sees which.
             log.info("work not abandoned", run_id=str(run.id), status=exc.status.name)
@@ -341,6 +415,9 @@ class RunTracker:
     async def _failure_outcome(self, run: RunRow, exc: WorkflowFailureError) -> Outcome:
         if isinstance(exc.cause, temporal_errors.TimeoutError):
             return await self._timeout_outcome(run.org_id)
+        cause = exc.cause
+        if isinstance(cause, temporal_errors.TerminatedError) and cause.message == _ABANDONED:
+            return AGENT_UNAVAILABLE
         return WORKFLOW_FAILED
 
     async def _timeout_outcome(self, org_id: uuid.UUID) -> Outcome:
@@ -426,6 +503,12 @@ class RunTracker:
             return await self._finish(run, spec, spec.outcome(result)), result
         if status is WorkflowExecutionStatus.TIMED_OUT:
             return await self._finish(run, spec, await self._timeout_outcome(run.org_id)), None
+        try:
+            await handle.result()
+        except WorkflowFailureError as exc:  # Says why: failed, or abandoned by a replica.
+            return await self._finish(run, spec, await self._failure_outcome(run, exc)), None
+        except RPCError:
+            return None
         return await self._finish(run, spec, WORKFLOW_FAILED), None
 
     async def _finish(self, run: RunRow, spec: WorkKind, outcome: Outcome) -> RunRow:
@@ -529,6 +612,12 @@ class RunTracker:
             except Exception as exc:  # One bad run must not stop the others being settled.
                 log.warning("run not reconciled", run_id=str(run.id), error=type(exc).__name__)
                 continue
+            if done is None and self._clock() - run.started_at >= self._absent_after:
+                # Nobody here watches it, and the replica that did may be gone: work that no
+                # agent is there to pick up ends now, as its watcher would have ended it.
+                with contextlib.suppress(Exception):
+                    if await self._abandon(run, handle):
+                        done = await self._finish(run, spec, AGENT_UNAVAILABLE), None
             if done is not None:
                 settled += 1
                 log.info("run reconciled", run_id=str(run.id), state=done[0].state)

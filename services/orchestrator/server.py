@@ -33,10 +33,9 @@ from sevvo.orchestrator.v1 import (
 from sevvo.runtime import temporal
 from sevvo.runtime.auth_client import remote_verifier
 from sevvo.runtime.grpc_client import ClientTls
-from sevvo.runtime.grpc_server import Access, ServerSpec, run_until_signalled, start_server
+from sevvo.runtime.grpc_server import Access, ServerSpec, run_until_signalled, start_service
 from sevvo.runtime.health import (
     ReadinessCheck,
-    ServerHealth,
     database_check,
     verification_keys_check,
 )
@@ -54,6 +53,7 @@ ACCESS: dict[str, Access] = {
     # User-triggered only: no agent, schedule or service identity may start a preview.
     f"/{_ORCHESTRATOR}/PreviewQuery": Access.USER,
     f"/{_ORCHESTRATOR}/GetRun": Access.USER,
+    f"/{_ORCHESTRATOR}/WaitRun": Access.USER,
     f"/{_ORCHESTRATOR}/ListRuns": Access.USER,
     # Auth, for the new admin of an org it just created; or any admin of the org.
     f"/{_ORCHESTRATOR}/PrepareOrgNamespace": Access.ADMIN,
@@ -301,17 +301,15 @@ async def serve(config: OrchestratorConfig) -> None:
     verifier = app.remote_verifier()
     verifier.start()
     app.watch_revocations(verifier)
-    health = ServerHealth(app.readiness(verifier), interval=config.health.check_seconds)
-    server, port = await start_server(
-        [app.spec()],
+    server, port, health = await start_service(
+        app.spec(),
         verifier=verifier,
+        checks=app.readiness(verifier),
         tls=config.tls,
         host=config.host,
         port=config.port,
-        health=health,
+        settings=config.health,
     )
-    if config.health.probe_port is not None:
-        await health.listen_plaintext(config.host, config.health.probe_port)
     log.info("orchestrator serving", port=port)
     await run_until_signalled(server, health, drain=config.health.drain_seconds)
     verifier.stop()

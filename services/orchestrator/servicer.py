@@ -17,6 +17,8 @@ from sevvo.runtime.errors import InvalidArgument
 from sevvo.runtime.grpc_server import current_bearer, current_principal
 from sevvo.runtime.servicing import timestamp
 
+# A WaitRun answers this long before the caller's deadline, so the answer arrives in time.
+_ANSWER_MARGIN_SECONDS = 0.5
 # protobuf's Duration range (about 10,000 years), which a timedelta also holds.
 _MAX_DURATION_SECONDS = 315_576_000_000
 
@@ -52,12 +54,12 @@ def run_pb(row: RunRow) -> pb.Run:
     )
 
 
-def _interval(duration: Duration) -> timedelta:
-    """A request's interval as a timedelta; out-of-range values are the caller's error."""
+def _duration(field: str, duration: Duration) -> timedelta:
+    """A request's duration as a timedelta; out-of-range values are the caller's error."""
     if not -_MAX_DURATION_SECONDS <= duration.seconds <= _MAX_DURATION_SECONDS or not (
         -999_999_999 <= duration.nanos <= 999_999_999
     ):
-        raise InvalidArgument("interval", "is not a valid duration")
+        raise InvalidArgument(field, "is not a valid duration")
     return duration.ToTimedelta()
 
 
@@ -117,7 +119,7 @@ class OrchestratorServicer(pb_grpc.OrchestratorServiceServicer):
             current_principal(),
             current_bearer(),
             request.connection_id,
-            _interval(request.interval),
+            _duration("interval", request.interval),
         )
         return schedule_pb(request.connection_id, schedule)
 
@@ -139,6 +141,17 @@ class OrchestratorServicer(pb_grpc.OrchestratorServiceServicer):
 
     async def GetRun(self, request: pb.GetRunRequest, context: grpc.aio.ServicerContext) -> pb.Run:
         return run_pb(await self._domain.get_run(current_principal(), request.id))
+
+    async def WaitRun(
+        self, request: pb.WaitRunRequest, context: grpc.aio.ServicerContext
+    ) -> pb.Run:
+        timeout = _duration("timeout", request.timeout) if request.HasField("timeout") else None
+        remaining = context.time_remaining()
+        if remaining is not None:
+            # Answer before the caller's deadline, so a run still going is an answer, not an error.
+            deadline = timedelta(seconds=max(remaining - _ANSWER_MARGIN_SECONDS, 0.0))
+            timeout = deadline if timeout is None or not timeout else min(timeout, deadline)
+        return run_pb(await self._domain.wait_run(current_principal(), request.id, timeout))
 
     async def ListRuns(
         self, request: pb.ListRunsRequest, context: grpc.aio.ServicerContext

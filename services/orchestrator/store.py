@@ -11,15 +11,23 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from psycopg.rows import class_row
+from psycopg import sql
+from psycopg.rows import dict_row
 
 from sevvo.runtime import audit
 from sevvo.runtime.migrations import MigrationSet
+from sevvo.runtime.rows import dataclass_row
 from sevvo.runtime.store import SchemaStore
 
 SCHEMA = "orchestrator"
 MIGRATIONS = Path(__file__).parent / "migrations"
 _KEY_CREATION_LOCK = 0x5E770C0D
+# The tables holding keys sealed under the keyring, by the columns that name one row: what
+# ``rewrap`` walks (services/orchestrator/rewrap.py).
+SEALED_KEY_TABLES: dict[str, tuple[str, ...]] = {
+    "payload_keys": ("org_id", "key_id"),
+    "proof_keys": ("key_id",),
+}
 
 
 @dataclass(frozen=True)
@@ -84,7 +92,7 @@ class KeyRotation:
 
     def current(self) -> PayloadKeyRow | None:
         """The org's current (newest) key, if it has one."""
-        with self._conn.cursor(row_factory=class_row(PayloadKeyRow)) as cur:
+        with self._conn.cursor(row_factory=dataclass_row(PayloadKeyRow)) as cur:
             cur.execute(
                 "select * from payload_keys where org_id = %s"
                 " order by created_at desc, key_id desc limit 1",
@@ -115,7 +123,7 @@ class KeyRotation:
     def insert(self, row: PayloadKeyRow) -> PayloadKeyRow:
         """Adds a key that becomes current: created after every key the org has, whatever
         this replica's clock says."""
-        with self._conn.cursor(row_factory=class_row(PayloadKeyRow)) as cur:
+        with self._conn.cursor(row_factory=dataclass_row(PayloadKeyRow)) as cur:
             cur.execute(
                 "insert into payload_keys (org_id, key_id, kek_id, sealed_key, created_at)"
                 " select %s, %s, %s, %s, greatest(%s, max(created_at) + interval '1 microsecond')"
@@ -207,7 +215,10 @@ class OrchestratorStore(SchemaStore):
         truncated: bool | None = None,
     ) -> RunRow | None:
         """Records a run's outcome once; a run already finished keeps its first outcome."""
-        with self.transaction() as conn, conn.cursor(row_factory=class_row(RunRow)) as cur:
+        with (
+            self.transaction() as conn,
+            conn.cursor(row_factory=dataclass_row(RunRow)) as cur,
+        ):
             cur.execute(
                 "update runs set state = %s, outcome_category = %s, message = %s,"
                 " finished_at = %s, duration_ms = %s, row_count = %s, truncated = %s"
@@ -227,7 +238,7 @@ class OrchestratorStore(SchemaStore):
 
     def get_run(self, org_id: uuid.UUID, run_id: uuid.UUID) -> RunRow | None:
         """One run of one org."""
-        with self.connection() as conn, conn.cursor(row_factory=class_row(RunRow)) as cur:
+        with self.connection() as conn, conn.cursor(row_factory=dataclass_row(RunRow)) as cur:
             cur.execute("select * from runs where org_id = %s and id = %s", (org_id, run_id))
             return cur.fetchone()
 
@@ -235,7 +246,7 @@ class OrchestratorStore(SchemaStore):
         self, org_id: uuid.UUID, limit: int, before: tuple[datetime, str] | None
     ) -> list[RunRow]:
         """One page of an org's runs, newest first."""
-        with self.connection() as conn, conn.cursor(row_factory=class_row(RunRow)) as cur:
+        with self.connection() as conn, conn.cursor(row_factory=dataclass_row(RunRow)) as cur:
             if before is None:
                 cur.execute(
                     "select * from runs where org_id = %s"
@@ -258,7 +269,7 @@ class OrchestratorStore(SchemaStore):
 
     def running_runs(self, limit: int) -> list[RunRow]:
         """Runs of every org not yet finished, oldest first: the reconciler's work list."""
-        with self.connection() as conn, conn.cursor(row_factory=class_row(RunRow)) as cur:
+        with self.connection() as conn, conn.cursor(row_factory=dataclass_row(RunRow)) as cur:
             cur.execute(
                 "select * from runs where state = 'running' order by started_at limit %s",
                 (limit,),
@@ -268,7 +279,7 @@ class OrchestratorStore(SchemaStore):
     def previews_with_history(self, limit: int, asked_before: datetime) -> list[RunRow]:
         """Finished previews whose history is not confirmed deleted and was not asked to be
         deleted since ``asked_before``."""
-        with self.connection() as conn, conn.cursor(row_factory=class_row(RunRow)) as cur:
+        with self.connection() as conn, conn.cursor(row_factory=dataclass_row(RunRow)) as cur:
             cur.execute(
                 "select * from runs where kind = 'preview' and state <> 'running'"
                 " and history_deleted_at is null and (history_delete_requested_at is null"
@@ -297,7 +308,7 @@ class OrchestratorStore(SchemaStore):
         """An org's payload keys, oldest first."""
         with (
             self.connection() as conn,
-            conn.cursor(row_factory=class_row(PayloadKeyRow)) as cur,
+            conn.cursor(row_factory=dataclass_row(PayloadKeyRow)) as cur,
         ):
             cur.execute(
                 "select * from payload_keys where org_id = %s order by created_at, key_id",
@@ -315,7 +326,10 @@ class OrchestratorStore(SchemaStore):
         deployment is seen whole or not at all: a refused deployment never gets the key that
         replaced the ones it held.
         """
-        with self.transaction() as conn, conn.cursor(row_factory=class_row(PayloadKeyRow)) as cur:
+        with (
+            self.transaction() as conn,
+            conn.cursor(row_factory=dataclass_row(PayloadKeyRow)) as cur,
+        ):
             cur.execute(
                 "select * from payload_keys where org_id = %s and not exists ("
                 " select 1 from payload_key_refused_deployments where org_id = %s"
@@ -403,7 +417,7 @@ class OrchestratorStore(SchemaStore):
 
     def run_by_workflow_id(self, org_id: uuid.UUID, workflow_id: str) -> RunRow | None:
         """The run of one org that started ``workflow_id``, if any."""
-        with self.connection() as conn, conn.cursor(row_factory=class_row(RunRow)) as cur:
+        with self.connection() as conn, conn.cursor(row_factory=dataclass_row(RunRow)) as cur:
             cur.execute(
                 "select * from runs where org_id = %s and workflow_id = %s",
                 (org_id, workflow_id),
@@ -412,7 +426,7 @@ class OrchestratorStore(SchemaStore):
 
     def proof_keys(self) -> list[ProofKeyRow]:
         """The proof signing keys, oldest first (the last one signs)."""
-        with self.connection() as conn, conn.cursor(row_factory=class_row(ProofKeyRow)) as cur:
+        with self.connection() as conn, conn.cursor(row_factory=dataclass_row(ProofKeyRow)) as cur:
             cur.execute("select * from proof_keys order by created_at, key_id")
             return cur.fetchall()
 
@@ -427,3 +441,55 @@ class OrchestratorStore(SchemaStore):
                 " values (%s, %s, %s, %s, %s)",
                 (row.key_id, row.kek_id, row.sealed_key, row.public_key, row.created_at),
             )
+
+    # Rewrap: re-sealing stored keys under the keyring's primary key.
+
+    def count_sealed_by_kek(self, table: str) -> dict[str, int]:
+        """How many of ``table``'s keys each key-encryption key seals."""
+        with self.connection() as conn:
+            rows = conn.execute(
+                sql.SQL("select kek_id, count(*) from {} group by kek_id").format(
+                    sql.Identifier(table)
+                )
+            ).fetchall()
+        return {str(kek): int(n) for kek, n in rows}
+
+    @staticmethod
+    def lock_sealed_not_under(
+        conn: psycopg.Connection[Any], table: str, kek_id: str, limit: int
+    ) -> list[dict[str, Any]]:
+        """Locks up to ``limit`` of ``table``'s rows sealed under another key (their ids,
+        kek_id and sealed_key), skipping rows another transaction holds."""
+        ids = sql.SQL(", ").join(map(sql.Identifier, SEALED_KEY_TABLES[table]))
+        with conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(
+                sql.SQL(
+                    "select {ids}, kek_id, sealed_key from {table} where kek_id <> %s"
+                    " order by {ids} limit %s for update skip locked"
+                ).format(ids=ids, table=sql.Identifier(table)),
+                (kek_id, limit),
+            )
+            return cur.fetchall()
+
+    @staticmethod
+    def reseal(
+        conn: psycopg.Connection[Any],
+        table: str,
+        ids: dict[str, Any],
+        old_kek_id: str,
+        kek_id: str,
+        sealed: bytes,
+    ) -> bool:
+        """Replaces one row's sealed key if it is still sealed under ``old_kek_id`` (so a
+        second rewrap never writes over the first); True if it did."""
+        columns = SEALED_KEY_TABLES[table]
+        where = sql.SQL(" and ").join(
+            sql.SQL("{} = %s").format(sql.Identifier(column)) for column in columns
+        )
+        cur = conn.execute(
+            sql.SQL(
+                "update {table} set kek_id = %s, sealed_key = %s where {where} and kek_id = %s"
+            ).format(table=sql.Identifier(table), where=where),
+            (kek_id, sealed, *(ids[column] for column in columns), old_kek_id),
+        )
+        return cur.rowcount == 1

@@ -19,11 +19,11 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
-from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 
 from sevvo.runtime import migrations, paging
 from sevvo.runtime.errors import InvalidArgument
+from sevvo.runtime.rows import dataclass_row
 from sevvo.runtime.tokens import Principal
 from sevvo.runtime.validation import has_control_characters
 
@@ -261,7 +261,7 @@ def list_events(
     query = sql.SQL(
         "select * from audit.events where {} order by occurred_at desc, id desc limit %s"
     ).format(sql.SQL(" and ").join(conditions))
-    with conn.cursor(row_factory=class_row(AuditEvent)) as cur:
+    with conn.cursor(row_factory=dataclass_row(AuditEvent)) as cur:
         cur.execute(query, params)
         return cur.fetchall()
 

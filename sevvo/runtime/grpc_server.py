@@ -17,7 +17,7 @@ import os
 import re
 import signal
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,7 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_reflection.v1alpha import reflection
 
 from sevvo.runtime import validation
-from sevvo.runtime.config import ConfigError
+from sevvo.runtime.config import ConfigError, HealthSettings
 from sevvo.runtime.errors import (
     ERROR_DOMAIN,
     InvalidArgument,
@@ -41,7 +41,7 @@ from sevvo.runtime.errors import (
     Unimplemented,
     database_error,
 )
-from sevvo.runtime.health import HEALTH_SERVICE, ServerHealth
+from sevvo.runtime.health import HEALTH_SERVICE, ReadinessCheck, ServerHealth
 from sevvo.runtime.logs import enabled as logs_enabled
 from sevvo.runtime.logs import exception_chain, get_logger
 from sevvo.runtime.tokens import Principal, PrincipalKind, TokenVerifier
@@ -540,6 +540,29 @@ async def start_server(
     return server, bound
 
 
+async def start_service(
+    spec: ServerSpec,
+    *,
+    verifier: TokenVerifier,
+    checks: Sequence[ReadinessCheck],
+    tls: TlsFiles,
+    host: str,
+    port: int,
+    settings: HealthSettings,
+) -> tuple[grpc.aio.Server, int, ServerHealth]:
+    """Starts one service as every sevvo service runs: ``start_server`` with health from
+    ``checks`` every ``settings.check_seconds``, plus the plaintext probe port when
+    ``settings`` names one. Returns the server, its port and its health (for
+    ``run_until_signalled``)."""
+    health = ServerHealth(checks, interval=settings.check_seconds)
+    server, bound = await start_server(
+        [spec], verifier=verifier, tls=tls, host=host, port=port, health=health
+    )
+    if settings.probe_port is not None:
+        await health.listen_plaintext(host, settings.probe_port)
+    return server, bound, health
+
+
 async def stop_serving(
     server: grpc.aio.Server,
     health: ServerHealth | None = None,
@@ -591,6 +614,7 @@ __all__ = [
     "current_workload",
     "run_until_signalled",
     "start_server",
+    "start_service",
     "status_for",
     "stop_serving",
 ]

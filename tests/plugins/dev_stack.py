@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -34,7 +35,7 @@ from sevvo.auth.v1 import (
 )
 from sevvo.connections.v1 import connections_pb2 as cpb
 from sevvo.connections.v1 import connections_pb2_grpc as cpb_grpc
-from sevvo.orchestrator.v1 import orchestrator_pb2_grpc
+from sevvo.orchestrator.v1 import orchestrator_pb2, orchestrator_pb2_grpc
 from sevvo.runtime.grpc_client import ClientTls, secure_channel
 from tests.plugins.auth_stack import PASSWORD, BackgroundLoop
 
@@ -76,6 +77,17 @@ class EndToEnd:
     def orchestrator(self, bearer: str) -> orchestrator_pb2_grpc.OrchestratorServiceStub:
         """OrchestratorService as the given caller."""
         return orchestrator_pb2_grpc.OrchestratorServiceStub(self._channel(bearer))
+
+    def finished(
+        self, bearer: str, run: orchestrator_pb2.Run, timeout: float = 120.0
+    ) -> orchestrator_pb2.Run:
+        """The run (as work starts return it, still running) once WaitRun says it ended."""
+        stub = self.orchestrator(bearer)
+        give_up = time.monotonic() + timeout
+        while run.state == orchestrator_pb2.RUN_STATE_RUNNING:
+            assert time.monotonic() < give_up, f"run {run.id} still running after {timeout} s"
+            run = stub.WaitRun(orchestrator_pb2.WaitRunRequest(id=run.id), timeout=65)
+        return run
 
     def deployments(self, bearer: str) -> deployments_pb2_grpc.DeploymentServiceStub:
         """DeploymentService as the given caller."""

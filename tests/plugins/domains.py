@@ -20,6 +20,7 @@ from services.connections.domain import ConnectionsDomain
 from services.connections.leases import LeasesDomain
 from services.connections.servicer import target_from_request
 from services.connections.store import ConnectionRow, ConnectionStore
+from services.orchestrator.store import OrchestratorStore
 from sevvo.connections.v1 import connections_pb2 as pb
 from sevvo.runtime.sealing import Keyring
 from sevvo.runtime.tokens import Principal, PrincipalKind
@@ -85,6 +86,18 @@ def connections_domains(module_database_url: str) -> Iterator[ConnectionsDomains
             connections=ConnectionsDomain(store, Keyring.generate("k1")),
             leases=LeasesDomain(store),
         )
+    finally:
+        store.close()
+
+
+@pytest.fixture
+def orchestrator_store(database_url: str) -> Iterator[OrchestratorStore]:
+    """The orchestrator's store (and the audit log) migrated on a fresh database of the test's
+    own, for tests that count every row of a table."""
+    store = OrchestratorStore(database_url)
+    store.open()
+    try:
+        yield store
     finally:
         store.close()
 

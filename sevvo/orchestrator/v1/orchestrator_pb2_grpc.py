@@ -54,6 +54,11 @@ class OrchestratorServiceStub:
                 request_serializer=sevvo_dot_orchestrator_dot_v1_dot_orchestrator__pb2.GetRunRequest.SerializeToString,
                 response_deserializer=sevvo_dot_orchestrator_dot_v1_dot_orchestrator__pb2.Run.FromString,
                 _registered_method=True)
+        self.WaitRun = channel.unary_unary(
+                '/sevvo.orchestrator.v1.OrchestratorService/WaitRun',
+                request_serializer=sevvo_dot_orchestrator_dot_v1_dot_orchestrator__pb2.WaitRunRequest.SerializeToString,
+                response_deserializer=sevvo_dot_orchestrator_dot_v1_dot_orchestrator__pb2.Run.FromString,
+                _registered_method=True)
         self.ListRuns = channel.unary_unary(
                 '/sevvo.orchestrator.v1.OrchestratorService/ListRuns',
                 request_serializer=sevvo_dot_orchestrator_dot_v1_dot_orchestrator__pb2.ListRunsRequest.SerializeToString,
@@ -95,10 +100,12 @@ class OrchestratorServiceServicer:
     """
 
     def TestConnection(self, request, context):
-        """Tests a saved connection or an unsaved draft through the org's agent and waits for the outcome.
-        A saved connection that does not exist in the caller's org is NOT_FOUND before anything starts.
-        Every run reaches a final state: when the caller goes away or the orchestrator restarts,
-        the run is reconciled with Temporal by its workflow id.
+        """Starts a test of a saved connection or an unsaved draft through the org's agent and returns
+        its run at once, still RUNNING (a long-running operation in the sense of AIP-151): wait for
+        its end with WaitRun, or poll GetRun. A saved connection that does not exist in the caller's
+        org is NOT_FOUND before anything starts. Every run reaches a final state: when the
+        orchestrator replica watching it goes away, another replica settles it with Temporal by its
+        workflow id.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -114,6 +121,15 @@ class OrchestratorServiceServicer:
 
     def GetRun(self, request, context):
         """Returns one run of the caller's org.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WaitRun(self, request, context):
+        """Waits until a run of the caller's org has finished or the timeout has passed, then returns
+        the run as it stands (AIP-151's WaitOperation): a run still RUNNING means "ask again". Any
+        replica can answer for any run, so a caller whose replica goes away asks again elsewhere.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -136,9 +152,10 @@ class OrchestratorServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def RotateRootCredentials(self, request, context):
-        """Rotates a dynamic connection's privileged password through the org's agent and waits
-        for the outcome. Org admins only. The new password is generated, set and proved by a
-        fresh login inside the agent; the control plane stores it sealed and never returns it.
+        """Starts a rotation of a dynamic connection's privileged password through the org's agent
+        and returns its run at once, still RUNNING; wait for its end with WaitRun. Org admins only.
+        The new password is generated, set and proved by a fresh login inside the agent; the control
+        plane stores it sealed and never returns it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -185,6 +202,11 @@ def add_OrchestratorServiceServicer_to_server(servicer, server):
             'GetRun': grpc.unary_unary_rpc_method_handler(
                     servicer.GetRun,
                     request_deserializer=sevvo_dot_orchestrator_dot_v1_dot_orchestrator__pb2.GetRunRequest.FromString,
+                    response_serializer=sevvo_dot_orchestrator_dot_v1_dot_orchestrator__pb2.Run.SerializeToString,
+            ),
+            'WaitRun': grpc.unary_unary_rpc_method_handler(
+                    servicer.WaitRun,
+                    request_deserializer=sevvo_dot_orchestrator_dot_v1_dot_orchestrator__pb2.WaitRunRequest.FromString,
                     response_serializer=sevvo_dot_orchestrator_dot_v1_dot_orchestrator__pb2.Run.SerializeToString,
             ),
             'ListRuns': grpc.unary_unary_rpc_method_handler(
@@ -303,6 +325,33 @@ class OrchestratorService:
             target,
             '/sevvo.orchestrator.v1.OrchestratorService/GetRun',
             sevvo_dot_orchestrator_dot_v1_dot_orchestrator__pb2.GetRunRequest.SerializeToString,
+            sevvo_dot_orchestrator_dot_v1_dot_orchestrator__pb2.Run.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WaitRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sevvo.orchestrator.v1.OrchestratorService/WaitRun',
+            sevvo_dot_orchestrator_dot_v1_dot_orchestrator__pb2.WaitRunRequest.SerializeToString,
             sevvo_dot_orchestrator_dot_v1_dot_orchestrator__pb2.Run.FromString,
             options,
             channel_credentials,

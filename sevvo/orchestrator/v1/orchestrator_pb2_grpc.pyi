@@ -39,10 +39,12 @@ class OrchestratorServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> OrchestratorServiceAsyncStub: ...
     TestConnection: _grpc.UnaryUnaryMultiCallable[_orchestrator_pb2.TestConnectionRequest, _orchestrator_pb2.Run]
-    """Tests a saved connection or an unsaved draft through the org's agent and waits for the outcome.
-    A saved connection that does not exist in the caller's org is NOT_FOUND before anything starts.
-    Every run reaches a final state: when the caller goes away or the orchestrator restarts,
-    the run is reconciled with Temporal by its workflow id.
+    """Starts a test of a saved connection or an unsaved draft through the org's agent and returns
+    its run at once, still RUNNING (a long-running operation in the sense of AIP-151): wait for
+    its end with WaitRun, or poll GetRun. A saved connection that does not exist in the caller's
+    org is NOT_FOUND before anything starts. Every run reaches a final state: when the
+    orchestrator replica watching it goes away, another replica settles it with Temporal by its
+    workflow id.
     """
     PreviewQuery: _grpc.UnaryUnaryMultiCallable[_orchestrator_pb2.PreviewQueryRequest, _orchestrator_pb2.PreviewQueryResponse]
     """Runs one read-only SQL statement on a connection through the org's agent and returns at
@@ -50,6 +52,11 @@ class OrchestratorServiceStub:
     """
     GetRun: _grpc.UnaryUnaryMultiCallable[_orchestrator_pb2.GetRunRequest, _orchestrator_pb2.Run]
     """Returns one run of the caller's org."""
+    WaitRun: _grpc.UnaryUnaryMultiCallable[_orchestrator_pb2.WaitRunRequest, _orchestrator_pb2.Run]
+    """Waits until a run of the caller's org has finished or the timeout has passed, then returns
+    the run as it stands (AIP-151's WaitOperation): a run still RUNNING means "ask again". Any
+    replica can answer for any run, so a caller whose replica goes away asks again elsewhere.
+    """
     ListRuns: _grpc.UnaryUnaryMultiCallable[_orchestrator_pb2.ListRunsRequest, _orchestrator_pb2.ListRunsResponse]
     """Lists the runs of the caller's org, newest first."""
     PrepareOrgNamespace: _grpc.UnaryUnaryMultiCallable[_orchestrator_pb2.PrepareOrgNamespaceRequest, _orchestrator_pb2.PrepareOrgNamespaceResponse]
@@ -58,9 +65,10 @@ class OrchestratorServiceStub:
     namespace exists from the org's creation on.
     """
     RotateRootCredentials: _grpc.UnaryUnaryMultiCallable[_orchestrator_pb2.RotateRootCredentialsRequest, _orchestrator_pb2.Run]
-    """Rotates a dynamic connection's privileged password through the org's agent and waits
-    for the outcome. Org admins only. The new password is generated, set and proved by a
-    fresh login inside the agent; the control plane stores it sealed and never returns it.
+    """Starts a rotation of a dynamic connection's privileged password through the org's agent
+    and returns its run at once, still RUNNING; wait for its end with WaitRun. Org admins only.
+    The new password is generated, set and proved by a fresh login inside the agent; the control
+    plane stores it sealed and never returns it.
     """
     SetRootRotationSchedule: _grpc.UnaryUnaryMultiCallable[_orchestrator_pb2.SetRootRotationScheduleRequest, _orchestrator_pb2.RootRotationSchedule]
     """Sets how often a dynamic connection's privileged password is rotated, as a Temporal
@@ -86,10 +94,12 @@ class OrchestratorServiceAsyncStub(OrchestratorServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     TestConnection: _aio.UnaryUnaryMultiCallable[_orchestrator_pb2.TestConnectionRequest, _orchestrator_pb2.Run]  # type: ignore[assignment]
-    """Tests a saved connection or an unsaved draft through the org's agent and waits for the outcome.
-    A saved connection that does not exist in the caller's org is NOT_FOUND before anything starts.
-    Every run reaches a final state: when the caller goes away or the orchestrator restarts,
-    the run is reconciled with Temporal by its workflow id.
+    """Starts a test of a saved connection or an unsaved draft through the org's agent and returns
+    its run at once, still RUNNING (a long-running operation in the sense of AIP-151): wait for
+    its end with WaitRun, or poll GetRun. A saved connection that does not exist in the caller's
+    org is NOT_FOUND before anything starts. Every run reaches a final state: when the
+    orchestrator replica watching it goes away, another replica settles it with Temporal by its
+    workflow id.
     """
     PreviewQuery: _aio.UnaryUnaryMultiCallable[_orchestrator_pb2.PreviewQueryRequest, _orchestrator_pb2.PreviewQueryResponse]  # type: ignore[assignment]
     """Runs one read-only SQL statement on a connection through the org's agent and returns at
@@ -97,6 +107,11 @@ class OrchestratorServiceAsyncStub(OrchestratorServiceStub):
     """
     GetRun: _aio.UnaryUnaryMultiCallable[_orchestrator_pb2.GetRunRequest, _orchestrator_pb2.Run]  # type: ignore[assignment]
     """Returns one run of the caller's org."""
+    WaitRun: _aio.UnaryUnaryMultiCallable[_orchestrator_pb2.WaitRunRequest, _orchestrator_pb2.Run]  # type: ignore[assignment]
+    """Waits until a run of the caller's org has finished or the timeout has passed, then returns
+    the run as it stands (AIP-151's WaitOperation): a run still RUNNING means "ask again". Any
+    replica can answer for any run, so a caller whose replica goes away asks again elsewhere.
+    """
     ListRuns: _aio.UnaryUnaryMultiCallable[_orchestrator_pb2.ListRunsRequest, _orchestrator_pb2.ListRunsResponse]  # type: ignore[assignment]
     """Lists the runs of the caller's org, newest first."""
     PrepareOrgNamespace: _aio.UnaryUnaryMultiCallable[_orchestrator_pb2.PrepareOrgNamespaceRequest, _orchestrator_pb2.PrepareOrgNamespaceResponse]  # type: ignore[assignment]
@@ -105,9 +120,10 @@ class OrchestratorServiceAsyncStub(OrchestratorServiceStub):
     namespace exists from the org's creation on.
     """
     RotateRootCredentials: _aio.UnaryUnaryMultiCallable[_orchestrator_pb2.RotateRootCredentialsRequest, _orchestrator_pb2.Run]  # type: ignore[assignment]
-    """Rotates a dynamic connection's privileged password through the org's agent and waits
-    for the outcome. Org admins only. The new password is generated, set and proved by a
-    fresh login inside the agent; the control plane stores it sealed and never returns it.
+    """Starts a rotation of a dynamic connection's privileged password through the org's agent
+    and returns its run at once, still RUNNING; wait for its end with WaitRun. Org admins only.
+    The new password is generated, set and proved by a fresh login inside the agent; the control
+    plane stores it sealed and never returns it.
     """
     SetRootRotationSchedule: _aio.UnaryUnaryMultiCallable[_orchestrator_pb2.SetRootRotationScheduleRequest, _orchestrator_pb2.RootRotationSchedule]  # type: ignore[assignment]
     """Sets how often a dynamic connection's privileged password is rotated, as a Temporal
@@ -136,10 +152,12 @@ class OrchestratorServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _orchestrator_pb2.TestConnectionRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_orchestrator_pb2.Run, _abc.Awaitable[_orchestrator_pb2.Run]]:
-        """Tests a saved connection or an unsaved draft through the org's agent and waits for the outcome.
-        A saved connection that does not exist in the caller's org is NOT_FOUND before anything starts.
-        Every run reaches a final state: when the caller goes away or the orchestrator restarts,
-        the run is reconciled with Temporal by its workflow id.
+        """Starts a test of a saved connection or an unsaved draft through the org's agent and returns
+        its run at once, still RUNNING (a long-running operation in the sense of AIP-151): wait for
+        its end with WaitRun, or poll GetRun. A saved connection that does not exist in the caller's
+        org is NOT_FOUND before anything starts. Every run reaches a final state: when the
+        orchestrator replica watching it goes away, another replica settles it with Temporal by its
+        workflow id.
         """
 
     @_abc_1.abstractmethod
@@ -159,6 +177,17 @@ class OrchestratorServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_orchestrator_pb2.Run, _abc.Awaitable[_orchestrator_pb2.Run]]:
         """Returns one run of the caller's org."""
+
+    @_abc_1.abstractmethod
+    def WaitRun(
+        self,
+        request: _orchestrator_pb2.WaitRunRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_orchestrator_pb2.Run, _abc.Awaitable[_orchestrator_pb2.Run]]:
+        """Waits until a run of the caller's org has finished or the timeout has passed, then returns
+        the run as it stands (AIP-151's WaitOperation): a run still RUNNING means "ask again". Any
+        replica can answer for any run, so a caller whose replica goes away asks again elsewhere.
+        """
 
     @_abc_1.abstractmethod
     def ListRuns(
@@ -185,9 +214,10 @@ class OrchestratorServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _orchestrator_pb2.RotateRootCredentialsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_orchestrator_pb2.Run, _abc.Awaitable[_orchestrator_pb2.Run]]:
-        """Rotates a dynamic connection's privileged password through the org's agent and waits
-        for the outcome. Org admins only. The new password is generated, set and proved by a
-        fresh login inside the agent; the control plane stores it sealed and never returns it.
+        """Starts a rotation of a dynamic connection's privileged password through the org's agent
+        and returns its run at once, still RUNNING; wait for its end with WaitRun. Org admins only.
+        The new password is generated, set and proved by a fresh login inside the agent; the control
+        plane stores it sealed and never returns it.
         """
 
     @_abc_1.abstractmethod
