@@ -614,6 +614,21 @@ class ReplicasBeside:
             self.stop()
             raise
 
+    def calls_served(self) -> dict[str, int]:
+        """How many sevvo calls each process replica has logged answering, by name."""
+        served = {}
+        for name in self.components:
+            if name == "router":
+                continue
+            path = self._logs / f"{name}.log"
+            text = path.read_text(errors="replace") if path.exists() else ""
+            served[name] = sum(
+                1
+                for line in text.splitlines()
+                if '"event": "rpc"' in line and '"method": "/sevvo.' in line
+            )
+        return served
+
     def stop(self) -> None:
         """Stops the services, then the router; idempotent."""
         for process in reversed(list(self.components.values())):

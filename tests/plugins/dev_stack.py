@@ -244,6 +244,10 @@ def e2e_stack(background_loop: BackgroundLoop) -> Iterator[RunningStack]:
             beside.start_services(stack.database_url, stack.temporal_address)
             stack.grpc_target = beside.grpc_target
         yield stack
+        if beside is not None:
+            # Else the run only looked replicated: each process replica must have served.
+            idle = [name for name, count in beside.calls_served().items() if not count]
+            assert not idle, f"these replicas served no call through the router: {idle}"
     finally:
         background_loop.run(stack.stop(), timeout=120)
         if beside is not None:
