@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install dev demo test lint protos protos-check bench images images-check images-demo workflow-histories lock clean
+.PHONY: install dev demo test test-replicas lint protos protos-check bench images images-check images-demo workflow-histories lock clean
 
 install: $(STAMP)
 
@@ -30,6 +30,14 @@ demo: install
 TEST_WORKERS ?= 2
 test: install
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
+
+## The end-to-end tests (every file on the shared stack) against two replicas of each service:
+## the in-process stack and a process of each service beside it, balanced by the router
+## (SEVVO_E2E_REPLICAS=2, tests/plugins/dev_stack.py). Not in `make test`: it repeats the
+## end-to-end layer. tests/test_replicas.py (kills replicas mid-work) runs in `make test`.
+E2E_FILES = $(shell grep -l 'e2e: EndToEnd\|e2e_stack' tests/test_*.py)
+test-replicas: install
+	SEVVO_E2E_REPLICAS=2 $(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(E2E_FILES)
 
 lint: install
 	$(PY) -m ruff check .

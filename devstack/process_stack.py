@@ -8,6 +8,11 @@ file), auth, connections and orchestrator (each its production entry point,
 ``restart()``, so peers reconnect to the same address and find their data, as after a pod
 restart. Services verify tokens remotely, through auth's published keys, as in production.
 
+With ``replicas=N`` each service runs as N processes (components ``auth-1`` ... ``auth-N``),
+each on its own port, sharing the database, keys and secrets; the router balances each
+service's calls across its replicas (devstack.grpc_router), and the services reach each other
+through the router too, never a fixed replica, as through Kubernetes Services.
+
 Unlike devstack.stack, nothing runs in the caller's process: the caller only spawns, probes
 and signals. Spawn, kill and restart from one long-lived thread (the main thread): a child's
 parent-death signal fires when the thread that forked it exits (see devstack.processes.spawn).
@@ -30,6 +35,7 @@ from typing import IO, Protocol
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from devstack.agent_process import AgentProcess, AgentSettings
+from devstack.grpc_router import READINESS_NAMES
 from devstack.pki import DevPki, ensure_dev_pki
 from devstack.postgres import EmbeddedPostgres
 from devstack.processes import (
@@ -53,12 +59,6 @@ from sevvo.runtime.sealing import Keyring, write_keyring_file
 log = get_logger(__name__)
 
 SERVICES = ("auth", "connections", "orchestrator")
-# The first service each process registers: SERVING for it means the process is ready.
-_HEALTH_NAMES = {
-    "auth": "sevvo.auth.v1.AuthService",
-    "connections": "sevvo.connections.v1.ConnectionService",
-    "orchestrator": "sevvo.orchestrator.v1.OrchestratorService",
-}
 # How long a Postgres child may take to notice that its postmaster is gone.
 _ORPHAN_EXIT_SECONDS = 10.0
 _PROBE_INTERVAL = 0.1
@@ -304,6 +304,8 @@ class ProcessStack:
     agent_temporal_address: str
     bootstrap_token_file: Path
     components: dict[str, Component] = field(default_factory=dict)
+    # Each service's replicas, by component name (``["auth"]``, or ``["auth-1", "auth-2"]``).
+    replicas: dict[str, list[str]] = field(default_factory=dict)
 
     def kill(self, name: str) -> None:
         """SIGKILLs one component."""
@@ -367,23 +369,81 @@ def _write_secrets(state: Path, database_url: str) -> dict[str, str]:
     return {name: str(path) for name, path in files.items()}
 
 
+def _common_env(pki: DevPki) -> dict[str, str]:
+    """What every Python process of the stack is given: TLS files, loopback, log level."""
+    common = {
+        "PATH": os.environ.get("PATH", ""),
+        "SEVVO_TLS_CERT_FILE": str(pki.server_cert),
+        "SEVVO_TLS_KEY_FILE": str(pki.server_key),
+        "SEVVO_CA_FILE": str(pki.ca_cert),
+        "SEVVO_GRPC_HOST": "127.0.0.1",
+        "SEVVO_LOG_LEVEL": "info",
+    }
+    if "PYTHONPATH" in os.environ:  # A worktree's code, not the installed package's.
+        common["PYTHONPATH"] = os.environ["PYTHONPATH"]
+    return common
+
+
+def _service_process(
+    pki: DevPki,
+    logs: Path,
+    service: str,
+    name: str,
+    base_env: Mapping[str, str],
+    port: int,
+    jwks_port: int | None,
+) -> PythonProcess:
+    """One replica of a service (``python -m services.<service> serve``) named ``name``."""
+    env = {**base_env, "SEVVO_GRPC_PORT": str(port)}
+    if jwks_port is not None:
+        env["SEVVO_AUTH_JWKS_PORT"] = str(jwks_port)
+    probe = grpc_health_probe(f"localhost:{port}", pki.ca_cert, READINESS_NAMES[service])
+    return PythonProcess(name, [f"services.{service}", "serve"], env, logs / f"{name}.log", probe)
+
+
+def _router_process(
+    pki: DevPki,
+    logs: Path,
+    common: Mapping[str, str],
+    backends: Mapping[str, str],
+    port: int,
+) -> PythonProcess:
+    """The router (devstack.grpc_router) on ``port``, forwarding to ``backends``' endpoints."""
+    return PythonProcess(
+        "router",
+        ["devstack.grpc_router"],
+        {**common, **backends, "SEVVO_GRPC_PORT": str(port)},
+        logs / "router.log",
+        grpc_health_probe(f"localhost:{port}", pki.ca_cert),
+    )
+
+
+def replica_names(service: str, replicas: int) -> list[str]:
+    """The component names of a service's replicas: its own name when it runs alone."""
+    return [service] if replicas == 1 else [f"{service}-{i}" for i in range(1, replicas + 1)]
+
+
 def start_process_stack(
-    state_dir: Path, *, service_env: Mapping[str, str] | None = None
+    state_dir: Path, *, service_env: Mapping[str, str] | None = None, replicas: int = 1
 ) -> ProcessStack:
     """Starts Postgres, Temporal, the three services, the router and the Temporal proxy.
 
     ``state_dir`` must be reachable by an unprivileged user when running as root (Postgres
     runs as one), e.g. under /tmp. ``service_env`` adds variables for the services (timeouts,
-    log level). On failure, whatever had started is stopped and the error re-raised.
+    log level). ``replicas`` processes of each service run behind the router (see the module's
+    docstring). On failure, whatever had started is stopped and the error re-raised.
     """
+    if replicas < 1:
+        raise ValueError("replicas must be at least 1")
     state_dir.mkdir(mode=0o711, parents=True, exist_ok=True)
     state_dir.chmod(0o711)
     logs = state_dir / "logs"
     pki = ensure_dev_pki(state_dir / "pki")
-    ports = {
-        name: free_port()
-        for name in ("postgres", "temporal", *SERVICES, "router", "temporal-proxy", "jwks")
-    }
+    ports = {name: free_port() for name in ("postgres", "temporal", "router", "temporal-proxy")}
+    names = {service: replica_names(service, replicas) for service in SERVICES}
+    # Each replica its own gRPC port, and each auth replica its own Temporal JWKS port.
+    grpc_ports = {name: free_port() for service in SERVICES for name in names[service]}
+    jwks_ports = {name: free_port() for name in names["auth"]}
     stack = ProcessStack(
         state_dir=state_dir,
         pki=pki,
@@ -391,6 +451,7 @@ def start_process_stack(
         temporal_address=f"127.0.0.1:{ports['temporal']}",
         agent_temporal_address=f"localhost:{ports['temporal-proxy']}",
         bootstrap_token_file=state_dir / "bootstrap-token",
+        replicas=names,
     )
     try:
         postgres = ControlPlanePostgres(state_dir / "postgres", ports["postgres"])
@@ -403,27 +464,24 @@ def start_process_stack(
         stack.components["temporal"] = temporal
         temporal.start()
 
-        common = {
-            "PATH": os.environ.get("PATH", ""),
-            "SEVVO_TLS_CERT_FILE": str(pki.server_cert),
-            "SEVVO_TLS_KEY_FILE": str(pki.server_key),
-            "SEVVO_CA_FILE": str(pki.ca_cert),
-            "SEVVO_GRPC_HOST": "127.0.0.1",
-            "SEVVO_LOG_LEVEL": "info",
+        common = _common_env(pki)
+        # What the router forwards to: every replica of each service.
+        backends = {
+            f"SEVVO_{service.upper()}_ENDPOINT": ",".join(
+                f"localhost:{grpc_ports[name]}" for name in names[service]
+            )
+            for service in SERVICES
         }
-        if "PYTHONPATH" in os.environ:  # A worktree's code, not the installed package's.
-            common["PYTHONPATH"] = os.environ["PYTHONPATH"]
-        endpoints = {
-            "SEVVO_AUTH_ENDPOINT": f"localhost:{ports['auth']}",
-            "SEVVO_CONNECTIONS_ENDPOINT": f"localhost:{ports['connections']}",
-            "SEVVO_ORCHESTRATOR_ENDPOINT": f"localhost:{ports['orchestrator']}",
-        }
+        # What the services dial for each other: with one replica each, each other directly
+        # (as before replicas existed); with more, the router, which balances across them.
+        peers = (
+            backends if replicas == 1 else {variable: stack.grpc_target for variable in backends}
+        )
         service_base = {
             **common,
-            **endpoints,
+            **peers,
             **_write_secrets(state_dir, postgres.server.admin_url(CONTROL_PLANE_DATABASE)),
             "SEVVO_TEMPORAL_ADDRESS": stack.temporal_address,
-            "SEVVO_AUTH_JWKS_PORT": str(ports["jwks"]),
             # Other services learn auth's keys and revocations by polling it, every 2 s.
             "SEVVO_TOKEN_REFRESH_SECONDS": "2",
             **(service_env or {}),
@@ -436,23 +494,26 @@ def start_process_stack(
             stack.components[name] = process
             return process
 
-        services = {
-            name: python(
-                name,
-                [f"services.{name}", "serve"],
-                {**service_base, "SEVVO_GRPC_PORT": str(ports[name])},
-                grpc_health_probe(f"localhost:{ports[name]}", pki.ca_cert, _HEALTH_NAMES[name]),
+        def service_process(service: str, name: str) -> PythonProcess:
+            process = _service_process(
+                pki, logs, service, name, service_base, grpc_ports[name], jwks_ports.get(name)
             )
-            for name in SERVICES
-        }
+            stack.components[name] = process
+            return process
+
+        router = _router_process(pki, logs, common, backends, ports["router"])
+        stack.components["router"] = router
+        if replicas > 1:
+            # The services reach each other through it, from their first call on.
+            router.start()
         # auth first: the others fetch its keys as they start.
-        services["auth"].start()
-        _spawn_then_wait([services["connections"], services["orchestrator"]])
-        router = python(
-            "router",
-            ["devstack.grpc_router"],
-            {**common, **endpoints, "SEVVO_GRPC_PORT": str(ports["router"])},
-            grpc_health_probe(stack.grpc_target, pki.ca_cert),
+        _spawn_then_wait([service_process("auth", name) for name in names["auth"]])
+        _spawn_then_wait(
+            [
+                service_process(service, name)
+                for service in ("connections", "orchestrator")
+                for name in names[service]
+            ]
         )
         proxy = python(
             "temporal-proxy",
@@ -466,12 +527,115 @@ def start_process_stack(
             },
             tcp_probe(ports["temporal-proxy"]),
         )
-        _spawn_then_wait([router, proxy])
+        _spawn_then_wait([router, proxy] if replicas == 1 else [proxy])
     except BaseException:
         stack.stop()
         raise
-    log.info("process stack up", grpc_target=stack.grpc_target, state_dir=str(state_dir))
+    log.info(
+        "process stack up",
+        grpc_target=stack.grpc_target,
+        state_dir=str(state_dir),
+        replicas=replicas,
+    )
     return stack
+
+
+class ReplicasBeside:
+    """A second replica of each service, each its own process, beside a stack that serves all
+    three in one process (devstack.stack), and the router balancing each service's calls
+    between the two.
+
+    For running the end-to-end suite against replicas (tests/plugins/dev_stack.py): the tests
+    keep their hold on the in-process services' objects, while any call through the router,
+    and any call the services make to each other (configure the in-process stack to dial
+    ``grpc_target``), may land on either replica. Start the router first (``start_router``),
+    then the in-process stack, then ``start_services``.
+    """
+
+    def __init__(
+        self,
+        state_dir: Path,
+        *,
+        in_process_port: int,
+        service_env: Mapping[str, str] | None = None,
+    ) -> None:
+        state_dir.mkdir(mode=0o711, parents=True, exist_ok=True)
+        self._state_dir = state_dir
+        self._logs = state_dir / "logs"
+        self.pki = ensure_dev_pki(state_dir / "pki")
+        self._service_env = dict(service_env or {})
+        self._ports = {service: free_port() for service in SERVICES}
+        self._jwks_port = free_port()
+        router_port = free_port()
+        self.grpc_target = f"localhost:{router_port}"
+        self.components: dict[str, PythonProcess] = {}
+        self._common = _common_env(self.pki)
+        backends = {
+            f"SEVVO_{service.upper()}_ENDPOINT": (
+                f"localhost:{in_process_port},localhost:{self._ports[service]}"
+            )
+            for service in SERVICES
+        }
+        self.components["router"] = _router_process(
+            self.pki, self._logs, self._common, backends, router_port
+        )
+
+    def start_router(self) -> None:
+        """Starts the router; calls wait for (or fail without) a ready replica behind it."""
+        self.components["router"].start()
+
+    def start_services(self, database_url: str, temporal_address: str) -> None:
+        """Starts ``auth-2``, ``connections-2`` and ``orchestrator-2`` on the stack's database,
+        secrets (the same files in the state directory) and Temporal."""
+        base = {
+            **self._common,
+            **{f"SEVVO_{s.upper()}_ENDPOINT": self.grpc_target for s in SERVICES},
+            **_write_secrets(self._state_dir, database_url),
+            "SEVVO_TEMPORAL_ADDRESS": temporal_address,
+            **self._service_env,
+        }
+        processes = [
+            _service_process(
+                self.pki,
+                self._logs,
+                service,
+                f"{service}-2",
+                base,
+                self._ports[service],
+                self._jwks_port if service == "auth" else None,
+            )
+            for service in SERVICES
+        ]
+        for process in processes:
+            self.components[process.name] = process
+        try:
+            _spawn_then_wait(processes)
+        except BaseException:
+            self.stop()
+            raise
+
+    def calls_served(self) -> dict[str, int]:
+        """How many sevvo calls each process replica has logged answering, by name."""
+        served = {}
+        for name in self.components:
+            if name == "router":
+                continue
+            path = self._logs / f"{name}.log"
+            text = path.read_text(errors="replace") if path.exists() else ""
+            served[name] = sum(
+                1
+                for line in text.splitlines()
+                if '"event": "rpc"' in line and '"method": "/sevvo.' in line
+            )
+        return served
+
+    def stop(self) -> None:
+        """Stops the services, then the router; idempotent."""
+        for process in reversed(list(self.components.values())):
+            try:
+                process.stop()
+            except Exception as exc:  # Stop the rest regardless.
+                log.warning("component did not stop", component=process.name, error=str(exc))
 
 
 def _spawn_then_wait(processes: Sequence[PythonProcess]) -> None:
@@ -488,8 +652,10 @@ __all__ = [
     "ControlPlanePostgres",
     "ProcessStack",
     "PythonProcess",
+    "ReplicasBeside",
     "TemporalProcess",
     "grpc_health_probe",
+    "replica_names",
     "start_process_stack",
     "tcp_probe",
 ]

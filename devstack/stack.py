@@ -63,6 +63,9 @@ class StackSettings:
     # whether it starts the tour's sample database beside the stack.
     log_level: str = "INFO"
     sample_database: bool = False
+    # Where the services dial each other: their own port by default; a balancer in front of
+    # them and their replicas when there are some (devstack.process_stack.ReplicasBeside).
+    peer_target: str | None = None
 
     @classmethod
     def load(cls, env: Mapping[str, str], default_state_dir: Path) -> StackSettings:
@@ -222,6 +225,7 @@ async def start_stack(
         for name in ("SEVVO_CONNECTIONS_KEYRING_FILE", "SEVVO_ORCHESTRATOR_KEYRING_FILE"):
             if not secrets_files[name].exists():
                 write_keyring_file(secrets_files[name], Keyring.generate())
+        peers = settings.peer_target or f"localhost:{port}"
         service_env = {
             **env,
             **{name: str(path) for name, path in secrets_files.items()},
@@ -229,9 +233,9 @@ async def start_stack(
             "SEVVO_TLS_CERT_FILE": str(pki.server_cert),
             "SEVVO_TLS_KEY_FILE": str(pki.server_key),
             "SEVVO_CA_FILE": str(pki.ca_cert),
-            "SEVVO_AUTH_ENDPOINT": f"localhost:{port}",
-            "SEVVO_ORCHESTRATOR_ENDPOINT": f"localhost:{port}",
-            "SEVVO_CONNECTIONS_ENDPOINT": f"localhost:{port}",
+            "SEVVO_AUTH_ENDPOINT": peers,
+            "SEVVO_ORCHESTRATOR_ENDPOINT": peers,
+            "SEVVO_CONNECTIONS_ENDPOINT": peers,
             "SEVVO_TEMPORAL_ADDRESS": temporal_address,
             "SEVVO_GRPC_HOST": "127.0.0.1",
             "SEVVO_GRPC_PORT": str(port),

@@ -1,8 +1,10 @@
-"""The dev gRPC router: one TLS endpoint forwarding each call to the service that owns its path."""
+"""The dev gRPC router: one TLS endpoint forwarding each call to the service that owns its path,
+balanced across the service's replicas."""
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -12,8 +14,9 @@ import pytest
 from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
 
-from devstack.grpc_router import GrpcRouter, RouterConfig, routes_for
+from devstack.grpc_router import READINESS_NAMES, GrpcRouter, RouterConfig, routes_for
 from devstack.pki import DevPki
 from devstack.processes import free_port
 from sevvo.auth.v1 import auth_pb2, auth_pb2_grpc
@@ -191,3 +194,88 @@ def test_the_router_configuration_names_a_missing_variable(dev_pki: DevPki) -> N
         ("/sevvo.audit.", "localhost:3"),
         ("/sevvo.orchestrator.", "localhost:2"),
     }
+
+
+def test_replica_lists_must_be_host_port_with_one_host_name(dev_pki: DevPki) -> None:
+    """A backend's replicas are host:port,host:port on one host name; anything else fails at
+    start, naming the variable."""
+    env = {
+        "SEVVO_TLS_CERT_FILE": str(dev_pki.server_cert),
+        "SEVVO_TLS_KEY_FILE": str(dev_pki.server_key),
+        "SEVVO_AUTH_ENDPOINT": "localhost:1, localhost:2",
+        "SEVVO_CONNECTIONS_ENDPOINT": "localhost:3",
+        "SEVVO_ORCHESTRATOR_ENDPOINT": "localhost:4",
+    }
+    routes = RouterConfig.load(env).routes()
+    assert [r.replicas for r in routes if r.backend == "auth"] == [["localhost:1", "localhost:2"]]
+    for bad in ("localhost:1,", "localhost:1,localhost", "localhost:1,127.0.0.1:2"):
+        with pytest.raises(ConfigError, match="SEVVO_AUTH_ENDPOINT"):
+            RouterConfig.load({**env, "SEVVO_AUTH_ENDPOINT": bad})
+
+
+class _Replica(grpc.GenericRpcHandler):  # type: ignore[misc]
+    """A backend replica that answers every call with its own name."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> Any:
+        async def answer(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+            return self.name.encode()
+
+        return grpc.unary_unary_rpc_method_handler(answer)
+
+
+def test_replicas_share_calls_and_one_unready_or_down_gets_none(
+    dev_pki: DevPki, background_loop: BackgroundLoop
+) -> None:
+    """Calls alternate between two replicas; a replica whose health says NOT_SERVING, or that
+    is gone, is skipped without a failed call."""
+    tls = TlsFiles(cert=dev_pki.server_cert, key=dev_pki.server_key)
+    readiness = READINESS_NAMES["orchestrator"]
+
+    async def start_replica(name: str) -> tuple[grpc.aio.Server, HealthServicer, int]:
+        server = grpc.aio.server()
+        health = HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(health, server)
+        server.add_generic_rpc_handlers([_Replica(name)])
+        port = server.add_secure_port("127.0.0.1:0", tls.credentials())
+        await server.start()
+        await health.set(readiness, health_pb2.HealthCheckResponse.SERVING)
+        return server, health, port
+
+    (one, one_health, one_port), (two, _, two_port) = (
+        background_loop.run(start_replica(name)) for name in ("one", "two")
+    )
+    router = GrpcRouter(
+        routes_for(
+            {
+                "auth": f"localhost:{free_port()}",
+                "connections": f"localhost:{free_port()}",
+                "orchestrator": f"localhost:{one_port},localhost:{two_port}",
+            }
+        ),
+        tls,
+        ClientTls(ca_file=dev_pki.ca_cert),
+    )
+    port = background_loop.run(router.start())
+    channel = secure_channel(f"localhost:{port}", ClientTls(ca_file=dev_pki.ca_cert))
+    call = channel.unary_unary(ECHO)
+
+    def answers() -> list[str]:
+        return [call(b"", timeout=5).decode() for _ in range(6)]
+
+    try:
+        assert sorted(set(answers())) == ["one", "two"]
+        background_loop.run(one_health.set(readiness, health_pb2.HealthCheckResponse.NOT_SERVING))
+        time.sleep(0.3)  # The router's health watch hears of it.
+        assert set(answers()) == {"two"}
+        background_loop.run(one_health.set(readiness, health_pb2.HealthCheckResponse.SERVING))
+        background_loop.run(two.stop(None))
+        time.sleep(0.3)
+        assert set(answers()) == {"one"}
+    finally:
+        channel.close()
+        background_loop.run(router.stop())
+        background_loop.run(one.stop(None))
+        background_loop.run(two.stop(None))

@@ -21,6 +21,8 @@ import grpc
 import pytest
 
 from devstack.agent_process import AgentProcess
+from devstack.process_stack import ReplicasBeside
+from devstack.processes import free_port
 from devstack.source_db import SourceDatabase
 from devstack.stack import RunningStack, StackSettings, start_stack
 from sevvo.auth.v1 import (
@@ -176,45 +178,80 @@ class EndToEnd:
         )
 
 
+# SEVVO_E2E_REPLICAS=2 (``make test-replicas``) runs the end-to-end tests against two
+# replicas of each service: the in-process stack and a process of each service beside it,
+# balanced by the router, which the services also dial for each other.
+REPLICAS_VARIABLE = "SEVVO_E2E_REPLICAS"
+_SERVICE_SETTINGS = {
+    "SEVVO_CREDENTIAL_TEST_TIMEOUT_SECONDS": str(TEST_TIMEOUT_SECONDS),
+    "SEVVO_TOKEN_REFRESH_SECONDS": "0.5",
+    "SEVVO_ORCHESTRATOR_RECONCILE_SECONDS": "1",
+}
+
+
+def _e2e_replicas() -> int:
+    value = os.environ.get(REPLICAS_VARIABLE, "1").strip() or "1"
+    if value not in ("1", "2"):
+        raise pytest.UsageError(f"{REPLICAS_VARIABLE} must be 1 or 2, not {value!r}")
+    return int(value)
+
+
 @pytest.fixture(scope="session")
 def e2e_stack(background_loop: BackgroundLoop) -> Iterator[RunningStack]:
     """The whole system from the dev launcher (no dev agent), one per test process.
 
     Starting and stopping it costs seconds, so every end-to-end module of a worker shares it;
     tests never share a tenant (each makes its own orgs), and ``e2e`` stops the agents a
-    module started when the module ends.
+    module started when the module ends. With SEVVO_E2E_REPLICAS=2, ``grpc_target`` is the
+    router in front of two replicas of each service (see above).
     """
-    env = {
-        **os.environ,
-        "SEVVO_CREDENTIAL_TEST_TIMEOUT_SECONDS": str(TEST_TIMEOUT_SECONDS),
-        "SEVVO_TOKEN_REFRESH_SECONDS": "0.5",
-        "SEVVO_ORCHESTRATOR_RECONCILE_SECONDS": "1",
-    }
+    env = {**os.environ, **_SERVICE_SETTINGS}
     env.pop("SEVVO_DATABASE_URL", None)
+    replicated = _e2e_replicas() == 2
     # The stack's port is chosen free and bound only after the services are configured with
     # it (connections dials the orchestrator on it), so another process can take it first.
     # Every end-to-end test of this worker stands on this one stack: choose again.
     for attempt in range(1, 4):
         state = Path(tempfile.mkdtemp(prefix="sevvo-e2e-"))
+        port = free_port() if replicated else 0
+        beside = (
+            ReplicasBeside(state, in_process_port=port, service_env=_SERVICE_SETTINGS)
+            if replicated
+            else None
+        )
         settings = StackSettings(
             state_dir=state,
-            grpc_port=0,
+            grpc_port=port,
             database_url=None,
             temporal_address=None,
             durable=False,
             start_agent=False,
+            peer_target=beside.grpc_target if beside is not None else None,
         )
         try:
+            if beside is not None:
+                beside.start_router()
             stack = background_loop.run(start_stack(settings, env), timeout=120)
             break
         except RuntimeError as exc:
+            if beside is not None:
+                beside.stop()
             shutil.rmtree(state, ignore_errors=True)
             if attempt == 3 or "Failed to bind" not in str(exc):
                 raise
     try:
+        if beside is not None:
+            beside.start_services(stack.database_url, stack.temporal_address)
+            stack.grpc_target = beside.grpc_target
         yield stack
+        if beside is not None:
+            # Else the run only looked replicated: each process replica must have served.
+            idle = [name for name, count in beside.calls_served().items() if not count]
+            assert not idle, f"these replicas served no call through the router: {idle}"
     finally:
         background_loop.run(stack.stop(), timeout=120)
+        if beside is not None:
+            beside.stop()
         shutil.rmtree(state, ignore_errors=True)
 
 

@@ -3,8 +3,9 @@
 ``process_stack`` (module scope) starts Postgres, Temporal, auth, connections, orchestrator,
 the router and the Temporal TLS proxy, each its own process that a test may SIGKILL and
 restart; users and agents reach the services through the router, as through a production
-gateway. Tenants are created over gRPC (BootstrapOrg with the operator's token), so the test
-process holds no service code.
+gateway. ``replicated_stack`` (module scope) is the same with two processes of each service
+(``auth-1``, ``auth-2`` ...), balanced by the router. Tenants are created over gRPC
+(BootstrapOrg with the operator's token), so the test process holds no service code.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -33,6 +35,11 @@ SERVICE_ENV: Mapping[str, str] = {
     "SEVVO_ORCHESTRATOR_RECONCILE_SECONDS": "2",
     # Work may wait this long for a busy agent; short here, so the bound below stays short.
     "SEVVO_ORCHESTRATOR_QUEUE_SECONDS": "20",
+}
+# Replicas: short reconciliation, so a run whose replica died is settled by another quickly.
+REPLICATED_SERVICE_ENV: Mapping[str, str] = {
+    **SERVICE_ENV,
+    "SEVVO_ORCHESTRATOR_RECONCILE_SECONDS": "1",
 }
 StubT = TypeVar("StubT")
 CREDENTIAL_TEST_TIMEOUT_SECONDS = float(SERVICE_ENV["SEVVO_CREDENTIAL_TEST_TIMEOUT_SECONDS"])
@@ -96,12 +103,11 @@ class ProcessHarness:
         )
 
 
-@pytest.fixture(scope="module")
-def process_stack() -> Iterator[ProcessHarness]:
-    """Every control-plane component as its own process, one stack per test module."""
+@contextmanager
+def _running(replicas: int, service_env: Mapping[str, str]) -> Iterator[ProcessHarness]:
     # Under /tmp, not pytest's 0700 base directory: as root, Postgres runs as another user.
     state = Path(tempfile.mkdtemp(prefix="sevvo-procs-"))
-    stack = start_process_stack(state, service_env=SERVICE_ENV)
+    stack = start_process_stack(state, service_env=service_env, replicas=replicas)
     harness = ProcessHarness(stack)
     try:
         yield harness
@@ -112,4 +118,24 @@ def process_stack() -> Iterator[ProcessHarness]:
         shutil.rmtree(state, ignore_errors=True)
 
 
-__all__ = ["CREDENTIAL_TEST_TIMEOUT_SECONDS", "ProcessHarness", "process_stack"]
+@pytest.fixture(scope="module")
+def process_stack() -> Iterator[ProcessHarness]:
+    """Every control-plane component as its own process, one stack per test module."""
+    with _running(1, SERVICE_ENV) as harness:
+        yield harness
+
+
+@pytest.fixture(scope="module")
+def replicated_stack() -> Iterator[ProcessHarness]:
+    """Like process_stack, with two replicas of each service behind the router."""
+    with _running(2, REPLICATED_SERVICE_ENV) as harness:
+        yield harness
+
+
+__all__ = [
+    "CREDENTIAL_TEST_TIMEOUT_SECONDS",
+    "REPLICATED_SERVICE_ENV",
+    "ProcessHarness",
+    "process_stack",
+    "replicated_stack",
+]
