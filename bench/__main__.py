@@ -1,7 +1,8 @@
 """``make bench``: every benchmark, each printing ratios against a baseline from the same run.
 
 ``python -m bench tokens`` (or ``preview``, ``dynamic_credentials``, ``request_log``,
-``rpc_auth``, ``exchange``, ``sign_in``, ``load``, ``payload_keys``, ``warm_pool``) runs one.
+``rpc_auth``, ``exchange``, ``sign_in``, ``load``, ``payload_keys``, ``warm_pool``, ``sync``)
+runs one.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from bench import (
     request_log,
     rpc_auth,
     sign_in,
+    sync,
     tokens,
     warm_pool,
 )
@@ -32,6 +34,7 @@ BENCHMARKS = {
     "load": load.main,
     "payload_keys": payload_keys.main,
     "warm_pool": warm_pool.main,
+    "sync": sync.main,
 }
 
 

@@ -16,14 +16,17 @@ lock on the model for its whole life.
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 from psycopg import sql
+from psycopg.abc import Buffer
 
 from agent.sync.plan import (
     Column,
@@ -40,6 +43,8 @@ _STAGING_SUFFIX = "__sevvo_staging"
 _OLD_SUFFIX = "__sevvo_replaced"
 # Progress is reported at most this often (bytes so far), for a workflow's heartbeat.
 _PROGRESS_EVERY_BYTES = 8 * 1024 * 1024
+_WRITE_BYTES = 256 * 1024
+_READ_AHEAD = 8
 
 # The advisory lock's first key (int4): syncs, apart from anything else locking there.
 _LOCK_CLASS = zlib.crc32(b"sevvo-sync") - 2**31
@@ -207,14 +212,62 @@ def _copy(
             out_cur.copy(sql.SQL("copy ({}) to stdout{}").format(query, options)) as out,
             in_cur.copy(sql.SQL("copy {} ({}) from stdin{}").format(into, names, options)) as inp,
         ):
-            for chunk in out:
-                inp.write(chunk)
-                size += len(chunk)
+            # COPY OUT yields a row per chunk: rows are gathered into writes of about
+            # _WRITE_BYTES, read on a thread of their own while the last write goes out (libpq
+            # waits without the GIL), so both connections stream at once, as a pipe would.
+            for block in _gathered(out, _WRITE_BYTES):
+                inp.write(block)
+                size += len(block)
                 if progress is not None and size - reported >= _PROGRESS_EVERY_BYTES:
                     reported = size
                     progress(size)
         # Set once the COPY has finished, which leaving its block does.
         return in_cur.rowcount, size
+
+
+def _gathered(chunks: Iterable[Buffer], size: int) -> Iterator[bytes]:
+    """``chunks`` joined into blocks of about ``size`` bytes, read ahead on a thread of their
+    own; at most _READ_AHEAD blocks wait, so memory stays bounded whatever the row count.
+
+    A writer that stops early (the destination failed) stops the reader too.
+    """
+    blocks: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=_READ_AHEAD)
+    stop = threading.Event()
+
+    def hand_over(item: bytes | BaseException | None) -> bool:
+        while not stop.is_set():
+            try:
+                blocks.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def read() -> None:
+        try:
+            buffer = bytearray()
+            for chunk in chunks:
+                buffer += chunk
+                if len(buffer) >= size:
+                    if not hand_over(bytes(buffer)):
+                        return
+                    buffer.clear()
+            if buffer and not hand_over(bytes(buffer)):
+                return
+            hand_over(None)
+        except BaseException as exc:  # Handed to the writer, which raises it.
+            hand_over(exc)
+
+    reader = threading.Thread(target=read, name="sevvo-sync-read", daemon=True)
+    reader.start()
+    try:
+        while (block := blocks.get()) is not None:
+            if isinstance(block, BaseException):
+                raise block
+            yield block
+    finally:
+        stop.set()
+        reader.join()
 
 
 def _full_refresh(
