@@ -11,6 +11,7 @@ polling at all.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import secrets
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -586,5 +587,47 @@ def test_work_left_by_a_gone_replica_with_no_agent_is_abandoned_by_another(
             assert (settled.state, settled.outcome_category) == ("timed_out", "agent_unavailable")
         described = await h.client.get_workflow_handle(rows[0].workflow_id).describe()
         assert described.status == WorkflowExecutionStatus.TERMINATED
+
+    asyncio.run(scenario())
+
+
+def test_a_preview_settled_by_a_reconciler_keeps_its_history_through_the_grace(
+    temporal: TemporalDevServer, store: OrchestratorStore
+) -> None:
+    """Another replica's watcher may still be reading a preview's rows from its history: a
+    reconciler that settles the preview leaves the history for a minute, then deletes it."""
+
+    async def scenario() -> None:
+        clock = Clock()
+        h = await _harness(temporal.address, store, clock)
+        run_id = uuid.uuid4()
+        row = dataclasses.replace(
+            _running_test(h.org_id, str(uuid.uuid4()), run_id),
+            kind="preview",
+            workflow_id=f"preview-{run_id}",
+        )
+        store.insert_run(row)
+        async with h.agent():
+            handle = await h.client.start_workflow(
+                names.PREVIEW_WORKFLOW,
+                wpb.PreviewQueryInput(run_id=str(run_id), connection_id=str(row.connection_id)),
+                id=row.workflow_id,
+                task_queue=names.task_queue(str(h.org_id)),
+                result_type=wpb.PreviewQueryResult,
+            )
+            await handle.result()
+        assert await h.tracker.reconcile_once() == 1
+        settled = store.get_run(h.org_id, run_id)
+        assert settled is not None
+        assert (settled.state, settled.outcome_category) == ("succeeded", "ok")
+        await asyncio.sleep(0.5)  # A deletion asked for now would be under way.
+        assert (await handle.result()).rows  # Still there for a watcher to read.
+        clock.offset = timedelta(minutes=2)
+
+        async def purged() -> bool:
+            await h.tracker.reconcile_once()
+            return await h.history_gone(row.workflow_id)
+
+        await _until(purged, "the preview's history was deleted after the grace")
 
     asyncio.run(scenario())

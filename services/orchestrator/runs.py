@@ -72,6 +72,9 @@ _CHECK_SECONDS = 5.0
 # Temporal deletes a history a few seconds after being asked (about 30 s on a server with the
 # default transfer-queue settings); a deletion asked for is checked again after this long.
 HISTORY_RECHECK = timedelta(seconds=10)
+# A preview a reconciler settled may still be watched on another replica, which reads its rows
+# from the history: the reconciler deletes a finished preview's history only this long after.
+HISTORY_GRACE = timedelta(minutes=1)
 _BATCH = 200
 _DESCRIBE_TIMEOUT = timedelta(seconds=5)
 _UNREACHABLE_RETRY_SECONDS = 1.0
@@ -468,6 +471,7 @@ class RunTracker:
         *,
         not_found: Outcome | None,
         in_legacy: bool = False,
+        watching: bool = True,
     ) -> tuple[RunRow, Any] | None:
         """Asks Temporal how the run's workflow ended and records it; None while unknown.
 
@@ -485,11 +489,11 @@ class RunTracker:
                     run.workflow_id, result_type=spec.result_type
                 )
                 return await self._settle(
-                    run, spec, legacy_handle, not_found=not_found, in_legacy=True
+                    run, spec, legacy_handle, not_found=not_found, in_legacy=True, watching=watching
                 )
             if not_found is None:
                 return None
-            return await self._finish(run, spec, not_found), None
+            return await self._finish(run, spec, not_found, forget_now=watching), None
         if status is None or status in (
             WorkflowExecutionStatus.RUNNING,
             WorkflowExecutionStatus.CONTINUED_AS_NEW,
@@ -500,19 +504,30 @@ class RunTracker:
                 result = await handle.result()
             except RPCError:
                 return None
-            return await self._finish(run, spec, spec.outcome(result)), result
+            return await self._finish(run, spec, spec.outcome(result), forget_now=watching), result
         if status is WorkflowExecutionStatus.TIMED_OUT:
-            return await self._finish(run, spec, await self._timeout_outcome(run.org_id)), None
+            return await self._finish(
+                run, spec, await self._timeout_outcome(run.org_id), forget_now=watching
+            ), None
         try:
             await handle.result()
         except WorkflowFailureError as exc:  # Says why: failed, or abandoned by a replica.
-            return await self._finish(run, spec, await self._failure_outcome(run, exc)), None
+            return await self._finish(
+                run, spec, await self._failure_outcome(run, exc), forget_now=watching
+            ), None
         except RPCError:
             return None
-        return await self._finish(run, spec, WORKFLOW_FAILED), None
+        return await self._finish(run, spec, WORKFLOW_FAILED, forget_now=watching), None
 
-    async def _finish(self, run: RunRow, spec: WorkKind, outcome: Outcome) -> RunRow:
-        """Records the outcome (the first one recorded wins) and forgets a preview's history."""
+    async def _finish(
+        self, run: RunRow, spec: WorkKind, outcome: Outcome, *, forget_now: bool = True
+    ) -> RunRow:
+        """Records the outcome (the first one recorded wins) and forgets a preview's history.
+
+        Only the run's watcher forgets it at once, having read the result itself. A reconciler
+        (``forget_now=False``) may settle a preview whose watcher, on another replica, is still
+        reading the rows: its history is left to the reconciliation passes after HISTORY_GRACE.
+        """
         now = self._clock()
         finished = await asyncio.to_thread(
             self._store.finish_run,
@@ -537,7 +552,7 @@ class RunTracker:
                 category=outcome.category,
                 duration_ms=finished.duration_ms,
             )
-        if not spec.keep_history:
+        if not spec.keep_history and forget_now:
             self._in_background(self._forget_history(finished))
         return finished
 
@@ -607,7 +622,11 @@ class RunTracker:
                 client = await self._clients.for_org_async(run.org_id)
                 handle = client.get_workflow_handle(run.workflow_id, result_type=spec.result_type)
                 done = await self._settle(
-                    run, spec, handle, not_found=NOT_STARTED if too_old_to_start else None
+                    run,
+                    spec,
+                    handle,
+                    not_found=NOT_STARTED if too_old_to_start else None,
+                    watching=False,
                 )
             except Exception as exc:  # One bad run must not stop the others being settled.
                 log.warning("run not reconciled", run_id=str(run.id), error=type(exc).__name__)
@@ -617,12 +636,17 @@ class RunTracker:
                 # agent is there to pick up ends now, as its watcher would have ended it.
                 with contextlib.suppress(Exception):
                     if await self._abandon(run, handle):
-                        done = await self._finish(run, spec, AGENT_UNAVAILABLE), None
+                        done = (
+                            await self._finish(run, spec, AGENT_UNAVAILABLE, forget_now=False),
+                            None,
+                        )
             if done is not None:
                 settled += 1
                 log.info("run reconciled", run_id=str(run.id), state=done[0].state)
-        asked_before = self._clock() - HISTORY_RECHECK
-        for run in await asyncio.to_thread(self._store.previews_with_history, _BATCH, asked_before):
+        now = self._clock()
+        for run in await asyncio.to_thread(
+            self._store.previews_with_history, _BATCH, now - HISTORY_RECHECK, now - HISTORY_GRACE
+        ):
             await self._forget_history(run)
         return settled
 

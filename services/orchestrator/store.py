@@ -276,15 +276,19 @@ class OrchestratorStore(SchemaStore):
             )
             return cur.fetchall()
 
-    def previews_with_history(self, limit: int, asked_before: datetime) -> list[RunRow]:
-        """Finished previews whose history is not confirmed deleted and was not asked to be
-        deleted since ``asked_before``."""
+    def previews_with_history(
+        self, limit: int, asked_before: datetime, finished_before: datetime
+    ) -> list[RunRow]:
+        """Finished previews whose history is not confirmed deleted: asked to be deleted before
+        ``asked_before``, or never asked and finished before ``finished_before``."""
         with self.connection() as conn, conn.cursor(row_factory=dataclass_row(RunRow)) as cur:
             cur.execute(
                 "select * from runs where kind = 'preview' and state <> 'running'"
-                " and history_deleted_at is null and (history_delete_requested_at is null"
-                " or history_delete_requested_at < %s) order by finished_at limit %s",
-                (asked_before, limit),
+                " and history_deleted_at is null"
+                " and (history_delete_requested_at < %s"
+                " or (history_delete_requested_at is null and finished_at < %s))"
+                " order by finished_at limit %s",
+                (asked_before, finished_before, limit),
             )
             return cur.fetchall()
 
