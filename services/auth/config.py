@@ -188,22 +188,19 @@ def _retired_keks_text(env: Mapping[str, str]) -> tuple[str, str]:
 
 def parse_retired_keks(text: str, source: str, current: bytes) -> tuple[bytes, ...]:
     """Retired KEKs: base64 keys of 32 bytes separated by commas, spaces or newlines (a file
-    may hold one per line; ``#`` starts a comment line). Errors name the variable and the
-    entry's position, never a value."""
+    may hold one per line; ``#`` starts a comment line), without ``current``. Errors name the
+    variable and the entry's position, never a value."""
     lines = (line for line in text.splitlines() if not line.lstrip().startswith("#"))
     entries = [entry for line in lines for entry in line.replace(",", " ").split()]
     keys: list[bytes] = []
     for number, entry in enumerate(entries, start=1):
         key = parse_key_encryption_key(entry, f"{source} entry {number}")
-        if key == current:
-            raise c.ConfigError(
-                f"{source} entry {number} is the current SEVVO_AUTH_KEK: list only keys that"
-                " were rotated out"
-            )
         if key in keys:
             raise c.ConfigError(f"{source} entry {number} repeats entry {keys.index(key) + 1}")
         keys.append(key)
-    return tuple(keys)
+    # The current key among the retired ones is dropped, not refused: the rotation steps stage
+    # the old key as retired while it is still current, so a restart never lacks it.
+    return tuple(key for key in keys if key != current)
 
 
 MIN_BOOTSTRAP_TOKEN_CHARS = 32
