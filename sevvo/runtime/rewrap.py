@@ -4,7 +4,8 @@ and retired KEKs), run by the chart's Job or by hand.
 
 The walk is generic; each service names its tables of sealed values (SealedTable) and keeps
 their SQL in its own store, and a KeyScheme says where its keys come from and how one value is
-re-sealed. Rotation steps are in deploy/k8s/README.md ("Rotating a keyring").
+re-sealed. Rotation steps are in deploy/k8s/README.md ("Rotating a keyring", "Rotating
+auth's key-encryption key").
 """
 
 from __future__ import annotations
