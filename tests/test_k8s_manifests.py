@@ -4,6 +4,7 @@ validation, and keep every pod restricted."""
 from __future__ import annotations
 
 import ast
+import base64
 import copy
 import json
 import re
@@ -17,6 +18,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from services.auth.rewrap import KEK_SCHEME
 from sevvo.runtime.health import LIVENESS
 from sevvo.runtime.rewrap import RewrapConfig
 from sevvo.runtime.sealing import Keyring
@@ -112,6 +114,11 @@ CONTROL_PLANE_ALL_OPTIONS: dict[str, Any] = {
         for name in COMPONENTS
     },
 }
+# auth mid-rotation: retired KEKs given to auth and its rewrap Job.
+RETIRED_KEKS: dict[str, Any] = {
+    "auth": {"retiredKeks": {"existingSecret": "sevvo-auth-retired-keks", "key": "keks"}}
+}
+CONTROL_PLANE_ALL_OPTIONS["auth"].update(copy.deepcopy(RETIRED_KEKS["auth"]))
 
 # Both routes of the one endpoint on (tests/test_k8s_routing.py checks where they route).
 CONTROL_PLANE_ENDPOINT: dict[str, Any] = {
@@ -355,6 +362,8 @@ BAD_VALUES = [
     ("control_plane", {"migrations": {"backoffLimit": "3"}}, "backoffLimit"),
     ("control_plane", {"migrations": {"database": {"existingSecret": "Bad_Name"}}}, "database"),
     ("control_plane", {"migrations": {"image": "x"}}, "image"),
+    ("control_plane", {"auth": {"retiredKeks": {"existingSecret": "Bad_Name"}}}, "retiredKeks"),
+    ("control_plane", {"auth": {"retiredKeks": {"secret": "x"}}}, "retiredKeks"),
     ("control_plane", {"rewrap": {"enabled": "yes"}}, "enabled"),
     ("control_plane", {"rewrap": {"batchSize": 0}}, "batchSize"),
     ("control_plane", {"rewrap": {"batchSize": 10001}}, "batchSize"),
@@ -469,8 +478,8 @@ def test_every_container_runs_restricted(
 ) -> None:
     """Each restricted-pod rule holds for every container of every Deployment."""
     deployments = all_deployments(control_plane, agent)
-    # 3 services and the agent; a migrate Job per service, a rewrap Job per keyring.
-    assert len(deployments) == 4 + 3 + 2
+    # 3 services and the agent; a migrate Job and a rewrap Job per service.
+    assert len(deployments) == 4 + 3 + 3
     for deployment in deployments:
         pod = pod_spec(deployment)
         for container in pod["containers"] + pod.get("initContainers", []):
@@ -507,12 +516,12 @@ def test_file_env_vars_name_files_in_read_only_secret_mounts(
             source = volume.get("secret") or volume["configMap"]
             assert filename in [item["path"] for item in source["items"]], name
             checked += 1
-    # Database URL, TLS cert and key per service, auth's KEK, the keyrings of connections and
-    # orchestrator, the CA bundle of all three services (auth calls the orchestrator), the
-    # service token of auth and orchestrator, and the agent's token, mTLS cert and key and CA
-    # bundle; the migration role's database URL in each migrate Job; and the database URL and
-    # keyring in each rewrap Job.
-    assert checked == 3 * 3 + 1 + 2 + 3 + 2 + 4 + 3 + 2 * 2
+    # Database URL, TLS cert and key per service, auth's KEK and retired KEKs, the keyrings of
+    # connections and orchestrator, the CA bundle of all three services (auth calls the
+    # orchestrator), the service token of auth and orchestrator, and the agent's token, mTLS
+    # cert and key and CA bundle; the migration role's database URL in each migrate Job; and
+    # the database URL and keyring (auth: KEK and retired KEKs) in each rewrap Job.
+    assert checked == 3 * 3 + 2 + 2 + 3 + 2 + 4 + 3 + 2 * 2 + 3
 
 
 SECRET_NAME_WORDS = ("TOKEN", "SECRET", "PASSWORD", "KEY", "KEK", "DATABASE_URL", "DSN", "CERT")
@@ -636,6 +645,44 @@ def test_auth_alone_mounts_the_key_encryption_key(control_plane: helm.Chart) -> 
         else:
             assert not has_env
             assert kek == []
+
+
+def test_auth_alone_gets_the_retired_keks_and_only_when_a_secret_is_named(
+    control_plane: helm.Chart,
+) -> None:
+    """By default no retired-KEKs file is mounted; with auth.retiredKeks.existingSecret, auth
+    alone gets SEVVO_AUTH_RETIRED_KEKS_FILE from a 0440 file of that Secret's key, read-only,
+    and its Deployment still validates strictly on 1.28 and 1.37."""
+    for name in COMPONENTS:
+        deployment = deployment_for(render(control_plane), name)
+        assert "SEVVO_AUTH_RETIRED_KEKS_FILE" not in env_of(only_container(deployment))
+        assert "auth-retired-keks" not in [v["name"] for v in pod_spec(deployment)["volumes"]]
+    objects = render(control_plane, RETIRED_KEKS)
+    for name in COMPONENTS:
+        deployment = deployment_for(objects, name)
+        container = only_container(deployment)
+        volumes = [v for v in pod_spec(deployment)["volumes"] if v["name"] == "auth-retired-keks"]
+        mounts = [m for m in container["volumeMounts"] if m["name"] == "auth-retired-keks"]
+        if name != "auth":
+            assert "SEVVO_AUTH_RETIRED_KEKS_FILE" not in env_of(container)
+            assert volumes == mounts == []
+            continue
+        path = env_of(container)["SEVVO_AUTH_RETIRED_KEKS_FILE"]
+        assert path == "/var/run/secrets/sevvo/auth-retired-keks/keks"
+        assert volumes[0]["secret"] == {
+            "secretName": "sevvo-auth-retired-keks",
+            "defaultMode": 0o440,
+            "items": [{"key": "keks", "path": "keks"}],
+        }
+        assert mounts == [
+            {
+                "name": "auth-retired-keks",
+                "mountPath": "/var/run/secrets/sevvo/auth-retired-keks",
+                "readOnly": True,
+            }
+        ]
+        for version in ("1.28", "1.37"):
+            assert kubernetes_validate.validate(deployment, version, strict=True) == version
 
 
 def test_connections_alone_mounts_its_keyring_read_only(control_plane: helm.Chart) -> None:
@@ -1079,7 +1126,7 @@ CONFIG_MODULES = {
     "agent": ROOT / "agent" / "config.py",
     # The migrate hook Jobs' container: MigrateConfig.
     "migrate": ROOT / "sevvo" / "runtime" / "migrations.py",
-    # The rewrap hook Jobs' container: RewrapConfig, with its component's keyring variable.
+    # The rewrap hook Jobs' container: RewrapConfig, with its component's key variables.
     "rewrap": ROOT / "sevvo" / "runtime" / "rewrap.py",
 }
 RUNTIME_CONFIG = ROOT / "sevvo" / "runtime" / "config.py"
@@ -1141,13 +1188,32 @@ def keyring_variable(name: str) -> str:
     return str(value)
 
 
+def auth_kek_variables() -> set[str]:
+    """What auth's load_key_encryption_keys reads (auth's rewrap command loads the KEKs with
+    it): the names in its source and in the helpers it calls, with their _FILE variants."""
+    source = CONFIG_MODULES["auth"].read_text()
+    functions = {
+        node.name: ast.get_source_segment(source, node) or ""
+        for node in ast.parse(source).body
+        if isinstance(node, ast.FunctionDef)
+    }
+    loader = functions["load_key_encryption_keys"]
+    called = [functions[name] for name in functions if f"{name}(" in loader]
+    names = set(SEVVO_VARIABLE.findall("".join([loader, *called])))
+    return names | {f"{name}_FILE" for name in names if not name.endswith("_FILE")}
+
+
 def variables_read_by_container(job_or_deployment: dict[str, Any]) -> set[str]:
     """What the process in an object's only container reads: a rewrap Job reads RewrapConfig's
-    variables and its component's keyring variable."""
+    variables and its component's key variables (a keyring, or auth's KEKs)."""
     container = only_container(job_or_deployment)["name"]
     read = variables_read_by(CONFIG_MODULES[container])
     if container == "rewrap":
-        read.add(f"{keyring_variable(component(job_or_deployment).removesuffix('-rewrap'))}_FILE")
+        name = component(job_or_deployment).removesuffix("-rewrap")
+        if name == "auth":
+            read |= auth_kek_variables()
+        else:
+            read.add(f"{keyring_variable(name)}_FILE")
     return read
 
 
@@ -1165,6 +1231,8 @@ def test_config_variables_are_parsed_from_the_code() -> None:
     assert {"SEVVO_DATABASE_URL_FILE", "SEVVO_LOG_LEVEL"} <= read["rewrap"]
     assert "SEVVO_TLS_KEY_FILE" not in read["rewrap"]
     assert keyring_variable("orchestrator") == "SEVVO_ORCHESTRATOR_KEYRING"
+    assert {"SEVVO_AUTH_KEK_FILE", "SEVVO_AUTH_RETIRED_KEKS_FILE"} <= auth_kek_variables()
+    assert "SEVVO_TLS_KEY_FILE" not in auth_kek_variables()
 
 
 def without_extra_env(values: dict[str, Any]) -> dict[str, Any]:
@@ -1390,6 +1458,8 @@ def test_migrate_job_settings_follow_their_values(control_plane: helm.Chart) -> 
 
 KEYRINGS = ("connections", "orchestrator")
 REWRAP_ON: dict[str, Any] = {"rewrap": {"enabled": True}}
+# auth's key Secrets, and their files as the rewrap Job's mounts project them.
+AUTH_KEY_VOLUMES = {"auth-kek", "auth-retired-keks"}
 
 
 def rewrap_jobs(objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -1409,13 +1479,14 @@ def test_no_rewrap_job_by_default(control_plane: helm.Chart) -> None:
 def test_each_keyring_is_rewrapped_in_a_post_install_and_post_upgrade_hook_job(
     control_plane: helm.Chart,
 ) -> None:
-    """With rewrap.enabled, connections and the orchestrator each get a hook Job after the
-    release's objects that runs their rewrap command, mounting the Deployment's database and
-    keyring Secrets exactly as the Deployment does and no other Secret; it validates strictly
-    at both ends of the supported Kubernetes range."""
-    objects = render(control_plane, REWRAP_ON)
+    """With rewrap.enabled, auth, connections and the orchestrator each get a hook Job after
+    the release's objects that runs their rewrap command, mounting the Deployment's database
+    and key Secrets (a keyring, or auth's KEK and retired KEKs) exactly as the Deployment does
+    and no other Secret; it validates strictly at both ends of the supported Kubernetes
+    range."""
+    objects = render(control_plane, {**REWRAP_ON, **RETIRED_KEKS})
     jobs = rewrap_jobs(objects)
-    assert sorted(jobs) == list(KEYRINGS)
+    assert sorted(jobs) == ["auth", *KEYRINGS]
     for name, job in jobs.items():
         annotations = job["metadata"]["annotations"]
         assert annotations["helm.sh/hook"] == "post-install,post-upgrade"
@@ -1428,7 +1499,7 @@ def test_each_keyring_is_rewrapped_in_a_post_install_and_post_upgrade_hook_job(
             *("python", "-m", f"services.{name}", "rewrap", "--batch-size", "200")
         ]
         served = pod_spec(deployment_for(objects, name))
-        wanted = {"database", f"{name}-keyring"}
+        wanted = {"database", *(AUTH_KEY_VOLUMES if name == "auth" else {f"{name}-keyring"})}
         assert [v for v in pod["volumes"] if "secret" in v] == [
             v for v in served["volumes"] if v["name"] in wanted
         ]
@@ -1443,10 +1514,17 @@ def test_rewrap_job_gives_its_command_the_configuration_it_loads(
     control_plane: helm.Chart, tmp_path: Path
 ) -> None:
     """The Job's env and Secret files, laid out as its mounts project them, load into the
-    rewrap command's own configuration (RewrapConfig) with the component's keyring."""
+    rewrap command's own configuration (RewrapConfig) with the component's keyring, or auth's
+    KEK with the retired ones."""
     keyring = Keyring.generate("k7")
-    contents = {"database": "postgresql://sevvo@db/sevvo", "keyring.json": keyring.to_json()}
-    for name, job in rewrap_jobs(render(control_plane, REWRAP_ON)).items():
+    kek, retired = b"c" * 32, b"r" * 32
+    contents = {
+        "database": "postgresql://sevvo@db/sevvo",
+        "keyring.json": keyring.to_json(),
+        "kek": base64.b64encode(kek).decode(),
+        "keks": base64.b64encode(retired).decode() + "\n",
+    }
+    for name, job in rewrap_jobs(render(control_plane, {**REWRAP_ON, **RETIRED_KEKS})).items():
         container = only_container(job)
         volumes = {v["name"]: v for v in pod_spec(job)["volumes"]}
         root = tmp_path / name
@@ -1460,15 +1538,22 @@ def test_rewrap_job_gives_its_command_the_configuration_it_loads(
             k: str(root / v.lstrip("/")) if v.startswith(SECRETS_DIR) else v
             for k, v in env_of(container).items()
         }
-        config = RewrapConfig.load(env, keyring_variable(name))
+        config = RewrapConfig.load(env, KEK_SCHEME if name == "auth" else keyring_variable(name))
         assert config.database_url == contents["database"]
-        assert config.keyring.current() == keyring
+        wanted = (
+            KEK_SCHEME.load(
+                {"SEVVO_AUTH_KEK": contents["kek"], "SEVVO_AUTH_RETIRED_KEKS": contents["keks"]}
+            )
+            if name == "auth"
+            else keyring
+        )
+        assert config.keyring.current() == wanted
         assert config.log_level == "INFO"
 
 
 def test_rewrap_job_settings_follow_their_values(control_plane: helm.Chart) -> None:
-    """Batch size, retries, deadline and the keyring Secret come from values; a disabled
-    component has no rewrap Job."""
+    """Batch size, retries, deadline, the keyring Secret and auth's KEK Secrets come from
+    values; a disabled component has no rewrap Job."""
     values = {
         "rewrap": {
             "enabled": True,
@@ -1477,10 +1562,19 @@ def test_rewrap_job_settings_follow_their_values(control_plane: helm.Chart) -> N
             "activeDeadlineSeconds": 120,
         },
         "orchestrator": {"keyring": {"existingSecret": "orch-kr", "key": "ring"}},
+        "auth": {
+            "kek": {"existingSecret": "kek-v2", "key": "k"},
+            "retiredKeks": {"existingSecret": "kek-v1", "key": "old"},
+        },
         "connections": {"enabled": False},
     }
     jobs = rewrap_jobs(render(control_plane, values))
-    assert sorted(jobs) == ["orchestrator"]
+    assert sorted(jobs) == ["auth", "orchestrator"]
+    auth = {v["name"]: v["secret"] for v in pod_spec(jobs["auth"])["volumes"] if "secret" in v}
+    assert auth["auth-kek"]["secretName"] == "kek-v2"
+    assert auth["auth-kek"]["items"] == [{"key": "k", "path": "kek"}]
+    assert auth["auth-retired-keks"]["secretName"] == "kek-v1"
+    assert auth["auth-retired-keks"]["items"] == [{"key": "old", "path": "keks"}]
     job = jobs["orchestrator"]
     assert job["spec"]["backoffLimit"] == 0
     assert job["spec"]["activeDeadlineSeconds"] == 120

@@ -1,5 +1,6 @@
 """auth's command line: ``serve``, ``migrate``, ``create-org`` (bootstrap),
-``rotate-signing-key``, ``rotate-temporal-key``.
+``rotate-signing-key``, ``rotate-temporal-key``, ``rewrap`` (re-seal the signing keys under the
+current key-encryption key; rotation steps in deploy/k8s/README.md).
 
 Configuration comes from the environment (see services/auth/config.py); passwords come from a
 file, standard input or a prompt, never from a flag.
@@ -14,6 +15,7 @@ import os
 import sys
 from pathlib import Path
 
+from services.auth import rewrap
 from services.auth.config import AuthConfig
 from services.auth.server import AuthApp, serve
 from services.auth.store import AuthStore
@@ -21,6 +23,7 @@ from sevvo.runtime.config import ConfigError
 from sevvo.runtime.errors import SevvoError
 from sevvo.runtime.logs import configure_logging
 from sevvo.runtime.migrations import MigrationError, migrate_command
+from sevvo.runtime.rewrap import add_rewrap_command
 
 
 def _read_password(path: Path | None) -> str:
@@ -57,9 +60,12 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser(
         "rotate-temporal-key", help="publish a new key for Temporal's tokens (ES256) now"
     )
+    add_rewrap_command(commands)
     args = parser.parse_args(argv)
     if args.command == "migrate":
         return migrate_command("auth", AuthStore.migration_sets(), os.environ)
+    if args.command == "rewrap":
+        return rewrap.main(os.environ, args.batch_size)
 
     try:
         config = AuthConfig.load(os.environ)

@@ -28,7 +28,8 @@ class AuthConfig:
 
     database_url: str
     tls: TlsFiles
-    key_encryption_key: bytes
+    # Seals new and re-sealed signing keys; kept out of repr, as the retired keys are.
+    key_encryption_key: bytes = field(repr=False)
     host: str = "0.0.0.0"  # noqa: S104 - a service in a pod listens on its pod address.
     port: int = 8443
     session_ttl_seconds: int = 3600
@@ -61,6 +62,9 @@ class AuthConfig:
     temporal_token_ttl_seconds: int = 900
     # The orchestrator's proof for IssueTemporalToken; None turns the RPC off. Secret.
     service_token: str | None = field(default=None, repr=False)
+    # Older key-encryption keys that still open signing keys sealed before a rotation, until
+    # `python -m services.auth rewrap` has re-sealed them under key_encryption_key.
+    retired_key_encryption_keys: tuple[bytes, ...] = field(default=(), repr=False)
 
     @property
     def max_token_ttl_seconds(self) -> int:
@@ -77,15 +81,15 @@ class AuthConfig:
     @classmethod
     def load(cls, env: Mapping[str, str]) -> AuthConfig:
         """Reads and validates the configuration; raises ConfigError naming a bad variable."""
+        current, retired = load_key_encryption_keys(env)
         return cls(
             database_url=c.required_secret(env, "SEVVO_DATABASE_URL"),
             tls=TlsFiles(
                 cert=c.existing_file(env, "SEVVO_TLS_CERT_FILE"),
                 key=c.existing_file(env, "SEVVO_TLS_KEY_FILE"),
             ),
-            key_encryption_key=parse_key_encryption_key(
-                c.required_secret(env, "SEVVO_AUTH_KEK"), "SEVVO_AUTH_KEK"
-            ),
+            key_encryption_key=current,
+            retired_key_encryption_keys=retired,
             host=c.string(env, "SEVVO_GRPC_HOST", "0.0.0.0"),  # noqa: S104
             port=c.integer(env, "SEVVO_GRPC_PORT", 8443, minimum=0, maximum=65535),
             session_ttl_seconds=c.integer(
@@ -154,6 +158,49 @@ def parse_key_encryption_key(value: str, variable: str) -> bytes:
     if len(key) != 32:
         raise c.ConfigError(f"{variable} must decode to 32 bytes, got {len(key)}")
     return key
+
+
+def load_key_encryption_keys(env: Mapping[str, str]) -> tuple[bytes, tuple[bytes, ...]]:
+    """The current KEK (SEVVO_AUTH_KEK(_FILE)) and the retired ones
+    (SEVVO_AUTH_RETIRED_KEKS(_FILE)): what auth and its rewrap command both read."""
+    current = parse_key_encryption_key(c.required_secret(env, "SEVVO_AUTH_KEK"), "SEVVO_AUTH_KEK")
+    retired = parse_retired_keks(*_retired_keks_text(env), current)
+    return current, retired
+
+
+def _retired_keks_text(env: Mapping[str, str]) -> tuple[str, str]:
+    """The retired keys' text and the variable it came from. Unlike other secrets an empty
+    file is allowed: it is how a Secret says a rotation is over (no retired keys)."""
+    variable = "SEVVO_AUTH_RETIRED_KEKS_FILE"
+    file_name = c.optional_string(env, variable)
+    if file_name is None:
+        return env.get("SEVVO_AUTH_RETIRED_KEKS", ""), "SEVVO_AUTH_RETIRED_KEKS"
+    path = Path(file_name)
+    try:
+        return path.read_text(encoding="utf-8"), variable
+    except OSError as exc:
+        raise c.ConfigError(
+            f"{variable} names {path}, which cannot be read: {exc.strerror}"
+        ) from None
+    except UnicodeDecodeError:
+        raise c.ConfigError(f"{variable} names {path}, which is not UTF-8 text") from None
+
+
+def parse_retired_keks(text: str, source: str, current: bytes) -> tuple[bytes, ...]:
+    """Retired KEKs: base64 keys of 32 bytes separated by commas, spaces or newlines (a file
+    may hold one per line; ``#`` starts a comment line), without ``current``. Errors name the
+    variable and the entry's position, never a value."""
+    lines = (line for line in text.splitlines() if not line.lstrip().startswith("#"))
+    entries = [entry for line in lines for entry in line.replace(",", " ").split()]
+    keys: list[bytes] = []
+    for number, entry in enumerate(entries, start=1):
+        key = parse_key_encryption_key(entry, f"{source} entry {number}")
+        if key in keys:
+            raise c.ConfigError(f"{source} entry {number} repeats entry {keys.index(key) + 1}")
+        keys.append(key)
+    # The current key among the retired ones is dropped, not refused: the rotation steps stage
+    # the old key as retired while it is still current, so a restart never lacks it.
+    return tuple(key for key in keys if key != current)
 
 
 MIN_BOOTSTRAP_TOKEN_CHARS = 32

@@ -18,7 +18,7 @@ import json
 import secrets
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -47,6 +47,7 @@ from services.auth.store import (
 from services.auth.workload_store import WorkloadChanges, WorkloadStore
 from sevvo.runtime.errors import Unavailable
 from sevvo.runtime.logs import get_logger
+from sevvo.runtime.sealing import CredentialsUnreadable, Keyring, Sealed
 from sevvo.runtime.tokens import ALGORITHM, TrustState, VerificationKey
 
 log = get_logger(__name__)
@@ -59,7 +60,10 @@ class KeyEncryptionKey:
     def __init__(self, key: bytes) -> None:
         self._aead = AESGCM(key)
         # Identifies which key sealed a row without revealing anything about the key.
-        self.key_id = hashlib.sha256(b"sevvo-kek-id" + key).hexdigest()[:16]
+        self.key_id = kek_id_of(key)
+
+    def __repr__(self) -> str:
+        return f"KeyEncryptionKey(key_id={self.key_id!r})"
 
     def seal(self, plaintext: bytes, associated: bytes) -> bytes:
         """Encrypts with a fresh nonce; returns nonce || ciphertext."""
@@ -69,6 +73,77 @@ class KeyEncryptionKey:
     def open(self, sealed: bytes, associated: bytes) -> bytes:
         """Decrypts what ``seal`` produced for the same associated data."""
         return self._aead.decrypt(sealed[:_NONCE_BYTES], sealed[_NONCE_BYTES:], associated)
+
+
+def kek_id_of(key: bytes) -> str:
+    """The id stored beside every row a key-encryption key seals (a hash, not the key)."""
+    return hashlib.sha256(b"sevvo-kek-id" + key).hexdigest()[:16]
+
+
+class KeyEncryptionKeys:
+    """auth's key-encryption keys: the current one seals and opens; retired ones only open.
+
+    Retired keys let a KEK rotate without downtime: rows sealed before the rotation still open
+    until ``python -m services.auth rewrap`` has re-sealed them under the current key (rotation
+    steps: deploy/k8s/README.md, "Rotating auth's key-encryption key").
+    """
+
+    def __init__(self, current: bytes, retired: Sequence[bytes] = ()) -> None:
+        self.current = KeyEncryptionKey(current)
+        self._raw = {kek_id_of(key): key for key in retired}
+        self._raw[self.current.key_id] = current
+        self._opening = {kek_id: KeyEncryptionKey(key) for kek_id, key in self._raw.items()}
+
+    def __repr__(self) -> str:
+        retired = sorted(set(self._opening) - {self.current.key_id})
+        return f"KeyEncryptionKeys(current={self.current.key_id!r}, retired={retired!r})"
+
+    @property
+    def key_id(self) -> str:
+        """The id of the key that seals new and re-sealed rows."""
+        return self.current.key_id
+
+    def seal(self, plaintext: bytes, associated: bytes) -> bytes:
+        """Seals under the current key (``KeyEncryptionKey.seal``)."""
+        return self.current.seal(plaintext, associated)
+
+    def opener(self, kek_id: str) -> KeyEncryptionKey | None:
+        """The key that opens rows stored with ``kek_id``, or None when it is not configured."""
+        return self._opening.get(kek_id)
+
+    def keyring(self) -> Keyring:
+        """These keys as a keyring by kek_id, the current one primary: what the shared rewrap
+        walk (sevvo/runtime/rewrap.py) reads key ids from and hands to ``reseal``."""
+        return Keyring(self.current.key_id, self._raw)
+
+
+def reseal(keyring: Keyring, sealed: Sealed, associated: bytes) -> Sealed:
+    """A signing key row's private key re-sealed under the keyring's primary KEK (rewrap).
+
+    ``sealed`` is the row's kek_id and sealed private key, ``associated`` its kid. Returns
+    ``sealed`` itself when it is already under the primary. Raises CredentialsUnreadable when
+    the row's KEK is not in ``keyring`` or the row does not open, naming the kek_id only.
+    """
+    if sealed.key_id == keyring.primary_id:
+        return sealed
+    key = keyring.keys.get(sealed.key_id)
+    if key is None:
+        raise CredentialsUnreadable(
+            f"sealed under key-encryption key {sealed.key_id!r}, which is not configured",
+            reason="SEALED_KEY_UNKNOWN",
+            metadata={"key_id": sealed.key_id[:64]},
+        )
+    try:
+        private = KeyEncryptionKey(key).open(sealed.blob, associated)
+    except InvalidTag:
+        raise CredentialsUnreadable(
+            f"sealed under key-encryption key {sealed.key_id!r} but does not open with it:"
+            " the row is corrupted or belongs to another key",
+            reason="SEALED_DATA_MISMATCH",
+            metadata={"key_id": sealed.key_id[:64]},
+        ) from None
+    primary = KeyEncryptionKey(keyring.keys[keyring.primary_id])
+    return Sealed(primary.key_id, primary.seal(private, associated))
 
 
 class SigningAlgorithm(Protocol):
@@ -152,7 +227,7 @@ class SigningKeys:
     def __init__(
         self,
         store: AuthStore,
-        kek: KeyEncryptionKey,
+        kek: KeyEncryptionKeys,
         *,
         max_token_ttl: timedelta,
         leeway: timedelta,
@@ -224,13 +299,15 @@ class SigningKeys:
         for row in self._store.signing_keys(self.algorithm.table):
             if row.verify_until is not None and row.verify_until <= now:
                 continue  # Expired keys neither sign nor verify.
-            if row.kek_id != self._kek.key_id:
+            kek = self._kek.opener(row.kek_id)
+            if kek is None:
                 raise Unavailable(
-                    f"signing key {row.kid} is sealed under another key-encryption key",
+                    f"signing key {row.kid} is sealed under key-encryption key {row.kek_id!r},"
+                    " which is neither SEVVO_AUTH_KEK nor among SEVVO_AUTH_RETIRED_KEKS",
                     reason="SIGNING_KEY_SEALED_ELSEWHERE",
                 )
             try:
-                raw = self._kek.open(row.sealed_private_key, row.kid.encode())
+                raw = kek.open(row.sealed_private_key, row.kid.encode())
             except InvalidTag:
                 raise Unavailable(
                     f"signing key {row.kid} failed to decrypt", reason="SIGNING_KEY_CORRUPT"

@@ -11,7 +11,7 @@ from services.auth import passwords
 from services.auth.config import AuthConfig
 from services.auth.deployment_cache import DeploymentCache
 from services.auth.domain import AuthDomain
-from services.auth.keys import ES256, KeyEncryptionKey, SigningKeys, StoreTrustSource
+from services.auth.keys import ES256, KeyEncryptionKeys, SigningKeys, StoreTrustSource
 from services.auth.limits import WORKLOAD_EXCHANGE, HashingPool, SignInLimiter
 from services.auth.orchestrator_client import OrchestratorNotices
 from services.auth.servicer import AuthServicer, DeploymentServicer, UserServicer
@@ -119,7 +119,7 @@ class AuthApp:
         self.store = AuthStore(config.database_url, migration=config.migration)
         leeway = timedelta(seconds=config.leeway_seconds)
         max_ttl = timedelta(seconds=config.max_token_ttl_seconds)
-        kek = KeyEncryptionKey(config.key_encryption_key)
+        kek = KeyEncryptionKeys(config.key_encryption_key, config.retired_key_encryption_keys)
         self.keys = SigningKeys(
             self.store,
             kek,

@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import psycopg
 from psycopg import errors as pg_errors
@@ -398,6 +399,50 @@ class AuthStore(SchemaStore):
             cur.execute(_select_keys(table))
             return cur.fetchall()
 
+    # Re-sealing signing keys under the current KEK (services/auth/rewrap.py).
+
+    def count_keys_by_kek(self, table: str) -> dict[str, int]:
+        """How many of a key set's keys each key-encryption key seals."""
+        with self.connection() as conn:
+            rows = conn.execute(
+                sql.SQL("select kek_id, count(*) from {} group by kek_id").format(_key_table(table))
+            ).fetchall()
+        return {str(kek): int(n) for kek, n in rows}
+
+    @staticmethod
+    def lock_keys_not_under(
+        conn: psycopg.Connection[Any], table: str, kek_id: str, limit: int
+    ) -> list[tuple[str, str, bytes]]:
+        """Locks up to ``limit`` keys sealed under another KEK, skipping rows another
+        transaction holds; (kid, kek_id, sealed private key) each."""
+        rows = conn.execute(
+            sql.SQL(
+                "select kid, kek_id, sealed_private_key from {} where kek_id <> %s"
+                " order by kid limit %s for update skip locked"
+            ).format(_key_table(table)),
+            (kek_id, limit),
+        ).fetchall()
+        return [(str(kid), str(kek), bytes(sealed)) for kid, kek, sealed in rows]
+
+    @staticmethod
+    def reseal_key(
+        conn: psycopg.Connection[Any],
+        table: str,
+        kid: str,
+        old_kek_id: str,
+        kek_id: str,
+        sealed_private_key: bytes,
+    ) -> bool:
+        """Replaces one key's sealed private key if it is still under ``old_kek_id`` (so a
+        second rewrap never writes over the first); True if it did."""
+        cur = conn.execute(
+            sql.SQL(
+                "update {} set kek_id = %s, sealed_private_key = %s where kid = %s and kek_id = %s"
+            ).format(_key_table(table)),
+            (kek_id, sealed_private_key, kid, old_kek_id),
+        )
+        return cur.rowcount == 1
+
     @contextmanager
     def key_rotation(self, table: str = SIGNING_KEYS) -> Iterator[KeyRotationTx]:
         """A transaction holding the key set's rotation lock, so replicas never rotate twice."""
@@ -562,10 +607,14 @@ class UserChangeTx:
         )
 
 
-def _select_keys(table: str) -> sql.Composed:
+def _key_table(table: str) -> sql.Identifier:
     if table not in _KEY_TABLE_LOCKS:
         raise ValueError(f"{table!r} is not a key table")
-    return sql.SQL("select * from {} order by activates_at desc").format(sql.Identifier(table))
+    return sql.Identifier(table)
+
+
+def _select_keys(table: str) -> sql.Composed:
+    return sql.SQL("select * from {} order by activates_at desc").format(_key_table(table))
 
 
 class KeyRotationTx:

@@ -1,8 +1,11 @@
 """Re-sealing stored values under a keyring's primary key: the ``rewrap`` command of every
-service that seals with a keyring (connections, orchestrator), run by the chart's Job or by hand.
+service that seals at rest (connections and orchestrator with a keyring, auth with its current
+and retired KEKs), run by the chart's Job or by hand.
 
 The walk is generic; each service names its tables of sealed values (SealedTable) and keeps
-their SQL in its own store. Rotation steps are in deploy/k8s/README.md ("Rotating a keyring").
+their SQL in its own store, and a KeyScheme says where its keys come from and how one value is
+re-sealed. Rotation steps are in deploy/k8s/README.md ("Rotating a keyring", "Rotating
+auth's key-encryption key").
 """
 
 from __future__ import annotations
@@ -42,11 +45,36 @@ RETRIES = 5
 PAUSE_SECONDS = 1.0
 
 
+Reseal = Callable[[Keyring, Sealed, bytes], Sealed]
+"""Re-seals one stored value (its key id and blob, and its associated data) under the
+keyring's primary key; returns it unchanged when it is already there."""
+
+
+@dataclass(frozen=True)
+class KeyScheme:
+    """How a service's stored values are keyed, as rewrap sees them.
+
+    ``load`` reads the keys from the environment as a keyring (key id -> key, the sealing key
+    primary); ``reseal`` re-seals one value in the service's format; ``holder`` names where
+    the keys are configured, for messages. A keyring (``keyring_scheme``) is the common case;
+    auth's KEKs are another (services/auth/rewrap.py).
+    """
+
+    load: Callable[[Mapping[str, str]], KeySource]
+    reseal: Reseal = rewrap
+    holder: str = "the keyring"
+
+
+def keyring_scheme(keyring_variable: str) -> KeyScheme:
+    """Values sealed by sevvo/runtime/sealing.py with the keyring in ``keyring_variable``."""
+    return KeyScheme(lambda env: load_keyring(env, keyring_variable))
+
+
 @dataclass(frozen=True)
 class RewrapConfig:
-    """What ``rewrap`` needs: the runtime role's database URL, the keyring and the log level.
+    """What ``rewrap`` needs: the runtime role's database URL, the keys and the log level.
 
-    Its own object, not the service's: the Job mounts the database URL and the keyring and
+    Its own object, not the service's: the Job mounts the database URL and the keys and
     nothing else (no TLS key, no service token).
     """
 
@@ -55,11 +83,13 @@ class RewrapConfig:
     log_level: str = "INFO"
 
     @classmethod
-    def load(cls, env: Mapping[str, str], keyring_variable: str) -> RewrapConfig:
-        """Reads SEVVO_DATABASE_URL(_FILE), ``keyring_variable``(_FILE) and SEVVO_LOG_LEVEL."""
+    def load(cls, env: Mapping[str, str], keys: str | KeyScheme) -> RewrapConfig:
+        """Reads SEVVO_DATABASE_URL(_FILE), the keys (a keyring variable's name, read with
+        ``load_keyring``, or a scheme's ``load``) and SEVVO_LOG_LEVEL."""
+        scheme = keyring_scheme(keys) if isinstance(keys, str) else keys
         return cls(
             database_url=c.required_secret(env, "SEVVO_DATABASE_URL"),
-            keyring=load_keyring(env, keyring_variable),
+            keyring=scheme.load(env),
             log_level=c.log_level(env),
         )
 
@@ -127,24 +157,29 @@ def rewrap_tables(
     retries: int = RETRIES,
     pause_seconds: float = PAUSE_SECONDS,
     sleep: Callable[[float], None] = time.sleep,
+    scheme: KeyScheme | None = None,
 ) -> RewrapReport:
     """Re-seals every row of ``tables`` that is not under the primary key, a batch per
     transaction; idempotent, and safe beside serving replicas and another rewrap.
 
-    Raises CredentialsUnreadable (SEALED_KEY_UNKNOWN) before changing anything when a row is
-    sealed under a key the keyring lacks, naming the key ids; and for a row that does not
-    open, naming the row (batches before it stay re-sealed, which is harmless).
+    ``scheme`` says how a row is re-sealed and where its keys are configured (default:
+    sevvo/runtime/sealing.py's format, in a keyring). Raises CredentialsUnreadable
+    (SEALED_KEY_UNKNOWN) before changing anything when a row is sealed under a key the keyring
+    lacks, naming the key ids; and for a row that does not open, naming the row (batches
+    before it stay re-sealed, which is harmless).
     """
+    reseal = scheme.reseal if scheme is not None else rewrap
+    holder = scheme.holder if scheme is not None else "the keyring"
     # One keyring for the whole run, even if its file changes meanwhile.
     keyring = source.current()
     counts = {table.name: dict(table.count_by_kek()) for table in tables}
-    _check_known(keyring, counts)
+    _check_known(keyring, counts, holder)
     moved: dict[str, int] = {}
     remaining: dict[str, dict[str, int]] = {}
     for table in tables:
         moved[table.name] = 0
         for attempt in range(retries + 1):
-            while batch := _rewrap_batch(table, keyring, batch_size):
+            while batch := _rewrap_batch(table, keyring, batch_size, reseal):
                 moved[table.name] += batch
                 log.info("rewrap batch", table=table.name, moved=batch)
             left = _not_under(table.count_by_kek(), keyring.primary_id)
@@ -161,7 +196,7 @@ def rewrap_tables(
     return RewrapReport(keyring.primary_id, moved, remaining)
 
 
-def _check_known(keyring: Keyring, counts: Mapping[str, Mapping[str, int]]) -> None:
+def _check_known(keyring: Keyring, counts: Mapping[str, Mapping[str, int]], holder: str) -> None:
     unknown = sorted({kek for by_kek in counts.values() for kek in by_kek} - set(keyring.keys))
     if not unknown:
         return
@@ -172,20 +207,20 @@ def _check_known(keyring: Keyring, counts: Mapping[str, Mapping[str, int]]) -> N
         if kek in unknown
     )
     raise CredentialsUnreadable(
-        f"rows are sealed under key(s) {', '.join(repr(k) for k in unknown)}, which the"
-        f" keyring does not hold ({where}): put the key(s) back in the keyring and run again;"
+        f"rows are sealed under key(s) {', '.join(repr(k) for k in unknown)}, which are not"
+        f" in {holder} ({where}): put the key(s) back in {holder} and run again;"
         " nothing was changed",
         reason="SEALED_KEY_UNKNOWN",
         metadata={"key_ids": ",".join(unknown)[:256]},
     )
 
 
-def _rewrap_batch(table: SealedTable, keyring: Keyring, batch_size: int) -> int:
+def _rewrap_batch(table: SealedTable, keyring: Keyring, batch_size: int, reseal: Reseal) -> int:
     written = 0
     with table.transaction() as conn:
         for row in table.lock_not_under(conn, keyring.primary_id, batch_size):
             try:
-                sealed = rewrap(keyring, row.sealed, row.aad)
+                sealed = reseal(keyring, row.sealed, row.aad)
             except CredentialsUnreadable as exc:
                 raise CredentialsUnreadable(
                     f"{table.name} row ({row.label}): {exc.message}",
@@ -215,7 +250,7 @@ def add_rewrap_command(commands: Any) -> None:
     """Adds ``rewrap [--batch-size N]`` to a service's argparse subcommands."""
     parser = commands.add_parser(
         "rewrap",
-        help="re-seal every stored secret under the keyring's primary key, then exit"
+        help="re-seal every stored secret under the current (primary) key, then exit"
         " (the chart's rewrap Job)",
     )
     parser.add_argument(
@@ -228,7 +263,7 @@ def add_rewrap_command(commands: Any) -> None:
 
 def rewrap_command(
     service: str,
-    keyring_variable: str,
+    keys: str | KeyScheme,
     store_type: type[S],
     tables: Callable[[S], Sequence[SealedTable]],
     env: Mapping[str, str],
@@ -237,12 +272,13 @@ def rewrap_command(
     """Runs ``python -m services.<service> rewrap`` and returns its exit code: 0 when no row
     is sealed under an older key, 1 when some are (or the run failed), 2 on bad configuration.
 
-    The service's store is opened checking its migrations, never applying them (the runtime
-    role has no DDL rights); ``tables`` names its sealed tables. It prints counts and key ids,
-    never keys.
+    ``keys`` is the service's keyring variable or its KeyScheme. The service's store is opened
+    checking its migrations, never applying them (the runtime role has no DDL rights);
+    ``tables`` names its sealed tables. It prints counts and key ids, never keys.
     """
+    scheme = keyring_scheme(keys) if isinstance(keys, str) else keys
     try:
-        config = RewrapConfig.load(env, keyring_variable)
+        config = RewrapConfig.load(env, scheme)
     except c.ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
@@ -255,7 +291,7 @@ def rewrap_command(
         )
         store.open()
         try:
-            report = rewrap_tables(tables(store), config.keyring, batch_size)
+            report = rewrap_tables(tables(store), config.keyring, batch_size, scheme=scheme)
         finally:
             store.close()
     except SevvoError as exc:
@@ -282,5 +318,5 @@ def rewrap_command(
             file=sys.stderr,
         )
         return 1
-    print("nothing remains under an older key; older keys may be removed from the keyring")
+    print(f"nothing remains under an older key; older keys may be removed from {scheme.holder}")
     return 0
