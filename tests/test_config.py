@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 from pathlib import Path
 
 import pytest
 
 from services.auth.config import AuthConfig
+from services.connections.config import ConnectionsConfig
+from services.orchestrator.config import OrchestratorConfig
 from sevvo.runtime import config as c
 
 
@@ -32,6 +35,18 @@ def test_valid_environment_loads_with_defaults(auth_env: dict[str, str]) -> None
     assert config.database_url == "postgresql://auth:pw@db:5432/sevvo"
     assert config.key_encryption_key == b"k" * 32
     assert (config.port, config.bearer_ttl_seconds, config.leeway_seconds) == (8443, 600, 10)
+
+
+def test_a_configs_repr_holds_no_secret(auth_env: dict[str, str]) -> None:
+    """Printed in a log or a traceback, the config shows neither the database URL (it carries
+    a password) nor a key."""
+    shown = repr(AuthConfig.load(auth_env))
+    assert "pw@" not in shown and "postgresql://" not in shown
+    assert repr(b"k" * 32) not in shown
+    for config in (ConnectionsConfig, OrchestratorConfig):
+        assert "database_url" not in {f.name for f in dataclasses.fields(config) if f.repr}, (
+            config.__name__
+        )
 
 
 @pytest.mark.parametrize(

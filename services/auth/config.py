@@ -26,7 +26,8 @@ def default_hashing_threads() -> int:
 class AuthConfig:
     """Everything auth needs; built by ``load`` so tests can pass a dict."""
 
-    database_url: str
+    # Credential-bearing: never in a repr (a config printed in a log or traceback).
+    database_url: str = field(repr=False)
     tls: TlsFiles
     # Seals new and re-sealed signing keys; kept out of repr, as the retired keys are.
     key_encryption_key: bytes = field(repr=False)

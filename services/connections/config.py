@@ -17,7 +17,8 @@ KEYRING_VARIABLE = "SEVVO_CONNECTIONS_KEYRING"
 class ConnectionsConfig:
     """Everything connections needs; built by ``load`` so tests can pass a dict."""
 
-    database_url: str
+    # Credential-bearing: never in a repr (a config printed in a log or traceback).
+    database_url: str = field(repr=False)
     tls: TlsFiles
     # Read again when its file changes (sevvo.runtime.sealing.KeyringFile).
     keyring: KeySource
