@@ -143,9 +143,10 @@ class Harness:
         self, kind: str, request_for: Callable[[RunRow], Any], connection_id: str
     ) -> tuple[RunRow, Any]:
         """Runs one piece of work to its end through the tracker."""
-        return await self.tracker.run(
+        run = await self.tracker.begin(
             self.org_id, kind, request_for, connection_id=uuid.UUID(connection_id)
         )
+        return await self.tracker.outcome(run)
 
     async def history_gone(self, workflow_id: str) -> bool:
         """Whether Temporal no longer has the workflow."""

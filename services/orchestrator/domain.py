@@ -200,11 +200,18 @@ class OrchestratorDomain:
     ) -> ConnectionInfo:
         return await self._connections.get(bearer, str(connection_id), caller.org_id)
 
-    @staticmethod
-    def _audit_start(
-        caller: Principal, details: Mapping[str, str] | None
-    ) -> Callable[[RunRow], audit.Entry]:
-        """The audit record of a run's start, written with the run's row."""
+    async def _begin(
+        self,
+        caller: Principal,
+        kind: str,
+        request_for: Callable[[RunRow], Message],
+        *,
+        connection_id: uuid.UUID | None = None,
+        draft_id: uuid.UUID | None = None,
+        details: Mapping[str, str] | None = None,
+    ) -> RunRow:
+        """Starts work for the caller and returns its run at once; the start is audited with
+        the run's row."""
 
         def started(run: RunRow) -> audit.Entry:
             return audit.Entry(
@@ -215,18 +222,6 @@ class OrchestratorDomain:
                 details={"kind": run.kind, "run_id": str(run.id), **(details or {})},
             )
 
-        return started
-
-    async def _begin(
-        self,
-        caller: Principal,
-        kind: str,
-        request_for: Callable[[RunRow], Message],
-        *,
-        connection_id: uuid.UUID | None = None,
-        draft_id: uuid.UUID | None = None,
-    ) -> RunRow:
-        """Starts work for the caller and returns its run at once; the start is audited."""
         return await self.runs.begin(
             uuid.UUID(caller.org_id),
             kind,
@@ -234,7 +229,7 @@ class OrchestratorDomain:
             connection_id=connection_id,
             draft_id=draft_id,
             creator=f"{caller.kind.value}:{caller.subject_id}",
-            audit_start=self._audit_start(caller, None),
+            audit_start=started,
         )
 
     async def _run(
@@ -243,22 +238,16 @@ class OrchestratorDomain:
         kind: str,
         request_for: Callable[[RunRow], Message],
         *,
-        connection_id: uuid.UUID | None = None,
-        draft_id: uuid.UUID | None = None,
-        details: Mapping[str, str] | None = None,
+        connection_id: uuid.UUID,
+        details: Mapping[str, str],
     ) -> tuple[RunRow, object]:
-        """Runs work for the caller and waits for its end; its start is audited with the row."""
-        started = self._audit_start(caller, details)
+        """Runs work for the caller and waits for its end (previews: their rows are returned
+        once and stored nowhere, so there is nothing to fetch later)."""
+        run = await self._begin(
+            caller, kind, request_for, connection_id=connection_id, details=details
+        )
         try:
-            return await self.runs.run(
-                uuid.UUID(caller.org_id),
-                kind,
-                request_for,
-                connection_id=connection_id,
-                draft_id=draft_id,
-                creator=f"{caller.kind.value}:{caller.subject_id}",
-                audit_start=started,
-            )
+            return await self.runs.outcome(run)
         except RunFateUnknown as exc:
             raise Unavailable(
                 "the workflow service could not be reached to learn how the run ended; it is"

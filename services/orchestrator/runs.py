@@ -170,30 +170,20 @@ class RunTracker:
         org_id: uuid.UUID,
         kind: str,
         request_for: Callable[[RunRow], Message],
-        *,
-        connection_id: uuid.UUID | None = None,
-        draft_id: uuid.UUID | None = None,
-        creator: str = "",
-        audit_start: Callable[[RunRow], audit.Entry] | None = None,
+        **options: Any,
     ) -> tuple[RunRow, Any]:
-        """Records a run, starts its workflow and waits for its end; returns the row and result.
+        """``begin`` with ``options``, then ``outcome``: records and starts a run and waits for
+        its end."""
+        return await self.outcome(await self.begin(org_id, kind, request_for, **options))
 
-        ``audit_start`` makes the audit record written with the run's row (same transaction).
+    async def outcome(self, run: RunRow) -> tuple[RunRow, Any]:
+        """Waits for the end of a run this replica just began; returns its row and result.
 
         The result is None when the run ended without one (its row says why). Raises
         Unavailable-mapped ``RunFateUnknown`` when Temporal cannot be reached to learn the
         end: the run is then left for the reconciler, never reported with a made-up outcome.
         """
-        run = await self.begin(
-            org_id,
-            kind,
-            request_for,
-            connection_id=connection_id,
-            draft_id=draft_id,
-            creator=creator,
-            audit_start=audit_start,
-        )
-        # The caller may go away (cancel, deadline); the run is still watched to its end.
+        # Shielded: the caller may go away (cancel, deadline); the run is still watched.
         return await asyncio.shield(self._watching[run.id])
 
     async def begin(
@@ -210,8 +200,10 @@ class RunTracker:
         """Records a run and returns its row at once, still running (AIP-151's long-running
         operation); a task of this replica starts the workflow and watches it to its end.
 
+        ``audit_start`` makes the audit record written with the run's row (same transaction).
         Should this replica go away first, another one's reconciler settles the run; callers
-        wait for the end with ``wait``, on whichever replica they reach.
+        wait for the end with ``wait``, on whichever replica they reach, or here with
+        ``outcome`` (before yielding to the event loop: a finished watch is forgotten).
         """
         spec = self._kinds[kind]
         run = await self._insert(org_id, kind, connection_id, draft_id, creator, audit_start)
