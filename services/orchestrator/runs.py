@@ -652,8 +652,9 @@ class RunTracker:
             await asyncio.sleep(interval)
 
     async def close(self) -> None:
-        """Cancels background history deletions (the reconciler finishes them later)."""
-        for task in list(self._background):
+        """Cancels background history deletions and the watches of runs still going: the
+        reconciler of another replica (or of this one, restarted) finishes both later."""
+        for task in [*self._background, *self._watching.values()]:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
