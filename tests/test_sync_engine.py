@@ -7,8 +7,14 @@ compared by checksum of their text form, on both sides.
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
+import threading
+import time
 import typing
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -62,6 +68,8 @@ def destination(pg_server_url: str) -> Iterator[str]:
 
 def _checksum(url: str, query: str) -> tuple[int, str]:
     with psycopg.connect(url) as conn:
+        # Rows compared by their text form, spelled alike on both sides.
+        conn.execute("set datestyle = 'ISO, YMD'")
         row = conn.execute(
             sql.SQL(
                 "select count(*), md5(coalesce(string_agg(t::text, '|' order by t.id), ''))"
@@ -209,3 +217,130 @@ def test_the_report_is_an_allow_list_of_counts_flags_and_a_fingerprint() -> None
         "schema_changed": bool,
         "full_reload": bool,
     }
+
+
+BIG_ROWS = 300_000
+BIG_QUERY = "select id, payload, updated_at from public.events"
+
+
+@pytest.fixture
+def big_source(database_url: str) -> str:
+    """A source with enough rows (~40 MB of COPY) for a sync to be caught mid-stream."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(
+            "create table events (id bigint primary key, payload text, updated_at date not null)"
+        )
+        conn.execute(
+            "insert into events select g, repeat(md5(g::text), 3), date '2026-01-01' + g / 1000"
+            " from generate_series(1, %s) g",
+            (BIG_ROWS,),
+        )
+    return database_url
+
+
+_KILLED_CHILD = """
+import sys, time
+from pathlib import Path
+from agent.sync.plan import SyncPlan, TableName
+from agent.sync.postgres import sync
+def progress(done):
+    Path(sys.argv[3]).write_text(str(done))
+    time.sleep(60)  # Killed here, mid-COPY, its destination transaction open.
+sync(sys.argv[1], sys.argv[2], SyncPlan("model-1", sys.argv[4], TableName("analytics", "orders")),
+     progress=progress)
+"""
+
+
+def test_a_sync_killed_mid_stream_leaves_the_last_complete_data_and_a_retry_completes(
+    big_source: str, destination: str, tmp_path: Path
+) -> None:
+    """SIGKILL while the rows stream: the destination still holds the previous complete load,
+    nothing half-written and no staging table; the retried run completes."""
+    small = "select * from public.events where id <= 100"
+    sync(big_source, destination, SyncPlan("model-1", small, TABLE))
+    before = _destination_rows(destination)
+    assert before[0] == 100
+    for _ in range(2):
+        marker = tmp_path / "streaming"
+        marker.unlink(missing_ok=True)
+        child = subprocess.Popen(
+            [sys.executable, "-c", _KILLED_CHILD, big_source, destination, str(marker), BIG_QUERY]
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while not marker.exists():
+                assert child.poll() is None, "the sync ended before it could be killed"
+                assert time.monotonic() < deadline, "the sync never started streaming"
+                time.sleep(0.05)
+            assert int(marker.read_text()) > 0
+        finally:
+            child.kill()
+            child.wait()
+        assert _destination_rows(destination) == before
+        assert _tables(destination) == {str(TABLE)}
+    retried = sync(big_source, destination, SyncPlan("model-1", BIG_QUERY, TABLE))
+    assert retried.rows == BIG_ROWS
+    assert _destination_rows(destination) == _checksum(big_source, BIG_QUERY)
+
+
+def test_two_runs_of_one_model_never_overlap(big_source: str, destination: str) -> None:
+    """A second run of the same model waits for the first's destination transaction (an
+    advisory lock on the model) instead of loading beside it; both complete."""
+    paused, release = threading.Event(), threading.Event()
+
+    def hold(done: int) -> None:
+        paused.set()
+        release.wait(30)
+
+    plan = SyncPlan("model-1", BIG_QUERY, TABLE)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        first = pool.submit(sync, big_source, destination, plan, progress=hold)
+        assert paused.wait(30)
+        second = pool.submit(sync, big_source, destination, plan)
+        deadline = time.monotonic() + 30
+        with psycopg.connect(destination) as conn:
+            while True:
+                waiting = conn.execute(
+                    "select count(*) from pg_locks where locktype = 'advisory' and not granted"
+                ).fetchone()
+                conn.rollback()
+                if waiting == (1,):
+                    break
+                assert time.monotonic() < deadline, "the second run did not wait for the first"
+                time.sleep(0.05)
+        assert not second.done()
+        release.set()
+        assert first.result(60).rows == BIG_ROWS
+        assert second.result(60).rows == BIG_ROWS
+    assert _destination_rows(destination) == _checksum(big_source, BIG_QUERY)
+
+
+def test_the_mark_reads_back_whatever_the_databases_date_style(
+    big_source: str, destination: str
+) -> None:
+    """A date cursor's mark, written by a destination whose default DateStyle is DMY and read by
+    a source session, selects exactly the rows past it."""
+    with psycopg.connect(destination, autocommit=True) as conn:
+        name = conn.info.dbname
+        conn.execute(
+            sql.SQL("alter database {} set datestyle = 'SQL, DMY'").format(sql.Identifier(name))
+        )
+    with psycopg.connect(big_source, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("alter database {} set datestyle = 'SQL, MDY'").format(
+                sql.Identifier(conn.info.dbname)
+            )
+        )
+    plan = SyncPlan(
+        "model-1",
+        BIG_QUERY,
+        TABLE,
+        mode=LoadMode.INCREMENTAL,
+        cursor_column="updated_at",
+        primary_key=("id",),
+    )
+    assert sync(big_source, destination, plan).rows == BIG_ROWS
+    with psycopg.connect(big_source, autocommit=True) as conn:
+        conn.execute("update events set updated_at = date '2027-03-04' where id <= 5")
+    assert sync(big_source, destination, plan).rows == 5
+    assert _destination_rows(destination) == _checksum(big_source, BIG_QUERY)

@@ -73,6 +73,8 @@ def sync(
     with psycopg.connect(source) as src, psycopg.connect(destination) as dst:
         src.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         src.read_only = True
+        for conn in (src, dst):
+            _pin_text_forms(conn)
         try:
             return _run(src, dst, plan, started, progress)
         except psycopg.Error as exc:
@@ -126,6 +128,24 @@ def _run(
         schema_changed=changed,
         full_reload=full,
     )
+
+
+# The high-water mark crosses from the destination (max(cursor)::text) to the source (a literal
+# cast back to the column's type): both sessions spell values the same way whatever the
+# databases' or roles' own settings, so a date or a float reads back as the value it was.
+_TEXT_FORMS = {
+    "datestyle": "ISO, YMD",
+    "intervalstyle": "iso_8601",
+    "timezone": "UTC",
+    "extra_float_digits": "3",
+}
+
+
+def _pin_text_forms(conn: psycopg.Connection[Any]) -> None:
+    with conn.cursor() as cur:
+        for name, value in _TEXT_FORMS.items():
+            cur.execute("select set_config(%s, %s, false)", (name, value))
+    conn.commit()
 
 
 def _result_columns(src: psycopg.Connection[Any], query: str) -> tuple[Column, ...]:
