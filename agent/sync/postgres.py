@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
-from psycopg import sql
+from psycopg import pq, sql
 from psycopg.abc import Buffer
 
 from agent.sync.plan import (
@@ -227,11 +227,9 @@ def _copy(
     names = sql.SQL(", ").join(sql.Identifier(c.name) for c in columns)
     size = 0
     reported = 0
-    with src.cursor() as out_cur, dst.cursor() as in_cur:
-        with (
-            out_cur.copy(sql.SQL("copy ({}) to stdout{}").format(query, options)) as out,
-            in_cur.copy(sql.SQL("copy {} ({}) from stdin{}").format(into, names, options)) as inp,
-        ):
+    out = _copied_out(src, sql.SQL("copy ({}) to stdout{}").format(query, options).as_bytes(src))
+    with dst.cursor() as in_cur:
+        with in_cur.copy(sql.SQL("copy {} ({}) from stdin{}").format(into, names, options)) as inp:
             # COPY OUT yields a row per chunk: rows are gathered into writes of about
             # _WRITE_BYTES, read on a thread of their own while the last write goes out (libpq
             # waits without the GIL), so both connections stream at once, as a pipe would.
@@ -243,6 +241,52 @@ def _copy(
                     progress(size)
         # Set once the COPY has finished, which leaving its block does.
         return in_cur.rowcount, size
+
+
+def _copied_out(src: psycopg.Connection[Any], statement: bytes) -> Iterator[Buffer]:
+    """The rows of a ``COPY ... TO STDOUT`` run in ``src``'s open transaction, one chunk each.
+
+    Read with libpq's own calls (``Connection.pgconn``) rather than psycopg's ``Copy``, whose
+    wait loop runs in Python once per row: half the time per row (0.47 s against 0.94 s for
+    a million 100-byte rows here). A reader that stops early cancels the COPY and consumes its
+    end, so the connection is left usable (and rolls back) as psycopg expects.
+    """
+    pgconn = src.pgconn
+    pgconn.send_query(statement)
+    ended = False
+    try:
+        started = pgconn.get_result()
+        if started is None or started.status != pq.ExecStatus.COPY_OUT:
+            ended = True
+            _drain(pgconn)
+            raise _error(src, started)
+        while True:
+            size, data = pgconn.get_copy_data(0)
+            if size == -1:
+                break
+            yield data
+        ended = True
+        final = pgconn.get_result()
+        _drain(pgconn)
+        if final is None or final.status != pq.ExecStatus.COMMAND_OK:
+            raise _error(src, final)
+    finally:
+        if not ended:
+            src.cancel_safe()
+            while pgconn.get_copy_data(0)[0] != -1:
+                pass
+            _drain(pgconn)
+
+
+def _drain(pgconn: pq.abc.PGconn) -> None:
+    while pgconn.get_result() is not None:
+        pass
+
+
+def _error(src: psycopg.Connection[Any], result: pq.abc.PGresult | None) -> psycopg.Error:
+    if result is None:
+        return psycopg.OperationalError("the source ended the COPY without a result")
+    return psycopg.errors.error_from_result(result, encoding=src.info.encoding)
 
 
 def _gathered(chunks: Iterable[Buffer], size: int) -> Iterator[bytes]:
@@ -265,18 +309,25 @@ def _gathered(chunks: Iterable[Buffer], size: int) -> Iterator[bytes]:
 
     def read() -> None:
         try:
-            buffer = bytearray()
-            for chunk in chunks:
-                buffer += chunk
-                if len(buffer) >= size:
-                    if not hand_over(bytes(buffer)):
-                        return
-                    buffer.clear()
-            if buffer and not hand_over(bytes(buffer)):
-                return
-            hand_over(None)
+            _read()
         except BaseException as exc:  # Handed to the writer, which raises it.
             hand_over(exc)
+        finally:
+            close = getattr(chunks, "close", None)
+            if close is not None:  # A generator stopped early ends its COPY now.
+                close()
+
+    def _read() -> None:
+        buffer = bytearray()
+        for chunk in chunks:
+            buffer += chunk
+            if len(buffer) >= size:
+                if not hand_over(bytes(buffer)):
+                    return
+                buffer.clear()
+        if buffer and not hand_over(bytes(buffer)):
+            return
+        hand_over(None)
 
     reader = threading.Thread(target=read, name="sevvo-sync-read", daemon=True)
     reader.start()
