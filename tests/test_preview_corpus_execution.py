@@ -282,6 +282,24 @@ def _refused_by_allow_list(result: wpb.PreviewQueryResult) -> bool:
     )
 
 
+def _clean_or_bounded(case_id: str, receipt: wpb.PreviewReceipt) -> bool:
+    """A clean receipt; or, for a blow-up only, one whose sole stain is its own session ended
+    by the bound (one uninterruptible call, repeat() of 300 MB, can outlast the cancel grace on
+    a loaded machine): no transaction id, no advisory lock, no other session touched."""
+    if receipt.status in {
+        wpb.PREVIEW_RECEIPT_STATUS_UNSPECIFIED,
+        wpb.PREVIEW_RECEIPT_STATUS_CLEAN,
+    }:
+        return True
+    return (
+        case_id in BLOW_UPS
+        and receipt.backend_terminated
+        and not receipt.transaction_id_assigned
+        and receipt.advisory_locks_held == 0
+        and receipt.role_sessions_ended == 0
+    )
+
+
 def test_no_corpus_input_changes_anything(target: Target) -> None:
     """Nothing changes, no session is signalled, no backend outlives its call by 2 s."""
     victim = Victim(target)
@@ -292,10 +310,7 @@ def test_no_corpus_input_changes_anything(target: Target) -> None:
         for case_id, expected, query in _cases(target):
             result = _run(target, query)
             outcomes[_outcome(case_id, expected, result)] += 1
-            assert result.receipt.status in {
-                wpb.PREVIEW_RECEIPT_STATUS_UNSPECIFIED,
-                wpb.PREVIEW_RECEIPT_STATUS_CLEAN,
-            }, (case_id, result.receipt)
+            assert _clean_or_bounded(case_id, result.receipt), (case_id, result.receipt)
             assert _sessions_left(admin, target) <= OUTLIVE_LIMIT_S, case_id
             assert _snapshot(admin) == before, case_id
         assert victim.error is None
