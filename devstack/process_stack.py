@@ -30,7 +30,7 @@ from collections.abc import Callable, Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Protocol
+from typing import Protocol
 
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -43,6 +43,7 @@ from devstack.processes import (
     child_pids,
     free_port,
     log_tail,
+    open_private_log,
     pid_alive,
     spawn,
     stop_process,
@@ -86,12 +87,6 @@ class Component(Protocol):
         ...
 
 
-def _private_log(path: Path) -> IO[bytes]:
-    # Logs are redacted, but a server's log is still nobody else's business.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab")
-
-
 def grpc_health_probe(target: str, ca_file: Path, service: str = "") -> Callable[[], None]:
     """A readiness probe: raises until ``service`` at ``target`` reports SERVING over TLS."""
 
@@ -115,25 +110,27 @@ def tcp_probe(port: int) -> Callable[[], None]:
     return probe
 
 
-class PythonProcess:
-    """``python -m <module> ...`` as a component: its own process group, output to a log file."""
+class ChildProcess:
+    """A command as a component: its own process group, output to a log file."""
 
     def __init__(
         self,
         name: str,
-        argv: Sequence[str],
+        command: Sequence[str],
         env: Mapping[str, str],
         log_file: Path,
         probe: Callable[[], None],
         *,
         startup_timeout: float = 60.0,
+        stop_timeout: float = 10.0,
     ) -> None:
         self.name = name
         self.log_file = log_file
-        self._argv = [sys.executable, "-m", *argv]
+        self._argv = list(command)
         self._env = dict(env)
         self._probe = probe
         self._startup_timeout = startup_timeout
+        self._stop_timeout = stop_timeout
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -147,7 +144,7 @@ class PythonProcess:
         """Starts the process without waiting for it to be ready (see wait_ready)."""
         if self._proc is not None:
             raise RuntimeError(f"{self.name} is already running")
-        with _private_log(self.log_file) as output:
+        with open_private_log(self.log_file) as output:
             self._proc = spawn(
                 self._argv, death_signal=signal.SIGTERM, env=self._env, output=output
             )
@@ -184,10 +181,38 @@ class PythonProcess:
         self.start()
 
     def stop(self) -> None:
-        """SIGTERM (services drain their calls), SIGKILL after 10 s."""
+        """SIGTERM (services drain their calls), SIGKILL after ``stop_timeout`` seconds."""
         if self._proc is not None:
-            stop_process(self._proc, stop_signal=signal.SIGTERM, signal_group=True, timeout=10)
+            stop_process(
+                self._proc,
+                stop_signal=signal.SIGTERM,
+                signal_group=True,
+                timeout=self._stop_timeout,
+            )
             self._proc = None
+
+
+class PythonProcess(ChildProcess):
+    """``python -m <module> ...`` as a component."""
+
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        env: Mapping[str, str],
+        log_file: Path,
+        probe: Callable[[], None],
+        *,
+        startup_timeout: float = 60.0,
+    ) -> None:
+        super().__init__(
+            name,
+            [sys.executable, "-m", *argv],
+            env,
+            log_file,
+            probe,
+            startup_timeout=startup_timeout,
+        )
 
 
 class ControlPlanePostgres:

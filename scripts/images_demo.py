@@ -20,13 +20,12 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
 import tomllib
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TextIO
 
@@ -39,6 +38,7 @@ from devstack.pki import DevPki, ensure_dev_pki
 from devstack.postgres import EmbeddedPostgres
 from devstack.process_stack import (
     SERVICES,
+    ChildProcess,
     PythonProcess,
     _write_secrets,
     grpc_health_probe,
@@ -47,11 +47,6 @@ from devstack.process_stack import (
 from devstack.processes import (
     ServerStartError,
     free_port,
-    log_tail,
-    open_private_log,
-    spawn,
-    stop_process,
-    wait_until_ready,
 )
 from devstack.stack import CONTROL_PLANE_DATABASE, _ensure_database
 from devstack.temporal import TemporalDevServer
@@ -122,54 +117,6 @@ def podman_command(
     return [*command, image, *args]
 
 
-class Container:
-    """One container run in the foreground by ``podman run --rm``: a child process whose
-    output goes to a log file, stopped by SIGTERM (which podman passes on)."""
-
-    def __init__(
-        self,
-        name: str,
-        command: Sequence[str],
-        env: Mapping[str, str],
-        log_file: Path,
-        probe: Callable[[], None],
-    ) -> None:
-        self.name = name
-        self.log_file = log_file
-        self._command = list(command)
-        self._env = dict(env)
-        self._probe = probe
-        self._proc: subprocess.Popen[bytes] | None = None
-
-    def spawn(self) -> None:
-        """Starts the container without waiting for it to be ready."""
-        with open_private_log(self.log_file) as output:
-            self._proc = spawn(
-                self._command, death_signal=signal.SIGTERM, env=self._env, output=output
-            )
-
-    def wait_ready(self) -> None:
-        """Waits until the probe passes; raises ServerStartError quoting the log otherwise."""
-        if self._proc is None:
-            raise RuntimeError(f"{self.name} is not running")
-        try:
-            wait_until_ready(
-                self._proc,
-                self._probe,
-                timeout=STARTUP_TIMEOUT_SECONDS,
-                what=self.name,
-                interval=0.1,
-            )
-        except ServerStartError as exc:
-            raise ServerStartError(f"{exc}; log tail:\n{log_tail(self.log_file)}") from None
-
-    def stop(self) -> None:
-        """SIGTERM (services drain their calls), SIGKILL of podman after 15 s."""
-        if self._proc is not None:
-            stop_process(self._proc, stop_signal=signal.SIGTERM, signal_group=True, timeout=15)
-            self._proc = None
-
-
 class ImageControlPlane:
     """The control plane started from the images, and what it started, in start order."""
 
@@ -181,7 +128,7 @@ class ImageControlPlane:
         self.agent_temporal_address = ""
         self.agents: list[AgentProcess] = []
         # Objects with stop(), stopped in reverse.
-        self.components: list[Container | PythonProcess | EmbeddedPostgres | TemporalDevServer] = []
+        self.components: list[ChildProcess | EmbeddedPostgres | TemporalDevServer] = []
         self._stopped = False
 
     async def stop(self) -> None:
@@ -343,7 +290,7 @@ class ImagePlatform:
             "SEVVO_TLS_KEY_FILE": pki.server_key,
             "SEVVO_CA_FILE": pki.ca_cert,
         }
-        services: list[Container] = []
+        services: list[ChildProcess] = []
         for name in SERVICES:
             prefix = f"SEVVO_{name.upper()}_"
             mine = {
@@ -373,8 +320,15 @@ class ImagePlatform:
                 files_dir=files_dir,
             )
             target = f"localhost:{ports[name]}"
-            container = Container(
-                name, command, env, logs / f"{name}.log", grpc_health_probe(target, pki.ca_cert)
+            # Stopped by SIGTERM, which podman passes on; SIGKILL of podman after 15 s.
+            container = ChildProcess(
+                name,
+                command,
+                env,
+                logs / f"{name}.log",
+                grpc_health_probe(target, pki.ca_cert),
+                startup_timeout=STARTUP_TIMEOUT_SECONDS,
+                stop_timeout=15.0,
             )
             plane.components.append(container)
             services.append(container)

@@ -1,14 +1,15 @@
 """A sync from a Postgres source into a Postgres destination, streamed with COPY.
 
-The source is read in one READ ONLY, REPEATABLE READ transaction (one consistent snapshot);
-its rows stream through ``COPY (query) TO STDOUT`` into ``COPY ... FROM STDIN`` on the
-destination chunk by chunk, never held in memory (binary when the destination's column types
-are the source's, text otherwise). Everything the destination sees happens in one transaction:
-a full refresh loads a staging table and swaps it for the old one; an incremental sync loads
-the rows past the cursor into a temporary table, merges them by primary key and moves the
-high-water mark. A run that fails or is killed therefore leaves the destination exactly as it
-was, and a retried run starts from the same state. The high-water mark is a value of the
-customer's rows, so it stays in the destination, in ``sevvo_sync.sync_state``.
+The source is read in one READ ONLY, REPEATABLE READ transaction (one consistent snapshot); its
+rows stream through ``COPY (query) TO STDOUT`` into ``COPY ... FROM STDIN`` on the destination
+chunk by chunk, never held in memory, in binary: the table they land in always has the source's
+column types (a changed shape is refused or, when allowed, rebuilt first). Everything the
+destination sees happens in one transaction: a full refresh loads a staging table and swaps it
+for the old one; an incremental sync loads the rows past the cursor into a temporary table,
+merges them by primary key and moves the high-water mark. A run that fails or is killed
+therefore leaves the destination exactly as it was, and a retried run starts from the same
+state. The high-water mark is a value of the customer's rows, so it stays in the destination, in
+``sevvo_sync.sync_state``.
 
 Two agents never run one model's sync at once: the destination transaction holds an advisory
 lock on the model for its whole life.
@@ -67,7 +68,8 @@ def sync(
     """Runs one sync of ``plan`` from the ``source`` conninfo into ``destination``.
 
     Raises SyncFailed (the destination unchanged) with a category: ``source_query_failed``,
-    ``destination_failed``, ``schema_changed``, ``destination_type_missing``.
+    ``destination_failed``, ``schema_changed``, ``destination_type_missing``,
+    ``invalid_model``.
     """
     started = time.monotonic()
     with psycopg.connect(source) as src, psycopg.connect(destination) as dst:
@@ -219,11 +221,10 @@ def _copy(
     query: sql.Composable,
     into: sql.Composable,
     columns: tuple[Column, ...],
-    binary: bool,
     progress: Progress | None,
 ) -> tuple[int, int]:
     """Streams ``query``'s rows into table ``into``; returns rows and bytes moved."""
-    options = sql.SQL(" (format binary)" if binary else "")
+    options = sql.SQL(" (format binary)")
     names = sql.SQL(", ").join(sql.Identifier(c.name) for c in columns)
     size = 0
     reported = 0
@@ -356,7 +357,7 @@ def _full_refresh(
     dst.execute(sql.SQL("drop table if exists {}").format(staging))
     _create(dst, staging, columns, plan.primary_key)
     query = sql.SQL("select * from ({}) as sevvo_model").format(sql.SQL(plan.query))
-    rows, size = _copy(src, dst, query, staging, columns, True, progress)
+    rows, size = _copy(src, dst, query, staging, columns, progress)
     if target.columns is not None:
         dst.execute(
             sql.SQL("alter table {} rename to {}").format(
@@ -414,7 +415,7 @@ def _incremental(
             staging, table.identifier()
         )
     )
-    rows, size = _copy(src, dst, query, staging, columns, True, progress)
+    rows, size = _copy(src, dst, query, staging, columns, progress)
     names = [sql.Identifier(c.name) for c in columns]
     updates = [
         sql.SQL("{} = excluded.{}").format(sql.Identifier(c.name), sql.Identifier(c.name))

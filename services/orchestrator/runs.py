@@ -246,7 +246,7 @@ class RunTracker:
                 return row
             watch = self._watching.get(run_id)
             if watch is not None:
-                with contextlib.suppress(Exception, TimeoutError):
+                with contextlib.suppress(Exception):  # TimeoutError included
                     # Shielded: a waiter that goes away must not stop the watch.
                     await asyncio.wait_for(asyncio.shield(watch), remaining)
                 continue
