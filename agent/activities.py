@@ -18,7 +18,6 @@ from agent.dynamic_credentials import dry_run
 from agent.leases import LeaseManager
 from agent.postgres_probe import connect, probe_postgres
 from agent.preview_executor import connection_failure, run_preview
-from agent.preview_validator import QueryRejected, validate_preview_sql
 from agent.root_rotation import PrivilegedLoginFailed, rotate_privileged_password
 from agent.work_gate import WorkGate
 from sevvo.connections.v1 import connections_pb2, connections_pb2_grpc
@@ -33,6 +32,7 @@ from sevvo.runtime.outcomes import (
     TEST_CATEGORIES,
     WORK_REFUSED,
 )
+from sevvo.runtime.preview_validator import QueryRejected, validate_preview_sql
 from sevvo.runtime.work_proof import REASONS, WorkRefused
 from sevvo.workflows.v1 import workflows_pb2
 

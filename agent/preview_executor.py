@@ -60,10 +60,10 @@ from psycopg.rows import TupleRow
 
 from agent import postgres_probe, preview_functions, preview_session
 from agent.preview_functions import OptIn
-from agent.preview_validator import ValidatedQuery
 from sevvo.connections.v1 import connections_pb2
 from sevvo.runtime import outcomes
 from sevvo.runtime.outcomes import PREVIEW_CATEGORIES, TEST_CATEGORIES
+from sevvo.runtime.preview_validator import ValidatedQuery
 from sevvo.workflows.v1 import workflows_pb2
 
 # Temporal refuses payloads over 2 MB by default; encryption adds a little.
@@ -203,7 +203,7 @@ async def run_preview(
 ) -> workflows_pb2.PreviewQueryResult:
     """Run ``query`` read-only with ``credentials`` and return at most ``max_rows`` rows.
 
-    ``query`` must come from agent.preview_validator: one SELECT or WITH statement and the
+    ``query`` must come from sevvo.runtime.preview_validator: one SELECT or WITH statement and the
     call sites in it. It is run inside a wrapper, so a trailing semicolon is dropped. Its
     functions and operators must be on the reviewed list or in ``allowed_functions`` (the
     connection owner's opt-ins); with ``max_plan_cost`` above 0 a plan estimated above it is

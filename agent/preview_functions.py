@@ -45,7 +45,7 @@ from typing import Any, Final
 from psycopg import sql
 
 from agent.preview_function_list import SIGNATURES
-from agent.preview_validator import CallSite, forbidden_function_reason
+from sevvo.runtime.preview_validator import CallSite, forbidden_function_reason
 
 FIRST_NORMAL_OBJECT_ID: Final = 16384
 """Objects below this OID were created by initdb (FirstNormalObjectId in transam.h)."""

@@ -1,7 +1,7 @@
 """Table of preview queries and the verdict the preview must reach for each.
 
 Each case is ``(id, sql, expected)``: ``expected`` is ``"accept"``, the reason
-agent.preview_validator rejects it with, or ``NOT_ALLOWED`` for a statement the validator
+sevvo.runtime.preview_validator rejects it with, or ``NOT_ALLOWED`` for a statement the validator
 passes and the allow-list check in the preview's transaction refuses (agent.preview_functions).
 Accepted cases run against the schema in ``SCHEMA`` (tests execute them on a real server), so
 they must stay valid SQL there; rejected ones need not. Cases naming extension functions are
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from agent.preview_validator import MAX_SQL_BYTES
+from sevvo.runtime.preview_validator import MAX_SQL_BYTES
 
 ACCEPT: Final = "accept"
 NOT_ALLOWED: Final = "function_not_allowed"

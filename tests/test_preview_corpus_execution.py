@@ -34,11 +34,11 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from agent import preview_validator
 from agent.preview_executor import run_preview
-from agent.preview_validator import QueryRejected, ValidatedQuery, validate_preview_sql
 from devstack.postgres import EmbeddedPostgres
 from sevvo.connections.v1 import connections_pb2 as cpb
+from sevvo.runtime import preview_validator
+from sevvo.runtime.preview_validator import QueryRejected, ValidatedQuery, validate_preview_sql
 from sevvo.workflows.v1 import workflows_pb2 as wpb
 from tests.plugins.postgres import with_dbname
 from tests.preview_corpus import (

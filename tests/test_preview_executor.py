@@ -22,7 +22,6 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
 from agent.preview_executor import run_preview, safe_text
-from agent.preview_validator import ValidatedQuery
 from devstack.pki import DevPki
 from devstack.postgres import EmbeddedPostgres
 from devstack.processes import free_port
@@ -32,6 +31,7 @@ from sevvo.connections.v1.connections_pb2 import (
     PostgresCredentials,
 )
 from sevvo.runtime.outcomes import TEST_CATEGORIES
+from sevvo.runtime.preview_validator import ValidatedQuery
 from sevvo.workflows.v1 import workflows_pb2
 from sevvo.workflows.v1.workflows_pb2 import PreviewQueryResult
 from tests.plugins.postgres import with_dbname

@@ -10,7 +10,11 @@ import pytest
 from agent.preview_function_list import SIGNATURES
 from agent.preview_functions import OptIn, lookup, refusal
 from agent.preview_session import read_start
-from agent.preview_validator import CallSite, forbidden_function_reason, validate_preview_sql
+from sevvo.runtime.preview_validator import (
+    CallSite,
+    forbidden_function_reason,
+    validate_preview_sql,
+)
 
 
 def fn(

@@ -17,8 +17,8 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
 from agent.preview_executor import run_preview
-from agent.preview_validator import validate_preview_sql
 from sevvo.connections.v1.connections_pb2 import SSL_MODE_DISABLE, PostgresCredentials
+from sevvo.runtime.preview_validator import validate_preview_sql
 from sevvo.workflows.v1 import workflows_pb2 as wpb
 from tests.plugins.postgres import with_dbname
 

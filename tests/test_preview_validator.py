@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 from pglast import ast, enums, parser
 from pglast.visitors import Ancestor, Visitor
 
-from agent import preview_validator
-from agent.preview_validator import (
+from sevvo.runtime import preview_validator
+from sevvo.runtime.preview_validator import (
     MAX_SQL_BYTES,
     REASONS,
     CallSite,

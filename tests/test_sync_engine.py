@@ -244,7 +244,10 @@ from pathlib import Path
 from agent.sync.plan import SyncPlan, TableName
 from agent.sync.postgres import sync
 def progress(done):
-    Path(sys.argv[3]).write_text(str(done))
+    # Written beside and renamed, so the test never reads the marker half-written.
+    marker = Path(sys.argv[3])
+    marker.with_suffix(".tmp").write_text(str(done))
+    marker.with_suffix(".tmp").rename(marker)
     time.sleep(60)  # Killed here, mid-COPY, its destination transaction open.
 sync(sys.argv[1], sys.argv[2], SyncPlan("model-1", sys.argv[4], TableName("analytics", "orders")),
      progress=progress)

@@ -18,6 +18,7 @@ class RunKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     RUN_KIND_CREDENTIAL_TEST: _ClassVar[RunKind]
     RUN_KIND_PREVIEW: _ClassVar[RunKind]
     RUN_KIND_ROOT_ROTATION: _ClassVar[RunKind]
+    RUN_KIND_SYNC: _ClassVar[RunKind]
 
 class RunState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -30,6 +31,7 @@ RUN_KIND_UNSPECIFIED: RunKind
 RUN_KIND_CREDENTIAL_TEST: RunKind
 RUN_KIND_PREVIEW: RunKind
 RUN_KIND_ROOT_ROTATION: RunKind
+RUN_KIND_SYNC: RunKind
 RUN_STATE_UNSPECIFIED: RunState
 RUN_STATE_RUNNING: RunState
 RUN_STATE_SUCCEEDED: RunState
@@ -37,7 +39,7 @@ RUN_STATE_FAILED: RunState
 RUN_STATE_TIMED_OUT: RunState
 
 class Run(_message.Message):
-    __slots__ = ("id", "kind", "state", "connection_id", "draft_id", "outcome_category", "message", "start_time", "finish_time", "duration_ms", "row_count", "truncated", "creator")
+    __slots__ = ("id", "kind", "state", "connection_id", "draft_id", "outcome_category", "message", "start_time", "finish_time", "duration_ms", "row_count", "truncated", "creator", "model_id", "sync")
     ID_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -51,6 +53,8 @@ class Run(_message.Message):
     ROW_COUNT_FIELD_NUMBER: _ClassVar[int]
     TRUNCATED_FIELD_NUMBER: _ClassVar[int]
     CREATOR_FIELD_NUMBER: _ClassVar[int]
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    SYNC_FIELD_NUMBER: _ClassVar[int]
     id: str
     kind: RunKind
     state: RunState
@@ -64,7 +68,9 @@ class Run(_message.Message):
     row_count: int
     truncated: bool
     creator: str
-    def __init__(self, id: _Optional[str] = ..., kind: _Optional[_Union[RunKind, str]] = ..., state: _Optional[_Union[RunState, str]] = ..., connection_id: _Optional[str] = ..., draft_id: _Optional[str] = ..., outcome_category: _Optional[str] = ..., message: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finish_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., duration_ms: _Optional[int] = ..., row_count: _Optional[int] = ..., truncated: _Optional[bool] = ..., creator: _Optional[str] = ...) -> None: ...
+    model_id: str
+    sync: _workflows_pb2.SyncResult
+    def __init__(self, id: _Optional[str] = ..., kind: _Optional[_Union[RunKind, str]] = ..., state: _Optional[_Union[RunState, str]] = ..., connection_id: _Optional[str] = ..., draft_id: _Optional[str] = ..., outcome_category: _Optional[str] = ..., message: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finish_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., duration_ms: _Optional[int] = ..., row_count: _Optional[int] = ..., truncated: _Optional[bool] = ..., creator: _Optional[str] = ..., model_id: _Optional[str] = ..., sync: _Optional[_Union[_workflows_pb2.SyncResult, _Mapping]] = ...) -> None: ...
 
 class PreviewQueryRequest(_message.Message):
     __slots__ = ("connection_id", "sql")
@@ -157,12 +163,14 @@ class WaitRunRequest(_message.Message):
     def __init__(self, id: _Optional[str] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
 class ListRunsRequest(_message.Message):
-    __slots__ = ("page_size", "page_token")
+    __slots__ = ("page_size", "page_token", "model_id")
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     page_size: int
     page_token: str
-    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+    model_id: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., model_id: _Optional[str] = ...) -> None: ...
 
 class ListRunsResponse(_message.Message):
     __slots__ = ("runs", "next_page_token")

@@ -61,6 +61,32 @@ class RootRotationCategory(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ROOT_ROTATION_CATEGORY_ROLE_SHARED: _ClassVar[RootRotationCategory]
     ROOT_ROTATION_CATEGORY_SUPERSEDED: _ClassVar[RootRotationCategory]
     ROOT_ROTATION_CATEGORY_WORK_REFUSED: _ClassVar[RootRotationCategory]
+
+class SyncCategory(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SYNC_CATEGORY_UNSPECIFIED: _ClassVar[SyncCategory]
+    SYNC_CATEGORY_OK: _ClassVar[SyncCategory]
+    SYNC_CATEGORY_QUERY_REJECTED: _ClassVar[SyncCategory]
+    SYNC_CATEGORY_SOURCE_QUERY_FAILED: _ClassVar[SyncCategory]
+    SYNC_CATEGORY_DESTINATION_FAILED: _ClassVar[SyncCategory]
+    SYNC_CATEGORY_DESTINATION_TYPE_MISSING: _ClassVar[SyncCategory]
+    SYNC_CATEGORY_SCHEMA_CHANGED: _ClassVar[SyncCategory]
+    SYNC_CATEGORY_INVALID_MODEL: _ClassVar[SyncCategory]
+    SYNC_CATEGORY_CONNECTION_REFUSED_OR_TIMEOUT: _ClassVar[SyncCategory]
+    SYNC_CATEGORY_PASSWORD_AUTHENTICATION_FAILED: _ClassVar[SyncCategory]
+    SYNC_CATEGORY_SSL_REQUIRED_NOT_OFFERED: _ClassVar[SyncCategory]
+    SYNC_CATEGORY_SSL_CERTIFICATE_UNVERIFIED: _ClassVar[SyncCategory]
+    SYNC_CATEGORY_DATABASE_DOES_NOT_EXIST: _ClassVar[SyncCategory]
+    SYNC_CATEGORY_PERMISSION_DENIED: _ClassVar[SyncCategory]
+    SYNC_CATEGORY_INVALID_STORED_CREDENTIALS: _ClassVar[SyncCategory]
+    SYNC_CATEGORY_WORK_REFUSED: _ClassVar[SyncCategory]
+    SYNC_CATEGORY_OTHER: _ClassVar[SyncCategory]
+
+class SyncLoadMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SYNC_LOAD_MODE_UNSPECIFIED: _ClassVar[SyncLoadMode]
+    SYNC_LOAD_MODE_FULL_REFRESH: _ClassVar[SyncLoadMode]
+    SYNC_LOAD_MODE_INCREMENTAL: _ClassVar[SyncLoadMode]
 TEST_CATEGORY_UNSPECIFIED: TestCategory
 TEST_CATEGORY_OK: TestCategory
 TEST_CATEGORY_CONNECTION_REFUSED_OR_TIMEOUT: TestCategory
@@ -104,6 +130,26 @@ ROOT_ROTATION_CATEGORY_OTHER: RootRotationCategory
 ROOT_ROTATION_CATEGORY_ROLE_SHARED: RootRotationCategory
 ROOT_ROTATION_CATEGORY_SUPERSEDED: RootRotationCategory
 ROOT_ROTATION_CATEGORY_WORK_REFUSED: RootRotationCategory
+SYNC_CATEGORY_UNSPECIFIED: SyncCategory
+SYNC_CATEGORY_OK: SyncCategory
+SYNC_CATEGORY_QUERY_REJECTED: SyncCategory
+SYNC_CATEGORY_SOURCE_QUERY_FAILED: SyncCategory
+SYNC_CATEGORY_DESTINATION_FAILED: SyncCategory
+SYNC_CATEGORY_DESTINATION_TYPE_MISSING: SyncCategory
+SYNC_CATEGORY_SCHEMA_CHANGED: SyncCategory
+SYNC_CATEGORY_INVALID_MODEL: SyncCategory
+SYNC_CATEGORY_CONNECTION_REFUSED_OR_TIMEOUT: SyncCategory
+SYNC_CATEGORY_PASSWORD_AUTHENTICATION_FAILED: SyncCategory
+SYNC_CATEGORY_SSL_REQUIRED_NOT_OFFERED: SyncCategory
+SYNC_CATEGORY_SSL_CERTIFICATE_UNVERIFIED: SyncCategory
+SYNC_CATEGORY_DATABASE_DOES_NOT_EXIST: SyncCategory
+SYNC_CATEGORY_PERMISSION_DENIED: SyncCategory
+SYNC_CATEGORY_INVALID_STORED_CREDENTIALS: SyncCategory
+SYNC_CATEGORY_WORK_REFUSED: SyncCategory
+SYNC_CATEGORY_OTHER: SyncCategory
+SYNC_LOAD_MODE_UNSPECIFIED: SyncLoadMode
+SYNC_LOAD_MODE_FULL_REFRESH: SyncLoadMode
+SYNC_LOAD_MODE_INCREMENTAL: SyncLoadMode
 
 class CredentialTestInput(_message.Message):
     __slots__ = ("run_id", "connection_id", "draft_id", "proof")
@@ -228,3 +274,57 @@ class RootRotationResult(_message.Message):
     recovered: bool
     duration_ms: int
     def __init__(self, category: _Optional[_Union[RootRotationCategory, str]] = ..., message: _Optional[str] = ..., recovered: _Optional[bool] = ..., duration_ms: _Optional[int] = ...) -> None: ...
+
+class SyncInput(_message.Message):
+    __slots__ = ("run_id", "model_id", "source_connection_id", "sql", "destination_connection_id", "destination_schema", "destination_table", "load_mode", "cursor_column", "primary_key", "allow_schema_evolution", "proof")
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_CONNECTION_ID_FIELD_NUMBER: _ClassVar[int]
+    SQL_FIELD_NUMBER: _ClassVar[int]
+    DESTINATION_CONNECTION_ID_FIELD_NUMBER: _ClassVar[int]
+    DESTINATION_SCHEMA_FIELD_NUMBER: _ClassVar[int]
+    DESTINATION_TABLE_FIELD_NUMBER: _ClassVar[int]
+    LOAD_MODE_FIELD_NUMBER: _ClassVar[int]
+    CURSOR_COLUMN_FIELD_NUMBER: _ClassVar[int]
+    PRIMARY_KEY_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_SCHEMA_EVOLUTION_FIELD_NUMBER: _ClassVar[int]
+    PROOF_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    model_id: str
+    source_connection_id: str
+    sql: str
+    destination_connection_id: str
+    destination_schema: str
+    destination_table: str
+    load_mode: SyncLoadMode
+    cursor_column: str
+    primary_key: _containers.RepeatedScalarFieldContainer[str]
+    allow_schema_evolution: bool
+    proof: str
+    def __init__(self, run_id: _Optional[str] = ..., model_id: _Optional[str] = ..., source_connection_id: _Optional[str] = ..., sql: _Optional[str] = ..., destination_connection_id: _Optional[str] = ..., destination_schema: _Optional[str] = ..., destination_table: _Optional[str] = ..., load_mode: _Optional[_Union[SyncLoadMode, str]] = ..., cursor_column: _Optional[str] = ..., primary_key: _Optional[_Iterable[str]] = ..., allow_schema_evolution: _Optional[bool] = ..., proof: _Optional[str] = ...) -> None: ...
+
+class SyncResult(_message.Message):
+    __slots__ = ("category", "message", "sqlstate", "rows", "bytes", "duration_ms", "schema_fingerprint", "created_table", "schema_changed", "full_reload", "attempt")
+    CATEGORY_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    SQLSTATE_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    DURATION_MS_FIELD_NUMBER: _ClassVar[int]
+    SCHEMA_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    CREATED_TABLE_FIELD_NUMBER: _ClassVar[int]
+    SCHEMA_CHANGED_FIELD_NUMBER: _ClassVar[int]
+    FULL_RELOAD_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    category: SyncCategory
+    message: str
+    sqlstate: str
+    rows: int
+    bytes: int
+    duration_ms: int
+    schema_fingerprint: str
+    created_table: bool
+    schema_changed: bool
+    full_reload: bool
+    attempt: int
+    def __init__(self, category: _Optional[_Union[SyncCategory, str]] = ..., message: _Optional[str] = ..., sqlstate: _Optional[str] = ..., rows: _Optional[int] = ..., bytes: _Optional[int] = ..., duration_ms: _Optional[int] = ..., schema_fingerprint: _Optional[str] = ..., created_table: _Optional[bool] = ..., schema_changed: _Optional[bool] = ..., full_reload: _Optional[bool] = ..., attempt: _Optional[int] = ...) -> None: ...

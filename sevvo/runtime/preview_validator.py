@@ -1,5 +1,8 @@
 """Decide whether a user's SQL may run as a data preview, using the real Postgres parser.
 
+It lives in the shared runtime because two sides decide with the same code: the agent, before
+a preview or a sync runs a statement, and the orchestrator, when a model's statement is saved.
+
 The preview is the one path where rows leave the customer's network (docs/design.md, "Preview query
 contract"), so the check is an allow-list over the parse tree that libpg_query (through pglast)
 builds, never string matching: the statement must be exactly one plain SELECT (VALUES, TABLE,
