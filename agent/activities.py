@@ -19,6 +19,7 @@ from agent.leases import LeaseManager
 from agent.postgres_probe import connect, probe_postgres
 from agent.preview_executor import connection_failure, run_preview
 from agent.root_rotation import PrivilegedLoginFailed, rotate_privileged_password
+from agent.sync.run import failure, run_sync
 from agent.work_gate import WorkGate
 from sevvo.connections.v1 import connections_pb2, connections_pb2_grpc
 from sevvo.runtime import temporal
@@ -28,7 +29,9 @@ from sevvo.runtime.outcomes import (
     DYNAMIC_STATEMENTS_FAILED,
     INVALID_STORED_CREDENTIALS,
     PREVIEW_CATEGORIES,
+    QUERY_REJECTED,
     ROOT_ROTATION_CATEGORIES,
+    SYNC_CATEGORIES,
     TEST_CATEGORIES,
     WORK_REFUSED,
 )
@@ -327,6 +330,63 @@ class AgentActivities:
             run_id=request.run_id,
             category=workflows_pb2.RootRotationCategory.Name(result.category),
             recovered=result.recovered,
+            duration_ms=result.duration_ms,
+        )
+        return result
+
+    @activity.defn(name=temporal.SYNC_ACTIVITY)
+    async def sync_model(self, request: workflows_pb2.SyncInput) -> workflows_pb2.SyncResult:
+        """Syncs a model, if the work is proved; only counts and a fingerprint come back.
+
+        The statement is checked by the same validator a preview's is, before any credential
+        is resolved; it then runs in a READ ONLY, REPEATABLE READ transaction at the source.
+        """
+        refused = failure(WORK_REFUSED)
+        return await self._gated(request, refused, self._sync_model)
+
+    async def _sync_model(
+        self, request: workflows_pb2.SyncInput, work: connections_pb2.WorkClaim
+    ) -> workflows_pb2.SyncResult:
+        info = activity.info()
+        log.info("sync started", run_id=request.run_id, attempt=info.attempt)
+        try:
+            validate_preview_sql(request.sql)
+        except QueryRejected as exc:
+            log.info("sync query rejected", run_id=request.run_id, reason=exc.reason)
+            return failure(QUERY_REJECTED, exc.message)
+        source = await self._resolve(
+            "sync_source", work, connection_id=request.source_connection_id
+        )
+        destination = await self._resolve(
+            "sync_destination", work, connection_id=request.destination_connection_id
+        )
+        if source is None or destination is None:
+            return failure(INVALID_STORED_CREDENTIALS)
+        try:
+            async with (
+                self._leases.workload_credentials(
+                    request.source_connection_id, "sync_source", source
+                ) as reader,
+                self._leases.workload_credentials(
+                    request.destination_connection_id, "sync_destination", destination
+                ) as writer,
+            ):
+                result = await run_sync(
+                    request,
+                    reader,
+                    writer,
+                    heartbeat=lambda copied: activity.heartbeat(copied),
+                    attempt=info.attempt,
+                )
+        except PrivilegedLoginFailed as exc:
+            entry = TEST_CATEGORIES.outcome(exc.category)
+            result = failure(entry if SYNC_CATEGORIES.has(entry) else INVALID_STORED_CREDENTIALS)
+        log.info(
+            "sync done",
+            run_id=request.run_id,
+            category=workflows_pb2.SyncCategory.Name(result.category),
+            rows=result.rows,
+            bytes=result.bytes,
             duration_ms=result.duration_ms,
         )
         return result

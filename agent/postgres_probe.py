@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Final
+from typing import Any, Final
 
 import psycopg
 from psycopg import errors
@@ -195,26 +195,53 @@ async def connect(
     # the asyncio deadline is what bounds the attempt as a whole.
     with _root_cert_file(target.sslrootcert) as root_cert:
         async with asyncio.timeout(connect_timeout):
-            # Keyword arguments, never a DSN string: psycopg quotes each value, so a password
-            # or name with spaces, quotes or "=" cannot change the meaning of another one.
             return await psycopg.AsyncConnection.connect(
-                host=target.host,
-                port=target.port,
-                dbname=target.dbname,
-                user=target.user,
-                password=target.password,
-                sslmode=target.sslmode,
-                # None leaves the parameter out: the modes that verify nothing get no file.
-                sslrootcert=root_cert,
-                # The product offers TLS or plaintext, nothing else; GSSAPI encryption
-                # ("prefer" by default) would make the outcome depend on Kerberos tickets on
-                # the agent host.
-                gssencmode="disable",
-                connect_timeout=math.ceil(connect_timeout),
-                application_name=APPLICATION_NAME,
+                **_connect_parameters(target, root_cert, connect_timeout),
                 # No transaction is left open by accident; callers that want one begin it.
                 autocommit=True,
             )
+
+
+def connect_blocking(
+    credentials: connections_pb2.PostgresCredentials, *, connect_timeout: float
+) -> psycopg.Connection[TupleRow]:
+    """``connect`` for a thread that works with a blocking connection (a sync's COPY loop):
+    the same parameters and checks, and a transaction begun by the first statement.
+
+    libpq bounds each address's attempt with connect_timeout; a blocking connect has no
+    deadline of its own for name resolution.
+    """
+    _check_connect_timeout(connect_timeout)
+    target = _validated_target(credentials)
+    if target is None:
+        raise InvalidStoredCredentials("the stored credentials are missing or malformed")
+    with _root_cert_file(target.sslrootcert) as root_cert:
+        return psycopg.Connection.connect(**_connect_parameters(target, root_cert, connect_timeout))
+
+
+def _connect_parameters(
+    target: _Target, root_cert: str | None, connect_timeout: float
+) -> dict[str, Any]:
+    """libpq's parameters for ``target``, the one place every agent connection is shaped.
+
+    Keyword arguments, never a DSN string: psycopg quotes each value, so a password or name
+    with spaces, quotes or "=" cannot change the meaning of another one.
+    """
+    return {
+        "host": target.host,
+        "port": target.port,
+        "dbname": target.dbname,
+        "user": target.user,
+        "password": target.password,
+        "sslmode": target.sslmode,
+        # None leaves the parameter out: the modes that verify nothing get no file.
+        "sslrootcert": root_cert,
+        # The product offers TLS or plaintext, nothing else; GSSAPI encryption ("prefer" by
+        # default) would make the outcome depend on Kerberos tickets on the agent host.
+        "gssencmode": "disable",
+        "connect_timeout": math.ceil(connect_timeout),
+        "application_name": APPLICATION_NAME,
+    }
 
 
 @contextlib.contextmanager

@@ -39,7 +39,12 @@ from agent.liveness import Heartbeat
 from agent.sidecar import run_sidecar
 from agent.warm_pool import WarmPool
 from agent.work_gate import WorkGate, key_cache
-from agent.workflows import CredentialTestWorkflow, PreviewQueryWorkflow, RootRotationWorkflow
+from agent.workflows import (
+    CredentialTestWorkflow,
+    PreviewQueryWorkflow,
+    RootRotationWorkflow,
+    SyncWorkflow,
+)
 from sevvo.auth.v1 import auth_pb2_grpc
 from sevvo.connections.v1 import connections_pb2_grpc
 from sevvo.orchestrator.v1 import orchestrator_pb2, orchestrator_pb2_grpc, work_proof_pb2_grpc
@@ -66,7 +71,12 @@ POOL_CLOSE_SECONDS = 30.0
 TRUST_REFRESH_SECONDS = 2.0
 """How often the warm pool's verifier polls auth's keys and revocations (the services' rate)."""
 TRUST_LEEWAY_SECONDS = 10
-WORKFLOWS: tuple[type, ...] = (CredentialTestWorkflow, PreviewQueryWorkflow, RootRotationWorkflow)
+WORKFLOWS: tuple[type, ...] = (
+    CredentialTestWorkflow,
+    PreviewQueryWorkflow,
+    RootRotationWorkflow,
+    SyncWorkflow,
+)
 """Every workflow type the agent's workers register. Each needs a recorded history under
 tests/workflow_histories/ that its next version replays (tests/test_workflow_replay.py)."""
 
@@ -183,6 +193,7 @@ def _worker(client: Client, queue: str, activities: AgentActivities, config: Age
             activities.test_credentials,
             activities.preview_query,
             activities.rotate_root_credentials,
+            activities.sync_model,
         ],
         # Previews and tests run as local activities, rotations as activities: each kind
         # gets the configured number of database sessions at once.

@@ -7,6 +7,11 @@ from datetime import timedelta
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 
+# One attempt of a sync may take this long; the orchestrator's run allows six hours in all.
+SYNC_ATTEMPT_TIMEOUT = timedelta(hours=2)
+# An agent that stops heartbeating this long is taken as gone, and the attempt retried.
+SYNC_HEARTBEAT_TIMEOUT = timedelta(seconds=20)
+
 with workflow.unsafe.imports_passed_through():
     from sevvo.runtime import temporal
     from sevvo.workflows.v1 import workflows_pb2
@@ -96,6 +101,34 @@ class RootRotationWorkflow:
                 initial_interval=timedelta(seconds=1),
                 maximum_interval=timedelta(seconds=5),
                 maximum_attempts=3,
+            ),
+        )
+        return result
+
+
+@workflow.defn(name=temporal.SYNC_WORKFLOW)
+class SyncWorkflow:
+    """Syncs a model from its source into its destination inside the customer's network."""
+
+    @workflow.run
+    async def run(self, request: workflows_pb2.SyncInput) -> workflows_pb2.SyncResult:
+        """Runs the sync activity; a lost agent is noticed by the missed heartbeats and the
+        sync runs again from the start on whichever agent of the org picks it up.
+
+        A sync's outcomes (a query error, schema drift) are results, not retried. Every
+        attempt leaves the destination whole: it loads in one transaction, and a second
+        attempt waits on the model's lock until a first one still running has ended.
+        """
+        result: workflows_pb2.SyncResult = await workflow.execute_activity(
+            temporal.SYNC_ACTIVITY,
+            request,
+            result_type=workflows_pb2.SyncResult,
+            start_to_close_timeout=SYNC_ATTEMPT_TIMEOUT,
+            heartbeat_timeout=SYNC_HEARTBEAT_TIMEOUT,
+            retry_policy=RetryPolicy(
+                initial_interval=timedelta(seconds=2),
+                maximum_interval=timedelta(seconds=30),
+                maximum_attempts=10,
             ),
         )
         return result

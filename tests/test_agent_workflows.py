@@ -19,7 +19,13 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
-from agent.workflows import CredentialTestWorkflow, PreviewQueryWorkflow, RootRotationWorkflow
+from agent.workflows import (
+    SYNC_HEARTBEAT_TIMEOUT,
+    CredentialTestWorkflow,
+    PreviewQueryWorkflow,
+    RootRotationWorkflow,
+    SyncWorkflow,
+)
 from devstack.temporal import TemporalDevServer
 from sevvo.runtime import temporal as names
 from sevvo.workflows.v1 import workflows_pb2 as wpb
@@ -130,8 +136,14 @@ def test_a_credential_test_runs_as_a_local_activity_and_is_retried(
             wpb.RootRotationInput(run_id="r", connection_id=str(uuid.uuid4())),
             wpb.RootRotationResult(),
         ),
+        (
+            SyncWorkflow,
+            names.SYNC_ACTIVITY,
+            wpb.SyncInput(run_id="r", model_id=str(uuid.uuid4()), sql="select 1"),
+            wpb.SyncResult(category=wpb.SYNC_CATEGORY_OK),
+        ),
     ],
-    ids=["credential-test", "preview", "root-rotation"],
+    ids=["credential-test", "preview", "root-rotation", "sync"],
 )
 def test_every_agent_workflow_passes_the_determinism_sandbox(
     temporal: TemporalDevServer,
@@ -169,3 +181,46 @@ def test_every_agent_workflow_passes_the_determinism_sandbox(
             return result
 
     assert asyncio.run(scenario()) == result_message
+
+
+def test_a_sync_is_retried_after_a_lost_attempt_and_its_outcomes_are_not(
+    temporal: TemporalDevServer,
+) -> None:
+    """An attempt that fails (an agent gone, a control plane unreachable) is tried again; a
+    sync that ends in an outcome (here schema drift) is returned once, not retried. The
+    activity runs with a heartbeat timeout, so a silent agent is noticed in seconds."""
+    attempts: list[int] = []
+
+    @activity.defn(name=names.SYNC_ACTIVITY)
+    async def flaky_sync(request: wpb.SyncInput) -> wpb.SyncResult:
+        attempts.append(activity.info().attempt)
+        if len(attempts) == 1:
+            raise RuntimeError("agent lost mid-stream")
+        return wpb.SyncResult(category=wpb.SYNC_CATEGORY_SCHEMA_CHANGED, attempt=len(attempts))
+
+    async def scenario() -> tuple[wpb.SyncResult, timedelta | None]:
+        client = await Client.connect(temporal.address)
+        queue = f"tenant-{uuid.uuid4()}"
+        workflow_id = f"sync-{uuid.uuid4()}"
+        async with Worker(
+            client, task_queue=queue, workflows=[SyncWorkflow], activities=[flaky_sync]
+        ):
+            result: wpb.SyncResult = await client.execute_workflow(
+                names.SYNC_WORKFLOW,
+                wpb.SyncInput(run_id="r", model_id=str(uuid.uuid4()), sql="select 1"),
+                id=workflow_id,
+                task_queue=queue,
+                result_type=wpb.SyncResult,
+                execution_timeout=timedelta(seconds=60),
+            )
+        heartbeat = None
+        async for event in client.get_workflow_handle(workflow_id).fetch_history_events():
+            if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+                attributes = event.activity_task_scheduled_event_attributes
+                heartbeat = attributes.heartbeat_timeout.ToTimedelta()
+        return result, heartbeat
+
+    result, heartbeat = asyncio.run(scenario())
+    assert result.category == wpb.SYNC_CATEGORY_SCHEMA_CHANGED
+    assert attempts == [1, 2]
+    assert heartbeat == SYNC_HEARTBEAT_TIMEOUT

@@ -29,6 +29,7 @@ _KIND_WORDS = {
     Kind.CREDENTIAL_TEST: "credential test",
     Kind.PREVIEW: "preview",
     Kind.ROOT_ROTATION: "root rotation",
+    Kind.SYNC: "sync",
     Kind.RUN: "any run",
 }
 

@@ -51,6 +51,11 @@ _READ_AHEAD = 8
 _LOCK_CLASS = zlib.crc32(b"sevvo-sync") - 2**31
 
 Progress = Callable[[int], None]
+Opener = Callable[[], psycopg.Connection[Any]]
+
+
+def _open(target: str | Opener) -> psycopg.Connection[Any]:
+    return psycopg.connect(target) if isinstance(target, str) else target()
 
 
 @dataclass(frozen=True)
@@ -59,20 +64,21 @@ class _Target:
 
 
 def sync(
-    source: str,
-    destination: str,
+    source: str | Opener,
+    destination: str | Opener,
     plan: SyncPlan,
     *,
     progress: Progress | None = None,
 ) -> SyncReport:
-    """Runs one sync of ``plan`` from the ``source`` conninfo into ``destination``.
+    """Runs one sync of ``plan`` from ``source`` into ``destination``: each a conninfo, or a
+    callable that opens a blocking connection (the agent's, from stored credentials).
 
     Raises SyncFailed (the destination unchanged) with a category: ``source_query_failed``,
     ``destination_failed``, ``schema_changed``, ``destination_type_missing``,
-    ``invalid_model``.
+    ``invalid_model``. Failing to connect raises what the opener raises.
     """
     started = time.monotonic()
-    with psycopg.connect(source) as src, psycopg.connect(destination) as dst:
+    with _open(source) as src, _open(destination) as dst:
         src.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         src.read_only = True
         for conn in (src, dst):

@@ -14,11 +14,13 @@ import uuid
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 
+from google.protobuf import json_format
 from google.protobuf.message import Message
 from temporalio.service import RPCError
 
 from services.orchestrator import schedules
 from services.orchestrator.connections_client import ConnectionInfo, ConnectionLookup, not_dynamic
+from services.orchestrator.models import ModelRow
 from services.orchestrator.payload_keys import (
     Maintenance,
     PayloadKeys,
@@ -45,6 +47,7 @@ from sevvo.runtime.logs import get_logger
 from sevvo.runtime.outcomes import (
     PREVIEW_CATEGORIES,
     ROOT_ROTATION_CATEGORIES,
+    SYNC_CATEGORIES,
     TEST_CATEGORIES,
 )
 from sevvo.runtime.payload_codec import OrgPayloadKeys
@@ -62,6 +65,9 @@ SCHEDULE_SET_ACTION = "connection.rotation_schedule.set"
 SCHEDULE_DELETE_ACTION = "connection.rotation_schedule.delete"
 # The statement timeout is 10 s; connecting, the round trips and a wait in the queue get the rest.
 PREVIEW_TIMEOUT = timedelta(seconds=40)
+# The longest a sync may run in the agent; the activity heartbeats, so a lost agent is noticed
+# within a minute and the sync retried, not waited out.
+SYNC_TIMEOUT = timedelta(hours=6)
 # The longest one WaitRun call waits; a caller asks again for a run that is still running.
 MAX_RUN_WAIT = timedelta(seconds=60)
 
@@ -86,6 +92,45 @@ def _preview_outcome(result: workflows_pb2.PreviewQueryResult) -> Outcome:
 
 def _rotation_outcome(result: workflows_pb2.RootRotationResult) -> Outcome:
     return outcome_of(ROOT_ROTATION_CATEGORIES.outcome(result.category), result.message)
+
+
+def sync_report(result: workflows_pb2.SyncResult) -> dict[str, object]:
+    """What a run keeps of a sync's result: every field but the category and message (the
+    run's own columns). SyncResult holds only counts, durations, flags and a fingerprint
+    (tests/test_sync_report.py), so neither does this."""
+    report = json_format.MessageToDict(result, preserving_proto_field_name=True)
+    report.pop("category", None)
+    report.pop("message", None)
+    return report
+
+
+def _sync_outcome(result: workflows_pb2.SyncResult) -> Outcome:
+    return outcome_of(
+        SYNC_CATEGORIES.outcome(result.category), result.message, sync_report=sync_report(result)
+    )
+
+
+_LOAD_MODES = {
+    "full_refresh": workflows_pb2.SYNC_LOAD_MODE_FULL_REFRESH,
+    "incremental": workflows_pb2.SYNC_LOAD_MODE_INCREMENTAL,
+}
+
+
+def sync_input(run: RunRow, model: ModelRow) -> workflows_pb2.SyncInput:
+    """The sync workflow's input for a run of ``model``: its definition, nothing of its rows."""
+    return workflows_pb2.SyncInput(
+        run_id=str(run.id),
+        model_id=str(model.id),
+        source_connection_id=str(model.source_connection_id),
+        sql=model.sql,
+        destination_connection_id=str(model.destination_connection_id),
+        destination_schema=model.destination_schema,
+        destination_table=model.destination_table,
+        load_mode=_LOAD_MODES[model.load_mode],
+        cursor_column=model.cursor_column or "",
+        primary_key=list(model.primary_key),
+        allow_schema_evolution=model.allow_schema_evolution,
+    )
 
 
 def _run_target(run: RunRow) -> tuple[str, str]:
@@ -151,6 +196,13 @@ def work_kinds(test_timeout: timedelta) -> dict[str, WorkKind]:
             test_timeout,
             _rotation_outcome,
         ),
+        "sync": WorkKind(
+            "sync",
+            names.SYNC_WORKFLOW,
+            workflows_pb2.SyncResult,
+            SYNC_TIMEOUT,
+            _sync_outcome,
+        ),
     }
 
 
@@ -208,6 +260,7 @@ class OrchestratorDomain:
         *,
         connection_id: uuid.UUID | None = None,
         draft_id: uuid.UUID | None = None,
+        model_id: uuid.UUID | None = None,
         details: Mapping[str, str] | None = None,
     ) -> RunRow:
         """Starts work for the caller and returns its run at once; the start is audited with
@@ -228,6 +281,7 @@ class OrchestratorDomain:
             request_for,
             connection_id=connection_id,
             draft_id=draft_id,
+            model_id=model_id,
             creator=f"{caller.kind.value}:{caller.subject_id}",
             audit_start=started,
         )
@@ -302,6 +356,26 @@ class OrchestratorDomain:
                 run_id=str(run.id), connection_id=str(target)
             ),
             connection_id=target,
+        )
+
+    async def start_sync(self, caller: Principal, bearer: str, model: ModelRow) -> RunRow:
+        """Starts a sync of the caller's org's ``model`` on its agents; returns the run at once
+        (see ``wait_run``).
+
+        Both connections must still be the org's (NOT_FOUND otherwise, before any run is
+        recorded). The run records the agent's counts and fingerprint, never a row.
+        """
+        if str(model.org_id) != caller.org_id:
+            raise NotFound("model not found", reason="MODEL_NOT_FOUND")
+        await self._connection(caller, bearer, model.source_connection_id)
+        await self._connection(caller, bearer, model.destination_connection_id)
+        return await self._begin(
+            caller,
+            "sync",
+            lambda run: sync_input(run, model),
+            connection_id=model.source_connection_id,
+            model_id=model.id,
+            details={"model_id": str(model.id), "model_name": model.name},
         )
 
     async def preview_query(
@@ -476,15 +550,17 @@ class OrchestratorDomain:
         return row
 
     async def list_runs(
-        self, caller: Principal, page_size: int, page_token: str
+        self, caller: Principal, page_size: int, page_token: str, model_id: str = ""
     ) -> tuple[list[RunRow], str]:
-        """One page of the caller's org's runs, newest first."""
+        """One page of the caller's org's runs (of one model, when given), newest first."""
         limit = paging.page_size(page_size)
+        model = validation.resource_id("model_id", model_id) if model_id else None
         rows = await asyncio.to_thread(
             self._store.list_runs,
             uuid.UUID(caller.org_id),
             limit + 1,
             paging.decode_cursor(page_token),
+            model,
         )
         return paging.page_of(rows, limit, lambda r: (r.started_at, r.id))
 

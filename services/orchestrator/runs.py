@@ -96,6 +96,8 @@ class Outcome:
     message: str | None
     row_count: int | None = None
     truncated: bool | None = None
+    # For syncs: the agent's metadata report, by SyncResult field name.
+    sync_report: Mapping[str, Any] | None = None
 
 
 def outcome_of(
@@ -104,9 +106,10 @@ def outcome_of(
     *,
     row_count: int | None = None,
     truncated: bool | None = None,
+    sync_report: Mapping[str, Any] | None = None,
 ) -> Outcome:
     """The row's outcome for a catalogue entry: its name, and the state the catalogue gives it."""
-    return Outcome(entry.state, entry.name, message, row_count, truncated)
+    return Outcome(entry.state, entry.name, message, row_count, truncated, sync_report)
 
 
 def run_outcome(entry: catalogue.Outcome) -> Outcome:
@@ -194,6 +197,7 @@ class RunTracker:
         *,
         connection_id: uuid.UUID | None = None,
         draft_id: uuid.UUID | None = None,
+        model_id: uuid.UUID | None = None,
         creator: str = "",
         audit_start: Callable[[RunRow], audit.Entry] | None = None,
     ) -> RunRow:
@@ -206,7 +210,9 @@ class RunTracker:
         ``outcome`` (before yielding to the event loop: a finished watch is forgotten).
         """
         spec = self._kinds[kind]
-        run = await self._insert(org_id, kind, connection_id, draft_id, creator, audit_start)
+        run = await self._insert(
+            org_id, kind, connection_id, draft_id, creator, audit_start, model_id=model_id
+        )
         watch = asyncio.get_running_loop().create_task(
             self._start_and_watch(run, spec, request_for), name=f"watch-{run.id}"
         )
@@ -261,6 +267,8 @@ class RunTracker:
         draft_id: uuid.UUID | None,
         creator: str,
         audit_start: Callable[[RunRow], audit.Entry] | None = None,
+        *,
+        model_id: uuid.UUID | None = None,
     ) -> RunRow:
         run_id = uuid.uuid4()
         run = RunRow(
@@ -278,6 +286,7 @@ class RunTracker:
             duration_ms=None,
             proved=self._proofs is not None,
             creator=creator,
+            model_id=model_id,
         )
         entry = audit_start(run) if audit_start is not None else None
         await asyncio.to_thread(self._store.insert_run, run, entry)
@@ -531,6 +540,7 @@ class RunTracker:
             duration_ms=max(int((now - run.started_at).total_seconds() * 1000), 0),
             row_count=outcome.row_count,
             truncated=outcome.truncated,
+            sync_report=outcome.sync_report,
         )
         if finished is None:  # Another watcher or replica finished it first: theirs stands.
             finished = await asyncio.to_thread(self._store.get_run, run.org_id, run.id)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import grpc
+from google.protobuf import json_format
 from google.protobuf.duration_pb2 import Duration
 
 from services.orchestrator.domain import OrchestratorDomain
@@ -15,7 +16,9 @@ from sevvo.orchestrator.v1 import orchestrator_pb2_grpc as pb_grpc
 from sevvo.orchestrator.v1 import work_proof_pb2, work_proof_pb2_grpc
 from sevvo.runtime.errors import InvalidArgument
 from sevvo.runtime.grpc_server import current_bearer, current_principal
+from sevvo.runtime.outcomes import SYNC_CATEGORIES
 from sevvo.runtime.servicing import timestamp
+from sevvo.workflows.v1 import workflows_pb2
 
 # A WaitRun answers this long before the caller's deadline, so the answer arrives in time.
 _ANSWER_MARGIN_SECONDS = 0.5
@@ -26,6 +29,7 @@ _KIND_TO_PB = {
     "credential_test": pb.RUN_KIND_CREDENTIAL_TEST,
     "preview": pb.RUN_KIND_PREVIEW,
     "root_rotation": pb.RUN_KIND_ROOT_ROTATION,
+    "sync": pb.RUN_KIND_SYNC,
 }
 _STATE_TO_PB = {
     "running": pb.RUN_STATE_RUNNING,
@@ -51,7 +55,21 @@ def run_pb(row: RunRow) -> pb.Run:
         row_count=row.row_count or 0,
         truncated=bool(row.truncated),
         creator=row.creator,
+        model_id=str(row.model_id) if row.model_id else "",
+        sync=_sync_pb(row),
     )
+
+
+def _sync_pb(row: RunRow) -> workflows_pb2.SyncResult | None:
+    """A finished sync's report, with the run's category; None for other runs."""
+    if row.sync_report is None:
+        return None
+    result = json_format.ParseDict(
+        row.sync_report, workflows_pb2.SyncResult(), ignore_unknown_fields=True
+    )
+    result.category = SYNC_CATEGORIES.value_named(row.outcome_category)
+    result.message = row.message or ""
+    return result
 
 
 def _duration(field: str, duration: Duration) -> timedelta:
@@ -157,7 +175,7 @@ class OrchestratorServicer(pb_grpc.OrchestratorServiceServicer):
         self, request: pb.ListRunsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListRunsResponse:
         rows, token = await self._domain.list_runs(
-            current_principal(), request.page_size, request.page_token
+            current_principal(), request.page_size, request.page_token, request.model_id
         )
         return pb.ListRunsResponse(runs=[run_pb(r) for r in rows], next_page_token=token)
 

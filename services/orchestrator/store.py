@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -13,6 +13,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
 
 from sevvo.runtime import audit
 from sevvo.runtime.migrations import MigrationSet
@@ -55,6 +56,9 @@ class RunRow:
     proved: bool = False
     # Who started it, as the audit log names actors ("user:<id>"); "" for older runs.
     creator: str = ""
+    # For syncs: the model, and the metadata the agent reported (SyncResult's fields by name).
+    model_id: uuid.UUID | None = None
+    sync_report: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -185,7 +189,8 @@ class OrchestratorStore(SchemaStore):
         with self.transaction() as conn:
             conn.execute(
                 "insert into runs (id, org_id, kind, state, connection_id, draft_id, workflow_id,"
-                " started_at, proved, creator) values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                " started_at, proved, creator, model_id)"
+                " values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
                 (
                     run.id,
                     run.org_id,
@@ -197,6 +202,7 @@ class OrchestratorStore(SchemaStore):
                     run.started_at,
                     run.proved,
                     run.creator,
+                    run.model_id,
                 ),
             )
             if entry is not None:
@@ -213,6 +219,7 @@ class OrchestratorStore(SchemaStore):
         duration_ms: int,
         row_count: int | None = None,
         truncated: bool | None = None,
+        sync_report: Mapping[str, Any] | None = None,
     ) -> RunRow | None:
         """Records a run's outcome once; a run already finished keeps its first outcome."""
         with (
@@ -221,8 +228,8 @@ class OrchestratorStore(SchemaStore):
         ):
             cur.execute(
                 "update runs set state = %s, outcome_category = %s, message = %s,"
-                " finished_at = %s, duration_ms = %s, row_count = %s, truncated = %s"
-                " where id = %s and state = 'running' returning *",
+                " finished_at = %s, duration_ms = %s, row_count = %s, truncated = %s,"
+                " sync_report = %s where id = %s and state = 'running' returning *",
                 (
                     state,
                     category,
@@ -231,6 +238,7 @@ class OrchestratorStore(SchemaStore):
                     duration_ms,
                     row_count,
                     truncated,
+                    None if sync_report is None else Jsonb(dict(sync_report)),
                     run_id,
                 ),
             )
@@ -243,22 +251,26 @@ class OrchestratorStore(SchemaStore):
             return cur.fetchone()
 
     def list_runs(
-        self, org_id: uuid.UUID, limit: int, before: tuple[datetime, str] | None
+        self,
+        org_id: uuid.UUID,
+        limit: int,
+        before: tuple[datetime, str] | None,
+        model_id: uuid.UUID | None = None,
     ) -> list[RunRow]:
-        """One page of an org's runs, newest first."""
+        """One page of an org's runs (of one model, when given), newest first."""
+        where: sql.Composable = sql.SQL("org_id = %(org)s")
+        if model_id is not None:
+            where = sql.SQL("{} and model_id = %(model)s").format(where)
+        if before is not None:
+            where = sql.SQL("{} and (started_at, id) < (%(at)s, %(id)s::uuid)").format(where)
+        query = sql.SQL(
+            "select * from runs where {} order by started_at desc, id desc limit %(limit)s"
+        ).format(where)
+        params: dict[str, Any] = {"org": org_id, "model": model_id, "limit": limit}
+        if before is not None:
+            params.update(at=before[0], id=before[1])
         with self.connection() as conn, conn.cursor(row_factory=dataclass_row(RunRow)) as cur:
-            if before is None:
-                cur.execute(
-                    "select * from runs where org_id = %s"
-                    " order by started_at desc, id desc limit %s",
-                    (org_id, limit),
-                )
-            else:
-                cur.execute(
-                    "select * from runs where org_id = %s and (started_at, id) < (%s, %s::uuid)"
-                    " order by started_at desc, id desc limit %s",
-                    (org_id, before[0], before[1], limit),
-                )
+            cur.execute(query, params)
             return cur.fetchall()
 
     def org_ids_with_keys(self) -> list[uuid.UUID]:

@@ -37,6 +37,7 @@ class Kind(enum.Enum):
     CREDENTIAL_TEST = "credential_test"
     PREVIEW = "preview"
     ROOT_ROTATION = "root_rotation"
+    SYNC = "sync"
     # Endings the orchestrator records for a run of any kind that brought back no answer.
     RUN = "run"
 
@@ -120,7 +121,8 @@ def _same(message: str, hint: str, *kinds: Kind) -> dict[Kind, Wording]:
 
 
 _TEST, _PREVIEW, _ROTATION, _RUN = Kind.CREDENTIAL_TEST, Kind.PREVIEW, Kind.ROOT_ROTATION, Kind.RUN
-_WORK = (_TEST, _PREVIEW, _ROTATION)
+_SYNC = Kind.SYNC
+_WORK = (_TEST, _PREVIEW, _ROTATION, _SYNC)
 
 # Successes.
 
@@ -129,6 +131,7 @@ OK: Final = _define(
     {
         _TEST: Wording("connected: the agent logged in and ran a test query"),
         _PREVIEW: Wording("the query ran; its rows are in the preview"),
+        _SYNC: Wording("synced: the model's rows are in the destination table"),
     },
     state="succeeded",
 )
@@ -153,6 +156,7 @@ CONNECTION_REFUSED_OR_TIMEOUT: Final = _define(
         " TCP connections from the agent's network",
         _TEST,
         _PREVIEW,
+        _SYNC,
     ),
     # A server restarting or a network blip passes.
     retryable=True,
@@ -165,6 +169,7 @@ PASSWORD_AUTHENTICATION_FAILED: Final = _define(
         "test from the agent's host with psql using the same credentials",
         _TEST,
         _PREVIEW,
+        _SYNC,
     ),
 )
 SSL_REQUIRED_NOT_OFFERED: Final = _define(
@@ -175,6 +180,7 @@ SSL_REQUIRED_NOT_OFFERED: Final = _define(
         "turn on ssl on the server, or use SSL mode disable only on a trusted network",
         _TEST,
         _PREVIEW,
+        _SYNC,
     ),
 )
 SSL_CERTIFICATE_UNVERIFIED: Final = _define(
@@ -188,6 +194,7 @@ SSL_CERTIFICATE_UNVERIFIED: Final = _define(
         " problem",
         _TEST,
         _PREVIEW,
+        _SYNC,
     ),
 )
 DATABASE_DOES_NOT_EXIST: Final = _define(
@@ -198,6 +205,7 @@ DATABASE_DOES_NOT_EXIST: Final = _define(
         "check the name, and list the server's databases from the agent's host with psql -l",
         _TEST,
         _PREVIEW,
+        _SYNC,
     ),
 )
 PERMISSION_DENIED: Final = _define(
@@ -211,6 +219,10 @@ PERMISSION_DENIED: Final = _define(
             "permission denied for a relation: the connection's role may not read a table the"
             " query uses",
             "grant it SELECT on that table (or CONNECT on the database)",
+        ),
+        _SYNC: Wording(
+            "permission denied: a connection's role may not connect to its database",
+            "grant it with GRANT CONNECT ON DATABASE",
         ),
     },
 )
@@ -246,7 +258,12 @@ QUERY_REJECTED: Final = _define(
             " without data-modifying CTEs, SELECT INTO or locking clauses, calling only"
             " reviewed read-only functions of pg_catalog and those the connection's owner"
             " allowed by name",
-        )
+        ),
+        _SYNC: Wording(
+            "query rejected: the model's statement is not one a sync may run",
+            "define the model with one read-only statement, as a preview would run it;"
+            " preview the model (sevvo models preview) to see the reason",
+        ),
     },
 )
 QUERY_TIMEOUT: Final = _define(
@@ -389,6 +406,68 @@ OTHER: Final = _define(
             "the rotation failed for another reason",
             "check the agent's log for the run id and the server's log",
         ),
+        _SYNC: Wording(
+            "the sync failed for another reason; the destination is as it was before the run",
+            "check the agent's log for the run id and both servers' logs",
+        ),
+    },
+)
+
+# Syncs. Each leaves the destination exactly as it was before the run.
+
+SOURCE_QUERY_FAILED: Final = _define(
+    "source_query_failed",
+    {
+        _SYNC: Wording(
+            "the source failed running the model's statement; the destination is unchanged",
+            "preview the model (sevvo models preview) to see the database's error, and check"
+            " the SQLSTATE the run reports",
+        )
+    },
+    # A statement cancelled by a restart or a conflict with recovery passes.
+    retryable=True,
+)
+DESTINATION_FAILED: Final = _define(
+    "destination_failed",
+    {
+        _SYNC: Wording(
+            "the destination refused the load; it is unchanged",
+            "check the SQLSTATE the run reports: grant the destination connection's role CREATE"
+            " on the schema and ownership of the table, or free space on its server",
+        )
+    },
+    retryable=True,
+)
+DESTINATION_TYPE_MISSING: Final = _define(
+    "destination_type_missing",
+    {
+        _SYNC: Wording(
+            "a column's type does not exist in the destination database (an enum, a domain or"
+            " an extension's type); nothing was loaded",
+            "create the type in the destination, or cast the column to a built-in type in the"
+            " model's statement",
+        )
+    },
+)
+SCHEMA_CHANGED: Final = _define(
+    "schema_changed",
+    {
+        _SYNC: Wording(
+            "a column was dropped or retyped at the source, and the model does not allow schema"
+            " evolution; the destination is unchanged",
+            "fix the model's statement to return the same columns, or allow schema evolution on"
+            " the model so the next sync reshapes the destination table",
+        )
+    },
+)
+INVALID_MODEL: Final = _define(
+    "invalid_model",
+    {
+        _SYNC: Wording(
+            "the model cannot be loaded as defined: its statement returns two columns of one"
+            " name, or not the cursor column or a primary key column it names",
+            "alias the columns apart in the statement, or name columns it returns",
+        )
     },
 )
 
@@ -492,6 +571,11 @@ class Wire(Generic[E]):
         """The wire value of an entry; KeyError when this kind cannot end that way."""
         return self._values[outcome.name]
 
+    def value_named(self, name: str | None) -> E:
+        """The wire value of the entry called ``name``; UNSPECIFIED (0) when this kind cannot
+        end that way (a run-level ending such as ``agent_unavailable``)."""
+        return self._values.get(name or "", cast(E, 0))
+
     def has(self, outcome: Outcome) -> bool:
         """Whether this kind of work can end in ``outcome``."""
         return outcome.name in self._values
@@ -509,7 +593,11 @@ ROOT_ROTATION_CATEGORIES: Final = Wire[workflows_pb2.RootRotationCategory](
     Kind.ROOT_ROTATION, workflows_pb2.RootRotationCategory, "ROOT_ROTATION_CATEGORY_"
 )
 """A root rotation's categories on the wire (workflows_pb2.RootRotationCategory)."""
-WIRES: Final = (TEST_CATEGORIES, PREVIEW_CATEGORIES, ROOT_ROTATION_CATEGORIES)
+SYNC_CATEGORIES: Final = Wire[workflows_pb2.SyncCategory](
+    Kind.SYNC, workflows_pb2.SyncCategory, "SYNC_CATEGORY_"
+)
+"""A sync's categories on the wire (workflows_pb2.SyncCategory)."""
+WIRES: Final = (TEST_CATEGORIES, PREVIEW_CATEGORIES, ROOT_ROTATION_CATEGORIES, SYNC_CATEGORIES)
 """Every kind whose categories travel as a protobuf enum."""
 
 __all__ = [
@@ -518,6 +606,7 @@ __all__ = [
     "EXIT_OK",
     "PREVIEW_CATEGORIES",
     "ROOT_ROTATION_CATEGORIES",
+    "SYNC_CATEGORIES",
     "TEST_CATEGORIES",
     "WIRES",
     "Kind",

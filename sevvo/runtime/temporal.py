@@ -35,6 +35,8 @@ PREVIEW_WORKFLOW = "PreviewQueryWorkflow"
 PREVIEW_ACTIVITY = "preview_query"
 ROOT_ROTATION_WORKFLOW = "RootRotationWorkflow"
 ROOT_ROTATION_ACTIVITY = "rotate_root_credentials"
+SYNC_WORKFLOW = "SyncWorkflow"
+SYNC_ACTIVITY = "sync_model"
 
 
 def task_queue(org_id: str) -> str:
