@@ -131,6 +131,24 @@ CONTRACTS = (
         ("login-failed", wpb.RootRotationResult(category=wpb.ROOT_ROTATION_CATEGORY_LOGIN_FAILED)),
         local=False,
     ),
+    Contract(
+        names.SYNC_WORKFLOW,
+        names.SYNC_ACTIVITY,
+        lambda: wpb.SyncInput(
+            run_id="history-run",
+            model_id=str(uuid.uuid4()),
+            source_connection_id=str(uuid.uuid4()),
+            sql="select 1 as one",
+            destination_connection_id=str(uuid.uuid4()),
+            destination_schema="analytics",
+            destination_table="one",
+            load_mode=wpb.SYNC_LOAD_MODE_FULL_REFRESH,
+        ),
+        wpb.SyncResult(category=wpb.SYNC_CATEGORY_OK, rows=1, bytes=16, attempt=1),
+        wpb.SyncResult(category=wpb.SYNC_CATEGORY_WORK_REFUSED),
+        ("schema-changed", wpb.SyncResult(category=wpb.SYNC_CATEGORY_SCHEMA_CHANGED)),
+        local=False,
+    ),
 )
 
 
@@ -222,7 +240,12 @@ class RefusingAgent:
     def functions(self) -> list[Callable[..., Any]]:
         """The activity functions a worker registers (the contract's names)."""
         acts = self.activities
-        return [acts.test_credentials, acts.preview_query, acts.rotate_root_credentials]
+        return [
+            acts.test_credentials,
+            acts.preview_query,
+            acts.rotate_root_credentials,
+            acts.sync_model,
+        ]
 
 
 def _refusing_agent(org_id: str) -> RefusingAgent:
