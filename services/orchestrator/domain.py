@@ -39,10 +39,16 @@ from services.orchestrator.runs import (
     outcome_of,
 )
 from services.orchestrator.schedules import RotationSchedule
-from services.orchestrator.store import OrchestratorStore, RunRow
+from services.orchestrator.store import OrchestratorStore, RunRow, SyncRunning
 from sevvo.runtime import audit, outcomes, paging, validation, work_proof
 from sevvo.runtime import temporal as names
-from sevvo.runtime.errors import InvalidArgument, NotFound, PermissionDenied, Unavailable
+from sevvo.runtime.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    Unavailable,
+)
 from sevvo.runtime.logs import get_logger
 from sevvo.runtime.outcomes import (
     PREVIEW_CATEGORIES,
@@ -369,13 +375,26 @@ class OrchestratorDomain:
             raise NotFound("model not found", reason="MODEL_NOT_FOUND")
         await self._connection(caller, bearer, model.source_connection_id)
         await self._connection(caller, bearer, model.destination_connection_id)
-        return await self._begin(
-            caller,
-            "sync",
-            lambda run: sync_input(run, model),
-            connection_id=model.source_connection_id,
-            model_id=model.id,
-            details={"model_id": str(model.id), "model_name": model.name},
+        try:
+            return await self._begin(
+                caller,
+                "sync",
+                lambda run: sync_input(run, model),
+                connection_id=model.source_connection_id,
+                model_id=model.id,
+                details={"model_id": str(model.id), "model_name": model.name},
+            )
+        except SyncRunning:
+            raise await self._sync_running(model) from None
+
+    async def _sync_running(self, model: ModelRow) -> FailedPrecondition:
+        running = await asyncio.to_thread(self._store.running_sync, model.org_id, model.id)
+        run_id = str(running.id) if running is not None else ""
+        return FailedPrecondition(
+            "a sync of this model is already running; wait for it to end"
+            + (f" (sevvo runs wait {run_id})" if run_id else ""),
+            reason="SYNC_RUNNING",
+            metadata={"run_id": run_id} if run_id else None,
         )
 
     async def preview_query(

@@ -61,6 +61,10 @@ class RunRow:
     sync_report: dict[str, Any] | None = None
 
 
+class SyncRunning(Exception):
+    """A sync of the model is already running; the store refused a second one."""
+
+
 @dataclass(frozen=True)
 class ProofKeyRow:
     """One of the orchestrator's proof signing keys, its private half sealed."""
@@ -185,28 +189,50 @@ class OrchestratorStore(SchemaStore):
             audit.append(conn, entry)
 
     def insert_run(self, run: RunRow, entry: audit.Entry | None = None) -> None:
-        """Records a run that is starting, and its audit record when given."""
+        """Records a run that is starting, and its audit record when given.
+
+        Raises SyncRunning for a sync of a model that has one running.
+        """
         with self.transaction() as conn:
-            conn.execute(
-                "insert into runs (id, org_id, kind, state, connection_id, draft_id, workflow_id,"
-                " started_at, proved, creator, model_id)"
-                " values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                (
-                    run.id,
-                    run.org_id,
-                    run.kind,
-                    run.state,
-                    run.connection_id,
-                    run.draft_id,
-                    run.workflow_id,
-                    run.started_at,
-                    run.proved,
-                    run.creator,
-                    run.model_id,
-                ),
-            )
+            try:
+                self._insert_run(conn, run)
+            except psycopg.errors.UniqueViolation as exc:
+                if exc.diag.constraint_name == "runs_one_running_sync":
+                    raise SyncRunning(str(run.model_id)) from None
+                raise
             if entry is not None:
                 audit.append(conn, entry)
+
+    @staticmethod
+    def _insert_run(conn: psycopg.Connection[Any], run: RunRow) -> None:
+        conn.execute(
+            "insert into runs (id, org_id, kind, state, connection_id, draft_id, workflow_id,"
+            " started_at, proved, creator, model_id)"
+            " values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            (
+                run.id,
+                run.org_id,
+                run.kind,
+                run.state,
+                run.connection_id,
+                run.draft_id,
+                run.workflow_id,
+                run.started_at,
+                run.proved,
+                run.creator,
+                run.model_id,
+            ),
+        )
+
+    def running_sync(self, org_id: uuid.UUID, model_id: uuid.UUID) -> RunRow | None:
+        """The model's sync that is running, if one is."""
+        with self.connection() as conn, conn.cursor(row_factory=dataclass_row(RunRow)) as cur:
+            cur.execute(
+                "select * from runs where org_id = %s and model_id = %s and kind = 'sync'"
+                " and state = 'running'",
+                (org_id, model_id),
+            )
+            return cur.fetchone()
 
     def finish_run(
         self,

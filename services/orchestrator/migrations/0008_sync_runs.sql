@@ -8,3 +8,7 @@ alter table runs add column model_id uuid;
 alter table runs add column sync_report jsonb;
 create index runs_model_idx on runs (org_id, model_id, started_at desc, id desc)
     where model_id is not null;
+-- One sync of a model at a time: a second start while one runs is refused by the store itself,
+-- whichever replica takes it (the agent's lock on the model is the second line).
+create unique index runs_one_running_sync on runs (model_id)
+    where kind = 'sync' and state = 'running';
