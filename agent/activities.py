@@ -8,6 +8,7 @@ Each activity first has the work gate check the input's proof of origin (agent/w
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from typing import TypeVar
 
 import grpc
@@ -50,6 +51,10 @@ _SECURITY_EVENTS = frozenset(
         workflows_pb2.PREVIEW_RECEIPT_STATUS_MISSING,
     }
 )
+
+# How often a sync renews the leases of its minted logins on dynamic connections: within the
+# shortest TTL a connection role may have (60 s), so a long sync never outlives its login.
+SYNC_LEASE_RENEWAL = timedelta(seconds=25)
 
 # The control plane answered, and the answer means these credentials cannot be used.
 _UNUSABLE = {
@@ -365,10 +370,16 @@ class AgentActivities:
         try:
             async with (
                 self._leases.workload_credentials(
-                    request.source_connection_id, "sync_source", source
+                    request.source_connection_id,
+                    "sync_source",
+                    source,
+                    keep_alive=SYNC_LEASE_RENEWAL,
                 ) as reader,
                 self._leases.workload_credentials(
-                    request.destination_connection_id, "sync_destination", destination
+                    request.destination_connection_id,
+                    "sync_destination",
+                    destination,
+                    keep_alive=SYNC_LEASE_RENEWAL,
                 ) as writer,
             ):
                 result = await run_sync(

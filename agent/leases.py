@@ -9,16 +9,24 @@ revocation statements. Passwords never leave the agent's process.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import grpc
 import psycopg
 from psycopg.rows import TupleRow
 
-from agent.dynamic_credentials import MintedRole, find_expired, mint, revoke
+from agent.dynamic_credentials import (
+    MintedRole,
+    RoleNotFound,
+    find_expired,
+    mint,
+    renew,
+    revoke,
+)
 from agent.root_rotation import connect_privileged
 from sevvo.connections.v1 import connections_pb2, connections_pb2_grpc
 from sevvo.runtime.grpc_client import error_details
@@ -54,13 +62,18 @@ class LeaseManager:
         purpose: str,
         resolved: connections_pb2.ResolveConnectionCredentialsResponse,
         role: str = DEFAULT_ROLE,
+        *,
+        keep_alive: timedelta | None = None,
     ) -> AsyncIterator[connections_pb2.PostgresCredentials]:
         """Yields the credentials a workload uses; for dynamic connections a fresh role.
 
         The role is minted from the connection role ``role``, whose settings ``resolved``
         must hold (resolved with that role; sevvo's own work uses "default"). It is revoked
         when the workload ends, however it ends; a revoke that fails is recorded as failing
-        so the reaper retries it instead of forgetting it.
+        so the reaper retries it instead of forgetting it. With ``keep_alive`` (a long
+        workload, such as a sync) the lease is renewed by its default TTL that often while
+        the workload runs, up to the role's maximum TTL, so neither the role's VALID UNTIL nor
+        the reaper ends it mid-work.
         """
         if not resolved.HasField("dynamic"):
             yield resolved.postgres
@@ -90,6 +103,13 @@ class LeaseManager:
                 connection_role=role,
                 purpose=purpose,
             )
+            renewing = (
+                None
+                if keep_alive is None
+                else asyncio.ensure_future(
+                    self._keep_alive(lease_id, minted.name, admin, ttl, keep_alive)
+                )
+            )
             try:
                 workload = connections_pb2.PostgresCredentials()
                 workload.CopyFrom(resolved.postgres)
@@ -97,9 +117,54 @@ class LeaseManager:
                 workload.username, workload.password = minted.name, minted.password
                 yield workload
             finally:
+                if renewing is not None:
+                    renewing.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await renewing
                 await self.revoke_lease(lease_id, minted.name, settings, admin)
         finally:
             await admin.close()
+
+    async def _keep_alive(
+        self,
+        lease_id: str,
+        name: str,
+        admin: psycopg.AsyncConnection[TupleRow],
+        ttl: timedelta,
+        every: timedelta,
+    ) -> None:
+        """Renews the lease by ``ttl`` every ``every`` until cancelled or at its maximum TTL.
+
+        The record moves first, then the role's VALID UNTIL: the reaper acts on the record,
+        so the record never says less than the role. A failed renewal is logged and tried
+        again next time; the lease still has what is left of its TTL.
+        """
+        while True:
+            await asyncio.sleep(every.total_seconds())
+            expiry = datetime.now(UTC) + ttl
+            request = connections_pb2.UpdateLeaseRequest(
+                lease_id=lease_id, state=connections_pb2.LEASE_STATE_ACTIVE
+            )
+            request.expire_time.FromDatetime(expiry)
+            try:
+                await self._leases.UpdateLease(request, timeout=10)
+                await renew(admin, name, new_valid_until=expiry)
+            except grpc.aio.AioRpcError as exc:
+                reason = error_details(exc).reason
+                if reason == "LEASE_PAST_MAX_TTL":
+                    log.warning("lease at its maximum TTL; not renewed", lease_id=lease_id)
+                    return
+                log.warning("lease renewal failed; retried", lease_id=lease_id, reason=reason)
+                continue
+            except RoleNotFound:
+                log.warning("lease role gone; not renewed", lease_id=lease_id)
+                return
+            except psycopg.Error as exc:
+                log.warning(
+                    "lease role not renewed; retried", lease_id=lease_id, sqlstate=exc.sqlstate
+                )
+                continue
+            log.info("lease renewed", lease_id=lease_id, expire_time=expiry.isoformat())
 
     async def revoke_lease(
         self,

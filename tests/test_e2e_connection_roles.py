@@ -13,7 +13,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -467,3 +467,56 @@ def test_roles_commands_add_show_change_and_remove_a_role(
     assert deleted == {"deleted": "etl", "leases": [], "unrevoked_lease_count": 0}
     remaining = ok("connections", "roles", "list", connection.id)["roles"]
     assert [role["name"] for role in remaining] == ["default"]
+
+
+def test_a_long_workload_keeps_its_lease_alive_until_it_ends(
+    e2e: EndToEnd, source: Source, background_loop: BackgroundLoop
+) -> None:
+    """With keep-alive (a sync's leases) the lease record and the role's VALID UNTIL move
+    forward while the workload runs, so neither the reaper nor the server ends a sync longer
+    than the TTL; when it ends the lease is revoked as any other."""
+    tenant = e2e.new_tenant()
+    connection = _connection(e2e, tenant, source)
+    bearer = _agent_bearer(e2e, tenant)
+    seen: dict[str, Any] = {}
+
+    def valid_until(login: str) -> datetime:
+        (row,) = source.query("select rolvaliduntil from pg_roles where rolname = %s", login)
+        assert isinstance(row[0], datetime)
+        return row[0]
+
+    def expiry(login: str) -> datetime:
+        (lease,) = [
+            lease for lease in _leases(e2e, tenant, connection.id) if lease.role_name == login
+        ]
+        return lease.expire_time.ToDatetime(UTC)
+
+    async def borrow() -> None:
+        channel = secure_aio_channel(
+            e2e.stack.grpc_target, ClientTls(e2e.stack.pki.ca_cert), lambda: bearer
+        )
+        try:
+            credentials = cpb_grpc.ConnectionCredentialServiceStub(channel)
+            manager = LeaseManager(cpb_grpc.LeaseServiceStub(channel), credentials)
+            resolved = await credentials.ResolveConnectionCredentials(
+                cpb.ResolveConnectionCredentialsRequest(
+                    connection_id=connection.id, purpose="sync_source"
+                )
+            )
+            async with manager.workload_credentials(
+                connection.id, "sync_source", resolved, keep_alive=timedelta(seconds=1)
+            ) as login:
+                name = login.username
+                first = await asyncio.to_thread(lambda: (expiry(name), valid_until(name)))
+                await asyncio.sleep(2.5)
+                later = await asyncio.to_thread(lambda: (expiry(name), valid_until(name)))
+                seen.update(name=name, first=first, later=later)
+        finally:
+            await channel.close()
+
+    background_loop.run(borrow())
+    (first_record, first_role), (later_record, later_role) = seen["first"], seen["later"]
+    assert later_record > first_record + timedelta(seconds=1)
+    assert later_role > first_role + timedelta(seconds=1)
+    assert later_record >= later_role - timedelta(seconds=1)
+    assert seen["name"] not in source.minted()
