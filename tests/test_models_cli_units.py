@@ -807,6 +807,12 @@ def test_every_models_command_has_help_with_an_example(command: str) -> None:
     assert "Example: sevvo models" in result.stdout
 
 
+def test_the_guide_shows_the_file_format_the_help_shows() -> None:
+    """docs/user-guide.md's model file is FILE_FORMAT, word for word."""
+    guide = (Path(__file__).resolve().parent.parent / "docs" / "user-guide.md").read_text()
+    assert f"```toml\n{FILE_FORMAT}\n```" in guide
+
+
 def test_create_help_documents_the_file_format() -> None:
     """The model file's keys are in create's help, as FILE_FORMAT has them."""
     result = CliRunner().invoke(app, ["models", "create", "--help"], env={"COLUMNS": "120"})
