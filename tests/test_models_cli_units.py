@@ -5,6 +5,7 @@ process (tests/cli_runner.py) with stubs that record what they were sent."""
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -344,6 +345,17 @@ def test_sql_comes_from_one_place(tmp_path: Path) -> None:
     with pytest.raises(CliError) as caught:
         read_sql(None, path, sql_stdin=True)
     assert _usage_error(caught) == "give the SQL once: --sql-file or --sql-stdin, not both"
+
+
+def test_empty_sql_from_a_flag_or_stdin_is_a_usage_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """--sql "" or an empty standard input is refused, naming where the SQL was to come from."""
+    with pytest.raises(CliError) as caught:
+        read_sql(" ", None, sql_stdin=False)
+    assert _usage_error(caught) == "--sql: the SQL is empty"
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))
+    with pytest.raises(CliError) as caught:
+        read_sql(None, None, sql_stdin=True)
+    assert _usage_error(caught) == "--sql-stdin: the SQL is empty"
 
 
 @pytest.mark.parametrize(

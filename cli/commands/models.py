@@ -258,28 +258,31 @@ def read_sql(sql: str | None, sql_file: Path | None, sql_stdin: bool) -> str | N
     A file that cannot be read, or SQL that is empty, is a usage error: never an empty or
     partial statement sent on as if it were the model's.
     """
-    sources = [
-        (flag, read)
-        for flag, given, read in (
-            ("--sql", sql is not None, lambda: sql or ""),
-            ("--sql-file", sql_file is not None, lambda: _read_text("--sql-file", sql_file)),
-            ("--sql-stdin", sql_stdin, sys.stdin.read),
+    given = [
+        flag
+        for flag, present in (
+            ("--sql", sql is not None),
+            ("--sql-file", sql_file is not None),
+            ("--sql-stdin", sql_stdin),
         )
-        if given
+        if present
     ]
-    if len(sources) > 1:
-        raise usage_error(f"give the SQL once: {' or '.join(f for f, _ in sources)}, not both")
-    if not sources:
+    if len(given) > 1:
+        raise usage_error(f"give the SQL once: {' or '.join(given)}, not both")
+    if sql_file is not None:
+        text = _read_text("--sql-file", sql_file)
+    elif sql_stdin:
+        text = sys.stdin.read()
+    elif sql is not None:
+        text = sql
+    else:
         return None
-    flag, read = sources[0]
-    text = read()
     if not text.strip():
-        raise usage_error(f"{flag}: the SQL is empty")
+        raise usage_error(f"{given[0]}: the SQL is empty")
     return text
 
 
-def _read_text(option: str, path: Path | None) -> str:
-    assert path is not None
+def _read_text(option: str, path: Path) -> str:
     try:
         return path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
@@ -763,7 +766,7 @@ def schedule(
 def runs(
     ctx: typer.Context,
     model: ModelArgument,
-    limit: Limit = 20,
+    limit: Limit = 50,
     page_token: PageToken = "",
     everything: AllPages = False,
 ) -> None:
