@@ -221,6 +221,12 @@ def from_rpc_error(error: grpc.RpcError) -> CliError:
         message = invalid_fields(message, field, details.violations)
     elif details.code is grpc.StatusCode.DEADLINE_EXCEEDED:
         message = "sevvo did not answer in time"
+    elif details.code is grpc.StatusCode.UNIMPLEMENTED:
+        # A command line newer than the control plane it talks to (a call added since).
+        message = (
+            "the control plane does not offer this yet: it is older than this command line;"
+            " upgrade it, or use a sevvo command line of its version"
+        )
     return CliError(
         message,
         exit_code=exit_code,

@@ -746,7 +746,12 @@ def test_delete_without_a_terminal_needs_yes(env: dict[str, str], stub: Recorder
 class _RpcError(grpc.RpcError):  # type: ignore[misc]
     """A failed call as grpc raises it: code, details and the status in trailing metadata."""
 
-    def __init__(self, message: str, violations: list[tuple[str, str]]) -> None:
+    def __init__(
+        self,
+        message: str,
+        violations: list[tuple[str, str]],
+        code: grpc.StatusCode = grpc.StatusCode.INVALID_ARGUMENT,
+    ) -> None:
         info, bad = any_pb2.Any(), any_pb2.Any()
         metadata = {"field": violations[0][0]} if violations else {}
         info.Pack(
@@ -763,10 +768,13 @@ class _RpcError(grpc.RpcError):  # type: ignore[misc]
             )
         )
         self._message = message
-        self._status = status_pb2.Status(code=3, message=message, details=[info, bad])
+        self._code = code
+        self._status = status_pb2.Status(
+            code=code.value[0], message=message, details=[info, bad] if violations else []
+        )
 
     def code(self) -> grpc.StatusCode:
-        return grpc.StatusCode.INVALID_ARGUMENT
+        return self._code
 
     def details(self) -> str:
         return self._message
@@ -804,6 +812,15 @@ def test_a_single_violation_is_not_repeated() -> None:
         )
     )
     assert error.message == "--every: must be from 5 minutes to 365 days"
+
+
+def test_a_control_plane_without_models_says_it_is_older() -> None:
+    """UNIMPLEMENTED (a server that predates ModelService) reads as what to do, not as gRPC's
+    "Method not found!"."""
+    error = from_rpc_error(_RpcError("Method not found!", [], grpc.StatusCode.UNIMPLEMENTED))
+    assert error.message.startswith("the control plane does not offer this yet")
+    assert "upgrade it" in error.message
+    assert error.exit_code == ExitCode.FAILED
 
 
 # --- help --------------------------------------------------------------------------------------
