@@ -661,6 +661,7 @@ def test_the_sync_table_names_rows_bytes_and_the_schema_flags(
     for label in ("rows", "bytes", "fingerprint", "created table", "schema changed", "fp-1"):
         assert label in result.stdout, label
     assert stub.sent("WaitRun") == []  # Already finished: nothing to wait for.
+    assert "started run" not in result.stderr
 
 
 @pytest.mark.parametrize(

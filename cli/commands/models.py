@@ -705,7 +705,7 @@ def sync(
     cli = cli_of(ctx)
     model_id = resolve.model_id(cli, model)
     run = cli.models().SyncModel(mpb.SyncModelRequest(id=model_id), timeout=CALL_TIMEOUT)
-    if not no_wait:
+    if not no_wait and run.state == opb.RUN_STATE_RUNNING:
         cli.output.note(f"started run {run.id}")
         try:
             with cli.output.progress("Syncing through your agent…"):

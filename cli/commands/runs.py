@@ -62,7 +62,10 @@ SYNC_DETAIL: list[Column] = [
 
 @app.command(
     "list",
-    epilog="Example: sevvo runs list --connection 3f1c0b6e-8d0e-4c0e-9d61-6a8f6f1f2a10 --limit 10",
+    epilog=(
+        "Example: sevvo runs list --connection 3f1c0b6e-8d0e-4c0e-9d61-6a8f6f1f2a10 --limit 10"
+        "\n\nExample: sevvo runs list --model orders-daily"
+    ),
 )
 def list_runs(
     ctx: typer.Context,
