@@ -22,6 +22,7 @@ from cli.commands import (
     connections,
     deployments,
     leases,
+    models,
     payload_keys,
     preview,
     runs,
@@ -36,7 +37,7 @@ from cli.session import default_config_dir
 app = typer.Typer(
     name="sevvo",
     help="Drive sevvo from a terminal: orgs, users, agent deployments, workload identities,"
-    " connections, previews, runs, leases, payload keys and the audit log.",
+    " connections, previews, models, runs, leases, payload keys and the audit log.",
     epilog=(
         "Example: sevvo --endpoint localhost:8443 --ca-file .dev/pki/ca.crt login"
         " --email admin@sevvo.dev\n\n"
@@ -141,6 +142,7 @@ app.add_typer(workloads.app, name="workloads")
 app.add_typer(connections.app, name="connections")
 connections.app.add_typer(connection_roles.app, name="roles")
 preview.register(app)
+app.add_typer(models.app, name="models")
 app.add_typer(runs.app, name="runs")
 app.add_typer(leases.app, name="leases")
 app.add_typer(audit.app, name="audit")

@@ -23,7 +23,7 @@ from sevvo.auth.v1 import (
     workloads_pb2_grpc,
 )
 from sevvo.connections.v1 import connections_pb2_grpc
-from sevvo.orchestrator.v1 import orchestrator_pb2_grpc
+from sevvo.orchestrator.v1 import models_pb2_grpc, orchestrator_pb2_grpc
 from sevvo.runtime.grpc_client import ClientTls, secure_channel
 
 DEFAULT_ENDPOINT = "localhost:8443"
@@ -111,6 +111,10 @@ class Cli:
     def orchestrator(self) -> orchestrator_pb2_grpc.OrchestratorServiceStub:
         """OrchestratorService as the signed-in user."""
         return orchestrator_pb2_grpc.OrchestratorServiceStub(self._channel(signed_in=True))
+
+    def models(self) -> models_pb2_grpc.ModelServiceStub:
+        """ModelService as the signed-in user."""
+        return models_pb2_grpc.ModelServiceStub(self._channel(signed_in=True))
 
     def payload_keys(self) -> orchestrator_pb2_grpc.PayloadKeyServiceStub:
         """PayloadKeyService as the signed-in user."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import re
+from collections.abc import Iterable
 
 import grpc
 
@@ -154,6 +155,15 @@ _FLAGS = {
     "email": "--email",
     "role": "--role",
     "sql": "the SQL",
+    # Models (sevvo models create/update; a model file's keys are the same words).
+    "source_connection_id": "--source",
+    "destination_connection_id": "--destination",
+    "destination_table": "--table",
+    "load_mode": "--incremental",
+    "cursor_column": "--cursor",
+    "primary_key": "--primary-key",
+    "allow_schema_evolution": "--allow-schema-evolution",
+    "schedule_interval": "--every",
 }
 _FIELD_PREFIX = re.compile(r"^(?P<path>[a-z_]+(?:\.[a-z_]+)*(?:\[\d+\])?): ")
 
@@ -170,6 +180,21 @@ def with_flag_names(message: str, field: str | None) -> str:
         return message
     flag = _FLAGS.get(re.sub(r"\[\d+\]$", "", path).rsplit(".", 1)[-1])
     return message if flag is None else f"{flag}: {message[match.end() :]}"
+
+
+def invalid_fields(message: str, field: str | None, violations: Iterable[tuple[str, str]]) -> str:
+    """An INVALID_ARGUMENT's text with flag names (see ``with_flag_names``): the status
+    ``message`` (naming ``field``), then every field violation it does not already say, each
+    as ``--flag: description`` (the API field where no flag is known), joined by ``; ``.
+
+    A service that checks a whole request names each invalid field in BadRequest; the status
+    message alone may name only the first, or none.
+    """
+    shown = [with_flag_names(message, field)]
+    for path, description in violations:
+        if f"{path}: {description}" not in message:
+            shown.append(with_flag_names(f"{path}: {description}", path))
+    return "; ".join(shown)
 
 
 def from_rpc_error(error: grpc.RpcError) -> CliError:
@@ -192,9 +217,16 @@ def from_rpc_error(error: grpc.RpcError) -> CliError:
     elif details.code is grpc.StatusCode.UNAVAILABLE:
         message = unreachable(message)
     elif details.code is grpc.StatusCode.INVALID_ARGUMENT:
-        message = with_flag_names(message, (details.metadata or {}).get("field"))
+        field = (details.metadata or {}).get("field")
+        message = invalid_fields(message, field, details.violations)
     elif details.code is grpc.StatusCode.DEADLINE_EXCEEDED:
         message = "sevvo did not answer in time"
+    elif details.code is grpc.StatusCode.UNIMPLEMENTED:
+        # A command line newer than the control plane it talks to (a call added since).
+        message = (
+            "the control plane does not offer this yet: it is older than this command line;"
+            " upgrade it, or use a sevvo command line of its version"
+        )
     return CliError(
         message,
         exit_code=exit_code,

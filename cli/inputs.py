@@ -58,6 +58,11 @@ def parse_duration(option: str, text: str) -> int:
     return int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
 
 
+def parse_interval(option: str, text: str) -> int:
+    """Seconds between scheduled runs: a duration (see ``parse_duration``), or 0 for ``off``."""
+    return 0 if text.strip().lower() == "off" else parse_duration(option, text)
+
+
 def format_duration(seconds: int) -> str:
     """The shortest of ``30d``, ``12h``, ``15m`` or ``90s`` that is exact; ``off`` for 0."""
     if seconds <= 0:

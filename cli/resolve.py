@@ -16,6 +16,7 @@ from cli.inputs import PageT, pages
 from cli.output import UUID_PATTERN
 from sevvo.auth.v1 import deployments_pb2, users_pb2, workloads_pb2
 from sevvo.connections.v1 import connections_pb2 as cpb
+from sevvo.orchestrator.v1 import models_pb2 as mpb
 from sevvo.orchestrator.v1 import orchestrator_pb2 as opb
 
 _PREFIX = re.compile(r"[0-9a-f][0-9a-f-]{3,35}")
@@ -144,6 +145,21 @@ def workload_id(cli: Cli, text: str) -> str:
                 timeout=CALL_TIMEOUT,
             ),
             lambda page: ((w.id, w.display_name) for w in page.workloads),
+        ),
+    )
+
+
+def model_id(cli: Cli, text: str) -> str:
+    """A model by id, id prefix or name."""
+    stub = cli.models()
+    return resolve(
+        "model",
+        text,
+        _everything(
+            lambda token: stub.ListModels(
+                mpb.ListModelsRequest(page_size=500, page_token=token), timeout=CALL_TIMEOUT
+            ),
+            lambda page: ((m.id, m.name) for m in page.models),
         ),
     )
 

@@ -20,9 +20,16 @@ from google.protobuf.field_mask_pb2 import FieldMask
 from cli import resolve
 from cli.client import AGENT_TIMEOUT, CALL_TIMEOUT, Cli
 from cli.commands.runs import COLUMNS as RUN_COLUMNS
-from cli.commands.runs import wait_for_run
+from cli.commands.runs import raise_for_outcome, wait_for_run
 from cli.errors import CliError, category_failure, usage_error
-from cli.inputs import cli_of, format_duration, pages, parse_duration, read_secret
+from cli.inputs import (
+    cli_of,
+    format_duration,
+    pages,
+    parse_duration,
+    parse_interval,
+    read_secret,
+)
 from cli.output import Column, JsonValue, key, message_dict
 from sevvo.connections.v1 import connections_pb2 as cpb
 from sevvo.orchestrator.v1 import orchestrator_pb2 as opb
@@ -656,12 +663,7 @@ def rotate_root(
         run = wait_for_run(cli, run)
     data = message_dict(run)
     cli.output.record(data, data, RUN_COLUMNS)
-    category = run.outcome_category or outcomes.OTHER.name
-    outcome = outcomes.get(category)
-    if outcome is None or not outcome.succeeded:
-        raise category_failure(
-            "the rotation did not happen", category, run.message, Kind.ROOT_ROTATION
-        )
+    raise_for_outcome(run, "the rotation did not happen", Kind.ROOT_ROTATION)
     cli.output.note(run.message)
 
 
@@ -691,7 +693,7 @@ def schedule_root_rotation(
             opb.GetRootRotationScheduleRequest(connection_id=connection_id), timeout=CALL_TIMEOUT
         )
     else:
-        seconds = 0 if every.strip().lower() == "off" else parse_duration("--every", every)
+        seconds = parse_interval("--every", every)
         request = opb.SetRootRotationScheduleRequest(connection_id=connection_id)
         request.interval.FromSeconds(seconds)
         schedule = cli.orchestrator().SetRootRotationSchedule(request, timeout=CALL_TIMEOUT)

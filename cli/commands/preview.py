@@ -11,7 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from cli import resolve
-from cli.client import AGENT_TIMEOUT
+from cli.client import AGENT_TIMEOUT, Cli
 from cli.errors import category_failure, usage_error
 from cli.inputs import cli_of
 from cli.output import JsonValue, Output, message_dict
@@ -156,11 +156,17 @@ def preview(
     """
     text = _sql_text(sql, file)
     cli = cli_of(ctx)
-    connection_id = resolve.connection_id(cli, connection_id)
+    run_preview(cli, resolve.connection_id(cli, connection_id), text)
+
+
+def run_preview(cli: Cli, connection_id: str, sql: str) -> None:
+    """Previews ``sql`` on the connection through the agent and shows the result (rows, or the
+    category, hint and exit code of a preview that did not succeed); ``sevvo preview`` and
+    ``sevvo models preview`` both show previews this way."""
     stub = cli.orchestrator()
     with cli.output.progress("Running the preview through your agent…"):
         response = stub.PreviewQuery(
-            opb.PreviewQueryRequest(connection_id=connection_id, sql=text), timeout=AGENT_TIMEOUT
+            opb.PreviewQueryRequest(connection_id=connection_id, sql=sql), timeout=AGENT_TIMEOUT
         )
     data = preview_data(response)
     result = response.result
