@@ -721,7 +721,7 @@ def sync(
     if run.state == opb.RUN_STATE_RUNNING:
         cli.output.note(f"running: sevvo runs wait {run.id} shows how it ends")
         return
-    raise_for_outcome(run, "the sync failed", Kind.RUN)
+    raise_for_outcome(run, "the sync failed", Kind.SYNC)
 
 
 @app.command(
