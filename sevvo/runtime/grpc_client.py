@@ -447,6 +447,8 @@ class ErrorDetails:
     message: str
     field: str | None = None
     metadata: dict[str, str] | None = None
+    # Every invalid field the BadRequest names, as (field, description); ``field`` is the first.
+    violations: tuple[tuple[str, str], ...] = ()
 
 
 def error_details(error: grpc.RpcError) -> ErrorDetails:
@@ -456,6 +458,7 @@ def error_details(error: grpc.RpcError) -> ErrorDetails:
     reason: str | None = None
     field: str | None = None
     metadata: dict[str, str] | None = None
+    violations: tuple[tuple[str, str], ...] = ()
     trailing = error.trailing_metadata() if hasattr(error, "trailing_metadata") else None
     for key, value in trailing or ():
         if key != "grpc-status-details-bin":
@@ -471,8 +474,14 @@ def error_details(error: grpc.RpcError) -> ErrorDetails:
             elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
                 bad = error_details_pb2.BadRequest()
                 detail.Unpack(bad)
-                if bad.field_violations:
-                    field = bad.field_violations[0].field
+                violations = tuple((v.field, v.description) for v in bad.field_violations)
+                if violations:
+                    field = violations[0][0]
     return ErrorDetails(
-        code=code, reason=reason, message=message or "", field=field, metadata=metadata
+        code=code,
+        reason=reason,
+        message=message or "",
+        field=field,
+        metadata=metadata,
+        violations=violations,
     )
