@@ -12,7 +12,6 @@ table no other model of the org fills, and the agent's own schema is refused.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import re
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
@@ -206,23 +205,27 @@ def _primary_key(columns: tuple[str, ...]) -> tuple[str, ...]:
     return columns
 
 
-def _incremental(
+def _load(
     spec: ModelSpec, found: validation.FieldErrors
-) -> tuple[str | None, tuple[str, ...]]:
-    """The cursor column and primary key of an incremental model."""
-    cursor = found.check(
-        lambda: validation.sql_identifier(_PREFIX + "cursor_column", spec.cursor_column)
-    )
-    key = found.check(lambda: _primary_key(spec.primary_key))
-    return cursor, key or ()
+) -> tuple[LoadMode | None, str | None, tuple[str, ...]]:
+    """The load mode, and the cursor column and primary key an incremental model merges by.
 
-
-def _full_refresh(spec: ModelSpec, found: validation.FieldErrors) -> None:
-    """A full refresh replaces the table whole: it has no cursor and merges by no key."""
-    if spec.cursor_column:
-        found.add(_PREFIX + "cursor_column", "must be empty for full_refresh (incremental only)")
-    if spec.primary_key:
-        found.add(_PREFIX + "primary_key", "must be empty for full_refresh (incremental only)")
+    A full refresh replaces the table whole: it has no cursor and merges by no key.
+    """
+    mode = found.check(lambda: _load_mode(spec.load_mode))
+    if mode == "incremental":
+        cursor = found.check(
+            lambda: validation.sql_identifier(_PREFIX + "cursor_column", spec.cursor_column)
+        )
+        return mode, cursor, found.check(lambda: _primary_key(spec.primary_key)) or ()
+    if mode == "full_refresh":
+        for field, value in (
+            ("cursor_column", spec.cursor_column),
+            ("primary_key", spec.primary_key),
+        ):
+            if value:
+                found.add(_PREFIX + field, "must be empty for full_refresh (incremental only)")
+    return mode, None, ()
 
 
 def _schedule(interval: timedelta) -> timedelta | None:
@@ -277,13 +280,7 @@ async def checked(
         # Off the event loop: parsing 100 KB of SQL takes tens of milliseconds.
         sql = await asyncio.to_thread(lambda: found.check(lambda: _statement(spec.sql)))
     destination = found.check(lambda: _destination(spec.destination_table))
-    mode = found.check(lambda: _load_mode(spec.load_mode))
-    cursor: str | None = None
-    key: tuple[str, ...] = ()
-    if mode == "incremental":
-        cursor, key = _incremental(spec, found)
-    elif mode == "full_refresh":
-        _full_refresh(spec, found)
+    mode, cursor, key = _load(spec, found)
     interval = found.check(lambda: _schedule(spec.schedule_interval))
     source = await _connection(spec, "source_connection_id", changed, found, lookup)
     target = await _connection(spec, "destination_connection_id", changed, found, lookup)
@@ -335,13 +332,6 @@ def update_paths(mask: Iterable[str]) -> set[str]:
     return paths
 
 
-def _statement_details(sql: str) -> dict[str, str]:
-    """What the audit log keeps of a model's SQL: its length and digest, never its text
-    (the text can hold literals, such as a customer's email in a WHERE clause)."""
-    raw = sql.encode()
-    return {"sql_bytes": str(len(raw)), "sql_sha256": hashlib.sha256(raw).hexdigest()}
-
-
 def _details(row: ModelRow, changed: Iterable[str] | None = None) -> dict[str, str]:
     """A model's audit details: its name, connections and load mode, its statement's length
     and digest, and for an update the names of the fields it set."""
@@ -350,7 +340,7 @@ def _details(row: ModelRow, changed: Iterable[str] | None = None) -> dict[str, s
         "source_connection_id": str(row.source_connection_id),
         "destination_connection_id": str(row.destination_connection_id),
         "load_mode": row.load_mode,
-        **_statement_details(row.sql),
+        **audit.statement_details(row.sql),
     }
     if changed is not None:
         details["fields"] = ",".join(sorted(changed))
