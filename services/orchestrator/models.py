@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Literal, get_args
+from typing import TYPE_CHECKING, Literal, NamedTuple, get_args
 
 from services.orchestrator.connections_client import ConnectionLookup
 from services.orchestrator.store import RunRow
@@ -108,21 +108,13 @@ OUTPUT_ONLY_FIELDS = ("id", "next_sync_time", "create_time", "update_time")
 _PREFIX = "model."
 
 
-@dataclass(frozen=True)
-class _Checked:
-    """A spec whose every field passed its rules, in the row's terms."""
+class Identity(NamedTuple):
+    """What a model's row holds beside its fields: ids and times, set by the service."""
 
-    name: str
-    source_connection_id: uuid.UUID
-    sql: str
-    destination_connection_id: uuid.UUID
-    destination_schema: str
-    destination_table: str
-    load_mode: LoadMode
-    cursor_column: str | None
-    primary_key: tuple[str, ...]
-    allow_schema_evolution: bool
-    schedule_interval: timedelta | None
+    id: uuid.UUID
+    org_id: uuid.UUID
+    created_at: datetime
+    updated_at: datetime
 
 
 def spec_of(row: ModelRow) -> ModelSpec:
@@ -265,9 +257,11 @@ async def _connection(
 async def checked(
     spec: ModelSpec,
     lookup: Callable[[uuid.UUID], Awaitable[object]],
+    identity: Identity,
     changed: Iterable[str] = UPDATABLE_FIELDS,
-) -> _Checked:
-    """Every field of ``spec`` checked; one InvalidArgument names every invalid field.
+) -> ModelRow:
+    """The row of ``spec`` once every field is checked; one InvalidArgument names every
+    invalid field.
 
     ``changed`` names the fields being set: only they are looked up or parsed again (a stored
     statement is not re-judged when only the name changes); the other rules hold for all.
@@ -287,7 +281,8 @@ async def checked(
     found.raise_any()
     # Every rule passed, so no value above is None where the row needs one.
     assert name and sql and source and target and destination and mode
-    return _Checked(
+    return ModelRow(
+        **identity._asdict(),
         name=name,
         source_connection_id=source,
         sql=sql,
@@ -302,7 +297,7 @@ async def checked(
     )
 
 
-def _schedules_available(model: _Checked) -> None:
+def _schedules_available(model: ModelRow) -> None:
     """Refuses a schedule until models' Temporal schedules exist (remove this check then)."""
     if model.schedule_interval is not None:
         raise FailedPrecondition(
@@ -384,16 +379,10 @@ class ModelsDomain:
 
     async def create(self, caller: Principal, bearer: str, spec: ModelSpec) -> ModelRow:
         """Creates a model in the caller's org; every invalid field is named at once."""
-        model = await checked(spec, self._lookup(caller, bearer))
-        _schedules_available(model)
         now = self._clock()
-        row = ModelRow(
-            id=uuid.uuid4(),
-            org_id=uuid.UUID(caller.org_id),
-            created_at=now,
-            updated_at=now,
-            **vars(model),
-        )
+        identity = Identity(uuid.uuid4(), uuid.UUID(caller.org_id), now, now)
+        row = await checked(spec, self._lookup(caller, bearer), identity)
+        _schedules_available(row)
         entry = self._entry(caller, CREATE_ACTION, row, _details(row))
         await asyncio.to_thread(self._store.insert, row, entry)
         log.info("model created", model_id=str(row.id))
@@ -431,11 +420,11 @@ class ModelsDomain:
         paths = update_paths(mask)
         current = await self.get(caller, str(mid))
         merged = replace(spec_of(current), **{p: getattr(spec, p) for p in paths})
-        model = await checked(merged, self._lookup(caller, bearer), paths)
-        _schedules_available(model)
         # Later than the version read, whatever this replica's clock says, so it differs.
         now = max(self._clock(), current.updated_at + timedelta(microseconds=1))
-        row = replace(current, updated_at=now, **vars(model))
+        identity = Identity(current.id, current.org_id, current.created_at, now)
+        row = await checked(merged, self._lookup(caller, bearer), identity, paths)
+        _schedules_available(row)
         entry = self._entry(caller, UPDATE_ACTION, row, _details(row, paths))
         updated = await asyncio.to_thread(self._store.update, row, current.updated_at, entry)
         if updated is None:
