@@ -19,6 +19,7 @@ from services.orchestrator.models import ModelRow
 from services.orchestrator.store import OrchestratorStore
 from sevvo.runtime import audit
 from sevvo.runtime.errors import Aborted, AlreadyExists
+from sevvo.runtime.rows import known_columns
 
 # The columns a model is written with, in one place for insert and update.
 _COLUMNS = (
@@ -41,60 +42,43 @@ _COLUMNS = (
 # What an update may change: everything but the ids and the creation time.
 _UPDATED = tuple(c for c in _COLUMNS if c not in ("id", "org_id", "created_at"))
 _SELECT = sql.SQL("select {} from models").format(sql.SQL(", ").join(map(sql.Identifier, _COLUMNS)))
-_NAME_TAKEN = "models_name_key"
-_DESTINATION_TAKEN = "models_destination_key"
+# What each unique index of models (0008_models.sql) protects: (message, reason).
+_TAKEN = {
+    "models_name_key": ("a model with this name already exists", "MODEL_NAME_TAKEN"),
+    "models_destination_key": (
+        "another model of the org already fills this destination table",
+        "MODEL_DESTINATION_TAKEN",
+    ),
+}
 
 
 def _values(row: ModelRow) -> dict[str, Any]:
+    """A model's column values: the interval in whole seconds, the key as an array."""
+    values = {c: getattr(row, c) for c in _COLUMNS if c != "schedule_interval_seconds"}
     interval = row.schedule_interval
-    return {
-        "id": row.id,
-        "org_id": row.org_id,
-        "name": row.name,
-        "source_connection_id": row.source_connection_id,
-        "sql": row.sql,
-        "destination_connection_id": row.destination_connection_id,
-        "destination_schema": row.destination_schema,
-        "destination_table": row.destination_table,
-        "load_mode": row.load_mode,
-        "cursor_column": row.cursor_column,
-        "primary_key": list(row.primary_key),
-        "allow_schema_evolution": row.allow_schema_evolution,
-        "schedule_interval_seconds": int(interval.total_seconds()) if interval else None,
-        "created_at": row.created_at,
-        "updated_at": row.updated_at,
-    }
+    values["schedule_interval_seconds"] = int(interval.total_seconds()) if interval else None
+    values["primary_key"] = list(row.primary_key)
+    return values
 
 
 def _row(record: dict[str, Any]) -> ModelRow:
+    """A stored model from its columns: the interval back to a timedelta, the key to a tuple."""
     seconds = record["schedule_interval_seconds"]
     return ModelRow(
-        id=record["id"],
-        org_id=record["org_id"],
-        name=record["name"],
-        source_connection_id=record["source_connection_id"],
-        sql=record["sql"],
-        destination_connection_id=record["destination_connection_id"],
-        destination_schema=record["destination_schema"],
-        destination_table=record["destination_table"],
-        load_mode=record["load_mode"],
-        cursor_column=record["cursor_column"],
-        primary_key=tuple(record["primary_key"]),
-        allow_schema_evolution=record["allow_schema_evolution"],
-        schedule_interval=timedelta(seconds=seconds) if seconds is not None else None,
-        created_at=record["created_at"],
-        updated_at=record["updated_at"],
+        **{
+            **known_columns(ModelRow, record),
+            "primary_key": tuple(record["primary_key"]),
+            "schedule_interval": timedelta(seconds=seconds) if seconds is not None else None,
+        }
     )
 
 
 def _taken(error: pg_errors.UniqueViolation) -> AlreadyExists:
     """The unique rule a write broke, by the index Postgres names (never by its message)."""
-    if error.diag.constraint_name == _DESTINATION_TAKEN:
-        return AlreadyExists(
-            "another model of the org already fills this destination table",
-            reason="MODEL_DESTINATION_TAKEN",
-        )
-    return AlreadyExists("a model with this name already exists", reason="MODEL_NAME_TAKEN")
+    message, reason = _TAKEN.get(
+        error.diag.constraint_name or "", ("a model with the same id already exists", "")
+    )
+    return AlreadyExists(message, reason=reason or None)
 
 
 class ModelStore:
