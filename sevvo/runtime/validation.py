@@ -18,8 +18,9 @@ from sevvo.runtime.errors import FieldViolation, InvalidArgument
 T = TypeVar("T")
 
 MAX_DISPLAY_NAME_LENGTH = 100
-# A plain Postgres identifier that needs no quoting and that Postgres never folds or truncates:
-# lower-case letters, digits and '_', at most 63 characters (NAMEDATALEN - 1).
+# A plain Postgres identifier, which Postgres never case-folds or truncates: lower-case
+# letters, digits and '_', at most 63 characters (NAMEDATALEN - 1). Whoever builds SQL with it
+# still quotes it (psycopg's sql.Identifier): a keyword such as "order" is a plain identifier.
 SQL_IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 SQL_IDENTIFIER_HELP = (
     "must be a plain identifier: 1 to 63 lower-case letters, digits and '_', not starting with"
