@@ -54,6 +54,7 @@ from sevvo.runtime.grpc_server import (
 from sevvo.runtime.tokens import Principal
 from sevvo.runtime.validation import FieldErrors
 from tests.plugins.auth_stack import PASSWORD, BackgroundLoop
+from tests.plugins.auth_stack import Org as AuthOrg
 from tests.plugins.control_plane import ControlPlane
 from tests.plugins.domains import ConnectionsAsLookup, ConnectionsDomains, OrgCallers, org_callers
 
@@ -680,17 +681,52 @@ def model_server(
         store.close()
 
 
-def _model(source: str, destination: str, **changes: Any) -> mpb.Model:
-    values: dict[str, Any] = {
-        "name": "orders",
-        "source_connection_id": source,
-        "sql": "select id, total from orders",
-        "destination_connection_id": destination,
-        "destination_table": "analytics.orders",
-        "load_mode": mpb.LOAD_MODE_FULL_REFRESH,
-    }
-    values.update(changes)
-    return mpb.Model(**values)
+@dataclass
+class Tenant:
+    """An org on the model server: its admin's stub, a member's, and one saved connection."""
+
+    org: AuthOrg
+    admin: mpb_grpc.ModelServiceStub
+    member: mpb_grpc.ModelServiceStub
+    connection: str
+
+    def model(self, **changes: Any) -> mpb.Model:
+        """A valid full-refresh model on the tenant's connection, with ``changes``."""
+        values: dict[str, Any] = {
+            "name": "orders",
+            "source_connection_id": self.connection,
+            "sql": "select id, total from orders",
+            "destination_connection_id": self.connection,
+            "destination_table": "analytics.orders",
+            "load_mode": mpb.LOAD_MODE_FULL_REFRESH,
+        }
+        values.update(changes)
+        return mpb.Model(**values)
+
+    def create(self, **changes: Any) -> mpb.Model:
+        """Creates a model as the admin."""
+        created: mpb.Model = self.admin.CreateModel(
+            mpb.CreateModelRequest(model=self.model(**changes))
+        )
+        return created
+
+
+@pytest.fixture
+def tenant(model_server: ModelServer) -> Tenant:
+    """A new org with an admin, a member and a connection."""
+    plane = model_server.plane
+    org = plane.auth.create_org(f"Models {uuid.uuid4().hex[:6]}")
+    email = f"member-{uuid.uuid4().hex[:8]}@models.example"
+    plane.auth.users(org.admin_token).CreateUser(
+        users_pb2.CreateUserRequest(email=email, password=PASSWORD, role=users_pb2.USER_ROLE_MEMBER)
+    )
+    member = plane.auth.auth().SignIn(auth_pb2.SignInRequest(email=email, password=PASSWORD))
+    return Tenant(
+        org,
+        model_server.stub(org.admin_token),
+        model_server.stub(member.session_token),
+        plane.create(org, "warehouse", "pw-warehouse-1").id,
+    )
 
 
 def _failure(call: Callable[[], object]) -> grpc.RpcError:
@@ -699,41 +735,40 @@ def _failure(call: Callable[[], object]) -> grpc.RpcError:
     return caught.value
 
 
-def test_grpc_a_model_round_trips_and_invalid_fields_come_back_as_bad_request(
-    model_server: ModelServer,
-) -> None:
-    """Create, get, list, update and delete over TLS; invalid input names every field."""
-    plane = model_server.plane
-    org = plane.auth.create_org("Models Inc")
-    source = plane.create(org, "src", "pw-source-1").id
-    admin = model_server.stub(org.admin_token)
-    created = admin.CreateModel(mpb.CreateModelRequest(model=_model(source, source)))
+def test_grpc_a_model_round_trips(tenant: Tenant) -> None:
+    """Create, get, list, a masked update and delete over TLS, as the API shows them."""
+    created = tenant.create()
     assert (created.name, created.destination_table, created.load_mode) == (
         "orders",
         "analytics.orders",
         mpb.LOAD_MODE_FULL_REFRESH,
     )
     assert not created.HasField("schedule_interval") and created.HasField("create_time")
-    assert admin.GetModel(mpb.GetModelRequest(id=created.id)) == created
-    assert list(admin.ListModels(mpb.ListModelsRequest()).models) == [created]
-
-    renamed = admin.UpdateModel(
+    assert tenant.member.GetModel(mpb.GetModelRequest(id=created.id)) == created
+    assert list(tenant.member.ListModels(mpb.ListModelsRequest()).models) == [created]
+    renamed = tenant.member.UpdateModel(
         mpb.UpdateModelRequest(
             model=mpb.Model(id=created.id, name="orders-v2", sql="delete from orders"),
             update_mask=FieldMask(paths=["name"]),
         )
     )
     assert (renamed.name, renamed.sql) == ("orders-v2", created.sql)
+    assert tenant.admin.DeleteModel(mpb.DeleteModelRequest(id=created.id)).id == created.id
+    assert list(tenant.admin.ListModels(mpb.ListModelsRequest()).models) == []
 
-    bad = _model(
-        "not-a-uuid",
-        str(uuid.uuid4()),
+
+def test_grpc_every_invalid_field_is_a_field_violation(tenant: Tenant) -> None:
+    """INVALID_ARGUMENT carries a BadRequest naming each invalid field by its request path."""
+    bad = tenant.model(
         name="Orders",
         sql="update orders set total = 0",
         load_mode=mpb.LOAD_MODE_UNSPECIFIED,
+        source_connection_id="not-a-uuid",
+        destination_connection_id=str(uuid.uuid4()),
     )
-    details = error_details(_failure(lambda: admin.CreateModel(mpb.CreateModelRequest(model=bad))))
-    assert details.code == grpc.StatusCode.INVALID_ARGUMENT
+    failure = _failure(lambda: tenant.member.CreateModel(mpb.CreateModelRequest(model=bad)))
+    details = error_details(failure)
+    assert (details.code, details.field) == (grpc.StatusCode.INVALID_ARGUMENT, "model.name")
     assert [name for name, _ in details.violations] == [
         "model.name",
         "model.sql",
@@ -741,29 +776,22 @@ def test_grpc_a_model_round_trips_and_invalid_fields_come_back_as_bad_request(
         "model.source_connection_id",
         "model.destination_connection_id",
     ]
-    assert details.field == "model.name"
-
-    scheduled = _model(source, source, name="hourly", destination_table="analytics.hourly")
-    scheduled.schedule_interval.CopyFrom(Duration(seconds=3600))
-    error = _failure(lambda: admin.CreateModel(mpb.CreateModelRequest(model=scheduled)))
-    assert (error.code(), error.details()) == (grpc.StatusCode.FAILED_PRECONDITION, NO_SCHEDULE_YET)
-
-    assert admin.DeleteModel(mpb.DeleteModelRequest(id=created.id)).id == created.id
-    assert list(admin.ListModels(mpb.ListModelsRequest()).models) == []
 
 
-def test_grpc_another_orgs_model_is_not_found_and_strangers_are_refused(
-    model_server: ModelServer,
-) -> None:
-    """Another org's admin gets NOT_FOUND; no bearer is UNAUTHENTICATED; agents are refused;
-    a member may define a model but not delete it; SyncModel says syncs are not there yet."""
-    plane = model_server.plane
-    org, other = plane.auth.create_org("Owner"), plane.auth.create_org("Stranger")
-    source = plane.create(org, "src", "pw-source-2").id
-    mine = model_server.stub(org.admin_token).CreateModel(
-        mpb.CreateModelRequest(model=_model(source, source))
+def test_grpc_a_schedule_is_failed_precondition(tenant: Tenant) -> None:
+    """A model with a schedule is refused with the message that says how to sync instead."""
+    scheduled = tenant.model(schedule_interval=Duration(seconds=3600))
+    failure = _failure(lambda: tenant.admin.CreateModel(mpb.CreateModelRequest(model=scheduled)))
+    assert (failure.code(), failure.details()) == (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        NO_SCHEDULE_YET,
     )
 
+
+def test_grpc_another_orgs_model_is_not_found(tenant: Tenant, model_server: ModelServer) -> None:
+    """Another org's admin gets NOT_FOUND for get, delete and sync, and lists nothing."""
+    mine = tenant.create()
+    other = model_server.plane.auth.create_org("Stranger")
     theirs = model_server.stub(other.admin_token)
     for call in (
         lambda: theirs.GetModel(mpb.GetModelRequest(id=mine.id)),
@@ -774,25 +802,28 @@ def test_grpc_another_orgs_model_is_not_found_and_strangers_are_refused(
         assert (details.code, details.reason) == (grpc.StatusCode.NOT_FOUND, "MODEL_NOT_FOUND")
     assert list(theirs.ListModels(mpb.ListModelsRequest()).models) == []
 
+
+def test_grpc_callers_without_a_users_session_are_refused(
+    tenant: Tenant, model_server: ModelServer
+) -> None:
+    """No bearer is UNAUTHENTICATED, and so is an agent's bearer: models are for users."""
+    mine = tenant.create()
     anonymous = _failure(lambda: model_server.stub(None).GetModel(mpb.GetModelRequest(id=mine.id)))
     assert anonymous.code() == grpc.StatusCode.UNAUTHENTICATED
-    agent = model_server.stub(plane.agent_for(org))
+    agent = model_server.stub(model_server.plane.agent_for(tenant.org))
     refused_agent = _failure(lambda: agent.ListModels(mpb.ListModelsRequest()))
     assert (refused_agent.code(), refused_agent.details()) == (
         grpc.StatusCode.UNAUTHENTICATED,
         "token is not a user token",
     )
 
-    email = f"member-{uuid.uuid4().hex[:8]}@owner.example"
-    plane.auth.users(org.admin_token).CreateUser(
-        users_pb2.CreateUserRequest(email=email, password=PASSWORD, role=users_pb2.USER_ROLE_MEMBER)
-    )
-    signed_in = plane.auth.auth().SignIn(auth_pb2.SignInRequest(email=email, password=PASSWORD))
-    member = model_server.stub(signed_in.session_token)
-    assert member.GetModel(mpb.GetModelRequest(id=mine.id)) == mine
-    refusal = _failure(lambda: member.DeleteModel(mpb.DeleteModelRequest(id=mine.id)))
+
+def test_grpc_a_member_may_not_delete_and_syncs_are_not_there_yet(tenant: Tenant) -> None:
+    """DeleteModel is an admin's; SyncModel answers UNIMPLEMENTED until syncs can start."""
+    mine = tenant.create()
+    refusal = _failure(lambda: tenant.member.DeleteModel(mpb.DeleteModelRequest(id=mine.id)))
     assert refusal.code() == grpc.StatusCode.PERMISSION_DENIED
-    unimplemented = _failure(lambda: member.SyncModel(mpb.SyncModelRequest(id=mine.id)))
+    unimplemented = _failure(lambda: tenant.member.SyncModel(mpb.SyncModelRequest(id=mine.id)))
     assert (unimplemented.code(), unimplemented.details()) == (
         grpc.StatusCode.UNIMPLEMENTED,
         "syncs are not available yet",
