@@ -50,6 +50,8 @@ from sevvo.auth.v1 import (
 )
 from sevvo.connections.v1 import connections_pb2 as cpb
 from sevvo.connections.v1 import connections_pb2_grpc as cpb_grpc
+from sevvo.orchestrator.v1 import models_pb2 as mpb
+from sevvo.orchestrator.v1 import models_pb2_grpc as mpb_grpc
 from sevvo.orchestrator.v1 import orchestrator_pb2 as opb
 from sevvo.orchestrator.v1 import orchestrator_pb2_grpc as opb_grpc
 from sevvo.runtime.grpc_client import ClientTls, error_details, secure_channel
@@ -247,7 +249,20 @@ def _populate(world: World, tenant: Tenant, group: str, privileged: str) -> None
     run = opb_grpc.OrchestratorServiceStub(world.channel(member_token)).TestConnection(
         opb.TestConnectionRequest(connection_id=fields.id)
     )
+    model = mpb_grpc.ModelServiceStub(world.channel(member_token)).CreateModel(
+        mpb.CreateModelRequest(
+            model=mpb.Model(
+                name="hostile-base",
+                source_connection_id=fields.id,
+                sql="select 1 as n",
+                destination_connection_id=fields.id,
+                destination_table="public.hostile_base",
+                load_mode=mpb.LOAD_MODE_FULL_REFRESH,
+            )
+        )
+    )
     world.ids.update(
+        model=model.id,
         connection=fields.id,
         dynamic=dynamic.id,
         lease=lease.id,
@@ -313,6 +328,7 @@ def _bases() -> dict[str, list[Base]]:
     cred = "/sevvo.connections.v1.ConnectionCredentialService/"
     lease = "/sevvo.connections.v1.LeaseService/"
     orch = "/sevvo.orchestrator.v1.OrchestratorService/"
+    models = "/sevvo.orchestrator.v1.ModelService/"
     return {
         "/sevvo.auth.v1.AuthService/SignIn": [
             lambda w: auth_pb2.SignInRequest(email=w.member_email, password="wrong-password-1")
@@ -399,7 +415,27 @@ def _bases() -> dict[str, list[Base]]:
                 connection_id=w.ids["dynamic"], interval=duration_pb2.Duration(seconds=86400)
             )
         ],
+        models + "CreateModel": [lambda w: mpb.CreateModelRequest(model=_model(w))],
+        models + "UpdateModel": [
+            lambda w: mpb.UpdateModelRequest(
+                model=_model(w, id=w.ids["model"]),
+                update_mask=field_mask_pb2.FieldMask(paths=["name", "sql"]),
+            )
+        ],
     }
+
+
+def _model(w: World, **fields: Any) -> mpb.Model:
+    """A valid model on the world's connection (each case makes one field hostile)."""
+    return mpb.Model(
+        name="hostile-model",
+        source_connection_id=w.ids["connection"],
+        sql="select 1 as n",
+        destination_connection_id=w.ids["connection"],
+        destination_table="public.hostile_model",
+        load_mode=mpb.LOAD_MODE_FULL_REFRESH,
+        **fields,
+    )
 
 
 # ---------------------------------------------------------------------------------------------

@@ -9,7 +9,6 @@ connection is the caller's org's (NOT_FOUND otherwise, before any run is recorde
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import uuid
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
@@ -144,17 +143,6 @@ def _run_target(run: RunRow) -> tuple[str, str]:
     if run.connection_id is not None:
         return "connection", str(run.connection_id)
     return "draft", str(run.draft_id)
-
-
-def _statement_details(sql: str) -> dict[str, str]:
-    """What the audit log keeps of a preview's SQL: its length and digest, never its text.
-
-    The text can hold literals (a customer's email in a WHERE clause). A digest tells the same
-    statement run again; guessing a literal from it reveals nothing an admin, the only reader of
-    the log, could not preview for themself.
-    """
-    raw = sql.encode()
-    return {"sql_bytes": str(len(raw)), "sql_sha256": hashlib.sha256(raw).hexdigest()}
 
 
 def _preview_entry(caller: Principal, row: RunRow, statement: Mapping[str, str]) -> audit.Entry:
@@ -412,7 +400,7 @@ class OrchestratorDomain:
         if len(sql.encode()) > MAX_PREVIEW_SQL_BYTES:
             raise InvalidArgument("sql", f"must be at most {MAX_PREVIEW_SQL_BYTES // 1024} KB")
         await self._connection(caller, bearer, target)
-        statement = _statement_details(sql)
+        statement = audit.statement_details(sql)
         row, result = await self._run(
             caller,
             "preview",

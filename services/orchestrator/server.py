@@ -13,8 +13,11 @@ from temporalio.service import RPCError, RPCStatusCode, TLSConfig
 
 from services.orchestrator import schedules
 from services.orchestrator.config import OrchestratorConfig
-from services.orchestrator.connections_client import ConnectionsClient
+from services.orchestrator.connections_client import ConnectionLookup, ConnectionsClient
 from services.orchestrator.domain import OrchestratorDomain, longest_run
+from services.orchestrator.model_servicer import ModelServicer
+from services.orchestrator.model_store import ModelStore
+from services.orchestrator.models import ModelsDomain
 from services.orchestrator.org_clients import AuthTemporalTokens, OrgClients
 from services.orchestrator.payload_keys import KeyPolicy, PayloadKeys
 from services.orchestrator.proofs import ProofKeys
@@ -25,6 +28,8 @@ from services.orchestrator.servicer import (
 )
 from services.orchestrator.store import OrchestratorStore
 from sevvo.orchestrator.v1 import (
+    models_pb2,
+    models_pb2_grpc,
     orchestrator_pb2,
     orchestrator_pb2_grpc,
     work_proof_pb2,
@@ -47,6 +52,7 @@ log = get_logger(__name__)
 _ORCHESTRATOR = orchestrator_pb2.DESCRIPTOR.services_by_name["OrchestratorService"].full_name
 _KEYS = orchestrator_pb2.DESCRIPTOR.services_by_name["PayloadKeyService"].full_name
 _PROOFS = work_proof_pb2.DESCRIPTOR.services_by_name["WorkProofService"].full_name
+_MODELS = models_pb2.DESCRIPTOR.services_by_name["ModelService"].full_name
 
 ACCESS: dict[str, Access] = {
     f"/{_ORCHESTRATOR}/TestConnection": Access.USER,
@@ -70,6 +76,13 @@ ACCESS: dict[str, Access] = {
     f"/{_PROOFS}/GetWorkProofKeys": Access.PUBLIC,
     # A proof for the caller's org's own proof-less runs from before an upgrade.
     f"/{_PROOFS}/VouchForWork": Access.AGENT,
+    # Models are used like connections: members define, change and sync them (as they save
+    # and preview connections); removing one, and so its schedule, is an admin's.
+    **{
+        f"/{_MODELS}/{method}": Access.USER
+        for method in ("CreateModel", "GetModel", "ListModels", "UpdateModel", "SyncModel")
+    },
+    f"/{_MODELS}/DeleteModel": Access.ADMIN,
 }
 
 
@@ -92,6 +105,7 @@ class OrchestratorApp:
         )
         self.proof_keys = ProofKeys(self.store, config.keyring)
         self.domain: OrchestratorDomain | None = None
+        self.models: ModelsDomain | None = None
         self._auth_channel: grpc.Channel | None = None
         self._connections: ConnectionsClient | None = None
         self._reconciler: asyncio.Task[None] | None = None
@@ -139,6 +153,7 @@ class OrchestratorApp:
             queue_allowance=timedelta(seconds=self.config.queue_seconds),
             proofs=self.proof_keys,
         )
+        self.models = models_domain(self.store, self._connections, self.domain)
         loop = asyncio.get_running_loop()
         if self.config.temporal_drain_legacy:
             self._mover = loop.create_task(
@@ -243,8 +258,8 @@ class OrchestratorApp:
 
     def spec(self) -> ServerSpec:
         """The services the orchestrator adds to a gRPC server."""
-        domain = self.domain
-        if domain is None:
+        domain, models = self.domain, self.models
+        if domain is None or models is None:
             raise RuntimeError("open() the orchestrator before serving it")
 
         def register(server: grpc.aio.Server) -> None:
@@ -257,13 +272,21 @@ class OrchestratorApp:
             work_proof_pb2_grpc.add_WorkProofServiceServicer_to_server(
                 WorkProofServicer(domain), server
             )
+            models_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(models), server)
 
         return ServerSpec(
             name="orchestrator",
             register=register,
-            service_names=[_ORCHESTRATOR, _KEYS, _PROOFS],
+            service_names=[_ORCHESTRATOR, _KEYS, _PROOFS, _MODELS],
             access=ACCESS,
         )
+
+
+def models_domain(
+    store: OrchestratorStore, connections: ConnectionLookup, domain: OrchestratorDomain
+) -> ModelsDomain:
+    """ModelService's domain on the orchestrator's store, starting syncs through ``domain``."""
+    return ModelsDomain(ModelStore(store), connections, start_sync=domain.start_sync)
 
 
 async def _move_legacy_schedules(

@@ -175,6 +175,18 @@ def make_filter(
     return Filter(action, actor_id, actor_email, target_id, start, end)
 
 
+def statement_details(sql: str) -> dict[str, str]:
+    """What the audit log keeps of a user's SQL (a preview's, a model's): its length and
+    digest, never its text.
+
+    The text can hold literals (a customer's email in a WHERE clause). A digest tells the same
+    statement again; guessing a literal from it reveals nothing an admin, the only reader of
+    the log, could not preview for themself.
+    """
+    raw = sql.encode()
+    return {"sql_bytes": str(len(raw)), "sql_sha256": hashlib.sha256(raw).hexdigest()}
+
+
 def append(conn: psycopg.Connection[Any], entry: Entry) -> None:
     """Appends one record on ``conn``, inside whatever transaction the caller holds."""
     conn.execute(

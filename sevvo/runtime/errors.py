@@ -7,7 +7,8 @@ into ``google.rpc.Status`` with an ``ErrorInfo`` (domain ``sevvo.dev``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import grpc
@@ -37,14 +38,36 @@ class SevvoError(Exception):
         self.metadata = dict(metadata or {})
 
 
+@dataclass(frozen=True)
+class FieldViolation:
+    """One invalid field of a request: its path (``model.sql``) and what is wrong with it."""
+
+    field: str
+    description: str
+
+
 class InvalidArgument(SevvoError):
-    """The request is malformed; ``field`` names the offending field."""
+    """The request is malformed; ``field`` names the offending field.
+
+    ``also`` names further invalid fields of the same request, so a form can mark every one
+    at once; each becomes a field violation of the BadRequest the client receives, and
+    ``field`` (the first) stays what a client that reads one field sees.
+    """
 
     code = grpc.StatusCode.INVALID_ARGUMENT
     default_reason = "INVALID_ARGUMENT"
 
-    def __init__(self, field: str, message: str, *, reason: str | None = None) -> None:
-        super().__init__(f"{field}: {message}", reason=reason, metadata={"field": field})
+    def __init__(
+        self,
+        field: str,
+        message: str,
+        *,
+        reason: str | None = None,
+        also: Sequence[FieldViolation] = (),
+    ) -> None:
+        self.violations = (FieldViolation(field, message), *also)
+        text = "; ".join(f"{v.field}: {v.description}" for v in self.violations)
+        super().__init__(text, reason=reason, metadata={"field": field})
         self.field = field
         self.description = message
 

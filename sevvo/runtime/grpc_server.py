@@ -291,12 +291,28 @@ class LoggingInterceptor(_WrappingInterceptor):
 # Status messages travel in trailing metadata, which clients cap (8-16 KiB by default): a
 # message quoting a huge input would turn the answer into the client's RESOURCE_EXHAUSTED.
 MAX_ERROR_TEXT = 1024
+# For the same reason, at most this many field violations of one request are sent back, and
+# their descriptions share one MAX_ERROR_TEXT between them.
+MAX_FIELD_VIOLATIONS = 8
 
 
-def _bounded(text: str) -> str:
-    if len(text) <= MAX_ERROR_TEXT:
+def _bounded(text: str, limit: int = MAX_ERROR_TEXT) -> str:
+    if len(text) <= limit:
         return text
-    return text[: MAX_ERROR_TEXT - 12] + " ... (cut)"
+    return text[: limit - 12] + " ... (cut)"
+
+
+def _bad_request(error: InvalidArgument) -> error_details_pb2.BadRequest:
+    shown = error.violations[:MAX_FIELD_VIOLATIONS]
+    share = MAX_ERROR_TEXT // len(shown)
+    return error_details_pb2.BadRequest(
+        field_violations=[
+            error_details_pb2.BadRequest.FieldViolation(
+                field=_bounded(v.field, share), description=_bounded(v.description, share)
+            )
+            for v in shown
+        ]
+    )
 
 
 def status_for(error: SevvoError, request_id: str | None = None) -> status_pb2.Status:
@@ -314,15 +330,7 @@ def status_for(error: SevvoError, request_id: str | None = None) -> status_pb2.S
     details = [info]
     if isinstance(error, InvalidArgument):
         bad_request = any_pb2.Any()
-        bad_request.Pack(
-            error_details_pb2.BadRequest(
-                field_violations=[
-                    error_details_pb2.BadRequest.FieldViolation(
-                        field=_bounded(error.field), description=_bounded(error.description)
-                    )
-                ]
-            )
-        )
+        bad_request.Pack(_bad_request(error))
         details.append(bad_request)
     return status_pb2.Status(
         code=error.code.value[0], message=_bounded(error.message), details=details

@@ -60,12 +60,7 @@ def decode_cursor(token: str, scope: str = "") -> tuple[datetime, str] | None:
             raise ValueError("naive time")
         position = when, str(uuid.UUID(row_id))
     except (binascii.Error, ValueError, TypeError, AttributeError, OverflowError):
-        raise InvalidArgument(
-            "page_token",
-            "is not a token returned by this method; pass next_page_token unchanged, or empty"
-            " for the first page",
-            reason="INVALID_PAGE_TOKEN",
-        ) from None
+        raise _invalid_token() from None
     if token_scope != scope:
         raise InvalidArgument(
             "page_token",
@@ -74,6 +69,53 @@ def decode_cursor(token: str, scope: str = "") -> tuple[datetime, str] | None:
             reason="INVALID_PAGE_TOKEN",
         )
     return position
+
+
+def _invalid_token() -> InvalidArgument:
+    return InvalidArgument(
+        "page_token",
+        "is not a token returned by this method; pass next_page_token unchanged, or empty"
+        " for the first page",
+        reason="INVALID_PAGE_TOKEN",
+    )
+
+
+# The longest name a by-name token may carry: longer than any resource name, so a token is
+# never refused for its name's length, short enough that a forged one is cheap to refuse.
+_MAX_NAME_IN_TOKEN = 200
+
+
+def encode_name_cursor(name: str) -> str:
+    """Encodes the position after the last row of a page listed by a unique name."""
+    raw = json.dumps({"after": name}).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_name_cursor(token: str) -> str | None:
+    """Decodes a by-name page token; empty means the first page.
+
+    The name reaches SQL only as a parameter; it is still checked to be a short string, so a
+    forged token is INVALID_ARGUMENT, and a time-and-id token (``encode_cursor``) is refused.
+    """
+    if not token:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        position = json.loads(raw)
+    except (binascii.Error, ValueError, TypeError, RecursionError):
+        raise _invalid_token() from None
+    name = position.get("after") if isinstance(position, dict) else None
+    if not isinstance(name, str) or not 0 < len(name) <= _MAX_NAME_IN_TOKEN or len(position) != 1:
+        raise _invalid_token()
+    return name
+
+
+def page_by_name(rows: Sequence[T], limit: int, name: Callable[[T], str]) -> tuple[list[T], str]:
+    """Like ``page_of``, for rows listed by a name unique among them."""
+    if len(rows) <= limit:
+        return list(rows), ""
+    page = list(rows[:limit])
+    return page, encode_name_cursor(name(page[-1]))
 
 
 def page_of(

@@ -2,17 +2,30 @@
 
 from __future__ import annotations
 
+import re
 import unicodedata
 import uuid
+from collections.abc import Callable
+from typing import TypeVar
 
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from sevvo.runtime.errors import InvalidArgument
+from sevvo.runtime.errors import FieldViolation, InvalidArgument
+
+T = TypeVar("T")
 
 MAX_DISPLAY_NAME_LENGTH = 100
+# A plain Postgres identifier, which Postgres never case-folds or truncates: lower-case
+# letters, digits and '_', at most 63 characters (NAMEDATALEN - 1). Whoever builds SQL with it
+# still quotes it (psycopg's sql.Identifier): a keyword such as "order" is a plain identifier.
+SQL_IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+SQL_IDENTIFIER_HELP = (
+    "must be a plain identifier: 1 to 63 lower-case letters, digits and '_', not starting with"
+    " a digit"
+)
 
 
 def has_control_characters(value: str) -> bool:
@@ -38,6 +51,52 @@ def resource_id(field: str, value: str) -> uuid.UUID:
         return uuid.UUID(value)
     except ValueError:
         raise InvalidArgument(field, "must be a UUID") from None
+
+
+def sql_identifier(field: str, value: str) -> str:
+    """A plain lower-case Postgres identifier (a schema, table or column name), as given."""
+    if not SQL_IDENTIFIER.fullmatch(value):
+        raise InvalidArgument(field, SQL_IDENTIFIER_HELP)
+    return value
+
+
+class FieldErrors:
+    """Collects the invalid fields of one request, so one answer names every one of them.
+
+    Each rule still raises InvalidArgument for its own field; ``check`` runs it and keeps
+    the violation instead of stopping at the first.
+    """
+
+    def __init__(self) -> None:
+        self._found: list[FieldViolation] = []
+        self._reason: str | None = None
+
+    def check(self, rule: Callable[[], T]) -> T | None:
+        """The rule's result, or None when it found its field invalid (the error is kept)."""
+        try:
+            return rule()
+        except InvalidArgument as error:
+            self._keep(error)
+            return None
+
+    def add(self, field: str, description: str, *, reason: str | None = None) -> None:
+        """Records one invalid field."""
+        self._keep(InvalidArgument(field, description, reason=reason))
+
+    def _keep(self, error: InvalidArgument) -> None:
+        # A lone violation keeps its own reason; several together are plain INVALID_ARGUMENT.
+        alone = not self._found and len(error.violations) == 1
+        self._reason = error.reason if alone else None
+        self._found.extend(error.violations)
+
+    def __bool__(self) -> bool:
+        return bool(self._found)
+
+    def raise_any(self) -> None:
+        """Raises one InvalidArgument naming every field found invalid, if any was."""
+        if self._found:
+            first, *rest = self._found
+            raise InvalidArgument(first.field, first.description, reason=self._reason, also=rest)
 
 
 # protobuf's own valid ranges (google/protobuf/timestamp.proto and duration.proto): values

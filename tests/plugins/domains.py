@@ -9,6 +9,7 @@ test acts as an org of its own (``org_caller``), so tests never see each other's
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from services.connections.domain import ConnectionsDomain
 from services.connections.leases import LeasesDomain
 from services.connections.servicer import target_from_request
 from services.connections.store import ConnectionRow, ConnectionStore
+from services.orchestrator.connections_client import ConnectionInfo
 from services.orchestrator.store import OrchestratorStore
 from sevvo.connections.v1 import connections_pb2 as pb
 from sevvo.runtime.sealing import Keyring
@@ -74,6 +76,28 @@ class ConnectionsDomains:
         return await self.connections.create(caller, request.display_name, target, mode)
 
 
+class ConnectionsAsLookup:
+    """The orchestrator's ConnectionLookup answered by the connections domain in process.
+
+    The real rule on a real store (another org's id is NOT_FOUND exactly like a random one)
+    without a server: a bearer here is a caller's token id, registered with ``bearer_for``.
+    """
+
+    def __init__(self, connections: ConnectionsDomain) -> None:
+        self._connections = connections
+        self._callers: dict[str, Principal] = {}
+
+    def bearer_for(self, caller: Principal) -> str:
+        """The bearer that stands for ``caller`` in lookups."""
+        self._callers[caller.token_id] = caller
+        return caller.token_id
+
+    async def get(self, bearer: str, connection_id: str, org_id: str = "") -> ConnectionInfo:
+        """The connection as the bearer's caller may see it, or NotFound."""
+        row = await asyncio.to_thread(self._connections.get, self._callers[bearer], connection_id)
+        return ConnectionInfo(str(row.id), dynamic=row.credential_mode == "dynamic")
+
+
 @pytest.fixture(scope="module")
 def connections_domains(module_database_url: str) -> Iterator[ConnectionsDomains]:
     """connections' domains on a migrated store of the module's own database."""
@@ -102,4 +126,4 @@ def orchestrator_store(database_url: str) -> Iterator[OrchestratorStore]:
         store.close()
 
 
-__all__ = ["ConnectionsDomains", "OrgCallers", "org_callers"]
+__all__ = ["ConnectionsAsLookup", "ConnectionsDomains", "OrgCallers", "org_callers"]

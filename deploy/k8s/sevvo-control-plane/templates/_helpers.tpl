@@ -27,7 +27,8 @@ servers and against every stub the agent and the CLI use.
   "orchestrator" (list
     "sevvo.orchestrator.v1.OrchestratorService"
     "sevvo.orchestrator.v1.PayloadKeyService"
-    "sevvo.orchestrator.v1.WorkProofService")
+    "sevvo.orchestrator.v1.WorkProofService"
+    "sevvo.orchestrator.v1.ModelService")
   | toJson -}}
 {{- end -}}
 
