@@ -24,7 +24,7 @@ from devstack.pki import DevPki
 from services.orchestrator.connections_client import ConnectionsClient
 from services.orchestrator.model_servicer import ModelServicer
 from services.orchestrator.model_store import ModelStore
-from services.orchestrator.models import ModelRow, ModelsDomain, ModelSpec
+from services.orchestrator.models import ModelRow, ModelsDomain, ModelSpec, next_sync_time
 from services.orchestrator.server import ACCESS
 from services.orchestrator.store import OrchestratorStore, RunRow
 from sevvo.auth.v1 import auth_pb2, users_pb2
@@ -35,7 +35,6 @@ from sevvo.orchestrator.v1 import orchestrator_pb2 as opb
 from sevvo.runtime import audit, paging
 from sevvo.runtime.errors import (
     AlreadyExists,
-    FailedPrecondition,
     FieldViolation,
     InvalidArgument,
     NotFound,
@@ -59,7 +58,6 @@ from tests.plugins.domains import ConnectionsAsLookup, ConnectionsDomains, OrgCa
 T = TypeVar("T")
 SQL = "select id, email, updated_at from public.customers where email like '%@acme.example'"
 MINUTE = timedelta(minutes=1)
-NO_SCHEDULE_YET = "model schedules are not available yet; sync with SyncModel"
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
@@ -367,11 +365,47 @@ def test_one_model_fills_one_destination_table(org: Org) -> None:
     org.create(name="customers-elsewhere", destination_connection_id=org.source)
 
 
-def test_a_schedule_is_refused_until_schedules_exist(org: Org) -> None:
-    """A valid schedule interval is FAILED_PRECONDITION with a clear message; nothing stored."""
-    error = refused(lambda: org.create(schedule_interval=timedelta(hours=1)))
-    assert isinstance(error, FailedPrecondition) and error.message == NO_SCHEDULE_YET
-    assert run(org.world.models.list_models(org.callers.member, 0, ""))[0] == []
+def _claimed(org: Org, model_id: uuid.UUID, now: datetime) -> bool:
+    """Whether a pass of the scheduler at ``now`` claims this model's slot (passes across the
+    module's orgs may claim other tests' models too; those are ignored)."""
+    store = ModelStore(org.world.store)
+    return model_id in {row.id for row in store.claim_due(now, 1000)}
+
+
+def test_a_schedule_falls_at_its_setting_plus_whole_intervals_and_each_slot_once(
+    org: Org,
+) -> None:
+    """Nothing is due before one interval has passed; a due slot is claimed once; after a
+    gap only the latest slot runs; another edit keeps the phase, a new interval restarts it;
+    the model's deletion takes its schedule with it."""
+    row = org.create(schedule_interval=timedelta(hours=1))
+    assert row.schedule_set_at == row.created_at
+    assert next_sync_time(row, row.created_at) == row.created_at + timedelta(hours=1)
+    start = row.created_at
+    assert not _claimed(org, row.id, start + timedelta(minutes=59))
+    assert _claimed(org, row.id, start + timedelta(hours=1, seconds=1))
+    assert not _claimed(org, row.id, start + timedelta(hours=1, seconds=2))
+    # Down for two slots: the next pass runs the latest once, not the ones missed.
+    assert _claimed(org, row.id, start + timedelta(hours=3, minutes=5))
+    assert not _claimed(org, row.id, start + timedelta(hours=3, minutes=6))
+    renamed = org.update(row.id, ["name"], name="customers-hourly")
+    assert renamed.schedule_set_at == row.schedule_set_at
+    daily = org.update(row.id, ["schedule_interval"], schedule_interval=timedelta(days=1))
+    assert daily.schedule_set_at == daily.updated_at
+    off = org.update(row.id, ["schedule_interval"], schedule_interval=timedelta(0))
+    assert (off.schedule_interval, off.schedule_set_at, next_sync_time(off, start)) == (
+        None,
+        None,
+        None,
+    )
+    again = org.update(row.id, ["schedule_interval"], schedule_interval=timedelta(hours=1))
+    run(org.world.models.delete(org.callers.admin, str(again.id)))
+    assert not _claimed(org, row.id, start + timedelta(days=30))
+    with org.world.store.connection() as conn:
+        left = conn.execute(
+            "select count(*) from model_schedule_slots where model_id = %s", (row.id,)
+        ).fetchone()
+    assert left == (0,)
 
 
 def test_creation_is_audited_without_the_sql(org: Org) -> None:
@@ -460,10 +494,10 @@ FAILED_UPDATES: dict[str, tuple[list[str], dict[str, Any], type[SevvoError]]] = 
         {"destination_connection_id": str(uuid.uuid4())},
         InvalidArgument,
     ),
-    "schedule": (
+    "schedule-too-often": (
         ["schedule_interval"],
-        {"schedule_interval": timedelta(days=1)},
-        FailedPrecondition,
+        {"schedule_interval": timedelta(minutes=1)},
+        InvalidArgument,
     ),
     "name-taken": (["name"], {"name": "taken"}, AlreadyExists),
     "unknown-path": (["name", "owner"], {"name": "fine"}, InvalidArgument),
@@ -756,14 +790,17 @@ def test_grpc_every_invalid_field_is_a_field_violation(tenant: Tenant) -> None:
     ]
 
 
-def test_grpc_a_schedule_is_failed_precondition(tenant: Tenant) -> None:
-    """A model with a schedule is refused with the message that says how to sync instead."""
-    scheduled = tenant.model(schedule_interval=Duration(seconds=3600))
-    failure = _failure(lambda: tenant.admin.CreateModel(mpb.CreateModelRequest(model=scheduled)))
-    assert (failure.code(), failure.details()) == (
-        grpc.StatusCode.FAILED_PRECONDITION,
-        NO_SCHEDULE_YET,
+def test_grpc_a_scheduled_model_shows_its_next_sync_time(tenant: Tenant) -> None:
+    """A model with a schedule shows when its next sync falls: one interval after it was set."""
+    scheduled = tenant.admin.CreateModel(
+        mpb.CreateModelRequest(model=tenant.model(schedule_interval=Duration(seconds=3600)))
     )
+    assert scheduled.schedule_interval.ToTimedelta() == timedelta(hours=1)
+    assert scheduled.next_sync_time.ToDatetime() - scheduled.create_time.ToDatetime() == (
+        timedelta(hours=1)
+    )
+    unscheduled = tenant.create(name="unscheduled", destination_table="analytics.other")
+    assert not unscheduled.HasField("next_sync_time")
 
 
 def test_grpc_another_orgs_model_is_not_found(tenant: Tenant, model_server: ModelServer) -> None:

@@ -70,6 +70,8 @@ SCHEDULE_SET_ACTION = "connection.rotation_schedule.set"
 SCHEDULE_DELETE_ACTION = "connection.rotation_schedule.delete"
 # The statement timeout is 10 s; connecting, the round trips and a wait in the queue get the rest.
 PREVIEW_TIMEOUT = timedelta(seconds=40)
+# Who starts a model's scheduled syncs, as runs and the audit log name it.
+SCHEDULE_ACTOR = audit.Actor(kind="system", id="schedule")
 # The longest a sync may run in the agent; the activity heartbeats, so a lost agent is noticed
 # within a minute and the sync retried, not waited out.
 SYNC_TIMEOUT = timedelta(hours=6)
@@ -374,6 +376,38 @@ class OrchestratorDomain:
             )
         except SyncRunning:
             raise await self._sync_running(model) from None
+
+    async def start_scheduled_sync(self, model: ModelRow) -> RunRow | None:
+        """Starts the sync a model's schedule calls for; None when one of it is still running
+        (that slot is skipped, as a second load beside it would only wait for the first).
+
+        No user is behind it: the run's creator and its audit record name the schedule, and
+        the connections are checked by the agent when it resolves them (a deleted connection
+        ends the run invalid_stored_credentials).
+        """
+
+        def started(run: RunRow) -> audit.Entry:
+            return audit.Entry(
+                run.org_id,
+                SCHEDULE_ACTOR,
+                RUN_START_ACTION,
+                *_run_target(run),
+                details={"kind": run.kind, "run_id": str(run.id), "model_id": str(model.id)},
+            )
+
+        try:
+            return await self.runs.begin(
+                model.org_id,
+                "sync",
+                lambda run: sync_input(run, model),
+                connection_id=model.source_connection_id,
+                model_id=model.id,
+                creator=f"{SCHEDULE_ACTOR.kind}:{SCHEDULE_ACTOR.id}",
+                audit_start=started,
+            )
+        except SyncRunning:
+            log.info("scheduled sync skipped: one is running", model_id=str(model.id))
+            return None
 
     async def _sync_running(self, model: ModelRow) -> FailedPrecondition:
         running = await asyncio.to_thread(self._store.running_sync, model.org_id, model.id)

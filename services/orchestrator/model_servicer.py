@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import grpc
 from google.protobuf.duration_pb2 import Duration
 
-from services.orchestrator.models import ModelRow, ModelsDomain, ModelSpec
+from services.orchestrator.models import ModelRow, ModelsDomain, ModelSpec, next_sync_time
 from services.orchestrator.servicer import run_pb
 from sevvo.orchestrator.v1 import models_pb2 as pb
 from sevvo.orchestrator.v1 import models_pb2_grpc as pb_grpc
@@ -40,8 +42,8 @@ def spec_from_pb(model: pb.Model) -> ModelSpec:
     )
 
 
-def model_pb(row: ModelRow) -> pb.Model:
-    """A stored model as the API shows it."""
+def model_pb(row: ModelRow, now: datetime | None = None) -> pb.Model:
+    """A stored model as the API shows it, its next scheduled sync as of ``now``."""
     return pb.Model(
         id=str(row.id),
         name=row.name,
@@ -54,6 +56,7 @@ def model_pb(row: ModelRow) -> pb.Model:
         primary_key=list(row.primary_key),
         allow_schema_evolution=row.allow_schema_evolution,
         schedule_interval=_duration(row),
+        next_sync_time=timestamp(next_sync_time(row, now or datetime.now(UTC))),
         create_time=timestamp(row.created_at),
         update_time=timestamp(row.updated_at),
     )

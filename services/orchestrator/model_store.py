@@ -38,6 +38,7 @@ _COLUMNS = (
     "schedule_interval_seconds",
     "created_at",
     "updated_at",
+    "schedule_set_at",
 )
 # What an update may change: everything but the ids and the creation time.
 _UPDATED = tuple(c for c in _COLUMNS if c not in ("id", "org_id", "created_at"))
@@ -156,6 +157,38 @@ class ModelStore:
             "the model changed while this update was checked; read it again and retry",
             reason="MODEL_CHANGED",
         )
+
+    def claim_due(self, now: datetime, limit: int) -> list[ModelRow]:
+        """Claims the scheduled models whose latest time slot is due and unclaimed, across
+        orgs; each slot is claimed by one caller only, whichever replica it is.
+
+        A model is due once a whole interval has passed since its schedule was set; its slot
+        is the latest such moment not after ``now``, so after downtime only the latest missed
+        slot runs. Models another replica is claiming are skipped, not waited for.
+        """
+        with self._store.transaction() as conn, conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(
+                "with due as ("
+                "  select m.id, m.schedule_set_at + make_interval(secs =>"
+                "    m.schedule_interval_seconds * floor(extract(epoch from"
+                "    (%(now)s - m.schedule_set_at)) / m.schedule_interval_seconds)) as slot"
+                "  from models m"
+                "  where m.schedule_interval_seconds is not null"
+                "    and m.schedule_set_at + make_interval(secs => m.schedule_interval_seconds)"
+                "      <= %(now)s"
+                "  order by m.schedule_set_at limit %(limit)s for update of m skip locked"
+                ") insert into model_schedule_slots (model_id, slot)"
+                " select id, slot from due"
+                " on conflict (model_id) do update set slot = excluded.slot"
+                " where model_schedule_slots.slot < excluded.slot"
+                " returning model_id",
+                {"now": now, "limit": limit},
+            )
+            claimed = [record["model_id"] for record in cur.fetchall()]
+            if not claimed:
+                return []
+            cur.execute(sql.SQL("{} where id = any(%s)").format(_SELECT), (claimed,))
+            return [_row(record) for record in cur.fetchall()]
 
     def delete(self, org_id: uuid.UUID, model_id: uuid.UUID, entry: audit.Entry) -> bool:
         """Deletes one model of one org with its audit record; False when there was none."""

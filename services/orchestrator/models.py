@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Literal, NamedTuple, get_args
 from services.orchestrator.connections_client import ConnectionLookup
 from services.orchestrator.store import RunRow
 from sevvo.runtime import audit, paging, validation
-from sevvo.runtime.errors import FailedPrecondition, InvalidArgument, NotFound
+from sevvo.runtime.errors import InvalidArgument, NotFound
 from sevvo.runtime.logs import get_logger
 from sevvo.runtime.preview_validator import QueryRejected, validate_preview_sql
 from sevvo.runtime.tokens import Principal
@@ -73,6 +73,16 @@ class ModelRow:
     schedule_interval: timedelta | None
     created_at: datetime
     updated_at: datetime
+    # When the schedule was set: its syncs fall at this moment plus whole intervals.
+    schedule_set_at: datetime | None = None
+
+
+def next_sync_time(row: ModelRow, now: datetime) -> datetime | None:
+    """When the model's next scheduled sync falls after ``now``; None without a schedule."""
+    if row.schedule_interval is None or row.schedule_set_at is None:
+        return None
+    passed = max(now - row.schedule_set_at, timedelta(0)) // row.schedule_interval
+    return row.schedule_set_at + (passed + 1) * row.schedule_interval
 
 
 # What starts a model's sync and returns its run: OrchestratorDomain.start_sync, injected by
@@ -297,15 +307,6 @@ async def checked(
     )
 
 
-def _schedules_available(model: ModelRow) -> None:
-    """Refuses a schedule until models' Temporal schedules exist (remove this check then)."""
-    if model.schedule_interval is not None:
-        raise FailedPrecondition(
-            "model schedules are not available yet; sync with SyncModel",
-            reason="MODEL_SCHEDULES_UNAVAILABLE",
-        )
-
-
 def update_paths(mask: Iterable[str]) -> set[str]:
     """The fields an update mask names; output-only ones are ignored, unknown ones refused.
 
@@ -382,7 +383,7 @@ class ModelsDomain:
         now = self._clock()
         identity = Identity(uuid.uuid4(), uuid.UUID(caller.org_id), now, now)
         row = await checked(spec, self._lookup(caller, bearer), identity)
-        _schedules_available(row)
+        row = replace(row, schedule_set_at=now if row.schedule_interval else None)
         entry = self._entry(caller, CREATE_ACTION, row, _details(row))
         await asyncio.to_thread(self._store.insert, row, entry)
         log.info("model created", model_id=str(row.id))
@@ -424,7 +425,14 @@ class ModelsDomain:
         now = max(self._clock(), current.updated_at + timedelta(microseconds=1))
         identity = Identity(current.id, current.org_id, current.created_at, now)
         row = await checked(merged, self._lookup(caller, bearer), identity, paths)
-        _schedules_available(row)
+        # A schedule set or changed starts its clock now; any other change keeps its phase.
+        kept = row.schedule_interval == current.schedule_interval
+        row = replace(
+            row,
+            schedule_set_at=(
+                current.schedule_set_at if kept else now if row.schedule_interval else None
+            ),
+        )
         entry = self._entry(caller, UPDATE_ACTION, row, _details(row, paths))
         updated = await asyncio.to_thread(self._store.update, row, current.updated_at, entry)
         if updated is None:

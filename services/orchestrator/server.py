@@ -15,6 +15,7 @@ from services.orchestrator import schedules
 from services.orchestrator.config import OrchestratorConfig
 from services.orchestrator.connections_client import ConnectionLookup, ConnectionsClient
 from services.orchestrator.domain import OrchestratorDomain, longest_run
+from services.orchestrator.model_schedules import ModelScheduler
 from services.orchestrator.model_servicer import ModelServicer
 from services.orchestrator.model_store import ModelStore
 from services.orchestrator.models import ModelsDomain
@@ -110,6 +111,7 @@ class OrchestratorApp:
         self._connections: ConnectionsClient | None = None
         self._reconciler: asyncio.Task[None] | None = None
         self._key_maintenance: asyncio.Task[None] | None = None
+        self._scheduler: asyncio.Task[None] | None = None
         self._renewer: asyncio.Task[None] | None = None
         self._mover: asyncio.Task[None] | None = None
         self._tls_follower: asyncio.Task[None] | None = None
@@ -184,6 +186,11 @@ class OrchestratorApp:
             self.domain.maintain_payload_keys_forever(self.config.reconcile_seconds),
             name="payload-key-maintenance",
         )
+        # Every replica looks; the store hands each due slot to one of them.
+        scheduler = ModelScheduler(ModelStore(self.store), self.domain.start_scheduled_sync)
+        self._scheduler = asyncio.get_running_loop().create_task(
+            scheduler.run_forever(self.config.reconcile_seconds), name="model-scheduler"
+        )
 
     async def _connect_temporal(self, tls: TLSConfig | bool) -> Client:
         """The base connection to Temporal, in the namespace every org shared before."""
@@ -205,6 +212,7 @@ class OrchestratorApp:
         for task in (
             self._reconciler,
             self._key_maintenance,
+            self._scheduler,
             self._renewer,
             self._mover,
             self._tls_follower,

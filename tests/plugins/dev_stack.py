@@ -35,7 +35,7 @@ from sevvo.auth.v1 import (
 )
 from sevvo.connections.v1 import connections_pb2 as cpb
 from sevvo.connections.v1 import connections_pb2_grpc as cpb_grpc
-from sevvo.orchestrator.v1 import orchestrator_pb2, orchestrator_pb2_grpc
+from sevvo.orchestrator.v1 import models_pb2_grpc, orchestrator_pb2, orchestrator_pb2_grpc
 from sevvo.runtime.grpc_client import ClientTls, secure_channel
 from tests.plugins.auth_stack import PASSWORD, BackgroundLoop
 
@@ -77,6 +77,10 @@ class EndToEnd:
     def orchestrator(self, bearer: str) -> orchestrator_pb2_grpc.OrchestratorServiceStub:
         """OrchestratorService as the given caller."""
         return orchestrator_pb2_grpc.OrchestratorServiceStub(self._channel(bearer))
+
+    def models(self, bearer: str) -> models_pb2_grpc.ModelServiceStub:
+        """ModelService as the given caller."""
+        return models_pb2_grpc.ModelServiceStub(self._channel(bearer))
 
     def finished(
         self, bearer: str, run: orchestrator_pb2.Run, timeout: float = 120.0
