@@ -52,6 +52,8 @@ AGENT = ImageSpec(
         "grpcio-health-checking",
         "grpcio-reflection",
         "pglast",
+        # Parquet destinations (agent/sync/parquet.py).
+        "pyarrow",
         "protobuf",
         "psycopg[binary]",
         "psycopg-pool",

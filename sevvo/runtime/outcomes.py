@@ -413,6 +413,21 @@ OTHER: Final = _define(
     },
 )
 
+# Files: a Parquet directory connection's directory.
+
+DIRECTORY_UNUSABLE: Final = _define(
+    "directory_unusable",
+    _same(
+        "directory unusable: the agent may not write the connection's directory (it is outside"
+        " the roots the agent's operator allowed, does not exist, or is not writable by the"
+        " agent)",
+        "mount the volume into the agent's pod, list its path in SEVVO_AGENT_FILE_ROOTS and"
+        " let the agent's user write to it",
+        _TEST,
+        _SYNC,
+    ),
+)
+
 # Syncs. Each leaves the destination exactly as it was before the run.
 
 SOURCE_QUERY_FAILED: Final = _define(

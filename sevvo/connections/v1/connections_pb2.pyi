@@ -16,6 +16,13 @@ class ConnectionType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     CONNECTION_TYPE_UNSPECIFIED: _ClassVar[ConnectionType]
     CONNECTION_TYPE_POSTGRES: _ClassVar[ConnectionType]
+    CONNECTION_TYPE_PARQUET_DIRECTORY: _ClassVar[ConnectionType]
+
+class ConnectionPurpose(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CONNECTION_PURPOSE_UNSPECIFIED: _ClassVar[ConnectionPurpose]
+    CONNECTION_PURPOSE_SOURCE: _ClassVar[ConnectionPurpose]
+    CONNECTION_PURPOSE_DESTINATION: _ClassVar[ConnectionPurpose]
 
 class SslMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -56,6 +63,10 @@ class LeaseState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     LEASE_STATE_FAILING: _ClassVar[LeaseState]
 CONNECTION_TYPE_UNSPECIFIED: ConnectionType
 CONNECTION_TYPE_POSTGRES: ConnectionType
+CONNECTION_TYPE_PARQUET_DIRECTORY: ConnectionType
+CONNECTION_PURPOSE_UNSPECIFIED: ConnectionPurpose
+CONNECTION_PURPOSE_SOURCE: ConnectionPurpose
+CONNECTION_PURPOSE_DESTINATION: ConnectionPurpose
 SSL_MODE_UNSPECIFIED: SslMode
 SSL_MODE_DISABLE: SslMode
 SSL_MODE_REQUIRE: SslMode
@@ -107,7 +118,7 @@ class CertificateSummary(_message.Message):
     def __init__(self, subject: _Optional[str] = ..., sha256_fingerprint: _Optional[str] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class Connection(_message.Message):
-    __slots__ = ("id", "display_name", "type", "safe_metadata", "credential_mode", "has_password", "status", "last_test_time", "last_test_category", "create_time", "update_time", "dynamic", "preview")
+    __slots__ = ("id", "display_name", "type", "safe_metadata", "credential_mode", "has_password", "status", "last_test_time", "last_test_category", "create_time", "update_time", "dynamic", "preview", "purposes", "parquet_directory")
     ID_FIELD_NUMBER: _ClassVar[int]
     DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
@@ -121,6 +132,8 @@ class Connection(_message.Message):
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
     DYNAMIC_FIELD_NUMBER: _ClassVar[int]
     PREVIEW_FIELD_NUMBER: _ClassVar[int]
+    PURPOSES_FIELD_NUMBER: _ClassVar[int]
+    PARQUET_DIRECTORY_FIELD_NUMBER: _ClassVar[int]
     id: str
     display_name: str
     type: ConnectionType
@@ -134,7 +147,15 @@ class Connection(_message.Message):
     update_time: _timestamp_pb2.Timestamp
     dynamic: DynamicSettingsSummary
     preview: PreviewSettings
-    def __init__(self, id: _Optional[str] = ..., display_name: _Optional[str] = ..., type: _Optional[_Union[ConnectionType, str]] = ..., safe_metadata: _Optional[_Union[PostgresMetadata, _Mapping]] = ..., credential_mode: _Optional[_Union[CredentialMode, str]] = ..., has_password: _Optional[bool] = ..., status: _Optional[_Union[ConnectionStatus, str]] = ..., last_test_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_test_category: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., dynamic: _Optional[_Union[DynamicSettingsSummary, _Mapping]] = ..., preview: _Optional[_Union[PreviewSettings, _Mapping]] = ...) -> None: ...
+    purposes: _containers.RepeatedScalarFieldContainer[ConnectionPurpose]
+    parquet_directory: ParquetDirectory
+    def __init__(self, id: _Optional[str] = ..., display_name: _Optional[str] = ..., type: _Optional[_Union[ConnectionType, str]] = ..., safe_metadata: _Optional[_Union[PostgresMetadata, _Mapping]] = ..., credential_mode: _Optional[_Union[CredentialMode, str]] = ..., has_password: _Optional[bool] = ..., status: _Optional[_Union[ConnectionStatus, str]] = ..., last_test_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_test_category: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., dynamic: _Optional[_Union[DynamicSettingsSummary, _Mapping]] = ..., preview: _Optional[_Union[PreviewSettings, _Mapping]] = ..., purposes: _Optional[_Iterable[_Union[ConnectionPurpose, str]]] = ..., parquet_directory: _Optional[_Union[ParquetDirectory, _Mapping]] = ...) -> None: ...
+
+class ParquetDirectory(_message.Message):
+    __slots__ = ("path",)
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    def __init__(self, path: _Optional[str] = ...) -> None: ...
 
 class PreviewSettings(_message.Message):
     __slots__ = ("allowed_functions", "max_plan_cost")
@@ -221,16 +242,18 @@ class PostgresDynamic(_message.Message):
     def __init__(self, host: _Optional[str] = ..., port: _Optional[int] = ..., database: _Optional[str] = ..., ssl_mode: _Optional[_Union[SslMode, str]] = ..., privileged_username: _Optional[str] = ..., privileged_password: _Optional[str] = ..., default_ttl_seconds: _Optional[int] = ..., max_ttl_seconds: _Optional[int] = ..., creation_statements: _Optional[_Iterable[str]] = ..., revocation_statements: _Optional[_Iterable[str]] = ..., group_role: _Optional[str] = ..., preview: _Optional[_Union[PreviewSettings, _Mapping]] = ..., ssl_root_cert: _Optional[str] = ...) -> None: ...
 
 class CreateConnectionRequest(_message.Message):
-    __slots__ = ("display_name", "fields", "dsn", "dynamic")
+    __slots__ = ("display_name", "fields", "dsn", "dynamic", "parquet_directory")
     DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
     FIELDS_FIELD_NUMBER: _ClassVar[int]
     DSN_FIELD_NUMBER: _ClassVar[int]
     DYNAMIC_FIELD_NUMBER: _ClassVar[int]
+    PARQUET_DIRECTORY_FIELD_NUMBER: _ClassVar[int]
     display_name: str
     fields: PostgresFields
     dsn: PostgresDsn
     dynamic: PostgresDynamic
-    def __init__(self, display_name: _Optional[str] = ..., fields: _Optional[_Union[PostgresFields, _Mapping]] = ..., dsn: _Optional[_Union[PostgresDsn, _Mapping]] = ..., dynamic: _Optional[_Union[PostgresDynamic, _Mapping]] = ...) -> None: ...
+    parquet_directory: ParquetDirectory
+    def __init__(self, display_name: _Optional[str] = ..., fields: _Optional[_Union[PostgresFields, _Mapping]] = ..., dsn: _Optional[_Union[PostgresDsn, _Mapping]] = ..., dynamic: _Optional[_Union[PostgresDynamic, _Mapping]] = ..., parquet_directory: _Optional[_Union[ParquetDirectory, _Mapping]] = ...) -> None: ...
 
 class GetConnectionRequest(_message.Message):
     __slots__ = ("id",)
@@ -349,16 +372,18 @@ class PostgresCredentials(_message.Message):
     def __init__(self, host: _Optional[str] = ..., port: _Optional[int] = ..., database: _Optional[str] = ..., username: _Optional[str] = ..., password: _Optional[str] = ..., ssl_mode: _Optional[_Union[SslMode, str]] = ..., pending_password: _Optional[str] = ..., pending_stage_id: _Optional[str] = ..., ssl_root_cert: _Optional[str] = ...) -> None: ...
 
 class ResolveConnectionCredentialsResponse(_message.Message):
-    __slots__ = ("postgres", "dynamic", "preview", "connection_id")
+    __slots__ = ("postgres", "dynamic", "preview", "connection_id", "parquet_directory")
     POSTGRES_FIELD_NUMBER: _ClassVar[int]
     DYNAMIC_FIELD_NUMBER: _ClassVar[int]
     PREVIEW_FIELD_NUMBER: _ClassVar[int]
     CONNECTION_ID_FIELD_NUMBER: _ClassVar[int]
+    PARQUET_DIRECTORY_FIELD_NUMBER: _ClassVar[int]
     postgres: PostgresCredentials
     dynamic: DynamicSettings
     preview: PreviewSettings
     connection_id: str
-    def __init__(self, postgres: _Optional[_Union[PostgresCredentials, _Mapping]] = ..., dynamic: _Optional[_Union[DynamicSettings, _Mapping]] = ..., preview: _Optional[_Union[PreviewSettings, _Mapping]] = ..., connection_id: _Optional[str] = ...) -> None: ...
+    parquet_directory: ParquetDirectory
+    def __init__(self, postgres: _Optional[_Union[PostgresCredentials, _Mapping]] = ..., dynamic: _Optional[_Union[DynamicSettings, _Mapping]] = ..., preview: _Optional[_Union[PreviewSettings, _Mapping]] = ..., connection_id: _Optional[str] = ..., parquet_directory: _Optional[_Union[ParquetDirectory, _Mapping]] = ...) -> None: ...
 
 class DynamicSettings(_message.Message):
     __slots__ = ("default_ttl_seconds", "max_ttl_seconds", "creation_statements", "revocation_statements", "group_role", "role")

@@ -21,6 +21,7 @@ class TestCategory(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     TEST_CATEGORY_DYNAMIC_STATEMENTS_FAILED: _ClassVar[TestCategory]
     TEST_CATEGORY_WORK_REFUSED: _ClassVar[TestCategory]
     TEST_CATEGORY_SSL_CERTIFICATE_UNVERIFIED: _ClassVar[TestCategory]
+    TEST_CATEGORY_DIRECTORY_UNUSABLE: _ClassVar[TestCategory]
 
 class PreviewCategory(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -81,6 +82,7 @@ class SyncCategory(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     SYNC_CATEGORY_INVALID_STORED_CREDENTIALS: _ClassVar[SyncCategory]
     SYNC_CATEGORY_WORK_REFUSED: _ClassVar[SyncCategory]
     SYNC_CATEGORY_OTHER: _ClassVar[SyncCategory]
+    SYNC_CATEGORY_DIRECTORY_UNUSABLE: _ClassVar[SyncCategory]
 
 class SyncLoadMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -99,6 +101,7 @@ TEST_CATEGORY_OTHER: TestCategory
 TEST_CATEGORY_DYNAMIC_STATEMENTS_FAILED: TestCategory
 TEST_CATEGORY_WORK_REFUSED: TestCategory
 TEST_CATEGORY_SSL_CERTIFICATE_UNVERIFIED: TestCategory
+TEST_CATEGORY_DIRECTORY_UNUSABLE: TestCategory
 PREVIEW_CATEGORY_UNSPECIFIED: PreviewCategory
 PREVIEW_CATEGORY_OK: PreviewCategory
 PREVIEW_CATEGORY_QUERY_REJECTED: PreviewCategory
@@ -147,6 +150,7 @@ SYNC_CATEGORY_PERMISSION_DENIED: SyncCategory
 SYNC_CATEGORY_INVALID_STORED_CREDENTIALS: SyncCategory
 SYNC_CATEGORY_WORK_REFUSED: SyncCategory
 SYNC_CATEGORY_OTHER: SyncCategory
+SYNC_CATEGORY_DIRECTORY_UNUSABLE: SyncCategory
 SYNC_LOAD_MODE_UNSPECIFIED: SyncLoadMode
 SYNC_LOAD_MODE_FULL_REFRESH: SyncLoadMode
 SYNC_LOAD_MODE_INCREMENTAL: SyncLoadMode
