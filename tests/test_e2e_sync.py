@@ -18,6 +18,9 @@ import psycopg
 import pytest
 from google.protobuf.duration_pb2 import Duration
 from psycopg import sql
+from temporalio.api.enums.v1 import TaskQueueType
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client
 
 from devstack.postgres import EmbeddedPostgres
@@ -384,3 +387,53 @@ def test_a_scheduled_model_syncs_on_its_schedule_and_its_deletion_ends_it(
     assert slots == (0,)
     time.sleep(3)  # Three passes of the scheduler (one a second here).
     assert [r.id for r in model_runs()] == [scheduled.id]
+
+
+def test_two_agents_of_an_org_share_its_syncs_and_run_each_once(
+    e2e: EndToEnd, warehouse: Warehouse, background_loop: BackgroundLoop
+) -> None:
+    """With a second agent polling the org's queue, syncs of several models all complete;
+    every run was started by exactly one agent, once."""
+    w = warehouse
+    second = e2e.stack.start_agent(w.tenant.deployment_token, name=f"agent-b-{w.tenant.org_id[:8]}")
+    try:
+
+        async def pollers() -> set[str]:
+            client = await Client.connect(
+                e2e.stack.temporal_address, namespace=namespace_for(w.tenant.org_id)
+            )
+            described = await client.workflow_service.describe_task_queue(
+                DescribeTaskQueueRequest(
+                    namespace=client.namespace,
+                    task_queue=TaskQueue(name=f"tenant-{w.tenant.org_id}"),
+                    task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY,
+                )
+            )
+            return {poller.identity for poller in described.pollers}
+
+        _wait_for(lambda: len(background_loop.run(pollers())) >= 2, "one agent polls", 30)
+        models = e2e.models(w.tenant.admin_token)
+        ids = [
+            models.CreateModel(
+                mpb.CreateModelRequest(
+                    model=_model(
+                        w,
+                        f"shared-{n}",
+                        sql=f"select id, note from public.events where id % 6 = {n}",
+                    )
+                )
+            ).id
+            for n in range(6)
+        ]
+        started = [models.SyncModel(mpb.SyncModelRequest(id=i)) for i in ids]
+        finished = [e2e.finished(w.tenant.admin_token, run) for run in started]
+        assert [run.outcome_category for run in finished] == ["ok"] * 6
+        assert w.tenant.agent is not None
+        logs = w.tenant.agent.output() + second.output()
+        for run in finished:
+            starts = [
+                line for line in logs.splitlines() if "sync started" in line and run.id in line
+            ]
+            assert len(starts) == 1, (run.id, starts)
+    finally:
+        second.stop()

@@ -347,3 +347,24 @@ def test_the_mark_reads_back_whatever_the_databases_date_style(
         conn.execute("update events set updated_at = date '2027-03-04' where id <= 5")
     assert sync(big_source, destination, plan).rows == 5
     assert _destination_rows(destination) == _checksum(big_source, BIG_QUERY)
+
+
+def test_syncs_of_several_models_into_one_new_schema_at_once_all_complete(
+    source: str, destination: str
+) -> None:
+    """Models of one org load different tables of one schema side by side: the first of them
+    creates the schema (and the state table), and the others do not fail on the race."""
+    plans = [
+        SyncPlan(
+            f"model-{n}",
+            QUERY,
+            TableName("analytics", f"orders_{n}"),
+            LoadMode.INCREMENTAL,
+            "updated_at",
+            ("id",),
+        )
+        for n in range(4)
+    ]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        reports = list(pool.map(lambda plan: sync(source, destination, plan), plans))
+    assert [report.rows for report in reports] == [ROWS] * 4

@@ -105,6 +105,7 @@ def _run(
 ) -> SyncReport:
     columns = _result_columns(src, plan.query)
     try:
+        _prepare_schemas(dst, plan)
         with dst.transaction():
             dst.execute(
                 "select pg_advisory_xact_lock(%s, %s)",
@@ -358,7 +359,6 @@ def _full_refresh(
 ) -> tuple[int, int]:
     """Loads a staging table and swaps it in; readers see the old rows until the commit."""
     table = plan.destination
-    dst.execute(sql.SQL("create schema if not exists {}").format(sql.Identifier(table.schema)))
     staging = table.identifier(_STAGING_SUFFIX)
     dst.execute(sql.SQL("drop table if exists {}").format(staging))
     _create(dst, staging, columns, plan.primary_key)
@@ -393,8 +393,6 @@ def _incremental(
         raise SyncFailed(
             "invalid_model", f"the model's query returns no column {', '.join(missing)}"
         )
-    dst.execute(sql.SQL("create schema if not exists {}").format(sql.Identifier(table.schema)))
-    _ensure_state_table(dst)
     mark = None
     if target.columns is None or target.columns != columns:
         # A new table, or an allowed change of shape: start again from every row.
@@ -458,11 +456,33 @@ def _incremental(
     return rows, size, mark is None
 
 
-def _ensure_state_table(dst: psycopg.Connection[Any]) -> None:
-    dst.execute(sql.SQL("create schema if not exists {}").format(sql.Identifier(STATE_SCHEMA)))
-    dst.execute(
-        sql.SQL(
-            "create table if not exists {} (model_id text primary key, cursor_value text,"
-            " updated_at timestamptz not null)"
-        ).format(sql.Identifier(STATE_SCHEMA, "sync_state"))
-    )
+def _prepare_schemas(dst: psycopg.Connection[Any], plan: SyncPlan) -> None:
+    """Creates the destination's schema (and for an incremental model the state table) before
+    the load's transaction, each in a short transaction of its own.
+
+    CREATE ... IF NOT EXISTS is not safe against itself: two syncs of different models into
+    one new schema would both try, and one would fail on the catalog's unique index. Created
+    apart, the loser of that race sees the winner's schema and goes on; an empty schema is all
+    a failed load can leave behind.
+    """
+    statements = [
+        sql.SQL("create schema if not exists {}").format(sql.Identifier(plan.destination.schema))
+    ]
+    if plan.mode is LoadMode.INCREMENTAL:
+        statements += [
+            sql.SQL("create schema if not exists {}").format(sql.Identifier(STATE_SCHEMA)),
+            sql.SQL(
+                "create table if not exists {} (model_id text primary key, cursor_value text,"
+                " updated_at timestamptz not null)"
+            ).format(sql.Identifier(STATE_SCHEMA, "sync_state")),
+        ]
+    for statement in statements:
+        for attempt in range(3):
+            try:
+                with dst.transaction():
+                    dst.execute(statement)
+                break
+            except psycopg.errors.UniqueViolation:
+                # Another sync created it a moment ago: it exists now.
+                if attempt == 2:
+                    raise
