@@ -31,6 +31,7 @@ from sevvo.runtime.temporal import namespace_for
 from tests.plugins.auth_stack import BackgroundLoop
 from tests.plugins.dev_stack import EndToEnd, Tenant
 from tests.plugins.postgres import with_dbname
+from tests.row_checksum import checksum
 
 CANARY = "canary-row-value-5e1f"
 CURSOR_CANARY = "2031-07-04 05:06:07.654321+00"
@@ -148,20 +149,6 @@ def warehouse(e2e: EndToEnd, tls_source_pg: EmbeddedPostgres) -> Iterator[Wareho
                 conn.execute(sql.SQL("drop role if exists {}").format(sql.Identifier(role)))
 
 
-def _checksum(url: str, query: str) -> tuple[int, str]:
-    with psycopg.connect(url) as conn:
-        conn.execute("set datestyle = 'ISO, YMD'")
-        conn.execute("set timezone = 'UTC'")
-        row = conn.execute(
-            sql.SQL(
-                "select count(*), md5(coalesce(string_agg(t::text, '|' order by t.id), ''))"
-                " from ({}) t"
-            ).format(sql.SQL(query))
-        ).fetchone()
-    assert row is not None
-    return int(row[0]), str(row[1])
-
-
 def _model(w: Warehouse, name: str, **fields: object) -> mpb.Model:
     model = mpb.Model(
         name=name,
@@ -202,8 +189,8 @@ def test_a_model_arrives_identical_and_the_control_plane_learns_only_counts(
     assert (run.outcome_category, run.model_id) == ("ok", model.id)
     assert run.sync.rows == ROWS and run.sync.bytes > 0 and run.sync.created_table
     assert len(run.sync.schema_fingerprint) >= 16
-    source = _checksum(w.source_url, QUERY)
-    assert _checksum(w.destination_url, "select * from analytics.events_full") == source
+    source = checksum(w.source_url, QUERY)
+    assert checksum(w.destination_url, "select * from analytics.events_full") == source
 
     async def history() -> bytes:
         client = await Client.connect(
@@ -278,7 +265,7 @@ def test_an_incremental_model_merges_exactly_the_changed_rows(
     assert (second.outcome_category, second.sync.rows) == ("ok", 11_000), second
     assert not second.sync.full_reload
     target = "select * from analytics.events_incremental"
-    assert _checksum(w.destination_url, target) == _checksum(w.source_url, QUERY)
+    assert checksum(w.destination_url, target) == checksum(w.source_url, QUERY)
     with psycopg.connect(w.destination_url) as conn:
         marks = conn.execute("select count(*) from sevvo_sync.sync_state").fetchone()
     assert marks == (1,)
@@ -305,7 +292,7 @@ def test_an_agent_killed_mid_sync_leaves_the_last_load_and_the_run_completes(
             model=mpb.Model(id=model.id, sql=big), update_mask={"paths": ["sql"]}
         )
     )
-    before = _checksum(w.destination_url, "select * from analytics.events_big")
+    before = checksum(w.destination_url, "select * from analytics.events_big")
     assert before[0] == 1
     started = e2e.models(w.tenant.admin_token).SyncModel(mpb.SyncModelRequest(id=model.id))
     with pytest.raises(grpc.RpcError) as second:
@@ -317,14 +304,14 @@ def test_an_agent_killed_mid_sync_leaves_the_last_load_and_the_run_completes(
         assert w.tenant.agent is not None
         w.tenant.agent.kill()
         _wait_for(lambda: not _copying(w.destination_url), "the killed load never ended", 30)
-        assert _checksum(w.destination_url, "select * from analytics.events_big") == before
+        assert checksum(w.destination_url, "select * from analytics.events_big") == before
         w.tenant.agent = e2e.start_agent(w.tenant)
     run = e2e.finished(w.tenant.admin_token, started, timeout=240)
     assert run.outcome_category == "ok", run
     assert run.sync.attempt >= 3
-    expected = _checksum(w.source_url, big)
+    expected = checksum(w.source_url, big)
     assert run.sync.rows == expected[0]
-    assert _checksum(w.destination_url, "select * from analytics.events_big") == expected
+    assert checksum(w.destination_url, "select * from analytics.events_big") == expected
 
 
 def _wait_for(condition: Callable[[], bool], failure: str, timeout: float) -> None:

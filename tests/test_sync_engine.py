@@ -30,6 +30,7 @@ from agent.sync.plan import (
 )
 from agent.sync.postgres import STATE_SCHEMA, sync
 from tests.plugins.postgres import fresh_database
+from tests.row_checksum import checksum
 
 CANARY = "canary-value-7f3a"
 ROWS = 2_000
@@ -66,22 +67,8 @@ def destination(pg_server_url: str) -> Iterator[str]:
         yield url
 
 
-def _checksum(url: str, query: str) -> tuple[int, str]:
-    with psycopg.connect(url) as conn:
-        # Rows compared by their text form, spelled alike on both sides.
-        conn.execute("set datestyle = 'ISO, YMD'")
-        row = conn.execute(
-            sql.SQL(
-                "select count(*), md5(coalesce(string_agg(t::text, '|' order by t.id), ''))"
-                " from ({}) t"
-            ).format(sql.SQL(query))
-        ).fetchone()
-    assert row is not None
-    return int(row[0]), str(row[1])
-
-
 def _destination_rows(url: str) -> tuple[int, str]:
-    return _checksum(url, f"select * from {TABLE}")
+    return checksum(url, f"select * from {TABLE}")
 
 
 def _run(source: str, destination: str, **plan: typing.Any) -> SyncReport:
@@ -101,7 +88,7 @@ def test_a_full_refresh_copies_every_kind_of_value_exactly(source: str, destinat
     """Text, numeric, timestamptz, jsonb, bytea, arrays and nulls arrive identical; the table
     is created from the source's types; the report is counts only."""
     report = _run(source, destination)
-    assert _destination_rows(destination) == _checksum(source, QUERY)
+    assert _destination_rows(destination) == checksum(source, QUERY)
     assert (report.rows, report.created_table, report.full_reload) == (ROWS, True, True)
     assert report.bytes > 0 and not report.schema_changed
     with psycopg.connect(destination) as conn:
@@ -130,7 +117,7 @@ def test_a_second_full_refresh_replaces_the_rows_and_leaves_no_staging(
         conn.execute("delete from orders where id % 3 = 0")
         conn.execute("update orders set amount = amount + 1 where id % 10 = 1")
     report = _run(source, destination)
-    assert _destination_rows(destination) == _checksum(source, QUERY)
+    assert _destination_rows(destination) == checksum(source, QUERY)
     assert (report.rows, report.created_table) == (ROWS - ROWS // 3, False)
     assert _tables(destination) == {str(TABLE)}
 
@@ -175,7 +162,7 @@ def test_an_incremental_sync_merges_exactly_the_new_and_changed_rows(
         )
     second = _run(source, destination, **incremental)
     assert (second.rows, second.full_reload) == (110, False)
-    assert _destination_rows(destination) == _checksum(source, QUERY)
+    assert _destination_rows(destination) == checksum(source, QUERY)
     third = _run(source, destination, **incremental)
     assert third.rows == 0
     with psycopg.connect(destination) as conn:
@@ -200,7 +187,7 @@ def test_a_dropped_source_column_fails_clearly_unless_evolution_is_allowed(
     assert _destination_rows(destination) == before
     evolved = _run(source, destination, query=narrower, allow_schema_evolution=True)
     assert evolved.schema_changed
-    assert _destination_rows(destination) == _checksum(source, narrower)
+    assert _destination_rows(destination) == checksum(source, narrower)
 
 
 def test_the_report_is_an_allow_list_of_counts_flags_and_a_fingerprint() -> None:
@@ -283,7 +270,7 @@ def test_a_sync_killed_mid_stream_leaves_the_last_complete_data_and_a_retry_comp
         assert _tables(destination) == {str(TABLE)}
     retried = sync(big_source, destination, SyncPlan("model-1", BIG_QUERY, TABLE))
     assert retried.rows == BIG_ROWS
-    assert _destination_rows(destination) == _checksum(big_source, BIG_QUERY)
+    assert _destination_rows(destination) == checksum(big_source, BIG_QUERY)
 
 
 def test_two_runs_of_one_model_never_overlap(big_source: str, destination: str) -> None:
@@ -315,7 +302,7 @@ def test_two_runs_of_one_model_never_overlap(big_source: str, destination: str) 
         release.set()
         assert first.result(60).rows == BIG_ROWS
         assert second.result(60).rows == BIG_ROWS
-    assert _destination_rows(destination) == _checksum(big_source, BIG_QUERY)
+    assert _destination_rows(destination) == checksum(big_source, BIG_QUERY)
 
 
 def test_the_mark_reads_back_whatever_the_databases_date_style(
@@ -346,7 +333,7 @@ def test_the_mark_reads_back_whatever_the_databases_date_style(
     with psycopg.connect(big_source, autocommit=True) as conn:
         conn.execute("update events set updated_at = date '2027-03-04' where id <= 5")
     assert sync(big_source, destination, plan).rows == 5
-    assert _destination_rows(destination) == _checksum(big_source, BIG_QUERY)
+    assert _destination_rows(destination) == checksum(big_source, BIG_QUERY)
 
 
 def test_syncs_of_several_models_into_one_new_schema_at_once_all_complete(
