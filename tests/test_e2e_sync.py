@@ -18,6 +18,7 @@ import psycopg
 import pytest
 from google.protobuf.duration_pb2 import Duration
 from psycopg import sql
+from structlog.testing import capture_logs
 from temporalio.api.enums.v1 import TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
@@ -175,16 +176,19 @@ def _sync(e2e: EndToEnd, w: Warehouse, model_id: str) -> opb.Run:
 
 
 def test_a_model_arrives_identical_and_the_control_plane_learns_only_counts(
-    e2e: EndToEnd, warehouse: Warehouse, background_loop: BackgroundLoop
+    e2e: EndToEnd,
+    warehouse: Warehouse,
+    background_loop: BackgroundLoop,
 ) -> None:
     """A full-refresh model's rows arrive identical (checksums); the run records rows, bytes
-    and a fingerprint; no canary value is in the run, the orchestrator's store or the
-    workflow's history."""
+    and a fingerprint; no canary value is in the run, the control plane's database, the
+    workflow's history, the agent's log or the services' logs (they run in this process)."""
     w = warehouse
     model = e2e.models(w.tenant.admin_token).CreateModel(
         mpb.CreateModelRequest(model=_model(w, "events-full"))
     )
-    run = _sync(e2e, w, model.id)
+    with capture_logs() as events:
+        run = _sync(e2e, w, model.id)
     assert run.state == opb.RUN_STATE_SUCCEEDED, run
     assert (run.outcome_category, run.model_id) == ("ok", model.id)
     assert run.sync.rows == ROWS and run.sync.bytes > 0 and run.sync.created_table
@@ -209,6 +213,9 @@ def test_a_model_arrives_identical_and_the_control_plane_learns_only_counts(
         assert canary not in stored
     assert w.tenant.agent is not None
     assert CANARY not in w.tenant.agent.output()
+    logged = "\n".join(map(str, events))
+    assert str(run.id) in logged, "the services' logs were captured"
+    assert CANARY not in logged
 
 
 def _control_plane_text(url: str) -> str:

@@ -108,6 +108,16 @@ def test_endings_are_results_with_catalogue_categories(source: str, destination:
     failing = run(_input(sql="select id, 1 / (id - id) from public.events"), _credentials(source))
     assert SYNC_CATEGORIES.name(failing.category) == "source_query_failed"
     assert failing.sqlstate == "22012"
+    # The server's own message would quote the value ("invalid input syntax … 'canary-…'").
+    quoting = run(
+        _input(sql="select id, ('canary-row-7c1d' || payload)::int from public.events"),
+        _credentials(source),
+    )
+    assert (SYNC_CATEGORIES.name(quoting.category), quoting.sqlstate) == (
+        "source_query_failed",
+        "22P02",
+    )
+    assert "canary-row-7c1d" not in str(quoting)
     unplanned = run(_input(load_mode=wpb.SYNC_LOAD_MODE_UNSPECIFIED), _credentials(source))
     assert SYNC_CATEGORIES.name(unplanned.category) == "invalid_model"
     assert "load mode" in unplanned.message
