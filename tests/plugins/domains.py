@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from services.connections.domain import ConnectionsDomain
+from services.connections.kinds import kind_named
 from services.connections.leases import LeasesDomain
 from services.connections.servicer import target_from_request
 from services.connections.store import ConnectionRow, ConnectionStore
@@ -95,7 +96,12 @@ class ConnectionsAsLookup:
     async def get(self, bearer: str, connection_id: str, org_id: str = "") -> ConnectionInfo:
         """The connection as the bearer's caller may see it, or NotFound."""
         row = await asyncio.to_thread(self._connections.get, self._callers[bearer], connection_id)
-        return ConnectionInfo(str(row.id), dynamic=row.credential_mode == "dynamic")
+        return ConnectionInfo(
+            str(row.id),
+            dynamic=row.credential_mode == "dynamic",
+            type=row.type,
+            purposes=frozenset(kind_named(row.type).purposes),
+        )
 
 
 @pytest.fixture(scope="module")
