@@ -9,11 +9,14 @@ tests/test_e2e_parquet_directory.py's.
 from __future__ import annotations
 
 import asyncio
+import posixpath
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from services.connections.domain import ConnectionUpdate
 from services.connections.kinds import KINDS, Purpose, kind_for_request, kind_named
@@ -24,6 +27,7 @@ from services.connections.store import ConnectionRow
 from sevvo.connections.v1 import connections_pb2 as pb
 from sevvo.runtime.errors import FailedPrecondition, InvalidArgument
 from sevvo.runtime.sealing import CredentialsUnreadable
+from sevvo.runtime.validation import directory_path_problem
 from tests.plugins.domains import ConnectionsDomains, org_callers
 
 
@@ -255,3 +259,20 @@ def test_a_row_of_each_kind_round_trips_the_store(
     stored = connections_domains.connections.get(callers.admin, str(row.id))
     assert isinstance(stored, ConnectionRow)
     assert stored.details == {"path": "/srv/p"} and stored.type == "parquet_directory"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.sampled_from("/.a\x00\n é"), max_size=12) | st.text(max_size=20))
+def test_an_accepted_path_is_absolute_normalised_and_printable(path: str) -> None:
+    """Whatever the text, an accepted path is absolute, its own normal form, without '..'
+    or control characters; a refused one is INVALID_ARGUMENT on the path's field."""
+    if directory_path_problem(path) is not None:
+        with pytest.raises(InvalidArgument) as caught:
+            create_arguments(_parquet(path))
+        assert caught.value.field == "parquet_directory.path"
+        return
+    target = create_arguments(_parquet(path)).target
+    assert isinstance(target, ParquetDirectoryTarget) and target.path == path
+    assert path.startswith("/") and not path.startswith("//")
+    assert posixpath.normpath(path) == path and ".." not in path.split("/")
+    assert path.isprintable()
