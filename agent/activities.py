@@ -7,14 +7,16 @@ Each activity first has the work gate check the input's proof of origin (agent/w
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
+from pathlib import Path
 from typing import TypeVar
 
 import grpc
 from google.protobuf.message import Message
 from temporalio import activity
 
+from agent.directory_probe import probe_directory
 from agent.dynamic_credentials import dry_run
 from agent.leases import LeaseManager
 from agent.postgres_probe import connect, probe_postgres
@@ -72,10 +74,13 @@ class AgentActivities:
         credentials: connections_pb2_grpc.ConnectionCredentialServiceStub,
         leases: LeaseManager,
         gate: WorkGate,
+        file_roots: Sequence[Path] = (),
     ) -> None:
         self._credentials = credentials
         self._leases = leases
         self._gate = gate
+        # The directories a Parquet directory connection may name (SEVVO_AGENT_FILE_ROOTS).
+        self._file_roots = tuple(file_roots)
 
     async def _gated(
         self,
@@ -156,7 +161,10 @@ class AgentActivities:
                 category=TEST_CATEGORIES.value(INVALID_STORED_CREDENTIALS),
                 message=TEST_CATEGORIES.message(INVALID_STORED_CREDENTIALS),
             )
-        if target == "draft_id":
+        if resolved.HasField("parquet_directory"):
+            # Nothing to log in to: the test is whether this agent may and can write there.
+            result = await probe_directory(resolved.parquet_directory.path, self._file_roots)
+        elif target == "draft_id":
             # A draft is not a connection yet: test the login it would use (for a dynamic
             # connection, the privileged role's), then dry-run its statements, minting nothing.
             result = await probe_postgres(resolved.postgres)

@@ -8,6 +8,7 @@ the control plane.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,7 @@ from agent.warm_pool import PoolSpec, parse_warm_pool
 from sevvo.runtime import config as c
 from sevvo.runtime.deployment_token import DeploymentCredentials, unwrap
 from sevvo.runtime.errors import InvalidArgument
+from sevvo.runtime.validation import directory_path_problem
 
 DEFAULT_PORT = 443
 DEFAULT_CREDENTIAL_SOCKET = "/var/run/sevvo/agent.sock"
@@ -96,6 +98,9 @@ class AgentConfig:
     warm_pool_refill_seconds: float = 5.0
     # Sidecar mode (agent/sidecar.py): a credential kept rendered in a file; None is off.
     sidecar: SidecarConfig | None = None
+    # The only directories (and their subdirectories) a Parquet directory connection may name
+    # (agent/directory_probe.py); empty: none.
+    file_roots: tuple[Path, ...] = ()
 
     def __repr__(self) -> str:  # The token is a secret; keep it out of any repr.
         return (
@@ -167,7 +172,29 @@ class AgentConfig:
             warm_pool_refill_seconds=c.number(
                 env, "SEVVO_WARM_POOL_REFILL_SECONDS", 5.0, minimum=0.1, maximum=3600
             ),
+            file_roots=parse_file_roots(
+                "SEVVO_AGENT_FILE_ROOTS", c.optional_string(env, "SEVVO_AGENT_FILE_ROOTS") or ""
+            ),
         )
+
+
+def parse_file_roots(variable: str, value: str) -> tuple[Path, ...]:
+    """Absolute, normalised directories separated by ':' or ','; empty entries are skipped.
+
+    A root is checked as a path here; whether it exists is the credential test's question, so
+    an agent starts before its volume is mounted.
+    """
+    roots: list[Path] = []
+    for entry in re.split(r"[:,]", value):
+        entry = entry.strip()
+        if not entry:
+            continue
+        problem = directory_path_problem(entry)
+        if problem is not None:
+            raise c.ConfigError(f"{variable}: each directory {problem}")
+        if Path(entry) not in roots:
+            roots.append(Path(entry))
+    return tuple(roots)
 
 
 def _path(value: str | None) -> Path | None:

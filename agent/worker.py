@@ -267,7 +267,9 @@ async def run_agent(config: AgentConfig, stop: asyncio.Event) -> int:
         leases = connections_pb2_grpc.LeaseServiceStub(channel)
         proofs = work_proof_pb2_grpc.WorkProofServiceStub(channel)
         gate = WorkGate(session.org_id, key_cache(proofs), proofs, credentials)
-        activities = AgentActivities(credentials, LeaseManager(leases, credentials), gate)
+        activities = AgentActivities(
+            credentials, LeaseManager(leases, credentials), gate, config.file_roots
+        )
         queue = temporal.task_queue(session.org_id)
         worker = _worker(client, queue, activities, config)
         pool: WarmPool | None = None

@@ -146,6 +146,7 @@ _FLAGS = {
     "ssl_mode": "--ssl-mode",
     "ssl_root_cert": "--ssl-root-cert",
     "uri": "--dsn",
+    "path": "--parquet-directory",
     "default_ttl_seconds": "--default-ttl",
     "max_ttl_seconds": "--max-ttl",
     "group_role": "--group-role",

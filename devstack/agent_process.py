@@ -47,6 +47,8 @@ class AgentSettings:
     warm_pool_refill_seconds: float = 5.0
     # How often the agent refreshes its liveness file (agent.liveness).
     liveness_interval_seconds: float = 5.0
+    # SEVVO_AGENT_FILE_ROOTS: the directories Parquet directory connections may name; "" none.
+    file_roots: str = ""
 
     def environment(self) -> dict[str, str]:
         """The agent's environment, secrets passed as file paths only."""
@@ -63,6 +65,7 @@ class AgentSettings:
             "SEVVO_WARM_POOL": self.warm_pool,
             "SEVVO_WARM_POOL_REFILL_SECONDS": str(self.warm_pool_refill_seconds),
             "SEVVO_AGENT_LIVENESS_INTERVAL_SECONDS": str(self.liveness_interval_seconds),
+            "SEVVO_AGENT_FILE_ROOTS": self.file_roots,
         }
         if self.temporal_client_cert and self.temporal_client_key:
             env["SEVVO_TEMPORAL_TLS_CERT"] = str(self.temporal_client_cert)

@@ -104,7 +104,12 @@ class RunningStack:
     _closed: bool = False
 
     def agent_settings(
-        self, token_file: Path, *, mtls: bool = True, reaper_seconds: float = 60.0
+        self,
+        token_file: Path,
+        *,
+        mtls: bool = True,
+        reaper_seconds: float = 60.0,
+        file_roots: str = "",
     ) -> AgentSettings:
         """How an agent with this token reaches this stack (mTLS to Temporal by default)."""
         return AgentSettings(
@@ -115,6 +120,7 @@ class RunningStack:
             temporal_client_cert=self.pki.client_cert if mtls else None,
             temporal_client_key=self.pki.client_key if mtls else None,
             reaper_seconds=reaper_seconds,
+            file_roots=file_roots,
         )
 
     def start_agent(
@@ -124,12 +130,14 @@ class RunningStack:
         name: str = "agent",
         wait: bool = True,
         reaper_seconds: float = 60.0,
+        file_roots: str = "",
     ) -> AgentProcess:
-        """Starts ``python -m agent`` for a deployment token (written to a 0600 file)."""
+        """Starts ``python -m agent`` for a deployment token (written to a 0600 file);
+        ``file_roots`` is its SEVVO_AGENT_FILE_ROOTS."""
         token_file = self.state_dir / f"{name}-deployment-token"
         write_private_file(token_file, deployment_token + "\n")
         agent = AgentProcess(
-            self.agent_settings(token_file, reaper_seconds=reaper_seconds),
+            self.agent_settings(token_file, reaper_seconds=reaper_seconds, file_roots=file_roots),
             self.state_dir / f"{name}.log",
         )
         self.agents.append(agent)

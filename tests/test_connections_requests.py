@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from services.connections.postgres_target import PostgresTarget
 from services.connections.servicer import create_arguments
 from sevvo.connections.v1 import connections_pb2 as pb
 from sevvo.runtime.errors import InvalidArgument
@@ -321,6 +322,7 @@ def test_each_broken_rule_names_its_field(
 def test_every_credential_mode_takes_a_ca_bundle(request_: pb.CreateConnectionRequest) -> None:
     """Form, DSN and dynamic requests all carry the bundle into the target they describe."""
     target = create_arguments(request_).target
+    assert isinstance(target, PostgresTarget)
     assert target.ssl_mode in ("verify-ca", "verify-full")
     assert target.ssl_root_cert is not None
     assert target.ssl_root_cert.pem == CA_PEM

@@ -375,6 +375,8 @@ BAD_VALUES = [
     ("agent", {"caBundle": {"kind": "Volume"}}, "kind"),
     ("agent", {"extraEnv": [{"name": "X", "valueFrom": {"secretKeyRef": {}}}]}, "valueFrom"),
     ("agent", {"bearerCheckSeconds": 0}, "bearerCheckSeconds"),
+    ("agent", {"fileRoots": ["data/lake"]}, "fileRoots"),
+    ("agent", {"fileRoots": ["/a:/b"]}, "fileRoots"),
     ("agent", {"bearerCheckSeconds": 301}, "bearerCheckSeconds"),
     ("agent", {"temporal": {"serverName": "https://temporal.example"}}, "serverName"),
     ("agent", {"temporal": {"legacyNamespace": "a b"}}, "legacyNamespace"),
@@ -1856,3 +1858,12 @@ def test_notes_say_how_to_reach_the_endpoint_and_create_the_first_org(
         "sevvo-agent/templates/NOTES.txt"
     ]
     assert "api.sevvo.example:443" in agent_notes and "temporal.sevvo.example:443" in agent_notes
+
+
+def test_agent_file_roots_reach_the_agent_only_when_set(agent: helm.Chart) -> None:
+    """fileRoots becomes SEVVO_AGENT_FILE_ROOTS (joined by ':'); unset, no directory allowed."""
+    (plain,) = of_kind(render(agent, AGENT_REQUIRED), "Deployment")
+    assert "SEVVO_AGENT_FILE_ROOTS" not in env_of(only_container(plain))
+    values = {**AGENT_REQUIRED, "fileRoots": ["/data/lake", "/mnt/exports"]}
+    (deployment,) = of_kind(render(agent, values), "Deployment")
+    assert env_of(only_container(deployment))["SEVVO_AGENT_FILE_ROOTS"] == "/data/lake:/mnt/exports"

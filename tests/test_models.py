@@ -845,3 +845,58 @@ def test_grpc_a_member_may_not_delete_but_may_sync(tenant: Tenant) -> None:
         opb.RUN_STATE_RUNNING,
         mine.id,
     )
+
+
+# --- what a connection is for: purposes ------------------------------------------------------
+
+
+def _parquet_directory(org: Org, name: str = "lake") -> str:
+    """A Parquet directory connection (a destination only) of the org; returns its id."""
+    request = cpb.CreateConnectionRequest(
+        display_name=name, parquet_directory=cpb.ParquetDirectory(path="/data/lake")
+    )
+    return str(run(org.world.connections.create(org.callers.admin, request)).id)
+
+
+def test_a_destination_only_connection_is_refused_as_the_source(org: Org) -> None:
+    """A Parquet directory reads no rows: named as the source, model.source_connection_id."""
+    lake = _parquet_directory(org)
+    error = refused(lambda: org.create(source_connection_id=lake))
+    assert fields_of(error) == ["model.source_connection_id"]
+    assert isinstance(error, InvalidArgument)
+    assert "Parquet directory connection" in error.violations[0].description
+
+
+def test_a_parquet_directory_destination_takes_full_refresh_only(org: Org) -> None:
+    """Full refresh into a Parquet directory is a model; incremental is refused on load_mode,
+    at create and when an update switches the load mode."""
+    lake = _parquet_directory(org)
+    row = org.create(destination_connection_id=lake)
+    assert str(row.destination_connection_id) == lake
+    error = refused(
+        lambda: org.create(
+            name="inc",
+            destination_connection_id=lake,
+            load_mode="incremental",
+            cursor_column="updated_at",
+            primary_key=("id",),
+        )
+    )
+    assert fields_of(error) == ["model.load_mode"]
+    assert isinstance(error, InvalidArgument)
+    assert "full refresh only" in error.violations[0].description
+    switched = refused(
+        lambda: org.update(
+            row.id,
+            ["load_mode", "cursor_column", "primary_key"],
+            name=row.name,
+            source_connection_id=str(row.source_connection_id),
+            sql=row.sql,
+            destination_connection_id=lake,
+            destination_table="analytics.customers",
+            load_mode="incremental",
+            cursor_column="updated_at",
+            primary_key=("id",),
+        )
+    )
+    assert "model.load_mode" in fields_of(switched)

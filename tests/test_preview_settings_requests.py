@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 
+from services.connections.postgres_target import PostgresTarget
 from services.connections.servicer import create_arguments
 from sevvo.connections.v1 import connections_pb2 as pb
 from sevvo.runtime.errors import InvalidArgument
@@ -61,4 +62,5 @@ def test_the_limits_themselves_are_accepted() -> None:
         max_plan_cost=0,
     )
     arguments = create_arguments(_request(settings))
+    assert isinstance(arguments.target, PostgresTarget)
     assert arguments.target.preview is not None

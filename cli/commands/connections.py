@@ -1,4 +1,4 @@
-"""``sevvo connections``: your org's Postgres connections and their credentials.
+"""``sevvo connections``: your org's connections (Postgres databases, Parquet directories).
 
 Passwords come from a prompt or stdin only. A DSN holding a password is refused before
 anything is sent: the password goes in on stdin and is put into the URI here.
@@ -36,14 +36,29 @@ from sevvo.orchestrator.v1 import orchestrator_pb2 as opb
 from sevvo.runtime import outcomes
 from sevvo.runtime.outcomes import Kind
 
-app = typer.Typer(help="Manage your org's Postgres connections.", no_args_is_help=True)
+app = typer.Typer(
+    help="Manage your org's connections: Postgres databases and Parquet directories.",
+    no_args_is_help=True,
+)
 
 _ID = "3f1c0b6e-8d0e-4c0e-9d61-6a8f6f1f2a10"
 
 
 def _target(record: Mapping[str, JsonValue]) -> str:
+    directory = record.get("parquet_directory")
+    if directory:
+        return str(directory.get("path"))
     meta = record.get("safe_metadata") or {}
     return f"{meta.get('host')}:{meta.get('port')}/{meta.get('database')}"
+
+
+def _purposes(record: Mapping[str, JsonValue]) -> object:
+    """What the connection can be used for: "source, destination"."""
+    return ", ".join(str(p) for p in record.get("purposes") or ()) or None
+
+
+def _path(record: Mapping[str, JsonValue]) -> object:
+    return (record.get("parquet_directory") or {}).get("path")
 
 
 def _meta(name: str) -> Callable[[Mapping[str, JsonValue]], object]:
@@ -77,6 +92,8 @@ def _max_plan_cost(record: Mapping[str, JsonValue]) -> object:
 COLUMNS: list[Column] = [
     ("id", key("id")),
     ("name", key("display_name")),
+    ("type", key("type")),
+    ("purposes", _purposes),
     ("status", key("status")),
     ("last test", key("last_test_category")),
     ("target", _target),
@@ -86,6 +103,9 @@ COLUMNS: list[Column] = [
 DETAIL: list[Column] = [
     ("id", key("id")),
     ("name", key("display_name")),
+    ("type", key("type")),
+    ("purposes", _purposes),
+    ("directory", _path),
     ("host", _meta("host")),
     ("port", _meta("port")),
     ("database", _meta("database")),
@@ -347,7 +367,8 @@ def _show(cli: Cli, connection: cpb.Connection) -> dict[str, JsonValue]:
         "Example: sevvo connections create --name shop --dynamic --host db.internal"
         " --database shop --username sevvo_admin --default-ttl 1h --max-ttl 8h\n\n"
         "Example: sevvo connections create --name shop --host db.internal --database shop"
-        " --username reader --allow-function similarity --max-plan-cost 100000"
+        " --username reader --allow-function similarity --max-plan-cost 100000\n\n"
+        "Example: sevvo connections create --name lake --parquet-directory /data/lake"
     )
 )
 def create(
@@ -402,9 +423,39 @@ def create(
     allow_function: AllowFunction = None,
     max_plan_cost: MaxPlanCost = None,
     password_stdin: PasswordStdin = False,
+    parquet_directory: Annotated[
+        str | None,
+        typer.Option(
+            "--parquet-directory",
+            metavar="PATH",
+            help="A directory of Parquet files in the agent's pod (a destination only), under"
+            " the agent's SEVVO_AGENT_FILE_ROOTS; replaces every database option.",
+        ),
+    ] = None,
 ) -> None:
-    """Create a connection; the agent tests the credentials before they are saved."""
+    """Create a connection; the agent tests the credentials (or, for a Parquet directory,
+    that it may write there) before it is saved."""
     request = cpb.CreateConnectionRequest(display_name=name)
+    if parquet_directory is not None:
+        _refuse_database_options(
+            host=host,
+            port=port,
+            database=database,
+            username=username,
+            ssl_mode=ssl_mode,
+            ssl_root_cert=ssl_root_cert,
+            dsn=dsn,
+            dynamic=dynamic or None,
+            default_ttl=default_ttl,
+            max_ttl=max_ttl,
+            group_role=group_role,
+            allow_function=allow_function,
+            max_plan_cost=max_plan_cost,
+            password_stdin=password_stdin or None,
+        )
+        request.parquet_directory.CopyFrom(cpb.ParquetDirectory(path=parquet_directory))
+        _create(ctx, request, "Checking the directory through your agent…")
+        return
     preview = preview_settings(allow_function, max_plan_cost)
     root_cert = "" if ssl_root_cert is None else read_root_cert(ssl_root_cert)
     if dsn is not None:
@@ -467,11 +518,30 @@ def create(
                     ssl_root_cert=root_cert,
                 )
             )
+    _create(ctx, request, "Testing the credentials through your agent…")
+
+
+def _create(ctx: typer.Context, request: cpb.CreateConnectionRequest, progress: str) -> None:
     cli = cli_of(ctx)
     stub = cli.connections()
-    with cli.output.progress("Testing the credentials through your agent…"):
+    with cli.output.progress(progress):
         connection = stub.CreateConnection(request, timeout=AGENT_TIMEOUT)
     _show(cli, connection)
+
+
+def _refuse_database_options(**given: object) -> None:
+    """Usage error naming the database options given with --parquet-directory (the port's
+    default, 5432, counts as not given)."""
+    flags = [
+        "--" + name.replace("_", "-")
+        for name, value in given.items()
+        if value is not None and not (name == "port" and value == 5432)
+    ]
+    if flags:
+        raise usage_error(
+            f"--parquet-directory takes only --name; {', '.join(flags)} belong to a Postgres"
+            " connection"
+        )
 
 
 @app.command(epilog=f"Example: sevvo connections get {_ID}")

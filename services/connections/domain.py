@@ -19,6 +19,12 @@ from typing import Any, TypeVar
 
 import psycopg
 
+from services.connections.kinds import Payload, kind_named, kind_of, unsupported
+from services.connections.kinds.postgres import (
+    dynamic_columns,
+    preview_column,
+    root_certs_column,
+)
 from services.connections.orchestrator_client import Orchestrator, TestOutcome
 from services.connections.postgres_target import (
     VERIFY_MODES,
@@ -141,25 +147,39 @@ class ConnectionsDomain:
 
     # Sealing.
 
-    def _seal(self, org_id: uuid.UUID, connection_id: uuid.UUID, target: PostgresTarget) -> Sealed:
+    def _seal(self, org_id: uuid.UUID, connection_id: uuid.UUID, target: Payload) -> Sealed:
         return seal(self._keyring, target.to_json(), _aad(org_id, connection_id))
 
-    def _unseal(self, row: ConnectionRow) -> PostgresTarget:
+    def _unseal_payload(self, row: ConnectionRow) -> Payload:
+        """The row's sealed payload, read by its kind."""
         plaintext = unseal(
             self._keyring, Sealed(row.kek_id, row.sealed_credentials), _aad(row.org_id, row.id)
         )
-        return PostgresTarget.from_json(plaintext)
+        return kind_named(row.type).from_json(plaintext)
+
+    def _unseal(self, row: ConnectionRow) -> PostgresTarget:
+        """A Postgres connection's target; other kinds have no login, roles or previews."""
+        _require_postgres(row, "logins, previews, roles and rotations")
+        target = self._unseal_payload(row)
+        assert isinstance(target, PostgresTarget)
+        return target
 
     # Test-before-save.
 
-    async def _test_draft(
-        self, caller: Principal, bearer: str, target: PostgresTarget
-    ) -> TestOutcome:
+    async def _test_draft(self, caller: Principal, bearer: str, target: Payload) -> TestOutcome:
         """Seals ``target`` as a short-lived draft, has the agent test it, then drops it."""
         assert self._tester is not None
         org_id, draft_id, now = uuid.UUID(caller.org_id), uuid.uuid4(), self._clock()
         sealed = seal(self._keyring, target.to_json(), _draft_aad(org_id, draft_id))
-        draft = DraftRow(draft_id, org_id, sealed.key_id, sealed.blob, now, now + DRAFT_LIFETIME)
+        draft = DraftRow(
+            draft_id,
+            org_id,
+            sealed.key_id,
+            sealed.blob,
+            now,
+            now + DRAFT_LIFETIME,
+            type=kind_of(target).name,
+        )
         await asyncio.to_thread(self._in_transaction, self._store.insert_draft, draft)
         try:
             return await self._tester.test(bearer, draft_id=str(draft_id))
@@ -249,7 +269,7 @@ class ConnectionsDomain:
         self,
         caller: Principal,
         display_name: str,
-        target: PostgresTarget,
+        target: Payload,
         credential_mode: str,
         bearer: str = "",
     ) -> ConnectionRow:
@@ -258,9 +278,11 @@ class ConnectionsDomain:
         A failed test stores nothing and reports the category; with no tester configured the
         connection is stored untested (status pending). For a dynamic connection the test is
         the same login test, of the privileged role; a dry run of the creation and revocation
-        statements is left to the agent's lease workflow.
+        statements is left to the agent's lease workflow. ``target`` is any kind's payload
+        (services/connections/kinds); the kind decides the row's display copies.
         """
         name = validation.display_name("display_name", display_name)
+        kind = kind_of(target)
         org_id, connection_id = uuid.UUID(caller.org_id), uuid.uuid4()
         status, tested_at = "pending", None
         if self._tester is not None:
@@ -277,13 +299,8 @@ class ConnectionsDomain:
             id=connection_id,
             org_id=org_id,
             display_name=name,
-            type="postgres",
+            type=kind.name,
             credential_mode=credential_mode,
-            host=target.host,
-            port=target.port,
-            database=target.database,
-            username=target.username,
-            ssl_mode=target.ssl_mode,
             kek_id=sealed.key_id,
             sealed_credentials=sealed.blob,
             status=status,
@@ -291,9 +308,7 @@ class ConnectionsDomain:
             last_test_category=None,
             created_at=now,
             updated_at=now,
-            **dynamic_columns(target),
-            preview_settings=preview_column(target),
-            ssl_root_certs=root_certs_column(target),
+            **kind.columns(target),
         )
         await asyncio.to_thread(
             self._audited,
@@ -592,6 +607,25 @@ class ConnectionsDomain:
         role: str = "",
         connection_name: str = "",
     ) -> PostgresTarget:
+        """``resolve_payload`` for a Postgres connection (the roles, leases and rotations that
+        need its login); another kind is FAILED_PRECONDITION."""
+        payload = self.resolve_payload(
+            caller, connection_id, purpose, draft_id, work, role, connection_name
+        )
+        if not isinstance(payload, PostgresTarget):
+            raise unsupported(kind_of(payload), "logins")
+        return payload
+
+    def resolve_payload(
+        self,
+        caller: Principal,
+        connection_id: str,
+        purpose: str,
+        draft_id: str = "",
+        work: tuple[WorkClaim, VerifiedWork] | None = None,
+        role: str = "",
+        connection_name: str = "",
+    ) -> Payload:
         """Unseals a connection's (or draft's) credentials for an agent of the same org.
 
         The connection is named by exactly one of ``connection_id``, ``connection_name`` (its
@@ -619,7 +653,7 @@ class ConnectionsDomain:
         purpose = check_purpose("purpose", purpose or "unspecified")
         org_id = uuid.UUID(caller.org_id)
 
-        def work_(conn: psycopg.Connection[Any]) -> PostgresTarget:
+        def work_(conn: psycopg.Connection[Any]) -> Payload:
             if work is not None:
                 claim, verified = work
                 holder = self._store.claim_work(
@@ -644,11 +678,16 @@ class ConnectionsDomain:
                     Sealed(draft.kek_id, draft.sealed_credentials),
                     _draft_aad(org_id, target_id),
                 )
-                return PostgresTarget.from_json(plaintext)
+                return kind_named(draft.type).from_json(plaintext)
             row = self._store.get(conn, org_id, target_id)
             if row is None:
                 raise _not_found()
-            target = self._unseal(row)
+            payload = self._unseal_payload(row)
+            if not isinstance(payload, PostgresTarget):
+                if wanted != DEFAULT_ROLE:
+                    _require_postgres(row, "connection roles")
+                return payload
+            target = payload
             if target.dynamic is None:
                 if wanted != DEFAULT_ROLE:
                     raise _not_dynamic()
@@ -691,6 +730,7 @@ class ConnectionsDomain:
             current = self._store.get(conn, org_id, cid, for_update=True)
             if current is None:
                 raise _not_found()
+            _require_postgres(current, "password rotations")
             if current.credential_mode != "dynamic":
                 raise _not_dynamic()
             before = self._unseal(current)
@@ -1004,20 +1044,6 @@ def run_audited(
         raise
 
 
-def dynamic_columns(target: PostgresTarget) -> dict[str, Any]:
-    """The connection row's display copies of a target's dynamic settings (all None if none)."""
-    settings = target.dynamic
-    if settings is None:
-        return dict.fromkeys(_DYNAMIC_COLUMNS)
-    return {
-        "default_ttl_seconds": settings.default_ttl_seconds,
-        "max_ttl_seconds": settings.max_ttl_seconds,
-        "group_role": settings.group_role,
-        "creation_statement_count": len(settings.creation_statements),
-        "revocation_statement_count": len(settings.revocation_statements),
-    }
-
-
 def default_role_row(row: ConnectionRow) -> ConnectionRoleRow | None:
     """The row of a new dynamic connection's role "default" (None for other connections)."""
     if (
@@ -1044,23 +1070,10 @@ def default_role_row(row: ConnectionRow) -> ConnectionRoleRow | None:
     )
 
 
-def preview_column(target: PostgresTarget) -> dict[str, Any] | None:
-    """The connection row's display copy of a target's preview settings."""
-    return None if target.preview is None else target.preview.to_payload()
-
-
-def root_certs_column(target: PostgresTarget) -> list[dict[str, str]] | None:
-    """The connection row's display summary of a target's CA bundle (None without one)."""
-    return None if target.ssl_root_cert is None else target.ssl_root_cert.summary()
-
-
-_DYNAMIC_COLUMNS = (
-    "default_ttl_seconds",
-    "max_ttl_seconds",
-    "group_role",
-    "creation_statement_count",
-    "revocation_statement_count",
-)
+def _require_postgres(row: ConnectionRow, what: str) -> None:
+    """Refuses ``what`` (plural) on a connection of another kind than Postgres."""
+    if row.type != "postgres":
+        raise unsupported(kind_named(row.type), what)
 
 
 def _not_dynamic() -> FailedPrecondition:

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 import psycopg
 
 from services.connections.domain import check_purpose, reason_token, run_audited
+from services.connections.kinds import kind_named, unsupported
 from services.connections.store import ConnectionStore, LeaseRow
 from sevvo.runtime import audit, paging, validation
 from sevvo.runtime.errors import (
@@ -365,6 +366,8 @@ class LeasesDomain:
             connection = self._store.get(conn, org_id, cid)
             if connection is None:
                 raise _connection_not_found()
+            if connection.type != "postgres":
+                raise unsupported(kind_named(connection.type), "leases")
             if connection.credential_mode != "dynamic" or connection.max_ttl_seconds is None:
                 raise FailedPrecondition(
                     "this connection does not use dynamic credentials",

@@ -27,7 +27,6 @@ import psycopg
 from services.connections.domain import (
     TARGET_TYPE,
     ConnectionsDomain,
-    dynamic_columns,
     run_audited,
 )
 from services.connections.dynamic import (
@@ -36,6 +35,8 @@ from services.connections.dynamic import (
     role_update_mask,
     updated_settings,
 )
+from services.connections.kinds import kind_named, unsupported
+from services.connections.kinds.postgres import dynamic_columns
 from services.connections.leases import request_revocation
 from services.connections.postgres_target import PostgresTarget
 from services.connections.store import ConnectionRoleRow, ConnectionRow, ConnectionStore, LeaseRow
@@ -139,6 +140,8 @@ class RolesDomain:
         row = self._store.get(conn, org_id, cid, for_update=lock)
         if row is None:
             raise _connection_not_found()
+        if row.type != "postgres":
+            raise unsupported(kind_named(row.type), "connection roles")
         if row.credential_mode != "dynamic":
             raise _not_dynamic()
         return row

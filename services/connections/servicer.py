@@ -7,23 +7,26 @@ carry a password, except the agent-only ResolveConnectionCredentials.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 import grpc
 from google.protobuf import empty_pb2, timestamp_pb2
 from google.protobuf.message import Message
 
 from services.connections.domain import ConnectionsDomain, ConnectionUpdate, WorkClaim
-from services.connections.leases import LeasesDomain
-from services.connections.postgres_target import (
-    PostgresTarget,
-    from_dsn,
-    from_dynamic,
-    from_fields,
+from services.connections.kinds import (
+    PURPOSE_TO_PB,
+    Payload,
+    kind_for_request,
+    kind_named,
+    kind_of,
 )
-from services.connections.preview_settings import PreviewSettings, preview_settings
+from services.connections.kinds.postgres import request_preview, ssl_mode
+from services.connections.kinds.postgres import (  # Re-exported for tests/plugins/domains.py.
+    target_from_request as target_from_request,
+)
+from services.connections.leases import LeasesDomain
 from services.connections.roles import RolesDomain, RoleSettingsInput
 from services.connections.store import ConnectionRoleRow, ConnectionRow, ConnectionStore, LeaseRow
 from sevvo.audit.v1 import audit_pb2, audit_pb2_grpc
@@ -33,19 +36,13 @@ from sevvo.runtime import audit, validation
 from sevvo.runtime.errors import InvalidArgument
 from sevvo.runtime.grpc_server import current_bearer, current_principal, current_workload
 from sevvo.runtime.servicing import blocking, timestamp
-from sevvo.runtime.workload_grants import DEFAULT_ROLE
 
-_SSL_TO_PB = {
-    "disable": pb.SSL_MODE_DISABLE,
-    "require": pb.SSL_MODE_REQUIRE,
-    "verify-ca": pb.SSL_MODE_VERIFY_CA,
-    "verify-full": pb.SSL_MODE_VERIFY_FULL,
-}
-_SSL_FROM_PB: dict[int, str] = {v: k for k, v in _SSL_TO_PB.items()}
+# Kinds without credentials ("none") show no mode.
 _MODE_TO_PB = {
     "fields": pb.CREDENTIAL_MODE_FIELDS,
     "dsn": pb.CREDENTIAL_MODE_DSN,
     "dynamic": pb.CREDENTIAL_MODE_DYNAMIC,
+    "none": pb.CREDENTIAL_MODE_UNSPECIFIED,
 }
 _LEASE_STATE_TO_PB = {
     "creating": pb.LEASE_STATE_CREATING,
@@ -65,74 +62,23 @@ _STATUS_TO_PB = {
 
 
 def connection_pb(row: ConnectionRow) -> pb.Connection:
-    """A connection as users see it: metadata and status, never credentials."""
-    return pb.Connection(
+    """A connection as users see it: metadata, purposes and status, never credentials."""
+    kind = kind_named(row.type)
+    message = pb.Connection(
         id=str(row.id),
         display_name=row.display_name,
-        type=pb.CONNECTION_TYPE_POSTGRES,
-        safe_metadata=pb.PostgresMetadata(
-            host=row.host,
-            port=row.port,
-            database=row.database,
-            username=row.username,
-            ssl_mode=_SSL_TO_PB[row.ssl_mode],
-            ssl_root_certs=[_certificate_pb(c) for c in row.ssl_root_certs or ()],
-        ),
+        type=kind.connection_type,
         credential_mode=_MODE_TO_PB[row.credential_mode],
-        has_password=bool(row.sealed_credentials),
+        has_password=row.credential_mode != "none" and bool(row.sealed_credentials),
         status=_STATUS_TO_PB[row.status],
         last_test_time=timestamp(row.last_test_at),
         last_test_category=row.last_test_category or "",
         create_time=timestamp(row.created_at),
         update_time=timestamp(row.updated_at),
-        dynamic=_dynamic_summary(row),
-        preview=_preview_pb(row.preview_settings),
+        purposes=[PURPOSE_TO_PB[purpose] for purpose in kind.purposes],
     )
-
-
-def _certificate_pb(summary: dict[str, str]) -> pb.CertificateSummary:
-    """One CA certificate's display copy, as stored in the connection row."""
-    return pb.CertificateSummary(
-        subject=summary["subject"],
-        sha256_fingerprint=summary["sha256_fingerprint"],
-        expire_time=timestamp(datetime.fromisoformat(summary["expire_time"])),
-    )
-
-
-def _preview_pb(settings: dict[str, Any] | PreviewSettings | None) -> pb.PreviewSettings | None:
-    """The preview settings as users and agents see them; None when none were set."""
-    if settings is None:
-        return None
-    if isinstance(settings, dict):
-        settings = PreviewSettings.from_payload(settings, field="preview_settings")
-    return pb.PreviewSettings(
-        allowed_functions=settings.allowed_functions, max_plan_cost=settings.max_plan_cost
-    )
-
-
-def _preview(
-    message: pb.PostgresFields | pb.PostgresDsn | pb.PostgresDynamic, prefix: str
-) -> PreviewSettings | None:
-    """The validated preview settings of a create request's credentials, if it has them."""
-    if not message.HasField("preview"):
-        return None
-    return preview_settings(
-        list(message.preview.allowed_functions),
-        message.preview.max_plan_cost,
-        prefix=f"{prefix}.preview",
-    )
-
-
-def _dynamic_summary(row: ConnectionRow) -> pb.DynamicSettingsSummary | None:
-    if row.credential_mode != "dynamic":
-        return None
-    return pb.DynamicSettingsSummary(
-        default_ttl_seconds=row.default_ttl_seconds or 0,
-        max_ttl_seconds=row.max_ttl_seconds or 0,
-        group_role=row.group_role or "",
-        creation_statement_count=row.creation_statement_count or 0,
-        revocation_statement_count=row.revocation_statement_count or 0,
-    )
+    kind.describe(row, message)
+    return message
 
 
 def lease_pb(row: LeaseRow) -> pb.Lease:
@@ -185,10 +131,6 @@ def _work_claim(work: pb.WorkClaim) -> WorkClaim:
     return WorkClaim(work.proof, work.workflow_id, work.workflow_run_id, work.workflow_type)
 
 
-def _ssl(value: int) -> str:
-    return _SSL_FROM_PB.get(value, "")
-
-
 def _time(message: Message, field: str) -> datetime | None:
     """An optional Timestamp field as an aware datetime (None when unset)."""
     if not message.HasField(field):
@@ -202,65 +144,17 @@ class CreateArguments:
     """A create request, validated: what the domain stores once the agent's test passes."""
 
     display_name: str
-    target: PostgresTarget
+    # Any kind's payload (services/connections/kinds): a PostgresTarget for Postgres.
+    target: Payload
     credential_mode: str
 
 
 def create_arguments(request: pb.CreateConnectionRequest) -> CreateArguments:
     """Every rule a create request must meet, checked without I/O (INVALID_ARGUMENT naming
     the first field that breaks one); the seam fast tests drive the rules through."""
-    target, mode = target_from_request(request)
+    target, mode = kind_for_request(request).from_request(request)
     name = validation.display_name("display_name", request.display_name)
     return CreateArguments(name, target, mode)
-
-
-def target_from_request(request: pb.CreateConnectionRequest) -> tuple[PostgresTarget, str]:
-    """The validated target and credential mode of a create request."""
-    target, mode = _login_from_request(request)
-    details: pb.PostgresFields | pb.PostgresDsn | pb.PostgresDynamic = getattr(request, mode)
-    return replace(target, preview=_preview(details, mode)), mode
-
-
-def _login_from_request(request: pb.CreateConnectionRequest) -> tuple[PostgresTarget, str]:
-    which = request.WhichOneof("credentials")
-    if which == "fields":
-        f = request.fields
-        target = from_fields(
-            host=f.host,
-            port=f.port if f.HasField("port") else None,
-            database=f.database,
-            username=f.username,
-            password=f.password,
-            ssl_mode=_ssl(f.ssl_mode),
-            ssl_root_cert=f.ssl_root_cert,
-            prefix="fields",
-        )
-        return target, "fields"
-    if which == "dsn":
-        dsn = request.dsn
-        target = from_dsn(
-            dsn.uri, _ssl(dsn.ssl_mode) or None, ssl_root_cert=dsn.ssl_root_cert, prefix="dsn"
-        )
-        return target, "dsn"
-    if which == "dynamic":
-        d = request.dynamic
-        target = from_dynamic(
-            host=d.host,
-            port=d.port if d.HasField("port") else None,
-            database=d.database,
-            ssl_mode=_ssl(d.ssl_mode),
-            privileged_username=d.privileged_username,
-            privileged_password=d.privileged_password,
-            default_ttl_seconds=d.default_ttl_seconds,
-            max_ttl_seconds=d.max_ttl_seconds,
-            creation_statements=list(d.creation_statements),
-            revocation_statements=list(d.revocation_statements),
-            group_role=d.group_role,
-            ssl_root_cert=d.ssl_root_cert,
-            prefix="dynamic",
-        )
-        return target, "dynamic"
-    raise InvalidArgument("credentials", "one of fields, dsn or dynamic is required")
 
 
 class ConnectionServicer(pb_grpc.ConnectionServiceServicer):
@@ -309,9 +203,9 @@ class ConnectionServicer(pb_grpc.ConnectionServiceServicer):
             database=f.database,
             username=f.username,
             password=f.password,
-            ssl_mode=_ssl(f.ssl_mode),
+            ssl_mode=ssl_mode(f.ssl_mode),
             ssl_root_cert=f.ssl_root_cert,
-            preview=_preview(f, "connection.fields"),
+            preview=request_preview(f, "connection.fields"),
         )
         row = await self._domain.update(current_principal(), request.id, update, current_bearer())
         return connection_pb(row)
@@ -353,7 +247,7 @@ class CredentialServicer(pb_grpc.ConnectionCredentialServiceServicer):
                 await blocking(self._domain.connection_id_by_name, caller, request.connection_name)
             )
         target = await blocking(
-            self._domain.resolve,
+            self._domain.resolve_payload,
             caller,
             connection_id,
             request.purpose,
@@ -362,32 +256,9 @@ class CredentialServicer(pb_grpc.ConnectionCredentialServiceServicer):
             request.role,
             "" if connection_id != request.connection_id else request.connection_name,
         )
-        settings = target.dynamic
-        return pb.ResolveConnectionCredentialsResponse(
-            connection_id=connection_id,
-            postgres=pb.PostgresCredentials(
-                host=target.host,
-                port=target.port,
-                database=target.database,
-                username=target.username,
-                password=target.password,
-                ssl_mode=_SSL_TO_PB[target.ssl_mode],
-                pending_password=target.pending_password,
-                pending_stage_id=target.pending_stage_id or "",
-                ssl_root_cert=target.ssl_root_cert.pem if target.ssl_root_cert else "",
-            ),
-            preview=_preview_pb(target.preview),
-            dynamic=None
-            if settings is None
-            else pb.DynamicSettings(
-                default_ttl_seconds=settings.default_ttl_seconds,
-                max_ttl_seconds=settings.max_ttl_seconds,
-                creation_statements=settings.creation_statements,
-                revocation_statements=settings.revocation_statements,
-                group_role=settings.group_role,
-                role=request.role or DEFAULT_ROLE,
-            ),
-        )
+        response = kind_of(target).resolved(target, request.role)
+        response.connection_id = connection_id
+        return response
 
     async def ReplaceConnectionCredentials(
         self, request: pb.ReplaceConnectionCredentialsRequest, context: grpc.aio.ServicerContext

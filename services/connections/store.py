@@ -32,11 +32,12 @@ class ConnectionRow:
     display_name: str
     type: str
     credential_mode: str
-    host: str
-    port: int
-    database: str
-    username: str
-    ssl_mode: str
+    # A Postgres connection's display copies; None for every other kind.
+    host: str | None
+    port: int | None
+    database: str | None
+    username: str | None
+    ssl_mode: str | None
     kek_id: str
     sealed_credentials: bytes
     status: str
@@ -55,6 +56,8 @@ class ConnectionRow:
     # A summary of the sealed CA bundle (subject, sha256_fingerprint, expire_time per
     # certificate), or None when the SSL mode verifies nothing.
     ssl_root_certs: list[dict[str, str]] | None = None
+    # Another kind's display copy of its non-secret details (services/connections/kinds).
+    details: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,8 @@ class DraftRow:
     sealed_credentials: bytes
     created_at: datetime
     expires_at: datetime
+    # The kind whose payload is sealed here (services/connections/kinds).
+    type: str = "postgres"
 
 
 @dataclass(frozen=True)
@@ -144,9 +149,9 @@ class ConnectionStore(SchemaStore):
                     " host, port, database, username, ssl_mode, kek_id, sealed_credentials,"
                     " status, created_at, updated_at, default_ttl_seconds, max_ttl_seconds,"
                     " group_role, creation_statement_count, revocation_statement_count,"
-                    " preview_settings, ssl_root_certs) values"
+                    " preview_settings, ssl_root_certs, details) values"
                     " (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,"
-                    " %s, %s, %s, %s, %s, %s, %s)",
+                    " %s, %s, %s, %s, %s, %s, %s, %s)",
                     (
                         row.id,
                         row.org_id,
@@ -170,6 +175,7 @@ class ConnectionStore(SchemaStore):
                         row.revocation_statement_count,
                         _jsonb(row.preview_settings),
                         _jsonb(row.ssl_root_certs),
+                        _jsonb(row.details),
                     ),
                 )
         except pg_errors.UniqueViolation:
@@ -239,7 +245,7 @@ class ConnectionStore(SchemaStore):
                     " last_test_category = %s, updated_at = %s, default_ttl_seconds = %s,"
                     " max_ttl_seconds = %s, group_role = %s, creation_statement_count = %s,"
                     " revocation_statement_count = %s, preview_settings = %s,"
-                    " ssl_root_certs = %s where org_id = %s and id = %s",
+                    " ssl_root_certs = %s, details = %s where org_id = %s and id = %s",
                     (
                         row.display_name,
                         row.credential_mode,
@@ -261,6 +267,7 @@ class ConnectionStore(SchemaStore):
                         row.revocation_statement_count,
                         _jsonb(row.preview_settings),
                         _jsonb(row.ssl_root_certs),
+                        _jsonb(row.details),
                         row.org_id,
                         row.id,
                     ),
@@ -358,8 +365,8 @@ class ConnectionStore(SchemaStore):
         """Stores a sealed draft and drops drafts that have expired."""
         conn.execute("delete from drafts where expires_at < now()")
         conn.execute(
-            "insert into drafts (id, org_id, kek_id, sealed_credentials, created_at, expires_at)"
-            " values (%s, %s, %s, %s, %s, %s)",
+            "insert into drafts (id, org_id, kek_id, sealed_credentials, created_at, expires_at,"
+            " type) values (%s, %s, %s, %s, %s, %s, %s)",
             (
                 draft.id,
                 draft.org_id,
@@ -367,6 +374,7 @@ class ConnectionStore(SchemaStore):
                 draft.sealed_credentials,
                 draft.created_at,
                 draft.expires_at,
+                draft.type,
             ),
         )
 

@@ -28,12 +28,52 @@ from sevvo.runtime.grpc_client import ClientTls, error_details, secure_aio_chann
 _LOOKUP_TIMEOUT_SECONDS = 10.0
 
 
+SOURCE = "source"
+DESTINATION = "destination"
+_BOTH = frozenset({SOURCE, DESTINATION})
+
+
 @dataclass(frozen=True)
 class ConnectionInfo:
-    """The facts about a connection the orchestrator acts on; no credentials."""
+    """The facts about a connection the orchestrator acts on; no credentials.
+
+    ``type`` is the connection type's name in lower case ("postgres", "parquet_directory");
+    ``purposes`` what the connection can be used for ("source", "destination").
+    """
 
     connection_id: str
     dynamic: bool
+    type: str = "postgres"
+    purposes: frozenset[str] = _BOTH
+
+    @property
+    def label(self) -> str:
+        """The type as a user reads it: "Postgres", "Parquet directory"."""
+        return self.type.replace("_", " ").capitalize()
+
+    def uses(self) -> str:
+        """What it can be used for, as a phrase: "a source and a destination"."""
+        return " and a ".join(p for p in (SOURCE, DESTINATION) if p in self.purposes)
+
+
+def not_a_source(info: ConnectionInfo, instead: str) -> FailedPrecondition:
+    """The error for work that reads rows (a preview, a root rotation) on a connection that
+    is not a Postgres source; ``instead`` says what to do."""
+    return FailedPrecondition(
+        f"a {info.label} connection is a {info.uses()} only; {instead}",
+        reason="CONNECTION_NOT_A_SOURCE",
+        metadata={"type": info.type},
+    )
+
+
+def require_source(info: ConnectionInfo, instead: str) -> None:
+    """Raises ``not_a_source`` unless the connection is a Postgres database used as a source."""
+    if SOURCE not in info.purposes or info.type != "postgres":
+        raise not_a_source(info, instead)
+
+
+def _name(enum_name: str, prefix: str) -> str:
+    return enum_name.removeprefix(prefix).lower()
 
 
 class ConnectionLookup(Protocol):
@@ -125,6 +165,14 @@ class ConnectionsClient:
         return ConnectionInfo(
             connection_id=connection.id,
             dynamic=connection.credential_mode == connections_pb2.CREDENTIAL_MODE_DYNAMIC,
+            type=_name(connections_pb2.ConnectionType.Name(connection.type), "CONNECTION_TYPE_"),
+            # A connections service older than purposes sends none: its connections are all
+            # Postgres, a source and a destination.
+            purposes=frozenset(
+                _name(connections_pb2.ConnectionPurpose.Name(p), "CONNECTION_PURPOSE_")
+                for p in connection.purposes
+            )
+            or _BOTH,
         )
 
 
@@ -143,4 +191,13 @@ def _mapped(exc: grpc.aio.AioRpcError) -> Exception:
     )
 
 
-__all__ = ["ConnectionInfo", "ConnectionLookup", "ConnectionsClient", "not_dynamic"]
+__all__ = [
+    "DESTINATION",
+    "SOURCE",
+    "ConnectionInfo",
+    "ConnectionLookup",
+    "ConnectionsClient",
+    "not_a_source",
+    "not_dynamic",
+    "require_source",
+]

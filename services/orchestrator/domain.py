@@ -18,7 +18,12 @@ from google.protobuf.message import Message
 from temporalio.service import RPCError
 
 from services.orchestrator import schedules
-from services.orchestrator.connections_client import ConnectionInfo, ConnectionLookup, not_dynamic
+from services.orchestrator.connections_client import (
+    ConnectionInfo,
+    ConnectionLookup,
+    not_dynamic,
+    require_source,
+)
 from services.orchestrator.models import ModelRow
 from services.orchestrator.payload_keys import (
     Maintenance,
@@ -343,7 +348,9 @@ class OrchestratorDomain:
         the agent and reaches only the connections service's sealed store.
         """
         target = validation.resource_id("connection_id", connection_id)
-        if not (await self._connection(caller, bearer, target)).dynamic:
+        info = await self._connection(caller, bearer, target)
+        require_source(info, "it has no password to rotate")
+        if not info.dynamic:
             raise not_dynamic()
         return await self._begin(
             caller,
@@ -433,7 +440,9 @@ class OrchestratorDomain:
             raise InvalidArgument("sql", "must not be empty")
         if len(sql.encode()) > MAX_PREVIEW_SQL_BYTES:
             raise InvalidArgument("sql", f"must be at most {MAX_PREVIEW_SQL_BYTES // 1024} KB")
-        await self._connection(caller, bearer, target)
+        require_source(
+            await self._connection(caller, bearer, target), "preview its model's source instead"
+        )
         statement = audit.statement_details(sql)
         row, result = await self._run(
             caller,
@@ -471,7 +480,9 @@ class OrchestratorDomain:
         """
         target = validation.resource_id("connection_id", connection_id)
         schedules.check_interval(interval)
-        if not (await self._connection(caller, bearer, target)).dynamic:
+        info = await self._connection(caller, bearer, target)
+        require_source(info, "it has no password to rotate")
+        if not info.dynamic:
             raise not_dynamic()
         org_id = uuid.UUID(caller.org_id)
         # A schedule's input is encrypted once, when written: with the key current now.

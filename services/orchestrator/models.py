@@ -19,7 +19,12 @@ from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Literal, NamedTuple, get_args
 
-from services.orchestrator.connections_client import ConnectionLookup
+from services.orchestrator.connections_client import (
+    DESTINATION,
+    SOURCE,
+    ConnectionInfo,
+    ConnectionLookup,
+)
 from services.orchestrator.store import RunRow
 from sevvo.runtime import audit, paging, validation
 from sevvo.runtime.errors import InvalidArgument, NotFound
@@ -241,32 +246,46 @@ def _schedule(interval: timedelta) -> timedelta | None:
     return interval
 
 
+# Destination types whose writer replaces the whole output and cannot merge by a key (the
+# agent's writer for the type decides; the contract has no field for it yet).
+FULL_REFRESH_ONLY_TYPES = frozenset({"parquet_directory"})
+
+
 async def _connection(
     spec: ModelSpec,
     field: str,
-    changed: set[str],
+    purpose: str,
+    looked_up: bool,
     found: validation.FieldErrors,
-    lookup: Callable[[uuid.UUID], Awaitable[object]],
-) -> uuid.UUID | None:
-    """A connection id of the spec, when it names a connection of the caller's org.
+    lookup: Callable[[uuid.UUID], Awaitable[ConnectionInfo]],
+) -> tuple[uuid.UUID | None, ConnectionInfo | None]:
+    """A connection id of the spec, when it names a connection of the caller's org that can
+    be used for ``purpose``, and the connection when it was looked up.
 
-    Only an id being set is looked up: a model stays editable (renamed, say) while its
-    connection is briefly unreachable, and a connection deleted since fails the sync instead.
+    Only a connection whose field is being set (``looked_up``) is asked for: a model stays
+    editable (renamed, say) while its connection is briefly unreachable, and a connection
+    deleted since fails the sync instead.
     """
     value = found.check(lambda: validation.resource_id(_PREFIX + field, getattr(spec, field)))
-    if value is None or field not in changed:
-        return value
+    if value is None or not looked_up:
+        return value, None
     try:
-        await lookup(value)
+        info = await lookup(value)
     except NotFound:
         found.add(_PREFIX + field, "names no connection of your org")
-        return None
-    return value
+        return None, None
+    if purpose not in info.purposes:
+        found.add(
+            _PREFIX + field,
+            f"names a {info.label} connection, which is a {info.uses()} only, not a {purpose}",
+        )
+        return None, info
+    return value, info
 
 
 async def checked(
     spec: ModelSpec,
-    lookup: Callable[[uuid.UUID], Awaitable[object]],
+    lookup: Callable[[uuid.UUID], Awaitable[ConnectionInfo]],
     identity: Identity,
     changed: Iterable[str] = UPDATABLE_FIELDS,
 ) -> ModelRow:
@@ -286,8 +305,27 @@ async def checked(
     destination = found.check(lambda: _destination(spec.destination_table))
     mode, cursor, key = _load(spec, found)
     interval = found.check(lambda: _schedule(spec.schedule_interval))
-    source = await _connection(spec, "source_connection_id", changed, found, lookup)
-    target = await _connection(spec, "destination_connection_id", changed, found, lookup)
+    source, _ = await _connection(
+        spec, "source_connection_id", SOURCE, "source_connection_id" in changed, found, lookup
+    )
+    # The destination is asked for when the load mode changes too: its type may not merge.
+    target, destination_info = await _connection(
+        spec,
+        "destination_connection_id",
+        DESTINATION,
+        bool({"destination_connection_id", "load_mode"} & changed),
+        found,
+        lookup,
+    )
+    if (
+        mode == "incremental"
+        and destination_info is not None
+        and destination_info.type in FULL_REFRESH_ONLY_TYPES
+    ):
+        found.add(
+            _PREFIX + "load_mode",
+            f"a {destination_info.label} is loaded in full refresh only",
+        )
     found.raise_any()
     # Every rule passed, so no value above is None where the row needs one.
     assert name and sql and source and target and destination and mode
@@ -363,10 +401,12 @@ class ModelsDomain:
         self._start_sync = start_sync
         self._clock = clock
 
-    def _lookup(self, caller: Principal, bearer: str) -> Callable[[uuid.UUID], Awaitable[object]]:
+    def _lookup(
+        self, caller: Principal, bearer: str
+    ) -> Callable[[uuid.UUID], Awaitable[ConnectionInfo]]:
         # Asked as the caller, with their bearer: connections answers NOT_FOUND for an id of
         # another org exactly as for a random one.
-        async def lookup(connection_id: uuid.UUID) -> object:
+        async def lookup(connection_id: uuid.UUID) -> ConnectionInfo:
             return await self._connections.get(bearer, str(connection_id), caller.org_id)
 
         return lookup

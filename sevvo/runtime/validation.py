@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import posixpath
 import re
 import unicodedata
 import uuid
@@ -31,6 +32,44 @@ SQL_IDENTIFIER_HELP = (
 def has_control_characters(value: str) -> bool:
     """Whether a string holds control, format (bidi overrides, zero-width) or unassigned chars."""
     return any(unicodedata.category(ch)[0] == "C" for ch in value)
+
+
+# A directory the agent writes (a Parquet directory connection's path), in bytes of UTF-8:
+# PATH_MAX on Linux.
+MAX_DIRECTORY_PATH_BYTES = 4096
+
+
+def directory_path_problem(path: str) -> str | None:
+    """What is wrong with a directory path in the agent's filesystem (None if nothing).
+
+    Absolute and already normalised (no '.', '..', '//' or trailing '/'), so the path stored is
+    the path checked; no control characters (a NUL would cut it short); at most 4096 bytes.
+    """
+    if not path:
+        return "is required"
+    if has_control_characters(path):
+        return "must not contain control or invisible format characters"
+    try:
+        size = len(path.encode("utf-8"))
+    except UnicodeEncodeError:
+        return "must be valid Unicode text (no unpaired surrogates)"
+    if size > MAX_DIRECTORY_PATH_BYTES:
+        return f"must be at most {MAX_DIRECTORY_PATH_BYTES} bytes in UTF-8"
+    if not path.startswith("/"):
+        return "must be an absolute path (starting with /) in the agent's filesystem"
+    if ".." in path.split("/"):
+        return "must not contain '..'"
+    if posixpath.normpath(path) != path or path.startswith("//"):
+        return "must be normalised: no '.' parts, repeated '/' or trailing '/'"
+    return None
+
+
+def directory_path(field: str, path: str) -> str:
+    """A directory path that meets ``directory_path_problem``'s rules; InvalidArgument else."""
+    problem = directory_path_problem(path)
+    if problem is not None:
+        raise InvalidArgument(field, problem)
+    return path
 
 
 def display_name(field: str, name: str) -> str:

@@ -97,8 +97,9 @@ class EndToEnd:
         """DeploymentService as the given caller."""
         return deployments_pb2_grpc.DeploymentServiceStub(self._channel(bearer))
 
-    def new_tenant(self, *, start_agent: bool = True) -> Tenant:
-        """A new org and admin, a deployment, and (by default) its agent polling."""
+    def new_tenant(self, *, start_agent: bool = True, file_roots: str = "") -> Tenant:
+        """A new org and admin, a deployment, and (by default) its agent polling, allowed to
+        write under ``file_roots`` (SEVVO_AGENT_FILE_ROOTS)."""
         name = f"org-{uuid.uuid4().hex[:8]}"
         email = f"admin@{name}.example"
         self.stack.auth.domain.create_org_with_admin(name, email, PASSWORD)
@@ -115,7 +116,7 @@ class EndToEnd:
             deployment_token=created.deployment_token,
         )
         if start_agent:
-            tenant.agent = self.start_agent(tenant)
+            tenant.agent = self.start_agent(tenant, file_roots=file_roots)
         return tenant
 
     def new_member(self, tenant: Tenant) -> str:
@@ -129,13 +130,16 @@ class EndToEnd:
         )
         return str(signed_in.session_token)
 
-    def start_agent(self, tenant: Tenant, *, wait: bool = True) -> AgentProcess:
+    def start_agent(
+        self, tenant: Tenant, *, wait: bool = True, file_roots: str = ""
+    ) -> AgentProcess:
         """Starts (or restarts) the tenant's agent as a separate process."""
         return self.stack.start_agent(
             tenant.deployment_token,
             name=f"agent-{tenant.org_id[:8]}",
             wait=wait,
             reaper_seconds=REAPER_SECONDS,
+            file_roots=file_roots,
         )
 
     @staticmethod

@@ -18,8 +18,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from services.connections.domain import ConnectionsDomain
+from services.connections.kinds import kind_for_request, kind_named
 from services.connections.leases import LeasesDomain
-from services.connections.servicer import target_from_request
 from services.connections.store import ConnectionRow, ConnectionStore
 from services.orchestrator.connections_client import ConnectionInfo
 from services.orchestrator.store import OrchestratorStore
@@ -72,7 +72,7 @@ class ConnectionsDomains:
 
     async def create(self, caller: Principal, request: pb.CreateConnectionRequest) -> ConnectionRow:
         """Creates a connection as CreateConnection would, from its request message."""
-        target, mode = target_from_request(request)
+        target, mode = kind_for_request(request).from_request(request)
         return await self.connections.create(caller, request.display_name, target, mode)
 
 
@@ -95,7 +95,12 @@ class ConnectionsAsLookup:
     async def get(self, bearer: str, connection_id: str, org_id: str = "") -> ConnectionInfo:
         """The connection as the bearer's caller may see it, or NotFound."""
         row = await asyncio.to_thread(self._connections.get, self._callers[bearer], connection_id)
-        return ConnectionInfo(str(row.id), dynamic=row.credential_mode == "dynamic")
+        return ConnectionInfo(
+            str(row.id),
+            dynamic=row.credential_mode == "dynamic",
+            type=row.type,
+            purposes=frozenset(kind_named(row.type).purposes),
+        )
 
 
 @pytest.fixture(scope="module")
