@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -152,14 +156,41 @@ def test_an_unusable_directory_is_directory_unusable_with_the_hint(root: Path) -
     assert "does not exist" in result.message
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes a read-only directory anyway")
-def test_a_directory_the_agent_cannot_write_is_directory_unusable(root: Path) -> None:
-    """A read-only directory under a root: the scratch file cannot be created."""
-    locked = root / "locked"
-    locked.mkdir(mode=0o555)
+_PROBE_AS_NOBODY = """
+import asyncio, os, sys
+import concurrent.futures.thread
+from agent.directory_probe import probe_directory
+# Imported first: the interpreter's own files may be out of nobody's reach.
+os.setgid(65534)
+os.setuid(65534)
+result = asyncio.run(probe_directory(sys.argv[1], [sys.argv[2]]))
+print(result.category, result.message, sep="\\n")
+"""
+
+
+def test_a_directory_the_agent_cannot_write_is_directory_unusable() -> None:
+    """A read-only directory under a root: the scratch file cannot be created. Root writes
+    anywhere, so as root (CI) the probe runs in a child that has become nobody, as an agent
+    runs unprivileged in its pod."""
+    base = Path(tempfile.mkdtemp(prefix="sevvo-probe-"))  # 0700: opened up for nobody below
     try:
-        result = asyncio.run(probe_directory(str(locked), [root]))
+        base.chmod(0o755)
+        locked = base / "locked"
+        locked.mkdir(mode=0o555)
+        locked.chmod(0o555)
+        if os.geteuid() == 0:
+            done = subprocess.run(
+                [sys.executable, "-c", _PROBE_AS_NOBODY, str(locked), str(base)],
+                capture_output=True,
+                text=True,
+                check=True,
+                cwd=Path(__file__).resolve().parent.parent,
+            )
+            category, message = done.stdout.rstrip("\n").split("\n", 1)
+        else:
+            result = asyncio.run(probe_directory(str(locked), [base]))
+            category, message = str(result.category), result.message
     finally:
-        locked.chmod(0o755)
-    assert result.category == workflows_pb2.TEST_CATEGORY_DIRECTORY_UNUSABLE
-    assert "cannot create a file there (EACCES)" in result.message
+        shutil.rmtree(base, ignore_errors=True)
+    assert int(category) == workflows_pb2.TEST_CATEGORY_DIRECTORY_UNUSABLE
+    assert "cannot create a file there (EACCES)" in message
