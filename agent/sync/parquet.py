@@ -354,7 +354,7 @@ def _batches(
     # The first fetch is small: its rows' width sizes the rest, so a model of wide rows (a
     # large jsonb each) never fetches _BATCH_ROWS of them at once.
     size = _FIRST_BATCH_ROWS
-    with src.cursor(name="sevvo_parquet") as cur:
+    with src.cursor(name="sevvo_parquet", binary=True) as cur:
         cur.execute(wrapped)
         while rows := _fetch(cur, size):
             batch = pa.RecordBatch.from_arrays(
