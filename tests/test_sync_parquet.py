@@ -11,8 +11,10 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 import typing
+from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from pathlib import Path
 
@@ -248,6 +250,39 @@ def test_schema_drift_is_refused_unless_evolution_is_allowed(source: str, tmp_pa
     evolved = _run(tmp_path, source, query=narrower, allow_schema_evolution=True)
     assert (evolved.schema_changed, evolved.created_table) == (True, False)
     assert _file_rows(_target(tmp_path)) == _source_rows(source, narrower)
+
+
+def test_two_runs_of_one_model_never_overlap(source: str, tmp_path: Path) -> None:
+    """A second run of the model waits on the first's lock file (reporting progress 0 while
+    it waits, so a cancelled activity stops it) instead of writing beside it; both complete."""
+    paused, release = threading.Event(), threading.Event()
+    waited: list[int] = []
+
+    def hold(done: int) -> None:
+        paused.set()
+        release.wait(30)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        first = pool.submit(_run, tmp_path, source, progress=hold)
+        assert paused.wait(30)
+        second = pool.submit(_run, tmp_path, source, progress=waited.append)
+        deadline = time.monotonic() + 30
+        while not waited:
+            assert time.monotonic() < deadline, "the second run did not wait for the first"
+            time.sleep(0.05)
+        assert set(waited) == {0} and not second.done()
+        release.set()
+        assert first.result(30).created_table
+        assert (second.result(30).rows, second.result(30).created_table) == (ROWS, False)
+    assert _leftovers(tmp_path) == []
+
+
+def test_failing_to_connect_raises_what_connecting_raises(tmp_path: Path) -> None:
+    """A source that cannot be reached is the opener's error (the activity maps it), not a
+    query failure; nothing is written."""
+    with pytest.raises(psycopg.OperationalError):
+        _run(tmp_path, "host=/nonexistent dbname=none connect_timeout=2")
+    assert not _target(tmp_path).exists() and _leftovers(tmp_path) == []
 
 
 @pytest.mark.parametrize(

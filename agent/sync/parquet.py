@@ -202,21 +202,23 @@ def sync_to_parquet(
                 if stale.fullmatch(entry.name):
                     os.unlink(entry.path)
             before = _existing(target)
-        try:
-            with source_session(source) as src:
+        # Connecting raises what the opener raises (the activity maps it as a credential
+        # test's failure); an error after that is the query's.
+        with source_session(source) as src:
+            try:
                 columns = typed_columns(src, plan.query)
                 shape = tuple(Column(c.name, c.type_sql) for c in columns)
                 changed = before is not None and before.fingerprint != fingerprint(shape)
                 if before is not None and changed and not plan.allow_schema_evolution:
                     raise SyncFailed("schema_changed", _drift(before, shape))
                 rows = _write(src, target, directory, plan, columns, shape, progress)
-        except psycopg.Error as exc:
-            raise SyncFailed(
-                "source_query_failed",
-                f"the sync stopped on a source database error (SQLSTATE"
-                f" {exc.sqlstate or 'none'}); the destination file is unchanged",
-                exc.sqlstate,
-            ) from None
+            except psycopg.Error as exc:
+                raise SyncFailed(
+                    "source_query_failed",
+                    f"the sync stopped on a source database error (SQLSTATE"
+                    f" {exc.sqlstate or 'none'}); the destination file is unchanged",
+                    exc.sqlstate,
+                ) from None
         with _usable(directory):
             size = target.stat().st_size
     finally:
@@ -274,10 +276,11 @@ def _existing(target: Path) -> _Before | None:
     except pa.ArrowInvalid:  # Not a Parquet file: not one of ours.
         return _Before(None, None)
     found = metadata.get(_META_FINGERPRINT)
-    columns = None
-    if _META_COLUMNS in metadata:
+    try:
         columns = tuple(Column(n, t) for n, t in json.loads(metadata[_META_COLUMNS]))
-    return _Before(found.decode() if found else None, columns)
+    except (KeyError, ValueError, TypeError):  # Absent or not ours: described as foreign.
+        return _Before(found.decode(errors="replace") if found else None, None)
+    return _Before(found.decode(errors="replace") if found else None, columns)
 
 
 def _drift(before: _Before, now: tuple[Column, ...]) -> str:
