@@ -252,6 +252,21 @@ def test_schema_drift_is_refused_unless_evolution_is_allowed(source: str, tmp_pa
     assert _file_rows(_target(tmp_path)) == _source_rows(source, narrower)
 
 
+def test_a_file_no_sync_wrote_is_replaced_only_with_evolution(source: str, tmp_path: Path) -> None:
+    """Someone else's file at the model's path counts as a changed schema: kept unless the
+    model allows evolution."""
+    target = _target(tmp_path)
+    target.parent.mkdir()
+    target.write_bytes(b"not parquet")
+    with pytest.raises(SyncFailed) as failed:
+        _run(tmp_path, source)
+    assert failed.value.category == "schema_changed"
+    assert "not written by a sevvo sync" in failed.value.message
+    assert target.read_bytes() == b"not parquet"
+    replaced = _run(tmp_path, source, allow_schema_evolution=True)
+    assert (replaced.created_table, replaced.schema_changed, replaced.rows) == (False, True, ROWS)
+
+
 def test_two_runs_of_one_model_never_overlap(source: str, tmp_path: Path) -> None:
     """A second run of the model waits on the first's lock file (reporting progress 0 while
     it waits, so a cancelled activity stops it) instead of writing beside it; both complete."""

@@ -78,7 +78,8 @@ from agent.sync.source import Opener, Progress, TypedColumn, source_session, typ
 # A row group per batch: rows fetched at once, and a bound on their Arrow size that shrinks
 # the next fetch for wide rows. A batch's rows are Python objects first, several times their
 # Arrow size: 20,000 rows of 300 bytes add about 80 MB at peak, whatever the row count, where
-# 50,000 added 100 MB at 50,000 rows and 160 MB at 200,000 (tests/test_sync_parquet.py).
+# 50,000 added 100 MB at 50,000 rows and 160 MB at 200,000 (measured as
+# tests/test_sync_parquet.py does).
 _FIRST_BATCH_ROWS = 1_000
 _BATCH_ROWS = 20_000
 _BATCH_BYTES = 16 * 1024 * 1024
@@ -114,7 +115,7 @@ def _scalar_types() -> dict[int, pa.DataType]:
     }
 
 
-# Types read as Python values; the types read as text (cast at the source) come next.
+# Types read as Python values, and (for their arrays) types read as text, cast at the source.
 _SCALARS = _scalar_types()
 _AS_TEXT = {psycopg.postgres.types[n].oid for n in ("json", "jsonb", "uuid")}
 _NUMERIC = psycopg.postgres.types["numeric"].oid
@@ -135,12 +136,12 @@ class _Field:
     cast: str | None
 
 
-def arrow_field(column: TypedColumn) -> _Field:
+def _arrow_field(column: TypedColumn) -> _Field:
     """The Arrow type of a result column and the cast (if any) it is read through."""
     element = _ELEMENTS.get(column.oid)
     if element is not None:
         # An array's modifier is its element's (numeric(12,2)[]).
-        inner = arrow_field(TypedColumn(column.name, column.type_sql, element, column.mod))
+        inner = _arrow_field(TypedColumn(column.name, column.type_sql, element, column.mod))
         return _Field(column.name, pa.list_(inner.arrow), None if inner.cast is None else "text[]")
     scalar = _SCALARS.get(column.oid)
     if scalar is not None:
@@ -304,7 +305,7 @@ def _write(
     """Writes the query's rows to a temporary file and renames it onto ``target``; returns
     the rows written. Any failure, a cancelling ``progress`` included, removes the temporary
     file and leaves ``target`` as it was."""
-    fields = [arrow_field(c) for c in columns]
+    fields = [_arrow_field(c) for c in columns]
     schema = pa.schema(
         [pa.field(f.name, f.arrow) for f in fields],
         metadata={
