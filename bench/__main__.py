@@ -1,7 +1,8 @@
 """``make bench``: every benchmark, each printing ratios against a baseline from the same run.
 
 ``python -m bench tokens`` (or ``preview``, ``dynamic_credentials``, ``request_log``,
-``rpc_auth``, ``exchange``, ``sign_in``, ``load``, ``payload_keys``, ``warm_pool``, ``sync``)
+``rpc_auth``, ``exchange``, ``sign_in``, ``load``, ``payload_keys``, ``warm_pool``, ``sync``,
+``parquet``)
 runs one.
 """
 
@@ -13,6 +14,7 @@ from bench import (
     dynamic_credentials,
     exchange,
     load,
+    parquet,
     payload_keys,
     preview,
     request_log,
@@ -35,6 +37,7 @@ BENCHMARKS = {
     "payload_keys": payload_keys.main,
     "warm_pool": warm_pool.main,
     "sync": sync.main,
+    "parquet": parquet.main,
 }
 
 

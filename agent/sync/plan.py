@@ -48,6 +48,27 @@ def fingerprint(columns: tuple[Column, ...]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def describe_drift(before: tuple[Column, ...], now: tuple[Column, ...], made: str) -> str:
+    """What changed since the destination ``made`` (a table, a file) was made, by column name
+    and type (the model's shape, never its data)."""
+    old = {c.name: c.type_sql for c in before}
+    new = {c.name: c.type_sql for c in now}
+    parts = [f"{name} dropped" for name in old if name not in new]
+    parts += [f"{name} added" for name in new if name not in old]
+    parts += [
+        f"{name} retyped {old[name]} -> {new[name]}"
+        for name in new
+        if name in old and old[name] != new[name]
+    ]
+    if not parts:
+        parts = ["columns reordered"]
+    return (
+        f"the source's columns changed since the destination {made} was made ("
+        + ", ".join(parts)
+        + f"); allow schema evolution on the model or change the {made}"
+    )
+
+
 @dataclass(frozen=True)
 class SyncPlan:
     """One model's sync: its validated query, where it lands and how."""

@@ -21,7 +21,7 @@ import queue
 import threading
 import time
 import zlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,7 +36,16 @@ from agent.sync.plan import (
     SyncPlan,
     SyncReport,
     TableName,
+    describe_drift,
     fingerprint,
+)
+from agent.sync.source import (
+    Opener,
+    Progress,
+    connect,
+    pin_text_forms,
+    result_columns,
+    source_session,
 )
 
 STATE_SCHEMA = "sevvo_sync"
@@ -49,13 +58,6 @@ _READ_AHEAD = 8
 
 # The advisory lock's first key (int4): syncs, apart from anything else locking there.
 _LOCK_CLASS = zlib.crc32(b"sevvo-sync") - 2**31
-
-Progress = Callable[[int], None]
-Opener = Callable[[], psycopg.Connection[Any]]
-
-
-def _open(target: str | Opener) -> psycopg.Connection[Any]:
-    return psycopg.connect(target) if isinstance(target, str) else target()
 
 
 @dataclass(frozen=True)
@@ -78,11 +80,8 @@ def sync(
     ``invalid_model``. Failing to connect raises what the opener raises.
     """
     started = time.monotonic()
-    with _open(source) as src, _open(destination) as dst:
-        src.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-        src.read_only = True
-        for conn in (src, dst):
-            _pin_text_forms(conn)
+    with source_session(source) as src, connect(destination) as dst:
+        pin_text_forms(dst)
         try:
             return _run(src, dst, plan, started, progress)
         except psycopg.Error as exc:
@@ -103,7 +102,7 @@ def _run(
     started: float,
     progress: Progress | None,
 ) -> SyncReport:
-    columns = _result_columns(src, plan.query)
+    columns = result_columns(src, plan.query)
     try:
         _prepare_schemas(dst, plan)
         with dst.transaction():
@@ -114,7 +113,9 @@ def _run(
             target = _target(dst, plan.destination)
             changed = target.columns is not None and target.columns != columns
             if changed and not plan.allow_schema_evolution:
-                raise SyncFailed("schema_changed", _drift(target.columns or (), columns))
+                raise SyncFailed(
+                    "schema_changed", describe_drift(target.columns or (), columns, "table")
+                )
             if plan.mode is LoadMode.FULL_REFRESH:
                 rows, size = _full_refresh(src, dst, plan, columns, target, progress)
                 full = True
@@ -139,44 +140,6 @@ def _run(
     )
 
 
-# The high-water mark crosses from the destination (max(cursor)::text) to the source (a literal
-# cast back to the column's type): both sessions spell values the same way whatever the
-# databases' or roles' own settings, so a date or a float reads back as the value it was.
-_TEXT_FORMS = {
-    "datestyle": "ISO, YMD",
-    "intervalstyle": "iso_8601",
-    "timezone": "UTC",
-    "extra_float_digits": "3",
-}
-
-
-def _pin_text_forms(conn: psycopg.Connection[Any]) -> None:
-    with conn.cursor() as cur:
-        for name, value in _TEXT_FORMS.items():
-            cur.execute("select set_config(%s, %s, false)", (name, value))
-    conn.commit()
-
-
-def _result_columns(src: psycopg.Connection[Any], query: str) -> tuple[Column, ...]:
-    """The query's columns and their types, from the source's own catalog."""
-    with src.cursor() as cur:
-        cur.execute(sql.SQL("select * from ({}) as sevvo_model limit 0").format(sql.SQL(query)))
-        result = cur.pgresult
-        assert result is not None and cur.description is not None
-        names = [c.name for c in cur.description]
-        types = [result.ftype(i) for i in range(len(names))]
-        mods = [result.fmod(i) for i in range(len(names))]
-        cur.execute(
-            "select format_type(t.oid, nullif(t.mod, -1)) from unnest(%s::oid[], %s::int[])"
-            " with ordinality as t(oid, mod, n) order by t.n",
-            (types, mods),
-        )
-        spelled = [row[0] for row in cur.fetchall()]
-    if len(set(names)) != len(names):
-        raise SyncFailed("invalid_model", "the model's query returns two columns of one name")
-    return tuple(Column(n, t) for n, t in zip(names, spelled, strict=True))
-
-
 def _target(dst: psycopg.Connection[Any], table: TableName) -> _Target:
     rows = dst.execute(
         "select a.attname, format_type(a.atttypid, a.atttypmod) from pg_attribute a"
@@ -186,26 +149,6 @@ def _target(dst: psycopg.Connection[Any], table: TableName) -> _Target:
         (table.schema, table.name),
     ).fetchall()
     return _Target(tuple(Column(r[0], r[1]) for r in rows) if rows else None)
-
-
-def _drift(before: tuple[Column, ...], now: tuple[Column, ...]) -> str:
-    """What changed, by column name and type (the model's shape, never its data)."""
-    old = {c.name: c.type_sql for c in before}
-    new = {c.name: c.type_sql for c in now}
-    parts = [f"{name} dropped" for name in old if name not in new]
-    parts += [f"{name} added" for name in new if name not in old]
-    parts += [
-        f"{name} retyped {old[name]} -> {new[name]}"
-        for name in new
-        if name in old and old[name] != new[name]
-    ]
-    if not parts:
-        parts = ["columns reordered"]
-    return (
-        "the source's columns changed since the destination table was made ("
-        + ", ".join(parts)
-        + "); allow schema evolution on the model or change the table"
-    )
 
 
 def _create(
