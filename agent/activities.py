@@ -7,7 +7,8 @@ Each activity first has the work gate check the input's proof of origin (agent/w
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import TypeVar
@@ -16,19 +17,20 @@ import grpc
 from google.protobuf.message import Message
 from temporalio import activity
 
-from agent.directory_probe import probe_directory
+from agent.directory_probe import DirectoryUnusable, probe_directory, usable_directory
 from agent.dynamic_credentials import dry_run
 from agent.leases import LeaseManager
 from agent.postgres_probe import connect, probe_postgres
 from agent.preview_executor import connection_failure, run_preview
 from agent.root_rotation import PrivilegedLoginFailed, rotate_privileged_password
-from agent.sync.run import failure, run_sync
+from agent.sync.run import Destination, failure, run_sync
 from agent.work_gate import WorkGate
 from sevvo.connections.v1 import connections_pb2, connections_pb2_grpc
 from sevvo.runtime import temporal
 from sevvo.runtime.grpc_client import error_details
 from sevvo.runtime.logs import get_logger
 from sevvo.runtime.outcomes import (
+    DIRECTORY_UNUSABLE,
     DYNAMIC_STATEMENTS_FAILED,
     INVALID_STORED_CREDENTIALS,
     PREVIEW_CATEGORIES,
@@ -357,6 +359,26 @@ class AgentActivities:
         refused = failure(WORK_REFUSED)
         return await self._gated(request, refused, self._sync_model)
 
+    @asynccontextmanager
+    async def _sync_destination(
+        self,
+        request: workflows_pb2.SyncInput,
+        resolved: connections_pb2.ResolveConnectionCredentialsResponse,
+    ) -> AsyncIterator[Destination]:
+        """Where the sync writes: a Parquet directory this agent may write (DirectoryUnusable
+        otherwise, the roots checked again at every run), or a Postgres login (minted and kept
+        alive on a dynamic connection)."""
+        if resolved.HasField("parquet_directory"):
+            yield Path(usable_directory(resolved.parquet_directory.path, self._file_roots))
+            return
+        async with self._leases.workload_credentials(
+            request.destination_connection_id,
+            "sync_destination",
+            resolved,
+            keep_alive=SYNC_LEASE_RENEWAL,
+        ) as writer:
+            yield writer
+
     async def _sync_model(
         self, request: workflows_pb2.SyncInput, work: connections_pb2.WorkClaim
     ) -> workflows_pb2.SyncResult:
@@ -383,12 +405,7 @@ class AgentActivities:
                     source,
                     keep_alive=SYNC_LEASE_RENEWAL,
                 ) as reader,
-                self._leases.workload_credentials(
-                    request.destination_connection_id,
-                    "sync_destination",
-                    destination,
-                    keep_alive=SYNC_LEASE_RENEWAL,
-                ) as writer,
+                self._sync_destination(request, destination) as writer,
             ):
                 result = await run_sync(
                     request,
@@ -400,6 +417,10 @@ class AgentActivities:
         except PrivilegedLoginFailed as exc:
             entry = TEST_CATEGORIES.outcome(exc.category)
             result = failure(entry if SYNC_CATEGORIES.has(entry) else INVALID_STORED_CREDENTIALS)
+        except DirectoryUnusable as exc:
+            result = failure(
+                DIRECTORY_UNUSABLE, f"{SYNC_CATEGORIES.message(DIRECTORY_UNUSABLE)} — {exc}"
+            )
         log.info(
             "sync done",
             run_id=request.run_id,

@@ -17,10 +17,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
 import pytest
 
 from devstack.postgres import EmbeddedPostgres
-from devstack.source_db import SourceDatabase, create_source_database, drop_source_database
+from devstack.source_db import (
+    ORDER_ROWS,
+    SourceDatabase,
+    create_source_database,
+    drop_source_database,
+)
 from tests.cli_runner import Result, run_sevvo, run_sevvo_in_process, user_env
 from tests.plugins.auth_stack import PASSWORD
 from tests.plugins.dev_stack import EndToEnd
@@ -207,6 +213,38 @@ def test_models_read_from_a_source_and_write_a_parquet_directory_in_full_only(
         "models", "create", "m-full", "--source", "shop", "--destination", "lake", *base
     )
     assert full["load_mode"] == "full_refresh"
+
+
+def test_a_model_syncs_into_the_parquet_directory_and_a_reader_sees_whole_files(
+    sevvo: Sevvo, source: SourceDatabase, files: Files, lake: dict[str, Any]
+) -> None:
+    """`sevvo models sync` through the real agent writes <dir>/<schema>/<table>.parquet, every
+    row of the source in it, no temporary file left; a second sync replaces it."""
+    if "shop" not in _names(sevvo):
+        sevvo.ok(
+            "connections", "create", "--name", "shop", "--host", "localhost",
+            "--port", str(source.port), "--database", source.database,
+            "--username", source.reader, "--ssl-mode", "require", "--password-stdin",
+            stdin=source.reader_password,
+        )  # fmt: skip
+    sevvo.ok(
+        "models", "create", "orders-to-lake", "--source", "shop", "--destination", "lake",
+        "--table", "analytics.orders_lake", "--sql",
+        "select id, customer_id, status, total, ordered_at from orders",
+    )  # fmt: skip
+    first = sevvo.ok("models", "sync", "orders-to-lake")
+    assert first["outcome_category"] == "ok", first
+    written = files.root / "lake" / "analytics" / "orders_lake.parquet"
+    table = pq.read_table(written)
+    assert table.num_rows == ORDER_ROWS == int(first["sync"]["rows"])
+    assert table.column_names == ["id", "customer_id", "status", "total", "ordered_at"]
+    assert sorted(table.column("id").to_pylist()) == list(range(1, ORDER_ROWS + 1))
+    second = sevvo.ok("models", "sync", "orders-to-lake")
+    assert second["outcome_category"] == "ok" and not second["sync"].get("created_table")
+    assert [p.name for p in written.parent.iterdir() if not p.name.startswith(".")] == [
+        "orders_lake.parquet"
+    ]
+    assert not [p for p in written.parent.iterdir() if p.name.endswith(".tmp")]
 
 
 def test_a_postgres_connection_is_a_source_and_a_destination(

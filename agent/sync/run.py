@@ -1,9 +1,10 @@
 """One sync as the agent's activity runs it: the engine on a thread, heartbeats on the loop.
 
-The engine (agent/sync/postgres.py) works with blocking connections, so it runs on a thread of
-its own while the activity's event loop heartbeats how far it got. A cancelled activity (the
-workflow ended, or Temporal gave the attempt up) stops the engine at its next progress report:
-the destination transaction rolls back and the destination stays as it was.
+The engines (agent/sync/postgres.py into a Postgres destination, agent/sync/parquet.py into a
+Parquet directory) work with blocking connections, so each runs on a thread of its own while
+the activity's event loop heartbeats how far it got. A cancelled activity (the workflow ended,
+or Temporal gave the attempt up) stops the engine at its next progress report: the destination
+transaction rolls back and the destination stays as it was.
 
 What goes back is a SyncResult: a category, a safe message and the allow-listed counts of
 SyncReport. Neither a value from the rows nor a server's own message ever enters it.
@@ -14,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -23,12 +25,16 @@ from agent.postgres_probe import (
     connect_blocking,
     connection_failure_category,
 )
+from agent.sync.parquet import sync_to_parquet
 from agent.sync.plan import LoadMode, SyncFailed, SyncPlan, SyncReport, TableName
 from agent.sync.postgres import sync
 from sevvo.connections.v1 import connections_pb2
 from sevvo.runtime import outcomes
 from sevvo.runtime.outcomes import SYNC_CATEGORIES, TEST_CATEGORIES
 from sevvo.workflows.v1 import workflows_pb2
+
+Destination = connections_pb2.PostgresCredentials | Path
+"""Where a sync writes: a Postgres login, or a Parquet directory the agent may write."""
 
 # Connecting to either database; libpq's per-address bound.
 CONNECT_TIMEOUT_SECONDS = 15.0
@@ -94,7 +100,7 @@ def result_of(report: SyncReport, attempt: int) -> workflows_pb2.SyncResult:
 async def run_sync(
     request: workflows_pb2.SyncInput,
     source: connections_pb2.PostgresCredentials,
-    destination: connections_pb2.PostgresCredentials,
+    destination: Destination,
     *,
     heartbeat: Callable[[int], None],
     attempt: int = 1,
@@ -116,9 +122,14 @@ async def run_sync(
         if cancelled.is_set():
             raise _Cancelled
 
+    def reader() -> psycopg.Connection[Any]:
+        return connect_blocking(source, connect_timeout=CONNECT_TIMEOUT_SECONDS)
+
     def run() -> SyncReport:
+        if isinstance(destination, Path):
+            return sync_to_parquet(reader, destination, plan, progress=progress)
         return sync(
-            lambda: connect_blocking(source, connect_timeout=CONNECT_TIMEOUT_SECONDS),
+            reader,
             lambda: connect_blocking(destination, connect_timeout=CONNECT_TIMEOUT_SECONDS),
             plan,
             progress=progress,
