@@ -14,7 +14,6 @@ is its own: growth is measured against the same process importing the engine and
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import statistics
 import subprocess
@@ -23,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.sync import QUERY, ROUNDS, _database, _seed
+from bench.sync import QUERY, ROUNDS, _database, _seed, print_peak, print_rates, run_child
 from devstack.postgres import EmbeddedPostgres, postgres_bin_dir
 from sevvo.runtime.logs import configure_logging
 
@@ -65,17 +64,6 @@ def _copy_out(source: str, into: str) -> float:
     return time.monotonic() - started
 
 
-def _child(source: str, directory: Path, run: bool) -> dict[str, float]:
-    done = subprocess.run(
-        [sys.executable, "-c", _CHILD, source, str(directory), "run" if run else "idle", QUERY],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
-    return result
-
-
 def measure(rows: int) -> None:
     """Seeds ``rows`` rows, then alternates COPY-out and sync runs; prints rates and ratios."""
     configure_logging("bench", level="WARNING", json=True)
@@ -91,11 +79,11 @@ def measure(rows: int) -> None:
             _copy_out(source, str(stream))  # Once to a file: the stream's size.
             size = stream.stat().st_size
             stream.unlink()
-            idle = _child(source, files, run=False)
+            idle = run_child(_CHILD, source, str(files), run=False)
             copies, syncs, peaks, written = [], [], [], 0
             for _ in range(ROUNDS):
                 copies.append(_copy_out(source, "/dev/null"))
-                result = _child(source, files, run=True)
+                result = run_child(_CHILD, source, str(files), run=True)
                 assert result["rows"] == rows, result
                 syncs.append(result["seconds"])
                 peaks.append(result["peak_kb"])
@@ -105,17 +93,9 @@ def measure(rows: int) -> None:
             f"rows: {rows:,}, COPY text stream: {size / 1e6:.1f} MB, Parquet file:"
             f" {written / 1e6:.1f} MB, {ROUNDS} rounds each"
         )
-        for label, seconds in (("COPY to /dev/null", copied), ("sync_to_parquet", synced)):
-            print(
-                f"{label:20} {seconds:6.2f} s  {rows / seconds:12,.0f} rows/s"
-                f"  {size / 1e6 / seconds:6.1f} MB/s"
-            )
+        print_rates(rows, size, [("COPY to /dev/null", copied), ("sync_to_parquet", synced)])
         print(f"parquet / COPY-out throughput: {copied / synced:.2f}x")
-        growth = (max(peaks) - idle["peak_kb"]) / 1024
-        print(
-            f"agent peak RSS: {max(peaks) / 1024:.0f} MB, {growth:+.1f} MB over the same process"
-            f" not syncing ({idle['peak_kb'] / 1024:.0f} MB)"
-        )
+        print_peak(peaks, idle)
     finally:
         shutil.rmtree(directory, ignore_errors=True)
 

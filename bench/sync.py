@@ -105,15 +105,35 @@ def _pipe(source: str, destination: str) -> float:
     return time.monotonic() - started
 
 
-def _child(source: str, destination: str, run: bool) -> dict[str, float]:
+def run_child(script: str, source: str, target: str, run: bool) -> dict[str, float]:
+    """Runs a bench's sync ``script`` in a process of its own (so its peak RSS is its own),
+    syncing or only importing; returns the JSON it prints last."""
     done = subprocess.run(
-        [sys.executable, "-c", _CHILD, source, destination, "run" if run else "idle", QUERY],
+        [sys.executable, "-c", script, source, target, "run" if run else "idle", QUERY],
         check=True,
         capture_output=True,
         text=True,
     )
     result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
+
+
+def print_rates(rows: int, size: int, timings: list[tuple[str, float]]) -> None:
+    """One line per labelled median: seconds, rows/s and MB/s of a ``size``-byte stream."""
+    for label, seconds in timings:
+        print(
+            f"{label:20} {seconds:6.2f} s  {rows / seconds:12,.0f} rows/s"
+            f"  {size / 1e6 / seconds:6.1f} MB/s"
+        )
+
+
+def print_peak(peaks: list[float], idle: dict[str, float], target: str = "") -> None:
+    """The sync process's peak RSS and its growth over the same process not syncing."""
+    growth = (max(peaks) - idle["peak_kb"]) / 1024
+    print(
+        f"agent peak RSS: {max(peaks) / 1024:.0f} MB, {growth:+.1f} MB over the same process"
+        f" not syncing ({idle['peak_kb'] / 1024:.0f} MB){target}"
+    )
 
 
 def measure(rows: int) -> None:
@@ -125,28 +145,20 @@ def measure(rows: int) -> None:
         with EmbeddedPostgres(directory, durable=False) as server:
             source, destination = _database(server, "source"), _database(server, "destination")
             _seed(source, rows)
-            idle = _child(source, destination, run=False)
+            idle = run_child(_CHILD, source, destination, run=False)
             pipes, syncs, peaks, size = [], [], [], 0
             for _ in range(ROUNDS):
                 pipes.append(_pipe(source, destination))
-                result = _child(source, destination, run=True)
+                result = run_child(_CHILD, source, destination, run=True)
                 assert result["rows"] == rows, result
                 syncs.append(result["seconds"])
                 peaks.append(result["peak_kb"])
                 size = int(result["bytes"])
         pipe, synced = statistics.median(pipes), statistics.median(syncs)
         print(f"rows: {rows:,}, binary COPY stream: {size / 1e6:.1f} MB, {ROUNDS} rounds each")
-        for label, seconds in (("pipe (psql | psql)", pipe), ("sync (agent)", synced)):
-            print(
-                f"{label:20} {seconds:6.2f} s  {rows / seconds:12,.0f} rows/s"
-                f"  {size / 1e6 / seconds:6.1f} MB/s"
-            )
+        print_rates(rows, size, [("pipe (psql | psql)", pipe), ("sync (agent)", synced)])
         print(f"sync / pipe throughput: {pipe / synced:.2f}x  (target: at least 0.9x)")
-        growth = (max(peaks) - idle["peak_kb"]) / 1024
-        print(
-            f"agent peak RSS: {max(peaks) / 1024:.0f} MB, {growth:+.1f} MB over the same process"
-            f" not syncing ({idle['peak_kb'] / 1024:.0f} MB)  (target: under 100 MB)"
-        )
+        print_peak(peaks, idle, "  (target: under 100 MB)")
     finally:
         shutil.rmtree(directory, ignore_errors=True)
 

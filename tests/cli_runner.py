@@ -18,7 +18,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +91,32 @@ def run_sevvo_in_process(args: tuple[str, ...], env: Mapping[str, str], stdin: s
         except SystemExit as exit_:
             code = _exit_status(exit_.code, stderr)
     return Result(code, _read(stdout), _read(stderr))
+
+
+@dataclass
+class Sevvo:
+    """Runs ``sevvo`` against a stack as one signed-in user; keeps what it printed."""
+
+    endpoint: str
+    ca_file: Path
+    config_dir: Path
+    printed: list[str] = field(default_factory=list)
+
+    def __call__(self, *args: str, stdin: str = "", process: bool = False) -> Result:
+        """The command's result (in this process unless ``process``); JSON on stdout."""
+        env = user_env(self.endpoint, self.ca_file, self.config_dir)
+        if process:
+            result = run_sevvo(args, env, stdin, timeout=150)
+        else:
+            result = run_sevvo_in_process(args, env, stdin)
+        self.printed.append(result.stdout + result.stderr)
+        return result
+
+    def ok(self, *args: str, stdin: str = "") -> Any:
+        """Runs the command, asserts it succeeded, and returns its JSON."""
+        result = self(*args, stdin=stdin)
+        assert result.code == 0, result.stderr
+        return result.json()
 
 
 def _pipe(content: str = "") -> io.TextIOWrapper:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import secrets
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,38 +27,11 @@ from devstack.source_db import (
     create_source_database,
     drop_source_database,
 )
-from tests.cli_runner import Result, run_sevvo, run_sevvo_in_process, user_env
+from tests.cli_runner import Sevvo
 from tests.plugins.auth_stack import PASSWORD
 from tests.plugins.dev_stack import EndToEnd
 
 NOT_A_SOURCE = "a Parquet directory connection is a destination only"
-
-
-@dataclass
-class Sevvo:
-    """Runs ``sevvo`` against the stack as the module's admin."""
-
-    endpoint: str
-    ca_file: Path
-    config_dir: Path
-    printed: list[str] = field(default_factory=list)
-
-    def __call__(self, *args: str, stdin: str = "", process: bool = False) -> Result:
-        """The command's result; JSON on stdout (stdout is a pipe)."""
-        env = user_env(self.endpoint, self.ca_file, self.config_dir)
-        result = (
-            run_sevvo(args, env, stdin, timeout=150)
-            if process
-            else run_sevvo_in_process(args, env, stdin)
-        )
-        self.printed.append(result.stdout + result.stderr)
-        return result
-
-    def ok(self, *args: str, stdin: str = "") -> Any:
-        """Runs the command, asserts it succeeded, and returns its JSON."""
-        result = self(*args, stdin=stdin)
-        assert result.code == 0, result.stderr
-        return result.json()
 
 
 @dataclass(frozen=True)

@@ -27,37 +27,11 @@ from devstack.source_db import (
     drop_roles,
     drop_source_database,
 )
-from tests.cli_runner import Result, run_sevvo, run_sevvo_in_process, user_env
+from tests.cli_runner import Sevvo
 from tests.plugins.auth_stack import PASSWORD
 from tests.plugins.dev_stack import EndToEnd
 
 ORDERS_SQL = "select id, customer_id, status, total, ordered_at from orders"
-
-
-@dataclass
-class Sevvo:
-    """Runs ``sevvo`` against the stack as the module's admin; keeps what it printed."""
-
-    endpoint: str
-    ca_file: Path
-    config_dir: Path
-    printed: list[str] = field(default_factory=list)
-
-    def __call__(self, *args: str, stdin: str = "", process: bool = False) -> Result:
-        """The command's result; JSON on stdout (stdout is a pipe)."""
-        env = user_env(self.endpoint, self.ca_file, self.config_dir)
-        if process:
-            result = run_sevvo(args, env, stdin, timeout=150)
-        else:
-            result = run_sevvo_in_process(args, env, stdin)
-        self.printed.append(result.stdout + result.stderr)
-        return result
-
-    def ok(self, *args: str, stdin: str = "") -> Any:
-        """Runs the command, asserts it succeeded, and returns its JSON."""
-        result = self(*args, stdin=stdin)
-        assert result.code == 0, result.stderr
-        return result.json()
 
 
 @dataclass(frozen=True)
