@@ -49,6 +49,8 @@ from agent.sync.source import (
 )
 
 STATE_SCHEMA = "sevvo_sync"
+# The advisory lock (hashed to a key) under which syncs create schemas and the state table.
+_PREPARE_LOCK = "sevvo.sync.prepare"
 _STAGING_SUFFIX = "__sevvo_staging"
 _OLD_SUFFIX = "__sevvo_replaced"
 # Progress is reported at most this often (bytes so far), for a workflow's heartbeat.
@@ -401,12 +403,13 @@ def _incremental(
 
 def _prepare_schemas(dst: psycopg.Connection[Any], plan: SyncPlan) -> None:
     """Creates the destination's schema (and for an incremental model the state table) before
-    the load's transaction, each in a short transaction of its own.
+    the load's transaction, in a short transaction of its own.
 
     CREATE ... IF NOT EXISTS is not safe against itself: two syncs of different models into
-    one new schema would both try, and one would fail on the catalog's unique index. Created
-    apart, the loser of that race sees the winner's schema and goes on; an empty schema is all
-    a failed load can leave behind.
+    one new schema would both try, and the loser fails on a catalog index (23505) or on the
+    table's row type (42710). A transaction-scoped advisory lock makes the syncs of one
+    destination database take turns here, so the later one sees what the earlier created;
+    an empty schema is all a failed load can leave behind.
     """
     statements = [
         sql.SQL("create schema if not exists {}").format(sql.Identifier(plan.destination.schema))
@@ -419,13 +422,10 @@ def _prepare_schemas(dst: psycopg.Connection[Any], plan: SyncPlan) -> None:
                 " updated_at timestamptz not null)"
             ).format(sql.Identifier(STATE_SCHEMA, "sync_state")),
         ]
-    for statement in statements:
-        for attempt in range(3):
-            try:
-                with dst.transaction():
-                    dst.execute(statement)
-                break
-            except psycopg.errors.UniqueViolation:
-                # Another sync created it a moment ago: it exists now.
-                if attempt == 2:
-                    raise
+    with dst.transaction():
+        dst.execute(
+            "select pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext(%s))",
+            (_PREPARE_LOCK,),
+        )
+        for statement in statements:
+            dst.execute(statement)
