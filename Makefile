@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install dev demo test test-replicas lint protos protos-check bench images images-check images-demo workflow-histories lock clean
+.PHONY: install chromium dev demo test test-replicas lint protos protos-check bench images images-check images-demo workflow-histories lock clean
 
 install: $(STAMP)
 
@@ -28,7 +28,7 @@ demo: install
 ## spread over TEST_WORKERS processes (each with its own servers); most tests wait on servers,
 ## so two workers fit the CI budget on two cores where one did not.
 TEST_WORKERS ?= 2
-test: install
+test: install chromium
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 ## The end-to-end tests (every file on the shared stack) against two replicas of each service:
@@ -36,8 +36,12 @@ test: install
 ## (SEVVO_E2E_REPLICAS=2, tests/plugins/dev_stack.py). Not in `make test`: it repeats the
 ## end-to-end layer. tests/test_replicas.py (kills replicas mid-work) runs in `make test`.
 E2E_FILES = $(shell grep -l 'e2e: EndToEnd\|e2e_stack' tests/test_*.py)
-test-replicas: install
+test-replicas: install chromium
 	SEVVO_E2E_REPLICAS=2 $(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(E2E_FILES)
+
+## Debian's Chromium, for the web console's browser tests (installed when missing, as root).
+chromium:
+	@scripts/ensure_chromium.sh
 
 lint: install
 	$(PY) -m ruff check .

@@ -52,6 +52,8 @@ class Tenant:
     deployment_id: str
     deployment_token: str
     agent: AgentProcess | None = None
+    # The admin signs in with this email and auth_stack.PASSWORD (the console's tests do).
+    admin_email: str = ""
 
 
 @dataclass
@@ -114,6 +116,7 @@ class EndToEnd:
             admin_token=signed_in.session_token,
             deployment_id=created.deployment.id,
             deployment_token=created.deployment_token,
+            admin_email=email,
         )
         if start_agent:
             tenant.agent = self.start_agent(tenant, file_roots=file_roots)
