@@ -2,53 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Browser, expect
 
-from console.config import ConsoleConfig
 from console.server import ConsoleServer
-from sevvo.runtime.grpc_server import TlsFiles
-from tests.browser import chromium, new_context, screenshot_path
-from tests.plugins.auth_stack import PASSWORD, BackgroundLoop
+from tests.browser import new_context, screenshot_path
+from tests.plugins.console import sign_in
 from tests.plugins.dev_stack import EndToEnd, Tenant
-
-
-@pytest.fixture(scope="module")
-def console(e2e: EndToEnd, background_loop: BackgroundLoop) -> Iterator[ConsoleServer]:
-    """The console on a free loopback port, calling the worker's stack."""
-    pki = e2e.stack.pki
-    server = ConsoleServer(
-        ConsoleConfig(
-            services_endpoint=e2e.stack.grpc_target,
-            tls=TlsFiles(cert=pki.server_cert, key=pki.server_key),
-            ca_file=pki.ca_cert,
-            host="127.0.0.1",
-            port=0,
-        )
-    )
-    background_loop.run(server.start())
-    yield server
-    background_loop.run(server.stop())
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as launched:
-        yield launched
 
 
 @pytest.fixture(scope="module")
 def tenant(e2e: EndToEnd) -> Tenant:
     return e2e.new_tenant()
-
-
-def sign_in(page: Page, console: ConsoleServer, email: str, password: str = PASSWORD) -> None:
-    page.goto(f"{console.url}/sign-in")
-    page.get_by_label("Email").fill(email)
-    page.get_by_label("Password").fill(password)
-    page.get_by_role("button", name="Sign in").click()
 
 
 def test_sign_in_shows_the_user_and_sign_out_revokes_the_session(
