@@ -7,7 +7,7 @@ from playwright.sync_api import Browser, expect
 
 from console.server import ConsoleServer
 from tests.browser import new_context, screenshot_path
-from tests.plugins.console import sign_in
+from tests.plugins.console import sign_in, signed_in_page
 from tests.plugins.dev_stack import EndToEnd, Tenant
 
 
@@ -37,4 +37,46 @@ def test_sign_in_shows_the_user_and_sign_out_revokes_the_session(
     context.add_cookies([session])  # type: ignore[list-item]
     page.goto(f"{console.url}/connections")
     expect(page).to_have_url(f"{console.url}/sign-in?next=/connections")
+    context.close()
+
+
+def test_state_changes_without_the_sessions_csrf_token_or_from_another_site_are_refused(
+    console: ConsoleServer, browser: Browser, tenant: Tenant
+) -> None:
+    context, page = signed_in_page(browser, console, tenant.admin_email)
+    other_context, other_page = signed_in_page(browser, console, tenant.admin_email)
+    other_csrf = other_page.locator("input[name=csrf_token]").first.input_value()
+    own_csrf = page.locator("input[name=csrf_token]").first.input_value()
+    assert other_csrf != own_csrf  # bound to each session
+    for form in ({}, {"csrf_token": other_csrf}, {"csrf_token": "0" * 64}):
+        refused = page.request.post(f"{console.url}/sign-out", form=form)
+        assert refused.status == 403, form
+        assert "not sent from this page" in refused.text()
+    from_elsewhere = page.request.post(
+        f"{console.url}/sign-out",
+        form={"csrf_token": own_csrf},
+        headers={"origin": "https://attacker.example"},
+    )
+    assert from_elsewhere.status == 403 and "another site" in from_elsewhere.text()
+    # None of those signed the session out: it still shows the console.
+    page.goto(f"{console.url}/connections")
+    expect(page.get_by_test_id("viewer")).to_contain_text(tenant.admin_email)
+    # With its own token, from its own page, it does.
+    page.get_by_role("button", name="Sign out").click()
+    expect(page.get_by_role("status")).to_have_text("You are signed out.")
+    other_context.close()
+    context.close()
+
+
+def test_every_page_carries_the_security_headers(
+    console: ConsoleServer, browser: Browser, tenant: Tenant
+) -> None:
+    context, page = signed_in_page(browser, console, tenant.admin_email)
+    for path in ("/sign-in", "/connections", "/no-such-page", "/static/console.css"):
+        response = page.request.get(f"{console.url}{path}")
+        headers = response.headers
+        assert headers["content-security-policy"].startswith("default-src 'none'"), path
+        assert headers["x-frame-options"] == "DENY" and headers["cache-control"] == "no-store"
+        assert headers["x-content-type-options"] == "nosniff"
+        assert "server" not in headers
     context.close()

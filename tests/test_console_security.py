@@ -1,0 +1,48 @@
+"""The console's browser-facing protections as pure functions: CSRF tokens, origins, cookies."""
+
+from __future__ import annotations
+
+from console import security
+
+
+def test_the_csrf_token_is_bound_to_the_session_it_was_made_for() -> None:
+    token = security.csrf_token("session-a")
+    assert security.csrf_valid("session-a", token)
+    assert not security.csrf_valid("session-b", token)
+    assert not security.csrf_valid("session-a", None)
+    assert not security.csrf_valid("session-a", "")
+    assert not security.csrf_valid("session-a", token[:-1] + ("0" if token[-1] != "0" else "1"))
+
+
+def test_the_csrf_token_does_not_reveal_the_session() -> None:
+    session = "eyJhbGciOiJFZERTQSJ9.secret-session-token"
+    token = security.csrf_token(session)
+    assert session not in token and "secret" not in token
+    assert len(token) == 64 and int(token, 16) >= 0
+
+
+def test_only_the_consoles_own_origin_may_post() -> None:
+    assert security.same_origin("https://console.example:8444", "https", "console.example:8444")
+    assert not security.same_origin("https://evil.example", "https", "console.example:8444")
+    assert not security.same_origin("http://console.example:8444", "https", "console.example:8444")
+    assert not security.same_origin("null", "https", "console.example:8444")
+    assert not security.same_origin("https://console.example:8444", "https", None)
+    # No Origin at all: an old browser's same-site navigation; the CSRF token still applies.
+    assert security.same_origin(None, "https", "console.example:8444")
+
+
+def test_the_session_cookie_is_host_only_https_only_and_invisible_to_scripts() -> None:
+    options = security.session_cookie_options(3600)
+    assert options["key"] == "__Host-sevvo_session"
+    assert options["secure"] is True and options["httponly"] is True
+    assert options["samesite"] == "strict" and options["path"] == "/"
+    assert "domain" not in options
+    assert security.session_cookie_options(-5)["max_age"] == 0
+
+
+def test_the_content_security_policy_allows_no_inline_code_and_no_framing() -> None:
+    policy = dict(part.split(" ", 1) for part in security.CONTENT_SECURITY_POLICY.split("; "))
+    assert policy["default-src"] == "'none'"
+    assert policy["script-src"] == "'self'" and "unsafe" not in security.CONTENT_SECURITY_POLICY
+    assert policy["frame-ancestors"] == "'none'" and policy["form-action"] == "'self'"
+    assert security.SECURITY_HEADERS["cache-control"] == "no-store"
