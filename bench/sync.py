@@ -3,9 +3,9 @@ STDIN`` piped between the same two databases by two psql processes.
 
 Both move the same model (text, numeric, timestamptz, jsonb, bytea, arrays, nulls) from a
 source database into a destination database on one throwaway embedded server, alternating
-run by run so drift hits both alike; both in binary COPY format. The sync also reads its
-source in a REPEATABLE READ snapshot, loads a staging table and swaps it in, all in one
-transaction. Target: at least 0.9x of the pipe's rows/s. The sync runs in a process of its own
+run by run so drift hits both alike, each run after a CHECKPOINT; both in binary COPY
+format. The sync also reads its source in a REPEATABLE READ snapshot, loads a staging table and
+swaps it in, all in one transaction. Target: at least 0.9x of the pipe's rows/s. The sync runs in a process of its own
 so its peak RSS is its own: growth is measured against the same process importing the engine
 and not syncing (target: under 100 MB at 1M rows, none from 1M to 5M).
 
@@ -31,6 +31,10 @@ from devstack.postgres import EmbeddedPostgres, postgres_bin_dir
 from sevvo.runtime.logs import configure_logging
 
 ROUNDS = 3
+# A checkpoint that lands inside one timed run (max_wal_size is 1 GB by default, and 5M rows
+# write more WAL than that) slowed that run alone by up to 40 % here: each run starts after a
+# CHECKPOINT instead, with room for its WAL, so both sides are timed under the same conditions.
+SERVER_SETTINGS = {"max_wal_size": "16GB", "checkpoint_timeout": "1h"}
 QUERY = "select id, note, amount, placed_at, doc, raw, tags from public.orders"
 COLUMNS = (
     "id bigint primary key, note text, amount numeric(12,2), placed_at timestamptz,"
@@ -81,12 +85,19 @@ def _seed(source: str, rows: int) -> None:
         conn.execute("vacuum analyze orders")
 
 
+def checkpoint(database: str) -> None:
+    """Writes out the server's dirty pages, so the next timed run does not pay for them."""
+    with psycopg.connect(database, autocommit=True) as conn:
+        conn.execute("checkpoint")
+
+
 def _pipe(source: str, destination: str) -> float:
     """Seconds for psql | psql, binary COPY, into a table truncated first."""
     with psycopg.connect(destination, autocommit=True) as conn:
         conn.execute("create schema if not exists pipe")
         conn.execute(f"create table if not exists pipe.orders ({COLUMNS})")
         conn.execute("truncate pipe.orders")
+    checkpoint(destination)
     psql = str(postgres_bin_dir() / "psql")
     started = time.monotonic()
     out = subprocess.Popen(
@@ -136,27 +147,33 @@ def print_peak(peaks: list[float], idle: dict[str, float], target: str = "") -> 
     )
 
 
-def measure(rows: int) -> None:
+def _spread(seconds: list[float]) -> str:
+    return " ".join(f"{value:.2f}" for value in seconds)
+
+
+def measure(rows: int, rounds: int = ROUNDS) -> None:
     """Seeds ``rows`` rows, then alternates pipe and sync runs; prints rates and ratios."""
     configure_logging("bench", level="WARNING", json=True)
     directory = Path(tempfile.mkdtemp(prefix="sevvo-bench-sync-"))
     directory.chmod(0o755)
     try:
-        with EmbeddedPostgres(directory, durable=False) as server:
+        with EmbeddedPostgres(directory, durable=False, settings=SERVER_SETTINGS) as server:
             source, destination = _database(server, "source"), _database(server, "destination")
             _seed(source, rows)
             idle = run_child(_CHILD, source, destination, run=False)
             pipes, syncs, peaks, size = [], [], [], 0
-            for _ in range(ROUNDS):
+            for _ in range(rounds):
                 pipes.append(_pipe(source, destination))
+                checkpoint(destination)
                 result = run_child(_CHILD, source, destination, run=True)
                 assert result["rows"] == rows, result
                 syncs.append(result["seconds"])
                 peaks.append(result["peak_kb"])
                 size = int(result["bytes"])
         pipe, synced = statistics.median(pipes), statistics.median(syncs)
-        print(f"rows: {rows:,}, binary COPY stream: {size / 1e6:.1f} MB, {ROUNDS} rounds each")
+        print(f"rows: {rows:,}, binary COPY stream: {size / 1e6:.1f} MB, {rounds} rounds each")
         print_rates(rows, size, [("pipe (psql | psql)", pipe), ("sync (agent)", synced)])
+        print(f"spread (s): pipe {_spread(pipes)}; sync {_spread(syncs)}")
         print(f"sync / pipe throughput: {pipe / synced:.2f}x  (target: at least 0.9x)")
         print_peak(peaks, idle, "  (target: under 100 MB)")
     finally:
@@ -167,8 +184,9 @@ def main(argv: list[str] | None = None) -> None:
     """``python -m bench.sync [--rows N]``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--rounds", type=int, default=ROUNDS)
     args = parser.parse_args(argv if argv is not None else [])
-    measure(args.rows)
+    measure(args.rows, args.rounds)
 
 
 if __name__ == "__main__":
