@@ -26,10 +26,11 @@ demo: install
 
 ## Run the test suite against real Postgres, Temporal and gRPC-over-TLS servers. Test files are
 ## spread over TEST_WORKERS processes (each with its own servers); most tests wait on servers,
-## so two workers fit the CI budget on two cores where one did not.
+## so two workers fit the CI budget on two cores where one did not. The 30 slowest tests are
+## listed at the end, to see where the budget goes.
 TEST_WORKERS ?= 2
 test: install chromium
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=30
 
 ## The end-to-end tests (every file on the shared stack) against two replicas of each service:
 ## the in-process stack and a process of each service beside it, balanced by the router
