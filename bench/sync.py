@@ -5,9 +5,9 @@ Both move the same model (text, numeric, timestamptz, jsonb, bytea, arrays, null
 source database into a destination database on one throwaway embedded server, alternating
 run by run so drift hits both alike, each run after a CHECKPOINT; both in binary COPY
 format. The sync also reads its source in a REPEATABLE READ snapshot, loads a staging table and
-swaps it in, all in one transaction. Target: at least 0.9x of the pipe's rows/s. The sync runs in a process of its own
-so its peak RSS is its own: growth is measured against the same process importing the engine
-and not syncing (target: under 100 MB at 1M rows, none from 1M to 5M).
+swaps it in, all in one transaction. Target: at least 0.9x of the pipe's rows/s. The sync runs
+in a process of its own so its peak RSS is its own: growth is measured against the same process
+importing the engine and not syncing (target: under 100 MB at 1M rows, none from 1M to 5M).
 
 ``python -m bench sync`` (1,000,000 rows); ``python -m bench.sync --rows 5000000`` for more.
 """

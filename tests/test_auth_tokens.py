@@ -16,7 +16,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from services.auth.keys import encode, header_for
-from sevvo.auth.v1 import auth_pb2, auth_pb2_grpc, users_pb2
+from services.auth.last_seen import LastSeen
+from sevvo.auth.v1 import auth_pb2, auth_pb2_grpc, deployments_pb2, users_pb2
 from sevvo.runtime.errors import Unauthenticated
 from sevvo.runtime.grpc_client import error_details
 from sevvo.runtime.tokens import ISSUER, PrincipalKind
@@ -199,3 +200,34 @@ def test_exchange_answers_the_bearers_own_expiry(auth_stack: AuthStack, org: Org
     )
     claims = jwt.decode(response.bearer_token, options={"verify_signature": False})
     assert (response.expire_time.seconds, response.expire_time.nanos) == (claims["exp"], 0)
+
+
+def test_a_deployment_is_seen_when_its_agent_exchanges_its_token(
+    auth_stack: AuthStack, org: Org
+) -> None:
+    """GetDeployment's last_seen_time: unset before any exchange, then the exchange's time."""
+    deployment_id, token = auth_stack.new_deployment(org, "seen")
+    deployments = auth_stack.deployments(org.admin_token)
+    request = deployments_pb2.GetDeploymentRequest(id=deployment_id)
+    assert not deployments.GetDeployment(request).HasField("last_seen_time")
+    before = time.time()
+    auth_stack.auth().ExchangeDeploymentToken(
+        auth_pb2.ExchangeDeploymentTokenRequest(deployment_token=token)
+    )
+    give_up = time.monotonic() + 5
+    while not (seen := deployments.GetDeployment(request)).HasField("last_seen_time"):
+        assert time.monotonic() < give_up, "the exchange was not recorded as seen"
+        time.sleep(0.02)
+    assert before - 1 <= seen.last_seen_time.ToDatetime().timestamp() <= time.time() + 1
+
+
+def test_last_seen_is_written_at_most_once_a_minute_per_deployment() -> None:
+    now = [100.0]
+    seen = LastSeen(every=60, clock=lambda: now[0])
+    assert seen.due("a") and seen.due("b")
+    now[0] += 59
+    assert not seen.due("a")
+    now[0] += 1
+    assert seen.due("a")
+    seen.forget("a")
+    assert seen.due("a")  # a failed write is tried again at the next exchange

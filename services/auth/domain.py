@@ -616,6 +616,10 @@ class AuthDomain:
         self._on_revoke()
         return row
 
+    def record_seen(self, deployment_id: str) -> None:
+        """Records that the deployment's agent was seen now (it exchanged its token)."""
+        self._store.record_deployment_seen(uuid.UUID(deployment_id), self._clock())
+
     def exchange(self, token: str) -> IssuedToken:
         """Trades a deployment token for a short-lived agent bearer; may read Postgres."""
         credentials = deployment_token.unwrap(token)

@@ -19,6 +19,7 @@ from google.rpc import error_details_pb2
 
 from services.auth.domain import AuthDomain
 from services.auth.keys import StoreTrustSource
+from services.auth.last_seen import LastSeen
 from services.auth.limits import TooManyAttempts, source_of
 from services.auth.orchestrator_client import OrchestratorNotices
 from services.auth.store import DeploymentRow, UserRow
@@ -34,6 +35,7 @@ from sevvo.auth.v1 import (
     users_pb2_grpc,
 )
 from sevvo.runtime.grpc_server import current_bearer, current_principal, status_for
+from sevvo.runtime.logs import get_logger
 from sevvo.runtime.servicing import blocking, timestamp
 from sevvo.runtime.tokens import PrincipalKind
 
@@ -45,6 +47,8 @@ _ROLE_FROM_PB = {
     users_pb2.USER_ROLE_MEMBER: "member",
     users_pb2.USER_ROLE_ADMIN: "admin",
 }
+
+log = get_logger(__name__)
 
 
 def user_pb(row: UserRow) -> users_pb2.User:
@@ -74,6 +78,7 @@ def deployment_pb(row: DeploymentRow) -> deployments_pb2.Deployment:
         create_time=timestamp(row.created_at),
         revoke_time=timestamp(row.revoked_at),
         creator_user_id=str(row.creator_user_id) if row.creator_user_id else "",
+        last_seen_time=timestamp(row.last_seen_at),
     )
 
 
@@ -138,6 +143,8 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
         self._refresh_seconds = refresh_seconds
         self._temporal = temporal_tokens
         self._notices = notices
+        self._last_seen = LastSeen()
+        self._background: set[asyncio.Task[None]] = set()
 
     async def SignIn(
         self, request: auth_pb2.SignInRequest, context: grpc.aio.ServicerContext
@@ -159,6 +166,10 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
         issued = self._domain.exchange_in_memory(request.deployment_token)
         if issued is None:  # The deployment or the signing keys must be read from Postgres.
             issued = await blocking(self._domain.exchange, request.deployment_token)
+        if self._last_seen.due(issued.subject_id):
+            task = asyncio.create_task(self._record_seen(issued.subject_id))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
         temporal = self._temporal.for_agent_in_memory(
             issued.org_id, issued.subject_id, issued.expires_at
         )
@@ -175,6 +186,19 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
             temporal_token=temporal.token,
             temporal_namespace=temporal.namespace,
         )
+
+    async def _record_seen(self, deployment_id: str) -> None:
+        """Writes the deployment's last-seen time beside the exchange, which never waits for
+        it; a failed write is retried at the next exchange."""
+        try:
+            await blocking(self._domain.record_seen, deployment_id)
+        except Exception as exc:  # The exchange succeeded; "last seen" is only late.
+            self._last_seen.forget(deployment_id)
+            log.warning(
+                "deployment last-seen not recorded",
+                deployment_id=deployment_id,
+                error=type(exc).__name__,
+            )
 
     async def ExchangeWorkloadToken(
         self, request: auth_pb2.ExchangeWorkloadTokenRequest, context: grpc.aio.ServicerContext

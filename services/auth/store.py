@@ -79,6 +79,7 @@ class DeploymentRow:
     creator_user_id: uuid.UUID | None
     created_at: datetime
     revoked_at: datetime | None
+    last_seen_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -305,6 +306,15 @@ class AuthStore(SchemaStore):
             finally:
                 if not conn.closed:  # A broken connection is discarded by the pool anyway.
                     conn.autocommit = False
+
+    def record_deployment_seen(self, deployment_id: uuid.UUID, at: datetime) -> None:
+        """Sets the deployment's last-seen time to ``at`` unless it is already later."""
+        with self.connection() as conn:
+            conn.execute(
+                "update deployments set last_seen_at = %s where id = %s"
+                " and (last_seen_at is null or last_seen_at < %s)",
+                (at, deployment_id, at),
+            )
 
     def notify(self, channel: str, payload: str, *, timeout: float = 1.0) -> None:
         """Sends a notification on ``channel``, waiting at most ``timeout`` s for a connection.

@@ -25,29 +25,29 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fsevvo/auth/v1/deployments.proto\x12\rsevvo.auth.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe8\x01\n\nDeployment\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06org_id\x18\x02 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\x12-\n\x05state\x18\x04 \x01(\x0e\x32\x1e.sevvo.auth.v1.DeploymentState\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0brevoke_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0f\x63reator_user_id\x18\x07 \x01(\t\"/\n\x17\x43reateDeploymentRequest\x12\x14\n\x0c\x64isplay_name\x18\x01 \x01(\t\"c\n\x18\x43reateDeploymentResponse\x12-\n\ndeployment\x18\x01 \x01(\x0b\x32\x19.sevvo.auth.v1.Deployment\x12\x18\n\x10\x64\x65ployment_token\x18\x02 \x01(\t\"\"\n\x14GetDeploymentRequest\x12\n\n\x02id\x18\x01 \x01(\t\"?\n\x16ListDeploymentsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"b\n\x17ListDeploymentsResponse\x12.\n\x0b\x64\x65ployments\x18\x01 \x03(\x0b\x32\x19.sevvo.auth.v1.Deployment\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"%\n\x17RevokeDeploymentRequest\x12\n\n\x02id\x18\x01 \x01(\t*n\n\x0f\x44\x65ploymentState\x12 \n\x1c\x44\x45PLOYMENT_STATE_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x44\x45PLOYMENT_STATE_ACTIVE\x10\x01\x12\x1c\n\x18\x44\x45PLOYMENT_STATE_REVOKED\x10\x02\x32\x82\x03\n\x11\x44\x65ploymentService\x12\x63\n\x10\x43reateDeployment\x12&.sevvo.auth.v1.CreateDeploymentRequest\x1a\'.sevvo.auth.v1.CreateDeploymentResponse\x12O\n\rGetDeployment\x12#.sevvo.auth.v1.GetDeploymentRequest\x1a\x19.sevvo.auth.v1.Deployment\x12`\n\x0fListDeployments\x12%.sevvo.auth.v1.ListDeploymentsRequest\x1a&.sevvo.auth.v1.ListDeploymentsResponse\x12U\n\x10RevokeDeployment\x12&.sevvo.auth.v1.RevokeDeploymentRequest\x1a\x19.sevvo.auth.v1.Deploymentb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fsevvo/auth/v1/deployments.proto\x12\rsevvo.auth.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9c\x02\n\nDeployment\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06org_id\x18\x02 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\x12-\n\x05state\x18\x04 \x01(\x0e\x32\x1e.sevvo.auth.v1.DeploymentState\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0brevoke_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0f\x63reator_user_id\x18\x07 \x01(\t\x12\x32\n\x0elast_seen_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"/\n\x17\x43reateDeploymentRequest\x12\x14\n\x0c\x64isplay_name\x18\x01 \x01(\t\"c\n\x18\x43reateDeploymentResponse\x12-\n\ndeployment\x18\x01 \x01(\x0b\x32\x19.sevvo.auth.v1.Deployment\x12\x18\n\x10\x64\x65ployment_token\x18\x02 \x01(\t\"\"\n\x14GetDeploymentRequest\x12\n\n\x02id\x18\x01 \x01(\t\"?\n\x16ListDeploymentsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"b\n\x17ListDeploymentsResponse\x12.\n\x0b\x64\x65ployments\x18\x01 \x03(\x0b\x32\x19.sevvo.auth.v1.Deployment\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"%\n\x17RevokeDeploymentRequest\x12\n\n\x02id\x18\x01 \x01(\t*n\n\x0f\x44\x65ploymentState\x12 \n\x1c\x44\x45PLOYMENT_STATE_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x44\x45PLOYMENT_STATE_ACTIVE\x10\x01\x12\x1c\n\x18\x44\x45PLOYMENT_STATE_REVOKED\x10\x02\x32\x82\x03\n\x11\x44\x65ploymentService\x12\x63\n\x10\x43reateDeployment\x12&.sevvo.auth.v1.CreateDeploymentRequest\x1a\'.sevvo.auth.v1.CreateDeploymentResponse\x12O\n\rGetDeployment\x12#.sevvo.auth.v1.GetDeploymentRequest\x1a\x19.sevvo.auth.v1.Deployment\x12`\n\x0fListDeployments\x12%.sevvo.auth.v1.ListDeploymentsRequest\x1a&.sevvo.auth.v1.ListDeploymentsResponse\x12U\n\x10RevokeDeployment\x12&.sevvo.auth.v1.RevokeDeploymentRequest\x1a\x19.sevvo.auth.v1.Deploymentb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'sevvo.auth.v1.deployments_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_DEPLOYMENTSTATE']._serialized_start=708
-  _globals['_DEPLOYMENTSTATE']._serialized_end=818
+  _globals['_DEPLOYMENTSTATE']._serialized_start=760
+  _globals['_DEPLOYMENTSTATE']._serialized_end=870
   _globals['_DEPLOYMENT']._serialized_start=84
-  _globals['_DEPLOYMENT']._serialized_end=316
-  _globals['_CREATEDEPLOYMENTREQUEST']._serialized_start=318
-  _globals['_CREATEDEPLOYMENTREQUEST']._serialized_end=365
-  _globals['_CREATEDEPLOYMENTRESPONSE']._serialized_start=367
-  _globals['_CREATEDEPLOYMENTRESPONSE']._serialized_end=466
-  _globals['_GETDEPLOYMENTREQUEST']._serialized_start=468
-  _globals['_GETDEPLOYMENTREQUEST']._serialized_end=502
-  _globals['_LISTDEPLOYMENTSREQUEST']._serialized_start=504
-  _globals['_LISTDEPLOYMENTSREQUEST']._serialized_end=567
-  _globals['_LISTDEPLOYMENTSRESPONSE']._serialized_start=569
-  _globals['_LISTDEPLOYMENTSRESPONSE']._serialized_end=667
-  _globals['_REVOKEDEPLOYMENTREQUEST']._serialized_start=669
-  _globals['_REVOKEDEPLOYMENTREQUEST']._serialized_end=706
-  _globals['_DEPLOYMENTSERVICE']._serialized_start=821
-  _globals['_DEPLOYMENTSERVICE']._serialized_end=1207
+  _globals['_DEPLOYMENT']._serialized_end=368
+  _globals['_CREATEDEPLOYMENTREQUEST']._serialized_start=370
+  _globals['_CREATEDEPLOYMENTREQUEST']._serialized_end=417
+  _globals['_CREATEDEPLOYMENTRESPONSE']._serialized_start=419
+  _globals['_CREATEDEPLOYMENTRESPONSE']._serialized_end=518
+  _globals['_GETDEPLOYMENTREQUEST']._serialized_start=520
+  _globals['_GETDEPLOYMENTREQUEST']._serialized_end=554
+  _globals['_LISTDEPLOYMENTSREQUEST']._serialized_start=556
+  _globals['_LISTDEPLOYMENTSREQUEST']._serialized_end=619
+  _globals['_LISTDEPLOYMENTSRESPONSE']._serialized_start=621
+  _globals['_LISTDEPLOYMENTSRESPONSE']._serialized_end=719
+  _globals['_REVOKEDEPLOYMENTREQUEST']._serialized_start=721
+  _globals['_REVOKEDEPLOYMENTREQUEST']._serialized_end=758
+  _globals['_DEPLOYMENTSERVICE']._serialized_start=873
+  _globals['_DEPLOYMENTSERVICE']._serialized_end=1259
 # @@protoc_insertion_point(module_scope)

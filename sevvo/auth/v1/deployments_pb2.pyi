@@ -20,7 +20,7 @@ DEPLOYMENT_STATE_ACTIVE: DeploymentState
 DEPLOYMENT_STATE_REVOKED: DeploymentState
 
 class Deployment(_message.Message):
-    __slots__ = ("id", "org_id", "display_name", "state", "create_time", "revoke_time", "creator_user_id")
+    __slots__ = ("id", "org_id", "display_name", "state", "create_time", "revoke_time", "creator_user_id", "last_seen_time")
     ID_FIELD_NUMBER: _ClassVar[int]
     ORG_ID_FIELD_NUMBER: _ClassVar[int]
     DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
@@ -28,6 +28,7 @@ class Deployment(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     REVOKE_TIME_FIELD_NUMBER: _ClassVar[int]
     CREATOR_USER_ID_FIELD_NUMBER: _ClassVar[int]
+    LAST_SEEN_TIME_FIELD_NUMBER: _ClassVar[int]
     id: str
     org_id: str
     display_name: str
@@ -35,7 +36,8 @@ class Deployment(_message.Message):
     create_time: _timestamp_pb2.Timestamp
     revoke_time: _timestamp_pb2.Timestamp
     creator_user_id: str
-    def __init__(self, id: _Optional[str] = ..., org_id: _Optional[str] = ..., display_name: _Optional[str] = ..., state: _Optional[_Union[DeploymentState, str]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., revoke_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., creator_user_id: _Optional[str] = ...) -> None: ...
+    last_seen_time: _timestamp_pb2.Timestamp
+    def __init__(self, id: _Optional[str] = ..., org_id: _Optional[str] = ..., display_name: _Optional[str] = ..., state: _Optional[_Union[DeploymentState, str]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., revoke_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., creator_user_id: _Optional[str] = ..., last_seen_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class CreateDeploymentRequest(_message.Message):
     __slots__ = ("display_name",)
