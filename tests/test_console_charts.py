@@ -7,17 +7,23 @@ import xml.etree.ElementTree as ET
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from starlette.requests import Request
 
 from console import charts
 from console.pages.models import (
+    NOTICES,
     FormErrors,
     changed_fields,
     form_values,
     format_interval,
     model_of,
+    model_page,
     parse_interval,
 )
+from console.web import Viewer, render
 from sevvo.orchestrator.v1 import models_pb2 as mpb
+from sevvo.orchestrator.v1 import orchestrator_pb2 as opb
+from sevvo.workflows.v1 import workflows_pb2 as wpb
 
 SVG = "{http://www.w3.org/2000/svg}"
 T0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
@@ -158,3 +164,48 @@ def test_the_editor_maps_violations_to_its_fields_and_sends_only_what_changed() 
     bad = FormErrors()
     model_of(values | {"schedule": "soon"}, bad)
     assert list(bad.fields) == ["schedule"]
+
+
+def _run(state: opb.RunState, minute: int, rows: int = 0, *, changed: bool = False) -> opb.Run:
+    run = opb.Run(id=f"r{minute}", kind=opb.RUN_KIND_SYNC, state=state, model_id="m")
+    run.start_time.FromDatetime(T0 + timedelta(minutes=minute))
+    if state != opb.RUN_STATE_RUNNING:
+        run.duration_ms = 1500
+        run.outcome_category = "ok" if state == opb.RUN_STATE_SUCCEEDED else "query_error"
+        run.sync.CopyFrom(wpb.SyncResult(rows=rows, bytes=2048, schema_fingerprint="f" * 40))
+        run.sync.schema_changed = changed
+    return run
+
+
+def test_the_model_page_shows_a_running_run_as_running_and_charts_only_finished_ones() -> None:
+    model = mpb.Model(
+        id="m",
+        name="orders",
+        source_connection_id="s",
+        sql="select 1",
+        destination_connection_id="d",
+        destination_table="a.orders",
+        load_mode=mpb.LOAD_MODE_FULL_REFRESH,
+    )
+    runs = [
+        _run(opb.RUN_STATE_RUNNING, 20),
+        _run(opb.RUN_STATE_SUCCEEDED, 10, 1234, changed=True),
+        _run(opb.RUN_STATE_SUCCEEDED, 0, 1000),
+    ]
+    context = model_page(model, runs, {"s": "shop", "d": "warehouse"}, NOTICES["sync_started"])
+    # The notice stays while a sync runs; once none does, the runs table says how it ended.
+    assert context["notice"] == NOTICES["sync_started"]
+    assert model_page(model, runs[1:], {}, NOTICES["sync_started"])["notice"] is None
+    request = Request({"type": "http", "method": "GET", "path": "/models/m", "headers": []})
+    viewer = Viewer(token="t", org_id="o", user_id="u", email="a@b.example", role="admin")
+    html = bytes(render(request, "model.html", viewer, **context).body).decode()
+    rows = re.findall(r"<tr>(.*?)</tr>", html, re.S)[1:]
+    assert len(rows) == 3
+    assert ">running<" in rows[0] and "1,234" not in rows[0]
+    assert ">succeeded<" in rows[1] and "1,234" in rows[1] and "schema changed" in rows[1]
+    assert "ffffffffffff<" in rows[1] and "2.0 KB" in rows[1] and "1.5 s" in rows[1]
+    assert "schema changed" not in rows[2]
+    assert "Reload this page" in html
+    # Two finished syncs: two points per chart, no point for the running one.
+    assert html.count("<circle") == 4
+    assert "shop" in html and "warehouse" in html

@@ -12,7 +12,8 @@ import asyncio
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
+from typing import Any
 
 import grpc
 from google.protobuf.duration_pb2 import Duration
@@ -470,7 +471,7 @@ def run_view(run: opb.Run) -> RunView:
     return RunView(
         run=run,
         state=STATE_NAMES.get(run.state, "unknown"),
-        started=_time(run.start_time.ToDatetime()) if run.HasField("start_time") else "",
+        started=_time(run.start_time.ToDatetime(tzinfo=UTC)) if run.HasField("start_time") else "",
         rows=f"{run.sync.rows:,}" if has_sync else "",
         bytes=format_bytes(run.sync.bytes) if has_sync else "",
         duration="" if running else format_ms(run.duration_ms),
@@ -488,14 +489,14 @@ def run_charts(runs: Sequence[opb.Run]) -> tuple[Markup, Markup]:
         if r.HasField("sync") and r.HasField("start_time") and r.state != opb.RUN_STATE_RUNNING
     ]
     rows = charts.line_chart(
-        [(r.start_time.ToDatetime(), float(r.sync.rows)) for r in done],
+        [(r.start_time.ToDatetime(tzinfo=UTC), float(r.sync.rows)) for r in done],
         chart_id="chart-rows",
         title="Rows loaded per sync",
         description="The rows each sync of this model loaded, by when it started.",
         unit="rows",
     )
     durations = charts.line_chart(
-        [(r.start_time.ToDatetime(), r.duration_ms / 1000) for r in done],
+        [(r.start_time.ToDatetime(tzinfo=UTC), r.duration_ms / 1000) for r in done],
         chart_id="chart-duration",
         title="Duration of each sync",
         description="How long each sync of this model took, by when it started.",
@@ -531,25 +532,39 @@ async def show_model(request: Request, viewer: Viewer) -> Response:
     )
     for i, run in zip(running, polled, strict=True):
         runs[i] = run
-    rows_chart, duration_chart = run_charts(runs)
-    any_running = any(r.state == opb.RUN_STATE_RUNNING for r in runs)
-    shown = notice(request.query_params, NOTICES)
-    if shown == NOTICES["sync_started"] and not any_running:
-        shown = None  # it ended: the runs table says how
     return render(
         request,
         "model.html",
         viewer,
-        model=model,
-        names={c.id: c.display_name for c in connections},
-        load_modes=LOAD_MODES,
-        schedule=format_interval(model.schedule_interval.seconds),
-        runs=[run_view(r) for r in runs],
-        any_running=any_running,
-        rows_chart=rows_chart,
-        duration_chart=duration_chart,
-        notice=shown,
+        **model_page(
+            model,
+            runs,
+            {c.id: c.display_name for c in connections},
+            notice(request.query_params, NOTICES),
+        ),
     )
+
+
+def model_page(
+    model: mpb.Model, runs: Sequence[opb.Run], names: Mapping[str, str], shown: str | None
+) -> dict[str, Any]:
+    """The model page's context: its definition, runs and charts, and the notice to show
+    (``sync_started`` only while a sync is still running: then the runs table says how)."""
+    rows_chart, duration_chart = run_charts(runs)
+    any_running = any(r.state == opb.RUN_STATE_RUNNING for r in runs)
+    if shown == NOTICES["sync_started"] and not any_running:
+        shown = None
+    return {
+        "model": model,
+        "names": names,
+        "load_modes": LOAD_MODES,
+        "schedule": format_interval(model.schedule_interval.seconds),
+        "runs": [run_view(r) for r in runs],
+        "any_running": any_running,
+        "rows_chart": rows_chart,
+        "duration_chart": duration_chart,
+        "notice": shown,
+    }
 
 
 @signed_in
