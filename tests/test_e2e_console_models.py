@@ -158,6 +158,7 @@ def test_a_model_is_refused_field_by_field_then_created_synced_and_deleted(
     )
     expect(page.get_by_label("Destination table", exact=True)).to_have_value("analytics.orders")
     assert _models(e2e, shop) == []
+    page.screenshot(path=screenshot_path("model-editor-errors"), full_page=True)
 
     # Preview the corrected query through the agent: the rows show under the editor, escaped.
     name.fill("orders-daily")
