@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import re
 
+import psycopg
 from playwright.sync_api import Browser, Page, expect
+from psycopg import sql
 
 from console.server import ConsoleServer
 from devstack.postgres import EmbeddedPostgres
@@ -31,6 +33,13 @@ def _submit(page: Page, button: str) -> int:
         page.get_by_role("button", name=button).click()
     page.wait_for_load_state()
     return answer.value.status
+
+
+def _set_password(server: EmbeddedPostgres, role: str, password: str) -> None:
+    with psycopg.connect(server.url, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("alter role {} password {}").format(sql.Identifier(role), sql.Literal(password))
+        )
 
 
 def _saved(e2e: EndToEnd, token: str) -> list[cpb.Connection]:
@@ -101,7 +110,6 @@ def test_create_fix_edit_and_delete_a_connection(
     assert source.reader_password not in page.content()
     [saved] = _saved(e2e, tenant.admin_token)
     assert saved.status == cpb.CONNECTION_STATUS_CONNECTED
-    page.screenshot(path=screenshot_path("connection-detail"), full_page=True)
 
     # An edit with a wrong password fails its test; the old credentials stay in use.
     page.get_by_role("link", name="Edit").click()
@@ -114,11 +122,21 @@ def test_create_fix_edit_and_delete_a_connection(
     assert WRONG not in page.content()
     page.get_by_role("link", name="Cancel").click()
     expect(page.get_by_test_id("status")).to_have_text("connected")
+    # The role's password changed outside sevvo: Test now says so, with the guide's hint.
+    _set_password(tls_source_pg, source.reader, WRONG)
     assert _submit(page, "Test now") == 303
+    expect(page.get_by_test_id("status")).to_have_text("failing")
+    expect(page.get_by_test_id("last-test")).to_contain_text(CATEGORY)
+    expect(page.get_by_test_id("last-test")).to_contain_text(hint)
+    # Put back, the stored (old) credentials connect again: the failed edit changed nothing.
+    _set_password(tls_source_pg, source.reader, source.reader_password)
+    assert _submit(page, "Test now") == 303
+    expect(page.get_by_test_id("last-test")).to_have_count(0)
     expect(page.get_by_role("status").first).to_have_text("Test finished: connected.")
     runs = page.get_by_test_id("runs")
     expect(runs.locator("tbody tr").first).to_contain_text("credential test")
     expect(runs.locator("tbody tr").first).to_contain_text("ok")
+    page.screenshot(path=screenshot_path("connection-detail"), full_page=True)
 
     # A blank password keeps the stored one: renaming alone saves without touching it.
     page.get_by_role("link", name="Edit").click()
