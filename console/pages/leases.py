@@ -31,15 +31,10 @@ NOTICES = {
     "none-revoked": "No lease needed revoking.",
 }
 
-_stubs: dict[int, cpb_grpc.LeaseServiceStub] = {}
-
 
 def lease_stub(backend: Backend) -> cpb_grpc.LeaseServiceStub:
-    """LeaseService on the backend's channel (one stub per channel)."""
-    stub = _stubs.get(id(backend.channel))
-    if stub is None:
-        stub = _stubs[id(backend.channel)] = cpb_grpc.LeaseServiceStub(backend.channel)
-    return stub
+    """LeaseService on the backend's channel (the backend has no stub for it yet)."""
+    return cpb_grpc.LeaseServiceStub(backend.channel)
 
 
 @dataclass

@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from console.web import Viewer, backend_of, form_fields, render, signed_in
+from console.web import Viewer, backend_of, form_fields, http_status, render, signed_in
 from sevvo.connections.v1 import connections_pb2 as cpb
 from sevvo.orchestrator.v1 import orchestrator_pb2 as opb
 from sevvo.runtime.grpc_client import error_details
@@ -151,18 +151,22 @@ async def run_preview(request: Request, viewer: Viewer) -> Response:
             timeout=backend.agent_timeout,
         )
     except grpc.aio.AioRpcError as exc:
+        if exc.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.NOT_FOUND):
+            raise
+        # Anything else keeps the statement in the editor, with what went wrong above it.
         details = error_details(exc)
+        status = http_status(exc.code())
         if exc.code() == grpc.StatusCode.INVALID_ARGUMENT and details.field == "sql":
             return _page(
-                request, viewer, connection, sql, status_code=400, field_error=details.message
+                request, viewer, connection, sql, status_code=status, field_error=details.message
             )
         if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
             message = "No answer from your agent in time; it may be busy or stopped. Try again."
-            return _page(request, viewer, connection, sql, status_code=504, call_error=message)
-        if exc.code() == grpc.StatusCode.UNAVAILABLE:
-            message = f"The preview could not be run now: {details.message}"
-            return _page(request, viewer, connection, sql, status_code=503, call_error=message)
-        raise
+        elif exc.code() == grpc.StatusCode.UNAVAILABLE:
+            message = f"The preview could not be run now; try again. ({details.message})"
+        else:
+            message = details.message or "The preview could not be run."
+        return _page(request, viewer, connection, sql, status_code=status, call_error=message)
     result = response.result
     failure = failure_of(response)
     marker = locate(sql, result.position) if failure is not None else None
