@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from console.pages.leases import group_by_role
+from console.pages.leases import REVOCABLE, STATE_NAMES, group_by_role
 from console.pages.preview import Marker, failure_of, locate, normalized_sql
 from console.pages.rotation import interval_hours
 from console.web import Viewer, _templates
@@ -130,3 +130,28 @@ def test_a_rejection_keeps_the_sql_and_marks_the_position() -> None:
     assert "select 1;\n  delete &lt;x&gt;</textarea>" in page
     assert "<mark>d</mark>elete &lt;x&gt;</pre>" in page
     assert "line 2, column 3" in page
+
+
+def _leases_page(role: str) -> str:
+    viewer = Viewer(token="t", org_id="o", user_id="u", email="a@b.example", role=role)
+    lease = cpb.Lease(id="l1", role_name="sevvo_dyn_x", state=cpb.LEASE_STATE_ACTIVE)
+    return _templates.get_template("leases.html").render(
+        viewer=viewer,
+        path="/connections/c/leases",
+        connection=cpb.Connection(id="c", display_name="shop"),
+        dynamic=True,
+        groups=group_by_role([lease], with_revoked=False),
+        live=1,
+        with_revoked=False,
+        state_names=STATE_NAMES,
+        revocable=REVOCABLE,
+    )
+
+
+def test_only_admins_see_revoke_forms_and_each_carries_the_csrf_token() -> None:
+    admin = _leases_page("admin")
+    assert admin.count('name="csrf_token"') == 3  # sign out, revoke all, revoke one
+    assert 'name="lease_id" value="l1"' in admin
+    member = _leases_page("member")
+    assert "Revoke" not in member
+    assert "sevvo_dyn_x" in member
