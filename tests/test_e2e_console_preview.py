@@ -284,6 +284,7 @@ def test_a_lease_is_listed_by_role_and_revoke_drops_it(
 def test_root_rotation_runs_and_its_schedule_is_set_and_removed(
     page: Page, console: ConsoleServer, shop: Shop, e2e: EndToEnd
 ) -> None:
+    # After the lease test: this rotation replaces the privileged password it mints with.
     page.goto(f"{console.url}/connections/{shop.dynamic_id}/rotation")
     expect(page.get_by_test_id("rotation-schedule")).to_have_text("Not rotated on a schedule.")
     page.get_by_label("Rotate every (hours)").fill("24")
