@@ -13,13 +13,22 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from console import security
 from console.backend import Backend
-from console.pages import audit, connections, deployments, models, session
+from console.pages import (
+    audit,
+    connections,
+    deployments,
+    leases,
+    models,
+    preview,
+    rotation,
+    session,
+)
 from console.web import STATIC, error_page
 from sevvo.runtime.logs import get_logger
 
 log = get_logger(__name__)
 
-PAGE_MODULES = (session, connections, models, deployments, audit)
+PAGE_MODULES = (session, connections, preview, leases, rotation, models, deployments, audit)
 _HEADERS = [(k.encode(), v.encode()) for k, v in security.SECURITY_HEADERS.items()]
 
 

@@ -48,7 +48,12 @@ def test_state_changes_without_the_sessions_csrf_token_or_from_another_site_are_
     other_csrf = other_page.locator("input[name=csrf_token]").first.input_value()
     own_csrf = page.locator("input[name=csrf_token]").first.input_value()
     assert other_csrf != own_csrf  # bound to each session
-    for form in ({}, {"csrf_token": other_csrf}, {"csrf_token": "0" * 64}):
+    forms: list[dict[str, str | float | bool]] = [
+        {},
+        {"csrf_token": other_csrf},
+        {"csrf_token": "0" * 64},
+    ]
+    for form in forms:
         refused = page.request.post(f"{console.url}/sign-out", form=form)
         assert refused.status == 403, form
         assert "not sent from this page" in refused.text()
