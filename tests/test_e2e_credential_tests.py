@@ -61,6 +61,11 @@ def test_good_credentials_over_tls_connect(
     created = _create(e2e, tenant.admin_token, "warehouse", e2e.fields(source))
     assert created.status == cpb.CONNECTION_STATUS_CONNECTED
     assert created.HasField("last_test_time")
+    # The test before the save is the stored connection's last test too.
+    stored = e2e.connections(tenant.admin_token).GetConnection(
+        cpb.GetConnectionRequest(id=created.id)
+    )
+    assert stored.last_test_time == created.last_test_time
     retested = e2e.connections(tenant.admin_token).TestConnection(
         cpb.TestConnectionRequest(id=created.id)
     )
@@ -72,6 +77,11 @@ def test_good_credentials_over_tls_connect(
     ]
     assert runs[0].connection_id == created.id
     assert runs[1].draft_id  # The first test ran on the unsaved draft.
+    # By connection: the saved connection's own test only, not the draft's.
+    by_connection = e2e.orchestrator(tenant.admin_token).ListRuns(
+        opb.ListRunsRequest(connection_id=created.id)
+    )
+    assert [r.id for r in by_connection.runs] == [runs[0].id]
 
 
 def test_wrong_password_is_refused_with_its_category(

@@ -632,3 +632,39 @@ def test_a_preview_settled_by_a_reconciler_keeps_its_history_through_the_grace(
         await _until(purged, "the preview's history was deleted after the grace")
 
     asyncio.run(scenario())
+
+
+def test_runs_are_listed_by_connection_newest_first(store: OrchestratorStore) -> None:
+    """list_runs with a connection: only that connection's runs of that org, newest first."""
+    org, other_org = uuid.uuid4(), uuid.uuid4()
+    ours, theirs = uuid.uuid4(), uuid.uuid4()
+    start = datetime(2026, 12, 1, tzinfo=UTC)
+
+    def run(org_id: uuid.UUID, connection_id: uuid.UUID | None, minutes: int) -> RunRow:
+        row = RunRow(
+            id=uuid.uuid4(),
+            org_id=org_id,
+            kind="credential_test",
+            state="running",
+            connection_id=connection_id,
+            draft_id=None if connection_id else uuid.uuid4(),
+            workflow_id=f"test-{uuid.uuid4()}",
+            outcome_category=None,
+            message=None,
+            started_at=start + timedelta(minutes=minutes),
+            finished_at=None,
+            duration_ms=None,
+        )
+        store.insert_run(row)
+        return row
+
+    older, newer = run(org, ours, 1), run(org, ours, 2)
+    run(org, theirs, 3)
+    run(org, None, 4)
+    run(other_org, ours, 5)  # the same id under another org is not ours
+    listed = store.list_runs(org, 10, None, connection_id=ours)
+    assert [r.id for r in listed] == [newer.id, older.id]
+    assert [
+        r.id for r in store.list_runs(org, 1, (newer.started_at, str(newer.id)), None, ours)
+    ] == [older.id]
+    assert len(store.list_runs(org, 10, None)) == 4

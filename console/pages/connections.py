@@ -443,19 +443,12 @@ async def _connection(backend: Backend, connection_id: str) -> cpb.Connection:
 
 
 async def _runs_of(backend: Backend, connection_id: str, limit: int = 20) -> list[opb.Run]:
-    """The connection's runs, newest first. ListRuns cannot filter by connection, so the
-    org's newest runs are paged through (at most three pages of 200) and filtered here."""
-    runs: list[opb.Run] = []
-    token = ""
-    for _ in range(3):
-        page = await backend.orchestrator.ListRuns(
-            opb.ListRunsRequest(page_size=200, page_token=token), timeout=backend.call_timeout
-        )
-        runs += [r for r in page.runs if r.connection_id == connection_id]
-        token = page.next_page_token
-        if not token or len(runs) >= limit:
-            break
-    return runs[:limit]
+    """The connection's newest runs (its tests, previews and rotations), newest first."""
+    page = await backend.orchestrator.ListRuns(
+        opb.ListRunsRequest(page_size=limit, connection_id=connection_id),
+        timeout=backend.call_timeout,
+    )
+    return list(page.runs)
 
 
 def _last_test(connection: cpb.Connection) -> Problem | None:

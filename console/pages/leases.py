@@ -13,10 +13,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from console.backend import Backend
 from console.web import Viewer, backend_of, form_fields, notice, redirect, render, signed_in
 from sevvo.connections.v1 import connections_pb2 as cpb
-from sevvo.connections.v1 import connections_pb2_grpc as cpb_grpc
 
 PAGE_SIZE = 200
 STATE_NAMES = {
@@ -30,11 +28,6 @@ NOTICES = {
     "revoked-all": "Revoke requested for every live lease of this connection.",
     "none-revoked": "No lease needed revoking.",
 }
-
-
-def lease_stub(backend: Backend) -> cpb_grpc.LeaseServiceStub:
-    """LeaseService on the backend's channel (the backend has no stub for it yet)."""
-    return cpb_grpc.LeaseServiceStub(backend.channel)
 
 
 @dataclass
@@ -69,7 +62,7 @@ async def list_leases(request: Request, viewer: Viewer) -> Response:
     connection = await backend.connections.GetConnection(
         cpb.GetConnectionRequest(id=connection_id), timeout=backend.call_timeout
     )
-    page = await lease_stub(backend).ListLeases(
+    page = await backend.leases.ListLeases(
         cpb.ListLeasesRequest(
             connection_id=connection.id,
             page_size=PAGE_SIZE,
@@ -101,7 +94,7 @@ async def revoke_leases(request: Request, viewer: Viewer) -> Response:
     backend = backend_of(request)
     connection_id = request.path_params["connection_id"]
     lease_id = (await form_fields(request)).get("lease_id", "")
-    answer = await lease_stub(backend).RevokeLeases(
+    answer = await backend.leases.RevokeLeases(
         cpb.RevokeLeasesRequest(connection_id=connection_id, lease_id=lease_id),
         timeout=backend.call_timeout,
     )

@@ -149,9 +149,10 @@ class ConnectionStore(SchemaStore):
                     " host, port, database, username, ssl_mode, kek_id, sealed_credentials,"
                     " status, created_at, updated_at, default_ttl_seconds, max_ttl_seconds,"
                     " group_role, creation_statement_count, revocation_statement_count,"
-                    " preview_settings, ssl_root_certs, details) values"
+                    " preview_settings, ssl_root_certs, details, last_test_at,"
+                    " last_test_category) values"
                     " (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,"
-                    " %s, %s, %s, %s, %s, %s, %s, %s)",
+                    " %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
                     (
                         row.id,
                         row.org_id,
@@ -176,6 +177,8 @@ class ConnectionStore(SchemaStore):
                         _jsonb(row.preview_settings),
                         _jsonb(row.ssl_root_certs),
                         _jsonb(row.details),
+                        row.last_test_at,
+                        row.last_test_category,
                     ),
                 )
         except pg_errors.UniqueViolation:

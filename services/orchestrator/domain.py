@@ -602,17 +602,27 @@ class OrchestratorDomain:
         return row
 
     async def list_runs(
-        self, caller: Principal, page_size: int, page_token: str, model_id: str = ""
+        self,
+        caller: Principal,
+        page_size: int,
+        page_token: str,
+        model_id: str = "",
+        connection_id: str = "",
     ) -> tuple[list[RunRow], str]:
-        """One page of the caller's org's runs (of one model, when given), newest first."""
+        """One page of the caller's org's runs (of one model or connection, when given),
+        newest first."""
         limit = paging.page_size(page_size)
         model = validation.resource_id("model_id", model_id) if model_id else None
+        connection = (
+            validation.resource_id("connection_id", connection_id) if connection_id else None
+        )
         rows = await asyncio.to_thread(
             self._store.list_runs,
             uuid.UUID(caller.org_id),
             limit + 1,
             paging.decode_cursor(page_token),
             model,
+            connection,
         )
         return paging.page_of(rows, limit, lambda r: (r.started_at, r.id))
 

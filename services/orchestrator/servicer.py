@@ -175,7 +175,11 @@ class OrchestratorServicer(pb_grpc.OrchestratorServiceServicer):
         self, request: pb.ListRunsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListRunsResponse:
         rows, token = await self._domain.list_runs(
-            current_principal(), request.page_size, request.page_token, request.model_id
+            current_principal(),
+            request.page_size,
+            request.page_token,
+            request.model_id,
+            request.connection_id,
         )
         return pb.ListRunsResponse(runs=[run_pb(r) for r in rows], next_page_token=token)
 

@@ -282,17 +282,25 @@ class OrchestratorStore(SchemaStore):
         limit: int,
         before: tuple[datetime, str] | None,
         model_id: uuid.UUID | None = None,
+        connection_id: uuid.UUID | None = None,
     ) -> list[RunRow]:
-        """One page of an org's runs (of one model, when given), newest first."""
+        """One page of an org's runs (of one model or connection, when given), newest first."""
         where: sql.Composable = sql.SQL("org_id = %(org)s")
         if model_id is not None:
             where = sql.SQL("{} and model_id = %(model)s").format(where)
+        if connection_id is not None:
+            where = sql.SQL("{} and connection_id = %(connection)s").format(where)
         if before is not None:
             where = sql.SQL("{} and (started_at, id) < (%(at)s, %(id)s::uuid)").format(where)
         query = sql.SQL(
             "select * from runs where {} order by started_at desc, id desc limit %(limit)s"
         ).format(where)
-        params: dict[str, Any] = {"org": org_id, "model": model_id, "limit": limit}
+        params: dict[str, Any] = {
+            "org": org_id,
+            "model": model_id,
+            "connection": connection_id,
+            "limit": limit,
+        }
         if before is not None:
             params.update(at=before[0], id=before[1])
         with self.connection() as conn, conn.cursor(row_factory=dataclass_row(RunRow)) as cur:
