@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 
 import uvicorn
 
@@ -72,8 +73,12 @@ class ConsoleServer:
         return f"https://localhost:{self.port}"
 
     async def start(self) -> None:
-        """Starts serving; returns once the socket is bound (raises if it could not be)."""
-        self._task = asyncio.create_task(self._server.serve(), name="sevvo-console")
+        """Starts serving; returns once the socket is bound (raises OSError if it could not
+        be: uvicorn's own bind would exit the whole process, the dev stack's included)."""
+        listener = _bind(self.config.host, self.config.port)
+        self._task = asyncio.create_task(
+            self._server.serve(sockets=[listener]), name="sevvo-console"
+        )
         while not self._server.started:
             if self._task.done():
                 self._task.result()
@@ -95,3 +100,16 @@ class ConsoleServer:
         await self._server.serve()
         if self.backend is not None:
             await self.backend.close()
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host:port`` (0: a free port), for uvicorn to listen on."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((host, port))
+    except OSError:
+        listener.close()
+        raise
+    return listener
