@@ -21,7 +21,8 @@ def main() -> int:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
     configure_logging("console", level=config.log_level)
-    asyncio.run(ConsoleServer(config, embedded=False).serve_forever())
+    # Embedded: serve_forever handles SIGTERM itself and returns, so the exit code is 0.
+    asyncio.run(ConsoleServer(config).serve_forever())
     return 0
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 import socket
 
 import uvicorn
@@ -61,6 +62,9 @@ class ConsoleServer:
             )
         return self.backend
 
+    def _request_exit(self) -> None:
+        self._server.should_exit = True
+
     @property
     def port(self) -> int:
         """The port bound (after ``start``)."""
@@ -96,7 +100,13 @@ class ConsoleServer:
             await self.backend.close()
 
     async def serve_forever(self) -> None:
-        """Serves until the process is told to stop (SIGTERM or SIGINT)."""
+        """Serves until SIGTERM or SIGINT, finishes the requests in flight, closes the
+        services' channel and returns, so the process exits 0 as the services do. (With
+        ``embedded=False`` uvicorn's own handlers run instead, and re-raise the signal once
+        done: the process then dies of it, exit 143.)"""
+        loop = asyncio.get_running_loop()
+        for stop_signal in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(stop_signal, self._request_exit)
         await self._server.serve()
         if self.backend is not None:
             await self.backend.close()
