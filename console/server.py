@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
+import socket
 
 import uvicorn
 
@@ -60,6 +62,9 @@ class ConsoleServer:
             )
         return self.backend
 
+    def _request_exit(self) -> None:
+        self._server.should_exit = True
+
     @property
     def port(self) -> int:
         """The port bound (after ``start``)."""
@@ -72,8 +77,12 @@ class ConsoleServer:
         return f"https://localhost:{self.port}"
 
     async def start(self) -> None:
-        """Starts serving; returns once the socket is bound (raises if it could not be)."""
-        self._task = asyncio.create_task(self._server.serve(), name="sevvo-console")
+        """Starts serving; returns once the socket is bound (raises OSError if it could not
+        be: uvicorn's own bind would exit the whole process, the dev stack's included)."""
+        listener = _bind(self.config.host, self.config.port)
+        self._task = asyncio.create_task(
+            self._server.serve(sockets=[listener]), name="sevvo-console"
+        )
         while not self._server.started:
             if self._task.done():
                 self._task.result()
@@ -91,7 +100,26 @@ class ConsoleServer:
             await self.backend.close()
 
     async def serve_forever(self) -> None:
-        """Serves until the process is told to stop (SIGTERM or SIGINT)."""
+        """Serves until SIGTERM or SIGINT, finishes the requests in flight, closes the
+        services' channel and returns, so the process exits 0 as the services do. (With
+        ``embedded=False`` uvicorn's own handlers run instead, and re-raise the signal once
+        done: the process then dies of it, exit 143.)"""
+        loop = asyncio.get_running_loop()
+        for stop_signal in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(stop_signal, self._request_exit)
         await self._server.serve()
         if self.backend is not None:
             await self.backend.close()
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host:port`` (0: a free port), for uvicorn to listen on."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((host, port))
+    except OSError:
+        listener.close()
+        raise
+    return listener

@@ -99,6 +99,11 @@ class ControlPlane(Protocol):
         ...
 
     @property
+    def console_url(self) -> str | None:
+        """The web console's address, when this control plane serves one."""
+        ...
+
+    @property
     def agents(self) -> Sequence[DemoAgent]:
         """Agents started against it, whose logs a failed step shows."""
         ...
@@ -130,8 +135,8 @@ class EmbeddedPlatform:
     """``make demo``'s platform: devstack.stack in this process, agents as child processes."""
 
     description = (
-        "Control-plane Postgres, Temporal, and auth, connections and orchestrator over gRPC"
-        " with TLS (a development CA), all on loopback; no agent yet."
+        "Control-plane Postgres, Temporal, auth, connections and orchestrator over gRPC"
+        " with TLS (a development CA), and the web console, all on loopback; no agent yet."
     )
 
     def __init__(self) -> None:
@@ -199,6 +204,8 @@ async def _story(narrator: Narrator, shown: Secrets, world: _World) -> None:
     with narrator.step("Start the control plane", world.platform.description):
         stack = world.stack = await world.platform.start_control_plane(world.state)
         narrator.say(f"   gRPC endpoint {stack.grpc_target}, CA certificate {stack.pki.ca_cert}")
+        if stack.console_url is not None:
+            narrator.say(f"   web console {stack.console_url} (HTTPS, the same CA)")
 
     with narrator.step(
         "Create the customer's database",
@@ -465,6 +472,7 @@ async def _start_control_plane(state: Path) -> RunningStack:
         temporal_address=None,
         durable=False,
         start_agent=False,
+        console_port=0,  # a free port too: `make dev` keeps 8444
     )
     env = {k: v for k, v in os.environ.items() if k not in {"SEVVO_DATABASE_URL"}}
     return await start_stack(settings, env)

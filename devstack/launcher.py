@@ -57,6 +57,8 @@ class DevEndpoints:
     venv_bin: Path | None
     sample: SampleEndpoint | None
     sample_problem: str | None = None
+    # The web console's address (https://localhost:8444), when the stack started it.
+    console_url: str | None = None
 
     @classmethod
     def of(
@@ -84,6 +86,7 @@ class DevEndpoints:
             venv_bin=_venv_bin(),
             sample=None if sample is None else SampleEndpoint.of(sample),
             sample_problem=sample_problem,
+            console_url=stack.console_url,
         )
 
 
@@ -145,7 +148,16 @@ def env_file_text(endpoints: DevEndpoints) -> str:
 def banner(endpoints: DevEndpoints, *, interactive: bool) -> str:
     """The text shown once the stack is up; paths relative to the working directory."""
     e = endpoints
-    rows: list[tuple[str, str]] = [
+    rows: list[tuple[str, str]] = []
+    if e.console_url is not None:
+        rows.append(
+            (
+                "web console",
+                f"{e.console_url}   sign in as {e.admin_email}, password in"
+                f" {_shown(e.admin_password_file)} (certificate from the dev CA)",
+            )
+        )
+    rows += [
         ("gRPC endpoint (TLS)", f"{e.grpc_target}   CA {_shown(e.ca_file)}"),
         (
             "Temporal (mTLS)",

@@ -21,10 +21,12 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
+from console.config import ConsoleConfig
+from console.server import ConsoleServer
 from devstack.agent_process import AgentProcess, AgentSettings
 from devstack.pki import DevPki, ensure_dev_pki
 from devstack.postgres import EmbeddedPostgres
-from devstack.processes import free_port
+from devstack.processes import ServerStartError, free_port
 from devstack.temporal import TemporalDevServer
 from devstack.tls_proxy import TlsProxy
 from services.auth.config import AuthConfig, write_bootstrap_token, write_key_encryption_key
@@ -36,7 +38,7 @@ from services.orchestrator.server import OrchestratorApp
 from sevvo.runtime import config as c
 from sevvo.runtime.errors import AlreadyExists
 from sevvo.runtime.files import write_private_file
-from sevvo.runtime.grpc_server import start_server, stop_serving
+from sevvo.runtime.grpc_server import TlsFiles, start_server, stop_serving
 from sevvo.runtime.health import ServerHealth, database_check
 from sevvo.runtime.logs import get_logger
 from sevvo.runtime.sealing import Keyring, write_keyring_file
@@ -47,6 +49,8 @@ log = get_logger(__name__)
 DEV_ORG = "Dev Org"
 DEV_ADMIN_EMAIL = "admin@sevvo.dev"
 CONTROL_PLANE_DATABASE = "sevvo"
+# Where `make dev` serves the web console (SEVVO_DEV_CONSOLE_PORT); the gRPC port is 8443.
+DEV_CONSOLE_PORT = 8444
 
 
 @dataclass(frozen=True)
@@ -66,11 +70,18 @@ class StackSettings:
     # Where the services dial each other: their own port by default; a balancer in front of
     # them and their replicas when there are some (devstack.process_stack.ReplicasBeside).
     peer_target: str | None = None
+    # The web console (console/) on this loopback port, in this process: None (the tests'
+    # stacks, which start their own) starts none; 0 picks a free port.
+    console_port: int | None = None
 
     @classmethod
     def load(cls, env: Mapping[str, str], default_state_dir: Path) -> StackSettings:
         """Reads SEVVO_STATE_DIR, SEVVO_GRPC_PORT, SEVVO_DATABASE_URL, SEVVO_TEMPORAL_ADDRESS,
-        SEVVO_DEV_AGENT, SEVVO_DEV_SAMPLE_DB and SEVVO_LOG_LEVEL."""
+        SEVVO_DEV_AGENT, SEVVO_DEV_SAMPLE_DB, SEVVO_DEV_CONSOLE, SEVVO_DEV_CONSOLE_PORT and
+        SEVVO_LOG_LEVEL."""
+        console_port = c.integer(
+            env, "SEVVO_DEV_CONSOLE_PORT", DEV_CONSOLE_PORT, minimum=0, maximum=65535
+        )
         return cls(
             state_dir=Path(c.string(env, "SEVVO_STATE_DIR", str(default_state_dir))).absolute(),
             grpc_port=c.integer(env, "SEVVO_GRPC_PORT", 8443, minimum=0, maximum=65535),
@@ -79,6 +90,7 @@ class StackSettings:
             start_agent=c.boolean(env, "SEVVO_DEV_AGENT", True),
             log_level=c.log_level(env),
             sample_database=c.boolean(env, "SEVVO_DEV_SAMPLE_DB", True),
+            console_port=console_port if c.boolean(env, "SEVVO_DEV_CONSOLE", True) else None,
         )
 
 
@@ -101,7 +113,14 @@ class RunningStack:
     orchestrator: OrchestratorApp
     _exit: AsyncExitStack
     agents: list[AgentProcess] = field(default_factory=list)
+    # The web console, when StackSettings.console_port asked for one.
+    console: ConsoleServer | None = None
     _closed: bool = False
+
+    @property
+    def console_url(self) -> str | None:
+        """The console's address (``https://localhost:<port>``), or None without one."""
+        return self.console.url if self.console is not None else None
 
     def agent_settings(
         self,
@@ -295,6 +314,30 @@ async def start_stack(
         await proxy.start()
         exit_stack.push_async_callback(proxy.stop)
 
+        console = None
+        if settings.console_port is not None:
+            # As in production: its own HTTPS certificate (the dev one names localhost), the
+            # one gRPC endpoint, the dev CA. Stopped first, before the services it calls.
+            console = ConsoleServer(
+                ConsoleConfig(
+                    services_endpoint=f"localhost:{port}",
+                    tls=TlsFiles(cert=pki.server_cert, key=pki.server_key),
+                    ca_file=pki.ca_cert,
+                    host="127.0.0.1",
+                    port=settings.console_port,
+                ),
+                embedded=True,
+            )
+            try:
+                await console.start()
+            except OSError as exc:
+                raise ServerStartError(
+                    f"the web console could not listen on 127.0.0.1:{settings.console_port}"
+                    f" ({exc.strerror}); set SEVVO_DEV_CONSOLE_PORT to a free port, or"
+                    " SEVVO_DEV_CONSOLE=false"
+                ) from exc
+            exit_stack.push_async_callback(console.stop)
+
         stack = RunningStack(
             state_dir=state,
             grpc_target=f"localhost:{port}",
@@ -308,6 +351,7 @@ async def start_stack(
             auth=auth,
             connections=connections,
             orchestrator=orchestrator,
+            console=console,
             _exit=exit_stack.pop_all(),
         )
     if settings.start_agent and dev_token_file is not None:
@@ -324,4 +368,4 @@ async def start_stack(
     return stack
 
 
-__all__ = ["RunningStack", "StackSettings", "start_stack"]
+__all__ = ["DEV_CONSOLE_PORT", "RunningStack", "StackSettings", "start_stack"]

@@ -108,8 +108,9 @@ def check_contents(
 
 def _commands(spec: ImageSpec) -> list[list[str]]:
     if spec.cmd:
-        # The control-plane image: each service the chart runs from it.
-        return [[*spec.entrypoint, f"services.{name}", "serve"] for name in SERVICES]
+        # The control-plane image: each service the chart runs from it, and the console.
+        services = [[*spec.entrypoint, f"services.{name}", "serve"] for name in SERVICES]
+        return [*services, [*spec.entrypoint, "console"]]
     return [list(spec.entrypoint)]
 
 

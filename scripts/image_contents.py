@@ -18,11 +18,25 @@ ROOT = Path(__file__).resolve().parent.parent
 # Every top-level package of this repository; an import of any other name is third-party
 # (or the standard library).
 FIRST_PARTY = frozenset(
-    {"sevvo", "sevvo_client", "services", "agent", "devstack", "cli", "bench", "tests", "scripts"}
+    {
+        "sevvo",
+        "sevvo_client",
+        "services",
+        "agent",
+        "console",
+        "devstack",
+        "cli",
+        "bench",
+        "tests",
+        "scripts",
+    }
 )
 # Files a running process reads: code and the SQL migrations shipped as package data. Type
 # stubs (.pyi) and py.typed serve type checkers only.
 RUNTIME_SUFFIXES = (".py", ".sql")
+# Further package data a process reads, by package: pyproject.toml's
+# [tool.setuptools.package-data] patterns (tests/test_images.py keeps the two equal).
+PACKAGE_DATA: dict[str, tuple[str, ...]] = {"console": ("templates/*.html", "static/*")}
 
 
 @dataclass(frozen=True)
@@ -67,23 +81,31 @@ AGENT = ImageSpec(
 
 CONTROL_PLANE = ImageSpec(
     name="sevvo-control-plane",
-    description="sevvo control plane: the auth, connections and orchestrator services",
-    packages=("services", "sevvo"),
+    description=(
+        "sevvo control plane: the auth, connections and orchestrator services and the web console"
+    ),
+    packages=("services", "sevvo", "console"),
     requirements=(
         "cryptography",
         "googleapis-common-protos",
         "grpcio",
         "grpcio-health-checking",
         "grpcio-reflection",
+        # The web console (`python -m console`): Starlette over uvicorn, Jinja2 pages, forms.
+        "jinja2",
         "pglast",
         "protobuf",
         "psycopg[binary]",
         "psycopg-pool",
         "pyjwt[crypto]",
+        "python-multipart",
+        "starlette",
         "structlog",
         "temporalio",
+        "uvicorn",
     ),
-    # `podman run sevvo-control-plane services.connections serve` picks another service.
+    # `podman run sevvo-control-plane services.connections serve` picks another service;
+    # `podman run sevvo-control-plane console` the web console.
     entrypoint=("python", "-m"),
     cmd=("services.auth", "serve"),
 )
@@ -100,6 +122,12 @@ def image_files(spec: ImageSpec, root: Path = ROOT) -> list[Path]:
                 continue
             if path.suffix in RUNTIME_SUFFIXES:
                 files.append(path.relative_to(root))
+        for pattern in PACKAGE_DATA.get(package, ()):
+            files += (
+                path.relative_to(root)
+                for path in (root / package).glob(pattern)
+                if path.is_file() and path.suffix not in RUNTIME_SUFFIXES
+            )
     return sorted(files)
 
 

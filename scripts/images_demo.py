@@ -125,6 +125,9 @@ class ImageControlPlane:
         self.pki = pki
         self.prefix = prefix
         self.grpc_target = ""
+        # The console is not started from the image here (tests/test_images.py checks that
+        # the image ships it; the chart runs it as `python -m console`).
+        self.console_url: str | None = None
         self.agent_temporal_address = ""
         self.agents: list[AgentProcess] = []
         # Objects with stop(), stopped in reverse.

@@ -40,9 +40,10 @@ def running_directory(prefix: str) -> Iterator[Path]:
 
 def launcher_env(**overrides: str) -> dict[str, str]:
     """This environment without any SEVVO_ or PG variable (the caller's own stack, database
-    or session must not leak in), plus ``overrides``."""
+    or session must not leak in), plus ``overrides``. The web console listens on a free port
+    (not `make dev`'s 8444, which a developer's stack or another test may hold)."""
     base = {k: v for k, v in os.environ.items() if not k.startswith(("SEVVO_", "PG"))}
-    return {**base, **overrides}
+    return {**base, "SEVVO_DEV_CONSOLE_PORT": "0", **overrides}
 
 
 class Launcher:

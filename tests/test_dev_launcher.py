@@ -3,11 +3,15 @@ stops without leftovers."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
+import re
+import ssl
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +28,7 @@ from devstack.launcher import (
     env_file_text,
 )
 from devstack.processes import free_port
+from devstack.stack import DEV_CONSOLE_PORT, StackSettings
 from sevvo.auth.v1 import auth_pb2, auth_pb2_grpc
 from sevvo.runtime.grpc_client import ClientTls, secure_channel
 from tests.dev_launcher import (
@@ -77,6 +82,14 @@ def test_launcher_at_warning_level_serves_and_stops_cleanly_on_ctrl_c(work_dir: 
                 health_pb2.HealthCheckRequest(), timeout=2
             )
         channel.close()
+        # The web console, in the same process, over HTTPS with the dev CA's certificate.
+        console = re.search(r"web console +(https://localhost:\d+) ", launcher.output)
+        assert console is not None, launcher.output
+        trusting_dev_ca = ssl.create_default_context(cafile=str(state / "pki" / "ca.crt"))
+        with urllib.request.urlopen(
+            f"{console.group(1)}/healthz", context=trusting_dev_ca, timeout=5
+        ) as answer:
+            assert answer.status == 200
         launcher.press_enter()
         deadline = time.monotonic() + 10
         while launcher.output.count(READY_LINE) < 2 and time.monotonic() < deadline:
@@ -111,6 +124,16 @@ def test_launcher_reports_a_bad_variable_by_name(work_dir: Path, variable: str, 
     assert variable in result.stderr
 
 
+def test_stack_settings_start_the_console_on_8444_unless_told_not_to() -> None:
+    """`make dev` serves the console on 8444 by default; SEVVO_DEV_CONSOLE_PORT moves it and
+    SEVVO_DEV_CONSOLE=false leaves it out (the tests' stacks never start one)."""
+    state = Path("/srv/dev")
+    assert StackSettings.load({}, state).console_port == DEV_CONSOLE_PORT == 8444
+    assert StackSettings.load({"SEVVO_DEV_CONSOLE_PORT": "9444"}, state).console_port == 9444
+    assert StackSettings.load({"SEVVO_DEV_CONSOLE": "false"}, state).console_port is None
+    assert StackSettings(state, 0, None, None).console_port is None
+
+
 def _endpoints(state: Path) -> DevEndpoints:
     return DevEndpoints(
         state_dir=state,
@@ -142,6 +165,19 @@ def test_banner_shows_the_tls_temporal_proxy_and_the_export_lines_last() -> None
     assert "  export SEVVO_ENDPOINT=localhost:8443" in lines
     assert "  export SEVVO_DEV_SHOP_PORT=54321" in lines
     assert "Press Enter" in banner(_endpoints(Path("/srv/dev")), interactive=True)
+
+
+def test_banner_leads_with_the_console_and_its_sign_in() -> None:
+    """The console's URL comes first, with who signs in and where the password is."""
+    endpoints = dataclasses.replace(
+        _endpoints(Path("/srv/dev")), console_url="https://localhost:8444"
+    )
+    text = banner(endpoints, interactive=False)
+    first_row = text.split("sevvo dev stack is up\n\n", 1)[1].splitlines()[0]
+    assert "https://localhost:8444" in first_row
+    assert "admin@sevvo.dev" in first_row
+    assert "/srv/dev/admin-password" in first_row
+    assert "web console" not in banner(_endpoints(Path("/srv/dev")), interactive=False)
 
 
 def test_env_file_sets_the_cli_variables_in_a_posix_shell(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ a built one).
 from __future__ import annotations
 
 import re
+import tomllib
 from functools import cache
 from importlib import metadata
 from pathlib import Path
@@ -18,7 +19,9 @@ from packaging.requirements import Requirement
 
 from scripts.image_contents import (
     AGENT,
+    CONTROL_PLANE,
     IMAGES,
+    PACKAGE_DATA,
     ROOT,
     ImageSpec,
     image_files,
@@ -26,7 +29,7 @@ from scripts.image_contents import (
     module_name,
 )
 
-CONTROL_PLANE_ONLY = ("services", "devstack", "cli", "bench", "tests", "scripts")
+CONTROL_PLANE_ONLY = ("services", "console", "devstack", "cli", "bench", "tests", "scripts")
 
 
 def _modules(spec: ImageSpec) -> set[str]:
@@ -38,7 +41,8 @@ def _normalise(name: str) -> str:
 
 
 def test_agent_image_holds_no_control_plane_code() -> None:
-    """No file of services/, devstack/, cli/, bench/, tests/ or scripts/ is in the agent image."""
+    """No file of services/, console/, devstack/, cli/, bench/, tests/ or scripts/ is in the
+    agent image."""
     tops = {path.parts[0] for path in image_files(AGENT)}
     assert tops == {"agent", "sevvo", "sevvo_client"}
     assert not tops & set(CONTROL_PLANE_ONLY)
@@ -84,6 +88,32 @@ def test_control_plane_image_ships_the_migrations() -> None:
     files = image_files(IMAGES["sevvo-control-plane"])
     assert any(p.parts[0] == "services" and p.suffix == ".sql" for p in files)
     assert not {p.parts[0] for p in files} & {"agent", "sevvo_client", "devstack", "cli"}
+
+
+def test_control_plane_image_ships_the_console_with_its_templates_and_static_files() -> None:
+    """`python -m console` runs from the control-plane image: its code, every template and
+    static file it serves, and what its entry point imports are all in it."""
+    files = {str(p) for p in image_files(CONTROL_PLANE)}
+    for directory in ("templates", "static"):
+        folder = ROOT / "console" / directory
+        shipped = {str(p.relative_to(ROOT)) for p in folder.iterdir() if p.is_file()}
+        assert shipped and shipped <= files
+    assert {"console/__main__.py", "console/server.py", "console/app.py"} <= files
+    closure = import_closure(["console.__main__"])
+    assert {"console.server", "console.app", "console.backend"} <= closure.first_party
+    assert closure.first_party - _modules(CONTROL_PLANE) == set()
+    assert {"starlette", "uvicorn", "jinja2"} <= {
+        name.partition(".")[0] for name in closure.third_party
+    }
+
+
+def test_image_package_data_is_pyprojects() -> None:
+    """Each package's data files an image copies are the ones the distribution ships."""
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    declared = pyproject["tool"]["setuptools"]["package-data"]
+    for package, patterns in PACKAGE_DATA.items():
+        assert tuple(declared[package]) == patterns
+    assert {name for name in declared if name != "*"} <= set(PACKAGE_DATA)
 
 
 @cache

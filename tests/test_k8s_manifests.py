@@ -114,6 +114,16 @@ CONTROL_PLANE_ALL_OPTIONS: dict[str, Any] = {
         for name in COMPONENTS
     },
 }
+# The web console with every option of its own (the endpoint named directly, a CA bundle).
+CONTROL_PLANE_ALL_OPTIONS["console"] = {
+    "enabled": True,
+    "replicas": 3,
+    "host": "console.sevvo.example",
+    "servicesEndpoint": "api.sevvo.example:443",
+    "ca": {"existingSecret": "corp-ca"},
+    "ingress": {"enabled": True, "tlsSecret": "console-tls"},
+    "nodeSelector": {"kubernetes.io/os": "linux"},
+}
 # auth mid-rotation: retired KEKs given to auth and its rewrap Job.
 RETIRED_KEKS: dict[str, Any] = {
     "auth": {"retiredKeks": {"existingSecret": "sevvo-auth-retired-keks", "key": "keks"}}
@@ -176,6 +186,20 @@ CONTROL_PLANE_KNOBS: dict[str, Any] = {
     },
 }
 CONTROL_PLANE_KNOBS["auth"]["bootstrapToken"] = {"existingSecret": "sevvo-bootstrap"}
+# The console beside a routed endpoint, its own Ingress, the standard knobs, policies narrowed.
+CONSOLE_KNOBS: dict[str, Any] = copy.deepcopy(KNOBS)
+CONTROL_PLANE_CONSOLE: dict[str, Any] = {
+    "endpoint": {"host": "api.sevvo.example", "ingress": {"enabled": True}},
+    "networkPolicy": {"endpointNamespaces": ["ingress-nginx"], "probeCidrs": ["10.0.0.0/16"]},
+    "console": CONSOLE_KNOBS
+    | {
+        "enabled": True,
+        "host": "console.sevvo.example",
+        "extraEnv": [{"name": "SEVVO_CONSOLE_EXTRA", "value": "1"}],
+        "service": {"annotations": {"example.com/lb": "internal"}},
+        "ingress": {"enabled": True, "tlsSecret": "console-tls", "annotations": {"a": "b"}},
+    },
+}
 AGENT_KNOBS: dict[str, Any] = {
     **AGENT_REQUIRED,
     **KNOBS,
@@ -269,6 +293,7 @@ def effective(pod: dict[str, Any], container: dict[str, Any], key: str) -> Any:
         ("control_plane", {"auth": {"enabled": False}, "connections": {"replicas": 2}}),
         ("control_plane", CONTROL_PLANE_ENDPOINT),
         ("control_plane", CONTROL_PLANE_KNOBS),
+        ("control_plane", CONTROL_PLANE_CONSOLE),
         ("agent", AGENT_REQUIRED),
         ("agent", AGENT_ALL_OPTIONS),
         ("agent", {**AGENT_REQUIRED, "networkPolicy": {"enabled": False}}),
@@ -281,6 +306,7 @@ def effective(pod: dict[str, Any], container: dict[str, Any], key: str) -> Any:
         "cp-mixed",
         "cp-endpoint",
         "cp-knobs",
+        "cp-console",
         "agent-min",
         "agent-all",
         "agent-no-np",
@@ -306,10 +332,18 @@ def test_rendered_objects_pass_strict_kubernetes_validation(
         (CONTROL_PLANE, None),
         (CONTROL_PLANE, CONTROL_PLANE_ENDPOINT),
         (CONTROL_PLANE, CONTROL_PLANE_KNOBS),
+        (CONTROL_PLANE, CONTROL_PLANE_CONSOLE),
         (AGENT, AGENT_REQUIRED),
         (AGENT, AGENT_KNOBS),
     ],
-    ids=["control-plane", "control-plane-endpoint", "control-plane-knobs", "agent", "agent-knobs"],
+    ids=[
+        "control-plane",
+        "control-plane-endpoint",
+        "control-plane-knobs",
+        "control-plane-console",
+        "agent",
+        "agent-knobs",
+    ],
 )
 def test_chart_passes_helm_lint_strict(path: Path, values: dict[str, Any] | None) -> None:
     """`helm lint --strict` for Kubernetes 1.31 finds no warning and no error."""
@@ -369,6 +403,13 @@ BAD_VALUES = [
     ("control_plane", {"rewrap": {"batchSize": 10001}}, "batchSize"),
     ("control_plane", {"rewrap": {"backoffLimit": -1}}, "backoffLimit"),
     ("control_plane", {"rewrap": {"database": {"existingSecret": "x"}}}, "database"),
+    ("control_plane", {"console": {"port": 443}}, "port"),
+    ("control_plane", {"console": {"enabled": "yes"}}, "enabled"),
+    ("control_plane", {"console": {"servicesEndpoint": "https://api.example"}}, "servicesEnd"),
+    ("control_plane", {"console": {"host": "https://console.example"}}, "host"),
+    ("control_plane", {"console": {"tls": {"existingSecret": "Bad_Name"}}}, "tls"),
+    ("control_plane", {"console": {"healthPort": 8445}}, "healthPort"),
+    ("control_plane", {"console": {"ingress": {"timeoutSeconds": 60}}}, "timeoutSeconds"),
     ("agent", {"replicas": "two"}, "replicas"),
     ("agent", {"controlPlane": {"host": "https://api.example"}}, "host"),
     ("agent", {"temporal": {"address": "temporal.example"}}, "address"),
@@ -480,8 +521,8 @@ def test_every_container_runs_restricted(
 ) -> None:
     """Each restricted-pod rule holds for every container of every Deployment."""
     deployments = all_deployments(control_plane, agent)
-    # 3 services and the agent; a migrate Job and a rewrap Job per service.
-    assert len(deployments) == 4 + 3 + 3
+    # 3 services, the console and the agent; a migrate Job and a rewrap Job per service.
+    assert len(deployments) == 5 + 3 + 3
     for deployment in deployments:
         pod = pod_spec(deployment)
         for container in pod["containers"] + pod.get("initContainers", []):
@@ -522,8 +563,9 @@ def test_file_env_vars_name_files_in_read_only_secret_mounts(
     # connections and orchestrator, the CA bundle of all three services (auth calls the
     # orchestrator), the service token of auth and orchestrator, and the agent's token, mTLS
     # cert and key and CA bundle; the migration role's database URL in each migrate Job; and
-    # the database URL and keyring (auth: KEK and retired KEKs) in each rewrap Job.
-    assert checked == 3 * 3 + 2 + 2 + 3 + 2 + 4 + 3 + 2 * 2 + 3
+    # the database URL and keyring (auth: KEK and retired KEKs) in each rewrap Job; the
+    # console's TLS cert and key and CA bundle.
+    assert checked == 3 * 3 + 2 + 2 + 3 + 2 + 4 + 3 + 2 * 2 + 3 + 3
 
 
 SECRET_NAME_WORDS = ("TOKEN", "SECRET", "PASSWORD", "KEY", "KEK", "DATABASE_URL", "DSN", "CERT")
@@ -1125,6 +1167,7 @@ CONFIG_MODULES = {
     "auth": ROOT / "services" / "auth" / "config.py",
     "connections": ROOT / "services" / "connections" / "config.py",
     "orchestrator": ROOT / "services" / "orchestrator" / "config.py",
+    "console": ROOT / "console" / "config.py",
     "agent": ROOT / "agent" / "config.py",
     # The migrate hook Jobs' container: MigrateConfig.
     "migrate": ROOT / "sevvo" / "runtime" / "migrations.py",
@@ -1241,7 +1284,7 @@ def without_extra_env(values: dict[str, Any]) -> dict[str, Any]:
     """The values with every extraEnv dropped: the drift check covers the chart's own env."""
     values = copy.deepcopy(values)
     values.pop("extraEnv", None)
-    for name in COMPONENTS:
+    for name in (*COMPONENTS, "console"):
         values.get(name, {}).pop("extraEnv", None)
     return values
 
@@ -1252,10 +1295,19 @@ def without_extra_env(values: dict[str, Any]) -> dict[str, Any]:
         ("control_plane", None),
         ("control_plane", without_extra_env(CONTROL_PLANE_ALL_OPTIONS)),
         ("control_plane", {"auth": {"enabled": False}, "orchestrator": {"enabled": False}}),
+        (
+            "control_plane",
+            without_extra_env(
+                {
+                    **CONTROL_PLANE_CONSOLE,
+                    "console": {**CONTROL_PLANE_CONSOLE["console"], "extraContainers": []},
+                }
+            ),
+        ),
         ("agent", AGENT_REQUIRED),
         ("agent", without_extra_env(AGENT_ALL_OPTIONS)),
     ],
-    ids=["cp-defaults", "cp-all-options", "cp-partial", "agent-min", "agent-all"],
+    ids=["cp-defaults", "cp-all-options", "cp-partial", "cp-console", "agent-min", "agent-all"],
 )
 def test_every_sevvo_variable_is_one_the_code_reads(
     request: pytest.FixtureRequest, chart_name: str, values: dict[str, Any] | None
@@ -1837,6 +1889,152 @@ def test_auth_bootstrap_token_is_mounted_only_when_given(control_plane: helm.Cha
     assert "SEVVO_AUTH_BOOTSTRAP_TOKEN_FILE" not in env_of(
         only_container(deployment_for(defaults, "auth"))
     )
+
+
+# --- the web console -----------------------------------------------------------------------
+
+
+def _console(objects: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    (found,) = [o for o in of_kind(objects, kind) if component(o) == "console"]
+    return found
+
+
+def test_console_is_off_by_default(control_plane: helm.Chart) -> None:
+    """The console needs a host and a certificate of its own: no object until enabled."""
+    assert not [o for o in render(control_plane) if component(o) == "console"]
+
+
+def test_helm_refuses_a_console_without_an_endpoint_to_call(control_plane: helm.Chart) -> None:
+    """Without console.servicesEndpoint or endpoint.host the console has nothing to call."""
+    with pytest.raises(helm.HelmError, match="servicesEndpoint"):
+        render(control_plane, {"console": {"enabled": True}})
+
+
+def test_console_runs_python_m_console_from_the_control_plane_image(
+    control_plane: helm.Chart,
+) -> None:
+    """One Deployment runs `python -m console` from the services' image, serving HTTPS on
+    8444 with the TLS Secret's files, calling the one endpoint on 443 over TLS."""
+    objects = render(control_plane, CONTROL_PLANE_CONSOLE)
+    deployment = _console(objects, "Deployment")
+    assert deployment["spec"]["replicas"] == 2
+    (container,) = [c for c in pod_spec(deployment)["containers"] if c["name"] == "console"]
+    assert container["command"] == ["python", "-m", "console"]
+    assert container["image"] == "registry.example.com/sevvo/sevvo-control-plane:0.1.0"
+    assert container["ports"] == [{"name": "https", "containerPort": 8444, "protocol": "TCP"}]
+    env = env_of(container)
+    assert env["SEVVO_CONSOLE_SERVICES_ENDPOINT"] == "api.sevvo.example:443"
+    assert env["SEVVO_CONSOLE_PORT"] == "8444"
+    assert env["SEVVO_TLS_CERT_FILE"] == "/var/run/secrets/sevvo/tls/tls.crt"
+    assert env["SEVVO_TLS_KEY_FILE"] == "/var/run/secrets/sevvo/tls/tls.key"
+    assert "SEVVO_CA_FILE" not in env  # the endpoint's certificate: system roots
+    # No database, no keyring, no token: the TLS key is its only secret.
+    assert not [k for k in env if "DATABASE" in k or "KEYRING" in k or "TOKEN" in k]
+    volumes = {v["name"]: v for v in pod_spec(deployment)["volumes"]}
+    assert set(volumes) == {"tmp", "tls", "extra"}
+    assert volumes["tls"]["secret"]["secretName"] == "sevvo-console-tls"
+    assert volumes["tls"]["secret"]["defaultMode"] == MODE_0440
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    assert mounts["tls"]["readOnly"] is True
+    assert env["SEVVO_CONSOLE_EXTRA"] == "1"
+    assert container["resources"]["limits"]["memory"] == "192Mi"
+
+
+def test_console_probes_get_healthz_over_https(control_plane: helm.Chart) -> None:
+    """Startup, readiness and liveness all GET /healthz on the HTTPS port."""
+    container = only_container(
+        _console(render(control_plane, CONTROL_PLANE_ALL_OPTIONS), "Deployment")
+    )
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert container[probe]["httpGet"] == {
+            "path": "/healthz",
+            "port": "https",
+            "scheme": "HTTPS",
+        }
+
+
+def test_console_follows_its_services_endpoint_and_ca(control_plane: helm.Chart) -> None:
+    """console.servicesEndpoint replaces endpoint.host:443; console.ca mounts a CA bundle."""
+    container = only_container(
+        _console(render(control_plane, CONTROL_PLANE_ALL_OPTIONS), "Deployment")
+    )
+    env = env_of(container)
+    assert env["SEVVO_CONSOLE_SERVICES_ENDPOINT"] == "api.sevvo.example:443"
+    assert env["SEVVO_CA_FILE"] == CA_FILE
+    grpc_in_cluster = render(
+        control_plane,
+        {"console": {"enabled": True, "servicesEndpoint": "gateway.gateway.svc:8443"}},
+    )
+    console_env = env_of(only_container(_console(grpc_in_cluster, "Deployment")))
+    assert console_env["SEVVO_CONSOLE_SERVICES_ENDPOINT"] == "gateway.gateway.svc:8443"
+    policy = _console(grpc_in_cluster, "NetworkPolicy")
+    assert {"protocol": "TCP", "port": 8443} in [
+        port for rule in policy["spec"]["egress"] for port in rule["ports"]
+    ]
+
+
+def test_console_service_budget_and_ingress(control_plane: helm.Chart) -> None:
+    """The Service exposes HTTPS, two replicas get a budget, and the Ingress sends
+    console.host to the Service over HTTPS."""
+    objects = render(control_plane, CONTROL_PLANE_CONSOLE)
+    service = _console(objects, "Service")
+    assert service["spec"]["ports"] == [
+        {"name": "https", "port": 8444, "targetPort": "https", "protocol": "TCP"}
+    ]
+    assert service["spec"]["selector"][COMPONENT_LABEL] == "console"
+    assert _console(objects, "PodDisruptionBudget")["spec"]["maxUnavailable"] == 1
+    assert _console(objects, "ServiceAccount")["automountServiceAccountToken"] is False
+    ingress = _console(objects, "Ingress")
+    annotations = ingress["metadata"]["annotations"]
+    assert annotations["nginx.ingress.kubernetes.io/backend-protocol"] == "HTTPS"
+    assert annotations["a"] == "b"
+    assert ingress["spec"]["tls"] == [
+        {"hosts": ["console.sevvo.example"], "secretName": "console-tls"}
+    ]
+    (rule,) = ingress["spec"]["rules"]
+    assert rule["host"] == "console.sevvo.example"
+    (path,) = rule["http"]["paths"]
+    assert path["backend"]["service"] == {
+        "name": service["metadata"]["name"],
+        "port": {"name": "https"},
+    }
+    with pytest.raises(helm.HelmError, match=r"console\.host"):
+        render(
+            control_plane,
+            {
+                "endpoint": {"host": "api.sevvo.example"},
+                "console": {"enabled": True, "ingress": {"enabled": True}},
+            },
+        )
+
+
+def test_console_network_policy(control_plane: helm.Chart) -> None:
+    """In: the HTTPS port from the endpoint namespaces and the probe CIDRs once those are
+    named (else from anywhere). Out: DNS and the endpoint's port only."""
+    policy = _console(render(control_plane, CONTROL_PLANE_CONSOLE), "NetworkPolicy")
+    (rule,) = policy["spec"]["ingress"]
+    assert rule["ports"] == [{"protocol": "TCP", "port": 8444}]
+    assert rule["from"] == [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}},
+        {"ipBlock": {"cidr": "10.0.0.0/16"}},
+    ]
+    dns, endpoint = policy["spec"]["egress"]
+    assert {p["port"] for p in dns["ports"]} == {53}
+    assert endpoint["ports"] == [{"protocol": "TCP", "port": 443}]
+    assert endpoint["to"] == rule["from"][:1]
+    open_policy = _console(
+        render(control_plane, {"console": {"enabled": True, "servicesEndpoint": "a.b:443"}}),
+        "NetworkPolicy",
+    )
+    assert "from" not in open_policy["spec"]["ingress"][0]
+    no_policy = render(
+        control_plane,
+        {
+            "console": {"enabled": True, "servicesEndpoint": "a.b:443"},
+            "networkPolicy": {"enabled": False},
+        },
+    )
+    assert not of_kind(no_policy, "NetworkPolicy")
 
 
 def test_notes_say_how_to_reach_the_endpoint_and_create_the_first_org(

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -114,3 +117,63 @@ def test_each_service_serves_over_tls_and_stops_on_sigterm(
                 proc.wait()
             if proc.stderr is not None:
                 proc.stderr.close()
+
+
+def _wait_https(url: str, ca: Path, proc: subprocess.Popen[bytes]) -> int:
+    """The status of GET ``url`` once the process answers it over TLS (trusting ``ca``)."""
+    context = ssl.create_default_context(cafile=str(ca))
+    deadline = time.monotonic() + 30
+    while True:
+        assert proc.poll() is None, f"the console exited with {proc.returncode}"
+        try:
+            with urllib.request.urlopen(url, context=context, timeout=2) as answer:
+                return int(answer.status)
+        except (urllib.error.URLError, ConnectionError):
+            assert time.monotonic() < deadline, f"{url} never answered"
+            time.sleep(0.2)
+
+
+def test_console_serves_https_from_its_env_and_stops_on_sigterm(dev_pki: DevPki) -> None:
+    """`python -m console` (the chart's command) starts from its env alone, answers /healthz
+    over HTTPS with its certificate (no service needs to be up for that), and exits 0 on
+    SIGTERM; without its configuration it exits 2 naming the variable, as the services do."""
+    port = free_port()
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        # Nothing listens there: /healthz calls no service.
+        "SEVVO_CONSOLE_SERVICES_ENDPOINT": f"localhost:{free_port()}",
+        "SEVVO_TLS_CERT_FILE": str(dev_pki.server_cert),
+        "SEVVO_TLS_KEY_FILE": str(dev_pki.server_key),
+        "SEVVO_CA_FILE": str(dev_pki.ca_cert),
+        "SEVVO_CONSOLE_HOST": "127.0.0.1",
+        "SEVVO_CONSOLE_PORT": str(port),
+        "SEVVO_LOG_LEVEL": "warning",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "console"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert _wait_https(f"https://localhost:{port}/healthz", dev_pki.ca_cert, proc) == 200
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if proc.stderr is not None:
+            proc.stderr.close()
+    unconfigured = subprocess.run(
+        [sys.executable, "-m", "console"],
+        cwd=ROOT,
+        env={"PATH": os.environ.get("PATH", "")},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert unconfigured.returncode == 2
+    assert "configuration error: SEVVO_CONSOLE_SERVICES_ENDPOINT" in unconfigured.stderr
