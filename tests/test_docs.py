@@ -13,8 +13,6 @@ DOCUMENTS = sorted(
 )
 # [text](target) — not images' data, not in-page anchors.
 _LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
-# Images a test writes (the console's screenshot, by its browser test): not committed yet.
-PENDING_IMAGES = frozenset({ROOT / "docs" / "console.png"})
 
 
 @pytest.mark.parametrize("document", DOCUMENTS, ids=lambda p: str(p.relative_to(ROOT)))
@@ -30,9 +28,7 @@ def test_every_relative_link_resolves_inside_the_repository(document: Path) -> N
             continue
         resolved = (document.parent / target.split("#", 1)[0]).resolve()
         assert resolved.is_relative_to(ROOT), f"{document.name}: {target} leaves the repository"
-        assert resolved.exists() or resolved in PENDING_IMAGES, (
-            f"{document.name}: {target} does not exist"
-        )
+        assert resolved.exists(), f"{document.name}: {target} does not exist"
 
 
 # A path into the repository named in the README's prose or code: a top-level folder of this
@@ -49,9 +45,5 @@ def test_every_repository_path_the_readme_names_exists() -> None:
     text = (ROOT / "README.md").read_text()
     named = set(_REPO_PATH.findall(text))
     assert "docs/design.md" in named
-    assert not [
-        path
-        for path in sorted(named)
-        if not (ROOT / path).exists() and ROOT / path not in PENDING_IMAGES
-    ]
+    assert not [path for path in sorted(named) if not (ROOT / path).exists()]
     assert not re.findall(r"\bshared/|(?<!docs/)\bDESIGN\.md", text)
