@@ -204,6 +204,7 @@ def test_json_uses_field_names_short_enum_names_and_rfc3339() -> None:
         "create_time": "2026-01-02T03:04:05Z",
         "revoke_time": None,
         "creator_user_id": "",
+        "last_seen_time": None,
     }
 
 

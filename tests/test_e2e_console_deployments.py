@@ -72,6 +72,9 @@ def test_a_deployment_token_is_shown_once_revoking_stops_the_agent_and_audit_sho
     page.goto(f"{console.url}/deployments")
     expect(_row(page, created_id)).to_contain_text(name)
     expect(_row(page, created_id)).to_contain_text("active")
+    # The new deployment's agent never ran; the tenant's has exchanged its token.
+    expect(_row(page, created_id).get_by_test_id("last-seen")).to_have_text("never")
+    expect(_row(page, tenant.deployment_id).get_by_test_id("last-seen")).to_contain_text("UTC")
     assert token not in page.content()
     assert page.evaluate("Object.keys(localStorage).length") == 0
     assert page.evaluate("Object.keys(sessionStorage).length") == 0

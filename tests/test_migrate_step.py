@@ -71,7 +71,8 @@ def test_migrate_then_serve_without_migrating_on_start(
     done = _run("migrate", env)
     assert done.returncode == 0, done.stderr
     assert "auth migrations done" in done.stdout
-    assert f"auth: 0001, 0002, 0003, 0004, {len(AUTH_MIGRATIONS):04d}" in done.stdout
+    every = ", ".join(f"{n:04d}" for n in range(1, len(AUTH_MIGRATIONS) + 1))
+    assert f"auth: {every})" in done.stdout
     again = migrations.apply_all(database_url, AuthStore.migration_sets())
     assert again == {"audit": [], "auth": []}
     proc = subprocess.Popen(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 import uuid
 from collections.abc import Iterator, Sequence
@@ -80,6 +81,13 @@ class DeploymentRow:
     created_at: datetime
     revoked_at: datetime | None
     last_seen_at: datetime | None = None
+
+
+# Deployments with the time each was last seen (deployment_sightings), as DeploymentRow reads.
+_DEPLOYMENTS_SEEN = (
+    "select d.*, s.seen_at as last_seen_at from deployments d"
+    " left join deployment_sightings s on s.deployment_id = d.id"
+)
 
 
 @dataclass(frozen=True)
@@ -311,9 +319,10 @@ class AuthStore(SchemaStore):
         """Sets the deployment's last-seen time to ``at`` unless it is already later."""
         with self.connection() as conn:
             conn.execute(
-                "update deployments set last_seen_at = %s where id = %s"
-                " and (last_seen_at is null or last_seen_at < %s)",
-                (at, deployment_id, at),
+                "insert into deployment_sightings (deployment_id, seen_at) values (%s, %s)"
+                " on conflict (deployment_id) do update set seen_at = excluded.seen_at"
+                " where deployment_sightings.seen_at < excluded.seen_at",
+                (deployment_id, at),
             )
 
     def notify(self, channel: str, payload: str, *, timeout: float = 1.0) -> None:
@@ -340,7 +349,7 @@ class AuthStore(SchemaStore):
             conn.cursor(row_factory=dataclass_row(DeploymentRow)) as cur,
         ):
             cur.execute(
-                "select * from deployments where org_id = %s and id = %s", (org_id, deployment_id)
+                f"{_DEPLOYMENTS_SEEN} where d.org_id = %s and d.id = %s", (org_id, deployment_id)
             )
             return cur.fetchone()
 
@@ -354,13 +363,14 @@ class AuthStore(SchemaStore):
         ):
             if after is None:
                 cur.execute(
-                    "select * from deployments where org_id = %s order by created_at, id limit %s",
+                    f"{_DEPLOYMENTS_SEEN} where d.org_id = %s order by d.created_at, d.id limit %s",
                     (org_id, limit),
                 )
             else:
                 cur.execute(
-                    "select * from deployments where org_id = %s"
-                    " and (created_at, id) > (%s, %s::uuid) order by created_at, id limit %s",
+                    f"{_DEPLOYMENTS_SEEN} where d.org_id = %s"
+                    " and (d.created_at, d.id) > (%s, %s::uuid) order by d.created_at, d.id"
+                    " limit %s",
                     (org_id, after[0], after[1], limit),
                 )
             return cur.fetchall()
@@ -377,18 +387,17 @@ class AuthStore(SchemaStore):
             conn.cursor(row_factory=dataclass_row(DeploymentRow)) as cur,
         ):
             cur.execute(
-                "select * from deployments where org_id = %s and id = %s for update",
+                f"{_DEPLOYMENTS_SEEN} where d.org_id = %s and d.id = %s for update of d",
                 (org_id, deployment_id),
             )
             row = cur.fetchone()
             if row is None or row.revoked_at is not None:
                 return row
-            cur.execute(
-                "update deployments set revoked_at = %s where id = %s returning *",
-                (at, deployment_id),
+            conn.execute(
+                "update deployments set revoked_at = %s where id = %s", (at, deployment_id)
             )
             audit.append(conn, entry)
-            return cur.fetchone()
+            return dataclasses.replace(row, revoked_at=at)
 
     def revoked_since(self, since: datetime) -> list[tuple[uuid.UUID, datetime]]:
         """Deployments revoked at or after ``since``."""
