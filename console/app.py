@@ -21,6 +21,7 @@ from console.pages import (
     models,
     preview,
     rotation,
+    runs,
     session,
 )
 from console.web import STATIC, error_page
@@ -28,7 +29,17 @@ from sevvo.runtime.logs import get_logger
 
 log = get_logger(__name__)
 
-PAGE_MODULES = (session, connections, preview, leases, rotation, models, deployments, audit)
+PAGE_MODULES = (
+    session,
+    connections,
+    preview,
+    leases,
+    rotation,
+    runs,
+    models,
+    deployments,
+    audit,
+)
 _HEADERS = [(k.encode(), v.encode()) for k, v in security.SECURITY_HEADERS.items()]
 
 

@@ -6,6 +6,7 @@ import pytest
 from playwright.sync_api import Browser, expect
 
 from console.server import ConsoleServer
+from sevvo.auth.v1 import deployments_pb2
 from tests.browser import new_context, screenshot_path
 from tests.plugins.console import sign_in, signed_in_page
 from tests.plugins.dev_stack import EndToEnd, Tenant
@@ -84,4 +85,40 @@ def test_every_page_carries_the_security_headers(
         assert headers["x-frame-options"] == "DENY" and headers["cache-control"] == "no-store"
         assert headers["x-content-type-options"] == "nosniff"
         assert "server" not in headers
+    context.close()
+
+
+def test_a_member_sees_no_admin_actions_and_the_services_refuse_them(
+    console: ConsoleServer, browser: Browser, e2e: EndToEnd, tenant: Tenant
+) -> None:
+    member_token = e2e.new_member(tenant)
+    context = new_context(browser)
+    context.add_cookies(
+        [
+            {
+                "name": "__Host-sevvo_session",
+                "value": member_token,
+                "url": console.url,
+                "secure": True,
+                "httpOnly": True,
+                "sameSite": "Strict",
+            }
+        ]
+    )
+    page = context.new_page()
+    page.goto(f"{console.url}/deployments")
+    expect(page.get_by_test_id("viewer")).to_contain_text("(member)")
+    expect(page.get_by_test_id(f"deployment-{tenant.deployment_id}")).to_be_visible()
+    expect(page.get_by_role("link", name="Revoke")).to_have_count(0)
+    expect(page.get_by_role("button", name="Create deployment")).to_have_count(0)
+    # Hidden is not refused: the service refuses, and the page says so.
+    csrf = page.locator("input[name=csrf_token]").first.input_value()
+    refused = page.request.post(
+        f"{console.url}/deployments/{tenant.deployment_id}/revoke", form={"csrf_token": csrf}
+    )
+    assert refused.status == 403, refused.text()
+    listed = e2e.deployments(tenant.admin_token).GetDeployment(
+        deployments_pb2.GetDeploymentRequest(id=tenant.deployment_id)
+    )
+    assert listed.state == deployments_pb2.DEPLOYMENT_STATE_ACTIVE
     context.close()

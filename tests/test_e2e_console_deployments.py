@@ -2,8 +2,9 @@
 stack and a real agent.
 
 A new deployment's token is on the page that answers the form once, and nowhere after;
-revoking the tenant's deployment through the confirmation page stops its running agent; the
-audit trail lists both, narrows to a filter, and exports them as JSON Lines.
+revoking the tenant's deployment goes through a confirmation page and shows it revoked (that
+its agent then exits is tests/test_e2e_console_story.py's to show); the audit trail lists
+both, narrows to a filter, and exports them as JSON Lines.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-import time
 import uuid
 
 import pytest
@@ -23,9 +23,6 @@ from sevvo.runtime import deployment_token
 from tests.browser import screenshot_path
 from tests.plugins.console import signed_in_page
 from tests.plugins.dev_stack import EndToEnd, Tenant
-
-# The agent checks its bearer every 15 s (agent.config): it is shut out well within this.
-AGENT_EXIT_SECONDS = 40
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +38,7 @@ def _actions(page: Page) -> list[str]:
     return [a.strip() for a in page.get_by_test_id("audit-action").all_inner_texts()]
 
 
-def test_a_deployment_token_is_shown_once_revoking_stops_the_agent_and_audit_shows_both(
+def test_a_deployment_token_is_shown_once_revoking_asks_first_and_audit_shows_both(
     console: ConsoleServer, browser: Browser, tenant: Tenant
 ) -> None:
     assert tenant.agent is not None
@@ -89,7 +86,6 @@ def test_a_deployment_token_is_shown_once_revoking_stops_the_agent_and_audit_sho
     expect(page).to_have_url(f"{console.url}/deployments/{tenant.deployment_id}/revoke")
     expect(page.get_by_role("heading", level=1)).to_contain_text("Revoke deployment")
     page.get_by_role("button", name="Revoke deployment").click()
-    revoked_at = time.monotonic()
     expect(page).to_have_url(f"{console.url}/deployments?notice=revoked")
     expect(page.get_by_role("status")).to_contain_text("The deployment is revoked")
     expect(_row(page, tenant.deployment_id)).to_contain_text("revoked")
@@ -127,9 +123,6 @@ def test_a_deployment_token_is_shown_once_revoking_stops_the_agent_and_audit_sho
     assert all(e["outcome"] == "AUDIT_OUTCOME_SUCCESS" for e in events), events
     assert token not in export.text()
 
-    # Meanwhile the revoked deployment's agent was shut out and exited.
-    code = tenant.agent.wait(max(1.0, AGENT_EXIT_SECONDS - (time.monotonic() - revoked_at)))
-    output = tenant.agent.output()
-    assert code == 3, output
-    assert "no longer accepts this deployment token" in output
+    # (That the revoked deployment's agent exits is the story's to show:
+    # tests/test_e2e_console_story.py.)
     context.close()

@@ -65,6 +65,12 @@ def test_the_whole_story_in_the_browser_leaves_no_secret_behind(
 
         def seen() -> None:
             pages.append(page.content())
+            # Every control a person fills in has a label a screen reader announces.
+            unlabelled = page.evaluate(
+                "[...document.querySelectorAll('input:not([type=hidden]), select, textarea')]"
+                ".filter(e => !e.labels.length && !e.getAttribute('aria-label')).map(e => e.name)"
+            )
+            assert unlabelled == [], f"{page.url}: controls without a label: {unlabelled}"
 
         # Sign in.
         sign_in(page, console, tenant.admin_email)
@@ -109,6 +115,13 @@ def test_the_whole_story_in_the_browser_leaves_no_secret_behind(
         page.screenshot(path=screenshot_path("story-preview"), full_page=True)
         # The README's screenshot (docs/console.png) is this one, from this run.
         page.screenshot(path=screenshot_path("readme-console"))
+        # The preview's run, on a page of its own: how it ended, its row count, never rows.
+        page.get_by_test_id("preview-summary").get_by_role("link").click()
+        expect(page.get_by_test_id("run-state")).to_contain_text("succeeded")
+        expect(page.locator("dl.facts dt:has-text('Rows returned') + dd")).to_have_text("8")
+        assert CANARY not in page.content()
+        seen()
+        page.goto(f"{console.url}/connections/{saved.group(1)}/preview")
         page.get_by_label("SQL").fill("delete from customers")
         page.get_by_role("button", name="Run preview").click()
         expect(page.get_by_test_id("preview-position")).to_have_text("At line 1, column 1:")
@@ -148,6 +161,14 @@ def test_the_whole_story_in_the_browser_leaves_no_secret_behind(
         assert actions.index("deployment.revoke") < actions.index("connection.create")
         seen()
         page.screenshot(path=screenshot_path("story-audit"), full_page=True)
+
+        # On a narrow window (a phone's 390 px) the pages fit: only tables scroll, in their box.
+        page.set_viewport_size({"width": 390, "height": 844})
+        for path in ("/connections", f"/connections/{saved.group(1)}", "/deployments", "/audit"):
+            page.goto(f"{console.url}{path}")
+            overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+            assert overflow <= 0, f"{path} is {overflow} px wider than a 390 px window"
+        page.screenshot(path=screenshot_path("story-narrow"), full_page=True)
 
         # What is left behind: one cookie (the session), empty storage.
         cookies = context.cookies()
