@@ -2,11 +2,12 @@
 and what it leaves behind.
 
 Sign in, add a connection with a wrong password (the hint shown, nothing saved), fix it (saved,
-connected), preview a query (the table, and a ``delete`` rejected at its position), revoke a
-lease of a dynamic connection, revoke the agent's deployment (the agent exits) and read the
-audit trail. Throughout, no password, session or deployment token, or row value appears in a
-page, the browser's storage, a cookie other than the session, a log line of the services and
-the console (captured) or of the agent, or the browser's console.
+connected), add a dynamic one from the same form, preview a query (the table, and a ``delete``
+rejected at its position), revoke a lease of a dynamic connection, revoke the agent's
+deployment (the agent exits) and read the audit trail. Throughout, no password, session or
+deployment token, or row value appears in a page, the browser's storage, a cookie other than
+the session, a log line of the services and the console (captured) or of the agent, or the
+browser's console.
 """
 
 from __future__ import annotations
@@ -102,6 +103,23 @@ def test_the_whole_story_in_the_browser_leaves_no_secret_behind(
         assert saved is not None
         seen()
         page.screenshot(path=screenshot_path("story-connection"), full_page=True)
+
+        # A dynamic connection from the same form: the privileged role and its group.
+        page.goto(f"{console.url}/connections/new")
+        page.get_by_label("Name", exact=True).fill("shop-db-dynamic")
+        page.get_by_label("Host").fill("localhost")
+        page.get_by_label("Port").fill(str(source.port))
+        page.get_by_label("Database").fill(source.database)
+        page.get_by_label("Username").fill(shop.privileged)
+        page.get_by_label("Password").fill(PRIVILEGED_PASSWORD)
+        page.get_by_label("SSL mode").select_option("require")
+        page.get_by_label("Dynamic: the agent mints").check()
+        page.get_by_label("Group role").fill(shop.group)
+        assert _submit(page, "Test and save") == 303
+        expect(page.get_by_test_id("status")).to_have_text("connected")
+        expect(page.get_by_test_id("facts")).to_contain_text("dynamic")
+        seen()
+        page.goto(f"{console.url}/connections/{saved.group(1)}")
 
         # A preview: the table with the canary row; a delete rejected at its position.
         page.get_by_role("link", name="Preview query").click()
