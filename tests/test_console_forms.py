@@ -7,6 +7,7 @@ from __future__ import annotations
 import grpc
 
 from console.pages.connections import SSL_MODES, FormState, form_field_of
+from console.pages.roles import statements
 from console.web import Viewer, _templates
 from sevvo.connections.v1 import connections_pb2 as cpb
 from sevvo.runtime.grpc_client import ErrorDetails
@@ -140,3 +141,12 @@ def test_required_fields_and_numbers_are_checked_before_any_call() -> None:
     assert request.WhichOneof("credentials") == "dynamic"
     assert request.dynamic.privileged_password == SECRET
     assert request.display_name == "shop"
+
+
+def test_role_statements_are_the_textareas_blocks_kept_as_typed() -> None:
+    text = 'create role "{{name}}" login;\r\n\r\ngrant select\n  on t to "{{name}}";\n\n\n'
+    assert statements(text) == [
+        'create role "{{name}}" login;',
+        'grant select\n  on t to "{{name}}";',
+    ]
+    assert statements("  \n\n") == []

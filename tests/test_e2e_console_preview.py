@@ -13,6 +13,7 @@ from playwright.sync_api import Browser, Dialog, Page, expect
 from console.server import ConsoleServer
 from devstack.postgres import EmbeddedPostgres
 from sevvo.connections.v1 import connections_pb2 as cpb
+from sevvo.connections.v1 import connections_pb2_grpc as cpb_grpc
 from sevvo.orchestrator.v1 import orchestrator_pb2 as opb
 from tests.browser import screenshot_path
 from tests.console_shop import Shop, active_lease, lease_of, open_shop, role_exists
@@ -137,6 +138,43 @@ def test_a_lease_is_listed_by_role_and_revoke_drops_it(
     revoked = page.locator(f'tr[data-lease-id="{lease_id}"]')
     expect(revoked.get_by_test_id("lease-state")).to_have_text("revoked")
     expect(revoked.get_by_role("button", name="Revoke")).to_have_count(0)
+
+
+def test_a_role_is_dry_run_added_and_removed_from_the_roles_page(
+    page: Page, console: ConsoleServer, shop: Shop, e2e: EndToEnd
+) -> None:
+    # Before the rotation test: the dry run logs in with the privileged password it replaces.
+    roles = cpb_grpc.ConnectionRoleServiceStub(e2e._channel(shop.tenant.admin_token))
+
+    def names() -> list[str]:
+        listed = roles.ListConnectionRoles(
+            cpb.ListConnectionRolesRequest(connection_id=shop.dynamic_id)
+        )
+        return [role.name for role in listed.roles]
+
+    page.goto(f"{console.url}/connections/{shop.dynamic_id}/roles")
+    expect(page.get_by_test_id("role-default")).to_be_visible()
+    page.get_by_label("Role name").fill("Not A Name!")
+    page.get_by_role("button", name="Dry-run and add role").click()
+    expect(page.get_by_test_id("name-error")).to_be_visible()
+    expect(page.get_by_label("Role name")).to_have_attribute("aria-invalid", "true")
+    assert names() == ["default"]
+
+    page.get_by_label("Role name").fill("console_reporting")
+    page.get_by_label("Default lease TTL, seconds").fill("600")
+    page.get_by_label("Group role").fill(shop.group)
+    page.get_by_role("button", name="Dry-run and add role").click()
+    expect(page.get_by_role("status")).to_have_text("Role added: the agent dry-ran its statements.")
+    row = page.get_by_test_id("role-console_reporting")
+    expect(row).to_contain_text("600 s")
+    assert names() == ["default", "console_reporting"]
+    page.screenshot(path=screenshot_path("roles"), full_page=True)
+
+    row.get_by_text("Remove…").click()
+    row.get_by_role("button", name="Remove role console_reporting").click()
+    expect(page.get_by_role("status")).to_have_text("Role removed.")
+    expect(page.get_by_test_id("role-console_reporting")).to_have_count(0)
+    assert names() == ["default"]
 
 
 def test_root_rotation_runs_and_its_schedule_is_set_and_removed(
