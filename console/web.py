@@ -44,6 +44,7 @@ class Viewer:
     user_id: str
     email: str
     role: str
+    org_name: str = ""
 
     @property
     def is_admin(self) -> bool:
@@ -122,6 +123,7 @@ async def load_viewer(backend: Backend, token: str) -> Viewer:
         user_id=user.id,
         email=user.email,
         role=_ROLE_NAMES.get(user.role, "member"),
+        org_name=caller.org_name,
     )
 
 

@@ -231,3 +231,17 @@ def test_last_seen_is_written_at_most_once_a_minute_per_deployment() -> None:
     assert seen.due("a")
     seen.forget("a")
     assert seen.due("a")  # a failed write is tried again at the next exchange
+
+
+def test_get_caller_names_the_callers_org(auth_stack: AuthStack) -> None:
+    """A user and an agent of an org both learn its display name from GetCaller."""
+    name = f"Name Check {uuid.uuid4().hex[:6]}"
+    org = auth_stack.create_org(name)
+    as_user = auth_stack.auth(org.admin_token).GetCaller(auth_pb2.GetCallerRequest())
+    assert (as_user.org_id, as_user.org_name) == (org.org_id, name)
+    _, token = auth_stack.new_deployment(org, "named")
+    bearer = auth_stack.auth().ExchangeDeploymentToken(
+        auth_pb2.ExchangeDeploymentTokenRequest(deployment_token=token)
+    )
+    as_agent = auth_stack.auth(bearer.bearer_token).GetCaller(auth_pb2.GetCallerRequest())
+    assert as_agent.org_name == name

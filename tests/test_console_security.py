@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import re
+
 from console import security
+from console.web import STATIC
 
 
 def test_the_csrf_token_is_bound_to_the_session_it_was_made_for() -> None:
@@ -46,3 +49,43 @@ def test_the_content_security_policy_allows_no_inline_code_and_no_framing() -> N
     assert policy["script-src"] == "'self'" and "unsafe" not in security.CONTENT_SECURITY_POLICY
     assert policy["frame-ancestors"] == "'none'" and policy["form-action"] == "'self'"
     assert security.SECURITY_HEADERS["cache-control"] == "no-store"
+
+
+def _luminance(hex_colour: str) -> float:
+    """WCAG 2 relative luminance of ``#rrggbb``."""
+    channels = [int(hex_colour[i : i + 2], 16) / 255 for i in (1, 3, 5)]
+    linear = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+    return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+
+def _contrast(a: str, b: str) -> float:
+    high, low = sorted((_luminance(a), _luminance(b)), reverse=True)
+    return (high + 0.05) / (low + 0.05)
+
+
+def test_every_text_colour_meets_wcag_aa_contrast_on_its_background() -> None:
+    """Text on the backgrounds the stylesheet puts it on: at least 4.5:1 (WCAG 2 AA)."""
+    css = (STATIC / "console.css").read_text()
+    palette = dict(re.findall(r"--([a-z-]+):\s*(#[0-9a-f]{6})", css))
+    pairs = [
+        ("fg", "bg"),
+        ("fg", "panel"),
+        ("muted", "bg"),
+        ("muted", "panel"),
+        ("accent", "bg"),
+        ("accent", "panel"),
+        ("accent-fg", "accent"),
+        ("accent-fg", "error"),
+        ("error", "bg"),
+        ("error", "error-bg"),
+        ("ok", "bg"),
+        ("ok", "ok-bg"),
+        ("fg", "warn-bg"),
+    ]
+    weak = [
+        (text, ground, round(_contrast(palette[text], palette[ground]), 2))
+        for text, ground in pairs
+        if _contrast(palette[text], palette[ground]) < 4.5
+    ]
+    assert weak == []
+    assert _contrast("#777777", "#ffffff") < 4.5  # the check can fail

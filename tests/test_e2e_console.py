@@ -8,6 +8,7 @@ from playwright.sync_api import Browser, expect
 from console.server import ConsoleServer
 from sevvo.auth.v1 import deployments_pb2
 from tests.browser import new_context, screenshot_path
+from tests.plugins.auth_stack import PASSWORD
 from tests.plugins.console import sign_in, signed_in_page
 from tests.plugins.dev_stack import EndToEnd, Tenant
 
@@ -24,9 +25,22 @@ def test_sign_in_shows_the_user_and_sign_out_revokes_the_session(
     page = context.new_page()
     sign_in(page, console, tenant.admin_email, "wrong password, surely")
     expect(page.get_by_role("alert")).to_be_visible()
-    sign_in(page, console, tenant.admin_email)
+    # With the keyboard alone: Tab to the email field, type, Tab, type, Enter.
+    page.goto(f"{console.url}/sign-in")
+    for _ in range(6):
+        page.keyboard.press("Tab")
+        if page.evaluate("document.activeElement.id") == "email":
+            break
+    assert page.evaluate("document.activeElement.id") == "email"
+    page.keyboard.type(tenant.admin_email)
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.id") == "password"
+    page.keyboard.type(PASSWORD)
+    page.keyboard.press("Enter")
     expect(page.get_by_test_id("viewer")).to_contain_text(tenant.admin_email)
     expect(page.get_by_test_id("viewer")).to_contain_text("admin")
+    org_name = tenant.admin_email.split("@", 1)[1].removesuffix(".example")
+    expect(page.get_by_test_id("org")).to_contain_text(org_name)
     page.screenshot(path=screenshot_path("sign-in-done"))
     cookies = context.cookies()
     assert [c["name"] for c in cookies] == ["__Host-sevvo_session"]

@@ -445,6 +445,10 @@ class AuthDomain:
         log.info("user created", user_id=str(user.id), role=role)
         return user
 
+    def org_name(self, caller: Principal) -> str:
+        """The caller's org's display name ("" if the org is gone)."""
+        return self._store.org_name(uuid.UUID(caller.org_id)) or ""
+
     def get_user(self, caller: Principal, user_id: str) -> UserRow:
         """A user of the caller's org; other orgs' users are indistinguishable from missing."""
         user = self._store.get_user(uuid.UUID(caller.org_id), validation.resource_id("id", user_id))

@@ -318,7 +318,10 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
             else auth_pb2.PRINCIPAL_KIND_AGENT
         )
         return auth_pb2.GetCallerResponse(
-            kind=kind, org_id=caller.org_id, subject_id=caller.subject_id
+            kind=kind,
+            org_id=caller.org_id,
+            subject_id=caller.subject_id,
+            org_name=await blocking(self._domain.org_name, caller),
         )
 
     async def SignOut(

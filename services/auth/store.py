@@ -201,6 +201,12 @@ class AuthStore(SchemaStore):
             cur.execute("select * from users where lower(email) = lower(%s) for share", (email,))
             return cur.fetchone()
 
+    def org_name(self, org_id: uuid.UUID) -> str | None:
+        """The org's display name; None when there is no such org."""
+        with self.connection() as conn:
+            row = conn.execute("select name from orgs where id = %s", (org_id,)).fetchone()
+            return str(row[0]) if row else None
+
     def get_user(self, org_id: uuid.UUID, user_id: uuid.UUID) -> UserRow | None:
         """Finds a user of one org."""
         with self.connection() as conn, conn.cursor(row_factory=dataclass_row(UserRow)) as cur:

@@ -208,14 +208,16 @@ class GetCallerRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class GetCallerResponse(_message.Message):
-    __slots__ = ("kind", "org_id", "subject_id")
+    __slots__ = ("kind", "org_id", "subject_id", "org_name")
     KIND_FIELD_NUMBER: _ClassVar[int]
     ORG_ID_FIELD_NUMBER: _ClassVar[int]
     SUBJECT_ID_FIELD_NUMBER: _ClassVar[int]
+    ORG_NAME_FIELD_NUMBER: _ClassVar[int]
     kind: PrincipalKind
     org_id: str
     subject_id: str
-    def __init__(self, kind: _Optional[_Union[PrincipalKind, str]] = ..., org_id: _Optional[str] = ..., subject_id: _Optional[str] = ...) -> None: ...
+    org_name: str
+    def __init__(self, kind: _Optional[_Union[PrincipalKind, str]] = ..., org_id: _Optional[str] = ..., subject_id: _Optional[str] = ..., org_name: _Optional[str] = ...) -> None: ...
 
 class BootstrapOrgRequest(_message.Message):
     __slots__ = ("org_name", "admin_email", "admin_password")
