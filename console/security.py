@@ -17,6 +17,8 @@ import hashlib
 import hmac
 from collections.abc import Mapping
 
+from starlette.responses import Response
+
 SESSION_COOKIE = "__Host-sevvo_session"
 CSRF_FIELD = "csrf_token"
 _CSRF_MESSAGE = b"sevvo-console-csrf-v1"
@@ -67,13 +69,20 @@ def same_origin(origin: str | None, scheme: str, host: str | None) -> bool:
     return host is not None and origin == f"{scheme}://{host}"
 
 
-def session_cookie_options(max_age: int) -> dict[str, object]:
-    """The attributes the session cookie is set with (see the module's docstring)."""
-    return {
-        "key": SESSION_COOKIE,
-        "max_age": max(0, max_age),
-        "path": "/",
-        "secure": True,
-        "httponly": True,
-        "samesite": "strict",
-    }
+def set_session_cookie(response: Response, token: str, max_age: int) -> None:
+    """Sets the session cookie (see the module's docstring) on ``response``; a ``max_age``
+    already past clears it."""
+    response.set_cookie(
+        SESSION_COOKIE,
+        token,
+        max_age=max(0, max_age),
+        path="/",
+        secure=True,
+        httponly=True,
+        samesite="strict",
+    )
+
+
+def clear_session_cookie(response: Response) -> None:
+    """Tells the browser to drop the session cookie."""
+    response.delete_cookie(SESSION_COOKIE, path="/", secure=True, httponly=True, samesite="strict")

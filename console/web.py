@@ -102,7 +102,7 @@ def sign_in_redirect(request: Request) -> RedirectResponse:
     """To the sign-in form, coming back to this page (a GET's) afterwards."""
     back = request.url.path if request.method == "GET" else "/"
     response = redirect(f"/sign-in?next={quote(back, safe='/')}")
-    response.delete_cookie(security.SESSION_COOKIE, path="/", secure=True, httponly=True)
+    security.clear_session_cookie(response)
     return response
 
 

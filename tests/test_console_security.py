@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+from starlette.responses import Response
+
 from console import security
 from console.web import STATIC
 
@@ -34,13 +36,36 @@ def test_only_the_consoles_own_origin_may_post() -> None:
     assert security.same_origin(None, "https", "console.example:8444")
 
 
+def _set_cookie(response: Response) -> dict[str, str | bool]:
+    """The response's one Set-Cookie header, as attribute -> value (True: a bare flag)."""
+    (header,) = [v.decode() for k, v in response.raw_headers if k == b"set-cookie"]
+    name_value, *attributes = (part.strip() for part in header.split(";"))
+    parsed: dict[str, str | bool] = {"": name_value}
+    for attribute in attributes:
+        key, _, value = attribute.partition("=")
+        parsed[key.lower()] = value or True
+    return parsed
+
+
 def test_the_session_cookie_is_host_only_https_only_and_invisible_to_scripts() -> None:
-    options = security.session_cookie_options(3600)
-    assert options["key"] == "__Host-sevvo_session"
-    assert options["secure"] is True and options["httponly"] is True
-    assert options["samesite"] == "strict" and options["path"] == "/"
-    assert "domain" not in options
-    assert security.session_cookie_options(-5)["max_age"] == 0
+    response = Response()
+    security.set_session_cookie(response, "the-token", 3600)
+    cookie = _set_cookie(response)
+    assert cookie[""] == "__Host-sevvo_session=the-token"
+    assert cookie["secure"] is True and cookie["httponly"] is True
+    assert cookie["samesite"] == "strict" and cookie["path"] == "/"
+    assert cookie["max-age"] == "3600" and "domain" not in cookie
+    expired = Response()
+    security.set_session_cookie(expired, "the-token", -5)
+    assert _set_cookie(expired)["max-age"] == "0"
+
+
+def test_signing_out_clears_the_same_cookie() -> None:
+    response = Response()
+    security.clear_session_cookie(response)
+    cookie = _set_cookie(response)
+    assert cookie[""] in ('__Host-sevvo_session=""', "__Host-sevvo_session=")
+    assert cookie["max-age"] == "0" and cookie["path"] == "/" and cookie["secure"] is True
 
 
 def test_the_content_security_policy_allows_no_inline_code_and_no_framing() -> None:

@@ -79,10 +79,7 @@ async def sign_in(request: Request) -> Response:
         )
     response = redirect(next_page)
     lifetime = int(signed.expire_time.ToSeconds() - time.time())
-    response.set_cookie(
-        value=signed.session_token,
-        **security.session_cookie_options(lifetime),  # type: ignore[arg-type]
-    )
+    security.set_session_cookie(response, signed.session_token, lifetime)
     log.info("console.signed_in", user_id=signed.user_id, org_id=signed.org_id)
     return response
 
@@ -93,7 +90,7 @@ async def sign_out(request: Request, viewer: Viewer) -> Response:
     backend = backend_of(request)
     await backend.auth.SignOut(auth_pb2.SignOutRequest(), timeout=backend.call_timeout)
     response = redirect("/sign-in?notice=signed_out")
-    response.delete_cookie(security.SESSION_COOKIE, path="/", secure=True, httponly=True)
+    security.clear_session_cookie(response)
     log.info("console.signed_out", user_id=viewer.user_id, org_id=viewer.org_id)
     return response
 
