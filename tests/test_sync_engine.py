@@ -111,7 +111,8 @@ def test_a_full_refresh_copies_every_kind_of_value_exactly(source: str, destinat
 def test_a_second_full_refresh_replaces_the_rows_and_leaves_no_staging(
     source: str, destination: str
 ) -> None:
-    """Rows deleted and changed at the source are gone and changed in the destination."""
+    """Rows deleted and changed at the source are gone and changed in the destination, and
+    the new rows landed frozen: most pages already all-visible, so VACUUM skips them."""
     _run(source, destination)
     with psycopg.connect(source, autocommit=True) as conn:
         conn.execute("delete from orders where id % 3 = 0")
@@ -120,6 +121,81 @@ def test_a_second_full_refresh_replaces_the_rows_and_leaves_no_staging(
     assert _destination_rows(destination) == checksum(source, QUERY)
     assert (report.rows, report.created_table) == (ROWS - ROWS // 3, False)
     assert _tables(destination) == {str(TABLE)}
+    with psycopg.connect(destination, autocommit=True) as conn:
+        conn.execute(f"analyze {TABLE}")  # Counts the visibility map's all-visible pages.
+        pages, visible = conn.execute(
+            "select relpages, relallvisible from pg_class where oid = %s::regclass", (str(TABLE),)
+        ).fetchone() or (0, 0)
+    # COPY FREEZE marks the pages a batch of rows starts empty; one a batch ends in midway is
+    # left to VACUUM. Loaded unfrozen, no page would be all-visible before a VACUUM.
+    assert pages > 0 and visible >= pages // 2
+
+
+def _relation(url: str, name: str) -> tuple[int, str | None]:
+    """A relation's OID and its grants, as the catalog holds them."""
+    with psycopg.connect(url) as conn:
+        found = conn.execute(
+            "select oid::int, relacl::text from pg_class where oid = %s::regclass", (name,)
+        ).fetchone()
+    assert found is not None
+    return found[0], found[1]
+
+
+def test_a_full_refresh_keeps_the_customers_grants_views_indexes_and_comments(
+    source: str, destination: str
+) -> None:
+    """A destination table the customer built on (a grant, a view, an index, a comment) keeps
+    its identity across full refreshes: its rows are replaced in place, nothing else is lost,
+    and no staging table is left."""
+    _run(source, destination)
+    with psycopg.connect(destination, autocommit=True) as conn:
+        conn.execute(f"grant select on {TABLE} to public")
+        conn.execute(f"create view analytics.big_orders as select id from {TABLE} where id > 10")
+        conn.execute(f"create index orders_amount on {TABLE} (amount)")
+        conn.execute(f"comment on table {TABLE} is 'synced by sevvo'")
+    before = _relation(destination, str(TABLE))
+    assert before[1] is not None and "=r/" in before[1]  # PUBLIC may read
+    with psycopg.connect(source, autocommit=True) as conn:
+        conn.execute("delete from orders where id % 4 = 0")
+        conn.execute("update orders set amount = amount + 1 where id % 10 = 1")
+    report = _run(source, destination)
+    assert (report.rows, report.created_table) == (ROWS - ROWS // 4, False)
+    assert _destination_rows(destination) == checksum(source, QUERY)
+    assert _relation(destination, str(TABLE)) == before
+    with psycopg.connect(destination) as conn:
+        (viewed,) = conn.execute("select count(*) from analytics.big_orders").fetchone() or (0,)
+        (indexes,) = conn.execute(
+            "select count(*) from pg_indexes where indexname = 'orders_amount'"
+        ).fetchone() or (0,)
+    assert viewed == ROWS - ROWS // 4 - 8 and indexes == 1  # 8 of ids 1..10 are left
+    assert _tables(destination) == {str(TABLE), "analytics.big_orders"}
+
+
+def test_a_table_other_tables_reference_or_a_view_on_a_changed_shape_fails_clearly(
+    source: str, destination: str
+) -> None:
+    """Rows another table's foreign key points at cannot be replaced wholesale, and a view
+    cannot follow a table that changes shape: both refused with a message that says what to
+    do, the destination unchanged."""
+    keyed = {"primary_key": ("id",)}
+    _run(source, destination, **keyed)
+    before = _destination_rows(destination)
+    with psycopg.connect(destination, autocommit=True) as conn:
+        conn.execute(f"create table analytics.lines (order_id bigint references {TABLE} (id))")
+    with pytest.raises(SyncFailed) as failed:
+        _run(source, destination, **keyed)
+    assert failed.value.category == "destination_failed"
+    assert "foreign keys reference analytics.orders" in failed.value.message
+    with psycopg.connect(destination, autocommit=True) as conn:
+        conn.execute("drop table analytics.lines")
+        conn.execute(f"create view analytics.notes as select note from {TABLE}")
+    narrower = QUERY.replace(" raw,", "")
+    with pytest.raises(SyncFailed) as failed:
+        _run(source, destination, query=narrower, allow_schema_evolution=True, **keyed)
+    assert (failed.value.category, failed.value.sqlstate) == ("schema_changed", "2BP01")
+    assert "views or other objects depend on it" in failed.value.message
+    assert _destination_rows(destination) == before
+    assert _tables(destination) == {str(TABLE), "analytics.notes"}
 
 
 def test_a_run_that_fails_midway_leaves_the_destination_as_it_was(

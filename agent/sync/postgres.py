@@ -5,11 +5,12 @@ rows stream through ``COPY (query) TO STDOUT`` into ``COPY ... FROM STDIN`` on t
 chunk by chunk, never held in memory, in binary: the table they land in always has the source's
 column types (a changed shape is refused or, when allowed, rebuilt first). Everything the
 destination sees happens in one transaction: a full refresh loads a staging table and swaps it
-for the old one; an incremental sync loads the rows past the cursor into a temporary table,
-merges them by primary key and moves the high-water mark. A run that fails or is killed
-therefore leaves the destination exactly as it was, and a retried run starts from the same
-state. The high-water mark is a value of the customer's rows, so it stays in the destination, in
-``sevvo_sync.sync_state``.
+for the old one (or, when the old one carries grants, views, indexes or the like of the
+customer's, replaces its rows from the staging table and keeps it); an incremental sync loads
+the rows past the cursor into a temporary table, merges them by primary key and moves the
+high-water mark. A run that fails or is killed therefore leaves the destination exactly as it
+was, and a retried run starts from the same state. The high-water mark is a value of the
+customer's rows, so it stays in the destination, in ``sevvo_sync.sync_state``.
 
 Two agents never run one model's sync at once: the destination transaction holds an advisory
 lock on the model for its whole life.
@@ -105,6 +106,7 @@ def _run(
     progress: Progress | None,
 ) -> SyncReport:
     columns = result_columns(src, plan.query)
+    changed = False
     try:
         _prepare_schemas(dst, plan)
         with dst.transaction():
@@ -124,6 +126,14 @@ def _run(
             else:
                 rows, size, full = _incremental(src, dst, plan, columns, target, progress)
     except psycopg.Error as exc:
+        if exc.sqlstate == "2BP01":  # dependent_objects_still_exist: the old table's views
+            raise SyncFailed(
+                "schema_changed" if changed else "destination_failed",
+                f"{plan.destination} is replaced by this sync"
+                f"{' (it changes shape)' if changed else ''}, and views or other objects"
+                " depend on it; drop or change them, then sync again",
+                exc.sqlstate,
+            ) from None
         if exc.sqlstate == "42704":  # undefined_object: a source type the destination lacks
             raise SyncFailed(
                 "destination_type_missing",
@@ -174,15 +184,23 @@ def _copy(
     into: sql.Composable,
     columns: tuple[Column, ...],
     progress: Progress | None,
+    *,
+    freeze: bool = False,
 ) -> tuple[int, int]:
-    """Streams ``query``'s rows into table ``into``; returns rows and bytes moved."""
+    """Streams ``query``'s rows into table ``into``; returns rows and bytes moved.
+
+    ``freeze`` loads the rows already frozen and all-visible (COPY FREEZE): only for a table
+    created in the current transaction, which no other session can see before the commit.
+    """
     options = sql.SQL(" (format binary)")
+    into_options = sql.SQL(" (format binary, freeze)") if freeze else options
     names = sql.SQL(", ").join(sql.Identifier(c.name) for c in columns)
     size = 0
     reported = 0
     out = _copied_out(src, sql.SQL("copy ({}) to stdout{}").format(query, options).as_bytes(src))
+    copy_in = sql.SQL("copy {} ({}) from stdin{}").format(into, names, into_options)
     with dst.cursor() as in_cur:
-        with in_cur.copy(sql.SQL("copy {} ({}) from stdin{}").format(into, names, options)) as inp:
+        with in_cur.copy(copy_in) as inp:
             # COPY OUT yields a row per chunk: rows are gathered into writes of about
             # _WRITE_BYTES, read on a thread of their own while the last write goes out (libpq
             # waits without the GIL), so both connections stream at once, as a pipe would.
@@ -302,13 +320,41 @@ def _full_refresh(
     target: _Target,
     progress: Progress | None,
 ) -> tuple[int, int]:
-    """Loads a staging table and swaps it in; readers see the old rows until the commit."""
+    """Loads a staging table and swaps it in; readers see the old rows until the commit.
+
+    A table of the same shape that carries what a swap would lose (the customer's grants,
+    views, indexes, triggers, ...) keeps its identity instead: its rows are replaced from the
+    loaded staging table (TRUNCATE, INSERT ... SELECT), so readers wait for the commit only
+    during that last local step, never for the stream from the source.
+    """
     table = plan.destination
     staging = table.identifier(_STAGING_SUFFIX)
     dst.execute(sql.SQL("drop table if exists {}").format(staging))
     _create(dst, staging, columns, plan.primary_key)
+    in_place = target.columns == columns and _carries_more_than(dst, table, staging)
+    if in_place and _referenced_by_foreign_keys(dst, table):
+        raise SyncFailed(
+            "destination_failed",
+            f"other tables' foreign keys reference {table}, so a full refresh cannot replace"
+            " its rows; make the model incremental or drop those foreign keys",
+        )
     query = sql.SQL("select * from ({}) as sevvo_model").format(sql.SQL(plan.query))
-    rows, size = _copy(src, dst, query, staging, columns, progress)
+    # The staging table is this transaction's own, so its rows can land frozen: the first
+    # VACUUM after the swap (autovacuum's, on a table that just took millions of inserts) skips
+    # the pages COPY marked all-visible, and readers set no hint bits on them. A reader whose
+    # snapshot predates the commit and who first opens the table after it sees the new rows,
+    # where unfrozen rows (inserted after its snapshot) would show it an empty table.
+    rows, size = _copy(src, dst, query, staging, columns, progress, freeze=True)
+    if in_place:
+        names = sql.SQL(", ").join(sql.Identifier(c.name) for c in columns)
+        dst.execute(sql.SQL("truncate {}").format(table.identifier()))
+        dst.execute(
+            sql.SQL("insert into {} ({}) select {} from {}").format(
+                table.identifier(), names, names, staging
+            )
+        )
+        dst.execute(sql.SQL("drop table {}").format(staging))
+        return rows, size
     if target.columns is not None:
         dst.execute(
             sql.SQL("alter table {} rename to {}").format(
@@ -319,6 +365,53 @@ def _full_refresh(
     if target.columns is not None:
         dst.execute(sql.SQL("drop table {}").format(table.identifier(_OLD_SUFFIX)))
     return rows, size
+
+
+# What swapping table c for the new staging table s would lose, one test each: another owner or
+# other grants than a new table gets (default privileges apply to both), storage options, row
+# security, triggers, inheritance or partitioning, indexes beyond the primary key, constraints
+# beyond it and NOT NULL, column grants and defaults, foreign keys, views and rules reading
+# it, publications, a comment.
+_CARRIES_MORE_THAN = """
+select c.relkind <> 'r' or c.relowner <> s.relowner or c.relacl is distinct from s.relacl
+    or c.reloptions is not null or c.relrowsecurity or c.relhastriggers or c.relispartition
+    or exists (select from pg_catalog.pg_inherits h where c.oid in (h.inhrelid, h.inhparent))
+    or exists (select from pg_catalog.pg_index i where i.indrelid = c.oid and not i.indisprimary)
+    or exists (select from pg_catalog.pg_constraint k
+               where (k.conrelid = c.oid and k.contype not in ('p', 'n')) or k.confrelid = c.oid)
+    or exists (select from pg_catalog.pg_attribute a where a.attrelid = c.oid and a.attnum > 0
+               and not a.attisdropped and (a.attacl is not null or a.atthasdef))
+    or exists (select from pg_catalog.pg_depend d join pg_catalog.pg_rewrite w on w.oid = d.objid
+               where d.classid = 'pg_catalog.pg_rewrite'::regclass and d.refobjid = c.oid
+               and w.ev_class <> c.oid)
+    or exists (select from pg_catalog.pg_publication_rel p where p.prrelid = c.oid)
+    or exists (select from pg_catalog.pg_description e
+               where e.classoid = 'pg_catalog.pg_class'::regclass and e.objoid = c.oid)
+from pg_catalog.pg_class c, pg_catalog.pg_class s
+where c.oid = %(table)s::regclass and s.oid = %(staging)s::regclass
+"""
+
+
+def _carries_more_than(
+    dst: psycopg.Connection[Any], table: TableName, staging: sql.Identifier
+) -> bool:
+    """Whether ``table`` holds anything beyond its columns, primary key and rows that swapping
+    in the just-created ``staging`` would silently drop (see _CARRIES_MORE_THAN)."""
+    found = dst.execute(
+        _CARRIES_MORE_THAN,
+        {"table": table.identifier().as_string(dst), "staging": staging.as_string(dst)},
+    ).fetchone()
+    return bool(found and found[0])
+
+
+def _referenced_by_foreign_keys(dst: psycopg.Connection[Any], table: TableName) -> bool:
+    """Whether another table's foreign key points at ``table`` (TRUNCATE would refuse)."""
+    found = dst.execute(
+        "select exists (select from pg_catalog.pg_constraint where contype = 'f'"
+        " and confrelid = %(table)s::regclass and conrelid <> confrelid)",
+        {"table": table.identifier().as_string(dst)},
+    ).fetchone()
+    return bool(found and found[0])
 
 
 def _incremental(
