@@ -4,9 +4,10 @@ Starts the embedded control plane and a sample customer database (a separate TLS
 cluster from the OS's binaries, prepared with the SQL of docs/user-guide.md), then drives the
 real ``sevvo`` command line through one story: bootstrap an org, run an agent, connect the
 database with ``ssl_mode require``, test it, preview a query, watch a write be refused, read
-through a dynamic credential that is gone afterwards, revoke the agent, print the audit
-trail, and stop. Each step prints what it did and what the user would see; any surprise
-fails the step and the demo exits 1 naming it, which is how CI (``.ci/run``) uses it.
+through a dynamic credential that is gone afterwards, sync a model into a schema of the same
+cluster, revoke the agent, print the audit trail, and stop. Each step prints what it did and
+what the user would see; any surprise fails the step and the demo exits 1 naming it, which is
+how CI (``.ci/run``) uses it.
 
 Everything lives in a fresh temporary directory, removed at the end; nothing secret is
 printed (passwords go to the command line on standard input, tokens are shown elided).
@@ -222,7 +223,14 @@ async def _story(narrator: Narrator, shown: Secrets, world: _World) -> None:
         )
         reader_password = shown.add(secrets.token_urlsafe(24))
         minter_password = shown.add(secrets.token_urlsafe(24))
-        _apply_guide(narrator, customer, reader_password, minter_password)
+        _apply_guide(
+            narrator,
+            customer,
+            [
+                (guide.READER_ROLE_HEADING, guide.READER, reader_password),
+                (guide.PRIVILEGED_ROLE_HEADING, guide.PRIVILEGED, minter_password),
+            ],
+        )
         grants = run_as_dba(customer, [_READER_GRANTS_SQL])
         narrator.say(
             f"\n   What the DBA sees: {guide.READER}'s table privileges are "
@@ -387,6 +395,67 @@ async def _story(narrator: Narrator, shown: Secrets, world: _World) -> None:
         await cli.run("runs", "list")
 
     with narrator.step(
+        "Sync a model",
+        "The shop's orders copied into the schema analytics by the agent, inside the customer's"
+        " network, as a loader role the DBA creates from docs/user-guide.md. The control plane"
+        " keeps the model and learns only counts, never a row.",
+    ):
+        loader_password = shown.add(secrets.token_urlsafe(24))
+        _apply_guide(
+            narrator,
+            customer,
+            [(guide.LOADER_ROLE_HEADING, guide.LOADER, loader_password)],
+        )
+        await cli.run(
+            "connections",
+            "create",
+            "--name",
+            "warehouse",
+            "--host",
+            "localhost",
+            "--port",
+            str(customer.port),
+            "--database",
+            guide.DATABASE,
+            "--username",
+            guide.LOADER,
+            "--ssl-mode",
+            "require",
+            "--password-stdin",
+            stdin=loader_password,
+        )
+        await cli.run(
+            "models",
+            "create",
+            "shop-orders",
+            "--source",
+            "shop",
+            "--destination",
+            "warehouse",
+            "--table",
+            _SYNCED_TABLE,
+            "--sql",
+            "select * from orders",
+            expect=["shop-orders"],
+        )
+        orders = _count_orders(customer)
+        await cli.run("models", "sync", "shop-orders", expect=["succeeded", str(orders)])
+        copied = int(
+            run_as_dba(
+                customer,
+                [
+                    sql.SQL("select count(*) from {}").format(
+                        sql.Identifier(*_SYNCED_TABLE.split("."))
+                    )
+                ],
+            )[0][0]
+        )
+        narrator.say(f"\n   What the DBA sees: {_SYNCED_TABLE} has {copied} rows.")
+        if copied != orders:
+            raise UnexpectedOutcome(f"{_SYNCED_TABLE} has {copied} rows, orders {orders}")
+        await cli.run("models", "runs", "shop-orders", expect=[str(orders)])
+
+    with narrator.step(
         "Revoke the agent's deployment",
         "The agent's token stops working at once and its outstanding bearer within seconds;"
         " the agent notices, explains why and exits with code 3.",
@@ -412,14 +481,12 @@ async def _story(narrator: Narrator, shown: Secrets, world: _World) -> None:
 
 
 def _apply_guide(
-    narrator: Narrator, customer: EmbeddedPostgres, reader_password: str, minter_password: str
+    narrator: Narrator, customer: EmbeddedPostgres, sections: Sequence[tuple[str, str, str]]
 ) -> None:
-    """Runs the guide's SQL as written, then sets the passwords as ``\\password`` would."""
+    """Runs the SQL of the guide's ``sections`` (heading, role, password) as written, then sets
+    each role's password as ``\\password`` would."""
     text = guide.read_guide()
-    for heading, role, password in (
-        (guide.READER_ROLE_HEADING, guide.READER, reader_password),
-        (guide.PRIVILEGED_ROLE_HEADING, guide.PRIVILEGED, minter_password),
-    ):
+    for heading, role, password in sections:
         section = guide.section(text, heading)
         narrator.say(f"\n   From docs/user-guide.md, “{heading}”:")
         for statement in section.statements:
@@ -428,6 +495,10 @@ def _apply_guide(
         run_as_dba(customer, list(section.statements))
         with psycopg.connect(customer.admin_url(guide.DATABASE), autocommit=True) as conn:
             guide.set_password(conn, role, password)
+
+
+# The model's destination table: in the schema the guide's loader role owns.
+_SYNCED_TABLE: Final = "analytics.orders"
 
 
 def _count_orders(customer: EmbeddedPostgres) -> int:

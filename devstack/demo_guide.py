@@ -21,12 +21,14 @@ GUIDE: Final = Path(__file__).resolve().parents[1] / "docs" / "user-guide.md"
 
 READER_ROLE_HEADING: Final = "Create a least-privilege reader role"
 PRIVILEGED_ROLE_HEADING: Final = "Create a privileged role for dynamic credentials"
+LOADER_ROLE_HEADING: Final = "Create a loader role for a destination"
 
 # The names the guide's SQL uses; the demo's sample database and roles are called the same.
 DATABASE: Final = "shop"
 READER: Final = "sevvo_reader"
 GROUP: Final = "sevvo_readers"
 PRIVILEGED: Final = "sevvo_minter"
+LOADER: Final = "sevvo_loader"
 
 _HEADING: Final = re.compile(r"(#{1,6})\s+(.*?)\s*#*\s*$")
 _FENCE: Final = re.compile(r"^(```+|~~~+)\s*([\w+-]*)")
@@ -118,6 +120,8 @@ __all__ = [
     "DATABASE",
     "GROUP",
     "GUIDE",
+    "LOADER",
+    "LOADER_ROLE_HEADING",
     "PRIVILEGED",
     "PRIVILEGED_ROLE_HEADING",
     "READER",

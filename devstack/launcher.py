@@ -20,10 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, TextIO
 
-from devstack.demo_guide import PRIVILEGED, READER
 from devstack.pki import ensure_dev_pki
 from devstack.processes import ServerStartError
-from devstack.sample_db import SampleDatabase, start_sample_database
+from devstack.sample_db import ROLE_SECTIONS, SampleDatabase, start_sample_database
 from devstack.stack import RunningStack, StackSettings, start_stack
 from sevvo.runtime.config import ConfigError
 from sevvo.runtime.files import write_private_file
@@ -106,9 +105,7 @@ class SampleEndpoint:
             host=sample.host,
             port=sample.port,
             database=sample.database,
-            password_files=tuple(
-                (role, sample.password_file(role)) for role in (READER, PRIVILEGED)
-            ),
+            password_files=tuple((role, sample.password_file(role)) for _, role in ROLE_SECTIONS),
         )
 
 

@@ -34,6 +34,7 @@ log = get_logger(__name__)
 ROLE_SECTIONS: Final = (
     (guide.READER_ROLE_HEADING, guide.READER),
     (guide.PRIVILEGED_ROLE_HEADING, guide.PRIVILEGED),
+    (guide.LOADER_ROLE_HEADING, guide.LOADER),
 )
 
 

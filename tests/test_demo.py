@@ -23,7 +23,10 @@ def _statements(heading: str) -> tuple[str, ...]:
     return guide.section(guide.read_guide(), heading).statements
 
 
-@pytest.mark.parametrize("heading", [guide.READER_ROLE_HEADING, guide.PRIVILEGED_ROLE_HEADING])
+@pytest.mark.parametrize(
+    "heading",
+    [guide.READER_ROLE_HEADING, guide.PRIVILEGED_ROLE_HEADING, guide.LOADER_ROLE_HEADING],
+)
 def test_each_guide_sql_statement_parses_as_one_statement(heading: str) -> None:
     """The demo finds SQL under both headings, and Postgres's parser reads each statement."""
     statements = _statements(heading)
@@ -66,6 +69,9 @@ def test_guide_sql_uses_the_names_the_demo_creates() -> None:
     assert f"ROLE {guide.GROUP} " in privileged
     assert f"ROLE {guide.PRIVILEGED} " in privileged
     assert f"GRANT {guide.GROUP} TO {guide.PRIVILEGED} WITH ADMIN OPTION" in privileged
+    loader = " ".join(_statements(guide.LOADER_ROLE_HEADING))
+    assert f"ROLE {guide.LOADER} " in loader
+    assert f"AUTHORIZATION {guide.LOADER}" in loader
 
 
 def test_demo_preview_passes_the_preview_parser_rules() -> None:

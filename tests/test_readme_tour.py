@@ -125,18 +125,32 @@ def _scheduled(ran: Ran) -> None:
     assert ran.json()["interval"] == f"{30 * 24 * 3600}s"  # Protobuf JSON of a Duration.
 
 
+def _model_created(ran: Ran) -> None:
+    model = ran.json()
+    assert (model["name"], model["destination_table"]) == ("orders", "analytics.orders")
+
+
+def _synced(ran: Ran) -> None:
+    run = ran.json()
+    assert (run["kind"], run["state"], run["outcome_category"]) == ("sync", "succeeded", "ok")
+    assert str(run["sync"]["rows"]) == "400", run  # the sample shop's orders
+
+
 def _every_run_succeeded(ran: Ran) -> None:
     runs = ran.json()["runs"]
     assert {(run["kind"], run["state"]) for run in runs} == {
         ("credential_test", "succeeded"),
         ("preview", "succeeded"),
         ("root_rotation", "succeeded"),
+        ("sync", "succeeded"),
     }
 
 
 def _audited(ran: Ran) -> None:
     actions = {event["action"] for event in ran.json()["events"]}
-    assert {"connection.create", "lease.revoke", "connection.root.rotate"} <= actions
+    assert {"connection.create", "lease.revoke", "connection.root.rotate", "model.create"} <= (
+        actions
+    )
 
 
 def _no_check(ran: Ran) -> None:
@@ -157,6 +171,9 @@ CHECKS: dict[str, Callable[[Ran], None]] = {
     "sevvo leases list --connection shop-dyn": _lease_revoked,
     "sevvo connections rotate-root shop-dyn": _rotated,
     "sevvo connections schedule-root-rotation shop-dyn --every 30d": _scheduled,
+    "sevvo connections create --name warehouse ": _connected,
+    "sevvo models create orders": _model_created,
+    "sevvo models sync orders": _synced,
     "sevvo runs list": _every_run_succeeded,
     "sevvo audit list --limit 20": _audited,
 }

@@ -7,11 +7,13 @@ compared by checksum of their text form, on both sides.
 from __future__ import annotations
 
 import dataclasses
+import secrets
 import subprocess
 import sys
 import threading
 import time
 import typing
+import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -196,6 +198,49 @@ def test_a_table_other_tables_reference_or_a_view_on_a_changed_shape_fails_clear
     assert "views or other objects depend on it" in failed.value.message
     assert _destination_rows(destination) == before
     assert _tables(destination) == {str(TABLE), "analytics.notes"}
+
+
+def test_a_loader_that_owns_its_schemas_but_may_not_create_schemas_syncs(
+    source: str, destination: str
+) -> None:
+    """The user's guide's loader role: it owns the model's schema and sevvo_sync, and has no
+    CREATE on the database. Incremental runs, the first and the next, find what exists and
+    create only what is missing (the state table)."""
+    role = f"loader_{uuid.uuid4().hex[:12]}"
+    password = secrets.token_urlsafe(16)
+    with psycopg.connect(destination, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("create role {} login password {}").format(
+                sql.Identifier(role), sql.Literal(password)
+            )
+        )
+        conn.execute(
+            sql.SQL("revoke create on database {} from public").format(
+                sql.Identifier(conn.info.dbname)
+            )
+        )
+        for schema in (TABLE.schema, STATE_SCHEMA):
+            conn.execute(
+                sql.SQL("create schema {} authorization {}").format(
+                    sql.Identifier(schema), sql.Identifier(role)
+                )
+            )
+    loader = psycopg.conninfo.make_conninfo(destination, user=role, password=password)
+    incremental = {
+        "mode": LoadMode.INCREMENTAL,
+        "cursor_column": "updated_at",
+        "primary_key": ("id",),
+    }
+    try:
+        assert _run(source, loader, **incremental).rows == ROWS
+        with psycopg.connect(source, autocommit=True) as conn:
+            conn.execute("update orders set note = 'again', updated_at = now() where id <= 5")
+        assert _run(source, loader, **incremental).rows == 5
+        assert _destination_rows(destination) == checksum(source, QUERY)
+    finally:
+        with psycopg.connect(destination, autocommit=True) as conn:
+            conn.execute(sql.SQL("drop owned by {}").format(sql.Identifier(role)))
+            conn.execute(sql.SQL("drop role {}").format(sql.Identifier(role)))
 
 
 def test_a_run_that_fails_midway_leaves_the_destination_as_it_was(

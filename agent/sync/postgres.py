@@ -495,30 +495,43 @@ def _incremental(
 
 
 def _prepare_schemas(dst: psycopg.Connection[Any], plan: SyncPlan) -> None:
-    """Creates the destination's schema (and for an incremental model the state table) before
-    the load's transaction, in a short transaction of its own.
+    """Creates the destination's schema (and for an incremental model the state table) when
+    missing, before the load's transaction, in a short transaction of its own.
 
-    CREATE ... IF NOT EXISTS is not safe against itself: two syncs of different models into
-    one new schema would both try, and the loser fails on a catalog index (23505) or on the
-    table's row type (42710). A transaction-scoped advisory lock makes the syncs of one
-    destination database take turns here, so the later one sees what the earlier created;
-    an empty schema is all a failed load can leave behind.
+    Creating them is not safe against itself (nor is CREATE ... IF NOT EXISTS): two syncs of
+    different models into one new schema would both try, and the loser fails on a catalog
+    index (23505) or on the table's row type (42710). A transaction-scoped advisory lock makes
+    the syncs of one destination database take turns here, so the later one sees what the
+    earlier created; an empty schema is all a failed load can leave behind.
     """
-    statements = [
-        sql.SQL("create schema if not exists {}").format(sql.Identifier(plan.destination.schema))
-    ]
+    schemas = [plan.destination.schema]
     if plan.mode is LoadMode.INCREMENTAL:
-        statements += [
-            sql.SQL("create schema if not exists {}").format(sql.Identifier(STATE_SCHEMA)),
-            sql.SQL(
-                "create table if not exists {} (model_id text primary key, cursor_value text,"
-                " updated_at timestamptz not null)"
-            ).format(sql.Identifier(STATE_SCHEMA, "sync_state")),
-        ]
+        schemas.append(STATE_SCHEMA)
     with dst.transaction():
         dst.execute(
             "select pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext(%s))",
             (_PREPARE_LOCK,),
         )
-        for statement in statements:
-            dst.execute(statement)
+        # Only what is missing is created: CREATE ... IF NOT EXISTS checks the right to create
+        # before it looks, so a loader that owns its schemas but may not create schemas in
+        # the database (the user's guide's) would fail on a schema that is already there.
+        for schema in schemas:
+            found = dst.execute(
+                "select from pg_catalog.pg_namespace where nspname = %s", (schema,)
+            ).fetchone()
+            if found is None:
+                dst.execute(sql.SQL("create schema {}").format(sql.Identifier(schema)))
+        state = sql.Identifier(STATE_SCHEMA, "sync_state")
+        if plan.mode is LoadMode.INCREMENTAL and _missing(dst, state):
+            dst.execute(
+                sql.SQL(
+                    "create table {} (model_id text primary key, cursor_value text,"
+                    " updated_at timestamptz not null)"
+                ).format(state)
+            )
+
+
+def _missing(dst: psycopg.Connection[Any], table: sql.Identifier) -> bool:
+    """Whether ``table`` does not exist (or this role may not see it)."""
+    found = dst.execute("select to_regclass(%s)", (table.as_string(dst),)).fetchone()
+    return found is None or found[0] is None
