@@ -52,8 +52,13 @@ def test_every_credentials_member_and_connection_type_has_one_kind() -> None:
 
 
 def test_kinds_say_what_they_are_for() -> None:
-    """Postgres is a source and a destination; a Parquet directory a destination only."""
-    assert kind_named("postgres").purposes == (Purpose.SOURCE, Purpose.DESTINATION)
+    """Postgres is a source and a destination that merges by key (incremental models); a
+    Parquet directory a destination only, replaced whole."""
+    assert kind_named("postgres").purposes == (
+        Purpose.SOURCE,
+        Purpose.DESTINATION,
+        Purpose.INCREMENTAL_DESTINATION,
+    )
     assert kind_named("parquet_directory").purposes == (Purpose.DESTINATION,)
 
 
@@ -170,6 +175,7 @@ def test_a_postgres_connection_is_a_source_and_a_destination(
     assert list(message.purposes) == [
         pb.CONNECTION_PURPOSE_SOURCE,
         pb.CONNECTION_PURPOSE_DESTINATION,
+        pb.CONNECTION_PURPOSE_INCREMENTAL_DESTINATION,
     ]
     assert message.safe_metadata.host == "db.internal"
     assert not message.HasField("parquet_directory")

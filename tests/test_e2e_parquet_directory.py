@@ -231,5 +231,8 @@ def test_a_postgres_connection_is_a_source_and_a_destination(
         stdin=source.reader_password,
     )  # fmt: skip
     shown = sevvo.ok("connections", "get", "shop2")
-    assert (shown["type"], shown["purposes"]) == ("postgres", ["source", "destination"])
+    assert (shown["type"], shown["purposes"]) == (
+        "postgres",
+        ["source", "destination", "incremental_destination"],
+    )
     assert shown["parquet_directory"] is None

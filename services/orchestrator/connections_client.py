@@ -30,7 +30,9 @@ _LOOKUP_TIMEOUT_SECONDS = 10.0
 
 SOURCE = "source"
 DESTINATION = "destination"
-_BOTH = frozenset({SOURCE, DESTINATION})
+INCREMENTAL_DESTINATION = "incremental_destination"
+# What a connection of a connections service older than purposes is: all Postgres.
+_POSTGRES = frozenset({SOURCE, DESTINATION, INCREMENTAL_DESTINATION})
 
 
 @dataclass(frozen=True)
@@ -38,13 +40,14 @@ class ConnectionInfo:
     """The facts about a connection the orchestrator acts on; no credentials.
 
     ``type`` is the connection type's name in lower case ("postgres", "parquet_directory");
-    ``purposes`` what the connection can be used for ("source", "destination").
+    ``purposes`` what the connection can be used for ("source", "destination",
+    "incremental_destination").
     """
 
     connection_id: str
     dynamic: bool
     type: str = "postgres"
-    purposes: frozenset[str] = _BOTH
+    purposes: frozenset[str] = _POSTGRES
 
     @property
     def label(self) -> str:
@@ -172,7 +175,7 @@ class ConnectionsClient:
                 _name(connections_pb2.ConnectionPurpose.Name(p), "CONNECTION_PURPOSE_")
                 for p in connection.purposes
             )
-            or _BOTH,
+            or _POSTGRES,
         )
 
 

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Literal, NamedTuple, get_args
 
 from services.orchestrator.connections_client import (
     DESTINATION,
+    INCREMENTAL_DESTINATION,
     SOURCE,
     ConnectionInfo,
     ConnectionLookup,
@@ -246,11 +247,6 @@ def _schedule(interval: timedelta) -> timedelta | None:
     return interval
 
 
-# Destination types whose writer replaces the whole output and cannot merge by a key (the
-# agent's writer for the type decides; the contract has no field for it yet).
-FULL_REFRESH_ONLY_TYPES = frozenset({"parquet_directory"})
-
-
 async def _connection(
     spec: ModelSpec,
     field: str,
@@ -317,10 +313,11 @@ async def checked(
         found,
         lookup,
     )
+    # Whether a destination merges by key is its kind's to say (a purpose), not a type name's.
     if (
         mode == "incremental"
         and destination_info is not None
-        and destination_info.type in FULL_REFRESH_ONLY_TYPES
+        and INCREMENTAL_DESTINATION not in destination_info.purposes
     ):
         found.add(
             _PREFIX + "load_mode",

@@ -23,11 +23,14 @@ class Purpose(enum.StrEnum):
 
     SOURCE = "source"
     DESTINATION = "destination"
+    # A destination that merges rows by primary key (incremental models), not only replaces.
+    INCREMENTAL_DESTINATION = "incremental_destination"
 
 
 PURPOSE_TO_PB: Mapping[Purpose, pb.ConnectionPurpose] = {
     Purpose.SOURCE: pb.CONNECTION_PURPOSE_SOURCE,
     Purpose.DESTINATION: pb.CONNECTION_PURPOSE_DESTINATION,
+    Purpose.INCREMENTAL_DESTINATION: pb.CONNECTION_PURPOSE_INCREMENTAL_DESTINATION,
 }
 
 
@@ -98,7 +101,12 @@ class ConnectionKind(Protocol):
 
 def unsupported(kind: ConnectionKind, what: str) -> FailedPrecondition:
     """The error for an operation that does not apply to ``kind`` (``what``, plural)."""
-    uses = " and a ".join(purpose.value for purpose in kind.purposes)
+    # "A source and a destination": the incremental kind of destination is a detail here.
+    uses = " and a ".join(
+        purpose.value
+        for purpose in kind.purposes
+        if purpose in (Purpose.SOURCE, Purpose.DESTINATION)
+    )
     return FailedPrecondition(
         f"{what} do not apply to a {kind.label} connection: it is a {uses} only, with no login",
         reason="CONNECTION_KIND_UNSUPPORTED",

@@ -169,7 +169,7 @@ class PostgresKind:
     name = "postgres"
     label = "Postgres"
     connection_type = pb.CONNECTION_TYPE_POSTGRES
-    purposes = (Purpose.SOURCE, Purpose.DESTINATION)
+    purposes = (Purpose.SOURCE, Purpose.DESTINATION, Purpose.INCREMENTAL_DESTINATION)
     request_fields = ("fields", "dsn", "dynamic")
     payload_type = PostgresTarget
 

@@ -23,6 +23,7 @@ class ConnectionPurpose(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CONNECTION_PURPOSE_UNSPECIFIED: _ClassVar[ConnectionPurpose]
     CONNECTION_PURPOSE_SOURCE: _ClassVar[ConnectionPurpose]
     CONNECTION_PURPOSE_DESTINATION: _ClassVar[ConnectionPurpose]
+    CONNECTION_PURPOSE_INCREMENTAL_DESTINATION: _ClassVar[ConnectionPurpose]
 
 class SslMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -67,6 +68,7 @@ CONNECTION_TYPE_PARQUET_DIRECTORY: ConnectionType
 CONNECTION_PURPOSE_UNSPECIFIED: ConnectionPurpose
 CONNECTION_PURPOSE_SOURCE: ConnectionPurpose
 CONNECTION_PURPOSE_DESTINATION: ConnectionPurpose
+CONNECTION_PURPOSE_INCREMENTAL_DESTINATION: ConnectionPurpose
 SSL_MODE_UNSPECIFIED: SslMode
 SSL_MODE_DISABLE: SslMode
 SSL_MODE_REQUIRE: SslMode

@@ -1,0 +1,82 @@
+"""Which load modes a model's destination takes is its kind's to say (a purpose the connections
+service reports), not a type name the orchestrator knows: a kind added later needs no edit here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+
+from services.orchestrator.connections_client import (
+    DESTINATION,
+    INCREMENTAL_DESTINATION,
+    ConnectionInfo,
+)
+from services.orchestrator.models import Identity, ModelSpec, checked
+from sevvo.runtime.errors import InvalidArgument
+
+SOURCE_ID, DESTINATION_ID = uuid.uuid4(), uuid.uuid4()
+NOW = datetime(2026, 12, 3, tzinfo=UTC)
+IDENTITY = Identity(id=uuid.uuid4(), org_id=uuid.uuid4(), created_at=NOW, updated_at=NOW)
+
+
+def _spec(load_mode: str) -> ModelSpec:
+    incremental = load_mode == "incremental"
+    return ModelSpec(
+        name="orders",
+        source_connection_id=str(SOURCE_ID),
+        sql="select id, updated_at from orders",
+        destination_connection_id=str(DESTINATION_ID),
+        destination_table="analytics.orders",
+        load_mode=load_mode,
+        cursor_column="updated_at" if incremental else "",
+        primary_key=("id",) if incremental else (),
+    )
+
+
+def _check(load_mode: str, destination: ConnectionInfo) -> str:
+    """The load mode of the checked row, or the InvalidArgument's violations."""
+
+    async def lookup(connection_id: uuid.UUID) -> ConnectionInfo:
+        if connection_id == SOURCE_ID:
+            return ConnectionInfo(str(SOURCE_ID), dynamic=False)
+        return destination
+
+    try:
+        return asyncio.run(checked(_spec(load_mode), lookup, IDENTITY)).load_mode
+    except InvalidArgument as exc:
+        return "; ".join(f"{v.field}: {v.description}" for v in exc.violations)
+
+
+# Kinds the orchestrator has never heard of, known only by what their connections report.
+OBJECT_STORE = ConnectionInfo(
+    str(DESTINATION_ID), dynamic=False, type="bucket_store", purposes=frozenset({DESTINATION})
+)
+WAREHOUSE = ConnectionInfo(
+    str(DESTINATION_ID),
+    dynamic=False,
+    type="warehouse",
+    purposes=frozenset({DESTINATION, INCREMENTAL_DESTINATION}),
+)
+
+
+@pytest.mark.parametrize(
+    ("load_mode", "destination", "expected"),
+    [
+        ("full_refresh", OBJECT_STORE, "full_refresh"),
+        (
+            "incremental",
+            OBJECT_STORE,
+            "model.load_mode: a Bucket store is loaded in full refresh only",
+        ),
+        ("full_refresh", WAREHOUSE, "full_refresh"),
+        ("incremental", WAREHOUSE, "incremental"),
+    ],
+)
+def test_a_destination_kind_says_whether_it_merges(
+    load_mode: str, destination: ConnectionInfo, expected: str
+) -> None:
+    assert _check(load_mode, destination) == expected
