@@ -23,7 +23,7 @@ from typing import Final, TextIO
 from devstack.pki import ensure_dev_pki
 from devstack.processes import ServerStartError
 from devstack.sample_db import ROLE_SECTIONS, SampleDatabase, start_sample_database
-from devstack.stack import RunningStack, StackSettings, start_stack
+from devstack.stack import RunningStack, StackSettings, dev_lake_dir, start_stack
 from sevvo.runtime.config import ConfigError
 from sevvo.runtime.files import write_private_file
 from sevvo.runtime.logs import configure_logging, get_logger
@@ -131,6 +131,9 @@ def export_lines(endpoints: DevEndpoints) -> list[str]:
     ]
     if endpoints.sample is not None:
         lines.append(f"export SEVVO_DEV_SHOP_PORT={endpoints.sample.port}")
+    if endpoints.agent_logs:
+        lake = shlex.quote(str(dev_lake_dir(endpoints.state_dir)))
+        lines.append(f"export SEVVO_DEV_LAKE={lake}")
     if endpoints.venv_bin is not None:
         lines.append(f'export PATH={shlex.quote(str(endpoints.venv_bin))}:"$PATH"')
     return lines
@@ -167,6 +170,13 @@ def banner(endpoints: DevEndpoints, *, interactive: bool) -> str:
             ", ".join(f"polling; log {_shown(p)}" for p in e.agent_logs) or "none started",
         ),
     ]
+    if e.agent_logs:
+        rows.append(
+            (
+                "Parquet directory root",
+                f"{_shown(dev_lake_dir(e.state_dir))} (the dev agent's SEVVO_AGENT_FILE_ROOTS)",
+            )
+        )
     if e.sample is not None:
         passwords = ", ".join(
             f"{role}'s password in {_shown(p)}" for role, p in e.sample.password_files

@@ -358,8 +358,15 @@ async def start_stack(
         try:
             # Spawned here (this thread outlives it), awaited off the loop: the loop must
             # keep serving the agent's own token exchange while we wait for it.
+            # A directory the dev agent may write Parquet files into (a Parquet directory
+            # connection names it), as an operator would mount a volume for it.
+            lake = dev_lake_dir(state)
+            lake.mkdir(mode=0o700, exist_ok=True)
             agent = stack.start_agent(
-                dev_token_file.read_text().strip(), name="dev-agent", wait=False
+                dev_token_file.read_text().strip(),
+                name="dev-agent",
+                wait=False,
+                file_roots=str(lake),
             )
             await asyncio.to_thread(agent.wait_until_ready, timeout=60)
         except BaseException:
@@ -368,4 +375,9 @@ async def start_stack(
     return stack
 
 
-__all__ = ["DEV_CONSOLE_PORT", "RunningStack", "StackSettings", "start_stack"]
+def dev_lake_dir(state_dir: Path) -> Path:
+    """The dev agent's one file root (SEVVO_AGENT_FILE_ROOTS), for Parquet directories."""
+    return state_dir / "lake"
+
+
+__all__ = ["DEV_CONSOLE_PORT", "RunningStack", "StackSettings", "dev_lake_dir", "start_stack"]

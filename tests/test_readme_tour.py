@@ -125,9 +125,16 @@ def _scheduled(ran: Ran) -> None:
     assert ran.json()["interval"] == f"{30 * 24 * 3600}s"  # Protobuf JSON of a Duration.
 
 
+def _directory_connected(ran: Ran) -> None:
+    created = ran.json()
+    assert (created["type"], created["status"]) == ("parquet_directory", "connected")
+    assert created["parquet_directory"]["path"].endswith("/.dev/lake")
+
+
 def _model_created(ran: Ran) -> None:
     model = ran.json()
-    assert (model["name"], model["destination_table"]) == ("orders", "analytics.orders")
+    assert model["name"] in ("orders", "orders-lake")
+    assert model["destination_table"] == "analytics.orders"
 
 
 def _synced(ran: Ran) -> None:
@@ -172,10 +179,13 @@ CHECKS: dict[str, Callable[[Ran], None]] = {
     "sevvo connections rotate-root shop-dyn": _rotated,
     "sevvo connections schedule-root-rotation shop-dyn --every 30d": _scheduled,
     "sevvo connections create --name warehouse ": _connected,
-    "sevvo models create orders": _model_created,
-    "sevvo models sync orders": _synced,
+    "sevvo models create orders ": _model_created,
+    "sevvo models sync orders ": _synced,
+    "sevvo connections create --name lake ": _directory_connected,
+    "sevvo models create orders-lake ": _model_created,
+    "sevvo models sync orders-lake ": _synced,
     "sevvo runs list": _every_run_succeeded,
-    "sevvo audit list --limit 20": _audited,
+    "sevvo audit list --limit 30": _audited,
 }
 
 
