@@ -290,21 +290,7 @@ async def _story(narrator: Narrator, shown: Secrets, world: _World) -> None:
         " runs a credential test through the agent first.",
     ):
         reader = await cli.run(
-            "connections",
-            "create",
-            "--name",
-            "shop",
-            "--host",
-            "localhost",
-            "--port",
-            str(customer.port),
-            "--database",
-            guide.DATABASE,
-            "--username",
-            guide.READER,
-            "--ssl-mode",
-            "require",
-            "--password-stdin",
+            *_connection_flags("shop", customer, guide.READER),
             stdin=reader_password,
             output="json",
         )
@@ -342,21 +328,7 @@ async def _story(narrator: Narrator, shown: Secrets, world: _World) -> None:
         " dropped when the workload ends.",
     ):
         dynamic = await cli.run(
-            "connections",
-            "create",
-            "--name",
-            "shop-dynamic",
-            "--host",
-            "localhost",
-            "--port",
-            str(customer.port),
-            "--database",
-            guide.DATABASE,
-            "--username",
-            guide.PRIVILEGED,
-            "--ssl-mode",
-            "require",
-            "--password-stdin",
+            *_connection_flags("shop-dynamic", customer, guide.PRIVILEGED),
             "--dynamic",
             "--default-ttl",
             "15m",
@@ -407,21 +379,7 @@ async def _story(narrator: Narrator, shown: Secrets, world: _World) -> None:
             [(guide.LOADER_ROLE_HEADING, guide.LOADER, loader_password)],
         )
         await cli.run(
-            "connections",
-            "create",
-            "--name",
-            "warehouse",
-            "--host",
-            "localhost",
-            "--port",
-            str(customer.port),
-            "--database",
-            guide.DATABASE,
-            "--username",
-            guide.LOADER,
-            "--ssl-mode",
-            "require",
-            "--password-stdin",
+            *_connection_flags("warehouse", customer, guide.LOADER),
             stdin=loader_password,
         )
         await cli.run(
@@ -495,6 +453,28 @@ def _apply_guide(
         run_as_dba(customer, list(section.statements))
         with psycopg.connect(customer.admin_url(guide.DATABASE), autocommit=True) as conn:
             guide.set_password(conn, role, password)
+
+
+def _connection_flags(name: str, customer: EmbeddedPostgres, username: str) -> list[str]:
+    """``sevvo connections create`` for the customer's database as ``username``, over TLS
+    (``require``), the password on standard input."""
+    return [
+        "connections",
+        "create",
+        "--name",
+        name,
+        "--host",
+        "localhost",
+        "--port",
+        str(customer.port),
+        "--database",
+        guide.DATABASE,
+        "--username",
+        username,
+        "--ssl-mode",
+        "require",
+        "--password-stdin",
+    ]
 
 
 # The model's destination table: in the schema the guide's loader role owns.
