@@ -5,6 +5,7 @@ service reports), not a type name the orchestrator knows: a kind added later nee
 from __future__ import annotations
 
 import asyncio
+import typing
 import uuid
 from datetime import UTC, datetime
 
@@ -13,9 +14,12 @@ import pytest
 from services.orchestrator.connections_client import (
     DESTINATION,
     INCREMENTAL_DESTINATION,
+    SOURCE,
     ConnectionInfo,
+    connection_info,
 )
 from services.orchestrator.models import Identity, ModelSpec, checked
+from sevvo.connections.v1 import connections_pb2 as cpb
 from sevvo.runtime.errors import InvalidArgument
 
 SOURCE_ID, DESTINATION_ID = uuid.uuid4(), uuid.uuid4()
@@ -80,3 +84,26 @@ def test_a_destination_kind_says_whether_it_merges(
     load_mode: str, destination: ConnectionInfo, expected: str
 ) -> None:
     assert _check(load_mode, destination) == expected
+
+
+def test_values_a_newer_connections_service_added_are_skipped_not_fatal() -> None:
+    """A purpose or type this code does not know (a newer connections service mid-upgrade)
+    is left out or kept as a number; what it knows still counts."""
+    connection = cpb.Connection(
+        id="c1",
+        type=cpb.CONNECTION_TYPE_POSTGRES,
+        purposes=[
+            cpb.CONNECTION_PURPOSE_SOURCE,
+            cpb.CONNECTION_PURPOSE_DESTINATION,
+            typing.cast(cpb.ConnectionPurpose, 42),
+        ],
+    )
+    info = connection_info(connection)
+    assert (info.type, info.purposes) == ("postgres", frozenset({SOURCE, DESTINATION}))
+    connection.type = typing.cast(cpb.ConnectionType, 77)
+    assert connection_info(connection).type == "type_77"
+
+
+def test_a_connections_service_older_than_purposes_means_postgres() -> None:
+    info = connection_info(cpb.Connection(id="c1", type=cpb.CONNECTION_TYPE_POSTGRES))
+    assert info.purposes == frozenset({SOURCE, DESTINATION, INCREMENTAL_DESTINATION})

@@ -165,18 +165,34 @@ class ConnectionsClient:
             )
         except grpc.aio.AioRpcError as exc:
             raise _mapped(exc) from None
-        return ConnectionInfo(
-            connection_id=connection.id,
-            dynamic=connection.credential_mode == connections_pb2.CREDENTIAL_MODE_DYNAMIC,
-            type=_name(connections_pb2.ConnectionType.Name(connection.type), "CONNECTION_TYPE_"),
-            # A connections service older than purposes sends none: its connections are all
-            # Postgres, a source and a destination.
-            purposes=frozenset(
-                _name(connections_pb2.ConnectionPurpose.Name(p), "CONNECTION_PURPOSE_")
-                for p in connection.purposes
-            )
-            or _POSTGRES,
+        return connection_info(connection)
+
+
+def connection_info(connection: connections_pb2.Connection) -> ConnectionInfo:
+    """What the orchestrator acts on, from a connections service's Connection.
+
+    Values a newer connections service added (a type or purpose this code was built without)
+    are kept as numbers or left out, never an error: during a rolling upgrade the connections
+    service may be the newer one.
+    """
+    known = connections_pb2.ConnectionPurpose.values()
+    return ConnectionInfo(
+        connection_id=connection.id,
+        dynamic=connection.credential_mode == connections_pb2.CREDENTIAL_MODE_DYNAMIC,
+        type=(
+            _name(connections_pb2.ConnectionType.Name(connection.type), "CONNECTION_TYPE_")
+            if connection.type in connections_pb2.ConnectionType.values()
+            else f"type_{connection.type}"
+        ),
+        # A connections service older than purposes sends none: its connections are all
+        # Postgres, a source and a destination.
+        purposes=frozenset(
+            _name(connections_pb2.ConnectionPurpose.Name(p), "CONNECTION_PURPOSE_")
+            for p in connection.purposes
+            if p in known
         )
+        or _POSTGRES,
+    )
 
 
 def _mapped(exc: grpc.aio.AioRpcError) -> Exception:
