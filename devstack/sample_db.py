@@ -79,17 +79,19 @@ def start_sample_database(directory: Path, pki: DevPki) -> SampleDatabase:
 
     Runs the OS's PostgreSQL (installed with apt-get when missing and run as root; otherwise
     ServerStartError says what to install), because the embedded wheel cannot serve TLS. A
-    directory left half-made by an interrupted first start is made again from scratch.
+    directory left half-made by an interrupted first start is made again from scratch; one
+    made before a role of the guide existed gains that role, and keeps its data and the other
+    roles' passwords (connections saved in the dev stack still log in).
     """
     # Traversable by the unprivileged user Postgres runs as when we are root.
     directory.mkdir(mode=0o711, parents=True, exist_ok=True)
     directory.chmod(0o711)
     bin_dir = os_postgres_bin_dir()
     cluster = directory / "postgres"
-    # The password files are written last, so together with the cluster they mark a finished
-    # first start.
-    ready = (cluster / "pgdata" / "PG_VERSION").exists() and all(
-        password_file(directory, role).exists() for _, role in ROLE_SECTIONS
+    # The first role's password file is written after the shop is seeded and that role made,
+    # so together with the cluster it marks a first start that got that far.
+    ready = (cluster / "pgdata" / "PG_VERSION").exists() and (
+        password_file(directory, ROLE_SECTIONS[0][1]).exists()
     )
     if not ready:
         shutil.rmtree(cluster, ignore_errors=True)
@@ -100,7 +102,9 @@ def start_sample_database(directory: Path, pki: DevPki) -> SampleDatabase:
     try:
         port_file.write_text(f"{server.port}\n")
         if not ready:
-            _create(server, directory)
+            counts = seed_shop(server)
+            log.info("devstack.sample_db.created", port=server.port, rows=counts)
+        _add_missing_roles(server, directory)
     except BaseException:
         server.stop()
         raise
@@ -126,17 +130,22 @@ def _saved_port(port_file: Path) -> int:
     return port
 
 
-def _create(server: EmbeddedPostgres, directory: Path) -> None:
-    """Seeds the shop, runs the guide's role SQL as written and gives each role a password."""
-    counts = seed_shop(server)
+def _add_missing_roles(server: EmbeddedPostgres, directory: Path) -> None:
+    """Runs the guide's role SQL as written for each role without a password file (a role
+    already in the cluster only gets a new password), and writes that file."""
     text = guide.read_guide()
     for heading, role in ROLE_SECTIONS:
-        run_as_dba(server, list(guide.section(text, heading).statements))
+        if password_file(directory, role).exists():
+            continue
+        with psycopg.connect(server.admin_url(guide.DATABASE), autocommit=True) as conn:
+            exists = conn.execute("select from pg_roles where rolname = %s", (role,)).fetchone()
+        if exists is None:
+            run_as_dba(server, list(guide.section(text, heading).statements))
         password = secrets.token_urlsafe(24)
         with psycopg.connect(server.admin_url(guide.DATABASE), autocommit=True) as conn:
             guide.set_password(conn, role, password)
         write_private_file(password_file(directory, role), password + "\n")
-    log.info("devstack.sample_db.created", port=server.port, rows=counts)
+        log.info("devstack.sample_db.role_added", port=server.port, role=role)
 
 
 __all__ = ["ROLE_SECTIONS", "SampleDatabase", "password_file", "start_sample_database"]
