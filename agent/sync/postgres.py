@@ -50,6 +50,8 @@ from agent.sync.source import (
 )
 
 STATE_SCHEMA = "sevvo_sync"
+# Where incremental models keep their high-water marks, one row per model.
+_STATE_TABLE = TableName(STATE_SCHEMA, "sync_state")
 # The advisory lock (hashed to a key) under which syncs create schemas and the state table.
 _PREPARE_LOCK = "sevvo.sync.prepare"
 _STAGING_SUFFIX = "__sevvo_staging"
@@ -440,7 +442,7 @@ def _incremental(
     else:
         found = dst.execute(
             sql.SQL("select cursor_value from {} where model_id = %s for update").format(
-                sql.Identifier(STATE_SCHEMA, "sync_state")
+                _STATE_TABLE.identifier()
             ),
             (plan.model_id,),
         ).fetchone()
@@ -487,7 +489,7 @@ def _incremental(
                 " on conflict (model_id) do update"
                 " set cursor_value = excluded.cursor_value, updated_at = excluded.updated_at"
             ).format(
-                state=sql.Identifier(STATE_SCHEMA, "sync_state"), cursor=cursor, staging=staging
+                state=_STATE_TABLE.identifier(), cursor=cursor, staging=staging
             ),
             (plan.model_id,),
         )
@@ -521,17 +523,10 @@ def _prepare_schemas(dst: psycopg.Connection[Any], plan: SyncPlan) -> None:
             ).fetchone()
             if found is None:
                 dst.execute(sql.SQL("create schema {}").format(sql.Identifier(schema)))
-        state = sql.Identifier(STATE_SCHEMA, "sync_state")
-        if plan.mode is LoadMode.INCREMENTAL and _missing(dst, state):
+        if plan.mode is LoadMode.INCREMENTAL and _target(dst, _STATE_TABLE).columns is None:
             dst.execute(
                 sql.SQL(
                     "create table {} (model_id text primary key, cursor_value text,"
                     " updated_at timestamptz not null)"
-                ).format(state)
+                ).format(_STATE_TABLE.identifier())
             )
-
-
-def _missing(dst: psycopg.Connection[Any], table: sql.Identifier) -> bool:
-    """Whether ``table`` does not exist (or this role may not see it)."""
-    found = dst.execute("select to_regclass(%s)", (table.as_string(dst),)).fetchone()
-    return found is None or found[0] is None
