@@ -488,9 +488,7 @@ def _incremental(
                 " select %s, max({cursor})::text, now() from {staging}"
                 " on conflict (model_id) do update"
                 " set cursor_value = excluded.cursor_value, updated_at = excluded.updated_at"
-            ).format(
-                state=_STATE_TABLE.identifier(), cursor=cursor, staging=staging
-            ),
+            ).format(state=_STATE_TABLE.identifier(), cursor=cursor, staging=staging),
             (plan.model_id,),
         )
     return rows, size, mark is None
