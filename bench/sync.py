@@ -16,7 +16,10 @@ the kernel's dirty pages, autovacuum off. Three streams:
 
 The sync runs in a process of its own so its peak RSS is its own: growth is measured against
 the same process importing the engine and not syncing (target: under 100 MB at 1M rows, none
-from 1M to 5M).
+from 1M to 5M). The CPU each stream used is printed too, the server's backends apart from the
+clients (the two psql processes, or the sync's process less the same process not syncing):
+on a machine whose cores the server's backends already fill, the client's CPU is time the
+destination's backend waits for a core.
 
 ``python -m bench sync`` (1,000,000 rows); ``python -m bench.sync --rows 5000000`` for more.
 """
@@ -26,12 +29,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
@@ -122,9 +127,70 @@ def vacuum(database: str, table: str) -> float:
         return time.monotonic() - started
 
 
-def _pipe(source: str, destination: str, *, one_transaction: bool = False) -> float:
-    """Seconds for psql | psql, binary COPY, into a table truncated first: before the clock
-    starts, or with ``one_transaction`` in the COPY's own transaction."""
+_PAGE_REPORTING = Path("/sys/module/page_reporting/parameters")
+
+
+def reported_kib() -> int | None:
+    """KiB of freed guest memory this machine has handed back to its hypervisor so far (free
+    page reporting), or None where the kernel does not report."""
+    try:
+        return int((_PAGE_REPORTING / "reported_kib").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+@dataclass(frozen=True)
+class Cpu:
+    """CPU seconds (user and system) used so far by finished processes: the clients (this
+    process's children) and the server's backends (the postmaster's)."""
+
+    clients: float
+    server: float
+
+    def __sub__(self, earlier: Cpu) -> Cpu:
+        return Cpu(self.clients - earlier.clients, self.server - earlier.server)
+
+
+def cpu_used(postmaster: int) -> Cpu:
+    """CPU used so far by this process's children and by the postmaster's, once the backends
+    of the bench's own databases have exited and been reaped."""
+    deadline = time.monotonic() + 10
+    while _backends_running(postmaster) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    # /proc/<pid>/stat after the command's closing parenthesis: cutime and cstime, the times of
+    # the children the process has waited for, are the 14th and 15th fields there.
+    fields = Path(f"/proc/{postmaster}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return Cpu(usage.ru_utime + usage.ru_stime, (int(fields[13]) + int(fields[14])) / ticks)
+
+
+def _backends_running(postmaster: int) -> bool:
+    """Whether a backend of the source or destination database is still alive or unreaped.
+
+    An exiting process has no command line left (its memory is gone first) and is not yet a
+    zombie: here a backend that had loaded 5M rows spent seconds so, so it counts as running.
+    """
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            title = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(stat[1]) == postmaster and (
+            stat[0] == "Z" or not title or b" source " in title or b" destination " in title
+        ):
+            return True
+    return False
+
+
+def _pipe(
+    source: str, destination: str, postmaster: int, *, one_transaction: bool = False
+) -> tuple[float, Cpu]:
+    """Seconds and CPU for psql | psql, binary COPY, into a table truncated first: before the
+    clock starts, or with ``one_transaction`` in the COPY's own transaction."""
     with psycopg.connect(destination, autocommit=True) as conn:
         conn.execute("create schema if not exists pipe")
         conn.execute(f"create table if not exists pipe.orders ({COLUMNS})")
@@ -133,6 +199,7 @@ def _pipe(source: str, destination: str, *, one_transaction: bool = False) -> fl
     checkpoint(destination)
     psql = str(postgres_bin_dir() / "psql")
     into = ["-1", "-c", "truncate pipe.orders"] if one_transaction else []
+    cpu = cpu_used(postmaster)
     started = time.monotonic()
     out = subprocess.Popen(
         [psql, "-X", "-q", "-d", source, "-c", f"\\copy ({QUERY}) to stdout (format binary)"],
@@ -147,7 +214,8 @@ def _pipe(source: str, destination: str, *, one_transaction: bool = False) -> fl
     out.stdout.close()
     if out.wait() != 0 or loaded.returncode != 0:
         raise SystemExit("the psql pipe failed")
-    return time.monotonic() - started
+    seconds = time.monotonic() - started
+    return seconds, cpu_used(postmaster) - cpu
 
 
 def run_child(script: str, source: str, target: str, run: bool) -> dict[str, float]:
@@ -188,35 +256,46 @@ def _spread(seconds: list[float]) -> str:
 
 
 def measure(rows: int, rounds: int = ROUNDS) -> None:
-    """Seeds ``rows`` rows, then runs the three streams in turn; prints rates and ratios.
+    """Seeds ``rows`` rows, then runs the three streams in turn; prints rates, ratios and CPU.
 
     The spread between runs of one stream is this VM's, not the code's: its hypervisor takes
     back guest memory the moment the kernel frees it (free page reporting), so a run whose
     page-cache writes land on such pages faults them back in. A slow run's time was the
     kernel's (its copy into page-cache pages: 23 % of the samples in one 20 s run, under 2 % in
-    a 12 s run of the same stream). Medians of three or more rounds, then.
+    a 12 s run of the same stream). Medians of three or more rounds, then, and a line saying
+    how much memory the machine handed back while the bench ran.
     """
     configure_logging("bench", level="WARNING", json=True)
     directory = Path(tempfile.mkdtemp(prefix="sevvo-bench-sync-"))
     directory.chmod(0o755)
+    reported_before = reported_kib()
     try:
         with EmbeddedPostgres(directory, durable=False, settings=SERVER_SETTINGS) as server:
             source, destination = _database(server, "source"), _database(server, "destination")
             _seed(source, rows)
+            cpu = cpu_used(server.pid)
             idle = run_child(_CHILD, source, destination, run=False)
+            idle_cpu = (cpu_used(server.pid) - cpu).clients
             runs: dict[str, list[float]] = {name: [] for name in _STREAMS}
+            used: dict[str, list[Cpu]] = {name: [] for name in _STREAMS}
             after: dict[str, list[float]] = {"pipe": [], "sync": []}
             peaks, size = [], 0
             for _ in range(rounds):
-                runs["pipe"].append(_pipe(source, destination))
-                after["pipe"].append(vacuum(destination, "pipe.orders"))
-                runs["pipe, one transaction"].append(
-                    _pipe(source, destination, one_transaction=True)
-                )
+                for name, one_transaction in (("pipe", False), ("pipe, one transaction", True)):
+                    seconds, spent = _pipe(
+                        source, destination, server.pid, one_transaction=one_transaction
+                    )
+                    runs[name].append(seconds)
+                    used[name].append(spent)
+                    if not one_transaction:
+                        after["pipe"].append(vacuum(destination, "pipe.orders"))
                 checkpoint(destination)
+                cpu = cpu_used(server.pid)
                 result = run_child(_CHILD, source, destination, run=True)
+                spent = cpu_used(server.pid) - cpu
                 assert result["rows"] == rows, result
                 runs["sync"].append(result["seconds"])
+                used["sync"].append(Cpu(spent.clients - idle_cpu, spent.server))
                 peaks.append(result["peak_kb"])
                 size = int(result["bytes"])
                 after["sync"].append(vacuum(destination, "bench.orders"))
@@ -233,11 +312,27 @@ def measure(rows: int, rounds: int = ROUNDS) -> None:
             f" {median['pipe, one transaction'] / median['sync']:.2f}x"
         )
         print(
+            "CPU per run, median (s): "
+            + "; ".join(
+                f"{name} server {statistics.median(c.server for c in used[name]):.2f}"
+                f" + {'agent' if name == 'sync' else 'psql'}"
+                f" {statistics.median(c.clients for c in used[name]):.2f}"
+                for name in _STREAMS
+            )
+            + f" ({os.cpu_count()} cores)"
+        )
+        print(
             "VACUUM of the table just loaded (s): pipe "
             f"{statistics.median(after['pipe']):.2f}, sync {statistics.median(after['sync']):.2f}"
             " (the sync loads its staging table frozen)"
         )
         print_peak(peaks, idle, "  (target: under 100 MB)")
+        reported_after = reported_kib()
+        if reported_before is not None and reported_after is not None:
+            print(
+                "freed memory handed back to the hypervisor during the bench (free page"
+                f" reporting): {(reported_after - reported_before) / 1024:,.0f} MB"
+            )
     finally:
         shutil.rmtree(directory, ignore_errors=True)
 
