@@ -168,8 +168,9 @@ def cpu_used(postmaster: int) -> Cpu:
 def _backends_running(postmaster: int) -> bool:
     """Whether a backend of the source or destination database is still alive or unreaped.
 
-    An exiting process has no command line left (its memory is gone first) and is not yet a
-    zombie: here a backend that had loaded 5M rows spent seconds so, so it counts as running.
+    An exiting process has no command line left (its memory goes first) and is not yet a
+    zombie; a backend that had just loaded 5M rows stayed like that for seconds here, so such a
+    process counts as running.
     """
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
