@@ -137,12 +137,11 @@ def _add_missing_roles(server: EmbeddedPostgres, directory: Path) -> None:
     for heading, role in ROLE_SECTIONS:
         if password_file(directory, role).exists():
             continue
-        with psycopg.connect(server.admin_url(guide.DATABASE), autocommit=True) as conn:
-            exists = conn.execute("select from pg_roles where rolname = %s", (role,)).fetchone()
-        if exists is None:
-            run_as_dba(server, list(guide.section(text, heading).statements))
         password = secrets.token_urlsafe(24)
         with psycopg.connect(server.admin_url(guide.DATABASE), autocommit=True) as conn:
+            exists = conn.execute("select from pg_roles where rolname = %s", (role,)).fetchone()
+            if exists is None:
+                run_as_dba(server, list(guide.section(text, heading).statements))
             guide.set_password(conn, role, password)
         write_private_file(password_file(directory, role), password + "\n")
         log.info("devstack.sample_db.role_added", port=server.port, role=role)
