@@ -123,12 +123,78 @@ def test_rekeying_rewrites_a_schedule_under_the_current_key(
         )
         before = await _stored_key_id(client, ORG, connection)
         keys.update([keys.get("k1"), PayloadKey.generate("k2")], "k2")
-        count = await schedules.rekey(client, ORG, timedelta(minutes=1))
+        count = await schedules.rekey(client, ORG)
         after = await _stored_key_id(client, ORG, connection)
         return before, after, count
 
     before, after, count = asyncio.run(run())
     assert (before, after, count) == (b"k1", b"k2", 1)
+
+
+def test_rekeying_leaves_a_schedule_set_meanwhile_as_it_was_set(
+    temporal_server: TemporalDevServer,
+) -> None:
+    """An admin's new interval, set between rekeying's read and its write, is what stays."""
+    org, connection = uuid.uuid4(), uuid.uuid4()
+    keys = OrgPayloadKeys(str(org), [PayloadKey.generate("k1")], "k1")
+    sid = schedules.schedule_id(org, connection)
+
+    async def run() -> tuple[bool, timedelta | None, bytes]:
+        client = await Client.connect(temporal_server.address, data_converter=data_converter(keys))
+        await schedules.put(
+            client,
+            org,
+            connection,
+            timedelta(hours=1),
+            timedelta(minutes=1),
+            signer=None,
+            set_by="u",
+        )
+        read = await schedules.describe(client, sid)
+        assert read is not None
+        keys.update([keys.get("k1"), PayloadKey.generate("k2")], "k2")
+        await schedules.put(
+            client,
+            org,
+            connection,
+            timedelta(hours=2),
+            timedelta(minutes=1),
+            signer=None,
+            set_by="u",
+        )
+        written = await schedules.reencrypt(client, sid, read)
+        now = await schedules.get(client, org, connection)
+        return written, now.interval, await _stored_key_id(client, org, connection)
+
+    assert asyncio.run(run()) == (True, timedelta(hours=2), b"k2")
+
+
+def test_rekeying_does_not_bring_back_a_schedule_deleted_meanwhile(
+    temporal_server: TemporalDevServer,
+) -> None:
+    """A schedule deleted between rekeying's read and its write stays deleted."""
+    org, connection = uuid.uuid4(), uuid.uuid4()
+    keys = OrgPayloadKeys(str(org), [PayloadKey.generate("k1")], "k1")
+    sid = schedules.schedule_id(org, connection)
+
+    async def run() -> tuple[bool, schedules.RotationSchedule]:
+        client = await Client.connect(temporal_server.address, data_converter=data_converter(keys))
+        await schedules.put(
+            client,
+            org,
+            connection,
+            timedelta(hours=1),
+            timedelta(minutes=1),
+            signer=None,
+            set_by="u",
+        )
+        read = await schedules.describe(client, sid)
+        assert read is not None
+        assert await schedules.delete(client, org, connection)
+        written = await schedules.reencrypt(client, sid, read)
+        return written, await schedules.get(client, org, connection)
+
+    assert asyncio.run(run()) == (False, schedules.NO_SCHEDULE)
 
 
 async def _stored_key_id(client: Client, org_id: uuid.UUID, connection: uuid.UUID) -> bytes:
@@ -163,7 +229,7 @@ def test_rekeying_keeps_a_schedules_proof_and_phase(temporal_server: TemporalDev
         )
         before = await _proof_and_offset(client, org, connection)
         keys.update([keys.get("k1"), PayloadKey.generate("k2")], "k2")
-        await schedules.rekey(client, org, timedelta(minutes=1))
+        await schedules.rekey(client, org)
         return before, await _proof_and_offset(client, org, connection)
 
     before, after = asyncio.run(run())

@@ -725,7 +725,7 @@ class OrchestratorDomain:
 
     async def _rekey_schedules(self, org_id: uuid.UUID) -> None:
         client = await self._clients.for_new_work(org_id)
-        count = await schedules.rekey(client, org_id, self._test_timeout)
+        count = await schedules.rekey(client, org_id)
         if count:
             log.info("schedules rewritten under the current payload key", schedules=count)
 

@@ -18,7 +18,12 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-import jwt
+from temporalio.api.schedule.v1 import Schedule as ScheduleProto
+from temporalio.api.workflowservice.v1 import (
+    DescribeScheduleRequest,
+    DescribeScheduleResponse,
+    UpdateScheduleRequest,
+)
 from temporalio.client import (
     Client,
     Schedule,
@@ -169,29 +174,76 @@ async def get(client: Client, org_id: uuid.UUID, connection_id: uuid.UUID) -> Ro
     )
 
 
-async def rekey(client: Client, org_id: uuid.UUID, execution_timeout: timedelta) -> int:
+async def rekey(client: Client, org_id: uuid.UUID) -> int:
     """Writes each of the org's schedules again, so its stored input is encrypted with the key
     ``client`` encrypts with now; returns how many. Old keys can then retire without breaking a
-    schedule's next start. The input is written back as it was, proof and phase included."""
+    schedule's next start. Everything else is written back as it was: proof, spec and phase."""
     count = 0
     async for listed in await client.list_schedules():
         ids = parse_schedule_id(listed.id)
         if ids is None or ids[0] != org_id:
             continue
+        described = await describe(client, listed.id)
+        if described is None:
+            continue  # Deleted since the listing.
         try:
-            stored = await _stored(client, listed.id)
+            rewritten = await reencrypt(client, listed.id, described)
         except PayloadUnreadable:
             # Unreadable with the org's keys, it is unusable to the agent too; the others go on.
             log.warning("schedule not rekeyed: input unreadable", schedule_id=listed.id)
             continue
-        if stored is None:
-            continue
-        request, interval = stored
-        await _write(
-            client, org_id, ids[1], interval, execution_timeout, request, _phase_of(request)
-        )
-        count += 1
+        count += rewritten
     return count
+
+
+async def describe(client: Client, sid: str) -> DescribeScheduleResponse | None:
+    """The schedule as Temporal stores it (its input still encrypted), with the conflict token
+    that a write of it must carry; None when there is none."""
+    try:
+        return await client.workflow_service.describe_schedule(
+            DescribeScheduleRequest(namespace=client.namespace, schedule_id=sid), retry=True
+        )
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            return None
+        raise
+
+
+async def reencrypt(client: Client, sid: str, described: DescribeScheduleResponse) -> bool:
+    """Writes the schedule ``described`` back with its input encrypted under ``client``'s current
+    key; False when the schedule is gone.
+
+    The write is an update carrying the description's conflict token, never a create: Temporal
+    drops it when the schedule was set again since the description (that write used the current
+    key already), and refuses it when the schedule was deleted meanwhile, which stays deleted.
+    A create-or-replace here brought a deleted schedule back, and replaced one set meanwhile
+    with its old interval.
+    """
+    schedule = ScheduleProto()
+    schedule.CopyFrom(described.schedule)
+    stored = schedule.action.start_workflow.input.payloads
+    converter = client.data_converter
+    decoded = await converter.decode(list(stored), [workflows_pb2.RootRotationInput])
+    encoded = await converter.encode(decoded)
+    del stored[:]
+    stored.extend(encoded)
+    try:
+        await client.workflow_service.update_schedule(
+            UpdateScheduleRequest(
+                namespace=client.namespace,
+                schedule_id=sid,
+                schedule=schedule,
+                conflict_token=described.conflict_token,
+                identity=client.identity,
+                request_id=str(uuid.uuid4()),
+            ),
+            retry=True,
+        )
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            return False
+        raise
+    return True
 
 
 async def _stored(
@@ -208,15 +260,6 @@ async def _stored(
     )
     assert isinstance(request, workflows_pb2.RootRotationInput)
     return request, intervals[0].every
-
-
-def _phase_of(request: workflows_pb2.RootRotationInput) -> datetime:
-    """When a proved schedule was set (its proof's iat, which the agent checks runs against);
-    now for an unproved one. Read without verifying: the agent verifies."""
-    if not request.proof:
-        return datetime.now(UTC).replace(microsecond=0)
-    claims = jwt.decode(request.proof, options={"verify_signature": False})
-    return datetime.fromtimestamp(int(claims["iat"]), UTC)
 
 
 async def delete(client: Client, org_id: uuid.UUID, connection_id: uuid.UUID) -> bool:
