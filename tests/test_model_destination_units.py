@@ -17,10 +17,11 @@ from services.orchestrator.connections_client import (
     SOURCE,
     ConnectionInfo,
     connection_info,
+    require_source,
 )
 from services.orchestrator.models import Identity, ModelSpec, checked
 from sevvo.connections.v1 import connections_pb2 as cpb
-from sevvo.runtime.errors import InvalidArgument
+from sevvo.runtime.errors import FailedPrecondition, InvalidArgument
 
 SOURCE_ID, DESTINATION_ID = uuid.uuid4(), uuid.uuid4()
 NOW = datetime(2026, 12, 3, tzinfo=UTC)
@@ -107,3 +108,20 @@ def test_values_a_newer_connections_service_added_are_skipped_not_fatal() -> Non
 def test_a_connections_service_older_than_purposes_means_postgres() -> None:
     info = connection_info(cpb.Connection(id="c1", type=cpb.CONNECTION_TYPE_POSTGRES))
     assert info.purposes == frozenset({SOURCE, DESTINATION, INCREMENTAL_DESTINATION})
+
+
+def test_work_on_a_source_is_allowed_by_purpose_not_by_type_name() -> None:
+    """A kind added later with the source purpose passes the check unedited; a connection
+    without it is refused with a message that says what it is and what to do."""
+    require_source(
+        ConnectionInfo("c1", dynamic=False, type="type_77", purposes=frozenset({SOURCE})), "x"
+    )
+    lake = ConnectionInfo(
+        "c2", dynamic=False, type="parquet_directory", purposes=frozenset({DESTINATION})
+    )
+    with pytest.raises(FailedPrecondition) as refused:
+        require_source(lake, "preview its model's source instead")
+    assert refused.value.reason == "CONNECTION_NOT_A_SOURCE"
+    assert str(refused.value) == (
+        "a Parquet directory connection is a destination only; preview its model's source instead"
+    )

@@ -60,8 +60,8 @@ class ConnectionInfo:
 
 
 def not_a_source(info: ConnectionInfo, instead: str) -> FailedPrecondition:
-    """The error for work that reads rows (a preview, a root rotation) on a connection that
-    is not a Postgres source; ``instead`` says what to do."""
+    """The error for work on a source's database (a preview, a root rotation) on a connection
+    that is no source; ``instead`` says what to do."""
     return FailedPrecondition(
         f"a {info.label} connection is a {info.uses()} only; {instead}",
         reason="CONNECTION_NOT_A_SOURCE",
@@ -70,8 +70,12 @@ def not_a_source(info: ConnectionInfo, instead: str) -> FailedPrecondition:
 
 
 def require_source(info: ConnectionInfo, instead: str) -> None:
-    """Raises ``not_a_source`` unless the connection is a Postgres database used as a source."""
-    if SOURCE not in info.purposes or info.type != "postgres":
+    """Raises ``not_a_source`` unless the connection can be used as a source.
+
+    The purpose decides, never the type's name: a new kind of source is a module per side
+    (its purposes in the connections service, its reader in the agent), not an edit here.
+    """
+    if SOURCE not in info.purposes:
         raise not_a_source(info, instead)
 
 
