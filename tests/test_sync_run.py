@@ -14,6 +14,7 @@ import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict
 
+from agent.sync import run as sync_run
 from agent.sync.run import run_sync
 from sevvo.connections.v1 import connections_pb2 as cpb
 from sevvo.runtime.outcomes import SYNC_CATEGORIES
@@ -125,11 +126,14 @@ def test_endings_are_results_with_catalogue_categories(source: str, destination:
 
 
 def test_a_cancelled_attempt_leaves_the_destination_as_it_was(
-    source: str, destination: str
+    source: str, destination: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The attempt heartbeats the bytes copied while rows stream; cancelled mid-stream (the
     workflow ended, or Temporal gave the attempt up), the engine stops at its next progress
     report and the previous load stays, whole."""
+    # Every 5 s, a quiet machine streamed the 4M rows below before the first heartbeat, so
+    # the test never saw one mid-stream: beat often enough to see the stream under way.
+    monkeypatch.setattr(sync_run, "HEARTBEAT_SECONDS", 0.05)
     small = _input(sql="select id, payload from public.events where id <= 10")
     done = asyncio.run(
         run_sync(small, _credentials(source), _credentials(destination), heartbeat=lambda _: None)
