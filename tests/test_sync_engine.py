@@ -259,6 +259,27 @@ def test_a_run_that_fails_midway_leaves_the_destination_as_it_was(
     assert _tables(destination) == {str(TABLE)}
 
 
+def test_a_first_run_that_fails_leaves_no_schema_behind(source: str, destination: str) -> None:
+    """The schemas a first incremental run creates (its table's and the state's) go with its
+    failure: the destination is as it was, not one empty schema richer."""
+    failing = QUERY.replace("note,", f"note || (1 / (id - {ROWS // 2}))::text as note,")
+    with pytest.raises(SyncFailed):
+        _run(
+            source,
+            destination,
+            query=failing,
+            mode=LoadMode.INCREMENTAL,
+            cursor_column="updated_at",
+            primary_key=("id",),
+        )
+    with psycopg.connect(destination) as conn:
+        found = conn.execute(
+            "select nspname from pg_namespace where nspname = any(%s)",
+            ([TABLE.schema, STATE_SCHEMA],),
+        ).fetchall()
+    assert found == []
+
+
 def test_an_incremental_sync_merges_exactly_the_new_and_changed_rows(
     source: str, destination: str
 ) -> None:

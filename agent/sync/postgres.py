@@ -110,12 +110,12 @@ def _run(
     columns = result_columns(src, plan.query)
     changed = False
     try:
-        _prepare_schemas(dst, plan)
         with dst.transaction():
             dst.execute(
                 "select pg_advisory_xact_lock(%s, %s)",
                 (_LOCK_CLASS, zlib.crc32(plan.model_id.encode()) - 2**31),
             )
+            _prepare_schemas(dst, plan)
             target = _target(dst, plan.destination)
             changed = target.columns is not None and target.columns != columns
             if changed and not plan.allow_schema_evolution:
@@ -496,35 +496,53 @@ def _incremental(
 
 def _prepare_schemas(dst: psycopg.Connection[Any], plan: SyncPlan) -> None:
     """Creates the destination's schema (and for an incremental model the state table) when
-    missing, before the load's transaction, in a short transaction of its own.
+    missing, in the load's transaction: a run that fails or is killed leaves none behind.
 
     Creating them is not safe against itself (nor is CREATE ... IF NOT EXISTS): two syncs of
     different models into one new schema would both try, and the loser fails on a catalog
-    index (23505) or on the table's row type (42710). A transaction-scoped advisory lock makes
-    the syncs of one destination database take turns here, so the later one sees what the
-    earlier created; an empty schema is all a failed load can leave behind.
+    index (23505) or on the table's row type (42710). A sync that finds a schema (or the state
+    table) missing takes a transaction-scoped advisory lock on that schema's name and looks
+    again: a second first load into the same new schema waits for the first one's commit or
+    rollback, then sees what it created, or creates it itself. Locks are taken in name order,
+    so two such loads never wait on each other; a load into schemas that exist takes none.
     """
-    schemas = [plan.destination.schema]
+    needed = {plan.destination.schema}
     if plan.mode is LoadMode.INCREMENTAL:
-        schemas.append(STATE_SCHEMA)
-    with dst.transaction():
+        needed.add(STATE_SCHEMA)
+    for schema in sorted(needed):
+        if _prepared(dst, schema, plan):
+            continue
         dst.execute(
             "select pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext(%s))",
-            (_PREPARE_LOCK,),
+            (f"{_PREPARE_LOCK}:{schema}",),
         )
         # Only what is missing is created: CREATE ... IF NOT EXISTS checks the right to create
         # before it looks, so a loader that owns its schemas but may not create schemas in
         # the database (the user's guide's) would fail on a schema that is already there.
-        for schema in schemas:
-            found = dst.execute(
-                "select from pg_catalog.pg_namespace where nspname = %s", (schema,)
-            ).fetchone()
-            if found is None:
-                dst.execute(sql.SQL("create schema {}").format(sql.Identifier(schema)))
-        if plan.mode is LoadMode.INCREMENTAL and _target(dst, _STATE_TABLE).columns is None:
+        if not _schema_exists(dst, schema):
+            dst.execute(sql.SQL("create schema {}").format(sql.Identifier(schema)))
+        if not _prepared(dst, schema, plan):
             dst.execute(
                 sql.SQL(
                     "create table {} (model_id text primary key, cursor_value text,"
                     " updated_at timestamptz not null)"
                 ).format(_STATE_TABLE.identifier())
             )
+
+
+def _prepared(dst: psycopg.Connection[Any], schema: str, plan: SyncPlan) -> bool:
+    """Whether ``schema`` exists, with the state table in it if it is the state's schema."""
+    if not _schema_exists(dst, schema):
+        return False
+    return (
+        schema != STATE_SCHEMA
+        or plan.mode is not LoadMode.INCREMENTAL
+        or _target(dst, _STATE_TABLE).columns is not None
+    )
+
+
+def _schema_exists(dst: psycopg.Connection[Any], schema: str) -> bool:
+    found = dst.execute(
+        "select from pg_catalog.pg_namespace where nspname = %s", (schema,)
+    ).fetchone()
+    return found is not None
