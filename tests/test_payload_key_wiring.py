@@ -114,13 +114,8 @@ def test_rekeying_rewrites_a_schedule_under_the_current_key(
 
     async def run() -> tuple[bytes, bytes, int]:
         client = await Client.connect(temporal_server.address, data_converter=data_converter(keys))
-        hour = timedelta(hours=1)
-        await schedules.put(
-            client, ORG, connection, hour, timedelta(minutes=1), signer=None, set_by="u"
-        )
-        await schedules.put(
-            client, other_org, uuid.uuid4(), hour, timedelta(minutes=1), signer=None, set_by="u"
-        )
+        await _put(client, ORG, connection)
+        await _put(client, other_org, uuid.uuid4())
         before = await _stored_key_id(client, ORG, connection)
         keys.update([keys.get("k1"), PayloadKey.generate("k2")], "k2")
         count = await schedules.rekey(client, ORG)
@@ -141,27 +136,11 @@ def test_rekeying_leaves_a_schedule_set_meanwhile_as_it_was_set(
 
     async def run() -> tuple[bool, timedelta | None, bytes]:
         client = await Client.connect(temporal_server.address, data_converter=data_converter(keys))
-        await schedules.put(
-            client,
-            org,
-            connection,
-            timedelta(hours=1),
-            timedelta(minutes=1),
-            signer=None,
-            set_by="u",
-        )
+        await _put(client, org, connection)
         read = await schedules.describe(client, sid)
         assert read is not None
         keys.update([keys.get("k1"), PayloadKey.generate("k2")], "k2")
-        await schedules.put(
-            client,
-            org,
-            connection,
-            timedelta(hours=2),
-            timedelta(minutes=1),
-            signer=None,
-            set_by="u",
-        )
+        await _put(client, org, connection, hours=2)
         written = await schedules.reencrypt(client, sid, read)
         now = await schedules.get(client, org, connection)
         return written, now.interval, await _stored_key_id(client, org, connection)
@@ -179,15 +158,7 @@ def test_rekeying_does_not_bring_back_a_schedule_deleted_meanwhile(
 
     async def run() -> tuple[bool, schedules.RotationSchedule]:
         client = await Client.connect(temporal_server.address, data_converter=data_converter(keys))
-        await schedules.put(
-            client,
-            org,
-            connection,
-            timedelta(hours=1),
-            timedelta(minutes=1),
-            signer=None,
-            set_by="u",
-        )
+        await _put(client, org, connection)
         read = await schedules.describe(client, sid)
         assert read is not None
         assert await schedules.delete(client, org, connection)
@@ -195,6 +166,19 @@ def test_rekeying_does_not_bring_back_a_schedule_deleted_meanwhile(
         return written, await schedules.get(client, org, connection)
 
     assert asyncio.run(run()) == (False, schedules.NO_SCHEDULE)
+
+
+async def _put(client: Client, org: uuid.UUID, connection: uuid.UUID, hours: int = 1) -> None:
+    """Sets the connection's schedule, unproved, every ``hours`` hours."""
+    await schedules.put(
+        client,
+        org,
+        connection,
+        timedelta(hours=hours),
+        timedelta(minutes=1),
+        signer=None,
+        set_by="u",
+    )
 
 
 async def _stored_key_id(client: Client, org_id: uuid.UUID, connection: uuid.UUID) -> bytes:
