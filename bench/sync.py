@@ -310,6 +310,10 @@ def measure(rows: int, rounds: int = ROUNDS) -> None:
             f"sync / pipe throughput: {ratio:.3f}x  (target: at least 0.9x,"
             f" {'met' if ratio >= 0.9 else 'not met'})"
         )
+        # The rounds' own ratios (each round's runs follow one another), for how far one
+        # run's ratio strays from the medians' on this machine.
+        paired = zip(runs["pipe"], runs["sync"], strict=True)
+        print("sync / pipe per round: " + " ".join(f"{p / s:.2f}" for p, s in paired))
         print(
             "sync / pipe replacing in one transaction:"
             f" {median['pipe, one transaction'] / median['sync']:.2f}x"
