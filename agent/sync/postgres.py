@@ -504,7 +504,8 @@ def _prepare_schemas(dst: psycopg.Connection[Any], plan: SyncPlan) -> None:
     table) missing takes a transaction-scoped advisory lock on that schema's name and looks
     again: a second first load into the same new schema waits for the first one's commit or
     rollback, then sees what it created, or creates it itself. Locks are taken in name order,
-    so two such loads never wait on each other; a load into schemas that exist takes none.
+    so two such loads never wait on each other in a circle; a load into schemas that exist
+    takes none.
     """
     needed = {plan.destination.schema}
     if plan.mode is LoadMode.INCREMENTAL:

@@ -211,7 +211,7 @@ async def describe(client: Client, sid: str) -> DescribeScheduleResponse | None:
 
 async def reencrypt(client: Client, sid: str, described: DescribeScheduleResponse) -> bool:
     """Writes the schedule ``described`` back with its input encrypted under ``client``'s current
-    key; False when the schedule is gone.
+    key; False when the schedule is gone, True when written (or superseded, below).
 
     The write is an update carrying the description's conflict token, never a create: Temporal
     drops it when the schedule was set again since the description (that write used the current
