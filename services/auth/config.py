@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from services.auth.callers import TrustedProxies
 from services.auth.limits import SignInLimits
 from sevvo.runtime import config as c
 from sevvo.runtime.files import write_private_file
@@ -50,6 +51,9 @@ class AuthConfig:
     hashing_threads: int = field(default_factory=default_hashing_threads)
     hashing_queue: int = 16
     sign_in_limits: SignInLimits = field(default_factory=SignInLimits)
+    # The Gateway or ingress controller in front of auth, whose x-forwarded-for names the caller
+    # the sign-in limits count (services/auth/callers.py); none: the peer is the caller.
+    trusted_proxies: TrustedProxies = field(default_factory=TrustedProxies)
     # Where to ask for an org's payload key to rotate when a deployment is revoked; None (no
     # orchestrator) leaves it to the orchestrator's own check of auth's revocations.
     orchestrator_endpoint: str | None = None
@@ -147,7 +151,19 @@ class AuthConfig:
                     env, "SEVVO_AUTH_SIGN_IN_FREE_FAILURES", 5, minimum=1, maximum=1000
                 ),
             ),
+            trusted_proxies=_trusted_proxies(env),
         )
+
+
+def _trusted_proxies(env: Mapping[str, str]) -> TrustedProxies:
+    variable = "SEVVO_AUTH_TRUSTED_PROXIES"
+    try:
+        return TrustedProxies.parse(env.get(variable, ""))
+    except ValueError as exc:
+        raise c.ConfigError(
+            f"{variable}: {exc}; list the proxies in front of auth as addresses or CIDR"
+            " blocks, comma-separated"
+        ) from None
 
 
 def parse_key_encryption_key(value: str, variable: str) -> bytes:

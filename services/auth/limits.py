@@ -61,7 +61,7 @@ def source_of(peer: str) -> str:
 
     An IPv6 caller counts as its /64, the block one subscriber usually holds, so stepping
     through one's own addresses does not reset the budget. Behind a proxy the peer is the
-    proxy: the limiter then protects the process but no longer tells callers apart.
+    proxy, unless auth trusts it and reads its client (services/auth/callers.py).
     """
     scheme, _, rest = unquote(peer).partition(":")
     if scheme == "ipv4":

@@ -244,6 +244,7 @@ class AuthApp:
                     self.temporal_tokens,
                     self.workloads,
                     self.notices,
+                    self.config.trusted_proxies,
                 ),
                 server,
             )

@@ -17,6 +17,7 @@ import structlog
 from google.protobuf import any_pb2, duration_pb2, empty_pb2, timestamp_pb2
 from google.rpc import error_details_pb2
 
+from services.auth.callers import TrustedProxies
 from services.auth.domain import AuthDomain
 from services.auth.keys import StoreTrustSource
 from services.auth.last_seen import LastSeen
@@ -136,9 +137,11 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
         temporal_tokens: TemporalTokenIssuer,
         workloads: WorkloadDomain,
         notices: OrchestratorNotices | None = None,
+        proxies: TrustedProxies | None = None,
     ) -> None:
         self._domain = domain
         self._workloads = workloads
+        self._proxies = proxies or TrustedProxies()
         self._trust = trust
         self._refresh_seconds = refresh_seconds
         self._temporal = temporal_tokens
@@ -146,12 +149,17 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
         self._last_seen = LastSeen()
         self._background: set[asyncio.Task[None]] = set()
 
+    def _source(self, context: grpc.aio.ServicerContext) -> str:
+        """The network source the caller's attempts count against: its address (behind a
+        trusted proxy, the proxy's client), an IPv6 caller's /64."""
+        return source_of(self._proxies.of(context))
+
     async def SignIn(
         self, request: auth_pb2.SignInRequest, context: grpc.aio.ServicerContext
     ) -> auth_pb2.SignInResponse:
         issued = await _limited(
             context,
-            self._domain.sign_in(request.email, request.password, source_of(context.peer())),
+            self._domain.sign_in(request.email, request.password, self._source(context)),
         )
         return auth_pb2.SignInResponse(
             session_token=issued.token,
@@ -205,7 +213,7 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
     ) -> auth_pb2.ExchangeWorkloadTokenResponse:
         issued = await _limited(
             context,
-            self._workloads.exchange(request.workload_token, source_of(context.peer())),
+            self._workloads.exchange(request.workload_token, self._source(context)),
         )
         return auth_pb2.ExchangeWorkloadTokenResponse(
             bearer_token=issued.token,
@@ -340,7 +348,7 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
                 current_principal(),
                 request.current_password,
                 request.new_password,
-                source_of(context.peer()),
+                self._source(context),
             ),
         )
         return auth_pb2.ChangePasswordResponse(

@@ -152,10 +152,11 @@ def module_auth_stack(
 
 @contextlib.contextmanager
 def running_auth(
-    database_url: str, dev_pki: DevPki, background_loop: BackgroundLoop
+    database_url: str, dev_pki: DevPki, background_loop: BackgroundLoop, **overrides: Any
 ) -> Iterator[AuthStack]:
-    """An auth service on ``database_url`` over TLS on loopback, for the ``with`` block."""
-    config = auth_config(database_url, dev_pki, secrets.token_bytes(32))
+    """An auth service on ``database_url`` over TLS on loopback, for the ``with`` block;
+    ``overrides`` are AuthConfig fields."""
+    config = auth_config(database_url, dev_pki, secrets.token_bytes(32), **overrides)
     app = AuthApp(config)
     app.open()
     server, port = background_loop.run(
