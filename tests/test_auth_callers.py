@@ -9,7 +9,9 @@ from pathlib import Path
 import grpc
 import psycopg
 import pytest
+from starlette.requests import Request
 
+from console.pages.session import forwarded_for
 from devstack.pki import DevPki
 from services.auth.callers import TrustedProxies
 from services.auth.config import AuthConfig
@@ -133,3 +135,29 @@ def test_behind_a_trusted_proxy_a_guesser_spends_only_its_own_budget(
         ("failure", ATTACKER),
         ("success", HOME),
     ]
+
+
+def _browser_request(client: str, forwarded: str | None = None) -> Request:
+    headers = [(b"x-forwarded-for", forwarded.encode())] if forwarded else []
+    return Request({"type": "http", "headers": headers, "client": (client, 50000)})
+
+
+@pytest.mark.parametrize(
+    ("request_from", "header", "counted"),
+    [
+        # A browser calling the console directly.
+        (ATTACKER, None, ATTACKER),
+        # One that writes its victim's address into the header itself.
+        (ATTACKER, HOME, ATTACKER),
+        # Through an ingress (10.0.0.0/8 here) that names the browser.
+        ("10.0.0.5", ATTACKER, ATTACKER),
+    ],
+)
+def test_the_console_passes_its_browsers_addresses_on_as_a_proxy(
+    request_from: str, header: str | None, counted: str
+) -> None:
+    """The console's sign-in for a browser carries the browser's address, read by auth when
+    it trusts the console (here at 10.1.2.3, within the trusted 10.0.0.0/8)."""
+    metadata = forwarded_for(_browser_request(request_from, header))
+    values = [value for key, value in metadata if key == "x-forwarded-for"]
+    assert PROXIES.caller(GATEWAY, values) == f"ipv4:{counted}:0"
