@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from temporalio.api.workflowservice.v1 import DescribeScheduleRequest
@@ -19,6 +20,7 @@ from services.auth.orchestrator_client import OrchestratorNotices
 from services.orchestrator import schedules
 from services.orchestrator.config import OrchestratorConfig
 from services.orchestrator.domain import SYNC_TIMEOUT, longest_run
+from sevvo.runtime import work_proof
 from sevvo.runtime.config import ConfigError
 from sevvo.runtime.grpc_client import ClientTls
 from sevvo.runtime.payload_codec import (
@@ -28,6 +30,7 @@ from sevvo.runtime.payload_codec import (
     data_converter,
 )
 from sevvo.runtime.sealing import Keyring
+from sevvo.runtime.temporal import ROOT_ROTATION_WORKFLOW
 from sevvo.runtime.work_proof import ProofSigner
 from sevvo.workflows.v1.workflows_pb2 import RootRotationInput
 
@@ -148,12 +151,15 @@ def test_rekeying_leaves_a_schedule_set_meanwhile_as_it_was_set(
     assert asyncio.run(run()) == (True, timedelta(hours=2), b"k2")
 
 
-def test_rekeying_does_not_bring_back_a_schedule_deleted_meanwhile(
-    temporal_server: TemporalDevServer,
+@pytest.mark.parametrize("writer", ["rekey", "prove"])
+def test_a_rewrite_does_not_bring_back_a_schedule_deleted_meanwhile(
+    temporal_server: TemporalDevServer, writer: str
 ) -> None:
-    """A schedule deleted between rekeying's read and its write stays deleted."""
+    """A schedule deleted between the read and the write of a rekeying (or of the upgrade that
+    proves old schedules) stays deleted."""
     org, connection = uuid.uuid4(), uuid.uuid4()
     keys = OrgPayloadKeys(str(org), [PayloadKey.generate("k1")], "k1")
+    signer = ProofSigner("wp-1", Ed25519PrivateKey.generate())
     sid = schedules.schedule_id(org, connection)
 
     async def run() -> tuple[bool, schedules.RotationSchedule]:
@@ -162,10 +168,59 @@ def test_rekeying_does_not_bring_back_a_schedule_deleted_meanwhile(
         read = await schedules.describe(client, sid)
         assert read is not None
         assert await schedules.delete(client, org, connection)
-        written = await schedules.reencrypt(client, sid, read)
+        if writer == "rekey":
+            written = await schedules.reencrypt(client, sid, read)
+        else:
+            written = await schedules.prove(client, sid, read, signer, timedelta(minutes=1))
         return written, await schedules.get(client, org, connection)
 
     assert asyncio.run(run()) == (False, schedules.NO_SCHEDULE)
+
+
+def test_an_unproved_schedule_is_proved_once_keeping_its_interval(
+    temporal_server: TemporalDevServer,
+) -> None:
+    """A schedule set before schedules carried proofs gets one at start-up, set by the upgrade,
+    that the agent's check accepts for the schedule's next run; its interval stays, and a
+    second start-up finds nothing left to prove."""
+    org, connection = uuid.uuid4(), uuid.uuid4()
+    keys = OrgPayloadKeys(str(org), [PayloadKey.generate("k1")], "k1")
+    private = Ed25519PrivateKey.generate()
+    signer = ProofSigner("wp-1", private)
+    sid = schedules.schedule_id(org, connection)
+
+    async def run() -> tuple[int, int, RootRotationInput, schedules.RotationSchedule]:
+        client = await Client.connect(temporal_server.address, data_converter=data_converter(keys))
+
+        async def client_for(_: uuid.UUID) -> Client:
+            return client
+
+        await _put(client, org, connection, hours=2)
+        first = await schedules.prove_unproved([org], client_for, signer, timedelta(minutes=1))
+        again = await schedules.prove_unproved([org], client_for, signer, timedelta(minutes=1))
+        read = await schedules.describe(client, sid)
+        assert read is not None
+        (request,) = await client.data_converter.decode(
+            list(read.schedule.action.start_workflow.input.payloads), [RootRotationInput]
+        )
+        assert isinstance(request, RootRotationInput)
+        return first, again, request, await schedules.get(client, org, connection)
+
+    first, again, request, now = asyncio.run(run())
+    assert (first, again, now.interval) == (1, 0, timedelta(hours=2))
+    claims = jwt.decode(request.proof, options={"verify_signature": False})
+    assert claims["set_by"] == schedules.UPGRADE_SETTER
+    assert now.next_rotation is not None
+    verified = work_proof.verify(
+        request.proof,
+        {"wp-1": private.public_key()},
+        org_id=str(org),
+        workflow_id=f"{sid}-{now.next_rotation:%Y-%m-%dT%H:%M:%SZ}",
+        workflow_type=ROOT_ROTATION_WORKFLOW,
+        digest=work_proof.input_digest(request),
+        now=now.next_rotation,
+    )
+    assert verified.kind == work_proof.KIND_SCHEDULE
 
 
 async def _put(client: Client, org: uuid.UUID, connection: uuid.UUID, hours: int = 1) -> None:

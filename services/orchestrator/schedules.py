@@ -95,27 +95,44 @@ async def put(
     Returns the schedule as it now stands. Its runs fall at the moment it was set plus whole
     intervals.
     """
-    sid = schedule_id(org_id, connection_id)
     set_at = (now or datetime.now(UTC)).replace(microsecond=0)
-    every = int(interval.total_seconds())
     request = workflows_pb2.RootRotationInput(connection_id=str(connection_id))
-    catchup = min(interval, CATCHUP_WINDOW)
     if signer is not None:
-        work_proof.attach(
-            request,
-            signer.for_schedule(
-                org_id=str(org_id),
-                workflow_type=temporal.ROOT_ROTATION_WORKFLOW,
-                schedule_id=sid,
-                message=request,
-                interval=timedelta(seconds=every),
-                set_by=set_by,
-                set_at=set_at,
-                lateness=catchup + execution_timeout,
-            ),
-        )
+        sid = schedule_id(org_id, connection_id)
+        _attach_proof(request, signer, org_id, sid, interval, execution_timeout, set_by, set_at)
     await _write(client, org_id, connection_id, interval, execution_timeout, request, set_at)
     return await get(client, org_id, connection_id)
+
+
+def _attach_proof(
+    request: workflows_pb2.RootRotationInput,
+    signer: ProofSigner,
+    org_id: uuid.UUID,
+    sid: str,
+    interval: timedelta,
+    execution_timeout: timedelta,
+    set_by: str,
+    set_at: datetime,
+) -> None:
+    """Attaches to ``request`` the proof that ``set_by`` set schedule ``sid`` at ``set_at``."""
+    work_proof.attach(
+        request,
+        signer.for_schedule(
+            org_id=str(org_id),
+            workflow_type=temporal.ROOT_ROTATION_WORKFLOW,
+            schedule_id=sid,
+            message=request,
+            interval=timedelta(seconds=int(interval.total_seconds())),
+            set_by=set_by,
+            set_at=set_at,
+            lateness=min(interval, CATCHUP_WINDOW) + execution_timeout,
+        ),
+    )
+
+
+def _phase(set_at: datetime, interval: timedelta) -> timedelta:
+    """The offset that makes a schedule's runs fall at ``set_at`` plus whole intervals."""
+    return timedelta(seconds=int(set_at.timestamp()) % int(interval.total_seconds()))
 
 
 async def _write(
@@ -142,8 +159,7 @@ async def _write(
         spec=ScheduleSpec(
             intervals=[
                 ScheduleIntervalSpec(
-                    every=timedelta(seconds=every),
-                    offset=timedelta(seconds=int(set_at.timestamp()) % every),
+                    every=timedelta(seconds=every), offset=_phase(set_at, interval)
                 )
             ]
         ),
@@ -227,13 +243,19 @@ async def reencrypt(client: Client, sid: str, described: DescribeScheduleRespons
     encoded = await converter.encode(decoded)
     del stored[:]
     stored.extend(encoded)
+    return await _update(client, sid, schedule, described.conflict_token)
+
+
+async def _update(client: Client, sid: str, schedule: ScheduleProto, conflict_token: bytes) -> bool:
+    """Replaces schedule ``sid`` unless it changed since ``conflict_token`` (Temporal drops the
+    update then); False when it is gone."""
     try:
         await client.workflow_service.update_schedule(
             UpdateScheduleRequest(
                 namespace=client.namespace,
                 schedule_id=sid,
                 schedule=schedule,
-                conflict_token=described.conflict_token,
+                conflict_token=conflict_token,
                 identity=client.identity,
                 request_id=str(uuid.uuid4()),
             ),
@@ -244,22 +266,6 @@ async def reencrypt(client: Client, sid: str, described: DescribeScheduleRespons
             return False
         raise
     return True
-
-
-async def _stored(
-    client: Client, sid: str
-) -> tuple[workflows_pb2.RootRotationInput, timedelta] | None:
-    """A schedule's stored input (decrypted with ``client``'s keys) and interval, if any."""
-    described = await client.get_schedule_handle(sid).describe()
-    intervals = described.schedule.spec.intervals
-    if not intervals:
-        return None
-    payloads = described.raw_description.schedule.action.start_workflow.input.payloads
-    (request,) = await client.data_converter.decode(
-        list(payloads), [workflows_pb2.RootRotationInput]
-    )
-    assert isinstance(request, workflows_pb2.RootRotationInput)
-    return request, intervals[0].every
 
 
 async def delete(client: Client, org_id: uuid.UUID, connection_id: uuid.UUID) -> bool:
@@ -331,12 +337,12 @@ async def prove_unproved(
     signer: ProofSigner,
     execution_timeout: timedelta,
 ) -> int:
-    """Re-creates, with a proof, every rotation schedule set before schedules carried one.
+    """Adds a proof to every rotation schedule set before schedules carried one.
 
     Run at start-up (and after old-layout schedules are moved into their orgs' namespaces):
     such a schedule's runs would otherwise be refused by the agent. Each org's namespace is
     walked; a schedule's interval is kept and its setter recorded as UPGRADE_SETTER. Returns
-    how many it re-proved.
+    how many it proved.
     """
     proved = 0
     for org in org_ids:
@@ -345,20 +351,12 @@ async def prove_unproved(
             ids = parse_schedule_id(listed.id)
             if ids is None or ids[0] != org:
                 continue
-            org_id, connection_id = ids
             try:
-                stored = await _stored(client, listed.id)
-                if stored is None or stored[0].proof:
+                described = await describe(client, listed.id)
+                if described is None or not await prove(
+                    client, listed.id, described, signer, execution_timeout
+                ):
                     continue
-                await put(
-                    client,
-                    org_id,
-                    connection_id,
-                    stored[1],
-                    execution_timeout,
-                    signer=signer,
-                    set_by=UPGRADE_SETTER,
-                )
             except Exception as exc:  # One unreadable schedule must not stop the others.
                 log.warning(
                     "schedule not re-proved", schedule_id=listed.id, error=type(exc).__name__
@@ -367,3 +365,39 @@ async def prove_unproved(
             proved += 1
             log.info("schedule re-proved", schedule_id=listed.id)
     return proved
+
+
+async def prove(
+    client: Client,
+    sid: str,
+    described: DescribeScheduleResponse,
+    signer: ProofSigner,
+    execution_timeout: timedelta,
+    *,
+    now: datetime | None = None,
+) -> bool:
+    """Writes the unproved schedule ``described`` back with a proof that UPGRADE_SETTER set it
+    now, phased at now, its interval kept; False when it has a proof already or is gone.
+
+    Like ``reencrypt``, an update under the description's conflict token: a schedule set or
+    deleted meanwhile stays as it was set or deleted.
+    """
+    ids = parse_schedule_id(sid)
+    schedule = ScheduleProto()
+    schedule.CopyFrom(described.schedule)
+    intervals = schedule.spec.interval
+    if ids is None or not intervals:
+        return False
+    stored = schedule.action.start_workflow.input.payloads
+    (request,) = await client.data_converter.decode(list(stored), [workflows_pb2.RootRotationInput])
+    assert isinstance(request, workflows_pb2.RootRotationInput)
+    if request.proof:
+        return False
+    interval = intervals[0].interval.ToTimedelta()
+    set_at = (now or datetime.now(UTC)).replace(microsecond=0)
+    _attach_proof(request, signer, ids[0], sid, interval, execution_timeout, UPGRADE_SETTER, set_at)
+    encoded = await client.data_converter.encode([request])
+    del stored[:]
+    stored.extend(encoded)
+    intervals[0].phase.FromTimedelta(_phase(set_at, interval))
+    return await _update(client, sid, schedule, described.conflict_token)
