@@ -52,7 +52,8 @@ from agent.sync.source import (
 STATE_SCHEMA = "sevvo_sync"
 # Where incremental models keep their high-water marks, one row per model.
 _STATE_TABLE = TableName(STATE_SCHEMA, "sync_state")
-# The advisory lock (hashed to a key) under which syncs create schemas and the state table.
+# The advisory locks (the prefix of a key per schema, hashed) under which syncs create a missing
+# schema and the state table.
 _PREPARE_LOCK = "sevvo.sync.prepare"
 _STAGING_SUFFIX = "__sevvo_staging"
 _OLD_SUFFIX = "__sevvo_replaced"

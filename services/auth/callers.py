@@ -76,14 +76,21 @@ class TrustedProxies:
         return address is not None and any(address in network for network in self.networks)
 
 
-def _address_of(peer: str) -> Address | None:
-    """The address of a gRPC peer string (``ipv4:1.2.3.4:5``, ``ipv6:[::1]:5``), if any."""
+def peer_host(peer: str) -> tuple[str, str]:
+    """The scheme and host of a gRPC peer string: ``ipv4:1.2.3.4:5`` is ("ipv4", "1.2.3.4"),
+    ``ipv6:[::1]:5`` ("ipv6", "::1"); any other scheme keeps the rest whole."""
     scheme, _, rest = unquote(peer).partition(":")
     if scheme == "ipv4":
-        return _plain(rest.rpartition(":")[0])
+        return scheme, rest.rpartition(":")[0] or rest
     if scheme == "ipv6":
-        return _plain(rest.rpartition(":")[0].strip("[]"))
-    return None
+        return scheme, rest.rpartition(":")[0].strip("[]") if "]" in rest else rest
+    return scheme, rest
+
+
+def _address_of(peer: str) -> Address | None:
+    """The address of a gRPC peer string, if it has one."""
+    scheme, host = peer_host(peer)
+    return _plain(host) if scheme in ("ipv4", "ipv6") else None
 
 
 def _hop_address(hop: str) -> Address | None:

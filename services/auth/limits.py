@@ -31,10 +31,10 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
-from urllib.parse import unquote
 
 import grpc
 
+from services.auth.callers import peer_host
 from sevvo.runtime.errors import SevvoError
 
 P = ParamSpec("P")
@@ -63,11 +63,10 @@ def source_of(peer: str) -> str:
     through one's own addresses does not reset the budget. Behind a proxy the peer is the
     proxy, unless auth trusts it and reads its client (services/auth/callers.py).
     """
-    scheme, _, rest = unquote(peer).partition(":")
+    scheme, host = peer_host(peer)
     if scheme == "ipv4":
-        return rest.rpartition(":")[0] or rest
+        return host
     if scheme == "ipv6":
-        host = rest.rpartition(":")[0].strip("[]") if "]" in rest else rest
         try:
             return str(ipaddress.IPv6Network(f"{host.split('%')[0]}/64", strict=False))
         except ValueError:

@@ -235,15 +235,32 @@ async def reencrypt(client: Client, sid: str, described: DescribeScheduleRespons
     A create-or-replace here brought a deleted schedule back, and replaced one set meanwhile
     with its old interval.
     """
+    schedule, request = await _editable(client, described)
+    await _set_input(client, schedule, request)
+    return await _update(client, sid, schedule, described.conflict_token)
+
+
+async def _editable(
+    client: Client, described: DescribeScheduleResponse
+) -> tuple[ScheduleProto, workflows_pb2.RootRotationInput]:
+    """A copy of the described schedule to change, and its input decrypted."""
     schedule = ScheduleProto()
     schedule.CopyFrom(described.schedule)
+    (request,) = await client.data_converter.decode(
+        list(schedule.action.start_workflow.input.payloads), [workflows_pb2.RootRotationInput]
+    )
+    assert isinstance(request, workflows_pb2.RootRotationInput)
+    return schedule, request
+
+
+async def _set_input(
+    client: Client, schedule: ScheduleProto, request: workflows_pb2.RootRotationInput
+) -> None:
+    """Sets the schedule's input to ``request``, encrypted with ``client``'s current key."""
     stored = schedule.action.start_workflow.input.payloads
-    converter = client.data_converter
-    decoded = await converter.decode(list(stored), [workflows_pb2.RootRotationInput])
-    encoded = await converter.encode(decoded)
+    encoded = await client.data_converter.encode([request])
     del stored[:]
     stored.extend(encoded)
-    return await _update(client, sid, schedule, described.conflict_token)
 
 
 async def _update(client: Client, sid: str, schedule: ScheduleProto, conflict_token: bytes) -> bool:
@@ -383,21 +400,13 @@ async def prove(
     deleted meanwhile stays as it was set or deleted.
     """
     ids = parse_schedule_id(sid)
-    schedule = ScheduleProto()
-    schedule.CopyFrom(described.schedule)
+    schedule, request = await _editable(client, described)
     intervals = schedule.spec.interval
-    if ids is None or not intervals:
-        return False
-    stored = schedule.action.start_workflow.input.payloads
-    (request,) = await client.data_converter.decode(list(stored), [workflows_pb2.RootRotationInput])
-    assert isinstance(request, workflows_pb2.RootRotationInput)
-    if request.proof:
+    if ids is None or not intervals or request.proof:
         return False
     interval = intervals[0].interval.ToTimedelta()
     set_at = (now or datetime.now(UTC)).replace(microsecond=0)
     _attach_proof(request, signer, ids[0], sid, interval, execution_timeout, UPGRADE_SETTER, set_at)
-    encoded = await client.data_converter.encode([request])
-    del stored[:]
-    stored.extend(encoded)
+    await _set_input(client, schedule, request)
     intervals[0].phase.FromTimedelta(_phase(set_at, interval))
     return await _update(client, sid, schedule, described.conflict_token)
