@@ -172,6 +172,11 @@ def test_the_whole_story_in_the_browser_leaves_no_secret_behind(
 
         # The audit trail tells it all, newest first.
         page.get_by_role("link", name="Audit").click()
+        # A link's click does not wait for the page it opens, and reading texts does not wait
+        # either: wait for the audit page itself before reading its rows.
+        expect(page).to_have_url(f"{console.url}/audit")
+        page.wait_for_load_state()
+        expect(page.get_by_test_id("audit-action").first).to_be_visible()
         actions = page.get_by_test_id("audit-action").all_inner_texts()
         for action in ("deployment.revoke", "connection.create", "connection.preview"):
             assert action in actions, actions
