@@ -12,7 +12,9 @@ the kernel's dirty pages, autovacuum off. Three streams:
   rows stay until the commit, as the sync keeps them (readable, even, which TRUNCATE's lock
   does not allow);
 - the sync, which reads its source in a REPEATABLE READ snapshot, loads a staging table and
-  swaps it in, all in one transaction.
+  swaps it in, all in one transaction. It loads that table frozen and adds its primary key
+  after the rows (one sorted index build), where the pipes' COPY keeps the table's key as
+  it goes, row by row: the sync's lead over the pipe, when it has one, is mostly these two.
 
 The sync runs in a process of its own so its peak RSS is its own: growth is measured against
 the same process importing the engine and not syncing (target: under 100 MB at 1M rows, none

@@ -259,6 +259,42 @@ def test_a_run_that_fails_midway_leaves_the_destination_as_it_was(
     assert _tables(destination) == {str(TABLE)}
 
 
+def _primary_key(url: str, table: TableName) -> list[str]:
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "select a.attname from pg_index i join pg_attribute a"
+            " on a.attrelid = i.indrelid and a.attnum = any(i.indkey)"
+            " where i.indrelid = %s::regclass and i.indisprimary order by a.attnum",
+            (str(table),),
+        ).fetchall()
+    return [r[0] for r in rows]
+
+
+def test_a_full_refresh_keys_its_table_and_fails_cleanly_on_a_repeated_key(
+    source: str, destination: str
+) -> None:
+    """The model's primary key, added to the loaded table after its rows, is on the table the
+    swap puts in place; rows that repeat a key (or leave it null) fail the run, quote no value
+    and leave the destination as it was."""
+    _run(source, destination, primary_key=("id",))
+    assert _primary_key(destination, TABLE) == ["id"]
+    before = _destination_rows(destination)
+    null_key = (
+        f"{QUERY} union all select null, note, amount, placed_at, doc, raw, tags, updated_at"
+        " from orders where id = 7"
+    )
+    repeated_key = f"{QUERY} union all {QUERY} where id = 7"
+    for broken, sqlstate in ((repeated_key, "23505"), (null_key, "23502")):
+        with pytest.raises(SyncFailed) as failed:
+            _run(source, destination, query=broken, primary_key=("id",))
+        assert (failed.value.category, failed.value.sqlstate) == ("destination_failed", sqlstate)
+        assert CANARY not in str(failed.value) and "7" not in str(failed.value)
+        assert _destination_rows(destination) == before
+        assert _tables(destination) == {str(TABLE)}
+    _run(source, destination, primary_key=("id",))
+    assert _primary_key(destination, TABLE) == ["id"]
+
+
 def test_a_first_run_that_fails_leaves_no_schema_behind(source: str, destination: str) -> None:
     """The schemas a first incremental run creates (its table's and the state's) go with its
     failure: the destination is as it was, not one empty schema richer."""

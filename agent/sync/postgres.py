@@ -333,7 +333,11 @@ def _full_refresh(
     table = plan.destination
     staging = table.identifier(_STAGING_SUFFIX)
     dst.execute(sql.SQL("drop table if exists {}").format(staging))
-    _create(dst, staging, columns, plan.primary_key)
+    # The primary key is added once the rows are in, as pg_restore does: one sorted build of
+    # its index, where COPY into a keyed table inserts into it row by row (a 1M-row load here
+    # took 1.9 s instead of 2.5 s on the destination, with ids in order, the best case for
+    # row-by-row). Duplicate or null keys fail the ALTER as they would fail the COPY.
+    _create(dst, staging, columns, ())
     in_place = target.columns == columns and _carries_more_than(dst, table, staging)
     if in_place and _referenced_by_foreign_keys(dst, table):
         raise SyncFailed(
@@ -348,6 +352,12 @@ def _full_refresh(
     # snapshot predates the commit and who first opens the table after it sees the new rows,
     # where unfrozen rows (inserted after its snapshot) would show it an empty table.
     rows, size = _copy(src, dst, query, staging, columns, progress, freeze=True)
+    if plan.primary_key:
+        dst.execute(
+            sql.SQL("alter table {} add primary key ({})").format(
+                staging, sql.SQL(", ").join(map(sql.Identifier, plan.primary_key))
+            )
+        )
     if in_place:
         names = sql.SQL(", ").join(sql.Identifier(c.name) for c in columns)
         dst.execute(sql.SQL("truncate {}").format(table.identifier()))
