@@ -403,6 +403,32 @@ def big_source(database_url: str) -> str:
     return database_url
 
 
+def test_the_agents_other_threads_run_while_the_source_computes(
+    source: str, destination: str
+) -> None:
+    """A source that takes a while before its first row (a sort, an aggregate) does not stop
+    the agent's process: its Temporal heartbeats and other work go on in other threads. The
+    sync once waited in libpq holding the GIL, and every other thread stood still."""
+    slow = QUERY.replace("from public.orders", "from public.orders, pg_sleep(1.5)")
+    stop, gaps = threading.Event(), []
+
+    def tick() -> None:
+        last = time.monotonic()
+        while not stop.wait(0.01):
+            gaps.append(time.monotonic() - last)
+            last = time.monotonic()
+
+    ticker = threading.Thread(target=tick)
+    ticker.start()
+    try:
+        report = _run(source, destination, query=slow)
+    finally:
+        stop.set()
+        ticker.join()
+    assert report.rows == ROWS
+    assert max(gaps) < 0.5, f"the other thread stood still for {max(gaps):.2f} s"
+
+
 _KILLED_CHILD = """
 import sys, time
 from pathlib import Path
