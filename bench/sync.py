@@ -72,12 +72,22 @@ _STREAMS = {
     "sync": "sync (agent)",
 }
 _PIPE_INTO = "\\copy pipe.orders from stdin (format binary)"
-_TUNED = (
-    "drop table if exists pipe.tuned",
-    f"create table pipe.tuned ({COLUMNS.replace(' primary key', '')})",
-    "\\copy pipe.tuned from stdin (format binary, freeze)",
-    "alter table pipe.tuned add primary key (id)",
-)
+# What the destination's psql runs, per pipe stream ("-1": all in one transaction).
+_PIPE_COMMANDS = {
+    "pipe": ("-c", _PIPE_INTO),
+    "pipe, one transaction": ("-1", "-c", "truncate pipe.orders", "-c", _PIPE_INTO),
+    "pipe, key after": (
+        "-1",
+        "-c",
+        "drop table if exists pipe.tuned",
+        "-c",
+        f"create table pipe.tuned ({COLUMNS.replace(' primary key', '')})",
+        "-c",
+        "\\copy pipe.tuned from stdin (format binary, freeze)",
+        "-c",
+        "alter table pipe.tuned add primary key (id)",
+    ),
+}
 _CHILD = """
 import json, sys, time
 def peak_kb():
@@ -203,18 +213,13 @@ def _backends_running(postmaster: int) -> bool:
 def _pipe(source: str, destination: str, postmaster: int, *, stream: str) -> tuple[float, Cpu]:
     """Seconds and CPU for psql | psql, binary COPY, as ``stream`` names it: into a table
     truncated before the clock starts, or in the COPY's own transaction, or tuned."""
-    one_transaction = stream != "pipe"
     with psycopg.connect(destination, autocommit=True) as conn:
         conn.execute("create schema if not exists pipe")
         conn.execute(f"create table if not exists pipe.orders ({COLUMNS})")
-        if not one_transaction:
+        if stream == "pipe":
             conn.execute("truncate pipe.orders")
     checkpoint(destination)
     psql = str(postgres_bin_dir() / "psql")
-    into = ["-1", "-c", "truncate pipe.orders"] if one_transaction else []
-    loads = ["-c", _PIPE_INTO]
-    if stream == "pipe, key after":
-        into, loads = ["-1"], [arg for command in _TUNED for arg in ("-c", command)]
     cpu = cpu_used(postmaster)
     started = time.monotonic()
     out = subprocess.Popen(
@@ -222,7 +227,7 @@ def _pipe(source: str, destination: str, postmaster: int, *, stream: str) -> tup
         stdout=subprocess.PIPE,
     )
     loaded = subprocess.run(
-        [psql, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", destination, *into, *loads],
+        [psql, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", destination, *_PIPE_COMMANDS[stream]],
         stdin=out.stdout,
         check=False,
     )
@@ -297,9 +302,7 @@ def measure(rows: int, rounds: int = ROUNDS) -> None:
             after: dict[str, list[float]] = {"pipe": [], "sync": []}
             peaks, size = [], 0
             for _ in range(rounds):
-                for name in _STREAMS:
-                    if name == "sync":
-                        continue
+                for name in _PIPE_COMMANDS:
                     seconds, spent = _pipe(source, destination, server.pid, stream=name)
                     runs[name].append(seconds)
                     used[name].append(spent)

@@ -167,6 +167,10 @@ def _target(dst: psycopg.Connection[Any], table: TableName) -> _Target:
     return _Target(tuple(Column(r[0], r[1]) for r in rows) if rows else None)
 
 
+def _names(columns: tuple[str, ...]) -> sql.Composable:
+    return sql.SQL(", ").join(map(sql.Identifier, columns))
+
+
 def _create(
     dst: psycopg.Connection[Any],
     name: sql.Composable,
@@ -175,9 +179,7 @@ def _create(
 ) -> None:
     parts = [sql.SQL("{} {}").format(sql.Identifier(c.name), sql.SQL(c.type_sql)) for c in columns]
     if primary_key:
-        parts.append(
-            sql.SQL("primary key ({})").format(sql.SQL(", ").join(map(sql.Identifier, primary_key)))
-        )
+        parts.append(sql.SQL("primary key ({})").format(_names(primary_key)))
     dst.execute(sql.SQL("create table {} ({})").format(name, sql.SQL(", ").join(parts)))
 
 
@@ -392,9 +394,7 @@ def _full_refresh(
     rows, size = _copy(src, dst, query, staging, columns, progress, freeze=True)
     if plan.primary_key:
         dst.execute(
-            sql.SQL("alter table {} add primary key ({})").format(
-                staging, sql.SQL(", ").join(map(sql.Identifier, plan.primary_key))
-            )
+            sql.SQL("alter table {} add primary key ({})").format(staging, _names(plan.primary_key))
         )
     if in_place:
         names = sql.SQL(", ").join(sql.Identifier(c.name) for c in columns)
@@ -526,7 +526,7 @@ def _incremental(
             sql.SQL(", ").join(names),
             sql.SQL(", ").join(names),
             staging,
-            sql.SQL(", ").join(map(sql.Identifier, plan.primary_key)),
+            _names(plan.primary_key),
             conflict,
         )
     )
